@@ -1,0 +1,9 @@
+// The wire contract of Berth, generated from proto/berth/v1 by `npm run gen`. No hand-written code
+// lives here but this index.
+export * from "./gen/berth/v1/resources.js";
+export * from "./gen/berth/v1/vm.js";
+export * from "./gen/berth/v1/host.js";
+export * from "./gen/berth/v1/agent.js";
+export * from "./gen/berth/v1/cluster.js";
+// Every generated file declares these helpers; one copy is the public one.
+export { type DeepPartial, type MessageFns, protobufPackage, protobufFileName } from "./gen/berth/v1/resources.js";

@@ -1,0 +1,4 @@
+import { fileURLToPath } from "node:url";
+
+/** Path of the berth-controller entry point, for tools that start it as a process. */
+export const CONTROLLER_MAIN = fileURLToPath(new URL("./main.js", import.meta.url));

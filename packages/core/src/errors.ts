@@ -1,0 +1,126 @@
+import { Metadata, status, type ServiceError, type StatusObject } from "@grpc/grpc-js";
+
+/**
+ * Stable error codes. They cross the API (as gRPC status + the `berth-error-code` trailer) and are
+ * what scripts should match on; messages are for people and may change.
+ */
+export const ErrorCode = {
+  InvalidArgument: "INVALID_ARGUMENT",
+  NotFound: "NOT_FOUND",
+  AlreadyExists: "ALREADY_EXISTS",
+  FailedPrecondition: "FAILED_PRECONDITION",
+  ResourceExhausted: "RESOURCE_EXHAUSTED",
+  /** A guarded write lost a race; the caller may retry after re-reading. */
+  Conflict: "CONFLICT",
+  /** This controller is not the leader (or no leader is known). */
+  NotLeader: "NOT_LEADER",
+  Unavailable: "UNAVAILABLE",
+  HypervisorUnavailable: "HYPERVISOR_UNAVAILABLE",
+  DeadlineExceeded: "DEADLINE_EXCEEDED",
+  Internal: "INTERNAL",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const grpcStatusOf: Record<ErrorCode, status> = {
+  INVALID_ARGUMENT: status.INVALID_ARGUMENT,
+  NOT_FOUND: status.NOT_FOUND,
+  ALREADY_EXISTS: status.ALREADY_EXISTS,
+  FAILED_PRECONDITION: status.FAILED_PRECONDITION,
+  RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
+  CONFLICT: status.ABORTED,
+  NOT_LEADER: status.UNAVAILABLE,
+  UNAVAILABLE: status.UNAVAILABLE,
+  HYPERVISOR_UNAVAILABLE: status.UNAVAILABLE,
+  DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
+  INTERNAL: status.INTERNAL,
+};
+
+/** Metadata key of the stable Berth error code on a failed call. */
+export const ERROR_CODE_METADATA_KEY = "berth-error-code";
+/** Metadata key of the leader's address on a NOT_LEADER error. */
+export const LEADER_METADATA_KEY = "berth-leader";
+
+export interface BerthErrorOptions {
+  /** The input field at fault, in proto field path form (`spec.resources.memory_mib`). */
+  field?: string;
+  /** One line per reason, e.g. why each host was rejected. */
+  reasons?: readonly string[];
+  /** For NOT_LEADER: the leader's address when known. */
+  leader?: string;
+  cause?: unknown;
+}
+
+/** The one error type that crosses package boundaries in Berth. */
+export class BerthError extends Error {
+  readonly code: ErrorCode;
+  readonly field: string | undefined;
+  readonly reasons: readonly string[];
+  readonly leader: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: BerthErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "BerthError";
+    this.code = code;
+    this.field = options.field;
+    this.reasons = options.reasons ?? [];
+    this.leader = options.leader;
+  }
+}
+
+export function isBerthError(e: unknown, code?: ErrorCode): e is BerthError {
+  return e instanceof BerthError && (code === undefined || e.code === code);
+}
+
+export const invalidArgument = (field: string, rule: string): BerthError =>
+  new BerthError(ErrorCode.InvalidArgument, `${field}: ${rule}`, { field });
+export const notFound = (what: string): BerthError =>
+  new BerthError(ErrorCode.NotFound, `${what} not found`);
+export const alreadyExists = (what: string): BerthError =>
+  new BerthError(ErrorCode.AlreadyExists, `${what} already exists`);
+
+/**
+ * Maps any error to the gRPC status a server should answer with. Foreign errors become INTERNAL
+ * with a generic message, so nothing internal (addresses, keys, secrets) leaks to callers.
+ */
+export function toGrpcStatus(e: unknown): Partial<StatusObject> {
+  const metadata = new Metadata();
+  if (!(e instanceof BerthError)) {
+    metadata.set(ERROR_CODE_METADATA_KEY, ErrorCode.Internal);
+    return { code: status.INTERNAL, details: "internal error (see the controller log)", metadata };
+  }
+  metadata.set(ERROR_CODE_METADATA_KEY, e.code);
+  if (e.leader) metadata.set(LEADER_METADATA_KEY, e.leader);
+  const details = e.reasons.length > 0 ? `${e.message}:\n  ${e.reasons.join("\n  ")}` : e.message;
+  return { code: grpcStatusOf[e.code], details, metadata };
+}
+
+const codeOfGrpcStatus = new Map<status, ErrorCode>([
+  [status.INVALID_ARGUMENT, ErrorCode.InvalidArgument],
+  [status.NOT_FOUND, ErrorCode.NotFound],
+  [status.ALREADY_EXISTS, ErrorCode.AlreadyExists],
+  [status.FAILED_PRECONDITION, ErrorCode.FailedPrecondition],
+  [status.RESOURCE_EXHAUSTED, ErrorCode.ResourceExhausted],
+  [status.ABORTED, ErrorCode.Conflict],
+  [status.UNAVAILABLE, ErrorCode.Unavailable],
+  [status.DEADLINE_EXCEEDED, ErrorCode.DeadlineExceeded],
+]);
+
+function isServiceError(e: unknown): e is ServiceError {
+  return e instanceof Error && typeof (e as Partial<ServiceError>).code === "number";
+}
+
+/** Maps an error returned by a gRPC call back to a BerthError (client side of toGrpcStatus). */
+export function fromGrpcError(e: unknown): BerthError {
+  if (e instanceof BerthError) return e;
+  if (!isServiceError(e)) return new BerthError(ErrorCode.Internal, String(e), { cause: e });
+  const declared = e.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
+  const code =
+    typeof declared === "string" && Object.values(ErrorCode).includes(declared as ErrorCode)
+      ? (declared as ErrorCode)
+      : (codeOfGrpcStatus.get(e.code) ?? ErrorCode.Internal);
+  const leader = e.metadata?.get(LEADER_METADATA_KEY)[0];
+  return new BerthError(code, e.details || e.message, {
+    cause: e,
+    ...(typeof leader === "string" ? { leader } : {}),
+  });
+}

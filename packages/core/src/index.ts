@@ -1,0 +1,5 @@
+export * from "./errors.js";
+export * from "./resources.js";
+export * from "./limits.js";
+export * from "./validation.js";
+export * from "./grpc.js";

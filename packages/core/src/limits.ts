@@ -1,0 +1,21 @@
+/**
+ * Bounds on every input Berth accepts. They keep one bad client from exhausting a controller and
+ * keep every message well under gRPC's 4 MiB receive limit and etcd's 1.5 MiB request limit.
+ */
+export const Limits = {
+  /** Largest gRPC message either side accepts. */
+  maxMessageBytes: 4 * 1024 * 1024,
+  maxNameLength: 63,
+  maxLabels: 64,
+  maxLabelKeyLength: 63,
+  maxLabelValueLength: 253,
+  /** Largest VM one spec may ask for. */
+  maxVcpus: 1024,
+  minMemoryMib: 16,
+  maxMemoryMib: 16 * 1024 * 1024,
+  maxDiskGib: 1024 * 1024,
+  /** Domains one host may report; more is treated as a bad Hello/Report. */
+  maxDomainsPerHost: 4096,
+  /** Bound on the commands queued for one agent stream. */
+  maxQueuedCommandsPerHost: 1024,
+} as const;

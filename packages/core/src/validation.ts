@@ -1,0 +1,72 @@
+import type { Hello, Resources, VmSpec } from "@berth/api";
+import { invalidArgument } from "./errors.js";
+import { Limits } from "./limits.js";
+
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
+
+/** A DNS label: lower-case letters, digits and '-', 1..63 characters. Throws INVALID_ARGUMENT. */
+export function validateName(name: string, field: string): void {
+  if (name.length === 0) throw invalidArgument(field, "is required");
+  if (!DNS_LABEL.test(name)) {
+    throw invalidArgument(
+      field,
+      `'${name.slice(0, 80)}' must be 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit`,
+    );
+  }
+}
+
+/** Host ids follow the same rule as VM names (they appear in keys and domain names). */
+export const validateHostId = (id: string, field = "host_id"): void => validateName(id, field);
+
+export function validateLabels(labels: Record<string, string>, field: string): void {
+  const entries = Object.entries(labels);
+  if (entries.length > Limits.maxLabels) throw invalidArgument(field, `at most ${Limits.maxLabels} labels`);
+  for (const [k, v] of entries) {
+    if (!LABEL_KEY.test(k)) {
+      throw invalidArgument(`${field}[${k.slice(0, 80)}]`, "key must be 1-63 letters, digits, '.', '_', '/' or '-'");
+    }
+    if (v.length > Limits.maxLabelValueLength) {
+      throw invalidArgument(`${field}[${k}]`, `value longer than ${Limits.maxLabelValueLength} characters`);
+    }
+  }
+}
+
+function checkInteger(value: number, field: string, min: number, max: number, unit: string): void {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw invalidArgument(field, `must be a whole number from ${min} to ${max} ${unit} (got ${value})`);
+  }
+}
+
+/**
+ * Checks a VM spec against Berth's rules and limits. Throws INVALID_ARGUMENT naming the first field
+ * at fault (`spec.resources.memory_mib: must be ...`). Pure; never changes `spec`.
+ */
+export function validateVmSpec(spec: VmSpec | undefined, field = "spec"): asserts spec is VmSpec & { resources: Resources } {
+  if (!spec) throw invalidArgument(field, "is required");
+  validateName(spec.name, `${field}.name`);
+  const r = spec.resources;
+  if (!r) throw invalidArgument(`${field}.resources`, "is required");
+  checkInteger(r.vcpus, `${field}.resources.vcpus`, 1, Limits.maxVcpus, "vCPUs");
+  checkInteger(r.memoryMib, `${field}.resources.memory_mib`, Limits.minMemoryMib, Limits.maxMemoryMib, "MiB");
+  checkInteger(r.diskGib, `${field}.resources.disk_gib`, 0, Limits.maxDiskGib, "GiB");
+  validateLabels(spec.labels, `${field}.labels`);
+}
+
+/** Checks an agent's Hello. Throws INVALID_ARGUMENT naming the field. */
+export function validateHello(hello: Hello): void {
+  validateHostId(hello.hostId, "hello.host_id");
+  if (hello.bootId.length === 0 || hello.bootId.length > 128) {
+    throw invalidArgument("hello.boot_id", "must be 1-128 characters");
+  }
+  const c = hello.capacity;
+  if (!c) throw invalidArgument("hello.capacity", "is required");
+  checkInteger(c.vcpus, "hello.capacity.vcpus", 1, 1 << 20, "vCPUs");
+  checkInteger(c.memoryMib, "hello.capacity.memory_mib", 1, Number.MAX_SAFE_INTEGER, "MiB");
+  checkInteger(c.diskGib, "hello.capacity.disk_gib", 0, Number.MAX_SAFE_INTEGER, "GiB");
+  validateLabels(hello.labels, "hello.labels");
+  const n = hello.inventory?.domains.length ?? 0;
+  if (n > Limits.maxDomainsPerHost) {
+    throw invalidArgument("hello.inventory.domains", `at most ${Limits.maxDomainsPerHost} domains (got ${n})`);
+  }
+}
