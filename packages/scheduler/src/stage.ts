@@ -1,0 +1,36 @@
+import type { ResolvedSchedulerOptions } from "./options.js";
+import type { HostSnapshot, PlacementRequest } from "./types.js";
+
+/**
+ * What every stage sees besides the host: the request and the configuration. Later stages
+ * (affinity groups, limits) extend this with cluster-wide facts computed once per decision.
+ */
+export interface PlacementContext {
+  readonly request: PlacementRequest;
+  readonly options: ResolvedSchedulerOptions;
+}
+
+export type FilterResult = { readonly pass: true } | { readonly pass: false; readonly reason: string };
+
+export const FILTER_PASS: FilterResult = Object.freeze({ pass: true });
+export const filterFail = (reason: string): FilterResult => ({ pass: false, reason });
+
+/**
+ * A feasibility stage: decides alone, for one host, whether the host can take the request. When it
+ * cannot, the reason is one line an operator can act on (it appears as `<host>: <name>: <reason>`).
+ * Pure and synchronous.
+ */
+export interface Filter {
+  readonly name: string;
+  filter(host: HostSnapshot, ctx: PlacementContext): FilterResult;
+}
+
+/**
+ * A scoring stage: a raw score for a host that passed every filter, higher is better, on any scale;
+ * the pipeline normalises raw scores to [0, 1] across the candidates before weighting, so a weigher
+ * never needs to know the other hosts. Pure and synchronous.
+ */
+export interface Weigher {
+  readonly name: string;
+  weigh(host: HostSnapshot, ctx: PlacementContext): number;
+}
