@@ -207,6 +207,8 @@ export interface Vm {
   generation: number;
   status?: VmStatus | undefined;
   createdAtMs: number;
+  /** With desired state STOPPED: power off at once instead of a graceful shutdown. */
+  forceStop: boolean;
 }
 
 function createBaseVmSpec(): VmSpec {
@@ -573,7 +575,16 @@ export const VmStatus: MessageFns<VmStatus> = {
 };
 
 function createBaseVm(): Vm {
-  return { id: "", spec: undefined, desiredState: 0, hostId: "", generation: 0, status: undefined, createdAtMs: 0 };
+  return {
+    id: "",
+    spec: undefined,
+    desiredState: 0,
+    hostId: "",
+    generation: 0,
+    status: undefined,
+    createdAtMs: 0,
+    forceStop: false,
+  };
 }
 
 export const Vm: MessageFns<Vm> = {
@@ -598,6 +609,9 @@ export const Vm: MessageFns<Vm> = {
     }
     if (message.createdAtMs !== 0) {
       writer.uint32(56).uint64(message.createdAtMs);
+    }
+    if (message.forceStop !== false) {
+      writer.uint32(64).bool(message.forceStop);
     }
     return writer;
   },
@@ -671,6 +685,14 @@ export const Vm: MessageFns<Vm> = {
             message.createdAtMs = longToNumber(reader.uint64());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.forceStop = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -704,6 +726,11 @@ export const Vm: MessageFns<Vm> = {
         : isSet(object.created_at_ms)
         ? globalThis.Number(object.created_at_ms)
         : 0,
+      forceStop: isSet(object.forceStop)
+        ? globalThis.Boolean(object.forceStop)
+        : isSet(object.force_stop)
+        ? globalThis.Boolean(object.force_stop)
+        : false,
     };
   },
 
@@ -730,6 +757,9 @@ export const Vm: MessageFns<Vm> = {
     if (message.createdAtMs !== 0) {
       obj.createdAtMs = Math.round(message.createdAtMs);
     }
+    if (message.forceStop !== false) {
+      obj.forceStop = message.forceStop;
+    }
     return obj;
   },
 
@@ -747,6 +777,7 @@ export const Vm: MessageFns<Vm> = {
       ? VmStatus.fromPartial(object.status)
       : undefined;
     message.createdAtMs = object.createdAtMs ?? 0;
+    message.forceStop = object.forceStop ?? false;
     return message;
   },
 };
