@@ -2,3 +2,7 @@ import { fileURLToPath } from "node:url";
 
 /** Path of the berth-agent entry point, for tools that start it as a process. */
 export const AGENT_MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
+
+export { Agent, AGENT_VERSION } from "./agent.js";
+export { CommandExecutor } from "./executor.js";
+export { resolveAgentOptions, parseCapacity, parseLabels, type AgentOptions, type ResolvedAgentOptions } from "./options.js";

@@ -1,0 +1,101 @@
+import type { Command, CommandResult, Domain } from "@berth/api";
+import { BerthError, ErrorCode } from "@berth/core";
+import type { HypervisorDriver } from "@berth/hypervisor";
+
+/**
+ * Applies controller commands to the hypervisor, idempotently: a command carries (vm id,
+ * generation, leader epoch), and
+ * - a command from a leader older than one already obeyed is refused (a deposed leader),
+ * - a command older than the generation the domain records is refused (a stale resend),
+ * - a command whose effect is already in place changes nothing (a resend after a lost result).
+ * Commands for one VM run one at a time, in arrival order; different VMs run concurrently.
+ */
+export class CommandExecutor {
+  private readonly perVm = new Map<string, Promise<void>>();
+  private highestEpoch: number;
+
+  constructor(
+    private readonly driver: HypervisorDriver,
+    initialEpoch: number,
+    private readonly onEpoch: (epoch: number) => void,
+  ) {
+    this.highestEpoch = initialEpoch;
+  }
+
+  get leaderEpoch(): number {
+    return this.highestEpoch;
+  }
+
+  /** Accepts a newer leader's epoch (from Welcome). Epochs never go back. */
+  observeEpoch(epoch: number): void {
+    if (epoch > this.highestEpoch) {
+      this.highestEpoch = epoch;
+      this.onEpoch(epoch);
+    }
+  }
+
+  /** Runs the command after any earlier one for the same VM; never rejects. */
+  execute(command: Command): Promise<CommandResult> {
+    const prior = this.perVm.get(command.vmId) ?? Promise.resolve();
+    const run = prior.then(() => this.apply(command));
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.perVm.set(command.vmId, settled);
+    void settled.then(() => {
+      if (this.perVm.get(command.vmId) === settled) this.perVm.delete(command.vmId);
+    });
+    return run;
+  }
+
+  private async apply(command: Command): Promise<CommandResult> {
+    const base = { commandId: command.commandId, vmId: command.vmId, generation: command.generation };
+    const fail = (code: string, message: string, domain?: Domain): CommandResult => ({
+      ...base,
+      ok: false,
+      errorCode: code,
+      errorMessage: message,
+      domain,
+    });
+    const findDomain = async (): Promise<Domain | undefined> =>
+      (await this.driver.list()).find((d) => d.vmId === command.vmId);
+    try {
+      if (command.leaderEpoch < this.highestEpoch) {
+        return fail(ErrorCode.FailedPrecondition, `command from leader epoch ${command.leaderEpoch}; this host follows epoch ${this.highestEpoch}`, await findDomain());
+      }
+      this.observeEpoch(command.leaderEpoch);
+      const existing = await findDomain();
+      if (existing && command.generation < existing.generation) {
+        return fail(ErrorCode.Conflict, `stale command: generation ${command.generation} < applied ${existing.generation}`, existing);
+      }
+      const action = command.action;
+      if (!action) return fail(ErrorCode.InvalidArgument, "command.action is required", existing);
+      let domain: Domain | undefined;
+      switch (action.$case) {
+        case "create": {
+          const { name, resources, start } = action.value;
+          if (!resources) return fail(ErrorCode.InvalidArgument, "command.create.resources is required", existing);
+          domain = existing ?? (await this.driver.define({ vmId: command.vmId, name, resources, generation: command.generation }));
+          if (start) domain = await this.driver.start(command.vmId);
+          break;
+        }
+        case "start":
+          domain = await this.driver.start(command.vmId);
+          break;
+        case "stop":
+          domain = await this.driver.stop(command.vmId, { force: action.value.force });
+          break;
+        case "delete":
+          await this.driver.delete(command.vmId);
+          return { ...base, ok: true, errorCode: "", errorMessage: "", domain: undefined };
+      }
+      if (domain.generation < command.generation) domain = await this.driver.setGeneration(command.vmId, command.generation);
+      return { ...base, ok: true, errorCode: "", errorMessage: "", domain };
+    } catch (e) {
+      const code = e instanceof BerthError ? e.code : ErrorCode.Internal;
+      const message = e instanceof Error ? e.message : String(e);
+      return fail(code, message, await findDomain().catch(() => undefined));
+    }
+  }
+}

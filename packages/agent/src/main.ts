@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { pino } from "pino";
+import { FakeDriver } from "@berth/hypervisor";
+import { Agent } from "./agent.js";
+import { loadAgentState } from "./agent-state.js";
+import { parseCapacity, parseLabels, resolveAgentOptions } from "./options.js";
+
+const HELP = `berth-agent: runs on every host; reports capacity and executes placement commands.
+
+Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-dir DIR [options]
+
+  --host-id ID            this host's name in the cluster (DNS label)
+  --controller ADDRS      controllers to connect to (default: $BERTH_CONTROLLER); the agent
+                          follows the leader among them
+  --driver fake           hypervisor driver (fake: a simulated hypervisor kept in the state dir)
+  --state-dir DIR         where the agent (and the fake hypervisor) keep state across restarts
+  --capacity SPEC         fake driver: what the host offers, e.g. vcpus=16,memory=64GiB,disk=1TiB
+  --label K=V             host label (repeatable)
+  --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
+  -h, --help              this help
+
+Exit status: 0 after SIGINT/SIGTERM, 1 when the controller rejects this agent for good or the
+hypervisor cannot be opened, 2 on bad arguments.
+`;
+
+async function main(): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      options: {
+        "host-id": { type: "string" },
+        controller: { type: "string" },
+        driver: { type: "string", default: "fake" },
+        "state-dir": { type: "string" },
+        capacity: { type: "string" },
+        label: { type: "string", multiple: true },
+        "log-level": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }).values;
+  } catch (e) {
+    process.stderr.write(`berth-agent: ${(e as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  if (args.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  let options;
+  try {
+    const controllers = (args.controller ?? process.env.BERTH_CONTROLLER ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+    options = resolveAgentOptions({
+      hostId: args["host-id"] ?? "",
+      controllers,
+      driver: args.driver as "fake",
+      stateDir: args["state-dir"] ?? "",
+      ...(args.capacity ? { capacity: parseCapacity(args.capacity) } : {}),
+      labels: parseLabels(args.label ?? []),
+    });
+  } catch (e) {
+    process.stderr.write(`berth-agent: ${(e as Error).message}\n`);
+    return 2;
+  }
+  const log = pino({ name: "berth-agent", level: args["log-level"] ?? process.env.LOG_LEVEL ?? "info" }).child({ hostId: options.hostId });
+
+  let driver: FakeDriver;
+  let state;
+  try {
+    driver = await FakeDriver.open({ stateDir: options.stateDir, ...(options.capacity ? { capacity: options.capacity } : {}) });
+    state = await loadAgentState(options.stateDir);
+  } catch (e) {
+    log.fatal({ err: e }, "cannot open the hypervisor or the agent state");
+    return 1;
+  }
+  const agent = new Agent(options, driver, state.lastLeaderEpoch, log);
+  log.info({ bootId: agent.bootId, controllers: options.controllers, driver: driver.kind, domains: (await driver.list()).length }, "agent starting");
+  const abort = new AbortController();
+  const stop = (why: string): void => {
+    log.info({ why }, "stopping");
+    abort.abort();
+  };
+  process.once("SIGINT", () => stop("SIGINT"));
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  try {
+    await agent.run(abort.signal);
+    return 0;
+  } catch (e) {
+    log.fatal({ err: e }, "agent stopped");
+    return 1;
+  } finally {
+    await driver.close();
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+    setTimeout(() => process.exit(code), 200).unref();
+  },
+  (e: unknown) => {
+    process.stderr.write(`berth-agent: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,123 @@
+import type { ServerDuplexStream } from "@grpc/grpc-js";
+import type { AgentMessage, ControllerMessage, Domain, Resources } from "@berth/api";
+import { Limits } from "@berth/core";
+import type { CommandFailure, PlannedCommand } from "./reconcile.js";
+
+interface InFlight {
+  commandId: string;
+  generation: number;
+  action: string;
+  sentAtMs: number;
+}
+
+/**
+ * One agent's live stream, and what the controller knows of its host through it: the reported
+ * inventory, the commands sent and not yet answered, the last failure per VM.
+ *
+ * Sending respects backpressure: when the stream's buffer is full, messages wait in a bounded
+ * queue until 'drain'; commands that do not fit are not sent and are planned again on the next pass
+ * (reconciliation is level-triggered, so nothing is lost by dropping them).
+ */
+export class AgentSession {
+  readonly connectedAtMs: number;
+  lastHeardMs: number;
+  inventory = new Map<string, Domain>();
+  usage: Resources | undefined;
+  readonly failures = new Map<string, CommandFailure>();
+  private readonly inflight = new Map<string, InFlight>();
+  private readonly queue: ControllerMessage[] = [];
+  private blocked = false;
+  private closed = false;
+  private nextCommand = 0;
+
+  constructor(
+    readonly hostId: string,
+    readonly bootId: string,
+    private readonly call: ServerDuplexStream<AgentMessage, ControllerMessage>,
+    nowMs: number,
+  ) {
+    this.connectedAtMs = nowMs;
+    this.lastHeardMs = nowMs;
+    call.on("drain", () => this.flush());
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Sends a message, queueing it while the stream is backed up. False when it was dropped. */
+  send(message: ControllerMessage): boolean {
+    if (this.closed) return false;
+    if (this.blocked) {
+      if (this.queue.length >= Limits.maxQueuedCommandsPerHost) return false;
+      this.queue.push(message);
+      return true;
+    }
+    this.blocked = !this.call.write(message);
+    return true;
+  }
+
+  /**
+   * Sends a planned command unless the same one is already in flight and younger than
+   * `resendAfterMs`. Commands are idempotent, so a resend after a lost result is safe.
+   */
+  sendCommand(planned: PlannedCommand, leaderEpoch: number, nowMs: number, resendAfterMs: number): boolean {
+    const prior = this.inflight.get(planned.vmId);
+    if (
+      prior &&
+      prior.generation === planned.generation &&
+      prior.action === planned.action.$case &&
+      nowMs - prior.sentAtMs < resendAfterMs
+    ) {
+      return false;
+    }
+    const commandId = `${this.bootId.slice(0, 8)}-${++this.nextCommand}`;
+    const sent = this.send({
+      msg: {
+        $case: "command",
+        value: {
+          commandId,
+          vmId: planned.vmId,
+          generation: planned.generation,
+          leaderEpoch,
+          action: planned.action,
+        },
+      },
+    });
+    if (sent) {
+      this.inflight.set(planned.vmId, { commandId, generation: planned.generation, action: planned.action.$case, sentAtMs: nowMs });
+    }
+    return sent;
+  }
+
+  /** Records a command's result; returns false when the result answers no command in flight. */
+  settle(vmId: string, commandId: string): boolean {
+    const prior = this.inflight.get(vmId);
+    if (prior?.commandId !== commandId) return false;
+    this.inflight.delete(vmId);
+    return true;
+  }
+
+  get inflightCount(): number {
+    return this.inflight.size;
+  }
+
+  /** Ends the stream (idempotent). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue.length = 0;
+    try {
+      this.call.end();
+    } catch {
+      // The stream may already be gone; closing is best effort and idempotent.
+    }
+  }
+
+  private flush(): void {
+    this.blocked = false;
+    while (!this.closed && !this.blocked && this.queue.length > 0) {
+      this.blocked = !this.call.write(this.queue.shift()!);
+    }
+  }
+}

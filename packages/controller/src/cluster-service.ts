@@ -1,0 +1,185 @@
+import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
+import {
+  DesiredState,
+  EventType,
+  type ClusterServiceServer,
+  type Vm,
+  type WatchEventsRequest,
+  type WatchEventsResponse,
+} from "@berth/api";
+import { BerthError, ErrorCode, notFound, toGrpcStatus, validateName } from "@berth/core";
+import type { ClusterStore } from "@berth/store";
+import type { Logger } from "pino";
+import type { ClusterState, StateChange } from "./cluster-state.js";
+import type { FencedWriter } from "./fenced-writer.js";
+import { decodeVm, encodeVm, Keys } from "./keys.js";
+import type { Placer } from "./placement.js";
+
+export interface ClusterServiceDeps {
+  /** The writer when this controller leads; undefined on a follower. */
+  writer(): FencedWriter | undefined;
+  leaderAddress(): Promise<string>;
+  store: ClusterStore;
+  state: ClusterState;
+  placer: Placer;
+  log: Logger;
+}
+
+/** Events a slow WatchEvents client may fall behind by before its stream is ended. */
+const MAX_WATCH_BACKLOG = 10_000;
+
+/**
+ * The operator API. Only the leader answers; a follower fails every call with NOT_LEADER
+ * (UNAVAILABLE + the leader's address), so clients have one consistent view. Errors are BerthErrors
+ * mapped to gRPC status in one place (`toGrpcStatus`); bad input changes nothing.
+ */
+export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
+  const leader = async (): Promise<FencedWriter> => {
+    const w = deps.writer();
+    if (w) return w;
+    const address = await deps.leaderAddress();
+    throw new BerthError(ErrorCode.NotLeader, address ? `not the leader; the leader is ${address}` : "no leader is elected yet; retry shortly", { leader: address });
+  };
+  const unary =
+    <Req, Res>(fn: (req: Req) => Promise<Res>) =>
+    (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      fn(call.request).then(
+        (res) => callback(null, res),
+        (e: unknown) => {
+          if (!(e instanceof BerthError) || e.code === ErrorCode.Internal) deps.log.error({ err: e }, "request failed");
+          callback(toGrpcStatus(e), null);
+        },
+      );
+    };
+  const vmByName = (name: string, field = "name"): Vm => {
+    validateName(name, field);
+    const vm = deps.state.vm(name);
+    if (!vm) throw notFound(`vm '${name}'`);
+    return vm;
+  };
+  const change = (desired: DesiredState, forceStop = false) => async (req: { name: string }) => {
+    const writer = await leader();
+    return { vm: await setDesiredState(deps, writer, req.name, desired, forceStop) };
+  };
+
+  return {
+    createVm: unary(async (req) => {
+      const writer = await leader();
+      return { vm: await deps.placer.create(req.spec, writer) };
+    }),
+    getVm: unary(async (req) => {
+      await leader();
+      return { vm: vmByName(req.name) };
+    }),
+    listVms: unary(async (req) => {
+      await leader();
+      const vms = req.hostId ? deps.state.vmsOnHost(req.hostId) : deps.state.allVms();
+      return { vms: vms.sort((a, b) => (a.spec?.name ?? "").localeCompare(b.spec?.name ?? "")) };
+    }),
+    deleteVm: unary(change(DesiredState.DESIRED_STATE_DELETED)),
+    startVm: unary(change(DesiredState.DESIRED_STATE_RUNNING)),
+    stopVm: unary(async (req) => change(DesiredState.DESIRED_STATE_STOPPED, req.force)(req)),
+    listHosts: unary(async () => {
+      await leader();
+      return { hosts: deps.state.allHosts().sort((a, b) => a.id.localeCompare(b.id)) };
+    }),
+    getHost: unary(async (req) => {
+      await leader();
+      validateName(req.id, "id");
+      const host = deps.state.host(req.id);
+      if (!host) throw notFound(`host '${req.id}'`);
+      return { host };
+    }),
+    watchEvents: (call) => void watchEvents(deps, leader, call),
+  };
+}
+
+/**
+ * Sets a VM's desired state, bumping its generation: a guarded read-modify-write, retried when a
+ * status update raced it. Idempotent: asking for the state it already wants changes nothing.
+ */
+async function setDesiredState(
+  deps: ClusterServiceDeps,
+  writer: FencedWriter,
+  name: string,
+  desired: DesiredState,
+  forceStop: boolean,
+): Promise<Vm> {
+  validateName(name, "name");
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const kv = await deps.store.get(Keys.vm(name));
+    if (!kv) throw notFound(`vm '${name}'`);
+    const vm = decodeVm(kv.value);
+    if (vm.desiredState === desired && vm.forceStop === forceStop) return vm;
+    if (vm.desiredState === DesiredState.DESIRED_STATE_DELETED) {
+      throw new BerthError(ErrorCode.FailedPrecondition, `vm '${name}' is being deleted`);
+    }
+    const next: Vm = { ...vm, desiredState: desired, forceStop: desired === DesiredState.DESIRED_STATE_STOPPED && forceStop, generation: vm.generation + 1 };
+    const result = await writer.commit({
+      compare: [{ key: kv.key, target: "modRevision", equals: kv.modRevision }],
+      ops: [{ type: "put", key: kv.key, value: encodeVm(next) }],
+    });
+    if (result.succeeded) return next;
+  }
+  throw new BerthError(ErrorCode.Conflict, `vm '${name}' kept changing; retry`);
+}
+
+async function watchEvents(
+  deps: ClusterServiceDeps,
+  leader: () => Promise<FencedWriter>,
+  call: ServerWritableStream<WatchEventsRequest, WatchEventsResponse>,
+): Promise<void> {
+  call.on("error", () => undefined);
+  try {
+    await leader();
+  } catch (e) {
+    failStream(call, e);
+    return;
+  }
+  const wantAll = !call.request.vms && !call.request.hosts;
+  const wantVms = wantAll || call.request.vms;
+  const wantHosts = wantAll || call.request.hosts;
+  const backlog: WatchEventsResponse[] = [];
+  let blocked = false;
+  let done = false;
+  const send = (event: WatchEventsResponse): void => {
+    if (done) return;
+    if (blocked) {
+      if (backlog.length >= MAX_WATCH_BACKLOG) {
+        finish();
+        failStream(call, new BerthError(ErrorCode.ResourceExhausted, `watch client fell more than ${MAX_WATCH_BACKLOG} events behind; watch again`));
+        return;
+      }
+      backlog.push(event);
+      return;
+    }
+    blocked = !call.write(event);
+  };
+  call.on("drain", () => {
+    blocked = false;
+    while (!blocked && backlog.length > 0 && !done) blocked = !call.write(backlog.shift()!);
+  });
+  const onChange = (c: StateChange): void => {
+    if (c.kind === "vm" && wantVms) {
+      send({ type: c.type === "put" ? EventType.EVENT_TYPE_PUT : EventType.EVENT_TYPE_DELETED, revision: c.revision, object: { $case: "vm", value: c.vm } });
+    } else if (c.kind === "host" && wantHosts) {
+      send({ type: c.type === "put" ? EventType.EVENT_TYPE_PUT : EventType.EVENT_TYPE_DELETED, revision: c.revision, object: { $case: "host", value: c.host } });
+    }
+  };
+  const unsubscribe = deps.state.subscribe(onChange);
+  const finish = (): void => {
+    done = true;
+    unsubscribe();
+  };
+  call.on("cancelled", finish);
+  call.on("close", finish);
+  const revision = Math.max(deps.state.vms.revision, deps.state.hosts.revision);
+  if (wantHosts) for (const host of deps.state.allHosts()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "host", value: host } });
+  if (wantVms) for (const vm of deps.state.allVms()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "vm", value: vm } });
+}
+
+/** Ends a server stream with the status a BerthError maps to. */
+function failStream(call: ServerWritableStream<WatchEventsRequest, WatchEventsResponse>, e: unknown): void {
+  const status = toGrpcStatus(e);
+  call.destroy(Object.assign(new Error(status.details), status));
+}

@@ -1,0 +1,213 @@
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { AgentServiceService, ClusterServiceService, HostState } from "@berth/api";
+import { grpcServerOptions, isBerthError, ErrorCode } from "@berth/core";
+import { campaign, readLeader, type ClusterStore, type Leadership } from "@berth/store";
+import type { Logger } from "pino";
+import type { AgentSession } from "./agent-session.js";
+import { agentService, closeSilentSessions, type AgentServiceDeps } from "./agent-service.js";
+import { ClusterState } from "./cluster-state.js";
+import { clusterService } from "./cluster-service.js";
+import { FencedWriter } from "./fenced-writer.js";
+import { encodeHost, Keys } from "./keys.js";
+import type { ResolvedControllerOptions } from "./options.js";
+import { Placer } from "./placement.js";
+import { Reconciler } from "./reconciler.js";
+
+interface Leading {
+  leadership: Leadership;
+  writer: FencedWriter;
+  reconciler: Reconciler;
+}
+
+/** The value stored under the election key: who leads and where to reach it. */
+interface LeaderRecord {
+  id: string;
+  address: string;
+}
+
+/**
+ * berth-controller: serves the operator and agent APIs, campaigns for leadership and, while it
+ * leads, places VMs and reconciles hosts. A controller that loses leadership does not try to carry
+ * on: it reports `deposed` and the process exits, to be restarted as a follower (as
+ * kube-controller-manager does), so no state from its term can leak into the next.
+ */
+export class Controller {
+  private leading: Leading | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly campaignAbort = new AbortController();
+  private stopping = false;
+  private deposedHandlers: ((why: string) => void)[] = [];
+
+  private constructor(
+    readonly options: ResolvedControllerOptions,
+    private readonly store: ClusterStore,
+    private readonly state: ClusterState,
+    private readonly server: Server,
+    /** The port the server is bound to (useful with port 0). */
+    readonly port: number,
+    private readonly log: Logger,
+    private readonly sessions: Map<string, AgentSession>,
+  ) {}
+
+  /**
+   * Loads the cluster state, starts serving (as a follower) and campaigns in the background.
+   * Throws when the listen address cannot be bound or the store cannot be read.
+   */
+  static async start(options: ResolvedControllerOptions, store: ClusterStore, log: Logger): Promise<Controller> {
+    const now = (): number => Date.now();
+    const state = new ClusterState(store);
+    await state.start();
+    const server = new Server(grpcServerOptions());
+    let controller: Controller | undefined;
+    const sessions = new Map<string, AgentSession>();
+    const leaderAddress = async (): Promise<string> => {
+      try {
+        const leader = await readLeader(store, Keys.leader);
+        return leader ? (JSON.parse(String(leader.value)) as LeaderRecord).address : "";
+      } catch {
+        return "";
+      }
+    };
+    const agentDeps: AgentServiceDeps = {
+      leading: () => controller?.leading,
+      leaderAddress,
+      state,
+      sessions,
+      reportIntervalMs: options.reportIntervalMs,
+      hostSilenceTimeoutMs: options.hostSilenceTimeoutMs,
+      controllerId: options.controllerId,
+      log,
+      now,
+    };
+    const placer = new Placer(store, state, options.scheduler, (id) => sessions.get(id)?.isClosed === false, now);
+    server.addService(AgentServiceService, agentService(agentDeps));
+    server.addService(
+      ClusterServiceService,
+      clusterService({ writer: () => controller?.leading?.writer, leaderAddress, store, state, placer, log }),
+    );
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(options.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    controller = new Controller(options, store, state, server, port, log, sessions);
+    controller.timers.push(setInterval(() => closeSilentSessions(agentDeps), Math.max(500, options.reportIntervalMs / 2)));
+    log.info({ listen: options.listen, port, controllerId: options.controllerId }, "controller serving; campaigning for leadership");
+    void controller.campaign();
+    return controller;
+  }
+
+  /** Called once when this controller stops leading (the process should exit). */
+  onDeposed(handler: (why: string) => void): void {
+    this.deposedHandlers.push(handler);
+  }
+
+  get isLeader(): boolean {
+    return this.leading !== undefined;
+  }
+
+  private async campaign(): Promise<void> {
+    let leadership: Leadership;
+    try {
+      const value = JSON.stringify({ id: this.options.controllerId, address: this.options.advertise } satisfies LeaderRecord);
+      leadership = await campaign(this.store, {
+        key: Keys.leader,
+        value,
+        ttlMs: this.options.leaderTtlMs,
+        signal: this.campaignAbort.signal,
+      });
+    } catch (e) {
+      if (!this.stopping) this.deposed(`campaign failed: ${(e as Error).message}`);
+      return;
+    }
+    if (this.stopping) {
+      await leadership.resign().catch(() => undefined);
+      return;
+    }
+    const writer = new FencedWriter(this.store, leadership, (why) => this.deposed(why));
+    const reconciler = new Reconciler({
+      state: this.state,
+      sessions: this.sessions,
+      writer,
+      commandResendMs: this.options.commandResendMs,
+      log: this.log,
+      now: () => Date.now(),
+    });
+    this.leading = { leadership, writer, reconciler };
+    this.log.info({ epoch: leadership.epoch }, "elected leader");
+    void leadership.lost.then((e) => this.deposed(`leadership lost: ${e.message}`));
+
+    this.state.subscribe((c) => {
+      if (c.kind === "host") {
+        reconciler.markDirty(c.host.id);
+        return;
+      }
+      reconciler.markDirty(c.vm.hostId);
+      if (c.previous && c.previous.hostId !== c.vm.hostId) reconciler.markDirty(c.previous.hostId);
+    });
+    this.timers.push(setInterval(() => reconciler.markAll(), this.options.resyncIntervalMs));
+    // Hosts recorded Ready by an earlier term get a grace period to reconnect before they are
+    // recorded as disconnected; after that the check repeats, in case a disconnect write failed.
+    this.timers.push(
+      setTimeout(() => {
+        if (this.stopping) return;
+        void this.markAbsentHostsDisconnected();
+        this.timers.push(setInterval(() => void this.markAbsentHostsDisconnected(), this.options.resyncIntervalMs));
+      }, this.options.hostSilenceTimeoutMs),
+    );
+    reconciler.markAll();
+  }
+
+  private async markAbsentHostsDisconnected(): Promise<void> {
+    const leading = this.leading;
+    if (!leading) return;
+    for (const host of this.state.allHosts()) {
+      if (host.state !== HostState.HOST_STATE_READY || this.sessions.has(host.id)) continue;
+      const kv = this.state.hostKv(host.id);
+      if (!kv) continue;
+      try {
+        await leading.writer.commit({
+          compare: [{ key: kv.key, target: "modRevision", equals: kv.modRevision }],
+          ops: [{ type: "put", key: kv.key, value: encodeHost({ ...host, state: HostState.HOST_STATE_DISCONNECTED }) }],
+        });
+      } catch (e) {
+        if (!isBerthError(e, ErrorCode.NotLeader)) this.log.warn({ err: e, hostId: host.id }, "could not mark host disconnected");
+      }
+      leading.reconciler.markDirty(host.id);
+    }
+  }
+
+  private deposed(why: string): void {
+    if (this.stopping) return;
+    this.log.error({ why }, "no longer the leader");
+    const handlers = this.deposedHandlers;
+    this.deposedHandlers = [];
+    for (const h of handlers) h(why);
+  }
+
+  /**
+   * Stops serving, closes agent streams and resigns leadership so a successor can take over at
+   * once. Idempotent. Does not close the store (the caller owns it).
+   */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.campaignAbort.abort();
+    for (const t of this.timers) clearTimeout(t);
+    const leading = this.leading;
+    this.leading = undefined;
+    await leading?.reconciler.stop();
+    for (const s of this.sessions.values()) s.close();
+    this.sessions.clear();
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, 2_000);
+      this.server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+    await leading?.leadership.resign().catch((e: unknown) => this.log.warn({ err: e }, "resign failed"));
+    await this.state.stop();
+  }
+}

@@ -1,0 +1,17 @@
+import { Host, Vm } from "@berth/api";
+
+/** Where Berth keeps its state in the store. One prefix per kind; values are protobuf bytes. */
+export const Keys = {
+  root: "/berth/v1/",
+  leader: "/berth/v1/leader",
+  hosts: "/berth/v1/hosts/",
+  vms: "/berth/v1/vms/",
+  host: (id: string): string => `/berth/v1/hosts/${id}`,
+  /** VMs are keyed by name, so a name is unique by construction (create-if-absent). */
+  vm: (name: string): string => `/berth/v1/vms/${name}`,
+} as const;
+
+export const encodeVm = (vm: Vm): Uint8Array => Vm.encode(vm).finish();
+export const decodeVm = (bytes: Uint8Array): Vm => Vm.decode(bytes);
+export const encodeHost = (host: Host): Uint8Array => Host.encode(host).finish();
+export const decodeHost = (bytes: Uint8Array): Host => Host.decode(bytes);
