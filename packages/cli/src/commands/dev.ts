@@ -1,0 +1,323 @@
+import { mkdir } from "node:fs/promises";
+import { createServer } from "node:net";
+import { resolve as resolvePath, join } from "node:path";
+import { HostState } from "@berth/api";
+import type { Command } from "commander";
+import { ControllerClient } from "../client.js";
+import type { CliContext } from "../context.js";
+import { CliError, ExitCode } from "../exit-codes.js";
+import { createLineFormatter } from "../log-lines.js";
+import { parseCapacity, parseEtcdUrls, parseHostPort, parseInteger, parseSecondsMs } from "../parse.js";
+import { Supervisor, type ChildExit, type ChildSpec } from "../supervisor.js";
+
+/** Where `berth dev` keeps the agents' state, under the working directory. */
+export const DEFAULT_DEV_STATE_DIR = ".berth/dev";
+/** The controller's default listen address. */
+export const DEFAULT_DEV_LISTEN = "127.0.0.1:7400";
+/** Most agents one `berth dev` runs. */
+export const MAX_DEV_AGENTS = 64;
+
+/** `berth dev`'s flags as commander hands them over (strings). */
+export interface DevFlags {
+  agents?: string;
+  etcd?: string;
+  listen?: string;
+  stateDir?: string;
+  capacity?: string;
+  readyTimeout?: string;
+}
+
+/** `berth dev`'s flags, checked. */
+export interface DevOptions {
+  agents: number;
+  /** etcd endpoints; empty for the controller's embedded store. */
+  etcd: string[];
+  /** What the controller listens on. */
+  listen: string;
+  /** Where agents and the CLI reach the controller (a wildcard listen address becomes loopback). */
+  connect: string;
+  /** Absolute; each host gets a directory in it. */
+  stateDir: string;
+  /** `--capacity` as given (checked), passed to every agent. */
+  capacity: string | undefined;
+  /** How long to wait for the controller and every host to be up. */
+  readyTimeoutMs: number;
+}
+
+/** Host id of the i-th agent (1-based): `host-1`. */
+export const devHostId = (i: number): string => `host-${i}`;
+
+/** Checks `berth dev`'s flags; relative paths are taken from `cwd`. Throws a usage error. */
+export function parseDevOptions(flags: DevFlags, cwd: string): DevOptions {
+  const agents = parseInteger(flags.agents ?? "3", "--agents", 1, MAX_DEV_AGENTS);
+  const etcd = flags.etcd !== undefined ? parseEtcdUrls(flags.etcd, "--etcd") : [];
+  const listen = (flags.listen ?? DEFAULT_DEV_LISTEN).trim();
+  const { host, port } = parseHostPort(listen, "--listen");
+  const wildcard = host === "0.0.0.0" || host === "[::]";
+  const connect = wildcard ? `${host === "[::]" ? "[::1]" : "127.0.0.1"}:${port}` : listen;
+  const stateDir = resolvePath(cwd, flags.stateDir ?? DEFAULT_DEV_STATE_DIR);
+  const capacity = flags.capacity?.trim();
+  if (capacity !== undefined) parseCapacity(capacity, "--capacity");
+  const readyTimeoutMs = parseSecondsMs(flags.readyTimeout ?? "30", "--ready-timeout");
+  return { agents, etcd, listen, connect, stateDir, capacity, readyTimeoutMs };
+}
+
+/** Paths of the entry scripts `berth dev` runs. */
+export interface EntryPoints {
+  controller: string;
+  agent: string;
+}
+
+/**
+ * The command lines of the processes `berth dev` starts: the controller first, then one agent per
+ * host, all run by `execPath` (this Node).
+ */
+export function devChildren(options: DevOptions, entry: EntryPoints, execPath: string = process.execPath): ChildSpec[] {
+  const controller: ChildSpec = {
+    name: "controller",
+    command: execPath,
+    args: [
+      entry.controller,
+      "--listen",
+      options.listen,
+      // A wildcard listen address is no address to send agents and the CLI to.
+      ...(options.connect !== options.listen ? ["--advertise", options.connect] : []),
+      ...(options.etcd.length > 0 ? ["--etcd", options.etcd.join(",")] : []),
+    ],
+  };
+  const agents = Array.from({ length: options.agents }, (_, i): ChildSpec => {
+    const id = devHostId(i + 1);
+    return {
+      name: id,
+      command: execPath,
+      args: [
+        entry.agent,
+        "--host-id",
+        id,
+        "--controller",
+        options.connect,
+        "--driver",
+        "fake",
+        "--state-dir",
+        join(options.stateDir, id),
+        ...(options.capacity !== undefined ? ["--capacity", options.capacity] : []),
+      ],
+    };
+  });
+  return [controller, ...agents];
+}
+
+/** What to print once the cluster is up. */
+export function devBanner(options: DevOptions): string {
+  const hosts = Array.from({ length: options.agents }, (_, i) => devHostId(i + 1));
+  const store = options.etcd.length > 0 ? `etcd at ${options.etcd.join(",")}` : "an embedded in-memory store";
+  return [
+    "",
+    `berth dev: controller on ${options.connect} with ${store}; hosts ${hosts.join(", ")} (fake driver)`,
+    `State of the hosts: ${options.stateDir}`,
+    "",
+    "Use it from another terminal:",
+    `  export BERTH_CONTROLLER=${options.connect}`,
+    "  npx berth host list",
+    "  npx berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait",
+    "  npx berth vm list",
+    "",
+    "Ctrl-C stops everything.",
+    "",
+  ].join("\n");
+}
+
+/** Fails unless `listen` is free, so readiness is never confused with another process' server. */
+async function assertPortFree(listen: string): Promise<void> {
+  const { host, port } = parseHostPort(listen, "--listen");
+  const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+  await new Promise<void>((resolve, reject) => {
+    const server = createServer();
+    server.once("error", (e: NodeJS.ErrnoException) =>
+      reject(
+        new CliError(
+          e.code === "EADDRINUSE"
+            ? `--listen: ${listen} is already in use (is another berth dev running?)`
+            : `--listen: cannot listen on ${listen}: ${e.message}`,
+          ExitCode.Error,
+        ),
+      ),
+    );
+    server.listen({ host: bare, port, exclusive: true }, () => server.close(() => resolve()));
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Polls `ListHosts` until `ready(hosts)` or the deadline, or until `abandoned()` says to give up.
+ * Returns whether it became ready.
+ */
+async function waitUntil(
+  client: ControllerClient,
+  ready: (hosts: { id: string; state: HostState }[]) => boolean,
+  deadline: number,
+  abandoned: () => boolean,
+): Promise<boolean> {
+  while (!abandoned() && Date.now() < deadline) {
+    try {
+      const { hosts } = await client.listHosts({}, { deadline: new Date(deadline) });
+      if (ready(hosts)) return true;
+    } catch {
+      // Not up yet.
+    }
+    await sleep(250);
+  }
+  return false;
+}
+
+/** What `runDev` may be given besides the options (tests and embedding). */
+export interface DevRuntime {
+  /** The entry scripts; default: the controller's and agent's packages. */
+  entry?: EntryPoints;
+  /** Stops the cluster (exit code 0) when aborted. */
+  signal?: AbortSignal;
+  /** Stop on SIGINT, SIGTERM and SIGHUP (default true). */
+  handleSignals?: boolean;
+  /** How long children get between SIGTERM and SIGKILL (default 5 s). */
+  stopGraceMs?: number;
+}
+
+/**
+ * Runs a whole local cluster until Ctrl-C / SIGTERM / SIGHUP: the controller, then the agents once
+ * the controller answers; prints how to use it once every host is READY. Children's pino lines are
+ * shown pretty, labelled by process.
+ *
+ * A host's agent that dies is reported and the rest keep running (that is how a host failure
+ * looks); if the controller dies, everything is stopped and the exit code is 1. If the cluster is
+ * not up within the ready timeout, everything is stopped and the exit code is 5. A signal stops
+ * everything and exits 0; a second Ctrl-C kills at once.
+ */
+export async function runDev(ctx: CliContext, options: DevOptions, runtime: DevRuntime = {}): Promise<ExitCode> {
+  const { io } = ctx;
+  await assertPortFree(options.listen);
+  const children = devChildren(options, runtime.entry ?? (await defaultEntryPoints()));
+  await mkdir(options.stateDir, { recursive: true });
+  for (const c of children.slice(1)) await mkdir(join(options.stateDir, c.name), { recursive: true });
+
+  const say = (text: string): void => io.stderr(`berth dev: ${text}\n`);
+  const format = createLineFormatter(
+    children.map((c) => c.name),
+    { colorize: io.colorize },
+  );
+
+  let exitCode: ExitCode = ExitCode.Ok;
+  let stopRequested: (() => void) | undefined;
+  const stopSignal = new Promise<void>((resolve) => (stopRequested = resolve));
+  let stopped = false;
+  const requestStop = (code: ExitCode, why: string): void => {
+    if (stopped) return;
+    stopped = true;
+    exitCode = code;
+    say(why);
+    stopRequested?.();
+  };
+
+  const supervisor = new Supervisor({
+    onLine: (name, line, source) => io.stdout(format(name, line, source)),
+    onExit: (exit: ChildExit) => {
+      if (exit.expected) return;
+      const how = exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`;
+      if (exit.name === "controller") {
+        requestStop(ExitCode.Error, `controller exited unexpectedly (${how}); stopping everything`);
+      } else {
+        say(`${exit.name} exited unexpectedly (${how}); the others keep running`);
+      }
+    },
+    ...(runtime.stopGraceMs !== undefined ? { stopGraceMs: runtime.stopGraceMs } : {}),
+  });
+
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopped) {
+      say(`${signal} again: killing everything now`);
+      supervisor.killAll();
+      return;
+    }
+    requestStop(ExitCode.Ok, `${signal}: stopping (again to kill at once)`);
+  };
+  const onAbort = (): void => requestStop(ExitCode.Ok, "stopping");
+  const onExit = (): void => supervisor.killAll();
+  const signals: NodeJS.Signals[] = runtime.handleSignals === false ? [] : ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (const s of signals) process.on(s, onSignal);
+  process.on("exit", onExit);
+  if (runtime.signal?.aborted) onAbort();
+  runtime.signal?.addEventListener("abort", onAbort, { once: true });
+
+  const client = new ControllerClient({ endpoints: [options.connect], timeoutMs: 2000 });
+  try {
+    const deadline = Date.now() + options.readyTimeoutMs;
+    const [controller, ...agents] = children;
+    if (controller && !stopped) supervisor.start(controller);
+    const up = await waitUntil(client, () => true, deadline, () => stopped);
+    if (up) {
+      for (const a of agents) supervisor.start(a);
+      const ids = new Set(agents.map((a) => a.name));
+      const ready = await waitUntil(
+        client,
+        (hosts) => hosts.filter((h) => ids.has(h.id) && h.state === HostState.HOST_STATE_READY).length === ids.size,
+        deadline,
+        () => stopped,
+      );
+      if (ready) io.stdout(devBanner(options));
+      else if (!stopped) {
+        requestStop(ExitCode.Unavailable, `not every host was READY within ${options.readyTimeoutMs / 1000}s; stopping`);
+      }
+    } else if (!stopped) {
+      requestStop(
+        ExitCode.Unavailable,
+        `the controller did not answer on ${options.connect} within ${options.readyTimeoutMs / 1000}s; stopping`,
+      );
+    }
+    await stopSignal;
+  } finally {
+    client.close();
+    await supervisor.stop();
+    for (const s of signals) process.off(s, onSignal);
+    process.off("exit", onExit);
+    runtime.signal?.removeEventListener("abort", onAbort);
+  }
+  say("stopped");
+  return exitCode;
+}
+
+async function defaultEntryPoints(): Promise<EntryPoints> {
+  // Loaded on demand: the operator verbs never pay for loading the controller and agent packages.
+  const [{ CONTROLLER_MAIN }, { AGENT_MAIN }] = await Promise.all([import("@berth/controller"), import("@berth/agent")]);
+  return { controller: CONTROLLER_MAIN, agent: AGENT_MAIN };
+}
+
+/** Adds `berth dev`. */
+export function registerDevCommand(program: Command, ctx: CliContext): void {
+  program
+    .command("dev")
+    .description("Run a whole local cluster: one controller and N agents with the fake driver")
+    .option("--agents <n>", `how many agents (hosts), 1-${MAX_DEV_AGENTS} (default: 3)`)
+    .option("--etcd <urls>", "etcd URLs, comma-separated (default: the controller's embedded in-memory store)")
+    .option("--listen <host:port>", `the controller's address (default: ${DEFAULT_DEV_LISTEN})`)
+    .option("--state-dir <dir>", `where the agents keep their state (default: ${DEFAULT_DEV_STATE_DIR})`)
+    .option("--capacity <spec>", "every host's capacity, e.g. vcpus=16,memory=64GiB,disk=1TiB (default: the agent's)")
+    .option("--ready-timeout <seconds>", "how long to wait for the controller and every host to be up (default: 30)")
+    .addHelpText(
+      "after",
+      `
+Starts the controller, then one agent per host (host-1 ... host-N), as separate processes, and
+shows their logs, labelled by process. Once every host is READY it prints how to point the CLI at
+the cluster. Ctrl-C (or SIGTERM) stops everything: SIGTERM to each process, up to 5 s, then
+SIGKILL; exit code 0. An agent that dies is reported and the rest keep running; if the controller
+dies, everything is stopped (exit code 1). Not up within --ready-timeout: stopped, exit code 5.
+
+Examples:
+  berth dev --agents 3
+  berth dev --agents 5 --capacity vcpus=32,memory=128GiB,disk=2TiB
+  berth dev --agents 3 --etcd http://127.0.0.1:2379 --listen 127.0.0.1:7401`,
+    )
+    .action(async (flags: DevFlags) => {
+      const options = parseDevOptions(flags, ctx.io.cwd);
+      ctx.exitCode = await runDev(ctx, options);
+    });
+}

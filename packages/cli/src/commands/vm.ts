@@ -1,0 +1,275 @@
+import { VmPhase, type Vm, type VmSpec } from "@berth/api";
+import { deadlineIn } from "@berth/core";
+import type { Command } from "commander";
+import type { ControllerClient } from "../client.js";
+import type { CliContext, GlobalOptions } from "../context.js";
+import { CliError, ExitCode } from "../exit-codes.js";
+import { phaseName, vmDetail, vmJson, vmListJson, vmTable } from "../format.js";
+import {
+  parseDiskGib,
+  parseLabels,
+  parseMemoryMib,
+  parseSecondsMs,
+  parseVcpus,
+  validateSpecFromFlags,
+} from "../parse.js";
+import { waitForVm } from "../wait.js";
+
+/** Default of `--wait-timeout`, in seconds. */
+export const DEFAULT_WAIT_TIMEOUT_S = 300;
+
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+const EXIT_CODES_SEE = "Exit codes: see berth --help.";
+
+function printVm(ctx: CliContext, g: GlobalOptions, vm: Vm): void {
+  ctx.io.stdout(g.output === "json" ? vmJson(vm) : vmTable([vm], ctx.io.now()));
+}
+
+function required(vm: Vm | undefined, what: string): Vm {
+  if (!vm) throw new CliError(`the controller's answer to ${what} has no VM`, ExitCode.Error);
+  return vm;
+}
+
+/**
+ * A FAILED status counts only if it is news since `baseline` (the VM as the request left it):
+ * starting a VM that had failed before must not end the wait on the old failure.
+ */
+function isFreshFailure(vm: Vm, baseline: Vm): boolean {
+  const before = baseline.status;
+  const now = vm.status;
+  if (!now || now.phase !== VmPhase.VM_PHASE_FAILED) return false;
+  if (!before || before.phase !== VmPhase.VM_PHASE_FAILED) return true;
+  return (
+    now.updatedAtMs !== before.updatedAtMs ||
+    now.message !== before.message ||
+    (baseline.generation > 0 && now.observedGeneration >= baseline.generation)
+  );
+}
+
+/**
+ * Waits until the VM of `baseline` reaches `target` (returns it) or FAILED (prints it, throws exit
+ * code 7); throws exit code 8 when `timeoutMs` passes first.
+ */
+async function waitForPhase(
+  ctx: CliContext,
+  g: GlobalOptions,
+  client: ControllerClient,
+  baseline: Vm,
+  target: VmPhase,
+  timeoutMs: number,
+): Promise<Vm> {
+  const name = baseline.spec?.name ?? "";
+  const want = phaseName(target);
+  if (g.output === "table") ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for vm ${name} to be ${want}...\n`);
+  let seen = false;
+  const result = await waitForVm(
+    client,
+    name,
+    ({ vm }) => {
+      const ours = vm !== undefined && (!baseline.id || !vm.id || vm.id === baseline.id);
+      if (!ours) {
+        // Not visible yet (a cache behind the write), or gone.
+        if (seen) throw new CliError(`vm ${name} was deleted while waiting for it to be ${want}`, ExitCode.Error);
+        return undefined;
+      }
+      seen = true;
+      if (vm.status?.phase === target) return vm;
+      if (isFreshFailure(vm, baseline)) {
+        printVm(ctx, g, vm);
+        throw new CliError(`vm ${name} failed: ${vm.status?.message || "no reason given"}`, ExitCode.VmFailed);
+      }
+      return undefined;
+    },
+    { deadline: deadlineIn(timeoutMs) },
+  );
+  if (result.status === "decided") return result.value;
+  const phase = result.last?.vm ? phaseName(result.last.vm.status?.phase ?? 0) : "not seen";
+  throw new CliError(
+    `timed out after ${timeoutMs / 1000}s waiting for vm ${name} to be ${want} (last phase: ${phase})`,
+    ExitCode.WaitTimeout,
+  );
+}
+
+/** Waits until GetVm says NOT_FOUND (or the name belongs to another VM); exit code 8 on timeout. */
+async function waitForGone(client: ControllerClient, baseline: Vm, timeoutMs: number): Promise<void> {
+  const name = baseline.spec?.name ?? "";
+  const result = await waitForVm(
+    client,
+    name,
+    ({ vm }) => (vm === undefined || (baseline.id && vm.id && vm.id !== baseline.id) ? true : undefined),
+    { deadline: deadlineIn(timeoutMs) },
+  );
+  if (result.status === "timeout") {
+    const phase = result.last?.vm ? phaseName(result.last.vm.status?.phase ?? 0) : "unknown";
+    throw new CliError(
+      `timed out after ${timeoutMs / 1000}s waiting for vm ${name} to be deleted (last phase: ${phase})`,
+      ExitCode.WaitTimeout,
+    );
+  }
+}
+
+interface WaitFlags {
+  wait?: boolean;
+  waitTimeout?: string;
+}
+
+const waitTimeoutMs = (flags: WaitFlags): number =>
+  parseSecondsMs(flags.waitTimeout ?? String(DEFAULT_WAIT_TIMEOUT_S), "--wait-timeout");
+
+function addWaitOptions(cmd: Command, what: string): Command {
+  return cmd
+    .option("--wait", what)
+    .option("--wait-timeout <seconds>", `how long --wait waits (default: ${DEFAULT_WAIT_TIMEOUT_S})`);
+}
+
+/** Adds `berth vm create|list|show|start|stop|delete`. */
+export function registerVmCommands(program: Command, ctx: CliContext): void {
+  const vm = program
+    .command("vm")
+    .description("Create, list, inspect, start, stop and delete VMs")
+    .addHelpText("after", "\nExample:\n  berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait");
+
+  addWaitOptions(
+    vm
+      .command("create")
+      .description("Create a VM; the controller places it on a host with room for it and starts it")
+      .argument("<name>", "VM name: 1-63 lower-case letters, digits or '-', unique in the cluster")
+      .requiredOption("--vcpus <n>", "virtual CPUs")
+      .requiredOption("--memory <size>", "memory, with a unit: 512MiB, 4GiB (a bare number is MiB)")
+      .requiredOption("--disk <size>", "disk, with a unit: 20GiB, 1TiB (a bare number is GiB)")
+      .option("--label <key=value>", "a label on the VM; repeat for more", collect),
+    "return once the VM is RUNNING (exit 0) or FAILED (exit 7, with the reason)",
+  )
+    .addHelpText(
+      "after",
+      `
+Prints the new VM (phase PENDING until its host reports it). Sizes take MiB, GiB or TiB (also
+M, G, T; MB, GB, TB are powers of ten). Flags are checked before anything is sent: a bad one is
+reported by name with exit code 2. No host with room: exit code 4. ${EXIT_CODES_SEE}
+
+Examples:
+  berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB
+  berth vm create db-1 --vcpus 8 --memory 32GiB --disk 500GiB --label tier=db --wait
+  berth vm create web-2 --vcpus 1 --memory 512 --disk 10 -o json`,
+    )
+    .action(
+      async (
+        name: string,
+        flags: WaitFlags & { vcpus: string; memory: string; disk: string; label?: string[] },
+        cmd: Command,
+      ) => {
+        const g = ctx.globals(cmd);
+        const spec: VmSpec = {
+          name,
+          resources: {
+            vcpus: parseVcpus(flags.vcpus),
+            memoryMib: parseMemoryMib(flags.memory),
+            diskGib: parseDiskGib(flags.disk),
+          },
+          labels: parseLabels(flags.label ?? []),
+        };
+        validateSpecFromFlags(spec);
+        const waitMs = waitTimeoutMs(flags);
+        const client = ctx.client(g);
+        const created = required((await client.createVm({ spec })).vm, "CreateVm");
+        const shown = flags.wait
+          ? await waitForPhase(ctx, g, client, created, VmPhase.VM_PHASE_RUNNING, waitMs)
+          : created;
+        printVm(ctx, g, shown);
+      },
+    );
+
+  vm.command("list")
+    .description("List VMs, sorted by name")
+    .option("--host <id>", "only the VMs placed on this host")
+    .addHelpText(
+      "after",
+      `
+Columns: name, phase (what the host last reported), desired state, host, size, age.
+With -o json: a JSON array of VMs. ${EXIT_CODES_SEE}
+
+Examples:
+  berth vm list
+  berth vm list --host host-1 -o json`,
+    )
+    .action(async (flags: { host?: string }, cmd: Command) => {
+      const g = ctx.globals(cmd);
+      const { vms } = await ctx.client(g).listVms({ hostId: flags.host ?? "" });
+      const sorted = [...vms].sort((a, b) => (a.spec?.name ?? "").localeCompare(b.spec?.name ?? ""));
+      ctx.io.stdout(g.output === "json" ? vmListJson(sorted) : vmTable(sorted, ctx.io.now()));
+    });
+
+  vm.command("show")
+    .description("Show one VM in detail: placement, resources, labels, status and its message")
+    .argument("<name>", "VM name")
+    .addHelpText("after", `\nNo such VM: exit code 3. ${EXIT_CODES_SEE}\n\nExample:\n  berth vm show web-1`)
+    .action(async (name: string, _flags: unknown, cmd: Command) => {
+      const g = ctx.globals(cmd);
+      const vmFound = required((await ctx.client(g).getVm({ name })).vm, "GetVm");
+      ctx.io.stdout(g.output === "json" ? vmJson(vmFound) : vmDetail(vmFound, ctx.io.now()));
+    });
+
+  addWaitOptions(
+    vm.command("start").description("Start a stopped VM (sets its desired state to RUNNING)").argument("<name>", "VM name"),
+    "return once the VM is RUNNING (exit 0) or FAILED (exit 7)",
+  )
+    .addHelpText("after", `\n${EXIT_CODES_SEE}\n\nExamples:\n  berth vm start web-1\n  berth vm start web-1 --wait`)
+    .action(async (name: string, flags: WaitFlags, cmd: Command) => {
+      const g = ctx.globals(cmd);
+      const waitMs = waitTimeoutMs(flags);
+      const client = ctx.client(g);
+      const started = required((await client.startVm({ name })).vm, "StartVm");
+      printVm(ctx, g, flags.wait ? await waitForPhase(ctx, g, client, started, VmPhase.VM_PHASE_RUNNING, waitMs) : started);
+    });
+
+  addWaitOptions(
+    vm
+      .command("stop")
+      .description("Stop a VM (sets its desired state to STOPPED); graceful shutdown unless --force")
+      .argument("<name>", "VM name")
+      .option("--force", "power off at once instead of a graceful shutdown"),
+    "return once the VM is STOPPED (exit 0) or FAILED (exit 7)",
+  )
+    .addHelpText(
+      "after",
+      `\n${EXIT_CODES_SEE}\n\nExamples:\n  berth vm stop web-1\n  berth vm stop web-1 --force --wait`,
+    )
+    .action(async (name: string, flags: WaitFlags & { force?: boolean }, cmd: Command) => {
+      const g = ctx.globals(cmd);
+      const waitMs = waitTimeoutMs(flags);
+      const client = ctx.client(g);
+      const stopped = required((await client.stopVm({ name, force: flags.force === true })).vm, "StopVm");
+      printVm(ctx, g, flags.wait ? await waitForPhase(ctx, g, client, stopped, VmPhase.VM_PHASE_STOPPED, waitMs) : stopped);
+    });
+
+  addWaitOptions(
+    vm
+      .command("delete")
+      .description("Delete a VM: its host removes it, then the cluster forgets it")
+      .argument("<name>", "VM name"),
+    "return once the VM is gone (GetVm answers NOT_FOUND)",
+  )
+    .addHelpText(
+      "after",
+      `
+Prints the VM as the deletion left it (phase DELETING); with --wait and table output, prints
+"vm NAME deleted" once it is gone. No such VM: exit code 3. ${EXIT_CODES_SEE}
+
+Examples:
+  berth vm delete web-1
+  berth vm delete web-1 --wait --wait-timeout 60`,
+    )
+    .action(async (name: string, flags: WaitFlags, cmd: Command) => {
+      const g = ctx.globals(cmd);
+      const waitMs = waitTimeoutMs(flags);
+      const client = ctx.client(g);
+      const deleted = required((await client.deleteVm({ name })).vm, "DeleteVm");
+      if (!flags.wait) {
+        printVm(ctx, g, deleted);
+        return;
+      }
+      if (g.output === "table") ctx.io.stderr(`waiting up to ${waitMs / 1000}s for vm ${name} to be deleted...\n`);
+      await waitForGone(client, deleted, waitMs);
+      ctx.io.stdout(g.output === "json" ? vmJson(deleted) : `vm ${name} deleted\n`);
+    });
+}

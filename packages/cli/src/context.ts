@@ -1,0 +1,82 @@
+import type { Command } from "commander";
+import { CONTROLLER_ENV, ControllerClient, DEFAULT_CONTROLLER, DEFAULT_TIMEOUT_MS } from "./client.js";
+import { parseEndpoints, parseSecondsMs } from "./parse.js";
+
+/** Where a run of the CLI reads its environment and writes its output. */
+export interface Io {
+  /** Writes to standard output as is (callers end lines themselves). */
+  stdout(text: string): void;
+  /** Writes to standard error as is. */
+  stderr(text: string): void;
+  /** The environment (`BERTH_CONTROLLER`). */
+  env: Readonly<Record<string, string | undefined>>;
+  /** The working directory (`berth dev` keeps its state under it). */
+  cwd: string;
+  /** The clock, in Unix ms (ages in tables). */
+  now(): number;
+  /** Whether standard output is a terminal that takes colours. */
+  colorize: boolean;
+}
+
+/** The real process' Io. */
+export function processIo(): Io {
+  return {
+    stdout: (text) => void process.stdout.write(text),
+    stderr: (text) => void process.stderr.write(text),
+    env: process.env,
+    cwd: process.cwd(),
+    now: () => Date.now(),
+    colorize: process.stdout.isTTY === true && !("NO_COLOR" in process.env),
+  };
+}
+
+/** `-o` values. */
+export type OutputFormat = "table" | "json";
+
+/** The global flags, parsed. */
+export interface GlobalOptions {
+  endpoints: string[];
+  timeoutMs: number;
+  output: OutputFormat;
+}
+
+/**
+ * The state of one run: its Io, and the controller client, made on first use from the global flags
+ * and closed when the run ends.
+ */
+export class CliContext {
+  readonly io: Io;
+  /** The exit code of a verb that ends without an error but not with 0 (`berth dev`). */
+  exitCode = 0;
+  #client: ControllerClient | undefined;
+
+  constructor(io: Io) {
+    this.io = io;
+  }
+
+  /** The global flags of the command being run: `--controller`, else `$BERTH_CONTROLLER`, else the default. */
+  globals(command: Command): GlobalOptions {
+    const opts = command.optsWithGlobals<{ controller?: string; timeout?: string; output?: OutputFormat }>();
+    const fromEnv = this.io.env[CONTROLLER_ENV]?.trim();
+    const endpoints =
+      opts.controller !== undefined
+        ? parseEndpoints(opts.controller, "--controller")
+        : fromEnv
+          ? parseEndpoints(fromEnv, CONTROLLER_ENV)
+          : [DEFAULT_CONTROLLER];
+    const timeoutMs = opts.timeout !== undefined ? parseSecondsMs(opts.timeout, "--timeout") : DEFAULT_TIMEOUT_MS;
+    return { endpoints, timeoutMs, output: opts.output ?? "table" };
+  }
+
+  /** The client for these global options (one per run). */
+  client(globals: GlobalOptions): ControllerClient {
+    this.#client ??= new ControllerClient({ endpoints: globals.endpoints, timeoutMs: globals.timeoutMs });
+    return this.#client;
+  }
+
+  /** Releases the client's channels. */
+  close(): void {
+    this.#client?.close();
+    this.#client = undefined;
+  }
+}

@@ -1,0 +1,79 @@
+import { BerthError, ErrorCode } from "@berth/core";
+
+/**
+ * The exit status of every `berth` verb. Scripts may rely on these; they are listed in
+ * `berth --help` and in the package README.
+ */
+export const ExitCode = {
+  /** The verb did what it was asked. */
+  Ok: 0,
+  /** Any other error, e.g. an internal error in the controller. */
+  Error: 1,
+  /** Invalid input: a bad flag or argument, caught locally before any call or by the controller. */
+  Usage: 2,
+  /** The VM or host does not exist. */
+  NotFound: 3,
+  /** No host has room for the VM (RESOURCE_EXHAUSTED). */
+  NoCapacity: 4,
+  /** No controller answered, none knows a leader, or a call's deadline passed. */
+  Unavailable: 5,
+  /** The request conflicts with the cluster's state (already exists, failed precondition, lost race). */
+  Conflict: 6,
+  /** `--wait`: the VM reached phase FAILED. */
+  VmFailed: 7,
+  /** `--wait`: the wait timed out before the VM got where it was asked to go. */
+  WaitTimeout: 8,
+} as const;
+/** One of the values of {@link ExitCode}. */
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** The exit codes as shown at the end of `berth --help`. */
+export const EXIT_CODES_HELP = `Exit codes:
+  0  success
+  1  any other error (e.g. an internal error in the controller)
+  2  invalid input: a bad flag or argument, caught before any call or rejected by the
+     controller (INVALID_ARGUMENT)
+  3  not found (NOT_FOUND)
+  4  no host has room for the VM (RESOURCE_EXHAUSTED)
+  5  no controller reachable, no leader known, or a call's deadline passed
+     (UNAVAILABLE, DEADLINE_EXCEEDED)
+  6  conflicts with the cluster's state (ALREADY_EXISTS, FAILED_PRECONDITION, CONFLICT)
+  7  --wait: the VM reached phase FAILED
+  8  --wait: timed out waiting`;
+
+/** An error the CLI reports as `error: <message>` on stderr before exiting with `exitCode`. */
+export class CliError extends Error {
+  readonly exitCode: ExitCode;
+
+  constructor(message: string, exitCode: ExitCode, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CliError";
+    this.exitCode = exitCode;
+  }
+}
+
+/** Bad local input, rejected before any call is made (exit code 2). */
+export function usageError(message: string): CliError {
+  return new CliError(message, ExitCode.Usage);
+}
+
+const exitCodeOfBerth: Record<ErrorCode, ExitCode> = {
+  INVALID_ARGUMENT: ExitCode.Usage,
+  NOT_FOUND: ExitCode.NotFound,
+  ALREADY_EXISTS: ExitCode.Conflict,
+  FAILED_PRECONDITION: ExitCode.Conflict,
+  CONFLICT: ExitCode.Conflict,
+  RESOURCE_EXHAUSTED: ExitCode.NoCapacity,
+  NOT_LEADER: ExitCode.Unavailable,
+  UNAVAILABLE: ExitCode.Unavailable,
+  DEADLINE_EXCEEDED: ExitCode.Unavailable,
+  HYPERVISOR_UNAVAILABLE: ExitCode.Error,
+  INTERNAL: ExitCode.Error,
+};
+
+/** The exit code for any error a verb may end with. */
+export function exitCodeOf(error: unknown): ExitCode {
+  if (error instanceof CliError) return error.exitCode;
+  if (error instanceof BerthError) return exitCodeOfBerth[error.code] ?? ExitCode.Error;
+  return ExitCode.Error;
+}

@@ -1,0 +1,127 @@
+import { DesiredState, Host, HostState, Vm, VmPhase } from "@berth/api";
+import { describe, expect, it } from "vitest";
+import {
+  formatAge,
+  formatDuration,
+  formatGib,
+  formatResourcesHuman,
+  formatVcpus,
+  hostStateName,
+  hostTable,
+  phaseName,
+  renderFields,
+  renderTable,
+  vmDetail,
+  vmListJson,
+  vmTable,
+} from "./format.js";
+
+describe("renderTable", () => {
+  it("aligns columns two spaces apart and leaves the last one unpadded", () => {
+    expect(renderTable(["A", "LONGER", "C"], [["xxxx", "y", "z"], ["", "yy", "a long last"]])).toBe(
+      "A     LONGER  C\n" + "xxxx  y       z\n" + "      yy      a long last\n",
+    );
+  });
+
+  it("prints only the header for no rows", () => {
+    expect(renderTable(["NAME", "PHASE"], [])).toBe("NAME  PHASE\n");
+  });
+});
+
+describe("units", () => {
+  it("formats vCPUs and sizes with the largest exact unit", () => {
+    expect(formatVcpus(2)).toBe("2 vCPU");
+    expect(formatGib(20)).toBe("20 GiB");
+    expect(formatGib(1024)).toBe("1 TiB");
+    expect(formatGib(1536)).toBe("1536 GiB");
+    expect(formatResourcesHuman({ vcpus: 2, memoryMib: 512, diskGib: 20 })).toBe("2 vCPU, 512 MiB memory, 20 GiB disk");
+    expect(formatResourcesHuman(undefined)).toBe("-");
+  });
+
+  it.each([
+    [0, "0s"],
+    [59_999, "59s"],
+    [60_000, "1m"],
+    [90_000, "1m30s"],
+    [10 * 60_000 + 5000, "10m"],
+    [3600_000, "1h"],
+    [2 * 3600_000 + 5 * 60_000, "2h5m"],
+    [30 * 3600_000, "30h"],
+    [3 * 86_400_000 + 4 * 3600_000, "3d4h"],
+    [12 * 86_400_000 + 3600_000, "12d"],
+    [-5000, "0s"],
+  ])("formatDuration(%d) = %s", (ms, text) => {
+    expect(formatDuration(ms)).toBe(text);
+  });
+
+  it("shows an unknown time as -", () => {
+    expect(formatAge(0, 1000)).toBe("-");
+    expect(formatAge(1000, 6000)).toBe("5s");
+  });
+});
+
+describe("enum names", () => {
+  it("drops the prefix and shows unspecified as -", () => {
+    expect(phaseName(VmPhase.VM_PHASE_RUNNING)).toBe("RUNNING");
+    expect(phaseName(VmPhase.VM_PHASE_UNSPECIFIED)).toBe("-");
+    expect(phaseName(99 as VmPhase)).toBe("99");
+    expect(hostStateName(HostState.HOST_STATE_DISCONNECTED)).toBe("DISCONNECTED");
+    expect(hostStateName(HostState.HOST_STATE_READY, true)).toBe("READY,CORDONED");
+  });
+});
+
+describe("host views", () => {
+  it("shows usage over capacity, 0 without a unit", () => {
+    const table = hostTable(
+      [
+        Host.fromPartial({
+          id: "host-1",
+          capacity: { vcpus: 16, memoryMib: 65536, diskGib: 1024 },
+          state: HostState.HOST_STATE_DISCONNECTED,
+        }),
+      ],
+      1000,
+    );
+    expect(table).toBe(
+      "ID      STATE         VCPUS        MEMORY      DISK       DRIVER  LAST SEEN\n" +
+        "host-1  DISCONNECTED  0 / 16 vCPU  0 / 64 GiB  0 / 1 TiB  -       -\n",
+    );
+  });
+});
+
+describe("VM views", () => {
+  const now = 1_700_000_000_000;
+  const vm = Vm.fromPartial({
+    id: "0b9c",
+    spec: { name: "web-1", resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, labels: { b: "2", a: "1" } },
+    desiredState: DesiredState.DESIRED_STATE_RUNNING,
+    hostId: "",
+    generation: 3,
+    status: { phase: VmPhase.VM_PHASE_PENDING, observedGeneration: 2 },
+    createdAtMs: now - 3 * 3600_000,
+  });
+
+  it("lists with human units and - for what is unknown", () => {
+    expect(vmTable([vm], now)).toBe(
+      "NAME   PHASE    DESIRED  HOST  VCPUS   MEMORY  DISK    AGE\n" + "web-1  PENDING  RUNNING  -     2 vCPU  4 GiB   20 GiB  3h\n",
+    );
+  });
+
+  it("details every field", () => {
+    const text = vmDetail(vm, now);
+    expect(text).toContain("Name:        web-1\n");
+    expect(text).toContain("Labels:      a=1,b=2\n");
+    expect(text).toContain("Generation:  3 (observed 2)\n");
+    expect(text).toContain("Created:     3h ago\n");
+    expect(text).toContain("Message:     -\n");
+  });
+
+  it("renders key/value fields aligned", () => {
+    expect(renderFields([["A", "1"], ["Longer", "2"]])).toBe("A:       1\nLonger:  2\n");
+  });
+
+  it("prints a list as a JSON array of toJSON", () => {
+    expect(JSON.parse(vmListJson([vm]))).toEqual([Vm.toJSON(vm)]);
+    expect(vmListJson([])).toBe("[]\n");
+  });
+});

@@ -1,0 +1,421 @@
+import { DesiredState, EventType, Host, HostState, Vm, VmPhase } from "@berth/api";
+import { BerthError, ErrorCode, notFound } from "@berth/core";
+import { afterEach, describe, expect, it } from "vitest";
+import { ExitCode } from "./exit-codes.js";
+import { run } from "./program.js";
+import { closedPort, notLeader, recordingIo, StubCluster } from "./stub-server.testkit.js";
+
+const NOW = 1_700_000_000_000;
+
+function vm(name: string, phase: VmPhase, extra: Partial<Vm> = {}): Vm {
+  return Vm.fromPartial({
+    id: `id-${name}`,
+    spec: { name, resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, labels: {} },
+    desiredState: DesiredState.DESIRED_STATE_RUNNING,
+    hostId: "host-1",
+    generation: 1,
+    status: { phase, updatedAtMs: NOW - 1000 },
+    createdAtMs: NOW - 5 * 60_000,
+    ...extra,
+  });
+}
+
+const host = (id: string): Host =>
+  Host.fromPartial({
+    id,
+    capacity: { vcpus: 16, memoryMib: 65536, diskGib: 1024 },
+    state: HostState.HOST_STATE_READY,
+    bootId: "b",
+    agentVersion: "0.1.0",
+    lastSeenMs: NOW - 2000,
+    usage: { vcpus: 2, memoryMib: 4096, diskGib: 20 },
+    driver: "fake",
+  });
+
+const stubs: StubCluster[] = [];
+async function stub(handlers: Parameters<typeof StubCluster.start>[0] = {}): Promise<StubCluster> {
+  const s = await StubCluster.start(handlers);
+  stubs.push(s);
+  return s;
+}
+afterEach(async () => {
+  await Promise.all(stubs.splice(0).map((s) => s.stop()));
+});
+
+async function berth(s: StubCluster | string, ...argv: string[]) {
+  const io = recordingIo({}, NOW);
+  const code = await run(["--controller", typeof s === "string" ? s : s.address, ...argv], io);
+  return { code, out: io.out, err: io.err };
+}
+
+describe("vm create", () => {
+  it("sends the spec from the flags and prints the VM as a table", async () => {
+    const s = await stub({ createVm: (r) => ({ vm: vm(r.spec?.name ?? "", VmPhase.VM_PHASE_PENDING) }) });
+    const r = await berth(s, "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB", "--label", "tier=web", "--label", "team=a");
+    expect(r.err).toBe("");
+    expect(r.code).toBe(ExitCode.Ok);
+    expect(s.requests("createVm")[0]?.spec).toEqual({
+      name: "web-1",
+      resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 },
+      labels: { tier: "web", team: "a" },
+    });
+    expect(r.out).toBe(
+      "NAME   PHASE    DESIRED  HOST    VCPUS   MEMORY  DISK    AGE\n" +
+        "web-1  PENDING  RUNNING  host-1  2 vCPU  4 GiB   20 GiB  5m\n",
+    );
+  });
+
+  it("takes bare numbers as MiB for --memory and GiB for --disk", async () => {
+    const s = await stub({ createVm: (r) => ({ vm: vm(r.spec?.name ?? "", VmPhase.VM_PHASE_PENDING) }) });
+    const r = await berth(s, "vm", "create", "web-1", "--vcpus", "1", "--memory", "512", "--disk", "10");
+    expect(r.code).toBe(0);
+    expect(s.requests("createVm")[0]?.spec?.resources).toEqual({ vcpus: 1, memoryMib: 512, diskGib: 10 });
+  });
+
+  it("prints the VM's toJSON with -o json", async () => {
+    const created = vm("web-1", VmPhase.VM_PHASE_PENDING);
+    const s = await stub({ createVm: () => ({ vm: created }) });
+    const r = await berth(s, "-o", "json", "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toEqual(Vm.toJSON(created));
+  });
+
+  it("accepts the global flags after the verb too", async () => {
+    const created = vm("web-1", VmPhase.VM_PHASE_PENDING);
+    const s = await stub({ createVm: () => ({ vm: created }) });
+    const r = await run(
+      ["vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB", "-o", "json", "--controller", s.address],
+      recordingIo(),
+    );
+    expect(r).toBe(0);
+    expect(s.requests("createVm")).toHaveLength(1);
+  });
+
+  it("prints RESOURCE_EXHAUSTED with the server's message and reasons, exit code 4", async () => {
+    const s = await stub({
+      createVm: () => {
+        throw new BerthError(ErrorCode.ResourceExhausted, "no host can take vm web-1", {
+          reasons: ["host-1: memory: needs 4 GiB, 1 GiB free", "host-2: disconnected"],
+        });
+      },
+    });
+    const r = await berth(s, "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB");
+    expect(r.code).toBe(ExitCode.NoCapacity);
+    expect(r.out).toBe("");
+    expect(r.err).toBe("error: no host can take vm web-1:\n  host-1: memory: needs 4 GiB, 1 GiB free\n  host-2: disconnected\n");
+  });
+
+  it("prints INVALID_ARGUMENT from the controller, exit code 2", async () => {
+    const s = await stub({
+      createVm: () => {
+        throw new BerthError(ErrorCode.InvalidArgument, "spec.labels[x]: reserved label key", { field: "spec.labels[x]" });
+      },
+    });
+    const r = await berth(s, "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB", "--label", "x=1");
+    expect(r.code).toBe(ExitCode.Usage);
+    expect(r.err).toBe("error: spec.labels[x]: reserved label key\n");
+  });
+
+  it("prints ALREADY_EXISTS, exit code 6", async () => {
+    const s = await stub({
+      createVm: () => {
+        throw new BerthError(ErrorCode.AlreadyExists, "vm web-1 already exists");
+      },
+    });
+    const r = await berth(s, "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB");
+    expect(r.code).toBe(ExitCode.Conflict);
+    expect(r.err).toBe("error: vm web-1 already exists\n");
+  });
+
+  it.each([
+    [["--memory", "4XB"], "error: --memory: unknown unit 'XB' in '4XB' (use MiB, GiB or TiB)\n"],
+    [["--memory", "lots"], "--memory: 'lots' is not a size"],
+    [["--memory", "8MiB"], "--memory: must be a whole number from 16"],
+    [["--disk", "20XB"], "--disk: unknown unit 'XB'"],
+    [["--vcpus", "two"], "--vcpus: 'two' is not a whole number"],
+    [["--vcpus", "0"], "--vcpus: must be from 1 to"],
+    [["--label", "novalue"], "--label: 'novalue' must be KEY=VALUE"],
+    [["--label", "-bad=1"], "--label -bad: key must be"],
+    [["--wait-timeout", "soon"], "--wait-timeout: 'soon' is not a number of seconds"],
+  ])("rejects %j locally, naming the flag, without any call", async (flags, message) => {
+    const s = await stub({ createVm: (r) => ({ vm: vm(r.spec?.name ?? "", VmPhase.VM_PHASE_PENDING) }) });
+    const base: Record<string, string> = { "--vcpus": "2", "--memory": "4GiB", "--disk": "20GiB" };
+    for (let i = 0; i < flags.length; i += 2) base[flags[i] as string] = flags[i + 1] as string;
+    const r = await berth(s, "vm", "create", "web-1", ...Object.entries(base).flat());
+    expect(r.code).toBe(ExitCode.Usage);
+    expect(r.err).toContain(message);
+    expect(r.err.startsWith("error: ")).toBe(true);
+    expect(s.calls).toEqual([]);
+  });
+
+  it("rejects a bad VM name locally, naming NAME", async () => {
+    const s = await stub();
+    const r = await berth(s, "vm", "create", "Web_1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB");
+    expect(r.code).toBe(ExitCode.Usage);
+    expect(r.err).toMatch(/^error: NAME: 'Web_1' must be 1-63 lower-case letters/);
+    expect(s.calls).toEqual([]);
+  });
+
+  it("rejects a missing required flag (commander), exit code 2", async () => {
+    const s = await stub();
+    const r = await berth(s, "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB");
+    expect(r.code).toBe(ExitCode.Usage);
+    expect(r.err).toContain("--disk");
+    expect(s.calls).toEqual([]);
+  });
+
+  it("rejects a bad --controller and --timeout locally", async () => {
+    const a = await run(["--controller", "nohost", "vm", "list"], recordingIo());
+    expect(a).toBe(ExitCode.Usage);
+    const io = recordingIo();
+    expect(await run(["--timeout", "-1", "vm", "list"], io)).toBe(ExitCode.Usage);
+    expect(io.err).toContain("--timeout");
+  });
+});
+
+describe("vm create --wait", () => {
+  it("returns when the watch reports RUNNING", async () => {
+    const s = await stub({
+      createVm: () => ({ vm: vm("web-1", VmPhase.VM_PHASE_PENDING) }),
+      // The poll would keep saying PENDING: only the watch can end this wait quickly.
+      getVm: () => ({ vm: vm("web-1", VmPhase.VM_PHASE_PENDING) }),
+      watchEvents: (_req, call) => {
+        call.write({ type: EventType.EVENT_TYPE_EXISTING, revision: 1, object: { $case: "host", value: host("host-1") } });
+        call.write({ type: EventType.EVENT_TYPE_EXISTING, revision: 1, object: { $case: "vm", value: vm("other", VmPhase.VM_PHASE_RUNNING) } });
+        call.write({ type: EventType.EVENT_TYPE_EXISTING, revision: 1, object: { $case: "vm", value: vm("web-1", VmPhase.VM_PHASE_PENDING) } });
+        setTimeout(() => {
+          call.write({ type: EventType.EVENT_TYPE_PUT, revision: 2, object: { $case: "vm", value: vm("web-1", VmPhase.VM_PHASE_RUNNING) } });
+        }, 50);
+      },
+    });
+    const started = Date.now();
+    const r = await berth(s, "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB", "--wait");
+    expect(r.code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(900);
+    expect(r.out).toContain("web-1  RUNNING");
+    expect(r.err).toContain("waiting up to 300s for vm web-1 to be RUNNING");
+    expect(s.requests("watchEvents")[0]).toEqual({ vms: true, hosts: false });
+  });
+
+  it("prints status.message and exits 7 when the VM reaches FAILED", async () => {
+    const failed = vm("web-1", VmPhase.VM_PHASE_FAILED, {
+      status: { phase: VmPhase.VM_PHASE_FAILED, message: "host-1: disk image missing", updatedAtMs: NOW, domainState: 0, observedGeneration: 1 },
+    });
+    const s = await stub({
+      createVm: () => ({ vm: vm("web-1", VmPhase.VM_PHASE_PENDING) }),
+      watchEvents: (_req, call) => {
+        call.write({ type: EventType.EVENT_TYPE_PUT, revision: 2, object: { $case: "vm", value: failed } });
+      },
+    });
+    const r = await berth(s, "-o", "json", "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB", "--wait");
+    expect(r.code).toBe(ExitCode.VmFailed);
+    expect(r.err).toBe("error: vm web-1 failed: host-1: disk image missing\n");
+    expect(JSON.parse(r.out)).toEqual(Vm.toJSON(failed));
+  });
+
+  it("falls back to polling GetVm when the server has no watch", async () => {
+    let polls = 0;
+    const s = await stub({
+      createVm: () => ({ vm: vm("web-1", VmPhase.VM_PHASE_PENDING) }),
+      getVm: () => {
+        polls += 1;
+        if (polls === 1) throw notFound("vm web-1"); // a cache behind the write: not yet visible
+        return { vm: vm("web-1", polls < 3 ? VmPhase.VM_PHASE_PENDING : VmPhase.VM_PHASE_RUNNING) };
+      },
+    });
+    const r = await berth(s, "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB", "--wait");
+    expect(r.code).toBe(0);
+    expect(polls).toBe(3);
+    expect(r.out).toContain("RUNNING");
+  }, 10_000);
+
+  it("times out with exit code 8 and the last phase seen", async () => {
+    const s = await stub({
+      createVm: () => ({ vm: vm("web-1", VmPhase.VM_PHASE_PENDING) }),
+      watchEvents: (_req, call) => {
+        call.write({ type: EventType.EVENT_TYPE_EXISTING, revision: 1, object: { $case: "vm", value: vm("web-1", VmPhase.VM_PHASE_PENDING) } });
+      },
+    });
+    const r = await berth(s, "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB", "--wait", "--wait-timeout", "0.3");
+    expect(r.code).toBe(ExitCode.WaitTimeout);
+    expect(r.err).toContain("error: timed out after 0.3s waiting for vm web-1 to be RUNNING (last phase: PENDING)");
+    expect(r.out).toBe("");
+  });
+});
+
+describe("leader following and endpoints", () => {
+  it("follows UNAVAILABLE + berth-leader to the leader, once", async () => {
+    const leader = await stub({ listVms: () => ({ vms: [vm("web-1", VmPhase.VM_PHASE_RUNNING)] }) });
+    const follower = await stub({
+      listVms: () => {
+        throw notLeader(leader.address);
+      },
+    });
+    const r = await berth(follower, "vm", "list");
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("web-1  RUNNING");
+    expect(follower.calls).toHaveLength(1);
+    expect(leader.calls).toHaveLength(1);
+  });
+
+  it("does not follow a second redirect", async () => {
+    const b = await stub();
+    const a = await stub();
+    a.handlers.listHosts = () => {
+      throw notLeader(b.address);
+    };
+    b.handlers.listHosts = () => {
+      throw notLeader(a.address);
+    };
+    const r = await berth(a, "host", "list");
+    expect(r.code).toBe(ExitCode.Unavailable);
+    expect(a.calls).toHaveLength(1);
+    expect(b.calls).toHaveLength(1);
+    expect(r.err).toContain(`controller ${a.address}: this controller is not the leader`);
+    expect(r.err).toContain(`controller ${b.address}: this controller is not the leader`);
+  });
+
+  it("tries the next address of the list when one is down", async () => {
+    const down = `127.0.0.1:${await closedPort()}`;
+    const s = await stub({ listHosts: () => ({ hosts: [host("host-1")] }) });
+    const r = await berth(`${down},${s.address}`, "host", "list");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("host-1");
+  });
+
+  it("reports an unreachable controller with exit code 5", async () => {
+    const down = `127.0.0.1:${await closedPort()}`;
+    const r = await berth(down, "vm", "list");
+    expect(r.code).toBe(ExitCode.Unavailable);
+    expect(r.err).toMatch(new RegExp(`^error: controller ${down}: cannot connect \\(.*ECONNREFUSED`));
+  });
+
+  it("uses $BERTH_CONTROLLER when --controller is not given", async () => {
+    const s = await stub({ listVms: () => ({ vms: [] }) });
+    const io = recordingIo({ BERTH_CONTROLLER: s.address });
+    expect(await run(["vm", "list", "-o", "json"], io)).toBe(0);
+    expect(io.out).toBe("[]\n");
+  });
+
+  it("gives each call the --timeout deadline, exit code 5", async () => {
+    const s = await stub({ getVm: () => new Promise(() => {}) });
+    const r = await berth(s, "--timeout", "0.2", "vm", "show", "web-1");
+    expect(r.code).toBe(ExitCode.Unavailable);
+    expect(r.err).toBe(`error: controller ${s.address}: no answer within 0.2s (see --timeout)\n`);
+    expect(s.calls).toHaveLength(1);
+  });
+});
+
+describe("other verbs", () => {
+  it("vm list: sorted table, --host filter, JSON array", async () => {
+    const vms = [vm("web-2", VmPhase.VM_PHASE_RUNNING), vm("db-1", VmPhase.VM_PHASE_STOPPED, { desiredState: DesiredState.DESIRED_STATE_STOPPED })];
+    const s = await stub({ listVms: () => ({ vms }) });
+    const table = await berth(s, "vm", "list", "--host", "host-1");
+    expect(table.code).toBe(0);
+    expect(table.out.split("\n").map((l) => l.split(/\s+/)[0])).toEqual(["NAME", "db-1", "web-2", ""]);
+    expect(s.requests("listVms")[0]).toEqual({ hostId: "host-1" });
+    const json = await berth(s, "vm", "list", "-o", "json");
+    expect(JSON.parse(json.out)).toEqual([Vm.toJSON(vms[1] as Vm), Vm.toJSON(vms[0] as Vm)]);
+  });
+
+  it("vm show: details; NOT_FOUND is exit code 3 with the server's message", async () => {
+    const s = await stub({
+      getVm: (r) => {
+        if (r.name !== "web-1") throw notFound(`vm ${r.name}`);
+        return { vm: vm("web-1", VmPhase.VM_PHASE_RUNNING, { spec: { name: "web-1", resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, labels: { tier: "web" } } }) };
+      },
+    });
+    const shown = await berth(s, "vm", "show", "web-1");
+    expect(shown.code).toBe(0);
+    expect(shown.out).toContain("Resources:   2 vCPU, 4 GiB memory, 20 GiB disk\n");
+    expect(shown.out).toContain("Labels:      tier=web\n");
+    const missing = await berth(s, "vm", "show", "nope");
+    expect(missing.code).toBe(ExitCode.NotFound);
+    expect(missing.err).toBe("error: vm nope not found\n");
+  });
+
+  it("vm start / stop --force send the request and print the VM", async () => {
+    const s = await stub({
+      startVm: (r) => ({ vm: vm(r.name, VmPhase.VM_PHASE_STOPPED) }),
+      stopVm: (r) => ({ vm: vm(r.name, VmPhase.VM_PHASE_RUNNING, { desiredState: DesiredState.DESIRED_STATE_STOPPED }) }),
+    });
+    expect((await berth(s, "vm", "start", "web-1")).code).toBe(0);
+    const stopped = await berth(s, "vm", "stop", "web-1", "--force");
+    expect(stopped.code).toBe(0);
+    expect(stopped.out).toContain("web-1  RUNNING  STOPPED");
+    expect(s.requests("stopVm")[0]).toEqual({ name: "web-1", force: true });
+    expect(s.requests("startVm")[0]).toEqual({ name: "web-1" });
+  });
+
+  it("vm delete --wait returns once the VM is gone", async () => {
+    const deleting = vm("web-1", VmPhase.VM_PHASE_DELETING, { desiredState: DesiredState.DESIRED_STATE_DELETED });
+    const s = await stub({
+      deleteVm: () => ({ vm: deleting }),
+      getVm: () => ({ vm: deleting }),
+      watchEvents: (_req, call) => {
+        call.write({ type: EventType.EVENT_TYPE_EXISTING, revision: 5, object: { $case: "vm", value: deleting } });
+        setTimeout(() => call.write({ type: EventType.EVENT_TYPE_DELETED, revision: 6, object: { $case: "vm", value: deleting } }), 30);
+      },
+    });
+    const r = await berth(s, "vm", "delete", "web-1", "--wait");
+    expect(r.code).toBe(0);
+    expect(r.out).toBe("vm web-1 deleted\n");
+  });
+
+  it("vm delete --wait also ends on GetVm NOT_FOUND", async () => {
+    const deleting = vm("web-1", VmPhase.VM_PHASE_DELETING, { desiredState: DesiredState.DESIRED_STATE_DELETED });
+    const s = await stub({
+      deleteVm: () => ({ vm: deleting }),
+      getVm: () => {
+        throw notFound("vm web-1");
+      },
+    });
+    const r = await berth(s, "-o", "json", "vm", "delete", "web-1", "--wait");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toEqual(Vm.toJSON(deleting));
+  }, 10_000);
+
+  it("host list and host show", async () => {
+    const s = await stub({
+      listHosts: () => ({ hosts: [host("host-2"), { ...host("host-1"), cordoned: true }] }),
+      getHost: (r) => ({ host: host(r.id) }),
+    });
+    const list = await berth(s, "host", "list");
+    expect(list.out).toBe(
+      "ID      STATE           VCPUS        MEMORY          DISK            DRIVER  LAST SEEN\n" +
+        "host-1  READY,CORDONED  2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n" +
+        "host-2  READY           2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n",
+    );
+    const shown = await berth(s, "-o", "json", "host", "show", "host-1");
+    expect(JSON.parse(shown.out)).toMatchObject({ id: "host-1", state: "HOST_STATE_READY", driver: "fake" });
+  });
+});
+
+describe("help and usage", () => {
+  it("--help lists the verbs and the exit codes, exit 0", async () => {
+    const io = recordingIo();
+    expect(await run(["--help"], io)).toBe(0);
+    expect(io.out).toContain("Exit codes:");
+    expect(io.out).toContain("4  no host has room for the VM (RESOURCE_EXHAUSTED)");
+    for (const verb of ["vm", "host", "dev"]) expect(io.out).toContain(verb);
+  });
+
+  it.each([["vm", "create"], ["vm", "list"], ["vm", "show"], ["vm", "start"], ["vm", "stop"], ["vm", "delete"], ["host", "list"], ["host", "show"], ["dev"]])(
+    "%s %s --help shows an example",
+    async (...verb) => {
+      const io = recordingIo();
+      expect(await run([...verb.filter(Boolean), "--help"], io)).toBe(0);
+      expect(io.out).toMatch(/Examples?:\n {2}berth /);
+      expect(io.out).toContain("--controller"); // global options are shown too
+    },
+  );
+
+  it("an unknown verb or flag is exit code 2", async () => {
+    const io = recordingIo();
+    expect(await run(["vm", "explode"], io)).toBe(ExitCode.Usage);
+    expect(io.err).toContain("error:");
+    expect(await run(["vm", "list", "--colour"], recordingIo())).toBe(ExitCode.Usage);
+    expect(await run(["-o", "yaml", "vm", "list"], recordingIo())).toBe(ExitCode.Usage);
+  });
+});

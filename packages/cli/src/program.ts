@@ -1,0 +1,74 @@
+import { BerthError } from "@berth/core";
+import { Command, CommanderError, Option } from "commander";
+import { CONTROLLER_ENV, DEFAULT_CONTROLLER, DEFAULT_TIMEOUT_MS } from "./client.js";
+import { registerDevCommand } from "./commands/dev.js";
+import { registerHostCommands } from "./commands/host.js";
+import { registerVmCommands } from "./commands/vm.js";
+import { CliContext, processIo, type Io } from "./context.js";
+import { CliError, EXIT_CODES_HELP, ExitCode, exitCodeOf } from "./exit-codes.js";
+
+/**
+ * The `berth` command tree, writing through `ctx.io`. Commander never exits the process: errors
+ * are thrown to {@link run}, which maps them to exit codes.
+ */
+export function buildProgram(ctx: CliContext): Command {
+  const program = new Command("berth")
+    .description("Operate a Berth cluster: place VMs on hosts, inspect them, run a local cluster.")
+    .addOption(
+      new Option(
+        "--controller <host:port>",
+        `controller address; a comma-separated list is tried in order, following the leader ` +
+          `(default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER})`,
+      ),
+    )
+    .addOption(new Option("--timeout <seconds>", `deadline of each call (default: ${DEFAULT_TIMEOUT_MS / 1000})`))
+    .addOption(new Option("-o, --output <format>", "output format (default: table)").choices(["table", "json"]))
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => ctx.io.stdout(s),
+      writeErr: (s) => ctx.io.stderr(s),
+    })
+    .configureHelp({ showGlobalOptions: true })
+    .showHelpAfterError("(add --help for usage)")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  berth dev --agents 3                                   # a local cluster, in another terminal
+  berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait
+  berth vm list -o json
+  berth --controller 10.0.0.1:7400,10.0.0.2:7400 host list
+
+${EXIT_CODES_HELP}`,
+    );
+  registerVmCommands(program, ctx);
+  registerHostCommands(program, ctx);
+  registerDevCommand(program, ctx);
+  return program;
+}
+
+/**
+ * Runs `berth` with `argv` (the arguments after the program name) and returns the exit code;
+ * never calls `process.exit`. Errors are printed as `error: <message>` on stderr.
+ */
+export async function run(argv: readonly string[], io: Io = processIo()): Promise<number> {
+  const ctx = new CliContext(io);
+  const program = buildProgram(ctx);
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return ctx.exitCode;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Commander printed its message (or the help) already.
+      return e.code === "commander.helpDisplayed" || e.code === "commander.version" ? ExitCode.Ok : ExitCode.Usage;
+    }
+    const message = e instanceof Error ? e.message : String(e);
+    io.stderr(`error: ${message}\n`);
+    // An error the CLI did not expect: BERTH_DEBUG=1 shows where it came from.
+    const expected = e instanceof BerthError || e instanceof CliError;
+    if (!expected && e instanceof Error && e.stack && io.env["BERTH_DEBUG"]) io.stderr(`${e.stack}\n`);
+    return exitCodeOf(e);
+  } finally {
+    ctx.close();
+  }
+}

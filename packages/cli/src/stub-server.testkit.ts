@@ -1,0 +1,128 @@
+// Test helpers (not built into dist): an in-process ClusterService with canned answers, and an Io
+// that records what the CLI prints.
+import { ClusterServiceService, type WatchEventsRequest, type WatchEventsResponse } from "@berth/api";
+import { BerthError, ErrorCode, toGrpcStatus } from "@berth/core";
+import {
+  Server,
+  ServerCredentials,
+  status,
+  type handleUnaryCall,
+  type ServerWritableStream,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import { createServer } from "node:net";
+import type { Io } from "./context.js";
+
+type Service = typeof ClusterServiceService;
+type RequestOf<K extends keyof Service> = ReturnType<Service[K]["requestDeserialize"]>;
+type ResponseOf<K extends keyof Service> = ReturnType<Service[K]["responseDeserialize"]>;
+type UnaryMethod = Exclude<keyof Service, "watchEvents">;
+
+/** Canned behaviour per method: return the response, or throw a BerthError to fail the call. */
+export type StubHandlers = {
+  [K in UnaryMethod]?: (request: RequestOf<K>) => ResponseOf<K> | Promise<ResponseOf<K>>;
+} & {
+  watchEvents?: (request: WatchEventsRequest, call: ServerWritableStream<WatchEventsRequest, WatchEventsResponse>) => void;
+};
+
+/** One request the stub received. */
+export interface RecordedCall {
+  method: keyof Service;
+  request: unknown;
+}
+
+/** A ClusterService on 127.0.0.1:<ephemeral port> answering from `handlers`; records every call. */
+export class StubCluster {
+  readonly calls: RecordedCall[] = [];
+  handlers: StubHandlers;
+  address = "";
+  readonly #server = new Server();
+
+  private constructor(handlers: StubHandlers) {
+    this.handlers = handlers;
+  }
+
+  static async start(handlers: StubHandlers = {}): Promise<StubCluster> {
+    const stub = new StubCluster(handlers);
+    const impl: UntypedServiceImplementation = {};
+    for (const method of Object.keys(ClusterServiceService) as (keyof Service)[]) {
+      if (method === "watchEvents") {
+        impl[method] = (call: ServerWritableStream<WatchEventsRequest, WatchEventsResponse>) => {
+          stub.calls.push({ method, request: call.request });
+          const h = stub.handlers.watchEvents;
+          if (h) h(call.request, call);
+          else call.emit("error", { code: status.UNIMPLEMENTED, details: "WatchEvents is not implemented by this stub" });
+        };
+        continue;
+      }
+      const handle: handleUnaryCall<unknown, unknown> = (call, callback) => {
+        stub.calls.push({ method, request: call.request });
+        const h = stub.handlers[method] as ((r: unknown) => unknown) | undefined;
+        if (!h) {
+          callback({ code: status.UNIMPLEMENTED, details: `${method} is not implemented by this stub` });
+          return;
+        }
+        Promise.resolve()
+          .then(() => h(call.request))
+          .then(
+            (res) => callback(null, res),
+            (e: unknown) => callback(toGrpcStatus(e)),
+          );
+      };
+      impl[method] = handle;
+    }
+    stub.#server.addService(ClusterServiceService, impl);
+    const port = await new Promise<number>((resolve, reject) =>
+      stub.#server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    stub.address = `127.0.0.1:${port}`;
+    return stub;
+  }
+
+  /** The requests of one method, in order. */
+  requests<K extends keyof Service>(method: K): RequestOf<K>[] {
+    return this.calls.filter((c) => c.method === method).map((c) => c.request as RequestOf<K>);
+  }
+
+  stop(): Promise<void> {
+    return new Promise((resolve) => this.#server.tryShutdown(() => resolve()));
+  }
+}
+
+/** What a follower answers: UNAVAILABLE naming the leader. */
+export function notLeader(leader: string): BerthError {
+  return new BerthError(ErrorCode.NotLeader, `this controller is not the leader; the leader is ${leader}`, { leader });
+}
+
+/** An Io that keeps what is written; `now` is fixed. */
+export interface RecordingIo extends Io {
+  out: string;
+  err: string;
+}
+
+export function recordingIo(env: Record<string, string | undefined> = {}, nowMs = 1_700_000_000_000): RecordingIo {
+  const io: RecordingIo = {
+    out: "",
+    err: "",
+    stdout: (text) => void (io.out += text),
+    stderr: (text) => void (io.err += text),
+    env,
+    cwd: "/tmp/berth-cli-test",
+    now: () => nowMs,
+    colorize: false,
+  };
+  return io;
+}
+
+/** A local port nothing listens on (bound, then released). */
+export async function closedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const address = s.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,107 @@
+import { EventType, type Vm, type WatchEventsResponse } from "@berth/api";
+import { ErrorCode, fromGrpcError } from "@berth/core";
+import type { ClientReadableStream } from "@grpc/grpc-js";
+import type { ControllerClient } from "./client.js";
+
+/** What is known of a VM at one moment: the VM, or `undefined` when it does not exist. */
+export interface VmObservation {
+  readonly vm: Vm | undefined;
+}
+
+/** How `waitForVm` ended: decided by the caller's function, or the deadline passed. */
+export type WaitResult<T> =
+  | { readonly status: "decided"; readonly value: T }
+  | { readonly status: "timeout"; readonly last: VmObservation | undefined };
+
+/** Options of {@link waitForVm}. */
+export interface WaitOptions {
+  /** When to give up. */
+  deadline: Date;
+  /** How often GetVm is polled next to the watch. */
+  pollIntervalMs?: number;
+}
+
+const TRANSIENT: ReadonlySet<ErrorCode> = new Set([
+  ErrorCode.Unavailable,
+  ErrorCode.NotLeader,
+  ErrorCode.DeadlineExceeded,
+]);
+
+/**
+ * Waits until `decide` returns something other than `undefined` for an observation of the VM
+ * named `name`, or the deadline passes. `decide` may throw to end the wait with an error.
+ *
+ * Two sources feed it: the `WatchEvents` stream (the current state, then each change: prompt) and
+ * a `GetVm` poll every `pollIntervalMs` (which follows a leader change, outlives a broken stream,
+ * and sees a VM that vanished before the watch began). Transient errors of the poll (no leader,
+ * unreachable) are retried until the deadline; other errors end the wait.
+ */
+export function waitForVm<T>(
+  client: ControllerClient,
+  name: string,
+  decide: (observation: VmObservation) => T | undefined,
+  options: WaitOptions,
+): Promise<WaitResult<T>> {
+  const pollIntervalMs = options.pollIntervalMs ?? 1000;
+  return new Promise<WaitResult<T>>((resolve, reject) => {
+    let settled = false;
+    let last: VmObservation | undefined;
+    let stream: ClientReadableStream<WatchEventsResponse> | undefined;
+    let pollTimer: NodeJS.Timeout | undefined;
+
+    const finish = (end: () => void): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadlineTimer);
+      clearTimeout(pollTimer);
+      stream?.cancel();
+      end();
+    };
+
+    const observe = (observation: VmObservation): void => {
+      if (settled) return;
+      last = observation;
+      let value: T | undefined;
+      try {
+        value = decide(observation);
+      } catch (e) {
+        finish(() => reject(e));
+        return;
+      }
+      if (value !== undefined) {
+        const decided = value;
+        finish(() => resolve({ status: "decided", value: decided }));
+      }
+    };
+
+    const deadlineTimer = setTimeout(
+      () => finish(() => resolve({ status: "timeout", last })),
+      Math.max(0, options.deadline.getTime() - Date.now()),
+    );
+
+    try {
+      stream = client.watchEvents({ vms: true, hosts: false }, options.deadline);
+      stream.on("data", (event: WatchEventsResponse) => {
+        if (event.object?.$case !== "vm" || event.object.value.spec?.name !== name) return;
+        observe({ vm: event.type === EventType.EVENT_TYPE_DELETED ? undefined : event.object.value });
+      });
+      // A broken or unsupported stream is not an answer: the poll carries on.
+      stream.on("error", () => {});
+    } catch {
+      // Same: polling alone decides.
+    }
+
+    const poll = async (): Promise<void> => {
+      try {
+        const response = await client.getVm({ name }, { deadline: options.deadline });
+        observe({ vm: response.vm });
+      } catch (e) {
+        const error = fromGrpcError(e);
+        if (error.code === ErrorCode.NotFound) observe({ vm: undefined });
+        else if (!TRANSIENT.has(error.code)) finish(() => reject(error));
+      }
+      if (!settled) pollTimer = setTimeout(() => void poll(), pollIntervalMs);
+    };
+    pollTimer = setTimeout(() => void poll(), pollIntervalMs);
+  });
+}
