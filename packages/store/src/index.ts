@@ -1,1 +1,10 @@
 export * from "./types.js";
+export * from "./errors.js";
+export { validateTxn, compareKeys } from "./txn-rules.js";
+export * from "./memory-store.js";
+export * from "./etcd-options.js";
+export * from "./etcd-store.js";
+export * from "./group-commit.js";
+export * from "./lease-keeper.js";
+export * from "./election.js";
+export * from "./informer.js";

@@ -70,6 +70,12 @@ export interface WatchHandler {
    * compacted away (re-list and watch again), any other error when the store failed.
    */
   onError(error: Error): void;
+  /**
+   * Optional: every change under the prefix up to `revision` has been delivered (there may have
+   * been none). Lets a cache advance past writes to other prefixes. A store may send these rarely
+   * or never; never called after `onError`.
+   */
+  onProgress?(revision: number): void;
 }
 
 export interface Watch {
