@@ -28,14 +28,15 @@ function run(outDir) {
   execFileSync(buf, args, { cwd: root, stdio: "inherit" });
 }
 
-function files(dir) {
+/** Every file below `dir`, as sorted paths relative to it. */
+function files(dir, prefix = "") {
   const out = [];
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    if (statSync(p).isDirectory()) out.push(...files(p));
-    else out.push(p);
+  for (const name of readdirSync(join(dir, prefix))) {
+    const rel = join(prefix, name);
+    if (statSync(join(dir, rel)).isDirectory()) out.push(...files(dir, rel));
+    else out.push(rel);
   }
-  return out.map((p) => relative(dir, p)).sort();
+  return out.sort();
 }
 
 if (!check) {

@@ -88,7 +88,9 @@ export class Controller {
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(options.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );
-    controller = new Controller(options, store, state, server, port, log, sessions);
+    // With port 0 the kernel chose the port: advertise that one.
+    const advertise = options.advertise.replace(/:0$/, `:${port}`);
+    controller = new Controller({ ...options, advertise }, store, state, server, port, log, sessions);
     controller.timers.push(setInterval(() => closeSilentSessions(agentDeps), Math.max(500, options.reportIntervalMs / 2)));
     log.info({ listen: options.listen, port, controllerId: options.controllerId }, "controller serving; campaigning for leadership");
     void controller.campaign();

@@ -1,0 +1,198 @@
+/**
+ * The controller in process, on the embedded store, with real gRPC and in-process agents on fake
+ * hypervisors: what the agent stream and the operator API promise, short of separate processes
+ * (test/e2e covers those, on real etcd).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import { pino } from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  AgentServiceClient,
+  ClusterServiceClient,
+  DomainState,
+  HostState,
+  RejectReason,
+  VmPhase,
+  type ControllerMessage,
+  type Hello,
+} from "@berth/api";
+import { deadlineIn, grpcClientOptions, LEADER_METADATA_KEY } from "@berth/core";
+import { Agent, resolveAgentOptions } from "@berth/agent";
+import { FakeDriver, readFakeHypervisorState } from "@berth/hypervisor";
+import { MemoryStore } from "@berth/store";
+import { Controller } from "./controller.js";
+import { resolveControllerOptions } from "./options.js";
+
+const log = pino({ level: "silent" });
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function startController(store: MemoryStore, id = "c1"): Promise<{ controller: Controller; address: string }> {
+  const options = resolveControllerOptions({ listen: "127.0.0.1:0", controllerId: id, reportIntervalMs: 200, leaderTtlMs: 2_000 });
+  const controller = await Controller.start(options, store, log);
+  const address = `127.0.0.1:${controller.port}`;
+  expect(controller.options.advertise).toBe(address);
+  cleanups.push(() => controller.stop());
+  return { controller, address };
+}
+
+async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await Promise.resolve().then(check).catch(() => undefined);
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function api(address: string) {
+  const client = new ClusterServiceClient(address, credentials.createInsecure(), grpcClientOptions());
+  cleanups.push(() => client.close());
+  const opts = () => ({ deadline: deadlineIn(5_000) });
+  const p = <T>(fn: (cb: (e: ServiceError | null, r: T) => void) => void): Promise<T> =>
+    new Promise((resolve, reject) => fn((e, r) => (e ? reject(e) : resolve(r))));
+  return {
+    createVm: (name: string, vcpus = 1, memoryMib = 1024) =>
+      p<{ vm?: { hostId: string } }>((cb) => client.createVm({ spec: { name, resources: { vcpus, memoryMib, diskGib: 1 }, labels: {} } }, new Metadata(), opts(), cb)),
+    getVm: (name: string) => p((cb) => client.getVm({ name }, new Metadata(), opts(), cb)),
+    stopVm: (name: string, force = false) => p((cb) => client.stopVm({ name, force }, new Metadata(), opts(), cb)),
+    startVm: (name: string) => p((cb) => client.startVm({ name }, new Metadata(), opts(), cb)),
+    deleteVm: (name: string) => p((cb) => client.deleteVm({ name }, new Metadata(), opts(), cb)),
+    listVms: () => p((cb) => client.listVms({ hostId: "" }, new Metadata(), opts(), cb)),
+    listHosts: () => p((cb) => client.listHosts({}, new Metadata(), opts(), cb)),
+  };
+}
+
+/** An in-process agent on a fake hypervisor in a temp dir. */
+function startAgent(hostId: string, address: string, capacity = { vcpus: 4, memoryMib: 8192, diskGib: 100 }) {
+  const stateDir = mkdtempSync(join(tmpdir(), `berth-${hostId}-`));
+  const driver = new FakeDriver({ stateDir, capacity });
+  const agent = new Agent(resolveAgentOptions({ hostId, controllers: [address], driver: "fake", stateDir, minBackoffMs: 50, maxBackoffMs: 200 }), driver, 0, log);
+  const abort = new AbortController();
+  const running = agent.run(abort.signal);
+  cleanups.push(async () => {
+    abort.abort();
+    await running.catch(() => undefined);
+    await driver.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+  return { stateDir, driver };
+}
+
+/** Opens a raw agent stream, sends `hello`, resolves with the first controller message. */
+function rawHello(address: string, hello: Hello): Promise<ControllerMessage> {
+  const client = new AgentServiceClient(address, credentials.createInsecure(), grpcClientOptions());
+  const call = client.connect();
+  cleanups.push(() => {
+    call.cancel();
+    client.close();
+  });
+  call.on("error", () => undefined);
+  return new Promise((resolve) => {
+    call.once("data", resolve);
+    call.write({ msg: { $case: "hello", value: hello } });
+  });
+}
+
+const hello = (hostId: string, bootId = "boot-a"): Hello => ({
+  hostId,
+  bootId,
+  capacity: { vcpus: 8, memoryMib: 16384, diskGib: 100 },
+  labels: {},
+  inventory: { domains: [] },
+  agentVersion: "test",
+  driver: "fake",
+  lastLeaderEpoch: 0,
+});
+
+describe("controller", () => {
+  it("welcomes a host, and rejects a second live stream for the same host id with a reason", async () => {
+    const { controller, address } = await startController(new MemoryStore());
+    await waitFor("leadership", () => controller.isLeader);
+    const first = await rawHello(address, hello("h1"));
+    expect(first.msg?.$case).toBe("welcome");
+    // Keep the first stream live by reporting.
+    const second = await rawHello(address, hello("h1", "boot-b"));
+    expect(second.msg).toMatchObject({ $case: "reject", value: { reason: RejectReason.REJECT_REASON_DUPLICATE_HOST } });
+    expect((second.msg?.value as { message: string }).message).toContain("already connected");
+  });
+
+  it("rejects an invalid Hello naming the field, and records nothing", async () => {
+    const store = new MemoryStore();
+    const { controller, address } = await startController(store);
+    await waitFor("leadership", () => controller.isLeader);
+    const answer = await rawHello(address, { ...hello("h1"), capacity: { vcpus: 0, memoryMib: 1, diskGib: 0 } });
+    expect(answer.msg).toMatchObject({ $case: "reject", value: { reason: RejectReason.REJECT_REASON_INVALID_HELLO } });
+    expect((answer.msg?.value as { message: string }).message).toMatch(/^hello\.capacity\.vcpus:/);
+    expect((await store.list("/berth/v1/hosts/")).items).toEqual([]);
+  });
+
+  it("a follower sends agents and operators to the leader", async () => {
+    const store = new MemoryStore();
+    const leader = await startController(store, "leader");
+    await waitFor("leadership", () => leader.controller.isLeader);
+    const follower = await startController(store, "follower");
+    expect(follower.controller.isLeader).toBe(false);
+    const answer = await rawHello(follower.address, hello("h1"));
+    expect(answer.msg).toEqual({ $case: "notLeader", value: { leaderAddress: leader.address } });
+    const err = (await api(follower.address).listVms().catch((e: unknown) => e)) as ServiceError;
+    expect(err.code).toBe(status.UNAVAILABLE);
+    expect(err.metadata.get(LEADER_METADATA_KEY)).toEqual([leader.address]);
+  });
+
+  it("never overfills a host under concurrent creates", async () => {
+    const { controller, address } = await startController(new MemoryStore());
+    await waitFor("leadership", () => controller.isLeader);
+    // Two hosts with room for 3 VMs of 2 GiB each (8 GiB - 1 GiB reserved = 7 GiB allocatable).
+    startAgent("h1", address);
+    startAgent("h2", address);
+    const client = api(address);
+    await waitFor("two hosts", async () => ((await client.listHosts()) as { hosts: unknown[] }).hosts.length === 2);
+    const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => client.createVm(`vm-${i}`, 1, 2048)));
+    const placed = results.filter((r) => r.status === "fulfilled");
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    expect(placed).toHaveLength(6);
+    for (const r of refused) expect((r.reason as ServiceError).code).toBe(status.RESOURCE_EXHAUSTED);
+    const perHost = new Map<string, number>();
+    for (const r of placed) {
+      const host = (r as PromiseFulfilledResult<{ vm?: { hostId: string } }>).value.vm!.hostId;
+      perHost.set(host, (perHost.get(host) ?? 0) + 1);
+    }
+    expect([...perHost.values()]).toEqual([3, 3]);
+  });
+
+  it("drives a VM through stop, start (force too) and delete on its host", async () => {
+    const { controller, address } = await startController(new MemoryStore());
+    await waitFor("leadership", () => controller.isLeader);
+    const { stateDir } = startAgent("h1", address);
+    const client = api(address);
+    await waitFor("host", async () => ((await client.listHosts()) as { hosts: { state: HostState }[] }).hosts[0]?.state === HostState.HOST_STATE_READY);
+    await client.createVm("web-1");
+    const phase = async () => ((await client.getVm("web-1")) as { vm: { status: { phase: VmPhase } } }).vm.status.phase;
+    const domainState = () => readFakeHypervisorState(stateDir).domains[0]?.state;
+    await waitFor("running", async () => (await phase()) === VmPhase.VM_PHASE_RUNNING);
+    expect(domainState()).toBe(DomainState.DOMAIN_STATE_RUNNING);
+
+    await client.stopVm("web-1", true);
+    await waitFor("stopped", async () => (await phase()) === VmPhase.VM_PHASE_STOPPED);
+    expect(domainState()).toBe(DomainState.DOMAIN_STATE_SHUTOFF);
+    // Asking again changes nothing (no new generation).
+    const gen = ((await client.getVm("web-1")) as { vm: { generation: number } }).vm.generation;
+    await client.stopVm("web-1", true);
+    expect(((await client.getVm("web-1")) as { vm: { generation: number } }).vm.generation).toBe(gen);
+
+    await client.startVm("web-1");
+    await waitFor("running again", async () => (await phase()) === VmPhase.VM_PHASE_RUNNING);
+    await client.deleteVm("web-1");
+    await waitFor("gone", async () => ((await client.listVms()) as { vms: unknown[] }).vms.length === 0);
+    expect(readFakeHypervisorState(stateDir).domains).toEqual([]);
+    const err = (await client.getVm("web-1").catch((e: unknown) => e)) as ServiceError;
+    expect(err.code).toBe(status.NOT_FOUND);
+  });
+});
