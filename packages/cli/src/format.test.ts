@@ -71,7 +71,7 @@ describe("enum names", () => {
 });
 
 describe("host views", () => {
-  it("shows usage over capacity, 0 without a unit", () => {
+  it("shows allocation over capacity, 0 without a unit", () => {
     const table = hostTable(
       [
         Host.fromPartial({
@@ -83,8 +83,8 @@ describe("host views", () => {
       1000,
     );
     expect(table).toBe(
-      "ID      STATE         VCPUS        MEMORY      DISK       DRIVER  LAST SEEN\n" +
-        "host-1  DISCONNECTED  0 / 16 vCPU  0 / 64 GiB  0 / 1 TiB  -       -\n",
+      "ID      STATE         ALLOC VCPUS  ALLOC MEMORY  ALLOC DISK  DRIVER  LAST SEEN\n" +
+        "host-1  DISCONNECTED  0 / 16 vCPU  0 / 64 GiB    0 / 1 TiB   -       -\n",
     );
   });
 });

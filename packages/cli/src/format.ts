@@ -150,13 +150,13 @@ export function hostTable(hosts: readonly Host[], nowMs: number): string {
   const rows = hosts.map((h) => [
     h.id,
     hostStateName(h.state, h.cordoned),
-    usageOf(h.usage?.vcpus, h.capacity?.vcpus, String) + (h.capacity ? " vCPU" : ""),
-    usageOf(h.usage?.memoryMib, h.capacity?.memoryMib, formatMib),
-    usageOf(h.usage?.diskGib, h.capacity?.diskGib, formatGib),
+    usageOf(h.allocated?.vcpus, h.capacity?.vcpus, String) + (h.capacity ? " vCPU" : ""),
+    usageOf(h.allocated?.memoryMib, h.capacity?.memoryMib, formatMib),
+    usageOf(h.allocated?.diskGib, h.capacity?.diskGib, formatGib),
     h.driver || "-",
     formatAge(h.lastSeenMs, nowMs),
   ]);
-  return renderTable(["ID", "STATE", "VCPUS", "MEMORY", "DISK", "DRIVER", "LAST SEEN"], rows);
+  return renderTable(["ID", "STATE", "ALLOC VCPUS", "ALLOC MEMORY", "ALLOC DISK", "DRIVER", "LAST SEEN"], rows);
 }
 
 /** The `host show` detail. */
@@ -165,7 +165,8 @@ export function hostDetail(host: Host, nowMs: number): string {
     ["ID", host.id],
     ["State", hostStateName(host.state, host.cordoned)],
     ["Capacity", formatResourcesHuman(host.capacity)],
-    ["Usage", formatResourcesHuman(host.usage)],
+    ["Allocated", formatResourcesHuman(host.allocated)],
+    ["In use", formatResourcesHuman(host.usage)],
     ["Labels", formatLabels(host.labels)],
     ["Driver", host.driver || "-"],
     ["Agent", host.agentVersion || "-"],

@@ -28,7 +28,8 @@ const host = (id: string): Host =>
     bootId: "b",
     agentVersion: "0.1.0",
     lastSeenMs: NOW - 2000,
-    usage: { vcpus: 2, memoryMib: 4096, diskGib: 20 },
+    allocated: { vcpus: 2, memoryMib: 4096, diskGib: 20 },
+    usage: { vcpus: 1, memoryMib: 1024, diskGib: 20 },
     driver: "fake",
   });
 
@@ -383,7 +384,7 @@ describe("other verbs", () => {
     });
     const list = await berth(s, "host", "list");
     expect(list.out).toBe(
-      "ID      STATE           VCPUS        MEMORY          DISK            DRIVER  LAST SEEN\n" +
+      "ID      STATE           ALLOC VCPUS  ALLOC MEMORY    ALLOC DISK      DRIVER  LAST SEEN\n" +
         "host-1  READY,CORDONED  2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n" +
         "host-2  READY           2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n",
     );

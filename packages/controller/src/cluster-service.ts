@@ -3,6 +3,8 @@ import {
   DesiredState,
   EventType,
   type ClusterServiceServer,
+  type Host,
+  type Resources,
   type Vm,
   type WatchEventsRequest,
   type WatchEventsResponse,
@@ -22,6 +24,8 @@ export interface ClusterServiceDeps {
   store: ClusterStore;
   state: ClusterState;
   placer: Placer;
+  /** What the host's live stream last said, when it has one. */
+  liveHost(hostId: string): { usage: Resources | undefined; lastHeardMs: number } | undefined;
   log: Logger;
 }
 
@@ -57,6 +61,16 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     if (!vm) throw notFound(`vm '${name}'`);
     return vm;
   };
+  /** A host as operators see it: the record, plus allocation and the live stream's figures. */
+  const hostView = (host: Host): Host => {
+    const live = deps.liveHost(host.id);
+    return {
+      ...host,
+      allocated: deps.state.allocated(host.id),
+      usage: live?.usage ?? host.usage,
+      lastSeenMs: live?.lastHeardMs ?? host.lastSeenMs,
+    };
+  };
   const change = (desired: DesiredState, forceStop = false) => async (req: { name: string }) => {
     const writer = await leader();
     return { vm: await setDesiredState(deps, writer, req.name, desired, forceStop) };
@@ -81,14 +95,14 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     stopVm: unary(async (req) => change(DesiredState.DESIRED_STATE_STOPPED, req.force)(req)),
     listHosts: unary(async () => {
       await leader();
-      return { hosts: deps.state.allHosts().sort((a, b) => a.id.localeCompare(b.id)) };
+      return { hosts: deps.state.allHosts().sort((a, b) => a.id.localeCompare(b.id)).map(hostView) };
     }),
     getHost: unary(async (req) => {
       await leader();
       validateName(req.id, "id");
       const host = deps.state.host(req.id);
       if (!host) throw notFound(`host '${req.id}'`);
-      return { host };
+      return { host: hostView(host) };
     }),
     watchEvents: (call) => void watchEvents(deps, leader, call),
   };

@@ -178,6 +178,11 @@ describe("controller", () => {
     const domainState = () => readFakeHypervisorState(stateDir).domains[0]?.state;
     await waitFor("running", async () => (await phase()) === VmPhase.VM_PHASE_RUNNING);
     expect(domainState()).toBe(DomainState.DOMAIN_STATE_RUNNING);
+    // The host's answer carries what is allocated on it and the live usage its agent reports.
+    const hostNow = async () => ((await client.listHosts()) as { hosts: { allocated?: object; usage?: object; lastSeenMs: number }[] }).hosts[0]!;
+    expect((await hostNow()).allocated).toEqual({ vcpus: 1, memoryMib: 1024, diskGib: 1 });
+    await waitFor("usage reported", async () => JSON.stringify((await hostNow()).usage) === JSON.stringify({ vcpus: 1, memoryMib: 1024, diskGib: 1 }));
+    expect(Date.now() - (await hostNow()).lastSeenMs).toBeLessThan(2_000);
 
     await client.stopVm("web-1", true);
     await waitFor("stopped", async () => (await phase()) === VmPhase.VM_PHASE_STOPPED);

@@ -83,7 +83,18 @@ export class Controller {
     server.addService(AgentServiceService, agentService(agentDeps));
     server.addService(
       ClusterServiceService,
-      clusterService({ writer: () => controller?.leading?.writer, leaderAddress, store, state, placer, log }),
+      clusterService({
+        writer: () => controller?.leading?.writer,
+        leaderAddress,
+        store,
+        state,
+        placer,
+        liveHost: (id) => {
+          const s = sessions.get(id);
+          return s && !s.isClosed ? { usage: s.usage, lastHeardMs: s.lastHeardMs } : undefined;
+        },
+        log,
+      }),
     );
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(options.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),

@@ -63,14 +63,19 @@ export interface Host {
   /** Changes on every agent process start (the agent's boot id). */
   bootId: string;
   agentVersion: string;
-  /** Unix milliseconds of the last Hello or Report. */
+  /**
+   * Unix milliseconds of the last message from the host's agent (stored at Hello and disconnect;
+   * live in the controller's answers).
+   */
   lastSeenMs: number;
-  /** What the host's VMs use, as last reported. */
+  /** What the host's running domains use, as last reported (live in the controller's answers). */
   usage?:
     | Resources
     | undefined;
   /** The hypervisor driver behind the agent, e.g. "fake" or "libvirt". */
   driver: string;
+  /** What the VMs placed on the host ask for. Filled in by the controller when it answers; not stored. */
+  allocated?: Resources | undefined;
 }
 
 export interface Host_LabelsEntry {
@@ -90,6 +95,7 @@ function createBaseHost(): Host {
     lastSeenMs: 0,
     usage: undefined,
     driver: "",
+    allocated: undefined,
   };
 }
 
@@ -124,6 +130,9 @@ export const Host: MessageFns<Host> = {
     }
     if (message.driver !== "") {
       writer.uint32(82).string(message.driver);
+    }
+    if (message.allocated !== undefined) {
+      Resources.encode(message.allocated, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -224,6 +233,14 @@ export const Host: MessageFns<Host> = {
             message.driver = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.allocated = Resources.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -273,6 +290,7 @@ export const Host: MessageFns<Host> = {
         : 0,
       usage: isSet(object.usage) ? Resources.fromJSON(object.usage) : undefined,
       driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+      allocated: isSet(object.allocated) ? Resources.fromJSON(object.allocated) : undefined,
     };
   },
 
@@ -314,6 +332,9 @@ export const Host: MessageFns<Host> = {
     if (message.driver !== "") {
       obj.driver = message.driver;
     }
+    if (message.allocated !== undefined) {
+      obj.allocated = Resources.toJSON(message.allocated);
+    }
     return obj;
   },
 
@@ -344,6 +365,9 @@ export const Host: MessageFns<Host> = {
       ? Resources.fromPartial(object.usage)
       : undefined;
     message.driver = object.driver ?? "";
+    message.allocated = (object.allocated !== undefined && object.allocated !== null)
+      ? Resources.fromPartial(object.allocated)
+      : undefined;
     return message;
   },
 };
