@@ -5,4 +5,4 @@ export const AGENT_MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
 
 export { Agent, AGENT_VERSION } from "./agent.js";
 export { CommandExecutor } from "./executor.js";
-export { resolveAgentOptions, parseCapacity, parseLabels, type AgentOptions, type ResolvedAgentOptions } from "./options.js";
+export { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from "./options.js";

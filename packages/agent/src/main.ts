@@ -4,7 +4,8 @@ import { pino } from "pino";
 import { FakeDriver } from "@berth/hypervisor";
 import { Agent } from "./agent.js";
 import { loadAgentState } from "./agent-state.js";
-import { parseCapacity, parseLabels, resolveAgentOptions } from "./options.js";
+import { parseCapacity, parseHostPortList, parseLabelAssignments } from "@berth/core";
+import { resolveAgentOptions } from "./options.js";
 
 const HELP = `berth-agent: runs on every host; reports capacity and executes placement commands.
 
@@ -50,14 +51,15 @@ async function main(): Promise<number> {
   }
   let options;
   try {
-    const controllers = (args.controller ?? process.env.BERTH_CONTROLLER ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+    const controllerFlag = args.controller !== undefined ? "--controller" : "BERTH_CONTROLLER";
+    const controllers = parseHostPortList(args.controller ?? process.env.BERTH_CONTROLLER ?? "", controllerFlag);
     options = resolveAgentOptions({
       hostId: args["host-id"] ?? "",
       controllers,
       driver: args.driver as "fake",
       stateDir: args["state-dir"] ?? "",
-      ...(args.capacity ? { capacity: parseCapacity(args.capacity) } : {}),
-      labels: parseLabels(args.label ?? []),
+      ...(args.capacity ? { capacity: parseCapacity(args.capacity, "--capacity") } : {}),
+      labels: parseLabelAssignments(args.label ?? [], "--label"),
     });
   } catch (e) {
     process.stderr.write(`berth-agent: ${(e as Error).message}\n`);

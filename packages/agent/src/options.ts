@@ -1,4 +1,4 @@
-import { invalidArgument, parseSizeGib, parseSizeMib, validateHostId, validateLabels, type ResourceName } from "@berth/core";
+import { invalidArgument, parseHostPort, validateHostId, validateLabels } from "@berth/core";
 import type { Resources } from "@berth/api";
 
 /** How an agent is run. */
@@ -31,15 +31,11 @@ export interface ResolvedAgentOptions {
   maxConcurrentCommands: number;
 }
 
-const HOST_PORT = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
-
 /** Fills defaults and validates. Throws INVALID_ARGUMENT naming the option. */
 export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   validateHostId(o.hostId, "host_id");
   if (o.controllers.length === 0) throw invalidArgument("controller", "at least one controller address is required (host:port)");
-  for (const c of o.controllers) {
-    if (!HOST_PORT.test(c)) throw invalidArgument("controller", `'${c}' is not host:port (example: 127.0.0.1:7400)`);
-  }
+  for (const c of o.controllers) parseHostPort(c, "controller");
   if (o.driver !== "fake") throw invalidArgument("driver", `unknown driver '${String(o.driver)}' (available: fake)`);
   if (!o.stateDir) throw invalidArgument("state_dir", "is required");
   const labels = o.labels ?? {};
@@ -60,32 +56,4 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     maxBackoffMs,
     maxConcurrentCommands: o.maxConcurrentCommands ?? 16,
   };
-}
-
-/** Parses `vcpus=16,memory=64GiB,disk=1TiB` (any subset). Throws INVALID_ARGUMENT naming `field`. */
-export function parseCapacity(text: string, field = "capacity"): Partial<Resources> {
-  const out: Partial<Record<ResourceName, number>> = {};
-  for (const part of text.split(",").map((s) => s.trim()).filter(Boolean)) {
-    const [k, v] = part.split("=", 2).map((s) => s.trim());
-    if (!k || !v) throw invalidArgument(field, `'${part}' is not key=value (keys: vcpus, memory, disk)`);
-    if (k === "vcpus") {
-      const n = Number(v);
-      if (!Number.isSafeInteger(n) || n < 1) throw invalidArgument(`${field}.vcpus`, `'${v}' is not a positive whole number`);
-      out.vcpus = n;
-    } else if (k === "memory") out.memoryMib = parseSizeMib(v, `${field}.memory`);
-    else if (k === "disk") out.diskGib = parseSizeGib(v, `${field}.disk`);
-    else throw invalidArgument(field, `unknown key '${k}' (keys: vcpus, memory, disk)`);
-  }
-  return out;
-}
-
-/** Parses `k=v` label flags. */
-export function parseLabels(items: readonly string[], field = "label"): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const item of items) {
-    const i = item.indexOf("=");
-    if (i <= 0) throw invalidArgument(field, `'${item}' is not key=value`);
-    labels[item.slice(0, i)] = item.slice(i + 1);
-  }
-  return labels;
 }

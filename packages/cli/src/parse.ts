@@ -1,5 +1,16 @@
 import type { Resources, VmSpec } from "@berth/api";
-import { BerthError, Limits, parseSizeGib, parseSizeMib, validateVmSpec } from "@berth/core";
+import {
+  BerthError,
+  Limits,
+  parseCapacity as coreParseCapacity,
+  parseEtcdEndpoints,
+  parseHostPort as coreParseHostPort,
+  parseHostPortList,
+  parseLabelAssignments,
+  parseSizeGib,
+  parseSizeMib,
+  validateVmSpec,
+} from "@berth/core";
 import { usageError } from "./exit-codes.js";
 
 // Parsers of local input: each names the flag at fault and throws a usage error (exit code 2), so
@@ -43,89 +54,29 @@ export function parseSecondsMs(text: string, flag: string): number {
   return ms;
 }
 
-/** `--label k=v`, repeated: the labels as a map (a later key wins). */
+/** Repeated `KEY=VALUE` labels. */
 export function parseLabels(items: readonly string[], flag = "--label"): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const item of items) {
-    const eq = item.indexOf("=");
-    if (eq <= 0) throw usageError(`${flag}: '${item}' must be KEY=VALUE`);
-    labels[item.slice(0, eq)] = item.slice(eq + 1);
-  }
-  return labels;
+  return asUsage(() => parseLabelAssignments(items, flag));
 }
 
 /** Splits `host:port` (or `[v6]:port`) and checks the port. */
 export function parseHostPort(text: string, flag: string): { host: string; port: number } {
-  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text.trim());
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port < 1 || port > 65535) throw usageError(`${flag}: '${text}' is not HOST:PORT (example: 127.0.0.1:7400)`);
-  return { host: m[1] ?? "", port };
+  return asUsage(() => coreParseHostPort(text, flag));
 }
 
 /** A comma-separated list of `HOST:PORT` controller addresses. */
 export function parseEndpoints(text: string, flag: string): string[] {
-  const endpoints = text
-    .split(",")
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
-  if (endpoints.length === 0) throw usageError(`${flag}: no address given (example: 127.0.0.1:7400)`);
-  for (const e of endpoints) parseHostPort(e, flag);
-  return [...new Set(endpoints)];
+  return asUsage(() => parseHostPortList(text, flag));
 }
 
 /** A comma-separated list of etcd URLs (`http://127.0.0.1:2379`). */
 export function parseEtcdUrls(text: string, flag = "--etcd"): string[] {
-  const urls = text
-    .split(",")
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
-  if (urls.length === 0) throw usageError(`${flag}: no URL given (example: http://127.0.0.1:2379)`);
-  for (const u of urls) {
-    let url: URL;
-    try {
-      url = new URL(u);
-    } catch {
-      throw usageError(`${flag}: '${u}' is not a URL (example: http://127.0.0.1:2379)`);
-    }
-    if (url.protocol !== "http:" && url.protocol !== "https:") {
-      throw usageError(`${flag}: '${u}' must be an http:// or https:// URL`);
-    }
-  }
-  return urls;
+  return asUsage(() => parseEtcdEndpoints(text, flag));
 }
 
-/**
- * `vcpus=16,memory=64GiB,disk=1TiB`: any of the three keys, in any order. Memory takes MiB when
- * bare, disk GiB. Returns only the keys given.
- */
+/** `vcpus=16,memory=64GiB,disk=1TiB`: any of the three keys; returns only the keys given. */
 export function parseCapacity(text: string, flag = "--capacity"): Partial<Resources> {
-  const capacity: Partial<Resources> = {};
-  const parts = text
-    .split(",")
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
-  if (parts.length === 0) throw usageError(`${flag}: empty (example: vcpus=16,memory=64GiB,disk=1TiB)`);
-  for (const part of parts) {
-    const eq = part.indexOf("=");
-    const key = eq < 0 ? part : part.slice(0, eq).trim();
-    const value = eq < 0 ? "" : part.slice(eq + 1).trim();
-    if (eq < 0 || value === "") throw usageError(`${flag}: '${part}' must be KEY=VALUE (keys: vcpus, memory, disk)`);
-    switch (key) {
-      case "vcpus":
-        capacity.vcpus = parseInteger(value, `${flag} vcpus`, 1, 1 << 20);
-        break;
-      case "memory":
-        capacity.memoryMib = parseMemoryMib(value, `${flag} memory`);
-        if (capacity.memoryMib < 1) throw usageError(`${flag} memory: must be more than 0`);
-        break;
-      case "disk":
-        capacity.diskGib = parseDiskGib(value, `${flag} disk`);
-        break;
-      default:
-        throw usageError(`${flag}: unknown key '${key}' (keys: vcpus, memory, disk)`);
-    }
-  }
-  return capacity;
+  return asUsage(() => coreParseCapacity(text, flag));
 }
 
 /** Where each VmSpec field comes from on the `vm create` command line. */

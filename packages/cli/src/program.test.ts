@@ -136,7 +136,7 @@ describe("vm create", () => {
     [["--vcpus", "two"], "--vcpus: 'two' is not a whole number"],
     [["--vcpus", "0"], "--vcpus: must be from 1 to"],
     [["--label", "novalue"], "--label: 'novalue' must be KEY=VALUE"],
-    [["--label", "-bad=1"], "--label -bad: key must be"],
+    [["--label", "-bad=1"], "--label[-bad]: key must be"],
     [["--wait-timeout", "soon"], "--wait-timeout: 'soon' is not a number of seconds"],
   ])("rejects %j locally, naming the flag, without any call", async (flags, message) => {
     const s = await stub({ createVm: (r) => ({ vm: vm(r.spec?.name ?? "", VmPhase.VM_PHASE_PENDING) }) });

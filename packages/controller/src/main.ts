@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { BerthError } from "@berth/core";
+import { BerthError, parseEtcdEndpoints } from "@berth/core";
 import { EtcdStore, MemoryStore, type ClusterStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions } from "./options.js";
@@ -62,7 +62,7 @@ async function main(): Promise<number> {
     options = resolveControllerOptions({
       listen: args.listen!,
       ...(args.advertise ? { advertise: args.advertise } : {}),
-      etcdEndpoints: args.etcd ? args.etcd.split(",").map((s) => s.trim()).filter(Boolean) : [],
+      etcdEndpoints: args.etcd !== undefined ? parseEtcdEndpoints(args.etcd, "--etcd") : [],
       ...(args.id ? { controllerId: args.id } : {}),
       ...(args["report-interval"] ? { reportIntervalMs: num(args["report-interval"], "report-interval")! } : {}),
       ...(args["leader-ttl"] ? { leaderTtlMs: num(args["leader-ttl"], "leader-ttl")! } : {}),

@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { invalidArgument } from "@berth/core";
+import { invalidArgument, parseEtcdEndpoints, parseHostPort } from "@berth/core";
 import { resolveSchedulerOptions, type ResolvedSchedulerOptions, type SchedulerOptions } from "@berth/scheduler";
 
 /** How a controller is run. Every field but `listen` has a default. */
@@ -38,14 +38,6 @@ export interface ResolvedControllerOptions {
   scheduler: ResolvedSchedulerOptions;
 }
 
-const HOST_PORT = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
-
-/** Checks `host:port`; throws INVALID_ARGUMENT naming `field`. */
-export function validateHostPort(value: string, field: string): void {
-  const m = HOST_PORT.exec(value);
-  if (!m || Number(m[2]) > 65535) throw invalidArgument(field, `'${value}' is not host:port (example: 127.0.0.1:7400)`);
-}
-
 function positive(value: number, field: string, min: number): number {
   if (!Number.isFinite(value) || value < min) throw invalidArgument(field, `must be a number ≥ ${min} (got ${value})`);
   return value;
@@ -53,15 +45,11 @@ function positive(value: number, field: string, min: number): number {
 
 /** Fills defaults and validates. Throws INVALID_ARGUMENT naming the option. */
 export function resolveControllerOptions(o: ControllerOptions): ResolvedControllerOptions {
-  validateHostPort(o.listen, "listen");
+  parseHostPort(o.listen, "listen", { allowPortZero: true });
   const advertise = o.advertise ?? o.listen;
-  validateHostPort(advertise, "advertise");
+  parseHostPort(advertise, "advertise", { allowPortZero: true });
   const etcdEndpoints = o.etcdEndpoints ?? [];
-  for (const url of etcdEndpoints) {
-    if (!/^https?:\/\/[^\s/]+(:\d+)?\/?$/.test(url)) {
-      throw invalidArgument("etcd", `'${url}' is not an etcd endpoint URL (example: http://127.0.0.1:2379)`);
-    }
-  }
+  if (etcdEndpoints.length > 0) parseEtcdEndpoints(etcdEndpoints.join(","), "etcd");
   const reportIntervalMs = positive(o.reportIntervalMs ?? 2_000, "report_interval_ms", 100);
   return {
     listen: o.listen,

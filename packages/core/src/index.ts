@@ -3,3 +3,4 @@ export * from "./resources.js";
 export * from "./limits.js";
 export * from "./validation.js";
 export * from "./grpc.js";
+export * from "./parse.js";

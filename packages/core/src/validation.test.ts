@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import type { Hello, VmSpec } from "@berth/api";
+import { Limits } from "./limits.js";
+import { parseCapacity, parseEtcdEndpoints, parseHostPort, parseHostPortList, parseLabelAssignments } from "./parse.js";
+import { validateHello, validateVmSpec } from "./validation.js";
+
+const spec = (over: Partial<VmSpec> = {}): VmSpec => ({
+  name: "web-1",
+  resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 },
+  labels: {},
+  ...over,
+});
+
+describe("validateVmSpec", () => {
+  it("accepts a good spec", () => expect(() => validateVmSpec(spec())).not.toThrow());
+  it.each<[string, VmSpec | undefined, string]>([
+    ["missing spec", undefined, "spec: is required"],
+    ["empty name", spec({ name: "" }), "spec.name: is required"],
+    ["upper-case name", spec({ name: "Web" }), "spec.name: 'Web' must be"],
+    ["name too long", spec({ name: "a".repeat(64) }), "spec.name:"],
+    ["no resources", spec({ resources: undefined }), "spec.resources: is required"],
+    ["zero vcpus", spec({ resources: { vcpus: 0, memoryMib: 512, diskGib: 1 } }), "spec.resources.vcpus: must be a whole number from 1"],
+    ["tiny memory", spec({ resources: { vcpus: 1, memoryMib: 1, diskGib: 1 } }), "spec.resources.memory_mib:"],
+    ["fractional disk", spec({ resources: { vcpus: 1, memoryMib: 512, diskGib: 1.5 } }), "spec.resources.disk_gib:"],
+    ["huge vcpus", spec({ resources: { vcpus: Limits.maxVcpus + 1, memoryMib: 512, diskGib: 1 } }), "spec.resources.vcpus:"],
+    ["bad label key", spec({ labels: { "-x": "1" } }), "spec.labels[-x]: key must be"],
+  ])("refuses %s, naming the field", (_, s, message) => {
+    expect(() => validateVmSpec(s)).toThrow(message);
+  });
+  it("refuses too many labels", () => {
+    const labels = Object.fromEntries(Array.from({ length: Limits.maxLabels + 1 }, (_, i) => [`k${i}`, "v"]));
+    expect(() => validateVmSpec(spec({ labels }))).toThrow(`spec.labels: at most ${Limits.maxLabels} labels`);
+  });
+});
+
+describe("validateHello", () => {
+  const hello = (over: Partial<Hello> = {}): Hello => ({
+    hostId: "host-1",
+    bootId: "b",
+    capacity: { vcpus: 8, memoryMib: 1024, diskGib: 10 },
+    labels: {},
+    inventory: { domains: [] },
+    agentVersion: "x",
+    driver: "fake",
+    lastLeaderEpoch: 0,
+    ...over,
+  });
+  it("accepts a good Hello and refuses bad fields by name", () => {
+    expect(() => validateHello(hello())).not.toThrow();
+    expect(() => validateHello(hello({ hostId: "Host 1" }))).toThrow(/^hello\.host_id:/);
+    expect(() => validateHello(hello({ bootId: "" }))).toThrow(/^hello\.boot_id:/);
+    expect(() => validateHello(hello({ capacity: undefined }))).toThrow(/^hello\.capacity: is required/);
+    const domains = Array.from({ length: Limits.maxDomainsPerHost + 1 }, (_, i) => ({ vmId: `${i}`, name: "x", state: 2, generation: 1, resources: undefined }));
+    expect(() => validateHello(hello({ inventory: { domains } }))).toThrow(/^hello\.inventory\.domains: at most/);
+  });
+});
+
+describe("operator text", () => {
+  it("parses host:port, refusing port 0 unless allowed", () => {
+    expect(parseHostPort("127.0.0.1:7400", "--listen")).toEqual({ host: "127.0.0.1", port: 7400 });
+    expect(parseHostPort("[::1]:7400", "--listen")).toEqual({ host: "[::1]", port: 7400 });
+    expect(() => parseHostPort("127.0.0.1:0", "--controller")).toThrow(/^--controller: '127.0.0.1:0' is not HOST:PORT/);
+    expect(parseHostPort("127.0.0.1:0", "listen", { allowPortZero: true }).port).toBe(0);
+    expect(() => parseHostPort("7400", "--listen")).toThrow("--listen:");
+    expect(parseHostPortList("a:1, b:2,a:1", "--controller")).toEqual(["a:1", "b:2"]);
+    expect(() => parseHostPortList(" , ", "--controller")).toThrow("no address given");
+  });
+  it("parses etcd endpoints", () => {
+    expect(parseEtcdEndpoints("http://a:2379,https://b:2379", "--etcd")).toEqual(["http://a:2379", "https://b:2379"]);
+    expect(() => parseEtcdEndpoints("a:2379", "--etcd")).toThrow(/^--etcd: 'a:2379' must be an http/);
+    expect(() => parseEtcdEndpoints("", "--etcd")).toThrow("no URL given");
+  });
+  it("parses capacity and labels", () => {
+    expect(parseCapacity("vcpus=16,memory=64GiB,disk=1TiB", "--capacity")).toEqual({ vcpus: 16, memoryMib: 65536, diskGib: 1024 });
+    expect(parseCapacity("memory=512", "--capacity")).toEqual({ memoryMib: 512 });
+    expect(() => parseCapacity("cpus=4", "--capacity")).toThrow("unknown key 'cpus'");
+    expect(() => parseCapacity("vcpus=0", "--capacity")).toThrow("--capacity vcpus:");
+    expect(parseLabelAssignments(["zone=a", "rack=r1=x"], "--label")).toEqual({ zone: "a", rack: "r1=x" });
+    expect(() => parseLabelAssignments(["=a"], "--label")).toThrow("must be KEY=VALUE");
+  });
+});
