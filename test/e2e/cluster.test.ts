@@ -39,7 +39,7 @@ describeWithEtcd("end to end: controller + 3 agents on real etcd", () => {
       "--capacity", "vcpus=16,memory=32GiB,disk=1TiB",
     ]);
   const stateDir = (hostId: string): string => join(dir, hostId);
-  const allVms = async (): Promise<Vm[]> => (await client.listVms({ hostId: "" })).vms;
+  const allVms = async (): Promise<Vm[]> => (await client.listVms({ hostId: "", pageSize: 0, pageToken: "" })).vms;
   const allRunning = async (): Promise<Vm[] | undefined> => {
     const vms = await allVms();
     return vms.length === VM_COUNT && vms.every((v) => v.status?.phase === VmPhase.VM_PHASE_RUNNING) ? vms : undefined;

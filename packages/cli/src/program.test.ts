@@ -246,7 +246,7 @@ describe("vm create --wait", () => {
 
 describe("leader following and endpoints", () => {
   it("follows UNAVAILABLE + berth-leader to the leader, once", async () => {
-    const leader = await stub({ listVms: () => ({ vms: [vm("web-1", VmPhase.VM_PHASE_RUNNING)] }) });
+    const leader = await stub({ listVms: () => ({ vms: [vm("web-1", VmPhase.VM_PHASE_RUNNING)], nextPageToken: "" }) });
     const follower = await stub({
       listVms: () => {
         throw notLeader(leader.address);
@@ -293,7 +293,7 @@ describe("leader following and endpoints", () => {
   });
 
   it("uses $BERTH_CONTROLLER when --controller is not given", async () => {
-    const s = await stub({ listVms: () => ({ vms: [] }) });
+    const s = await stub({ listVms: () => ({ vms: [], nextPageToken: "" }) });
     const io = recordingIo({ BERTH_CONTROLLER: s.address });
     expect(await run(["vm", "list", "-o", "json"], io)).toBe(0);
     expect(io.out).toBe("[]\n");
@@ -311,13 +311,26 @@ describe("leader following and endpoints", () => {
 describe("other verbs", () => {
   it("vm list: sorted table, --host filter, JSON array", async () => {
     const vms = [vm("web-2", VmPhase.VM_PHASE_RUNNING), vm("db-1", VmPhase.VM_PHASE_STOPPED, { desiredState: DesiredState.DESIRED_STATE_STOPPED })];
-    const s = await stub({ listVms: () => ({ vms }) });
+    const s = await stub({ listVms: () => ({ vms, nextPageToken: "" }) });
     const table = await berth(s, "vm", "list", "--host", "host-1");
     expect(table.code).toBe(0);
     expect(table.out.split("\n").map((l) => l.split(/\s+/)[0])).toEqual(["NAME", "db-1", "web-2", ""]);
-    expect(s.requests("listVms")[0]).toEqual({ hostId: "host-1" });
+    expect(s.requests("listVms")[0]).toMatchObject({ hostId: "host-1", pageToken: "" });
     const json = await berth(s, "vm", "list", "-o", "json");
     expect(JSON.parse(json.out)).toEqual([Vm.toJSON(vms[1] as Vm), Vm.toJSON(vms[0] as Vm)]);
+  });
+
+  it("vm list follows every page", async () => {
+    const pages: Record<string, { vms: Vm[]; nextPageToken: string }> = {
+      "": { vms: [vm("a-1", VmPhase.VM_PHASE_RUNNING)], nextPageToken: "a-1" },
+      "a-1": { vms: [vm("b-1", VmPhase.VM_PHASE_RUNNING)], nextPageToken: "b-1" },
+      "b-1": { vms: [vm("c-1", VmPhase.VM_PHASE_RUNNING)], nextPageToken: "" },
+    };
+    const s = await stub({ listVms: (r) => pages[r.pageToken]! });
+    const r = await berth(s, "-o", "json", "vm", "list");
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.out) as { spec: { name: string } }[]).map((v) => v.spec.name)).toEqual(["a-1", "b-1", "c-1"]);
+    expect(s.requests("listVms").map((q) => (q as { pageToken: string }).pageToken)).toEqual(["", "a-1", "b-1"]);
   });
 
   it("vm show: details; NOT_FOUND is exit code 3 with the server's message", async () => {

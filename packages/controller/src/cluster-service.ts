@@ -9,7 +9,7 @@ import {
   type WatchEventsRequest,
   type WatchEventsResponse,
 } from "@berth/api";
-import { BerthError, ErrorCode, notFound, toGrpcStatus, validateName } from "@berth/core";
+import { BerthError, ErrorCode, invalidArgument, Limits, notFound, toGrpcStatus, validateName } from "@berth/core";
 import type { ClusterStore } from "@berth/store";
 import type { Logger } from "pino";
 import type { ClusterState, StateChange } from "./cluster-state.js";
@@ -87,8 +87,17 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     listVms: unary(async (req) => {
       await leader();
-      const vms = req.hostId ? deps.state.vmsOnHost(req.hostId) : deps.state.allVms();
-      return { vms: vms.sort((a, b) => (a.spec?.name ?? "").localeCompare(b.spec?.name ?? "")) };
+      if (req.pageSize > Limits.maxPageSize) throw invalidArgument("page_size", `at most ${Limits.maxPageSize}`);
+      if (req.hostId) validateName(req.hostId, "host_id");
+      const pageSize = req.pageSize || Limits.defaultPageSize;
+      // The token is the last name of the previous page: pages stay correct while VMs come and go.
+      const after = req.pageToken;
+      const vms = (req.hostId ? deps.state.vmsOnHost(req.hostId) : deps.state.allVms())
+        .filter((vm) => (vm.spec?.name ?? "") > after)
+        .sort((a, b) => ((a.spec?.name ?? "") < (b.spec?.name ?? "") ? -1 : 1));
+      const page = vms.slice(0, pageSize);
+      const more = vms.length > pageSize;
+      return { vms: page, nextPageToken: more ? (page[page.length - 1]?.spec?.name ?? "") : "" };
     }),
     deleteVm: unary(change(DesiredState.DESIRED_STATE_DELETED)),
     startVm: unary(change(DesiredState.DESIRED_STATE_RUNNING)),

@@ -64,7 +64,8 @@ function api(address: string) {
     stopVm: (name: string, force = false) => p((cb) => client.stopVm({ name, force }, new Metadata(), opts(), cb)),
     startVm: (name: string) => p((cb) => client.startVm({ name }, new Metadata(), opts(), cb)),
     deleteVm: (name: string) => p((cb) => client.deleteVm({ name }, new Metadata(), opts(), cb)),
-    listVms: () => p((cb) => client.listVms({ hostId: "" }, new Metadata(), opts(), cb)),
+    listVms: (pageSize = 0, pageToken = "") =>
+      p<{ vms: { spec?: { name: string } }[]; nextPageToken: string }>((cb) => client.listVms({ hostId: "", pageSize, pageToken }, new Metadata(), opts(), cb)),
     listHosts: () => p((cb) => client.listHosts({}, new Metadata(), opts(), cb)),
   };
 }
@@ -165,6 +166,31 @@ describe("controller", () => {
       perHost.set(host, (perHost.get(host) ?? 0) + 1);
     }
     expect([...perHost.values()]).toEqual([3, 3]);
+  });
+
+  it("lists VMs in pages, in name order, and refuses an oversized page", async () => {
+    const { controller, address } = await startController(new MemoryStore());
+    await waitFor("leadership", () => controller.isLeader);
+    startAgent("h1", address, { vcpus: 64, memoryMib: 65536, diskGib: 1000 });
+    const client = api(address);
+    await waitFor("host", async () => ((await client.listHosts()) as { hosts: unknown[] }).hosts.length === 1);
+    const names = ["e", "a", "g", "c", "b", "f", "d"].map((n) => `vm-${n}`);
+    for (const n of names) await client.createVm(n);
+    const seen: string[] = [];
+    let token = "";
+    let pages = 0;
+    do {
+      const page = await client.listVms(3, token);
+      expect(page.vms.length).toBeLessThanOrEqual(3);
+      seen.push(...page.vms.map((v) => v.spec!.name));
+      token = page.nextPageToken;
+      pages++;
+    } while (token);
+    expect(pages).toBe(3);
+    expect(seen).toEqual([...names].sort());
+    const err = (await client.listVms(5001).catch((e: unknown) => e)) as ServiceError;
+    expect(err.code).toBe(status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/^page_size: at most 5000/);
   });
 
   it("drives a VM through stop, start (force too) and delete on its host", async () => {

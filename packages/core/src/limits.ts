@@ -16,6 +16,9 @@ export const Limits = {
   maxDiskGib: 1024 * 1024,
   /** Domains one host may report; more is treated as a bad Hello/Report. */
   maxDomainsPerHost: 4096,
+  /** VMs in one ListVms page: the default, and the most a client may ask for. */
+  defaultPageSize: 500,
+  maxPageSize: 5000,
   /** Bound on the commands queued for one agent stream. */
   maxQueuedCommandsPerHost: 1024,
 } as const;

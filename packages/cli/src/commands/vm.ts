@@ -194,7 +194,14 @@ Examples:
     )
     .action(async (flags: { host?: string }, cmd: Command) => {
       const g = ctx.globals(cmd);
-      const { vms } = await ctx.client(g).listVms({ hostId: flags.host ?? "" });
+      // Every page, each its own call with its own deadline.
+      const vms: Vm[] = [];
+      let pageToken = "";
+      do {
+        const page = await ctx.client(g).listVms({ hostId: flags.host ?? "", pageSize: 0, pageToken });
+        vms.push(...page.vms);
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
       const sorted = [...vms].sort((a, b) => (a.spec?.name ?? "").localeCompare(b.spec?.name ?? ""));
       ctx.io.stdout(g.output === "json" ? vmListJson(sorted) : vmTable(sorted, ctx.io.now()));
     });

@@ -88,10 +88,17 @@ export interface GetVmResponse {
 export interface ListVmsRequest {
   /** Only VMs placed on this host, when set. */
   hostId: string;
+  /** At most this many VMs (default 500, at most 5000). */
+  pageSize: number;
+  /** The next_page_token of the previous page; empty for the first page. */
+  pageToken: string;
 }
 
 export interface ListVmsResponse {
+  /** In name order. */
   vms: Vm[];
+  /** Pass as page_token for the next page; empty on the last page. */
+  nextPageToken: string;
 }
 
 export interface DeleteVmRequest {
@@ -416,13 +423,19 @@ export const GetVmResponse: MessageFns<GetVmResponse> = {
 };
 
 function createBaseListVmsRequest(): ListVmsRequest {
-  return { hostId: "" };
+  return { hostId: "", pageSize: 0, pageToken: "" };
 }
 
 export const ListVmsRequest: MessageFns<ListVmsRequest> = {
   encode(message: ListVmsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.hostId !== "") {
       writer.uint32(10).string(message.hostId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
     }
     return writer;
   },
@@ -448,6 +461,22 @@ export const ListVmsRequest: MessageFns<ListVmsRequest> = {
             message.hostId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -467,6 +496,16 @@ export const ListVmsRequest: MessageFns<ListVmsRequest> = {
         : isSet(object.host_id)
         ? globalThis.String(object.host_id)
         : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -474,6 +513,12 @@ export const ListVmsRequest: MessageFns<ListVmsRequest> = {
     const obj: any = {};
     if (message.hostId !== "") {
       obj.hostId = message.hostId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
     }
     return obj;
   },
@@ -484,18 +529,23 @@ export const ListVmsRequest: MessageFns<ListVmsRequest> = {
   fromPartial(object: DeepPartial<ListVmsRequest>): ListVmsRequest {
     const message = createBaseListVmsRequest();
     message.hostId = object.hostId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
 
 function createBaseListVmsResponse(): ListVmsResponse {
-  return { vms: [] };
+  return { vms: [], nextPageToken: "" };
 }
 
 export const ListVmsResponse: MessageFns<ListVmsResponse> = {
   encode(message: ListVmsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.vms) {
       Vm.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -521,6 +571,14 @@ export const ListVmsResponse: MessageFns<ListVmsResponse> = {
             message.vms.push(Vm.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -534,13 +592,23 @@ export const ListVmsResponse: MessageFns<ListVmsResponse> = {
   },
 
   fromJSON(object: any): ListVmsResponse {
-    return { vms: globalThis.Array.isArray(object?.vms) ? object.vms.map((e: any) => Vm.fromJSON(e)) : [] };
+    return {
+      vms: globalThis.Array.isArray(object?.vms) ? object.vms.map((e: any) => Vm.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
   },
 
   toJSON(message: ListVmsResponse): unknown {
     const obj: any = {};
     if (message.vms?.length) {
       obj.vms = message.vms.map((e) => Vm.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -551,6 +619,7 @@ export const ListVmsResponse: MessageFns<ListVmsResponse> = {
   fromPartial(object: DeepPartial<ListVmsResponse>): ListVmsResponse {
     const message = createBaseListVmsResponse();
     message.vms = object.vms?.map((e) => Vm.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
