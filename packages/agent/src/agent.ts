@@ -126,7 +126,15 @@ export class Agent {
       call.on("end", () => finish({ kind: "ended", why: "controller ended the stream", lastedMs: Date.now() - startedAt }));
       call.on("close", () => finish({ kind: "ended", why: "stream closed", lastedMs: Date.now() - startedAt }));
 
+      // The controller answers every Report with a Heartbeat; silence means a dead or frozen
+      // controller behind a live connection, which keepalive alone would notice only much later.
+      let lastHeardMs = Date.now();
+      let silenceLimitMs = Infinity;
       const report = async (): Promise<void> => {
+        if (Date.now() - lastHeardMs > silenceLimitMs) {
+          finish({ kind: "ended", why: `controller silent for ${Date.now() - lastHeardMs} ms`, lastedMs: Date.now() - startedAt });
+          return;
+        }
         const domains = await this.driver.list();
         const signature = inventorySignature(domains);
         const inventory: Inventory | undefined = signature === lastInventory ? undefined : { domains };
@@ -135,6 +143,7 @@ export class Agent {
       };
 
       call.on("data", (message: ControllerMessage) => {
+        lastHeardMs = Date.now();
         const msg = message.msg;
         if (!msg) return;
         switch (msg.$case) {
@@ -143,6 +152,7 @@ export class Agent {
             welcomed = true;
             this.executor.observeEpoch(msg.value.leaderEpoch);
             const interval = Math.max(100, msg.value.reportIntervalMs || 2_000);
+            silenceLimitMs = interval * 3 + 1_000;
             this.log.info({ controller: address, epoch: msg.value.leaderEpoch, controllerId: msg.value.controllerId }, "connected");
             reportTimer = setInterval(() => {
               report().catch((e: unknown) => this.log.warn({ err: e }, "could not read the hypervisor for a report"));
@@ -154,6 +164,8 @@ export class Agent {
             break;
           case "reject":
             finish({ kind: "rejected", reason: msg.value.reason, message: msg.value.message });
+            break;
+          case "heartbeat":
             break;
           case "command":
             if (!welcomed) return;

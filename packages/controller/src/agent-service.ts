@@ -81,7 +81,11 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
         }
         if (session.isClosed) return;
         session.lastHeardMs = deps.now();
-        if (msg?.$case === "report") onReport(deps, session, msg.value);
+        if (msg?.$case === "report") {
+          onReport(deps, session, msg.value);
+          const epoch = deps.leading()?.writer.epoch;
+          if (epoch !== undefined) session.send({ msg: { $case: "heartbeat", value: { leaderEpoch: epoch } } });
+        }
         else if (msg?.$case === "result") onResult(deps, session, msg.value);
       })
       .catch((e: unknown) => {

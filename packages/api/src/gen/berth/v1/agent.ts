@@ -79,7 +79,16 @@ export interface ControllerMessage {
     | { $case: "notLeader"; value: NotLeader }
     | { $case: "reject"; value: Reject }
     | { $case: "command"; value: Command }
+    | { $case: "heartbeat"; value: Heartbeat }
     | undefined;
+}
+
+/**
+ * The controller's answer to each Report: proof that the controller (not just the connection) is
+ * alive. An agent that hears nothing for three report intervals drops the stream and reconnects.
+ */
+export interface Heartbeat {
+  leaderEpoch: number;
 }
 
 /** A domain as the agent sees it on its hypervisor. */
@@ -331,6 +340,9 @@ export const ControllerMessage: MessageFns<ControllerMessage> = {
       case "command":
         Command.encode(message.msg.value, writer.uint32(34).fork()).join();
         break;
+      case "heartbeat":
+        Heartbeat.encode(message.msg.value, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -380,6 +392,14 @@ export const ControllerMessage: MessageFns<ControllerMessage> = {
             message.msg = { $case: "command", value: Command.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.msg = { $case: "heartbeat", value: Heartbeat.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -404,6 +424,8 @@ export const ControllerMessage: MessageFns<ControllerMessage> = {
         ? { $case: "reject", value: Reject.fromJSON(object.reject) }
         : isSet(object.command)
         ? { $case: "command", value: Command.fromJSON(object.command) }
+        : isSet(object.heartbeat)
+        ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
         : undefined,
     };
   },
@@ -418,6 +440,8 @@ export const ControllerMessage: MessageFns<ControllerMessage> = {
       obj.reject = Reject.toJSON(message.msg.value);
     } else if (message.msg?.$case === "command") {
       obj.command = Command.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "heartbeat") {
+      obj.heartbeat = Heartbeat.toJSON(message.msg.value);
     }
     return obj;
   },
@@ -452,7 +476,86 @@ export const ControllerMessage: MessageFns<ControllerMessage> = {
         }
         break;
       }
+      case "heartbeat": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "heartbeat", value: Heartbeat.fromPartial(object.msg.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseHeartbeat(): Heartbeat {
+  return { leaderEpoch: 0 };
+}
+
+export const Heartbeat: MessageFns<Heartbeat> = {
+  encode(message: Heartbeat, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.leaderEpoch !== 0) {
+      writer.uint32(8).uint64(message.leaderEpoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Heartbeat {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeartbeat();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.leaderEpoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Heartbeat {
+    return {
+      leaderEpoch: isSet(object.leaderEpoch)
+        ? globalThis.Number(object.leaderEpoch)
+        : isSet(object.leader_epoch)
+        ? globalThis.Number(object.leader_epoch)
+        : 0,
+    };
+  },
+
+  toJSON(message: Heartbeat): unknown {
+    const obj: any = {};
+    if (message.leaderEpoch !== 0) {
+      obj.leaderEpoch = Math.round(message.leaderEpoch);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Heartbeat>): Heartbeat {
+    return Heartbeat.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Heartbeat>): Heartbeat {
+    const message = createBaseHeartbeat();
+    message.leaderEpoch = object.leaderEpoch ?? 0;
     return message;
   },
 };
