@@ -4,7 +4,7 @@ import { pino } from "pino";
 import { FakeDriver } from "@berth/hypervisor";
 import { Agent } from "./agent.js";
 import { loadAgentState } from "./agent-state.js";
-import { parseCapacity, parseHostPortList, parseLabelAssignments } from "@berth/core";
+import { messageForFlags, parseCapacity, parseHostPortList, parseLabelAssignments } from "@berth/core";
 import { resolveAgentOptions } from "./options.js";
 
 const HELP = `berth-agent: runs on every host; reports capacity and executes placement commands.
@@ -51,7 +51,7 @@ async function main(): Promise<number> {
   }
   let options;
   try {
-    const controllerFlag = args.controller !== undefined ? "--controller" : "BERTH_CONTROLLER";
+    const controllerFlag = args.controller === undefined && process.env.BERTH_CONTROLLER ? "BERTH_CONTROLLER" : "--controller";
     const controllers = parseHostPortList(args.controller ?? process.env.BERTH_CONTROLLER ?? "", controllerFlag);
     options = resolveAgentOptions({
       hostId: args["host-id"] ?? "",
@@ -62,7 +62,8 @@ async function main(): Promise<number> {
       labels: parseLabelAssignments(args.label ?? [], "--label"),
     });
   } catch (e) {
-    process.stderr.write(`berth-agent: ${(e as Error).message}\n`);
+    const flags = { host_id: "--host-id", controller: "--controller", driver: "--driver", state_dir: "--state-dir", labels: "--label" };
+    process.stderr.write(`berth-agent: ${messageForFlags(e, flags)}\n`);
     return 2;
   }
   const log = pino({ name: "berth-agent", level: args["log-level"] ?? process.env.LOG_LEVEL ?? "info" }).child({ hostId: options.hostId });

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { BerthError, parseEtcdEndpoints } from "@berth/core";
+import { BerthError, messageForFlags, parseEtcdEndpoints } from "@berth/core";
 import { EtcdStore, MemoryStore, type ClusterStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions } from "./options.js";
@@ -68,7 +68,8 @@ async function main(): Promise<number> {
       ...(args["leader-ttl"] ? { leaderTtlMs: num(args["leader-ttl"], "leader-ttl")! } : {}),
     });
   } catch (e) {
-    process.stderr.write(`berth-controller: ${(e as Error).message}\n`);
+    const flags = { listen: "--listen", advertise: "--advertise", etcd: "--etcd", report_interval_ms: "--report-interval", leader_ttl_ms: "--leader-ttl" };
+    process.stderr.write(`berth-controller: ${messageForFlags(e, flags)}\n`);
     return 2;
   }
 

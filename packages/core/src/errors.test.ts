@@ -1,6 +1,6 @@
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { BerthError, ErrorCode, ERROR_CODE_METADATA_KEY, fromGrpcError, invalidArgument, LEADER_METADATA_KEY, toGrpcStatus } from "./errors.js";
+import { BerthError, ErrorCode, ERROR_CODE_METADATA_KEY, fromGrpcError, invalidArgument, LEADER_METADATA_KEY, messageForFlags, toGrpcStatus } from "./errors.js";
 
 /** What a client receives for a status the server sent. */
 function received(s: ReturnType<typeof toGrpcStatus>): ServiceError {
@@ -47,5 +47,14 @@ describe("gRPC status mapping", () => {
     const e = Object.assign(new Error("x"), { code: status.NOT_FOUND, details: "gone", metadata: new Metadata() });
     expect(fromGrpcError(e)).toMatchObject({ code: ErrorCode.NotFound, message: "gone" });
     expect(fromGrpcError("weird").code).toBe(ErrorCode.Internal);
+  });
+});
+
+describe("messageForFlags", () => {
+  it("renames the field to the flag the operator typed", () => {
+    expect(messageForFlags(invalidArgument("host_id", "'X' must be ..."), { host_id: "--host-id" })).toBe("--host-id: 'X' must be ...");
+    expect(messageForFlags(invalidArgument("labels[-x]", "key must be ..."), { labels: "--label" })).toBe("--label[-x]: key must be ...");
+    expect(messageForFlags(invalidArgument("other", "rule"), { host_id: "--host-id" })).toBe("other: rule");
+    expect(messageForFlags(new Error("plain"), {})).toBe("plain");
   });
 });

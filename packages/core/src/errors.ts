@@ -124,3 +124,15 @@ export function fromGrpcError(e: unknown): BerthError {
     ...(typeof leader === "string" ? { leader } : {}),
   });
 }
+
+/**
+ * The message of `e` with its field renamed for the person who typed it: an option resolver names
+ * `host_id`, the command line calls it `--host-id`.
+ */
+export function messageForFlags(e: unknown, flagOfField: Readonly<Record<string, string>>): string {
+  if (!(e instanceof Error)) return String(e);
+  if (!(e instanceof BerthError) || !e.field) return e.message;
+  const root = e.field.split(/[.[]/)[0]!;
+  const flag = flagOfField[root];
+  return flag && e.message.startsWith(root) ? flag + e.message.slice(root.length) : e.message;
+}
