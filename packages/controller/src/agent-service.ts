@@ -137,7 +137,7 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
     sessions.delete(hello.hostId);
   }
 
-  const session = new AgentSession(hello.hostId, hello.bootId, call, deps.now());
+  const session = new AgentSession(hello.hostId, hello.bootId, call, hello.inventory?.domains ?? [], deps.now());
   sessions.set(hello.hostId, session);
   try {
     await registerHost(deps, leading.writer, hello);
@@ -147,13 +147,13 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
     if (!isBerthError(e, ErrorCode.NotLeader)) log.error({ err: e, hostId: hello.hostId }, "could not register host");
     return undefined;
   }
-  session.inventory = new Map((hello.inventory?.domains ?? []).map((d) => [d.vmId, d]));
   session.send({
     msg: {
       $case: "welcome",
       value: { leaderEpoch: epoch, reportIntervalMs: deps.reportIntervalMs, controllerId: deps.controllerId },
     },
   });
+  session.welcomed = true;
   log.info({ hostId: hello.hostId, bootId: hello.bootId, domains: session.inventory.size, driver: hello.driver }, "host connected");
   leading.reconciler.markDirty(hello.hostId);
   return session;

@@ -21,7 +21,9 @@ interface InFlight {
 export class AgentSession {
   readonly connectedAtMs: number;
   lastHeardMs: number;
-  inventory = new Map<string, Domain>();
+  /** Set once Welcome is on the stream: before that the agent would ignore commands. */
+  welcomed = false;
+  inventory: Map<string, Domain>;
   usage: Resources | undefined;
   readonly failures = new Map<string, CommandFailure>();
   private readonly inflight = new Map<string, InFlight>();
@@ -34,8 +36,11 @@ export class AgentSession {
     readonly hostId: string,
     readonly bootId: string,
     private readonly call: ServerDuplexStream<AgentMessage, ControllerMessage>,
+    /** The inventory from Hello (reconnect = full resync). */
+    inventory: readonly Domain[],
     nowMs: number,
   ) {
+    this.inventory = new Map(inventory.map((d) => [d.vmId, d]));
     this.connectedAtMs = nowMs;
     this.lastHeardMs = nowMs;
     call.on("drain", () => this.flush());
@@ -43,6 +48,11 @@ export class AgentSession {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Welcomed and not closed: commands sent now will be executed. */
+  get isLive(): boolean {
+    return this.welcomed && !this.closed;
   }
 
   /** Sends a message, queueing it while the stream is backed up. False when it was dropped. */

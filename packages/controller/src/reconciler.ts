@@ -66,7 +66,8 @@ export class Reconciler {
     const { state, sessions, writer, log } = this.deps;
     const now = this.deps.now();
     const session = sessions.get(hostId);
-    const connected = session !== undefined && !session.isClosed;
+    // A session that is not welcomed yet counts as absent: it is still registering.
+    const connected = session?.isLive === true;
     const vms = state.vmsOnHost(hostId);
     if (!connected && state.host(hostId)?.state === HostState.HOST_STATE_READY) {
       // Recorded ready but no stream here (yet): a new leader gives hosts a grace period to
