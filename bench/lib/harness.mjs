@@ -155,12 +155,14 @@ export function runBenchmark(name, deadlineMs, body) {
   process.on("unhandledRejection", (e) => void finish(1, `unhandled rejection: ${e?.stack ?? e}`));
   process.on("uncaughtException", (e) => void finish(1, `uncaught exception: ${e?.stack ?? e}`));
   const started = Date.now();
+  // Other work on the machine skews every figure: say how busy it was when this started.
+  const loadAverage1mAtStart = round(os.loadavg()[0]);
   const context = { deadlineAt: started + deadlineMs, remainingMs: () => started + deadlineMs - Date.now() };
   (async () => {
     const result = await body(context);
     await runCleanups(20_000);
     clearTimeout(deadline);
-    const doc = { benchmark: name, machine: machine(), durationS: round((Date.now() - started) / 1000, 1), ...result };
+    const doc = { benchmark: name, machine: machine(), durationS: round((Date.now() - started) / 1000, 1), loadAverage1mAtStart, ...result };
     finished = true;
     process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`, () => process.exit(0));
   })().catch((e) => void finish(1, `failed: ${e?.stack ?? e}`));
