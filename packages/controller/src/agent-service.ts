@@ -27,7 +27,6 @@ export interface AgentServiceDeps {
   reportIntervalMs: number;
   hostSilenceTimeoutMs: number;
   controllerId: string;
-  agentVersionOk?: (version: string) => boolean;
   log: Logger;
   now: () => number;
 }
@@ -77,6 +76,8 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
           }
           clearTimeout(helloTimer);
           session = await welcome(deps, call, msg.value);
+          // The stream may have ended while the host was being registered.
+          if (ended && session) await disconnect(deps, session, "stream ended during registration");
           return;
         }
         if (session.isClosed) return;
@@ -85,8 +86,9 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
           onReport(deps, session, msg.value);
           const epoch = deps.leading()?.writer.epoch;
           if (epoch !== undefined) session.send({ msg: { $case: "heartbeat", value: { leaderEpoch: epoch } } });
+        } else if (msg?.$case === "result") {
+          onResult(deps, session, msg.value);
         }
-        else if (msg?.$case === "result") onResult(deps, session, msg.value);
       })
       .catch((e: unknown) => {
         log.error({ err: e, hostId: session?.hostId }, "agent message handling failed; closing the stream");
