@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { DesiredState, VmPhase, type Resources, type Vm, type VmSpec } from "@berth/api";
+import { DesiredState, DomainState, VmPhase, type Resources, type Vm, type VmSpec } from "@berth/api";
 import { addResources, alreadyExists, BerthError, ErrorCode, validateVmSpec } from "@berth/core";
 import { placeVm, unplacedError, type HostSnapshot, type ResolvedSchedulerOptions } from "@berth/scheduler";
 import type { ClusterStore } from "@berth/store";
@@ -80,7 +80,7 @@ export class Placer {
         desiredState: DesiredState.DESIRED_STATE_RUNNING,
         hostId: decision.hostId,
         generation: 1,
-        status: { phase: VmPhase.VM_PHASE_PENDING, domainState: 0, observedGeneration: 0, message: "", updatedAtMs: this.now() },
+        status: { phase: VmPhase.VM_PHASE_PENDING, domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, observedGeneration: 0, message: "", updatedAtMs: this.now() },
         createdAtMs: this.now(),
         forceStop: false,
       };
