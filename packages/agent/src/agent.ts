@@ -22,13 +22,19 @@ export const AGENT_VERSION = "0.1.0";
 
 /** How a session with one controller ended, and what to do next. */
 type SessionEnd =
-  | { kind: "ended"; why: string; lastedMs: number }
+  | { kind: "ended"; why: string; lastedMs: number; silent?: boolean }
   | { kind: "not-leader"; leader: string }
   | { kind: "rejected"; reason: RejectReason; message: string };
 
 /** How long to wait for the channel to connect and for the controller's answer to Hello. */
 const CONNECT_TIMEOUT_MS = 5_000;
-const HELLO_ANSWER_TIMEOUT_MS = 10_000;
+const HELLO_ANSWER_TIMEOUT_MS = 5_000;
+/**
+ * A controller that went silent on us is not followed when a follower names it as leader for this
+ * long: the follower's view lags until the silent leader's lease expires, and following it back
+ * would cost a whole Hello timeout. Retrying the list with backoff finds the new leader sooner.
+ */
+const SILENT_CONTROLLER_SUSPICION_MS = 30_000;
 
 /**
  * berth-agent's main loop: keep one stream open to the leading controller, say Hello with the full
@@ -59,15 +65,21 @@ export class Agent {
     let index = 0;
     let target = this.options.controllers[0]!;
     let failures = 0;
+    const wentSilent = new Map<string, number>();
     while (!signal.aborted) {
       const end = await this.session(target, signal).catch(
         (e: unknown): SessionEnd => ({ kind: "ended", why: (e as Error).message, lastedMs: 0 }),
       );
       if (signal.aborted) break;
+      if (end.kind === "ended" && end.silent) wentSilent.set(target, Date.now());
       if (end.kind === "not-leader" && end.leader && end.leader !== target) {
-        this.log.info({ from: target, to: end.leader }, "following the leader");
-        target = end.leader;
-        continue;
+        const silentAgoMs = Date.now() - (wentSilent.get(end.leader) ?? -Infinity);
+        if (silentAgoMs >= SILENT_CONTROLLER_SUSPICION_MS) {
+          this.log.info({ from: target, to: end.leader }, "following the leader");
+          target = end.leader;
+          continue;
+        }
+        this.log.info({ from: target, named: end.leader, silentAgoMs }, "not following a leader that just went silent; retrying");
       }
       if (end.kind === "rejected") {
         this.log.error({ controller: target, reason: RejectReason[end.reason], message: end.message }, "controller rejected this agent");
@@ -77,8 +89,14 @@ export class Agent {
         if (end.lastedMs > 30_000) failures = 0;
       }
       failures++;
-      index = (index + 1) % this.options.controllers.length;
-      target = this.options.controllers[index]!;
+      // The next controller in the list, passing over those that just went silent while others remain.
+      const list = this.options.controllers;
+      const suspect = (a: string): boolean => Date.now() - (wentSilent.get(a) ?? -Infinity) < SILENT_CONTROLLER_SUSPICION_MS;
+      for (let step = 1; step <= list.length; step++) {
+        index = (index + 1) % list.length;
+        if (!suspect(list[index]!) || step === list.length) break;
+      }
+      target = list[index]!;
       const cap = Math.min(this.options.maxBackoffMs, this.options.minBackoffMs * 2 ** Math.min(failures, 16));
       const waitMs = cap / 2 + Math.random() * (cap / 2);
       await sleep(waitMs, signal);
@@ -132,7 +150,7 @@ export class Agent {
       let silenceLimitMs = Infinity;
       const report = async (): Promise<void> => {
         if (Date.now() - lastHeardMs > silenceLimitMs) {
-          finish({ kind: "ended", why: `controller silent for ${Date.now() - lastHeardMs} ms`, lastedMs: Date.now() - startedAt });
+          finish({ kind: "ended", why: `controller silent for ${Date.now() - lastHeardMs} ms`, lastedMs: Date.now() - startedAt, silent: true });
           return;
         }
         const domains = await this.driver.list();

@@ -176,7 +176,8 @@ describe("runDev", () => {
     await expect.poll(() => io.out, { timeout: 15_000 }).toContain(`export BERTH_CONTROLLER=127.0.0.1:${port}`);
     await expect.poll(() => io.out, { timeout: 5000 }).toMatch(/^host-2 +\| \[[\d:.]+\] INFO: agent connected \{"hostId":"host-2"\}$/m);
     expect(io.out).toMatch(/^controller \| \[[\d:.]+\] INFO: controller serving/m);
-    expect(io.out).toContain("host-1     | plain stderr line\n");
+    // stderr is another pipe: its line may come after the other process's stdout.
+    await expect.poll(() => io.out, { timeout: 5000 }).toContain("host-1     | plain stderr line\n");
     const pids = await Promise.all(
       [join(dir, "controller.pid"), join(dir, "state/host-1/agent.pid"), join(dir, "state/host-2/agent.pid")].map(async (f) =>
         Number(await readFile(f, "utf8")),
