@@ -6,14 +6,14 @@ import { readFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
+import { etcdBinary } from "../../scripts/lib/etcd-process.mjs";
 
 /** Progress and notes: stderr only, so stdout stays one JSON document. */
 export function log(message) {
   process.stderr.write(`[bench] ${message}\n`);
 }
 
-/** The etcd binary: $ETCD_BIN, else `etcd` on PATH. */
-export const etcdBinary = () => process.env.ETCD_BIN || "etcd";
+export { etcdBinary };
 
 /** The etcd version, e.g. "3.4.23", or undefined when etcd cannot be run. */
 export function etcdVersion() {
