@@ -1,6 +1,12 @@
 import { RESOURCE_FIELD, RESOURCE_NAMES, RESOURCE_UNIT } from "@berth/core";
 import { allocatableOf } from "./options.js";
-import { filterFail, FILTER_PASS, type Filter } from "./stage.js";
+import { filterFail, FILTER_PASS, membersOn, type Filter } from "./stage.js";
+
+/** Lists at most `max` items, then how many more. */
+function listSome(items: readonly string[], max = 3): string {
+  const shown = items.slice(0, max).join(", ");
+  return items.length > max ? `${shown} and ${items.length - max} more` : shown;
+}
 
 /** Only hosts whose agent is Ready and that no operator has cordoned take new VMs. */
 export const readyFilter: Filter = {
@@ -12,9 +18,75 @@ export const readyFilter: Filter = {
   },
 };
 
+/** When the request pins hosts (non-empty `pinnedHosts`), only those pass: `not pinned (pinned: a, b)`. */
+export const pinnedFilter: Filter = {
+  name: "pinned",
+  filter(host, { request, pinned }) {
+    if (pinned === undefined || pinned.has(host.id)) return FILTER_PASS;
+    return filterFail(`not pinned (pinned: ${listSome([...(request.pinnedHosts ?? [])])})`);
+  },
+};
+
+/**
+ * Required labels: the host has each `key=value`; forbidden labels: the host does not have
+ * `key=value` (value `*`: does not have the key at all). The reason names the label, e.g.
+ * `requires label zone=eu-1 (host has zone=us-2)`, `forbids label gpu (host has gpu=a100)`.
+ */
+export const labelsFilter: Filter = {
+  name: "labels",
+  filter(host, { request }) {
+    const labels = host.labels;
+    const has = (k: string): boolean => Object.prototype.hasOwnProperty.call(labels, k);
+    for (const [k, v] of Object.entries(request.requiredLabels ?? {})) {
+      if (!has(k)) return filterFail(`requires label ${k}=${v} (host has no ${k})`);
+      if (labels[k] !== v) return filterFail(`requires label ${k}=${v} (host has ${k}=${String(labels[k])})`);
+    }
+    for (const [k, v] of Object.entries(request.forbiddenLabels ?? {})) {
+      if (!has(k)) continue;
+      if (v === "*") return filterFail(`forbids label ${k} (host has ${k}=${String(labels[k])})`);
+      if (labels[k] === v) return filterFail(`forbids label ${k}=${v}`);
+    }
+    return FILTER_PASS;
+  },
+};
+
+/** At most `maxVmsPerHost` VMs on a host (0: unlimited): `max_vms: 32 VMs, limit 32`. */
+export const maxVmsFilter: Filter = {
+  name: "maxVms",
+  filter(host, { options }) {
+    const limit = options.maxVmsPerHost ?? 0;
+    if (limit === 0 || host.vmCount < limit) return FILTER_PASS;
+    return filterFail(`max_vms: ${host.vmCount} VM${host.vmCount === 1 ? "" : "s"}, limit ${limit}`);
+  },
+};
+
+/**
+ * Hard group policies. `anti-affinity`: a host with ≥ 1 member of the group fails
+ * (`group 'web': anti-affinity: 1 member already here`). `affinity`: when the group has members on
+ * some hosts, only those pass (`group 'db': affinity: members are on other hosts (h-1, h-2)`); the
+ * first member may go anywhere. Soft policies are the `groupAffinity` weigher's business.
+ */
+export const groupsFilter: Filter = {
+  name: "groups",
+  filter(host, { request, groupHosts }) {
+    const group = request.group;
+    if (group === undefined) return FILTER_PASS;
+    if (group.policy === "anti-affinity") {
+      const n = membersOn(host, group.name);
+      if (n > 0) return filterFail(`group '${group.name}': anti-affinity: ${n} member${n === 1 ? "" : "s"} already here`);
+    } else if (group.policy === "affinity") {
+      if (groupHosts.length > 0 && membersOn(host, group.name) === 0) {
+        return filterFail(`group '${group.name}': affinity: members are on other hosts (${listSome(groupHosts)})`);
+      }
+    }
+    return FILTER_PASS;
+  },
+};
+
 /**
  * The request must fit in the free allocatable capacity on every resource:
- * `allocated + request ≤ allocatable`. The reason lists each resource that does not fit, e.g.
+ * `allocated + request ≤ allocatable`, with the host's own ratio and reserve when it has them. The
+ * reason lists each resource that does not fit, e.g.
  * `memory_mib: needs 4096 MiB, 2048 MiB free of 65536 allocatable`.
  */
 export const capacityFilter: Filter = {

@@ -7,3 +7,4 @@ export * from "./filters.js";
 export * from "./weighers.js";
 export * from "./pipeline.js";
 export * from "./place.js";
+export * from "./engine.js";

@@ -16,8 +16,35 @@ describe("resolveSchedulerOptions", () => {
     expect(resolveSchedulerOptions()).toEqual({
       allocationRatio: { vcpus: 4, memoryMib: 1, diskGib: 1 },
       reserved: { vcpus: 0, memoryMib: 1024, diskGib: 0 },
-      weights: { leastAllocated: 1 },
+      weights: { leastAllocated: 1, mostAllocated: 0, balanced: 0, groupAffinity: 2, instanceCount: 0 },
+      preset: "spread",
+      maxVmsPerHost: 0,
+      seed: 0,
     });
+    expect(resolveSchedulerOptions().filters).toBeUndefined();
+  });
+
+  it("takes each preset's weights", () => {
+    expect(resolveSchedulerOptions({ preset: "pack" }).weights).toEqual({
+      leastAllocated: 0,
+      mostAllocated: 1,
+      balanced: 0,
+      groupAffinity: 2,
+      instanceCount: 0,
+    });
+    expect(resolveSchedulerOptions({ preset: "balanced" }).weights).toEqual({
+      leastAllocated: 0.25,
+      mostAllocated: 0,
+      balanced: 1,
+      groupAffinity: 2,
+      instanceCount: 0,
+    });
+  });
+
+  it("keeps the enabled filters in the given order, and the limit and seed", () => {
+    const o = resolveSchedulerOptions({ filters: ["capacity", "ready"], maxVmsPerHost: 32, seed: 7 });
+    expect(o).toMatchObject({ filters: ["capacity", "ready"], maxVmsPerHost: 32, seed: 7 });
+    expect(Object.isFrozen(o.filters)).toBe(true);
   });
 
   it("merges partial vectors with the defaults and freezes the result", () => {
@@ -27,9 +54,16 @@ describe("resolveSchedulerOptions", () => {
     expect(Object.isFrozen(o) && Object.isFrozen(o.allocationRatio) && Object.isFrozen(o.weights)).toBe(true);
   });
 
-  it("takes given weights as the whole set", () => {
-    expect(resolveSchedulerOptions({ weights: {} }).weights).toEqual({ leastAllocated: 0 });
-    expect(resolveSchedulerOptions({ weights: { leastAllocated: 2.5 } }).weights).toEqual({ leastAllocated: 2.5 });
+  it("merges given weights over the preset's", () => {
+    expect(resolveSchedulerOptions({ weights: {} }).weights).toEqual(resolveSchedulerOptions().weights);
+    expect(resolveSchedulerOptions({ weights: { leastAllocated: 2.5, balanced: 0.5 } }).weights).toEqual({
+      leastAllocated: 2.5,
+      mostAllocated: 0,
+      balanced: 0.5,
+      groupAffinity: 2,
+      instanceCount: 0,
+    });
+    expect(resolveSchedulerOptions({ preset: "pack", weights: { groupAffinity: 0 } }).weights).toMatchObject({ mostAllocated: 1, groupAffinity: 0 });
   });
 
   it.each<[SchedulerOptions, string]>([
@@ -39,8 +73,19 @@ describe("resolveSchedulerOptions", () => {
     [{ allocationRatio: { cpu: 2 } as never }, "scheduler.allocation_ratio.cpu: unknown resource (known: vcpus, memoryMib, diskGib)"],
     [{ reserved: { memoryMib: -1 } }, "scheduler.reserved.memory_mib: must be a whole number ≥ 0 (got -1)"],
     [{ reserved: { vcpus: 0.5 } }, "scheduler.reserved.vcpus: must be a whole number ≥ 0 (got 0.5)"],
-    [{ weights: { mostAllocated: 1 } }, "scheduler.weights.mostAllocated: unknown weigher (known: leastAllocated)"],
-    [{ weights: { leastAllocated: -1 } }, "scheduler.weights.leastAllocated: must be a number ≥ 0 (got -1)"],
+    [{ weights: { fewestVms: 1 } }, "scheduler.weights.fewestVms: unknown weigher (known: leastAllocated, mostAllocated, balanced, groupAffinity, instanceCount)"],
+    [{ weights: { leastAllocated: -1 } }, "scheduler.weights.leastAllocated: must be a finite number ≥ 0 (got -1)"],
+    [{ weights: { mostAllocated: Infinity } }, "scheduler.weights.mostAllocated: must be a finite number ≥ 0 (got Infinity)"],
+    [{ weights: { balanced: Number.NaN } }, "scheduler.weights.balanced: must be a finite number ≥ 0 (got NaN)"],
+    [{ preset: "x" as never }, "scheduler.preset: unknown preset 'x' (spread, pack, balanced)"],
+    [{ maxVmsPerHost: -1 }, "scheduler.max_vms_per_host: must be a whole number ≥ 0 (got -1)"],
+    [{ maxVmsPerHost: 2.5 }, "scheduler.max_vms_per_host: must be a whole number ≥ 0 (got 2.5)"],
+    [{ seed: 0.5 }, "scheduler.seed: must be a whole number (got 0.5)"],
+    [
+      { filters: ["ready", "zone"] },
+      "scheduler.filters[1]: unknown filter 'zone' (known: ready, pinned, labels, maxVms, groups, capacity)",
+    ],
+    [{ filters: ["ready", "ready"] }, "scheduler.filters[1]: filter 'ready' listed twice"],
   ])("rejects %j", (options, message) => {
     const e = errorOf(() => resolveSchedulerOptions(options));
     expect(isBerthError(e, ErrorCode.InvalidArgument)).toBe(true);
@@ -61,6 +106,11 @@ describe("allocatable", () => {
     // 1.15 × 100 is 114.99999999999999 in floating point.
     const o = resolveSchedulerOptions({ allocationRatio: { vcpus: 1.15 }, reserved: { memoryMib: 0 } });
     expect(allocatable({ capacity: { vcpus: 100, memoryMib: 1, diskGib: 0 } }, o).vcpus).toBe(115);
+  });
+
+  it("takes the host's own ratio and reserve over the cluster's, resource by resource", () => {
+    const h = { ...host, allocationRatio: { vcpus: 2 }, reserved: { diskGib: 100 } };
+    expect(allocatable(h, resolveSchedulerOptions())).toEqual({ vcpus: 32, memoryMib: 64512, diskGib: 900 });
   });
 
   it("is never negative", () => {

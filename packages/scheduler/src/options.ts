@@ -2,43 +2,75 @@ import type { Resources } from "@berth/api";
 import { invalidArgument, RESOURCE_FIELD, RESOURCE_NAMES, type ResourceName } from "@berth/core";
 import type { HostSnapshot } from "./types.js";
 
+/** A named set of weigher weights: `spread` (least allocated), `pack` (best fit), `balanced`. */
+export type Preset = "spread" | "pack" | "balanced";
+
+/** Every {@link Preset}, in the order messages list them. */
+export const PRESETS: readonly Preset[] = Object.freeze(["spread", "pack", "balanced"]);
+
 /**
  * Scheduler configuration, as an operator writes it. Allocation ratio and reserve are per
- * resource: allocatable = floor(ratio × physical − reserved).
+ * resource: allocatable = floor(ratio × physical − reserved); a host may override either.
  */
 export interface SchedulerOptions {
   /** Overcommit factor per resource, each ≥ 1. Defaults: vcpus 4, memory 1, disk 1. */
   allocationRatio?: Partial<Resources>;
   /** Held back per host for the hypervisor itself. Defaults: 0 vCPU, 1024 MiB, 0 GiB. */
   reserved?: Partial<Resources>;
+  /** The weights to start from (see pipeline.ts for each preset's). Default: `spread`. */
+  preset?: Preset;
   /**
-   * Weight of each weigher by name, each ≥ 0. When given, it is the whole set: weighers it does
-   * not name weigh 0. Default: `{ leastAllocated: 1 }` (spread).
+   * Weight overrides by weigher name, each a finite number ≥ 0, merged over the preset's weights
+   * (weighers it does not name keep the preset's weight). An unknown name is INVALID_ARGUMENT.
    */
   weights?: Record<string, number>;
+  /** At most this many VMs per host (the `maxVms` filter); 0 or absent: unlimited. */
+  maxVmsPerHost?: number;
+  /**
+   * The filters to run, in the order to run them. Default: all of the pipeline's, in its order.
+   * An unknown or repeated name is INVALID_ARGUMENT.
+   */
+  filters?: readonly string[];
+  /**
+   * Tie-break seed: hosts with equal totals are ordered by a hash of (seed, host id). 0 or absent:
+   * by host id. A whole number (safe integer).
+   */
+  seed?: number;
 }
 
 /** {@link SchedulerOptions} with defaults applied and values checked; frozen. */
 export interface ResolvedSchedulerOptions {
   readonly allocationRatio: Readonly<Resources>;
   readonly reserved: Readonly<Resources>;
-  /** One entry per known weigher, in pipeline order. */
+  /** One entry per known weigher, in pipeline order: the preset's weights with the overrides applied. */
   readonly weights: Readonly<Record<string, number>>;
+  /** The preset the weights started from (absent in hand-built options: `spread`). */
+  readonly preset?: Preset;
+  /** 0 or absent: unlimited. */
+  readonly maxVmsPerHost?: number;
+  /** The enabled filters, in order; absent: all of the pipeline's, in its order. */
+  readonly filters?: readonly string[];
+  /** 0 or absent: ties go to the smallest host id. */
+  readonly seed?: number;
+}
+
+/** What options are validated against: the names of a pipeline's stages and its presets' weights. */
+export interface SchedulerCatalog {
+  readonly filterNames: readonly string[];
+  readonly weigherNames: readonly string[];
+  readonly presets: Readonly<Record<Preset, Readonly<Record<string, number>>>>;
 }
 
 export const DEFAULT_ALLOCATION_RATIO: Readonly<Resources> = Object.freeze({ vcpus: 4, memoryMib: 1, diskGib: 1 });
 export const DEFAULT_RESERVED: Readonly<Resources> = Object.freeze({ vcpus: 0, memoryMib: 1024, diskGib: 0 });
-export const DEFAULT_WEIGHTS: Readonly<Record<string, number>> = Object.freeze({ leastAllocated: 1 });
 
 /**
- * Applies defaults and validates, against the weighers in `weigherNames` (the default pipeline's
- * when omitted — see pipeline.ts). Throws BerthError INVALID_ARGUMENT naming the option at fault,
- * e.g. `scheduler.allocation_ratio.vcpus: must be a number ≥ 1 (got 0.5)`.
+ * Applies defaults and validates against `catalog` (the default pipeline's via
+ * `resolveSchedulerOptions` — see pipeline.ts). Throws BerthError INVALID_ARGUMENT naming the option
+ * at fault, e.g. `scheduler.allocation_ratio.vcpus: must be a number ≥ 1 (got 0.5)`,
+ * `scheduler.preset: unknown preset 'x' (spread, pack, balanced)`.
  */
-export function resolveSchedulerOptionsFor(
-  weigherNames: readonly string[],
-  options: SchedulerOptions = {},
-): ResolvedSchedulerOptions {
+export function resolveSchedulerOptionsFor(catalog: SchedulerCatalog, options: SchedulerOptions = {}): ResolvedSchedulerOptions {
   const allocationRatio = resolveVector(
     "scheduler.allocation_ratio",
     options.allocationRatio,
@@ -53,22 +85,65 @@ export function resolveSchedulerOptionsFor(
     (v) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0,
     "must be a whole number ≥ 0",
   );
-  const given: Record<string, unknown> = options.weights ?? DEFAULT_WEIGHTS;
-  for (const [name, w] of Object.entries(given)) {
-    if (!weigherNames.includes(name)) {
-      throw invalidArgument(`scheduler.weights.${name}`, `unknown weigher (known: ${weigherNames.join(", ")})`);
+
+  const preset: unknown = options.preset ?? "spread";
+  if (typeof preset !== "string" || !(PRESETS as readonly string[]).includes(preset)) {
+    throw invalidArgument("scheduler.preset", `unknown preset '${String(preset)}' (${PRESETS.join(", ")})`);
+  }
+  const base = catalog.presets[preset as Preset];
+  const overrides: Record<string, unknown> = options.weights ?? {};
+  for (const [name, w] of Object.entries(overrides)) {
+    if (!catalog.weigherNames.includes(name)) {
+      throw invalidArgument(`scheduler.weights.${name}`, `unknown weigher (known: ${catalog.weigherNames.join(", ")})`);
     }
     if (typeof w !== "number" || !Number.isFinite(w) || w < 0) {
-      throw invalidArgument(`scheduler.weights.${name}`, `must be a number ≥ 0 (got ${String(w)})`);
+      throw invalidArgument(`scheduler.weights.${name}`, `must be a finite number ≥ 0 (got ${String(w)})`);
     }
   }
   const weights: Record<string, number> = {};
-  for (const name of weigherNames) weights[name] = (given[name] as number | undefined) ?? 0;
-  return Object.freeze({
+  for (const name of catalog.weigherNames) weights[name] = (overrides[name] as number | undefined) ?? base[name] ?? 0;
+
+  const maxVms: unknown = options.maxVmsPerHost ?? 0;
+  if (typeof maxVms !== "number" || !Number.isSafeInteger(maxVms) || maxVms < 0) {
+    throw invalidArgument("scheduler.max_vms_per_host", `must be a whole number ≥ 0 (got ${String(maxVms)})`);
+  }
+
+  const seed: unknown = options.seed ?? 0;
+  if (typeof seed !== "number" || !Number.isSafeInteger(seed)) {
+    throw invalidArgument("scheduler.seed", `must be a whole number (got ${String(seed)})`);
+  }
+
+  const resolved: {
+    allocationRatio: Readonly<Resources>;
+    reserved: Readonly<Resources>;
+    weights: Readonly<Record<string, number>>;
+    preset: Preset;
+    maxVmsPerHost: number;
+    seed: number;
+    filters?: readonly string[];
+  } = {
     allocationRatio: Object.freeze(allocationRatio),
     reserved: Object.freeze(reserved),
     weights: Object.freeze(weights),
+    preset: preset as Preset,
+    maxVmsPerHost: maxVms,
+    seed,
+  };
+  if (options.filters !== undefined) resolved.filters = Object.freeze(resolveFilters(catalog.filterNames, options.filters));
+  return Object.freeze(resolved);
+}
+
+function resolveFilters(known: readonly string[], given: unknown): string[] {
+  if (!Array.isArray(given)) throw invalidArgument("scheduler.filters", "must be a list of filter names");
+  const out: string[] = [];
+  given.forEach((name: unknown, i) => {
+    if (typeof name !== "string" || !known.includes(name)) {
+      throw invalidArgument(`scheduler.filters[${i}]`, `unknown filter '${String(name)}' (known: ${known.join(", ")})`);
+    }
+    if (out.includes(name)) throw invalidArgument(`scheduler.filters[${i}]`, `filter '${name}' listed twice`);
+    out.push(name);
   });
+  return out;
 }
 
 function resolveVector(
@@ -94,24 +169,33 @@ function resolveVector(
   return out;
 }
 
-/** floor(ratio × physical − reserved) for one resource, never negative; immune to float noise like 1.15 × 100. */
+/** floor(x), except that x within float noise of a whole number (1.15 × 100) counts as that number. */
+function floorExact(exact: number): number {
+  const nearest = Math.round(exact);
+  return Math.abs(exact - nearest) <= 1e-9 * Math.max(1, Math.abs(exact)) ? nearest : Math.floor(exact);
+}
+
+/**
+ * floor(ratio × physical − reserved) for one resource, never negative; the host's own ratio and
+ * reserve win over the cluster's. Immune to float noise like 1.15 × 100.
+ */
 export function allocatableOf(
-  host: Pick<HostSnapshot, "capacity">,
+  host: Pick<HostSnapshot, "capacity" | "allocationRatio" | "reserved">,
   key: ResourceName,
   options: Pick<ResolvedSchedulerOptions, "allocationRatio" | "reserved">,
 ): number {
-  const exact = options.allocationRatio[key] * host.capacity[key] - options.reserved[key];
-  const nearest = Math.round(exact);
-  const value = Math.abs(exact - nearest) <= 1e-9 * Math.max(1, Math.abs(exact)) ? nearest : Math.floor(exact);
-  return Math.max(0, value);
+  const ratio = host.allocationRatio?.[key] ?? options.allocationRatio[key];
+  const reserve = host.reserved?.[key] ?? options.reserved[key];
+  return Math.max(0, floorExact(ratio * host.capacity[key] - reserve));
 }
 
 /**
  * What the scheduler may place on `host` in total: per resource floor(ratio × physical − reserved),
- * never negative. Free capacity is this minus `host.allocated` (negative when over-committed).
+ * never negative, with the host's overrides applied. Free capacity is this minus `host.allocated`
+ * (negative when over-committed).
  */
 export function allocatable(
-  host: Pick<HostSnapshot, "capacity">,
+  host: Pick<HostSnapshot, "capacity" | "allocationRatio" | "reserved">,
   options: Pick<ResolvedSchedulerOptions, "allocationRatio" | "reserved">,
 ): Resources {
   return {

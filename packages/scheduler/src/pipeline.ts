@@ -1,8 +1,20 @@
 import { BerthError, ErrorCode } from "@berth/core";
-import { capacityFilter, readyFilter } from "./filters.js";
-import { resolveSchedulerOptionsFor, type ResolvedSchedulerOptions, type SchedulerOptions } from "./options.js";
+import { capacityFilter, groupsFilter, labelsFilter, maxVmsFilter, pinnedFilter, readyFilter } from "./filters.js";
+import {
+  resolveSchedulerOptionsFor,
+  type Preset,
+  type ResolvedSchedulerOptions,
+  type SchedulerCatalog,
+  type SchedulerOptions,
+} from "./options.js";
 import type { Filter, Weigher } from "./stage.js";
-import { leastAllocatedWeigher } from "./weighers.js";
+import {
+  balancedWeigher,
+  groupAffinityWeigher,
+  instanceCountWeigher,
+  leastAllocatedWeigher,
+  mostAllocatedWeigher,
+} from "./weighers.js";
 
 /** The stages of a placement, in the order they run. */
 export interface Pipeline {
@@ -25,28 +37,63 @@ export function definePipeline(filters: readonly Filter[], weighers: readonly We
 /**
  * The one registry of stages.
  *
- * Filters run in order and a host stops at the first that fails, so the order decides which reason
- * an operator reads; it goes from the most fundamental to the most specific:
- *   1. `ready`    — a host that is down or cordoned takes nothing, whatever its capacity says (its
- *                   numbers may be stale); saying "cordoned" beats a capacity line that would not
- *                   help. It is also the cheapest check.
- *   2. `capacity` — per-resource fit under allocation ratios and reserves.
- * Coming: required labels, then affinity / anti-affinity groups, then limits — cheap per-host
- * checks before those that need cluster-wide context.
+ * Filters run in order and a host stops at the first that fails, so the order decides both the cost
+ * of a decision (most hosts should be dropped by the cheap, selective checks before the costlier
+ * ones run) and which reason an operator reads (the most fundamental first):
+ *   1. `ready`    — a host that is down or cordoned takes nothing, whatever else its numbers say
+ *                   (they may be stale); two boolean reads, the cheapest check of all.
+ *   2. `pinned`   — one set lookup; when a request pins hosts it is by far the most selective
+ *                   filter (all but a handful of hosts go here, with the reason that matters).
+ *   3. `labels`   — a few string compares per requested label; zone/hardware constraints usually
+ *                   drop whole swathes of the fleet.
+ *   4. `maxVms`   — one integer compare against a cluster limit.
+ *   5. `groups`   — hard affinity / anti-affinity; one map lookup per host against facts computed
+ *                   once per decision (which hosts hold members).
+ *   6. `capacity` — per-resource arithmetic under ratios and reserves (with per-host overrides):
+ *                   the most work per host, and its reason is the most detailed, so it comes last,
+ *                   where it only runs on hosts that could otherwise take the VM.
+ * `SchedulerOptions.filters` may disable some or reorder them.
  *
  * Weighers are summed (Σ wᵢ·gᵢ), so their order does not change a decision; it fixes the order of
- * the `scores` in each verdict. Coming: `mostAllocated` (pack), balance across resources.
+ * the `scores` in each verdict. Weighers with weight 0 are not run.
  */
-export const DEFAULT_PIPELINE: Pipeline = definePipeline([readyFilter, capacityFilter], [leastAllocatedWeigher]);
+export const DEFAULT_PIPELINE: Pipeline = definePipeline(
+  [readyFilter, pinnedFilter, labelsFilter, maxVmsFilter, groupsFilter, capacityFilter],
+  [leastAllocatedWeigher, mostAllocatedWeigher, balancedWeigher, groupAffinityWeigher, instanceCountWeigher],
+);
+
+/**
+ * Each preset's weights (weighers not named weigh 0); `SchedulerOptions.weights` overrides them
+ * one by one. Normalised scores are in [0, 1], so a weight is the most a weigher can add.
+ *   - `spread` (default): leastAllocated 1, groupAffinity 2 — the emptiest host wins. (Pure, so
+ *     that the incremental engine can keep hosts in score order; add `instanceCount` to taste.)
+ *   - `pack`: mostAllocated 1, groupAffinity 2 — best fit: fill a host before starting the next.
+ *   - `balanced`: balanced 1, leastAllocated 0.25, groupAffinity 2 — keep each host's vCPU, memory
+ *     and disk fractions even, then prefer room.
+ * groupAffinity weighs 2 in every preset: a soft group policy outranks resource preferences, and
+ * yields only when the filters leave no host that honours it (without a soft group it is equal on
+ * every host and changes nothing).
+ */
+export const PRESET_WEIGHTS: Readonly<Record<Preset, Readonly<Record<string, number>>>> = Object.freeze({
+  spread: Object.freeze({ leastAllocated: 1, groupAffinity: 2 }),
+  pack: Object.freeze({ mostAllocated: 1, groupAffinity: 2 }),
+  balanced: Object.freeze({ balanced: 1, leastAllocated: 0.25, groupAffinity: 2 }),
+});
+
+/** The default pipeline's stage names and presets: what `resolveSchedulerOptions` validates against. */
+export const DEFAULT_CATALOG: SchedulerCatalog = Object.freeze({
+  filterNames: Object.freeze(DEFAULT_PIPELINE.filters.map((f) => f.name)),
+  weigherNames: Object.freeze(DEFAULT_PIPELINE.weighers.map((w) => w.name)),
+  presets: PRESET_WEIGHTS,
+});
 
 /**
  * Applies defaults — allocation ratio vcpus 4, memory 1, disk 1; reserved 0 vCPU, 1024 MiB, 0 GiB;
- * weights `{ leastAllocated: 1 }` — and validates against the default pipeline's weighers. Throws
- * BerthError INVALID_ARGUMENT naming the option (`scheduler.allocation_ratio.vcpus: must be a number ≥ 1 (got 0.5)`).
+ * preset `spread`; no VM limit; all filters; seed 0 — and validates against the default pipeline.
+ * Throws BerthError INVALID_ARGUMENT naming the option
+ * (`scheduler.allocation_ratio.vcpus: must be a number ≥ 1 (got 0.5)`,
+ * `scheduler.weights.mostAllocated: must be a finite number ≥ 0 (got -1)`).
  */
 export function resolveSchedulerOptions(options?: SchedulerOptions): ResolvedSchedulerOptions {
-  return resolveSchedulerOptionsFor(
-    DEFAULT_PIPELINE.weighers.map((w) => w.name),
-    options,
-  );
+  return resolveSchedulerOptionsFor(DEFAULT_CATALOG, options);
 }

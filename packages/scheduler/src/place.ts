@@ -2,8 +2,15 @@ import type { Resources } from "@berth/api";
 import { addResources, BerthError, ErrorCode, formatResources, invalidArgument, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
 import type { ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
-import type { PlacementContext } from "./stage.js";
-import type { HostSnapshot, HostVerdict, PlacementDecision, PlacementRequest } from "./types.js";
+import { membersOn, type Filter, type PlacementContext } from "./stage.js";
+import {
+  GROUP_POLICIES,
+  type GangDecision,
+  type HostSnapshot,
+  type HostVerdict,
+  type PlacementDecision,
+  type PlacementRequest,
+} from "./types.js";
 
 /** Scores and totals are rounded to this many decimals, so that equal hosts tie exactly. */
 const SCORE_DECIMALS = 9;
@@ -16,15 +23,17 @@ const round = (x: number): number => {
  * Chooses a host for one VM. Pure and synchronous: the same hosts (in any order), request and
  * options always give the same decision.
  *
- * Every host goes through the pipeline's filters in order until one fails. Each weigher scores the
- * hosts that passed; its raw scores are normalised to [0, 1] across them (all 1 when they are
- * equal) and a host's total is Σ wᵢ·gᵢ with the weights from `options`. The highest total wins;
- * ties go to the smallest host id. Scores and totals are rounded to 9 decimals, so equal hosts tie
- * exactly. `explanation` has a verdict for every host, sorted by host id.
- * When no host passes, `reasons` has one line per host: `<host-id>: <filter>: <reason>`.
+ * Every host goes through the enabled filters (`options.filters`, default all of the pipeline's in
+ * its order) until one fails. Each weigher with a weight > 0 scores the hosts that passed; its raw
+ * scores are normalised to [0, 1] across them (all 1 when they are equal) and a host's total is
+ * Σ wᵢ·gᵢ. The highest total wins; equal totals are ordered by {@link compareTies} (seed 0: the
+ * smallest host id). Scores and totals are rounded to 9 decimals, so equal hosts tie exactly.
+ * `explanation` has a verdict for every host, sorted by host id. When no host passes, `reasons` has
+ * one line per host: `<host-id>: <filter>: <reason>`.
  *
- * Throws BerthError INVALID_ARGUMENT for a request whose resources are not whole numbers ≥ 0, or
- * for duplicate host ids in `hosts`.
+ * Throws BerthError INVALID_ARGUMENT for a malformed request (resources not whole numbers ≥ 0, an
+ * unknown group policy), a malformed host override, duplicate host ids, or an enabled filter the
+ * pipeline does not have.
  */
 export function placeVm(
   hosts: readonly HostSnapshot[],
@@ -34,17 +43,22 @@ export function placeVm(
 ): PlacementDecision {
   checkRequest(request);
   const sorted = [...hosts].sort((a, b) => compareIds(a.id, b.id));
-  for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i]!.id === sorted[i - 1]!.id) throw invalidArgument("hosts", `duplicate host id '${sorted[i]!.id}'`);
-  }
-  const ctx: PlacementContext = { request, options };
+  checkHosts(sorted);
+  const filters = enabledFilters(pipeline, options);
+  const group = request.group;
+  const ctx: PlacementContext = {
+    request,
+    options,
+    groupHosts: group === undefined ? [] : sorted.filter((h) => membersOn(h, group.name) > 0).map((h) => h.id),
+    pinned: request.pinnedHosts !== undefined && request.pinnedHosts.length > 0 ? new Set(request.pinnedHosts) : undefined,
+  };
 
   // Filters: the first failure decides a host's verdict.
   const verdicts: HostVerdict[] = [];
   const candidates: HostSnapshot[] = [];
   for (const host of sorted) {
     let failed: HostVerdict | undefined;
-    for (const f of pipeline.filters) {
+    for (const f of filters) {
       const r = f.filter(host, ctx);
       if (!r.pass) {
         failed = { hostId: host.id, passed: false, filter: f.name, reason: r.reason };
@@ -57,26 +71,87 @@ export function placeVm(
 
   // Weighers: raw scores, normalised per weigher across the candidates, then weighted.
   const scores = candidates.map(() => ({}) as Record<string, number>);
-  for (const w of pipeline.weighers) {
+  const weighers = pipeline.weighers.filter((w) => (options.weights[w.name] ?? 0) > 0);
+  for (const w of weighers) {
     const raw = candidates.map((h) => w.weigh(h, ctx));
     const normal = normalise(raw);
     normal.forEach((g, i) => (scores[i]![w.name] = round(g)));
   }
+  const seed = options.seed ?? 0;
   let best: { hostId: string; total: number } | undefined;
   candidates.forEach((host, i) => {
     const s = scores[i]!;
     let total = 0;
-    for (const w of pipeline.weighers) total += (options.weights[w.name] ?? 0) * (s[w.name] ?? 0);
+    for (const w of weighers) total += (options.weights[w.name] ?? 0) * (s[w.name] ?? 0);
     total = round(total);
     verdicts.push({ hostId: host.id, passed: true, scores: s, total });
-    // Candidates are in id order, so a strict > keeps the smallest id among equal totals.
-    if (!best || total > best.total) best = { hostId: host.id, total };
+    if (!best || total > best.total || (total === best.total && compareTies(host.id, best.hostId, seed) < 0)) {
+      best = { hostId: host.id, total };
+    }
   });
 
   verdicts.sort((a, b) => compareIds(a.hostId, b.hostId));
   if (best) return { placed: true, hostId: best.hostId, score: best.total, explanation: verdicts };
   const reasons = verdicts.map((v) => (v.passed ? `${v.hostId}: passed` : `${v.hostId}: ${v.filter}: ${v.reason}`));
   return { placed: false, reasons, explanation: verdicts };
+}
+
+/**
+ * Places several VMs all-or-nothing (a gang), in request order: each is placed with
+ * {@link placeVm} on the snapshot as it would be after the ones before it (their resources, VM
+ * count and group membership applied virtually, see {@link withPlacement}). When one cannot be
+ * placed, the answer names it with its per-host reasons and has no placements. The inputs are not
+ * changed. Throws INVALID_ARGUMENT as placeVm does, and for two requests of one name.
+ */
+export function placeVms(
+  hosts: readonly HostSnapshot[],
+  requests: readonly PlacementRequest[],
+  options: ResolvedSchedulerOptions,
+  pipeline: Pipeline = DEFAULT_PIPELINE,
+): GangDecision {
+  const names = new Set<string>();
+  requests.forEach((r, i) => {
+    if (names.has(r.name)) throw invalidArgument(`requests[${i}].name`, `duplicate name '${r.name}'`);
+    names.add(r.name);
+  });
+  const byId = new Map(hosts.map((h) => [h.id, h]));
+  const placements: { name: string; hostId: string }[] = [];
+  for (const r of requests) {
+    const d = placeVm(hosts.length === byId.size ? [...byId.values()] : hosts, r, options, pipeline);
+    if (!d.placed) return { placed: false, failed: r.name, reasons: d.reasons, placements: [] };
+    byId.set(d.hostId, withPlacement(byId.get(d.hostId)!, r.resources, r.group?.name));
+    placements.push({ name: r.name, hostId: d.hostId });
+  }
+  return { placed: true, placements };
+}
+
+/**
+ * Orders two hosts of equal total: by a seeded hash of the host id ({@link tieBreakKey}), then by
+ * id; with seed 0, by id alone. Negative when `a` wins.
+ */
+export function compareTies(a: string, b: string, seed: number): number {
+  if (seed !== 0) {
+    const ka = tieBreakKey(a, seed);
+    const kb = tieBreakKey(b, seed);
+    if (ka !== kb) return ka - kb;
+  }
+  return compareIds(a, b);
+}
+
+/** A 32-bit hash of (seed, host id): FNV-1a over the id's code units, seeded, with a murmur3 finaliser. */
+export function tieBreakKey(hostId: string, seed: number): number {
+  let h = (0x811c9dc5 ^ (seed >>> 0)) >>> 0;
+  for (let i = 0; i < hostId.length; i++) {
+    h ^= hostId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= Math.floor(seed / 0x100000000) >>> 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
 }
 
 /**
@@ -101,9 +176,23 @@ export function unplacedError(request: PlacementRequest, decision: PlacementDeci
   return new BerthError(ErrorCode.ResourceExhausted, summarizeUnplaced(request, decision), { reasons: decision.reasons });
 }
 
-/** The snapshot of `host` after placing a VM of `resources` on it (a new object; `host` is unchanged). */
-export function withPlacement(host: HostSnapshot, resources: Resources): HostSnapshot {
-  return { ...host, allocated: addResources(host.allocated, resources), vmCount: host.vmCount + 1 };
+/**
+ * The snapshot of `host` after placing a VM of `resources` on it, a member of `group` when given
+ * (a new object; `host` is unchanged).
+ */
+export function withPlacement(host: HostSnapshot, resources: Resources, group?: string): HostSnapshot {
+  const next: HostSnapshot = { ...host, allocated: addResources(host.allocated, resources), vmCount: host.vmCount + 1 };
+  if (group !== undefined) next.groupMembers = { ...host.groupMembers, [group]: membersOn(host, group) + 1 };
+  return next;
+}
+
+/** The RESOURCE_EXHAUSTED error for a gang that could not be placed: which VM failed, plus its per-host reasons. */
+export function gangUnplacedError(decision: GangDecision & { placed: false }): BerthError {
+  return new BerthError(
+    ErrorCode.ResourceExhausted,
+    `cannot place the VMs together: no host can take '${decision.failed}' after the ones before it; none was placed`,
+    { reasons: decision.reasons },
+  );
 }
 
 /** Min-max normalisation to [0, 1]; all 1 when the values are (nearly) equal. */
@@ -119,12 +208,51 @@ function normalise(raw: readonly number[]): number[] {
   return raw.map((x) => (x - min) / range);
 }
 
-/** Code-unit order: stable across locales, unlike localeCompare. */
-function compareIds(a: string, b: string): number {
+/** Host-id order: code units, stable across locales, unlike localeCompare. */
+export function compareIds(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** The pipeline's filters that `options.filters` enables, in its order (all when absent). */
+function enabledFilters(pipeline: Pipeline, options: ResolvedSchedulerOptions): readonly Filter[] {
+  const names = options.filters;
+  if (names === undefined) return pipeline.filters;
+  return names.map((name, i) => {
+    const f = pipeline.filters.find((x) => x.name === name);
+    if (!f) throw invalidArgument(`scheduler.filters[${i}]`, `unknown filter '${name}' (known: ${pipeline.filters.map((x) => x.name).join(", ")})`);
+    return f;
+  });
+}
+
+/** Throws INVALID_ARGUMENT for duplicate ids (`sorted` is in id order) or a malformed per-host ratio / reserve. */
+export function checkHosts(sorted: readonly HostSnapshot[]): void {
+  sorted.forEach((h, i) => {
+    if (i > 0 && h.id === sorted[i - 1]!.id) throw invalidArgument("hosts", `duplicate host id '${h.id}'`);
+    checkHost(h);
+  });
+}
+
+function checkHost(host: HostSnapshot): void {
+  for (const key of RESOURCE_NAMES) {
+    const ratio: unknown = host.allocationRatio?.[key];
+    if (ratio !== undefined && !(typeof ratio === "number" && Number.isFinite(ratio) && ratio > 0)) {
+      throw invalidArgument(`hosts[${host.id}].allocation_ratio.${RESOURCE_FIELD[key]}`, `must be a number > 0 (got ${String(ratio)})`);
+    }
+    const reserve: unknown = host.reserved?.[key];
+    if (reserve !== undefined && !(typeof reserve === "number" && Number.isSafeInteger(reserve) && reserve >= 0)) {
+      throw invalidArgument(`hosts[${host.id}].reserved.${RESOURCE_FIELD[key]}`, `must be a whole number ≥ 0 (got ${String(reserve)})`);
+    }
+  }
+}
+
 function checkRequest(request: PlacementRequest): void {
+  const g = request.group;
+  if (g !== undefined) {
+    if (typeof g.name !== "string" || g.name === "") throw invalidArgument("request.group.name", "must not be empty");
+    if (!GROUP_POLICIES.includes(g.policy)) {
+      throw invalidArgument("request.group.policy", `unknown policy '${String(g.policy)}' (${GROUP_POLICIES.join(", ")})`);
+    }
+  }
   const r = request.resources;
   for (const key of RESOURCE_NAMES) {
     const v: unknown = r?.[key];

@@ -2,7 +2,15 @@
 import fc from "fast-check";
 import type { Resources } from "@berth/api";
 import { RESOURCE_NAMES } from "@berth/core";
-import { allocatable, resolveSchedulerOptions, type HostSnapshot, type PlacementRequest, type ResolvedSchedulerOptions } from "./index.js";
+import {
+  allocatable,
+  GROUP_POLICIES,
+  PRESETS,
+  resolveSchedulerOptions,
+  type HostSnapshot,
+  type PlacementRequest,
+  type ResolvedSchedulerOptions,
+} from "./index.js";
 
 export const res = (vcpus: number, memoryMib: number, diskGib: number): Resources => ({ vcpus, memoryMib, diskGib });
 
@@ -80,3 +88,106 @@ export const requestArb: fc.Arbitrary<PlacementRequest> = fc.record({
     diskGib: fc.integer({ min: 0, max: 500 }),
   }),
 });
+
+// ---- Rich scenarios: labels, groups, pins, per-host overrides, presets, limits, seeds. ----
+
+/** Options as {@link optionsArb}, plus any preset, a VM limit (often none), a seed, and random weight overrides. */
+export const richOptionsArb: fc.Arbitrary<ResolvedSchedulerOptions> = fc
+  .record({
+    base: optionsArb,
+    preset: fc.constantFrom(...PRESETS),
+    maxVmsPerHost: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 40 })),
+    seed: fc.oneof(fc.constant(0), fc.integer({ min: -1000, max: 2 ** 40 })),
+    weights: fc.dictionary(fc.constantFrom("leastAllocated", "mostAllocated", "balanced", "groupAffinity", "instanceCount"), fc.constantFrom(0, 0.5, 1, 3)),
+  })
+  .map(({ base, preset, maxVmsPerHost, seed, weights }) =>
+    resolveSchedulerOptions({ allocationRatio: base.allocationRatio, reserved: base.reserved, preset, maxVmsPerHost, seed, weights }),
+  );
+
+const richHostArb = fc.record({
+  shape: hostShapeArb,
+  labels: fc.record({ zone: fc.constantFrom("a", "b"), gpu: fc.constantFrom("a100", "t4") }, { requiredKeys: [] }),
+  groups: fc.record({ web: fc.integer({ min: 0, max: 2 }), db: fc.integer({ min: 0, max: 2 }) }, { requiredKeys: [] }),
+  ratio: fc.option(fc.record({ vcpus: fc.constantFrom(1, 2, 0.5) }, { requiredKeys: [] }), { nil: undefined }),
+  reserve: fc.option(fc.record({ memoryMib: fc.integer({ min: 0, max: 8192 }), diskGib: fc.integer({ min: 0, max: 100 }) }, { requiredKeys: [] }), {
+    nil: undefined,
+  }),
+});
+
+/**
+ * Random rich options with a cluster of 0..10 hosts: labels (zone, gpu), group members (web, db),
+ * sometimes their own ratio and reserve, each filled to some fraction of its own allocatable.
+ */
+export const richClusterArb: fc.Arbitrary<{ options: ResolvedSchedulerOptions; hosts: HostSnapshot[] }> = fc
+  .record({
+    options: richOptionsArb,
+    shapes: fc.uniqueArray(fc.tuple(fc.stringMatching(/^[a-z][a-z0-9-]{0,8}$/), richHostArb), { maxLength: 10, selector: ([id]) => id }),
+  })
+  .map(({ options, shapes }) => ({
+    options,
+    hosts: shapes.map(([id, { shape: s, labels, groups, ratio, reserve }]) => {
+      const h: HostSnapshot = {
+        id,
+        capacity: s.capacity,
+        allocated: res(0, 0, 0),
+        vmCount: s.vmCount,
+        ready: s.ready,
+        cordoned: s.cordoned,
+        labels: { ...labels },
+        groupMembers: { ...groups },
+      };
+      if (ratio) h.allocationRatio = ratio;
+      if (reserve) h.reserved = reserve;
+      const a = allocatable(h, options);
+      RESOURCE_NAMES.forEach((k, i) => (h.allocated[k] = Math.floor(a[k] * (s.fill[i] ?? 0))));
+      return h;
+    }),
+  }));
+
+/**
+ * A request with sometimes required / forbidden labels and a group; `pin` are indexes into the
+ * cluster's hosts to pin (resolved by the scenario; may be empty).
+ */
+export const richRequestArb: fc.Arbitrary<PlacementRequest & { pin: number[] }> = fc
+  .record({
+    base: requestArb,
+    requiredLabels: fc.option(fc.record({ zone: fc.constantFrom("a", "b") }, { requiredKeys: [] }), { nil: undefined }),
+    forbiddenLabels: fc.option(fc.record({ gpu: fc.constantFrom("a100", "t4", "*") }, { requiredKeys: [] }), { nil: undefined }),
+    group: fc.option(fc.record({ name: fc.constantFrom("web", "db"), policy: fc.constantFrom(...GROUP_POLICIES) }), { nil: undefined }),
+    pin: fc.oneof(fc.constant<number[]>([]), fc.array(fc.nat(9), { maxLength: 3 })),
+  })
+  .map(({ base, requiredLabels, forbiddenLabels, group, pin }) => {
+    const r: PlacementRequest & { pin: number[] } = { ...base, pin };
+    if (requiredLabels) r.requiredLabels = requiredLabels;
+    if (forbiddenLabels) r.forbiddenLabels = forbiddenLabels;
+    if (group) r.group = group;
+    return r;
+  });
+
+/** Resolves a rich request's pin indexes against `hosts` (indexes past the end pin a host that does not exist). */
+export function pinTo(hosts: readonly HostSnapshot[], { pin, ...request }: PlacementRequest & { pin: number[] }): PlacementRequest {
+  if (pin.length === 0) return request;
+  return { ...request, pinnedHosts: pin.map((i) => hosts[i]?.id ?? `missing-${i}`) };
+}
+
+/**
+ * An independent statement of every filter: may `host` take `request`, given all `hosts` (for group
+ * facts)? The oracle the property tests hold the scheduler to.
+ */
+export function admissible(host: HostSnapshot, request: PlacementRequest, options: ResolvedSchedulerOptions, hosts: readonly HostSnapshot[]): boolean {
+  if (!host.ready || host.cordoned) return false;
+  if (request.pinnedHosts && request.pinnedHosts.length > 0 && !request.pinnedHosts.includes(host.id)) return false;
+  for (const [k, v] of Object.entries(request.requiredLabels ?? {})) if (host.labels[k] !== v) return false;
+  for (const [k, v] of Object.entries(request.forbiddenLabels ?? {})) {
+    if (v === "*" ? k in host.labels : host.labels[k] === v) return false;
+  }
+  if ((options.maxVmsPerHost ?? 0) > 0 && host.vmCount >= (options.maxVmsPerHost ?? 0)) return false;
+  const g = request.group;
+  if (g) {
+    const here = host.groupMembers?.[g.name] ?? 0;
+    if (g.policy === "anti-affinity" && here > 0) return false;
+    if (g.policy === "affinity" && here === 0 && hosts.some((h) => (h.groupMembers?.[g.name] ?? 0) > 0)) return false;
+  }
+  const a = allocatable(host, options);
+  return RESOURCE_NAMES.every((k) => host.allocated[k] + request.resources[k] <= a[k]);
+}

@@ -2,13 +2,20 @@ import type { ResolvedSchedulerOptions } from "./options.js";
 import type { HostSnapshot, PlacementRequest } from "./types.js";
 
 /**
- * What every stage sees besides the host: the request and the configuration. Later stages
- * (affinity groups, limits) extend this with cluster-wide facts computed once per decision.
+ * What every stage sees besides the host: the request, the configuration, and the cluster-wide
+ * facts computed once per decision.
  */
 export interface PlacementContext {
   readonly request: PlacementRequest;
   readonly options: ResolvedSchedulerOptions;
+  /** Ids of the hosts (of all given, in id order) holding ≥ 1 member of the request's group; empty without a group. */
+  readonly groupHosts: readonly string[];
+  /** The request's pinned hosts as a set; undefined when it pins none. */
+  readonly pinned: ReadonlySet<string> | undefined;
 }
+
+/** Members of `group` already on `host` (0 when the snapshot does not say). */
+export const membersOn = (host: HostSnapshot, group: string): number => host.groupMembers?.[group] ?? 0;
 
 export type FilterResult = { readonly pass: true } | { readonly pass: false; readonly reason: string };
 

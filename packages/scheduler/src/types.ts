@@ -1,6 +1,19 @@
 import type { Resources } from "@berth/api";
 
 /**
+ * How the members of a placement group relate:
+ * - `anti-affinity` — never two members on one host (a filter);
+ * - `affinity` — once the group has members, new members go only to hosts that already have some
+ *   (a filter);
+ * - `soft-anti-affinity` / `soft-affinity` — the same as preferences (the `groupAffinity`
+ *   weigher): fewer / more members on a host is better, but any host that passes the filters may win.
+ */
+export type GroupPolicy = "anti-affinity" | "affinity" | "soft-anti-affinity" | "soft-affinity";
+
+/** Every {@link GroupPolicy}, for validation and messages. */
+export const GROUP_POLICIES: readonly GroupPolicy[] = Object.freeze(["anti-affinity", "affinity", "soft-anti-affinity", "soft-affinity"]);
+
+/**
  * One host as the scheduler sees it: a value the controller builds from its cache for one
  * decision. The scheduler never changes a snapshot.
  */
@@ -16,6 +29,15 @@ export interface HostSnapshot {
   /** An operator asked for no new VMs on the host. */
   cordoned: boolean;
   labels: Record<string, string>;
+  /**
+   * Per-host override of the cluster's allocation ratio, per resource (each a finite number > 0);
+   * resources it does not name use the cluster's.
+   */
+  allocationRatio?: Partial<Resources>;
+  /** Per-host override of the cluster's reserve, per resource (each a whole number ≥ 0). */
+  reserved?: Partial<Resources>;
+  /** Group name → how many members of that group are already on this host (absent: none). */
+  groupMembers?: Record<string, number>;
 }
 
 /** What is to be placed. */
@@ -23,11 +45,19 @@ export interface PlacementRequest {
   /** The VM's name, for messages. */
   name: string;
   resources: Resources;
+  /** The host must have each `key=value` label. */
+  requiredLabels?: Record<string, string>;
+  /** The host must not have `key=value`; the value `"*"` means it must not have the key at all. */
+  forbiddenLabels?: Record<string, string>;
+  /** The placement group the VM joins, and its policy (see {@link GroupPolicy}). */
+  group?: { name: string; policy: GroupPolicy };
+  /** When non-empty, only these hosts may be chosen. */
+  pinnedHosts?: readonly string[];
 }
 
 /**
  * Why a host was rejected (`passed: false`: the first filter that failed and its reason) or how it
- * scored (`passed: true`: each weigher's normalised score in [0, 1] and the weighted total).
+ * scored (`passed: true`: each weighted weigher's normalised score in [0, 1] and the weighted total).
  */
 export type HostVerdict =
   | { hostId: string; passed: false; filter: string; reason: string }
@@ -41,3 +71,12 @@ export type HostVerdict =
 export type PlacementDecision =
   | { placed: true; hostId: string; score: number; explanation: HostVerdict[] }
   | { placed: false; reasons: string[]; explanation: HostVerdict[] };
+
+/**
+ * The answer for a gang (several VMs placed all-or-nothing). Placed: one placement per request, in
+ * request order. Not placed: the name of the first request that found no host (after the ones before
+ * it were placed virtually), that decision's per-host reasons, and no placements at all.
+ */
+export type GangDecision =
+  | { placed: true; placements: { name: string; hostId: string }[] }
+  | { placed: false; failed: string; reasons: string[]; placements: [] };
