@@ -3,6 +3,8 @@
 export * from "./gen/berth/v1/resources.js";
 export * from "./gen/berth/v1/vm.js";
 export * from "./gen/berth/v1/host.js";
+export * from "./gen/berth/v1/group.js";
+export * from "./gen/berth/v1/config.js";
 export * from "./gen/berth/v1/agent.js";
 export * from "./gen/berth/v1/cluster.js";
 // Every generated file declares these helpers; one copy is the public one.

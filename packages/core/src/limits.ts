@@ -19,6 +19,11 @@ export const Limits = {
   /** VMs in one ListVms page: the default, and the most a client may ask for. */
   defaultPageSize: 500,
   maxPageSize: 5000,
+  /** VMs placed at once by CreateVms / PlanPlacement (one etcd transaction holds them all). */
+  maxGangSize: 100,
+  maxPinnedHosts: 64,
+  /** Members of one placement group (its record lists them). */
+  maxGroupMembers: 1000,
   /** Bound on the commands queued for one agent stream. */
   maxQueuedCommandsPerHost: 1024,
 } as const;

@@ -2,12 +2,16 @@ import { describe, expect, it } from "vitest";
 import type { Hello, VmSpec } from "@berth/api";
 import { Limits } from "./limits.js";
 import { parseCapacity, parseEtcdEndpoints, parseHostPort, parseHostPortList, parseLabelAssignments } from "./parse.js";
-import { validateHello, validateVmSpec } from "./validation.js";
+import { validateHello, validateVmSpec, validateVmSpecs } from "./validation.js";
 
 const spec = (over: Partial<VmSpec> = {}): VmSpec => ({
   name: "web-1",
   resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 },
   labels: {},
+  group: "",
+  requiredHostLabels: {},
+  forbiddenHostLabels: {},
+  pinnedHosts: [],
   ...over,
 });
 
@@ -24,12 +28,25 @@ describe("validateVmSpec", () => {
     ["fractional disk", spec({ resources: { vcpus: 1, memoryMib: 512, diskGib: 1.5 } }), "spec.resources.disk_gib:"],
     ["huge vcpus", spec({ resources: { vcpus: Limits.maxVcpus + 1, memoryMib: 512, diskGib: 1 } }), "spec.resources.vcpus:"],
     ["bad label key", spec({ labels: { "-x": "1" } }), "spec.labels[-x]: key must be"],
+    ["bad group name", spec({ group: "Web Tier" }), "spec.group: 'Web Tier' must be"],
+    ["bad required host label", spec({ requiredHostLabels: { "": "x" } }), "spec.required_host_labels[]:"],
+    ["bad pinned host", spec({ pinnedHosts: ["ok", "Not OK"] }), "spec.pinned_hosts[1]:"],
   ])("refuses %s, naming the field", (_, s, message) => {
     expect(() => validateVmSpec(s)).toThrow(message);
   });
   it("refuses too many labels", () => {
     const labels = Object.fromEntries(Array.from({ length: Limits.maxLabels + 1 }, (_, i) => [`k${i}`, "v"]));
     expect(() => validateVmSpec(spec({ labels }))).toThrow(`spec.labels: at most ${Limits.maxLabels} labels`);
+  });
+});
+
+describe("validateVmSpecs", () => {
+  it("bounds the gang and refuses repeated names, naming the index", () => {
+    expect(() => validateVmSpecs([spec(), spec({ name: "web-2" })])).not.toThrow();
+    expect(() => validateVmSpecs([])).toThrow("specs: at least one spec");
+    expect(() => validateVmSpecs(Array.from({ length: Limits.maxGangSize + 1 }, (_, i) => spec({ name: `v-${i}` })))).toThrow(`at most ${Limits.maxGangSize} VMs`);
+    expect(() => validateVmSpecs([spec(), spec()])).toThrow("specs[1].name: 'web-1' appears twice");
+    expect(() => validateVmSpecs([spec(), spec({ name: "x", resources: undefined })])).toThrow("specs[1].resources: is required");
   });
 });
 

@@ -51,6 +51,25 @@ export function validateVmSpec(spec: VmSpec | undefined, field = "spec"): assert
   checkInteger(r.memoryMib, `${field}.resources.memory_mib`, Limits.minMemoryMib, Limits.maxMemoryMib, "MiB");
   checkInteger(r.diskGib, `${field}.resources.disk_gib`, 0, Limits.maxDiskGib, "GiB");
   validateLabels(spec.labels, `${field}.labels`);
+  if (spec.group !== "") validateName(spec.group, `${field}.group`);
+  validateLabels(spec.requiredHostLabels, `${field}.required_host_labels`);
+  validateLabels(spec.forbiddenHostLabels, `${field}.forbidden_host_labels`);
+  if (spec.pinnedHosts.length > Limits.maxPinnedHosts) {
+    throw invalidArgument(`${field}.pinned_hosts`, `at most ${Limits.maxPinnedHosts} hosts`);
+  }
+  spec.pinnedHosts.forEach((h, i) => validateHostId(h, `${field}.pinned_hosts[${i}]`));
+}
+
+/** Checks the specs of a gang (CreateVms, PlanPlacement): count, each spec, distinct names. */
+export function validateVmSpecs(specs: readonly VmSpec[], field = "specs"): void {
+  if (specs.length === 0) throw invalidArgument(field, "at least one spec is required");
+  if (specs.length > Limits.maxGangSize) throw invalidArgument(field, `at most ${Limits.maxGangSize} VMs at once (got ${specs.length})`);
+  const names = new Set<string>();
+  specs.forEach((spec, i) => {
+    validateVmSpec(spec, `${field}[${i}]`);
+    if (names.has(spec.name)) throw invalidArgument(`${field}[${i}].name`, `'${spec.name}' appears twice`);
+    names.add(spec.name);
+  });
 }
 
 /** Checks an agent's Hello. Throws INVALID_ARGUMENT naming the field. */

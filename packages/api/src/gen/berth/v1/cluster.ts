@@ -20,6 +20,8 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { ClusterConfig } from "./config.js";
+import { Group, GroupPolicy, groupPolicyFromJSON, groupPolicyToJSON } from "./group.js";
 import { Host } from "./host.js";
 import { Vm, VmSpec } from "./vm.js";
 
@@ -152,6 +154,93 @@ export interface WatchEventsResponse {
   /** The store revision of the change. */
   revision: number;
   object?: { $case: "vm"; value: Vm } | { $case: "host"; value: Host } | undefined;
+}
+
+export interface CreateVmsRequest {
+  /** At most 100 specs. */
+  specs: VmSpec[];
+}
+
+export interface CreateVmsResponse {
+  vms: Vm[];
+}
+
+export interface PlanPlacementRequest {
+  /** At most 100 specs, placed as a gang. */
+  specs: VmSpec[];
+}
+
+/** One host's part in a plan: why it was rejected, or how it scored. */
+export interface HostVerdict {
+  hostId: string;
+  passed: boolean;
+  /** The filter that rejected the host, and why. */
+  filter: string;
+  reason: string;
+  /** Each weigher's normalised score in [0, 1], and the weighted total. */
+  scores: { [key: string]: number };
+  total: number;
+}
+
+export interface HostVerdict_ScoresEntry {
+  key: string;
+  value: number;
+}
+
+export interface PlannedPlacement {
+  vmName: string;
+  hostId: string;
+  /** Every host's verdict for this VM, given the placements before it. */
+  verdicts: HostVerdict[];
+}
+
+export interface PlanPlacementResponse {
+  placeable: boolean;
+  /**
+   * When placeable: where each VM would go. Otherwise the VMs placed before the one that failed,
+   * then that one without a host.
+   */
+  placements: PlannedPlacement[];
+  /** When not placeable: one line per host for the VM that could not be placed. */
+  reasons: string[];
+}
+
+export interface CreateGroupRequest {
+  name: string;
+  policy: GroupPolicy;
+}
+
+export interface CreateGroupResponse {
+  group?: Group | undefined;
+}
+
+export interface ListGroupsRequest {
+}
+
+export interface ListGroupsResponse {
+  groups: Group[];
+}
+
+export interface DeleteGroupRequest {
+  name: string;
+}
+
+export interface DeleteGroupResponse {
+}
+
+export interface GetClusterConfigRequest {
+}
+
+export interface GetClusterConfigResponse {
+  config?: ClusterConfig | undefined;
+}
+
+export interface UpdateClusterConfigRequest {
+  config?: ClusterConfig | undefined;
+}
+
+export interface UpdateClusterConfigResponse {
+  config?: ClusterConfig | undefined;
 }
 
 function createBaseCreateVmRequest(): CreateVmRequest {
@@ -1515,6 +1604,1338 @@ export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
   },
 };
 
+function createBaseCreateVmsRequest(): CreateVmsRequest {
+  return { specs: [] };
+}
+
+export const CreateVmsRequest: MessageFns<CreateVmsRequest> = {
+  encode(message: CreateVmsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.specs) {
+      VmSpec.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateVmsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateVmsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.specs.push(VmSpec.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateVmsRequest {
+    return { specs: globalThis.Array.isArray(object?.specs) ? object.specs.map((e: any) => VmSpec.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: CreateVmsRequest): unknown {
+    const obj: any = {};
+    if (message.specs?.length) {
+      obj.specs = message.specs.map((e) => VmSpec.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateVmsRequest>): CreateVmsRequest {
+    return CreateVmsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateVmsRequest>): CreateVmsRequest {
+    const message = createBaseCreateVmsRequest();
+    message.specs = object.specs?.map((e) => VmSpec.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseCreateVmsResponse(): CreateVmsResponse {
+  return { vms: [] };
+}
+
+export const CreateVmsResponse: MessageFns<CreateVmsResponse> = {
+  encode(message: CreateVmsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.vms) {
+      Vm.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateVmsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateVmsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vms.push(Vm.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateVmsResponse {
+    return { vms: globalThis.Array.isArray(object?.vms) ? object.vms.map((e: any) => Vm.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: CreateVmsResponse): unknown {
+    const obj: any = {};
+    if (message.vms?.length) {
+      obj.vms = message.vms.map((e) => Vm.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateVmsResponse>): CreateVmsResponse {
+    return CreateVmsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateVmsResponse>): CreateVmsResponse {
+    const message = createBaseCreateVmsResponse();
+    message.vms = object.vms?.map((e) => Vm.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePlanPlacementRequest(): PlanPlacementRequest {
+  return { specs: [] };
+}
+
+export const PlanPlacementRequest: MessageFns<PlanPlacementRequest> = {
+  encode(message: PlanPlacementRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.specs) {
+      VmSpec.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanPlacementRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanPlacementRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.specs.push(VmSpec.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanPlacementRequest {
+    return { specs: globalThis.Array.isArray(object?.specs) ? object.specs.map((e: any) => VmSpec.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: PlanPlacementRequest): unknown {
+    const obj: any = {};
+    if (message.specs?.length) {
+      obj.specs = message.specs.map((e) => VmSpec.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlanPlacementRequest>): PlanPlacementRequest {
+    return PlanPlacementRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlanPlacementRequest>): PlanPlacementRequest {
+    const message = createBasePlanPlacementRequest();
+    message.specs = object.specs?.map((e) => VmSpec.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHostVerdict(): HostVerdict {
+  return { hostId: "", passed: false, filter: "", reason: "", scores: {}, total: 0 };
+}
+
+export const HostVerdict: MessageFns<HostVerdict> = {
+  encode(message: HostVerdict, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.passed !== false) {
+      writer.uint32(16).bool(message.passed);
+    }
+    if (message.filter !== "") {
+      writer.uint32(26).string(message.filter);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    globalThis.Object.entries(message.scores).forEach(([key, value]: [string, number]) => {
+      HostVerdict_ScoresEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
+    });
+    if (message.total !== 0) {
+      writer.uint32(49).double(message.total);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostVerdict {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostVerdict();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.passed = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.filter = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            const entry5 = HostVerdict_ScoresEntry.decode(reader, reader.uint32());
+            if (entry5.value !== undefined) {
+              message.scores[entry5.key] = entry5.value;
+            }
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.total = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostVerdict {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      passed: isSet(object.passed) ? globalThis.Boolean(object.passed) : false,
+      filter: isSet(object.filter) ? globalThis.String(object.filter) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      scores: isObject(object.scores)
+        ? (globalThis.Object.entries(object.scores) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      total: isSet(object.total) ? globalThis.Number(object.total) : 0,
+    };
+  },
+
+  toJSON(message: HostVerdict): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.passed !== false) {
+      obj.passed = message.passed;
+    }
+    if (message.filter !== "") {
+      obj.filter = message.filter;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.scores) {
+      const entries = globalThis.Object.entries(message.scores) as [string, number][];
+      if (entries.length > 0) {
+        obj.scores = {};
+        entries.forEach(([k, v]) => {
+          obj.scores[k] = floatToJson(v);
+        });
+      }
+    }
+    if (message.total !== 0) {
+      obj.total = floatToJson(message.total);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HostVerdict>): HostVerdict {
+    return HostVerdict.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HostVerdict>): HostVerdict {
+    const message = createBaseHostVerdict();
+    message.hostId = object.hostId ?? "";
+    message.passed = object.passed ?? false;
+    message.filter = object.filter ?? "";
+    message.reason = object.reason ?? "";
+    message.scores = (globalThis.Object.entries(object.scores ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.total = object.total ?? 0;
+    return message;
+  },
+};
+
+function createBaseHostVerdict_ScoresEntry(): HostVerdict_ScoresEntry {
+  return { key: "", value: 0 };
+}
+
+export const HostVerdict_ScoresEntry: MessageFns<HostVerdict_ScoresEntry> = {
+  encode(message: HostVerdict_ScoresEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostVerdict_ScoresEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostVerdict_ScoresEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostVerdict_ScoresEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: HostVerdict_ScoresEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HostVerdict_ScoresEntry>): HostVerdict_ScoresEntry {
+    return HostVerdict_ScoresEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HostVerdict_ScoresEntry>): HostVerdict_ScoresEntry {
+    const message = createBaseHostVerdict_ScoresEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBasePlannedPlacement(): PlannedPlacement {
+  return { vmName: "", hostId: "", verdicts: [] };
+}
+
+export const PlannedPlacement: MessageFns<PlannedPlacement> = {
+  encode(message: PlannedPlacement, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmName !== "") {
+      writer.uint32(10).string(message.vmName);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(18).string(message.hostId);
+    }
+    for (const v of message.verdicts) {
+      HostVerdict.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlannedPlacement {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlannedPlacement();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.verdicts.push(HostVerdict.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlannedPlacement {
+    return {
+      vmName: isSet(object.vmName)
+        ? globalThis.String(object.vmName)
+        : isSet(object.vm_name)
+        ? globalThis.String(object.vm_name)
+        : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      verdicts: globalThis.Array.isArray(object?.verdicts)
+        ? object.verdicts.map((e: any) => HostVerdict.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PlannedPlacement): unknown {
+    const obj: any = {};
+    if (message.vmName !== "") {
+      obj.vmName = message.vmName;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.verdicts?.length) {
+      obj.verdicts = message.verdicts.map((e) => HostVerdict.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlannedPlacement>): PlannedPlacement {
+    return PlannedPlacement.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlannedPlacement>): PlannedPlacement {
+    const message = createBasePlannedPlacement();
+    message.vmName = object.vmName ?? "";
+    message.hostId = object.hostId ?? "";
+    message.verdicts = object.verdicts?.map((e) => HostVerdict.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePlanPlacementResponse(): PlanPlacementResponse {
+  return { placeable: false, placements: [], reasons: [] };
+}
+
+export const PlanPlacementResponse: MessageFns<PlanPlacementResponse> = {
+  encode(message: PlanPlacementResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.placeable !== false) {
+      writer.uint32(8).bool(message.placeable);
+    }
+    for (const v of message.placements) {
+      PlannedPlacement.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.reasons) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanPlacementResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanPlacementResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.placeable = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.placements.push(PlannedPlacement.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reasons.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanPlacementResponse {
+    return {
+      placeable: isSet(object.placeable) ? globalThis.Boolean(object.placeable) : false,
+      placements: globalThis.Array.isArray(object?.placements)
+        ? object.placements.map((e: any) => PlannedPlacement.fromJSON(e))
+        : [],
+      reasons: globalThis.Array.isArray(object?.reasons) ? object.reasons.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: PlanPlacementResponse): unknown {
+    const obj: any = {};
+    if (message.placeable !== false) {
+      obj.placeable = message.placeable;
+    }
+    if (message.placements?.length) {
+      obj.placements = message.placements.map((e) => PlannedPlacement.toJSON(e));
+    }
+    if (message.reasons?.length) {
+      obj.reasons = message.reasons;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlanPlacementResponse>): PlanPlacementResponse {
+    return PlanPlacementResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlanPlacementResponse>): PlanPlacementResponse {
+    const message = createBasePlanPlacementResponse();
+    message.placeable = object.placeable ?? false;
+    message.placements = object.placements?.map((e) => PlannedPlacement.fromPartial(e)) || [];
+    message.reasons = object.reasons?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseCreateGroupRequest(): CreateGroupRequest {
+  return { name: "", policy: 0 };
+}
+
+export const CreateGroupRequest: MessageFns<CreateGroupRequest> = {
+  encode(message: CreateGroupRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.policy !== 0) {
+      writer.uint32(16).int32(message.policy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateGroupRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateGroupRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.policy = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateGroupRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      policy: isSet(object.policy) ? groupPolicyFromJSON(object.policy) : 0,
+    };
+  },
+
+  toJSON(message: CreateGroupRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.policy !== 0) {
+      obj.policy = groupPolicyToJSON(message.policy);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateGroupRequest>): CreateGroupRequest {
+    return CreateGroupRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateGroupRequest>): CreateGroupRequest {
+    const message = createBaseCreateGroupRequest();
+    message.name = object.name ?? "";
+    message.policy = object.policy ?? 0;
+    return message;
+  },
+};
+
+function createBaseCreateGroupResponse(): CreateGroupResponse {
+  return { group: undefined };
+}
+
+export const CreateGroupResponse: MessageFns<CreateGroupResponse> = {
+  encode(message: CreateGroupResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.group !== undefined) {
+      Group.encode(message.group, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateGroupResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateGroupResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.group = Group.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateGroupResponse {
+    return { group: isSet(object.group) ? Group.fromJSON(object.group) : undefined };
+  },
+
+  toJSON(message: CreateGroupResponse): unknown {
+    const obj: any = {};
+    if (message.group !== undefined) {
+      obj.group = Group.toJSON(message.group);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateGroupResponse>): CreateGroupResponse {
+    return CreateGroupResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateGroupResponse>): CreateGroupResponse {
+    const message = createBaseCreateGroupResponse();
+    message.group = (object.group !== undefined && object.group !== null) ? Group.fromPartial(object.group) : undefined;
+    return message;
+  },
+};
+
+function createBaseListGroupsRequest(): ListGroupsRequest {
+  return {};
+}
+
+export const ListGroupsRequest: MessageFns<ListGroupsRequest> = {
+  encode(_: ListGroupsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListGroupsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListGroupsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListGroupsRequest {
+    return {};
+  },
+
+  toJSON(_: ListGroupsRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListGroupsRequest>): ListGroupsRequest {
+    return ListGroupsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListGroupsRequest>): ListGroupsRequest {
+    const message = createBaseListGroupsRequest();
+    return message;
+  },
+};
+
+function createBaseListGroupsResponse(): ListGroupsResponse {
+  return { groups: [] };
+}
+
+export const ListGroupsResponse: MessageFns<ListGroupsResponse> = {
+  encode(message: ListGroupsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.groups) {
+      Group.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListGroupsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListGroupsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.groups.push(Group.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListGroupsResponse {
+    return { groups: globalThis.Array.isArray(object?.groups) ? object.groups.map((e: any) => Group.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: ListGroupsResponse): unknown {
+    const obj: any = {};
+    if (message.groups?.length) {
+      obj.groups = message.groups.map((e) => Group.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListGroupsResponse>): ListGroupsResponse {
+    return ListGroupsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListGroupsResponse>): ListGroupsResponse {
+    const message = createBaseListGroupsResponse();
+    message.groups = object.groups?.map((e) => Group.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteGroupRequest(): DeleteGroupRequest {
+  return { name: "" };
+}
+
+export const DeleteGroupRequest: MessageFns<DeleteGroupRequest> = {
+  encode(message: DeleteGroupRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteGroupRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteGroupRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteGroupRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: DeleteGroupRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteGroupRequest>): DeleteGroupRequest {
+    return DeleteGroupRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteGroupRequest>): DeleteGroupRequest {
+    const message = createBaseDeleteGroupRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteGroupResponse(): DeleteGroupResponse {
+  return {};
+}
+
+export const DeleteGroupResponse: MessageFns<DeleteGroupResponse> = {
+  encode(_: DeleteGroupResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteGroupResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteGroupResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteGroupResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteGroupResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteGroupResponse>): DeleteGroupResponse {
+    return DeleteGroupResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DeleteGroupResponse>): DeleteGroupResponse {
+    const message = createBaseDeleteGroupResponse();
+    return message;
+  },
+};
+
+function createBaseGetClusterConfigRequest(): GetClusterConfigRequest {
+  return {};
+}
+
+export const GetClusterConfigRequest: MessageFns<GetClusterConfigRequest> = {
+  encode(_: GetClusterConfigRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetClusterConfigRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetClusterConfigRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetClusterConfigRequest {
+    return {};
+  },
+
+  toJSON(_: GetClusterConfigRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetClusterConfigRequest>): GetClusterConfigRequest {
+    return GetClusterConfigRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<GetClusterConfigRequest>): GetClusterConfigRequest {
+    const message = createBaseGetClusterConfigRequest();
+    return message;
+  },
+};
+
+function createBaseGetClusterConfigResponse(): GetClusterConfigResponse {
+  return { config: undefined };
+}
+
+export const GetClusterConfigResponse: MessageFns<GetClusterConfigResponse> = {
+  encode(message: GetClusterConfigResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.config !== undefined) {
+      ClusterConfig.encode(message.config, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetClusterConfigResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetClusterConfigResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.config = ClusterConfig.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetClusterConfigResponse {
+    return { config: isSet(object.config) ? ClusterConfig.fromJSON(object.config) : undefined };
+  },
+
+  toJSON(message: GetClusterConfigResponse): unknown {
+    const obj: any = {};
+    if (message.config !== undefined) {
+      obj.config = ClusterConfig.toJSON(message.config);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetClusterConfigResponse>): GetClusterConfigResponse {
+    return GetClusterConfigResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetClusterConfigResponse>): GetClusterConfigResponse {
+    const message = createBaseGetClusterConfigResponse();
+    message.config = (object.config !== undefined && object.config !== null)
+      ? ClusterConfig.fromPartial(object.config)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUpdateClusterConfigRequest(): UpdateClusterConfigRequest {
+  return { config: undefined };
+}
+
+export const UpdateClusterConfigRequest: MessageFns<UpdateClusterConfigRequest> = {
+  encode(message: UpdateClusterConfigRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.config !== undefined) {
+      ClusterConfig.encode(message.config, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateClusterConfigRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateClusterConfigRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.config = ClusterConfig.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateClusterConfigRequest {
+    return { config: isSet(object.config) ? ClusterConfig.fromJSON(object.config) : undefined };
+  },
+
+  toJSON(message: UpdateClusterConfigRequest): unknown {
+    const obj: any = {};
+    if (message.config !== undefined) {
+      obj.config = ClusterConfig.toJSON(message.config);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpdateClusterConfigRequest>): UpdateClusterConfigRequest {
+    return UpdateClusterConfigRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpdateClusterConfigRequest>): UpdateClusterConfigRequest {
+    const message = createBaseUpdateClusterConfigRequest();
+    message.config = (object.config !== undefined && object.config !== null)
+      ? ClusterConfig.fromPartial(object.config)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUpdateClusterConfigResponse(): UpdateClusterConfigResponse {
+  return { config: undefined };
+}
+
+export const UpdateClusterConfigResponse: MessageFns<UpdateClusterConfigResponse> = {
+  encode(message: UpdateClusterConfigResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.config !== undefined) {
+      ClusterConfig.encode(message.config, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateClusterConfigResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateClusterConfigResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.config = ClusterConfig.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateClusterConfigResponse {
+    return { config: isSet(object.config) ? ClusterConfig.fromJSON(object.config) : undefined };
+  },
+
+  toJSON(message: UpdateClusterConfigResponse): unknown {
+    const obj: any = {};
+    if (message.config !== undefined) {
+      obj.config = ClusterConfig.toJSON(message.config);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpdateClusterConfigResponse>): UpdateClusterConfigResponse {
+    return UpdateClusterConfigResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpdateClusterConfigResponse>): UpdateClusterConfigResponse {
+    const message = createBaseUpdateClusterConfigResponse();
+    message.config = (object.config !== undefined && object.config !== null)
+      ? ClusterConfig.fromPartial(object.config)
+      : undefined;
+    return message;
+  },
+};
+
 /** The operator API, served by every controller; followers answer UNAVAILABLE naming the leader. */
 export type ClusterServiceService = typeof ClusterServiceService;
 export const ClusterServiceService = {
@@ -1526,6 +2947,27 @@ export const ClusterServiceService = {
     requestDeserialize: (value: Buffer): CreateVmRequest => CreateVmRequest.decode(value),
     responseSerialize: (value: CreateVmResponse): Buffer => Buffer.from(CreateVmResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CreateVmResponse => CreateVmResponse.decode(value),
+  },
+  /** Places all the VMs or none (gang placement), in one transaction. */
+  createVms: {
+    path: "/berth.v1.ClusterService/CreateVms" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateVmsRequest): Buffer => Buffer.from(CreateVmsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateVmsRequest => CreateVmsRequest.decode(value),
+    responseSerialize: (value: CreateVmsResponse): Buffer => Buffer.from(CreateVmsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateVmsResponse => CreateVmsResponse.decode(value),
+  },
+  /** A dry run: where the VMs would go and why, per host. Nothing is written. */
+  planPlacement: {
+    path: "/berth.v1.ClusterService/PlanPlacement" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PlanPlacementRequest): Buffer => Buffer.from(PlanPlacementRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PlanPlacementRequest => PlanPlacementRequest.decode(value),
+    responseSerialize: (value: PlanPlacementResponse): Buffer =>
+      Buffer.from(PlanPlacementResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PlanPlacementResponse => PlanPlacementResponse.decode(value),
   },
   getVm: {
     path: "/berth.v1.ClusterService/GetVm" as const,
@@ -1590,6 +3032,57 @@ export const ClusterServiceService = {
     responseSerialize: (value: GetHostResponse): Buffer => Buffer.from(GetHostResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetHostResponse => GetHostResponse.decode(value),
   },
+  createGroup: {
+    path: "/berth.v1.ClusterService/CreateGroup" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateGroupRequest): Buffer => Buffer.from(CreateGroupRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateGroupRequest => CreateGroupRequest.decode(value),
+    responseSerialize: (value: CreateGroupResponse): Buffer => Buffer.from(CreateGroupResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateGroupResponse => CreateGroupResponse.decode(value),
+  },
+  listGroups: {
+    path: "/berth.v1.ClusterService/ListGroups" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListGroupsRequest): Buffer => Buffer.from(ListGroupsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListGroupsRequest => ListGroupsRequest.decode(value),
+    responseSerialize: (value: ListGroupsResponse): Buffer => Buffer.from(ListGroupsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListGroupsResponse => ListGroupsResponse.decode(value),
+  },
+  /** Refused while the group has members. */
+  deleteGroup: {
+    path: "/berth.v1.ClusterService/DeleteGroup" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteGroupRequest): Buffer => Buffer.from(DeleteGroupRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteGroupRequest => DeleteGroupRequest.decode(value),
+    responseSerialize: (value: DeleteGroupResponse): Buffer => Buffer.from(DeleteGroupResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteGroupResponse => DeleteGroupResponse.decode(value),
+  },
+  getClusterConfig: {
+    path: "/berth.v1.ClusterService/GetClusterConfig" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetClusterConfigRequest): Buffer =>
+      Buffer.from(GetClusterConfigRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetClusterConfigRequest => GetClusterConfigRequest.decode(value),
+    responseSerialize: (value: GetClusterConfigResponse): Buffer =>
+      Buffer.from(GetClusterConfigResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetClusterConfigResponse => GetClusterConfigResponse.decode(value),
+  },
+  /** Replaces the cluster config after validating it (INVALID_ARGUMENT names the field). */
+  updateClusterConfig: {
+    path: "/berth.v1.ClusterService/UpdateClusterConfig" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateClusterConfigRequest): Buffer =>
+      Buffer.from(UpdateClusterConfigRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateClusterConfigRequest => UpdateClusterConfigRequest.decode(value),
+    responseSerialize: (value: UpdateClusterConfigResponse): Buffer =>
+      Buffer.from(UpdateClusterConfigResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateClusterConfigResponse => UpdateClusterConfigResponse.decode(value),
+  },
   /** The current state of every VM and host, then every change. */
   watchEvents: {
     path: "/berth.v1.ClusterService/WatchEvents" as const,
@@ -1604,6 +3097,10 @@ export const ClusterServiceService = {
 
 export interface ClusterServiceServer extends UntypedServiceImplementation {
   createVm: handleUnaryCall<CreateVmRequest, CreateVmResponse>;
+  /** Places all the VMs or none (gang placement), in one transaction. */
+  createVms: handleUnaryCall<CreateVmsRequest, CreateVmsResponse>;
+  /** A dry run: where the VMs would go and why, per host. Nothing is written. */
+  planPlacement: handleUnaryCall<PlanPlacementRequest, PlanPlacementResponse>;
   getVm: handleUnaryCall<GetVmRequest, GetVmResponse>;
   listVms: handleUnaryCall<ListVmsRequest, ListVmsResponse>;
   deleteVm: handleUnaryCall<DeleteVmRequest, DeleteVmResponse>;
@@ -1611,6 +3108,13 @@ export interface ClusterServiceServer extends UntypedServiceImplementation {
   stopVm: handleUnaryCall<StopVmRequest, StopVmResponse>;
   listHosts: handleUnaryCall<ListHostsRequest, ListHostsResponse>;
   getHost: handleUnaryCall<GetHostRequest, GetHostResponse>;
+  createGroup: handleUnaryCall<CreateGroupRequest, CreateGroupResponse>;
+  listGroups: handleUnaryCall<ListGroupsRequest, ListGroupsResponse>;
+  /** Refused while the group has members. */
+  deleteGroup: handleUnaryCall<DeleteGroupRequest, DeleteGroupResponse>;
+  getClusterConfig: handleUnaryCall<GetClusterConfigRequest, GetClusterConfigResponse>;
+  /** Replaces the cluster config after validating it (INVALID_ARGUMENT names the field). */
+  updateClusterConfig: handleUnaryCall<UpdateClusterConfigRequest, UpdateClusterConfigResponse>;
   /** The current state of every VM and host, then every change. */
   watchEvents: handleServerStreamingCall<WatchEventsRequest, WatchEventsResponse>;
 }
@@ -1631,6 +3135,38 @@ export interface ClusterServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CreateVmResponse) => void,
   ): ClientUnaryCall;
+  /** Places all the VMs or none (gang placement), in one transaction. */
+  createVms(
+    request: CreateVmsRequest,
+    callback: (error: ServiceError | null, response: CreateVmsResponse) => void,
+  ): ClientUnaryCall;
+  createVms(
+    request: CreateVmsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateVmsResponse) => void,
+  ): ClientUnaryCall;
+  createVms(
+    request: CreateVmsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateVmsResponse) => void,
+  ): ClientUnaryCall;
+  /** A dry run: where the VMs would go and why, per host. Nothing is written. */
+  planPlacement(
+    request: PlanPlacementRequest,
+    callback: (error: ServiceError | null, response: PlanPlacementResponse) => void,
+  ): ClientUnaryCall;
+  planPlacement(
+    request: PlanPlacementRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PlanPlacementResponse) => void,
+  ): ClientUnaryCall;
+  planPlacement(
+    request: PlanPlacementRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PlanPlacementResponse) => void,
+  ): ClientUnaryCall;
   getVm(
     request: GetVmRequest,
     callback: (error: ServiceError | null, response: GetVmResponse) => void,
@@ -1735,6 +3271,83 @@ export interface ClusterServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetHostResponse) => void,
+  ): ClientUnaryCall;
+  createGroup(
+    request: CreateGroupRequest,
+    callback: (error: ServiceError | null, response: CreateGroupResponse) => void,
+  ): ClientUnaryCall;
+  createGroup(
+    request: CreateGroupRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateGroupResponse) => void,
+  ): ClientUnaryCall;
+  createGroup(
+    request: CreateGroupRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateGroupResponse) => void,
+  ): ClientUnaryCall;
+  listGroups(
+    request: ListGroupsRequest,
+    callback: (error: ServiceError | null, response: ListGroupsResponse) => void,
+  ): ClientUnaryCall;
+  listGroups(
+    request: ListGroupsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListGroupsResponse) => void,
+  ): ClientUnaryCall;
+  listGroups(
+    request: ListGroupsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListGroupsResponse) => void,
+  ): ClientUnaryCall;
+  /** Refused while the group has members. */
+  deleteGroup(
+    request: DeleteGroupRequest,
+    callback: (error: ServiceError | null, response: DeleteGroupResponse) => void,
+  ): ClientUnaryCall;
+  deleteGroup(
+    request: DeleteGroupRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteGroupResponse) => void,
+  ): ClientUnaryCall;
+  deleteGroup(
+    request: DeleteGroupRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteGroupResponse) => void,
+  ): ClientUnaryCall;
+  getClusterConfig(
+    request: GetClusterConfigRequest,
+    callback: (error: ServiceError | null, response: GetClusterConfigResponse) => void,
+  ): ClientUnaryCall;
+  getClusterConfig(
+    request: GetClusterConfigRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetClusterConfigResponse) => void,
+  ): ClientUnaryCall;
+  getClusterConfig(
+    request: GetClusterConfigRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetClusterConfigResponse) => void,
+  ): ClientUnaryCall;
+  /** Replaces the cluster config after validating it (INVALID_ARGUMENT names the field). */
+  updateClusterConfig(
+    request: UpdateClusterConfigRequest,
+    callback: (error: ServiceError | null, response: UpdateClusterConfigResponse) => void,
+  ): ClientUnaryCall;
+  updateClusterConfig(
+    request: UpdateClusterConfigRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateClusterConfigResponse) => void,
+  ): ClientUnaryCall;
+  updateClusterConfig(
+    request: UpdateClusterConfigRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateClusterConfigResponse) => void,
   ): ClientUnaryCall;
   /** The current state of every VM and host, then every change. */
   watchEvents(request: WatchEventsRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchEventsResponse>;
@@ -1754,6 +3367,10 @@ export const ClusterServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
+
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
 export type DeepPartial<T> = T extends Builtin ? T
@@ -1772,6 +3389,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {

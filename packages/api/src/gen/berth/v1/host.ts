@@ -75,12 +75,27 @@ export interface Host {
   /** The hypervisor driver behind the agent, e.g. "fake" or "libvirt". */
   driver: string;
   /** What the VMs placed on the host ask for. Filled in by the controller when it answers; not stored. */
-  allocated?: Resources | undefined;
+  allocated?:
+    | Resources
+    | undefined;
+  /** Per-host overrides of the cluster's scheduler settings (unset: the cluster's). */
+  allocationRatio?: AllocationRatio | undefined;
+  reserved?: Resources | undefined;
 }
 
 export interface Host_LabelsEntry {
   key: string;
   value: string;
+}
+
+/**
+ * How much of each physical resource may be allocated: allocatable = ratio × physical − reserved.
+ * A ratio of 0 means "not set" (the cluster's value, or 1).
+ */
+export interface AllocationRatio {
+  vcpus: number;
+  memory: number;
+  disk: number;
 }
 
 function createBaseHost(): Host {
@@ -96,6 +111,8 @@ function createBaseHost(): Host {
     usage: undefined,
     driver: "",
     allocated: undefined,
+    allocationRatio: undefined,
+    reserved: undefined,
   };
 }
 
@@ -133,6 +150,12 @@ export const Host: MessageFns<Host> = {
     }
     if (message.allocated !== undefined) {
       Resources.encode(message.allocated, writer.uint32(90).fork()).join();
+    }
+    if (message.allocationRatio !== undefined) {
+      AllocationRatio.encode(message.allocationRatio, writer.uint32(98).fork()).join();
+    }
+    if (message.reserved !== undefined) {
+      Resources.encode(message.reserved, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -241,6 +264,22 @@ export const Host: MessageFns<Host> = {
             message.allocated = Resources.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.allocationRatio = AllocationRatio.decode(reader, reader.uint32());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.reserved = Resources.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -291,6 +330,12 @@ export const Host: MessageFns<Host> = {
       usage: isSet(object.usage) ? Resources.fromJSON(object.usage) : undefined,
       driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
       allocated: isSet(object.allocated) ? Resources.fromJSON(object.allocated) : undefined,
+      allocationRatio: isSet(object.allocationRatio)
+        ? AllocationRatio.fromJSON(object.allocationRatio)
+        : isSet(object.allocation_ratio)
+        ? AllocationRatio.fromJSON(object.allocation_ratio)
+        : undefined,
+      reserved: isSet(object.reserved) ? Resources.fromJSON(object.reserved) : undefined,
     };
   },
 
@@ -335,6 +380,12 @@ export const Host: MessageFns<Host> = {
     if (message.allocated !== undefined) {
       obj.allocated = Resources.toJSON(message.allocated);
     }
+    if (message.allocationRatio !== undefined) {
+      obj.allocationRatio = AllocationRatio.toJSON(message.allocationRatio);
+    }
+    if (message.reserved !== undefined) {
+      obj.reserved = Resources.toJSON(message.reserved);
+    }
     return obj;
   },
 
@@ -367,6 +418,12 @@ export const Host: MessageFns<Host> = {
     message.driver = object.driver ?? "";
     message.allocated = (object.allocated !== undefined && object.allocated !== null)
       ? Resources.fromPartial(object.allocated)
+      : undefined;
+    message.allocationRatio = (object.allocationRatio !== undefined && object.allocationRatio !== null)
+      ? AllocationRatio.fromPartial(object.allocationRatio)
+      : undefined;
+    message.reserved = (object.reserved !== undefined && object.reserved !== null)
+      ? Resources.fromPartial(object.reserved)
       : undefined;
     return message;
   },
@@ -456,6 +513,111 @@ export const Host_LabelsEntry: MessageFns<Host_LabelsEntry> = {
     return message;
   },
 };
+
+function createBaseAllocationRatio(): AllocationRatio {
+  return { vcpus: 0, memory: 0, disk: 0 };
+}
+
+export const AllocationRatio: MessageFns<AllocationRatio> = {
+  encode(message: AllocationRatio, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vcpus !== 0) {
+      writer.uint32(9).double(message.vcpus);
+    }
+    if (message.memory !== 0) {
+      writer.uint32(17).double(message.memory);
+    }
+    if (message.disk !== 0) {
+      writer.uint32(25).double(message.disk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AllocationRatio {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAllocationRatio();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.vcpus = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.memory = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.disk = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AllocationRatio {
+    return {
+      vcpus: isSet(object.vcpus) ? globalThis.Number(object.vcpus) : 0,
+      memory: isSet(object.memory) ? globalThis.Number(object.memory) : 0,
+      disk: isSet(object.disk) ? globalThis.Number(object.disk) : 0,
+    };
+  },
+
+  toJSON(message: AllocationRatio): unknown {
+    const obj: any = {};
+    if (message.vcpus !== 0) {
+      obj.vcpus = floatToJson(message.vcpus);
+    }
+    if (message.memory !== 0) {
+      obj.memory = floatToJson(message.memory);
+    }
+    if (message.disk !== 0) {
+      obj.disk = floatToJson(message.disk);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AllocationRatio>): AllocationRatio {
+    return AllocationRatio.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AllocationRatio>): AllocationRatio {
+    const message = createBaseAllocationRatio();
+    message.vcpus = object.vcpus ?? 0;
+    message.memory = object.memory ?? 0;
+    message.disk = object.disk ?? 0;
+    return message;
+  },
+};
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

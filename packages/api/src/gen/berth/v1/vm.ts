@@ -176,9 +176,27 @@ export interface VmSpec {
     | undefined;
   /** Free-form labels on the VM (at most 64; keys and values bounded). */
   labels: { [key: string]: string };
+  /** The placement group the VM belongs to (see Group); empty for none. */
+  group: string;
+  /** The host must carry each of these labels with this value. */
+  requiredHostLabels: { [key: string]: string };
+  /** The host must not carry any of these label=value pairs; the value "*" forbids the key itself. */
+  forbiddenHostLabels: { [key: string]: string };
+  /** When not empty, only these hosts may take the VM. */
+  pinnedHosts: string[];
 }
 
 export interface VmSpec_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface VmSpec_RequiredHostLabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface VmSpec_ForbiddenHostLabelsEntry {
   key: string;
   value: string;
 }
@@ -212,7 +230,15 @@ export interface Vm {
 }
 
 function createBaseVmSpec(): VmSpec {
-  return { name: "", resources: undefined, labels: {} };
+  return {
+    name: "",
+    resources: undefined,
+    labels: {},
+    group: "",
+    requiredHostLabels: {},
+    forbiddenHostLabels: {},
+    pinnedHosts: [],
+  };
 }
 
 export const VmSpec: MessageFns<VmSpec> = {
@@ -226,6 +252,18 @@ export const VmSpec: MessageFns<VmSpec> = {
     globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
       VmSpec_LabelsEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
     });
+    if (message.group !== "") {
+      writer.uint32(34).string(message.group);
+    }
+    globalThis.Object.entries(message.requiredHostLabels).forEach(([key, value]: [string, string]) => {
+      VmSpec_RequiredHostLabelsEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
+    });
+    globalThis.Object.entries(message.forbiddenHostLabels).forEach(([key, value]: [string, string]) => {
+      VmSpec_ForbiddenHostLabelsEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
+    for (const v of message.pinnedHosts) {
+      writer.uint32(58).string(v!);
+    }
     return writer;
   },
 
@@ -269,6 +307,44 @@ export const VmSpec: MessageFns<VmSpec> = {
             }
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.group = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            const entry5 = VmSpec_RequiredHostLabelsEntry.decode(reader, reader.uint32());
+            if (entry5.value !== undefined) {
+              message.requiredHostLabels[entry5.key] = entry5.value;
+            }
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = VmSpec_ForbiddenHostLabelsEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.forbiddenHostLabels[entry6.key] = entry6.value;
+            }
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.pinnedHosts.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -299,6 +375,66 @@ export const VmSpec: MessageFns<VmSpec> = {
           {},
         )
         : {},
+      group: isSet(object.group) ? globalThis.String(object.group) : "",
+      requiredHostLabels: isObject(object.requiredHostLabels)
+        ? (globalThis.Object.entries(object.requiredHostLabels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.required_host_labels)
+        ? (globalThis.Object.entries(object.required_host_labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      forbiddenHostLabels: isObject(object.forbiddenHostLabels)
+        ? (globalThis.Object.entries(object.forbiddenHostLabels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.forbidden_host_labels)
+        ? (globalThis.Object.entries(object.forbidden_host_labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      pinnedHosts: globalThis.Array.isArray(object?.pinnedHosts)
+        ? object.pinnedHosts.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.pinned_hosts)
+        ? object.pinned_hosts.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -318,6 +454,30 @@ export const VmSpec: MessageFns<VmSpec> = {
           obj.labels[k] = v;
         });
       }
+    }
+    if (message.group !== "") {
+      obj.group = message.group;
+    }
+    if (message.requiredHostLabels) {
+      const entries = globalThis.Object.entries(message.requiredHostLabels) as [string, string][];
+      if (entries.length > 0) {
+        obj.requiredHostLabels = {};
+        entries.forEach(([k, v]) => {
+          obj.requiredHostLabels[k] = v;
+        });
+      }
+    }
+    if (message.forbiddenHostLabels) {
+      const entries = globalThis.Object.entries(message.forbiddenHostLabels) as [string, string][];
+      if (entries.length > 0) {
+        obj.forbiddenHostLabels = {};
+        entries.forEach(([k, v]) => {
+          obj.forbiddenHostLabels[k] = v;
+        });
+      }
+    }
+    if (message.pinnedHosts?.length) {
+      obj.pinnedHosts = message.pinnedHosts;
     }
     return obj;
   },
@@ -340,6 +500,22 @@ export const VmSpec: MessageFns<VmSpec> = {
       },
       {},
     );
+    message.group = object.group ?? "";
+    message.requiredHostLabels = (globalThis.Object.entries(object.requiredHostLabels ?? {}) as [string, string][])
+      .reduce((acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      }, {});
+    message.forbiddenHostLabels = (globalThis.Object.entries(object.forbiddenHostLabels ?? {}) as [string, string][])
+      .reduce((acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      }, {});
+    message.pinnedHosts = object.pinnedHosts?.map((e) => e) || [];
     return message;
   },
 };
@@ -423,6 +599,176 @@ export const VmSpec_LabelsEntry: MessageFns<VmSpec_LabelsEntry> = {
   },
   fromPartial(object: DeepPartial<VmSpec_LabelsEntry>): VmSpec_LabelsEntry {
     const message = createBaseVmSpec_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseVmSpec_RequiredHostLabelsEntry(): VmSpec_RequiredHostLabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const VmSpec_RequiredHostLabelsEntry: MessageFns<VmSpec_RequiredHostLabelsEntry> = {
+  encode(message: VmSpec_RequiredHostLabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VmSpec_RequiredHostLabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVmSpec_RequiredHostLabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VmSpec_RequiredHostLabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: VmSpec_RequiredHostLabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VmSpec_RequiredHostLabelsEntry>): VmSpec_RequiredHostLabelsEntry {
+    return VmSpec_RequiredHostLabelsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VmSpec_RequiredHostLabelsEntry>): VmSpec_RequiredHostLabelsEntry {
+    const message = createBaseVmSpec_RequiredHostLabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseVmSpec_ForbiddenHostLabelsEntry(): VmSpec_ForbiddenHostLabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const VmSpec_ForbiddenHostLabelsEntry: MessageFns<VmSpec_ForbiddenHostLabelsEntry> = {
+  encode(message: VmSpec_ForbiddenHostLabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VmSpec_ForbiddenHostLabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVmSpec_ForbiddenHostLabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VmSpec_ForbiddenHostLabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: VmSpec_ForbiddenHostLabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VmSpec_ForbiddenHostLabelsEntry>): VmSpec_ForbiddenHostLabelsEntry {
+    return VmSpec_ForbiddenHostLabelsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VmSpec_ForbiddenHostLabelsEntry>): VmSpec_ForbiddenHostLabelsEntry {
+    const message = createBaseVmSpec_ForbiddenHostLabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;
