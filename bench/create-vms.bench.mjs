@@ -17,7 +17,7 @@ import { performance } from "node:perf_hooks";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { pino } from "pino";
 import { Agent, resolveAgentOptions } from "../packages/agent/dist/index.js";
-import { ClusterServiceClient, HostState, Vm, VmPhase } from "../packages/api/dist/index.js";
+import { ClusterServiceClient, HostState, Vm, VmPhase, VmSpec } from "../packages/api/dist/index.js";
 import { Controller, Keys, resolveControllerOptions } from "../packages/controller/dist/index.js";
 import { deadlineIn, grpcClientOptions } from "../packages/core/dist/index.js";
 import { FakeDriver } from "../packages/hypervisor/dist/index.js";
@@ -128,7 +128,7 @@ async function runCase(kind, concurrency) {
       const t0 = performance.now();
       calledAt.set(name, t0);
       try {
-        await unary(client, "createVm", { spec: { name, resources: VM_SIZE, labels: {} } });
+        await unary(client, "createVm", { spec: VmSpec.fromPartial({ name, resources: VM_SIZE }) });
         latencies.push(performance.now() - t0);
       } catch (e) {
         const key = e.details ?? e.message;

@@ -2,19 +2,22 @@ import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc
 import {
   DesiredState,
   EventType,
+  GroupPolicy,
   type ClusterServiceServer,
+  type Group,
   type Host,
   type Resources,
   type Vm,
   type WatchEventsRequest,
   type WatchEventsResponse,
 } from "@berth/api";
-import { BerthError, ErrorCode, invalidArgument, Limits, notFound, toGrpcStatus, validateName } from "@berth/core";
+import { alreadyExists, BerthError, ErrorCode, invalidArgument, Limits, notFound, toGrpcStatus, validateName } from "@berth/core";
 import type { ClusterStore } from "@berth/store";
 import type { Logger } from "pino";
 import type { ClusterState, StateChange } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
-import { decodeVm, encodeVm, Keys } from "./keys.js";
+import { decodeGroup, decodeVm, encodeConfig, encodeGroup, encodeVm, Keys } from "./keys.js";
+import { placementPolicyOf, resolveClusterScheduler } from "./scheduler-config.js";
 import type { Placer } from "./placement.js";
 
 export interface ClusterServiceDeps {
@@ -79,7 +82,43 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
   return {
     createVm: unary(async (req) => {
       const writer = await leader();
-      return { vm: await deps.placer.create(req.spec, writer) };
+      if (!req.spec) throw invalidArgument("spec", "is required");
+      const [vm] = await deps.placer.create([req.spec], writer, "spec");
+      return { vm };
+    }),
+    createVms: unary(async (req) => {
+      const writer = await leader();
+      return { vms: await deps.placer.create(req.specs, writer) };
+    }),
+    planPlacement: unary(async (req) => {
+      await leader();
+      return deps.placer.plan(req.specs);
+    }),
+    createGroup: unary(async (req) => ({ group: await createGroup(deps, await leader(), req.name, req.policy) })),
+    listGroups: unary(async () => {
+      await leader();
+      return { groups: deps.state.groups.values().sort((a, b) => (a.name < b.name ? -1 : 1)) };
+    }),
+    deleteGroup: unary(async (req) => {
+      await deleteGroup(deps, await leader(), req.name);
+      return {};
+    }),
+    getClusterConfig: unary(async () => {
+      await leader();
+      return { config: deps.state.clusterConfig() ?? { scheduler: undefined } };
+    }),
+    updateClusterConfig: unary(async (req) => {
+      const writer = await leader();
+      const config = req.config ?? { scheduler: undefined };
+      resolveClusterScheduler(config); // INVALID_ARGUMENT naming the field; nothing written
+      const kv = await deps.store.get(Keys.config);
+      const result = await writer.commit({
+        compare: [kv ? { key: Keys.config, target: "modRevision", equals: kv.modRevision } : { key: Keys.config, target: "createRevision", equals: 0 }],
+        ops: [{ type: "put", key: Keys.config, value: encodeConfig(config) }],
+      });
+      if (!result.succeeded) throw new BerthError(ErrorCode.Conflict, "the cluster config changed meanwhile; read it again and retry");
+      await deps.state.config.waitForRevision(result.revision);
+      return { config };
     }),
     getVm: unary(async (req) => {
       await leader();
@@ -115,6 +154,39 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     watchEvents: (call) => void watchEvents(deps, leader, call),
   };
+}
+
+async function createGroup(deps: ClusterServiceDeps, writer: FencedWriter, name: string, policy: GroupPolicy): Promise<Group> {
+  validateName(name, "name");
+  if (!placementPolicyOf(policy)) {
+    throw invalidArgument("policy", "must be ANTI_AFFINITY, AFFINITY, SOFT_ANTI_AFFINITY or SOFT_AFFINITY");
+  }
+  const group: Group = { name, policy, members: [], createdAtMs: Date.now() };
+  const result = await writer.commit({
+    compare: [{ key: Keys.group(name), target: "createRevision", equals: 0 }],
+    ops: [{ type: "put", key: Keys.group(name), value: encodeGroup(group) }],
+  });
+  if (!result.succeeded) throw alreadyExists(`group '${name}'`);
+  await deps.state.groups.waitForRevision(result.revision);
+  return group;
+}
+
+/** Deletes an empty group; FAILED_PRECONDITION while it has members (guarded on its revision). */
+async function deleteGroup(deps: ClusterServiceDeps, writer: FencedWriter, name: string): Promise<void> {
+  validateName(name, "name");
+  const kv = await deps.store.get(Keys.group(name));
+  if (!kv) throw notFound(`group '${name}'`);
+  const group = decodeGroup(kv.value);
+  if (group.members.length > 0) {
+    const shown = group.members.slice(0, 5).join(", ") + (group.members.length > 5 ? ", …" : "");
+    throw new BerthError(ErrorCode.FailedPrecondition, `group '${name}' has ${group.members.length} members (${shown}); delete them first`);
+  }
+  const result = await writer.commit({
+    compare: [{ key: kv.key, target: "modRevision", equals: kv.modRevision }],
+    ops: [{ type: "delete", key: kv.key }],
+  });
+  if (!result.succeeded) throw new BerthError(ErrorCode.Conflict, `group '${name}' changed meanwhile; retry`);
+  await deps.state.groups.waitForRevision(result.revision);
 }
 
 /**

@@ -1,7 +1,7 @@
-import type { Host, Resources, Vm } from "@berth/api";
+import type { ClusterConfig, Group, Host, Resources, Vm } from "@berth/api";
 import { addResources, subtractResources, ZERO } from "@berth/core";
 import { Informer, type ClusterStore, type KeyValue } from "@berth/store";
-import { decodeHost, decodeVm, Keys } from "./keys.js";
+import { decodeConfig, decodeGroup, decodeHost, decodeVm, Keys } from "./keys.js";
 
 /** A change seen in the cache. */
 export type StateChange =
@@ -16,6 +16,11 @@ export type StateChange =
 export class ClusterState {
   readonly vms: Informer<Vm>;
   readonly hosts: Informer<Host>;
+  readonly groups: Informer<Group>;
+  /** The one cluster config record (its prefix matches only that key). */
+  readonly config: Informer<ClusterConfig>;
+  /** host id → group name → members of the group placed there. */
+  private readonly groupsByHost = new Map<string, Map<string, number>>();
   private readonly byId = new Map<string, Vm>();
   private readonly byKey = new Map<string, Vm>();
   private readonly vmsByHost = new Map<string, Map<string, Vm>>();
@@ -25,6 +30,8 @@ export class ClusterState {
   constructor(store: ClusterStore) {
     this.vms = new Informer(store, Keys.vms, (kv: KeyValue) => decodeVm(kv.value));
     this.hosts = new Informer(store, Keys.hosts, (kv: KeyValue) => decodeHost(kv.value));
+    this.groups = new Informer(store, Keys.groups, (kv: KeyValue) => decodeGroup(kv.value));
+    this.config = new Informer(store, Keys.config, (kv: KeyValue) => decodeConfig(kv.value));
     this.vms.subscribe((e) => {
       const previous = this.unindex(e.key);
       if (e.type === "put") this.index(e.key, e.value);
@@ -39,11 +46,11 @@ export class ClusterState {
 
   /** Lists and starts watching both kinds; resolves once the cache holds a consistent view. */
   async start(): Promise<void> {
-    await Promise.all([this.vms.start(), this.hosts.start()]);
+    await Promise.all([this.vms.start(), this.hosts.start(), this.groups.start(), this.config.start()]);
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.vms.stop(), this.hosts.stop()]);
+    await Promise.all([this.vms.stop(), this.hosts.stop(), this.groups.stop(), this.config.stop()]);
   }
 
   subscribe(listener: (change: StateChange) => void): () => void {
@@ -88,6 +95,24 @@ export class ClusterState {
     return this.allocatedByHost.get(hostId) ?? { ...ZERO };
   }
 
+  group(name: string): Group | undefined {
+    return this.groups.get(Keys.group(name));
+  }
+
+  groupKv(name: string): KeyValue | undefined {
+    return this.groups.getKv(Keys.group(name));
+  }
+
+  /** The cluster config, or undefined when none was ever set (defaults apply). */
+  clusterConfig(): ClusterConfig | undefined {
+    return this.config.get(Keys.config);
+  }
+
+  /** Members of each group on the host, from the VM records placed there. */
+  groupMembersOn(hostId: string): Record<string, number> {
+    return Object.fromEntries(this.groupsByHost.get(hostId) ?? []);
+  }
+
   hostIdsWithVms(): string[] {
     return [...this.vmsByHost.keys()];
   }
@@ -101,6 +126,7 @@ export class ClusterState {
     if (vm.spec?.resources) {
       this.allocatedByHost.set(vm.hostId, addResources(this.allocated(vm.hostId), vm.spec.resources));
     }
+    this.countGroupMember(vm, +1);
   }
 
   private unindex(key: string): Vm | undefined {
@@ -114,7 +140,19 @@ export class ClusterState {
     if (vm.spec?.resources) {
       this.allocatedByHost.set(vm.hostId, subtractResources(this.allocated(vm.hostId), vm.spec.resources));
     }
+    this.countGroupMember(vm, -1);
     return vm;
+  }
+
+  private countGroupMember(vm: Vm, delta: number): void {
+    const group = vm.spec?.group;
+    if (!group) return;
+    let groups = this.groupsByHost.get(vm.hostId);
+    if (!groups) this.groupsByHost.set(vm.hostId, (groups = new Map()));
+    const n = (groups.get(group) ?? 0) + delta;
+    if (n > 0) groups.set(group, n);
+    else groups.delete(group);
+    if (groups.size === 0) this.groupsByHost.delete(vm.hostId);
   }
 
   private emit(change: StateChange): void {

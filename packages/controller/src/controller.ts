@@ -79,7 +79,7 @@ export class Controller {
       log,
       now,
     };
-    const placer = new Placer(store, state, options.scheduler, (id) => sessions.get(id)?.isLive === true, now);
+    const placer = new Placer(store, state, (id) => sessions.get(id)?.isLive === true, now);
     server.addService(AgentServiceService, agentService(agentDeps));
     server.addService(
       ClusterServiceService,

@@ -1,4 +1,4 @@
-import { Host, Vm } from "@berth/api";
+import { ClusterConfig, Group, Host, Vm } from "@berth/api";
 
 /** Where Berth keeps its state in the store. One prefix per kind; values are protobuf bytes. */
 export const Keys = {
@@ -9,9 +9,16 @@ export const Keys = {
   host: (id: string): string => `/berth/v1/hosts/${id}`,
   /** VMs are keyed by name, so a name is unique by construction (create-if-absent). */
   vm: (name: string): string => `/berth/v1/vms/${name}`,
+  groups: "/berth/v1/groups/",
+  group: (name: string): string => `/berth/v1/groups/${name}`,
+  config: "/berth/v1/config",
 } as const;
 
 export const encodeVm = (vm: Vm): Uint8Array => Vm.encode(vm).finish();
 export const decodeVm = (bytes: Uint8Array): Vm => Vm.decode(bytes);
 export const encodeHost = (host: Host): Uint8Array => Host.encode(host).finish();
 export const decodeHost = (bytes: Uint8Array): Host => Host.decode(bytes);
+export const encodeGroup = (group: Group): Uint8Array => Group.encode(group).finish();
+export const decodeGroup = (bytes: Uint8Array): Group => Group.decode(bytes);
+export const encodeConfig = (config: ClusterConfig): Uint8Array => ClusterConfig.encode(config).finish();
+export const decodeConfig = (bytes: Uint8Array): ClusterConfig => ClusterConfig.decode(bytes);

@@ -1,6 +1,5 @@
 import { hostname } from "node:os";
 import { invalidArgument, parseEtcdEndpoints, parseHostPort } from "@berth/core";
-import { resolveSchedulerOptions, type ResolvedSchedulerOptions, type SchedulerOptions } from "@berth/scheduler";
 
 /** How a controller is run. Every field but `listen` has a default. */
 export interface ControllerOptions {
@@ -22,7 +21,6 @@ export interface ControllerOptions {
   resyncIntervalMs?: number;
   /** Leader lease TTL: a dead leader is replaced after about this long. */
   leaderTtlMs?: number;
-  scheduler?: SchedulerOptions;
 }
 
 export interface ResolvedControllerOptions {
@@ -35,7 +33,6 @@ export interface ResolvedControllerOptions {
   commandResendMs: number;
   resyncIntervalMs: number;
   leaderTtlMs: number;
-  scheduler: ResolvedSchedulerOptions;
 }
 
 function positive(value: number, field: string, min: number): number {
@@ -61,6 +58,5 @@ export function resolveControllerOptions(o: ControllerOptions): ResolvedControll
     commandResendMs: positive(o.commandResendMs ?? 15_000, "command_resend_ms", 100),
     resyncIntervalMs: positive(o.resyncIntervalMs ?? 10_000, "resync_interval_ms", 100),
     leaderTtlMs: positive(o.leaderTtlMs ?? 10_000, "leader_ttl_ms", 2_000),
-    scheduler: resolveSchedulerOptions(o.scheduler),
   };
 }

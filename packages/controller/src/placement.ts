@@ -1,105 +1,300 @@
 import { randomUUID } from "node:crypto";
-import { DesiredState, DomainState, VmPhase, type Resources, type Vm, type VmSpec } from "@berth/api";
-import { addResources, alreadyExists, BerthError, ErrorCode, validateVmSpec } from "@berth/core";
-import { placeVm, unplacedError, type HostSnapshot, type ResolvedSchedulerOptions } from "@berth/scheduler";
-import type { ClusterStore } from "@berth/store";
+import {
+  DesiredState,
+  DomainState,
+  VmPhase,
+  type HostVerdict as WireVerdict,
+  type PlanPlacementResponse,
+  type Resources,
+  type Vm,
+  type VmSpec,
+} from "@berth/api";
+import { addResources, BerthError, ErrorCode, alreadyExists, invalidArgument, Limits, validateVmSpec, validateVmSpecs } from "@berth/core";
+import {
+  gangUnplacedError,
+  placeVm,
+  placeVms,
+  unplacedError,
+  type HostSnapshot,
+  type HostVerdict,
+  type PlacementRequest,
+  type ResolvedSchedulerOptions,
+} from "@berth/scheduler";
+import { MAX_TXN_OPS, type ClusterStore, type Compare, type Op } from "@berth/store";
 import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
-import { encodeVm, Keys } from "./keys.js";
+import { encodeGroup, encodeVm, Keys } from "./keys.js";
+import { placementPolicyOf, resolveClusterScheduler } from "./scheduler-config.js";
 import { waitUpTo } from "./wait.js";
 
 /** How long a reservation waits for its own write to reach the cache before it is released. */
 const CACHE_CATCH_UP_MS = 5_000;
+/** Attempts of a placement whose commit lost a race on a host or group record. */
+const MAX_CONFLICT_RETRIES = 3;
+
+/** A commit lost a race on a host or group record; the store was at `revision` then. */
+class PlacementConflict extends BerthError {
+  constructor(
+    message: string,
+    readonly revision: number,
+  ) {
+    super(ErrorCode.Conflict, message);
+  }
+}
+
+/** Async locks by name; several are taken in the given (sorted) order, so callers cannot deadlock. */
+class KeyedLocks {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async run<T>(names: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const releases: (() => void)[] = [];
+    try {
+      for (const name of names) {
+        const prior = this.tails.get(name) ?? Promise.resolve();
+        let release!: () => void;
+        const mine = new Promise<void>((r) => (release = r));
+        const tail = prior.then(() => mine);
+        this.tails.set(name, tail);
+        releases.push(() => {
+          release();
+          if (this.tails.get(name) === tail) this.tails.delete(name);
+        });
+        await prior;
+      }
+      return await fn();
+    } finally {
+      for (const r of releases.reverse()) r();
+    }
+  }
+}
 
 interface Reservation {
   hostId: string;
   resources: Resources;
+  group: string;
 }
 
 /**
  * Places new VMs and commits them. Between the scheduler's decision and the moment the committed
- * record reaches the cache, the VM's resources are held as a reservation, so concurrent requests
- * see each other and cannot overfill a host; the commit itself is create-if-absent on the VM key
- * (names are unique) and guards the host record it was placed on.
+ * records reach the cache, each VM's resources and group membership are held as a reservation, so
+ * concurrent requests see each other and cannot overfill a host or break a group. The commit is one
+ * fenced transaction: create-if-absent on every VM key (names are unique), the hosts' records
+ * unchanged, and every group touched rewritten under a compare on its revision, so two placements
+ * into one group conflict on the group record even if the reservations were bypassed.
  */
 export class Placer {
   private readonly reservations = new Map<string, Reservation>();
+  private readonly groupLocks = new KeyedLocks();
+  private optionsCache: { revision: number; options: ResolvedSchedulerOptions } | undefined;
 
   constructor(
     private readonly store: ClusterStore,
     private readonly state: ClusterState,
-    private readonly options: ResolvedSchedulerOptions,
     private readonly isHostLive: (hostId: string) => boolean,
     private readonly now: () => number,
   ) {}
 
-  /** The scheduler's view: live, registered hosts with what is placed or reserved on them. */
+  /** The cluster's scheduler options (from the stored config, defaults when none). */
+  options(): ResolvedSchedulerOptions {
+    const revision = this.state.config.getKv(Keys.config)?.modRevision ?? 0;
+    if (this.optionsCache?.revision !== revision) {
+      this.optionsCache = { revision, options: resolveClusterScheduler(this.state.clusterConfig()) };
+    }
+    return this.optionsCache.options;
+  }
+
+  /** The scheduler's view: registered hosts with what is placed or reserved on them. */
   snapshot(): HostSnapshot[] {
-    const reservedByHost = new Map<string, Resources>();
+    const reservedByHost = new Map<string, Reservation[]>();
     for (const [name, r] of this.reservations) {
       if (this.state.vm(name)) continue; // already counted from the cache
-      const prior = reservedByHost.get(r.hostId);
-      reservedByHost.set(r.hostId, prior ? addResources(prior, r.resources) : r.resources);
+      reservedByHost.set(r.hostId, [...(reservedByHost.get(r.hostId) ?? []), r]);
     }
     return this.state.allHosts().map((host) => {
-      const reserved = reservedByHost.get(host.id);
-      const allocated = this.state.allocated(host.id);
+      const reserved = reservedByHost.get(host.id) ?? [];
+      let allocated = this.state.allocated(host.id);
+      const groupMembers = this.state.groupMembersOn(host.id);
+      for (const r of reserved) {
+        allocated = addResources(allocated, r.resources);
+        if (r.group) groupMembers[r.group] = (groupMembers[r.group] ?? 0) + 1;
+      }
+      const ratio = host.allocationRatio;
+      const allocationRatio: Partial<Resources> = {};
+      if (ratio?.vcpus) allocationRatio.vcpus = ratio.vcpus;
+      if (ratio?.memory) allocationRatio.memoryMib = ratio.memory;
+      if (ratio?.disk) allocationRatio.diskGib = ratio.disk;
       return {
         id: host.id,
         capacity: host.capacity ?? { vcpus: 0, memoryMib: 0, diskGib: 0 },
-        allocated: reserved ? addResources(allocated, reserved) : allocated,
-        vmCount: this.state.vmsOnHost(host.id).length,
+        allocated,
+        vmCount: this.state.vmsOnHost(host.id).length + reserved.length,
         ready: this.isHostLive(host.id),
         cordoned: host.cordoned,
         labels: host.labels,
+        groupMembers,
+        ...(Object.keys(allocationRatio).length > 0 ? { allocationRatio } : {}),
+        ...(host.reserved ? { reserved: host.reserved } : {}),
       };
     });
   }
 
   /**
-   * Validates, places and commits a new VM (desired: running). Throws INVALID_ARGUMENT (bad spec,
-   * nothing written), ALREADY_EXISTS, RESOURCE_EXHAUSTED with one reason per host, CONFLICT when
-   * the placement raced a change of its host (retry), NOT_LEADER.
+   * Validates, places and commits new VMs (desired: running), all or none. Throws INVALID_ARGUMENT
+   * (bad spec; nothing written), NOT_FOUND (unknown group), ALREADY_EXISTS, RESOURCE_EXHAUSTED with
+   * one reason per host, CONFLICT when the placement raced a change of a host or group (retry),
+   * NOT_LEADER.
    */
-  async create(spec: VmSpec | undefined, writer: FencedWriter): Promise<Vm> {
-    validateVmSpec(spec);
-    const name = spec.name;
-    if (this.state.vm(name) || this.reservations.has(name)) throw alreadyExists(`vm '${name}'`);
-
-    const request = { name, resources: spec.resources };
-    const decision = placeVm(this.snapshot(), request, this.options);
-    if (!decision.placed) throw unplacedError(request, decision);
-    const hostKv = this.state.hostKv(decision.hostId);
-    if (!hostKv) throw new BerthError(ErrorCode.Conflict, `host '${decision.hostId}' vanished during placement; retry`);
-
-    this.reservations.set(name, { hostId: decision.hostId, resources: spec.resources });
-    try {
-      const vm: Vm = {
-        id: randomUUID(),
-        spec: { name, resources: { ...spec.resources }, labels: { ...spec.labels } },
-        desiredState: DesiredState.DESIRED_STATE_RUNNING,
-        hostId: decision.hostId,
-        generation: 1,
-        status: { phase: VmPhase.VM_PHASE_PENDING, domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, observedGeneration: 0, message: "", updatedAtMs: this.now() },
-        createdAtMs: this.now(),
-        forceStop: false,
-      };
-      const result = await writer.commit({
-        compare: [
-          { key: Keys.vm(name), target: "createRevision", equals: 0 },
-          { key: Keys.host(decision.hostId), target: "createRevision", equals: hostKv.createRevision },
-        ],
-        ops: [{ type: "put", key: Keys.vm(name), value: encodeVm(vm) }],
-      });
-      if (!result.succeeded) {
-        if (await this.store.get(Keys.vm(name))) throw alreadyExists(`vm '${name}'`);
-        throw new BerthError(ErrorCode.Conflict, `host '${decision.hostId}' changed during placement of '${name}'; retry`);
+  async create(specs: readonly VmSpec[], writer: FencedWriter, field: SpecField = "specs"): Promise<Vm[]> {
+    validateSpecs(specs, field);
+    const groupNames = [...new Set(specs.map((s) => s.group).filter(Boolean))].sort();
+    // Placements into one group take turns in this leader: each sees the previous one's record.
+    return await this.groupLocks.run(groupNames, async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.placeAndCommit(specs, groupNames, writer, field);
+        } catch (e) {
+          // A group record can still change under us (a member's deletion): decide again.
+          if (!(e instanceof PlacementConflict) || attempt >= MAX_CONFLICT_RETRIES) throw e;
+          await waitUpTo(Promise.all([this.state.vms.waitForRevision(e.revision), this.state.groups.waitForRevision(e.revision)]), CACHE_CATCH_UP_MS);
+        }
       }
-      // Hold the reservation until the cache has the record, so no request sees the host emptier.
-      await waitUpTo(this.state.vms.waitForRevision(result.revision), CACHE_CATCH_UP_MS);
-      return vm;
+    });
+  }
+
+  private async placeAndCommit(specs: readonly VmSpec[], groupNames: readonly string[], writer: FencedWriter, field: SpecField): Promise<Vm[]> {
+    const requests = specs.map((spec, i) => this.requestOf(spec, fieldOf(field, i)));
+    for (const spec of specs) {
+      if (this.state.vm(spec.name) || this.reservations.has(spec.name)) throw alreadyExists(`vm '${spec.name}'`);
+    }
+    if (specs.length + groupNames.length > MAX_TXN_OPS) {
+      throw invalidArgument("specs", `${specs.length} VMs in ${groupNames.length} groups do not fit one transaction (${MAX_TXN_OPS} writes)`);
+    }
+
+    // Decide and reserve with no await in between: concurrent requests see each other.
+    const hosts = this.snapshot();
+    const options = this.options();
+    let hostIds: string[];
+    if (requests.length === 1) {
+      const decision = placeVm(hosts, requests[0]!, options);
+      if (!decision.placed) throw unplacedError(requests[0]!, decision);
+      hostIds = [decision.hostId];
+    } else {
+      const decision = placeVms(hosts, requests, options);
+      if (!decision.placed) throw gangUnplacedError(decision);
+      hostIds = decision.placements.map((p) => p.hostId);
+    }
+    specs.forEach((spec, i) => this.reservations.set(spec.name, { hostId: hostIds[i]!, resources: spec.resources!, group: spec.group }));
+
+    try {
+      const compare: Compare[] = [];
+      const ops: Op[] = [];
+      for (const hostId of new Set(hostIds)) {
+        const kv = this.state.hostKv(hostId);
+        if (!kv) throw new BerthError(ErrorCode.Conflict, `host '${hostId}' vanished during placement; retry`);
+        compare.push({ key: kv.key, target: "createRevision", equals: kv.createRevision });
+      }
+      for (const name of groupNames) {
+        const kv = this.state.groupKv(name)!;
+        const group = this.state.group(name)!;
+        const joining = specs.filter((s) => s.group === name).map((s) => s.name);
+        if (group.members.length + joining.length > Limits.maxGroupMembers) {
+          throw new BerthError(ErrorCode.FailedPrecondition, `group '${name}' would have more than ${Limits.maxGroupMembers} members`);
+        }
+        compare.push({ key: kv.key, target: "modRevision", equals: kv.modRevision });
+        ops.push({ type: "put", key: kv.key, value: encodeGroup({ ...group, members: [...group.members, ...joining] }) });
+      }
+      const vms = specs.map((spec, i) => this.newVm(spec, hostIds[i]!));
+      for (const vm of vms) {
+        compare.push({ key: Keys.vm(vm.spec!.name), target: "createRevision", equals: 0 });
+        ops.push({ type: "put", key: Keys.vm(vm.spec!.name), value: encodeVm(vm) });
+      }
+      const result = await writer.commit({ compare, ops });
+      if (!result.succeeded) {
+        for (const spec of specs) if (await this.store.get(Keys.vm(spec.name))) throw alreadyExists(`vm '${spec.name}'`);
+        throw new PlacementConflict(`a host or group changed during placement of ${describe(specs)}; retry`, result.revision);
+      }
+      // Hold the reservations until the cache has the records, so no request sees a host emptier.
+      await waitUpTo(Promise.all([this.state.vms.waitForRevision(result.revision), this.state.groups.waitForRevision(result.revision)]), CACHE_CATCH_UP_MS);
+      return vms;
     } finally {
-      this.reservations.delete(name);
+      for (const spec of specs) this.reservations.delete(spec.name);
     }
   }
+
+  /**
+   * Where `specs` would go, as a gang, and every host's verdict for each: a dry run that writes
+   * nothing. Throws INVALID_ARGUMENT or NOT_FOUND (unknown group) for bad input.
+   */
+  plan(specs: readonly VmSpec[]): PlanPlacementResponse {
+    validateSpecs(specs, "specs");
+    const requests = specs.map((spec, i) => this.requestOf(spec, `specs[${i}]`));
+    let hosts = this.snapshot();
+    const options = this.options();
+    const placements: PlanPlacementResponse["placements"] = [];
+    for (const request of requests) {
+      const decision = placeVm(hosts, request, options);
+      const verdicts = decision.explanation.map(toWire);
+      if (!decision.placed) {
+        placements.push({ vmName: request.name, hostId: "", verdicts });
+        return { placeable: false, placements, reasons: decision.reasons.length > 0 ? decision.reasons : ["no hosts are registered"] };
+      }
+      placements.push({ vmName: request.name, hostId: decision.hostId, verdicts });
+      hosts = hosts.map((h) => (h.id === decision.hostId ? consumed(h, request) : h));
+    }
+    return { placeable: true, placements, reasons: [] };
+  }
+
+  private requestOf(spec: VmSpec, field: string): PlacementRequest {
+    const request: PlacementRequest = { name: spec.name, resources: spec.resources! };
+    if (Object.keys(spec.requiredHostLabels).length > 0) request.requiredLabels = spec.requiredHostLabels;
+    if (Object.keys(spec.forbiddenHostLabels).length > 0) request.forbiddenLabels = spec.forbiddenHostLabels;
+    if (spec.pinnedHosts.length > 0) request.pinnedHosts = spec.pinnedHosts;
+    if (spec.group) {
+      const group = this.state.group(spec.group);
+      if (!group) throw new BerthError(ErrorCode.NotFound, `${field}.group: group '${spec.group}' not found (create it first)`, { field: `${field}.group` });
+      const policy = placementPolicyOf(group.policy);
+      if (policy) request.group = { name: group.name, policy };
+    }
+    return request;
+  }
+
+  private newVm(spec: VmSpec, hostId: string): Vm {
+    return {
+      id: randomUUID(),
+      spec: { ...spec, resources: { ...spec.resources! }, labels: { ...spec.labels } },
+      desiredState: DesiredState.DESIRED_STATE_RUNNING,
+      hostId,
+      generation: 1,
+      status: { phase: VmPhase.VM_PHASE_PENDING, domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, observedGeneration: 0, message: "", updatedAtMs: this.now() },
+      createdAtMs: this.now(),
+      forceStop: false,
+    };
+  }
+}
+
+/** The host after placing `request` on it (resources, VM count, group membership). */
+function consumed(host: HostSnapshot, request: PlacementRequest): HostSnapshot {
+  const groupMembers = { ...host.groupMembers };
+  if (request.group) groupMembers[request.group.name] = (groupMembers[request.group.name] ?? 0) + 1;
+  return { ...host, allocated: addResources(host.allocated, request.resources), vmCount: host.vmCount + 1, groupMembers };
+}
+
+function toWire(v: HostVerdict): WireVerdict {
+  return v.passed
+    ? { hostId: v.hostId, passed: true, filter: "", reason: "", scores: v.scores, total: v.total }
+    : { hostId: v.hostId, passed: false, filter: v.filter, reason: v.reason, scores: {}, total: 0 };
+}
+
+/** How the request names its specs: CreateVm has one `spec`, CreateVms and PlanPlacement `specs`. */
+export type SpecField = "spec" | "specs";
+
+const fieldOf = (field: SpecField, i: number): string => (field === "spec" ? "spec" : `specs[${i}]`);
+
+function validateSpecs(specs: readonly VmSpec[], field: SpecField): void {
+  if (field === "spec") validateVmSpec(specs[0], "spec");
+  else validateVmSpecs(specs, "specs");
+}
+
+function describe(specs: readonly VmSpec[]): string {
+  return specs.length === 1 ? `'${specs[0]!.name}'` : `${specs.length} VMs`;
 }

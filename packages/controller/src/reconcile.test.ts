@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { DesiredState, DomainState, VmPhase, type Domain, type Vm } from "@berth/api";
+import { DesiredState, DomainState, VmPhase, VmSpec, type Domain, type Vm } from "@berth/api";
 import { desiredAction, observedStatus, planHostCommands, sameStatus } from "./reconcile.js";
 
 const resources = { vcpus: 1, memoryMib: 512, diskGib: 1 };
 function vm(id: string, desiredState: DesiredState, generation = 1, forceStop = false): Vm {
-  return { id, spec: { name: `vm-${id}`, resources, labels: {} }, desiredState, hostId: "h1", generation, status: undefined, createdAtMs: 0, forceStop };
+  return { id, spec: VmSpec.fromPartial({ name: `vm-${id}`, resources }), desiredState, hostId: "h1", generation, status: undefined, createdAtMs: 0, forceStop };
 }
 function domain(vmId: string, state: DomainState, generation = 1): Domain {
   return { vmId, name: `vm-${vmId}`, state, generation, resources };

@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
 import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
-import { encodeVm } from "./keys.js";
+import { encodeGroup, encodeVm } from "./keys.js";
 import { observedStatus, planHostCommands, sameStatus } from "./reconcile.js";
 
 export interface ReconcilerDeps {
@@ -88,8 +88,15 @@ export class Reconciler {
       const guard = [{ key: kv.key, target: "modRevision" as const, equals: kv.modRevision }];
       const domain = connected ? session.inventory.get(vm.id) : undefined;
       if (connected && vm.desiredState === DesiredState.DESIRED_STATE_DELETED && !domain) {
-        // The host confirms the domain is gone: the record can go too.
-        writes.push({ compare: guard, ops: [{ type: "delete", key: kv.key }] });
+        // The host confirms the domain is gone: the record can go too, and with it the membership.
+        const txn: Txn = { compare: guard, ops: [{ type: "delete", key: kv.key }] };
+        const groupKv = vm.spec?.group ? state.groupKv(vm.spec.group) : undefined;
+        const group = vm.spec?.group ? state.group(vm.spec.group) : undefined;
+        if (groupKv && group) {
+          txn.compare.push({ key: groupKv.key, target: "modRevision", equals: groupKv.modRevision });
+          txn.ops.push({ type: "put", key: groupKv.key, value: encodeGroup({ ...group, members: group.members.filter((m) => m !== vm.spec!.name) }) });
+        }
+        writes.push(txn);
         continue;
       }
       const status = observedStatus(vm, connected, domain, session?.failures.get(vm.id), now);

@@ -1,0 +1,54 @@
+import { GroupPolicy, type ClusterConfig, type Resources, type SchedulerConfig } from "@berth/api";
+import { BerthError, ErrorCode, invalidArgument } from "@berth/core";
+import {
+  resolveSchedulerOptions,
+  type GroupPolicy as PlacementGroupPolicy,
+  type ResolvedSchedulerOptions,
+  type SchedulerOptions,
+} from "@berth/scheduler";
+
+/** The scheduler options a stored SchedulerConfig stands for (unset fields left to the defaults). */
+export function schedulerOptionsOf(config: SchedulerConfig | undefined): SchedulerOptions {
+  if (!config) return {};
+  const ratio = config.allocationRatio;
+  const allocationRatio: Partial<Resources> = {};
+  if (ratio?.vcpus) allocationRatio.vcpus = ratio.vcpus;
+  if (ratio?.memory) allocationRatio.memoryMib = ratio.memory;
+  if (ratio?.disk) allocationRatio.diskGib = ratio.disk;
+  return {
+    ...(config.preset ? { preset: config.preset as NonNullable<SchedulerOptions["preset"]> } : {}),
+    ...(Object.keys(config.weights).length > 0 ? { weights: { ...config.weights } } : {}),
+    ...(Object.keys(allocationRatio).length > 0 ? { allocationRatio } : {}),
+    ...(config.reserved ? { reserved: { ...config.reserved } } : {}),
+    ...(config.maxVmsPerHost ? { maxVmsPerHost: config.maxVmsPerHost } : {}),
+    ...(config.filters.length > 0 ? { filters: [...config.filters] } : {}),
+    ...(config.seed ? { seed: config.seed } : {}),
+  };
+}
+
+/**
+ * Resolves the cluster's scheduler settings. Throws INVALID_ARGUMENT naming the field
+ * (`config.scheduler.weights.x: ...`) when they are not valid: UpdateClusterConfig calls it before
+ * writing, so a stored config always resolves.
+ */
+export function resolveClusterScheduler(config: ClusterConfig | undefined): ResolvedSchedulerOptions {
+  try {
+    return resolveSchedulerOptions(schedulerOptionsOf(config?.scheduler));
+  } catch (e) {
+    if (e instanceof BerthError && e.code === ErrorCode.InvalidArgument) {
+      const field = e.field?.startsWith("scheduler") ? `config.${e.field}` : `config.scheduler`;
+      throw invalidArgument(field, e.message.replace(/^[^:]*: /, ""));
+    }
+    throw e;
+  }
+}
+
+const POLICY: Partial<Record<GroupPolicy, PlacementGroupPolicy>> = {
+  [GroupPolicy.GROUP_POLICY_ANTI_AFFINITY]: "anti-affinity",
+  [GroupPolicy.GROUP_POLICY_AFFINITY]: "affinity",
+  [GroupPolicy.GROUP_POLICY_SOFT_ANTI_AFFINITY]: "soft-anti-affinity",
+  [GroupPolicy.GROUP_POLICY_SOFT_AFFINITY]: "soft-affinity",
+};
+
+/** The scheduler's name of a group policy; undefined for UNSPECIFIED or unknown values. */
+export const placementPolicyOf = (policy: GroupPolicy): PlacementGroupPolicy | undefined => POLICY[policy];
