@@ -8,8 +8,22 @@ import {
 } from "@grpc/grpc-js";
 import {
   ClusterServiceClient,
+  type CreateGroupRequest,
+  type CreateGroupResponse,
   type CreateVmRequest,
   type CreateVmResponse,
+  type CreateVmsRequest,
+  type CreateVmsResponse,
+  type DeleteGroupRequest,
+  type DeleteGroupResponse,
+  type GetClusterConfigRequest,
+  type GetClusterConfigResponse,
+  type ListGroupsRequest,
+  type ListGroupsResponse,
+  type PlanPlacementRequest,
+  type PlanPlacementResponse,
+  type UpdateClusterConfigRequest,
+  type UpdateClusterConfigResponse,
   type DeleteVmRequest,
   type DeleteVmResponse,
   type GetHostRequest,
@@ -110,6 +124,16 @@ export class ControllerClient {
     return this.#invoke<CreateVmResponse>((c, m, o, cb) => c.createVm(request, m, o, cb), overrides);
   }
 
+  /** Creates all the VMs or none (one transaction). */
+  createVms(request: CreateVmsRequest, overrides?: CallOverrides): Promise<CreateVmsResponse> {
+    return this.#invoke<CreateVmsResponse>((c, m, o, cb) => c.createVms(request, m, o, cb), overrides);
+  }
+
+  /** A dry run of placing the VMs: nothing is written. */
+  planPlacement(request: PlanPlacementRequest, overrides?: CallOverrides): Promise<PlanPlacementResponse> {
+    return this.#invoke<PlanPlacementResponse>((c, m, o, cb) => c.planPlacement(request, m, o, cb), overrides);
+  }
+
   getVm(request: GetVmRequest, overrides?: CallOverrides): Promise<GetVmResponse> {
     return this.#invoke<GetVmResponse>((c, m, o, cb) => c.getVm(request, m, o, cb), overrides);
   }
@@ -136,6 +160,31 @@ export class ControllerClient {
 
   getHost(request: GetHostRequest, overrides?: CallOverrides): Promise<GetHostResponse> {
     return this.#invoke<GetHostResponse>((c, m, o, cb) => c.getHost(request, m, o, cb), overrides);
+  }
+
+  createGroup(request: CreateGroupRequest, overrides?: CallOverrides): Promise<CreateGroupResponse> {
+    return this.#invoke<CreateGroupResponse>((c, m, o, cb) => c.createGroup(request, m, o, cb), overrides);
+  }
+
+  listGroups(request: ListGroupsRequest, overrides?: CallOverrides): Promise<ListGroupsResponse> {
+    return this.#invoke<ListGroupsResponse>((c, m, o, cb) => c.listGroups(request, m, o, cb), overrides);
+  }
+
+  /** Refused (FAILED_PRECONDITION) while the group has members. */
+  deleteGroup(request: DeleteGroupRequest, overrides?: CallOverrides): Promise<DeleteGroupResponse> {
+    return this.#invoke<DeleteGroupResponse>((c, m, o, cb) => c.deleteGroup(request, m, o, cb), overrides);
+  }
+
+  getClusterConfig(request: GetClusterConfigRequest, overrides?: CallOverrides): Promise<GetClusterConfigResponse> {
+    return this.#invoke<GetClusterConfigResponse>((c, m, o, cb) => c.getClusterConfig(request, m, o, cb), overrides);
+  }
+
+  /** Replaces the whole cluster config; the controller validates it. */
+  updateClusterConfig(
+    request: UpdateClusterConfigRequest,
+    overrides?: CallOverrides,
+  ): Promise<UpdateClusterConfigResponse> {
+    return this.#invoke<UpdateClusterConfigResponse>((c, m, o, cb) => c.updateClusterConfig(request, m, o, cb), overrides);
   }
 
   /**

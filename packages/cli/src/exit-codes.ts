@@ -11,9 +11,9 @@ export const ExitCode = {
   Error: 1,
   /** Invalid input: a bad flag or argument, caught locally before any call or by the controller. */
   Usage: 2,
-  /** The VM or host does not exist. */
+  /** The VM, host or group does not exist. */
   NotFound: 3,
-  /** No host has room for the VM (RESOURCE_EXHAUSTED). */
+  /** No host has room for the VM (RESOURCE_EXHAUSTED), or `berth plan`: not placeable. */
   NoCapacity: 4,
   /** No controller answered, none knows a leader, or a call's deadline passed. */
   Unavailable: 5,
@@ -34,11 +34,12 @@ export const EXIT_CODES_HELP = `Exit codes:
   2  invalid input: a bad flag or argument, caught before any call or rejected by the
      controller (INVALID_ARGUMENT)
   3  not found (NOT_FOUND)
-  4  no host has room for the VM (RESOURCE_EXHAUSTED)
+  4  no host has room for the VM (RESOURCE_EXHAUSTED); berth plan: not placeable
   5  no controller reachable, no leader known, or a call's deadline passed
      (UNAVAILABLE, DEADLINE_EXCEEDED)
-  6  conflicts with the cluster's state (ALREADY_EXISTS, FAILED_PRECONDITION, CONFLICT)
-  7  --wait: the VM reached phase FAILED
+  6  conflicts with the cluster's state (ALREADY_EXISTS, FAILED_PRECONDITION, CONFLICT),
+     e.g. deleting a group that has members
+  7  --wait: the VM (with --count: any of them) reached phase FAILED
   8  --wait: timed out waiting`;
 
 /** An error the CLI reports as `error: <message>` on stderr before exiting with `exitCode`. */

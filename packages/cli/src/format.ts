@@ -1,11 +1,18 @@
 import {
+  ClusterConfig,
   desiredStateToJSON,
+  Group,
+  groupPolicyToJSON,
+  PlanPlacementResponse,
   Host,
   hostStateToJSON,
   Vm,
   vmPhaseToJSON,
   type DesiredState,
+  type GroupPolicy,
   type HostState,
+  type HostVerdict,
+  type PlannedPlacement,
   type Resources,
   type VmPhase,
 } from "@berth/api";
@@ -193,4 +200,109 @@ export function hostJson(host: Host): string {
 /** `-o json` for a list of hosts. */
 export function hostListJson(hosts: readonly Host[]): string {
   return JSON.stringify(hosts.map((h) => Host.toJSON(h)), null, 2) + "\n";
+}
+
+/** `anti-affinity`, `soft-affinity`...: the `--policy` spelling; `-` when unspecified. */
+export function policyName(policy: GroupPolicy): string {
+  const name = enumName(() => groupPolicyToJSON(policy), "GROUP_POLICY_", policy);
+  return name === "UNSPECIFIED" ? "-" : name.toLowerCase().replaceAll("_", "-");
+}
+
+/** The `group list` table: name, policy, how many members, age. */
+export function groupTable(groups: readonly Group[], nowMs: number): string {
+  const rows = groups.map((g) => [g.name, policyName(g.policy), String(g.members.length), formatAge(g.createdAtMs, nowMs)]);
+  return renderTable(["NAME", "POLICY", "MEMBERS", "AGE"], rows);
+}
+
+/** `-o json` for one group. */
+export function groupJson(group: Group): string {
+  return JSON.stringify(Group.toJSON(group), null, 2) + "\n";
+}
+
+/** `-o json` for a list of groups. */
+export function groupListJson(groups: readonly Group[]): string {
+  return JSON.stringify(groups.map((g) => Group.toJSON(g)), null, 2) + "\n";
+}
+
+/** A number as people write it: `1.5`, `2`, `0.333` (at most three decimals). */
+export function formatNumber(n: number): string {
+  return Number.isInteger(n) ? String(n) : String(Math.round(n * 1000) / 1000);
+}
+
+/** The `config show` detail. Unset values are shown with what they mean. */
+export function clusterConfigDetail(config: ClusterConfig): string {
+  const s = config.scheduler;
+  const ratio = (n: number | undefined): string => (n ? formatNumber(n) : "1 (default)");
+  const weights = Object.entries(s?.weights ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  const r = s?.reserved;
+  return renderFields([
+    ["Preset", s?.preset || "spread (default)"],
+    ["Weights", weights.length === 0 ? "- (the preset's)" : weights.map(([k, v]) => `${k}=${formatNumber(v)}`).join(", ")],
+    ["CPU ratio", ratio(s?.allocationRatio?.vcpus)],
+    ["Memory ratio", ratio(s?.allocationRatio?.memory)],
+    ["Disk ratio", ratio(s?.allocationRatio?.disk)],
+    ["Reserved", r ? formatResourcesHuman(r) : "nothing"],
+    ["Max VMs per host", s?.maxVmsPerHost ? String(s.maxVmsPerHost) : "no limit"],
+    ["Filters", s && s.filters.length > 0 ? s.filters.join(", ") : "all (default order)"],
+    ["Seed", String(s?.seed ?? 0)],
+  ]);
+}
+
+/** `-o json` for the cluster config. */
+export function clusterConfigJson(config: ClusterConfig): string {
+  return JSON.stringify(ClusterConfig.toJSON(config), null, 2) + "\n";
+}
+
+/** Passed hosts first, best total first; then rejected ones; ties by host id. */
+function verdictOrder(a: HostVerdict, b: HostVerdict): number {
+  if (a.passed !== b.passed) return a.passed ? -1 : 1;
+  if (a.passed && a.total !== b.total) return b.total - a.total;
+  return a.hostId.localeCompare(b.hostId);
+}
+
+/**
+ * One VM's per-host table of a plan: HOST, VERDICT (`passed`, or the filter that rejected the
+ * host), SCORE (the weighted total), one column per weigher, REASON.
+ */
+export function verdictTable(placement: PlannedPlacement): string {
+  const verdicts = [...placement.verdicts].sort(verdictOrder);
+  const weighers = [...new Set(verdicts.flatMap((v) => Object.keys(v.scores)))].sort();
+  const score = (n: number | undefined): string => (n === undefined ? "-" : n.toFixed(2));
+  const rows = verdicts.map((v) => [
+    v.hostId,
+    v.passed ? "passed" : v.filter || "rejected",
+    v.passed ? score(v.total) : "-",
+    ...weighers.map((w) => (v.passed ? score(v.scores[w]) : "-")),
+    v.reason || "-",
+  ]);
+  return renderTable(["HOST", "VERDICT", "SCORE", ...weighers.map((w) => w.toUpperCase()), "REASON"], rows);
+}
+
+/**
+ * The human answer of `berth plan`: `placeable` or `not placeable`, the host chosen for each VM,
+ * the controller's reasons when not placeable, then per-host tables: the first VM's, the one of the
+ * VM that could not be placed, or every VM's with `all`.
+ */
+export function planText(plan: PlanPlacementResponse, all = false): string {
+  const head = plan.placeable ? "placeable\n" : "not placeable\n";
+  const parts: string[] = [
+    plan.placements.length === 0
+      ? head
+      : head + renderTable(["VM", "HOST"], plan.placements.map((p) => [p.vmName, p.hostId || "- (no host)"])),
+  ];
+  if (!plan.placeable && plan.reasons.length > 0) {
+    parts.push(`reasons:\n${plan.reasons.map((r) => `  ${r}\n`).join("")}`);
+  }
+  const failed = plan.placeable ? undefined : plan.placements.find((p) => p.hostId === "");
+  const shown = all ? plan.placements : [...new Set([plan.placements[0], failed])];
+  for (const p of shown) {
+    if (!p || p.verdicts.length === 0) continue;
+    parts.push(`hosts for vm ${p.vmName}${p.hostId ? ` (chosen: ${p.hostId})` : " (no host)"}:\n${verdictTable(p)}`);
+  }
+  return parts.join("\n");
+}
+
+/** `-o json` for a plan: the response's proto JSON. */
+export function planJson(plan: PlanPlacementResponse): string {
+  return JSON.stringify(PlanPlacementResponse.toJSON(plan), null, 2) + "\n";
 }

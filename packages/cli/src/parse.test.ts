@@ -106,6 +106,10 @@ describe("validateSpecFromFlags", () => {
     name: "web-1",
     resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 },
     labels: {},
+    group: "",
+    requiredHostLabels: {},
+    forbiddenHostLabels: {},
+    pinnedHosts: [],
     ...over,
   });
 

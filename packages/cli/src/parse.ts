@@ -9,6 +9,7 @@ import {
   parseLabelAssignments,
   parseSizeGib,
   parseSizeMib,
+  validateName,
   validateVmSpec,
 } from "@berth/core";
 import { usageError } from "./exit-codes.js";
@@ -79,13 +80,87 @@ export function parseCapacity(text: string, flag = "--capacity"): Partial<Resour
   return asUsage(() => coreParseCapacity(text, flag));
 }
 
-/** Where each VmSpec field comes from on the `vm create` command line. */
+/** The most VMs one `--count` asks for (CreateVms / PlanPlacement take at most this many specs). */
+export const MAX_COUNT = Limits.maxGangSize;
+
+/** `--count N`: how many VMs, 1 to {@link MAX_COUNT}. */
+export const parseCount = (text: string, flag = "--count"): number => parseInteger(text, flag, 1, MAX_COUNT);
+
+/** A name argument (VM, group): a DNS label, reported against `what` (`NAME`). */
+export function parseName(text: string, what = "NAME"): string {
+  asUsage(() => validateName(text, what));
+  return text;
+}
+
+/**
+ * Repeated `--forbid-host-label` items: `KEY=VALUE` forbids that pair, a bare `KEY` forbids the key
+ * itself (sent as the value `*`).
+ */
+export function parseForbiddenHostLabels(items: readonly string[], flag = "--forbid-host-label"): Record<string, string> {
+  return parseLabels(
+    items.map((item) => (item.includes("=") || item.trim() === "" ? item : `${item}=*`)),
+    flag,
+  );
+}
+
+/** Repeated, comma-separated `--pin HOST[,HOST...]`: the hosts in order, each once. */
+export function parseHostList(items: readonly string[], flag = "--pin"): string[] {
+  const hosts: string[] = [];
+  for (const item of items) {
+    const parts = item.split(",").map((s) => s.trim());
+    if (parts.some((p) => p === "")) throw usageError(`${flag}: '${item}' has an empty host name`);
+    for (const h of parts) {
+      asUsage(() => validateName(h, flag));
+      if (!hosts.includes(h)) hosts.push(h);
+    }
+  }
+  return hosts;
+}
+
+/** A decimal number of at least 0 (`1.5`, `4`), e.g. an allocation ratio. */
+export function parseDecimal(text: string, flag: string): number {
+  if (!/^\s*\d+(\.\d+)?\s*$/.test(text)) throw usageError(`${flag}: '${text}' is not a number (e.g. 1.5)`);
+  const n = Number(text);
+  if (!Number.isFinite(n)) throw usageError(`${flag}: '${text}' is too large`);
+  return n;
+}
+
+/**
+ * Repeated `NAME=VALUE` weigher weights (`mostAllocated=2`, `balanced=-0.5`). An empty value
+ * (`NAME=`) yields `undefined`: drop that override.
+ */
+export function parseWeights(items: readonly string[], flag = "--weight"): Map<string, number | undefined> {
+  const weights = new Map<string, number | undefined>();
+  for (const item of items) {
+    const eq = item.indexOf("=");
+    const name = eq < 0 ? "" : item.slice(0, eq).trim();
+    if (eq <= 0 || !/^[A-Za-z][A-Za-z0-9_.-]{0,62}$/.test(name)) {
+      throw usageError(`${flag}: '${item}' must be NAME=VALUE with a weigher name (e.g. mostAllocated=2)`);
+    }
+    const value = item.slice(eq + 1).trim();
+    if (value === "") {
+      weights.set(name, undefined);
+      continue;
+    }
+    if (!/^-?\d+(\.\d+)?$/.test(value) || !Number.isFinite(Number(value))) {
+      throw usageError(`${flag} ${name}: '${value}' is not a number`);
+    }
+    weights.set(name, Number(value));
+  }
+  return weights;
+}
+
+/** Where each VmSpec field comes from on the `vm create` / `plan` command line. */
 const FLAG_OF_SPEC_FIELD: ReadonlyArray<readonly [string, string]> = [
   ["spec.name", "NAME"],
   ["spec.resources.vcpus", "--vcpus"],
   ["spec.resources.memory_mib", "--memory"],
   ["spec.resources.disk_gib", "--disk"],
   ["spec.labels", "--label"],
+  ["spec.group", "--group"],
+  ["spec.required_host_labels", "--require-host-label"],
+  ["spec.forbidden_host_labels", "--forbid-host-label"],
+  ["spec.pinned_hosts", "--pin"],
 ];
 
 /**
@@ -102,7 +177,8 @@ export function validateSpecFromFlags(spec: VmSpec): void {
     const match = FLAG_OF_SPEC_FIELD.find(([prefix]) => field === prefix || field.startsWith(`${prefix}[`));
     if (!match) throw usageError(e.message);
     const [prefix, flag] = match;
-    const key = field.slice(prefix.length); // `[key]` for a label
+    const key = field.slice(prefix.length); // `[key]` for a label, `[i]` for a pinned host
+    if (flag === "--pin") throw usageError(`${flag}: ${rule}`);
     throw usageError(`${flag}${key ? ` ${key.slice(1, -1)}` : ""}: ${rule}`);
   }
 }

@@ -1,4 +1,4 @@
-import { DesiredState, EventType, Host, HostState, Vm, VmPhase } from "@berth/api";
+import { DesiredState, EventType, Host, HostState, Vm, VmPhase, VmSpec } from "@berth/api";
 import { BerthError, ErrorCode, notFound } from "@berth/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { ExitCode } from "./exit-codes.js";
@@ -59,6 +59,10 @@ describe("vm create", () => {
       name: "web-1",
       resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 },
       labels: { tier: "web", team: "a" },
+      group: "",
+      requiredHostLabels: {},
+      forbiddenHostLabels: {},
+      pinnedHosts: [],
     });
     expect(r.out).toBe(
       "NAME   PHASE    DESIRED  HOST    VCPUS   MEMORY  DISK    AGE\n" +
@@ -337,7 +341,7 @@ describe("other verbs", () => {
     const s = await stub({
       getVm: (r) => {
         if (r.name !== "web-1") throw notFound(`vm ${r.name}`);
-        return { vm: vm("web-1", VmPhase.VM_PHASE_RUNNING, { spec: { name: "web-1", resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, labels: { tier: "web" } } }) };
+        return { vm: vm("web-1", VmPhase.VM_PHASE_RUNNING, { spec: VmSpec.fromPartial({ name: "web-1", resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, labels: { tier: "web" } }) }) };
       },
     });
     const shown = await berth(s, "vm", "show", "web-1");

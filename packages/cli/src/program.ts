@@ -1,8 +1,11 @@
 import { BerthError } from "@berth/core";
 import { Command, CommanderError, Option } from "commander";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER, DEFAULT_TIMEOUT_MS } from "./client.js";
+import { registerConfigCommands } from "./commands/config.js";
 import { registerDevCommand } from "./commands/dev.js";
+import { registerGroupCommands } from "./commands/group.js";
 import { registerHostCommands } from "./commands/host.js";
+import { registerPlanCommand } from "./commands/plan.js";
 import { registerVmCommands } from "./commands/vm.js";
 import { CliContext, processIo, type Io } from "./context.js";
 import { CliError, EXIT_CODES_HELP, ExitCode, exitCodeOf } from "./exit-codes.js";
@@ -36,13 +39,20 @@ export function buildProgram(ctx: CliContext): Command {
 Examples:
   berth dev --agents 3                                   # a local cluster, in another terminal
   berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait
+  berth vm create web --count 3 --group web --vcpus 2 --memory 4GiB --disk 20GiB --wait
+  berth plan --vcpus 8 --memory 32GiB --disk 100GiB --all  # where would it go, and why
+  berth group create web --policy anti-affinity
+  berth config set --preset pack --cpu-ratio 4
   berth vm list -o json
   berth --controller 10.0.0.1:7400,10.0.0.2:7400 host list
 
 ${EXIT_CODES_HELP}`,
     );
   registerVmCommands(program, ctx);
+  registerPlanCommand(program, ctx);
+  registerGroupCommands(program, ctx);
   registerHostCommands(program, ctx);
+  registerConfigCommands(program, ctx);
   registerDevCommand(program, ctx);
   return program;
 }

@@ -19,6 +19,8 @@ export interface WaitOptions {
   deadline: Date;
   /** How often GetVm is polled next to the watch. */
   pollIntervalMs?: number;
+  /** Ends the wait early, rejecting with the signal's reason (e.g. another VM of a gang failed). */
+  signal?: AbortSignal;
 }
 
 const TRANSIENT: ReadonlySet<ErrorCode> = new Set([
@@ -78,6 +80,15 @@ export function waitForVm<T>(
       () => finish(() => resolve({ status: "timeout", last })),
       Math.max(0, options.deadline.getTime() - Date.now()),
     );
+    const signal = options.signal;
+    if (signal) {
+      const abort = (): void => finish(() => reject(signal.reason));
+      if (signal.aborted) {
+        abort();
+        return;
+      }
+      signal.addEventListener("abort", abort, { once: true });
+    }
 
     try {
       stream = client.watchEvents({ vms: true, hosts: false }, options.deadline);

@@ -1,24 +1,17 @@
-import { VmPhase, type Vm, type VmSpec } from "@berth/api";
+import { VmPhase, type Vm } from "@berth/api";
 import { deadlineIn } from "@berth/core";
 import type { Command } from "commander";
 import type { ControllerClient } from "../client.js";
 import type { CliContext, GlobalOptions } from "../context.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import { phaseName, vmDetail, vmJson, vmListJson, vmTable } from "../format.js";
-import {
-  parseDiskGib,
-  parseLabels,
-  parseMemoryMib,
-  parseSecondsMs,
-  parseVcpus,
-  validateSpecFromFlags,
-} from "../parse.js";
+import { parseSecondsMs } from "../parse.js";
 import { waitForVm } from "../wait.js";
+import { addSpecOptions, specsFromFlags, type SpecFlags } from "./spec-flags.js";
 
 /** Default of `--wait-timeout`, in seconds. */
 export const DEFAULT_WAIT_TIMEOUT_S = 300;
 
-const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 const EXIT_CODES_SEE = "Exit codes: see berth --help.";
 
 function printVm(ctx: CliContext, g: GlobalOptions, vm: Vm): void {
@@ -46,6 +39,16 @@ function isFreshFailure(vm: Vm, baseline: Vm): boolean {
   );
 }
 
+/** How {@link waitForPhase} reports: the one-VM default prints the progress line and a failed VM. */
+interface PhaseWaitOptions {
+  /** Called with the VM that reached FAILED, before the exit-code-7 error is thrown. */
+  onFailed?: (vm: Vm) => void;
+  /** Ends the wait early (another VM of a gang failed). */
+  signal?: AbortSignal;
+  /** Do not print "waiting up to ..." (the caller did, for a gang). */
+  quiet?: boolean;
+}
+
 /**
  * Waits until the VM of `baseline` reaches `target` (returns it) or FAILED (prints it, throws exit
  * code 7); throws exit code 8 when `timeoutMs` passes first.
@@ -57,10 +60,14 @@ async function waitForPhase(
   baseline: Vm,
   target: VmPhase,
   timeoutMs: number,
+  options: PhaseWaitOptions = {},
 ): Promise<Vm> {
   const name = baseline.spec?.name ?? "";
   const want = phaseName(target);
-  if (g.output === "table") ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for vm ${name} to be ${want}...\n`);
+  const onFailed = options.onFailed ?? ((vm: Vm) => printVm(ctx, g, vm));
+  if (g.output === "table" && !options.quiet) {
+    ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for vm ${name} to be ${want}...\n`);
+  }
   let seen = false;
   const result = await waitForVm(
     client,
@@ -75,12 +82,12 @@ async function waitForPhase(
       seen = true;
       if (vm.status?.phase === target) return vm;
       if (isFreshFailure(vm, baseline)) {
-        printVm(ctx, g, vm);
+        onFailed(vm);
         throw new CliError(`vm ${name} failed: ${vm.status?.message || "no reason given"}`, ExitCode.VmFailed);
       }
       return undefined;
     },
-    { deadline: deadlineIn(timeoutMs) },
+    { deadline: deadlineIn(timeoutMs), ...(options.signal ? { signal: options.signal } : {}) },
   );
   if (result.status === "decided") return result.value;
   const phase = result.last?.vm ? phaseName(result.last.vm.status?.phase ?? 0) : "not seen";
@@ -108,6 +115,45 @@ async function waitForGone(client: ControllerClient, baseline: Vm, timeoutMs: nu
   }
 }
 
+/**
+ * Waits for every VM of a gang to be RUNNING (returns them, in order). The first VM to reach FAILED
+ * ends the wait for all: it is printed (as a list) and the error has exit code 7.
+ */
+async function waitForAllRunning(
+  ctx: CliContext,
+  g: GlobalOptions,
+  client: ControllerClient,
+  baselines: readonly Vm[],
+  timeoutMs: number,
+): Promise<Vm[]> {
+  if (g.output === "table") {
+    ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for ${baselines.length} vms to be RUNNING...\n`);
+  }
+  const stop = new AbortController();
+  let failed: Vm | undefined;
+  try {
+    return await Promise.all(
+      baselines.map((b) =>
+        waitForPhase(ctx, g, client, b, VmPhase.VM_PHASE_RUNNING, timeoutMs, {
+          quiet: true,
+          signal: stop.signal,
+          onFailed: (vm) => {
+            failed ??= vm;
+          },
+        }),
+      ),
+    );
+  } catch (e) {
+    stop.abort(e);
+    if (failed) printVms(ctx, g, [failed]);
+    throw e;
+  }
+}
+
+function printVms(ctx: CliContext, g: GlobalOptions, vms: readonly Vm[]): void {
+  ctx.io.stdout(g.output === "json" ? vmListJson(vms) : vmTable(vms, ctx.io.now()));
+}
+
 interface WaitFlags {
   wait?: boolean;
   waitTimeout?: string;
@@ -130,54 +176,57 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
     .addHelpText("after", "\nExample:\n  berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait");
 
   addWaitOptions(
-    vm
-      .command("create")
-      .description("Create a VM; the controller places it on a host with room for it and starts it")
-      .argument("<name>", "VM name: 1-63 lower-case letters, digits or '-', unique in the cluster")
-      .requiredOption("--vcpus <n>", "virtual CPUs")
-      .requiredOption("--memory <size>", "memory, with a unit: 512MiB, 4GiB (a bare number is MiB)")
-      .requiredOption("--disk <size>", "disk, with a unit: 20GiB, 1TiB (a bare number is GiB)")
-      .option("--label <key=value>", "a label on the VM; repeat for more", collect),
-    "return once the VM is RUNNING (exit 0) or FAILED (exit 7, with the reason)",
+    addSpecOptions(
+      vm
+        .command("create")
+        .description("Create a VM (or --count VMs at once); the controller places it on a host with room and starts it")
+        .argument("<name>", "VM name: 1-63 lower-case letters, digits or '-', unique in the cluster"),
+      "create this many VMs",
+    ),
+    "return once the VM (every VM) is RUNNING (exit 0) or one is FAILED (exit 7, with the reason)",
   )
     .addHelpText(
       "after",
       `
 Prints the new VM (phase PENDING until its host reports it). Sizes take MiB, GiB or TiB (also
 M, G, T; MB, GB, TB are powers of ten). Flags are checked before anything is sent: a bad one is
-reported by name with exit code 2. No host with room: exit code 4. ${EXIT_CODES_SEE}
+reported by name with exit code 2. No host with room: exit code 4.
+
+--count N creates NAME-1 ... NAME-N in one CreateVms call: all of them are placed, or none is
+created. --group puts the VM(s) in a placement group (berth group create). Host constraints:
+--require-host-label k=v (the host must have it), --forbid-host-label k=v or k (it must not;
+a bare key forbids any value), --pin HOST[,HOST...] (only these hosts). Try a placement first
+with berth plan. ${EXIT_CODES_SEE}
 
 Examples:
   berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB
   berth vm create db-1 --vcpus 8 --memory 32GiB --disk 500GiB --label tier=db --wait
+  berth vm create web --count 3 --group web --vcpus 2 --memory 4GiB --disk 20GiB --wait
+  berth vm create gpu-1 --vcpus 4 --memory 16GiB --disk 100GiB --require-host-label gpu=a100 --forbid-host-label maintenance
   berth vm create web-2 --vcpus 1 --memory 512 --disk 10 -o json`,
     )
-    .action(
-      async (
-        name: string,
-        flags: WaitFlags & { vcpus: string; memory: string; disk: string; label?: string[] },
-        cmd: Command,
-      ) => {
-        const g = ctx.globals(cmd);
-        const spec: VmSpec = {
-          name,
-          resources: {
-            vcpus: parseVcpus(flags.vcpus),
-            memoryMib: parseMemoryMib(flags.memory),
-            diskGib: parseDiskGib(flags.disk),
-          },
-          labels: parseLabels(flags.label ?? []),
-        };
-        validateSpecFromFlags(spec);
-        const waitMs = waitTimeoutMs(flags);
-        const client = ctx.client(g);
-        const created = required((await client.createVm({ spec })).vm, "CreateVm");
+    .action(async (name: string, flags: WaitFlags & SpecFlags, cmd: Command) => {
+      const g = ctx.globals(cmd);
+      const specs = specsFromFlags(name, flags);
+      const waitMs = waitTimeoutMs(flags);
+      const client = ctx.client(g);
+      if (flags.count === undefined) {
+        const created = required((await client.createVm({ spec: specs[0] })).vm, "CreateVm");
         const shown = flags.wait
           ? await waitForPhase(ctx, g, client, created, VmPhase.VM_PHASE_RUNNING, waitMs)
           : created;
         printVm(ctx, g, shown);
-      },
-    );
+        return;
+      }
+      const { vms } = await client.createVms({ specs });
+      if (vms.length !== specs.length) {
+        throw new CliError(
+          `the controller's answer to CreateVms has ${vms.length} VMs for ${specs.length} specs`,
+          ExitCode.Error,
+        );
+      }
+      printVms(ctx, g, flags.wait ? await waitForAllRunning(ctx, g, client, vms, waitMs) : vms);
+    });
 
   vm.command("list")
     .description("List VMs, sorted by name")
