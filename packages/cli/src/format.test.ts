@@ -1,6 +1,7 @@
 import { DesiredState, Host, HostState, Vm, VmPhase } from "@berth/api";
 import { describe, expect, it } from "vitest";
 import {
+  clusterConfigDetail,
   formatAge,
   formatDuration,
   formatGib,
@@ -123,5 +124,15 @@ describe("VM views", () => {
   it("prints a list as a JSON array of toJSON", () => {
     expect(JSON.parse(vmListJson([vm]))).toEqual([Vm.toJSON(vm)]);
     expect(vmListJson([])).toBe("[]\n");
+  });
+});
+
+describe("config view", () => {
+  it("spells out the scheduler's defaults for unset fields", () => {
+    const text = clusterConfigDetail({ scheduler: undefined });
+    expect(text).toMatch(/CPU ratio: +4 \(default\)/);
+    expect(text).toMatch(/Memory ratio: +1 \(default\)/);
+    expect(text).toMatch(/Reserved: +.*1 GiB.*\(default\)/);
+    expect(text).toMatch(/Preset: +spread \(default\)/);
   });
 });

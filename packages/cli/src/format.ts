@@ -16,6 +16,7 @@ import {
   type Resources,
   type VmPhase,
 } from "@berth/api";
+import { DEFAULT_ALLOCATION_RATIO, DEFAULT_RESERVED } from "@berth/scheduler";
 import { formatMib } from "@berth/core";
 
 // Human output: aligned tables, units, ages. Pure functions of their input (and `now`).
@@ -232,16 +233,16 @@ export function formatNumber(n: number): string {
 /** The `config show` detail. Unset values are shown with what they mean. */
 export function clusterConfigDetail(config: ClusterConfig): string {
   const s = config.scheduler;
-  const ratio = (n: number | undefined): string => (n ? formatNumber(n) : "1 (default)");
+  const ratio = (n: number | undefined, fallback: number): string => (n ? formatNumber(n) : `${formatNumber(fallback)} (default)`);
   const weights = Object.entries(s?.weights ?? {}).sort(([a], [b]) => a.localeCompare(b));
   const r = s?.reserved;
   return renderFields([
     ["Preset", s?.preset || "spread (default)"],
     ["Weights", weights.length === 0 ? "- (the preset's)" : weights.map(([k, v]) => `${k}=${formatNumber(v)}`).join(", ")],
-    ["CPU ratio", ratio(s?.allocationRatio?.vcpus)],
-    ["Memory ratio", ratio(s?.allocationRatio?.memory)],
-    ["Disk ratio", ratio(s?.allocationRatio?.disk)],
-    ["Reserved", r ? formatResourcesHuman(r) : "nothing"],
+    ["CPU ratio", ratio(s?.allocationRatio?.vcpus, DEFAULT_ALLOCATION_RATIO.vcpus)],
+    ["Memory ratio", ratio(s?.allocationRatio?.memory, DEFAULT_ALLOCATION_RATIO.memoryMib)],
+    ["Disk ratio", ratio(s?.allocationRatio?.disk, DEFAULT_ALLOCATION_RATIO.diskGib)],
+    ["Reserved", r ? formatResourcesHuman(r) : `${formatResourcesHuman(DEFAULT_RESERVED)} (default)`],
     ["Max VMs per host", s?.maxVmsPerHost ? String(s.maxVmsPerHost) : "no limit"],
     ["Filters", s && s.filters.length > 0 ? s.filters.join(", ") : "all (default order)"],
     ["Seed", String(s?.seed ?? 0)],
