@@ -215,6 +215,8 @@ export class Agent {
       agentVersion: AGENT_VERSION,
       driver: facts.driver,
       lastLeaderEpoch: this.executor.leaderEpoch,
+      allocationRatio: this.options.allocationRatio,
+      reserved: this.options.reserved,
     };
   }
 

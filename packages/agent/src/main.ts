@@ -4,7 +4,7 @@ import { pino } from "pino";
 import { FakeDriver } from "@berth/hypervisor";
 import { Agent } from "./agent.js";
 import { loadAgentState } from "./agent-state.js";
-import { messageForFlags, parseCapacity, parseHostPortList, parseLabelAssignments } from "@berth/core";
+import { invalidArgument, messageForFlags, parseCapacity, parseHostPortList, parseLabelAssignments } from "@berth/core";
 import { resolveAgentOptions } from "./options.js";
 
 const HELP = `berth-agent: runs on every host; reports capacity and executes placement commands.
@@ -18,12 +18,25 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
   --state-dir DIR         where the agent (and the fake hypervisor) keep state across restarts
   --capacity SPEC         fake driver: what the host offers, e.g. vcpus=16,memory=64GiB,disk=1TiB
   --label K=V             host label (repeatable)
+  --cpu-ratio X           this host's CPU allocation ratio (default: the cluster's; e.g. 1.5)
+  --memory-ratio X        this host's memory allocation ratio (default: the cluster's)
+  --disk-ratio X          this host's disk allocation ratio (default: the cluster's)
+  --reserve SPEC          what this host keeps for itself, e.g. memory=16GiB,vcpus=2
+                          (default: the cluster's reserve)
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
   -h, --help              this help
 
 Exit status: 0 after SIGINT/SIGTERM, 1 when the controller rejects this agent for good or the
 hypervisor cannot be opened, 2 on bad arguments.
 `;
+
+/** A ratio flag: a positive number, or 0 when not given (the cluster's ratio applies). */
+function parseRatio(text: string | undefined, flag: string): number {
+  if (text === undefined) return 0;
+  const n = Number(text);
+  if (!/^\d+(\.\d+)?$/.test(text.trim()) || !(n > 0) || n > 100) throw invalidArgument(flag, `'${text}' is not a ratio from 0 to 100 (example: 1.5)`);
+  return n;
+}
 
 async function main(): Promise<number> {
   let args;
@@ -36,6 +49,10 @@ async function main(): Promise<number> {
         "state-dir": { type: "string" },
         capacity: { type: "string" },
         label: { type: "string", multiple: true },
+        "cpu-ratio": { type: "string" },
+        "memory-ratio": { type: "string" },
+        "disk-ratio": { type: "string" },
+        reserve: { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -60,6 +77,16 @@ async function main(): Promise<number> {
       stateDir: args["state-dir"] ?? "",
       ...(args.capacity ? { capacity: parseCapacity(args.capacity, "--capacity") } : {}),
       labels: parseLabelAssignments(args.label ?? [], "--label"),
+      ...(args["cpu-ratio"] || args["memory-ratio"] || args["disk-ratio"]
+        ? {
+            allocationRatio: {
+              vcpus: parseRatio(args["cpu-ratio"], "--cpu-ratio"),
+              memory: parseRatio(args["memory-ratio"], "--memory-ratio"),
+              disk: parseRatio(args["disk-ratio"], "--disk-ratio"),
+            },
+          }
+        : {}),
+      ...(args.reserve ? { reserved: { vcpus: 0, memoryMib: 0, diskGib: 0, ...parseCapacity(args.reserve, "--reserve") } } : {}),
     });
   } catch (e) {
     const flags = { host_id: "--host-id", controller: "--controller", driver: "--driver", state_dir: "--state-dir", labels: "--label" };

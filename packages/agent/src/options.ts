@@ -1,5 +1,5 @@
 import { invalidArgument, parseHostPort, validateHostId, validateLabels } from "@berth/core";
-import type { Resources } from "@berth/api";
+import type { AllocationRatio, Resources } from "@berth/api";
 
 /** How an agent is run. */
 export interface AgentOptions {
@@ -12,6 +12,10 @@ export interface AgentOptions {
   /** Fake driver only: the capacity it offers. */
   capacity?: Partial<Resources>;
   labels?: Record<string, string>;
+  /** This host's overrides of the cluster's allocation ratios (0 or absent: the cluster's). */
+  allocationRatio?: AllocationRatio;
+  /** This host's override of the cluster's reserve (absent: the cluster's). */
+  reserved?: Resources;
   /** Reconnect backoff bounds; each wait is jittered. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
@@ -26,6 +30,8 @@ export interface ResolvedAgentOptions {
   stateDir: string;
   capacity: Partial<Resources> | undefined;
   labels: Record<string, string>;
+  allocationRatio: AllocationRatio | undefined;
+  reserved: Resources | undefined;
   minBackoffMs: number;
   maxBackoffMs: number;
   maxConcurrentCommands: number;
@@ -40,6 +46,9 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   if (!o.stateDir) throw invalidArgument("state_dir", "is required");
   const labels = o.labels ?? {};
   validateLabels(labels, "labels");
+  for (const [k, v] of Object.entries(o.allocationRatio ?? {})) {
+    if (!Number.isFinite(v) || v < 0 || v > 100) throw invalidArgument(`${k}_ratio`, `must be a number from 0 to 100 (got ${v})`);
+  }
   const minBackoffMs = o.minBackoffMs ?? 250;
   const maxBackoffMs = o.maxBackoffMs ?? 5_000;
   if (!(minBackoffMs > 0 && maxBackoffMs >= minBackoffMs)) {
@@ -52,6 +61,8 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     stateDir: o.stateDir,
     capacity: o.capacity,
     labels,
+    allocationRatio: o.allocationRatio,
+    reserved: o.reserved,
     minBackoffMs,
     maxBackoffMs,
     maxConcurrentCommands: o.maxConcurrentCommands ?? 16,

@@ -177,6 +177,8 @@ async function registerHost(deps: AgentServiceDeps, writer: FencedWriter, hello:
       lastSeenMs: deps.now(),
       usage: prior?.usage,
       driver: hello.driver.slice(0, 32),
+      allocationRatio: hello.allocationRatio,
+      reserved: hello.reserved,
     };
     const key = Keys.host(hello.hostId);
     const result = await writer.commit({

@@ -111,6 +111,8 @@ const hello = (hostId: string, bootId = "boot-a"): Hello => ({
   agentVersion: "test",
   driver: "fake",
   lastLeaderEpoch: 0,
+  allocationRatio: undefined,
+  reserved: undefined,
 });
 
 describe("controller", () => {
@@ -133,6 +135,26 @@ describe("controller", () => {
     expect(answer.msg).toMatchObject({ $case: "reject", value: { reason: RejectReason.REJECT_REASON_INVALID_HELLO } });
     expect((answer.msg?.value as { message: string }).message).toMatch(/^hello\.capacity\.vcpus:/);
     expect((await store.list("/berth/v1/hosts/")).items).toEqual([]);
+  });
+
+  it("places within a host's own reserve and ratios, and rejects a reserve larger than the host", async () => {
+    const { controller, address } = await startController(new MemoryStore());
+    await waitFor("leadership", () => controller.isLeader);
+    // 16 GiB host keeping 12 GiB for itself: 4 GiB allocatable, whatever the cluster's reserve.
+    const welcome = await rawHello(address, { ...hello("h1"), reserved: { vcpus: 0, memoryMib: 12 * 1024, diskGib: 0 }, allocationRatio: { vcpus: 1, memory: 0, disk: 0 } });
+    expect(welcome.msg?.$case).toBe("welcome");
+    const client = api(address);
+    const err = (await client.createVm("big", 1, 6 * 1024).catch((e: unknown) => e)) as ServiceError;
+    expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(err.details).toContain("memory_mib: needs 6144 MiB, 4096 MiB free of 4096 allocatable");
+    // CPU ratio 1 on 8 cores: a 9-vCPU VM does not fit (the cluster's ratio 4 would allow it).
+    const cpu = (await client.createVm("wide", 9, 512).catch((e: unknown) => e)) as ServiceError;
+    expect(cpu.details).toContain("vcpus: needs 9");
+    expect((await client.createVm("fits", 1, 4 * 1024)).vm?.hostId).toBe("h1");
+
+    const bad = await rawHello(address, { ...hello("h2"), reserved: { vcpus: 0, memoryMib: 32 * 1024, diskGib: 0 } });
+    expect(bad.msg).toMatchObject({ $case: "reject", value: { reason: RejectReason.REJECT_REASON_INVALID_HELLO } });
+    expect((bad.msg?.value as { message: string }).message).toMatch(/^hello\.reserved\.memory_mib:/);
   });
 
   it("a follower sends agents and operators to the leader", async () => {

@@ -84,6 +84,18 @@ export function validateHello(hello: Hello): void {
   checkInteger(c.memoryMib, "hello.capacity.memory_mib", 1, Number.MAX_SAFE_INTEGER, "MiB");
   checkInteger(c.diskGib, "hello.capacity.disk_gib", 0, Number.MAX_SAFE_INTEGER, "GiB");
   validateLabels(hello.labels, "hello.labels");
+  const ratio = hello.allocationRatio;
+  if (ratio) {
+    for (const [k, v] of [["vcpus", ratio.vcpus], ["memory", ratio.memory], ["disk", ratio.disk]] as const) {
+      if (!Number.isFinite(v) || v < 0 || v > 100) throw invalidArgument(`hello.allocation_ratio.${k}`, `must be from 0 (unset) to 100 (got ${v})`);
+    }
+  }
+  const reserved = hello.reserved;
+  if (reserved) {
+    checkInteger(reserved.vcpus, "hello.reserved.vcpus", 0, c.vcpus, "vCPUs");
+    checkInteger(reserved.memoryMib, "hello.reserved.memory_mib", 0, c.memoryMib, "MiB");
+    checkInteger(reserved.diskGib, "hello.reserved.disk_gib", 0, c.diskGib, "GiB");
+  }
   const n = hello.inventory?.domains.length ?? 0;
   if (n > Limits.maxDomainsPerHost) {
     throw invalidArgument("hello.inventory.domains", `at most ${Limits.maxDomainsPerHost} domains (got ${n})`);

@@ -17,6 +17,7 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { AllocationRatio } from "./host.js";
 import { Resources } from "./resources.js";
 import { DomainState, domainStateFromJSON, domainStateToJSON } from "./vm.js";
 
@@ -118,6 +119,12 @@ export interface Hello {
   driver: string;
   /** The highest leader epoch this agent has obeyed; a controller with a lower epoch is stale. */
   lastLeaderEpoch: number;
+  /**
+   * This host's overrides of the cluster's allocation ratios and reserve (from the agent's
+   * configuration, as with Nova's per-compute ratios or the kubelet's reserve); unset: the cluster's.
+   */
+  allocationRatio?: AllocationRatio | undefined;
+  reserved?: Resources | undefined;
 }
 
 export interface Hello_LabelsEntry {
@@ -778,6 +785,8 @@ function createBaseHello(): Hello {
     agentVersion: "",
     driver: "",
     lastLeaderEpoch: 0,
+    allocationRatio: undefined,
+    reserved: undefined,
   };
 }
 
@@ -806,6 +815,12 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.lastLeaderEpoch !== 0) {
       writer.uint32(64).uint64(message.lastLeaderEpoch);
+    }
+    if (message.allocationRatio !== undefined) {
+      AllocationRatio.encode(message.allocationRatio, writer.uint32(74).fork()).join();
+    }
+    if (message.reserved !== undefined) {
+      Resources.encode(message.reserved, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -890,6 +905,22 @@ export const Hello: MessageFns<Hello> = {
             message.lastLeaderEpoch = longToNumber(reader.uint64());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.allocationRatio = AllocationRatio.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.reserved = Resources.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -941,6 +972,12 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.last_leader_epoch)
         ? globalThis.Number(object.last_leader_epoch)
         : 0,
+      allocationRatio: isSet(object.allocationRatio)
+        ? AllocationRatio.fromJSON(object.allocationRatio)
+        : isSet(object.allocation_ratio)
+        ? AllocationRatio.fromJSON(object.allocation_ratio)
+        : undefined,
+      reserved: isSet(object.reserved) ? Resources.fromJSON(object.reserved) : undefined,
     };
   },
 
@@ -976,6 +1013,12 @@ export const Hello: MessageFns<Hello> = {
     if (message.lastLeaderEpoch !== 0) {
       obj.lastLeaderEpoch = Math.round(message.lastLeaderEpoch);
     }
+    if (message.allocationRatio !== undefined) {
+      obj.allocationRatio = AllocationRatio.toJSON(message.allocationRatio);
+    }
+    if (message.reserved !== undefined) {
+      obj.reserved = Resources.toJSON(message.reserved);
+    }
     return obj;
   },
 
@@ -1004,6 +1047,12 @@ export const Hello: MessageFns<Hello> = {
     message.agentVersion = object.agentVersion ?? "";
     message.driver = object.driver ?? "";
     message.lastLeaderEpoch = object.lastLeaderEpoch ?? 0;
+    message.allocationRatio = (object.allocationRatio !== undefined && object.allocationRatio !== null)
+      ? AllocationRatio.fromPartial(object.allocationRatio)
+      : undefined;
+    message.reserved = (object.reserved !== undefined && object.reserved !== null)
+      ? Resources.fromPartial(object.reserved)
+      : undefined;
     return message;
   },
 };
