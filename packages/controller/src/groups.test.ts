@@ -5,7 +5,7 @@
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { AgentServiceClient, ClusterServiceClient, GroupPolicy, type Vm, type VmSpec } from "@berth/api";
+import { AgentServiceClient, ClusterServiceClient, GroupPolicy, type PlanPlacementResponse, type Vm, type VmSpec } from "@berth/api";
 import { deadlineIn, grpcClientOptions } from "@berth/core";
 import { MemoryStore } from "@berth/store";
 import { Controller } from "./controller.js";
@@ -50,6 +50,7 @@ async function cluster(n: number, capacity = { vcpus: 16, memoryMib: 16 * 1024, 
     createVms: (specs: VmSpec[]) => unary<{ vms: Vm[] }>((m, o, cb) => client.createVms({ specs }, m, o, cb)),
     listVms: () => unary<{ vms: Vm[] }>((m, o, cb) => client.listVms({ hostId: "", pageSize: 0, pageToken: "" }, m, o, cb)),
     deleteGroup: (name: string) => unary((m, o, cb) => client.deleteGroup({ name }, m, o, cb)),
+    plan: (specs: VmSpec[]) => unary<PlanPlacementResponse>((m, o, cb) => client.planPlacement({ specs }, m, o, cb)),
     listGroups: () => unary<{ groups: { name: string; members: string[] }[] }>((m, o, cb) => client.listGroups({}, m, o, cb)),
   };
 }
@@ -113,6 +114,30 @@ describe("groups under concurrency", () => {
     const err = (await c.deleteGroup("trio").catch((e: unknown) => e)) as ServiceError;
     expect(err.code).toBe(status.FAILED_PRECONDITION);
     expect(err.details).toContain("has 3 members");
+  });
+
+  it("plans a gang as a dry run: chosen hosts, every host's verdict, nothing written", async () => {
+    const c = await cluster(3);
+    await c.createGroup("web", GroupPolicy.GROUP_POLICY_ANTI_AFFINITY);
+    const first = (await c.createVm(spec("web-0", "web"))).vm!;
+    const plan = await c.plan([spec("web-1", "web"), spec("web-2", "web")]);
+    expect(plan.placeable).toBe(true);
+    const chosen = plan.placements.map((p) => p.hostId);
+    expect(new Set([...chosen, first.hostId]).size).toBe(3);
+    // The first VM's verdicts: the member's host rejected by the group filter, the others scored.
+    const verdicts = plan.placements[0]!.verdicts;
+    expect(verdicts).toHaveLength(3);
+    expect(verdicts.find((v) => v.hostId === first.hostId)).toMatchObject({ passed: false, filter: "groups" });
+    expect(verdicts.filter((v) => v.passed).every((v) => v.total > 0 && Object.keys(v.scores).length > 0)).toBe(true);
+    // The second VM saw the first one's planned placement: its host is rejected too.
+    expect(plan.placements[1]!.verdicts.find((v) => v.hostId === chosen[0])).toMatchObject({ passed: false, filter: "groups" });
+    // Nothing was written.
+    expect((await c.listVms()).vms.map((v) => v.spec?.name)).toEqual(["web-0"]);
+    // A third member cannot fit: not placeable, with the reasons of the VM that failed.
+    const tooMany = await c.plan([spec("web-1", "web"), spec("web-2", "web"), spec("web-3", "web")]);
+    expect(tooMany.placeable).toBe(false);
+    expect(tooMany.placements.at(-1)).toMatchObject({ vmName: "web-3", hostId: "" });
+    expect(tooMany.reasons.every((r) => r.includes("group 'web'"))).toBe(true);
   });
 
   it("refuses a VM in an unknown group, writing nothing", async () => {

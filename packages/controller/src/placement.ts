@@ -15,6 +15,7 @@ import {
   placeVm,
   placeVms,
   unplacedError,
+  withPlacement,
   type HostSnapshot,
   type HostVerdict,
   type PlacementRequest,
@@ -239,7 +240,7 @@ export class Placer {
         return { placeable: false, placements, reasons: decision.reasons.length > 0 ? decision.reasons : ["no hosts are registered"] };
       }
       placements.push({ vmName: request.name, hostId: decision.hostId, verdicts });
-      hosts = hosts.map((h) => (h.id === decision.hostId ? consumed(h, request) : h));
+      hosts = hosts.map((h) => (h.id === decision.hostId ? withPlacement(h, request.resources, request.group?.name) : h));
     }
     return { placeable: true, placements, reasons: [] };
   }
@@ -270,13 +271,6 @@ export class Placer {
       forceStop: false,
     };
   }
-}
-
-/** The host after placing `request` on it (resources, VM count, group membership). */
-function consumed(host: HostSnapshot, request: PlacementRequest): HostSnapshot {
-  const groupMembers = { ...host.groupMembers };
-  if (request.group) groupMembers[request.group.name] = (groupMembers[request.group.name] ?? 0) + 1;
-  return { ...host, allocated: addResources(host.allocated, request.resources), vmCount: host.vmCount + 1, groupMembers };
 }
 
 function toWire(v: HostVerdict): WireVerdict {
