@@ -25,7 +25,7 @@ import { MAX_TXN_OPS, type ClusterStore, type Compare, type Op } from "@berth/st
 import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { encodeGroup, encodeVm, Keys } from "./keys.js";
-import { placementPolicyOf, resolveClusterScheduler } from "./scheduler-config.js";
+import { placementPolicyOf, ratioOf, resolveClusterScheduler } from "./scheduler-config.js";
 import { waitUpTo } from "./wait.js";
 
 /** How long a reservation waits for its own write to reach the cache before it is released. */
@@ -109,7 +109,9 @@ export class Placer {
     const reservedByHost = new Map<string, Reservation[]>();
     for (const [name, r] of this.reservations) {
       if (this.state.vm(name)) continue; // already counted from the cache
-      reservedByHost.set(r.hostId, [...(reservedByHost.get(r.hostId) ?? []), r]);
+      const onHost = reservedByHost.get(r.hostId);
+      if (onHost) onHost.push(r);
+      else reservedByHost.set(r.hostId, [r]);
     }
     return this.state.allHosts().map((host) => {
       const reserved = reservedByHost.get(host.id) ?? [];
@@ -119,11 +121,7 @@ export class Placer {
         allocated = addResources(allocated, r.resources);
         if (r.group) groupMembers[r.group] = (groupMembers[r.group] ?? 0) + 1;
       }
-      const ratio = host.allocationRatio;
-      const allocationRatio: Partial<Resources> = {};
-      if (ratio?.vcpus) allocationRatio.vcpus = ratio.vcpus;
-      if (ratio?.memory) allocationRatio.memoryMib = ratio.memory;
-      if (ratio?.disk) allocationRatio.diskGib = ratio.disk;
+      const allocationRatio = ratioOf(host.allocationRatio);
       return {
         id: host.id,
         capacity: host.capacity ?? { vcpus: 0, memoryMib: 0, diskGib: 0 },

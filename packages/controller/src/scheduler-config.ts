@@ -1,4 +1,4 @@
-import { GroupPolicy, type ClusterConfig, type Resources, type SchedulerConfig } from "@berth/api";
+import { GroupPolicy, type AllocationRatio, type ClusterConfig, type Resources, type SchedulerConfig } from "@berth/api";
 import { BerthError, ErrorCode, invalidArgument } from "@berth/core";
 import {
   resolveSchedulerOptions,
@@ -7,14 +7,22 @@ import {
   type SchedulerOptions,
 } from "@berth/scheduler";
 
+/**
+ * The scheduler's form of a wire AllocationRatio: only the ratios that are set (0 means unset on
+ * the wire), under the resource names.
+ */
+export function ratioOf(ratio: AllocationRatio | undefined): Partial<Resources> {
+  const out: Partial<Resources> = {};
+  if (ratio?.vcpus) out.vcpus = ratio.vcpus;
+  if (ratio?.memory) out.memoryMib = ratio.memory;
+  if (ratio?.disk) out.diskGib = ratio.disk;
+  return out;
+}
+
 /** The scheduler options a stored SchedulerConfig stands for (unset fields left to the defaults). */
 export function schedulerOptionsOf(config: SchedulerConfig | undefined): SchedulerOptions {
   if (!config) return {};
-  const ratio = config.allocationRatio;
-  const allocationRatio: Partial<Resources> = {};
-  if (ratio?.vcpus) allocationRatio.vcpus = ratio.vcpus;
-  if (ratio?.memory) allocationRatio.memoryMib = ratio.memory;
-  if (ratio?.disk) allocationRatio.diskGib = ratio.disk;
+  const allocationRatio = ratioOf(config.allocationRatio);
   return {
     ...(config.preset ? { preset: config.preset as NonNullable<SchedulerOptions["preset"]> } : {}),
     ...(Object.keys(config.weights).length > 0 ? { weights: { ...config.weights } } : {}),
