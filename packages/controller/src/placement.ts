@@ -213,7 +213,11 @@ export class Placer {
         throw new PlacementConflict(`a host or group changed during placement of ${describe(specs)}; retry`, result.revision);
       }
       // Hold the reservations until the cache has the records, so no request sees a host emptier.
-      await waitUpTo(Promise.all([this.state.vms.waitForRevision(result.revision), this.state.groups.waitForRevision(result.revision)]), CACHE_CATCH_UP_MS);
+      // Wait only on the informers whose keys were written: one with no event at that revision
+      // would have to confirm it with a list.
+      const written = [this.state.vms.waitForRevision(result.revision)];
+      if (groupNames.length > 0) written.push(this.state.groups.waitForRevision(result.revision));
+      await waitUpTo(Promise.all(written), CACHE_CATCH_UP_MS);
       return vms;
     } finally {
       for (const spec of specs) this.reservations.delete(spec.name);
