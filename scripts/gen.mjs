@@ -3,7 +3,7 @@
 // `node scripts/gen.mjs --check` regenerates into a temporary folder and fails when the committed
 // files differ: the staleness test runs it.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,8 +14,13 @@ const buf = join(root, "node_modules/.bin/buf");
 const check = process.argv.includes("--check");
 
 function run(outDir) {
-  rmSync(outDir, { recursive: true, force: true });
+  if (!existsSync(buf)) {
+    console.error(`${relative(root, buf)} is missing: run \`npm ci\` first`);
+    process.exit(1);
+  }
+  // Lint first: a proto that fails lint leaves the committed files as they were.
   execFileSync(buf, ["lint"], { cwd: root, stdio: "inherit" });
+  rmSync(outDir, { recursive: true, force: true });
   const args = ["generate"];
   if (outDir !== committed) {
     // Same template, other output folder.

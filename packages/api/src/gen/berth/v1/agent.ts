@@ -17,7 +17,7 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { AllocationRatio } from "./host.js";
+import { AllocationRatio, HostFacts, HypervisorStatus } from "./host.js";
 import { Resources } from "./resources.js";
 import { DomainState, domainStateFromJSON, domainStateToJSON } from "./vm.js";
 
@@ -125,6 +125,8 @@ export interface Hello {
    */
   allocationRatio?: AllocationRatio | undefined;
   reserved?: Resources | undefined;
+  facts?: HostFacts | undefined;
+  hypervisor?: HypervisorStatus | undefined;
 }
 
 export interface Hello_LabelsEntry {
@@ -154,7 +156,11 @@ export interface Report {
     | Resources
     | undefined;
   /** Present when the inventory changed since the last message that carried it. */
-  inventory?: Inventory | undefined;
+  inventory?:
+    | Inventory
+    | undefined;
+  /** The hypervisor's health; sent on every report. */
+  hypervisor?: HypervisorStatus | undefined;
 }
 
 export interface CreateDomain {
@@ -787,6 +793,8 @@ function createBaseHello(): Hello {
     lastLeaderEpoch: 0,
     allocationRatio: undefined,
     reserved: undefined,
+    facts: undefined,
+    hypervisor: undefined,
   };
 }
 
@@ -821,6 +829,12 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.reserved !== undefined) {
       Resources.encode(message.reserved, writer.uint32(82).fork()).join();
+    }
+    if (message.facts !== undefined) {
+      HostFacts.encode(message.facts, writer.uint32(90).fork()).join();
+    }
+    if (message.hypervisor !== undefined) {
+      HypervisorStatus.encode(message.hypervisor, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -921,6 +935,22 @@ export const Hello: MessageFns<Hello> = {
             message.reserved = Resources.decode(reader, reader.uint32());
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.facts = HostFacts.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.hypervisor = HypervisorStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -978,6 +1008,8 @@ export const Hello: MessageFns<Hello> = {
         ? AllocationRatio.fromJSON(object.allocation_ratio)
         : undefined,
       reserved: isSet(object.reserved) ? Resources.fromJSON(object.reserved) : undefined,
+      facts: isSet(object.facts) ? HostFacts.fromJSON(object.facts) : undefined,
+      hypervisor: isSet(object.hypervisor) ? HypervisorStatus.fromJSON(object.hypervisor) : undefined,
     };
   },
 
@@ -1019,6 +1051,12 @@ export const Hello: MessageFns<Hello> = {
     if (message.reserved !== undefined) {
       obj.reserved = Resources.toJSON(message.reserved);
     }
+    if (message.facts !== undefined) {
+      obj.facts = HostFacts.toJSON(message.facts);
+    }
+    if (message.hypervisor !== undefined) {
+      obj.hypervisor = HypervisorStatus.toJSON(message.hypervisor);
+    }
     return obj;
   },
 
@@ -1052,6 +1090,12 @@ export const Hello: MessageFns<Hello> = {
       : undefined;
     message.reserved = (object.reserved !== undefined && object.reserved !== null)
       ? Resources.fromPartial(object.reserved)
+      : undefined;
+    message.facts = (object.facts !== undefined && object.facts !== null)
+      ? HostFacts.fromPartial(object.facts)
+      : undefined;
+    message.hypervisor = (object.hypervisor !== undefined && object.hypervisor !== null)
+      ? HypervisorStatus.fromPartial(object.hypervisor)
       : undefined;
     return message;
   },
@@ -1414,7 +1458,7 @@ export const Reject: MessageFns<Reject> = {
 };
 
 function createBaseReport(): Report {
-  return { usage: undefined, inventory: undefined };
+  return { usage: undefined, inventory: undefined, hypervisor: undefined };
 }
 
 export const Report: MessageFns<Report> = {
@@ -1424,6 +1468,9 @@ export const Report: MessageFns<Report> = {
     }
     if (message.inventory !== undefined) {
       Inventory.encode(message.inventory, writer.uint32(18).fork()).join();
+    }
+    if (message.hypervisor !== undefined) {
+      HypervisorStatus.encode(message.hypervisor, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1457,6 +1504,14 @@ export const Report: MessageFns<Report> = {
             message.inventory = Inventory.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.hypervisor = HypervisorStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1473,6 +1528,7 @@ export const Report: MessageFns<Report> = {
     return {
       usage: isSet(object.usage) ? Resources.fromJSON(object.usage) : undefined,
       inventory: isSet(object.inventory) ? Inventory.fromJSON(object.inventory) : undefined,
+      hypervisor: isSet(object.hypervisor) ? HypervisorStatus.fromJSON(object.hypervisor) : undefined,
     };
   },
 
@@ -1483,6 +1539,9 @@ export const Report: MessageFns<Report> = {
     }
     if (message.inventory !== undefined) {
       obj.inventory = Inventory.toJSON(message.inventory);
+    }
+    if (message.hypervisor !== undefined) {
+      obj.hypervisor = HypervisorStatus.toJSON(message.hypervisor);
     }
     return obj;
   },
@@ -1497,6 +1556,9 @@ export const Report: MessageFns<Report> = {
       : undefined;
     message.inventory = (object.inventory !== undefined && object.inventory !== null)
       ? Inventory.fromPartial(object.inventory)
+      : undefined;
+    message.hypervisor = (object.hypervisor !== undefined && object.hypervisor !== null)
+      ? HypervisorStatus.fromPartial(object.hypervisor)
       : undefined;
     return message;
   },

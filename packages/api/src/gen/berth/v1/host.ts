@@ -80,12 +80,46 @@ export interface Host {
     | undefined;
   /** Per-host overrides of the cluster's scheduler settings (unset: the cluster's). */
   allocationRatio?: AllocationRatio | undefined;
-  reserved?: Resources | undefined;
+  reserved?:
+    | Resources
+    | undefined;
+  /** What the hypervisor says of the host, from the agent's Hello. */
+  facts?:
+    | HostFacts
+    | undefined;
+  /**
+   * Whether the host's hypervisor answers, as the agent last reported (live in the controller's
+   * answers). A host whose agent is connected but whose hypervisor is down gets no new VMs.
+   */
+  hypervisor?: HypervisorStatus | undefined;
 }
 
 export interface Host_LabelsEntry {
   key: string;
   value: string;
+}
+
+/** Facts of a host beyond its capacity, as its hypervisor driver reports them. */
+export interface HostFacts {
+  /** e.g. "Intel(R) Xeon(R) Gold 6338". */
+  cpuModel: string;
+  /** e.g. "QEMU 7.2.0, libvirt 9.0.0". */
+  hypervisorVersion: string;
+  /** Empty when the topology is unknown. */
+  numaCells: NumaCell[];
+}
+
+export interface NumaCell {
+  id: number;
+  cpus: number;
+  memoryMib: number;
+}
+
+/** The hypervisor's health, apart from the agent's: the agent may be up while libvirtd is down. */
+export interface HypervisorStatus {
+  available: boolean;
+  /** Why it is unavailable; empty when available. */
+  message: string;
 }
 
 /**
@@ -113,6 +147,8 @@ function createBaseHost(): Host {
     allocated: undefined,
     allocationRatio: undefined,
     reserved: undefined,
+    facts: undefined,
+    hypervisor: undefined,
   };
 }
 
@@ -156,6 +192,12 @@ export const Host: MessageFns<Host> = {
     }
     if (message.reserved !== undefined) {
       Resources.encode(message.reserved, writer.uint32(106).fork()).join();
+    }
+    if (message.facts !== undefined) {
+      HostFacts.encode(message.facts, writer.uint32(114).fork()).join();
+    }
+    if (message.hypervisor !== undefined) {
+      HypervisorStatus.encode(message.hypervisor, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -280,6 +322,22 @@ export const Host: MessageFns<Host> = {
             message.reserved = Resources.decode(reader, reader.uint32());
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.facts = HostFacts.decode(reader, reader.uint32());
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.hypervisor = HypervisorStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -336,6 +394,8 @@ export const Host: MessageFns<Host> = {
         ? AllocationRatio.fromJSON(object.allocation_ratio)
         : undefined,
       reserved: isSet(object.reserved) ? Resources.fromJSON(object.reserved) : undefined,
+      facts: isSet(object.facts) ? HostFacts.fromJSON(object.facts) : undefined,
+      hypervisor: isSet(object.hypervisor) ? HypervisorStatus.fromJSON(object.hypervisor) : undefined,
     };
   },
 
@@ -386,6 +446,12 @@ export const Host: MessageFns<Host> = {
     if (message.reserved !== undefined) {
       obj.reserved = Resources.toJSON(message.reserved);
     }
+    if (message.facts !== undefined) {
+      obj.facts = HostFacts.toJSON(message.facts);
+    }
+    if (message.hypervisor !== undefined) {
+      obj.hypervisor = HypervisorStatus.toJSON(message.hypervisor);
+    }
     return obj;
   },
 
@@ -424,6 +490,12 @@ export const Host: MessageFns<Host> = {
       : undefined;
     message.reserved = (object.reserved !== undefined && object.reserved !== null)
       ? Resources.fromPartial(object.reserved)
+      : undefined;
+    message.facts = (object.facts !== undefined && object.facts !== null)
+      ? HostFacts.fromPartial(object.facts)
+      : undefined;
+    message.hypervisor = (object.hypervisor !== undefined && object.hypervisor !== null)
+      ? HypervisorStatus.fromPartial(object.hypervisor)
       : undefined;
     return message;
   },
@@ -510,6 +582,309 @@ export const Host_LabelsEntry: MessageFns<Host_LabelsEntry> = {
     const message = createBaseHost_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseHostFacts(): HostFacts {
+  return { cpuModel: "", hypervisorVersion: "", numaCells: [] };
+}
+
+export const HostFacts: MessageFns<HostFacts> = {
+  encode(message: HostFacts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cpuModel !== "") {
+      writer.uint32(10).string(message.cpuModel);
+    }
+    if (message.hypervisorVersion !== "") {
+      writer.uint32(18).string(message.hypervisorVersion);
+    }
+    for (const v of message.numaCells) {
+      NumaCell.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostFacts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostFacts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cpuModel = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hypervisorVersion = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.numaCells.push(NumaCell.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostFacts {
+    return {
+      cpuModel: isSet(object.cpuModel)
+        ? globalThis.String(object.cpuModel)
+        : isSet(object.cpu_model)
+        ? globalThis.String(object.cpu_model)
+        : "",
+      hypervisorVersion: isSet(object.hypervisorVersion)
+        ? globalThis.String(object.hypervisorVersion)
+        : isSet(object.hypervisor_version)
+        ? globalThis.String(object.hypervisor_version)
+        : "",
+      numaCells: globalThis.Array.isArray(object?.numaCells)
+        ? object.numaCells.map((e: any) => NumaCell.fromJSON(e))
+        : globalThis.Array.isArray(object?.numa_cells)
+        ? object.numa_cells.map((e: any) => NumaCell.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: HostFacts): unknown {
+    const obj: any = {};
+    if (message.cpuModel !== "") {
+      obj.cpuModel = message.cpuModel;
+    }
+    if (message.hypervisorVersion !== "") {
+      obj.hypervisorVersion = message.hypervisorVersion;
+    }
+    if (message.numaCells?.length) {
+      obj.numaCells = message.numaCells.map((e) => NumaCell.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HostFacts>): HostFacts {
+    return HostFacts.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HostFacts>): HostFacts {
+    const message = createBaseHostFacts();
+    message.cpuModel = object.cpuModel ?? "";
+    message.hypervisorVersion = object.hypervisorVersion ?? "";
+    message.numaCells = object.numaCells?.map((e) => NumaCell.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseNumaCell(): NumaCell {
+  return { id: 0, cpus: 0, memoryMib: 0 };
+}
+
+export const NumaCell: MessageFns<NumaCell> = {
+  encode(message: NumaCell, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint32(message.id);
+    }
+    if (message.cpus !== 0) {
+      writer.uint32(16).uint32(message.cpus);
+    }
+    if (message.memoryMib !== 0) {
+      writer.uint32(24).uint64(message.memoryMib);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NumaCell {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNumaCell();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.cpus = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.memoryMib = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NumaCell {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      cpus: isSet(object.cpus) ? globalThis.Number(object.cpus) : 0,
+      memoryMib: isSet(object.memoryMib)
+        ? globalThis.Number(object.memoryMib)
+        : isSet(object.memory_mib)
+        ? globalThis.Number(object.memory_mib)
+        : 0,
+    };
+  },
+
+  toJSON(message: NumaCell): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.cpus !== 0) {
+      obj.cpus = Math.round(message.cpus);
+    }
+    if (message.memoryMib !== 0) {
+      obj.memoryMib = Math.round(message.memoryMib);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<NumaCell>): NumaCell {
+    return NumaCell.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NumaCell>): NumaCell {
+    const message = createBaseNumaCell();
+    message.id = object.id ?? 0;
+    message.cpus = object.cpus ?? 0;
+    message.memoryMib = object.memoryMib ?? 0;
+    return message;
+  },
+};
+
+function createBaseHypervisorStatus(): HypervisorStatus {
+  return { available: false, message: "" };
+}
+
+export const HypervisorStatus: MessageFns<HypervisorStatus> = {
+  encode(message: HypervisorStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.available !== false) {
+      writer.uint32(8).bool(message.available);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HypervisorStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHypervisorStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.available = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HypervisorStatus {
+    return {
+      available: isSet(object.available) ? globalThis.Boolean(object.available) : false,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: HypervisorStatus): unknown {
+    const obj: any = {};
+    if (message.available !== false) {
+      obj.available = message.available;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HypervisorStatus>): HypervisorStatus {
+    return HypervisorStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HypervisorStatus>): HypervisorStatus {
+    const message = createBaseHypervisorStatus();
+    message.available = object.available ?? false;
+    message.message = object.message ?? "";
     return message;
   },
 };
