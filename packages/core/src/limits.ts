@@ -26,4 +26,7 @@ export const Limits = {
   maxGroupMembers: 1000,
   /** Bound on the commands queued for one agent stream. */
   maxQueuedCommandsPerHost: 1024,
+  /** Free-text facts and status messages from agents (CPU model, hypervisor version, why down). */
+  maxFactLength: 256,
+  maxNumaCells: 64,
 } as const;

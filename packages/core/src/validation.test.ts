@@ -70,6 +70,16 @@ describe("validateHello", () => {
     const domains = Array.from({ length: Limits.maxDomainsPerHost + 1 }, (_, i) => ({ vmId: `${i}`, name: "x", state: 2, generation: 1, resources: undefined }));
     expect(() => validateHello(hello({ inventory: { domains } }))).toThrow(/^hello\.inventory\.domains: at most/);
   });
+  it("bounds the host facts and the hypervisor status", () => {
+    const facts = { cpuModel: "Xeon", hypervisorVersion: "QEMU 7.2", numaCells: [{ id: 0, cpus: 8, memoryMib: 1024 }] };
+    expect(() => validateHello(hello({ facts, hypervisor: { available: false, message: "libvirtd is down" } }))).not.toThrow();
+    expect(() => validateHello(hello({ facts: { ...facts, cpuModel: "x".repeat(Limits.maxFactLength + 1) } }))).toThrow(/^hello\.facts\.cpu_model: at most/);
+    const numaCells = Array.from({ length: Limits.maxNumaCells + 1 }, (_, id) => ({ id, cpus: 1, memoryMib: 1 }));
+    expect(() => validateHello(hello({ facts: { ...facts, numaCells } }))).toThrow(/^hello\.facts\.numa_cells: at most/);
+    expect(() => validateHello(hello({ hypervisor: { available: false, message: "y".repeat(Limits.maxFactLength + 1) } }))).toThrow(
+      /^hello\.hypervisor\.message: at most/,
+    );
+  });
 });
 
 describe("operator text", () => {

@@ -1,4 +1,4 @@
-import type { Hello, Resources, VmSpec } from "@berth/api";
+import type { Hello, HypervisorStatus, Resources, VmSpec } from "@berth/api";
 import { invalidArgument } from "./errors.js";
 import { Limits } from "./limits.js";
 
@@ -100,4 +100,22 @@ export function validateHello(hello: Hello): void {
   if (n > Limits.maxDomainsPerHost) {
     throw invalidArgument("hello.inventory.domains", `at most ${Limits.maxDomainsPerHost} domains (got ${n})`);
   }
+  const facts = hello.facts;
+  if (facts) {
+    checkFact(facts.cpuModel, "hello.facts.cpu_model");
+    checkFact(facts.hypervisorVersion, "hello.facts.hypervisor_version");
+    if (facts.numaCells.length > Limits.maxNumaCells) {
+      throw invalidArgument("hello.facts.numa_cells", `at most ${Limits.maxNumaCells} cells (got ${facts.numaCells.length})`);
+    }
+  }
+  if (hello.hypervisor) validateHypervisorStatus(hello.hypervisor, "hello.hypervisor");
+}
+
+/** Bounds a hypervisor status from an agent. Throws INVALID_ARGUMENT naming `field`. */
+export function validateHypervisorStatus(status: HypervisorStatus, field: string): void {
+  checkFact(status.message, `${field}.message`);
+}
+
+function checkFact(text: string, field: string): void {
+  if (text.length > Limits.maxFactLength) throw invalidArgument(field, `at most ${Limits.maxFactLength} characters (got ${text.length})`);
 }
