@@ -22,6 +22,9 @@ describe("desiredAction", () => {
   it("leaves a domain alone when it is as desired at the current generation", () => {
     expect(desiredAction(vm("a", R, 3), domain("a", DomainState.DOMAIN_STATE_RUNNING, 3))).toBeUndefined();
     expect(desiredAction(vm("a", S, 2), domain("a", DomainState.DOMAIN_STATE_SHUTOFF, 2))).toBeUndefined();
+    // Crashed is off: a stopped VM whose domain crashed needs nothing (libvirt keeps "crashed" until a start).
+    expect(desiredAction(vm("a", S, 2), domain("a", DomainState.DOMAIN_STATE_CRASHED, 2))).toBeUndefined();
+    expect(desiredAction(vm("a", S, 3), domain("a", DomainState.DOMAIN_STATE_CRASHED, 2))?.$case).toBe("stop");
   });
   it("moves the domain towards the desired state", () => {
     expect(desiredAction(vm("a", R), domain("a", DomainState.DOMAIN_STATE_SHUTOFF))?.$case).toBe("start");

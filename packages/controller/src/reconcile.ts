@@ -43,7 +43,9 @@ export function desiredAction(vm: Vm, domain: Domain | undefined): DomainAction 
       return { $case: "start", value: {} };
     case DesiredState.DESIRED_STATE_STOPPED:
       if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: false } };
-      if (domain.state === DomainState.DOMAIN_STATE_SHUTOFF && current) return undefined;
+      // A crashed domain is off too: libvirt keeps "shut off (crashed)" until the next start, so
+      // asking it to stop would never change what the host reports.
+      if ((domain.state === DomainState.DOMAIN_STATE_SHUTOFF || domain.state === DomainState.DOMAIN_STATE_CRASHED) && current) return undefined;
       return { $case: "stop", value: { force: vm.forceStop } };
     default:
       return undefined;
