@@ -8,6 +8,7 @@ import {
   formatResourcesHuman,
   formatVcpus,
   hostStateName,
+  hostDetail,
   hostTable,
   phaseName,
   renderFields,
@@ -87,6 +88,19 @@ describe("host views", () => {
       "ID      STATE         ALLOC VCPUS  ALLOC MEMORY  ALLOC DISK  DRIVER  LAST SEEN\n" +
         "host-1  DISCONNECTED  0 / 16 vCPU  0 / 64 GiB    0 / 1 TiB   -       -\n",
     );
+  });
+  it("says when a host's hypervisor is down, and why", () => {
+    const host = Host.fromPartial({
+      id: "hv-1",
+      state: HostState.HOST_STATE_READY,
+      driver: "libvirt",
+      facts: { cpuModel: "Xeon", hypervisorVersion: "QEMU 7.2.0", numaCells: [{ id: 0, cpus: 8, memoryMib: 16384 }] },
+      hypervisor: { available: false, message: "libvirtd does not answer" },
+    });
+    expect(hostTable([host], 1000).split("\n")[1]).toMatch(/^hv-1 +READY,HYPERVISOR-DOWN /);
+    const detail = hostDetail(host, 1000);
+    expect(detail).toMatch(/Hypervisor: +QEMU 7\.2\.0 \(DOWN: libvirtd does not answer\)/);
+    expect(detail).toMatch(/NUMA cells: +0: 8 CPUs, 16 GiB/);
   });
 });
 

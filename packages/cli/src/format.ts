@@ -157,7 +157,7 @@ function usageOf(used: number | undefined, capacity: number | undefined, format:
 export function hostTable(hosts: readonly Host[], nowMs: number): string {
   const rows = hosts.map((h) => [
     h.id,
-    hostStateName(h.state, h.cordoned),
+    hostStateName(h.state, h.cordoned) + (h.hypervisor?.available === false ? ",HYPERVISOR-DOWN" : ""),
     usageOf(h.allocated?.vcpus, h.capacity?.vcpus, String) + (h.capacity ? " vCPU" : ""),
     usageOf(h.allocated?.memoryMib, h.capacity?.memoryMib, formatMib),
     usageOf(h.allocated?.diskGib, h.capacity?.diskGib, formatGib),
@@ -177,10 +177,20 @@ export function hostDetail(host: Host, nowMs: number): string {
     ["In use", formatResourcesHuman(host.usage)],
     ["Labels", formatLabels(host.labels)],
     ["Driver", host.driver || "-"],
+    ["Hypervisor", hypervisorText(host)],
+    ["CPU model", host.facts?.cpuModel || "-"],
+    ["NUMA cells", host.facts?.numaCells.length ? host.facts.numaCells.map((c) => `${c.id}: ${c.cpus} CPUs, ${formatMib(c.memoryMib)}`).join("; ") : "-"],
     ["Agent", host.agentVersion || "-"],
     ["Boot ID", host.bootId || "-"],
     ["Last seen", host.lastSeenMs > 0 ? `${formatAge(host.lastSeenMs, nowMs)} ago` : "-"],
   ]);
+}
+
+/** `QEMU 7.2.0, libvirt 9.0.0 (available)`, or why it is down. */
+function hypervisorText(host: Host): string {
+  const version = host.facts?.hypervisorVersion || "-";
+  if (!host.hypervisor) return version;
+  return host.hypervisor.available ? `${version} (available)` : `${version} (DOWN: ${host.hypervisor.message || "no reason given"})`;
 }
 
 /** `-o json`: one message, two-space indented, newline-terminated. */
