@@ -2,15 +2,21 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import fc from "fast-check";
 import { DomainState, type Domain } from "@berth/api";
-import { ErrorCode, isBerthError } from "@berth/core";
+import { BerthError, ErrorCode, isBerthError } from "@berth/core";
 import {
   DEFAULT_FAKE_CAPACITY,
   FAKE_STATE_FILE,
+  FAKE_STATE_FORMAT,
   FakeDriver,
+  ManualClock,
   readFakeHypervisorState,
   resolveFakeDriverOptions,
+  writeFakeFaults,
   type DomainSpec,
+  type DriverEvent,
+  type FakeDriverOptions,
   type HypervisorDriver,
 } from "./index.js";
 
@@ -89,7 +95,13 @@ describe("FakeDriver", () => {
     const d = new FakeDriver({ stateDir: dir, capacity: { vcpus: 8, memoryMib: 8192, diskGib: 100 } });
     drivers.push(d);
     expect(d.kind).toBe("fake");
-    expect(await d.hostFacts()).toEqual({ capacity: { vcpus: 8, memoryMib: 8192, diskGib: 100 }, driver: "fake" });
+    expect(await d.hostFacts()).toEqual({
+      capacity: { vcpus: 8, memoryMib: 8192, diskGib: 100 },
+      driver: "fake",
+      cpuModel: "fake-cpu",
+      numaCells: [{ id: 0, cpus: 8, memoryMib: 8192 }],
+      hypervisorVersion: "fake 1",
+    });
   });
 
   it("creates a missing state directory", async () => {
@@ -116,6 +128,8 @@ describe("FakeDriver", () => {
     expect(readFakeHypervisorState(dir)).toEqual({
       domains: [],
       operations: { [s.vmId]: { define: 1, start: 1, stop: 1, delete: 1 } },
+      volumes: [],
+      incoming: [],
     });
   });
 
@@ -141,7 +155,7 @@ describe("FakeDriver", () => {
   it("succeeds deleting an absent domain without counting it", async () => {
     const d = driver();
     await d.delete(spec(7).vmId);
-    expect(readFakeHypervisorState(dir)).toEqual({ domains: [], operations: {} });
+    expect(readFakeHypervisorState(dir)).toEqual({ domains: [], operations: {}, volumes: [], incoming: [] });
   });
 
   it("answers NOT_FOUND for start, stop and setGeneration of an unknown domain", async () => {
@@ -279,7 +293,7 @@ describe("FakeDriver", () => {
   });
 
   it("reads a missing state file or directory as empty", () => {
-    expect(readFakeHypervisorState(path.join(dir, "nowhere"))).toEqual({ domains: [], operations: {} });
+    expect(readFakeHypervisorState(path.join(dir, "nowhere"))).toEqual({ domains: [], operations: {}, volumes: [], incoming: [] });
   });
 
   it("returns copies: callers cannot change the driver's state", async () => {
@@ -304,5 +318,602 @@ describe("FakeDriver", () => {
     const d = await FakeDriver.open({ stateDir: dir });
     drivers.push(d);
     expect(await d.list()).toEqual([]);
+  });
+});
+
+// ---- the extended contract ---------------------------------------------------------------------
+
+function clocked(options: Partial<FakeDriverOptions> = {}, stateDir = dir): { d: FakeDriver; clock: ManualClock } {
+  const clock = (options.clock as ManualClock | undefined) ?? new ManualClock(1_000_000);
+  const d = new FakeDriver({ stateDir, ...options, clock });
+  drivers.push(d);
+  return { d, clock };
+}
+
+function events(d: FakeDriver): DriverEvent[] {
+  const seen: DriverEvent[] = [];
+  d.subscribe((e) => seen.push(e));
+  return seen;
+}
+
+const kinds = (seen: DriverEvent[]): string[] => seen.map((e) => (e.type === "domain" ? e.kind : `health:${e.health.available}`));
+
+async function code(p: Promise<unknown>): Promise<string | undefined> {
+  const e = await rejection(p);
+  return isBerthError(e) ? e.code : `not a BerthError: ${String(e)}`;
+}
+
+describe("FakeDriver: define", () => {
+  it("reports host facts from options", async () => {
+    const d = new FakeDriver({
+      stateDir: dir,
+      capacity: { vcpus: 4 },
+      cpuModel: "Intel(R) Xeon(R) Gold 6338",
+      numaCells: [
+        { id: 0, cpus: 2, memoryMib: 1024 },
+        { id: 1, cpus: 2, memoryMib: 1024 },
+      ],
+      hypervisorVersion: "fake 2",
+    });
+    drivers.push(d);
+    expect(await d.hostFacts()).toMatchObject({ cpuModel: "Intel(R) Xeon(R) Gold 6338", hypervisorVersion: "fake 2" });
+    expect((await d.hostFacts()).numaCells).toHaveLength(2);
+    expect(() => resolveFakeDriverOptions({ stateDir: "x", numaCells: [{ id: 0, cpus: -1, memoryMib: 1 }] })).toThrow(
+      /^fake_driver\.numa_cells\[0\]\.cpus: /,
+    );
+  });
+
+  it("refuses a name taken by another vmId with ALREADY_EXISTS, leaving nothing behind", async () => {
+    const d = driver();
+    await d.define(spec(1));
+    expect(await code(d.define({ ...spec(2), name: "vm-1" }))).toBe(ErrorCode.AlreadyExists);
+    expect((await d.list()).map((x) => x.vmId)).toEqual([spec(1).vmId]);
+    expect(readFakeHypervisorState(dir).volumes.map((v) => v.vmId)).toEqual([spec(1).vmId]);
+  });
+
+  it("refuses a domain larger than the host with RESOURCE_EXHAUSTED, leaving nothing behind", async () => {
+    const d = new FakeDriver({ stateDir: dir, capacity: { vcpus: 4, memoryMib: 8192 } });
+    drivers.push(d);
+    expect(await code(d.define({ ...spec(1), resources: { vcpus: 5, memoryMib: 16, diskGib: 1 } }))).toBe(ErrorCode.ResourceExhausted);
+    expect(await code(d.define({ ...spec(1), resources: { vcpus: 1, memoryMib: 8193, diskGib: 1 } }))).toBe(ErrorCode.ResourceExhausted);
+    await d.define({ ...spec(2), resources: { vcpus: 4, memoryMib: 8192, diskGib: 1 } }); // exactly the host fits
+    expect(await d.list()).toHaveLength(1);
+    expect(readFakeHypervisorState(dir).volumes.map((v) => v.vmId)).toEqual([spec(2).vmId]);
+  });
+
+  it("requires a UUID vmId and a name, naming the field", async () => {
+    const d = driver();
+    for (const [s, field] of [
+      [{ ...spec(1), vmId: "vm-1" }, "domain.vm_id"],
+      [{ ...spec(1), vmId: spec(1).vmId.toUpperCase().replace("0000-4000", "0000-4ABC") }, "domain.vm_id"],
+      [{ ...spec(1), name: "" }, "domain.name"],
+      [{ ...spec(1), name: "a/b" }, "domain.name"],
+    ] as const) {
+      const e = await rejection(d.define(s));
+      expect(isBerthError(e, ErrorCode.InvalidArgument)).toBe(true);
+      expect((e as BerthError).field).toBe(field);
+    }
+    expect(await d.list()).toEqual([]);
+    expect(readFakeHypervisorState(dir).volumes).toEqual([]);
+  });
+
+  it("creates a volume of diskGib, none for a diskless domain", async () => {
+    const d = driver();
+    await d.define(spec(1));
+    await d.define({ ...spec(2), resources: { vcpus: 1, memoryMib: 512, diskGib: 0 } });
+    expect(readFakeHypervisorState(dir).volumes).toEqual([{ vmId: spec(1).vmId, name: "vm-1.qcow2", diskGib: 20 }]);
+  });
+});
+
+describe("FakeDriver: destroy, undefine, deleteVolumes, delete", () => {
+  it("destroys a running domain (counted as a stop), keeping it defined", async () => {
+    const d = driver();
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    expect((await d.destroy(vmId)).state).toBe(SHUTOFF);
+    expect((await d.destroy(vmId)).state).toBe(SHUTOFF);
+    expect(d.operationCounts(vmId)).toMatchObject({ start: 1, stop: 1 });
+    expect(await code(d.destroy(spec(2).vmId))).toBe(ErrorCode.NotFound);
+  });
+
+  it("undefines only an inactive domain and keeps its volume until deleteVolumes", async () => {
+    const d = driver();
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    expect(await code(d.undefine(vmId))).toBe(ErrorCode.FailedPrecondition);
+    await d.pause(vmId);
+    expect(await code(d.undefine(vmId))).toBe(ErrorCode.FailedPrecondition);
+    expect(await code(d.deleteVolumes(vmId))).toBe(ErrorCode.FailedPrecondition);
+    await d.destroy(vmId);
+    await d.undefine(vmId);
+    await d.undefine(vmId);
+    expect(await d.list()).toEqual([]);
+    expect(readFakeHypervisorState(dir).volumes.map((v) => v.vmId)).toEqual([vmId]);
+    await d.deleteVolumes(vmId);
+    await d.deleteVolumes(vmId);
+    expect(readFakeHypervisorState(dir).volumes).toEqual([]);
+  });
+
+  it("undefines a crashed domain (its process is gone)", async () => {
+    const d = driver();
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    await d.faults.crash(vmId);
+    await d.undefine(vmId);
+    expect(await d.list()).toEqual([]);
+  });
+
+  it("deletes a running domain, its definition and its volume in one call", async () => {
+    const d = driver();
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    const seen = events(d);
+    await d.delete(vmId);
+    expect(kinds(seen)).toEqual(["stopped", "undefined"]);
+    expect(readFakeHypervisorState(dir)).toMatchObject({ domains: [], volumes: [] });
+  });
+
+  it("deletes the volume an undefine left, without counting a delete", async () => {
+    const d = driver();
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.undefine(vmId);
+    await d.delete(vmId);
+    expect(readFakeHypervisorState(dir).volumes).toEqual([]);
+    expect(d.operationCounts(vmId).delete).toBe(0);
+  });
+});
+
+describe("FakeDriver: graceful stop", () => {
+  it("waits for the guest's shutdown delay", async () => {
+    const { d, clock } = clocked({ guestShutdownDelayMs: 5000 });
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    let result: Domain | undefined;
+    const stopping = d.stop(vmId, { force: false }).then((x) => (result = x));
+    await clock.advance(4999);
+    expect(result).toBeUndefined();
+    expect((await d.list())[0]?.state).toBe(RUNNING);
+    await clock.advance(1);
+    await stopping;
+    expect(result?.state).toBe(SHUTOFF);
+    expect(d.operationCounts(vmId).stop).toBe(1);
+  });
+
+  it("powers off after timeoutMs a guest that ignores shutdown", async () => {
+    const { d, clock } = clocked({ guestShutdownDelayMs: 10, stopTimeoutMs: 30_000 });
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    d.faults.ignoreShutdown(vmId);
+    let done = false;
+    const stopping = d.stop(vmId, { force: false, timeoutMs: 2000 }).then((x) => ((done = true), x));
+    await clock.advance(1999);
+    expect(done).toBe(false);
+    await clock.advance(1);
+    expect((await stopping).state).toBe(SHUTOFF);
+
+    // Without timeoutMs the driver's stopTimeoutMs applies.
+    await d.start(vmId);
+    const again = d.stop(vmId, { force: false });
+    await clock.advance(29_999);
+    expect((await d.list())[0]?.state).toBe(RUNNING);
+    await clock.advance(1);
+    expect((await again).state).toBe(SHUTOFF);
+  });
+
+  it("ends a pending graceful stop at once when the domain is forced off, counting one stop", async () => {
+    const { d } = clocked({ guestShutdownDelayMs: 60_000 });
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    const graceful = d.stop(vmId, { force: false });
+    const graceful2 = d.stop(vmId, { force: false });
+    expect((await d.stop(vmId, { force: true })).state).toBe(SHUTOFF);
+    expect((await graceful).state).toBe(SHUTOFF);
+    expect((await graceful2).state).toBe(SHUTOFF);
+    expect(d.operationCounts(vmId).stop).toBe(1);
+  });
+
+  it("shuts off a crashed domain at once", async () => {
+    const { d, clock } = clocked({ guestShutdownDelayMs: 60_000 });
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    await d.faults.crash(vmId);
+    expect((await d.stop(vmId, { force: false })).state).toBe(SHUTOFF);
+    expect(clock.pending).toBe(1); // only the control-file poll
+  });
+
+  it("rejects a waiting stop when the driver closes", async () => {
+    const { d } = clocked({ guestShutdownDelayMs: 60_000 });
+    await d.define(spec(1));
+    await d.start(spec(1).vmId);
+    const stopping = d.stop(spec(1).vmId, { force: false });
+    await d.close();
+    expect(await code(stopping)).toBe(ErrorCode.HypervisorUnavailable);
+  });
+});
+
+describe("FakeDriver: stats", () => {
+  const cpuHalf = { cpu: { kind: "constant", fraction: 0.5 }, memory: { kind: "constant", fraction: 0.25 } } as const;
+
+  it("accumulates CPU time at the CPU demand while running, not while paused, and resets on a new start", async () => {
+    const { d, clock } = clocked({ load: cpuHalf });
+    const { vmId } = spec(1); // 2 vCPUs, 4096 MiB
+    await d.define(spec(1));
+    expect(await d.stats(vmId)).toEqual({
+      vmId,
+      state: SHUTOFF,
+      cpuTimeNs: 0,
+      memoryUsedMib: 0,
+      diskReadBytes: 0,
+      diskWriteBytes: 0,
+      netRxBytes: 0,
+      netTxBytes: 0,
+    });
+    await d.start(vmId);
+    await clock.advance(10_000);
+    const s1 = await d.stats(vmId);
+    expect(s1.cpuTimeNs).toBe(10e9); // 2 vCPUs × 0.5 × 10 s
+    expect(s1.memoryUsedMib).toBe(1024);
+    expect(s1.diskReadBytes).toBeGreaterThan(0);
+    expect(s1.netTxBytes).toBeGreaterThan(0);
+
+    await d.pause(vmId);
+    await clock.advance(10_000);
+    const s2 = await d.stats(vmId);
+    expect(s2).toMatchObject({ state: PAUSED, cpuTimeNs: 10e9, memoryUsedMib: 1024 });
+    await d.resume(vmId);
+    await clock.advance(1000);
+    const s3 = await d.stats(vmId);
+    expect(s3.cpuTimeNs).toBe(11e9);
+    expect(s3.diskWriteBytes).toBeGreaterThan(s1.diskWriteBytes);
+
+    await d.stop(vmId, { force: true });
+    expect(await d.stats(vmId)).toMatchObject({ state: SHUTOFF, cpuTimeNs: 0, memoryUsedMib: 0, diskReadBytes: 0 });
+    await d.start(vmId);
+    await clock.advance(1000);
+    expect((await d.stats(vmId)).cpuTimeNs).toBe(1e9);
+  });
+
+  it("follows a per-VM pattern set through the API or the control file, without going back", async () => {
+    const { d, clock } = clocked({ load: cpuHalf });
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    await clock.advance(1000); // 1e9 ns at 0.5
+    await d.setLoad(vmId, { cpu: { kind: "constant", fraction: 1 }, memory: { kind: "diurnal", periodMs: 4000, min: 0, max: 1, peakAtMs: 0 } });
+    await clock.advance(1000); // +2e9 at 1.0
+    const s = await d.stats(vmId);
+    expect(s.cpuTimeNs).toBe(3e9);
+    expect(s.memoryUsedMib).toBe(0); // t = 1 002 000 ≡ 2000 mod 4000: half a period from the peak
+    await clock.advance(2000);
+    expect((await d.stats(vmId)).memoryUsedMib).toBe(4096);
+
+    writeFakeFaults(dir, { load: { vms: { [vmId]: { cpu: { kind: "constant", fraction: 0 } } } } });
+    const before = (await d.stats(vmId)).cpuTimeNs; // reads the file: the past is booked at 1.0
+    await clock.advance(5000);
+    expect((await d.stats(vmId)).cpuTimeNs).toBe(before);
+    expect(before).toBe(7e9);
+    // The API load survives a restart (it is the guest's workload).
+    const e = clocked({ clock }).d;
+    expect(e.loadOf(vmId).memory.kind).toBe("diurnal");
+  });
+
+  it("keeps usage within the VM's size for any valid pattern", async () => {
+    const { d, clock } = clocked();
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    await fc.assert(
+      fc.asyncProperty(fc.double({ min: 0, max: 1, noNaN: true }), fc.double({ min: 0, max: 1, noNaN: true }), fc.integer({ min: 0, max: 1e7 }), async (c, m, dt) => {
+        await d.setLoad(vmId, { cpu: { kind: "constant", fraction: c }, memory: { kind: "diurnal", periodMs: 997, min: 0, max: m } });
+        const a = await d.stats(vmId);
+        await clock.advance(dt);
+        const b = await d.stats(vmId);
+        expect(b.memoryUsedMib).toBeGreaterThanOrEqual(0);
+        expect(b.memoryUsedMib).toBeLessThanOrEqual(4096);
+        expect(b.cpuTimeNs - a.cpuTimeNs).toBeGreaterThanOrEqual(0);
+        expect(b.cpuTimeNs - a.cpuTimeNs).toBeLessThanOrEqual(2 * dt * 1e6 + 1);
+      }),
+      { numRuns: 50 },
+    );
+  });
+});
+
+describe("FakeDriver: events", () => {
+  it("pushes an event for every state change", async () => {
+    const d = driver();
+    const seen = events(d);
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.define(spec(1)); // no-op: no event
+    await d.start(vmId);
+    await d.pause(vmId);
+    await d.start(vmId); // resumes a paused domain
+    await d.pause(vmId);
+    await d.resume(vmId);
+    await d.faults.crash(vmId);
+    await d.start(vmId);
+    await d.stop(vmId, { force: false });
+    await d.undefine(vmId);
+    expect(kinds(seen)).toEqual(["defined", "started", "paused", "resumed", "paused", "resumed", "crashed", "started", "stopped", "undefined"]);
+    const last = seen.at(-1);
+    expect(last).toEqual({ type: "domain", vmId, kind: "undefined", domain: undefined });
+    expect(seen[1]).toMatchObject({ type: "domain", vmId, domain: { state: RUNNING } });
+  });
+
+  it("stops pushing to an unsubscribed listener and survives a listener that throws", async () => {
+    const d = driver();
+    d.subscribe(() => {
+      throw new Error("buggy listener");
+    });
+    const seen: DriverEvent[] = [];
+    const off = d.subscribe((e) => seen.push(e));
+    await d.define(spec(1));
+    off();
+    await d.start(spec(1).vmId);
+    expect(kinds(seen)).toEqual(["defined"]);
+  });
+
+  it("gives each start a new incarnation, kept across a restart of the driver", async () => {
+    const d = driver();
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    expect(d.incarnation(vmId)).toBeUndefined();
+    await d.start(vmId);
+    const first = d.incarnation(vmId);
+    await d.pause(vmId);
+    await d.resume(vmId);
+    expect(d.incarnation(vmId)).toBe(first);
+    expect(driver().incarnation(vmId)).toBe(first);
+    await d.faults.crash(vmId);
+    await d.start(vmId);
+    expect(d.incarnation(vmId)).not.toBe(first);
+  });
+});
+
+describe("FakeDriver: fault injection", () => {
+  it("fails the next calls of an op without changing anything", async () => {
+    const d = driver();
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    d.faults.failNext({ op: "start", count: 2, code: ErrorCode.HypervisorUnavailable });
+    expect(await code(d.start(vmId))).toBe(ErrorCode.HypervisorUnavailable);
+    expect(await code(d.start(vmId))).toBe(ErrorCode.HypervisorUnavailable);
+    expect((await d.list())[0]?.state).toBe(SHUTOFF);
+    expect((await d.start(vmId)).state).toBe(RUNNING);
+    expect(d.operationCounts(vmId).start).toBe(1);
+  });
+
+  it("fails one VM's calls only", async () => {
+    const d = driver();
+    d.faults.failNext({ op: "define", vmId: spec(2).vmId, code: ErrorCode.ResourceExhausted });
+    await d.define(spec(1));
+    expect(await code(d.define(spec(2)))).toBe(ErrorCode.ResourceExhausted);
+    await d.define(spec(2));
+    expect(await d.list()).toHaveLength(2);
+  });
+
+  it("delays calls by the injected latency", async () => {
+    const { d, clock } = clocked();
+    d.faults.addLatency({ op: "define", ms: 300 });
+    let done = false;
+    const defining = d.define(spec(1)).then(() => (done = true));
+    await clock.advance(299);
+    expect(done).toBe(false);
+    await clock.advance(1);
+    await defining;
+    expect(await d.list()).toHaveLength(1);
+  });
+
+  it("refuses everything while unavailable, says so in health, and emits a health event at each transition; domains keep running", async () => {
+    const { d, clock } = clocked({ load: { cpu: { kind: "constant", fraction: 1 } } });
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    const seen = events(d);
+    d.faults.makeUnavailable({ forMs: 60_000, message: "libvirtd is down" });
+    expect(await d.health()).toEqual({ available: false, message: "libvirtd is down" });
+    for (const p of [d.list(), d.hostFacts(), d.stats(vmId), d.start(vmId), d.define(spec(2)), d.delete(vmId), d.prepareIncoming(spec(3))]) {
+      expect(await code(p)).toBe(ErrorCode.HypervisorUnavailable);
+    }
+    await clock.advance(60_000);
+    expect(await d.health()).toEqual({ available: true, message: "" });
+    expect(seen).toEqual([
+      { type: "health", health: { available: false, message: "libvirtd is down" } },
+      { type: "health", health: { available: true, message: "" } },
+    ]);
+    expect((await d.stats(vmId)).cpuTimeNs).toBe(2 * 60e9);
+    d.faults.makeUnavailable();
+    d.faults.makeAvailable();
+    expect(kinds(seen).slice(2)).toEqual(["health:false", "health:true"]);
+  });
+
+  it("takes faults from the control file written by another process", async () => {
+    const { d, clock } = clocked({ guestShutdownDelayMs: 100 });
+    const { vmId } = spec(1);
+    await d.define(spec(1));
+    await d.start(vmId);
+    const seen = events(d);
+    await clock.advance(10);
+    writeFakeFaults(dir, { crash: [vmId] }, { now: clock.now() });
+    // Picked up at the next operation.
+    expect((await d.list())[0]?.state).toBe(CRASHED);
+    expect(kinds(seen)).toEqual(["crashed"]);
+    // A restarted domain is not crashed again by the same order, nor after a restart of the driver.
+    await d.start(vmId);
+    expect((await d.list())[0]?.state).toBe(RUNNING);
+    expect((await clocked({ clock }).d.list())[0]?.state).toBe(RUNNING);
+
+    writeFakeFaults(dir, { ignoreShutdown: [vmId], failNext: [{ op: "setGeneration", code: ErrorCode.Internal }] });
+    expect(await code(d.setGeneration(vmId, 9))).toBe(ErrorCode.Internal);
+    let stopped = false;
+    const stopping = d.stop(vmId, { force: false, timeoutMs: 1000 }).then(() => (stopped = true));
+    await clock.advance(500);
+    expect(stopped).toBe(false); // the guest would have shut down at 100 ms
+    await clock.advance(500);
+    await stopping;
+
+    // Unavailability starts on the slow poll, without any operation.
+    writeFakeFaults(dir, { unavailable: { message: "from the file" } });
+    await clock.advance(1000);
+    expect(kinds(seen).filter((k) => k.startsWith("health"))).toEqual(["health:false"]);
+    writeFakeFaults(dir, {});
+    expect(await d.health()).toEqual({ available: true, message: "" });
+  });
+});
+
+describe("FakeDriver: state file v2", () => {
+  it("still reads a v1 file: domains, counters, inferred volumes, running domains started at open", async () => {
+    const vmId = spec(1).vmId;
+    writeFileSync(
+      path.join(dir, FAKE_STATE_FILE),
+      JSON.stringify({
+        format: "berth-fake-hypervisor/v1",
+        domains: [{ vmId, name: "vm-1", state: "DOMAIN_STATE_RUNNING", generation: 3, resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 } }],
+        operations: { [vmId]: { define: 1, start: 1, stop: 0, delete: 0 } },
+      }),
+    );
+    const { d, clock } = clocked({ load: { cpu: { kind: "constant", fraction: 1 } } });
+    expect(await d.list()).toEqual([{ vmId, name: "vm-1", state: RUNNING, generation: 3, resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 } }]);
+    expect(readFakeHypervisorState(dir).volumes).toEqual([{ vmId, name: "vm-1.qcow2", diskGib: 20 }]);
+    await clock.advance(1000);
+    expect((await d.stats(vmId)).cpuTimeNs).toBe(2e9);
+    await d.setGeneration(vmId, 4);
+    expect(JSON.parse(readFileSync(path.join(dir, FAKE_STATE_FILE), "utf8")).format).toBe(FAKE_STATE_FORMAT);
+    expect(d.operationCounts(vmId)).toEqual({ define: 1, start: 1, stop: 0, delete: 0 });
+  });
+
+  it("refuses an unknown format", () => {
+    writeFileSync(path.join(dir, FAKE_STATE_FILE), JSON.stringify({ format: "berth-fake-hypervisor/v9", domains: [], operations: {} }));
+    expect(() => readFakeHypervisorState(dir)).toThrow(/format is "berth-fake-hypervisor\/v9"/);
+  });
+});
+
+describe("FakeDriver: migration between two agents", () => {
+  let srcDir: string;
+  let dstDir: string;
+  beforeEach(() => {
+    srcDir = path.join(dir, "host-a");
+    dstDir = path.join(dir, "host-b");
+  });
+
+  async function setup(): Promise<{ src: FakeDriver; dst: FakeDriver; vmId: string }> {
+    const src = driver(srcDir);
+    const dst = driver(dstDir);
+    await src.define(spec(1, 4));
+    await src.start(spec(1).vmId);
+    return { src, dst, vmId: spec(1).vmId };
+  }
+
+  it("moves a running domain: prepare, migrate out, finish; every step idempotent", async () => {
+    const { src, dst, vmId } = await setup();
+    const srcEvents = events(src);
+    const dstEvents = events(dst);
+
+    const target = await dst.prepareIncoming(spec(1, 4));
+    expect(target).toEqual({ driver: "fake", uri: `fake://${path.resolve(dstDir)}`, vmId });
+    expect(await dst.prepareIncoming(spec(1, 4))).toEqual(target);
+    expect(await dst.list()).toEqual([]); // an incoming slot is not a domain
+    expect(readFakeHypervisorState(dstDir)).toMatchObject({ incoming: [{ vmId, name: "vm-1" }], volumes: [{ vmId }] });
+    // The slot holds the name.
+    expect(await code(dst.define({ ...spec(2), name: "vm-1" }))).toBe(ErrorCode.AlreadyExists);
+
+    await src.migrateOut(vmId, target);
+    await src.migrateOut(vmId, target);
+    expect(await src.list()).toEqual([]);
+    expect(kinds(srcEvents)).toEqual(["migrated"]);
+    expect(srcEvents[0]).toMatchObject({ vmId, domain: undefined });
+    expect(readFakeHypervisorState(srcDir).volumes.map((v) => v.vmId)).toEqual([vmId]); // undefined, not deleted
+
+    const finished = await dst.finishIncoming(vmId, 5);
+    expect(finished).toEqual({ vmId, name: "vm-1", state: RUNNING, generation: 5, resources: spec(1).resources });
+    expect(await dst.finishIncoming(vmId, 5)).toEqual(finished);
+    expect(await dst.list()).toEqual([finished]);
+    expect(kinds(dstEvents)).toEqual(["started"]);
+    expect(readFakeHypervisorState(dstDir).incoming).toEqual([]);
+    expect(readdirSync(dstDir).sort()).toEqual([FAKE_STATE_FILE]);
+    expect((await dst.stats(vmId)).memoryUsedMib).toBe(2048);
+
+    // The destination now owns it: it stops and deletes there as any domain.
+    await dst.delete(vmId);
+    await src.deleteVolumes(vmId);
+    expect(readFakeHypervisorState(srcDir).volumes).toEqual([]);
+  });
+
+  it("keeps the domain running on the source when migrateOut fails by fault injection", async () => {
+    const { src, dst, vmId } = await setup();
+    const target = await dst.prepareIncoming(spec(1));
+    src.faults.failNext({ op: "migrateOut", code: ErrorCode.HypervisorUnavailable });
+    expect(await code(src.migrateOut(vmId, target))).toBe(ErrorCode.HypervisorUnavailable);
+    expect((await src.list())[0]?.state).toBe(RUNNING);
+    expect(await code(dst.finishIncoming(vmId, 1))).toBe(ErrorCode.NotFound);
+    // Both sides give up: the source is untouched, the destination forgets its slot and volume.
+    await src.abortMigration(vmId);
+    await dst.abortMigration(vmId);
+    await dst.abortMigration(vmId);
+    expect((await src.list())[0]?.state).toBe(RUNNING);
+    expect(readFakeHypervisorState(dstDir)).toMatchObject({ domains: [], incoming: [], volumes: [] });
+  });
+
+  it("fails with DEADLINE_EXCEEDED when injected latency outlasts timeoutMs, the domain still running", async () => {
+    const clock = new ManualClock(0);
+    const src = clocked({ clock }, srcDir).d;
+    const dst = clocked({ clock }, dstDir).d;
+    await src.define(spec(1));
+    await src.start(spec(1).vmId);
+    const target = await dst.prepareIncoming(spec(1));
+    src.faults.addLatency({ op: "migrateOut", ms: 10_000 });
+    const migrating = code(src.migrateOut(spec(1).vmId, target, { timeoutMs: 3000 }));
+    await clock.advance(3000);
+    expect(await migrating).toBe(ErrorCode.DeadlineExceeded);
+    expect((await src.list())[0]?.state).toBe(RUNNING);
+  });
+
+  it("refuses a migration that cannot be done, naming why", async () => {
+    const { src, dst, vmId } = await setup();
+    const unprepared = { driver: "fake", uri: `fake://${path.resolve(dstDir)}`, vmId };
+    expect(await code(src.migrateOut(vmId, unprepared))).toBe(ErrorCode.FailedPrecondition);
+    const target = await dst.prepareIncoming(spec(1));
+    expect(await code(src.migrateOut(vmId, { ...target, driver: "libvirt" }))).toBe(ErrorCode.InvalidArgument);
+    expect(await code(src.migrateOut(vmId, { ...target, uri: "fake://relative/dir" }))).toBe(ErrorCode.InvalidArgument);
+    expect(await code(src.migrateOut(vmId, { ...target, vmId: spec(2).vmId }))).toBe(ErrorCode.InvalidArgument);
+    await src.pause(vmId);
+    expect(await code(src.migrateOut(vmId, target))).toBe(ErrorCode.FailedPrecondition);
+    expect(await code(src.prepareIncoming(spec(1)))).toBe(ErrorCode.AlreadyExists); // defined here
+    expect(await code(dst.finishIncoming(spec(2).vmId, 1))).toBe(ErrorCode.NotFound);
+    expect((await src.list())[0]?.state).toBe(PAUSED);
+  });
+
+  it("completes on the source when the destination finished before the source recorded the handoff", async () => {
+    const { src, dst, vmId } = await setup();
+    const target = await dst.prepareIncoming(spec(1));
+    const before = readFileSync(path.join(srcDir, FAKE_STATE_FILE), "utf8");
+    await src.migrateOut(vmId, target);
+    await dst.finishIncoming(vmId, 2);
+    // The source is killed before its own removal reached the disk: it restarts with the domain.
+    writeFileSync(path.join(srcDir, FAKE_STATE_FILE), before);
+    const restarted = driver(srcDir);
+    expect((await restarted.list())[0]?.state).toBe(RUNNING);
+    await restarted.migrateOut(vmId, target);
+    expect(await restarted.list()).toEqual([]);
+    expect((await dst.list())[0]?.state).toBe(RUNNING);
+  });
+
+  it("survives a restart of the destination between handoff and finish", async () => {
+    const { src, dst, vmId } = await setup();
+    const target = await dst.prepareIncoming(spec(1));
+    await src.migrateOut(vmId, target);
+    await dst.close();
+    const again = driver(dstDir);
+    expect(await again.list()).toEqual([]);
+    expect((await again.finishIncoming(vmId, 7)).state).toBe(RUNNING);
   });
 });

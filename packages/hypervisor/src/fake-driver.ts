@@ -1,18 +1,69 @@
-import { mkdirSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
-import { open, rename, unlink } from "node:fs/promises";
+import { mkdirSync, readdirSync, unlinkSync } from "node:fs";
+import { unlink } from "node:fs/promises";
 import path from "node:path";
-import { domainStateFromJSON, domainStateToJSON, DomainState, type Domain, type Resources } from "@berth/api";
+import { domainStateToJSON, DomainState, type Domain, type Resources } from "@berth/api";
 import { BerthError, ErrorCode, invalidArgument, notFound, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
-import type { DomainSpec, HostFacts, HypervisorDriver } from "./driver.js";
+import type {
+  DomainEventKind,
+  DomainSpec,
+  DomainStats,
+  DriverEvent,
+  HostFacts,
+  HypervisorDriver,
+  HypervisorHealth,
+  MigrationTarget,
+  NumaCell,
+  StopOptions,
+} from "./driver.js";
+import { realClock, sleep, type FakeClock } from "./fake-clock.js";
+import { FaultPlan, type FaultOp } from "./fake-faults.js";
+import { DEFAULT_LOAD_PROFILE, demandAt, integrateDemand, validateLoadProfile, type LoadProfile } from "./fake-load.js";
+import {
+  byVmId,
+  FAKE_STATE_FILE,
+  fakeHandoffFile,
+  fakeStateFile,
+  isCount,
+  isObject,
+  readHandoff,
+  readStoredState,
+  resourcesOf,
+  serializeHandoff,
+  serializeState,
+  syncDirectory,
+  unavailable,
+  volumeName,
+  writeFileAtomic,
+  ZERO_COUNTS,
+  type FakeIncoming,
+  type FakeOperationCounts,
+  type FakeRuntime,
+  type FakeStoredState,
+  type FakeVolume,
+} from "./fake-state.js";
 
-/** Name of the state file inside `stateDir`. */
-export const FAKE_STATE_FILE = "fake-hypervisor.json";
-
-/** Format tag written into the state file; a file with another tag is refused. */
-export const FAKE_STATE_FORMAT = "berth-fake-hypervisor/v1";
+export { ManualClock, realClock, type FakeClock, type FakeTimer } from "./fake-clock.js";
+export * from "./fake-faults.js";
+export * from "./fake-load.js";
+export {
+  FAKE_HANDOFF_FORMAT,
+  FAKE_STATE_FILE,
+  FAKE_STATE_FORMAT,
+  FAKE_STATE_FORMAT_V1,
+  fakeHandoffFile,
+  fakeStateFile,
+  readFakeHypervisorState,
+  type FakeHypervisorState,
+  type FakeIncoming,
+  type FakeOperationCounts,
+  type FakeVolume,
+} from "./fake-state.js";
 
 /** Physical capacity the fake host offers when none is configured: 16 vCPU, 64 GiB memory, 1 TiB disk. */
 export const DEFAULT_FAKE_CAPACITY: Readonly<Resources> = Object.freeze({ vcpus: 16, memoryMib: 65536, diskGib: 1024 });
+
+/** How long a graceful stop waits for the guest by default before powering it off. */
+export const DEFAULT_FAKE_STOP_TIMEOUT_MS = 60_000;
 
 /** Configuration of a {@link FakeDriver}. */
 export interface FakeDriverOptions {
@@ -20,12 +71,35 @@ export interface FakeDriverOptions {
   stateDir: string;
   /** Physical capacity reported by `hostFacts()`; missing fields take {@link DEFAULT_FAKE_CAPACITY}. */
   capacity?: Partial<Resources>;
+  /** Default "fake-cpu". */
+  cpuModel?: string;
+  /** Default: one cell with the whole capacity. */
+  numaCells?: NumaCell[];
+  /** Default "fake 1". */
+  hypervisorVersion?: string;
+  /** How long a guest takes to shut down once asked (graceful stop). Default 0. */
+  guestShutdownDelayMs?: number;
+  /** How long a graceful stop waits for the guest before powering off, unless the call says. Default 60 s. */
+  stopTimeoutMs?: number;
+  /** Simulated load of every VM not configured otherwise; missing parts take {@link DEFAULT_LOAD_PROFILE}. */
+  load?: Partial<LoadProfile>;
+  /** How often the control file is checked between operations. Default 1000 ms. */
+  faultPollMs?: number;
+  /** Time and timers. Default: the real clock. */
+  clock?: FakeClock;
 }
 
-/** {@link FakeDriverOptions} with every default applied and every value checked. */
+/** {@link FakeDriverOptions} with every default applied and every value checked (the clock aside). */
 export interface ResolvedFakeDriverOptions {
   readonly stateDir: string;
   readonly capacity: Readonly<Resources>;
+  readonly cpuModel: string;
+  readonly numaCells: readonly NumaCell[];
+  readonly hypervisorVersion: string;
+  readonly guestShutdownDelayMs: number;
+  readonly stopTimeoutMs: number;
+  readonly load: Readonly<LoadProfile>;
+  readonly faultPollMs: number;
 }
 
 /**
@@ -56,65 +130,62 @@ export function resolveFakeDriverOptions(options: FakeDriverOptions): ResolvedFa
     }
     capacity[key] = value;
   }
-  return Object.freeze({ stateDir: path.resolve(stateDir), capacity: Object.freeze(capacity) });
-}
-
-/**
- * How many times each state-changing operation took effect on one domain. A call that found the
- * domain already in the asked-for state (or, for delete, absent) is a no-op and is not counted.
- * Counters outlive the domain: after a delete they stay in the file under the vmId.
- */
-export interface FakeOperationCounts {
-  define: number;
-  start: number;
-  stop: number;
-  delete: number;
-}
-
-/** What the state file holds, as {@link readFakeHypervisorState} returns it. */
-export interface FakeHypervisorState {
-  /** Domains currently defined, sorted by vmId. */
-  domains: Domain[];
-  /** Operation counters by vmId, including vmIds whose domain has since been deleted. */
-  operations: Record<string, FakeOperationCounts>;
-}
-
-/** Path of the state file for a state directory. */
-export function fakeStateFile(stateDir: string): string {
-  return path.join(path.resolve(stateDir), FAKE_STATE_FILE);
-}
-
-/**
- * Reads the fake hypervisor's state file in `stateDir`, synchronously, without a driver: meant for
- * another process (an end-to-end test) inspecting what an agent's driver did. A missing file (or
- * directory) reads as the empty state. Throws BerthError HYPERVISOR_UNAVAILABLE if the file is
- * unreadable or not a state file. The file is replaced atomically, so a read never sees a torn file.
- */
-export function readFakeHypervisorState(stateDir: string): FakeHypervisorState {
-  const file = fakeStateFile(stateDir);
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { domains: [], operations: {} };
-    throw unavailable(`cannot read ${file}`, e);
+  const text = (v: unknown, field: string, dflt: string): string => {
+    if (v === undefined) return dflt;
+    if (typeof v !== "string" || v === "") throw invalidArgument(field, "must be a non-empty string");
+    return v;
+  };
+  const ms = (v: unknown, field: string, dflt: number, min = 0): number => {
+    if (v === undefined) return dflt;
+    if (typeof v !== "number" || !Number.isFinite(v) || v < min) throw invalidArgument(field, `must be a number of ms ≥ ${min} (got ${String(v)})`);
+    return v;
+  };
+  let numaCells: NumaCell[] = [{ id: 0, cpus: capacity.vcpus, memoryMib: capacity.memoryMib }];
+  if (options.numaCells !== undefined) {
+    if (!Array.isArray(options.numaCells)) throw invalidArgument("fake_driver.numa_cells", "must be a list");
+    numaCells = options.numaCells.map((c: unknown, i) => {
+      const f = `fake_driver.numa_cells[${i}]`;
+      if (!isObject(c)) throw invalidArgument(f, "must be an object");
+      for (const k of ["id", "cpus", "memoryMib"] as const) {
+        if (!isCount(c[k])) throw invalidArgument(`${f}.${k === "memoryMib" ? "memory_mib" : k}`, `must be a whole number ≥ 0 (got ${String(c[k])})`);
+      }
+      return { id: c["id"] as number, cpus: c["cpus"] as number, memoryMib: c["memoryMib"] as number };
+    });
   }
-  return parseState(text, file);
+  const load = { ...DEFAULT_LOAD_PROFILE, ...(options.load === undefined ? {} : validateLoadProfile(options.load, "fake_driver.load")) };
+  return Object.freeze({
+    stateDir: path.resolve(stateDir),
+    capacity: Object.freeze(capacity),
+    cpuModel: text(options.cpuModel, "fake_driver.cpu_model", "fake-cpu"),
+    numaCells: Object.freeze(numaCells.map((c) => Object.freeze(c))),
+    hypervisorVersion: text(options.hypervisorVersion, "fake_driver.hypervisor_version", "fake 1"),
+    guestShutdownDelayMs: ms(options.guestShutdownDelayMs, "fake_driver.guest_shutdown_delay_ms", 0),
+    stopTimeoutMs: ms(options.stopTimeoutMs, "fake_driver.stop_timeout_ms", DEFAULT_FAKE_STOP_TIMEOUT_MS),
+    load: Object.freeze(load),
+    faultPollMs: ms(options.faultPollMs, "fake_driver.fault_poll_ms", 1000, 1),
+  });
 }
 
-const ZERO_COUNTS: Readonly<FakeOperationCounts> = Object.freeze({ define: 0, start: 0, stop: 0, delete: 0 });
+const { DOMAIN_STATE_SHUTOFF: SHUTOFF, DOMAIN_STATE_RUNNING: RUNNING, DOMAIN_STATE_PAUSED: PAUSED, DOMAIN_STATE_CRASHED: CRASHED } =
+  DomainState;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const MIB = 1024 * 1024;
+/** Simulated I/O per busy vCPU-second: what makes the disk and network counters grow. */
+const IO_PER_CPU_SECOND = { diskRead: 8 * MIB, diskWrite: 4 * MIB, netRx: 2 * MIB, netTx: 1 * MIB };
+
 type CountedOperation = keyof FakeOperationCounts;
 
 /**
  * A hypervisor simulated in process, with durable state: the driver of tests and `berth dev`.
  *
- * It keeps libvirt's domain model — a domain is defined (SHUTOFF), RUNNING, PAUSED or CRASHED,
- * keyed by vmId and carrying its name, resources and the generation last applied — and persists it
- * in `<stateDir>/fake-hypervisor.json`. Every change is written atomically (temp file, fsync,
- * rename, fsync of the directory) before the operation's promise resolves, so an agent killed with
- * SIGKILL and restarted on the same `stateDir` finds its domains exactly as a real hypervisor
- * would have kept them. The file also counts, per vmId, the operations that took effect (see
- * {@link FakeOperationCounts}); {@link readFakeHypervisorState} reads both from another process.
+ * It keeps libvirt's domain model — a domain is defined (SHUTOFF), RUNNING, PAUSED or CRASHED
+ * (its process killed), keyed by vmId, with a unique name, resources, the generation last applied
+ * and a volume that outlives undefine — and persists it in `<stateDir>/fake-hypervisor.json`.
+ * Every change is written atomically (temp file, fsync, rename, fsync of the directory) before the
+ * operation's promise resolves, so an agent killed with SIGKILL and restarted on the same
+ * `stateDir` finds its domains exactly as a real hypervisor would have kept them. The file also
+ * counts, per vmId, the operations that took effect ({@link FakeOperationCounts});
+ * {@link readFakeHypervisorState} reads it from another process.
  *
  * Construction reads the state file synchronously (creating `stateDir` if missing and removing
  * temp files a killed writer left behind); `FakeDriver.open()` is the same as a promise.
@@ -123,28 +194,47 @@ type CountedOperation = keyof FakeOperationCounts;
  * reflects are on disk. One driver per `stateDir` at a time. If a write fails, the call rejects
  * with HYPERVISOR_UNAVAILABLE; its change stays in memory and goes to disk with the next write.
  *
- * Capacity is reported by `hostFacts()` but not enforced: the controller places within capacity.
- * Beyond the driver contract it offers `pause`, `resume` and `crash`, to put domains in the states
- * a real hypervisor can show on its own.
+ * Capacity is reported by `hostFacts()`; a single domain larger than the host (vCPUs or memory)
+ * is refused, the sum is not checked: the controller places within capacity. Time (graceful
+ * stops, load, latency, unavailability windows) runs on `options.clock`. Faults are injected
+ * through {@link FakeDriver.faults} or the control file (see fake-faults.ts); each VM's CPU and
+ * memory demand follows a load pattern (fake-load.ts) that `stats()` reports.
+ *
+ * Migration between two fake drivers (two agents on one machine): the destination's
+ * `prepareIncoming` records an incoming slot (not listed as a domain) and creates the volume; the
+ * source's `migrateOut` writes a handoff file into the destination's directory, then undefines its
+ * domain (keeping its volume); the destination's `finishIncoming` turns the handoff into a RUNNING
+ * domain. Aborting on the destination after the handoff arrived discards the received domain.
  */
 export class FakeDriver implements HypervisorDriver {
   readonly kind = "fake";
   readonly options: ResolvedFakeDriverOptions;
   /** Absolute path of the state file. */
   readonly stateFile: string;
+  /** Fault injection: the API layer here, the control file `<stateDir>/fake-faults.json` the other. */
+  readonly faults: FaultPlan;
 
+  private readonly clock: FakeClock;
   private readonly domains = new Map<string, Domain>();
+  private readonly runtime = new Map<string, FakeRuntime>();
+  private readonly load = new Map<string, Partial<LoadProfile>>();
+  private readonly volumes = new Map<string, FakeVolume>();
+  private readonly incoming = new Map<string, FakeIncoming>();
   private readonly counts = new Map<string, FakeOperationCounts>();
+  private nextIncarnation = 1;
+  private readonly listeners = new Set<(event: DriverEvent) => void>();
+  /** Graceful stops waiting for their guest, woken by any change of the domain. */
+  private readonly waiters = new Map<string, Set<() => void>>();
   private closed = false;
   /** Tail of the serialized writes; never rejects. */
   private writeChain: Promise<void> = Promise.resolve();
   /** A write queued behind the chain that has not started yet: later changes ride along with it. */
   private queuedWrite: Promise<void> | undefined;
-  private tempSeq = 0;
 
   /** Reads (or creates) the state in `options.stateDir`. Throws INVALID_ARGUMENT or HYPERVISOR_UNAVAILABLE. */
   constructor(options: FakeDriverOptions) {
     this.options = resolveFakeDriverOptions(options);
+    this.clock = options.clock ?? realClock;
     this.stateFile = fakeStateFile(this.options.stateDir);
     try {
       mkdirSync(this.options.stateDir, { recursive: true });
@@ -152,9 +242,25 @@ export class FakeDriver implements HypervisorDriver {
       throw unavailable(`cannot create state directory ${this.options.stateDir}`, e);
     }
     removeStaleTempFiles(this.options.stateDir);
-    const state = readFakeHypervisorState(this.options.stateDir);
+    const state = readStoredState(this.options.stateDir, this.clock.now());
     for (const d of state.domains) this.domains.set(d.vmId, d);
+    for (const [vmId, r] of Object.entries(state.runtime)) this.runtime.set(vmId, r);
+    for (const [vmId, l] of Object.entries(state.load)) this.load.set(vmId, l);
+    for (const v of state.volumes) this.volumes.set(v.vmId, v);
+    for (const s of state.incoming) this.incoming.set(s.vmId, s);
     for (const [vmId, c] of Object.entries(state.operations)) this.counts.set(vmId, c);
+    this.nextIncarnation = state.nextIncarnation;
+    this.faults = new FaultPlan(
+      this.options.stateDir,
+      this.clock,
+      {
+        crash: (vmId, atMs) => this.killProcess(vmId, atMs),
+        beforeLoadChange: () => this.foldCpu(),
+        healthChanged: (health) => this.emit({ type: "health", health }),
+      },
+      this.options.faultPollMs,
+    );
+    this.faults.start();
   }
 
   /** The constructor as a promise, for callers that prefer an async factory. */
@@ -163,86 +269,437 @@ export class FakeDriver implements HypervisorDriver {
   }
 
   async hostFacts(): Promise<HostFacts> {
-    this.ensureOpen();
-    return { capacity: { ...this.options.capacity }, driver: this.kind };
+    return this.run("hostFacts", undefined, () => ({
+      capacity: { ...this.options.capacity },
+      driver: this.kind,
+      cpuModel: this.options.cpuModel,
+      numaCells: this.options.numaCells.map((c) => ({ ...c })),
+      hypervisorVersion: this.options.hypervisorVersion,
+    }));
   }
 
   /** The domains as they are now, sorted by vmId; resolves once every change it reflects is on disk. */
   async list(): Promise<Domain[]> {
-    this.ensureOpen();
-    const domains = [...this.domains.values()].sort(byVmId).map(copyDomain);
-    await this.writeChain;
-    return domains;
+    return this.run("list", undefined, async () => {
+      const domains = [...this.domains.values()].sort(byVmId).map(copyDomain);
+      await this.writeChain;
+      return domains;
+    });
   }
 
+  /**
+   * Defines a SHUTOFF domain and its volume (when diskGib > 0; an existing volume of the vmId is
+   * kept). An existing vmId is returned as is. Refuses a name taken by another vmId (domain or
+   * incoming slot: ALREADY_EXISTS) and a domain larger than the host (RESOURCE_EXHAUSTED).
+   */
   async define(spec: DomainSpec): Promise<Domain> {
-    this.ensureOpen();
-    validateSpec(spec);
-    const existing = this.domains.get(spec.vmId);
-    if (existing) return this.unchanged(existing);
-    const domain: Domain = {
-      vmId: spec.vmId,
-      name: spec.name,
-      state: DomainState.DOMAIN_STATE_SHUTOFF,
-      generation: spec.generation,
-      resources: { vcpus: spec.resources.vcpus, memoryMib: spec.resources.memoryMib, diskGib: spec.resources.diskGib },
-    };
-    this.domains.set(spec.vmId, domain);
-    return this.commit(domain, "define");
+    return this.run("define", spec?.vmId, async () => {
+      validateSpec(spec);
+      const existing = this.domains.get(spec.vmId);
+      if (existing) return this.unchanged(existing);
+      this.checkPlacement(spec);
+      const domain: Domain = {
+        vmId: spec.vmId,
+        name: spec.name,
+        state: SHUTOFF,
+        generation: spec.generation,
+        resources: { vcpus: spec.resources.vcpus, memoryMib: spec.resources.memoryMib, diskGib: spec.resources.diskGib },
+      };
+      this.domains.set(spec.vmId, domain);
+      this.ensureVolume(spec);
+      this.emitDomain(spec.vmId, "defined");
+      return this.commit(domain, "define");
+    });
   }
 
-  /** From SHUTOFF, PAUSED or CRASHED to RUNNING (counted as a start); RUNNING is a no-op. */
+  /** SHUTOFF or CRASHED → RUNNING (a new incarnation, counters from zero); PAUSED → RUNNING (resumed). Counted as a start. */
   async start(vmId: string): Promise<Domain> {
-    this.ensureOpen();
-    const domain = this.get(vmId);
-    if (domain.state === DomainState.DOMAIN_STATE_RUNNING) return this.unchanged(domain);
-    domain.state = DomainState.DOMAIN_STATE_RUNNING;
-    return this.commit(domain, "start");
+    return this.run("start", vmId, () => {
+      const domain = this.get(vmId);
+      if (domain.state === RUNNING) return this.unchanged(domain);
+      if (domain.state === PAUSED) this.setRunning(domain);
+      else this.boot(domain);
+      return this.commit(domain, "start");
+    });
   }
 
-  /** From any other state to SHUTOFF (counted as a stop); SHUTOFF is a no-op. Graceful and forced stops are alike here. */
-  async stop(vmId: string, _options: { force: boolean }): Promise<Domain> {
-    this.ensureOpen();
-    const domain = this.get(vmId);
-    if (domain.state === DomainState.DOMAIN_STATE_SHUTOFF) return this.unchanged(domain);
-    domain.state = DomainState.DOMAIN_STATE_SHUTOFF;
-    return this.commit(domain, "stop");
+  /**
+   * SHUTOFF is a no-op. Forced, or from CRASHED: powered off at once. Graceful: the guest shuts
+   * down after `guestShutdownDelayMs` — never if it ignores shutdown (fault injection) or is
+   * PAUSED — and is powered off after `timeoutMs` (default `stopTimeoutMs`); SHUTOFF either way.
+   * Counted as one stop. Concurrent stops of one domain share the outcome.
+   */
+  async stop(vmId: string, options: StopOptions): Promise<Domain> {
+    return this.run("stop", vmId, async () => {
+      const domain = this.get(vmId);
+      if (domain.state === SHUTOFF) return this.unchanged(domain);
+      const force = options?.force === true;
+      if (force || domain.state === CRASHED) {
+        this.powerOff(domain);
+        return this.commit(domain, "stop");
+      }
+      const timeoutMs = options?.timeoutMs ?? this.options.stopTimeoutMs;
+      if (typeof timeoutMs !== "number" || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
+        throw invalidArgument("stop.timeout_ms", `must be a number of ms ≥ 0 (got ${String(timeoutMs)})`);
+      }
+      const incarnation = this.runtime.get(vmId)?.incarnation;
+      const guestMs = domain.state === RUNNING && !this.faults.ignoresShutdown(vmId) ? this.options.guestShutdownDelayMs : Infinity;
+      const waitMs = Math.min(guestMs, timeoutMs);
+      if (waitMs > 0) {
+        await this.waitForChange(vmId, waitMs);
+        this.ensureOpen();
+      }
+      const now = this.get(vmId);
+      if (now.state === SHUTOFF) return this.unchanged(now);
+      // Restarted by someone else meanwhile: that start came after this stop; leave it.
+      if (now.state !== CRASHED && this.runtime.get(vmId)?.incarnation !== incarnation) return this.unchanged(now);
+      this.powerOff(now);
+      return this.commit(now, "stop");
+    });
   }
 
-  /** Destroys (if active) and undefines in one step, counted as one delete; an absent domain is a no-op. */
+  /** Powers off at once (RUNNING, PAUSED or CRASHED → SHUTOFF), counted as a stop; SHUTOFF is a no-op. */
+  async destroy(vmId: string): Promise<Domain> {
+    return this.run("destroy", vmId, () => {
+      const domain = this.get(vmId);
+      if (domain.state === SHUTOFF) return this.unchanged(domain);
+      this.powerOff(domain);
+      return this.commit(domain, "stop");
+    });
+  }
+
+  /** Removes a SHUTOFF or CRASHED domain's definition, keeping its volume; absent is a no-op. Not counted. */
+  async undefine(vmId: string): Promise<void> {
+    return this.run("undefine", vmId, async () => {
+      const domain = this.domains.get(vmId);
+      if (!domain) return this.writeChain;
+      if (domain.state === RUNNING || domain.state === PAUSED) {
+        throw new BerthError(ErrorCode.FailedPrecondition, `domain ${vmId} is ${stateName(domain.state)}; destroy it before undefining`);
+      }
+      this.forget(vmId);
+      this.emitDomain(vmId, "undefined");
+      await this.persist();
+    });
+  }
+
+  /** Deletes the vmId's volume; none is a no-op. FAILED_PRECONDITION while a domain or an incoming slot uses it. */
+  async deleteVolumes(vmId: string): Promise<void> {
+    return this.run("deleteVolumes", vmId, async () => {
+      if (this.domains.has(vmId) || this.incoming.has(vmId)) {
+        throw new BerthError(
+          ErrorCode.FailedPrecondition,
+          `domain ${vmId} is ${this.domains.has(vmId) ? "defined" : "an incoming migration"}; its volumes stay`,
+        );
+      }
+      if (!this.volumes.delete(vmId)) return this.writeChain;
+      await this.persist();
+    });
+  }
+
+  /**
+   * Destroys (if active), undefines and deletes the volume, counted as one delete; an absent domain
+   * is a no-op (a volume it left is still deleted, uncounted). An incoming slot's volume stays.
+   */
   async delete(vmId: string): Promise<void> {
-    this.ensureOpen();
-    if (!this.domains.delete(vmId)) return this.writeChain;
-    this.count(vmId, "delete");
-    await this.persist();
+    return this.run("delete", vmId, async () => {
+      const domain = this.domains.get(vmId);
+      const volume = !this.incoming.has(vmId) && this.volumes.has(vmId);
+      if (!domain && !volume) return this.writeChain;
+      if (domain) {
+        if (domain.state === RUNNING || domain.state === PAUSED) {
+          this.stopRuntime(domain, SHUTOFF);
+          this.emitDomain(vmId, "stopped");
+        }
+        this.forget(vmId);
+        this.emitDomain(vmId, "undefined");
+        this.count(vmId, "delete");
+      }
+      if (volume) this.volumes.delete(vmId);
+      await this.persist();
+    });
   }
 
   /** Records `generation` on the domain; the same generation again writes nothing. Not counted. */
   async setGeneration(vmId: string, generation: number): Promise<Domain> {
-    this.ensureOpen();
-    checkGeneration(generation, "generation");
-    const domain = this.get(vmId);
-    if (domain.generation === generation) return this.unchanged(domain);
-    domain.generation = generation;
-    return this.commit(domain);
+    return this.run("setGeneration", vmId, () => {
+      checkGeneration(generation, "generation");
+      const domain = this.get(vmId);
+      if (domain.generation === generation) return this.unchanged(domain);
+      domain.generation = generation;
+      return this.commit(domain);
+    });
   }
+
+  /**
+   * Counters since the domain last started, from its simulated load: CPU time at its CPU demand
+   * while RUNNING (not while PAUSED), memory used at its memory demand, disk and network bytes in
+   * proportion to CPU time. All zero while SHUTOFF or CRASHED (no process), as libvirt reports.
+   */
+  async stats(vmId: string): Promise<DomainStats> {
+    return this.run("stats", vmId, () => {
+      const domain = this.get(vmId);
+      const rt = this.runtime.get(vmId);
+      const zero: DomainStats = {
+        vmId,
+        state: domain.state,
+        cpuTimeNs: 0,
+        memoryUsedMib: 0,
+        diskReadBytes: 0,
+        diskWriteBytes: 0,
+        netRxBytes: 0,
+        netTxBytes: 0,
+      };
+      if (!rt || (domain.state !== RUNNING && domain.state !== PAUSED)) return zero;
+      const r = resourcesOf(domain);
+      const profile = this.loadOf(vmId);
+      const now = this.clock.now();
+      const cpuMs = rt.cpuMs + (rt.runningSinceMs === null ? 0 : integrateDemand(profile.cpu, rt.runningSinceMs, now));
+      const busySeconds = (cpuMs * r.vcpus) / 1000;
+      return {
+        ...zero,
+        cpuTimeNs: Math.round(cpuMs * r.vcpus * 1e6),
+        memoryUsedMib: Math.min(r.memoryMib, Math.round(r.memoryMib * demandAt(profile.memory, now))),
+        diskReadBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.diskRead),
+        diskWriteBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.diskWrite),
+        netRxBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.netRx),
+        netTxBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.netTx),
+      };
+    });
+  }
+
+  /** Available unless fault injection says otherwise (or the driver is closed). Never throws. */
+  async health(): Promise<HypervisorHealth> {
+    if (this.closed) return { available: false, message: "fake hypervisor driver is closed" };
+    try {
+      this.faults.poll();
+    } catch {
+      // Polling reads a file; the plan keeps its last view if that fails.
+    }
+    return this.faults.health();
+  }
+
+  /**
+   * Calls `listener` synchronously at every change: domain events (defined, undefined, started,
+   * stopped, paused, resumed, crashed, migrated) and a health event at each availability change.
+   * A listener that throws is ignored. Nothing after close.
+   */
+  subscribe(listener: (event: DriverEvent) => void): () => void {
+    const wrapped = (e: DriverEvent): void => listener(e);
+    if (!this.closed) this.listeners.add(wrapped);
+    return () => void this.listeners.delete(wrapped);
+  }
+
+  // ---- migration -------------------------------------------------------------------------------
+
+  /**
+   * Destination: records an incoming slot for `spec` (not a domain: list() does not show it) and
+   * creates its volume; returns `{ driver: "fake", uri: "fake://<stateDir>", vmId }`. Preparing
+   * again returns the same target. ALREADY_EXISTS if the vmId is defined here or its name is taken.
+   */
+  async prepareIncoming(spec: DomainSpec): Promise<MigrationTarget> {
+    return this.run("prepareIncoming", spec?.vmId, async () => {
+      validateSpec(spec);
+      const target = { driver: this.kind, uri: `fake://${this.options.stateDir}`, vmId: spec.vmId };
+      if (this.incoming.has(spec.vmId)) {
+        await this.writeChain;
+        return target;
+      }
+      if (this.domains.has(spec.vmId)) throw new BerthError(ErrorCode.AlreadyExists, `domain ${spec.vmId} is already defined here`);
+      this.checkPlacement(spec);
+      this.incoming.set(spec.vmId, {
+        vmId: spec.vmId,
+        name: spec.name,
+        resources: { ...spec.resources },
+        generation: spec.generation,
+        preparedAtMs: this.clock.now(),
+      });
+      this.ensureVolume(spec);
+      await this.persist();
+      return target;
+    });
+  }
+
+  /**
+   * Source: hands the RUNNING domain to the prepared destination (a handoff file written
+   * atomically into its state directory: domain, generation, memory in use, load), then undefines
+   * it here (its volume stays) and emits "migrated". Absent here, or already defined at the
+   * destination (finished there after a restart here): success, as already migrated.
+   * Latency injected beyond `timeoutMs` fails with DEADLINE_EXCEEDED; on any failure the domain
+   * keeps running here.
+   */
+  async migrateOut(vmId: string, target: MigrationTarget, options: { timeoutMs?: number } = {}): Promise<void> {
+    const timeoutMs = options.timeoutMs;
+    if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) {
+      throw invalidArgument("migrate.timeout_ms", `must be a number of ms ≥ 0 (got ${String(timeoutMs)})`);
+    }
+    return this.run(
+      "migrateOut",
+      vmId,
+      async () => {
+        const destDir = this.destinationOf(vmId, target);
+        const domain = this.domains.get(vmId);
+        if (!domain) return this.writeChain;
+        if (domain.state !== RUNNING) {
+          throw new BerthError(ErrorCode.FailedPrecondition, `domain ${vmId} is ${stateName(domain.state)}; only a running domain migrates`);
+        }
+        const dest = readStoredState(destDir, this.clock.now());
+        if (dest.domains.some((d) => d.vmId === vmId)) {
+          // An earlier attempt handed it over and the destination finished before this side
+          // recorded it (a restart in between): the domain lives there now.
+          this.forget(vmId);
+          this.emitDomain(vmId, "migrated");
+          return this.persist();
+        }
+        if (!dest.incoming.some((s) => s.vmId === vmId)) {
+          throw new BerthError(ErrorCode.FailedPrecondition, `destination ${target.uri} is not prepared for ${vmId} (prepareIncoming first)`);
+        }
+        const incarnation = this.runtime.get(vmId)?.incarnation;
+        const handoffFile = fakeHandoffFile(destDir, vmId);
+        const profile = this.loadOf(vmId);
+        const r = resourcesOf(domain);
+        await writeFileAtomic(
+          handoffFile,
+          serializeHandoff({
+            vmId,
+            domain: copyDomain(domain),
+            memoryUsedMib: Math.min(r.memoryMib, Math.round(r.memoryMib * demandAt(profile.memory, this.clock.now()))),
+            load: this.load.get(vmId),
+            sentAtMs: this.clock.now(),
+          }),
+        );
+        const now = this.domains.get(vmId);
+        if (!now || now.state !== RUNNING || this.runtime.get(vmId)?.incarnation !== incarnation) {
+          await unlink(handoffFile).catch(() => undefined);
+          throw new BerthError(ErrorCode.FailedPrecondition, `domain ${vmId} changed during its migration; it stays here`);
+        }
+        this.forget(vmId);
+        this.emitDomain(vmId, "migrated");
+        await this.persist();
+      },
+      timeoutMs,
+    );
+  }
+
+  /**
+   * Destination: turns the handoff into a RUNNING domain (a new incarnation) with `generation`,
+   * emitting "started", and drops the slot. Already finished: the domain as is. NOT_FOUND if no
+   * handoff arrived. Not counted.
+   */
+  async finishIncoming(vmId: string, generation: number): Promise<Domain> {
+    return this.run("finishIncoming", vmId, async () => {
+      checkGeneration(generation, "generation");
+      const handoffFile = fakeHandoffFile(this.options.stateDir, vmId);
+      const existing = this.domains.get(vmId);
+      if (existing && !this.incoming.has(vmId)) {
+        await unlink(handoffFile).catch(() => undefined);
+        return this.unchanged(existing);
+      }
+      const handoff = readHandoff(this.options.stateDir, vmId);
+      if (!handoff) throw notFound(`incoming migration of domain ${vmId}`);
+      const clash = this.nameOwner(handoff.domain.name);
+      if (clash !== undefined && clash !== vmId) {
+        throw new BerthError(ErrorCode.AlreadyExists, `domain named ${handoff.domain.name} already exists (vmId ${clash})`);
+      }
+      const domain: Domain = { ...copyDomain(handoff.domain), state: SHUTOFF, generation };
+      this.domains.set(vmId, domain);
+      if (handoff.load) this.load.set(vmId, handoff.load);
+      this.incoming.delete(vmId);
+      this.ensureVolume({ vmId, name: domain.name, resources: resourcesOf(domain), generation });
+      this.boot(domain);
+      const result = await this.commit(domain);
+      await unlink(handoffFile).catch(() => undefined);
+      await syncDirectory(this.options.stateDir);
+      return result;
+    });
+  }
+
+  /**
+   * Destination: removes the incoming slot, its volume (unless a domain uses it) and any handoff —
+   * after a handoff, that discards the received domain. Source: nothing to cancel (a fake
+   * migration is instantaneous); the domain keeps running. Idempotent.
+   */
+  async abortMigration(vmId: string): Promise<void> {
+    return this.run("abortMigration", vmId, async () => {
+      const handoffFile = fakeHandoffFile(this.options.stateDir, vmId);
+      const hadHandoff = await unlink(handoffFile).then(
+        () => true,
+        () => false,
+      );
+      if (!this.incoming.delete(vmId)) {
+        if (hadHandoff) await syncDirectory(this.options.stateDir);
+        return this.writeChain;
+      }
+      if (!this.domains.has(vmId)) this.volumes.delete(vmId);
+      await this.persist();
+    });
+  }
+
+  // ---- beyond the contract ---------------------------------------------------------------------
 
   /** Pauses a running domain (libvirt `suspend`); PAUSED is a no-op; other states: FAILED_PRECONDITION. */
   async pause(vmId: string): Promise<Domain> {
-    return this.transition(vmId, DomainState.DOMAIN_STATE_PAUSED, [DomainState.DOMAIN_STATE_RUNNING]);
+    this.ensureOpen();
+    const domain = this.get(vmId);
+    if (domain.state === PAUSED) return this.unchanged(domain);
+    this.require(domain, [RUNNING], PAUSED);
+    const rt = this.runtime.get(vmId);
+    if (rt && rt.runningSinceMs !== null) {
+      rt.cpuMs += integrateDemand(this.loadOf(vmId).cpu, rt.runningSinceMs, this.clock.now());
+      rt.runningSinceMs = null;
+    }
+    domain.state = PAUSED;
+    this.emitDomain(vmId, "paused");
+    return this.commit(domain);
   }
 
   /** Resumes a paused domain; RUNNING is a no-op; other states: FAILED_PRECONDITION. */
   async resume(vmId: string): Promise<Domain> {
-    return this.transition(vmId, DomainState.DOMAIN_STATE_RUNNING, [DomainState.DOMAIN_STATE_PAUSED]);
+    this.ensureOpen();
+    const domain = this.get(vmId);
+    if (domain.state === RUNNING) return this.unchanged(domain);
+    this.require(domain, [PAUSED], RUNNING);
+    this.setRunning(domain);
+    return this.commit(domain);
   }
 
-  /** Simulates a guest crash of a running or paused domain; CRASHED is a no-op; SHUTOFF: FAILED_PRECONDITION. */
+  /**
+   * Kills a running or paused domain's process (as `faults.crash` does): CRASHED, with a "crashed"
+   * event; CRASHED is a no-op; SHUTOFF: FAILED_PRECONDITION. Works while the hypervisor is unavailable.
+   */
   async crash(vmId: string): Promise<Domain> {
-    return this.transition(vmId, DomainState.DOMAIN_STATE_CRASHED, [
-      DomainState.DOMAIN_STATE_RUNNING,
-      DomainState.DOMAIN_STATE_PAUSED,
-    ]);
+    this.ensureOpen();
+    const domain = this.get(vmId);
+    if (domain.state === CRASHED) return this.unchanged(domain);
+    this.require(domain, [RUNNING, PAUSED], CRASHED);
+    this.stopRuntime(domain, CRASHED);
+    this.emitDomain(vmId, "crashed");
+    return this.commit(domain);
+  }
+
+  /**
+   * Sets (or, with undefined, removes) the VM's own load, kept in the state file. Precedence: the
+   * control file's entry for the VM, then this, then the control file's default, then `options.load`.
+   */
+  async setLoad(vmId: string, profile: Partial<LoadProfile> | undefined): Promise<void> {
+    this.ensureOpen();
+    this.get(vmId);
+    const checked = profile === undefined ? undefined : validateLoadProfile(profile, "load");
+    this.foldCpu();
+    if (checked) this.load.set(vmId, checked);
+    else this.load.delete(vmId);
+    await this.persist();
+  }
+
+  /** The load pattern the VM follows now. */
+  loadOf(vmId: string): LoadProfile {
+    const file = this.faults.fileLoad(vmId);
+    return { ...this.options.load, ...file.default, ...this.load.get(vmId), ...file.vm };
+  }
+
+  /** An id of the domain's running incarnation, new at each start; undefined when not running or paused. */
+  incarnation(vmId: string): string | undefined {
+    const rt = this.runtime.get(vmId);
+    return rt ? `${this.options.stateDir}#${rt.incarnation}` : undefined;
   }
 
   /** Operation counters of one vmId (zeros if it was never touched), from memory. */
@@ -250,10 +707,39 @@ export class FakeDriver implements HypervisorDriver {
     return { ...(this.counts.get(vmId) ?? ZERO_COUNTS) };
   }
 
-  /** Waits for pending writes, then refuses further calls with HYPERVISOR_UNAVAILABLE. Idempotent. */
+  /** Stops timers and events, wakes waiting stops (they reject), waits for pending writes; then calls reject with HYPERVISOR_UNAVAILABLE. Idempotent. */
   async close(): Promise<void> {
-    this.closed = true;
+    if (!this.closed) {
+      this.closed = true;
+      this.faults.stop();
+      this.listeners.clear();
+      for (const wake of [...this.waiters.values()].flatMap((s) => [...s])) wake();
+    }
     await this.writeChain;
+  }
+
+  // ---- internals -------------------------------------------------------------------------------
+
+  /**
+   * Every contract operation: the control file is checked, injected latency waited, then the call
+   * fails if the hypervisor is unavailable or a failure is due; otherwise `body` runs. With no
+   * latency, `body` starts synchronously, so changes apply in call order.
+   */
+  private async run<T>(op: FaultOp, vmId: string | undefined, body: () => T | Promise<T>, timeoutMs?: number): Promise<T> {
+    this.ensureOpen();
+    this.faults.poll();
+    const delay = this.faults.latencyFor(op, vmId);
+    if (delay > 0) {
+      if (timeoutMs !== undefined && delay > timeoutMs) {
+        await sleep(this.clock, timeoutMs);
+        throw new BerthError(ErrorCode.DeadlineExceeded, `fake hypervisor: ${op}${vmId ? ` of ${vmId}` : ""} ran past ${timeoutMs} ms`);
+      }
+      await sleep(this.clock, delay);
+      this.ensureOpen();
+      this.faults.poll();
+    }
+    this.faults.check(op, vmId);
+    return body();
   }
 
   private ensureOpen(): void {
@@ -266,18 +752,146 @@ export class FakeDriver implements HypervisorDriver {
     return domain;
   }
 
-  private async transition(vmId: string, to: DomainState, from: readonly DomainState[]): Promise<Domain> {
-    this.ensureOpen();
-    const domain = this.get(vmId);
-    if (domain.state === to) return this.unchanged(domain);
+  private require(domain: Domain, from: readonly DomainState[], to: DomainState): void {
     if (!from.includes(domain.state)) {
       throw new BerthError(
         ErrorCode.FailedPrecondition,
-        `domain ${vmId} is ${domainStateToJSON(domain.state)}; cannot go to ${domainStateToJSON(to)}`,
+        `domain ${domain.vmId} is ${stateName(domain.state)}; cannot go to ${stateName(to)}`,
       );
     }
+  }
+
+  /** The vmId holding `name` (a domain or an incoming slot), if any. */
+  private nameOwner(name: string): string | undefined {
+    for (const d of this.domains.values()) if (d.name === name) return d.vmId;
+    for (const s of this.incoming.values()) if (s.name === name) return s.vmId;
+    return undefined;
+  }
+
+  private checkPlacement(spec: DomainSpec): void {
+    const owner = this.nameOwner(spec.name);
+    if (owner !== undefined && owner !== spec.vmId) {
+      throw new BerthError(ErrorCode.AlreadyExists, `domain named ${spec.name} already exists (vmId ${owner})`);
+    }
+    const cap = this.options.capacity;
+    for (const k of ["vcpus", "memoryMib"] as const) {
+      if (spec.resources[k] > cap[k]) {
+        throw new BerthError(
+          ErrorCode.ResourceExhausted,
+          `domain ${spec.vmId} asks for ${spec.resources[k]} ${k === "vcpus" ? "vCPUs" : "MiB"}; the host has ${cap[k]}`,
+          { field: `domain.resources.${RESOURCE_FIELD[k]}` },
+        );
+      }
+    }
+  }
+
+  private ensureVolume(spec: DomainSpec): void {
+    if (spec.resources.diskGib > 0 && !this.volumes.has(spec.vmId)) {
+      this.volumes.set(spec.vmId, { vmId: spec.vmId, name: volumeName(spec.name), diskGib: spec.resources.diskGib });
+    }
+  }
+
+  /** SHUTOFF/CRASHED → RUNNING with a new incarnation. */
+  private boot(domain: Domain): void {
+    const now = this.clock.now();
+    this.runtime.set(domain.vmId, { incarnation: this.nextIncarnation++, startedAtMs: now, cpuMs: 0, runningSinceMs: now });
+    domain.state = RUNNING;
+    this.emitDomain(domain.vmId, "started");
+  }
+
+  /** PAUSED → RUNNING. */
+  private setRunning(domain: Domain): void {
+    const rt = this.runtime.get(domain.vmId);
+    if (rt) rt.runningSinceMs = this.clock.now();
+    domain.state = RUNNING;
+    this.emitDomain(domain.vmId, "resumed");
+  }
+
+  /** Any active state (or CRASHED) → SHUTOFF, with a "stopped" event. */
+  private powerOff(domain: Domain): void {
+    this.stopRuntime(domain, SHUTOFF);
+    this.emitDomain(domain.vmId, "stopped");
+  }
+
+  private stopRuntime(domain: Domain, to: DomainState): void {
+    this.runtime.delete(domain.vmId);
     domain.state = to;
-    return this.commit(domain);
+  }
+
+  /** Drops the domain (not its volume, not its counters). */
+  private forget(vmId: string): void {
+    this.domains.delete(vmId);
+    this.runtime.delete(vmId);
+    this.load.delete(vmId);
+  }
+
+  /** The plan's crash hook: kills the process of an active domain (one started before `atMs`, if given). */
+  private async killProcess(vmId: string, atMs: number | undefined): Promise<void> {
+    if (atMs === undefined) {
+      await this.crash(vmId);
+      return;
+    }
+    const domain = this.domains.get(vmId);
+    const rt = this.runtime.get(vmId);
+    if (this.closed || !domain || !rt || rt.startedAtMs >= atMs) return;
+    await this.crash(vmId);
+  }
+
+  /** Books the CPU demand of every running period so far under the current load, before the load changes. */
+  private foldCpu(): void {
+    const now = this.clock.now();
+    for (const [vmId, rt] of this.runtime) {
+      if (rt.runningSinceMs === null) continue;
+      rt.cpuMs += integrateDemand(this.loadOf(vmId).cpu, rt.runningSinceMs, now);
+      rt.runningSinceMs = now;
+    }
+  }
+
+  private destinationOf(vmId: string, target: MigrationTarget): string {
+    if (!isObject(target)) throw invalidArgument("target", "is required");
+    if (target.driver !== this.kind) throw invalidArgument("target.driver", `must be "${this.kind}" (got ${JSON.stringify(target.driver)})`);
+    if (target.vmId !== vmId) throw invalidArgument("target.vm_id", `must be ${vmId} (got ${JSON.stringify(target.vmId)})`);
+    const uri = target.uri;
+    if (typeof uri !== "string" || !uri.startsWith("fake://") || !path.isAbsolute(uri.slice("fake://".length))) {
+      throw invalidArgument("target.uri", `must be fake://<absolute state directory> (got ${JSON.stringify(uri)})`);
+    }
+    const dir = path.resolve(uri.slice("fake://".length));
+    if (dir === this.options.stateDir) throw invalidArgument("target.uri", "is this host: a domain cannot migrate to where it is");
+    return dir;
+  }
+
+  /** Resolves after `ms` or at the next change of the domain, whichever comes first. */
+  private waitForChange(vmId: string, ms: number): Promise<void> {
+    if (!(ms > 0)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const set = this.waiters.get(vmId) ?? new Set();
+      this.waiters.set(vmId, set);
+      let timer: { cancel(): void } | undefined;
+      const done = (): void => {
+        timer?.cancel();
+        set.delete(done);
+        if (set.size === 0 && this.waiters.get(vmId) === set) this.waiters.delete(vmId);
+        resolve();
+      };
+      set.add(done);
+      if (ms !== Infinity) timer = this.clock.setTimer(done, ms);
+    });
+  }
+
+  private emitDomain(vmId: string, kind: DomainEventKind): void {
+    const d = this.domains.get(vmId);
+    this.emit({ type: "domain", vmId, kind, domain: d ? copyDomain(d) : undefined });
+    for (const wake of [...(this.waiters.get(vmId) ?? [])]) wake();
+  }
+
+  private emit(event: DriverEvent): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch {
+        // A subscriber's bug must not break the hypervisor.
+      }
+    }
   }
 
   private count(vmId: string, op: CountedOperation): void {
@@ -314,138 +928,38 @@ export class FakeDriver implements HypervisorDriver {
     if (this.queuedWrite) return this.queuedWrite;
     const write = this.writeChain.then(() => {
       this.queuedWrite = undefined;
-      return this.writeNow(serializeState(this.snapshot()));
+      return writeFileAtomic(this.stateFile, serializeState(this.snapshot()));
     });
     this.queuedWrite = write;
     this.writeChain = write.catch(() => undefined);
     return write;
   }
 
-  private snapshot(): FakeHypervisorState {
+  private snapshot(): FakeStoredState {
     const operations: Record<string, FakeOperationCounts> = {};
     for (const vmId of [...this.counts.keys()].sort()) operations[vmId] = { ...this.counts.get(vmId)! };
-    return { domains: [...this.domains.values()].sort(byVmId), operations };
+    const runtime: Record<string, FakeRuntime> = {};
+    for (const [vmId, r] of this.runtime) runtime[vmId] = { ...r };
+    return {
+      domains: [...this.domains.values()].sort(byVmId),
+      operations,
+      volumes: [...this.volumes.values()].sort(byVmId),
+      incoming: [...this.incoming.values()].sort(byVmId),
+      runtime,
+      load: Object.fromEntries(this.load),
+      nextIncarnation: this.nextIncarnation,
+    };
   }
-
-  private async writeNow(text: string): Promise<void> {
-    const temp = `${this.stateFile}.${process.pid}.${++this.tempSeq}.tmp`;
-    try {
-      const handle = await open(temp, "w", 0o644);
-      try {
-        await handle.writeFile(text, "utf8");
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, this.stateFile);
-    } catch (e) {
-      await unlink(temp).catch(() => undefined);
-      throw unavailable(`cannot write ${this.stateFile}`, e);
-    }
-    await syncDirectory(this.options.stateDir);
-  }
-}
-
-// ---- file format -------------------------------------------------------------------------------
-
-interface StoredDomain {
-  vmId: string;
-  name: string;
-  state: string;
-  generation: number;
-  resources: Resources;
-}
-
-function serializeState(state: FakeHypervisorState): string {
-  const domains: StoredDomain[] = state.domains.map((d) => ({
-    vmId: d.vmId,
-    name: d.name,
-    state: domainStateToJSON(d.state),
-    generation: d.generation,
-    resources: { vcpus: d.resources?.vcpus ?? 0, memoryMib: d.resources?.memoryMib ?? 0, diskGib: d.resources?.diskGib ?? 0 },
-  }));
-  return `${JSON.stringify({ format: FAKE_STATE_FORMAT, domains, operations: state.operations }, null, 2)}\n`;
-}
-
-function parseState(text: string, file: string): FakeHypervisorState {
-  const corrupt = (why: string): BerthError => unavailable(`${file} is not a fake hypervisor state file: ${why}`);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw unavailable(`${file} is not valid JSON`, e);
-  }
-  if (!isObject(raw)) throw corrupt("not an object");
-  if (raw["format"] !== FAKE_STATE_FORMAT) throw corrupt(`format is ${JSON.stringify(raw["format"])}, expected ${FAKE_STATE_FORMAT}`);
-  const rawDomains = raw["domains"];
-  const rawOps = raw["operations"];
-  if (!Array.isArray(rawDomains)) throw corrupt("domains is not a list");
-  if (!isObject(rawOps)) throw corrupt("operations is not an object");
-
-  const domains: Domain[] = [];
-  const seen = new Set<string>();
-  for (const [i, d] of rawDomains.entries()) {
-    if (!isObject(d)) throw corrupt(`domains[${i}] is not an object`);
-    const { vmId, name, state, generation, resources } = d;
-    if (typeof vmId !== "string" || vmId === "") throw corrupt(`domains[${i}].vmId is missing`);
-    if (seen.has(vmId)) throw corrupt(`domain ${vmId} appears twice`);
-    seen.add(vmId);
-    if (typeof name !== "string") throw corrupt(`domains[${i}].name is missing`);
-    if (!isCount(generation)) throw corrupt(`domains[${i}].generation is not a whole number`);
-    let parsedState: DomainState;
-    try {
-      parsedState = domainStateFromJSON(state);
-    } catch {
-      throw corrupt(`domains[${i}].state ${JSON.stringify(state)} is not a domain state`);
-    }
-    if (!isObject(resources) || !RESOURCE_NAMES.every((k) => isCount(resources[k]))) {
-      throw corrupt(`domains[${i}].resources is not a resource vector`);
-    }
-    domains.push({
-      vmId,
-      name,
-      state: parsedState,
-      generation,
-      resources: { vcpus: resources["vcpus"] as number, memoryMib: resources["memoryMib"] as number, diskGib: resources["diskGib"] as number },
-    });
-  }
-  domains.sort(byVmId);
-
-  const operations: Record<string, FakeOperationCounts> = {};
-  for (const [vmId, c] of Object.entries(rawOps)) {
-    if (!isObject(c)) throw corrupt(`operations[${vmId}] is not an object`);
-    const counts = { ...ZERO_COUNTS };
-    for (const op of Object.keys(ZERO_COUNTS) as CountedOperation[]) {
-      const n = c[op] ?? 0;
-      if (!isCount(n)) throw corrupt(`operations[${vmId}].${op} is not a whole number`);
-      counts[op] = n;
-    }
-    operations[vmId] = counts;
-  }
-  return { domains, operations };
 }
 
 // ---- helpers -----------------------------------------------------------------------------------
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function isCount(v: unknown): v is number {
-  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-}
-
-function byVmId(a: Domain, b: Domain): number {
-  return a.vmId < b.vmId ? -1 : a.vmId > b.vmId ? 1 : 0;
-}
 
 function copyDomain(d: Domain): Domain {
   return { ...d, resources: d.resources ? { ...d.resources } : undefined };
 }
 
-function unavailable(message: string, cause?: unknown): BerthError {
-  const detail = cause instanceof Error ? `: ${cause.message}` : "";
-  return new BerthError(ErrorCode.HypervisorUnavailable, `fake hypervisor: ${message}${detail}`, { cause });
+function stateName(s: DomainState): string {
+  return domainStateToJSON(s).replace("DOMAIN_STATE_", "");
 }
 
 function checkGeneration(generation: unknown, field: string): void {
@@ -455,8 +969,11 @@ function checkGeneration(generation: unknown, field: string): void {
 }
 
 function validateSpec(spec: DomainSpec): void {
+  if (!isObject(spec)) throw invalidArgument("domain", "is required");
   if (typeof spec.vmId !== "string" || spec.vmId.length === 0) throw invalidArgument("domain.vm_id", "is required");
-  if (typeof spec.name !== "string") throw invalidArgument("domain.name", "is required");
+  if (!UUID.test(spec.vmId)) throw invalidArgument("domain.vm_id", `must be a UUID in lowercase canonical form (got ${JSON.stringify(spec.vmId)})`);
+  if (typeof spec.name !== "string" || spec.name.length === 0) throw invalidArgument("domain.name", "is required");
+  if (spec.name.includes("/")) throw invalidArgument("domain.name", `must not contain "/" (got ${JSON.stringify(spec.name)})`);
   checkGeneration(spec.generation, "domain.generation");
   const r: unknown = spec.resources;
   if (!isObject(r)) throw invalidArgument("domain.resources", "is required");
@@ -483,19 +1000,5 @@ function removeStaleTempFiles(stateDir: string): void {
         // Already gone, or not ours to remove: harmless either way.
       }
     }
-  }
-}
-
-/** Makes the rename durable. Best effort: some platforms cannot open a directory for sync. */
-async function syncDirectory(dir: string): Promise<void> {
-  try {
-    const handle = await open(dir, "r");
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    // The rename itself is atomic; only its durability across a power loss depends on this.
   }
 }

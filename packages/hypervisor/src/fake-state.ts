@@ -1,0 +1,404 @@
+/**
+ * The fake hypervisor's files: the state file `<stateDir>/fake-hypervisor.json` (format v2; v1 is
+ * still read) and the migration handoff files `<stateDir>/fake-incoming-<vmId>.json`, both written
+ * atomically (temp file, fsync, rename, fsync of the directory).
+ */
+import { readFileSync } from "node:fs";
+import { open, rename, unlink } from "node:fs/promises";
+import path from "node:path";
+import { domainStateFromJSON, domainStateToJSON, DomainState, type Domain, type Resources } from "@berth/api";
+import { BerthError, ErrorCode, RESOURCE_NAMES } from "@berth/core";
+import { validateLoadProfile, type LoadProfile } from "./fake-load.js";
+
+/** Name of the state file inside `stateDir`. */
+export const FAKE_STATE_FILE = "fake-hypervisor.json";
+
+/** Format tag written into the state file. */
+export const FAKE_STATE_FORMAT = "berth-fake-hypervisor/v2";
+/** The previous format, still read (domains and counters only; volumes are inferred). */
+export const FAKE_STATE_FORMAT_V1 = "berth-fake-hypervisor/v1";
+
+/** Format tag of a migration handoff file. */
+export const FAKE_HANDOFF_FORMAT = "berth-fake-handoff/v1";
+
+/**
+ * How many times each state-changing operation took effect on one domain. A call that found the
+ * domain already in the asked-for state (or, for delete, absent) is a no-op and is not counted.
+ * `stop` counts every power-off asked for (stop and destroy); undefine and the migration hooks are
+ * not counted. Counters outlive the domain: after a delete they stay in the file under the vmId.
+ */
+export interface FakeOperationCounts {
+  define: number;
+  start: number;
+  stop: number;
+  delete: number;
+}
+
+/** A volume Berth created for a domain (by define or prepareIncoming); outlives undefine. */
+export interface FakeVolume {
+  vmId: string;
+  /** `<domain name>.qcow2`, for people reading the file. */
+  name: string;
+  diskGib: number;
+}
+
+/** A destination slot made by prepareIncoming, waiting for a handoff and finishIncoming. */
+export interface FakeIncoming {
+  vmId: string;
+  name: string;
+  resources: Resources;
+  generation: number;
+  preparedAtMs: number;
+}
+
+/** What the state file holds, as {@link readFakeHypervisorState} returns it. */
+export interface FakeHypervisorState {
+  /** Domains currently defined, sorted by vmId. */
+  domains: Domain[];
+  /** Operation counters by vmId, including vmIds whose domain has since been deleted. */
+  operations: Record<string, FakeOperationCounts>;
+  /** Volumes, sorted by vmId. */
+  volumes: FakeVolume[];
+  /** Incoming migration slots, sorted by vmId. */
+  incoming: FakeIncoming[];
+}
+
+/** The running incarnation of an active (RUNNING or PAUSED) domain, and its CPU account. */
+export interface FakeRuntime {
+  /** Host-wide sequence number, new at every start. */
+  incarnation: number;
+  startedAtMs: number;
+  /** CPU demand (fraction·ms per vCPU) of the running periods that have ended since the start. */
+  cpuMs: number;
+  /** Start of the current running period; null while paused. */
+  runningSinceMs: number | null;
+}
+
+/** Everything the driver keeps; the state file in full. */
+export interface FakeStoredState extends FakeHypervisorState {
+  runtime: Record<string, FakeRuntime>;
+  /** Per-VM load set through the driver's API. */
+  load: Record<string, Partial<LoadProfile>>;
+  nextIncarnation: number;
+}
+
+/** What a source writes into the destination's directory: the migrated domain. */
+export interface FakeHandoff {
+  vmId: string;
+  domain: Domain;
+  /** Memory the guest used when it left, MiB. */
+  memoryUsedMib: number;
+  load: Partial<LoadProfile> | undefined;
+  sentAtMs: number;
+}
+
+export const ZERO_COUNTS: Readonly<FakeOperationCounts> = Object.freeze({ define: 0, start: 0, stop: 0, delete: 0 });
+
+/** Path of the state file for a state directory. */
+export function fakeStateFile(stateDir: string): string {
+  return path.join(path.resolve(stateDir), FAKE_STATE_FILE);
+}
+
+/** Path of the handoff file of `vmId` in a (destination's) state directory. */
+export function fakeHandoffFile(stateDir: string, vmId: string): string {
+  return path.join(path.resolve(stateDir), `fake-incoming-${vmId}.json`);
+}
+
+export function emptyStoredState(): FakeStoredState {
+  return { domains: [], operations: {}, volumes: [], incoming: [], runtime: {}, load: {}, nextIncarnation: 1 };
+}
+
+/**
+ * Reads the fake hypervisor's state file in `stateDir`, synchronously, without a driver: meant for
+ * another process (an end-to-end test) inspecting what an agent's driver did. A missing file (or
+ * directory) reads as the empty state. Throws BerthError HYPERVISOR_UNAVAILABLE if the file is
+ * unreadable or not a state file. The file is replaced atomically, so a read never sees a torn file.
+ */
+export function readFakeHypervisorState(stateDir: string): FakeHypervisorState {
+  const s = readStoredState(stateDir, Date.now());
+  return { domains: s.domains, operations: s.operations, volumes: s.volumes, incoming: s.incoming };
+}
+
+/** The whole state file; `nowMs` stands for the start time of domains a v1 file shows active. */
+export function readStoredState(stateDir: string, nowMs: number): FakeStoredState {
+  const file = fakeStateFile(stateDir);
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return emptyStoredState();
+    throw unavailable(`cannot read ${file}`, e);
+  }
+  return parseState(text, file, nowMs);
+}
+
+// ---- state file --------------------------------------------------------------------------------
+
+interface StoredDomain {
+  vmId: string;
+  name: string;
+  state: string;
+  generation: number;
+  resources: Resources;
+  run?: FakeRuntime;
+  load?: Partial<LoadProfile>;
+}
+
+export function serializeState(state: FakeStoredState): string {
+  const domains: StoredDomain[] = state.domains.map((d) => {
+    const run = state.runtime[d.vmId];
+    const load = state.load[d.vmId];
+    return {
+      vmId: d.vmId,
+      name: d.name,
+      state: domainStateToJSON(d.state),
+      generation: d.generation,
+      resources: resourcesOf(d),
+      ...(run ? { run } : {}),
+      ...(load ? { load } : {}),
+    };
+  });
+  const body = {
+    format: FAKE_STATE_FORMAT,
+    domains,
+    volumes: state.volumes,
+    incoming: state.incoming,
+    nextIncarnation: state.nextIncarnation,
+    operations: state.operations,
+  };
+  return `${JSON.stringify(body, null, 2)}\n`;
+}
+
+export function parseState(text: string, file: string, nowMs: number): FakeStoredState {
+  const corrupt = (why: string): BerthError => unavailable(`${file} is not a fake hypervisor state file: ${why}`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw unavailable(`${file} is not valid JSON`, e);
+  }
+  if (!isObject(raw)) throw corrupt("not an object");
+  const format = raw["format"];
+  if (format !== FAKE_STATE_FORMAT && format !== FAKE_STATE_FORMAT_V1) {
+    throw corrupt(`format is ${JSON.stringify(format)}, expected ${FAKE_STATE_FORMAT} (or ${FAKE_STATE_FORMAT_V1})`);
+  }
+  const v1 = format === FAKE_STATE_FORMAT_V1;
+  const rawDomains = raw["domains"];
+  const rawOps = raw["operations"];
+  if (!Array.isArray(rawDomains)) throw corrupt("domains is not a list");
+  if (!isObject(rawOps)) throw corrupt("operations is not an object");
+
+  const out = emptyStoredState();
+  const seen = new Set<string>();
+  for (const [i, d] of rawDomains.entries()) {
+    if (!isObject(d)) throw corrupt(`domains[${i}] is not an object`);
+    const { vmId, name, state, generation, resources, run, load } = d;
+    if (typeof vmId !== "string" || vmId === "") throw corrupt(`domains[${i}].vmId is missing`);
+    if (seen.has(vmId)) throw corrupt(`domain ${vmId} appears twice`);
+    seen.add(vmId);
+    if (typeof name !== "string") throw corrupt(`domains[${i}].name is missing`);
+    if (!isCount(generation)) throw corrupt(`domains[${i}].generation is not a whole number`);
+    let parsedState: DomainState;
+    try {
+      parsedState = domainStateFromJSON(state);
+    } catch {
+      throw corrupt(`domains[${i}].state ${JSON.stringify(state)} is not a domain state`);
+    }
+    const res = parseResources(resources);
+    if (!res) throw corrupt(`domains[${i}].resources is not a resource vector`);
+    out.domains.push({ vmId, name, state: parsedState, generation, resources: res });
+    if (run !== undefined) {
+      const rt = parseRuntime(run);
+      if (!rt) throw corrupt(`domains[${i}].run is not a runtime record`);
+      out.runtime[vmId] = rt;
+    }
+    if (load !== undefined) {
+      try {
+        out.load[vmId] = validateLoadProfile(load, `domains[${i}].load`);
+      } catch (e) {
+        throw corrupt((e as Error).message);
+      }
+    }
+  }
+  out.domains.sort(byVmId);
+
+  for (const [vmId, c] of Object.entries(rawOps)) {
+    if (!isObject(c)) throw corrupt(`operations[${vmId}] is not an object`);
+    const counts = { ...ZERO_COUNTS };
+    for (const op of Object.keys(ZERO_COUNTS) as (keyof FakeOperationCounts)[]) {
+      const n = c[op] ?? 0;
+      if (!isCount(n)) throw corrupt(`operations[${vmId}].${op} is not a whole number`);
+      counts[op] = n;
+    }
+    out.operations[vmId] = counts;
+  }
+
+  if (v1) {
+    // v1 kept no volumes nor runtimes: a defined domain has its volume, an active one started now.
+    for (const d of out.domains) {
+      const r = resourcesOf(d);
+      if (r.diskGib > 0) out.volumes.push({ vmId: d.vmId, name: volumeName(d.name), diskGib: r.diskGib });
+      if (d.state === DomainState.DOMAIN_STATE_RUNNING || d.state === DomainState.DOMAIN_STATE_PAUSED) {
+        out.runtime[d.vmId] = {
+          incarnation: out.nextIncarnation++,
+          startedAtMs: nowMs,
+          cpuMs: 0,
+          runningSinceMs: d.state === DomainState.DOMAIN_STATE_RUNNING ? nowMs : null,
+        };
+      }
+    }
+    return out;
+  }
+
+  const rawVolumes = raw["volumes"];
+  const rawIncoming = raw["incoming"];
+  const next = raw["nextIncarnation"];
+  if (!Array.isArray(rawVolumes)) throw corrupt("volumes is not a list");
+  if (!Array.isArray(rawIncoming)) throw corrupt("incoming is not a list");
+  if (!isCount(next) || next < 1) throw corrupt("nextIncarnation is not a whole number ≥ 1");
+  out.nextIncarnation = next;
+  for (const [i, v] of rawVolumes.entries()) {
+    if (!isObject(v) || typeof v["vmId"] !== "string" || typeof v["name"] !== "string" || !isCount(v["diskGib"])) {
+      throw corrupt(`volumes[${i}] is not a volume`);
+    }
+    out.volumes.push({ vmId: v["vmId"], name: v["name"], diskGib: v["diskGib"] });
+  }
+  for (const [i, s] of rawIncoming.entries()) {
+    const res = isObject(s) ? parseResources(s["resources"]) : undefined;
+    if (
+      !isObject(s) ||
+      typeof s["vmId"] !== "string" ||
+      typeof s["name"] !== "string" ||
+      !isCount(s["generation"]) ||
+      typeof s["preparedAtMs"] !== "number" ||
+      !res
+    ) {
+      throw corrupt(`incoming[${i}] is not an incoming slot`);
+    }
+    out.incoming.push({ vmId: s["vmId"], name: s["name"], resources: res, generation: s["generation"], preparedAtMs: s["preparedAtMs"] });
+  }
+  out.volumes.sort(byVmId);
+  out.incoming.sort(byVmId);
+  return out;
+}
+
+// ---- handoff file ------------------------------------------------------------------------------
+
+export function serializeHandoff(h: FakeHandoff): string {
+  const d = h.domain;
+  const domain = { vmId: d.vmId, name: d.name, state: domainStateToJSON(d.state), generation: d.generation, resources: resourcesOf(d) };
+  return `${JSON.stringify({ format: FAKE_HANDOFF_FORMAT, ...h, domain }, null, 2)}\n`;
+}
+
+/** The handoff of `vmId` in `stateDir`, or undefined if none arrived. Throws HYPERVISOR_UNAVAILABLE if unreadable. */
+export function readHandoff(stateDir: string, vmId: string): FakeHandoff | undefined {
+  const file = fakeHandoffFile(stateDir, vmId);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, "utf8"));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw unavailable(`cannot read handoff ${file}`, e);
+  }
+  const bad = (why: string): BerthError => unavailable(`${file} is not a handoff file: ${why}`);
+  if (!isObject(raw) || raw["format"] !== FAKE_HANDOFF_FORMAT) throw bad("wrong format");
+  const d = raw["domain"];
+  if (!isObject(d) || d["vmId"] !== vmId || typeof d["name"] !== "string" || !isCount(d["generation"])) throw bad("no domain");
+  const res = parseResources(d["resources"]);
+  if (!res) throw bad("domain.resources");
+  let state: DomainState;
+  try {
+    state = domainStateFromJSON(d["state"]);
+  } catch {
+    throw bad("domain.state");
+  }
+  const mem = raw["memoryUsedMib"];
+  const sent = raw["sentAtMs"];
+  if (!isCount(mem) || typeof sent !== "number") throw bad("memoryUsedMib or sentAtMs");
+  let load: Partial<LoadProfile> | undefined;
+  if (raw["load"] !== undefined) {
+    try {
+      load = validateLoadProfile(raw["load"], "load");
+    } catch (e) {
+      throw bad((e as Error).message);
+    }
+  }
+  return { vmId, domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res }, memoryUsedMib: mem, load, sentAtMs: sent };
+}
+
+// ---- atomic writes -----------------------------------------------------------------------------
+
+let tempSeq = 0;
+
+/** Writes `text` to `file` atomically and durably. Throws HYPERVISOR_UNAVAILABLE. */
+export async function writeFileAtomic(file: string, text: string): Promise<void> {
+  const temp = `${file}.${process.pid}.${++tempSeq}.tmp`;
+  try {
+    const handle = await open(temp, "w", 0o644);
+    try {
+      await handle.writeFile(text, "utf8");
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, file);
+  } catch (e) {
+    await unlink(temp).catch(() => undefined);
+    throw unavailable(`cannot write ${file}`, e);
+  }
+  await syncDirectory(path.dirname(file));
+}
+
+/** Makes a rename or unlink durable. Best effort: some platforms cannot open a directory for sync. */
+export async function syncDirectory(dir: string): Promise<void> {
+  try {
+    const handle = await open(dir, "r");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    // The rename itself is atomic; only its durability across a power loss depends on this.
+  }
+}
+
+// ---- helpers -----------------------------------------------------------------------------------
+
+export function volumeName(domainName: string): string {
+  return `${domainName}.qcow2`;
+}
+
+export function resourcesOf(d: Domain): Resources {
+  return { vcpus: d.resources?.vcpus ?? 0, memoryMib: d.resources?.memoryMib ?? 0, diskGib: d.resources?.diskGib ?? 0 };
+}
+
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+export function isCount(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+export function byVmId(a: { vmId: string }, b: { vmId: string }): number {
+  return a.vmId < b.vmId ? -1 : a.vmId > b.vmId ? 1 : 0;
+}
+
+export function unavailable(message: string, cause?: unknown): BerthError {
+  const detail = cause instanceof Error ? `: ${cause.message}` : "";
+  return new BerthError(ErrorCode.HypervisorUnavailable, `fake hypervisor: ${message}${detail}`, { cause });
+}
+
+function parseResources(r: unknown): Resources | undefined {
+  if (!isObject(r) || !RESOURCE_NAMES.every((k) => isCount(r[k]))) return undefined;
+  return { vcpus: r["vcpus"] as number, memoryMib: r["memoryMib"] as number, diskGib: r["diskGib"] as number };
+}
+
+function parseRuntime(r: unknown): FakeRuntime | undefined {
+  if (!isObject(r)) return undefined;
+  const { incarnation, startedAtMs, cpuMs, runningSinceMs } = r;
+  if (!isCount(incarnation) || typeof startedAtMs !== "number" || typeof cpuMs !== "number" || cpuMs < 0) return undefined;
+  if (runningSinceMs !== null && typeof runningSinceMs !== "number") return undefined;
+  return { incarnation, startedAtMs, cpuMs, runningSinceMs };
+}
