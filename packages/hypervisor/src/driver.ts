@@ -1,43 +1,175 @@
-import type { Domain, Resources } from "@berth/api";
+import type { Domain, DomainState, Resources } from "@berth/api";
+
+/** A NUMA cell of the host, when the hypervisor knows its topology. */
+export interface NumaCell {
+  id: number;
+  /** Logical CPUs in the cell. */
+  cpus: number;
+  memoryMib: number;
+}
 
 /** What a hypervisor says of its host. */
 export interface HostFacts {
-  /** Physical capacity offered to VMs (before allocation ratios and reserves). */
+  /**
+   * Physical capacity offered to VMs, before allocation ratios and the scheduler's reserve:
+   * logical CPUs, memory minus the driver's configured host reserve, and the VM storage pool's size.
+   */
   capacity: Resources;
   /** The driver's kind, e.g. "fake" or "libvirt". */
   driver: string;
+  /** e.g. "Intel(R) Xeon(R) Gold 6338" or "x86_64" when nothing better is known. */
+  cpuModel: string;
+  /** NUMA cells; empty when unknown. */
+  numaCells: NumaCell[];
+  /** e.g. "QEMU 7.2.0, libvirt 9.0.0" or "fake 1". */
+  hypervisorVersion: string;
 }
 
 /** The spec of a domain to define, derived from the VM spec by the agent. */
 export interface DomainSpec {
-  /** The VM's id (UUID): the domain's identity on the hypervisor. */
+  /** The VM's id (UUID): the domain's identity on the hypervisor (libvirt: the domain's uuid). */
   vmId: string;
+  /** The VM's name; drivers may prefix it to make the hypervisor-level name unique. */
   name: string;
   resources: Resources;
   /** The generation of the command that defines it, recorded with the domain. */
   generation: number;
 }
 
+/** How to stop a domain. */
+export interface StopOptions {
+  /** Power off at once instead of asking the guest to shut down. */
+  force: boolean;
+  /**
+   * Graceful stops only: how long to wait for the guest before powering it off. Default: the
+   * driver's `stopTimeoutMs`. The stop resolves with the domain SHUTOFF either way.
+   */
+  timeoutMs?: number;
+}
+
+/** Counters of one domain; cumulative since the domain last started (as the hypervisor counts). */
+export interface DomainStats {
+  vmId: string;
+  state: DomainState;
+  /** CPU time consumed by the guest, in nanoseconds. */
+  cpuTimeNs: number;
+  /** Memory the guest uses now, in MiB (≤ the domain's memory). */
+  memoryUsedMib: number;
+  diskReadBytes: number;
+  diskWriteBytes: number;
+  netRxBytes: number;
+  netTxBytes: number;
+}
+
+/** Whether the hypervisor itself answers. The agent reports this apart from its own liveness. */
+export interface HypervisorHealth {
+  available: boolean;
+  /** Why it is unavailable (empty when available). */
+  message: string;
+}
+
+/** Why a domain's state changed, as the hypervisor tells it. */
+export type DomainEventKind =
+  | "defined"
+  | "undefined"
+  | "started"
+  | "stopped"
+  | "paused"
+  | "resumed"
+  | "crashed"
+  | "migrated";
+
+/** Something that happened on the hypervisor, pushed (not polled) to subscribers. */
+export type DriverEvent =
+  | {
+      type: "domain";
+      vmId: string;
+      kind: DomainEventKind;
+      /** The domain's state after the event; absent when it no longer exists. */
+      domain: Domain | undefined;
+    }
+  | { type: "health"; health: HypervisorHealth };
+
+/** Where a migrating domain goes, as the destination's `prepareIncoming` describes it. */
+export interface MigrationTarget {
+  /** The destination driver's kind; a driver refuses a target of another kind. */
+  driver: string;
+  /** Driver-specific address: libvirt connection URI, or the fake's state directory URI. */
+  uri: string;
+  vmId: string;
+}
+
 /**
- * A hypervisor as the agent drives it. Every operation is idempotent: asking for the state a domain
- * is already in succeeds and changes nothing. Errors are `BerthError`s from @berth/core:
- * NOT_FOUND (no such domain), HYPERVISOR_UNAVAILABLE, RESOURCE_EXHAUSTED.
+ * A hypervisor as the agent drives it.
+ *
+ * Every operation is idempotent: asking for the state a domain is already in succeeds and changes
+ * nothing, so the agent may resend after a lost result. Errors are `BerthError`s from @berth/core,
+ * with these codes:
+ * - NOT_FOUND: no such domain;
+ * - ALREADY_EXISTS: a domain with the same name but another vmId is there;
+ * - INVALID_ARGUMENT: a bad spec (names the field; nothing is left defined);
+ * - RESOURCE_EXHAUSTED: the hypervisor cannot give what the spec asks for;
+ * - HYPERVISOR_UNAVAILABLE: the hypervisor does not answer (retry later);
+ * - DEADLINE_EXCEEDED: an operation ran past its time limit;
+ * - FAILED_PRECONDITION: the domain is in a state the operation cannot start from.
  */
 export interface HypervisorDriver {
   readonly kind: string;
+  /** Host facts. May throw HYPERVISOR_UNAVAILABLE. */
   hostFacts(): Promise<HostFacts>;
-  /** Every domain Berth manages on this host, with its state and recorded generation. */
+  /** Every domain Berth manages on this host, with its state and recorded generation, sorted by vmId. */
   list(): Promise<Domain[]>;
-  /** Defines the domain (shut off). Idempotent: an existing domain with this vmId is returned as is. */
+  /** Defines the domain (SHUTOFF), creating its volume. Idempotent: an existing domain with this vmId is returned as is. */
   define(spec: DomainSpec): Promise<Domain>;
-  /** Starts the domain. Idempotent: a running domain is left running. NOT_FOUND if undefined. */
+  /** Starts (or resumes) the domain. Idempotent: a running domain is left running. NOT_FOUND if undefined. */
   start(vmId: string): Promise<Domain>;
-  /** Stops the domain (force: power off at once). Idempotent: a shut-off domain stays so. NOT_FOUND if undefined. */
-  stop(vmId: string, options: { force: boolean }): Promise<Domain>;
-  /** Destroys and undefines the domain. Idempotent: an absent domain is success. */
+  /**
+   * Stops the domain: graceful (the guest is asked, then powered off after `timeoutMs`) or forced.
+   * Idempotent: a shut-off domain stays so. NOT_FOUND if undefined.
+   */
+  stop(vmId: string, options: StopOptions): Promise<Domain>;
+  /** Powers the domain off at once, keeping it defined (libvirt `destroy`). Idempotent. NOT_FOUND if undefined. */
+  destroy(vmId: string): Promise<Domain>;
+  /** Removes the definition of a shut-off domain, keeping its volumes. Idempotent: absent is success. FAILED_PRECONDITION if active. */
+  undefine(vmId: string): Promise<void>;
+  /** Deletes the volumes Berth created for the domain. Idempotent: no volumes is success. FAILED_PRECONDITION while defined. */
+  deleteVolumes(vmId: string): Promise<void>;
+  /** Destroy, undefine and delete volumes in one call. Idempotent: an absent domain is success. */
   delete(vmId: string): Promise<void>;
   /** Records the generation last applied to the domain (libvirt: domain metadata). NOT_FOUND if undefined. */
   setGeneration(vmId: string, generation: number): Promise<Domain>;
-  /** Releases resources (files, connections). Idempotent. */
+  /** Counters of one domain. NOT_FOUND if undefined. Read-only. */
+  stats(vmId: string): Promise<DomainStats>;
+  /** Probes the hypervisor. Never throws: an unreachable hypervisor is `{ available: false }`. */
+  health(): Promise<HypervisorHealth>;
+  /**
+   * Follows the hypervisor's events until unsubscribed; returns the unsubscribe function. Events are
+   * pushed as they happen (libvirt: the event stream, re-established after libvirtd restarts, when a
+   * `health` event says so; the subscriber should re-list then). Never throws.
+   */
+  subscribe(listener: (event: DriverEvent) => void): () => void;
+
+  // ---- migration hooks (used by rebalancing) ---------------------------------------------------
+
+  /**
+   * Destination side: gets ready to receive `spec` (checks the name is free, creates the volume).
+   * Idempotent: preparing twice returns the same target.
+   */
+  prepareIncoming(spec: DomainSpec): Promise<MigrationTarget>;
+  /**
+   * Source side: live-migrates the running domain to `target` and undefines it here once the
+   * destination has it. Idempotent: a domain already gone from here (migrated) is success.
+   * On failure the domain keeps running here.
+   */
+  migrateOut(vmId: string, target: MigrationTarget, options?: { timeoutMs?: number }): Promise<void>;
+  /** Destination side: makes the received domain persistent and running. Idempotent. NOT_FOUND if nothing arrived. */
+  finishIncoming(vmId: string, generation: number): Promise<Domain>;
+  /**
+   * Either side: gives up a migration. On the source it cancels a running migration job (the
+   * domain keeps running); on the destination it removes what `prepareIncoming` made. Idempotent.
+   */
+  abortMigration(vmId: string): Promise<void>;
+
+  /** Stops following events and releases resources (files, connections, child processes). Idempotent. */
   close(): Promise<void>;
 }

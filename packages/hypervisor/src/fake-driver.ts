@@ -778,7 +778,7 @@ export class FakeDriver implements HypervisorDriver {
       if (spec.resources[k] > cap[k]) {
         throw new BerthError(
           ErrorCode.ResourceExhausted,
-          `domain ${spec.vmId} asks for ${spec.resources[k]} ${k === "vcpus" ? "vCPUs" : "MiB"}; the host has ${cap[k]}`,
+          `domain.resources.${RESOURCE_FIELD[k]}: domain ${spec.vmId} asks for ${spec.resources[k]} ${k === "vcpus" ? "vCPUs" : "MiB"}; the host has ${cap[k]}`,
           { field: `domain.resources.${RESOURCE_FIELD[k]}` },
         );
       }
@@ -978,8 +978,10 @@ function validateSpec(spec: DomainSpec): void {
   const r: unknown = spec.resources;
   if (!isObject(r)) throw invalidArgument("domain.resources", "is required");
   for (const k of RESOURCE_NAMES) {
-    if (!isCount(r[k])) {
-      throw invalidArgument(`domain.resources.${RESOURCE_FIELD[k]}`, `must be a whole number ≥ 0 (got ${String(r[k])})`);
+    // A domain needs a CPU and some memory (libvirt refuses none); a disk is optional.
+    const min = k === "diskGib" ? 0 : 1;
+    if (!isCount(r[k]) || r[k] < min) {
+      throw invalidArgument(`domain.resources.${RESOURCE_FIELD[k]}`, `must be a whole number ≥ ${min} (got ${String(r[k])})`);
     }
   }
 }

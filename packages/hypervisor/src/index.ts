@@ -1,2 +1,3 @@
 export * from "./driver.js";
 export * from "./fake-driver.js";
+export * from "./libvirt/index.js";

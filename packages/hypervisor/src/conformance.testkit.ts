@@ -1,0 +1,322 @@
+// The one HypervisorDriver conformance suite, run identically against the fake and libvirt.
+// Excluded from the build; imported by tests only.
+import { randomUUID } from "node:crypto";
+import { DomainState, type Domain } from "@berth/api";
+import { BerthError, ErrorCode } from "@berth/core";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { DomainSpec, DriverEvent, HypervisorDriver } from "./driver.js";
+
+/** What a driver's test setup gives the conformance suite. */
+export interface DriverHarness {
+  /** Opens a driver on this host's state: a fresh host the first time, the same host after (an agent restart). */
+  open(): Promise<HypervisorDriver>;
+  /** Kills the domain's process behind the driver's back, as an OOM kill or a qemu crash would. */
+  killDomainProcess(driver: HypervisorDriver, vmId: string): Promise<void>;
+  /** An id of the domain's running incarnation (libvirt: qemu pid); it changes iff the domain was (re)started. */
+  incarnation(driver: HypervisorDriver, vmId: string): Promise<string>;
+  /** Makes the hypervisor stop answering (libvirt: stop libvirtd) until `startHypervisor`. Domains keep running. */
+  stopHypervisor(driver: HypervisorDriver): Promise<void>;
+  startHypervisor(driver: HypervisorDriver): Promise<void>;
+  /** Removes every domain and volume the suite made. */
+  cleanup(): Promise<void>;
+}
+
+export interface ConformanceOptions {
+  /** Per-test time limit; a real hypervisor boots and stops processes. Default 60 s. */
+  testTimeoutMs?: number;
+  /** How long to wait for an event or a state the hypervisor reaches on its own. Default 15 s. */
+  settleMs?: number;
+}
+
+const { RUNNING, SHUTOFF, CRASHED } = {
+  RUNNING: DomainState.DOMAIN_STATE_RUNNING,
+  SHUTOFF: DomainState.DOMAIN_STATE_SHUTOFF,
+  CRASHED: DomainState.DOMAIN_STATE_CRASHED,
+};
+
+/**
+ * Registers the conformance suite for one driver. The harness is made once (a real hypervisor is
+ * slow to set up); every test uses fresh VM ids and names and deletes what it defined, so tests
+ * never depend on each other or on an empty host.
+ */
+export function describeDriverConformance(name: string, makeHarness: () => Promise<DriverHarness>, options: ConformanceOptions = {}): void {
+  const testTimeoutMs = options.testTimeoutMs ?? 60_000;
+  const settleMs = options.settleMs ?? 15_000;
+
+  describe(`HypervisorDriver conformance: ${name}`, { timeout: testTimeoutMs }, () => {
+    const run = Date.now().toString(36).slice(-5);
+    let seq = 0;
+    let harness: DriverHarness;
+    let driver: HypervisorDriver;
+    const made = new Set<string>();
+    const events: DriverEvent[] = [];
+    let unsubscribe: () => void = () => undefined;
+
+    const follow = (d: HypervisorDriver): void => {
+      unsubscribe();
+      unsubscribe = d.subscribe((e) => events.push(e));
+    };
+    const spec = (over: Partial<DomainSpec> = {}): DomainSpec => {
+      const s: DomainSpec = {
+        vmId: randomUUID(),
+        name: `conf-${run}-${++seq}`,
+        resources: { vcpus: 1, memoryMib: 64, diskGib: 0 },
+        generation: 1,
+        ...over,
+      };
+      made.add(s.vmId);
+      return s;
+    };
+    const find = async (vmId: string): Promise<Domain | undefined> => (await driver.list()).find((d) => d.vmId === vmId);
+    const eventually = async <T>(what: string, probe: () => Promise<T | undefined>): Promise<T> => {
+      const deadline = Date.now() + settleMs;
+      let last: unknown;
+      for (;;) {
+        try {
+          const v = await probe();
+          if (v !== undefined) return v;
+        } catch (e) {
+          last = e;
+        }
+        if (Date.now() > deadline) throw new Error(`timed out after ${settleMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    const domainEvent = (vmId: string, kind: string) => (e: DriverEvent) => e.type === "domain" && e.vmId === vmId && e.kind === kind;
+    const waitForEvent = (what: string, pred: (e: DriverEvent) => boolean, from = 0): Promise<DriverEvent> =>
+      eventually(what, async () => events.slice(from).find(pred));
+    const codeOf = async (p: Promise<unknown>): Promise<string> => {
+      try {
+        await p;
+        return "ok";
+      } catch (e) {
+        if (e instanceof BerthError) return e.code;
+        throw e;
+      }
+    };
+
+    beforeAll(async () => {
+      harness = await makeHarness();
+      driver = await harness.open();
+      follow(driver);
+    }, 120_000);
+
+    afterEach(async () => {
+      for (const vmId of made) await driver.delete(vmId).catch(() => undefined);
+      made.clear();
+      events.length = 0;
+    });
+
+    afterAll(async () => {
+      unsubscribe();
+      await driver?.close();
+      await harness?.cleanup();
+    }, 120_000);
+
+    it("reports the host's facts", async () => {
+      const facts = await driver.hostFacts();
+      expect(facts.driver).toBe(driver.kind);
+      expect(facts.capacity.vcpus).toBeGreaterThanOrEqual(1);
+      expect(facts.capacity.memoryMib).toBeGreaterThanOrEqual(64);
+      expect(facts.capacity.diskGib).toBeGreaterThanOrEqual(0);
+      expect(facts.cpuModel.length).toBeGreaterThan(0);
+      expect(facts.hypervisorVersion.length).toBeGreaterThan(0);
+      for (const cell of facts.numaCells) {
+        expect(cell.cpus).toBeGreaterThanOrEqual(1);
+        expect(cell.memoryMib).toBeGreaterThan(0);
+      }
+      expect(await driver.health()).toEqual({ available: true, message: "" });
+    });
+
+    it("defines a domain once: shut off, with its generation, listed, and a 'defined' event", async () => {
+      const s = spec({ generation: 3 });
+      const defined = await driver.define(s);
+      expect(defined).toMatchObject({ vmId: s.vmId, state: SHUTOFF, generation: 3, resources: s.resources });
+      // Idempotent: a resend (even a later generation's) finds the domain as it is.
+      expect(await driver.define({ ...s, generation: 4 })).toMatchObject({ vmId: s.vmId, generation: 3 });
+      const listed = (await driver.list()).filter((d) => d.vmId === s.vmId);
+      expect(listed).toHaveLength(1);
+      expect(listed[0]).toMatchObject({ state: SHUTOFF, generation: 3, resources: s.resources });
+      await waitForEvent("a 'defined' event", domainEvent(s.vmId, "defined"));
+      const all = await driver.list();
+      expect(all.map((d) => d.vmId)).toEqual([...all.map((d) => d.vmId)].sort());
+    });
+
+    it("defines a domain once under concurrent identical defines", async () => {
+      const s = spec();
+      const results = await Promise.all([driver.define(s), driver.define(s), driver.define(s)]);
+      for (const r of results) expect(r.vmId).toBe(s.vmId);
+      expect((await driver.list()).filter((d) => d.vmId === s.vmId)).toHaveLength(1);
+    });
+
+    it("walks define → running → stop → start → destroy → delete, every step idempotent, with events", async () => {
+      const s = spec();
+      await driver.define(s);
+      expect((await driver.start(s.vmId)).state).toBe(RUNNING);
+      expect((await driver.start(s.vmId)).state).toBe(RUNNING);
+      expect((await find(s.vmId))?.state).toBe(RUNNING);
+      await waitForEvent("a 'started' event", domainEvent(s.vmId, "started"));
+
+      // Graceful: a guest that does not shut down in time is powered off; either way SHUTOFF.
+      const stopped = await driver.stop(s.vmId, { force: false, timeoutMs: 1_000 });
+      expect(stopped.state).toBe(SHUTOFF);
+      expect((await driver.stop(s.vmId, { force: false, timeoutMs: 1_000 })).state).toBe(SHUTOFF);
+      expect((await driver.stop(s.vmId, { force: true })).state).toBe(SHUTOFF);
+      await waitForEvent("a 'stopped' event", domainEvent(s.vmId, "stopped"));
+
+      expect((await driver.start(s.vmId)).state).toBe(RUNNING);
+      expect((await driver.destroy(s.vmId)).state).toBe(SHUTOFF);
+      expect((await driver.destroy(s.vmId)).state).toBe(SHUTOFF);
+      expect((await find(s.vmId))?.state).toBe(SHUTOFF);
+
+      await driver.delete(s.vmId);
+      await driver.delete(s.vmId);
+      expect(await find(s.vmId)).toBeUndefined();
+      await waitForEvent("an 'undefined' event", domainEvent(s.vmId, "undefined"));
+    });
+
+    it("deletes a running domain in one call", async () => {
+      const s = spec();
+      await driver.define(s);
+      await driver.start(s.vmId);
+      await driver.delete(s.vmId);
+      expect(await find(s.vmId)).toBeUndefined();
+    });
+
+    it("keeps the disk volume apart from the definition: undefine keeps it, deleteVolumes removes it", async () => {
+      const s = spec({ resources: { vcpus: 1, memoryMib: 64, diskGib: 1 } });
+      await driver.define(s);
+      await driver.start(s.vmId);
+      expect(await codeOf(driver.undefine(s.vmId))).toBe(ErrorCode.FailedPrecondition);
+      expect((await find(s.vmId))?.state).toBe(RUNNING);
+      expect(await codeOf(driver.deleteVolumes(s.vmId))).toBe(ErrorCode.FailedPrecondition);
+      await driver.destroy(s.vmId);
+      await driver.undefine(s.vmId);
+      await driver.undefine(s.vmId);
+      expect(await find(s.vmId)).toBeUndefined();
+      await driver.deleteVolumes(s.vmId);
+      await driver.deleteVolumes(s.vmId);
+      // Nothing of the old domain is in the way of defining it again.
+      expect((await driver.define(s)).state).toBe(SHUTOFF);
+    });
+
+    it("records generations and finds running domains after a driver restart, recreating nothing", async () => {
+      const a = spec({ generation: 2 });
+      const b = spec({ generation: 5 });
+      await driver.define(a);
+      await driver.start(a.vmId);
+      await driver.define(b);
+      expect((await driver.setGeneration(a.vmId, 7)).generation).toBe(7);
+      expect((await driver.setGeneration(a.vmId, 7)).generation).toBe(7);
+      const before = await harness.incarnation(driver, a.vmId);
+
+      unsubscribe();
+      await driver.close();
+      driver = await harness.open();
+      follow(driver);
+
+      expect(await find(a.vmId)).toMatchObject({ state: RUNNING, generation: 7, resources: a.resources });
+      expect(await find(b.vmId)).toMatchObject({ state: SHUTOFF, generation: 5 });
+      expect(await harness.incarnation(driver, a.vmId)).toBe(before);
+      expect((await driver.start(a.vmId)).state).toBe(RUNNING);
+      expect((await driver.define(a)).generation).toBe(7);
+      expect(await harness.incarnation(driver, a.vmId)).toBe(before);
+    });
+
+    it("answers NOT_FOUND for an unknown domain, and success for removing one", async () => {
+      const vmId = randomUUID();
+      expect(await codeOf(driver.start(vmId))).toBe(ErrorCode.NotFound);
+      expect(await codeOf(driver.stop(vmId, { force: true }))).toBe(ErrorCode.NotFound);
+      expect(await codeOf(driver.destroy(vmId))).toBe(ErrorCode.NotFound);
+      expect(await codeOf(driver.setGeneration(vmId, 1))).toBe(ErrorCode.NotFound);
+      expect(await codeOf(driver.stats(vmId))).toBe(ErrorCode.NotFound);
+      expect(await codeOf(driver.finishIncoming(vmId, 1))).toBe(ErrorCode.NotFound);
+      expect(await codeOf(driver.delete(vmId))).toBe("ok");
+      expect(await codeOf(driver.undefine(vmId))).toBe("ok");
+      expect(await codeOf(driver.deleteVolumes(vmId))).toBe("ok");
+      expect(await codeOf(driver.abortMigration(vmId))).toBe("ok");
+    });
+
+    it("refuses bad specs with a typed error naming the problem, leaving nothing defined", async () => {
+      const facts = await driver.hostFacts();
+      const ids = async (): Promise<string[]> => (await driver.list()).map((d) => d.vmId);
+      const before = await ids();
+      const refuse = async (s: DomainSpec, code: ErrorCode, message: RegExp): Promise<void> => {
+        const e = await driver.define(s).then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+        expect(e, `define ${JSON.stringify(s)}`).toBeInstanceOf(BerthError);
+        expect((e as BerthError).code).toBe(code);
+        expect((e as BerthError).message).toMatch(message);
+      };
+      await refuse(spec({ vmId: "not-a-uuid" }), ErrorCode.InvalidArgument, /vm_id/);
+      await refuse(spec({ resources: { vcpus: 1, memoryMib: 0, diskGib: 0 } }), ErrorCode.InvalidArgument, /memory/);
+      await refuse(spec({ resources: { vcpus: 0, memoryMib: 64, diskGib: 0 } }), ErrorCode.InvalidArgument, /vcpus/);
+      await refuse(spec({ resources: { vcpus: 1, memoryMib: facts.capacity.memoryMib * 4, diskGib: 0 } }), ErrorCode.ResourceExhausted, /memory/);
+      await refuse(spec({ resources: { vcpus: facts.capacity.vcpus * 64, memoryMib: 64, diskGib: 0 } }), ErrorCode.ResourceExhausted, /vcpu/i);
+      expect(await ids()).toEqual(before);
+
+      // The same name under another id is another VM: refused, the first one untouched.
+      const first = spec();
+      await driver.define(first);
+      await refuse({ ...spec(), name: first.name }, ErrorCode.AlreadyExists, new RegExp(first.name));
+      expect((await ids()).filter((id) => !before.includes(id))).toEqual([first.vmId]);
+    });
+
+    it("reports the counters of a running domain", async () => {
+      const s = spec();
+      await driver.define(s);
+      await driver.start(s.vmId);
+      const stats = await eventually("CPU time to accrue", async () => {
+        const st = await driver.stats(s.vmId);
+        return st.cpuTimeNs > 0 ? st : undefined;
+      });
+      expect(stats).toMatchObject({ vmId: s.vmId, state: RUNNING });
+      expect(stats.memoryUsedMib).toBeGreaterThan(0);
+      expect(stats.memoryUsedMib).toBeLessThanOrEqual(s.resources.memoryMib);
+      for (const k of ["diskReadBytes", "diskWriteBytes", "netRxBytes", "netTxBytes"] as const) expect(stats[k]).toBeGreaterThanOrEqual(0);
+      await driver.destroy(s.vmId);
+      expect((await driver.stats(s.vmId)).state).toBe(SHUTOFF);
+    });
+
+    it("sees a domain killed behind its back: a 'crashed' event, CRASHED in the inventory, and it starts again", async () => {
+      const s = spec();
+      await driver.define(s);
+      await driver.start(s.vmId);
+      const from = events.length;
+      await harness.killDomainProcess(driver, s.vmId);
+      await waitForEvent("a 'crashed' event", domainEvent(s.vmId, "crashed"), from);
+      expect((await find(s.vmId))?.state).toBe(CRASHED);
+      expect((await driver.start(s.vmId)).state).toBe(RUNNING);
+    });
+
+    it("tells a hypervisor outage apart from the agent's, and follows events again after it", async () => {
+      const s = spec();
+      await driver.define(s);
+      await driver.start(s.vmId);
+      const before = await harness.incarnation(driver, s.vmId);
+      const from = events.length;
+
+      await harness.stopHypervisor(driver);
+      try {
+        await eventually("health to go down", async () => ((await driver.health()).available ? undefined : true));
+        expect((await driver.health()).message.length).toBeGreaterThan(0);
+        await waitForEvent("a health event saying unavailable", (e) => e.type === "health" && !e.health.available, from);
+        expect(await codeOf(driver.list())).toBe(ErrorCode.HypervisorUnavailable);
+        expect(await codeOf(driver.start(s.vmId))).toBe(ErrorCode.HypervisorUnavailable);
+      } finally {
+        await harness.startHypervisor(driver);
+      }
+      await eventually("health to come back", async () => ((await driver.health()).available ? true : undefined));
+      await waitForEvent("a health event saying available", (e) => e.type === "health" && e.health.available, from);
+
+      // The domain ran on through the outage, and events flow again.
+      expect(await find(s.vmId)).toMatchObject({ state: RUNNING });
+      expect(await harness.incarnation(driver, s.vmId)).toBe(before);
+      const after = events.length;
+      await driver.stop(s.vmId, { force: true });
+      await waitForEvent("a 'stopped' event after the outage", domainEvent(s.vmId, "stopped"), after);
+    });
+  });
+}
