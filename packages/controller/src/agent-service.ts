@@ -10,7 +10,7 @@ import {
   type Host,
   type Report,
 } from "@berth/api";
-import { BerthError, ErrorCode, isBerthError, validateHello, Limits } from "@berth/core";
+import { BerthError, ErrorCode, isBerthError, validateHello, validateHypervisorStatus, Limits } from "@berth/core";
 import type { Logger } from "pino";
 import { AgentSession } from "./agent-session.js";
 import type { ClusterState } from "./cluster-state.js";
@@ -140,6 +140,7 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
   }
 
   const session = new AgentSession(hello.hostId, hello.bootId, call, hello.inventory?.domains ?? [], deps.now());
+  session.hypervisor = hello.hypervisor;
   sessions.set(hello.hostId, session);
   try {
     await registerHost(deps, leading.writer, hello);
@@ -179,6 +180,8 @@ async function registerHost(deps: AgentServiceDeps, writer: FencedWriter, hello:
       driver: hello.driver.slice(0, 32),
       allocationRatio: hello.allocationRatio,
       reserved: hello.reserved,
+      facts: hello.facts,
+      hypervisor: hello.hypervisor,
     };
     const key = Keys.host(hello.hostId);
     const result = await writer.commit({
@@ -206,6 +209,14 @@ async function setHostState(deps: AgentServiceDeps, writer: FencedWriter, hostId
 
 function onReport(deps: AgentServiceDeps, session: AgentSession, report: Report): void {
   if (report.usage) session.usage = report.usage;
+  if (report.hypervisor) {
+    validateHypervisorStatus(report.hypervisor, "report.hypervisor");
+    const was = session.hypervisor?.available;
+    session.hypervisor = report.hypervisor;
+    if (was !== report.hypervisor.available) {
+      deps.log.warn({ hostId: session.hostId, available: report.hypervisor.available, message: report.hypervisor.message }, "host's hypervisor availability changed");
+    }
+  }
   if (report.inventory) {
     if (report.inventory.domains.length > Limits.maxDomainsPerHost) {
       throw new BerthError(ErrorCode.InvalidArgument, `report.inventory.domains: at most ${Limits.maxDomainsPerHost}`);

@@ -1,5 +1,5 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import type { AgentMessage, ControllerMessage, Domain, Resources } from "@berth/api";
+import type { AgentMessage, ControllerMessage, Domain, HypervisorStatus, Resources } from "@berth/api";
 import { Limits } from "@berth/core";
 import type { CommandFailure, PlannedCommand } from "./reconcile.js";
 
@@ -25,6 +25,8 @@ export class AgentSession {
   welcomed = false;
   inventory: Map<string, Domain>;
   usage: Resources | undefined;
+  /** The hypervisor's health as last reported; absent from agents that do not report it. */
+  hypervisor: HypervisorStatus | undefined;
   readonly failures = new Map<string, CommandFailure>();
   private readonly inflight = new Map<string, InFlight>();
   private readonly queue: ControllerMessage[] = [];
@@ -48,6 +50,11 @@ export class AgentSession {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Live, and its hypervisor not reported down: the host may take new VMs. */
+  get acceptsPlacements(): boolean {
+    return this.isLive && this.hypervisor?.available !== false;
   }
 
   /** Welcomed and not closed: commands sent now will be executed. */

@@ -6,6 +6,7 @@ import {
   type ClusterServiceServer,
   type Group,
   type Host,
+  type HypervisorStatus,
   type Resources,
   type Vm,
   type WatchEventsRequest,
@@ -28,7 +29,7 @@ export interface ClusterServiceDeps {
   state: ClusterState;
   placer: Placer;
   /** What the host's live stream last said, when it has one. */
-  liveHost(hostId: string): { usage: Resources | undefined; lastHeardMs: number } | undefined;
+  liveHost(hostId: string): { usage: Resources | undefined; lastHeardMs: number; hypervisor: HypervisorStatus | undefined } | undefined;
   log: Logger;
 }
 
@@ -72,6 +73,7 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
       allocated: deps.state.allocated(host.id),
       usage: live?.usage ?? host.usage,
       lastSeenMs: live?.lastHeardMs ?? host.lastSeenMs,
+      hypervisor: live?.hypervisor ?? host.hypervisor,
     };
   };
   const change = (desired: DesiredState, forceStop = false) => async (req: { name: string }) => {

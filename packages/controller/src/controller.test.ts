@@ -157,6 +157,29 @@ describe("controller", () => {
     expect((bad.msg?.value as { message: string }).message).toMatch(/^hello\.reserved\.memory_mib:/);
   });
 
+  it("keeps new VMs off a host whose hypervisor is down, shows why, and uses it again once it is back", async () => {
+    const { controller, address } = await startController(new MemoryStore());
+    await waitFor("leadership", () => controller.isLeader);
+    const h1 = startAgent("h1", address);
+    startAgent("h2", address);
+    const client = api(address);
+    const hostsView = async () => (await client.listHosts()) as { hosts: { id: string; hypervisor?: { available: boolean; message: string }; facts?: { hypervisorVersion: string } }[] };
+    await waitFor("two hosts", async () => (await hostsView()).hosts.length === 2);
+    expect((await hostsView()).hosts.every((h) => h.facts?.hypervisorVersion)).toBe(true);
+
+    h1.driver.faults.makeUnavailable();
+    const down = await waitFor("h1's hypervisor reported down", async () =>
+      (await hostsView()).hosts.find((h) => h.id === "h1" && h.hypervisor?.available === false),
+    );
+    expect(down.hypervisor?.message).not.toBe("");
+    // Spread would alternate between two equal hosts; with h1's hypervisor down all go to h2.
+    for (const name of ["a", "b", "c"]) expect((await client.createVm(name, 1, 512)).vm?.hostId).toBe("h2");
+
+    h1.driver.faults.makeAvailable();
+    await waitFor("h1's hypervisor reported back", async () => (await hostsView()).hosts.find((h) => h.id === "h1" && h.hypervisor?.available === true));
+    expect((await client.createVm("d", 1, 512)).vm?.hostId).toBe("h1");
+  });
+
   it("a follower sends agents and operators to the leader", async () => {
     const store = new MemoryStore();
     const leader = await startController(store, "leader");

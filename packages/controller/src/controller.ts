@@ -79,7 +79,7 @@ export class Controller {
       log,
       now,
     };
-    const placer = new Placer(store, state, (id) => sessions.get(id)?.isLive === true, now);
+    const placer = new Placer(store, state, (id) => sessions.get(id)?.acceptsPlacements === true, now);
     server.addService(AgentServiceService, agentService(agentDeps));
     server.addService(
       ClusterServiceService,
@@ -91,7 +91,7 @@ export class Controller {
         placer,
         liveHost: (id) => {
           const s = sessions.get(id);
-          return s?.isLive ? { usage: s.usage, lastHeardMs: s.lastHeardMs } : undefined;
+          return s?.isLive ? { usage: s.usage, lastHeardMs: s.lastHeardMs, hypervisor: s.hypervisor } : undefined;
         },
         log,
       }),
