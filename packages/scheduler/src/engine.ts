@@ -2,6 +2,7 @@ import { invalidArgument, notFound, RESOURCE_NAMES } from "@berth/core";
 import { allocatableOf, type ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_CATALOG } from "./pipeline.js";
 import { checkHosts, compareIds, compareTies, placeVm, withPlacement } from "./place.js";
+import { alignedFitRaw } from "./weighers.js";
 import type { GangDecision, HostSnapshot, PlacementRequest } from "./types.js";
 
 /** The engine's answer for one VM: where, or (only when nothing fits) the per-host reasons, as placeVm's. */
@@ -13,7 +14,7 @@ const R = RESOURCE_NAMES.length;
 
 /** Usable hosts of one shape in one allocation state: they score alike for any request. */
 interface StateGroup {
-  /** Mean free fraction now. */
+  /** Mean free fraction now; in the `aligned` mode, the smallest free fraction over the resources. */
   readonly key: number;
   /** The allocation vector, as text (identity within the shape). */
   readonly vec: string;
@@ -27,12 +28,15 @@ interface StateGroup {
 interface ShapeClass {
   /** Allocatable per resource. */
   readonly total: readonly number[];
-  /** State groups, most promising first: by mean free fraction (descending to spread, ascending to pack), then vec. */
+  /**
+   * State groups, most promising first: by mean free fraction (descending to spread, ascending to
+   * pack), or by smallest free fraction, descending (aligned pack); then vec.
+   */
   readonly groups: StateGroup[];
   readonly byVec: Map<string, StateGroup>;
 }
 
-type Mode = "least" | "most" | "generic";
+type Mode = "least" | "most" | "aligned" | "generic";
 
 /**
  * An incremental placement engine for large fleets: the hosts are indexed once, then each
@@ -41,11 +45,16 @@ type Mode = "least" | "most" | "generic";
  *
  * How: hosts are grouped by allocatable vector (shape) and, within a shape, by allocation state
  * (hosts in one state score alike, and are kept in tie-break order); each shape keeps its states in
- * order of mean free fraction. When the only resource weigher with a weight is `leastAllocated` (spread) or
- * `mostAllocated` (pack) — `groupAffinity` may weigh too, it is flat unless the request has a soft
- * group — and the enabled filters are the default ones, a placement walks each shape from its most
- * promising end, skipping states that do not fit and hosts that fail a filter, and stops as soon as no further host can beat the
- * best found (for `mostAllocated`, by Jensen: mean 10^f ≥ 10^(mean f)). Pins and hard affinity with
+ * order of mean free fraction. When the only resource weigher with a weight is `leastAllocated` (spread),
+ * `mostAllocated` (best fit) or `alignedFit` (pack) — `groupAffinity` may weigh too, it is flat
+ * unless the request has a soft group — and the enabled filters are the default ones, a placement
+ * walks each shape from its most promising end, skipping states that do not fit and hosts that fail
+ * a filter, and stops as soon as no further host can beat the best found (for `mostAllocated`, by
+ * Jensen: mean 10^f ≥ 10^(mean f)) or, for `alignedFit` (whose steering term has no bound along any
+ * order), as soon as no further host can fit: its states are kept by smallest free fraction,
+ * descending, so the walk covers the empty hosts' state and the hosts with room on every resource
+ * (in a packed fleet, a handful), and the fleet's demand direction comes from per-resource sums
+ * kept on commit and release. Pins and hard affinity with
  * members restrict the walk to those hosts. Everything else — other weighers, custom filter lists,
  * soft groups with weight — and every unplaced answer (for its reasons) goes through {@link placeVm}
  * on the engine's current snapshots: exact, but a full O(n) pass.
@@ -78,6 +87,9 @@ export class PlacementEngine {
   private readonly classes: ShapeClass[] = [];
   /** Group name → host index → members there (only counts > 0). */
   private readonly groups = new Map<string, Map<number, number>>();
+  /** Per resource, allocated and allocatable summed over all hosts (for the fleet direction). */
+  private readonly fleetAlloc = new Float64Array(R);
+  private readonly fleetTotal = new Float64Array(R);
 
   /**
    * Indexes `hosts` under `options` (from resolveSchedulerOptions). Throws INVALID_ARGUMENT for
@@ -107,6 +119,8 @@ export class PlacementEngine {
       RESOURCE_NAMES.forEach((k, r) => {
         this.total[i * R + r] = allocatableOf(h, k, options);
         this.alloc[i * R + r] = h.allocated[k];
+        this.fleetAlloc[r] = this.fleetAlloc[r]! + h.allocated[k];
+        this.fleetTotal[r] = this.fleetTotal[r]! + this.total[i * R + r]!;
       });
       this.vmCount[i] = h.vmCount;
       this.usable[i] = h.ready && !h.cordoned ? 1 : 0;
@@ -219,7 +233,10 @@ export class PlacementEngine {
   private apply(i: number, request: PlacementRequest, sign: 1 | -1): void {
     const listed = this.usable[i] === 1;
     if (listed) this.delist(i);
-    RESOURCE_NAMES.forEach((k, r) => (this.alloc[i * R + r] = this.alloc[i * R + r]! + sign * request.resources[k]));
+    RESOURCE_NAMES.forEach((k, r) => {
+      this.alloc[i * R + r] = this.alloc[i * R + r]! + sign * request.resources[k];
+      this.fleetAlloc[r] = this.fleetAlloc[r]! + sign * request.resources[k];
+    });
     this.vmCount[i] = this.vmCount[i]! + sign;
     const g = request.group?.name;
     if (g !== undefined) {
@@ -258,7 +275,7 @@ export class PlacementEngine {
     const vec = this.vecOf(i);
     let g = cls.byVec.get(vec);
     if (!g) {
-      g = { key: this.meanFree(i), vec, sample: i, members: [] };
+      g = { key: this.mode === "aligned" ? this.minFree(i) : this.meanFree(i), vec, sample: i, members: [] };
       cls.byVec.set(vec, g);
       insertSorted(cls.groups, g, this.groupOrder);
     }
@@ -289,6 +306,20 @@ export class PlacementEngine {
       n += 1;
     }
     return n === 0 ? 0 : sum / n;
+  }
+
+  /** The smallest free fraction over the resources host i has (1 when it has none). */
+  private minFree(i: number): number {
+    let min = 1;
+    let any = false;
+    for (let r = 0; r < R; r++) {
+      const t = this.total[i * R + r]!;
+      if (t <= 0) continue;
+      const f = (t - this.alloc[i * R + r]!) / t;
+      if (!any || f < min) min = f;
+      any = true;
+    }
+    return min;
   }
 
   /** leastAllocated's raw score for `request` on host i, computed exactly as the weigher does. */
@@ -355,12 +386,15 @@ export class PlacementEngine {
     const pinned = request.pinnedHosts !== undefined && request.pinnedHosts.length > 0 ? new Set(request.pinnedHosts) : undefined;
     const seed = this.options.seed ?? 0;
     const least = this.mode === "least";
+    const aligned = this.mode === "aligned";
+    // The fleet's demand direction, as placeVm computes it (sums of whole numbers: exact).
+    const dir = aligned ? Array.from(this.fleetAlloc, (a, r) => (this.fleetTotal[r]! > 0 ? (a + req[r]!) / this.fleetTotal[r]! : 0)) : undefined;
     let best = -1;
     let bestScore = -Infinity;
     // The best so far: its score, and scores within EPS of it count as equal (tie-break decides).
     const consider = (i: number): void => {
       if (!this.passes(i, request, req, pinned)) return;
-      const s = least ? this.leastRaw(i, req) : this.mostRaw(i, req);
+      const s = least ? this.leastRaw(i, req) : aligned ? alignedFitRaw(this.alloc, this.total, i * R, req, dir) : this.mostRaw(i, req);
       if (best < 0 || s > bestScore + EPS || (s >= bestScore - EPS && compareTies(this.ids[i]!, this.ids[best]!, seed) < 0)) {
         best = i;
         bestScore = s;
@@ -372,6 +406,29 @@ export class PlacementEngine {
     if (pinned !== undefined || (affinity !== undefined && affinity.size > 0)) {
       const set = pinned !== undefined ? [...pinned].flatMap((id) => (this.indexOf.has(id) ? [this.indexOf.get(id)!] : [])) : [...affinity!.keys()];
       for (const i of set) consider(i);
+      return best < 0 ? undefined : best;
+    }
+    if (aligned) {
+      // alignedFit has no useful bound along any order (its steering term may favour any host), so
+      // the walk visits every state that may fit: states in descending order of smallest free
+      // fraction, down to the request's smallest fraction (a host whose smallest free fraction is
+      // below it lacks room on some resource). In a packed fleet almost every host is full on some
+      // resource, so this is the empty hosts' state plus the few open hosts.
+      for (const cls of this.classes) {
+        let minReq = Infinity;
+        for (let r = 0; r < R; r++) if (cls.total[r]! > 0) minReq = Math.min(minReq, req[r]! / cls.total[r]!);
+        if (minReq === Infinity) minReq = -Infinity;
+        for (const g of cls.groups) {
+          if (g.key < minReq) break;
+          if (!this.fits(g.sample, req)) continue;
+          for (const m of g.members) {
+            if (this.passes(m, request, req, undefined)) {
+              consider(m);
+              break;
+            }
+          }
+        }
+      }
       return best < 0 ? undefined : best;
     }
     for (const cls of this.classes) {
@@ -406,12 +463,14 @@ function modeOf(options: ResolvedSchedulerOptions): Mode {
   const f = options.filters;
   if (f !== undefined && (f.length !== DEFAULT_CATALOG.filterNames.length || f.some((x, i) => x !== DEFAULT_CATALOG.filterNames[i]))) return "generic";
   for (const [name, v] of Object.entries(w)) {
-    if (v > 0 && !["leastAllocated", "mostAllocated", "groupAffinity"].includes(name)) return "generic";
+    if (v > 0 && !["leastAllocated", "mostAllocated", "alignedFit", "groupAffinity"].includes(name)) return "generic";
   }
   const l = (w["leastAllocated"] ?? 0) > 0;
   const m = (w["mostAllocated"] ?? 0) > 0;
-  if (l && !m) return "least";
-  if (m && !l) return "most";
+  const a = (w["alignedFit"] ?? 0) > 0;
+  if (l && !m && !a) return "least";
+  if (m && !l && !a) return "most";
+  if (a && !l && !m) return "aligned";
   return "generic";
 }
 

@@ -16,7 +16,7 @@ describe("resolveSchedulerOptions", () => {
     expect(resolveSchedulerOptions()).toEqual({
       allocationRatio: { vcpus: 4, memoryMib: 1, diskGib: 1 },
       reserved: { vcpus: 0, memoryMib: 1024, diskGib: 0 },
-      weights: { leastAllocated: 1, mostAllocated: 0, balanced: 0, groupAffinity: 2, instanceCount: 0 },
+      weights: { leastAllocated: 1, mostAllocated: 0, alignedFit: 0, balanced: 0, groupAffinity: 2, instanceCount: 0 },
       preset: "spread",
       maxVmsPerHost: 0,
       seed: 0,
@@ -27,7 +27,8 @@ describe("resolveSchedulerOptions", () => {
   it("takes each preset's weights", () => {
     expect(resolveSchedulerOptions({ preset: "pack" }).weights).toEqual({
       leastAllocated: 0,
-      mostAllocated: 1,
+      mostAllocated: 0,
+      alignedFit: 1,
       balanced: 0,
       groupAffinity: 2,
       instanceCount: 0,
@@ -35,6 +36,7 @@ describe("resolveSchedulerOptions", () => {
     expect(resolveSchedulerOptions({ preset: "balanced" }).weights).toEqual({
       leastAllocated: 0.25,
       mostAllocated: 0,
+      alignedFit: 0,
       balanced: 1,
       groupAffinity: 2,
       instanceCount: 0,
@@ -59,11 +61,12 @@ describe("resolveSchedulerOptions", () => {
     expect(resolveSchedulerOptions({ weights: { leastAllocated: 2.5, balanced: 0.5 } }).weights).toEqual({
       leastAllocated: 2.5,
       mostAllocated: 0,
+      alignedFit: 0,
       balanced: 0.5,
       groupAffinity: 2,
       instanceCount: 0,
     });
-    expect(resolveSchedulerOptions({ preset: "pack", weights: { groupAffinity: 0 } }).weights).toMatchObject({ mostAllocated: 1, groupAffinity: 0 });
+    expect(resolveSchedulerOptions({ preset: "pack", weights: { groupAffinity: 0 } }).weights).toMatchObject({ alignedFit: 1, groupAffinity: 0 });
   });
 
   it.each<[SchedulerOptions, string]>([
@@ -73,7 +76,7 @@ describe("resolveSchedulerOptions", () => {
     [{ allocationRatio: { cpu: 2 } as never }, "scheduler.allocation_ratio.cpu: unknown resource (known: vcpus, memoryMib, diskGib)"],
     [{ reserved: { memoryMib: -1 } }, "scheduler.reserved.memory_mib: must be a whole number ≥ 0 (got -1)"],
     [{ reserved: { vcpus: 0.5 } }, "scheduler.reserved.vcpus: must be a whole number ≥ 0 (got 0.5)"],
-    [{ weights: { fewestVms: 1 } }, "scheduler.weights.fewestVms: unknown weigher (known: leastAllocated, mostAllocated, balanced, groupAffinity, instanceCount)"],
+    [{ weights: { fewestVms: 1 } }, "scheduler.weights.fewestVms: unknown weigher (known: leastAllocated, mostAllocated, alignedFit, balanced, groupAffinity, instanceCount)"],
     [{ weights: { leastAllocated: -1 } }, "scheduler.weights.leastAllocated: must be a finite number ≥ 0 (got -1)"],
     [{ weights: { mostAllocated: Infinity } }, "scheduler.weights.mostAllocated: must be a finite number ≥ 0 (got Infinity)"],
     [{ weights: { balanced: Number.NaN } }, "scheduler.weights.balanced: must be a finite number ≥ 0 (got NaN)"],

@@ -9,6 +9,7 @@ import {
 } from "./options.js";
 import type { Filter, Weigher } from "./stage.js";
 import {
+  alignedFitWeigher,
   balancedWeigher,
   groupAffinityWeigher,
   instanceCountWeigher,
@@ -59,7 +60,7 @@ export function definePipeline(filters: readonly Filter[], weighers: readonly We
  */
 export const DEFAULT_PIPELINE: Pipeline = definePipeline(
   [readyFilter, pinnedFilter, labelsFilter, maxVmsFilter, groupsFilter, capacityFilter],
-  [leastAllocatedWeigher, mostAllocatedWeigher, balancedWeigher, groupAffinityWeigher, instanceCountWeigher],
+  [leastAllocatedWeigher, mostAllocatedWeigher, alignedFitWeigher, balancedWeigher, groupAffinityWeigher, instanceCountWeigher],
 );
 
 /**
@@ -67,7 +68,9 @@ export const DEFAULT_PIPELINE: Pipeline = definePipeline(
  * one by one. Normalised scores are in [0, 1], so a weight is the most a weigher can add.
  *   - `spread` (default): leastAllocated 1, groupAffinity 2 — the emptiest host wins. (Pure, so
  *     that the incremental engine can keep hosts in score order; add `instanceCount` to taste.)
- *   - `pack`: mostAllocated 1, groupAffinity 2 — best fit: fill a host before starting the next.
+ *   - `pack`: alignedFit 1, groupAffinity 2 — best fit, steered so that each host's mix of
+ *     resources follows the fleet's demand (hosts fill on every resource at once); plain best fit
+ *     is `weights: { alignedFit: 0, mostAllocated: 1 }`.
  *   - `balanced`: balanced 1, leastAllocated 0.25, groupAffinity 2 — keep each host's vCPU, memory
  *     and disk fractions even, then prefer room.
  * groupAffinity weighs 2 in every preset: a soft group policy outranks resource preferences, and
@@ -76,7 +79,7 @@ export const DEFAULT_PIPELINE: Pipeline = definePipeline(
  */
 export const PRESET_WEIGHTS: Readonly<Record<Preset, Readonly<Record<string, number>>>> = Object.freeze({
   spread: Object.freeze({ leastAllocated: 1, groupAffinity: 2 }),
-  pack: Object.freeze({ mostAllocated: 1, groupAffinity: 2 }),
+  pack: Object.freeze({ alignedFit: 1, groupAffinity: 2 }),
   balanced: Object.freeze({ balanced: 1, leastAllocated: 0.25, groupAffinity: 2 }),
 });
 

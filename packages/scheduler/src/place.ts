@@ -3,6 +3,7 @@ import { addResources, BerthError, ErrorCode, formatResources, invalidArgument, 
 import type { ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
 import { membersOn, type Filter, type PlacementContext } from "./stage.js";
+import { fleetDirection } from "./weighers.js";
 import {
   GROUP_POLICIES,
   type GangDecision,
@@ -51,6 +52,7 @@ export function placeVm(
     options,
     groupHosts: group === undefined ? [] : sorted.filter((h) => membersOn(h, group.name) > 0).map((h) => h.id),
     pinned: request.pinnedHosts !== undefined && request.pinnedHosts.length > 0 ? new Set(request.pinnedHosts) : undefined,
+    fleetDirection: fleetDirection(sorted, request, options),
   };
 
   // Filters: the first failure decides a host's verdict.

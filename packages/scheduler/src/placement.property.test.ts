@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { RESOURCE_NAMES } from "@berth/core";
-import { allocatable, placeVm, withPlacement, type HostSnapshot, type PlacementRequest, type ResolvedSchedulerOptions } from "./index.js";
+import { allocatable, placeVm, resolveSchedulerOptions, withPlacement, type HostSnapshot, type PlacementRequest, type ResolvedSchedulerOptions } from "./index.js";
 import { clusterWithOptionsArb, host, optionsArb, requestArb, res } from "./scheduler.testkit.js";
 
 /** A cluster, its options and a sequence of VMs to place. */
@@ -114,6 +114,28 @@ describe("placeVm properties", () => {
         },
       ),
       { numRuns: 300 },
+    );
+  });
+
+  it("packs identical VMs on equal hosts exactly as best fit does (pack's steering term is 0 for them)", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 6 }),
+        fc.record({ vcpus: fc.integer({ min: 4, max: 64 }), memoryMib: fc.integer({ min: 4096, max: 262144 }), diskGib: fc.integer({ min: 100, max: 4000 }) }),
+        fc.record({ vcpus: fc.integer({ min: 0, max: 8 }), memoryMib: fc.integer({ min: 0, max: 32768 }), diskGib: fc.integer({ min: 0, max: 400 }) }),
+        fc.integer({ min: 1, max: 60 }),
+        fc.integer({ min: 0, max: 3 }),
+        (n, capacity, resources, count, seed) => {
+          const hosts = Array.from({ length: n }, (_, i) => host(`host-${i}`, { capacity }));
+          const requests = Array.from({ length: count }, (_, i) => ({ name: `vm-${i}`, resources }));
+          const pack = resolveSchedulerOptions({ preset: "pack", seed });
+          const bestFit = resolveSchedulerOptions({ preset: "pack", seed, weights: { alignedFit: 0, mostAllocated: 1 } });
+          const a = placeAll(hosts, requests, pack).decisions.map((d) => (d.placed ? d.hostId : "-"));
+          const b = placeAll(hosts, requests, bestFit).decisions.map((d) => (d.placed ? d.hostId : "-"));
+          expect(a).toEqual(b);
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 

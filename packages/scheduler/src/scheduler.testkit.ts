@@ -98,7 +98,7 @@ export const richOptionsArb: fc.Arbitrary<ResolvedSchedulerOptions> = fc
     preset: fc.constantFrom(...PRESETS),
     maxVmsPerHost: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 40 })),
     seed: fc.oneof(fc.constant(0), fc.integer({ min: -1000, max: 2 ** 40 })),
-    weights: fc.dictionary(fc.constantFrom("leastAllocated", "mostAllocated", "balanced", "groupAffinity", "instanceCount"), fc.constantFrom(0, 0.5, 1, 3)),
+    weights: fc.dictionary(fc.constantFrom("leastAllocated", "mostAllocated", "alignedFit", "balanced", "groupAffinity", "instanceCount"), fc.constantFrom(0, 0.5, 1, 3)),
   })
   .map(({ base, preset, maxVmsPerHost, seed, weights }) =>
     resolveSchedulerOptions({ allocationRatio: base.allocationRatio, reserved: base.reserved, preset, maxVmsPerHost, seed, weights }),

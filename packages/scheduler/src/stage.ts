@@ -12,6 +12,12 @@ export interface PlacementContext {
   readonly groupHosts: readonly string[];
   /** The request's pinned hosts as a set; undefined when it pins none. */
   readonly pinned: ReadonlySet<string> | undefined;
+  /**
+   * The fleet's demand direction ({@link fleetDirection} in weighers.ts): per resource, allocated on
+   * all hosts given plus the request, over their allocatable. Absent: no direction (alignedFit is
+   * then plain best fit).
+   */
+  readonly fleetDirection?: readonly number[];
 }
 
 /** Members of `group` already on `host` (0 when the snapshot does not say). */

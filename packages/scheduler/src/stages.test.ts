@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode, isBerthError } from "@berth/core";
 import {
+  alignedFitWeigher,
   balancedWeigher,
+  fleetDirection,
   gangUnplacedError,
   mostAllocatedWeigher,
   placeVm,
@@ -144,6 +146,40 @@ describe("weighers", () => {
     expect(mostAllocatedWeigher.weigh(evenly, ctx(r))).toBeGreaterThan(mostAllocatedWeigher.weigh(skewed, ctx(r)));
   });
 
+  it("alignedFit: best fit, minus how far the placement turns the host away from the fleet's demand direction", () => {
+    const withDir = (hosts: HostSnapshot[], r: PlacementRequest): PlacementContext => ({ ...ctx(r), fleetDirection: fleetDirection(hosts, r, opts) });
+    // Without a direction, or for a VM shaped like the fleet's demand, it is mostAllocated's score.
+    const h = { ...small, allocated: res(1, 250, 500) };
+    expect(alignedFitWeigher.weigh(h, ctx(vm("x", 1, 100, 0)))).toBe(mostAllocatedWeigher.weigh(h, ctx(vm("x", 1, 100, 0))));
+    const even = { ...small, allocated: res(2, 500, 500) };
+    const r = vm("x", 1, 250, 250);
+    expect(alignedFitWeigher.weigh(even, withDir([even], r))).toBeCloseTo(mostAllocatedWeigher.weigh(even, ctx(r)), 9);
+    // Fleet demand even (half of everything used); a vCPU-heavy and a memory-heavy host, equally full.
+    const cpuHeavy = { ...small, id: "c", allocated: res(3, 250, 500) };
+    const memHeavy = { ...small, id: "m", allocated: res(1, 750, 500) };
+    const memVm = vm("m", 0, 200, 0);
+    const dir = withDir([cpuHeavy, memHeavy], memVm);
+    // A memory-heavy VM rebalances the vCPU-heavy host and tips the other further.
+    expect(alignedFitWeigher.weigh(cpuHeavy, dir)).toBeGreaterThan(mostAllocatedWeigher.weigh(cpuHeavy, ctx(memVm)));
+    expect(alignedFitWeigher.weigh(memHeavy, dir)).toBeLessThan(mostAllocatedWeigher.weigh(memHeavy, ctx(memVm)));
+    expect(alignedFitWeigher.weigh(cpuHeavy, dir)).toBeGreaterThan(alignedFitWeigher.weigh(memHeavy, dir));
+  });
+
+  it("pack sends a VM where it rebalances a host, and opens a host rather than tip a lopsided one further", () => {
+    const o = resolveSchedulerOptions({ preset: "pack" });
+    const bestFit = resolveSchedulerOptions({ preset: "pack", weights: { alignedFit: 0, mostAllocated: 1 } });
+    // Allocatable 64 vCPU, 64512 MiB. a leans to memory and is the fuller (best fit's choice); b leans to vCPU.
+    const a = host("a", { allocated: res(24, 58000, 500) });
+    const memVm = vm("m", 2, 6000, 10);
+    const hosts = [a, host("b", { allocated: res(40, 20000, 500) }), host("e")];
+    expect(placed(placeVm(hosts, memVm, bestFit))).toBe("a");
+    expect(placed(placeVm(hosts, memVm, o))).toBe("b");
+    // The fleet leans to vCPU (b is full on it): the memory-heavy VM opens e rather than strand more of a's vCPUs.
+    const full = [a, host("b", { allocated: res(64, 10000, 500) }), host("e")];
+    expect(placed(placeVm(full, memVm, bestFit))).toBe("a");
+    expect(placed(placeVm(full, memVm, o))).toBe("e");
+  });
+
   it("balanced: −the standard deviation of the used fractions after placement", () => {
     const r = vm("x", 1, 250, 250);
     expect(balancedWeigher.weigh({ ...small, allocated: res(1, 250, 250) }, ctx(r))).toBeCloseTo(0);
@@ -170,7 +206,7 @@ describe("weighers", () => {
 
   it("weighers of weight 0 are not run and not reported", () => {
     const d = placeVm([host("a")], vm("x", 1, 16, 0), resolveSchedulerOptions({ preset: "pack" }));
-    expect(d.explanation[0]).toEqual({ hostId: "a", passed: true, scores: { mostAllocated: 1, groupAffinity: 1 }, total: 3 });
+    expect(d.explanation[0]).toEqual({ hostId: "a", passed: true, scores: { alignedFit: 1, groupAffinity: 1 }, total: 3 });
   });
 });
 

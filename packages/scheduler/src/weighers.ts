@@ -1,7 +1,7 @@
 import { RESOURCE_NAMES } from "@berth/core";
 import { allocatableOf } from "./options.js";
 import { membersOn, type PlacementContext, type Weigher } from "./stage.js";
-import type { HostSnapshot } from "./types.js";
+import type { HostSnapshot, PlacementRequest } from "./types.js";
 
 /**
  * Per resource the host has any of (allocatable > 0), the fraction of allocatable that is free
@@ -45,6 +45,108 @@ export const mostAllocatedWeigher: Weigher = {
     let sum = 0;
     for (const x of f) sum += 10 ** x;
     return f.length === 0 ? 0 : -sum / f.length;
+  },
+};
+
+/**
+ * How strongly {@link alignedFitWeigher} steers hosts toward the fleet's demand direction: the
+ * change in the squared off-direction part of a host's used fractions (a dimensionless number, of
+ * the order of 10⁻⁴ to 10⁻² for one VM) is multiplied by this and subtracted from the best-fit
+ * score (−mean 10^free, between −10 and −1). Tuned on the Azure-like mix of the scheduler benchmark
+ * (docs/benchmarks.md): 1,000 to 10,000 gave 911–922 hosts for LB 900, 3,000 the best.
+ */
+export const ALIGNMENT_WEIGHT = 3000;
+
+/**
+ * The fleet's demand direction for `request`: per resource (in RESOURCE_NAMES order), what is
+ * allocated on all `hosts` plus the request, over what all of them have allocatable (0 when none
+ * has any). Pure; O(hosts).
+ */
+export function fleetDirection(hosts: readonly HostSnapshot[], request: PlacementRequest, options: PlacementContext["options"]): number[] {
+  return RESOURCE_NAMES.map((key) => {
+    let a = 0;
+    let t = 0;
+    for (const h of hosts) {
+      a += h.allocated[key];
+      t += allocatableOf(h, key, options);
+    }
+    return t > 0 ? (a + request.resources[key]) / t : 0;
+  });
+}
+
+/**
+ * alignedFit's raw score, on plain numbers (the engine calls it on its typed arrays, so both give
+ * the same doubles). `alloc` and `total` hold the host's allocated and allocatable per resource
+ * from index `at`; `req` the request; `dir` the fleet direction ({@link fleetDirection}), or
+ * undefined for none (then the score is mostAllocated's). Over the resources the host has any of (total > 0), with u = alloc / total,
+ * v = req / total:
+ *   best fit  B = −mean 10^((total − alloc − req) / total)   (mostAllocated's score)
+ *   drift     Δ = |(u + v)⊥|² − |u⊥|²,  ⊥ = the part orthogonal to dir
+ *   score     B − ALIGNMENT_WEIGHT · Δ
+ * Δ < 0 when the VM brings the host back toward the fleet's direction, > 0 when it pushes it away;
+ * a VM shaped like the fleet's demand leaves every host's ⊥ part unchanged (Δ = 0 on every host),
+ * so then best fit alone decides.
+ */
+export function alignedFitRaw(
+  alloc: ArrayLike<number>,
+  total: ArrayLike<number>,
+  at: number,
+  req: ArrayLike<number>,
+  dir: ArrayLike<number> | undefined,
+): number {
+  let fit = 0;
+  let n = 0;
+  let dd = 0;
+  let du = 0;
+  let dv = 0;
+  let uv = 0;
+  let vv = 0;
+  for (let r = 0; r < RESOURCE_NAMES.length; r++) {
+    const t = total[at + r]!;
+    if (t <= 0) continue;
+    const a = alloc[at + r]!;
+    const q = req[r]!;
+    fit += 10 ** ((t - a - q) / t);
+    n += 1;
+    const u = a / t;
+    const v = q / t;
+    const d = dir === undefined ? 0 : dir[r]!;
+    dd += d * d;
+    du += d * u;
+    dv += d * v;
+    uv += u * v;
+    vv += v * v;
+  }
+  if (n === 0) return 0;
+  if (dir === undefined) return -fit / n;
+  // |x⊥|² = |x|² − (d·x)² / |d|², so Δ = |v|² + 2u·v − ((d·v)² + 2(d·u)(d·v)) / |d|².
+  let drift = vv + 2 * uv;
+  if (dd > 0) drift -= (dv * dv + 2 * du * dv) / dd;
+  return -fit / n - ALIGNMENT_WEIGHT * drift;
+}
+
+/**
+ * Pack, aligned (the `pack` preset): best fit, steered so that each host's mix of vCPU, memory and
+ * disk follows the fleet's. Raw score: {@link alignedFitRaw} — mostAllocated's score minus
+ * ALIGNMENT_WEIGHT × how much the placement moves the host's used fractions away from the fleet's
+ * demand direction (allocated on all hosts plus this VM, per unit of allocatable;
+ * `ctx.fleetDirection`). A VM goes where it rebalances a host, and to a fresh host rather than
+ * one it would tip further the way it already leans: hosts end up full on every resource at once
+ * instead of full on one with the others stranded. For VMs shaped like the fleet's demand (a
+ * stream of identical VMs) the steering term is 0 everywhere and this is plain best fit.
+ */
+export const alignedFitWeigher: Weigher = {
+  name: "alignedFit",
+  weigh(host, { request, options, fleetDirection: dir }) {
+    const alloc: number[] = [];
+    const total: number[] = [];
+    const req: number[] = [];
+    for (const key of RESOURCE_NAMES) {
+      alloc.push(host.allocated[key]);
+      total.push(allocatableOf(host, key, options));
+      req.push(request.resources[key]);
+    }
+    return alignedFitRaw(alloc, total, 0, req, dir);
   },
 };
 
