@@ -1,0 +1,15 @@
+export { LibvirtDriver, LIBVIRT_DRIVER_KIND, type LibvirtDriverInternals } from "./libvirt-driver.js";
+export {
+  resolveLibvirtDriverOptions,
+  DEFAULT_LIBVIRT_URI,
+  DEFAULT_STORAGE_POOL,
+  DEFAULT_NAME_PREFIX,
+  DEFAULT_STOP_TIMEOUT_MS,
+  DEFAULT_COMMAND_TIMEOUT_MS,
+  DEFAULT_MIGRATION_TIMEOUT_MS,
+  type LibvirtDriverOptions,
+  type LibvirtNetwork,
+  type ResolvedLibvirtDriverOptions,
+} from "./options.js";
+export { execFileRunner, mapVirshError, type CommandResult, type CommandRunner, type RunOptions } from "./virsh.js";
+export { BERTH_XMLNS, volumeName } from "./domain-xml.js";

@@ -1,0 +1,476 @@
+// The driver against a simulated virsh (an injected runner): command lines, parsing and error paths
+// without libvirtd. Migration can only be checked this way (libvirt refuses to migrate to itself).
+import { EventEmitter } from "node:events";
+import { readFileSync } from "node:fs";
+import { PassThrough } from "node:stream";
+import { describe, expect, it, vi } from "vitest";
+import { DomainState } from "@berth/api";
+import type { DomainSpec, DriverEvent } from "../driver.js";
+import type { EventProcess } from "./events.js";
+import { BERTH_XMLNS, parseBerthMetadata, parseDomainXml } from "./domain-xml.js";
+import { LibvirtDriver } from "./libvirt-driver.js";
+import type { CommandResult, CommandRunner } from "./virsh.js";
+
+const A = "0f8fad5b-d9cb-469f-a165-70867728950e";
+const B = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+
+interface SimDomain {
+  name: string;
+  xml: string;
+  state: number; // virDomainState
+  reason: number;
+  persistent: boolean;
+}
+
+/** A tiny libvirt: enough of virsh for the driver's commands. Records every command line. */
+class SimVirsh {
+  readonly domains = new Map<string, SimDomain>();
+  readonly volumes = new Set<string>();
+  readonly commands: string[][] = [];
+  /** Commands (by name) made to fail with this stderr. */
+  readonly failures = new Map<string, string>();
+  /** Whether the guest obeys `shutdown`. */
+  guestObeysShutdown = false;
+  memoryKib = 8 * 1024 * 1024;
+
+  readonly runner: CommandRunner = async (_file, argv) => {
+    expect(argv.slice(0, 3)).toEqual(["-q", "-c", "qemu:///system"]);
+    const rest = argv.slice(3);
+    if (rest.length === 1 && rest[0]!.includes(" ; ")) {
+      let stdout = "";
+      let stderr = "";
+      let exitCode = 0;
+      for (const command of rest[0]!.split(" ; ")) {
+        const r = this.one(command.split(" "));
+        stdout += r.stdout;
+        stderr += r.stderr;
+        exitCode = r.exitCode ?? 1;
+      }
+      return { exitCode, stdout, stderr, timedOut: false };
+    }
+    return this.one(rest);
+  };
+
+  private byId(id: string): SimDomain | undefined {
+    return this.domains.get(id) ?? [...this.domains.values()].find((d) => d.name === id);
+  }
+
+  private one(args: readonly string[]): CommandResult {
+    const [command = "", ...rest] = args;
+    if (command !== "echo") this.commands.push([...args]);
+    const ok = (stdout = ""): CommandResult => ({ exitCode: 0, stdout, stderr: "", timedOut: false });
+    const fail = (stderr: string): CommandResult => ({ exitCode: 1, stdout: "", stderr: `error: ${stderr}\n`, timedOut: false });
+    const failure = this.failures.get(command);
+    if (failure !== undefined) return fail(failure);
+    const domain = (): SimDomain | undefined => this.byId(rest.find((a) => !a.startsWith("--"))!);
+    const noDomain = (): CommandResult => fail(`failed to get domain '${rest.find((a) => !a.startsWith("--"))}'`);
+    switch (command) {
+      case "echo":
+        return ok(rest.join(" "));
+      case "uri":
+        return ok("qemu:///system\n");
+      case "nodeinfo":
+        return ok(`CPU model:           x86_64\nCPU(s):              4\nMemory size:         ${this.memoryKib} KiB\n`);
+      case "domcapabilities":
+        return ok("<domainCapabilities/>\n");
+      case "list":
+        return ok([...this.domains.keys()].map((u) => `${u}\n`).join("") + "\n");
+      case "dumpxml": {
+        const d = domain();
+        return d ? ok(d.xml) : noDomain();
+      }
+      case "domstats": {
+        const ids = rest.filter((a) => !a.startsWith("--"));
+        const list = ids.length === 0 ? [...this.domains.values()] : ids.map((i) => this.byId(i));
+        if (list.some((d) => !d)) return noDomain();
+        return ok(list.map((d) => `Domain: '${d!.name}'\n  state.state=${d!.state}\n  state.reason=${d!.reason}\n  cpu.time=5\n  balloon.rss=2048\n\n`).join(""));
+      }
+      case "domstate": {
+        const d = domain();
+        return d ? ok(d.state === 5 ? "shut off\n" : "running\n") : noDomain();
+      }
+      case "domuuid": {
+        const d = domain();
+        return d ? ok(`${[...this.domains.entries()].find(([, v]) => v === d)![0]}\n`) : noDomain();
+      }
+      case "dominfo": {
+        const d = domain();
+        return d ? ok(`Name: ${d.name}\nPersistent:     ${d.persistent ? "yes" : "no"}\n`) : noDomain();
+      }
+      case "define": {
+        const xml = readFileSync(rest[0]!, "utf8");
+        const parsed = parseDomainXml(xml)!;
+        const clash = [...this.domains.entries()].find(([u, d]) => d.name === parsed.name && u !== parsed.uuid);
+        if (clash) return fail(`operation failed: domain '${parsed.name}' already exists with uuid ${clash[0]}`);
+        const existing = this.domains.get(parsed.uuid);
+        this.domains.set(parsed.uuid, { name: parsed.name, xml, state: existing?.state ?? 5, reason: existing?.reason ?? 0, persistent: true });
+        return ok();
+      }
+      case "start": {
+        const d = domain();
+        if (!d) return noDomain();
+        if (d.state !== 5) return fail("Domain is already active");
+        d.state = 1;
+        return ok();
+      }
+      case "resume": {
+        const d = domain();
+        if (!d) return noDomain();
+        d.state = 1;
+        return ok();
+      }
+      case "shutdown":
+      case "destroy": {
+        const d = domain();
+        if (!d) return noDomain();
+        if (d.state === 5) return fail("Requested operation is not valid: domain is not running");
+        if (command === "destroy" || this.guestObeysShutdown) d.state = 5;
+        return ok();
+      }
+      case "undefine": {
+        const d = domain();
+        if (!d) return noDomain();
+        this.domains.delete([...this.domains.entries()].find(([, v]) => v === d)![0]);
+        return ok();
+      }
+      case "metadata": {
+        const d = domain();
+        if (!d) return noDomain();
+        if (rest.includes("--live") && d.state === 5) return fail("Requested operation is not valid: domain is not running");
+        const value = rest[rest.indexOf("--set") + 1]!;
+        const m = parseBerthMetadata(value)!;
+        d.xml = d.xml.replace(/<berth:vm [^>]*\/>/, `<berth:vm xmlns:berth="${BERTH_XMLNS}" id="${m.vmId}" name="${m.name}" generation="${m.generation}" disk-gib="${m.diskGib}"/>`);
+        return ok();
+      }
+      case "vol-create-as": {
+        const [, name] = rest;
+        if (this.volumes.has(name!)) return fail(`storage volume '${name}' exists already`);
+        this.volumes.add(name!);
+        return ok();
+      }
+      case "vol-delete":
+      case "vol-info": {
+        const name = rest[rest.length - 1]!;
+        if (!this.volumes.has(name)) return fail(`failed to get vol '${name}'\nerror: Storage volume not found: no storage vol with matching path '${name}'`);
+        if (command === "vol-delete") this.volumes.delete(name);
+        return ok();
+      }
+      case "migrate": {
+        const d = domain();
+        if (!d) return noDomain();
+        this.domains.delete([...this.domains.entries()].find(([, v]) => v === d)![0]);
+        return ok();
+      }
+      case "domjobabort":
+        return fail("Requested operation is not valid: no job is active on the domain");
+      default:
+        return fail(`unknown command '${command}'`);
+    }
+  }
+}
+
+const spec = (over: Partial<DomainSpec> = {}): DomainSpec => ({
+  vmId: A,
+  name: "web",
+  generation: 1,
+  resources: { vcpus: 2, memoryMib: 512, diskGib: 10 },
+  ...over,
+});
+
+function setup(options: { domainType?: "kvm" | "qemu" } = {}): { sim: SimVirsh; driver: LibvirtDriver } {
+  const sim = new SimVirsh();
+  const driver = new LibvirtDriver({ storagePool: "vms", networks: [{ type: "bridge", source: "br0" }], runner: sim.runner, ...options });
+  return { sim, driver };
+}
+
+const names = (sim: SimVirsh): string[] => sim.commands.map((c) => c[0]!);
+
+describe("LibvirtDriver (simulated virsh)", () => {
+  it("defines: volume, then the domain from a generated XML; idempotent by vmId", async () => {
+    const { sim, driver } = setup();
+    const domain = await driver.define(spec());
+    expect(domain).toEqual({ vmId: A, name: "web", state: DomainState.DOMAIN_STATE_SHUTOFF, generation: 1, resources: { vcpus: 2, memoryMib: 512, diskGib: 10 } });
+    expect(sim.commands).toContainEqual(["vol-create-as", "vms", `${A}.qcow2`, "10G", "--format", "qcow2"]);
+    expect(sim.commands).toContainEqual(["domcapabilities", "--virttype", "kvm"]);
+    const xml = sim.domains.get(A)!.xml;
+    expect(xml).toContain("<domain type='kvm'>");
+    expect(xml).toContain("<name>berth-web</name>");
+    expect(xml).toContain("<source bridge='br0'/>");
+    expect(sim.volumes).toEqual(new Set([`${A}.qcow2`]));
+
+    sim.commands.length = 0;
+    expect(await driver.define(spec({ generation: 9 }))).toEqual(domain);
+    expect(names(sim)).toEqual(["dumpxml", "domstats"]);
+    expect(await driver.list()).toEqual([domain]);
+  });
+
+  it("refuses a non-UUID vmId and bad resources before running anything", async () => {
+    const { sim, driver } = setup();
+    await expect(driver.define(spec({ vmId: "web-1" }))).rejects.toMatchObject({ code: "INVALID_ARGUMENT", field: "domain.vm_id" });
+    await expect(driver.define(spec({ resources: { vcpus: 0, memoryMib: 1, diskGib: 0 } }))).rejects.toMatchObject({ field: "domain.resources.vcpus" });
+    await expect(driver.define(spec({ name: "a/b" }))).rejects.toMatchObject({ field: "domain.name" });
+    expect(sim.commands).toEqual([]);
+  });
+
+  it("RESOURCE_EXHAUSTED when the host is too small; nothing is created", async () => {
+    const { sim, driver } = setup({ domainType: "qemu" });
+    await expect(driver.define(spec({ resources: { vcpus: 64, memoryMib: 512, diskGib: 1 } }))).rejects.toMatchObject({ code: "RESOURCE_EXHAUSTED" });
+    await expect(driver.define(spec({ resources: { vcpus: 1, memoryMib: 1 << 20, diskGib: 1 } }))).rejects.toMatchObject({ code: "RESOURCE_EXHAUSTED" });
+    expect(sim.volumes.size).toBe(0);
+    expect(sim.domains.size).toBe(0);
+  });
+
+  it("ALREADY_EXISTS for the name under another uuid, and the volume it made is removed", async () => {
+    const { sim, driver } = setup();
+    await driver.define(spec());
+    await expect(driver.define(spec({ vmId: B }))).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
+    expect(sim.volumes).toEqual(new Set([`${A}.qcow2`]));
+    expect(sim.commands).toContainEqual(["vol-delete", "--pool", "vms", `${B}.qcow2`]);
+  });
+
+  it("a define that fails after creating the volume leaves nothing behind", async () => {
+    const { sim, driver } = setup();
+    sim.failures.set("define", "XML error: oops");
+    await expect(driver.define(spec())).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect(sim.volumes.size).toBe(0);
+    expect(sim.domains.size).toBe(0);
+  });
+
+  it("a diskless domain gets no volume", async () => {
+    const { sim, driver } = setup({ domainType: "qemu" });
+    await driver.define(spec({ resources: { vcpus: 1, memoryMib: 64, diskGib: 0 } }));
+    expect(names(sim)).not.toContain("vol-create-as");
+    expect(sim.domains.get(A)!.xml).not.toContain("<disk");
+    expect(sim.domains.get(A)!.xml).toContain("<domain type='qemu'>");
+  });
+
+  it("stop: graceful falls back to destroy after the time limit; forced destroys at once", async () => {
+    const { sim, driver } = setup();
+    await driver.define(spec());
+    await driver.start(A);
+    sim.commands.length = 0;
+    const started = Date.now();
+    expect((await driver.stop(A, { force: false, timeoutMs: 250 })).state).toBe(DomainState.DOMAIN_STATE_SHUTOFF);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(240);
+    expect(names(sim).filter((n) => n !== "domstate")).toEqual(["dumpxml", "domstats", "shutdown", "destroy"]);
+
+    await driver.start(A);
+    sim.guestObeysShutdown = true;
+    sim.commands.length = 0;
+    await driver.stop(A, { force: false, timeoutMs: 5_000 });
+    expect(names(sim)).toEqual(["dumpxml", "domstats", "shutdown", "domstate"]);
+
+    await driver.start(A);
+    sim.commands.length = 0;
+    await driver.stop(A, { force: true });
+    expect(sim.commands.slice(2)).toEqual([["destroy", A]]);
+    sim.commands.length = 0;
+    await driver.stop(A, { force: true });
+    expect(names(sim)).toEqual(["dumpxml", "domstats"]);
+  });
+
+  it("undefine refuses an active domain; deleteVolumes refuses a defined one; delete does all three", async () => {
+    const { sim, driver } = setup();
+    await driver.define(spec());
+    await driver.start(A);
+    await expect(driver.undefine(A)).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
+    await expect(driver.deleteVolumes(A)).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
+    await driver.delete(A);
+    expect(sim.domains.size).toBe(0);
+    expect(sim.volumes.size).toBe(0);
+    await driver.delete(A);
+    await driver.undefine(A);
+    await driver.deleteVolumes(A);
+    await expect(driver.start(A)).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await expect(driver.stats(A)).rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
+
+  it("setGeneration writes the metadata --config, plus --live when running", async () => {
+    const { sim, driver } = setup();
+    await driver.define(spec());
+    sim.commands.length = 0;
+    expect((await driver.setGeneration(A, 2)).generation).toBe(2);
+    const value = `<vm id="${A}" name="web" generation="2" disk-gib="10"/>`;
+    expect(sim.commands.at(-1)).toEqual(["metadata", A, BERTH_XMLNS, "--key", "berth", "--set", value, "--config"]);
+    await driver.start(A);
+    await driver.setGeneration(A, 3);
+    expect(sim.commands.at(-1)).toContain("--live");
+    sim.commands.length = 0;
+    await driver.setGeneration(A, 3);
+    expect(names(sim)).not.toContain("metadata");
+    expect((await driver.list())[0]!.generation).toBe(3);
+  });
+
+  it("list ignores domains without Berth's metadata and sorts by vmId", async () => {
+    const { sim, driver } = setup();
+    await driver.define(spec({ vmId: B, name: "b" }));
+    await driver.define(spec({ vmId: A, name: "a" }));
+    sim.domains.set("11111111-1111-4111-8111-111111111111", { name: "other", xml: "<domain type='kvm'>\n  <name>other</name>\n  <uuid>11111111-1111-4111-8111-111111111111</uuid>\n</domain>\n", state: 1, reason: 1, persistent: true });
+    sim.domains.get(B)!.state = 5;
+    sim.domains.get(B)!.reason = 3;
+    sim.commands.length = 0;
+    const list = await driver.list();
+    expect(list.map((d) => [d.vmId, d.name, d.state])).toEqual([
+      [A, "a", DomainState.DOMAIN_STATE_SHUTOFF],
+      [B, "b", DomainState.DOMAIN_STATE_CRASHED],
+    ]);
+    expect(sim.commands.map((c) => c[0])).toEqual(["list", "dumpxml", "dumpxml", "dumpxml", "domstats"]);
+    await expect(driver.start("11111111-1111-4111-8111-111111111111")).rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
+
+  it("hostFacts subtracts the host reserve", async () => {
+    const sim = new SimVirsh();
+    sim.failures.set("capabilities", "x");
+    const driver = new LibvirtDriver({ runner: sim.runner, hostReserveMib: 1024 });
+    // capabilities failed and pool-info is unknown to the simulator: the pool is reported unusable.
+    await expect(driver.hostFacts()).rejects.toMatchObject({ code: "FAILED_PRECONDITION", field: "libvirt.storage_pool" });
+  });
+
+  it("health never throws", async () => {
+    const sim = new SimVirsh();
+    sim.failures.set("uri", "failed to connect to the hypervisor");
+    const driver = new LibvirtDriver({ runner: sim.runner });
+    const h = await driver.health();
+    expect(h.available).toBe(false);
+    expect(h.message).toContain("failed to connect");
+    const broken = new LibvirtDriver({ runner: async () => { throw new Error("boom"); } });
+    expect(await broken.health()).toEqual({ available: false, message: "boom" });
+  });
+
+  describe("migration (command lines only: libvirt cannot migrate to the same host)", () => {
+    it("prepareIncoming creates the volume and returns this host's migration URI; idempotent", async () => {
+      const sim = new SimVirsh();
+      const driver = new LibvirtDriver({ runner: sim.runner, storagePool: "vms", migrationUri: "qemu+tls://dst/system" });
+      const target = await driver.prepareIncoming(spec());
+      expect(target).toEqual({ driver: "libvirt", uri: "qemu+tls://dst/system", vmId: A });
+      expect(sim.commands).toContainEqual(["domuuid", "berth-web"]);
+      expect(sim.commands).toContainEqual(["vol-create-as", "vms", `${A}.qcow2`, "10G", "--format", "qcow2"]);
+      expect(await driver.prepareIncoming(spec())).toEqual(target);
+      await driver.abortMigration(A);
+      expect(sim.volumes.size).toBe(0);
+    });
+
+    it("prepareIncoming refuses a name taken by another uuid", async () => {
+      const { driver } = setup();
+      await driver.define(spec({ vmId: B }));
+      await expect(driver.prepareIncoming(spec())).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
+    });
+
+    it("migrateOut runs virsh migrate --live --persistent --undefinesource --copy-storage-all, then drops the local volume", async () => {
+      const { sim, driver } = setup();
+      await driver.define(spec());
+      await driver.start(A);
+      sim.commands.length = 0;
+      await driver.migrateOut(A, { driver: "libvirt", uri: "qemu+ssh://dst/system", vmId: A });
+      expect(sim.commands).toContainEqual(["migrate", "--live", "--persistent", "--undefinesource", "--copy-storage-all", "berth-web", "qemu+ssh://dst/system"]);
+      expect(sim.volumes.size).toBe(0);
+      // Already gone: success, nothing run but the lookup.
+      sim.commands.length = 0;
+      await driver.migrateOut(A, { driver: "libvirt", uri: "qemu+ssh://dst/system", vmId: A });
+      expect(names(sim)).toEqual(["dumpxml", "domstats"]);
+    });
+
+    it("migrateOut of a diskless domain does not copy storage", async () => {
+      const { sim, driver } = setup();
+      await driver.define(spec({ resources: { vcpus: 1, memoryMib: 64, diskGib: 0 } }));
+      await driver.start(A);
+      await driver.migrateOut(A, { driver: "libvirt", uri: "qemu+ssh://dst/system", vmId: A }, { timeoutMs: 1000 });
+      expect(sim.commands).toContainEqual(["migrate", "--live", "--persistent", "--undefinesource", "berth-web", "qemu+ssh://dst/system"]);
+    });
+
+    it("migrateOut refuses other drivers' targets and shut-off domains; on failure the domain stays", async () => {
+      const { sim, driver } = setup();
+      await driver.define(spec());
+      await expect(driver.migrateOut(A, { driver: "fake", uri: "file:///x", vmId: A })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", field: "target.driver" });
+      await expect(driver.migrateOut(A, { driver: "libvirt", uri: "qemu:///x", vmId: B })).rejects.toMatchObject({ field: "target.vm_id" });
+      await expect(driver.migrateOut(A, { driver: "libvirt", uri: "qemu:///x", vmId: A })).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
+      await driver.start(A);
+      sim.failures.set("migrate", "operation failed: migration out job: unexpectedly failed");
+      await expect(driver.migrateOut(A, { driver: "libvirt", uri: "qemu:///x", vmId: A })).rejects.toMatchObject({ code: "INTERNAL" });
+      expect(sim.domains.has(A)).toBe(true);
+      expect(sim.volumes.size).toBe(1);
+    });
+
+    it("finishIncoming makes the domain persistent and running with the generation; NOT_FOUND if nothing arrived", async () => {
+      const { sim, driver } = setup();
+      await expect(driver.finishIncoming(A, 4)).rejects.toMatchObject({ code: "NOT_FOUND" });
+      await driver.define(spec());
+      sim.domains.get(A)!.persistent = false;
+      sim.domains.get(A)!.state = 3; // paused, as an incoming domain may be
+      sim.commands.length = 0;
+      const domain = await driver.finishIncoming(A, 4);
+      expect(domain.state).toBe(DomainState.DOMAIN_STATE_RUNNING);
+      expect(domain.generation).toBe(4);
+      expect(names(sim)).toEqual(["dumpxml", "domstats", "dominfo", "dumpxml", "define", "resume", "dumpxml", "domstats", "metadata"]);
+      expect(sim.commands).toContainEqual(["dumpxml", "--inactive", "--migratable", A]);
+    });
+
+    it("abortMigration on the source aborts the job (no job is fine) and keeps the domain", async () => {
+      const { sim, driver } = setup();
+      await driver.define(spec());
+      await driver.start(A);
+      await driver.abortMigration(A);
+      expect(sim.commands).toContainEqual(["domjobabort", A]);
+      expect(sim.domains.has(A)).toBe(true);
+      expect(sim.volumes.size).toBe(1);
+    });
+  });
+
+  it("turns the event stream into DriverEvents: prefix filter, name → vmId, spurious resume dropped, outage reported", async () => {
+    class FakeStream extends EventEmitter implements EventProcess {
+      readonly stdout = new PassThrough();
+      readonly stderr = new PassThrough();
+      kill(): boolean {
+        setImmediate(() => this.end(null));
+        return true;
+      }
+      end(code: number | null): void {
+        this.stdout.end();
+        this.stderr.end();
+        this.emit("close", code, null);
+      }
+    }
+    const sim = new SimVirsh();
+    const streams: FakeStream[] = [];
+    const driver = new LibvirtDriver({ runner: sim.runner }, { spawnEvents: () => { const p = new FakeStream(); streams.push(p); return p; }, eventBackoffMs: { initial: 5, max: 10 } });
+    await driver.define(spec());
+    const events: DriverEvent[] = [];
+    const unsubscribe = driver.subscribe((e) => events.push(e));
+    expect(streams).toHaveLength(1);
+    const line = (domain: string, detail: string): void => void streams[0]!.stdout.write(`event 'lifecycle' for domain '${domain}': ${detail}\n`);
+    line("other-vm", "Started Booted");
+    line("berth-web", "Resumed Unpaused");
+    sim.domains.get(A)!.state = 1;
+    line("berth-web", "Started Booted");
+    await vi.waitFor(() => expect(events).toHaveLength(1));
+    expect(events[0]).toMatchObject({ type: "domain", vmId: A, kind: "started", domain: { state: DomainState.DOMAIN_STATE_RUNNING } });
+    sim.domains.get(A)!.state = 5;
+    sim.domains.get(A)!.reason = 3;
+    line("berth-web", "Stopped Failed");
+    await vi.waitFor(() => expect(events).toHaveLength(2));
+    expect(events[1]).toMatchObject({ kind: "crashed", domain: { state: DomainState.DOMAIN_STATE_CRASHED } });
+    sim.domains.delete(A);
+    line("berth-web", "Undefined Removed");
+    await vi.waitFor(() => expect(events).toHaveLength(3));
+    expect(events[2]).toEqual({ type: "domain", vmId: A, kind: "undefined", domain: undefined });
+
+    sim.failures.set("uri", "failed to connect to the hypervisor");
+    streams[0]!.stderr.write("error: Disconnected from qemu:///system due to end of file\n");
+    streams[0]!.end(1);
+    await vi.waitFor(() => expect(events).toHaveLength(4));
+    expect(events[3]).toMatchObject({ type: "health", health: { available: false } });
+    sim.failures.delete("uri");
+    await vi.waitFor(() => expect(events).toHaveLength(5), { timeout: 3_000 });
+    expect(events[4]).toEqual({ type: "health", health: { available: true, message: "" } });
+    unsubscribe();
+    await driver.close();
+  });
+
+  it("close refuses further calls", async () => {
+    const { driver } = setup();
+    await driver.close();
+    await driver.close();
+    await expect(driver.list()).rejects.toMatchObject({ code: "HYPERVISOR_UNAVAILABLE" });
+    expect((await driver.health()).available).toBe(false);
+  });
+});

@@ -1,0 +1,755 @@
+import { DomainState, type Domain } from "@berth/api";
+import { BerthError, ErrorCode, invalidArgument, isBerthError, notFound, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
+import type {
+  DomainSpec,
+  DomainStats,
+  DriverEvent,
+  HostFacts,
+  HypervisorDriver,
+  HypervisorHealth,
+  MigrationTarget,
+  StopOptions,
+} from "../driver.js";
+import { BERTH_XMLNS, BERTH_XMLNS_KEY, domainXml, metadataSetValue, parseDomainXml, volumeName, type BerthMetadata } from "./domain-xml.js";
+import { EventFollower, lifecycleKind, spawnVirshEvents, type EventProcess, type VirshEvent } from "./events.js";
+import { resolveLibvirtDriverOptions, type LibvirtDriverOptions, type ResolvedLibvirtDriverOptions } from "./options.js";
+import {
+  domainStateOf,
+  isActive,
+  LibvirtState,
+  parseDomstats,
+  parseHostCpuModel,
+  parseNodeinfo,
+  parseNumaCells,
+  parsePoolInfo,
+  parseVersion,
+  stateOfRecord,
+  statsFromRecord,
+  type NodeInfo,
+} from "./parse.js";
+import { execFileRunner, isConnectionFailure, mapVirshError, Virsh, virshErrorText } from "./virsh.js";
+
+/** The `kind` of the libvirt driver and the `driver` of its migration targets. */
+export const LIBVIRT_DRIVER_KIND = "libvirt";
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** How often a graceful stop polls the domain's state. */
+const STOP_POLL_MS = 100;
+/** Time limit of `health()`'s probe. */
+const HEALTH_TIMEOUT_MS = 5_000;
+/** Domains per batched virsh call in `list()`. */
+const LIST_CHUNK = 200;
+/** Longest domain name Berth makes (prefix + VM name). */
+const MAX_NAME_LENGTH = 200;
+
+/** Test seams beyond the runner: how the event stream is spawned, and the follower's backoff. */
+export interface LibvirtDriverInternals {
+  spawnEvents?: () => EventProcess;
+  eventBackoffMs?: { initial: number; max: number };
+}
+
+/** A domain as one lookup saw it. */
+interface Snapshot {
+  /** libvirt's name. */
+  name: string;
+  /** virDomainState and its reason. */
+  state: number;
+  reason: number;
+  /** Berth's view; undefined for a domain Berth does not manage. */
+  domain: Domain | undefined;
+}
+
+/**
+ * The HypervisorDriver of libvirt, driven through `virsh` (no native binding): every operation is one
+ * or a few `virsh -c <uri>` runs (execFile, no shell, a time limit each), whose failures are mapped
+ * once to BerthError codes (see `mapVirshError`).
+ *
+ * A VM is the domain named `namePrefix + name` whose uuid is the vmId; its disk is the qcow2
+ * volume `<vmId>.qcow2` in `storagePool` (none when diskGib is 0). Berth's metadata element
+ * (namespace https://berth.dev/xmlns/vm/1) records vmId, name, generation and disk size in the
+ * domain's persistent definition, so `list()` rebuilds the inventory after an agent restart; domains
+ * without it are ignored. Operations on one vmId are serialized within a driver.
+ *
+ * Events come from a long-lived `virsh event --all --loop` child, run only while there are
+ * subscribers; when it ends (libvirtd stopped or restarted) subscribers get `health {available:
+ * false}`, and `health {available: true}` once it is re-established (re-list then). Events are
+ * delivered in order; each carries the domain as looked up when the event is handled, which may
+ * already reflect a later change (a "started" handled after a crash shows CRASHED). The
+ * "Resumed" libvirt reports with every start is dropped (a resume is reported after a pause only).
+ *
+ * Migration (`prepareIncoming`, `migrateOut`, `finishIncoming`, `abortMigration`) uses
+ * `virsh migrate --live --persistent --undefinesource [--copy-storage-all]` to the destination's
+ * `migrationUri`. It needs two libvirt hosts (libvirt refuses to migrate to itself), so its tests
+ * check command lines with an injected runner only.
+ */
+export class LibvirtDriver implements HypervisorDriver {
+  readonly kind = LIBVIRT_DRIVER_KIND;
+  readonly options: ResolvedLibvirtDriverOptions;
+  private readonly virsh: Virsh;
+  private readonly follower: EventFollower;
+  private readonly listeners = new Set<(event: DriverEvent) => void>();
+  /** libvirt name → vmId of Berth's domains seen (to name the vmId of an "Undefined" event). */
+  private readonly vmIdByName = new Map<string, string>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  /** The last event kind reported per vmId (to drop the "Resumed" libvirt sends with every start). */
+  private readonly lastKind = new Map<string, string>();
+  private domainTypeOnce: Promise<"kvm" | "qemu"> | undefined;
+  private nodeInfo: NodeInfo | undefined;
+  private eventChain: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  /** Resolves the options (INVALID_ARGUMENT on a bad one); talks to libvirt only when called. */
+  constructor(options: LibvirtDriverOptions = {}, internals: LibvirtDriverInternals = {}) {
+    this.options = resolveLibvirtDriverOptions(options);
+    const o = this.options;
+    this.virsh = new Virsh({ uri: o.uri, virshPath: o.virshPath, timeoutMs: o.commandTimeoutMs, runner: o.runner ?? execFileRunner });
+    this.follower = new EventFollower({
+      spawn: internals.spawnEvents ?? (() => spawnVirshEvents(o.virshPath, o.uri)),
+      probe: async () => (await this.health()).available,
+      onEvent: (e) => this.onVirshEvent(e),
+      onHealth: (h) => this.onFollowerHealth(h),
+      ...(internals.eventBackoffMs ? { initialBackoffMs: internals.eventBackoffMs.initial, maxBackoffMs: internals.eventBackoffMs.max } : {}),
+    });
+  }
+
+  /**
+   * The constructor as a promise (the agent's factory shape). Throws INVALID_ARGUMENT for bad
+   * options; does not contact libvirt (an unreachable libvirtd shows in `health()` and as
+   * HYPERVISOR_UNAVAILABLE from operations).
+   */
+  static async open(options: LibvirtDriverOptions = {}, internals: LibvirtDriverInternals = {}): Promise<LibvirtDriver> {
+    return new LibvirtDriver(options, internals);
+  }
+
+  /** The libvirt domain name of a VM name. */
+  domainName(name: string): string {
+    return `${this.options.namePrefix}${name}`;
+  }
+
+  // ---- facts and inventory ---------------------------------------------------------------------
+
+  /**
+   * nodeinfo (CPUs, memory), NUMA cells and CPU model from `capabilities`, the storage pool's
+   * capacity (`pool-info --bytes`) and `version`, in one virsh call. Memory capacity is the node's
+   * memory minus `hostReserveMib`. FAILED_PRECONDITION if the storage pool does not exist.
+   */
+  async hostFacts(): Promise<HostFacts> {
+    this.ensureOpen();
+    const { sections, stderr } = await this.virsh.batch([
+      { tag: "node", args: ["nodeinfo"] },
+      { tag: "caps", args: ["capabilities"] },
+      { tag: "pool", args: ["pool-info", "--bytes", this.options.storagePool] },
+      { tag: "version", args: ["version", "--daemon"] },
+    ]);
+    const node = parseNodeinfo(sections.get("node") ?? "");
+    if (!node) throw new BerthError(ErrorCode.HypervisorUnavailable, `virsh nodeinfo: ${virshErrorText(stderr) || "unreadable output"}`);
+    this.nodeInfo = node;
+    const pool = parsePoolInfo(sections.get("pool") ?? "");
+    if (!pool) throw this.poolMissing(stderr);
+    const caps = sections.get("caps") ?? "";
+    return {
+      capacity: {
+        vcpus: node.cpus,
+        memoryMib: Math.max(0, Math.floor(node.memoryKib / 1024) - this.options.hostReserveMib),
+        diskGib: Math.floor(pool.capacityBytes / 2 ** 30),
+      },
+      driver: this.kind,
+      cpuModel: parseHostCpuModel(caps) ?? node.cpuModel,
+      numaCells: parseNumaCells(caps),
+      hypervisorVersion: parseVersion(sections.get("version") ?? ""),
+    };
+  }
+
+  /** Every domain with Berth's metadata, sorted by vmId: two virsh calls whatever the count. */
+  async list(): Promise<Domain[]> {
+    this.ensureOpen();
+    const uuids = (await this.virsh.run(["list", "--all", "--uuid"]))
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => UUID_RE.test(l));
+    const domains: Domain[] = [];
+    for (let i = 0; i < uuids.length; i += LIST_CHUNK) {
+      const chunk = uuids.slice(i, i + LIST_CHUNK);
+      const { sections } = await this.virsh.batch([
+        ...chunk.map((u) => ({ tag: `xml-${u}`, args: ["dumpxml", u] })),
+        // Last, so a domain whose XML was read has its state here unless it was undefined since.
+        { tag: "stats", args: ["domstats", "--raw", "--state"] },
+      ]);
+      const states = new Map(parseDomstats(sections.get("stats") ?? "").map((r) => [r.name, stateOfRecord(r)]));
+      for (const u of chunk) {
+        const parsed = parseDomainXml(sections.get(`xml-${u}`) ?? "");
+        const state = parsed && states.get(parsed.name);
+        if (!parsed?.metadata || !state) continue;
+        const domain = this.toDomain(parsed.name, parsed.vcpus, parsed.memoryMib, parsed.metadata, state.state, state.reason);
+        domains.push(domain);
+      }
+    }
+    return domains.sort((a, b) => (a.vmId < b.vmId ? -1 : a.vmId > b.vmId ? 1 : 0));
+  }
+
+  // ---- lifecycle -------------------------------------------------------------------------------
+
+  /**
+   * Defines the domain SHUTOFF: checks the spec (INVALID_ARGUMENT, e.g. a vmId that is not a UUID)
+   * and the host's size (RESOURCE_EXHAUSTED when the spec asks more vcpus or memory than the host
+   * has), creates the volume, defines the domain. A failure after the volume was created removes it.
+   * Idempotent by vmId; ALREADY_EXISTS when the name (or the uuid) belongs to another domain.
+   */
+  async define(spec: DomainSpec): Promise<Domain> {
+    this.ensureOpen();
+    validateSpec(spec);
+    const vmId = spec.vmId.toLowerCase();
+    return this.locked(vmId, async () => {
+      const existing = await this.lookup(vmId);
+      if (existing) {
+        if (existing.domain) return existing.domain;
+        throw new BerthError(ErrorCode.AlreadyExists, `domain ${existing.name} (not Berth's) already exists with uuid ${vmId}`);
+      }
+      await this.checkFits(spec);
+      const name = this.domainName(spec.name);
+      const metadata: BerthMetadata = { vmId, name: spec.name, generation: spec.generation, diskGib: spec.resources.diskGib };
+      const xml = domainXml({
+        name,
+        uuid: vmId,
+        vcpus: spec.resources.vcpus,
+        memoryMib: spec.resources.memoryMib,
+        domainType: await this.domainType(),
+        volume: spec.resources.diskGib > 0 ? { pool: this.options.storagePool, name: volumeName(vmId) } : undefined,
+        networks: this.options.networks,
+        metadata,
+      });
+      const created = await this.createVolume(vmId, spec.resources.diskGib);
+      try {
+        await this.virsh.runWithFile(xml, (file) => ["define", file]);
+      } catch (e) {
+        if (created) await this.removeVolume(vmId).catch(() => undefined);
+        if (isBerthError(e, ErrorCode.AlreadyExists)) {
+          throw new BerthError(ErrorCode.AlreadyExists, `domain ${name} already exists with another uuid (${e.message})`, { cause: e });
+        }
+        throw e;
+      }
+      this.vmIdByName.set(name, vmId);
+      return this.toDomain(name, spec.resources.vcpus, spec.resources.memoryMib, metadata, LibvirtState.Shutoff, 0);
+    });
+  }
+
+  /** `start` (shut off or crashed), `resume` (paused); running is left running. */
+  async start(vmId: string): Promise<Domain> {
+    this.ensureOpen();
+    return this.locked(vmId, async () => {
+      const snap = await this.get(vmId);
+      const id = snap.domain.vmId;
+      switch (snap.state) {
+        case LibvirtState.Running:
+        case LibvirtState.Blocked:
+        case LibvirtState.Shutdown:
+          return snap.domain;
+        case LibvirtState.Paused:
+          await this.tolerate(this.virsh.run(["resume", id]), ErrorCode.FailedPrecondition);
+          break;
+        case LibvirtState.PmSuspended:
+          await this.virsh.run(["dompmwakeup", id]);
+          break;
+        case LibvirtState.Crashed:
+          await this.tolerate(this.virsh.run(["destroy", id]), ErrorCode.FailedPrecondition);
+          await this.virsh.run(["start", id]);
+          break;
+        default:
+          await this.tolerate(this.virsh.run(["start", id]), ErrorCode.FailedPrecondition);
+      }
+      return { ...snap.domain, state: DomainState.DOMAIN_STATE_RUNNING };
+    });
+  }
+
+  /**
+   * Forced: `destroy`. Graceful: `shutdown` (ACPI), then the state is polled every 100 ms until shut
+   * off; after `timeoutMs` (default `stopTimeoutMs`) the domain is destroyed. A paused domain
+   * cannot hear the request and is destroyed at once. Resolves with the domain SHUTOFF.
+   */
+  async stop(vmId: string, options: StopOptions): Promise<Domain> {
+    this.ensureOpen();
+    const timeoutMs = options.timeoutMs ?? this.options.stopTimeoutMs;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) throw invalidArgument("timeout_ms", `must be a whole number ≥ 0 (got ${String(timeoutMs)})`);
+    return this.locked(vmId, async () => {
+      const snap = await this.get(vmId);
+      const id = snap.domain.vmId;
+      if (!isActive(snap.state)) return snap.domain;
+      const graceful = !options.force && snap.state !== LibvirtState.Paused && snap.state !== LibvirtState.PmSuspended && timeoutMs > 0;
+      if (graceful) {
+        await this.tolerate(this.virsh.run(["shutdown", id]), ErrorCode.FailedPrecondition);
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          const state = (await this.virsh.run(["domstate", id])).trim();
+          if (state.startsWith("shut off")) return shutOff(snap.domain);
+          if (Date.now() >= deadline) break;
+          await sleep(Math.min(STOP_POLL_MS, Math.max(0, deadline - Date.now())));
+        }
+      }
+      await this.tolerate(this.virsh.run(["destroy", id]), ErrorCode.FailedPrecondition);
+      return shutOff(snap.domain);
+    });
+  }
+
+  /** `destroy`: powers off at once; a shut-off domain is left as is. */
+  async destroy(vmId: string): Promise<Domain> {
+    this.ensureOpen();
+    return this.locked(vmId, async () => {
+      const snap = await this.get(vmId);
+      if (!isActive(snap.state)) return snap.domain;
+      await this.tolerate(this.virsh.run(["destroy", snap.domain.vmId]), ErrorCode.FailedPrecondition);
+      return shutOff(snap.domain);
+    });
+  }
+
+  /** `undefine` (with managed save, snapshot and checkpoint metadata, nvram); refuses an active domain. */
+  async undefine(vmId: string): Promise<void> {
+    this.ensureOpen();
+    if (!isUuid(vmId)) return;
+    return this.locked(vmId, () => this.undefineUnlocked(vmId));
+  }
+
+  /** Deletes `<vmId>.qcow2` from the storage pool; FAILED_PRECONDITION while the domain is defined. */
+  async deleteVolumes(vmId: string): Promise<void> {
+    this.ensureOpen();
+    if (!isUuid(vmId)) return;
+    return this.locked(vmId, async () => {
+      const snap = await this.lookup(vmId);
+      if (snap) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is still defined; undefine it before deleting its volumes`);
+      await this.removeVolume(vmId);
+    });
+  }
+
+  /** destroy, undefine, delete the volume; an absent domain is success (its leftover volume is removed). */
+  async delete(vmId: string): Promise<void> {
+    this.ensureOpen();
+    if (!isUuid(vmId)) return;
+    return this.locked(vmId, async () => {
+      const snap = await this.lookup(vmId);
+      if (snap && !snap.domain) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} with uuid ${vmId} is not Berth's; not deleting it`);
+      if (snap && isActive(snap.state)) await this.tolerate(this.virsh.run(["destroy", vmId]), ErrorCode.FailedPrecondition);
+      if (snap) await this.undefineUnlocked(vmId);
+      await this.removeVolume(vmId);
+    });
+  }
+
+  /** `virsh metadata ... --config` (and `--live` when active); the same generation again changes nothing. */
+  async setGeneration(vmId: string, generation: number): Promise<Domain> {
+    this.ensureOpen();
+    checkWhole(generation, "generation", 0);
+    return this.locked(vmId, () => this.setGenerationUnlocked(vmId, generation));
+  }
+
+  /** `domstats --raw` (state, cpu.time, balloon, block, net), with the domain XML in the same call. */
+  async stats(vmId: string): Promise<DomainStats> {
+    this.ensureOpen();
+    if (!isUuid(vmId)) throw notFound(`domain ${vmId}`);
+    const id = vmId.toLowerCase();
+    const { sections, stderr } = await this.virsh.batch([
+      { tag: "xml", args: ["dumpxml", id] },
+      { tag: "stats", args: ["domstats", "--raw", "--state", "--cpu-total", "--balloon", "--block", "--interface", id] },
+    ]);
+    const parsed = parseDomainXml(sections.get("xml") ?? "");
+    const record = parseDomstats(sections.get("stats") ?? "")[0];
+    if (!parsed || !record) throw lookupFailure(stderr, vmId);
+    if (!parsed.metadata) throw notFound(`domain ${vmId}`);
+    return statsFromRecord(parsed.metadata.vmId, record, parsed.memoryMib);
+  }
+
+  /** `virsh uri` with a short time limit. Never throws. */
+  async health(): Promise<HypervisorHealth> {
+    if (this.closed) return { available: false, message: "libvirt driver is closed" };
+    try {
+      const result = await this.virsh.exec(["uri"], { timeoutMs: Math.min(HEALTH_TIMEOUT_MS, this.options.commandTimeoutMs) });
+      if (result.exitCode === 0) return { available: true, message: "" };
+      return { available: false, message: mapVirshError(result, "virsh uri").message };
+    } catch (e) {
+      return { available: false, message: e instanceof Error ? e.message : String(e) };
+    }
+  }
+
+  /** Follows `virsh event --all --loop` while there are subscribers. Never throws. */
+  subscribe(listener: (event: DriverEvent) => void): () => void {
+    if (this.closed) return () => undefined;
+    this.listeners.add(listener);
+    if (!this.follower.isRunning) {
+      this.follower.start();
+      this.eventChain = this.eventChain.then(() => this.learnDomains());
+    }
+    return () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0) void this.follower.stop();
+    };
+  }
+
+  // ---- migration -------------------------------------------------------------------------------
+
+  /**
+   * Destination side: checks the spec, that the name is free and the host big enough, creates the
+   * volume (migration with `--copy-storage-all` fills it), and returns this driver's migration URI.
+   * Idempotent (also once the domain has arrived).
+   */
+  async prepareIncoming(spec: DomainSpec): Promise<MigrationTarget> {
+    this.ensureOpen();
+    validateSpec(spec);
+    const vmId = spec.vmId.toLowerCase();
+    const target: MigrationTarget = { driver: this.kind, uri: this.options.migrationUri, vmId };
+    return this.locked(vmId, async () => {
+      const existing = await this.lookup(vmId);
+      if (existing) {
+        if (existing.domain) return target;
+        throw new BerthError(ErrorCode.AlreadyExists, `domain ${existing.name} (not Berth's) already exists with uuid ${vmId}`);
+      }
+      const name = this.domainName(spec.name);
+      const other = await this.virsh.exec(["domuuid", name]);
+      if (other.exitCode === 0 && other.stdout.trim().toLowerCase() !== vmId) {
+        throw new BerthError(ErrorCode.AlreadyExists, `domain ${name} already exists with uuid ${other.stdout.trim()}`);
+      }
+      await this.checkFits(spec);
+      await this.createVolume(vmId, spec.resources.diskGib);
+      return target;
+    });
+  }
+
+  /**
+   * Source side: `virsh migrate --live --persistent --undefinesource [--copy-storage-all] <name>
+   * <target.uri>` (copying storage when the domain's volume exists here, which is then deleted here
+   * once the migration succeeded), within `timeoutMs` (default `migrationTimeoutMs`; past it the job
+   * is aborted with `domjobabort` and DEADLINE_EXCEEDED is thrown). A domain already gone is
+   * success; a shut-off one is FAILED_PRECONDITION. INVALID_ARGUMENT for a target of another driver
+   * or vmId.
+   */
+  async migrateOut(vmId: string, target: MigrationTarget, options: { timeoutMs?: number } = {}): Promise<void> {
+    this.ensureOpen();
+    if (target.driver !== this.kind) throw invalidArgument("target.driver", `must be "${this.kind}" (got ${JSON.stringify(target.driver)})`);
+    if (target.vmId.toLowerCase() !== vmId.toLowerCase()) throw invalidArgument("target.vm_id", `is ${target.vmId}, not ${vmId}`);
+    if (typeof target.uri !== "string" || target.uri === "") throw invalidArgument("target.uri", "is required");
+    const timeoutMs = options.timeoutMs ?? this.options.migrationTimeoutMs;
+    checkWhole(timeoutMs, "timeout_ms", 1);
+    if (!isUuid(vmId)) return;
+    return this.locked(vmId, async () => {
+      const snap = await this.lookup(vmId);
+      if (!snap?.domain) return;
+      const id = snap.domain.vmId;
+      if (!isActive(snap.state)) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is not running; live migration needs a running domain`);
+      const volume = await this.virsh.exec(["vol-info", "--pool", this.options.storagePool, volumeName(id)]);
+      const copyStorage = volume.exitCode === 0;
+      const args = ["migrate", "--live", "--persistent", "--undefinesource", ...(copyStorage ? ["--copy-storage-all"] : []), snap.name, target.uri];
+      try {
+        await this.virsh.run(args, { timeoutMs });
+      } catch (e) {
+        if (isBerthError(e, ErrorCode.DeadlineExceeded)) await this.virsh.exec(["domjobabort", id]);
+        const after = await this.lookup(vmId).catch(() => snap);
+        if (after) throw e;
+      }
+      this.vmIdByName.delete(snap.name);
+      if (copyStorage) await this.removeVolume(id).catch(() => undefined);
+    });
+  }
+
+  /** Destination side: makes the arrived domain persistent (if transient) and running, and records `generation`. */
+  async finishIncoming(vmId: string, generation: number): Promise<Domain> {
+    this.ensureOpen();
+    checkWhole(generation, "generation", 0);
+    return this.locked(vmId, async () => {
+      const snap = await this.get(vmId);
+      const id = snap.domain.vmId;
+      const info = await this.virsh.run(["dominfo", id]);
+      if (/^Persistent:\s*no/m.test(info)) {
+        const xml = await this.virsh.run(["dumpxml", "--inactive", "--migratable", id]);
+        await this.virsh.runWithFile(xml, (file) => ["define", file]);
+      }
+      if (snap.state === LibvirtState.Paused) await this.tolerate(this.virsh.run(["resume", id]), ErrorCode.FailedPrecondition);
+      else if (!isActive(snap.state)) await this.tolerate(this.virsh.run(["start", id]), ErrorCode.FailedPrecondition);
+      return this.setGenerationUnlocked(id, generation, true);
+    });
+  }
+
+  /**
+   * Source (the domain is here and active): `domjobabort`, tolerating "no job" (the domain keeps
+   * running). Destination (no domain here): deletes the volume `prepareIncoming` created. Idempotent.
+   */
+  async abortMigration(vmId: string): Promise<void> {
+    this.ensureOpen();
+    if (!isUuid(vmId)) return;
+    return this.locked(vmId, async () => {
+      const snap = await this.lookup(vmId);
+      if (snap) {
+        if (isActive(snap.state)) await this.tolerate(this.virsh.run(["domjobabort", vmId.toLowerCase()]), ErrorCode.FailedPrecondition);
+        return;
+      }
+      await this.removeVolume(vmId);
+    });
+  }
+
+  /** Kills the event stream child and refuses further calls with HYPERVISOR_UNAVAILABLE. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.listeners.clear();
+    await this.follower.stop();
+    await this.eventChain;
+  }
+
+  // ---- internals -------------------------------------------------------------------------------
+
+  private ensureOpen(): void {
+    if (this.closed) throw new BerthError(ErrorCode.HypervisorUnavailable, "libvirt driver is closed");
+  }
+
+  /** Runs `fn` after every earlier call on the same vmId. */
+  private async locked<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
+    const key = vmId.toLowerCase();
+    const previous = this.locks.get(key) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.locks.set(key, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.locks.get(key) === tail) this.locks.delete(key);
+    }
+  }
+
+  /** Resolves `op`, treating a BerthError with `code` as success. */
+  private async tolerate(op: Promise<unknown>, code: ErrorCode): Promise<void> {
+    try {
+      await op;
+    } catch (e) {
+      if (!isBerthError(e, code)) throw e;
+    }
+  }
+
+  /** The domain with uuid `vmId` (one virsh call), or undefined when there is none. */
+  private async lookup(vmId: string): Promise<Snapshot | undefined> {
+    if (!isUuid(vmId)) return undefined;
+    const id = vmId.toLowerCase();
+    const { sections, stderr } = await this.virsh.batch([
+      { tag: "xml", args: ["dumpxml", id] },
+      { tag: "state", args: ["domstats", "--raw", "--state", id] },
+    ]);
+    const parsed = parseDomainXml(sections.get("xml") ?? "");
+    const record = parseDomstats(sections.get("state") ?? "")[0];
+    if (!parsed || !record) {
+      const error = lookupFailure(stderr, vmId);
+      if (error.code === ErrorCode.NotFound) return undefined;
+      throw error;
+    }
+    const { state, reason } = stateOfRecord(record);
+    const domain = parsed.metadata ? this.toDomain(parsed.name, parsed.vcpus, parsed.memoryMib, parsed.metadata, state, reason) : undefined;
+    return { name: parsed.name, state, reason, domain };
+  }
+
+  /** The Berth domain with uuid `vmId`; NOT_FOUND when absent or not Berth's. */
+  private async get(vmId: string): Promise<Snapshot & { domain: Domain }> {
+    const snap = await this.lookup(vmId);
+    if (!snap?.domain) throw notFound(`domain ${vmId}`);
+    return snap as Snapshot & { domain: Domain };
+  }
+
+  private toDomain(name: string, vcpus: number, memoryMib: number, m: BerthMetadata, state: number, reason: number): Domain {
+    this.vmIdByName.set(name, m.vmId);
+    const prefix = this.options.namePrefix;
+    return {
+      vmId: m.vmId,
+      name: m.name || (name.startsWith(prefix) ? name.slice(prefix.length) : name),
+      state: domainStateOf(state, reason),
+      generation: m.generation,
+      resources: { vcpus, memoryMib, diskGib: m.diskGib },
+    };
+  }
+
+  private async undefineUnlocked(vmId: string): Promise<void> {
+    const snap = await this.lookup(vmId);
+    if (!snap?.domain) return;
+    if (isActive(snap.state)) {
+      throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is active; stop or destroy it before undefining it`);
+    }
+    try {
+      await this.virsh.run(["undefine", snap.domain.vmId, "--managed-save", "--snapshots-metadata", "--checkpoints-metadata", "--nvram"]);
+    } catch (e) {
+      if (!isBerthError(e, ErrorCode.NotFound)) throw e;
+    }
+    this.vmIdByName.delete(snap.name);
+  }
+
+  private async setGenerationUnlocked(vmId: string, generation: number, force = false): Promise<Domain> {
+    const snap = await this.get(vmId);
+    const domain = snap.domain;
+    if (domain.generation === generation && !force) return domain;
+    const metadata: BerthMetadata = { vmId: domain.vmId, name: domain.name, generation, diskGib: domain.resources?.diskGib ?? 0 };
+    const args = ["metadata", domain.vmId, BERTH_XMLNS, "--key", BERTH_XMLNS_KEY, "--set", metadataSetValue(metadata), "--config"];
+    if (isActive(snap.state)) {
+      try {
+        await this.virsh.run([...args, "--live"]);
+      } catch (e) {
+        // Stopped in between: the persistent definition is what counts.
+        if (!isBerthError(e, ErrorCode.FailedPrecondition)) throw e;
+        await this.virsh.run(args);
+      }
+    } else {
+      await this.virsh.run(args);
+    }
+    return { ...domain, generation };
+  }
+
+  /** Creates `<vmId>.qcow2` of `diskGib` GiB; resolves whether it was created (false: none asked, or it existed). */
+  private async createVolume(vmId: string, diskGib: number): Promise<boolean> {
+    if (diskGib === 0) return false;
+    try {
+      await this.virsh.run(["vol-create-as", this.options.storagePool, volumeName(vmId), `${diskGib}G`, "--format", "qcow2"]);
+      return true;
+    } catch (e) {
+      if (isBerthError(e, ErrorCode.AlreadyExists)) return false;
+      if (isBerthError(e, ErrorCode.NotFound)) throw this.poolMissing(e.message);
+      throw e;
+    }
+  }
+
+  /** Deletes `<vmId>.qcow2`; absent is success. */
+  private async removeVolume(vmId: string): Promise<void> {
+    try {
+      await this.virsh.run(["vol-delete", "--pool", this.options.storagePool, volumeName(vmId.toLowerCase())]);
+    } catch (e) {
+      if (!isBerthError(e, ErrorCode.NotFound)) throw e;
+      if (/failed to get pool|Storage pool not found/i.test(e.message)) throw this.poolMissing(e.message);
+    }
+  }
+
+  private poolMissing(detail: string): BerthError {
+    return new BerthError(
+      ErrorCode.FailedPrecondition,
+      `libvirt.storage_pool: storage pool '${this.options.storagePool}' is not usable (${virshErrorText(detail) || "not found"})`,
+      { field: "libvirt.storage_pool" },
+    );
+  }
+
+  /** RESOURCE_EXHAUSTED when the spec asks more vcpus or memory than the host has (nodeinfo, cached). */
+  private async checkFits(spec: DomainSpec): Promise<void> {
+    if (!this.nodeInfo) {
+      const node = parseNodeinfo(await this.virsh.run(["nodeinfo"]));
+      if (!node) throw new BerthError(ErrorCode.HypervisorUnavailable, "virsh nodeinfo: unreadable output");
+      this.nodeInfo = node;
+    }
+    const memoryMib = Math.floor(this.nodeInfo.memoryKib / 1024) - this.options.hostReserveMib;
+    const reasons: string[] = [];
+    if (spec.resources.vcpus > this.nodeInfo.cpus) reasons.push(`vcpus ${spec.resources.vcpus} > the host's ${this.nodeInfo.cpus} CPUs`);
+    if (spec.resources.memoryMib > memoryMib) reasons.push(`memory ${spec.resources.memoryMib} MiB > the host's ${memoryMib} MiB`);
+    if (reasons.length > 0) {
+      throw new BerthError(ErrorCode.ResourceExhausted, `domain ${spec.vmId} does not fit this host: ${reasons.join("; ")}`, { reasons });
+    }
+  }
+
+  /** The configured domain type, else kvm if `domcapabilities --virttype kvm` works, else qemu (asked once). */
+  private domainType(): Promise<"kvm" | "qemu"> {
+    if (this.options.domainType) return Promise.resolve(this.options.domainType);
+    this.domainTypeOnce ??= this.virsh.exec(["domcapabilities", "--virttype", "kvm"]).then((r) => {
+      if (r.exitCode !== 0 && (r.timedOut || r.spawnError !== undefined || isConnectionFailure(r.stderr))) {
+        this.domainTypeOnce = undefined; // could not ask: ask again next time
+        throw mapVirshError(r, "virsh domcapabilities");
+      }
+      return r.exitCode === 0 ? "kvm" : "qemu";
+    });
+    return this.domainTypeOnce;
+  }
+
+  // ---- events ----------------------------------------------------------------------------------
+
+  private emit(event: DriverEvent): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure is its own; others still get the event.
+      }
+    }
+  }
+
+  private onFollowerHealth(health: HypervisorHealth): void {
+    this.eventChain = this.eventChain.then(async () => {
+      if (health.available) await this.learnDomains();
+      this.emit({ type: "health", health });
+    });
+  }
+
+  /** Lists the domains to learn name → vmId (for "Undefined" events) and each one's state. Never throws. */
+  private async learnDomains(): Promise<void> {
+    try {
+      for (const d of await this.list()) {
+        const kind = d.state === DomainState.DOMAIN_STATE_PAUSED ? "paused" : d.state === DomainState.DOMAIN_STATE_RUNNING ? "started" : "stopped";
+        this.lastKind.set(d.vmId, kind);
+      }
+    } catch {
+      // libvirtd is down: the follower reports it.
+    }
+  }
+
+  /** Lifecycle events of domains named with our prefix, in arrival order, with the domain's state after. */
+  private onVirshEvent(event: VirshEvent): void {
+    if (event.type !== "lifecycle" || !event.domain.startsWith(this.options.namePrefix)) return;
+    const kind = lifecycleKind(event.detail);
+    if (!kind) return;
+    this.eventChain = this.eventChain.then(async () => {
+      try {
+        let vmId = this.vmIdByName.get(event.domain);
+        if (vmId === undefined && kind !== "undefined") {
+          const r = await this.virsh.exec(["domuuid", event.domain]);
+          if (r.exitCode === 0 && isUuid(r.stdout.trim())) vmId = r.stdout.trim().toLowerCase();
+        }
+        if (vmId === undefined) return;
+        const snap = kind === "undefined" ? undefined : await this.lookup(vmId);
+        if (snap && !snap.domain) return; // not Berth's
+        if (kind === "undefined" || kind === "migrated") {
+          if (!snap) this.vmIdByName.delete(event.domain);
+        }
+        // libvirt starts qemu paused and reports "Resumed Unpaused" just before "Started Booted":
+        // a resume only means something after a pause (or when we know nothing before it).
+        const last = this.lastKind.get(vmId);
+        if (kind === "resumed" && last !== undefined && last !== "paused") return;
+        if (kind === "undefined" || kind === "migrated") this.lastKind.delete(vmId);
+        else this.lastKind.set(vmId, kind);
+        if (this.listeners.size === 0) return;
+        this.emit({ type: "domain", vmId, kind, domain: snap?.domain });
+      } catch {
+        // libvirtd went away while we looked: the health event that follows makes subscribers re-list.
+      }
+    });
+  }
+}
+
+// ---- helpers -----------------------------------------------------------------------------------
+
+function isUuid(v: unknown): v is string {
+  return typeof v === "string" && UUID_RE.test(v);
+}
+
+/** Why a lookup found nothing: NOT_FOUND, or what virsh said went wrong. */
+function lookupFailure(stderr: string, vmId: string): BerthError {
+  if (stderr.trim() === "") return notFound(`domain ${vmId}`);
+  return mapVirshError({ exitCode: 1, stdout: "", stderr, timedOut: false }, `virsh dumpxml ${vmId}`);
+}
+
+function shutOff(domain: Domain): Domain {
+  return { ...domain, state: DomainState.DOMAIN_STATE_SHUTOFF };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function checkWhole(value: unknown, field: string, min: number): void {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
+    throw invalidArgument(field, `must be a whole number ≥ ${min} (got ${String(value)})`);
+  }
+}
+
+/** INVALID_ARGUMENT naming the field, before anything is created. */
+function validateSpec(spec: DomainSpec): void {
+  if (!isUuid(spec.vmId)) throw invalidArgument("domain.vm_id", `must be a UUID (libvirt's domain uuid), got ${JSON.stringify(spec.vmId)}`);
+  if (typeof spec.name !== "string" || spec.name === "") throw invalidArgument("domain.name", "is required");
+  if (/[/\x00-\x1f\x7f]/.test(spec.name) || spec.name.length > MAX_NAME_LENGTH) {
+    throw invalidArgument("domain.name", `must be at most ${MAX_NAME_LENGTH} characters, without '/' or control characters`);
+  }
+  checkWhole(spec.generation, "domain.generation", 0);
+  const r: unknown = spec.resources;
+  if (typeof r !== "object" || r === null) throw invalidArgument("domain.resources", "is required");
+  for (const k of RESOURCE_NAMES) {
+    checkWhole((r as Record<string, unknown>)[k], `domain.resources.${RESOURCE_FIELD[k]}`, k === "diskGib" ? 0 : 1);
+  }
+}

@@ -1,0 +1,138 @@
+import { invalidArgument } from "@berth/core";
+import type { CommandRunner } from "./virsh.js";
+
+/** A network a domain's NIC is attached to: a libvirt network by name, or a host bridge. */
+export interface LibvirtNetwork {
+  type: "network" | "bridge";
+  /** The libvirt network's name, or the bridge's interface name. */
+  source: string;
+}
+
+/** Configuration of a {@link LibvirtDriver}. Every field is optional. */
+export interface LibvirtDriverOptions {
+  /** libvirt connection URI. Default `qemu:///system`. */
+  uri?: string;
+  /** Storage pool the VM volumes are created in. Default `default`. */
+  storagePool?: string;
+  /** Networks each domain gets one virtio NIC on, in order. Default none. */
+  networks?: readonly LibvirtNetwork[];
+  /**
+   * The domain type: `kvm` (hardware virtualization) or `qemu` (TCG emulation). Default: asked once
+   * of the hypervisor (`virsh domcapabilities --virttype kvm` works → kvm, else qemu).
+   */
+  domainType?: "kvm" | "qemu";
+  /** Memory (MiB) kept for the host: subtracted from the memory capacity `hostFacts` reports. Default 0. */
+  hostReserveMib?: number;
+  /** Prefix of the libvirt domain names (prefix + VM name). Default `berth-`. */
+  namePrefix?: string;
+  /** How long a graceful stop waits for the guest before powering it off. Default 30 000 ms. */
+  stopTimeoutMs?: number;
+  /** Time limit of one virsh command (not of a migration). Default 60 000 ms. */
+  commandTimeoutMs?: number;
+  /** Time limit of a live migration when `migrateOut` is not given one. Default 600 000 ms. */
+  migrationTimeoutMs?: number;
+  /** The URI other hosts migrate domains to this one with. Default: `uri`. */
+  migrationUri?: string;
+  /** The virsh executable. Default `virsh` (found on PATH). */
+  virshPath?: string;
+  /** Runs virsh; tests inject one to check command lines without libvirtd. Default: execFile. */
+  runner?: CommandRunner;
+}
+
+/** {@link LibvirtDriverOptions} with every default applied (but `domainType`, resolved at first use) and every value checked. */
+export interface ResolvedLibvirtDriverOptions {
+  readonly uri: string;
+  readonly storagePool: string;
+  readonly networks: readonly Readonly<LibvirtNetwork>[];
+  readonly domainType: "kvm" | "qemu" | undefined;
+  readonly hostReserveMib: number;
+  readonly namePrefix: string;
+  readonly stopTimeoutMs: number;
+  readonly commandTimeoutMs: number;
+  readonly migrationTimeoutMs: number;
+  readonly migrationUri: string;
+  readonly virshPath: string;
+  readonly runner: CommandRunner | undefined;
+}
+
+/** Default of {@link LibvirtDriverOptions.uri}. */
+export const DEFAULT_LIBVIRT_URI = "qemu:///system";
+/** Default of {@link LibvirtDriverOptions.storagePool}. */
+export const DEFAULT_STORAGE_POOL = "default";
+/** Default of {@link LibvirtDriverOptions.namePrefix}. */
+export const DEFAULT_NAME_PREFIX = "berth-";
+/** Default of {@link LibvirtDriverOptions.stopTimeoutMs}. */
+export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
+/** Default of {@link LibvirtDriverOptions.commandTimeoutMs}. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
+/** Default of {@link LibvirtDriverOptions.migrationTimeoutMs}. */
+export const DEFAULT_MIGRATION_TIMEOUT_MS = 600_000;
+
+/** A libvirt object name we put on a command line or in XML: printable, no slash, not blank. */
+const NAME_RE = /^[^\s/\\'"<>&\x00-\x1f\x7f][^/\\'"<>&\x00-\x1f\x7f]*$/;
+
+/**
+ * Applies defaults and validates. Throws BerthError INVALID_ARGUMENT naming the option at fault
+ * (`libvirt.storage_pool: must be ...`). Pure: touches neither libvirt nor the file system.
+ */
+export function resolveLibvirtDriverOptions(options: LibvirtDriverOptions = {}): ResolvedLibvirtDriverOptions {
+  const uri = text(options.uri, "libvirt.uri", DEFAULT_LIBVIRT_URI);
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(uri)) throw invalidArgument("libvirt.uri", `must be a libvirt URI like qemu:///system (got ${JSON.stringify(uri)})`);
+  const storagePool = text(options.storagePool, "libvirt.storage_pool", DEFAULT_STORAGE_POOL);
+  if (!NAME_RE.test(storagePool)) throw invalidArgument("libvirt.storage_pool", `must be a storage pool name (got ${JSON.stringify(storagePool)})`);
+
+  const given: unknown = options.networks ?? [];
+  if (!Array.isArray(given)) throw invalidArgument("libvirt.networks", "must be a list of {type, source}");
+  const networks = given.map((n: unknown, i) => {
+    const field = `libvirt.networks[${i}]`;
+    if (typeof n !== "object" || n === null) throw invalidArgument(field, "must be {type: network|bridge, source}");
+    const { type, source } = n as Record<string, unknown>;
+    if (type !== "network" && type !== "bridge") throw invalidArgument(`${field}.type`, `must be "network" or "bridge" (got ${JSON.stringify(type)})`);
+    if (typeof source !== "string" || !NAME_RE.test(source)) {
+      throw invalidArgument(`${field}.source`, `must be a ${type === "network" ? "libvirt network" : "bridge"} name (got ${JSON.stringify(source)})`);
+    }
+    return Object.freeze({ type, source });
+  });
+
+  const domainType: unknown = options.domainType;
+  if (domainType !== undefined && domainType !== "kvm" && domainType !== "qemu") {
+    throw invalidArgument("libvirt.domain_type", `must be "kvm" or "qemu" (got ${JSON.stringify(domainType)})`);
+  }
+  const namePrefix = options.namePrefix ?? DEFAULT_NAME_PREFIX;
+  if (typeof namePrefix !== "string" || (namePrefix !== "" && !NAME_RE.test(namePrefix))) {
+    throw invalidArgument("libvirt.name_prefix", `must be printable, without / \\ quotes < > & (got ${JSON.stringify(namePrefix)})`);
+  }
+  const migrationUri = text(options.migrationUri, "libvirt.migration_uri", uri);
+  const virshPath = text(options.virshPath, "libvirt.virsh_path", "virsh");
+  const runner: unknown = options.runner;
+  if (runner !== undefined && typeof runner !== "function") throw invalidArgument("libvirt.runner", "must be a function");
+
+  return Object.freeze({
+    uri,
+    storagePool,
+    networks: Object.freeze(networks),
+    domainType,
+    hostReserveMib: whole(options.hostReserveMib, "libvirt.host_reserve_mib", 0, 0),
+    namePrefix,
+    stopTimeoutMs: whole(options.stopTimeoutMs, "libvirt.stop_timeout_ms", DEFAULT_STOP_TIMEOUT_MS, 0),
+    commandTimeoutMs: whole(options.commandTimeoutMs, "libvirt.command_timeout_ms", DEFAULT_COMMAND_TIMEOUT_MS, 1),
+    migrationTimeoutMs: whole(options.migrationTimeoutMs, "libvirt.migration_timeout_ms", DEFAULT_MIGRATION_TIMEOUT_MS, 1),
+    migrationUri,
+    virshPath,
+    runner: runner as CommandRunner | undefined,
+  });
+}
+
+function text(value: unknown, field: string, fallback: string): string {
+  if (value === undefined) return fallback;
+  if (typeof value !== "string" || value.trim() === "") throw invalidArgument(field, `must be a non-empty string (got ${JSON.stringify(value)})`);
+  return value;
+}
+
+function whole(value: unknown, field: string, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
+    throw invalidArgument(field, `must be a whole number ≥ ${min} (got ${String(value)})`);
+  }
+  return value;
+}

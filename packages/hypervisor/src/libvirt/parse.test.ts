@@ -1,0 +1,136 @@
+import { describe, expect, it } from "vitest";
+import { DomainState } from "@berth/api";
+import { domainStateOf, parseDomstats, parseHostCpuModel, parseNodeinfo, parseNumaCells, parsePoolInfo, parseVersion, statsFromRecord } from "./parse.js";
+
+const VM = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+const DOMSTATS = `Domain: 'berth-a'
+  state.state=1
+  state.reason=1
+  cpu.time=389203000
+  cpu.user=125207000
+  balloon.current=65536
+  balloon.maximum=65536
+  balloon.rss=34552
+  vcpu.current=1
+  net.count=2
+  net.0.name=vnet0
+  net.0.rx.bytes=100
+  net.0.tx.bytes=10
+  net.1.rx.bytes=200
+  net.1.tx.bytes=20
+  block.count=2
+  block.0.name=vda
+  block.0.rd.bytes=4096
+  block.0.wr.bytes=512
+  block.1.rd.bytes=1
+  block.1.wr.bytes=2
+
+Domain: 'berth-b'
+  state.state=5
+  state.reason=3
+  cpu.time=1750000000
+  balloon.current=65536
+  block.count=0
+
+`;
+
+describe("domain states", () => {
+  it.each([
+    [1, 1, DomainState.DOMAIN_STATE_RUNNING],
+    [2, 0, DomainState.DOMAIN_STATE_RUNNING],
+    [4, 1, DomainState.DOMAIN_STATE_RUNNING],
+    [3, 1, DomainState.DOMAIN_STATE_PAUSED],
+    [7, 0, DomainState.DOMAIN_STATE_PAUSED],
+    [5, 0, DomainState.DOMAIN_STATE_SHUTOFF],
+    [5, 2, DomainState.DOMAIN_STATE_SHUTOFF],
+    [5, 3, DomainState.DOMAIN_STATE_CRASHED],
+    [6, 0, DomainState.DOMAIN_STATE_CRASHED],
+    [0, 0, DomainState.DOMAIN_STATE_UNSPECIFIED],
+  ])("state %i reason %i → %i", (state, reason, expected) => {
+    expect(domainStateOf(state, reason)).toBe(expected);
+  });
+});
+
+describe("domstats", () => {
+  it("parses records and sums block and net counters", () => {
+    const records = parseDomstats(DOMSTATS);
+    expect(records.map((r) => r.name)).toEqual(["berth-a", "berth-b"]);
+    expect(statsFromRecord(VM, records[0]!, 64)).toEqual({
+      vmId: VM,
+      state: DomainState.DOMAIN_STATE_RUNNING,
+      cpuTimeNs: 389203000,
+      memoryUsedMib: 33,
+      diskReadBytes: 4097,
+      diskWriteBytes: 514,
+      netRxBytes: 300,
+      netTxBytes: 30,
+    });
+  });
+
+  it("uses balloon.current without rss, capped at the domain's memory; 0 when shut off", () => {
+    const [a, b] = parseDomstats(DOMSTATS.replace("  balloon.rss=34552\n", "").replace("balloon.current=65536", "balloon.current=131072"));
+    expect(statsFromRecord(VM, a!, 64).memoryUsedMib).toBe(64);
+    const off = statsFromRecord(VM, b!, 64);
+    expect(off.state).toBe(DomainState.DOMAIN_STATE_CRASHED);
+    expect(off.memoryUsedMib).toBe(0);
+    expect(off.diskReadBytes).toBe(0);
+  });
+});
+
+describe("host facts", () => {
+  it("parses nodeinfo", () => {
+    const text = `CPU model:           x86_64
+CPU(s):              2
+CPU frequency:       2445 MHz
+NUMA cell(s):        1
+Memory size:         4286240 KiB
+`;
+    expect(parseNodeinfo(text)).toEqual({ cpuModel: "x86_64", cpus: 2, memoryKib: 4286240 });
+    expect(parseNodeinfo("garbage")).toBeUndefined();
+  });
+
+  it("parses NUMA cells and the CPU model from capabilities", () => {
+    const caps = `<capabilities>
+  <host>
+    <uuid>e4230a9e</uuid>
+    <cpu>
+      <arch>x86_64</arch>
+      <model>EPYC-Milan</model>
+      <vendor>AMD</vendor>
+    </cpu>
+    <topology>
+      <cells num='2'>
+        <cell id='1'>
+          <memory unit='KiB'>2097152</memory>
+          <cpus num='4'>
+            <cpu id='4' socket_id='1'/>
+          </cpus>
+        </cell>
+        <cell id='0'>
+          <memory unit='KiB'>1048576</memory>
+          <cpus num='2'>
+            <cpu id='0' socket_id='0'/>
+          </cpus>
+        </cell>
+      </cells>
+    </topology>
+  </host>
+  <guest><arch name='x86_64'><model>ignored</model></arch></guest>
+</capabilities>`;
+    expect(parseNumaCells(caps)).toEqual([
+      { id: 0, cpus: 2, memoryMib: 1024 },
+      { id: 1, cpus: 4, memoryMib: 2048 },
+    ]);
+    expect(parseHostCpuModel(caps)).toBe("AMD EPYC-Milan");
+    expect(parseNumaCells("<capabilities/>")).toEqual([]);
+  });
+
+  it("parses pool-info --bytes and version", () => {
+    expect(parsePoolInfo("Name:           default\nState:          running\nCapacity:       270553174016\nAllocation:     1\n")).toEqual({ capacityBytes: 270553174016, running: true });
+    expect(parsePoolInfo("")).toBeUndefined();
+    const version = "Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\nUsing API: QEMU 9.0.0\nRunning hypervisor: QEMU 7.2.22\nRunning against daemon: 9.0.1\n";
+    expect(parseVersion(version)).toBe("QEMU 7.2.22, libvirt 9.0.1");
+    expect(parseVersion("Using library: libvirt 9.0.0\n")).toBe("libvirt 9.0.0");
+  });
+});
