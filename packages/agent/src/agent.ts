@@ -8,9 +8,10 @@ import {
   type Command,
   type ControllerMessage,
   type Domain,
+  type Hello,
   type Inventory,
 } from "@berth/api";
-import { deadlineIn, grpcClientOptions, ZERO, addResources } from "@berth/core";
+import { deadlineIn, grpcClientOptions, Limits, ZERO, addResources } from "@berth/core";
 import type { HypervisorDriver } from "@berth/hypervisor";
 import type { Logger } from "pino";
 import { saveAgentState } from "./agent-state.js";
@@ -35,6 +36,8 @@ const HELLO_ANSWER_TIMEOUT_MS = 5_000;
  * would cost a whole Hello timeout. Retrying the list with backoff finds the new leader sooner.
  */
 const SILENT_CONTROLLER_SUSPICION_MS = 30_000;
+/** How long after a hypervisor event the agent reports (events in between share the report). */
+const EVENT_REPORT_DELAY_MS = 50;
 
 /**
  * berth-agent's main loop: keep one stream open to the leading controller, say Hello with the full
@@ -130,6 +133,8 @@ export class Agent {
         settled = true;
         clearTimeout(answerTimer);
         clearInterval(reportTimer);
+        clearTimeout(eventReport);
+        unsubscribe();
         signal.removeEventListener("abort", onAbort);
         writer.close();
         call.cancel();
@@ -153,12 +158,39 @@ export class Agent {
           finish({ kind: "ended", why: `controller silent for ${Date.now() - lastHeardMs} ms`, lastedMs: Date.now() - startedAt, silent: true });
           return;
         }
-        const domains = await this.driver.list();
+        const hypervisor = await this.driver.health();
+        // An unreadable hypervisor is reported as such, never as an empty inventory: the
+        // controller would take that for domains that vanished.
+        const domains = hypervisor.available ? await this.driver.list().catch(() => undefined) : undefined;
+        if (settled) return;
+        if (!domains) {
+          const status = hypervisor.available ? { available: false, message: "hypervisor answered its probe but not the domain list" } : hypervisor;
+          writer.write({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: status } } });
+          return;
+        }
         const signature = inventorySignature(domains);
         const inventory: Inventory | undefined = signature === lastInventory ? undefined : { domains };
         lastInventory = signature;
-        writer.write({ msg: { $case: "report", value: { usage: usageOf(domains), inventory } } });
+        writer.write({ msg: { $case: "report", value: { usage: usageOf(domains), inventory, hypervisor } } });
       };
+      // Reports are periodic, and also prompt after the hypervisor's own events (a crash, a
+      // libvirtd restart), coalesced so that a burst of events costs one report.
+      let eventReport: NodeJS.Timeout | undefined;
+      const reportSoon = (): void => {
+        if (!welcomed || eventReport || settled) return;
+        eventReport = setTimeout(() => {
+          eventReport = undefined;
+          report().catch((e: unknown) => this.log.warn({ err: e }, "could not read the hypervisor for a report"));
+        }, EVENT_REPORT_DELAY_MS);
+      };
+      const unsubscribe = this.driver.subscribe((event) => {
+        if (event.type === "health") {
+          this.log[event.health.available ? "info" : "warn"]({ available: event.health.available, message: event.health.message || undefined }, "hypervisor availability changed");
+        } else {
+          this.log.debug({ vmId: event.vmId, kind: event.kind }, "domain event");
+        }
+        reportSoon();
+      });
 
       call.on("data", (message: ControllerMessage) => {
         lastHeardMs = Date.now();
@@ -204,7 +236,7 @@ export class Agent {
     });
   }
 
-  private async hello() {
+  private async hello(): Promise<Hello> {
     const [facts, domains] = await Promise.all([this.driver.hostFacts(), this.driver.list()]);
     return {
       hostId: this.options.hostId,
@@ -217,6 +249,12 @@ export class Agent {
       lastLeaderEpoch: this.executor.leaderEpoch,
       allocationRatio: this.options.allocationRatio,
       reserved: this.options.reserved,
+      facts: {
+        cpuModel: facts.cpuModel.slice(0, Limits.maxFactLength),
+        hypervisorVersion: facts.hypervisorVersion.slice(0, Limits.maxFactLength),
+        numaCells: facts.numaCells.slice(0, Limits.maxNumaCells),
+      },
+      hypervisor: { available: true, message: "" },
     };
   }
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { FakeDriver } from "@berth/hypervisor";
+import type { HypervisorDriver } from "@berth/hypervisor";
+import { openDriver } from "./driver-factory.js";
 import { Agent } from "./agent.js";
 import { loadAgentState } from "./agent-state.js";
 import { invalidArgument, messageForFlags, parseCapacity, parseHostPortList, parseLabelAssignments } from "@berth/core";
-import { resolveAgentOptions } from "./options.js";
+import { resolveAgentOptions, type AgentLibvirtOptions, type DriverKind } from "./options.js";
 
 const HELP = `berth-agent: runs on every host; reports capacity and executes placement commands.
 
@@ -14,9 +15,15 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
   --host-id ID            this host's name in the cluster (DNS label)
   --controller ADDRS      controllers to connect to (default: $BERTH_CONTROLLER); the agent
                           follows the leader among them
-  --driver fake           hypervisor driver (fake: a simulated hypervisor kept in the state dir)
+  --driver fake|libvirt   hypervisor driver (default fake: a simulated hypervisor kept in the
+                          state dir; libvirt: real VMs through libvirtd)
   --state-dir DIR         where the agent (and the fake hypervisor) keep state across restarts
   --capacity SPEC         fake driver: what the host offers, e.g. vcpus=16,memory=64GiB,disk=1TiB
+  --libvirt-uri URI       libvirt driver: connection URI (default qemu:///system)
+  --storage-pool NAME     libvirt driver: storage pool for VM disks (default "default")
+  --network NAME          libvirt driver: attach a NIC on this libvirt network (repeatable)
+  --bridge NAME           libvirt driver: attach a NIC on this host bridge (repeatable)
+  --domain-type kvm|qemu  libvirt driver: kvm (default when /dev/kvm is usable) or qemu (TCG)
   --label K=V             host label (repeatable)
   --cpu-ratio X           this host's CPU allocation ratio (default: the cluster's; e.g. 1.5)
   --memory-ratio X        this host's memory allocation ratio (default: the cluster's)
@@ -26,9 +33,35 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
   -h, --help              this help
 
+With --driver libvirt the agent needs what virsh needs on that URI (for qemu:///system: root or
+the libvirt group), and virsh on its PATH; see deploy/libvirt-host.md.
+
 Exit status: 0 after SIGINT/SIGTERM, 1 when the controller rejects this agent for good or the
 hypervisor cannot be opened, 2 on bad arguments.
 `;
+
+/** The libvirt flags given, as agent options (absent when none is given). */
+function libvirtFlags(args: Record<string, string | string[] | boolean | undefined>): { libvirt?: AgentLibvirtOptions } {
+  const uri = args["libvirt-uri"] as string | undefined;
+  const storagePool = args["storage-pool"] as string | undefined;
+  const domainType = args["domain-type"] as string | undefined;
+  const networks = [
+    ...((args.network as string[] | undefined) ?? []).map((source) => ({ type: "network" as const, source })),
+    ...((args.bridge as string[] | undefined) ?? []).map((source) => ({ type: "bridge" as const, source })),
+  ];
+  if (uri === undefined && storagePool === undefined && domainType === undefined && networks.length === 0) return {};
+  if (domainType !== undefined && domainType !== "kvm" && domainType !== "qemu") {
+    throw invalidArgument("--domain-type", `'${domainType}' is not kvm or qemu`);
+  }
+  return {
+    libvirt: {
+      ...(uri !== undefined ? { uri } : {}),
+      ...(storagePool !== undefined ? { storagePool } : {}),
+      ...(networks.length > 0 ? { networks } : {}),
+      ...(domainType !== undefined ? { domainType } : {}),
+    },
+  };
+}
 
 /** A ratio flag: a positive number, or 0 when not given (the cluster's ratio applies). */
 function parseRatio(text: string | undefined, flag: string): number {
@@ -48,6 +81,11 @@ async function main(): Promise<number> {
         driver: { type: "string", default: "fake" },
         "state-dir": { type: "string" },
         capacity: { type: "string" },
+        "libvirt-uri": { type: "string" },
+        "storage-pool": { type: "string" },
+        network: { type: "string", multiple: true },
+        bridge: { type: "string", multiple: true },
+        "domain-type": { type: "string" },
         label: { type: "string", multiple: true },
         "cpu-ratio": { type: "string" },
         "memory-ratio": { type: "string" },
@@ -73,9 +111,10 @@ async function main(): Promise<number> {
     options = resolveAgentOptions({
       hostId: args["host-id"] ?? "",
       controllers,
-      driver: args.driver as "fake",
+      driver: args.driver as DriverKind,
       stateDir: args["state-dir"] ?? "",
       ...(args.capacity ? { capacity: parseCapacity(args.capacity, "--capacity") } : {}),
+      ...libvirtFlags(args),
       labels: parseLabelAssignments(args.label ?? [], "--label"),
       ...(args["cpu-ratio"] || args["memory-ratio"] || args["disk-ratio"]
         ? {
@@ -89,16 +128,24 @@ async function main(): Promise<number> {
       ...(args.reserve ? { reserved: { vcpus: 0, memoryMib: 0, diskGib: 0, ...parseCapacity(args.reserve, "--reserve") } } : {}),
     });
   } catch (e) {
-    const flags = { host_id: "--host-id", controller: "--controller", driver: "--driver", state_dir: "--state-dir", labels: "--label" };
+    const flags = {
+      host_id: "--host-id",
+      controller: "--controller",
+      driver: "--driver",
+      state_dir: "--state-dir",
+      labels: "--label",
+      capacity: "--capacity",
+      libvirt: "--libvirt-uri/--storage-pool/--network/--bridge/--domain-type",
+    };
     process.stderr.write(`berth-agent: ${messageForFlags(e, flags)}\n`);
     return 2;
   }
   const log = pino({ name: "berth-agent", level: args["log-level"] ?? process.env.LOG_LEVEL ?? "info" }).child({ hostId: options.hostId });
 
-  let driver: FakeDriver;
+  let driver: HypervisorDriver;
   let state;
   try {
-    driver = await FakeDriver.open({ stateDir: options.stateDir, ...(options.capacity ? { capacity: options.capacity } : {}) });
+    driver = await openDriver(options, log);
     state = await loadAgentState(options.stateDir);
   } catch (e) {
     log.fatal({ err: e }, "cannot open the hypervisor or the agent state");

@@ -1,0 +1,28 @@
+// The driver conformance suite against a real libvirtd with qemu: the same tests the fake passes.
+// Skipped with a printed reason where there is no libvirt (or we are not root); a failure under CI.
+// Everything made here carries a per-run name prefix and is removed afterwards, even on failure.
+import { randomUUID } from "node:crypto";
+import { LibvirtDriver, type HypervisorDriver } from "@berth/hypervisor";
+import { describeDriverConformance } from "../../packages/hypervisor/src/conformance.testkit.js";
+import { describeWithLibvirt, killQemu, libvirtDomainName, qemuPid, removeDomains, startLibvirtd, stopLibvirtd } from "../support/libvirt.js";
+
+const PREFIX = `berth-c${process.pid}-${randomUUID().slice(0, 6)}-`;
+const libvirt = (driver: HypervisorDriver): LibvirtDriver => driver as LibvirtDriver;
+
+await describeWithLibvirt("libvirt conformance", (target) => {
+  describeDriverConformance(
+    `libvirt (${target.uri}, ${target.domainType})`,
+    async () => ({
+      open: () => LibvirtDriver.open({ uri: target.uri, storagePool: target.storagePool, domainType: target.domainType, namePrefix: PREFIX }),
+      killDomainProcess: async (driver, vmId) => killQemu(await libvirtDomainName(libvirt(driver), vmId)),
+      incarnation: async (driver, vmId) => String(qemuPid(await libvirtDomainName(libvirt(driver), vmId)) ?? "none"),
+      stopHypervisor: () => stopLibvirtd(),
+      startHypervisor: () => startLibvirtd(),
+      cleanup: async () => {
+        await startLibvirtd().catch(() => undefined);
+        await removeDomains(PREFIX, target.storagePool);
+      },
+    }),
+    { testTimeoutMs: 90_000, settleMs: 30_000 },
+  );
+});
