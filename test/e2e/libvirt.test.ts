@@ -80,6 +80,12 @@ await describeWithLibvirt("end to end: berth-agent --driver libvirt on a real li
     if (dir) rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 
+  it("refuses at start a storage pool libvirt does not have, naming the option", async () => {
+    const r = await exec(process.execPath, [AGENT_BIN, "--host-id", "hv-2", "--controller", address, "--driver", "libvirt", "--libvirt-uri", target.uri, "--storage-pool", `no-such-pool-${run}`, "--state-dir", join(dir, "agent-2")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/libvirt\.storage_pool: storage pool 'no-such-pool-\w+' is not usable/);
+  });
+
   it("reports the host's real capacity and facts", async () => {
     const { host } = await client.getHost({ id: "hv-1" });
     expect(host?.capacity?.vcpus).toBeGreaterThanOrEqual(1);

@@ -1,3 +1,4 @@
+import { ErrorCode, isBerthError } from "@berth/core";
 import { FakeDriver, LibvirtDriver, type HypervisorDriver } from "@berth/hypervisor";
 import type { Logger } from "pino";
 import type { ResolvedAgentOptions } from "./options.js";
@@ -6,7 +7,8 @@ import type { ResolvedAgentOptions } from "./options.js";
  * Opens the hypervisor driver the options name. The fake keeps its state in the agent's state
  * directory; libvirt keeps it in libvirt (domain metadata), so the agent's own state stays small.
  * Throws BerthError INVALID_ARGUMENT (bad driver settings, naming the option) or
- * HYPERVISOR_UNAVAILABLE (the hypervisor cannot be reached).
+ * FAILED_PRECONDITION (libvirt lacks what the settings name, e.g. the storage pool); an unreachable
+ * libvirtd is not an error here (the agent waits for it).
  */
 export async function openDriver(options: ResolvedAgentOptions, log: Logger): Promise<HypervisorDriver> {
   switch (options.driver) {
@@ -14,8 +16,17 @@ export async function openDriver(options: ResolvedAgentOptions, log: Logger): Pr
       return FakeDriver.open({ stateDir: options.stateDir, ...(options.capacity ? { capacity: options.capacity } : {}) });
     case "libvirt": {
       const driver = await LibvirtDriver.open({ ...options.libvirt });
-      const health = await driver.health();
-      if (!health.available) log.warn({ message: health.message }, "libvirt does not answer yet; the agent will say Hello once it does");
+      // Settings libvirt can only judge (a missing storage pool) fail here, at start, not at every
+      // Hello; an unreachable libvirtd is waited for instead.
+      try {
+        await driver.hostFacts();
+      } catch (e) {
+        if (!isBerthError(e, ErrorCode.HypervisorUnavailable)) {
+          await driver.close();
+          throw e;
+        }
+        log.warn({ message: e.message }, "libvirt does not answer yet; the agent will say Hello once it does");
+      }
       return driver;
     }
   }

@@ -149,6 +149,7 @@ async function main(): Promise<number> {
     state = await loadAgentState(options.stateDir);
   } catch (e) {
     log.fatal({ err: e }, "cannot open the hypervisor or the agent state");
+    process.stderr.write(`berth-agent: cannot open the hypervisor or the agent state: ${(e as Error).message}\n`);
     return 1;
   }
   const agent = new Agent(options, driver, state.lastLeaderEpoch, log);
