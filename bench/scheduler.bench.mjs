@@ -10,6 +10,9 @@
 //   quality     a fleet filled until the total demand needs 0.9 × H hosts by the lower bound
 //               LB = max over resources ⌈Σ demand / allocatable⌉; hosts used by Berth pack and by
 //               each reference, and hosts used / LB.
+//   qualitySmall the same fill on small fleets (H = 20, 50, 100, 200 by default): hosts used by
+//               Berth pack, by Berth's plain best fit (weights { alignedFit: 0, mostAllocated: 1 })
+//               and by the Nomad binpack reference; pack must use no more than either.
 //
 // Which scheduler API is measured is decided at start and recorded (`api`): `PlacementEngine` when
 // the package exports it (and it passes a small probe), else `placeVm` + `withPlacement`; pack
@@ -20,7 +23,7 @@
 // Knobs: BERTH_BENCH_SCHED_HOSTS (host counts, default "1000,5000,10000"), BERTH_BENCH_SCHED_PLACEMENTS
 // (per throughput case, default 20000), BERTH_BENCH_SCHED_CASE_MS (time bound per throughput case,
 // default 5000), BERTH_BENCH_SCHED_QUALITY_HOSTS (default 1000), BERTH_BENCH_SCHED_QUALITY_MS (time
-// bound per quality run, default 75000).
+// bound per quality run, default 75000), BERTH_BENCH_SCHED_QUALITY_SMALL_HOSTS (default "20,50,100,200").
 import { performance } from "node:perf_hooks";
 import * as scheduler from "../packages/scheduler/dist/index.js";
 import { envInt, log, percentile, round, runBenchmark } from "./lib/harness.mjs";
@@ -48,6 +51,7 @@ const CASE_MS = envInt("BERTH_BENCH_SCHED_CASE_MS", 5_000);
 const QUALITY_HOSTS = envInt("BERTH_BENCH_SCHED_QUALITY_HOSTS", 1_000);
 const QUALITY_MS = envInt("BERTH_BENCH_SCHED_QUALITY_MS", 75_000);
 const QUALITY_FILL = 0.9;
+const QUALITY_SMALL_HOSTS = hostCounts(process.env.BERTH_BENCH_SCHED_QUALITY_SMALL_HOSTS ?? "20,50,100,200");
 /** Untimed placements at the start of each case (JIT warm-up); they stay placed. */
 const WARMUP = 200;
 const WARMUP_MAX_MS = 1_000;
@@ -84,6 +88,7 @@ runBenchmark("scheduler", DEADLINE_MS, async (ctx) => {
       },
       seed: SEED,
       quality: { hosts: QUALITY_HOSTS, fill: QUALITY_FILL, timeBoundMs: QUALITY_MS },
+      qualitySmall: { hosts: QUALITY_SMALL_HOSTS, fill: QUALITY_FILL },
     },
     api: api.summary,
     throughput: {},
@@ -115,6 +120,7 @@ runBenchmark("scheduler", DEADLINE_MS, async (ctx) => {
   result.fillCost = fillCost(api, ctx);
 
   result.quality = ctx.remainingMs() < MARGIN_MS + 10_000 ? { skipped: "overall time budget used up" } : qualityCase(api, ctx);
+  result.qualitySmall = qualitySmallCase(api, ctx);
   result.targets = targets(result);
   const missed = Object.entries(result.targets).filter(([, t]) => t.met === false).map(([k]) => k);
   const unmeasured = Object.entries(result.targets).filter(([, t]) => t.met === null).map(([k]) => k);
@@ -451,6 +457,48 @@ function qualityCase(api, ctx) {
   return out;
 }
 
+/**
+ * Small fleets (lab clusters), each filled to QUALITY_FILL × LB with the quality case's stream:
+ * hosts used by Berth pack, Berth's plain best fit and the Nomad binpack reference.
+ */
+function qualitySmallCase(api, ctx) {
+  if (!api.pack) return { skipped: `no pack in this build (${api.summary.pack})` };
+  let bestFit;
+  try {
+    bestFit = scheduler.resolveSchedulerOptions({ ...BASE, preset: "pack", weights: { alignedFit: 0, mostAllocated: 1 } });
+  } catch (e) {
+    bestFit = undefined;
+    log(`qualitySmall: no plain best fit in this build (${firstLine(e)})`);
+  }
+  const out = { fill: QUALITY_FILL };
+  const hostsUsed = (sched, vms) => {
+    const used = new Set();
+    let unplaced = 0;
+    for (const vm of vms) {
+      const h = sched.place(vm);
+      if (h < 0) unplaced++;
+      else used.add(h);
+    }
+    return unplaced === 0 ? used.size : `${used.size} (${unplaced} unplaced)`;
+  };
+  for (const hosts of QUALITY_SMALL_HOSTS) {
+    if (ctx.remainingMs() < 5_000) {
+      out[`hosts${hosts}`] = { skipped: "overall time budget used up" };
+      continue;
+    }
+    const { vms, demand } = fillStream(hosts, QUALITY_FILL);
+    const lb = lowerBound(demand);
+    const row = { vms: vms.length, lowerBound: lb };
+    row.berthPack = hostsUsed(api.make(hosts, api.pack), vms);
+    row.berthBestFit = bestFit ? hostsUsed(api.make(hosts, bestFit), vms) : null;
+    row.reference_nomadBinpack = hostsUsed(referenceAdapter(new REFERENCES.nomadBinpack(hosts, ALLOCATABLE)), vms);
+    if (typeof row.berthPack === "number") row.berthPackPerLb = round(row.berthPack / lb, 4);
+    log(`qualitySmall H=${hosts}: LB ${lb}; pack ${row.berthPack}, best fit ${row.berthBestFit}, Nomad binpack ${row.reference_nomadBinpack}`);
+    out[`hosts${hosts}`] = row;
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Targets: met true / false, or null when not measured (with why)
 
@@ -500,6 +548,17 @@ function targets(result) {
       ...(all ? {} : { why: "a reference did not complete" }),
     };
   }
+  const small = result.qualitySmall;
+  const rows = QUALITY_SMALL_HOSTS.map((h) => [h, small?.[`hosts${h}`]]);
+  const smallTarget = `small fleets (H = ${QUALITY_SMALL_HOSTS.join(", ")}) at ${QUALITY_FILL} × LB: pack's hosts used ≤ best fit's and ≤ Nomad binpack's`;
+  const measurable = rows.every(([, r]) => typeof r?.berthPack === "number" && typeof r.berthBestFit === "number" && typeof r.reference_nomadBinpack === "number");
+  out.packHostsSmallFleets = measurable
+    ? {
+        target: smallTarget,
+        measured: Object.fromEntries(rows.map(([h, r]) => [`hosts${h}`, { berthPack: r.berthPack, berthBestFit: r.berthBestFit, nomadBinpack: r.reference_nomadBinpack }])),
+        met: rows.every(([, r]) => r.berthPack <= r.berthBestFit && r.berthPack <= r.reference_nomadBinpack),
+      }
+    : { target: smallTarget, measured: null, met: null, why: small?.skipped ?? "a small-fleet run was skipped, left VMs unplaced or had no best fit" };
   return out;
 }
 

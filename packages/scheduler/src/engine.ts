@@ -2,7 +2,7 @@ import { invalidArgument, notFound, RESOURCE_NAMES } from "@berth/core";
 import { allocatableOf, type ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_CATALOG } from "./pipeline.js";
 import { checkHosts, compareIds, compareTies, placeVm, withPlacement } from "./place.js";
-import { alignedFitRaw } from "./weighers.js";
+import { alignedFitRaw, steers } from "./weighers.js";
 import type { GangDecision, HostSnapshot, PlacementRequest } from "./types.js";
 
 /** The engine's answer for one VM: where, or (only when nothing fits) the per-host reasons, as placeVm's. */
@@ -54,7 +54,10 @@ type Mode = "least" | "most" | "aligned" | "generic";
  * order), as soon as no further host can fit: its states are kept by smallest free fraction,
  * descending, so the walk covers the empty hosts' state and the hosts with room on every resource
  * (in a packed fleet, a handful), and the fleet's demand direction comes from per-resource sums
- * kept on commit and release. Pins and hard affinity with
+ * kept on commit and release. alignedFit steers only with enough usable and empty hosts (`steers`
+ * in weighers.ts; the engine counts them on commit and release); when it does not, it is best fit,
+ * and the walk goes up the same order from the fullest state that may fit and stops by the same
+ * Jensen bound, on the smallest free fraction. Pins and hard affinity with
  * members restrict the walk to those hosts. Everything else — other weighers, custom filter lists,
  * soft groups with weight — and every unplaced answer (for its reasons) goes through {@link placeVm}
  * on the engine's current snapshots: exact, but a full O(n) pass.
@@ -90,6 +93,10 @@ export class PlacementEngine {
   /** Per resource, allocated and allocatable summed over all hosts (for the fleet direction). */
   private readonly fleetAlloc = new Float64Array(R);
   private readonly fleetTotal = new Float64Array(R);
+  /** Usable hosts holding no VM (vmCount 0), kept on commit and release (alignedFit steers only while there are enough). */
+  private emptyHosts = 0;
+  /** Usable hosts (ready, not cordoned; fixed at construction). */
+  private usableHosts = 0;
 
   /**
    * Indexes `hosts` under `options` (from resolveSchedulerOptions). Throws INVALID_ARGUMENT for
@@ -124,6 +131,8 @@ export class PlacementEngine {
       });
       this.vmCount[i] = h.vmCount;
       this.usable[i] = h.ready && !h.cordoned ? 1 : 0;
+      this.usableHosts += this.usable[i]!;
+      if (this.usable[i] && h.vmCount === 0) this.emptyHosts++;
       for (const [g, m] of Object.entries(h.groupMembers ?? {})) if (m > 0) this.members(g).set(i, m);
       const shape = Array.from(this.total.subarray(i * R, i * R + R));
       const sk = shape.join(",");
@@ -237,7 +246,9 @@ export class PlacementEngine {
       this.alloc[i * R + r] = this.alloc[i * R + r]! + sign * request.resources[k];
       this.fleetAlloc[r] = this.fleetAlloc[r]! + sign * request.resources[k];
     });
+    const wasEmpty = this.vmCount[i] === 0;
     this.vmCount[i] = this.vmCount[i]! + sign;
+    if (this.usable[i] === 1) this.emptyHosts += (this.vmCount[i] === 0 ? 1 : 0) - (wasEmpty ? 1 : 0);
     const g = request.group?.name;
     if (g !== undefined) {
       const m = this.members(g);
@@ -388,7 +399,7 @@ export class PlacementEngine {
     const least = this.mode === "least";
     const aligned = this.mode === "aligned";
     // The fleet's demand direction, as placeVm computes it (sums of whole numbers: exact).
-    const dir = aligned ? Array.from(this.fleetAlloc, (a, r) => (this.fleetTotal[r]! > 0 ? (a + req[r]!) / this.fleetTotal[r]! : 0)) : undefined;
+    const dir = aligned && steers(this.usableHosts, this.emptyHosts) ? Array.from(this.fleetAlloc, (a, r) => (this.fleetTotal[r]! > 0 ? (a + req[r]!) / this.fleetTotal[r]! : 0)) : undefined;
     let best = -1;
     let bestScore = -Infinity;
     // The best so far: its score, and scores within EPS of it count as equal (tie-break decides).
@@ -416,8 +427,38 @@ export class PlacementEngine {
       // resource, so this is the empty hosts' state plus the few open hosts.
       for (const cls of this.classes) {
         let minReq = Infinity;
-        for (let r = 0; r < R; r++) if (cls.total[r]! > 0) minReq = Math.min(minReq, req[r]! / cls.total[r]!);
+        let maxReq = -Infinity;
+        for (let r = 0; r < R; r++) {
+          if (cls.total[r]! <= 0) continue;
+          minReq = Math.min(minReq, req[r]! / cls.total[r]!);
+          maxReq = Math.max(maxReq, req[r]! / cls.total[r]!);
+        }
         if (minReq === Infinity) minReq = -Infinity;
+        if (dir === undefined) {
+          // Not steering (small fleet, or few empty hosts left): alignedFit is best fit. Walk the
+          // states that may fit from the fullest (smallest free fraction) up, and stop once none can
+          // beat the best: with k the state's smallest free fraction, every free fraction after
+          // placement is ≥ k − maxReq, so by Jensen its score is ≤ −10^(k − maxReq).
+          let lo = 0;
+          let hi = cls.groups.length;
+          while (lo < hi) {
+            const mid = (lo + hi) >>> 1;
+            if (cls.groups[mid]!.key >= minReq) lo = mid + 1;
+            else hi = mid;
+          }
+          for (let j = lo - 1; j >= 0; j--) {
+            const g = cls.groups[j]!;
+            if (best >= 0 && maxReq > -Infinity && -(10 ** (g.key - maxReq)) < bestScore - EPS) break;
+            if (!this.fits(g.sample, req)) continue;
+            for (const m of g.members) {
+              if (this.passes(m, request, req, undefined)) {
+                consider(m);
+                break;
+              }
+            }
+          }
+          continue;
+        }
         for (const g of cls.groups) {
           if (g.key < minReq) break;
           if (!this.fits(g.sample, req)) continue;

@@ -3,7 +3,7 @@ import { addResources, BerthError, ErrorCode, formatResources, invalidArgument, 
 import type { ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
 import { membersOn, type Filter, type PlacementContext } from "./stage.js";
-import { fleetDirection } from "./weighers.js";
+import { fleetDirection, steers, usableHostCounts } from "./weighers.js";
 import {
   GROUP_POLICIES,
   type GangDecision,
@@ -47,12 +47,15 @@ export function placeVm(
   checkHosts(sorted);
   const filters = enabledFilters(pipeline, options);
   const group = request.group;
+  // alignedFit steers only in a big enough fleet with hosts to spare (weighers.ts, steers).
+  const counts = usableHostCounts(sorted);
+  const steering = steers(counts.usable, counts.empty);
   const ctx: PlacementContext = {
     request,
     options,
     groupHosts: group === undefined ? [] : sorted.filter((h) => membersOn(h, group.name) > 0).map((h) => h.id),
     pinned: request.pinnedHosts !== undefined && request.pinnedHosts.length > 0 ? new Set(request.pinnedHosts) : undefined,
-    fleetDirection: fleetDirection(sorted, request, options),
+    fleetDirection: steering ? fleetDirection(sorted, request, options) : undefined,
   };
 
   // Filters: the first failure decides a host's verdict.

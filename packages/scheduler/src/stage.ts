@@ -15,7 +15,8 @@ export interface PlacementContext {
   /**
    * The fleet's demand direction ({@link fleetDirection} in weighers.ts): per resource, allocated on
    * all hosts given plus the request, over their allocatable. Absent: no direction (alignedFit is
-   * then plain best fit).
+   * then plain best fit); placeVm leaves it out unless alignedFit steers ({@link steers} in weighers.ts:
+   * enough usable hosts, enough of them empty).
    */
   readonly fleetDirection?: readonly number[];
 }

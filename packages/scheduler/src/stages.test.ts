@@ -9,7 +9,11 @@ import {
   placeVm,
   placeVms,
   resolveSchedulerOptions,
+  STEER_MIN_EMPTY_HOSTS,
+  STEER_MIN_HOSTS,
+  steers,
   tieBreakKey,
+  usableHostCounts,
   withPlacement,
   type HostSnapshot,
   type PlacementContext,
@@ -165,19 +169,36 @@ describe("weighers", () => {
     expect(alignedFitWeigher.weigh(cpuHeavy, dir)).toBeGreaterThan(alignedFitWeigher.weigh(memHeavy, dir));
   });
 
-  it("pack sends a VM where it rebalances a host, and opens a host rather than tip a lopsided one further", () => {
+  it("pack sends a VM where it rebalances a host, and opens a host rather than tip a lopsided one further (in a big fleet)", () => {
     const o = resolveSchedulerOptions({ preset: "pack" });
     const bestFit = resolveSchedulerOptions({ preset: "pack", weights: { alignedFit: 0, mostAllocated: 1 } });
+    // Steering needs STEER_MIN_HOSTS usable hosts: pad the fleet with empty ones (ids after "e").
+    const spare = Array.from({ length: STEER_MIN_HOSTS }, (_, i) => host(`z-${String(i).padStart(3, "0")}`));
     // Allocatable 64 vCPU, 64512 MiB. a leans to memory and is the fuller (best fit's choice); b leans to vCPU.
-    const a = host("a", { allocated: res(24, 58000, 500) });
+    const a = host("a", { allocated: res(24, 58000, 500), vmCount: 5 });
     const memVm = vm("m", 2, 6000, 10);
-    const hosts = [a, host("b", { allocated: res(40, 20000, 500) }), host("e")];
+    const hosts = [a, host("b", { allocated: res(40, 20000, 500), vmCount: 5 }), host("e"), ...spare];
     expect(placed(placeVm(hosts, memVm, bestFit))).toBe("a");
     expect(placed(placeVm(hosts, memVm, o))).toBe("b");
     // The fleet leans to vCPU (b is full on it): the memory-heavy VM opens e rather than strand more of a's vCPUs.
-    const full = [a, host("b", { allocated: res(64, 10000, 500) }), host("e")];
+    const full = [a, host("b", { allocated: res(64, 10000, 500), vmCount: 5 }), host("e"), ...spare];
     expect(placed(placeVm(full, memVm, bestFit))).toBe("a");
     expect(placed(placeVm(full, memVm, o))).toBe("e");
+    // The same hosts in a small fleet, or with fewer than STEER_MIN_EMPTY_HOSTS empty hosts left: best fit.
+    expect(placed(placeVm(hosts.slice(0, 3), memVm, o))).toBe("a");
+    expect(placed(placeVm(full.slice(0, 3), memVm, o))).toBe("a");
+    const busy = full.map((h, i) => (i >= 3 + STEER_MIN_EMPTY_HOSTS - 2 ? { ...h, vmCount: 1, allocated: res(64, 64512, 1000) } : h));
+    expect(placed(placeVm(busy, memVm, o))).toBe("a");
+    const cordoned = full.map((h, i) => (i >= 3 + STEER_MIN_EMPTY_HOSTS ? { ...h, cordoned: true } : h));
+    expect(placed(placeVm(cordoned, memVm, o))).toBe("a");
+  });
+
+  it("steers only with STEER_MIN_HOSTS usable hosts, STEER_MIN_EMPTY_HOSTS of them holding no VM", () => {
+    expect(steers(STEER_MIN_HOSTS, STEER_MIN_EMPTY_HOSTS)).toBe(true);
+    expect(steers(STEER_MIN_HOSTS - 1, STEER_MIN_EMPTY_HOSTS)).toBe(false);
+    expect(steers(STEER_MIN_HOSTS, STEER_MIN_EMPTY_HOSTS - 1)).toBe(false);
+    const hs = [host("a"), host("b", { vmCount: 2 }), host("c", { ready: false }), host("d", { cordoned: true }), host("e")];
+    expect(usableHostCounts(hs)).toEqual({ usable: 3, empty: 2 });
   });
 
   it("balanced: −the standard deviation of the used fractions after placement", () => {
