@@ -20,6 +20,7 @@ import {
   parseDomstats,
   parseHostCpuModel,
   parseNodeinfo,
+  parseNodeMemTotalKib,
   parseNumaCells,
   parsePoolInfo,
   parseVersion,
@@ -137,6 +138,7 @@ export class LibvirtDriver implements HypervisorDriver {
     this.ensureOpen();
     const { sections, stderr } = await this.virsh.batch([
       { tag: "node", args: ["nodeinfo"] },
+      { tag: "memstats", args: ["nodememstats"] },
       { tag: "caps", args: ["capabilities"] },
       { tag: "pool", args: ["pool-info", "--bytes", this.options.storagePool] },
       { tag: "version", args: ["version", "--daemon"] },
@@ -147,10 +149,13 @@ export class LibvirtDriver implements HypervisorDriver {
     const pool = parsePoolInfo(sections.get("pool") ?? "");
     if (!pool) throw this.poolMissing(stderr);
     const caps = sections.get("caps") ?? "";
+    // nodeinfo sums the NUMA nodes' memory, which misses memory a VM host was given outside them
+    // (seen on a cloud VM: nodeinfo 7.5 GiB, MemTotal 24 GiB); nodememstats reads MemTotal.
+    const memoryKib = Math.max(node.memoryKib, parseNodeMemTotalKib(sections.get("memstats") ?? "") ?? 0);
     return {
       capacity: {
         vcpus: node.cpus,
-        memoryMib: Math.max(0, Math.floor(node.memoryKib / 1024) - this.options.hostReserveMib),
+        memoryMib: Math.max(0, Math.floor(memoryKib / 1024) - this.options.hostReserveMib),
         diskGib: Math.floor(pool.capacityBytes / 2 ** 30),
       },
       driver: this.kind,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DomainState } from "@berth/api";
-import { domainStateOf, parseDomstats, parseHostCpuModel, parseNodeinfo, parseNumaCells, parsePoolInfo, parseVersion, statsFromRecord } from "./parse.js";
+import { domainStateOf, parseDomstats, parseHostCpuModel, parseNodeinfo, parseNodeMemTotalKib, parseNumaCells, parsePoolInfo, parseVersion, statsFromRecord } from "./parse.js";
 
 const VM = "0f8fad5b-d9cb-469f-a165-70867728950e";
 
@@ -88,6 +88,15 @@ Memory size:         4286240 KiB
 `;
     expect(parseNodeinfo(text)).toEqual({ cpuModel: "x86_64", cpus: 2, memoryKib: 4286240 });
     expect(parseNodeinfo("garbage")).toBeUndefined();
+  });
+  it("parses nodememstats' total", () => {
+    const text = `total  :             24683656 KiB
+free   :             24027572 KiB
+buffers:                10316 KiB
+cached :               433724 KiB
+`;
+    expect(parseNodeMemTotalKib(text)).toBe(24683656);
+    expect(parseNodeMemTotalKib("error: failed")).toBeUndefined();
   });
 
   it("parses NUMA cells and the CPU model from capabilities", () => {

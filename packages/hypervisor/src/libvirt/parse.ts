@@ -127,6 +127,12 @@ export function parseNodeinfo(text: string): NodeInfo | undefined {
   return { cpuModel: field("CPU model") ?? "unknown", cpus, memoryKib: Number(memory) };
 }
 
+/** `total` of `virsh nodememstats` (the host's MemTotal), in KiB; undefined when absent. */
+export function parseNodeMemTotalKib(text: string): number | undefined {
+  const total = /^total\s*:\s*(\d+)\s*KiB/m.exec(text)?.[1];
+  return total === undefined ? undefined : Number(total);
+}
+
 /** NUMA cells of `virsh capabilities` (host topology); empty when absent. */
 export function parseNumaCells(capabilities: string): NumaCell[] {
   const cells: NumaCell[] = [];
