@@ -166,7 +166,9 @@ export interface HypervisorDriver {
   finishIncoming(vmId: string, generation: number): Promise<Domain>;
   /**
    * Either side: gives up a migration. On the source it cancels a running migration job (the
-   * domain keeps running); on the destination it removes what `prepareIncoming` made. Idempotent.
+   * domain keeps running); on the destination it removes what `prepareIncoming` made. A domain that
+   * has already arrived is never discarded (its source no longer has it): abort leaves it, and
+   * `finishIncoming` takes it on. Idempotent.
    */
   abortMigration(vmId: string): Promise<void>;
 

@@ -863,6 +863,18 @@ describe("FakeDriver: migration between two agents", () => {
     expect(readFakeHypervisorState(dstDir)).toMatchObject({ domains: [], incoming: [], volumes: [] });
   });
 
+  it("never discards a domain that has arrived: abort keeps it, finish still works", async () => {
+    const { src, dst, vmId } = await setup();
+    const target = await dst.prepareIncoming(spec(1));
+    await src.migrateOut(vmId, target);
+    expect(await src.list()).toEqual([]);
+    // The source no longer has it, so the destination's copy is the only one.
+    await dst.abortMigration(vmId);
+    await src.abortMigration(vmId);
+    expect((await dst.finishIncoming(vmId, 2)).state).toBe(RUNNING);
+    await dst.delete(vmId);
+  });
+
   it("fails with DEADLINE_EXCEEDED when injected latency outlasts timeoutMs, the domain still running", async () => {
     const clock = new ManualClock(0);
     const src = clocked({ clock }, srcDir).d;

@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, unlinkSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, unlinkSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import path from "node:path";
 import { domainStateToJSON, DomainState, type Domain, type Resources } from "@berth/api";
@@ -620,15 +620,10 @@ export class FakeDriver implements HypervisorDriver {
    */
   async abortMigration(vmId: string): Promise<void> {
     return this.run("abortMigration", vmId, async () => {
-      const handoffFile = fakeHandoffFile(this.options.stateDir, vmId);
-      const hadHandoff = await unlink(handoffFile).then(
-        () => true,
-        () => false,
-      );
-      if (!this.incoming.delete(vmId)) {
-        if (hadHandoff) await syncDirectory(this.options.stateDir);
-        return this.writeChain;
-      }
+      // A domain that has arrived is the only copy (its source undefined it): abort keeps it, as
+      // libvirt keeps a domain that finished migrating. finishIncoming is the way on from there.
+      if (existsSync(fakeHandoffFile(this.options.stateDir, vmId))) return this.writeChain;
+      if (!this.incoming.delete(vmId)) return this.writeChain;
       if (!this.domains.has(vmId)) this.volumes.delete(vmId);
       await this.persist();
     });
