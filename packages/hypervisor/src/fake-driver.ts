@@ -614,9 +614,10 @@ export class FakeDriver implements HypervisorDriver {
   }
 
   /**
-   * Destination: removes the incoming slot, its volume (unless a domain uses it) and any handoff —
-   * after a handoff, that discards the received domain. Source: nothing to cancel (a fake
-   * migration is instantaneous); the domain keeps running. Idempotent.
+   * Destination: removes the incoming slot and its volume (unless a domain uses it); a domain that
+   * has arrived (a handoff is here) is kept for `finishIncoming`, since its source no longer has
+   * it. Source: nothing to cancel (a fake migration is instantaneous); the domain keeps running.
+   * Idempotent.
    */
   async abortMigration(vmId: string): Promise<void> {
     return this.run("abortMigration", vmId, async () => {
