@@ -3,7 +3,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, it } from "vitest";
+import { describeRequiring } from "./requirements.js";
 import { etcdBinary, spawnEtcd } from "../../scripts/lib/etcd-process.mjs";
 
 export interface RunningEtcd {
@@ -29,25 +29,12 @@ export function etcdAvailable(): { ok: true } | { ok: false; reason: string } {
 }
 
 /**
- * `describe` for suites that need etcd. Without etcd the suite is skipped with a printed reason,
- * except in CI (process.env.CI set), where it fails with that reason.
+ * `describe` for suites that need etcd: skipped with the reason where it is missing, a failure in
+ * CI (see `describeRequiring`).
  */
 export function describeWithEtcd(name: string, body: () => void): void {
   const available = etcdAvailable();
-  if (available.ok) {
-    describe(name, body);
-    return;
-  }
-  if (process.env.CI) {
-    describe(name, () => {
-      it("needs etcd", () => {
-        throw new Error(`etcd is required in CI: ${available.reason}`);
-      });
-    });
-    return;
-  }
-  console.warn(`skipping '${name}': ${available.reason}`);
-  describe.skip(name, body);
+  describeRequiring(name, available.ok ? undefined : available.reason, body);
 }
 
 /** Starts a single-member etcd on free loopback ports and waits until it is healthy. */

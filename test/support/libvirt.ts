@@ -5,7 +5,7 @@ import { execFile, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, it } from "vitest";
+import { describeRequiring } from "./requirements.js";
 
 export const TEST_URI = "qemu:///system";
 /** The dir storage pool the test suites use (defined and started by `ensureLibvirt`). */
@@ -120,26 +120,14 @@ async function ensurePool(): Promise<{ name: string } | { skip: string }> {
 }
 
 /**
- * `describe` for suites that need a real libvirtd: without one the suite is skipped with the
- * printed reason, except under CI (process.env.CI set), where that is a failure. The body gets the
- * target through `target()` once the suite runs (it is resolved before `describe` is called).
+ * `describe` for suites that need a real libvirtd (and whatever else `alsoMissing` says is absent):
+ * skipped with the reason where something is missing, a failure in CI (see `describeRequiring`).
+ * The body gets the target, resolved before `describe` is called.
  */
-export async function describeWithLibvirt(name: string, body: (target: LibvirtTarget) => void): Promise<void> {
+export async function describeWithLibvirt(name: string, body: (target: LibvirtTarget) => void, alsoMissing?: string): Promise<void> {
   const result = await ensureLibvirt();
-  if (!("skip" in result)) {
-    describe(name, () => body(result));
-    return;
-  }
-  if (process.env.CI) {
-    describe(name, () => {
-      it("needs libvirt", () => {
-        throw new Error(`libvirt is required in CI: ${result.skip}`);
-      });
-    });
-    return;
-  }
-  console.warn(`skipping '${name}': ${result.skip}`);
-  describe.skip(name, () => body({ uri: TEST_URI, storagePool: TEST_POOL, domainType: "qemu" }));
+  const target = "skip" in result ? { uri: TEST_URI, storagePool: TEST_POOL, domainType: "qemu" as const } : result;
+  describeRequiring(name, "skip" in result ? result.skip : alsoMissing, () => body(target));
 }
 
 // ---- daemons -----------------------------------------------------------------------------------
