@@ -5,7 +5,7 @@ import type { HypervisorDriver } from "@berth/hypervisor";
 import { openDriver } from "./driver-factory.js";
 import { Agent } from "./agent.js";
 import { loadAgentState } from "./agent-state.js";
-import { invalidArgument, messageForFlags, parseCapacity, parseHostPortList, parseLabelAssignments } from "@berth/core";
+import { invalidArgument, messageForFlags, parseCapacity, parseHostPortList, parseLabelAssignments, stopWhenParentGone } from "@berth/core";
 import { resolveAgentOptions, type AgentLibvirtOptions, type DriverKind } from "./options.js";
 
 const HELP = `berth-agent: runs on every host; reports capacity and executes placement commands.
@@ -161,6 +161,7 @@ async function main(): Promise<number> {
   };
   process.once("SIGINT", () => stop("SIGINT"));
   process.once("SIGTERM", () => stop("SIGTERM"));
+  stopWhenParentGone(() => stop("supervisor gone"));
   try {
     await agent.run(abort.signal);
     return 0;

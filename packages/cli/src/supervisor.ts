@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
+import { EXIT_WITH_PARENT_ENV } from "@berth/core";
 import type { LineSource } from "./log-lines.js";
 
 /** One process `berth dev` runs. */
@@ -65,7 +66,13 @@ export class Supervisor {
   start(spec: ChildSpec): void {
     if (this.#stopping) throw new Error("supervisor is stopping");
     if (this.#running.has(spec.name)) throw new Error(`${spec.name} is already running`);
-    const child = spawn(spec.command, [...spec.args], { stdio: ["ignore", "pipe", "pipe"], detached: true });
+    // The child's stdin is a pipe this process never writes to: it ends when this process does,
+    // however it ends (SIGKILL included), and the daemons stop then (stopWhenParentGone).
+    const child = spawn(spec.command, [...spec.args], {
+      stdio: ["pipe", "pipe", "pipe"],
+      detached: true,
+      env: { ...process.env, [EXIT_WITH_PARENT_ENV]: "stdin" },
+    });
     for (const source of ["stdout", "stderr"] as const) {
       const stream = child[source];
       if (!stream) continue;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { BerthError, messageForFlags, parseEtcdEndpoints } from "@berth/core";
+import { BerthError, messageForFlags, parseEtcdEndpoints, stopWhenParentGone } from "@berth/core";
 import { EtcdStore, MemoryStore, type ClusterStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions } from "./options.js";
@@ -102,6 +102,7 @@ async function main(): Promise<number> {
     controller.onDeposed(shutdown(1));
     process.once("SIGINT", () => void shutdown(0)("SIGINT"));
     process.once("SIGTERM", () => void shutdown(0)("SIGTERM"));
+    stopWhenParentGone(() => void shutdown(0)("supervisor gone"));
   });
 }
 

@@ -4,3 +4,4 @@ export * from "./limits.js";
 export * from "./validation.js";
 export * from "./grpc.js";
 export * from "./parse.js";
+export * from "./process.js";
