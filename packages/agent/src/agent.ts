@@ -18,6 +18,7 @@ import { saveAgentState } from "./agent-state.js";
 import { CommandExecutor } from "./executor.js";
 import type { ResolvedAgentOptions } from "./options.js";
 import { StreamWriter } from "./stream-writer.js";
+import { UsageMeter } from "./usage.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -47,6 +48,7 @@ const EVENT_REPORT_DELAY_MS = 50;
 export class Agent {
   readonly bootId = randomUUID();
   private readonly executor: CommandExecutor;
+  private readonly usage = new UsageMeter();
   private running = 0;
   private readonly waiting: (() => void)[] = [];
 
@@ -168,10 +170,14 @@ export class Agent {
           writer.write({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: status } } });
           return;
         }
+        // Usage from the hypervisor's counters; without them, what the running domains were given.
+        const stats = await this.driver.statsAll().catch(() => undefined);
+        if (settled) return;
+        const usage = stats ? this.usage.observe(domains, stats, Date.now()) : usageOf(domains);
         const signature = inventorySignature(domains);
         const inventory: Inventory | undefined = signature === lastInventory ? undefined : { domains };
         lastInventory = signature;
-        writer.write({ msg: { $case: "report", value: { usage: usageOf(domains), inventory, hypervisor } } });
+        writer.write({ msg: { $case: "report", value: { usage, inventory, hypervisor } } });
       };
       // Reports are periodic, and also prompt after the hypervisor's own events (a crash, a
       // libvirtd restart), coalesced so that a burst of events costs one report.
@@ -285,7 +291,7 @@ function inventorySignature(domains: readonly Domain[]): string {
     .join(",");
 }
 
-/** What the running domains use. */
+/** What the running domains were given: the usage to report when the hypervisor gives no counters. */
 function usageOf(domains: readonly Domain[]) {
   return domains
     .filter((d) => d.state === DomainState.DOMAIN_STATE_RUNNING && d.resources)

@@ -180,6 +180,25 @@ describe("controller", () => {
     expect((await client.createVm("d", 1, 512)).vm?.hostId).toBe("h1");
   });
 
+  it("shows what a host's VMs use, from the hypervisor's counters (the fake's simulated load)", async () => {
+    const { controller, address } = await startController(new MemoryStore());
+    await waitFor("leadership", () => controller.isLeader);
+    const { driver } = startAgent("h1", address, { vcpus: 16, memoryMib: 65536, diskGib: 1000 });
+    const client = api(address);
+    await waitFor("the host", async () => ((await client.listHosts()) as { hosts: unknown[] }).hosts.length === 1);
+    const vm = (await client.createVm("busy", 4, 8192)).vm as { id: string };
+    await waitFor("the domain running", async () => (await driver.list()).some((d) => d.vmId === vm.id && d.state === DomainState.DOMAIN_STATE_RUNNING));
+    // Three of its four vCPUs busy, a quarter of its memory in use.
+    driver.setLoad(vm.id, { cpu: { kind: "constant", fraction: 0.75 }, memory: { kind: "constant", fraction: 0.25 } });
+    const usage = await waitFor("usage from the counters", async () => {
+      const { hosts } = (await client.listHosts()) as { hosts: { usage?: { vcpus: number; memoryMib: number } }[] };
+      const u = hosts[0]?.usage;
+      return u && u.memoryMib === 2048 && u.vcpus === 3 ? u : undefined;
+    });
+    // Not what the VM was given (4 vCPUs, 8 GiB): what it uses.
+    expect(usage).toMatchObject({ vcpus: 3, memoryMib: 2048 });
+  });
+
   it("a follower sends agents and operators to the leader", async () => {
     const store = new MemoryStore();
     const leader = await startController(store, "leader");
@@ -253,7 +272,8 @@ describe("controller", () => {
     // The host's answer carries what is allocated on it and the live usage its agent reports.
     const hostNow = async () => ((await client.listHosts()) as { hosts: { allocated?: object; usage?: object; lastSeenMs: number }[] }).hosts[0]!;
     expect((await hostNow()).allocated).toEqual({ vcpus: 1, memoryMib: 1024, diskGib: 1 });
-    await waitFor("usage reported", async () => JSON.stringify((await hostNow()).usage) === JSON.stringify({ vcpus: 1, memoryMib: 1024, diskGib: 1 }));
+    // The fake's default load: a quarter of its one vCPU (rounded up to 1), half its memory.
+    await waitFor("usage reported", async () => JSON.stringify((await hostNow()).usage) === JSON.stringify({ vcpus: 1, memoryMib: 512, diskGib: 1 }));
     expect(Date.now() - (await hostNow()).lastSeenMs).toBeLessThan(2_000);
 
     await client.stopVm("web-1", true);

@@ -264,7 +264,7 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
       expect((await ids()).filter((id) => !before.includes(id))).toEqual([first.vmId]);
     });
 
-    it("reports the counters of a running domain", async () => {
+    it("reports the counters of a running domain, one by one and all at once", async () => {
       const s = spec();
       await driver.define(s);
       await driver.start(s.vmId);
@@ -276,6 +276,16 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
       expect(stats.memoryUsedMib).toBeGreaterThan(0);
       expect(stats.memoryUsedMib).toBeLessThanOrEqual(s.resources.memoryMib);
       for (const k of ["diskReadBytes", "diskWriteBytes", "netRxBytes", "netTxBytes"] as const) expect(stats[k]).toBeGreaterThanOrEqual(0);
+      // statsAll: every listed domain once, in vmId order, agreeing with stats.
+      const off = spec();
+      await driver.define(off);
+      const all = await driver.statsAll();
+      const listed = (await driver.list()).map((d) => d.vmId);
+      expect(all.map((x) => x.vmId)).toEqual(listed);
+      const mine = all.find((x) => x.vmId === s.vmId)!;
+      expect(mine.state).toBe(RUNNING);
+      expect(mine.cpuTimeNs).toBeGreaterThanOrEqual(stats.cpuTimeNs);
+      expect(all.find((x) => x.vmId === off.vmId)).toMatchObject({ state: SHUTOFF, cpuTimeNs: 0, memoryUsedMib: 0 });
       await driver.destroy(s.vmId);
       expect((await driver.stats(s.vmId)).state).toBe(SHUTOFF);
     });

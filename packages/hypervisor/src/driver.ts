@@ -140,6 +140,8 @@ export interface HypervisorDriver {
   setGeneration(vmId: string, generation: number): Promise<Domain>;
   /** Counters of one domain. NOT_FOUND if undefined. Read-only. */
   stats(vmId: string): Promise<DomainStats>;
+  /** Counters of every domain Berth manages, sorted by vmId, in one pass (what a report reads). Read-only. */
+  statsAll(): Promise<DomainStats[]>;
   /** Probes the hypervisor. Never throws: an unreachable hypervisor is `{ available: false }`. */
   health(): Promise<HypervisorHealth>;
   /**

@@ -436,35 +436,41 @@ export class FakeDriver implements HypervisorDriver {
    * proportion to CPU time. All zero while SHUTOFF or CRASHED (no process), as libvirt reports.
    */
   async stats(vmId: string): Promise<DomainStats> {
-    return this.run("stats", vmId, () => {
-      const domain = this.get(vmId);
-      const rt = this.runtime.get(vmId);
-      const zero: DomainStats = {
-        vmId,
-        state: domain.state,
-        cpuTimeNs: 0,
-        memoryUsedMib: 0,
-        diskReadBytes: 0,
-        diskWriteBytes: 0,
-        netRxBytes: 0,
-        netTxBytes: 0,
-      };
-      if (!rt || (domain.state !== RUNNING && domain.state !== PAUSED)) return zero;
-      const r = resourcesOf(domain);
-      const profile = this.loadOf(vmId);
-      const now = this.clock.now();
-      const cpuMs = rt.cpuMs + (rt.runningSinceMs === null ? 0 : integrateDemand(profile.cpu, rt.runningSinceMs, now));
-      const busySeconds = (cpuMs * r.vcpus) / 1000;
-      return {
-        ...zero,
-        cpuTimeNs: Math.round(cpuMs * r.vcpus * 1e6),
-        memoryUsedMib: Math.min(r.memoryMib, Math.round(r.memoryMib * demandAt(profile.memory, now))),
-        diskReadBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.diskRead),
-        diskWriteBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.diskWrite),
-        netRxBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.netRx),
-        netTxBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.netTx),
-      };
-    });
+    return this.run("stats", vmId, () => this.countersOf(vmId, this.get(vmId)));
+  }
+
+  /** Every domain's counters, sorted by vmId (a "stats" operation for fault injection, without a vmId). */
+  async statsAll(): Promise<DomainStats[]> {
+    return this.run("stats", undefined, () => [...this.domains.values()].sort(byVmId).map((d) => this.countersOf(d.vmId, d)));
+  }
+
+  private countersOf(vmId: string, domain: Domain): DomainStats {
+    const rt = this.runtime.get(vmId);
+    const zero: DomainStats = {
+      vmId,
+      state: domain.state,
+      cpuTimeNs: 0,
+      memoryUsedMib: 0,
+      diskReadBytes: 0,
+      diskWriteBytes: 0,
+      netRxBytes: 0,
+      netTxBytes: 0,
+    };
+    if (!rt || (domain.state !== RUNNING && domain.state !== PAUSED)) return zero;
+    const r = resourcesOf(domain);
+    const profile = this.loadOf(vmId);
+    const now = this.clock.now();
+    const cpuMs = rt.cpuMs + (rt.runningSinceMs === null ? 0 : integrateDemand(profile.cpu, rt.runningSinceMs, now));
+    const busySeconds = (cpuMs * r.vcpus) / 1000;
+    return {
+      ...zero,
+      cpuTimeNs: Math.round(cpuMs * r.vcpus * 1e6),
+      memoryUsedMib: Math.min(r.memoryMib, Math.round(r.memoryMib * demandAt(profile.memory, now))),
+      diskReadBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.diskRead),
+      diskWriteBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.diskWrite),
+      netRxBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.netRx),
+      netTxBytes: Math.round(busySeconds * IO_PER_CPU_SECOND.netTx),
+    };
   }
 
   /** Available unless fault injection says otherwise (or the driver is closed). Never throws. */

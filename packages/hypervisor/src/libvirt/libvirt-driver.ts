@@ -167,29 +167,43 @@ export class LibvirtDriver implements HypervisorDriver {
 
   /** Every domain with Berth's metadata, sorted by vmId: two virsh calls whatever the count. */
   async list(): Promise<Domain[]> {
+    return (await this.scan(false)).map((s) => s.domain);
+  }
+
+  /** The counters of every domain with Berth's metadata, sorted by vmId: two virsh calls whatever the count. */
+  async statsAll(): Promise<DomainStats[]> {
+    return (await this.scan(true)).map((s) => s.stats!);
+  }
+
+  /** Berth's domains, and their counters when asked: `list --uuid`, then per chunk one batched virsh. */
+  private async scan(withCounters: boolean): Promise<{ domain: Domain; stats: DomainStats | undefined }[]> {
     this.ensureOpen();
     const uuids = (await this.virsh.run(["list", "--all", "--uuid"]))
       .split("\n")
       .map((l) => l.trim())
       .filter((l) => UUID_RE.test(l));
-    const domains: Domain[] = [];
+    const found: { domain: Domain; stats: DomainStats | undefined }[] = [];
+    const domstats = withCounters ? ["domstats", "--raw", "--state", "--cpu-total", "--balloon", "--block", "--interface"] : ["domstats", "--raw", "--state"];
     for (let i = 0; i < uuids.length; i += LIST_CHUNK) {
       const chunk = uuids.slice(i, i + LIST_CHUNK);
       const { sections } = await this.virsh.batch([
         ...chunk.map((u) => ({ tag: `xml-${u}`, args: ["dumpxml", u] })),
         // Last, so a domain whose XML was read has its state here unless it was undefined since.
-        { tag: "stats", args: ["domstats", "--raw", "--state"] },
+        { tag: "stats", args: domstats },
       ]);
-      const states = new Map(parseDomstats(sections.get("stats") ?? "").map((r) => [r.name, stateOfRecord(r)]));
+      const records = new Map(parseDomstats(sections.get("stats") ?? "").map((r) => [r.name, r]));
       for (const u of chunk) {
         const parsed = parseDomainXml(sections.get(`xml-${u}`) ?? "");
-        const state = parsed && states.get(parsed.name);
-        if (!parsed?.metadata || !state) continue;
-        const domain = this.toDomain(parsed.name, parsed.vcpus, parsed.memoryMib, parsed.metadata, state.state, state.reason);
-        domains.push(domain);
+        const record = parsed && records.get(parsed.name);
+        if (!parsed?.metadata || !record) continue;
+        const state = stateOfRecord(record);
+        found.push({
+          domain: this.toDomain(parsed.name, parsed.vcpus, parsed.memoryMib, parsed.metadata, state.state, state.reason),
+          stats: withCounters ? statsFromRecord(parsed.metadata.vmId, record, parsed.memoryMib) : undefined,
+        });
       }
     }
-    return domains.sort((a, b) => (a.vmId < b.vmId ? -1 : a.vmId > b.vmId ? 1 : 0));
+    return found.sort((a, b) => (a.domain.vmId < b.domain.vmId ? -1 : a.domain.vmId > b.domain.vmId ? 1 : 0));
   }
 
   // ---- lifecycle -------------------------------------------------------------------------------

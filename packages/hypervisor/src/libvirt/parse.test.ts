@@ -76,6 +76,11 @@ describe("domstats", () => {
     expect(off.memoryUsedMib).toBe(0);
     expect(off.diskReadBytes).toBe(0);
   });
+
+  it("reports no counters for an inactive domain, though libvirt prints a cpu.time for it", () => {
+    const [never] = parseDomstats("Domain: 'berth-new'\n  state.state=5\n  state.reason=0\n  cpu.time=690000000\n");
+    expect(statsFromRecord(VM, never!, 64)).toMatchObject({ state: DomainState.DOMAIN_STATE_SHUTOFF, cpuTimeNs: 0, memoryUsedMib: 0 });
+  });
 });
 
 describe("host facts", () => {

@@ -97,12 +97,23 @@ function sumIndexed(values: Map<string, string>, prefix: string, field: string):
 export function statsFromRecord(vmId: string, record: DomstatsRecord, memoryMib?: number): DomainStats {
   const { state, reason } = stateOfRecord(record);
   const v = record.values;
-  const usedKib = isActive(state) ? (num(v, "balloon.rss") ?? num(v, "balloon.current") ?? 0) : 0;
-  let memoryUsedMib = Math.floor(usedKib / 1024);
-  if (memoryMib !== undefined && memoryMib > 0) memoryUsedMib = Math.min(memoryUsedMib, memoryMib);
-  return {
+  const zero: DomainStats = {
     vmId,
     state: domainStateOf(state, reason),
+    cpuTimeNs: 0,
+    memoryUsedMib: 0,
+    diskReadBytes: 0,
+    diskWriteBytes: 0,
+    netRxBytes: 0,
+    netTxBytes: 0,
+  };
+  // No process, no counters: libvirt still prints a cpu.time for some inactive domains (even
+  // never-started ones), which is not this domain's.
+  if (!isActive(state)) return zero;
+  let memoryUsedMib = Math.floor((num(v, "balloon.rss") ?? num(v, "balloon.current") ?? 0) / 1024);
+  if (memoryMib !== undefined && memoryMib > 0) memoryUsedMib = Math.min(memoryUsedMib, memoryMib);
+  return {
+    ...zero,
     cpuTimeNs: num(v, "cpu.time") ?? 0,
     memoryUsedMib,
     diskReadBytes: sumIndexed(v, "block", "rd.bytes"),
