@@ -60,7 +60,7 @@ function api(address: string) {
     new Promise((resolve, reject) => fn((e, r) => (e ? reject(e) : resolve(r))));
   return {
     createVm: (name: string, vcpus = 1, memoryMib = 1024) =>
-      p<{ vm?: { hostId: string } }>((cb) => client.createVm({ spec: VmSpec.fromPartial({ name, resources: { vcpus, memoryMib, diskGib: 1 } }) }, new Metadata(), opts(), cb)),
+      p<{ vm?: { hostId: string; id: string } }>((cb) => client.createVm({ spec: VmSpec.fromPartial({ name, resources: { vcpus, memoryMib, diskGib: 1 } }) }, new Metadata(), opts(), cb)),
     getVm: (name: string) => p((cb) => client.getVm({ name }, new Metadata(), opts(), cb)),
     stopVm: (name: string, force = false) => p((cb) => client.stopVm({ name, force }, new Metadata(), opts(), cb)),
     startVm: (name: string) => p((cb) => client.startVm({ name }, new Metadata(), opts(), cb)),
@@ -186,7 +186,7 @@ describe("controller", () => {
     const { driver } = startAgent("h1", address, { vcpus: 16, memoryMib: 65536, diskGib: 1000 });
     const client = api(address);
     await waitFor("the host", async () => ((await client.listHosts()) as { hosts: unknown[] }).hosts.length === 1);
-    const vm = (await client.createVm("busy", 4, 8192)).vm as { id: string };
+    const vm = (await client.createVm("busy", 4, 8192)).vm!;
     await waitFor("the domain running", async () => (await driver.list()).some((d) => d.vmId === vm.id && d.state === DomainState.DOMAIN_STATE_RUNNING));
     // Three of its four vCPUs busy, a quarter of its memory in use.
     driver.setLoad(vm.id, { cpu: { kind: "constant", fraction: 0.75 }, memory: { kind: "constant", fraction: 0.25 } });
