@@ -160,7 +160,9 @@ export class Agent {
           finish({ kind: "ended", why: `controller silent for ${Date.now() - lastHeardMs} ms`, lastedMs: Date.now() - startedAt, silent: true });
           return;
         }
-        const hypervisor = await this.driver.health();
+        const health = await this.driver.health();
+        // Bounded as the controller requires (a longer message would be refused with the report).
+        const hypervisor = { available: health.available, message: health.message.slice(0, Limits.maxFactLength) };
         // An unreadable hypervisor is reported as such, never as an empty inventory: the
         // controller would take that for domains that vanished.
         const domains = hypervisor.available ? await this.driver.list().catch(() => undefined) : undefined;
