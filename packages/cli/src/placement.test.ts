@@ -144,6 +144,7 @@ describe("vm create: --count, --group and host constraints", () => {
     const r = await berth(s, "vm", "create", "web", ...SIZE, "--count", "2", "--wait");
     expect(r.code).toBe(0);
     expect(running).toEqual(new Set(["web-1", "web-2"]));
+    expect(s.requests("watchEvents")).toHaveLength(1); // one watch for the gang, not one per VM
     expect(r.err).toContain("waiting up to 300s for 2 vms to be RUNNING");
     expect(r.out).toContain("web-1  RUNNING");
     expect(r.out).toContain("web-2  RUNNING");

@@ -21,6 +21,49 @@ export interface WaitOptions {
   pollIntervalMs?: number;
   /** Ends the wait early, rejecting with the signal's reason (e.g. another VM of a gang failed). */
   signal?: AbortSignal;
+  /** A watch shared with other waits (a gang's): used instead of opening one for this wait. */
+  feed?: VmEventFeed;
+}
+
+/**
+ * One `WatchEvents` stream serving many waits (`vm create --count N --wait`): N VMs cost one
+ * stream, not N. Events are dispatched by VM name. A broken stream is not an answer: the waits'
+ * polls carry on. `close()` is idempotent.
+ */
+export class VmEventFeed {
+  private readonly listeners = new Map<string, Set<(observation: VmObservation) => void>>();
+  private readonly stream: ClientReadableStream<WatchEventsResponse> | undefined;
+
+  constructor(client: ControllerClient, deadline: Date) {
+    try {
+      this.stream = client.watchEvents({ vms: true, hosts: false }, deadline);
+      this.stream.on("data", (event: WatchEventsResponse) => {
+        if (event.object?.$case !== "vm") return;
+        const name = event.object.value.spec?.name ?? "";
+        const observation = { vm: event.type === EventType.EVENT_TYPE_DELETED ? undefined : event.object.value };
+        for (const listener of this.listeners.get(name) ?? []) listener(observation);
+      });
+      this.stream.on("error", () => {});
+    } catch {
+      this.stream = undefined;
+    }
+  }
+
+  /** Calls `listener` with each change of the VM named `name`; returns the unsubscribe function. */
+  on(name: string, listener: (observation: VmObservation) => void): () => void {
+    let set = this.listeners.get(name);
+    if (!set) this.listeners.set(name, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.listeners.delete(name);
+    };
+  }
+
+  close(): void {
+    this.listeners.clear();
+    this.stream?.cancel();
+  }
 }
 
 const TRANSIENT: ReadonlySet<ErrorCode> = new Set([
@@ -48,15 +91,19 @@ export function waitForVm<T>(
   return new Promise<WaitResult<T>>((resolve, reject) => {
     let settled = false;
     let last: VmObservation | undefined;
-    let stream: ClientReadableStream<WatchEventsResponse> | undefined;
     let pollTimer: NodeJS.Timeout | undefined;
 
+    // The shared watch of a gang, or one of its own.
+    const ownFeed = options.feed ? undefined : new VmEventFeed(client, options.deadline);
+    const feed = options.feed ?? ownFeed!;
+    let unsubscribe: () => void = () => undefined;
     const finish = (end: () => void): void => {
       if (settled) return;
       settled = true;
       clearTimeout(deadlineTimer);
       clearTimeout(pollTimer);
-      stream?.cancel();
+      unsubscribe();
+      ownFeed?.close();
       end();
     };
 
@@ -90,17 +137,7 @@ export function waitForVm<T>(
       signal.addEventListener("abort", abort, { once: true });
     }
 
-    try {
-      stream = client.watchEvents({ vms: true, hosts: false }, options.deadline);
-      stream.on("data", (event: WatchEventsResponse) => {
-        if (event.object?.$case !== "vm" || event.object.value.spec?.name !== name) return;
-        observe({ vm: event.type === EventType.EVENT_TYPE_DELETED ? undefined : event.object.value });
-      });
-      // A broken or unsupported stream is not an answer: the poll carries on.
-      stream.on("error", () => {});
-    } catch {
-      // Same: polling alone decides.
-    }
+    unsubscribe = feed.on(name, observe);
 
     const poll = async (): Promise<void> => {
       try {

@@ -6,7 +6,7 @@ import type { CliContext, GlobalOptions } from "../context.js";
 import { CliError, ExitCode } from "../exit-codes.js";
 import { phaseName, vmDetail, vmJson, vmListJson, vmTable } from "../format.js";
 import { parseSecondsMs } from "../parse.js";
-import { waitForVm } from "../wait.js";
+import { VmEventFeed, waitForVm } from "../wait.js";
 import { addSpecOptions, specsFromFlags, type SpecFlags } from "./spec-flags.js";
 
 /** Default of `--wait-timeout`, in seconds. */
@@ -47,6 +47,9 @@ interface PhaseWaitOptions {
   signal?: AbortSignal;
   /** Do not print "waiting up to ..." (the caller did, for a gang). */
   quiet?: boolean;
+  /** The gang's shared watch, and how often each VM is polled besides it. */
+  feed?: VmEventFeed;
+  pollIntervalMs?: number;
 }
 
 /**
@@ -87,7 +90,12 @@ async function waitForPhase(
       }
       return undefined;
     },
-    { deadline: deadlineIn(timeoutMs), ...(options.signal ? { signal: options.signal } : {}) },
+    {
+      deadline: deadlineIn(timeoutMs),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.feed ? { feed: options.feed } : {}),
+      ...(options.pollIntervalMs ? { pollIntervalMs: options.pollIntervalMs } : {}),
+    },
   );
   if (result.status === "decided") return result.value;
   const phase = result.last?.vm ? phaseName(result.last.vm.status?.phase ?? 0) : "not seen";
@@ -131,12 +139,18 @@ async function waitForAllRunning(
   }
   const stop = new AbortController();
   let failed: Vm | undefined;
+  // One watch for the whole gang; the per-VM polls (the fallback) slow down as the gang grows, so
+  // the controller sees about 20 GetVm a second at most.
+  const feed = new VmEventFeed(client, deadlineIn(timeoutMs));
+  const pollIntervalMs = 1000 * Math.ceil(baselines.length / 20);
   try {
     return await Promise.all(
       baselines.map((b) =>
         waitForPhase(ctx, g, client, b, VmPhase.VM_PHASE_RUNNING, timeoutMs, {
           quiet: true,
           signal: stop.signal,
+          feed,
+          pollIntervalMs,
           onFailed: (vm) => {
             failed ??= vm;
           },
@@ -147,6 +161,8 @@ async function waitForAllRunning(
     stop.abort(e);
     if (failed) printVms(ctx, g, [failed]);
     throw e;
+  } finally {
+    feed.close();
   }
 }
 
