@@ -155,17 +155,35 @@ export class Agent {
       // controller behind a live connection, which keepalive alone would notice only much later.
       let lastHeardMs = Date.now();
       let silenceLimitMs = Infinity;
-      const report = async (): Promise<void> => {
-        if (Date.now() - lastHeardMs > silenceLimitMs) {
-          finish({ kind: "ended", why: `controller silent for ${Date.now() - lastHeardMs} ms`, lastedMs: Date.now() - startedAt, silent: true });
+      let resultsSent = 0;
+      // One report at a time (periodic and event-driven ones would otherwise cross, an older read
+      // arriving after a newer one); a report asked for meanwhile runs once the current one ends.
+      let reporting = false;
+      let reportAgain = false;
+      const reportOnce = (): void => {
+        if (reporting) {
+          reportAgain = true;
           return;
         }
+        reporting = true;
+        void report()
+          .catch((e: unknown) => this.log.warn({ err: e }, "could not read the hypervisor for a report"))
+          .finally(() => {
+            reporting = false;
+            if (reportAgain && !settled) {
+              reportAgain = false;
+              reportOnce();
+            }
+          });
+      };
+      const report = async (): Promise<void> => {
+        let seen = resultsSent;
         const health = await this.driver.health();
         // Bounded as the controller requires (a longer message would be refused with the report).
         const hypervisor = { available: health.available, message: health.message.slice(0, Limits.maxFactLength) };
         // An unreadable hypervisor is reported as such, never as an empty inventory: the
         // controller would take that for domains that vanished.
-        const domains = hypervisor.available ? await this.driver.list().catch(() => undefined) : undefined;
+        let domains = hypervisor.available ? await this.driver.list().catch(() => undefined) : undefined;
         if (settled) return;
         if (!domains) {
           const status = hypervisor.available ? { available: false, message: "hypervisor answered its probe but not the domain list" } : hypervisor;
@@ -174,7 +192,18 @@ export class Agent {
         }
         // Usage from the hypervisor's counters; without them, what the running domains were given.
         const stats = await this.driver.statsAll().catch(() => undefined);
+        // A command result sent while we read may be newer than what we read, and an inventory
+        // arriving after it would set the controller back (a VM just started shown stopped until
+        // the next report): read again, and if results keep coming, send no inventory this time.
+        for (let attempt = 0; resultsSent !== seen && attempt < 2 && domains; attempt++) {
+          seen = resultsSent;
+          domains = await this.driver.list().catch(() => undefined);
+        }
         if (settled) return;
+        if (!domains || resultsSent !== seen) {
+          writer.write({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor } } });
+          return;
+        }
         const usage = stats ? this.usage.observe(domains, stats, Date.now()) : usageOf(domains);
         const signature = inventorySignature(domains);
         const inventory: Inventory | undefined = signature === lastInventory ? undefined : { domains };
@@ -188,7 +217,7 @@ export class Agent {
         if (!welcomed || eventReport || settled) return;
         eventReport = setTimeout(() => {
           eventReport = undefined;
-          report().catch((e: unknown) => this.log.warn({ err: e }, "could not read the hypervisor for a report"));
+          reportOnce();
         }, EVENT_REPORT_DELAY_MS);
       };
       const unsubscribe = this.driver.subscribe((event) => {
@@ -213,7 +242,13 @@ export class Agent {
             silenceLimitMs = interval * 3 + 1_000;
             this.log.info({ controller: address, epoch: msg.value.leaderEpoch, controllerId: msg.value.controllerId }, "connected");
             reportTimer = setInterval(() => {
-              report().catch((e: unknown) => this.log.warn({ err: e }, "could not read the hypervisor for a report"));
+              // Checked here, not in the report: a report stuck on a slow hypervisor must not
+              // keep the agent on a dead controller.
+              if (Date.now() - lastHeardMs > silenceLimitMs) {
+                finish({ kind: "ended", why: `controller silent for ${Date.now() - lastHeardMs} ms`, lastedMs: Date.now() - startedAt, silent: true });
+                return;
+              }
+              reportOnce();
             }, interval);
             break;
           }
@@ -228,7 +263,9 @@ export class Agent {
           case "command":
             if (!welcomed) return;
             void this.limit(() => this.handleCommand(msg.value)).then((result) => {
-              if (!settled) writer.write({ msg: { $case: "result", value: result } });
+              if (settled) return;
+              resultsSent++;
+              writer.write({ msg: { $case: "result", value: result } });
             });
             break;
         }

@@ -201,6 +201,27 @@ describe("controller", () => {
     expect(usage).toMatchObject({ vcpus: 3, memoryMib: 2048 });
   });
 
+  it("never shows a VM going back from RUNNING because a report read the hypervisor before the command's result", async () => {
+    const { controller, address } = await startController(new MemoryStore());
+    await waitFor("leadership", () => controller.isLeader);
+    const { driver } = startAgent("h1", address);
+    const client = api(address);
+    await waitFor("the host", async () => ((await client.listHosts()) as { hosts: unknown[] }).hosts.length === 1);
+    // A slow start (libvirt's takes ~600 ms) and slow reads after the inventory snapshot (libvirt's
+    // counters take ~60 ms), exaggerated: a report's snapshot, taken while the domain is still starting, would
+    // reach the controller after the command's result.
+    driver.faults.addLatency({ op: "start", ms: 300 });
+    driver.faults.addLatency({ op: "stats", ms: 400 });
+    const phases: VmPhase[] = [];
+    for (const name of ["a", "b", "c"]) {
+      await client.createVm(name, 1, 512);
+      const phase = async () => ((await client.getVm(name)) as { vm: { status: { phase: VmPhase } } }).vm.status.phase;
+      await waitFor(`${name} running`, async () => (await phase()) === VmPhase.VM_PHASE_RUNNING);
+      for (const end = Date.now() + 600; Date.now() < end; ) phases.push(await phase());
+    }
+    expect(phases.filter((p) => p !== VmPhase.VM_PHASE_RUNNING)).toEqual([]);
+  });
+
   it("a follower sends agents and operators to the leader", async () => {
     const store = new MemoryStore();
     const leader = await startController(store, "leader");
