@@ -61,6 +61,11 @@ export interface DomainStats {
   netTxBytes: number;
 }
 
+/** The counters of a domain without a process (shut off, crashed): all zero, as libvirt resets them. */
+export function idleStats(vmId: string, state: DomainState): DomainStats {
+  return { vmId, state, cpuTimeNs: 0, memoryUsedMib: 0, diskReadBytes: 0, diskWriteBytes: 0, netRxBytes: 0, netTxBytes: 0 };
+}
+
 /** Whether the hypervisor itself answers. The agent reports this apart from its own liveness. */
 export interface HypervisorHealth {
   available: boolean;

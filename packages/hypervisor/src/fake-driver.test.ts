@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { DomainState, type Domain } from "@berth/api";
 import { BerthError, ErrorCode, isBerthError } from "@berth/core";
+import { idleStats } from "./driver.js";
 import {
   DEFAULT_FAKE_CAPACITY,
   FAKE_STATE_FILE,
@@ -547,16 +548,7 @@ describe("FakeDriver: stats", () => {
     const { d, clock } = clocked({ load: cpuHalf });
     const { vmId } = spec(1); // 2 vCPUs, 4096 MiB
     await d.define(spec(1));
-    expect(await d.stats(vmId)).toEqual({
-      vmId,
-      state: SHUTOFF,
-      cpuTimeNs: 0,
-      memoryUsedMib: 0,
-      diskReadBytes: 0,
-      diskWriteBytes: 0,
-      netRxBytes: 0,
-      netTxBytes: 0,
-    });
+    expect(await d.stats(vmId)).toEqual(idleStats(vmId, SHUTOFF));
     await d.start(vmId);
     await clock.advance(10_000);
     const s1 = await d.stats(vmId);

@@ -3,17 +3,18 @@ import { unlink } from "node:fs/promises";
 import path from "node:path";
 import { domainStateToJSON, DomainState, type Domain, type Resources } from "@berth/api";
 import { BerthError, ErrorCode, invalidArgument, notFound, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
-import type {
-  DomainEventKind,
-  DomainSpec,
-  DomainStats,
-  DriverEvent,
-  HostFacts,
-  HypervisorDriver,
-  HypervisorHealth,
-  MigrationTarget,
-  NumaCell,
-  StopOptions,
+import {
+  idleStats,
+  type DomainEventKind,
+  type DomainSpec,
+  type DomainStats,
+  type DriverEvent,
+  type HostFacts,
+  type HypervisorDriver,
+  type HypervisorHealth,
+  type MigrationTarget,
+  type NumaCell,
+  type StopOptions,
 } from "./driver.js";
 import { realClock, sleep, type FakeClock } from "./fake-clock.js";
 import { FaultPlan, type FaultOp } from "./fake-faults.js";
@@ -446,16 +447,7 @@ export class FakeDriver implements HypervisorDriver {
 
   private countersOf(vmId: string, domain: Domain): DomainStats {
     const rt = this.runtime.get(vmId);
-    const zero: DomainStats = {
-      vmId,
-      state: domain.state,
-      cpuTimeNs: 0,
-      memoryUsedMib: 0,
-      diskReadBytes: 0,
-      diskWriteBytes: 0,
-      netRxBytes: 0,
-      netTxBytes: 0,
-    };
+    const zero = idleStats(vmId, domain.state);
     if (!rt || (domain.state !== RUNNING && domain.state !== PAUSED)) return zero;
     const r = resourcesOf(domain);
     const profile = this.loadOf(vmId);

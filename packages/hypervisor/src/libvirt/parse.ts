@@ -1,7 +1,7 @@
 // Parsers of virsh's plain-text outputs (domstats --raw, nodeinfo, capabilities, pool-info, version)
 // and libvirt's domain states. Pure functions.
 import { DomainState } from "@berth/api";
-import type { DomainStats, NumaCell } from "../driver.js";
+import { idleStats, type DomainStats, type NumaCell } from "../driver.js";
 import { parseAttributes } from "./domain-xml.js";
 
 /** libvirt's virDomainState values, as `domstats` prints them (state.state). */
@@ -97,16 +97,7 @@ function sumIndexed(values: Map<string, string>, prefix: string, field: string):
 export function statsFromRecord(vmId: string, record: DomstatsRecord, memoryMib?: number): DomainStats {
   const { state, reason } = stateOfRecord(record);
   const v = record.values;
-  const zero: DomainStats = {
-    vmId,
-    state: domainStateOf(state, reason),
-    cpuTimeNs: 0,
-    memoryUsedMib: 0,
-    diskReadBytes: 0,
-    diskWriteBytes: 0,
-    netRxBytes: 0,
-    netTxBytes: 0,
-  };
+  const zero = idleStats(vmId, domainStateOf(state, reason));
   // No process, no counters: libvirt still prints a cpu.time for some inactive domains (even
   // never-started ones), which is not this domain's.
   if (!isActive(state)) return zero;
