@@ -178,18 +178,23 @@ export class Agent {
       };
       const report = async (): Promise<void> => {
         let seen = resultsSent;
-        const health = await this.driver.health();
-        // Bounded as the controller requires (a longer message would be refused with the report).
-        const hypervisor = { available: health.available, message: health.message.slice(0, Limits.maxFactLength) };
-        // An unreadable hypervisor is reported as such, never as an empty inventory: the
+        // The inventory read is the health check too; the probe is asked only when it fails, for
+        // why. An unreadable hypervisor is reported as such, never as an empty inventory: the
         // controller would take that for domains that vanished.
-        let domains = hypervisor.available ? await this.driver.list().catch(() => undefined) : undefined;
-        if (settled) return;
+        let domains: Domain[] | undefined;
+        let listError: unknown;
+        try {
+          domains = await this.driver.list();
+        } catch (e) {
+          listError = e;
+        }
         if (!domains) {
-          const status = hypervisor.available ? { available: false, message: "hypervisor answered its probe but not the domain list" } : hypervisor;
-          writer.write({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: status } } });
+          const health = await this.driver.health();
+          const message = health.available ? `the hypervisor answers but its domains cannot be listed: ${listError instanceof Error ? listError.message : String(listError)}` : health.message;
+          if (!settled) writer.write({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: { available: false, message: message.slice(0, Limits.maxFactLength) } } } });
           return;
         }
+        const hypervisor = { available: true, message: "" };
         // Usage from the hypervisor's counters; without them, what the running domains were given.
         const stats = await this.driver.statsAll().catch(() => undefined);
         // A command result sent while we read may be newer than what we read, and an inventory
