@@ -91,7 +91,8 @@ export class Placer {
   constructor(
     private readonly store: ClusterStore,
     private readonly state: ClusterState,
-    private readonly isHostLive: (hostId: string) => boolean,
+    /** Whether the host takes new VMs now: its agent's stream is live and its hypervisor not reported down. */
+    private readonly acceptsPlacements: (hostId: string) => boolean,
     private readonly now: () => number,
   ) {}
 
@@ -127,7 +128,7 @@ export class Placer {
         capacity: host.capacity ?? { vcpus: 0, memoryMib: 0, diskGib: 0 },
         allocated,
         vmCount: this.state.vmsOnHost(host.id).length + reserved.length,
-        ready: this.isHostLive(host.id),
+        ready: this.acceptsPlacements(host.id),
         cordoned: host.cordoned,
         labels: host.labels,
         groupMembers,
