@@ -13,7 +13,11 @@ import type { ResolvedAgentOptions } from "./options.js";
 export async function openDriver(options: ResolvedAgentOptions, log: Logger): Promise<HypervisorDriver> {
   switch (options.driver) {
     case "fake":
-      return FakeDriver.open({ stateDir: options.stateDir, ...(options.capacity ? { capacity: options.capacity } : {}) });
+      return FakeDriver.open({
+        stateDir: options.stateDir,
+        ...(options.capacity ? { capacity: options.capacity } : {}),
+        onControlFileError: (message) => log.warn({ error: message }, "fake-faults.json refused; the faults it held before stay in force"),
+      });
     case "libvirt": {
       const driver = await LibvirtDriver.open({ ...options.libvirt });
       // Settings libvirt can only judge (a missing storage pool) fail here, at start, not at every

@@ -672,6 +672,16 @@ describe("FakeDriver: events", () => {
 });
 
 describe("FakeDriver: fault injection", () => {
+  it("tells its owner when the control file is refused, naming the field, and ignores it", async () => {
+    const refused: string[] = [];
+    const d = new FakeDriver({ stateDir: dir, onControlFileError: (m) => refused.push(m) });
+    drivers.push(d);
+    writeFileSync(path.join(dir, "fake-faults.json"), JSON.stringify({ unavailable: { message: 7 } }));
+    expect((await d.health()).available).toBe(true);
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toMatch(/^fake-faults\.json\.unavailable\.message: /);
+  });
+
   it("fails the next calls of an op without changing anything", async () => {
     const d = driver();
     const { vmId } = spec(1);

@@ -88,6 +88,11 @@ export interface FakeDriverOptions {
   faultPollMs?: number;
   /** Time and timers. Default: the real clock. */
   clock?: FakeClock;
+  /**
+   * Told when `<stateDir>/fake-faults.json` is refused (bad JSON or an invalid field, named in
+   * the message); the file is then ignored. The agent logs it, so an operator sees the mistake.
+   */
+  onControlFileError?: (message: string) => void;
 }
 
 /** {@link FakeDriverOptions} with every default applied and every value checked (the clock aside). */
@@ -258,6 +263,7 @@ export class FakeDriver implements HypervisorDriver {
         crash: (vmId, atMs) => this.killProcess(vmId, atMs),
         beforeLoadChange: () => this.foldCpu(),
         healthChanged: (health) => this.emit({ type: "health", health }),
+        controlFileRefused: (message) => options.onControlFileError?.(message),
       },
       this.options.faultPollMs,
     );

@@ -187,6 +187,8 @@ export interface FaultPlanHooks {
   beforeLoadChange(): void;
   /** Availability changed. */
   healthChanged(health: HypervisorHealth): void;
+  /** The control file was refused (it is ignored; the previous file layer stays in force). */
+  controlFileRefused?(message: string): void;
 }
 
 interface Layer {
@@ -383,6 +385,7 @@ export class FaultPlan {
         spec = validateFakeFaultSpec(JSON.parse(readFileSync(this.file_, "utf8")), Math.round(mtimeMs), "fake-faults.json");
       } catch (e) {
         this.controlFileError = e instanceof Error ? e.message : String(e);
+        this.hooks.controlFileRefused?.(this.controlFileError);
         return;
       }
     }
