@@ -305,6 +305,7 @@ export class Agent {
         numaCells: facts.numaCells.slice(0, Limits.maxNumaCells),
       },
       hypervisor: { available: true, message: "" },
+      clusterId: "",
     };
   }
 

@@ -143,7 +143,7 @@ describe("VM views", () => {
 
 describe("config view", () => {
   it("spells out the scheduler's defaults for unset fields", () => {
-    const text = clusterConfigDetail({ scheduler: undefined });
+    const text = clusterConfigDetail({ scheduler: undefined, defaultOnHostFailure: 0 });
     expect(text).toMatch(/CPU ratio: +4 \(default\)/);
     expect(text).toMatch(/Memory ratio: +1 \(default\)/);
     expect(text).toMatch(/Reserved: +.*1 GiB.*\(default\)/);

@@ -110,6 +110,7 @@ describe("validateSpecFromFlags", () => {
     requiredHostLabels: {},
     forbiddenHostLabels: {},
     pinnedHosts: [],
+    onHostFailure: 0,
     ...over,
   });
 

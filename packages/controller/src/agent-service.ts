@@ -153,7 +153,7 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
   session.send({
     msg: {
       $case: "welcome",
-      value: { leaderEpoch: epoch, reportIntervalMs: deps.reportIntervalMs, controllerId: deps.controllerId },
+      value: { leaderEpoch: epoch, reportIntervalMs: deps.reportIntervalMs, controllerId: deps.controllerId, clusterId: "", fenceTimeoutMs: 0 },
     },
   });
   session.welcomed = true;
@@ -182,6 +182,10 @@ async function registerHost(deps: AgentServiceDeps, writer: FencedWriter, hello:
       reserved: hello.reserved,
       facts: hello.facts,
       hypervisor: hello.hypervisor,
+      orphans: [],
+      stateSinceMs: prior?.state === HostState.HOST_STATE_READY ? prior.stateSinceMs : deps.now(),
+      fenceDeadlineMs: 0,
+      confirmedDown: false,
     };
     const key = Keys.host(hello.hostId);
     const result = await writer.commit({

@@ -107,11 +107,11 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     getClusterConfig: unary(async () => {
       await leader();
-      return { config: deps.state.clusterConfig() ?? { scheduler: undefined } };
+      return { config: deps.state.clusterConfig() ?? { scheduler: undefined, defaultOnHostFailure: 0 } };
     }),
     updateClusterConfig: unary(async (req) => {
       const writer = await leader();
-      const config = req.config ?? { scheduler: undefined };
+      const config = req.config ?? { scheduler: undefined, defaultOnHostFailure: 0 };
       resolveClusterScheduler(config); // INVALID_ARGUMENT naming the field; nothing written
       const kv = await deps.store.get(Keys.config);
       const result = await writer.commit({
@@ -154,8 +154,17 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
       if (!host) throw notFound(`host '${req.id}'`);
       return { host: hostView(host) };
     }),
+    retryVm: unary(notYet),
+    deleteOrphan: unary(notYet),
+    adoptOrphan: unary(notYet),
+    confirmHostDown: unary(notYet),
+    getCluster: unary(notYet),
     watchEvents: (call) => void watchEvents(deps, leader, call),
   };
+}
+
+async function notYet(): Promise<never> {
+  throw new BerthError(ErrorCode.FailedPrecondition, "not implemented yet");
 }
 
 async function createGroup(deps: ClusterServiceDeps, writer: FencedWriter, name: string, policy: GroupPolicy): Promise<Group> {

@@ -60,7 +60,7 @@ function api(address: string) {
     new Promise((resolve, reject) => fn((e, r) => (e ? reject(e) : resolve(r))));
   return {
     createVm: (name: string, vcpus = 1, memoryMib = 1024) =>
-      p<{ vm?: { hostId: string; id: string } }>((cb) => client.createVm({ spec: VmSpec.fromPartial({ name, resources: { vcpus, memoryMib, diskGib: 1 } }) }, new Metadata(), opts(), cb)),
+      p<{ vm?: { hostId: string; id: string } }>((cb) => client.createVm({ spec: VmSpec.fromPartial({ name, resources: { vcpus, memoryMib, diskGib: 1 } }), requestId: "" }, new Metadata(), opts(), cb)),
     getVm: (name: string) => p((cb) => client.getVm({ name }, new Metadata(), opts(), cb)),
     stopVm: (name: string, force = false) => p((cb) => client.stopVm({ name, force }, new Metadata(), opts(), cb)),
     startVm: (name: string) => p((cb) => client.startVm({ name }, new Metadata(), opts(), cb)),
@@ -113,6 +113,7 @@ const hello = (hostId: string, bootId = "boot-a"): Hello => ({
   lastLeaderEpoch: 0,
   allocationRatio: undefined,
   reserved: undefined,
+  clusterId: "",
 });
 
 describe("controller", () => {

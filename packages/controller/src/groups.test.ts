@@ -36,7 +36,7 @@ async function cluster(n: number, capacity = { vcpus: 16, memoryMib: 16 * 1024, 
       cleanups.push(() => call.cancel());
       const welcomed = new Promise((resolve) => call.once("data", resolve));
       const hostId = `host-${String(i + 1).padStart(2, "0")}`;
-      call.write({ msg: { $case: "hello", value: { hostId, bootId: `boot-${i}`, capacity, labels: {}, inventory: { domains: [] }, agentVersion: "t", driver: "fake", lastLeaderEpoch: 0 } } });
+      call.write({ msg: { $case: "hello", value: { hostId, bootId: `boot-${i}`, capacity, labels: {}, inventory: { domains: [] }, agentVersion: "t", driver: "fake", lastLeaderEpoch: 0, clusterId: "" } } });
       return welcomed;
     }),
   );
@@ -46,8 +46,8 @@ async function cluster(n: number, capacity = { vcpus: 16, memoryMib: 16 * 1024, 
     new Promise((resolve, reject) => fn(new Metadata(), { deadline: deadlineIn(10_000) }, (e, r) => (e ? reject(e) : resolve(r))));
   return {
     createGroup: (name: string, policy: GroupPolicy) => unary((m, o, cb) => client.createGroup({ name, policy }, m, o, cb)),
-    createVm: (spec: VmSpec) => unary<{ vm?: Vm }>((m, o, cb) => client.createVm({ spec }, m, o, cb)),
-    createVms: (specs: VmSpec[]) => unary<{ vms: Vm[] }>((m, o, cb) => client.createVms({ specs }, m, o, cb)),
+    createVm: (spec: VmSpec) => unary<{ vm?: Vm }>((m, o, cb) => client.createVm({ spec, requestId: "" }, m, o, cb)),
+    createVms: (specs: VmSpec[]) => unary<{ vms: Vm[] }>((m, o, cb) => client.createVms({ specs, requestId: "" }, m, o, cb)),
     listVms: () => unary<{ vms: Vm[] }>((m, o, cb) => client.listVms({ hostId: "", pageSize: 0, pageToken: "" }, m, o, cb)),
     deleteGroup: (name: string) => unary((m, o, cb) => client.deleteGroup({ name }, m, o, cb)),
     plan: (specs: VmSpec[]) => unary<PlanPlacementResponse>((m, o, cb) => client.planPlacement({ specs }, m, o, cb)),
@@ -62,6 +62,7 @@ const spec = (name: string, group: string, vcpus = 1, memoryMib = 1024): VmSpec 
   group,
   requiredHostLabels: {},
   forbiddenHostLabels: {},
+  onHostFailure: 0,
   pinnedHosts: [],
 });
 

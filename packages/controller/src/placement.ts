@@ -3,6 +3,7 @@ import {
   DesiredState,
   DomainState,
   VmPhase,
+  VmStatus,
   type HostVerdict as WireVerdict,
   type PlanPlacementResponse,
   type Resources,
@@ -269,9 +270,10 @@ export class Placer {
       desiredState: DesiredState.DESIRED_STATE_RUNNING,
       hostId,
       generation: 1,
-      status: { phase: VmPhase.VM_PHASE_PENDING, domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, observedGeneration: 0, message: "", updatedAtMs: this.now() },
+      status: VmStatus.fromPartial({ phase: VmPhase.VM_PHASE_PENDING, domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, updatedAtMs: this.now() }),
       createdAtMs: this.now(),
       forceStop: false,
+      requestId: "",
     };
   }
 }

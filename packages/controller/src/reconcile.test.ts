@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { DesiredState, DomainState, VmPhase, VmSpec, type Domain, type Vm } from "@berth/api";
+import { DesiredState, DomainState, VmPhase, VmSpec, VmStatus, type Domain, type Vm } from "@berth/api";
 import { desiredAction, observedStatus, planHostCommands, sameStatus } from "./reconcile.js";
 
 const resources = { vcpus: 1, memoryMib: 512, diskGib: 1 };
 function vm(id: string, desiredState: DesiredState, generation = 1, forceStop = false): Vm {
-  return { id, spec: VmSpec.fromPartial({ name: `vm-${id}`, resources }), desiredState, hostId: "h1", generation, status: undefined, createdAtMs: 0, forceStop };
+  return { id, spec: VmSpec.fromPartial({ name: `vm-${id}`, resources }), desiredState, hostId: "h1", generation, status: undefined, createdAtMs: 0, forceStop, requestId: "" };
 }
 function domain(vmId: string, state: DomainState, generation = 1): Domain {
   return { vmId, name: `vm-${vmId}`, state, generation, resources };
@@ -55,7 +55,7 @@ describe("planHostCommands", () => {
 
 describe("observedStatus", () => {
   it("is UNKNOWN while the host is away and keeps the last domain state", () => {
-    const v = { ...vm("a", R), status: { phase: VmPhase.VM_PHASE_RUNNING, domainState: DomainState.DOMAIN_STATE_RUNNING, observedGeneration: 1, message: "", updatedAtMs: 1 } };
+    const v = { ...vm("a", R), status: VmStatus.fromPartial({ phase: VmPhase.VM_PHASE_RUNNING, domainState: DomainState.DOMAIN_STATE_RUNNING, observedGeneration: 1, updatedAtMs: 1 }) };
     expect(observedStatus(v, false, undefined, undefined, 5)).toMatchObject({ phase: VmPhase.VM_PHASE_UNKNOWN, domainState: DomainState.DOMAIN_STATE_RUNNING });
   });
   it("is PENDING until the host applied the latest generation, then follows the domain", () => {

@@ -90,6 +90,10 @@ export function observedStatus(
     domainState: domain?.state ?? DomainState.DOMAIN_STATE_UNSPECIFIED,
     observedGeneration: domain?.generation ?? previous?.observedGeneration ?? 0,
     updatedAtMs: nowMs,
+    attempts: 0,
+    errorCode: "",
+    nextAttemptAtMs: 0,
+    permanent: false,
   };
   if (!hostConnected) {
     // Nothing is known until the host is back; keep the last observation for the operator.

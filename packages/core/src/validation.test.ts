@@ -12,6 +12,7 @@ const spec = (over: Partial<VmSpec> = {}): VmSpec => ({
   requiredHostLabels: {},
   forbiddenHostLabels: {},
   pinnedHosts: [],
+  onHostFailure: 0,
   ...over,
 });
 
@@ -60,6 +61,7 @@ describe("validateHello", () => {
     agentVersion: "x",
     driver: "fake",
     lastLeaderEpoch: 0,
+    clusterId: "",
     ...over,
   });
   it("accepts a good Hello and refuses bad fields by name", () => {

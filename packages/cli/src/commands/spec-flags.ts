@@ -1,4 +1,4 @@
-import type { VmSpec } from "@berth/api";
+import { HostFailurePolicy, type VmSpec } from "@berth/api";
 import type { Command } from "commander";
 import {
   MAX_COUNT,
@@ -64,6 +64,7 @@ export function specsFromFlags(name: string, flags: SpecFlags): VmSpec[] {
     group: flags.group === undefined ? "" : parseName(flags.group, "--group"),
     requiredHostLabels: parseLabels(flags.requireHostLabel ?? [], "--require-host-label"),
     forbiddenHostLabels: parseForbiddenHostLabels(flags.forbidHostLabel ?? []),
+    onHostFailure: HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED,
     pinnedHosts: parseHostList(flags.pin ?? []),
   };
   const names = count === undefined ? [name] : Array.from({ length: count }, (_, i) => `${name}-${i + 1}`);

@@ -227,14 +227,14 @@ Examples:
       const waitMs = waitTimeoutMs(flags);
       const client = ctx.client(g);
       if (flags.count === undefined) {
-        const created = required((await client.createVm({ spec: specs[0] })).vm, "CreateVm");
+        const created = required((await client.createVm({ spec: specs[0], requestId: "" })).vm, "CreateVm");
         const shown = flags.wait
           ? await waitForPhase(ctx, g, client, created, VmPhase.VM_PHASE_RUNNING, waitMs)
           : created;
         printVm(ctx, g, shown);
         return;
       }
-      const { vms } = await client.createVms({ specs });
+      const { vms } = await client.createVms({ specs, requestId: "" });
       if (vms.length !== specs.length) {
         throw new CliError(
           `the controller's answer to CreateVms has ${vms.length} VMs for ${specs.length} specs`,

@@ -31,6 +31,8 @@ export enum RejectReason {
   REJECT_REASON_DUPLICATE_HOST = 1,
   REJECT_REASON_INVALID_HELLO = 2,
   REJECT_REASON_STALE_EPOCH = 3,
+  /** REJECT_REASON_FOREIGN_CLUSTER - The agent belongs to another cluster (Hello.cluster_id); the message says how to move it. */
+  REJECT_REASON_FOREIGN_CLUSTER = 4,
 }
 
 export function rejectReasonFromJSON(object: any): RejectReason {
@@ -47,6 +49,9 @@ export function rejectReasonFromJSON(object: any): RejectReason {
     case 3:
     case "REJECT_REASON_STALE_EPOCH":
       return RejectReason.REJECT_REASON_STALE_EPOCH;
+    case 4:
+    case "REJECT_REASON_FOREIGN_CLUSTER":
+      return RejectReason.REJECT_REASON_FOREIGN_CLUSTER;
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum RejectReason");
   }
@@ -62,16 +67,20 @@ export function rejectReasonToJSON(object: RejectReason): string {
       return "REJECT_REASON_INVALID_HELLO";
     case RejectReason.REJECT_REASON_STALE_EPOCH:
       return "REJECT_REASON_STALE_EPOCH";
+    case RejectReason.REJECT_REASON_FOREIGN_CLUSTER:
+      return "REJECT_REASON_FOREIGN_CLUSTER";
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum RejectReason");
   }
 }
 
 export interface AgentMessage {
-  msg?: { $case: "hello"; value: Hello } | { $case: "report"; value: Report } | {
-    $case: "result";
-    value: CommandResult;
-  } | undefined;
+  msg?:
+    | { $case: "hello"; value: Hello }
+    | { $case: "report"; value: Report }
+    | { $case: "result"; value: CommandResult }
+    | { $case: "heartbeat"; value: AgentHeartbeat }
+    | undefined;
 }
 
 export interface ControllerMessage {
@@ -89,6 +98,16 @@ export interface ControllerMessage {
  * alive. An agent that hears nothing for three report intervals drops the stream and reconnects.
  */
 export interface Heartbeat {
+  leaderEpoch: number;
+}
+
+/**
+ * The agent's proof of life, sent on its own timer (every report interval / 2) and never behind a
+ * hypervisor call: a slow hypervisor delays Reports, not liveness. The controller counts a host
+ * silent from the last message of any kind.
+ */
+export interface AgentHeartbeat {
+  /** The leader epoch of the Welcome this agent follows. */
   leaderEpoch: number;
 }
 
@@ -126,7 +145,15 @@ export interface Hello {
   allocationRatio?: AllocationRatio | undefined;
   reserved?: Resources | undefined;
   facts?: HostFacts | undefined;
-  hypervisor?: HypervisorStatus | undefined;
+  hypervisor?:
+    | HypervisorStatus
+    | undefined;
+  /**
+   * The cluster this agent belongs to (from the first Welcome it obeyed, kept in its state dir);
+   * empty for an agent that has never joined a cluster. A controller of another cluster refuses it
+   * (REJECT_REASON_FOREIGN_CLUSTER) and `last_leader_epoch` is compared only within one cluster.
+   */
+  clusterId: string;
 }
 
 export interface Hello_LabelsEntry {
@@ -139,6 +166,17 @@ export interface Welcome {
   leaderEpoch: number;
   reportIntervalMs: number;
   controllerId: string;
+  /**
+   * The cluster's id (made once when the store is initialised): the agent keeps it and from then on
+   * obeys no controller of another cluster.
+   */
+  clusterId: string;
+  /**
+   * The agent's watchdog: while it hears this leader it keeps a deadline this far ahead; when the
+   * deadline passes its VMs count as powered off (the controller recreates restart-policy VMs
+   * elsewhere only after this plus a margin). 0: no watchdog.
+   */
+  fenceTimeoutMs: number;
 }
 
 export interface NotLeader {
@@ -200,12 +238,22 @@ export interface Command {
     | undefined;
 }
 
+/**
+ * What the agent answers for one Command. The controller applies a result only when it answers the
+ * command in flight for that VM (same command_id); any other result is dropped and logged.
+ */
 export interface CommandResult {
   commandId: string;
   vmId: string;
   generation: number;
   ok: boolean;
-  /** Stable error code from berth core when !ok, e.g. "HYPERVISOR_UNAVAILABLE". */
+  /**
+   * Stable error code from berth core when !ok. Retryable (the controller tries again with
+   * exponential backoff and jitter, 1 s doubling to 60 s): UNAVAILABLE, HYPERVISOR_UNAVAILABLE,
+   * DEADLINE_EXCEEDED, CONFLICT, NOT_LEADER, RESOURCE_EXHAUSTED, INTERNAL. Permanent (no retry until
+   * the VM's spec or desired state changes, or `berth vm retry`): INVALID_ARGUMENT, NOT_FOUND,
+   * ALREADY_EXISTS, FAILED_PRECONDITION. An unknown code counts as retryable.
+   */
   errorCode: string;
   errorMessage: string;
   /** The domain after the command; absent when it no longer exists. */
@@ -227,6 +275,9 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         break;
       case "result":
         CommandResult.encode(message.msg.value, writer.uint32(26).fork()).join();
+        break;
+      case "heartbeat":
+        AgentHeartbeat.encode(message.msg.value, writer.uint32(34).fork()).join();
         break;
     }
     return writer;
@@ -269,6 +320,14 @@ export const AgentMessage: MessageFns<AgentMessage> = {
             message.msg = { $case: "result", value: CommandResult.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.msg = { $case: "heartbeat", value: AgentHeartbeat.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -289,6 +348,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         ? { $case: "report", value: Report.fromJSON(object.report) }
         : isSet(object.result)
         ? { $case: "result", value: CommandResult.fromJSON(object.result) }
+        : isSet(object.heartbeat)
+        ? { $case: "heartbeat", value: AgentHeartbeat.fromJSON(object.heartbeat) }
         : undefined,
     };
   },
@@ -301,6 +362,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       obj.report = Report.toJSON(message.msg.value);
     } else if (message.msg?.$case === "result") {
       obj.result = CommandResult.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "heartbeat") {
+      obj.heartbeat = AgentHeartbeat.toJSON(message.msg.value);
     }
     return obj;
   },
@@ -326,6 +389,12 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       case "result": {
         if (object.msg?.value !== undefined && object.msg?.value !== null) {
           message.msg = { $case: "result", value: CommandResult.fromPartial(object.msg.value) };
+        }
+        break;
+      }
+      case "heartbeat": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "heartbeat", value: AgentHeartbeat.fromPartial(object.msg.value) };
         }
         break;
       }
@@ -573,6 +642,79 @@ export const Heartbeat: MessageFns<Heartbeat> = {
   },
 };
 
+function createBaseAgentHeartbeat(): AgentHeartbeat {
+  return { leaderEpoch: 0 };
+}
+
+export const AgentHeartbeat: MessageFns<AgentHeartbeat> = {
+  encode(message: AgentHeartbeat, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.leaderEpoch !== 0) {
+      writer.uint32(8).uint64(message.leaderEpoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentHeartbeat {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentHeartbeat();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.leaderEpoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentHeartbeat {
+    return {
+      leaderEpoch: isSet(object.leaderEpoch)
+        ? globalThis.Number(object.leaderEpoch)
+        : isSet(object.leader_epoch)
+        ? globalThis.Number(object.leader_epoch)
+        : 0,
+    };
+  },
+
+  toJSON(message: AgentHeartbeat): unknown {
+    const obj: any = {};
+    if (message.leaderEpoch !== 0) {
+      obj.leaderEpoch = Math.round(message.leaderEpoch);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AgentHeartbeat>): AgentHeartbeat {
+    return AgentHeartbeat.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AgentHeartbeat>): AgentHeartbeat {
+    const message = createBaseAgentHeartbeat();
+    message.leaderEpoch = object.leaderEpoch ?? 0;
+    return message;
+  },
+};
+
 function createBaseDomain(): Domain {
   return { vmId: "", name: "", state: 0, generation: 0, resources: undefined };
 }
@@ -795,6 +937,7 @@ function createBaseHello(): Hello {
     reserved: undefined,
     facts: undefined,
     hypervisor: undefined,
+    clusterId: "",
   };
 }
 
@@ -835,6 +978,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.hypervisor !== undefined) {
       HypervisorStatus.encode(message.hypervisor, writer.uint32(98).fork()).join();
+    }
+    if (message.clusterId !== "") {
+      writer.uint32(106).string(message.clusterId);
     }
     return writer;
   },
@@ -951,6 +1097,14 @@ export const Hello: MessageFns<Hello> = {
             message.hypervisor = HypervisorStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.clusterId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1010,6 +1164,11 @@ export const Hello: MessageFns<Hello> = {
       reserved: isSet(object.reserved) ? Resources.fromJSON(object.reserved) : undefined,
       facts: isSet(object.facts) ? HostFacts.fromJSON(object.facts) : undefined,
       hypervisor: isSet(object.hypervisor) ? HypervisorStatus.fromJSON(object.hypervisor) : undefined,
+      clusterId: isSet(object.clusterId)
+        ? globalThis.String(object.clusterId)
+        : isSet(object.cluster_id)
+        ? globalThis.String(object.cluster_id)
+        : "",
     };
   },
 
@@ -1057,6 +1216,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.hypervisor !== undefined) {
       obj.hypervisor = HypervisorStatus.toJSON(message.hypervisor);
     }
+    if (message.clusterId !== "") {
+      obj.clusterId = message.clusterId;
+    }
     return obj;
   },
 
@@ -1097,6 +1259,7 @@ export const Hello: MessageFns<Hello> = {
     message.hypervisor = (object.hypervisor !== undefined && object.hypervisor !== null)
       ? HypervisorStatus.fromPartial(object.hypervisor)
       : undefined;
+    message.clusterId = object.clusterId ?? "";
     return message;
   },
 };
@@ -1187,7 +1350,7 @@ export const Hello_LabelsEntry: MessageFns<Hello_LabelsEntry> = {
 };
 
 function createBaseWelcome(): Welcome {
-  return { leaderEpoch: 0, reportIntervalMs: 0, controllerId: "" };
+  return { leaderEpoch: 0, reportIntervalMs: 0, controllerId: "", clusterId: "", fenceTimeoutMs: 0 };
 }
 
 export const Welcome: MessageFns<Welcome> = {
@@ -1200,6 +1363,12 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.controllerId !== "") {
       writer.uint32(26).string(message.controllerId);
+    }
+    if (message.clusterId !== "") {
+      writer.uint32(34).string(message.clusterId);
+    }
+    if (message.fenceTimeoutMs !== 0) {
+      writer.uint32(40).uint32(message.fenceTimeoutMs);
     }
     return writer;
   },
@@ -1241,6 +1410,22 @@ export const Welcome: MessageFns<Welcome> = {
             message.controllerId = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.clusterId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.fenceTimeoutMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1270,6 +1455,16 @@ export const Welcome: MessageFns<Welcome> = {
         : isSet(object.controller_id)
         ? globalThis.String(object.controller_id)
         : "",
+      clusterId: isSet(object.clusterId)
+        ? globalThis.String(object.clusterId)
+        : isSet(object.cluster_id)
+        ? globalThis.String(object.cluster_id)
+        : "",
+      fenceTimeoutMs: isSet(object.fenceTimeoutMs)
+        ? globalThis.Number(object.fenceTimeoutMs)
+        : isSet(object.fence_timeout_ms)
+        ? globalThis.Number(object.fence_timeout_ms)
+        : 0,
     };
   },
 
@@ -1284,6 +1479,12 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.controllerId !== "") {
       obj.controllerId = message.controllerId;
     }
+    if (message.clusterId !== "") {
+      obj.clusterId = message.clusterId;
+    }
+    if (message.fenceTimeoutMs !== 0) {
+      obj.fenceTimeoutMs = Math.round(message.fenceTimeoutMs);
+    }
     return obj;
   },
 
@@ -1295,6 +1496,8 @@ export const Welcome: MessageFns<Welcome> = {
     message.leaderEpoch = object.leaderEpoch ?? 0;
     message.reportIntervalMs = object.reportIntervalMs ?? 0;
     message.controllerId = object.controllerId ?? "";
+    message.clusterId = object.clusterId ?? "";
+    message.fenceTimeoutMs = object.fenceTimeoutMs ?? 0;
     return message;
   },
 };

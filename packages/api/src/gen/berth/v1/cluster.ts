@@ -23,6 +23,7 @@ import {
 import { ClusterConfig } from "./config.js";
 import { Group, GroupPolicy, groupPolicyFromJSON, groupPolicyToJSON } from "./group.js";
 import { Host } from "./host.js";
+import { ClusterInfo } from "./identity.js";
 import { Vm, VmSpec } from "./vm.js";
 
 export const protobufPackage = "berth.v1";
@@ -72,7 +73,14 @@ export function eventTypeToJSON(object: EventType): string {
 }
 
 export interface CreateVmRequest {
-  spec?: VmSpec | undefined;
+  spec?:
+    | VmSpec
+    | undefined;
+  /**
+   * Optional idempotency key (1-64 characters of [A-Za-z0-9._-]): a retry with the same id returns
+   * the VM this request made instead of ALREADY_EXISTS. The CLI sets one per invocation.
+   */
+  requestId: string;
 }
 
 export interface CreateVmResponse {
@@ -159,6 +167,8 @@ export interface WatchEventsResponse {
 export interface CreateVmsRequest {
   /** At most 100 specs. */
   specs: VmSpec[];
+  /** As in CreateVmRequest: a retry returns the gang this request made. */
+  requestId: string;
 }
 
 export interface CreateVmsResponse {
@@ -243,14 +253,64 @@ export interface UpdateClusterConfigResponse {
   config?: ClusterConfig | undefined;
 }
 
+export interface RetryVmRequest {
+  name: string;
+}
+
+export interface RetryVmResponse {
+  vm?: Vm | undefined;
+}
+
+export interface DeleteOrphanRequest {
+  hostId: string;
+  vmId: string;
+}
+
+export interface DeleteOrphanResponse {
+}
+
+export interface AdoptOrphanRequest {
+  hostId: string;
+  vmId: string;
+  /** The new VM's name (unique, a DNS label). */
+  name: string;
+}
+
+export interface AdoptOrphanResponse {
+  vm?: Vm | undefined;
+}
+
+export interface GetClusterRequest {
+}
+
+export interface GetClusterResponse {
+  cluster?:
+    | ClusterInfo
+    | undefined;
+  /** The leader's epoch and controller id. */
+  leaderEpoch: number;
+  leaderId: string;
+}
+
+export interface ConfirmHostDownRequest {
+  hostId: string;
+}
+
+export interface ConfirmHostDownResponse {
+  host?: Host | undefined;
+}
+
 function createBaseCreateVmRequest(): CreateVmRequest {
-  return { spec: undefined };
+  return { spec: undefined, requestId: "" };
 }
 
 export const CreateVmRequest: MessageFns<CreateVmRequest> = {
   encode(message: CreateVmRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.spec !== undefined) {
       VmSpec.encode(message.spec, writer.uint32(10).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
     }
     return writer;
   },
@@ -276,6 +336,14 @@ export const CreateVmRequest: MessageFns<CreateVmRequest> = {
             message.spec = VmSpec.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -289,13 +357,23 @@ export const CreateVmRequest: MessageFns<CreateVmRequest> = {
   },
 
   fromJSON(object: any): CreateVmRequest {
-    return { spec: isSet(object.spec) ? VmSpec.fromJSON(object.spec) : undefined };
+    return {
+      spec: isSet(object.spec) ? VmSpec.fromJSON(object.spec) : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
   },
 
   toJSON(message: CreateVmRequest): unknown {
     const obj: any = {};
     if (message.spec !== undefined) {
       obj.spec = VmSpec.toJSON(message.spec);
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
     }
     return obj;
   },
@@ -306,6 +384,7 @@ export const CreateVmRequest: MessageFns<CreateVmRequest> = {
   fromPartial(object: DeepPartial<CreateVmRequest>): CreateVmRequest {
     const message = createBaseCreateVmRequest();
     message.spec = (object.spec !== undefined && object.spec !== null) ? VmSpec.fromPartial(object.spec) : undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -1605,13 +1684,16 @@ export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
 };
 
 function createBaseCreateVmsRequest(): CreateVmsRequest {
-  return { specs: [] };
+  return { specs: [], requestId: "" };
 }
 
 export const CreateVmsRequest: MessageFns<CreateVmsRequest> = {
   encode(message: CreateVmsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.specs) {
       VmSpec.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
     }
     return writer;
   },
@@ -1637,6 +1719,14 @@ export const CreateVmsRequest: MessageFns<CreateVmsRequest> = {
             message.specs.push(VmSpec.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1650,13 +1740,23 @@ export const CreateVmsRequest: MessageFns<CreateVmsRequest> = {
   },
 
   fromJSON(object: any): CreateVmsRequest {
-    return { specs: globalThis.Array.isArray(object?.specs) ? object.specs.map((e: any) => VmSpec.fromJSON(e)) : [] };
+    return {
+      specs: globalThis.Array.isArray(object?.specs) ? object.specs.map((e: any) => VmSpec.fromJSON(e)) : [],
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
   },
 
   toJSON(message: CreateVmsRequest): unknown {
     const obj: any = {};
     if (message.specs?.length) {
       obj.specs = message.specs.map((e) => VmSpec.toJSON(e));
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
     }
     return obj;
   },
@@ -1667,6 +1767,7 @@ export const CreateVmsRequest: MessageFns<CreateVmsRequest> = {
   fromPartial(object: DeepPartial<CreateVmsRequest>): CreateVmsRequest {
     const message = createBaseCreateVmsRequest();
     message.specs = object.specs?.map((e) => VmSpec.fromPartial(e)) || [];
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -2936,6 +3037,764 @@ export const UpdateClusterConfigResponse: MessageFns<UpdateClusterConfigResponse
   },
 };
 
+function createBaseRetryVmRequest(): RetryVmRequest {
+  return { name: "" };
+}
+
+export const RetryVmRequest: MessageFns<RetryVmRequest> = {
+  encode(message: RetryVmRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryVmRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryVmRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RetryVmRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: RetryVmRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RetryVmRequest>): RetryVmRequest {
+    return RetryVmRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RetryVmRequest>): RetryVmRequest {
+    const message = createBaseRetryVmRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseRetryVmResponse(): RetryVmResponse {
+  return { vm: undefined };
+}
+
+export const RetryVmResponse: MessageFns<RetryVmResponse> = {
+  encode(message: RetryVmResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vm !== undefined) {
+      Vm.encode(message.vm, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryVmResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryVmResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vm = Vm.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RetryVmResponse {
+    return { vm: isSet(object.vm) ? Vm.fromJSON(object.vm) : undefined };
+  },
+
+  toJSON(message: RetryVmResponse): unknown {
+    const obj: any = {};
+    if (message.vm !== undefined) {
+      obj.vm = Vm.toJSON(message.vm);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RetryVmResponse>): RetryVmResponse {
+    return RetryVmResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RetryVmResponse>): RetryVmResponse {
+    const message = createBaseRetryVmResponse();
+    message.vm = (object.vm !== undefined && object.vm !== null) ? Vm.fromPartial(object.vm) : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteOrphanRequest(): DeleteOrphanRequest {
+  return { hostId: "", vmId: "" };
+}
+
+export const DeleteOrphanRequest: MessageFns<DeleteOrphanRequest> = {
+  encode(message: DeleteOrphanRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteOrphanRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteOrphanRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteOrphanRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteOrphanRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteOrphanRequest>): DeleteOrphanRequest {
+    return DeleteOrphanRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteOrphanRequest>): DeleteOrphanRequest {
+    const message = createBaseDeleteOrphanRequest();
+    message.hostId = object.hostId ?? "";
+    message.vmId = object.vmId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteOrphanResponse(): DeleteOrphanResponse {
+  return {};
+}
+
+export const DeleteOrphanResponse: MessageFns<DeleteOrphanResponse> = {
+  encode(_: DeleteOrphanResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteOrphanResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteOrphanResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteOrphanResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteOrphanResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteOrphanResponse>): DeleteOrphanResponse {
+    return DeleteOrphanResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DeleteOrphanResponse>): DeleteOrphanResponse {
+    const message = createBaseDeleteOrphanResponse();
+    return message;
+  },
+};
+
+function createBaseAdoptOrphanRequest(): AdoptOrphanRequest {
+  return { hostId: "", vmId: "", name: "" };
+}
+
+export const AdoptOrphanRequest: MessageFns<AdoptOrphanRequest> = {
+  encode(message: AdoptOrphanRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    if (message.name !== "") {
+      writer.uint32(26).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdoptOrphanRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdoptOrphanRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AdoptOrphanRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+    };
+  },
+
+  toJSON(message: AdoptOrphanRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AdoptOrphanRequest>): AdoptOrphanRequest {
+    return AdoptOrphanRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AdoptOrphanRequest>): AdoptOrphanRequest {
+    const message = createBaseAdoptOrphanRequest();
+    message.hostId = object.hostId ?? "";
+    message.vmId = object.vmId ?? "";
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseAdoptOrphanResponse(): AdoptOrphanResponse {
+  return { vm: undefined };
+}
+
+export const AdoptOrphanResponse: MessageFns<AdoptOrphanResponse> = {
+  encode(message: AdoptOrphanResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vm !== undefined) {
+      Vm.encode(message.vm, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdoptOrphanResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdoptOrphanResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vm = Vm.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AdoptOrphanResponse {
+    return { vm: isSet(object.vm) ? Vm.fromJSON(object.vm) : undefined };
+  },
+
+  toJSON(message: AdoptOrphanResponse): unknown {
+    const obj: any = {};
+    if (message.vm !== undefined) {
+      obj.vm = Vm.toJSON(message.vm);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AdoptOrphanResponse>): AdoptOrphanResponse {
+    return AdoptOrphanResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AdoptOrphanResponse>): AdoptOrphanResponse {
+    const message = createBaseAdoptOrphanResponse();
+    message.vm = (object.vm !== undefined && object.vm !== null) ? Vm.fromPartial(object.vm) : undefined;
+    return message;
+  },
+};
+
+function createBaseGetClusterRequest(): GetClusterRequest {
+  return {};
+}
+
+export const GetClusterRequest: MessageFns<GetClusterRequest> = {
+  encode(_: GetClusterRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetClusterRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetClusterRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetClusterRequest {
+    return {};
+  },
+
+  toJSON(_: GetClusterRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetClusterRequest>): GetClusterRequest {
+    return GetClusterRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<GetClusterRequest>): GetClusterRequest {
+    const message = createBaseGetClusterRequest();
+    return message;
+  },
+};
+
+function createBaseGetClusterResponse(): GetClusterResponse {
+  return { cluster: undefined, leaderEpoch: 0, leaderId: "" };
+}
+
+export const GetClusterResponse: MessageFns<GetClusterResponse> = {
+  encode(message: GetClusterResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cluster !== undefined) {
+      ClusterInfo.encode(message.cluster, writer.uint32(10).fork()).join();
+    }
+    if (message.leaderEpoch !== 0) {
+      writer.uint32(16).uint64(message.leaderEpoch);
+    }
+    if (message.leaderId !== "") {
+      writer.uint32(26).string(message.leaderId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetClusterResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetClusterResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cluster = ClusterInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.leaderEpoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.leaderId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetClusterResponse {
+    return {
+      cluster: isSet(object.cluster) ? ClusterInfo.fromJSON(object.cluster) : undefined,
+      leaderEpoch: isSet(object.leaderEpoch)
+        ? globalThis.Number(object.leaderEpoch)
+        : isSet(object.leader_epoch)
+        ? globalThis.Number(object.leader_epoch)
+        : 0,
+      leaderId: isSet(object.leaderId)
+        ? globalThis.String(object.leaderId)
+        : isSet(object.leader_id)
+        ? globalThis.String(object.leader_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetClusterResponse): unknown {
+    const obj: any = {};
+    if (message.cluster !== undefined) {
+      obj.cluster = ClusterInfo.toJSON(message.cluster);
+    }
+    if (message.leaderEpoch !== 0) {
+      obj.leaderEpoch = Math.round(message.leaderEpoch);
+    }
+    if (message.leaderId !== "") {
+      obj.leaderId = message.leaderId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetClusterResponse>): GetClusterResponse {
+    return GetClusterResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetClusterResponse>): GetClusterResponse {
+    const message = createBaseGetClusterResponse();
+    message.cluster = (object.cluster !== undefined && object.cluster !== null)
+      ? ClusterInfo.fromPartial(object.cluster)
+      : undefined;
+    message.leaderEpoch = object.leaderEpoch ?? 0;
+    message.leaderId = object.leaderId ?? "";
+    return message;
+  },
+};
+
+function createBaseConfirmHostDownRequest(): ConfirmHostDownRequest {
+  return { hostId: "" };
+}
+
+export const ConfirmHostDownRequest: MessageFns<ConfirmHostDownRequest> = {
+  encode(message: ConfirmHostDownRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfirmHostDownRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfirmHostDownRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConfirmHostDownRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ConfirmHostDownRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConfirmHostDownRequest>): ConfirmHostDownRequest {
+    return ConfirmHostDownRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConfirmHostDownRequest>): ConfirmHostDownRequest {
+    const message = createBaseConfirmHostDownRequest();
+    message.hostId = object.hostId ?? "";
+    return message;
+  },
+};
+
+function createBaseConfirmHostDownResponse(): ConfirmHostDownResponse {
+  return { host: undefined };
+}
+
+export const ConfirmHostDownResponse: MessageFns<ConfirmHostDownResponse> = {
+  encode(message: ConfirmHostDownResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== undefined) {
+      Host.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfirmHostDownResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfirmHostDownResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = Host.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConfirmHostDownResponse {
+    return { host: isSet(object.host) ? Host.fromJSON(object.host) : undefined };
+  },
+
+  toJSON(message: ConfirmHostDownResponse): unknown {
+    const obj: any = {};
+    if (message.host !== undefined) {
+      obj.host = Host.toJSON(message.host);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConfirmHostDownResponse>): ConfirmHostDownResponse {
+    return ConfirmHostDownResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConfirmHostDownResponse>): ConfirmHostDownResponse {
+    const message = createBaseConfirmHostDownResponse();
+    message.host = (object.host !== undefined && object.host !== null) ? Host.fromPartial(object.host) : undefined;
+    return message;
+  },
+};
+
 /** The operator API, served by every controller; followers answer UNAVAILABLE naming the leader. */
 export type ClusterServiceService = typeof ClusterServiceService;
 export const ClusterServiceService = {
@@ -3083,6 +3942,71 @@ export const ClusterServiceService = {
       Buffer.from(UpdateClusterConfigResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdateClusterConfigResponse => UpdateClusterConfigResponse.decode(value),
   },
+  /**
+   * Sends the VM's current command again now, clearing a permanent failure or a backoff (the
+   * generation is bumped, so the host applies it afresh).
+   */
+  retryVm: {
+    path: "/berth.v1.ClusterService/RetryVm" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RetryVmRequest): Buffer => Buffer.from(RetryVmRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RetryVmRequest => RetryVmRequest.decode(value),
+    responseSerialize: (value: RetryVmResponse): Buffer => Buffer.from(RetryVmResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RetryVmResponse => RetryVmResponse.decode(value),
+  },
+  /**
+   * Deletes a domain that no VM record accounts for (see Host.orphans), with its volumes. The host
+   * must be connected; answers once the host confirms.
+   */
+  deleteOrphan: {
+    path: "/berth.v1.ClusterService/DeleteOrphan" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteOrphanRequest): Buffer => Buffer.from(DeleteOrphanRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteOrphanRequest => DeleteOrphanRequest.decode(value),
+    responseSerialize: (value: DeleteOrphanResponse): Buffer =>
+      Buffer.from(DeleteOrphanResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteOrphanResponse => DeleteOrphanResponse.decode(value),
+  },
+  /**
+   * Makes a VM record for an orphan domain where it is, under a new name, with its resources as the
+   * spec and its current power state as the desired one.
+   */
+  adoptOrphan: {
+    path: "/berth.v1.ClusterService/AdoptOrphan" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AdoptOrphanRequest): Buffer => Buffer.from(AdoptOrphanRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AdoptOrphanRequest => AdoptOrphanRequest.decode(value),
+    responseSerialize: (value: AdoptOrphanResponse): Buffer => Buffer.from(AdoptOrphanResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AdoptOrphanResponse => AdoptOrphanResponse.decode(value),
+  },
+  /**
+   * Declares a silent host down for good (as Kubernetes' out-of-service taint): it counts as fenced
+   * at once and its restart-policy VMs are recreated elsewhere. Refused for a connected host.
+   */
+  confirmHostDown: {
+    path: "/berth.v1.ClusterService/ConfirmHostDown" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ConfirmHostDownRequest): Buffer =>
+      Buffer.from(ConfirmHostDownRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ConfirmHostDownRequest => ConfirmHostDownRequest.decode(value),
+    responseSerialize: (value: ConfirmHostDownResponse): Buffer =>
+      Buffer.from(ConfirmHostDownResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ConfirmHostDownResponse => ConfirmHostDownResponse.decode(value),
+  },
+  /** The cluster's identity and who leads it. */
+  getCluster: {
+    path: "/berth.v1.ClusterService/GetCluster" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetClusterRequest): Buffer => Buffer.from(GetClusterRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetClusterRequest => GetClusterRequest.decode(value),
+    responseSerialize: (value: GetClusterResponse): Buffer => Buffer.from(GetClusterResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetClusterResponse => GetClusterResponse.decode(value),
+  },
   /** The current state of every VM and host, then every change. */
   watchEvents: {
     path: "/berth.v1.ClusterService/WatchEvents" as const,
@@ -3115,6 +4039,28 @@ export interface ClusterServiceServer extends UntypedServiceImplementation {
   getClusterConfig: handleUnaryCall<GetClusterConfigRequest, GetClusterConfigResponse>;
   /** Replaces the cluster config after validating it (INVALID_ARGUMENT names the field). */
   updateClusterConfig: handleUnaryCall<UpdateClusterConfigRequest, UpdateClusterConfigResponse>;
+  /**
+   * Sends the VM's current command again now, clearing a permanent failure or a backoff (the
+   * generation is bumped, so the host applies it afresh).
+   */
+  retryVm: handleUnaryCall<RetryVmRequest, RetryVmResponse>;
+  /**
+   * Deletes a domain that no VM record accounts for (see Host.orphans), with its volumes. The host
+   * must be connected; answers once the host confirms.
+   */
+  deleteOrphan: handleUnaryCall<DeleteOrphanRequest, DeleteOrphanResponse>;
+  /**
+   * Makes a VM record for an orphan domain where it is, under a new name, with its resources as the
+   * spec and its current power state as the desired one.
+   */
+  adoptOrphan: handleUnaryCall<AdoptOrphanRequest, AdoptOrphanResponse>;
+  /**
+   * Declares a silent host down for good (as Kubernetes' out-of-service taint): it counts as fenced
+   * at once and its restart-policy VMs are recreated elsewhere. Refused for a connected host.
+   */
+  confirmHostDown: handleUnaryCall<ConfirmHostDownRequest, ConfirmHostDownResponse>;
+  /** The cluster's identity and who leads it. */
+  getCluster: handleUnaryCall<GetClusterRequest, GetClusterResponse>;
   /** The current state of every VM and host, then every change. */
   watchEvents: handleServerStreamingCall<WatchEventsRequest, WatchEventsResponse>;
 }
@@ -3348,6 +4294,98 @@ export interface ClusterServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateClusterConfigResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Sends the VM's current command again now, clearing a permanent failure or a backoff (the
+   * generation is bumped, so the host applies it afresh).
+   */
+  retryVm(
+    request: RetryVmRequest,
+    callback: (error: ServiceError | null, response: RetryVmResponse) => void,
+  ): ClientUnaryCall;
+  retryVm(
+    request: RetryVmRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RetryVmResponse) => void,
+  ): ClientUnaryCall;
+  retryVm(
+    request: RetryVmRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RetryVmResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Deletes a domain that no VM record accounts for (see Host.orphans), with its volumes. The host
+   * must be connected; answers once the host confirms.
+   */
+  deleteOrphan(
+    request: DeleteOrphanRequest,
+    callback: (error: ServiceError | null, response: DeleteOrphanResponse) => void,
+  ): ClientUnaryCall;
+  deleteOrphan(
+    request: DeleteOrphanRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteOrphanResponse) => void,
+  ): ClientUnaryCall;
+  deleteOrphan(
+    request: DeleteOrphanRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteOrphanResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Makes a VM record for an orphan domain where it is, under a new name, with its resources as the
+   * spec and its current power state as the desired one.
+   */
+  adoptOrphan(
+    request: AdoptOrphanRequest,
+    callback: (error: ServiceError | null, response: AdoptOrphanResponse) => void,
+  ): ClientUnaryCall;
+  adoptOrphan(
+    request: AdoptOrphanRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AdoptOrphanResponse) => void,
+  ): ClientUnaryCall;
+  adoptOrphan(
+    request: AdoptOrphanRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AdoptOrphanResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Declares a silent host down for good (as Kubernetes' out-of-service taint): it counts as fenced
+   * at once and its restart-policy VMs are recreated elsewhere. Refused for a connected host.
+   */
+  confirmHostDown(
+    request: ConfirmHostDownRequest,
+    callback: (error: ServiceError | null, response: ConfirmHostDownResponse) => void,
+  ): ClientUnaryCall;
+  confirmHostDown(
+    request: ConfirmHostDownRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ConfirmHostDownResponse) => void,
+  ): ClientUnaryCall;
+  confirmHostDown(
+    request: ConfirmHostDownRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ConfirmHostDownResponse) => void,
+  ): ClientUnaryCall;
+  /** The cluster's identity and who leads it. */
+  getCluster(
+    request: GetClusterRequest,
+    callback: (error: ServiceError | null, response: GetClusterResponse) => void,
+  ): ClientUnaryCall;
+  getCluster(
+    request: GetClusterRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetClusterResponse) => void,
+  ): ClientUnaryCall;
+  getCluster(
+    request: GetClusterRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetClusterResponse) => void,
   ): ClientUnaryCall;
   /** The current state of every VM and host, then every change. */
   watchEvents(request: WatchEventsRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchEventsResponse>;

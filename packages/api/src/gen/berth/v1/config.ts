@@ -8,6 +8,7 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { AllocationRatio } from "./host.js";
 import { Resources } from "./resources.js";
+import { HostFailurePolicy, hostFailurePolicyFromJSON, hostFailurePolicyToJSON } from "./vm.js";
 
 export const protobufPackage = "berth.v1";
 
@@ -38,7 +39,11 @@ export interface SchedulerConfig_WeightsEntry {
 
 /** Cluster-wide settings: the value stored under /berth/v1/config. */
 export interface ClusterConfig {
-  scheduler?: SchedulerConfig | undefined;
+  scheduler?:
+    | SchedulerConfig
+    | undefined;
+  /** The on_host_failure of VMs whose spec leaves it unset (unset here: KEEP). */
+  defaultOnHostFailure: HostFailurePolicy;
 }
 
 function createBaseSchedulerConfig(): SchedulerConfig {
@@ -344,13 +349,16 @@ export const SchedulerConfig_WeightsEntry: MessageFns<SchedulerConfig_WeightsEnt
 };
 
 function createBaseClusterConfig(): ClusterConfig {
-  return { scheduler: undefined };
+  return { scheduler: undefined, defaultOnHostFailure: 0 };
 }
 
 export const ClusterConfig: MessageFns<ClusterConfig> = {
   encode(message: ClusterConfig, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.scheduler !== undefined) {
       SchedulerConfig.encode(message.scheduler, writer.uint32(10).fork()).join();
+    }
+    if (message.defaultOnHostFailure !== 0) {
+      writer.uint32(16).int32(message.defaultOnHostFailure);
     }
     return writer;
   },
@@ -376,6 +384,14 @@ export const ClusterConfig: MessageFns<ClusterConfig> = {
             message.scheduler = SchedulerConfig.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.defaultOnHostFailure = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -389,13 +405,23 @@ export const ClusterConfig: MessageFns<ClusterConfig> = {
   },
 
   fromJSON(object: any): ClusterConfig {
-    return { scheduler: isSet(object.scheduler) ? SchedulerConfig.fromJSON(object.scheduler) : undefined };
+    return {
+      scheduler: isSet(object.scheduler) ? SchedulerConfig.fromJSON(object.scheduler) : undefined,
+      defaultOnHostFailure: isSet(object.defaultOnHostFailure)
+        ? hostFailurePolicyFromJSON(object.defaultOnHostFailure)
+        : isSet(object.default_on_host_failure)
+        ? hostFailurePolicyFromJSON(object.default_on_host_failure)
+        : 0,
+    };
   },
 
   toJSON(message: ClusterConfig): unknown {
     const obj: any = {};
     if (message.scheduler !== undefined) {
       obj.scheduler = SchedulerConfig.toJSON(message.scheduler);
+    }
+    if (message.defaultOnHostFailure !== 0) {
+      obj.defaultOnHostFailure = hostFailurePolicyToJSON(message.defaultOnHostFailure);
     }
     return obj;
   },
@@ -408,6 +434,7 @@ export const ClusterConfig: MessageFns<ClusterConfig> = {
     message.scheduler = (object.scheduler !== undefined && object.scheduler !== null)
       ? SchedulerConfig.fromPartial(object.scheduler)
       : undefined;
+    message.defaultOnHostFailure = object.defaultOnHostFailure ?? 0;
     return message;
   },
 };

@@ -7,18 +7,35 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Resources } from "./resources.js";
+import { DomainState, domainStateFromJSON, domainStateToJSON } from "./vm.js";
 
 export const protobufPackage = "berth.v1";
 
 export const protobufFileName = "berth/v1/host.proto";
 
-/** Whether the controller hears from a host. */
+/**
+ * Whether the controller hears from a host, and what it may assume of the host's VMs. One module
+ * of the controller (host lifecycle) decides and writes it.
+ */
 export enum HostState {
   HOST_STATE_UNSPECIFIED = 0,
-  /** HOST_STATE_READY - Connected and reporting. */
+  /** HOST_STATE_READY - Connected and heard from recently. */
   HOST_STATE_READY = 1,
-  /** HOST_STATE_DISCONNECTED - Its stream has gone or reports are late; not a candidate for new VMs. */
+  /** HOST_STATE_DISCONNECTED - Written by earlier versions for a host whose stream had gone; read as SUSPECT. */
   HOST_STATE_DISCONNECTED = 2,
+  /**
+   * HOST_STATE_SUSPECT - Its stream has gone or it missed heartbeats: no new VMs; its VMs' state is UNKNOWN. Nothing is
+   * done to its VMs yet: a host that comes back is READY again.
+   */
+  HOST_STATE_SUSPECT = 3,
+  /** HOST_STATE_DOWN - Silent past the down timeout: its VMs are still assumed to run until it is fenced. */
+  HOST_STATE_DOWN = 4,
+  /**
+   * HOST_STATE_FENCED - Known not to run its VMs: silent for longer than its watchdog allows (fence timeout + margin),
+   * or confirmed down by an operator. Restart-policy VMs are recreated elsewhere; when the host
+   * returns, its superseded copies are removed.
+   */
+  HOST_STATE_FENCED = 5,
 }
 
 export function hostStateFromJSON(object: any): HostState {
@@ -32,6 +49,15 @@ export function hostStateFromJSON(object: any): HostState {
     case 2:
     case "HOST_STATE_DISCONNECTED":
       return HostState.HOST_STATE_DISCONNECTED;
+    case 3:
+    case "HOST_STATE_SUSPECT":
+      return HostState.HOST_STATE_SUSPECT;
+    case 4:
+    case "HOST_STATE_DOWN":
+      return HostState.HOST_STATE_DOWN;
+    case 5:
+    case "HOST_STATE_FENCED":
+      return HostState.HOST_STATE_FENCED;
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum HostState");
   }
@@ -45,6 +71,12 @@ export function hostStateToJSON(object: HostState): string {
       return "HOST_STATE_READY";
     case HostState.HOST_STATE_DISCONNECTED:
       return "HOST_STATE_DISCONNECTED";
+    case HostState.HOST_STATE_SUSPECT:
+      return "HOST_STATE_SUSPECT";
+    case HostState.HOST_STATE_DOWN:
+      return "HOST_STATE_DOWN";
+    case HostState.HOST_STATE_FENCED:
+      return "HOST_STATE_FENCED";
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum HostState");
   }
@@ -91,12 +123,41 @@ export interface Host {
    * Whether the host's hypervisor answers, as the agent last reported (live in the controller's
    * answers). A host whose agent is connected but whose hypervisor is down gets no new VMs.
    */
-  hypervisor?: HypervisorStatus | undefined;
+  hypervisor?:
+    | HypervisorStatus
+    | undefined;
+  /**
+   * Domains with Berth's metadata on this host that no VM record of this cluster accounts for, as
+   * last reported (live in the controller's answers; not stored). Berth leaves them alone: delete
+   * them with `berth host orphans delete HOST VM_ID` or adopt them with `berth host orphans adopt`.
+   */
+  orphans: OrphanDomain[];
+  /** Unix milliseconds when `state` last changed. */
+  stateSinceMs: number;
+  /**
+   * When a silent host counts as fenced (Unix ms: last heard + fence timeout + margin); 0 while
+   * the host is heard.
+   */
+  fenceDeadlineMs: number;
+  /**
+   * An operator confirmed the host is down (`berth host confirm-down`): fenced at once. Cleared when
+   * the host's agent connects again.
+   */
+  confirmedDown: boolean;
 }
 
 export interface Host_LabelsEntry {
   key: string;
   value: string;
+}
+
+/** A domain no VM record accounts for: left where it is, for the operator to delete or adopt. */
+export interface OrphanDomain {
+  /** The VM id the domain carries (its UUID). */
+  vmId: string;
+  name: string;
+  state: DomainState;
+  resources?: Resources | undefined;
 }
 
 /** Facts of a host beyond its capacity, as its hypervisor driver reports them. */
@@ -149,6 +210,10 @@ function createBaseHost(): Host {
     reserved: undefined,
     facts: undefined,
     hypervisor: undefined,
+    orphans: [],
+    stateSinceMs: 0,
+    fenceDeadlineMs: 0,
+    confirmedDown: false,
   };
 }
 
@@ -198,6 +263,18 @@ export const Host: MessageFns<Host> = {
     }
     if (message.hypervisor !== undefined) {
       HypervisorStatus.encode(message.hypervisor, writer.uint32(122).fork()).join();
+    }
+    for (const v of message.orphans) {
+      OrphanDomain.encode(v!, writer.uint32(130).fork()).join();
+    }
+    if (message.stateSinceMs !== 0) {
+      writer.uint32(136).uint64(message.stateSinceMs);
+    }
+    if (message.fenceDeadlineMs !== 0) {
+      writer.uint32(144).uint64(message.fenceDeadlineMs);
+    }
+    if (message.confirmedDown !== false) {
+      writer.uint32(152).bool(message.confirmedDown);
     }
     return writer;
   },
@@ -338,6 +415,38 @@ export const Host: MessageFns<Host> = {
             message.hypervisor = HypervisorStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.orphans.push(OrphanDomain.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.stateSinceMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.fenceDeadlineMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.confirmedDown = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -396,6 +505,24 @@ export const Host: MessageFns<Host> = {
       reserved: isSet(object.reserved) ? Resources.fromJSON(object.reserved) : undefined,
       facts: isSet(object.facts) ? HostFacts.fromJSON(object.facts) : undefined,
       hypervisor: isSet(object.hypervisor) ? HypervisorStatus.fromJSON(object.hypervisor) : undefined,
+      orphans: globalThis.Array.isArray(object?.orphans)
+        ? object.orphans.map((e: any) => OrphanDomain.fromJSON(e))
+        : [],
+      stateSinceMs: isSet(object.stateSinceMs)
+        ? globalThis.Number(object.stateSinceMs)
+        : isSet(object.state_since_ms)
+        ? globalThis.Number(object.state_since_ms)
+        : 0,
+      fenceDeadlineMs: isSet(object.fenceDeadlineMs)
+        ? globalThis.Number(object.fenceDeadlineMs)
+        : isSet(object.fence_deadline_ms)
+        ? globalThis.Number(object.fence_deadline_ms)
+        : 0,
+      confirmedDown: isSet(object.confirmedDown)
+        ? globalThis.Boolean(object.confirmedDown)
+        : isSet(object.confirmed_down)
+        ? globalThis.Boolean(object.confirmed_down)
+        : false,
     };
   },
 
@@ -452,6 +579,18 @@ export const Host: MessageFns<Host> = {
     if (message.hypervisor !== undefined) {
       obj.hypervisor = HypervisorStatus.toJSON(message.hypervisor);
     }
+    if (message.orphans?.length) {
+      obj.orphans = message.orphans.map((e) => OrphanDomain.toJSON(e));
+    }
+    if (message.stateSinceMs !== 0) {
+      obj.stateSinceMs = Math.round(message.stateSinceMs);
+    }
+    if (message.fenceDeadlineMs !== 0) {
+      obj.fenceDeadlineMs = Math.round(message.fenceDeadlineMs);
+    }
+    if (message.confirmedDown !== false) {
+      obj.confirmedDown = message.confirmedDown;
+    }
     return obj;
   },
 
@@ -497,6 +636,10 @@ export const Host: MessageFns<Host> = {
     message.hypervisor = (object.hypervisor !== undefined && object.hypervisor !== null)
       ? HypervisorStatus.fromPartial(object.hypervisor)
       : undefined;
+    message.orphans = object.orphans?.map((e) => OrphanDomain.fromPartial(e)) || [];
+    message.stateSinceMs = object.stateSinceMs ?? 0;
+    message.fenceDeadlineMs = object.fenceDeadlineMs ?? 0;
+    message.confirmedDown = object.confirmedDown ?? false;
     return message;
   },
 };
@@ -582,6 +725,129 @@ export const Host_LabelsEntry: MessageFns<Host_LabelsEntry> = {
     const message = createBaseHost_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseOrphanDomain(): OrphanDomain {
+  return { vmId: "", name: "", state: 0, resources: undefined };
+}
+
+export const OrphanDomain: MessageFns<OrphanDomain> = {
+  encode(message: OrphanDomain, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmId !== "") {
+      writer.uint32(10).string(message.vmId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.state !== 0) {
+      writer.uint32(24).int32(message.state);
+    }
+    if (message.resources !== undefined) {
+      Resources.encode(message.resources, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OrphanDomain {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOrphanDomain();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.resources = Resources.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OrphanDomain {
+    return {
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      state: isSet(object.state) ? domainStateFromJSON(object.state) : 0,
+      resources: isSet(object.resources) ? Resources.fromJSON(object.resources) : undefined,
+    };
+  },
+
+  toJSON(message: OrphanDomain): unknown {
+    const obj: any = {};
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.state !== 0) {
+      obj.state = domainStateToJSON(message.state);
+    }
+    if (message.resources !== undefined) {
+      obj.resources = Resources.toJSON(message.resources);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<OrphanDomain>): OrphanDomain {
+    return OrphanDomain.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<OrphanDomain>): OrphanDomain {
+    const message = createBaseOrphanDomain();
+    message.vmId = object.vmId ?? "";
+    message.name = object.name ?? "";
+    message.state = object.state ?? 0;
+    message.resources = (object.resources !== undefined && object.resources !== null)
+      ? Resources.fromPartial(object.resources)
+      : undefined;
     return message;
   },
 };

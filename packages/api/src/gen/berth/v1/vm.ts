@@ -12,6 +12,47 @@ export const protobufPackage = "berth.v1";
 
 export const protobufFileName = "berth/v1/vm.proto";
 
+/** What happens to a VM whose host fails. */
+export enum HostFailurePolicy {
+  HOST_FAILURE_POLICY_UNSPECIFIED = 0,
+  /** HOST_FAILURE_POLICY_KEEP - Wait for the host to come back (the VM's disk stays there). */
+  HOST_FAILURE_POLICY_KEEP = 1,
+  /**
+   * HOST_FAILURE_POLICY_RESTART - Once the host is fenced, recreate the VM on another host through the scheduler. With a
+   * host-local disk the new copy starts from a blank disk.
+   */
+  HOST_FAILURE_POLICY_RESTART = 2,
+}
+
+export function hostFailurePolicyFromJSON(object: any): HostFailurePolicy {
+  switch (object) {
+    case 0:
+    case "HOST_FAILURE_POLICY_UNSPECIFIED":
+      return HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED;
+    case 1:
+    case "HOST_FAILURE_POLICY_KEEP":
+      return HostFailurePolicy.HOST_FAILURE_POLICY_KEEP;
+    case 2:
+    case "HOST_FAILURE_POLICY_RESTART":
+      return HostFailurePolicy.HOST_FAILURE_POLICY_RESTART;
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum HostFailurePolicy");
+  }
+}
+
+export function hostFailurePolicyToJSON(object: HostFailurePolicy): string {
+  switch (object) {
+    case HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED:
+      return "HOST_FAILURE_POLICY_UNSPECIFIED";
+    case HostFailurePolicy.HOST_FAILURE_POLICY_KEEP:
+      return "HOST_FAILURE_POLICY_KEEP";
+    case HostFailurePolicy.HOST_FAILURE_POLICY_RESTART:
+      return "HOST_FAILURE_POLICY_RESTART";
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum HostFailurePolicy");
+  }
+}
+
 /** The power state the operator wants. DELETED means "remove it from its host, then forget it". */
 export enum DesiredState {
   DESIRED_STATE_UNSPECIFIED = 0,
@@ -184,6 +225,8 @@ export interface VmSpec {
   forbiddenHostLabels: { [key: string]: string };
   /** When not empty, only these hosts may take the VM. */
   pinnedHosts: string[];
+  /** What to do when the VM's host fails and is fenced (unset: the cluster's default, itself KEEP). */
+  onHostFailure: HostFailurePolicy;
 }
 
 export interface VmSpec_LabelsEntry {
@@ -211,6 +254,17 @@ export interface VmStatus {
   message: string;
   /** Unix milliseconds of the last change of this status. */
   updatedAtMs: number;
+  /** Failed attempts in a row at the current generation's command (0 once one succeeds). */
+  attempts: number;
+  /** Stable error code of the last failed attempt; empty when the last attempt succeeded. */
+  errorCode: string;
+  /** When the controller sends the command again (Unix ms); 0 when no retry is scheduled. */
+  nextAttemptAtMs: number;
+  /**
+   * The last failure is permanent (see CommandResult.error_code): nothing is retried until the
+   * spec or the desired state changes, or the operator asks (`berth vm retry NAME`).
+   */
+  permanent: boolean;
 }
 
 /** One VM: the value stored under /berth/v1/vms/<name>. */
@@ -227,6 +281,11 @@ export interface Vm {
   createdAtMs: number;
   /** With desired state STOPPED: power off at once instead of a graceful shutdown. */
   forceStop: boolean;
+  /**
+   * The request id of the create that made this VM: a create retried with the same id (after a
+   * lost answer or a leader change) returns this VM instead of ALREADY_EXISTS.
+   */
+  requestId: string;
 }
 
 function createBaseVmSpec(): VmSpec {
@@ -238,6 +297,7 @@ function createBaseVmSpec(): VmSpec {
     requiredHostLabels: {},
     forbiddenHostLabels: {},
     pinnedHosts: [],
+    onHostFailure: 0,
   };
 }
 
@@ -263,6 +323,9 @@ export const VmSpec: MessageFns<VmSpec> = {
     });
     for (const v of message.pinnedHosts) {
       writer.uint32(58).string(v!);
+    }
+    if (message.onHostFailure !== 0) {
+      writer.uint32(64).int32(message.onHostFailure);
     }
     return writer;
   },
@@ -343,6 +406,14 @@ export const VmSpec: MessageFns<VmSpec> = {
             }
 
             message.pinnedHosts.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.onHostFailure = reader.int32() as any;
             continue;
           }
         }
@@ -435,6 +506,11 @@ export const VmSpec: MessageFns<VmSpec> = {
         : globalThis.Array.isArray(object?.pinned_hosts)
         ? object.pinned_hosts.map((e: any) => globalThis.String(e))
         : [],
+      onHostFailure: isSet(object.onHostFailure)
+        ? hostFailurePolicyFromJSON(object.onHostFailure)
+        : isSet(object.on_host_failure)
+        ? hostFailurePolicyFromJSON(object.on_host_failure)
+        : 0,
     };
   },
 
@@ -479,6 +555,9 @@ export const VmSpec: MessageFns<VmSpec> = {
     if (message.pinnedHosts?.length) {
       obj.pinnedHosts = message.pinnedHosts;
     }
+    if (message.onHostFailure !== 0) {
+      obj.onHostFailure = hostFailurePolicyToJSON(message.onHostFailure);
+    }
     return obj;
   },
 
@@ -516,6 +595,7 @@ export const VmSpec: MessageFns<VmSpec> = {
         return acc;
       }, {});
     message.pinnedHosts = object.pinnedHosts?.map((e) => e) || [];
+    message.onHostFailure = object.onHostFailure ?? 0;
     return message;
   },
 };
@@ -776,7 +856,17 @@ export const VmSpec_ForbiddenHostLabelsEntry: MessageFns<VmSpec_ForbiddenHostLab
 };
 
 function createBaseVmStatus(): VmStatus {
-  return { phase: 0, domainState: 0, observedGeneration: 0, message: "", updatedAtMs: 0 };
+  return {
+    phase: 0,
+    domainState: 0,
+    observedGeneration: 0,
+    message: "",
+    updatedAtMs: 0,
+    attempts: 0,
+    errorCode: "",
+    nextAttemptAtMs: 0,
+    permanent: false,
+  };
 }
 
 export const VmStatus: MessageFns<VmStatus> = {
@@ -795,6 +885,18 @@ export const VmStatus: MessageFns<VmStatus> = {
     }
     if (message.updatedAtMs !== 0) {
       writer.uint32(40).uint64(message.updatedAtMs);
+    }
+    if (message.attempts !== 0) {
+      writer.uint32(48).uint32(message.attempts);
+    }
+    if (message.errorCode !== "") {
+      writer.uint32(58).string(message.errorCode);
+    }
+    if (message.nextAttemptAtMs !== 0) {
+      writer.uint32(64).uint64(message.nextAttemptAtMs);
+    }
+    if (message.permanent !== false) {
+      writer.uint32(72).bool(message.permanent);
     }
     return writer;
   },
@@ -852,6 +954,38 @@ export const VmStatus: MessageFns<VmStatus> = {
             message.updatedAtMs = longToNumber(reader.uint64());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.attempts = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.errorCode = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.nextAttemptAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.permanent = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -883,6 +1017,18 @@ export const VmStatus: MessageFns<VmStatus> = {
         : isSet(object.updated_at_ms)
         ? globalThis.Number(object.updated_at_ms)
         : 0,
+      attempts: isSet(object.attempts) ? globalThis.Number(object.attempts) : 0,
+      errorCode: isSet(object.errorCode)
+        ? globalThis.String(object.errorCode)
+        : isSet(object.error_code)
+        ? globalThis.String(object.error_code)
+        : "",
+      nextAttemptAtMs: isSet(object.nextAttemptAtMs)
+        ? globalThis.Number(object.nextAttemptAtMs)
+        : isSet(object.next_attempt_at_ms)
+        ? globalThis.Number(object.next_attempt_at_ms)
+        : 0,
+      permanent: isSet(object.permanent) ? globalThis.Boolean(object.permanent) : false,
     };
   },
 
@@ -903,6 +1049,18 @@ export const VmStatus: MessageFns<VmStatus> = {
     if (message.updatedAtMs !== 0) {
       obj.updatedAtMs = Math.round(message.updatedAtMs);
     }
+    if (message.attempts !== 0) {
+      obj.attempts = Math.round(message.attempts);
+    }
+    if (message.errorCode !== "") {
+      obj.errorCode = message.errorCode;
+    }
+    if (message.nextAttemptAtMs !== 0) {
+      obj.nextAttemptAtMs = Math.round(message.nextAttemptAtMs);
+    }
+    if (message.permanent !== false) {
+      obj.permanent = message.permanent;
+    }
     return obj;
   },
 
@@ -916,6 +1074,10 @@ export const VmStatus: MessageFns<VmStatus> = {
     message.observedGeneration = object.observedGeneration ?? 0;
     message.message = object.message ?? "";
     message.updatedAtMs = object.updatedAtMs ?? 0;
+    message.attempts = object.attempts ?? 0;
+    message.errorCode = object.errorCode ?? "";
+    message.nextAttemptAtMs = object.nextAttemptAtMs ?? 0;
+    message.permanent = object.permanent ?? false;
     return message;
   },
 };
@@ -930,6 +1092,7 @@ function createBaseVm(): Vm {
     status: undefined,
     createdAtMs: 0,
     forceStop: false,
+    requestId: "",
   };
 }
 
@@ -958,6 +1121,9 @@ export const Vm: MessageFns<Vm> = {
     }
     if (message.forceStop !== false) {
       writer.uint32(64).bool(message.forceStop);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(74).string(message.requestId);
     }
     return writer;
   },
@@ -1039,6 +1205,14 @@ export const Vm: MessageFns<Vm> = {
             message.forceStop = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1077,6 +1251,11 @@ export const Vm: MessageFns<Vm> = {
         : isSet(object.force_stop)
         ? globalThis.Boolean(object.force_stop)
         : false,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -1106,6 +1285,9 @@ export const Vm: MessageFns<Vm> = {
     if (message.forceStop !== false) {
       obj.forceStop = message.forceStop;
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -1124,6 +1306,7 @@ export const Vm: MessageFns<Vm> = {
       : undefined;
     message.createdAtMs = object.createdAtMs ?? 0;
     message.forceStop = object.forceStop ?? false;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
