@@ -13,7 +13,7 @@ function command(generation: number, action: Command["action"], leaderEpoch = 7,
   return { commandId, vmId, generation, leaderEpoch, action };
 }
 const create = (generation: number, start = true): Command =>
-  command(generation, { $case: "create", value: { name: "web-1", resources, start } });
+  command(generation, { $case: "create", value: { name: "web-1", resources, start, fence: false } });
 
 describe("CommandExecutor", () => {
   let dir: string;

@@ -7,7 +7,7 @@ function vm(id: string, desiredState: DesiredState, generation = 1, forceStop = 
   return { id, spec: VmSpec.fromPartial({ name: `vm-${id}`, resources }), desiredState, hostId: "h1", generation, status: undefined, createdAtMs: 0, forceStop, requestId: "" };
 }
 function domain(vmId: string, state: DomainState, generation = 1): Domain {
-  return { vmId, name: `vm-${vmId}`, state, generation, resources };
+  return { vmId, name: `vm-${vmId}`, state, generation, resources, fence: false };
 }
 const R = DesiredState.DESIRED_STATE_RUNNING;
 const S = DesiredState.DESIRED_STATE_STOPPED;

@@ -38,11 +38,11 @@ export function desiredAction(vm: Vm, domain: Domain | undefined): DomainAction 
     case DesiredState.DESIRED_STATE_DELETED:
       return domain ? { $case: "delete", value: {} } : undefined;
     case DesiredState.DESIRED_STATE_RUNNING:
-      if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: true } };
+      if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: true, fence: false } };
       if (domain.state === DomainState.DOMAIN_STATE_RUNNING && current) return undefined;
       return { $case: "start", value: {} };
     case DesiredState.DESIRED_STATE_STOPPED:
-      if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: false } };
+      if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: false, fence: false } };
       // A crashed domain is off too: libvirt keeps "shut off (crashed)" until the next start, so
       // asking it to stop would never change what the host reports.
       if ((domain.state === DomainState.DOMAIN_STATE_SHUTOFF || domain.state === DomainState.DOMAIN_STATE_CRASHED) && current) return undefined;

@@ -69,7 +69,7 @@ describe("validateHello", () => {
     expect(() => validateHello(hello({ hostId: "Host 1" }))).toThrow(/^hello\.host_id:/);
     expect(() => validateHello(hello({ bootId: "" }))).toThrow(/^hello\.boot_id:/);
     expect(() => validateHello(hello({ capacity: undefined }))).toThrow(/^hello\.capacity: is required/);
-    const domains = Array.from({ length: Limits.maxDomainsPerHost + 1 }, (_, i) => ({ vmId: `${i}`, name: "x", state: 2, generation: 1, resources: undefined }));
+    const domains = Array.from({ length: Limits.maxDomainsPerHost + 1 }, (_, i) => ({ vmId: `${i}`, name: "x", state: 2, generation: 1, resources: undefined, fence: false }));
     expect(() => validateHello(hello({ inventory: { domains } }))).toThrow(/^hello\.inventory\.domains: at most/);
   });
   it("bounds the host facts and the hypervisor status", () => {

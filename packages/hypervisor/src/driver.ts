@@ -34,6 +34,20 @@ export interface DomainSpec {
   resources: Resources;
   /** The generation of the command that defines it, recorded with the domain. */
   generation: number;
+  /**
+   * Powered off when the host's watchdog deadline passes (see `setWatchdog`): the VM may be
+   * recreated elsewhere once the host is fenced, so this copy must not outlive the fence.
+   * Recorded with the domain (`Domain.fence`). Default false.
+   */
+  fence?: boolean;
+}
+
+/** The host's watchdog as the driver keeps it. */
+export interface WatchdogStatus {
+  /** The armed deadline (Unix ms); 0 when disarmed. */
+  deadlineMs: number;
+  /** When the watchdog last fired (Unix ms): the deadline passed unpetted; 0 when never. */
+  firedAtMs: number;
 }
 
 /** How to stop a domain. */
@@ -178,6 +192,22 @@ export interface HypervisorDriver {
    * `finishIncoming` takes it on. Idempotent.
    */
   abortMigration(vmId: string): Promise<void>;
+
+  // ---- fencing (host failure handling) ---------------------------------------------------------
+
+  /**
+   * Arms the host's watchdog, or moves its deadline (Unix ms): if it is not moved again before the
+   * deadline passes, every domain defined with `fence: true` is powered off from the deadline on,
+   * as a host reset by a hardware watchdog would be. The rule holds even while the caller is frozen:
+   * the fake keeps the deadline in its state file, so any process reading it applies it; libvirt
+   * uses a watchdog device when configured, else a timer in the driver (the docs state the residual
+   * risk). A fired watchdog stays fired (persisted) until the next `setWatchdog`. Idempotent.
+   */
+  setWatchdog(deadlineMs: number): Promise<void>;
+  /** Disarms the watchdog (an agent stopping cleanly, or one with no leader's fence timeout). Idempotent. */
+  clearWatchdog(): Promise<void>;
+  /** The watchdog's deadline and when it last fired. Never throws. */
+  watchdog(): Promise<WatchdogStatus>;
 
   /** Stops following events and releases resources (files, connections, child processes). Idempotent. */
   close(): Promise<void>;

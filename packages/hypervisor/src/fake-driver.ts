@@ -7,6 +7,7 @@ import {
   idleStats,
   type DomainEventKind,
   type DomainSpec,
+  type WatchdogStatus,
   type DomainStats,
   type DriverEvent,
   type HostFacts,
@@ -308,6 +309,7 @@ export class FakeDriver implements HypervisorDriver {
       const domain: Domain = {
         vmId: spec.vmId,
         name: spec.name,
+        fence: spec.fence ?? false,
         state: SHUTOFF,
         generation: spec.generation,
         resources: { vcpus: spec.resources.vcpus, memoryMib: spec.resources.memoryMib, diskGib: spec.resources.diskGib },
@@ -708,6 +710,18 @@ export class FakeDriver implements HypervisorDriver {
   }
 
   /** Stops timers and events, wakes waiting stops (they reject), waits for pending writes; then calls reject with HYPERVISOR_UNAVAILABLE. Idempotent. */
+  async setWatchdog(_deadlineMs: number): Promise<void> {
+    // Implemented with host failure handling.
+  }
+
+  async clearWatchdog(): Promise<void> {
+    // Implemented with host failure handling.
+  }
+
+  async watchdog(): Promise<WatchdogStatus> {
+    return { deadlineMs: 0, firedAtMs: 0 };
+  }
+
   async close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;

@@ -206,7 +206,7 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
     }
     const res = parseResources(resources);
     if (!res) throw corrupt(`domains[${i}].resources is not a resource vector`);
-    out.domains.push({ vmId, name, state: parsedState, generation, resources: res });
+    out.domains.push({ vmId, name, state: parsedState, generation, resources: res, fence: false });
     if (run !== undefined) {
       const rt = parseRuntime(run);
       if (!rt) throw corrupt(`domains[${i}].run is not a runtime record`);
@@ -323,7 +323,7 @@ export function readHandoff(stateDir: string, vmId: string): FakeHandoff | undef
       throw bad((e as Error).message);
     }
   }
-  return { vmId, domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res }, memoryUsedMib: mem, load, sentAtMs: sent };
+  return { vmId, domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res, fence: false }, memoryUsedMib: mem, load, sentAtMs: sent };
 }
 
 // ---- atomic writes -----------------------------------------------------------------------------

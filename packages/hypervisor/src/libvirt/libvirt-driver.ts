@@ -9,6 +9,7 @@ import type {
   HypervisorHealth,
   MigrationTarget,
   StopOptions,
+  WatchdogStatus,
 } from "../driver.js";
 import { BERTH_XMLNS, BERTH_XMLNS_KEY, domainXml, metadataSetValue, parseDomainXml, volumeName, type BerthMetadata } from "./domain-xml.js";
 import { EventFollower, lifecycleKind, spawnVirshEvents, type EventProcess, type VirshEvent } from "./events.js";
@@ -501,6 +502,18 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   /** Kills the event stream child and refuses further calls with HYPERVISOR_UNAVAILABLE. Idempotent. */
+  async setWatchdog(_deadlineMs: number): Promise<void> {
+    // Implemented with host failure handling.
+  }
+
+  async clearWatchdog(): Promise<void> {
+    // Implemented with host failure handling.
+  }
+
+  async watchdog(): Promise<WatchdogStatus> {
+    return { deadlineMs: 0, firedAtMs: 0 };
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.listeners.clear();
@@ -569,6 +582,7 @@ export class LibvirtDriver implements HypervisorDriver {
     const prefix = this.options.namePrefix;
     return {
       vmId: m.vmId,
+      fence: false,
       name: m.name || (name.startsWith(prefix) ? name.slice(prefix.length) : name),
       state: domainStateOf(state, reason),
       generation: m.generation,

@@ -119,7 +119,14 @@ export interface Domain {
   state: DomainState;
   /** The generation of the last command applied to this domain. */
   generation: number;
-  resources?: Resources | undefined;
+  resources?:
+    | Resources
+    | undefined;
+  /**
+   * Powered off by the host's watchdog when its deadline passes (the VM's on_host_failure is
+   * RESTART: it may be recreated elsewhere, so this copy must not outlive the fence).
+   */
+  fence: boolean;
 }
 
 /** The full inventory of Berth's domains on a host. */
@@ -208,6 +215,8 @@ export interface CreateDomain {
     | undefined;
   /** Start the domain once defined. */
   start: boolean;
+  /** See Domain.fence. */
+  fence: boolean;
 }
 
 export interface StartDomain {
@@ -716,7 +725,7 @@ export const AgentHeartbeat: MessageFns<AgentHeartbeat> = {
 };
 
 function createBaseDomain(): Domain {
-  return { vmId: "", name: "", state: 0, generation: 0, resources: undefined };
+  return { vmId: "", name: "", state: 0, generation: 0, resources: undefined, fence: false };
 }
 
 export const Domain: MessageFns<Domain> = {
@@ -735,6 +744,9 @@ export const Domain: MessageFns<Domain> = {
     }
     if (message.resources !== undefined) {
       Resources.encode(message.resources, writer.uint32(42).fork()).join();
+    }
+    if (message.fence !== false) {
+      writer.uint32(48).bool(message.fence);
     }
     return writer;
   },
@@ -792,6 +804,14 @@ export const Domain: MessageFns<Domain> = {
             message.resources = Resources.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.fence = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -815,6 +835,7 @@ export const Domain: MessageFns<Domain> = {
       state: isSet(object.state) ? domainStateFromJSON(object.state) : 0,
       generation: isSet(object.generation) ? globalThis.Number(object.generation) : 0,
       resources: isSet(object.resources) ? Resources.fromJSON(object.resources) : undefined,
+      fence: isSet(object.fence) ? globalThis.Boolean(object.fence) : false,
     };
   },
 
@@ -835,6 +856,9 @@ export const Domain: MessageFns<Domain> = {
     if (message.resources !== undefined) {
       obj.resources = Resources.toJSON(message.resources);
     }
+    if (message.fence !== false) {
+      obj.fence = message.fence;
+    }
     return obj;
   },
 
@@ -850,6 +874,7 @@ export const Domain: MessageFns<Domain> = {
     message.resources = (object.resources !== undefined && object.resources !== null)
       ? Resources.fromPartial(object.resources)
       : undefined;
+    message.fence = object.fence ?? false;
     return message;
   },
 };
@@ -1768,7 +1793,7 @@ export const Report: MessageFns<Report> = {
 };
 
 function createBaseCreateDomain(): CreateDomain {
-  return { name: "", resources: undefined, start: false };
+  return { name: "", resources: undefined, start: false, fence: false };
 }
 
 export const CreateDomain: MessageFns<CreateDomain> = {
@@ -1781,6 +1806,9 @@ export const CreateDomain: MessageFns<CreateDomain> = {
     }
     if (message.start !== false) {
       writer.uint32(24).bool(message.start);
+    }
+    if (message.fence !== false) {
+      writer.uint32(32).bool(message.fence);
     }
     return writer;
   },
@@ -1822,6 +1850,14 @@ export const CreateDomain: MessageFns<CreateDomain> = {
             message.start = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.fence = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1839,6 +1875,7 @@ export const CreateDomain: MessageFns<CreateDomain> = {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       resources: isSet(object.resources) ? Resources.fromJSON(object.resources) : undefined,
       start: isSet(object.start) ? globalThis.Boolean(object.start) : false,
+      fence: isSet(object.fence) ? globalThis.Boolean(object.fence) : false,
     };
   },
 
@@ -1853,6 +1890,9 @@ export const CreateDomain: MessageFns<CreateDomain> = {
     if (message.start !== false) {
       obj.start = message.start;
     }
+    if (message.fence !== false) {
+      obj.fence = message.fence;
+    }
     return obj;
   },
 
@@ -1866,6 +1906,7 @@ export const CreateDomain: MessageFns<CreateDomain> = {
       ? Resources.fromPartial(object.resources)
       : undefined;
     message.start = object.start ?? false;
+    message.fence = object.fence ?? false;
     return message;
   },
 };
