@@ -5,3 +5,4 @@ export * from "./validation.js";
 export * from "./grpc.js";
 export * from "./parse.js";
 export * from "./process.js";
+export * from "./retry.js";

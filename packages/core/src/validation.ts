@@ -1,4 +1,4 @@
-import type { Hello, HypervisorStatus, Resources, VmSpec } from "@berth/api";
+import { HostFailurePolicy, type Hello, type HypervisorStatus, type Resources, type VmSpec } from "@berth/api";
 import { invalidArgument } from "./errors.js";
 import { Limits } from "./limits.js";
 
@@ -58,6 +58,10 @@ export function validateVmSpec(spec: VmSpec | undefined, field = "spec"): assert
     throw invalidArgument(`${field}.pinned_hosts`, `at most ${Limits.maxPinnedHosts} hosts`);
   }
   spec.pinnedHosts.forEach((h, i) => validateHostId(h, `${field}.pinned_hosts[${i}]`));
+  const policy = spec.onHostFailure ?? HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED;
+  if (!Object.values(HostFailurePolicy).includes(policy)) {
+    throw invalidArgument(`${field}.on_host_failure`, `must be KEEP or RESTART (got ${String(policy).slice(0, 16)})`);
+  }
 }
 
 /** Checks the specs of a gang (CreateVms, PlanPlacement): count, each spec, distinct names. */
