@@ -2,6 +2,7 @@ export * from "./types.js";
 export * from "./errors.js";
 export { validateTxn, compareKeys } from "./txn-rules.js";
 export * from "./memory-store.js";
+export * from "./file-store.js";
 export * from "./etcd-options.js";
 export * from "./etcd-store.js";
 export * from "./group-commit.js";

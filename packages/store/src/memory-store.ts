@@ -26,6 +26,18 @@ export interface MemoryStoreOptions {
    * Default 100,000; 0 keeps everything until `compact()`.
    */
   historyRevisions?: number;
+  /**
+   * Start from this state instead of empty (see `MemoryStore.exportState`, `openFileStore`): the
+   * keys at their revisions, and the store's revision. History starts there (older watch
+   * revisions are compacted). Keys are taken as they are: leases do not survive a process.
+   */
+  initial?: MemoryStoreState;
+}
+
+/** The contents of a MemoryStore, without leases or history: what `openFileStore` keeps on disk. */
+export interface MemoryStoreState {
+  revision: number;
+  kvs: KeyValue[];
 }
 
 interface HistoryEntry {
@@ -66,6 +78,7 @@ export class MemoryStore implements ClusterStore {
   private readonly leases = new Map<string, LeaseState>();
   private readonly granularityMs: number;
   private readonly historyRevisions: number;
+  private readonly commitListeners = new Set<() => void>();
   private rev = 1;
   private compactRev = 0;
   private nextLeaseId = 1;
@@ -77,6 +90,30 @@ export class MemoryStore implements ClusterStore {
     if (!Number.isSafeInteger(this.historyRevisions) || this.historyRevisions < 0) {
       throw new BerthError(ErrorCode.InvalidArgument, "historyRevisions: must be a non-negative integer", { field: "historyRevisions" });
     }
+    const initial = options.initial;
+    if (initial) {
+      for (const kv of initial.kvs) {
+        if (kv.modRevision > initial.revision || kv.createRevision > kv.modRevision) {
+          throw new BerthError(ErrorCode.InvalidArgument, `initial: key ${kv.key.slice(0, 64)} has revisions past the store's ${initial.revision}`, { field: "initial" });
+        }
+        this.data.set(kv.key, { ...copyKv(kv), lease: "" });
+      }
+      this.rev = Math.max(1, initial.revision);
+      this.compactRev = this.rev;
+    }
+  }
+
+  /** Every key (none attached to a lease) and the revision: the state `initial` takes back. */
+  exportState(): MemoryStoreState {
+    const kvs = [...this.data.values()].filter((kv) => kv.lease === "").map(copyKv);
+    kvs.sort((a, b) => compareKeys(a.key, b.key));
+    return { revision: this.rev, kvs };
+  }
+
+  /** Calls `listener` after every revision the store commits (asynchronously is up to it). */
+  onCommit(listener: () => void): () => void {
+    this.commitListeners.add(listener);
+    return () => this.commitListeners.delete(listener);
   }
 
   /** The current store revision. */
@@ -210,6 +247,7 @@ export class MemoryStore implements ClusterStore {
       this.compactTo(this.rev - this.historyRevisions);
     }
     for (const w of this.watchers) this.schedule(w);
+    for (const l of this.commitListeners) l();
   }
 
   private compactTo(revision: number): void {
