@@ -1,13 +1,12 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import {
-  HostState,
   RejectReason,
+  type ClusterInfo,
   type AgentMessage,
   type AgentServiceServer,
   type CommandResult,
   type ControllerMessage,
   type Hello,
-  type Host,
   type Report,
 } from "@berth/api";
 import { BerthError, ErrorCode, isBerthError, validateHello, validateHypervisorStatus, Limits } from "@berth/core";
@@ -15,12 +14,24 @@ import type { Logger } from "pino";
 import { AgentSession } from "./agent-session.js";
 import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
-import { encodeHost, Keys } from "./keys.js";
+import type { HostManager } from "./host-manager.js";
+import { recordFailure } from "./reconcile.js";
 import type { Reconciler } from "./reconciler.js";
+
+/** What a leading controller lends the agent service. */
+export interface LeadingDeps {
+  writer: FencedWriter;
+  reconciler: Reconciler;
+  hosts: HostManager;
+  /** The cluster this leader leads (its identity record). */
+  cluster: ClusterInfo;
+  /** The agents' watchdog timeout, sent in Welcome (0: none). */
+  fenceTimeoutMs: number;
+}
 
 /** What the agent service needs from the controller; `leading` is undefined on a follower. */
 export interface AgentServiceDeps {
-  leading(): { writer: FencedWriter; reconciler: Reconciler } | undefined;
+  leading(): LeadingDeps | undefined;
   leaderAddress(): Promise<string>;
   state: ClusterState;
   sessions: Map<string, AgentSession>;
@@ -84,8 +95,10 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
         session.lastHeardMs = deps.now();
         if (msg?.$case === "report") {
           onReport(deps, session, msg.value);
-          const epoch = deps.leading()?.writer.epoch;
-          if (epoch !== undefined) session.send({ msg: { $case: "heartbeat", value: { leaderEpoch: epoch } } });
+          answerHeartbeat(deps, session);
+        } else if (msg?.$case === "heartbeat") {
+          // Liveness on the agent's own timer, apart from reports that may wait on a slow driver.
+          answerHeartbeat(deps, session);
         } else if (msg?.$case === "result") {
           onResult(deps, session, msg.value);
         }
@@ -96,6 +109,17 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
         call.end();
       });
   });
+}
+
+/**
+ * Answers the agent's message with a Heartbeat: the agent's proof that the leader hears it. It is
+ * only ever an answer (never sent on the controller's own initiative), so the agent's watchdog,
+ * petted by it, can never run later than the controller's last hearing of the agent — the fence
+ * rule depends on that.
+ */
+function answerHeartbeat(deps: AgentServiceDeps, session: AgentSession): void {
+  const epoch = deps.leading()?.writer.epoch;
+  if (epoch !== undefined) session.send({ msg: { $case: "heartbeat", value: { leaderEpoch: epoch } } });
 }
 
 function reject(call: Stream, reason: RejectReason, message: string): void {
@@ -120,30 +144,49 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
     return undefined;
   }
   const epoch = leading.writer.epoch;
-  if (hello.lastLeaderEpoch > epoch) {
+  const clusterId = leading.cluster.id;
+  if (hello.clusterId !== "" && hello.clusterId !== clusterId) {
+    const message =
+      `host '${hello.hostId}' belongs to cluster ${hello.clusterId} (kept in its agent's state dir), but this controller leads cluster ${clusterId}. ` +
+      `To move the host to this cluster, restart its agent once with --join-cluster ${clusterId}; its domains are then listed as orphans ` +
+      `('berth host orphans ${hello.hostId}') and left alone. Otherwise point the agent at its own cluster's controllers.`;
+    log.warn({ hostId: hello.hostId, agentCluster: hello.clusterId, clusterId }, "refused an agent of another cluster");
+    reject(call, RejectReason.REJECT_REASON_FOREIGN_CLUSTER, message);
+    return undefined;
+  }
+  // Epochs are compared within one cluster only: an agent that has not joined one yet (or comes
+  // from a version without cluster ids) has no epoch of this cluster to compare.
+  if (hello.clusterId === clusterId && hello.lastLeaderEpoch > epoch) {
     reject(call, RejectReason.REJECT_REASON_STALE_EPOCH, `this controller's epoch ${epoch} is older than the agent's ${hello.lastLeaderEpoch}`);
     return undefined;
   }
   const existing = sessions.get(hello.hostId);
   if (existing && !existing.isClosed) {
     const silentMs = deps.now() - existing.lastHeardMs;
-    if (silentMs < deps.reportIntervalMs * 2) {
-      const message = `host '${hello.hostId}' is already connected (boot ${existing.bootId}, heard ${silentMs} ms ago); a second agent for one host id is refused`;
-      log.warn({ hostId: hello.hostId, bootId: hello.bootId }, message);
+    if (existing.bootId !== hello.bootId) {
+      // Another agent process for a host whose stream is still open: perhaps a second agent given
+      // the same --host-id, perhaps the real one is only briefly frozen. Believing the newcomer's
+      // inventory would start the host's VMs a second time, so it waits until the open stream is
+      // gone for good (closed after the silence timeout).
+      const message = `host '${hello.hostId}' is already connected from another agent (boot ${existing.bootId.slice(0, 8)}, heard ${silentMs} ms ago); a second agent for one host id is refused while that one's stream is open (check for two agents with --host-id ${hello.hostId})`;
+      log.warn({ hostId: hello.hostId, bootId: hello.bootId, connectedBoot: existing.bootId, silentMs }, "refused a second agent for a connected host");
       reject(call, RejectReason.REJECT_REASON_DUPLICATE_HOST, message);
       return undefined;
     }
-    // The old stream has gone quiet: take it to be a dead connection the transport has not noticed.
-    log.info({ hostId: hello.hostId, silentMs }, "replacing a silent session for the host");
+    // The same agent process on a new stream: the old one is a dead connection it has left.
+    log.info({ hostId: hello.hostId, silentMs }, "the host's agent reconnected; replacing its old stream");
     existing.close();
     sessions.delete(hello.hostId);
   }
 
   const session = new AgentSession(hello.hostId, hello.bootId, call, hello.inventory?.domains ?? [], deps.now());
   session.hypervisor = hello.hypervisor;
+  // A new agent process whose predecessor may still run the host's VMs: its inventory is believed
+  // (missing domains created) only once that one's watchdog must have fired.
+  session.holdCreatesUntilMs = leading.hosts.holdCreatesUntilMs(hello.hostId, hello.bootId);
   sessions.set(hello.hostId, session);
   try {
-    await registerHost(deps, leading.writer, hello);
+    await leading.hosts.register(hello);
   } catch (e) {
     sessions.delete(hello.hostId);
     session.close();
@@ -153,62 +196,13 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
   session.send({
     msg: {
       $case: "welcome",
-      value: { leaderEpoch: epoch, reportIntervalMs: deps.reportIntervalMs, controllerId: deps.controllerId, clusterId: "", fenceTimeoutMs: 0 },
+      value: { leaderEpoch: epoch, reportIntervalMs: deps.reportIntervalMs, controllerId: deps.controllerId, clusterId, fenceTimeoutMs: leading.fenceTimeoutMs },
     },
   });
   session.welcomed = true;
-  log.info({ hostId: hello.hostId, bootId: hello.bootId, domains: session.inventory.size, driver: hello.driver }, "host connected");
+  log.info({ hostId: hello.hostId, bootId: hello.bootId, domains: session.inventory.size, driver: hello.driver, holdCreatesMs: session.holdCreatesUntilMs ? session.holdCreatesUntilMs - deps.now() : undefined }, "host connected");
   leading.reconciler.markDirty(hello.hostId);
   return session;
-}
-
-/** Creates or refreshes the host record: guarded on the record's revision, fenced by the writer. */
-async function registerHost(deps: AgentServiceDeps, writer: FencedWriter, hello: Hello): Promise<void> {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const kv = deps.state.hostKv(hello.hostId);
-    const prior = deps.state.host(hello.hostId);
-    const host: Host = {
-      id: hello.hostId,
-      labels: hello.labels,
-      capacity: hello.capacity,
-      state: HostState.HOST_STATE_READY,
-      cordoned: prior?.cordoned ?? false,
-      bootId: hello.bootId,
-      agentVersion: hello.agentVersion.slice(0, 64),
-      lastSeenMs: deps.now(),
-      usage: prior?.usage,
-      driver: hello.driver.slice(0, 32),
-      allocationRatio: hello.allocationRatio,
-      reserved: hello.reserved,
-      facts: hello.facts,
-      hypervisor: hello.hypervisor,
-      orphans: [],
-      stateSinceMs: prior?.state === HostState.HOST_STATE_READY ? prior.stateSinceMs : deps.now(),
-      fenceDeadlineMs: 0,
-      confirmedDown: false,
-    };
-    const key = Keys.host(hello.hostId);
-    const result = await writer.commit({
-      compare: kv ? [{ key, target: "modRevision", equals: kv.modRevision }] : [{ key, target: "createRevision", equals: 0 }],
-      ops: [{ type: "put", key, value: encodeHost(host) }],
-    });
-    if (result.succeeded) {
-      await deps.state.hosts.waitForRevision(result.revision);
-      return;
-    }
-    await deps.state.hosts.waitForRevision(result.revision);
-  }
-  throw new BerthError(ErrorCode.Conflict, `host '${hello.hostId}' record kept changing during registration`);
-}
-
-async function setHostState(deps: AgentServiceDeps, writer: FencedWriter, hostId: string, state: HostState): Promise<void> {
-  const kv = deps.state.hostKv(hostId);
-  const host = deps.state.host(hostId);
-  if (!kv || !host || host.state === state) return;
-  await writer.commit({
-    compare: [{ key: kv.key, target: "modRevision", equals: kv.modRevision }],
-    ops: [{ type: "put", key: kv.key, value: encodeHost({ ...host, state, lastSeenMs: deps.now() }) }],
-  });
 }
 
 function onReport(deps: AgentServiceDeps, session: AgentSession, report: Report): void {
@@ -230,14 +224,34 @@ function onReport(deps: AgentServiceDeps, session: AgentSession, report: Report)
   }
 }
 
+/**
+ * Applies a command's result, only when it answers the command in flight for that VM (same command
+ * id and generation): a replayed old result, an unknown command id or a result for a command
+ * already superseded changes nothing — no status, no inventory entry — and is counted and dropped.
+ */
 function onResult(deps: AgentServiceDeps, session: AgentSession, result: CommandResult): void {
-  session.settle(result.vmId, result.commandId);
-  if (result.domain) session.inventory.set(result.vmId, result.domain);
-  else if (result.ok) session.inventory.delete(result.vmId);
-  if (result.ok) session.failures.delete(result.vmId);
+  const inflight = session.settle(result);
+  if (!inflight) {
+    if (session.droppedResults++ % 100 === 0) {
+      deps.log.warn({ hostId: session.hostId, vmId: result.vmId.slice(0, 64), commandId: result.commandId.slice(0, 64), dropped: session.droppedResults }, "dropped a command result that answers no command in flight");
+    }
+    return;
+  }
+  if (result.domain && result.domain.vmId === inflight.vmId) session.inventory.set(inflight.vmId, result.domain);
+  else if (result.ok && !result.domain) session.inventory.delete(inflight.vmId);
+  if (result.ok) session.failures.delete(inflight.vmId);
   else {
-    session.failures.set(result.vmId, { generation: result.generation, code: result.errorCode, message: result.errorMessage.slice(0, 1024) });
-    deps.log.warn({ hostId: session.hostId, vmId: result.vmId, generation: result.generation, code: result.errorCode, error: result.errorMessage.slice(0, 1024) }, "command failed on host");
+    const failure = recordFailure(
+      session.failures.get(inflight.vmId),
+      { generation: inflight.generation, code: result.errorCode.slice(0, 64) || ErrorCode.Internal, message: result.errorMessage.slice(0, 1024) },
+      deps.now(),
+      Math.random,
+    );
+    session.failures.set(inflight.vmId, failure);
+    deps.log.warn(
+      { hostId: session.hostId, vmId: inflight.vmId, generation: inflight.generation, action: inflight.action, code: failure.code, error: failure.message, attempts: failure.attempts, retryInMs: failure.permanent ? undefined : failure.nextAttemptAtMs - deps.now(), permanent: failure.permanent || undefined },
+      "command failed on host",
+    );
   }
   deps.leading()?.reconciler.markDirty(session.hostId);
 }
@@ -250,11 +264,7 @@ async function disconnect(deps: AgentServiceDeps, session: AgentSession, why: st
   deps.log.info({ hostId: session.hostId, why }, "host disconnected");
   const leading = deps.leading();
   if (!leading) return;
-  try {
-    await setHostState(deps, leading.writer, session.hostId, HostState.HOST_STATE_DISCONNECTED);
-  } catch (e) {
-    if (!isBerthError(e, ErrorCode.NotLeader)) deps.log.warn({ err: e, hostId: session.hostId }, "could not record the host as disconnected");
-  }
+  leading.hosts.sessionEnded(session);
   leading.reconciler.markDirty(session.hostId);
 }
 

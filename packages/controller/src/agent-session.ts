@@ -1,10 +1,12 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import type { AgentMessage, ControllerMessage, Domain, HypervisorStatus, Resources } from "@berth/api";
+import type { AgentMessage, CommandResult, ControllerMessage, Domain, HypervisorStatus, Resources } from "@berth/api";
 import { Limits } from "@berth/core";
 import type { CommandFailure, PlannedCommand } from "./reconcile.js";
 
-interface InFlight {
+/** A command sent and not answered yet. */
+export interface InFlight {
   commandId: string;
+  vmId: string;
   generation: number;
   action: string;
   sentAtMs: number;
@@ -27,8 +29,19 @@ export class AgentSession {
   usage: Resources | undefined;
   /** The hypervisor's health as last reported; absent from agents that do not report it. */
   hypervisor: HypervisorStatus | undefined;
+  /** Failed attempts per VM id; the backoff and the VM's status come from here. */
   readonly failures = new Map<string, CommandFailure>();
+  /**
+   * Until when missing domains are not created on this host (Unix ms; 0: no hold): a new agent
+   * process whose predecessor may still run the VMs until its watchdog fires.
+   */
+  holdCreatesUntilMs = 0;
+  /** Domains no VM record accounts for, as of the last reconcile pass (see `planHostCommands`). */
+  orphans: Domain[] = [];
+  /** Results dropped because they answered no command in flight (replays, strays). */
+  droppedResults = 0;
   private readonly inflight = new Map<string, InFlight>();
+  private readonly resultWaiters = new Map<string, (result: CommandResult | undefined) => void>();
   private readonly queue: ControllerMessage[] = [];
   private blocked = false;
   private closed = false;
@@ -78,7 +91,7 @@ export class AgentSession {
    * Sends a planned command unless the same one is already in flight and younger than
    * `resendAfterMs`. Commands are idempotent, so a resend after a lost result is safe.
    */
-  sendCommand(planned: PlannedCommand, leaderEpoch: number, nowMs: number, resendAfterMs: number): boolean {
+  sendCommand(planned: PlannedCommand, leaderEpoch: number, nowMs: number, resendAfterMs: number): string | undefined {
     const prior = this.inflight.get(planned.vmId);
     if (
       prior &&
@@ -86,7 +99,7 @@ export class AgentSession {
       prior.action === planned.action.$case &&
       nowMs - prior.sentAtMs < resendAfterMs
     ) {
-      return false;
+      return undefined;
     }
     const commandId = `${this.bootId.slice(0, 8)}-${++this.nextCommand}`;
     const sent = this.send({
@@ -101,18 +114,42 @@ export class AgentSession {
         },
       },
     });
-    if (sent) {
-      this.inflight.set(planned.vmId, { commandId, generation: planned.generation, action: planned.action.$case, sentAtMs: nowMs });
-    }
-    return sent;
+    if (!sent) return undefined;
+    // A newer command for the VM replaces the one in flight: the older one's result is a stray.
+    const replaced = this.inflight.get(planned.vmId);
+    if (replaced) this.resultWaiters.get(replaced.commandId)?.(undefined);
+    this.inflight.set(planned.vmId, { commandId, vmId: planned.vmId, generation: planned.generation, action: planned.action.$case, sentAtMs: nowMs });
+    return commandId;
   }
 
-  /** Records a command's result; returns false when the result answers no command in flight. */
-  settle(vmId: string, commandId: string): boolean {
-    const prior = this.inflight.get(vmId);
-    if (prior?.commandId !== commandId) return false;
-    this.inflight.delete(vmId);
-    return true;
+  /**
+   * Matches a result with the command in flight it answers and settles it; returns that command,
+   * or undefined when the result answers none (a replayed old result, an unknown command id, a
+   * command already superseded): such a result must change nothing.
+   */
+  settle(result: CommandResult): InFlight | undefined {
+    const prior = this.inflight.get(result.vmId);
+    if (!prior || prior.commandId !== result.commandId || prior.generation !== result.generation) return undefined;
+    this.inflight.delete(result.vmId);
+    this.resultWaiters.get(prior.commandId)?.(result);
+    return prior;
+  }
+
+  /**
+   * Resolves with the result of the command `commandId` once it arrives, or undefined when the
+   * stream closes, a newer command for the VM replaces it, or `timeoutMs` passes.
+   */
+  waitForResult(commandId: string, timeoutMs: number): Promise<CommandResult | undefined> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      const done = (result: CommandResult | undefined): void => {
+        clearTimeout(timer);
+        this.resultWaiters.delete(commandId);
+        resolve(result);
+      };
+      this.resultWaiters.set(commandId, done);
+      if (this.closed) done(undefined);
+    });
   }
 
   get inflightCount(): number {
@@ -124,6 +161,7 @@ export class AgentSession {
     if (this.closed) return;
     this.closed = true;
     this.queue.length = 0;
+    for (const waiter of [...this.resultWaiters.values()]) waiter(undefined);
     try {
       this.call.end();
     } catch {

@@ -1,7 +1,12 @@
 import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
 import {
   DesiredState,
+  DomainState,
   EventType,
+  VmPhase,
+  VmSpec,
+  VmStatus,
+  type Domain,
   GroupPolicy,
   type ClusterServiceServer,
   type Group,
@@ -12,10 +17,13 @@ import {
   type WatchEventsRequest,
   type WatchEventsResponse,
 } from "@berth/api";
-import { alreadyExists, BerthError, ErrorCode, invalidArgument, Limits, notFound, toGrpcStatus, validateName } from "@berth/core";
+import { alreadyExists, BerthError, ErrorCode, invalidArgument, Limits, notFound, toGrpcStatus, validateName, validateVmSpec } from "@berth/core";
 import type { ClusterStore } from "@berth/store";
 import type { Logger } from "pino";
+import type { LeadingDeps } from "./agent-service.js";
+import type { AgentSession } from "./agent-session.js";
 import type { ClusterState, StateChange } from "./cluster-state.js";
+import { waitUpTo } from "./wait.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { decodeGroup, decodeVm, encodeConfig, encodeGroup, encodeVm, Keys } from "./keys.js";
 import { placementPolicyOf, resolveClusterScheduler } from "./scheduler-config.js";
@@ -29,7 +37,11 @@ export interface ClusterServiceDeps {
   state: ClusterState;
   placer: Placer;
   /** What the host's live stream last said, when it has one. */
-  liveHost(hostId: string): { usage: Resources | undefined; lastHeardMs: number; hypervisor: HypervisorStatus | undefined } | undefined;
+  liveHost(hostId: string): { usage: Resources | undefined; lastHeardMs: number; hypervisor: HypervisorStatus | undefined; orphans: readonly Domain[] } | undefined;
+  /** What this controller holds while it leads; undefined on a follower. */
+  leading(): LeadingDeps | undefined;
+  sessions: ReadonlyMap<string, AgentSession>;
+  controllerId: string;
   log: Logger;
 }
 
@@ -74,6 +86,7 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
       usage: live?.usage ?? host.usage,
       lastSeenMs: live?.lastHeardMs ?? host.lastSeenMs,
       hypervisor: live?.hypervisor ?? host.hypervisor,
+      orphans: (live?.orphans ?? []).map((d) => ({ vmId: d.vmId, name: d.name, state: d.state, resources: d.resources })),
     };
   };
   const change = (desired: DesiredState, forceStop = false) => async (req: { name: string }) => {
@@ -85,12 +98,12 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     createVm: unary(async (req) => {
       const writer = await leader();
       if (!req.spec) throw invalidArgument("spec", "is required");
-      const [vm] = await deps.placer.create([req.spec], writer, "spec");
+      const [vm] = await deps.placer.create([req.spec], writer, "spec", req.requestId);
       return { vm };
     }),
     createVms: unary(async (req) => {
       const writer = await leader();
-      return { vms: await deps.placer.create(req.specs, writer) };
+      return { vms: await deps.placer.create(req.specs, writer, "specs", req.requestId) };
     }),
     planPlacement: unary(async (req) => {
       await leader();
@@ -154,17 +167,128 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
       if (!host) throw notFound(`host '${req.id}'`);
       return { host: hostView(host) };
     }),
-    retryVm: unary(notYet),
-    deleteOrphan: unary(notYet),
-    adoptOrphan: unary(notYet),
-    confirmHostDown: unary(notYet),
-    getCluster: unary(notYet),
+    retryVm: unary(async (req) => ({ vm: await retryVm(deps, await leader(), req.name) })),
+    deleteOrphan: unary(async (req) => {
+      await leader();
+      await deleteOrphan(deps, req.hostId, req.vmId);
+      return {};
+    }),
+    adoptOrphan: unary(async (req) => ({ vm: await adoptOrphan(deps, await leader(), req.hostId, req.vmId, req.name) })),
+    confirmHostDown: unary(async (req) => {
+      await leader();
+      validateName(req.hostId, "host_id");
+      const hosts = deps.leading()?.hosts;
+      if (!hosts) throw new BerthError(ErrorCode.NotLeader, "this controller is no longer the leader; retry");
+      return { host: hostView(await hosts.confirmDown(req.hostId)) };
+    }),
+    getCluster: unary(async () => {
+      const writer = await leader();
+      const cluster = deps.leading()?.cluster;
+      return { cluster, leaderEpoch: writer.epoch, leaderId: deps.controllerId };
+    }),
     watchEvents: (call) => void watchEvents(deps, leader, call),
   };
 }
 
-async function notYet(): Promise<never> {
-  throw new BerthError(ErrorCode.FailedPrecondition, "not implemented yet");
+/**
+ * Sends a VM's command afresh: the generation is bumped (guarded read-modify-write), so a failure
+ * recorded for the old one — permanent or in backoff — no longer applies and the host applies it
+ * anew. The desired state is unchanged.
+ */
+async function retryVm(deps: ClusterServiceDeps, writer: FencedWriter, name: string): Promise<Vm> {
+  validateName(name, "name");
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const kv = await deps.store.get(Keys.vm(name));
+    if (!kv) throw notFound(`vm '${name}'`);
+    const vm = decodeVm(kv.value);
+    const next: Vm = { ...vm, generation: vm.generation + 1 };
+    const result = await writer.commit({
+      compare: [{ key: kv.key, target: "modRevision", equals: kv.modRevision }],
+      ops: [{ type: "put", key: kv.key, value: encodeVm(next) }],
+    });
+    if (result.succeeded) {
+      deps.log.info({ vm: name, generation: next.generation }, "retry asked for by an operator");
+      return next;
+    }
+  }
+  throw new BerthError(ErrorCode.Conflict, `vm '${name}' kept changing; retry`);
+}
+
+/** The live session of a connected host and one of its orphan domains; typed errors otherwise. */
+function orphanOn(deps: ClusterServiceDeps, hostId: string, vmId: string): { session: AgentSession; domain: Domain } {
+  validateName(hostId, "host_id");
+  if (!/^[0-9a-f-]{1,64}$/i.test(vmId)) throw invalidArgument("vm_id", `'${vmId.slice(0, 64)}' is not a VM id (a UUID)`);
+  if (!deps.state.host(hostId)) throw notFound(`host '${hostId}'`);
+  const session = deps.sessions.get(hostId);
+  if (!session?.isLive) throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}' is not connected: its domains cannot be changed now`);
+  const domain = session.inventory.get(vmId);
+  if (!domain) throw notFound(`domain ${vmId} on host '${hostId}'`);
+  const owner = deps.state.vmById(vmId);
+  if (owner) {
+    throw new BerthError(ErrorCode.FailedPrecondition, `domain ${vmId} on host '${hostId}' is vm '${owner.spec?.name}', not an orphan (use 'berth vm delete ${owner.spec?.name}')`);
+  }
+  return { session, domain };
+}
+
+/** How long DeleteOrphan waits for the host to confirm. */
+const ORPHAN_DELETE_TIMEOUT_MS = 60_000;
+
+/**
+ * Deletes an orphan domain (and its volumes) on a connected host, on the operator's word, and
+ * answers once the host confirms. Nothing is recorded first: the domain has no record, and an
+ * answer lost with the stream leaves the orphan listed or gone, as the next report shows.
+ */
+async function deleteOrphan(deps: ClusterServiceDeps, hostId: string, vmId: string): Promise<void> {
+  const { session, domain } = orphanOn(deps, hostId, vmId);
+  const writer = deps.leading()?.writer;
+  if (!writer) throw new BerthError(ErrorCode.NotLeader, "this controller is no longer the leader; retry");
+  const commandId = session.sendCommand({ vmId, generation: domain.generation, action: { $case: "delete", value: {} } }, writer.epoch, Date.now(), 0);
+  if (!commandId) throw new BerthError(ErrorCode.Unavailable, `host '${hostId}' is not taking commands now (its stream is backed up); retry`);
+  deps.log.warn({ hostId, vmId, name: domain.name }, "deleting an orphan domain on an operator's request");
+  const result = await session.waitForResult(commandId, ORPHAN_DELETE_TIMEOUT_MS);
+  if (!result) throw new BerthError(ErrorCode.Unavailable, `no answer from host '${hostId}': the orphan may or may not be deleted; list the host's orphans again`);
+  if (!result.ok) throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}' could not delete domain ${vmId}: ${result.errorCode}: ${result.errorMessage.slice(0, 512)}`);
+  session.orphans = session.orphans.filter((d) => d.vmId !== vmId);
+}
+
+/**
+ * Makes a VM record for an orphan domain where it is: its resources become the spec, its power
+ * state the desired one, its id the VM's id. Fenced create-if-absent on the name; the host's
+ * capacity is not checked (the domain is already there and counts from now on).
+ */
+async function adoptOrphan(deps: ClusterServiceDeps, writer: FencedWriter, hostId: string, vmId: string, name: string): Promise<Vm> {
+  validateName(name, "name");
+  const { domain } = orphanOn(deps, hostId, vmId);
+  const spec = VmSpec.fromPartial({ name, resources: domain.resources });
+  validateVmSpec(spec, "spec");
+  const running = domain.state === DomainState.DOMAIN_STATE_RUNNING || domain.state === DomainState.DOMAIN_STATE_PAUSED;
+  const now = Date.now();
+  const vm: Vm = {
+    id: vmId,
+    spec,
+    desiredState: running ? DesiredState.DESIRED_STATE_RUNNING : DesiredState.DESIRED_STATE_STOPPED,
+    hostId,
+    generation: Math.max(1, domain.generation),
+    status: VmStatus.fromPartial({ phase: VmPhase.VM_PHASE_PENDING, message: `adopted from an orphan domain on ${hostId}`, updatedAtMs: now }),
+    createdAtMs: now,
+    forceStop: false,
+    requestId: "",
+  };
+  const hostKv = deps.state.hostKv(hostId)!;
+  const result = await writer.commit({
+    compare: [
+      { key: Keys.vm(name), target: "createRevision", equals: 0 },
+      { key: hostKv.key, target: "createRevision", equals: hostKv.createRevision },
+    ],
+    ops: [{ type: "put", key: Keys.vm(name), value: encodeVm(vm) }],
+  });
+  if (!result.succeeded) {
+    if (await deps.store.get(Keys.vm(name))) throw alreadyExists(`vm '${name}'`);
+    throw new BerthError(ErrorCode.Conflict, `host '${hostId}' changed meanwhile; retry`);
+  }
+  await waitUpTo(deps.state.vms.waitForRevision(result.revision), 5_000);
+  deps.log.warn({ hostId, vmId, name }, "adopted an orphan domain on an operator's request");
+  return vm;
 }
 
 async function createGroup(deps: ClusterServiceDeps, writer: FencedWriter, name: string, policy: GroupPolicy): Promise<Group> {

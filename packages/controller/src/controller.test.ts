@@ -7,50 +7,26 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import {
-  AgentServiceClient,
   ClusterServiceClient,
   DomainState,
   HostState,
   RejectReason,
   VmPhase,
   VmSpec,
-  type ControllerMessage,
-  type Hello,
 } from "@berth/api";
 import { deadlineIn, grpcClientOptions, LEADER_METADATA_KEY, Limits } from "@berth/core";
 import { Agent, resolveAgentOptions } from "@berth/agent";
 import { FakeDriver, readFakeHypervisorState } from "@berth/hypervisor";
 import { MemoryStore } from "@berth/store";
-import { Controller } from "./controller.js";
-import { resolveControllerOptions } from "./options.js";
+import { helloFor, rawAgent, silentLog, startController, waitFor, type Cleanups } from "./controller.testkit.js";
 
-const log = pino({ level: "silent" });
-const cleanups: (() => Promise<void> | void)[] = [];
+const log = silentLog;
+const cleanups: Cleanups = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-async function startController(store: MemoryStore, id = "c1"): Promise<{ controller: Controller; address: string }> {
-  const options = resolveControllerOptions({ listen: "127.0.0.1:0", controllerId: id, reportIntervalMs: 200, leaderTtlMs: 2_000 });
-  const controller = await Controller.start(options, store, log);
-  const address = `127.0.0.1:${controller.port}`;
-  expect(controller.options.advertise).toBe(address);
-  cleanups.push(() => controller.stop());
-  return { controller, address };
-}
-
-async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await Promise.resolve().then(check).catch(() => undefined);
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function api(address: string) {
   const client = new ClusterServiceClient(address, credentials.createInsecure(), grpcClientOptions());
@@ -87,62 +63,33 @@ function startAgent(hostId: string, address: string, capacity = { vcpus: 4, memo
   return { stateDir, driver };
 }
 
-/** Opens a raw agent stream, sends `hello`, resolves with the first controller message. */
-function rawHello(address: string, hello: Hello): Promise<ControllerMessage> {
-  const client = new AgentServiceClient(address, credentials.createInsecure(), grpcClientOptions());
-  const call = client.connect();
-  cleanups.push(() => {
-    call.cancel();
-    client.close();
-  });
-  call.on("error", () => undefined);
-  return new Promise((resolve) => {
-    call.once("data", resolve);
-    call.write({ msg: { $case: "hello", value: hello } });
-  });
-}
-
-const hello = (hostId: string, bootId = "boot-a"): Hello => ({
-  hostId,
-  bootId,
-  capacity: { vcpus: 8, memoryMib: 16384, diskGib: 100 },
-  labels: {},
-  inventory: { domains: [] },
-  agentVersion: "test",
-  driver: "fake",
-  lastLeaderEpoch: 0,
-  allocationRatio: undefined,
-  reserved: undefined,
-  clusterId: "",
-});
-
 describe("controller", () => {
   it("welcomes a host, and rejects a second live stream for the same host id with a reason", async () => {
-    const { controller, address } = await startController(new MemoryStore());
+    const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
-    const first = await rawHello(address, hello("h1"));
+    const first = await rawAgent(cleanups, address, helloFor("h1")).first;
     expect(first.msg?.$case).toBe("welcome");
     // Keep the first stream live by reporting.
-    const second = await rawHello(address, hello("h1", "boot-b"));
+    const second = await rawAgent(cleanups, address, helloFor("h1", "boot-b")).first;
     expect(second.msg).toMatchObject({ $case: "reject", value: { reason: RejectReason.REJECT_REASON_DUPLICATE_HOST } });
     expect((second.msg?.value as { message: string }).message).toContain("already connected");
   });
 
   it("rejects an invalid Hello naming the field, and records nothing", async () => {
     const store = new MemoryStore();
-    const { controller, address } = await startController(store);
+    const { controller, address } = await startController(cleanups, store);
     await waitFor("leadership", () => controller.isLeader);
-    const answer = await rawHello(address, { ...hello("h1"), capacity: { vcpus: 0, memoryMib: 1, diskGib: 0 } });
+    const answer = await rawAgent(cleanups, address, { ...helloFor("h1"), capacity: { vcpus: 0, memoryMib: 1, diskGib: 0 } }).first;
     expect(answer.msg).toMatchObject({ $case: "reject", value: { reason: RejectReason.REJECT_REASON_INVALID_HELLO } });
     expect((answer.msg?.value as { message: string }).message).toMatch(/^hello\.capacity\.vcpus:/);
     expect((await store.list("/berth/v1/hosts/")).items).toEqual([]);
   });
 
   it("places within a host's own reserve and ratios, and rejects a reserve larger than the host", async () => {
-    const { controller, address } = await startController(new MemoryStore());
+    const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
     // 16 GiB host keeping 12 GiB for itself: 4 GiB allocatable, whatever the cluster's reserve.
-    const welcome = await rawHello(address, { ...hello("h1"), reserved: { vcpus: 0, memoryMib: 12 * 1024, diskGib: 0 }, allocationRatio: { vcpus: 1, memory: 0, disk: 0 } });
+    const welcome = await rawAgent(cleanups, address, { ...helloFor("h1"), reserved: { vcpus: 0, memoryMib: 12 * 1024, diskGib: 0 }, allocationRatio: { vcpus: 1, memory: 0, disk: 0 } }).first;
     expect(welcome.msg?.$case).toBe("welcome");
     const client = api(address);
     const err = (await client.createVm("big", 1, 6 * 1024).catch((e: unknown) => e)) as ServiceError;
@@ -153,13 +100,13 @@ describe("controller", () => {
     expect(cpu.details).toContain("vcpus: needs 9");
     expect((await client.createVm("fits", 1, 4 * 1024)).vm?.hostId).toBe("h1");
 
-    const bad = await rawHello(address, { ...hello("h2"), reserved: { vcpus: 0, memoryMib: 32 * 1024, diskGib: 0 } });
+    const bad = await rawAgent(cleanups, address, { ...helloFor("h2"), reserved: { vcpus: 0, memoryMib: 32 * 1024, diskGib: 0 } }).first;
     expect(bad.msg).toMatchObject({ $case: "reject", value: { reason: RejectReason.REJECT_REASON_INVALID_HELLO } });
     expect((bad.msg?.value as { message: string }).message).toMatch(/^hello\.reserved\.memory_mib:/);
   });
 
   it("keeps new VMs off a host whose hypervisor is down, shows why, and uses it again once it is back", async () => {
-    const { controller, address } = await startController(new MemoryStore());
+    const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
     const h1 = startAgent("h1", address);
     startAgent("h2", address);
@@ -184,7 +131,7 @@ describe("controller", () => {
   });
 
   it("shows what a host's VMs use, from the hypervisor's counters (the fake's simulated load)", async () => {
-    const { controller, address } = await startController(new MemoryStore());
+    const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
     const { driver } = startAgent("h1", address, { vcpus: 16, memoryMib: 65536, diskGib: 1000 });
     const client = api(address);
@@ -203,7 +150,7 @@ describe("controller", () => {
   });
 
   it("never shows a VM going back from RUNNING because a report read the hypervisor before the command's result", async () => {
-    const { controller, address } = await startController(new MemoryStore());
+    const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
     const { driver } = startAgent("h1", address);
     const client = api(address);
@@ -225,11 +172,11 @@ describe("controller", () => {
 
   it("a follower sends agents and operators to the leader", async () => {
     const store = new MemoryStore();
-    const leader = await startController(store, "leader");
+    const leader = await startController(cleanups, store, { controllerId: "leader" });
     await waitFor("leadership", () => leader.controller.isLeader);
-    const follower = await startController(store, "follower");
+    const follower = await startController(cleanups, store, { controllerId: "follower" });
     expect(follower.controller.isLeader).toBe(false);
-    const answer = await rawHello(follower.address, hello("h1"));
+    const answer = await rawAgent(cleanups, follower.address, helloFor("h1")).first;
     expect(answer.msg).toEqual({ $case: "notLeader", value: { leaderAddress: leader.address } });
     const err = (await api(follower.address).listVms().catch((e: unknown) => e)) as ServiceError;
     expect(err.code).toBe(status.UNAVAILABLE);
@@ -237,7 +184,7 @@ describe("controller", () => {
   });
 
   it("never overfills a host under concurrent creates", async () => {
-    const { controller, address } = await startController(new MemoryStore());
+    const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
     // Two hosts with room for 3 VMs of 2 GiB each (8 GiB - 1 GiB reserved = 7 GiB allocatable).
     startAgent("h1", address);
@@ -258,7 +205,7 @@ describe("controller", () => {
   });
 
   it("lists VMs in pages, in name order, and refuses an oversized page", async () => {
-    const { controller, address } = await startController(new MemoryStore());
+    const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
     startAgent("h1", address, { vcpus: 64, memoryMib: 65536, diskGib: 1000 });
     const client = api(address);
@@ -283,7 +230,7 @@ describe("controller", () => {
   });
 
   it("drives a VM through stop, start (force too) and delete on its host", async () => {
-    const { controller, address } = await startController(new MemoryStore());
+    const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
     const { stateDir } = startAgent("h1", address);
     const client = api(address);

@@ -1,23 +1,26 @@
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { AgentServiceService, ClusterServiceService, HostState } from "@berth/api";
-import { grpcServerOptions, isBerthError, ErrorCode } from "@berth/core";
+import { AgentServiceService, ClusterServiceService, HostFailurePolicy, HostState } from "@berth/api";
+import { grpcServerOptions } from "@berth/core";
 import { campaign, readLeader, type ClusterStore, type Leadership } from "@berth/store";
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
-import { agentService, closeSilentSessions, type AgentServiceDeps } from "./agent-service.js";
+import { agentService, closeSilentSessions, type AgentServiceDeps, type LeadingDeps } from "./agent-service.js";
+import { ensureClusterIdentity } from "./cluster-identity.js";
+import { HostManager } from "./host-manager.js";
 import { ClusterState } from "./cluster-state.js";
 import { clusterService } from "./cluster-service.js";
 import { FencedWriter } from "./fenced-writer.js";
-import { encodeHost, Keys } from "./keys.js";
+import { Keys } from "./keys.js";
 import type { ResolvedControllerOptions } from "./options.js";
 import { Placer } from "./placement.js";
 import { Reconciler } from "./reconciler.js";
 
-interface Leading {
+interface Leading extends LeadingDeps {
   leadership: Leadership;
-  writer: FencedWriter;
-  reconciler: Reconciler;
 }
+
+/** How often the host lifecycle judges every host (detection latency is at most this more). */
+const HOST_TICK_MS = 250;
 
 /** The value stored under the election key: who leads and where to reach it. */
 interface LeaderRecord {
@@ -47,6 +50,7 @@ export class Controller {
     readonly port: number,
     private readonly log: Logger,
     private readonly sessions: Map<string, AgentSession>,
+    private readonly placer: Placer,
   ) {}
 
   /**
@@ -79,19 +83,28 @@ export class Controller {
       log,
       now,
     };
-    const placer = new Placer(store, state, (id) => sessions.get(id)?.acceptsPlacements === true, now);
+    const placer = new Placer(
+      store,
+      state,
+      (id) => sessions.get(id)?.acceptsPlacements === true && state.host(id)?.state === HostState.HOST_STATE_READY,
+      now,
+      () => controller?.leading?.hosts.reconnecting() ?? false,
+    );
     server.addService(AgentServiceService, agentService(agentDeps));
     server.addService(
       ClusterServiceService,
       clusterService({
         writer: () => controller?.leading?.writer,
+        leading: () => controller?.leading,
+        sessions,
+        controllerId: options.controllerId,
         leaderAddress,
         store,
         state,
         placer,
         liveHost: (id) => {
           const s = sessions.get(id);
-          return s?.isLive ? { usage: s.usage, lastHeardMs: s.lastHeardMs, hypervisor: s.hypervisor } : undefined;
+          return s?.isLive ? { usage: s.usage, lastHeardMs: s.lastHeardMs, hypervisor: s.hypervisor, orphans: s.orphans } : undefined;
         },
         log,
       }),
@@ -101,7 +114,7 @@ export class Controller {
     );
     // With port 0 the kernel chose the port: advertise that one.
     const advertise = options.advertise.replace(/:0$/, `:${port}`);
-    controller = new Controller({ ...options, advertise }, store, state, server, port, log, sessions);
+    controller = new Controller({ ...options, advertise }, store, state, server, port, log, sessions, placer);
     controller.timers.push(setInterval(() => closeSilentSessions(agentDeps), Math.max(500, options.reportIntervalMs / 2)));
     log.info({ listen: options.listen, port, controllerId: options.controllerId }, "controller serving; campaigning for leadership");
     void controller.campaign();
@@ -136,6 +149,13 @@ export class Controller {
       return;
     }
     const writer = new FencedWriter(this.store, leadership, (why) => this.deposed(why));
+    let cluster;
+    try {
+      cluster = await ensureClusterIdentity(this.store, writer, () => Date.now(), this.log);
+    } catch (e) {
+      if (!this.stopping) this.deposed(`could not read the cluster identity: ${(e as Error).message}`);
+      return;
+    }
     const reconciler = new Reconciler({
       state: this.state,
       sessions: this.sessions,
@@ -143,9 +163,31 @@ export class Controller {
       commandResendMs: this.options.commandResendMs,
       log: this.log,
       now: () => Date.now(),
+      defaultPolicy: () => this.state.clusterConfig()?.defaultOnHostFailure ?? HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED,
     });
-    this.leading = { leadership, writer, reconciler };
-    this.log.info({ epoch: leadership.epoch }, "elected leader");
+    const o = this.options;
+    const hosts = new HostManager({
+      state: this.state,
+      sessions: this.sessions,
+      writer,
+      placer: this.placer,
+      timers: {
+        suspectAfterMs: o.hostSuspectAfterMs,
+        downAfterMs: o.hostDownAfterMs,
+        // Without a watchdog nothing is ever known to be off: hosts are never fenced by time.
+        fenceTimeoutMs: o.fenceTimeoutMs > 0 ? o.fenceTimeoutMs : Number.MAX_SAFE_INTEGER / 4,
+        fenceMarginMs: o.fenceMarginMs,
+      },
+      limits: { hostsPerInterval: o.failoverHostsPerInterval, rateIntervalMs: o.failoverRateIntervalMs, maxUnreadyFraction: o.failoverMaxUnreadyFraction },
+      tickMs: HOST_TICK_MS,
+      electedAtMs: Date.now(),
+      defaultPolicy: () => this.state.clusterConfig()?.defaultOnHostFailure ?? HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED,
+      onHostChanged: (id) => reconciler.markDirty(id),
+      log: this.log,
+      now: () => Date.now(),
+    });
+    this.leading = { leadership, writer, reconciler, hosts, cluster, fenceTimeoutMs: o.fenceTimeoutMs };
+    this.log.info({ epoch: leadership.epoch, clusterId: cluster.id }, "elected leader");
     void leadership.lost.then((e) => this.deposed(`leadership lost: ${e.message}`));
 
     this.state.subscribe((c) => {
@@ -157,35 +199,7 @@ export class Controller {
       if (c.previous && c.previous.hostId !== c.vm.hostId) reconciler.markDirty(c.previous.hostId);
     });
     this.timers.push(setInterval(() => reconciler.markAll(), this.options.resyncIntervalMs));
-    // Hosts recorded Ready by an earlier term get a grace period to reconnect before they are
-    // recorded as disconnected; after that the check repeats, in case a disconnect write failed.
-    this.timers.push(
-      setTimeout(() => {
-        if (this.stopping) return;
-        void this.markAbsentHostsDisconnected();
-        this.timers.push(setInterval(() => void this.markAbsentHostsDisconnected(), this.options.resyncIntervalMs));
-      }, this.options.hostSilenceTimeoutMs),
-    );
     reconciler.markAll();
-  }
-
-  private async markAbsentHostsDisconnected(): Promise<void> {
-    const leading = this.leading;
-    if (!leading) return;
-    for (const host of this.state.allHosts()) {
-      if (host.state !== HostState.HOST_STATE_READY || this.sessions.has(host.id)) continue;
-      const kv = this.state.hostKv(host.id);
-      if (!kv) continue;
-      try {
-        await leading.writer.commit({
-          compare: [{ key: kv.key, target: "modRevision", equals: kv.modRevision }],
-          ops: [{ type: "put", key: kv.key, value: encodeHost({ ...host, state: HostState.HOST_STATE_DISCONNECTED }) }],
-        });
-      } catch (e) {
-        if (!isBerthError(e, ErrorCode.NotLeader)) this.log.warn({ err: e, hostId: host.id }, "could not mark host disconnected");
-      }
-      leading.reconciler.markDirty(host.id);
-    }
   }
 
   private deposed(why: string): void {
@@ -207,6 +221,7 @@ export class Controller {
     for (const t of this.timers) clearTimeout(t);
     const leading = this.leading;
     this.leading = undefined;
+    await leading?.hosts.stop();
     await leading?.reconciler.stop();
     for (const s of this.sessions.values()) s.close();
     this.sessions.clear();

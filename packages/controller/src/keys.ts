@@ -12,6 +12,8 @@ export const Keys = {
   groups: "/berth/v1/groups/",
   group: (name: string): string => `/berth/v1/groups/${name}`,
   config: "/berth/v1/config",
+  /** The cluster's identity (ClusterInfo), made once. */
+  cluster: "/berth/v1/cluster",
 } as const;
 
 export const encodeVm = (vm: Vm): Uint8Array => Vm.encode(vm).finish();

@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { BerthError, messageForFlags, parseEtcdEndpoints, stopWhenParentGone } from "@berth/core";
-import { EtcdStore, MemoryStore, type ClusterStore } from "@berth/store";
+import { EtcdStore, MemoryStore, openFileStore, type ClusterStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions } from "./options.js";
 
@@ -15,10 +15,18 @@ Usage: berth-controller [--listen HOST:PORT] [--etcd URL[,URL...]] [options]
                           (default: the listen address)
   --etcd URLS             comma-separated etcd endpoints, e.g. http://10.0.0.5:2379. Without it the
                           controller runs on an embedded in-memory store: fine for a local cluster,
-                          but its state is gone when the process ends.
+                          but its state is gone when the process ends (see --data-file).
+  --data-file FILE        embedded store only: keep the store in FILE, so a restarted controller
+                          keeps its cluster (berth dev uses this; the last moment's writes can be
+                          lost in a crash: use etcd for anything real)
   --id NAME               this controller's name in logs and in the election (default host-pid)
   --report-interval MS    how often agents report (default 2000)
   --leader-ttl MS         leader lease TTL; a dead leader is replaced after about this (default 10000)
+  --fence-timeout MS      the agents' watchdog: an agent that hears no leader this long powers off
+                          its restart-policy VMs; a host silent this long + --fence-margin is
+                          FENCED and those VMs are recreated elsewhere (default 8000; 0: never)
+  --fence-margin MS       added to the fence timeout before a silent host counts as fenced (default 2000)
+  --host-suspect-after MS a host not heard from this long is SUSPECT (default 1.25 report intervals)
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
   -h, --help              this help
 
@@ -37,6 +45,10 @@ async function main(): Promise<number> {
         id: { type: "string" },
         "report-interval": { type: "string" },
         "leader-ttl": { type: "string" },
+        "data-file": { type: "string" },
+        "fence-timeout": { type: "string" },
+        "fence-margin": { type: "string" },
+        "host-suspect-after": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -66,17 +78,43 @@ async function main(): Promise<number> {
       ...(args.id ? { controllerId: args.id } : {}),
       ...(args["report-interval"] ? { reportIntervalMs: num(args["report-interval"], "report-interval")! } : {}),
       ...(args["leader-ttl"] ? { leaderTtlMs: num(args["leader-ttl"], "leader-ttl")! } : {}),
+      ...(args["fence-timeout"] !== undefined ? { fenceTimeoutMs: num(args["fence-timeout"], "fence-timeout")! } : {}),
+      ...(args["fence-margin"] !== undefined ? { fenceMarginMs: num(args["fence-margin"], "fence-margin")! } : {}),
+      ...(args["host-suspect-after"] !== undefined ? { hostSuspectAfterMs: num(args["host-suspect-after"], "host-suspect-after")! } : {}),
     });
+    if (args["data-file"] !== undefined && args.etcd !== undefined) {
+      throw new BerthError("INVALID_ARGUMENT", "--data-file: only for the embedded store; with --etcd the state is in etcd");
+    }
   } catch (e) {
-    const flags = { listen: "--listen", advertise: "--advertise", etcd: "--etcd", report_interval_ms: "--report-interval", leader_ttl_ms: "--leader-ttl" };
+    const flags = {
+      listen: "--listen",
+      advertise: "--advertise",
+      etcd: "--etcd",
+      report_interval_ms: "--report-interval",
+      leader_ttl_ms: "--leader-ttl",
+      fence_timeout_ms: "--fence-timeout",
+      fence_margin_ms: "--fence-margin",
+      host_suspect_after_ms: "--host-suspect-after",
+    };
     process.stderr.write(`berth-controller: ${messageForFlags(e, flags)}\n`);
     return 2;
   }
 
   let store: ClusterStore;
+  let flushStore: () => Promise<void> = async () => undefined;
   if (options.etcdEndpoints.length > 0) {
     store = new EtcdStore({ endpoints: options.etcdEndpoints });
     log.info({ endpoints: options.etcdEndpoints }, "using etcd");
+  } else if (args["data-file"] !== undefined) {
+    try {
+      const file = await openFileStore(args["data-file"]);
+      store = file.store;
+      flushStore = file.flush;
+    } catch (e) {
+      process.stderr.write(`berth-controller: --data-file: ${(e as Error).message}\n`);
+      return 2;
+    }
+    log.info({ dataFile: args["data-file"] }, "using the embedded store, kept in a file");
   } else {
     store = new MemoryStore();
     log.warn("no --etcd given: using the embedded in-memory store (state is lost when this process ends)");
@@ -87,6 +125,7 @@ async function main(): Promise<number> {
     controller = await Controller.start(options, store, log);
   } catch (e) {
     log.fatal({ err: e }, "controller failed to start");
+    await flushStore();
     await store.close().catch(() => undefined);
     return 1;
   }
@@ -96,6 +135,7 @@ async function main(): Promise<number> {
       process.removeAllListeners("SIGTERM");
       log.info({ why }, "stopping");
       await controller.stop();
+      await flushStore();
       await store.close().catch(() => undefined);
       resolve(code);
     };

@@ -21,6 +21,26 @@ export interface ControllerOptions {
   resyncIntervalMs?: number;
   /** Leader lease TTL: a dead leader is replaced after about this long. */
   leaderTtlMs?: number;
+  /**
+   * A host not heard from for this long is SUSPECT: no new VMs, its VMs' state UNKNOWN. Agents send
+   * a heartbeat every report interval / 2. @default 1.25 report intervals (2.5 s)
+   */
+  hostSuspectAfterMs?: number;
+  /** A host silent this long is DOWN. @default 2 × hostSuspectAfterMs */
+  hostDownAfterMs?: number;
+  /**
+   * The agents' watchdog timeout (sent in Welcome): an agent that hears no leader this long powers
+   * off its restart-policy VMs. 0 disables fencing and restarts elsewhere. @default 8000
+   */
+  fenceTimeoutMs?: number;
+  /** Added to the fence timeout before a silent host counts as FENCED. @default 2000 */
+  fenceMarginMs?: number;
+  /** Fenced hosts whose VMs are restarted elsewhere per `failoverRateIntervalMs`. @default 4 */
+  failoverHostsPerInterval?: number;
+  /** @default 10000 */
+  failoverRateIntervalMs?: number;
+  /** Restarts halt while more than this fraction of hosts is not READY. @default 0.5 */
+  failoverMaxUnreadyFraction?: number;
 }
 
 export interface ResolvedControllerOptions {
@@ -33,6 +53,13 @@ export interface ResolvedControllerOptions {
   commandResendMs: number;
   resyncIntervalMs: number;
   leaderTtlMs: number;
+  hostSuspectAfterMs: number;
+  hostDownAfterMs: number;
+  fenceTimeoutMs: number;
+  fenceMarginMs: number;
+  failoverHostsPerInterval: number;
+  failoverRateIntervalMs: number;
+  failoverMaxUnreadyFraction: number;
 }
 
 function positive(value: number, field: string, min: number): number {
@@ -48,6 +75,13 @@ export function resolveControllerOptions(o: ControllerOptions): ResolvedControll
   const etcdEndpoints = o.etcdEndpoints ?? [];
   if (etcdEndpoints.length > 0) parseEtcdEndpoints(etcdEndpoints.join(","), "etcd");
   const reportIntervalMs = positive(o.reportIntervalMs ?? 2_000, "report_interval_ms", 100);
+  // Heartbeats come every half interval: SUSPECT needs at least two of them missed.
+  const hostSuspectAfterMs = positive(o.hostSuspectAfterMs ?? Math.round(reportIntervalMs * 1.25), "host_suspect_after_ms", reportIntervalMs);
+  const hostDownAfterMs = positive(o.hostDownAfterMs ?? hostSuspectAfterMs * 2, "host_down_after_ms", hostSuspectAfterMs);
+  const fenceTimeoutMs = o.fenceTimeoutMs ?? Math.max(8_000, reportIntervalMs * 4);
+  if (fenceTimeoutMs !== 0) positive(fenceTimeoutMs, "fence_timeout_ms", reportIntervalMs * 2);
+  const fraction = o.failoverMaxUnreadyFraction ?? 0.5;
+  if (!(fraction > 0 && fraction <= 1)) throw invalidArgument("failover_max_unready_fraction", `must be in (0, 1] (got ${fraction})`);
   return {
     listen: o.listen,
     advertise,
@@ -58,5 +92,12 @@ export function resolveControllerOptions(o: ControllerOptions): ResolvedControll
     commandResendMs: positive(o.commandResendMs ?? 15_000, "command_resend_ms", 100),
     resyncIntervalMs: positive(o.resyncIntervalMs ?? 10_000, "resync_interval_ms", 100),
     leaderTtlMs: positive(o.leaderTtlMs ?? 10_000, "leader_ttl_ms", 2_000),
+    hostSuspectAfterMs,
+    hostDownAfterMs,
+    fenceTimeoutMs,
+    fenceMarginMs: positive(o.fenceMarginMs ?? 2_000, "fence_margin_ms", 0),
+    failoverHostsPerInterval: positive(o.failoverHostsPerInterval ?? 4, "failover_hosts_per_interval", 1),
+    failoverRateIntervalMs: positive(o.failoverRateIntervalMs ?? 10_000, "failover_rate_interval_ms", 100),
+    failoverMaxUnreadyFraction: fraction,
   };
 }

@@ -10,7 +10,7 @@ import {
   type Vm,
   type VmSpec,
 } from "@berth/api";
-import { addResources, BerthError, ErrorCode, alreadyExists, invalidArgument, Limits, validateVmSpec, validateVmSpecs } from "@berth/core";
+import { addResources, BerthError, ErrorCode, alreadyExists, invalidArgument, isBerthError, Limits, validateVmSpec, validateVmSpecs } from "@berth/core";
 import {
   gangUnplacedError,
   placeVm,
@@ -25,7 +25,7 @@ import {
 import { MAX_TXN_OPS, type ClusterStore, type Compare, type Op } from "@berth/store";
 import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
-import { encodeGroup, encodeVm, Keys } from "./keys.js";
+import { decodeVm, encodeGroup, encodeVm, Keys } from "./keys.js";
 import { placementPolicyOf, ratioOf, resolveClusterScheduler } from "./scheduler-config.js";
 import { waitUpTo } from "./wait.js";
 
@@ -33,6 +33,21 @@ import { waitUpTo } from "./wait.js";
 const CACHE_CATCH_UP_MS = 5_000;
 /** Attempts of a placement whose commit lost a race on a host or group record. */
 const MAX_CONFLICT_RETRIES = 3;
+/** While hosts reconnect to a new leader, a placement without room looks again this often… */
+const RECONNECT_POLL_MS = 200;
+/** …this many times at most (the wait is bounded by the caller's deadline too). */
+const MAX_RECONNECT_WAITS = 40;
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** An idempotency key: empty (none) or 1-64 characters of [A-Za-z0-9._-]. */
+function validateRequestId(id: string): void {
+  if (id !== "" && !REQUEST_ID.test(id)) {
+    throw invalidArgument("request_id", `'${id.slice(0, 64)}' must be 1-64 characters of letters, digits, '.', '_' or '-'`);
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A commit lost a race on a host or group record; the store was at `revision` then. */
 class PlacementConflict extends BerthError {
@@ -71,6 +86,8 @@ class KeyedLocks {
 }
 
 interface Reservation {
+  /** The VM's name. */
+  name: string;
   hostId: string;
   resources: Resources;
   group: string;
@@ -95,6 +112,11 @@ export class Placer {
     /** Whether the host takes new VMs now: its agent's stream is live and its hypervisor not reported down. */
     private readonly acceptsPlacements: (hostId: string) => boolean,
     private readonly now: () => number,
+    /**
+     * True while hosts are still reconnecting to a newly elected leader: a placement that finds no
+     * room then waits for them, and answers UNAVAILABLE (retryable), never "no room", if they stay away.
+     */
+    private readonly hostsReconnecting: () => boolean = () => false,
   ) {}
 
   /** The cluster's scheduler options (from the stored config, defaults when none). */
@@ -109,8 +131,8 @@ export class Placer {
   /** The scheduler's view: registered hosts with what is placed or reserved on them. */
   snapshot(): HostSnapshot[] {
     const reservedByHost = new Map<string, Reservation[]>();
-    for (const [name, r] of this.reservations) {
-      if (this.state.vm(name)) continue; // already counted from the cache
+    for (const r of this.reservations.values()) {
+      if (this.state.vm(r.name)?.hostId === r.hostId) continue; // already counted from the cache
       const onHost = reservedByHost.get(r.hostId);
       if (onHost) onHost.push(r);
       else reservedByHost.set(r.hostId, [r]);
@@ -145,15 +167,30 @@ export class Placer {
    * one reason per host, CONFLICT when the placement raced a change of a host or group (retry),
    * NOT_LEADER.
    */
-  async create(specs: readonly VmSpec[], writer: FencedWriter, field: SpecField = "specs"): Promise<Vm[]> {
+  async create(specs: readonly VmSpec[], writer: FencedWriter, field: SpecField = "specs", requestId = ""): Promise<Vm[]> {
     validateSpecs(specs, field);
+    validateRequestId(requestId);
     const groupNames = [...new Set(specs.map((s) => s.group).filter(Boolean))].sort();
+    // A retry of a request that was committed (its answer lost with a leader) gets what it made.
+    const earlier = this.madeBy(specs, requestId);
+    if (earlier) return earlier;
     // Placements into one group take turns in this leader: each sees the previous one's record.
     return await this.groupLocks.run(groupNames, async () => {
       for (let attempt = 1; ; attempt++) {
         try {
-          return await this.placeAndCommit(specs, groupNames, writer, field);
+          return await this.placeAndCommit(specs, groupNames, writer, field, requestId);
         } catch (e) {
+          const again = isBerthError(e, ErrorCode.AlreadyExists) ? await this.madeByInStore(specs, requestId) : undefined;
+          if (again) return again;
+          if (isBerthError(e, ErrorCode.ResourceExhausted) && this.hostsReconnecting() && attempt < MAX_RECONNECT_WAITS) {
+            // A new leader whose hosts are still coming back has no room yet, not no room.
+            await sleep(RECONNECT_POLL_MS);
+            if (!this.hostsReconnecting()) attempt = MAX_RECONNECT_WAITS - 1;
+            continue;
+          }
+          if (isBerthError(e, ErrorCode.ResourceExhausted) && this.hostsReconnecting()) {
+            throw new BerthError(ErrorCode.Unavailable, "hosts are still reconnecting to a newly elected leader; retry in a few seconds", { cause: e });
+          }
           // A group record can still change under us (a member's deletion): decide again.
           if (!(e instanceof PlacementConflict) || attempt >= MAX_CONFLICT_RETRIES) throw e;
           await waitUpTo(Promise.all([this.state.vms.waitForRevision(e.revision), this.state.groups.waitForRevision(e.revision)]), CACHE_CATCH_UP_MS);
@@ -162,7 +199,77 @@ export class Placer {
     });
   }
 
-  private async placeAndCommit(specs: readonly VmSpec[], groupNames: readonly string[], writer: FencedWriter, field: SpecField): Promise<Vm[]> {
+  /** The VMs request `requestId` made, when every spec's name holds one it made; else undefined. */
+  private madeBy(specs: readonly VmSpec[], requestId: string): Vm[] | undefined {
+    if (!requestId) return undefined;
+    const vms = specs.map((s) => this.state.vm(s.name));
+    return vms.every((vm) => vm?.requestId === requestId) ? (vms as Vm[]) : undefined;
+  }
+
+  /** As `madeBy`, read from the store (the cache may not have the records yet). */
+  private async madeByInStore(specs: readonly VmSpec[], requestId: string): Promise<Vm[] | undefined> {
+    if (!requestId) return undefined;
+    const vms = await Promise.all(specs.map(async (s) => {
+      const kv = await this.store.get(Keys.vm(s.name));
+      return kv ? decodeVm(kv.value) : undefined;
+    }));
+    return vms.every((vm) => vm?.requestId === requestId) ? (vms as Vm[]) : undefined;
+  }
+
+  /**
+   * Places a VM again, on another host, keeping its name, id and spec: its host was fenced, so the
+   * copy there is known to be off. One fenced transaction moves the record (guarded on its revision,
+   * the generation bumped so the new host applies it afresh); the group record is rewritten under a
+   * compare so a concurrent placement into the group cannot miss it. Throws RESOURCE_EXHAUSTED when
+   * no other host fits, CONFLICT when the record changed meanwhile.
+   */
+  async relocate(vm: Vm, writer: FencedWriter, why: string): Promise<Vm> {
+    const spec = vm.spec!;
+    const groupNames = spec.group ? [spec.group] : [];
+    return await this.groupLocks.run(groupNames, async () => {
+      const kv = this.state.vmKv(spec.name);
+      const current = this.state.vm(spec.name);
+      if (!kv || current?.id !== vm.id || current.hostId !== vm.hostId) throw new BerthError(ErrorCode.Conflict, `vm '${spec.name}' changed meanwhile`);
+      const request = this.requestOf(spec, "spec");
+      // The VM no longer counts where it was: its old host is excluded (the VM must move).
+      const hosts = this.snapshot().filter((h) => h.id !== vm.hostId);
+      const decision = placeVm(hosts, request, this.options());
+      if (!decision.placed) throw unplacedError(request, decision);
+      const reservationKey = `relocate/${spec.name}`;
+      this.reservations.set(reservationKey, { name: spec.name, hostId: decision.hostId, resources: spec.resources!, group: spec.group });
+      try {
+        const hostKv = this.state.hostKv(decision.hostId)!;
+        const compare: Compare[] = [
+          { key: kv.key, target: "modRevision", equals: kv.modRevision },
+          { key: hostKv.key, target: "createRevision", equals: hostKv.createRevision },
+        ];
+        const ops: Op[] = [];
+        if (spec.group) {
+          const groupKv = this.state.groupKv(spec.group);
+          const group = this.state.group(spec.group);
+          if (groupKv && group) {
+            compare.push({ key: groupKv.key, target: "modRevision", equals: groupKv.modRevision });
+            ops.push({ type: "put", key: groupKv.key, value: encodeGroup(group) });
+          }
+        }
+        const moved: Vm = {
+          ...current,
+          hostId: decision.hostId,
+          generation: current.generation + 1,
+          status: VmStatus.fromPartial({ phase: VmPhase.VM_PHASE_PENDING, message: `restarted here: ${why}`, updatedAtMs: this.now() }),
+        };
+        ops.push({ type: "put", key: kv.key, value: encodeVm(moved) });
+        const result = await writer.commit({ compare, ops });
+        if (!result.succeeded) throw new BerthError(ErrorCode.Conflict, `vm '${spec.name}' or its new host changed during the restart; retry`);
+        await waitUpTo(this.state.vms.waitForRevision(result.revision), CACHE_CATCH_UP_MS);
+        return moved;
+      } finally {
+        this.reservations.delete(reservationKey);
+      }
+    });
+  }
+
+  private async placeAndCommit(specs: readonly VmSpec[], groupNames: readonly string[], writer: FencedWriter, field: SpecField, requestId: string): Promise<Vm[]> {
     const requests = specs.map((spec, i) => this.requestOf(spec, fieldOf(field, i)));
     for (const spec of specs) {
       if (this.state.vm(spec.name) || this.reservations.has(spec.name)) throw alreadyExists(`vm '${spec.name}'`);
@@ -184,7 +291,7 @@ export class Placer {
       if (!decision.placed) throw gangUnplacedError(decision);
       hostIds = decision.placements.map((p) => p.hostId);
     }
-    specs.forEach((spec, i) => this.reservations.set(spec.name, { hostId: hostIds[i]!, resources: spec.resources!, group: spec.group }));
+    specs.forEach((spec, i) => this.reservations.set(spec.name, { name: spec.name, hostId: hostIds[i]!, resources: spec.resources!, group: spec.group }));
 
     try {
       const compare: Compare[] = [];
@@ -204,7 +311,7 @@ export class Placer {
         compare.push({ key: kv.key, target: "modRevision", equals: kv.modRevision });
         ops.push({ type: "put", key: kv.key, value: encodeGroup({ ...group, members: [...group.members, ...joining] }) });
       }
-      const vms = specs.map((spec, i) => this.newVm(spec, hostIds[i]!));
+      const vms = specs.map((spec, i) => this.newVm(spec, hostIds[i]!, requestId));
       for (const vm of vms) {
         compare.push({ key: Keys.vm(vm.spec!.name), target: "createRevision", equals: 0 });
         ops.push({ type: "put", key: Keys.vm(vm.spec!.name), value: encodeVm(vm) });
@@ -263,7 +370,7 @@ export class Placer {
     return request;
   }
 
-  private newVm(spec: VmSpec, hostId: string): Vm {
+  private newVm(spec: VmSpec, hostId: string, requestId: string): Vm {
     return {
       id: randomUUID(),
       spec: { ...spec, resources: { ...spec.resources! }, labels: { ...spec.labels } },
@@ -273,7 +380,7 @@ export class Placer {
       status: VmStatus.fromPartial({ phase: VmPhase.VM_PHASE_PENDING, domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, updatedAtMs: this.now() }),
       createdAtMs: this.now(),
       forceStop: false,
-      requestId: "",
+      requestId,
     };
   }
 }

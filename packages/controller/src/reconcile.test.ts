@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DesiredState, DomainState, VmPhase, VmSpec, VmStatus, type Domain, type Vm } from "@berth/api";
-import { desiredAction, observedStatus, planHostCommands, sameStatus } from "./reconcile.js";
+import { desiredAction, observedStatus, planHostCommands, recordFailure, sameStatus, type HostPlan, type HostPlanContext } from "./reconcile.js";
 
 const resources = { vcpus: 1, memoryMib: 512, diskGib: 1 };
 function vm(id: string, desiredState: DesiredState, generation = 1, forceStop = false): Vm {
@@ -38,18 +38,64 @@ describe("desiredAction", () => {
 });
 
 describe("planHostCommands", () => {
-  it("plans one command per VM out of sync and deletes orphans", () => {
+  const context = (over: Partial<HostPlanContext> = {}): HostPlanContext => ({ failures: new Map(), nowMs: 1_000, placedElsewhere: () => false, ...over });
+  const summary = (plan: HostPlan) => plan.commands.map((p) => `${p.vmId}:${p.action.$case}:${p.generation}`).sort();
+
+  it("plans one command per VM out of sync and leaves unknown domains alone as orphans", () => {
     const vms = [vm("a", R), vm("b", R), vm("c", S)];
     const inventory = new Map([
       ["a", domain("a", DomainState.DOMAIN_STATE_RUNNING)],
       ["c", domain("c", DomainState.DOMAIN_STATE_RUNNING)],
       ["zz", domain("zz", DomainState.DOMAIN_STATE_RUNNING, 4)],
     ]);
-    const planned = planHostCommands(vms, inventory).map((p) => `${p.vmId}:${p.action.$case}:${p.generation}`);
-    expect(planned.sort()).toEqual(["b:create:1", "c:stop:1", "zz:delete:4"]);
+    const plan = planHostCommands(vms, inventory, context());
+    expect(summary(plan)).toEqual(["b:create:1", "c:stop:1"]);
+    expect(plan.orphans.map((d) => d.vmId)).toEqual(["zz"]);
+  });
+  it("deletes nothing at all when the store knows no VM (an empty or foreign store)", () => {
+    const inventory = new Map(["a", "b", "c"].map((id) => [id, domain(id, DomainState.DOMAIN_STATE_RUNNING)]));
+    const plan = planHostCommands([], inventory, context());
+    expect(plan.commands).toEqual([]);
+    expect(plan.orphans).toHaveLength(3);
+  });
+  it("removes a copy superseded by the VM's record on another host", () => {
+    const inventory = new Map([["moved", domain("moved", DomainState.DOMAIN_STATE_SHUTOFF, 3)]]);
+    const plan = planHostCommands([], inventory, context({ placedElsewhere: (id) => id === "moved" }));
+    expect(summary(plan)).toEqual(["moved:delete:3"]);
+    expect(plan.orphans).toEqual([]);
   });
   it("plans nothing for a host in sync", () => {
-    expect(planHostCommands([vm("a", R)], new Map([["a", domain("a", DomainState.DOMAIN_STATE_RUNNING)]]))).toEqual([]);
+    expect(planHostCommands([vm("a", R)], new Map([["a", domain("a", DomainState.DOMAIN_STATE_RUNNING)]]), context())).toEqual({ commands: [], orphans: [], nextRetryAtMs: undefined });
+  });
+  it("holds a failed command until its backoff runs out, and a permanent one until the generation changes", () => {
+    const retryable = recordFailure(undefined, { generation: 1, code: "HYPERVISOR_UNAVAILABLE", message: "busy" }, 1_000, () => 0.5);
+    expect(retryable).toMatchObject({ attempts: 1, nextAttemptAtMs: 1_750, permanent: false });
+    const failures = new Map([["b", retryable]]);
+    const early = planHostCommands([vm("b", R)], new Map(), context({ failures, nowMs: 1_500 }));
+    expect(early.commands).toEqual([]);
+    expect(early.nextRetryAtMs).toBe(1_750);
+    expect(summary(planHostCommands([vm("b", R)], new Map(), context({ failures, nowMs: 1_750 })))).toEqual(["b:create:1"]);
+
+    const permanent = recordFailure(undefined, { generation: 1, code: "INVALID_ARGUMENT", message: "bad" }, 1_000, () => 0.5);
+    expect(permanent.permanent).toBe(true);
+    const held = planHostCommands([vm("b", R)], new Map(), context({ failures: new Map([["b", permanent]]), nowMs: 10 ** 9 }));
+    expect(held.commands).toEqual([]);
+    // `berth vm retry` (or any change of the desired state) bumps the generation: it applies afresh.
+    expect(summary(planHostCommands([vm("b", R, 2)], new Map(), context({ failures: new Map([["b", permanent]]) })))).toEqual(["b:create:2"]);
+  });
+  it("counts attempts within a generation and starts again for a newer one", () => {
+    let f = recordFailure(undefined, { generation: 1, code: "UNAVAILABLE", message: "" }, 0, () => 1);
+    f = recordFailure(f, { generation: 1, code: "UNAVAILABLE", message: "" }, 0, () => 1);
+    f = recordFailure(f, { generation: 1, code: "UNAVAILABLE", message: "" }, 0, () => 1);
+    expect(f).toMatchObject({ attempts: 3, nextAttemptAtMs: 4_000 });
+    expect(recordFailure(f, { generation: 2, code: "UNAVAILABLE", message: "" }, 0, () => 1)).toMatchObject({ attempts: 1, nextAttemptAtMs: 1_000 });
+  });
+  it("holds creates (only) while told to, and marks restart-policy domains for the watchdog", () => {
+    const vms = [vm("a", R), vm("b", S)];
+    const inventory = new Map([["b", domain("b", DomainState.DOMAIN_STATE_RUNNING)]]);
+    expect(summary(planHostCommands(vms, inventory, context({ holdCreates: true })))).toEqual(["b:stop:1"]);
+    const plan = planHostCommands(vms, inventory, context({ fence: (v) => v.id === "a" }));
+    expect(plan.commands.find((c) => c.vmId === "a")?.action).toMatchObject({ $case: "create", value: { fence: true } });
   });
 });
 
@@ -65,10 +111,10 @@ describe("observedStatus", () => {
     expect(observedStatus(vm("a", S, 2), true, domain("a", DomainState.DOMAIN_STATE_SHUTOFF, 2), undefined, 5).phase).toBe(VmPhase.VM_PHASE_STOPPED);
   });
   it("is FAILED with the host's message when the current generation failed", () => {
-    const s = observedStatus(vm("a", R, 2), true, undefined, { generation: 2, code: "HYPERVISOR_UNAVAILABLE", message: "down" }, 5);
-    expect(s).toMatchObject({ phase: VmPhase.VM_PHASE_FAILED, message: "HYPERVISOR_UNAVAILABLE: down" });
+    const s = observedStatus(vm("a", R, 2), true, undefined, { generation: 2, code: "HYPERVISOR_UNAVAILABLE", message: "down", attempts: 2, nextAttemptAtMs: 2_005, permanent: false }, 5);
+    expect(s).toMatchObject({ phase: VmPhase.VM_PHASE_FAILED, message: "HYPERVISOR_UNAVAILABLE: down", attempts: 2, errorCode: "HYPERVISOR_UNAVAILABLE", nextAttemptAtMs: 2_005, permanent: false });
     // A failure of an older generation no longer counts.
-    expect(observedStatus(vm("a", R, 3), true, undefined, { generation: 2, code: "X", message: "y" }, 5).phase).toBe(VmPhase.VM_PHASE_PENDING);
+    expect(observedStatus(vm("a", R, 3), true, undefined, { generation: 2, code: "X", message: "y", attempts: 1, nextAttemptAtMs: 0, permanent: false }, 5).phase).toBe(VmPhase.VM_PHASE_PENDING);
   });
   it("compares statuses without the timestamp", () => {
     const a = observedStatus(vm("a", R), true, undefined, undefined, 1);

@@ -7,6 +7,7 @@ import {
   type Vm,
   type VmStatus,
 } from "@berth/api";
+import { backoffDelayMs, isRetryableErrorCode } from "@berth/core";
 
 /** What a command asks of a domain, without the envelope (ids, generation, epoch). */
 export type DomainAction = NonNullable<Command["action"]>;
@@ -18,19 +19,57 @@ export interface PlannedCommand {
   action: DomainAction;
 }
 
-/** The last failed command of a VM, as reported by its host. */
+/**
+ * The failed attempts at a VM's command for one generation, as its host reported them: what the
+ * backoff, the VM's status and `berth vm retry` work from.
+ */
 export interface CommandFailure {
   generation: number;
   code: string;
   message: string;
+  /** Failed attempts in a row at this generation. */
+  attempts: number;
+  /** When the command may be sent again (Unix ms); meaningless when `permanent`. */
+  nextAttemptAtMs: number;
+  /** The code is permanent (core's `isRetryableErrorCode`): no retry until the generation changes. */
+  permanent: boolean;
+}
+
+/**
+ * The failure record after one more failed attempt: attempts count up within a generation and
+ * restart at 1 for a newer one; the next attempt waits `backoffDelayMs` (1 s doubling to 60 s,
+ * jittered). Pure: the caller supplies the time and the randomness.
+ */
+export function recordFailure(
+  prior: CommandFailure | undefined,
+  failed: { generation: number; code: string; message: string },
+  nowMs: number,
+  random: () => number,
+): CommandFailure {
+  const attempts = prior && prior.generation === failed.generation ? prior.attempts + 1 : 1;
+  const permanent = !isRetryableErrorCode(failed.code);
+  return {
+    generation: failed.generation,
+    code: failed.code,
+    message: failed.message,
+    attempts,
+    nextAttemptAtMs: permanent ? 0 : nowMs + backoffDelayMs(attempts, random),
+    permanent,
+  };
+}
+
+/** The failure that still applies to `vm` (one at its current generation or later), if any. */
+export function currentFailure(vm: Vm, failure: CommandFailure | undefined): CommandFailure | undefined {
+  return failure && failure.generation >= vm.generation ? failure : undefined;
 }
 
 /**
  * The action that moves `domain` towards what `vm` wants, or undefined when they agree. Pure.
  * A domain that is in the right state but has not recorded the VM's latest generation still gets
  * the (no-op) command, so the host records the generation and the controller can observe it.
+ * `fence` marks a domain to create as one the host's watchdog powers off (restart-policy VMs).
  */
-export function desiredAction(vm: Vm, domain: Domain | undefined): DomainAction | undefined {
+export function desiredAction(vm: Vm, domain: Domain | undefined, fence = false): DomainAction | undefined {
   const spec = vm.spec;
   if (!spec?.resources) return undefined;
   const current = domain !== undefined && domain.generation >= vm.generation;
@@ -38,11 +77,11 @@ export function desiredAction(vm: Vm, domain: Domain | undefined): DomainAction 
     case DesiredState.DESIRED_STATE_DELETED:
       return domain ? { $case: "delete", value: {} } : undefined;
     case DesiredState.DESIRED_STATE_RUNNING:
-      if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: true, fence: false } };
+      if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: true, fence } };
       if (domain.state === DomainState.DOMAIN_STATE_RUNNING && current) return undefined;
       return { $case: "start", value: {} };
     case DesiredState.DESIRED_STATE_STOPPED:
-      if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: false, fence: false } };
+      if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: false, fence } };
       // A crashed domain is off too: libvirt keeps "shut off (crashed)" until the next start, so
       // asking it to stop would never change what the host reports.
       if ((domain.state === DomainState.DOMAIN_STATE_SHUTOFF || domain.state === DomainState.DOMAIN_STATE_CRASHED) && current) return undefined;
@@ -52,26 +91,72 @@ export function desiredAction(vm: Vm, domain: Domain | undefined): DomainAction 
   }
 }
 
+/** What one host should be told, and what the controller leaves alone there. */
+export interface HostPlan {
+  commands: PlannedCommand[];
+  /**
+   * Domains with Berth's metadata that no VM record of this cluster accounts for. They are never
+   * deleted on sight (a controller on an empty or foreign store would destroy real VMs): they are
+   * reported for the operator to delete or adopt.
+   */
+  orphans: Domain[];
+  /** The earliest time a command held back by backoff becomes due; undefined when none waits. */
+  nextRetryAtMs: number | undefined;
+}
+
+/** What `planHostCommands` needs to know beyond the host's VMs and inventory. */
+export interface HostPlanContext {
+  /** Failed attempts per VM id (see `recordFailure`). */
+  failures: ReadonlyMap<string, CommandFailure>;
+  nowMs: number;
+  /**
+   * True when the VM with this id has a record placed on another host: a copy here has been
+   * superseded (the VM was recreated elsewhere after this host was fenced) and is removed.
+   */
+  placedElsewhere(vmId: string): boolean;
+  /**
+   * Creating missing domains is held back (e.g. a new agent for the host whose predecessor may
+   * still run the VMs elsewhere: its inventory is believed only once that one is fenced).
+   */
+  holdCreates?: boolean;
+  /** Whether the VM's domain is to be powered off by the host's watchdog (its policy is RESTART). */
+  fence?(vm: Vm): boolean;
+}
+
 /**
- * Commands for one host: each VM placed there moved towards its desired state, and every domain
- * the host has that no VM placed there accounts for (an orphan, e.g. a VM deleted while its host
- * was away) removed. Only call with a synced cache: an incomplete VM list would make orphans of
- * real VMs. Pure.
+ * Commands for one host: each VM placed there moved towards its desired state, unless its last
+ * failure is permanent or its backoff has not run out; superseded copies removed; every other
+ * unknown domain left alone as an orphan. Only call with a synced cache: an incomplete VM list
+ * would make orphans of real VMs (harmless now: orphans are only reported). Pure.
  */
-export function planHostCommands(vmsOnHost: readonly Vm[], inventory: ReadonlyMap<string, Domain>): PlannedCommand[] {
-  const planned: PlannedCommand[] = [];
+export function planHostCommands(vmsOnHost: readonly Vm[], inventory: ReadonlyMap<string, Domain>, context: HostPlanContext): HostPlan {
+  const commands: PlannedCommand[] = [];
+  const orphans: Domain[] = [];
+  let nextRetryAtMs: number | undefined;
   const wanted = new Set<string>();
   for (const vm of vmsOnHost) {
     wanted.add(vm.id);
-    const action = desiredAction(vm, inventory.get(vm.id));
-    if (action) planned.push({ vmId: vm.id, generation: vm.generation, action });
+    const domain = inventory.get(vm.id);
+    const action = desiredAction(vm, domain, context.fence?.(vm) ?? false);
+    if (!action) continue;
+    if (action.$case === "create" && context.holdCreates) continue;
+    const failure = currentFailure(vm, context.failures.get(vm.id));
+    if (failure?.permanent) continue;
+    if (failure && context.nowMs < failure.nextAttemptAtMs) {
+      nextRetryAtMs = Math.min(nextRetryAtMs ?? Infinity, failure.nextAttemptAtMs);
+      continue;
+    }
+    commands.push({ vmId: vm.id, generation: vm.generation, action });
   }
   for (const domain of inventory.values()) {
-    if (!wanted.has(domain.vmId)) {
-      planned.push({ vmId: domain.vmId, generation: domain.generation, action: { $case: "delete", value: {} } });
+    if (wanted.has(domain.vmId)) continue;
+    if (context.placedElsewhere(domain.vmId)) {
+      commands.push({ vmId: domain.vmId, generation: domain.generation, action: { $case: "delete", value: {} } });
+    } else {
+      orphans.push(domain);
     }
   }
-  return planned;
+  return { commands, orphans, nextRetryAtMs };
 }
 
 /**
@@ -84,6 +169,8 @@ export function observedStatus(
   domain: Domain | undefined,
   failure: CommandFailure | undefined,
   nowMs: number,
+  /** Why the host's account is not believed, when `hostConnected` is false. */
+  awayMessage = "host not connected",
 ): VmStatus {
   const previous = vm.status;
   const base = {
@@ -97,10 +184,19 @@ export function observedStatus(
   };
   if (!hostConnected) {
     // Nothing is known until the host is back; keep the last observation for the operator.
-    return { ...base, domainState: previous?.domainState ?? base.domainState, phase: VmPhase.VM_PHASE_UNKNOWN, message: "host not connected" };
+    return { ...base, domainState: previous?.domainState ?? base.domainState, phase: VmPhase.VM_PHASE_UNKNOWN, message: awayMessage };
   }
-  if (failure && failure.generation >= vm.generation) {
-    return { ...base, phase: VmPhase.VM_PHASE_FAILED, message: `${failure.code}: ${failure.message}` };
+  const failed = currentFailure(vm, failure);
+  if (failed) {
+    return {
+      ...base,
+      phase: VmPhase.VM_PHASE_FAILED,
+      message: `${failed.code}: ${failed.message}`,
+      attempts: failed.attempts,
+      errorCode: failed.code,
+      nextAttemptAtMs: failed.permanent ? 0 : failed.nextAttemptAtMs,
+      permanent: failed.permanent,
+    };
   }
   if (vm.desiredState === DesiredState.DESIRED_STATE_DELETED) {
     return { ...base, phase: VmPhase.VM_PHASE_DELETING, message: "" };
@@ -128,6 +224,10 @@ export function sameStatus(a: VmStatus | undefined, b: VmStatus): boolean {
     a.phase === b.phase &&
     a.domainState === b.domainState &&
     a.observedGeneration === b.observedGeneration &&
-    a.message === b.message
+    a.message === b.message &&
+    a.attempts === b.attempts &&
+    a.errorCode === b.errorCode &&
+    a.nextAttemptAtMs === b.nextAttemptAtMs &&
+    a.permanent === b.permanent
   );
 }

@@ -1,4 +1,4 @@
-import { DesiredState, HostState } from "@berth/api";
+import { DesiredState, HostFailurePolicy, HostState } from "@berth/api";
 import { isBerthError, ErrorCode } from "@berth/core";
 import type { Txn } from "@berth/store";
 import type { Logger } from "pino";
@@ -6,6 +6,8 @@ import type { AgentSession } from "./agent-session.js";
 import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { encodeGroup, encodeVm } from "./keys.js";
+import { failurePolicyOf } from "./failover.js";
+import { normalState } from "./host-lifecycle.js";
 import { observedStatus, planHostCommands, sameStatus } from "./reconcile.js";
 
 export interface ReconcilerDeps {
@@ -15,6 +17,8 @@ export interface ReconcilerDeps {
   commandResendMs: number;
   log: Logger;
   now: () => number;
+  /** The cluster's default on_host_failure. */
+  defaultPolicy(): HostFailurePolicy;
 }
 
 /**
@@ -25,6 +29,7 @@ export interface ReconcilerDeps {
  */
 export class Reconciler {
   private readonly dirty = new Set<string>();
+  private readonly wakeups = new Map<string, { atMs: number; timer: NodeJS.Timeout }>();
   private running: Promise<void> | undefined;
   private stopped = false;
 
@@ -49,6 +54,8 @@ export class Reconciler {
   async stop(): Promise<void> {
     this.stopped = true;
     this.dirty.clear();
+    for (const w of this.wakeups.values()) clearTimeout(w.timer);
+    this.wakeups.clear();
     await this.running;
   }
 
@@ -69,24 +76,43 @@ export class Reconciler {
     // A session that is not welcomed yet counts as absent: it is still registering.
     const connected = session?.isLive === true;
     const vms = state.vmsOnHost(hostId);
-    if (!connected && state.host(hostId)?.state === HostState.HOST_STATE_READY) {
+    const host = state.host(hostId);
+    const hostState = host ? normalState(host.state) : HostState.HOST_STATE_UNSPECIFIED;
+    if (!connected && hostState === HostState.HOST_STATE_READY) {
       // Recorded ready but no stream here (yet): a new leader gives hosts a grace period to
-      // reconnect, and a lost stream is recorded as disconnected first. Judge VMs after that.
+      // reconnect, and a lost stream is judged by the host lifecycle first. Judge VMs after that.
       return;
     }
 
     if (connected) {
-      for (const planned of planHostCommands(vms, session.inventory)) {
+      const holdCreates = now < session.holdCreatesUntilMs;
+      const plan = planHostCommands(vms, session.inventory, {
+        failures: session.failures,
+        nowMs: now,
+        placedElsewhere: (vmId) => {
+          const vm = state.vmById(vmId);
+          return vm !== undefined && vm.hostId !== hostId;
+        },
+        holdCreates,
+        fence: (vm) => failurePolicyOf(vm, this.deps.defaultPolicy()) === HostFailurePolicy.HOST_FAILURE_POLICY_RESTART,
+      });
+      session.orphans = plan.orphans;
+      for (const planned of plan.commands) {
         session.sendCommand(planned, writer.epoch, now, this.deps.commandResendMs);
       }
+      // Level-triggered, but a held command has no event to wake it: look again when it is due.
+      if (plan.nextRetryAtMs !== undefined) this.wakeAt(hostId, plan.nextRetryAtMs);
+      if (holdCreates) this.wakeAt(hostId, session.holdCreatesUntilMs);
     }
+    // The host's own account of its VMs is believed only while it is connected and READY.
+    const believed = connected && hostState === HostState.HOST_STATE_READY;
 
     const writes: Txn[] = [];
     for (const vm of vms) {
       const kv = state.vmKv(vm.spec?.name ?? "");
       if (!kv) continue;
       const guard = [{ key: kv.key, target: "modRevision" as const, equals: kv.modRevision }];
-      const domain = connected ? session.inventory.get(vm.id) : undefined;
+      const domain = believed ? session.inventory.get(vm.id) : undefined;
       if (connected && vm.desiredState === DesiredState.DESIRED_STATE_DELETED && !domain) {
         // The host confirms the domain is gone: the record can go too, and with it the membership.
         const txn: Txn = { compare: guard, ops: [{ type: "delete", key: kv.key }] };
@@ -99,7 +125,7 @@ export class Reconciler {
         writes.push(txn);
         continue;
       }
-      const status = observedStatus(vm, connected, domain, session?.failures.get(vm.id), now);
+      const status = observedStatus(vm, believed, domain, believed ? session.failures.get(vm.id) : undefined, now, believed ? "" : awayMessage(hostState));
       if (!sameStatus(vm.status, status)) {
         writes.push({ compare: guard, ops: [{ type: "put", key: kv.key, value: encodeVm({ ...vm, status }) }] });
       }
@@ -121,5 +147,32 @@ export class Reconciler {
 
   private markDirtyLater(hostId: string): void {
     setTimeout(() => this.markDirty(hostId), 1_000).unref();
+  }
+
+  /** Marks the host dirty at `atMs` (keeps the earliest wake-up per host). */
+  private wakeAt(hostId: string, atMs: number): void {
+    const existing = this.wakeups.get(hostId);
+    if (existing && existing.atMs <= atMs) return;
+    if (existing) clearTimeout(existing.timer);
+    const timer = setTimeout(() => {
+      this.wakeups.delete(hostId);
+      this.markDirty(hostId);
+    }, Math.max(0, atMs - this.deps.now()) + 5);
+    timer.unref();
+    this.wakeups.set(hostId, { atMs, timer });
+  }
+}
+
+/** Why a VM's state is not known, for its status. */
+function awayMessage(state: HostState): string {
+  switch (state) {
+    case HostState.HOST_STATE_FENCED:
+      return "host fenced: the VM is off there";
+    case HostState.HOST_STATE_DOWN:
+      return "host down";
+    case HostState.HOST_STATE_SUSPECT:
+      return "host not heard from (suspect)";
+    default:
+      return "host not connected";
   }
 }

@@ -1,0 +1,242 @@
+import { HostState, type Hello, type Host, type HostFailurePolicy } from "@berth/api";
+import { backoffDelayMs, BerthError, ErrorCode, isBerthError, notFound } from "@berth/core";
+import type { Logger } from "pino";
+import type { AgentSession } from "./agent-session.js";
+import type { ClusterState } from "./cluster-state.js";
+import { planFailover, type FailoverLimits } from "./failover.js";
+import type { FencedWriter } from "./fenced-writer.js";
+import { hostStateName, lifecycleChanged, nextHostState, normalState, type HostLiveness, type HostTimers } from "./host-lifecycle.js";
+import { encodeHost, Keys } from "./keys.js";
+import type { Placer } from "./placement.js";
+
+export interface HostManagerDeps {
+  state: ClusterState;
+  sessions: ReadonlyMap<string, AgentSession>;
+  writer: FencedWriter;
+  placer: Placer;
+  timers: HostTimers;
+  limits: FailoverLimits;
+  /** How often host states are evaluated. */
+  tickMs: number;
+  /** When this controller became the leader (Unix ms). */
+  electedAtMs: number;
+  /** The cluster's default on_host_failure. */
+  defaultPolicy(): HostFailurePolicy;
+  /** A host's state changed: its VMs' statuses need a look. */
+  onHostChanged(hostId: string): void;
+  log: Logger;
+  now: () => number;
+  random?: () => number;
+}
+
+/** Attempts a guarded host write makes when its record keeps changing underneath. */
+const MAX_WRITE_ATTEMPTS = 5;
+
+/**
+ * The host lifecycle's I/O, and the one writer of host records: registration at Hello (operator
+ * fields such as `cordoned` survive), the state machine of `nextHostState` evaluated every
+ * `tickMs` (READY → SUSPECT → DOWN → FENCED), `confirm-down`, and restarting the VMs of fenced
+ * hosts elsewhere (`planFailover`, through the Placer, rate-limited and halted on mass failure).
+ */
+export class HostManager {
+  /** When each host's agent was last heard, kept after its stream ends. */
+  private readonly lastHeard = new Map<string, number>();
+  /** Fenced hosts whose restarts began, with when: the rate limit's window. */
+  private readonly restartsStarted = new Map<string, number>();
+  /** VMs whose relocation failed (no room, a race), with when to try again. */
+  private readonly relocationBackoff = new Map<string, { attempts: number; nextMs: number }>();
+  private readonly timer: NodeJS.Timeout;
+  private lastTickMs: number;
+  /** Silence is measured from no earlier than this (the election, or the end of our own stall). */
+  private baselineMs: number;
+  private ticking: Promise<void> | undefined;
+  private lastHeld: string | undefined;
+  private stopped = false;
+
+  /** Hosts recorded READY when this controller was elected: they are expected back soon. */
+  private readonly readyAtElection: ReadonlySet<string>;
+
+  constructor(private readonly deps: HostManagerDeps) {
+    this.baselineMs = deps.electedAtMs;
+    this.readyAtElection = new Set(deps.state.allHosts().filter((h) => h.state === HostState.HOST_STATE_READY).map((h) => h.id));
+    this.lastTickMs = deps.now();
+    this.timer = setInterval(() => void this.tick(), deps.tickMs);
+    this.timer.unref();
+  }
+
+  stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    return this.ticking ?? Promise.resolve();
+  }
+
+  /**
+   * True in the first moments of this leader's term (until the down timeout) while a host that was
+   * READY under the previous leader has not reconnected yet: "no room" then means "not back yet".
+   */
+  reconnecting(): boolean {
+    if (this.deps.now() >= this.deps.electedAtMs + this.deps.timers.downAfterMs) return false;
+    for (const id of this.readyAtElection) if (!this.deps.sessions.get(id)?.isLive) return true;
+    return false;
+  }
+
+  /** What the controller knows of the host's agent now (see `HostLiveness`). */
+  liveness(hostId: string): HostLiveness {
+    const session = this.deps.sessions.get(hostId);
+    const known = session?.isLive ? session.lastHeardMs : (this.lastHeard.get(hostId) ?? this.deps.state.host(hostId)?.lastSeenMs ?? 0);
+    return { connected: session?.isLive === true, lastHeardMs: Math.max(known, this.baselineMs) };
+  }
+
+  /**
+   * Until when a new agent for the host (another boot id than the record's) must not have missing
+   * domains created: its predecessor may still run them until its watchdog has fired. 0 when no
+   * hold applies (same boot, first registration, or the predecessor is fenced already).
+   */
+  holdCreatesUntilMs(hostId: string, bootId: string): number {
+    const host = this.deps.state.host(hostId);
+    if (!host || host.bootId === bootId || host.bootId === "") return 0;
+    if (host.state === HostState.HOST_STATE_FENCED) return 0;
+    const { fenceTimeoutMs, fenceMarginMs } = this.deps.timers;
+    const previous = Math.max(this.lastHeard.get(hostId) ?? host.lastSeenMs, this.baselineMs);
+    const until = previous + fenceTimeoutMs + fenceMarginMs;
+    return until > this.deps.now() ? until : 0;
+  }
+
+  /** A stream ended: remember when the host was last heard, and judge it at once. */
+  sessionEnded(session: AgentSession): void {
+    this.lastHeard.set(session.hostId, Math.max(this.lastHeard.get(session.hostId) ?? 0, session.lastHeardMs));
+    void this.tick();
+  }
+
+  /**
+   * Creates or refreshes the host record from the agent's Hello: READY, its capacity, labels and
+   * facts; what operators set (cordon) is kept; a confirmed-down mark is cleared (the host is back).
+   */
+  async register(hello: Hello): Promise<void> {
+    const now = this.deps.now();
+    this.lastHeard.set(hello.hostId, now);
+    this.restartsStarted.delete(hello.hostId);
+    await this.update(hello.hostId, (prior) => ({
+      id: hello.hostId,
+      labels: hello.labels,
+      capacity: hello.capacity,
+      state: HostState.HOST_STATE_READY,
+      cordoned: prior?.cordoned ?? false,
+      bootId: hello.bootId,
+      agentVersion: hello.agentVersion.slice(0, 64),
+      lastSeenMs: now,
+      usage: prior?.usage,
+      driver: hello.driver.slice(0, 32),
+      allocationRatio: hello.allocationRatio,
+      reserved: hello.reserved,
+      facts: hello.facts,
+      hypervisor: hello.hypervisor,
+      orphans: [],
+      stateSinceMs: prior && normalState(prior.state) === HostState.HOST_STATE_READY && prior.stateSinceMs > 0 ? prior.stateSinceMs : now,
+      fenceDeadlineMs: 0,
+      confirmedDown: false,
+    }));
+  }
+
+  /**
+   * An operator's word that a silent host is down for good (as Kubernetes' out-of-service taint):
+   * it counts as fenced at once, so its restart-policy VMs are recreated elsewhere. Refused
+   * (FAILED_PRECONDITION) while the host's agent is connected.
+   */
+  async confirmDown(hostId: string): Promise<Host> {
+    if (!this.deps.state.host(hostId)) throw notFound(`host '${hostId}'`);
+    if (this.deps.sessions.get(hostId)?.isLive) {
+      throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}' is connected: only a host that is silent and known to be powered off can be confirmed down`);
+    }
+    const host = await this.update(hostId, (prior) => (prior ? { ...prior, confirmedDown: true } : undefined));
+    this.deps.log.warn({ hostId }, "host confirmed down by an operator");
+    await this.tick();
+    return this.deps.state.host(hostId) ?? host!;
+  }
+
+  /**
+   * Reads, changes and writes one host record, guarded on its revision and fenced; retried when
+   * the record changed meanwhile. `mutate` returns undefined to write nothing. Every host write of
+   * the controller goes through here.
+   */
+  async update(hostId: string, mutate: (prior: Host | undefined) => Host | undefined): Promise<Host | undefined> {
+    const key = Keys.host(hostId);
+    for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
+      const kv = this.deps.state.hostKv(hostId);
+      const next = mutate(this.deps.state.host(hostId));
+      if (!next) return undefined;
+      const result = await this.deps.writer.commit({
+        compare: kv ? [{ key, target: "modRevision", equals: kv.modRevision }] : [{ key, target: "createRevision", equals: 0 }],
+        ops: [{ type: "put", key, value: encodeHost(next) }],
+      });
+      await this.deps.state.hosts.waitForRevision(result.revision);
+      if (result.succeeded) return next;
+    }
+    throw new BerthError(ErrorCode.Conflict, `host '${hostId}' record kept changing; retry`);
+  }
+
+  /** One pass: every host's state, then restarts. Passes never overlap. */
+  tick(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    this.ticking ??= this.pass().finally(() => (this.ticking = undefined));
+    return this.ticking;
+  }
+
+  private async pass(): Promise<void> {
+    const { state, timers, log } = this.deps;
+    const now = this.deps.now();
+    // A controller that was frozen or starved (its timers late) must not take its own silence for
+    // the hosts': measure from now, which only delays fencing.
+    if (now - this.lastTickMs > this.deps.tickMs * 4 + 1_000) {
+      log.warn({ stalledMs: now - this.lastTickMs }, "this controller stalled; host silence is measured from now");
+      this.baselineMs = Math.max(this.baselineMs, now);
+    }
+    this.lastTickMs = now;
+    for (const host of state.allHosts()) {
+      const live = this.liveness(host.id);
+      const next = nextHostState(host, live, now, timers);
+      if (!lifecycleChanged(host, next)) continue;
+      try {
+        const written = await this.update(host.id, (prior) => (prior ? { ...prior, ...nextHostState(prior, live, now, timers), lastSeenMs: live.lastHeardMs } : undefined));
+        if (written && written.state !== host.state) {
+          const level = written.state === HostState.HOST_STATE_READY ? "info" : "warn";
+          log[level]({ hostId: host.id, from: hostStateName(host.state), to: hostStateName(written.state), silentMs: now - live.lastHeardMs, fenceDeadlineMs: written.fenceDeadlineMs || undefined }, "host state changed");
+        }
+        this.deps.onHostChanged(host.id);
+      } catch (e) {
+        if (!isBerthError(e, ErrorCode.NotLeader)) log.warn({ err: e, hostId: host.id }, "could not record the host's state");
+        return;
+      }
+    }
+    await this.restartFencedVms(now);
+  }
+
+  private async restartFencedVms(now: number): Promise<void> {
+    const { state, limits, log } = this.deps;
+    for (const [hostId, at] of this.restartsStarted) if (now - at >= limits.rateIntervalMs) this.restartsStarted.delete(hostId);
+    const plan = planFailover(state.allHosts(), (id) => state.vmsOnHost(id), this.deps.defaultPolicy(), { started: new Set(this.restartsStarted.keys()), budget: limits.hostsPerInterval - this.restartsStarted.size }, limits);
+    if (plan.held !== this.lastHeld) {
+      if (plan.held) log.warn({ why: plan.held }, "restarts of VMs elsewhere are held back");
+      this.lastHeld = plan.held;
+    }
+    for (const { hostId, vms } of plan.restarts) {
+      if (!this.restartsStarted.has(hostId)) this.restartsStarted.set(hostId, now);
+      await Promise.all(
+        vms.map(async (vm) => {
+          const backoff = this.relocationBackoff.get(vm.id);
+          if (backoff && now < backoff.nextMs) return;
+          try {
+            const moved = await this.deps.placer.relocate(vm, this.deps.writer, `host '${hostId}' was fenced`);
+            this.relocationBackoff.delete(vm.id);
+            log.warn({ vm: vm.spec?.name, vmId: vm.id, from: hostId, to: moved.hostId, generation: moved.generation }, "restarted a VM elsewhere: its host was fenced");
+          } catch (e) {
+            if (isBerthError(e, ErrorCode.NotLeader)) return;
+            const attempts = (backoff?.attempts ?? 0) + 1;
+            this.relocationBackoff.set(vm.id, { attempts, nextMs: now + backoffDelayMs(attempts, this.deps.random ?? Math.random) });
+            log.warn({ vm: vm.spec?.name, from: hostId, attempts, err: e instanceof BerthError ? e.message : e }, "could not restart a VM elsewhere; will retry");
+          }
+        }),
+      );
+    }
+  }
+}
