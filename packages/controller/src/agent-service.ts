@@ -1,7 +1,6 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import {
   RejectReason,
-  type ClusterInfo,
   type AgentMessage,
   type AgentServiceServer,
   type CommandResult,
@@ -14,6 +13,7 @@ import type { Logger } from "pino";
 import { AgentSession } from "./agent-session.js";
 import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
+import type { ClusterIdentity } from "./cluster-identity.js";
 import type { HostManager } from "./host-manager.js";
 import { recordFailure } from "./reconcile.js";
 import type { Reconciler } from "./reconciler.js";
@@ -23,8 +23,8 @@ export interface LeadingDeps {
   writer: FencedWriter;
   reconciler: Reconciler;
   hosts: HostManager;
-  /** The cluster this leader leads (its identity record). */
-  cluster: ClusterInfo;
+  /** The cluster this leader leads, and the epoch agents see. */
+  identity: ClusterIdentity;
   /** The agents' watchdog timeout, sent in Welcome (0: none). */
   fenceTimeoutMs: number;
 }
@@ -118,7 +118,7 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
  * rule depends on that.
  */
 function answerHeartbeat(deps: AgentServiceDeps, session: AgentSession): void {
-  const epoch = deps.leading()?.writer.epoch;
+  const epoch = deps.leading()?.identity.epoch;
   if (epoch !== undefined) session.send({ msg: { $case: "heartbeat", value: { leaderEpoch: epoch } } });
 }
 
@@ -143,8 +143,7 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
     reject(call, RejectReason.REJECT_REASON_INVALID_HELLO, message);
     return undefined;
   }
-  const epoch = leading.writer.epoch;
-  const clusterId = leading.cluster.id;
+  const clusterId = leading.identity.id;
   if (hello.clusterId !== "" && hello.clusterId !== clusterId) {
     const message =
       `host '${hello.hostId}' belongs to cluster ${hello.clusterId} (kept in its agent's state dir), but this controller leads cluster ${clusterId}. ` +
@@ -156,10 +155,11 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
   }
   // Epochs are compared within one cluster only: an agent that has not joined one yet (or comes
   // from a version without cluster ids) has no epoch of this cluster to compare.
-  if (hello.clusterId === clusterId && hello.lastLeaderEpoch > epoch) {
-    reject(call, RejectReason.REJECT_REASON_STALE_EPOCH, `this controller's epoch ${epoch} is older than the agent's ${hello.lastLeaderEpoch}`);
+  if (hello.clusterId === clusterId && hello.lastLeaderEpoch > leading.identity.epoch && !(await leading.identity.adoptIfRestored(hello.lastLeaderEpoch))) {
+    reject(call, RejectReason.REJECT_REASON_STALE_EPOCH, `this controller's epoch ${leading.identity.epoch} is older than the agent's ${hello.lastLeaderEpoch}`);
     return undefined;
   }
+  const epoch = leading.identity.epoch;
   const existing = sessions.get(hello.hostId);
   if (existing && !existing.isClosed) {
     const silentMs = deps.now() - existing.lastHeardMs;

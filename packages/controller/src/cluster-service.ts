@@ -183,8 +183,8 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     getCluster: unary(async () => {
       const writer = await leader();
-      const cluster = deps.leading()?.cluster;
-      return { cluster, leaderEpoch: writer.epoch, leaderId: deps.controllerId };
+      const identity = deps.leading()?.identity;
+      return { cluster: identity?.cluster, leaderEpoch: identity?.epoch ?? writer.epoch, leaderId: deps.controllerId };
     }),
     watchEvents: (call) => void watchEvents(deps, leader, call),
   };
@@ -240,9 +240,9 @@ const ORPHAN_DELETE_TIMEOUT_MS = 60_000;
  */
 async function deleteOrphan(deps: ClusterServiceDeps, hostId: string, vmId: string): Promise<void> {
   const { session, domain } = orphanOn(deps, hostId, vmId);
-  const writer = deps.leading()?.writer;
-  if (!writer) throw new BerthError(ErrorCode.NotLeader, "this controller is no longer the leader; retry");
-  const commandId = session.sendCommand({ vmId, generation: domain.generation, action: { $case: "delete", value: {} } }, writer.epoch, Date.now(), 0);
+  const identity = deps.leading()?.identity;
+  if (!identity) throw new BerthError(ErrorCode.NotLeader, "this controller is no longer the leader; retry");
+  const commandId = session.sendCommand({ vmId, generation: domain.generation, action: { $case: "delete", value: {} } }, identity.epoch, Date.now(), 0);
   if (!commandId) throw new BerthError(ErrorCode.Unavailable, `host '${hostId}' is not taking commands now (its stream is backed up); retry`);
   deps.log.warn({ hostId, vmId, name: domain.name }, "deleting an orphan domain on an operator's request");
   const result = await session.waitForResult(commandId, ORPHAN_DELETE_TIMEOUT_MS);

@@ -5,7 +5,7 @@ import { campaign, readLeader, type ClusterStore, type Leadership } from "@berth
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
 import { agentService, closeSilentSessions, type AgentServiceDeps, type LeadingDeps } from "./agent-service.js";
-import { ensureClusterIdentity } from "./cluster-identity.js";
+import { ClusterIdentity } from "./cluster-identity.js";
 import { HostManager } from "./host-manager.js";
 import { ClusterState } from "./cluster-state.js";
 import { clusterService } from "./cluster-service.js";
@@ -149,9 +149,9 @@ export class Controller {
       return;
     }
     const writer = new FencedWriter(this.store, leadership, (why) => this.deposed(why));
-    let cluster;
+    let identity: ClusterIdentity;
     try {
-      cluster = await ensureClusterIdentity(this.store, writer, () => Date.now(), this.log);
+      identity = await ClusterIdentity.load(this.store, writer, () => Date.now(), this.log);
     } catch (e) {
       if (!this.stopping) this.deposed(`could not read the cluster identity: ${(e as Error).message}`);
       return;
@@ -164,6 +164,7 @@ export class Controller {
       log: this.log,
       now: () => Date.now(),
       defaultPolicy: () => this.state.clusterConfig()?.defaultOnHostFailure ?? HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED,
+      commandEpoch: () => identity.epoch,
     });
     const o = this.options;
     const hosts = new HostManager({
@@ -186,8 +187,8 @@ export class Controller {
       log: this.log,
       now: () => Date.now(),
     });
-    this.leading = { leadership, writer, reconciler, hosts, cluster, fenceTimeoutMs: o.fenceTimeoutMs };
-    this.log.info({ epoch: leadership.epoch, clusterId: cluster.id }, "elected leader");
+    this.leading = { leadership, writer, reconciler, hosts, identity, fenceTimeoutMs: o.fenceTimeoutMs };
+    this.log.info({ epoch: identity.epoch, clusterId: identity.id, era: identity.cluster.era || undefined }, "elected leader");
     void leadership.lost.then((e) => this.deposed(`leadership lost: ${e.message}`));
 
     this.state.subscribe((c) => {

@@ -19,6 +19,8 @@ export interface ReconcilerDeps {
   now: () => number;
   /** The cluster's default on_host_failure. */
   defaultPolicy(): HostFailurePolicy;
+  /** The epoch commands carry (see ClusterIdentity). */
+  commandEpoch(): number;
 }
 
 /**
@@ -98,7 +100,7 @@ export class Reconciler {
       });
       session.orphans = plan.orphans;
       for (const planned of plan.commands) {
-        session.sendCommand(planned, writer.epoch, now, this.deps.commandResendMs);
+        session.sendCommand(planned, this.deps.commandEpoch(), now, this.deps.commandResendMs);
       }
       // Level-triggered, but a held command has no event to wake it: look again when it is due.
       if (plan.nextRetryAtMs !== undefined) this.wakeAt(hostId, plan.nextRetryAtMs);

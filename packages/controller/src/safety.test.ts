@@ -8,6 +8,7 @@ import { status, type ServiceError } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { DomainState, HostFailurePolicy, HostState, RejectReason, VmPhase, VmSpec, type Command, type Domain, type Host, type Vm } from "@berth/api";
 import { MemoryStore } from "@berth/store";
+import { ERA_FACTOR } from "./cluster-identity.js";
 import { helloFor, operatorApi, rawAgent, resultFor, startController, waitFor, type Cleanups } from "./controller.testkit.js";
 
 const cleanups: Cleanups = [];
@@ -33,7 +34,7 @@ async function cluster(over: Parameters<typeof startController>[2] = {}) {
     deleteOrphan: (hostId: string, vmId: string) => call((m, o, cb) => client.deleteOrphan({ hostId, vmId }, m, o, cb)),
     adoptOrphan: (hostId: string, vmId: string, name: string) => call<{ vm?: Vm }>((m, o, cb) => client.adoptOrphan({ hostId, vmId, name }, m, o, cb)).then((r) => r.vm!),
     confirmDown: (hostId: string) => call<{ host?: Host }>((m, o, cb) => client.confirmHostDown({ hostId }, m, o, cb)).then((r) => r.host!),
-    cluster: () => call<{ cluster?: { id: string }; leaderEpoch: number }>((m, o, cb) => client.getCluster({}, m, o, cb)),
+    cluster: () => call<{ cluster?: { id: string; era: number }; leaderEpoch: number }>((m, o, cb) => client.getCluster({}, m, o, cb)),
   };
   return { controller, address, ops };
 }
@@ -166,8 +167,22 @@ describe("safety", () => {
     // An agent that never joined a cluster, holding an epoch from elsewhere, is welcomed (was: STALE_EPOCH forever).
     const legacy = rawAgent(cleanups, address, helloFor("h2", "boot-a", { lastLeaderEpoch: leaderEpoch + 1000 }));
     expect((await legacy.first).msg).toMatchObject({ $case: "welcome", value: { clusterId: info!.id } });
-    const stale = rawAgent(cleanups, address, helloFor("h3", "boot-a", { clusterId: info!.id, lastLeaderEpoch: leaderEpoch + 1000 }));
+    // An epoch of a later era than this leader's: a newer leader exists somewhere; this one is stale.
+    const stale = rawAgent(cleanups, address, helloFor("h3", "boot-a", { clusterId: info!.id, lastLeaderEpoch: ERA_FACTOR + 5 }));
     expect((await stale.first).msg).toMatchObject({ $case: "reject", value: { reason: RejectReason.REJECT_REASON_STALE_EPOCH } });
+  });
+
+  it("after a restore from an older snapshot (an agent obeyed an epoch the store never reached) a new era begins and the agent comes back", async () => {
+    const { address, ops } = await cluster();
+    const { cluster: info, leaderEpoch } = await ops.cluster();
+    expect(info?.era).toBe(0);
+    const restored = rawAgent(cleanups, address, helloFor("h1", "boot-a", { clusterId: info!.id, lastLeaderEpoch: leaderEpoch + 100_000 }));
+    const welcome = (await restored.first).msg;
+    expect(welcome?.$case).toBe("welcome");
+    expect((welcome?.value as { leaderEpoch: number }).leaderEpoch).toBeGreaterThan(leaderEpoch + 100_000);
+    const after = await ops.cluster();
+    expect(after.cluster).toMatchObject({ id: info!.id, era: 1 });
+    expect(after.leaderEpoch).toBe(ERA_FACTOR + leaderEpoch);
   });
 
   it("heartbeats alone keep a host ready and are answered (a slow hypervisor delays reports, not liveness)", async () => {

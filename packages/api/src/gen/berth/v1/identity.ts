@@ -12,18 +12,25 @@ export const protobufPackage = "berth.v1";
 export const protobufFileName = "berth/v1/identity.proto";
 
 /**
- * The cluster's identity: the value stored under /berth/v1/cluster, written once by the first
- * leader of an empty store and never changed. Agents remember the id and obey no other cluster;
- * restoring etcd from a snapshot keeps it, so agents come back.
+ * The cluster's identity: the value stored under /berth/v1/cluster, written by the first leader of
+ * an empty store. The id never changes: agents remember it and obey no other cluster; restoring
+ * etcd from a snapshot keeps it, so agents come back.
  */
 export interface ClusterInfo {
   /** A UUID. */
   id: string;
   createdAtMs: number;
+  /**
+   * Bumped when a leader proves the store went back in time (restored from an older snapshot: an
+   * agent has obeyed an epoch the store never reached). The epoch agents see is
+   * era × 2^40 + the election key's create revision, so no leader from before a restore outranks
+   * one after it.
+   */
+  era: number;
 }
 
 function createBaseClusterInfo(): ClusterInfo {
-  return { id: "", createdAtMs: 0 };
+  return { id: "", createdAtMs: 0, era: 0 };
 }
 
 export const ClusterInfo: MessageFns<ClusterInfo> = {
@@ -33,6 +40,9 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
     }
     if (message.createdAtMs !== 0) {
       writer.uint32(16).uint64(message.createdAtMs);
+    }
+    if (message.era !== 0) {
+      writer.uint32(24).uint32(message.era);
     }
     return writer;
   },
@@ -66,6 +76,14 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
             message.createdAtMs = longToNumber(reader.uint64());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.era = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -86,6 +104,7 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
         : isSet(object.created_at_ms)
         ? globalThis.Number(object.created_at_ms)
         : 0,
+      era: isSet(object.era) ? globalThis.Number(object.era) : 0,
     };
   },
 
@@ -97,6 +116,9 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
     if (message.createdAtMs !== 0) {
       obj.createdAtMs = Math.round(message.createdAtMs);
     }
+    if (message.era !== 0) {
+      obj.era = Math.round(message.era);
+    }
     return obj;
   },
 
@@ -107,6 +129,7 @@ export const ClusterInfo: MessageFns<ClusterInfo> = {
     const message = createBaseClusterInfo();
     message.id = object.id ?? "";
     message.createdAtMs = object.createdAtMs ?? 0;
+    message.era = object.era ?? 0;
     return message;
   },
 };
