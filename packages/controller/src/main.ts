@@ -21,7 +21,7 @@ Usage: berth-controller [--listen HOST:PORT] [--etcd URL[,URL...]] [options]
                           lost in a crash: use etcd for anything real)
   --id NAME               this controller's name in logs and in the election (default host-pid)
   --report-interval MS    how often agents report (default 2000)
-  --leader-ttl MS         leader lease TTL; a dead leader is replaced after about this (default 10000)
+  --leader-ttl MS         leader lease TTL; a dead leader is replaced after about this (default 3000)
   --fence-timeout MS      the agents' watchdog: an agent that hears no leader this long powers off
                           its restart-policy VMs; a host silent this long + --fence-margin is
                           FENCED and those VMs are recreated elsewhere (default 8000; 0: never)

@@ -19,7 +19,7 @@ export interface ControllerOptions {
   commandResendMs?: number;
   /** Full reconcile pass over every host, in case an event was missed. */
   resyncIntervalMs?: number;
-  /** Leader lease TTL: a dead leader is replaced after about this long. */
+  /** Leader lease TTL: a dead leader is replaced after about this long. @default 3000 */
   leaderTtlMs?: number;
   /**
    * A host not heard from for this long is SUSPECT: no new VMs, its VMs' state UNKNOWN. Agents send
@@ -91,7 +91,7 @@ export function resolveControllerOptions(o: ControllerOptions): ResolvedControll
     hostSilenceTimeoutMs: positive(o.hostSilenceTimeoutMs ?? reportIntervalMs * 3 + 1_000, "host_silence_timeout_ms", reportIntervalMs),
     commandResendMs: positive(o.commandResendMs ?? 15_000, "command_resend_ms", 100),
     resyncIntervalMs: positive(o.resyncIntervalMs ?? 10_000, "resync_interval_ms", 100),
-    leaderTtlMs: positive(o.leaderTtlMs ?? 10_000, "leader_ttl_ms", 2_000),
+    leaderTtlMs: positive(o.leaderTtlMs ?? 3_000, "leader_ttl_ms", 2_000),
     hostSuspectAfterMs,
     hostDownAfterMs,
     fenceTimeoutMs,
