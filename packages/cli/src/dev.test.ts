@@ -1,15 +1,16 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { devBanner, devChildren, parseDevOptions, runDev, type DevOptions } from "./commands/dev.js";
+import { devBanner, devChildren, notReadyReport, parseDevOptions, runDev, type DevOptions } from "./commands/dev.js";
 import { CliContext } from "./context.js";
 import { ExitCode } from "./exit-codes.js";
-import { createLineFormatter } from "./log-lines.js";
+import { createLineFormatter, problemOf } from "./log-lines.js";
 import { run } from "./program.js";
 import { Supervisor, type ChildExit } from "./supervisor.js";
 import { closedPort, recordingIo } from "./stub-server.testkit.js";
+import { Host, HostState } from "@berth/api";
 
 const entry = { controller: "/opt/berth/controller/main.js", agent: "/opt/berth/agent/main.js" };
 
@@ -21,6 +22,7 @@ describe("parseDevOptions", () => {
       listen: "127.0.0.1:7400",
       connect: "127.0.0.1:7400",
       stateDir: "/home/me/proj/.berth/dev",
+      dataFile: "/home/me/proj/.berth/dev/controller/store.json",
       capacity: undefined,
       readyTimeoutMs: 30_000,
     } satisfies DevOptions);
@@ -41,6 +43,15 @@ describe("parseDevOptions", () => {
     expect(o).toMatchObject({ agents: 5, listen: "0.0.0.0:7401", connect: "127.0.0.1:7401", stateDir: "/var/tmp/b", readyTimeoutMs: 5000 });
     expect(o.etcd).toEqual(["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
     expect(o.capacity).toBe("vcpus=8,memory=16GiB");
+  });
+
+  it("with --etcd the state dir defaults to .berth/dev-etcd and there is no data file", () => {
+    const o = parseDevOptions({ etcd: "http://127.0.0.1:2379" }, "/home/me/proj");
+    expect(o.stateDir).toBe("/home/me/proj/.berth/dev-etcd");
+    expect(o.dataFile).toBeUndefined();
+    // An explicit --state-dir wins either way.
+    expect(parseDevOptions({ etcd: "http://127.0.0.1:2379", stateDir: "s" }, "/p").stateDir).toBe("/p/s");
+    expect(parseDevOptions({ stateDir: "s" }, "/p").dataFile).toBe("/p/s/controller/store.json");
   });
 
   it.each([
@@ -67,7 +78,11 @@ describe("devChildren", () => {
   it("runs the controller, then one agent per host, with this Node", () => {
     const o = parseDevOptions({ agents: "2", capacity: "vcpus=16,memory=64GiB,disk=1TiB" }, "/proj");
     expect(devChildren(o, entry, "/usr/bin/node")).toEqual([
-      { name: "controller", command: "/usr/bin/node", args: [entry.controller, "--listen", "127.0.0.1:7400"] },
+      {
+        name: "controller",
+        command: "/usr/bin/node",
+        args: [entry.controller, "--listen", "127.0.0.1:7400", "--data-file", "/proj/.berth/dev/controller/store.json"],
+      },
       {
         name: "host-1",
         command: "/usr/bin/node",
@@ -89,11 +104,16 @@ describe("devChildren", () => {
     expect(agent?.args.slice(3, 5)).toEqual(["--controller", "127.0.0.1:7400"]);
   });
 
-  it("the banner says how to use the cluster", () => {
+  it("the banner says how to use the cluster, and where the store is kept", () => {
     const text = devBanner(parseDevOptions({ agents: "2", listen: "127.0.0.1:7401" }, "/proj"));
     expect(text).toContain("export BERTH_CONTROLLER=127.0.0.1:7401\n");
     expect(text).toContain("npx berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait\n");
     expect(text).toContain("hosts host-1, host-2");
+    expect(text).toContain("with the embedded store, kept in /proj/.berth/dev/controller/store.json;");
+    expect(text).toContain("State: /proj/.berth/dev (remove it to start a fresh cluster)");
+    const etcd = devBanner(parseDevOptions({ etcd: "http://e:2379" }, "/proj"));
+    expect(etcd).toContain("with etcd at http://e:2379;");
+    expect(etcd).toContain("State: /proj/.berth/dev-etcd");
   });
 });
 
@@ -111,6 +131,44 @@ describe("createLineFormatter", () => {
     expect(format("host-1", "not json {", "stdout")).toBe("host-1     | not json {\n");
     expect(format("host-1", "{broken", "stdout")).toBe("host-1     | {broken\n");
     expect(format("host-1", "Error: boom", "stderr")).toBe("host-1     | Error: boom\n");
+  });
+});
+
+describe("why a host is not READY", () => {
+  it("problemOf: pino warnings and errors, and plain stderr lines, as one line", () => {
+    const rejected = JSON.stringify({
+      level: 50,
+      time: 1,
+      pid: 2,
+      hostname: "h",
+      controller: "127.0.0.1:7400",
+      reason: "REJECT_REASON_DUPLICATE_HOST",
+      err: { message: "boom", stack: "..." },
+      msg: "controller rejected this agent",
+    });
+    expect(problemOf(rejected, "stdout")).toEqual({
+      text: "controller rejected this agent (controller: 127.0.0.1:7400, reason: REJECT_REASON_DUPLICATE_HOST, err: boom)",
+      from: "log",
+      level: 50,
+    });
+    expect(problemOf(JSON.stringify({ level: 30, msg: "connected" }), "stdout")).toBeUndefined();
+    expect(problemOf("berth-agent: --controller: bad", "stderr")).toEqual({ text: "berth-agent: --controller: bad", from: "stderr", level: 0 });
+    expect(problemOf("    at main (file.js:1:1)", "stderr")).toBeUndefined();
+    expect(problemOf("Node.js v20.19.0", "stderr")).toBeUndefined();
+    expect(problemOf("plain stdout", "stdout")).toBeUndefined();
+  });
+
+  it("notReadyReport names each host not READY with its agent's last problem, and how to start afresh", () => {
+    const hosts = [Host.fromPartial({ id: "host-1", state: HostState.HOST_STATE_READY }), Host.fromPartial({ id: "host-2", state: HostState.HOST_STATE_SUSPECT })];
+    const problems = new Map([["host-3", "controller rejected this agent (reason: REJECT_REASON_FOREIGN_CLUSTER)"]]);
+    expect(notReadyReport(["host-1", "host-2", "host-3"], hosts, problems, "/p/.berth/dev")).toBe(
+      "  host-2: SUSPECT\n" +
+        "  host-3: not registered; its agent said: controller rejected this agent (reason: REJECT_REASON_FOREIGN_CLUSTER)\n" +
+        "  (agents keep the id of the cluster they joined in /p/.berth/dev; remove that directory to start a fresh cluster)",
+    );
+    const duplicate = new Map([["host-1", "controller refused this agent: another agent may be running with the same --host-id 'host-1'"]]);
+    expect(notReadyReport(["host-1"], [], duplicate, "/p")).toContain("is another berth dev, or an agent it left behind, running?");
+    expect(notReadyReport(["host-1"], hosts, new Map(), "/p")).toBe("");
   });
 });
 
@@ -161,6 +219,8 @@ describe("runDev", () => {
     }
     delete process.env["BERTH_TEST_PID_DIR"];
     delete process.env["BERTH_TEST_STUBBORN"];
+    delete process.env["BERTH_TEST_NO_HOSTS"];
+    delete process.env["BERTH_TEST_REJECT"];
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -207,6 +267,46 @@ describe("runDev", () => {
     expect(await done).toBe(ExitCode.Error);
     expect(io.err).toContain("berth dev: controller exited unexpectedly (signal SIGKILL); stopping everything\n");
     expect(pidAlive(agentPid)).toBe(false);
+  }, 30_000);
+
+  it("passes the controller --data-file under the state dir, and creates its directory", async () => {
+    dir = await mkdtemp(join(tmpdir(), "berth-dev-"));
+    process.env["BERTH_TEST_PID_DIR"] = dir;
+    const port = await closedPort();
+    const io = recordingIo();
+    const options = parseDevOptions({ agents: "1", listen: `127.0.0.1:${port}`, stateDir: "state" }, dir);
+    const abort = new AbortController();
+    const done = runDev(new CliContext(io), options, { entry: fakes, signal: abort.signal, handleSignals: false, stopGraceMs: 2000 });
+    running = { abort, done };
+    await expect.poll(() => io.out, { timeout: 15_000 }).toContain("export BERTH_CONTROLLER=");
+    const args = JSON.parse(await readFile(join(dir, "controller.args"), "utf8")) as string[];
+    expect(args.slice(args.indexOf("--data-file"), args.indexOf("--data-file") + 2)).toEqual(["--data-file", join(dir, "state/controller/store.json")]);
+    expect((await stat(join(dir, "state/controller"))).isDirectory()).toBe(true);
+    expect(io.out).toContain(`kept in ${join(dir, "state/controller/store.json")}`);
+    abort.abort();
+    expect(await done).toBe(ExitCode.Ok);
+  }, 30_000);
+
+  it("a readiness failure names the hosts not READY and why their agents were refused", async () => {
+    dir = await mkdtemp(join(tmpdir(), "berth-dev-"));
+    process.env["BERTH_TEST_PID_DIR"] = dir;
+    process.env["BERTH_TEST_NO_HOSTS"] = "1"; // the controller never lists the hosts
+    process.env["BERTH_TEST_REJECT"] = "1"; // and the agents log why
+    const port = await closedPort();
+    const io = recordingIo();
+    const options = parseDevOptions({ agents: "2", listen: `127.0.0.1:${port}`, stateDir: "state", readyTimeout: "3" }, dir);
+    const abort = new AbortController();
+    const done = runDev(new CliContext(io), options, { entry: fakes, signal: abort.signal, handleSignals: false, stopGraceMs: 2000 });
+    running = { abort, done };
+    expect(await done).toBe(ExitCode.Unavailable);
+    expect(io.err).toContain("berth dev: not every host was READY within 3s; stopping\n");
+    for (const h of ["host-1", "host-2"]) {
+      expect(io.err).toContain(
+        `  ${h}: not registered; its agent said: controller rejected this agent (controller: 127.0.0.1:${port}, reason: REJECT_REASON_FOREIGN_CLUSTER, message: this agent belongs to cluster 1111; this is cluster 2222)\n`,
+      );
+    }
+    expect(io.err).toContain(`remove that directory to start a fresh cluster`);
+    expect(io.out).not.toContain("export BERTH_CONTROLLER=");
   }, 30_000);
 
   it("refuses a listen address already in use", async () => {

@@ -56,3 +56,53 @@ export function createLineFormatter(names: readonly string[], options: { coloriz
     );
   };
 }
+
+/** pino's own fields: not worth repeating in a one-line summary. */
+const PINO_FIELDS = new Set(["level", "time", "pid", "hostname", "name", "msg", "v"]);
+
+function fieldText(value: unknown): string {
+  if (typeof value === "string") return value;
+  if (value !== null && typeof value === "object" && typeof (value as { message?: unknown }).message === "string") {
+    return (value as { message: string }).message;
+  }
+  return JSON.stringify(value);
+}
+
+/** A problem a child reported: from its log (pino, warn or worse), or a plain stderr line. */
+export interface Problem {
+  text: string;
+  /** `log`: the daemon said it on purpose; `stderr`: a crash, a usage error, a Node warning. */
+  from: "log" | "stderr";
+  /** pino's level (40 warn, 50 error, 60 fatal); 0 for stderr. */
+  level: number;
+}
+
+/**
+ * A child's line as a one-line problem, when it is one: a pino line at level warn (40) or above
+ * (`controller rejected this agent (reason: REJECT_REASON_FOREIGN_CLUSTER, message: ...)`), or a
+ * plain stderr line (not a stack frame, not Node's version footer). `undefined` otherwise. `berth
+ * dev` keeps the last one per process to say why a host never became READY.
+ */
+export function problemOf(line: string, source: LineSource): Problem | undefined {
+  const text = line.trim();
+  if (text === "") return undefined;
+  if (source === "stdout" && text.startsWith("{")) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      return undefined;
+    }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) return undefined;
+    const record = parsed as Record<string, unknown>;
+    if (typeof record["level"] !== "number" || record["level"] < 40) return undefined;
+    const fields = Object.entries(record)
+      .filter(([k]) => !PINO_FIELDS.has(k))
+      .map(([k, v]) => `${k}: ${fieldText(v)}`);
+    const msg = typeof record["msg"] === "string" ? record["msg"] : "(no message)";
+    const summary = fields.length > 0 ? `${msg} (${fields.join(", ")})` : msg;
+    return { text: summary.length > 400 ? `${summary.slice(0, 397)}...` : summary, from: "log", level: record["level"] };
+  }
+  if (source === "stderr" && !/^\s/.test(line) && !/^Node\.js v\d/.test(text)) return { text: text.slice(0, 400), from: "stderr", level: 0 };
+  return undefined;
+}

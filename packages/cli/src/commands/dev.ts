@@ -1,17 +1,24 @@
 import { mkdir } from "node:fs/promises";
 import { createServer } from "node:net";
-import { resolve as resolvePath, join } from "node:path";
-import { HostState } from "@berth/api";
+import { dirname, resolve as resolvePath, join } from "node:path";
+import { HostState, type Host } from "@berth/api";
 import type { Command } from "commander";
 import { ControllerClient } from "../client.js";
 import type { CliContext } from "../context.js";
 import { CliError, ExitCode } from "../exit-codes.js";
-import { createLineFormatter } from "../log-lines.js";
+import { hostStateName } from "../format.js";
+import { createLineFormatter, problemOf } from "../log-lines.js";
 import { parseCapacity, parseEtcdUrls, parseHostPort, parseInteger, parseSecondsMs } from "../parse.js";
 import { Supervisor, type ChildExit, type ChildSpec } from "../supervisor.js";
 
-/** Where `berth dev` keeps the agents' state, under the working directory. */
+/** Where `berth dev` keeps its state (the agents', and the embedded store's), under the working directory. */
 export const DEFAULT_DEV_STATE_DIR = ".berth/dev";
+/**
+ * The state directory of a `berth dev --etcd` cluster. Another cluster than the embedded one (its
+ * own cluster id): agents that remember one cluster are refused by the other's controller, so the
+ * two never share agents' state.
+ */
+export const DEFAULT_DEV_ETCD_STATE_DIR = ".berth/dev-etcd";
 /** The controller's default listen address. */
 export const DEFAULT_DEV_LISTEN = "127.0.0.1:7400";
 /** Most agents one `berth dev` runs. */
@@ -36,8 +43,10 @@ export interface DevOptions {
   listen: string;
   /** Where agents and the CLI reach the controller (a wildcard listen address becomes loopback). */
   connect: string;
-  /** Absolute; each host gets a directory in it. */
+  /** Absolute; each host gets a directory in it, and the embedded store `controller/`. */
   stateDir: string;
+  /** The embedded store's file (`<stateDir>/controller/store.json`), so a restart keeps the cluster; none with etcd. */
+  dataFile: string | undefined;
   /** `--capacity` as given (checked), passed to every agent. */
   capacity: string | undefined;
   /** How long to wait for the controller and every host to be up. */
@@ -55,11 +64,12 @@ export function parseDevOptions(flags: DevFlags, cwd: string): DevOptions {
   const { host, port } = parseHostPort(listen, "--listen");
   const wildcard = host === "0.0.0.0" || host === "[::]";
   const connect = wildcard ? `${host === "[::]" ? "[::1]" : "127.0.0.1"}:${port}` : listen;
-  const stateDir = resolvePath(cwd, flags.stateDir ?? DEFAULT_DEV_STATE_DIR);
+  const stateDir = resolvePath(cwd, flags.stateDir ?? (etcd.length > 0 ? DEFAULT_DEV_ETCD_STATE_DIR : DEFAULT_DEV_STATE_DIR));
+  const dataFile = etcd.length > 0 ? undefined : join(stateDir, "controller", "store.json");
   const capacity = flags.capacity?.trim();
   if (capacity !== undefined) parseCapacity(capacity, "--capacity");
   const readyTimeoutMs = parseSecondsMs(flags.readyTimeout ?? "30", "--ready-timeout");
-  return { agents, etcd, listen, connect, stateDir, capacity, readyTimeoutMs };
+  return { agents, etcd, listen, connect, stateDir, dataFile, capacity, readyTimeoutMs };
 }
 
 /** Paths of the entry scripts `berth dev` runs. */
@@ -83,6 +93,7 @@ export function devChildren(options: DevOptions, entry: EntryPoints, execPath: s
       // A wildcard listen address is no address to send agents and the CLI to.
       ...(options.connect !== options.listen ? ["--advertise", options.connect] : []),
       ...(options.etcd.length > 0 ? ["--etcd", options.etcd.join(",")] : []),
+      ...(options.dataFile !== undefined ? ["--data-file", options.dataFile] : []),
     ],
   };
   const agents = Array.from({ length: options.agents }, (_, i): ChildSpec => {
@@ -110,11 +121,14 @@ export function devChildren(options: DevOptions, entry: EntryPoints, execPath: s
 /** What to print once the cluster is up. */
 export function devBanner(options: DevOptions): string {
   const hosts = Array.from({ length: options.agents }, (_, i) => devHostId(i + 1));
-  const store = options.etcd.length > 0 ? `etcd at ${options.etcd.join(",")}` : "an embedded in-memory store";
+  const store =
+    options.etcd.length > 0
+      ? `etcd at ${options.etcd.join(",")}`
+      : `the embedded store, kept in ${options.dataFile ?? "memory"}`;
   return [
     "",
     `berth dev: controller on ${options.connect} with ${store}; hosts ${hosts.join(", ")} (fake driver)`,
-    `State of the hosts: ${options.stateDir}`,
+    `State: ${options.stateDir} (remove it to start a fresh cluster)`,
     "",
     "Use it from another terminal:",
     `  export BERTH_CONTROLLER=${options.connect}`,
@@ -151,24 +165,58 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /**
  * Polls `ListHosts` until `ready(hosts)` or the deadline, or until `abandoned()` says to give up.
- * Returns whether it became ready.
+ * Returns whether it became ready, and the hosts last listed (none if the controller never answered).
  */
 async function waitUntil(
   client: ControllerClient,
-  ready: (hosts: { id: string; state: HostState }[]) => boolean,
+  ready: (hosts: Host[]) => boolean,
   deadline: number,
   abandoned: () => boolean,
-): Promise<boolean> {
+): Promise<{ ready: boolean; hosts: Host[] | undefined }> {
+  let last: Host[] | undefined;
   while (!abandoned() && Date.now() < deadline) {
     try {
       const { hosts } = await client.listHosts({}, { deadline: new Date(deadline) });
-      if (ready(hosts)) return true;
+      last = hosts;
+      if (ready(hosts)) return { ready: true, hosts };
     } catch {
       // Not up yet.
     }
     await sleep(250);
   }
-  return false;
+  return { ready: false, hosts: last };
+}
+
+/**
+ * Why the cluster is not up, host by host: each host not READY with its state as the controller
+ * lists it, and the last warning or error its agent logged, e.g. the controller's refusal of it
+ * (another cluster's agent state, a duplicate host id). The logs scrolled past; this is the line
+ * that says why.
+ */
+export function notReadyReport(
+  ids: readonly string[],
+  hosts: readonly Host[] | undefined,
+  problems: ReadonlyMap<string, string>,
+  stateDir: string,
+): string {
+  const byId = new Map((hosts ?? []).map((h) => [h.id, h]));
+  const lines: string[] = [];
+  for (const id of ids) {
+    const host = byId.get(id);
+    if (host?.state === HostState.HOST_STATE_READY) continue;
+    const state = host ? hostStateName(host.state) : "not registered";
+    const problem = problems.get(id);
+    lines.push(`  ${id}: ${state}${problem ? `; its agent said: ${problem}` : ""}`);
+  }
+  const hints: string[] = [];
+  const text = lines.join("\n");
+  if (/FOREIGN_CLUSTER|another cluster/i.test(text)) {
+    hints.push(`  (agents keep the id of the cluster they joined in ${stateDir}; remove that directory to start a fresh cluster)`);
+  }
+  if (/DUPLICATE_HOST|same --host-id/i.test(text)) {
+    hints.push("  (another agent with that host id is connected: is another berth dev, or an agent it left behind, running?)");
+  }
+  return [text, ...hints].filter((l) => l !== "").join("\n");
 }
 
 /** What `runDev` may be given besides the options (tests and embedding). */
@@ -199,6 +247,7 @@ export async function runDev(ctx: CliContext, options: DevOptions, runtime: DevR
   const children = devChildren(options, runtime.entry ?? (await defaultEntryPoints()));
   await mkdir(options.stateDir, { recursive: true });
   for (const c of children.slice(1)) await mkdir(join(options.stateDir, c.name), { recursive: true });
+  if (options.dataFile !== undefined) await mkdir(dirname(options.dataFile), { recursive: true });
 
   const say = (text: string): void => io.stderr(`berth dev: ${text}\n`);
   const format = createLineFormatter(
@@ -218,8 +267,21 @@ export async function runDev(ctx: CliContext, options: DevOptions, runtime: DevR
     stopRequested?.();
   };
 
+  // The worst, then latest, problem of each process, for a readiness failure to say why. What a
+  // daemon logged on purpose (a refusal by the controller) outranks stray stderr (a Node warning),
+  // which is kept only for a process that logged nothing (e.g. one that failed on its arguments);
+  // an error outranks a later warning.
+  const problems = new Map<string, string>();
+  const worst = new Map<string, number>();
   const supervisor = new Supervisor({
-    onLine: (name, line, source) => io.stdout(format(name, line, source)),
+    onLine: (name, line, source) => {
+      const problem = problemOf(line, source);
+      if (problem && problem.level >= (worst.get(name) ?? 0)) {
+        worst.set(name, problem.level);
+        problems.set(name, problem.text);
+      }
+      io.stdout(format(name, line, source));
+    },
     onExit: (exit: ChildExit) => {
       if (exit.expected) return;
       const how = exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`;
@@ -254,7 +316,7 @@ export async function runDev(ctx: CliContext, options: DevOptions, runtime: DevR
     const [controller, ...agents] = children;
     if (controller && !stopped) supervisor.start(controller);
     const up = await waitUntil(client, () => true, deadline, () => stopped);
-    if (up) {
+    if (up.ready) {
       for (const a of agents) supervisor.start(a);
       const ids = new Set(agents.map((a) => a.name));
       const ready = await waitUntil(
@@ -263,14 +325,20 @@ export async function runDev(ctx: CliContext, options: DevOptions, runtime: DevR
         deadline,
         () => stopped,
       );
-      if (ready) io.stdout(devBanner(options));
+      if (ready.ready) io.stdout(devBanner(options));
       else if (!stopped) {
-        requestStop(ExitCode.Unavailable, `not every host was READY within ${options.readyTimeoutMs / 1000}s; stopping`);
+        const report = notReadyReport([...ids], ready.hosts, problems, options.stateDir);
+        requestStop(
+          ExitCode.Unavailable,
+          `not every host was READY within ${options.readyTimeoutMs / 1000}s; stopping${report ? `\n${report}` : ""}`,
+        );
       }
     } else if (!stopped) {
+      const problem = problems.get("controller");
       requestStop(
         ExitCode.Unavailable,
-        `the controller did not answer on ${options.connect} within ${options.readyTimeoutMs / 1000}s; stopping`,
+        `the controller did not answer on ${options.connect} within ${options.readyTimeoutMs / 1000}s; stopping` +
+          (problem ? `\n  controller: its last problem: ${problem}` : ""),
       );
     }
     await stopSignal;
@@ -297,9 +365,12 @@ export function registerDevCommand(program: Command, ctx: CliContext): void {
     .command("dev")
     .description("Run a whole local cluster: one controller and N agents with the fake driver")
     .option("--agents <n>", `how many agents (hosts), 1-${MAX_DEV_AGENTS} (default: 3)`)
-    .option("--etcd <urls>", "etcd URLs, comma-separated (default: the controller's embedded in-memory store)")
+    .option("--etcd <urls>", "etcd URLs, comma-separated (default: the controller's embedded store, kept in the state dir)")
     .option("--listen <host:port>", `the controller's address (default: ${DEFAULT_DEV_LISTEN})`)
-    .option("--state-dir <dir>", `where the agents keep their state (default: ${DEFAULT_DEV_STATE_DIR})`)
+    .option(
+      "--state-dir <dir>",
+      `where the agents and the embedded store keep their state (default: ${DEFAULT_DEV_STATE_DIR}; with --etcd ${DEFAULT_DEV_ETCD_STATE_DIR})`,
+    )
     .option("--capacity <spec>", "every host's capacity, e.g. vcpus=16,memory=64GiB,disk=1TiB (default: the agent's)")
     .option("--ready-timeout <seconds>", "how long to wait for the controller and every host to be up (default: 30)")
     .addHelpText(
@@ -309,7 +380,14 @@ Starts the controller, then one agent per host (host-1 ... host-N), as separate 
 shows their logs, labelled by process. Once every host is READY it prints how to point the CLI at
 the cluster. Ctrl-C (or SIGTERM) stops everything: SIGTERM to each process, up to 5 s, then
 SIGKILL; exit code 0. An agent that dies is reported and the rest keep running; if the controller
-dies, everything is stopped (exit code 1). Not up within --ready-timeout: stopped, exit code 5.
+dies, everything is stopped (exit code 1). Not up within --ready-timeout: stopped, exit code 5,
+naming each host that is not READY and the last warning or error its agent logged (e.g. the
+controller refused it: it belongs to another cluster, or its host id is taken).
+
+State: the agents' directories (host-1/ ...) and, with the embedded store, controller/store.json,
+so stopping and starting again keeps the cluster (its id, VMs, groups, config). With --etcd the
+default is ${DEFAULT_DEV_ETCD_STATE_DIR}: another cluster, whose agents must not share the embedded
+one's state. Remove the directory to start afresh.
 
 Examples:
   berth dev --agents 3
