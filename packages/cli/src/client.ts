@@ -2,12 +2,23 @@ import {
   connectivityState,
   credentials,
   Metadata,
+  status,
   type CallOptions,
   type ClientReadableStream,
   type ServiceError,
 } from "@grpc/grpc-js";
 import {
   ClusterServiceClient,
+  type AdoptOrphanRequest,
+  type AdoptOrphanResponse,
+  type ConfirmHostDownRequest,
+  type ConfirmHostDownResponse,
+  type DeleteOrphanRequest,
+  type DeleteOrphanResponse,
+  type GetClusterRequest,
+  type GetClusterResponse,
+  type RetryVmRequest,
+  type RetryVmResponse,
   type CreateGroupRequest,
   type CreateGroupResponse,
   type CreateVmRequest,
@@ -76,8 +87,96 @@ type Invoker<T> = (
 interface AttemptFailure {
   address: string;
   error: BerthError;
-  /** The next address may be tried: the request was refused unprocessed or never sent. */
+  /** The next address may be tried: the request was refused unprocessed, never sent, or is safe to repeat. */
   tryNext: boolean;
+  /** The request was (or may have been) delivered and no verdict came back: it may have been carried out. */
+  unanswered: boolean;
+}
+
+/**
+ * A call that failed after its request reached, or may have reached, a controller that gave no
+ * verdict on it: the connection was cut, the deadline passed while the call was in flight, or the
+ * controller lost its store mid-write. The request may have been carried out. Its `code` is
+ * UNAVAILABLE or DEADLINE_EXCEEDED (verbs that do not care exit 5 as before), or that of the answer
+ * of the next address when a call safe to repeat was sent on after it was cut off.
+ */
+export class NoAnswerError extends BerthError {
+  constructor(code: ErrorCode, message: string, options: ConstructorParameters<typeof BerthError>[2] = {}) {
+    super(code, message, options);
+    this.name = "NoAnswerError";
+  }
+}
+
+/** Whether `e` is a failed call whose request may nonetheless have been carried out. */
+export const isUnanswered = (e: unknown): boolean => e instanceof NoAnswerError;
+
+/** How one failed attempt is read: what to report, and what it says about the request. */
+interface AttemptVerdict {
+  code: ErrorCode;
+  /** Replaces the error's message (already naming the address), when set. */
+  message?: string;
+  tryNext: boolean;
+  unanswered: boolean;
+}
+
+/**
+ * Reads a failed attempt. A Berth server always sends the `berth-error-code` trailer, so an error
+ * without it comes from the transport (grpc-js), whose codes say nothing about capacity or
+ * arguments: a reset stream is not INTERNAL, a reset with ENHANCE_YOUR_CALM is not "no room".
+ * Whether the request was sent is read from what grpc-js reports: "No connection established"
+ * and "Stream refused by server" mean it never reached a handler; a deadline's diagnostic names
+ * `remote_addr=` once a stream was open.
+ */
+function readFailure(
+  error: BerthError,
+  err: ServiceError,
+  fromServer: boolean,
+  connected: boolean,
+  repeatable: boolean,
+): AttemptVerdict {
+  const details = err.details ?? "";
+  if (fromServer) {
+    switch (error.code) {
+      case ErrorCode.NotLeader:
+        return { code: error.code, tryNext: true, unanswered: false };
+      case ErrorCode.Unavailable:
+        // A follower, or a controller whose store failed: the write's outcome is then unknown.
+        return { code: error.code, tryNext: true, unanswered: true };
+      case ErrorCode.DeadlineExceeded:
+        return { code: error.code, tryNext: false, unanswered: true };
+      default:
+        return { code: error.code, tryNext: false, unanswered: false };
+    }
+  }
+  const cutOff = { code: ErrorCode.Unavailable, tryNext: repeatable, unanswered: true };
+  switch (err.code) {
+    case status.UNAVAILABLE:
+      if (/^No connection established|Name resolution failed|^Stream refused by server/.test(details)) {
+        return { code: ErrorCode.Unavailable, tryNext: true, unanswered: false };
+      }
+      return cutOff; // "Connection dropped", ECONNRESET, a proxy's 502/503...
+    case status.DEADLINE_EXCEEDED: {
+      const sent = details.includes("remote_addr=") || (connected && !details.includes("Waiting for LB pick"));
+      return { code: ErrorCode.DeadlineExceeded, tryNext: !sent, unanswered: sent };
+    }
+    case status.CANCELLED:
+      return cutOff; // this client cancels no unary call: the stream was reset under it
+    case status.INTERNAL:
+      return /RST_STREAM/.test(details) ? cutOff : { code: error.code, tryNext: false, unanswered: false };
+    case status.RESOURCE_EXHAUSTED:
+      return /Bandwidth exhausted/.test(details)
+        ? cutOff
+        : { code: ErrorCode.Internal, tryNext: false, unanswered: false };
+    case status.UNIMPLEMENTED:
+      return {
+        code: ErrorCode.Internal,
+        message: `the controller does not implement this call (${details}); is it an older version?`,
+        tryNext: false,
+        unanswered: false,
+      };
+    default:
+      return { code: error.code, tryNext: false, unanswered: false };
+  }
 }
 
 const earliest = (a: Date, b: Date | undefined): Date => (b !== undefined && b < a ? b : a);
@@ -96,8 +195,9 @@ function transportReason(message: string): string {
  * core's `grpcClientOptions`), gives every call a deadline, and finds the leader:
  *
  * - the addresses are tried in order, moving on only when an address is unreachable or answers
- *   UNAVAILABLE (a follower, or a controller that lost its store), never after the request may
- *   have been processed;
+ *   UNAVAILABLE (a follower, or a controller that lost its store), and after a call cut off in
+ *   flight only for calls that are safe to repeat (reads, and creates carrying a request id);
+ * - a call that may have been carried out without an answer fails with a {@link NoAnswerError};
  * - a server that answers UNAVAILABLE with the `berth-leader` metadata names the leader, which is
  *   tried next, once per call;
  * - the address that last answered is tried first by later calls.
@@ -120,26 +220,27 @@ export class ControllerClient {
     return this.#preferred ?? (this.endpoints[0] as string);
   }
 
+  /** With a `requestId`, safe to repeat: the controller returns the VM that id made. */
   createVm(request: CreateVmRequest, overrides?: CallOverrides): Promise<CreateVmResponse> {
-    return this.#invoke<CreateVmResponse>((c, m, o, cb) => c.createVm(request, m, o, cb), overrides);
+    return this.#invoke<CreateVmResponse>((c, m, o, cb) => c.createVm(request, m, o, cb), overrides, request.requestId !== "");
   }
 
-  /** Creates all the VMs or none (one transaction). */
+  /** Creates all the VMs or none (one transaction); with a `requestId`, safe to repeat. */
   createVms(request: CreateVmsRequest, overrides?: CallOverrides): Promise<CreateVmsResponse> {
-    return this.#invoke<CreateVmsResponse>((c, m, o, cb) => c.createVms(request, m, o, cb), overrides);
+    return this.#invoke<CreateVmsResponse>((c, m, o, cb) => c.createVms(request, m, o, cb), overrides, request.requestId !== "");
   }
 
   /** A dry run of placing the VMs: nothing is written. */
   planPlacement(request: PlanPlacementRequest, overrides?: CallOverrides): Promise<PlanPlacementResponse> {
-    return this.#invoke<PlanPlacementResponse>((c, m, o, cb) => c.planPlacement(request, m, o, cb), overrides);
+    return this.#invoke<PlanPlacementResponse>((c, m, o, cb) => c.planPlacement(request, m, o, cb), overrides, true);
   }
 
   getVm(request: GetVmRequest, overrides?: CallOverrides): Promise<GetVmResponse> {
-    return this.#invoke<GetVmResponse>((c, m, o, cb) => c.getVm(request, m, o, cb), overrides);
+    return this.#invoke<GetVmResponse>((c, m, o, cb) => c.getVm(request, m, o, cb), overrides, true);
   }
 
   listVms(request: ListVmsRequest, overrides?: CallOverrides): Promise<ListVmsResponse> {
-    return this.#invoke<ListVmsResponse>((c, m, o, cb) => c.listVms(request, m, o, cb), overrides);
+    return this.#invoke<ListVmsResponse>((c, m, o, cb) => c.listVms(request, m, o, cb), overrides, true);
   }
 
   deleteVm(request: DeleteVmRequest, overrides?: CallOverrides): Promise<DeleteVmResponse> {
@@ -154,12 +255,37 @@ export class ControllerClient {
     return this.#invoke<StopVmResponse>((c, m, o, cb) => c.stopVm(request, m, o, cb), overrides);
   }
 
+  /** Sends the VM's current command again now, clearing a permanent failure or a backoff. */
+  retryVm(request: RetryVmRequest, overrides?: CallOverrides): Promise<RetryVmResponse> {
+    return this.#invoke<RetryVmResponse>((c, m, o, cb) => c.retryVm(request, m, o, cb), overrides);
+  }
+
   listHosts(request: ListHostsRequest, overrides?: CallOverrides): Promise<ListHostsResponse> {
-    return this.#invoke<ListHostsResponse>((c, m, o, cb) => c.listHosts(request, m, o, cb), overrides);
+    return this.#invoke<ListHostsResponse>((c, m, o, cb) => c.listHosts(request, m, o, cb), overrides, true);
   }
 
   getHost(request: GetHostRequest, overrides?: CallOverrides): Promise<GetHostResponse> {
-    return this.#invoke<GetHostResponse>((c, m, o, cb) => c.getHost(request, m, o, cb), overrides);
+    return this.#invoke<GetHostResponse>((c, m, o, cb) => c.getHost(request, m, o, cb), overrides, true);
+  }
+
+  /** Deletes a domain no VM record accounts for, with its volumes; answers once the host confirms. */
+  deleteOrphan(request: DeleteOrphanRequest, overrides?: CallOverrides): Promise<DeleteOrphanResponse> {
+    return this.#invoke<DeleteOrphanResponse>((c, m, o, cb) => c.deleteOrphan(request, m, o, cb), overrides);
+  }
+
+  /** Makes a VM record, under a new name, for an orphan domain where it is. */
+  adoptOrphan(request: AdoptOrphanRequest, overrides?: CallOverrides): Promise<AdoptOrphanResponse> {
+    return this.#invoke<AdoptOrphanResponse>((c, m, o, cb) => c.adoptOrphan(request, m, o, cb), overrides);
+  }
+
+  /** Declares a silent host down for good: fenced at once, its restart-policy VMs recreated elsewhere. */
+  confirmHostDown(request: ConfirmHostDownRequest, overrides?: CallOverrides): Promise<ConfirmHostDownResponse> {
+    return this.#invoke<ConfirmHostDownResponse>((c, m, o, cb) => c.confirmHostDown(request, m, o, cb), overrides);
+  }
+
+  /** The cluster's identity and who leads it. */
+  getCluster(request: GetClusterRequest, overrides?: CallOverrides): Promise<GetClusterResponse> {
+    return this.#invoke<GetClusterResponse>((c, m, o, cb) => c.getCluster(request, m, o, cb), overrides, true);
   }
 
   createGroup(request: CreateGroupRequest, overrides?: CallOverrides): Promise<CreateGroupResponse> {
@@ -167,7 +293,7 @@ export class ControllerClient {
   }
 
   listGroups(request: ListGroupsRequest, overrides?: CallOverrides): Promise<ListGroupsResponse> {
-    return this.#invoke<ListGroupsResponse>((c, m, o, cb) => c.listGroups(request, m, o, cb), overrides);
+    return this.#invoke<ListGroupsResponse>((c, m, o, cb) => c.listGroups(request, m, o, cb), overrides, true);
   }
 
   /** Refused (FAILED_PRECONDITION) while the group has members. */
@@ -176,7 +302,7 @@ export class ControllerClient {
   }
 
   getClusterConfig(request: GetClusterConfigRequest, overrides?: CallOverrides): Promise<GetClusterConfigResponse> {
-    return this.#invoke<GetClusterConfigResponse>((c, m, o, cb) => c.getClusterConfig(request, m, o, cb), overrides);
+    return this.#invoke<GetClusterConfigResponse>((c, m, o, cb) => c.getClusterConfig(request, m, o, cb), overrides, true);
   }
 
   /** Replaces the whole cluster config; the controller validates it. */
@@ -212,7 +338,8 @@ export class ControllerClient {
     return client;
   }
 
-  async #invoke<T>(invoker: Invoker<T>, overrides: CallOverrides | undefined): Promise<T> {
+  /** `repeatable`: the call may be sent again after it was cut off in flight (a read, an idempotent create). */
+  async #invoke<T>(invoker: Invoker<T>, overrides: CallOverrides | undefined, repeatable = false): Promise<T> {
     const queue = this.#preferred
       ? [this.#preferred, ...this.endpoints.filter((e) => e !== this.#preferred)]
       : [...this.endpoints];
@@ -223,12 +350,16 @@ export class ControllerClient {
       if (tried.has(address)) continue;
       tried.add(address);
       try {
-        const response = await this.#attempt(address, invoker, overrides);
+        const response = await this.#attempt(address, invoker, overrides, repeatable);
         this.#preferred = address;
         return response;
       } catch (e) {
         const failure = e as AttemptFailure;
-        if (!failure.tryNext) throw failure.error;
+        if (!failure.tryNext) {
+          // An earlier address may have got the request too (a cut-off call sent on): say so.
+          if (failures.some((f) => f.unanswered) && !isUnanswered(failure.error)) throw asUnanswered(failure.error);
+          throw failure.error;
+        }
         failures.push(failure);
         const leader = failure.error.leader;
         if (leader && !followedLeader && !tried.has(leader)) {
@@ -240,7 +371,7 @@ export class ControllerClient {
     throw unavailable(failures);
   }
 
-  #attempt<T>(address: string, invoker: Invoker<T>, overrides: CallOverrides | undefined): Promise<T> {
+  #attempt<T>(address: string, invoker: Invoker<T>, overrides: CallOverrides | undefined, repeatable: boolean): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const client = this.#client(address);
       const started = Date.now();
@@ -253,24 +384,26 @@ export class ControllerClient {
         const error = fromGrpcError(err);
         const fromServer = (err.metadata?.get(ERROR_CODE_METADATA_KEY).length ?? 0) > 0;
         const connected = client.getChannel().getConnectivityState(false) === connectivityState.READY;
-        const tryNext =
-          error.code === ErrorCode.NotLeader ||
-          error.code === ErrorCode.Unavailable ||
-          // The deadline passed before a connection existed: the request was never sent.
-          (error.code === ErrorCode.DeadlineExceeded && !connected && !fromServer);
+        const verdict = readFailure(error, err, fromServer, connected, repeatable);
         let message = error.message;
-        if (!fromServer && error.code === ErrorCode.DeadlineExceeded) {
+        if (verdict.message !== undefined) {
+          message = `controller ${address}: ${verdict.message}`;
+        } else if (!fromServer && verdict.code === ErrorCode.DeadlineExceeded) {
           const seconds = Math.round((deadline.getTime() - started) / 100) / 10;
           message = `controller ${address}: no answer within ${seconds}s (see --timeout)`;
-        } else if (!fromServer && error.code === ErrorCode.Unavailable) {
+        } else if (!fromServer && verdict.unanswered) {
+          message = `controller ${address}: the call was cut off before an answer (${error.message})`;
+        } else if (!fromServer && verdict.code === ErrorCode.Unavailable) {
           message = `controller ${address}: cannot connect (${transportReason(error.message)})`;
-        } else if (tryNext) {
+        } else if (verdict.tryNext || verdict.unanswered) {
           message = `controller ${address}: ${error.message}`;
         }
+        const Kind = verdict.unanswered ? NoAnswerError : BerthError;
         reject({
           address,
-          tryNext,
-          error: new BerthError(error.code, message, {
+          tryNext: verdict.tryNext,
+          unanswered: verdict.unanswered,
+          error: new Kind(verdict.code, message, {
             cause: err,
             reasons: error.reasons,
             ...(error.leader ? { leader: error.leader } : {}),
@@ -281,7 +414,10 @@ export class ControllerClient {
   }
 }
 
-/** The error when no address gave an answer: every address with its reason. */
+/**
+ * The error when no address gave an answer: every address with its reason; a
+ * {@link NoAnswerError} when any of them may have carried the request out.
+ */
 function unavailable(failures: readonly AttemptFailure[]): BerthError {
   const code = failures.some((f) => f.error.code === ErrorCode.DeadlineExceeded)
     ? ErrorCode.DeadlineExceeded
@@ -290,5 +426,16 @@ function unavailable(failures: readonly AttemptFailure[]): BerthError {
   const message = only
     ? only.error.message
     : `no controller could answer:\n  ${failures.map((f) => f.error.message).join("\n  ")}`;
-  return new BerthError(code, message, { cause: failures.at(-1)?.error });
+  const Kind = failures.some((f) => f.unanswered) ? NoAnswerError : BerthError;
+  return new Kind(code, message, { cause: failures.at(-1)?.error });
+}
+
+/** `error` as a {@link NoAnswerError}: an earlier attempt of the same call got no verdict. */
+function asUnanswered(error: BerthError): NoAnswerError {
+  return new NoAnswerError(error.code, error.message, {
+    cause: error,
+    reasons: error.reasons,
+    ...(error.field ? { field: error.field } : {}),
+    ...(error.leader ? { leader: error.leader } : {}),
+  });
 }

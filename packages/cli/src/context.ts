@@ -1,3 +1,4 @@
+import { createInterface } from "node:readline/promises";
 import type { Command } from "commander";
 import { CONTROLLER_ENV, ControllerClient, DEFAULT_CONTROLLER, DEFAULT_TIMEOUT_MS } from "./client.js";
 import { parseEndpoints, parseSecondsMs } from "./parse.js";
@@ -16,6 +17,13 @@ export interface Io {
   now(): number;
   /** Whether standard output is a terminal that takes colours. */
   colorize: boolean;
+  /**
+   * Whether a person can answer questions: standard input and standard error are terminals.
+   * Destructive verbs ask for confirmation then, and require `--yes` otherwise.
+   */
+  interactive: boolean;
+  /** Asks `question` (on stderr) and resolves with the line typed. Only called when `interactive`. */
+  ask(question: string): Promise<string>;
 }
 
 /** The real process' Io. */
@@ -27,6 +35,15 @@ export function processIo(): Io {
     cwd: process.cwd(),
     now: () => Date.now(),
     colorize: process.stdout.isTTY === true && !("NO_COLOR" in process.env),
+    interactive: process.stdin.isTTY === true && process.stderr.isTTY === true,
+    ask: async (question) => {
+      const rl = createInterface({ input: process.stdin, output: process.stderr });
+      try {
+        return await rl.question(question);
+      } finally {
+        rl.close();
+      }
+    },
   };
 }
 

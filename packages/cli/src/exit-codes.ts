@@ -9,7 +9,10 @@ export const ExitCode = {
   Ok: 0,
   /** Any other error, e.g. an internal error in the controller. */
   Error: 1,
-  /** Invalid input: a bad flag or argument, caught locally before any call or by the controller. */
+  /**
+   * Invalid input: a bad flag or argument, caught locally before any call or by the controller; or
+   * a destructive verb (`host confirm-down`, `host orphans delete`) without `--yes` and no terminal.
+   */
   Usage: 2,
   /** The VM, host or group does not exist. */
   NotFound: 3,
@@ -19,10 +22,19 @@ export const ExitCode = {
   Unavailable: 5,
   /** The request conflicts with the cluster's state (already exists, failed precondition, lost race). */
   Conflict: 6,
-  /** `--wait`: the VM reached phase FAILED. */
+  /**
+   * `--wait`: the VM reached phase FAILED for good: a permanent failure (not retried until
+   * `berth vm retry`), or a failure nothing retries (a crashed domain).
+   */
   VmFailed: 7,
   /** `--wait`: the wait timed out before the VM got where it was asked to go. */
   WaitTimeout: 8,
+  /**
+   * `vm create`: the outcome is unknown. A request was delivered (or may have been) and no answer
+   * came before `--create-timeout`, through every retry: the VM may exist. Not the same as 5, where
+   * no request was ever taken, so nothing was created.
+   */
+  OutcomeUnknown: 9,
 } as const;
 /** One of the values of {@link ExitCode}. */
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
@@ -32,15 +44,20 @@ export const EXIT_CODES_HELP = `Exit codes:
   0  success
   1  any other error (e.g. an internal error in the controller)
   2  invalid input: a bad flag or argument, caught before any call or rejected by the
-     controller (INVALID_ARGUMENT)
+     controller (INVALID_ARGUMENT); a destructive verb without --yes and no terminal
   3  not found (NOT_FOUND)
   4  no host has room for the VM (RESOURCE_EXHAUSTED); berth plan: not placeable
   5  no controller reachable, no leader known, or a call's deadline passed
      (UNAVAILABLE, DEADLINE_EXCEEDED)
   6  conflicts with the cluster's state (ALREADY_EXISTS, FAILED_PRECONDITION, CONFLICT),
      e.g. deleting a group that has members
-  7  --wait: the VM (with --count: any of them) reached phase FAILED
-  8  --wait: timed out waiting`;
+  7  --wait: the VM (with --count: any of them) failed for good: a permanent failure
+     (retry it with berth vm retry NAME) or one nothing retries; a failure the controller
+     retries is not final (progress is shown, the wait goes on)
+  8  --wait: timed out waiting
+  9  vm create: outcome unknown: a request was sent and no answer came before
+     --create-timeout (retried with the same request id); the VM may exist: check with
+     berth vm show NAME`;
 
 /** An error the CLI reports as `error: <message>` on stderr before exiting with `exitCode`. */
 export class CliError extends Error {

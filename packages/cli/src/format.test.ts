@@ -2,6 +2,8 @@ import { DesiredState, Host, HostState, Vm, VmPhase } from "@berth/api";
 import { describe, expect, it } from "vitest";
 import {
   clusterConfigDetail,
+  failureText,
+  formatIn,
   formatAge,
   formatDuration,
   formatGib,
@@ -67,7 +69,11 @@ describe("enum names", () => {
     expect(phaseName(VmPhase.VM_PHASE_RUNNING)).toBe("RUNNING");
     expect(phaseName(VmPhase.VM_PHASE_UNSPECIFIED)).toBe("-");
     expect(phaseName(99 as VmPhase)).toBe("99");
-    expect(hostStateName(HostState.HOST_STATE_DISCONNECTED)).toBe("DISCONNECTED");
+    // Written by earlier controllers; it means what SUSPECT means now.
+    expect(hostStateName(HostState.HOST_STATE_DISCONNECTED)).toBe("SUSPECT");
+    expect(hostStateName(HostState.HOST_STATE_SUSPECT)).toBe("SUSPECT");
+    expect(hostStateName(HostState.HOST_STATE_DOWN)).toBe("DOWN");
+    expect(hostStateName(HostState.HOST_STATE_FENCED)).toBe("FENCED");
     expect(hostStateName(HostState.HOST_STATE_READY, true)).toBe("READY,CORDONED");
   });
 });
@@ -85,8 +91,8 @@ describe("host views", () => {
       1000,
     );
     expect(table).toBe(
-      "ID      STATE         ALLOC VCPUS  ALLOC MEMORY  ALLOC DISK  DRIVER  LAST SEEN\n" +
-        "host-1  DISCONNECTED  0 / 16 vCPU  0 / 64 GiB    0 / 1 TiB   -       -\n",
+      "ID      STATE    ALLOC VCPUS  ALLOC MEMORY  ALLOC DISK  DRIVER  LAST SEEN\n" +
+        "host-1  SUSPECT  0 / 16 vCPU  0 / 64 GiB    0 / 1 TiB   -       -\n",
     );
   });
   it("says when a host's hypervisor is down, and why", () => {
@@ -124,11 +130,15 @@ describe("VM views", () => {
 
   it("details every field", () => {
     const text = vmDetail(vm, now);
-    expect(text).toContain("Name:        web-1\n");
-    expect(text).toContain("Labels:      a=1,b=2\n");
-    expect(text).toContain("Generation:  3 (observed 2)\n");
-    expect(text).toContain("Created:     3h ago\n");
-    expect(text).toContain("Message:     -\n");
+    expect(text).toContain("Name:             web-1\n");
+    expect(text).toContain("Labels:           a=1,b=2\n");
+    expect(text).toContain("On host failure:  - (the cluster's default)\n");
+    expect(text).toContain("Generation:       3 (observed 2)\n");
+    expect(text).toContain("Created:          3h ago\n");
+    expect(text).toContain("Message:          -\n");
+    // No retry state while nothing failed; no request id unless the create carried one.
+    expect(text).not.toContain("Attempts:");
+    expect(text).not.toContain("Request ID:");
   });
 
   it("renders key/value fields aligned", () => {
@@ -138,6 +148,24 @@ describe("VM views", () => {
   it("prints a list as a JSON array of toJSON", () => {
     expect(JSON.parse(vmListJson([vm]))).toEqual([Vm.toJSON(vm)]);
     expect(vmListJson([])).toBe("[]\n");
+  });
+});
+
+describe("failed attempts", () => {
+  const status = (errorCode: string, message: string) =>
+    ({ phase: VmPhase.VM_PHASE_FAILED, errorCode, message, attempts: 1, nextAttemptAtMs: 0, permanent: false, updatedAtMs: 0, domainState: 0, observedGeneration: 0 });
+
+  it("failureText is CODE: message, without repeating a code the message starts with", () => {
+    expect(failureText(status("HYPERVISOR_UNAVAILABLE", "HYPERVISOR_UNAVAILABLE: busy"))).toBe("HYPERVISOR_UNAVAILABLE: busy");
+    expect(failureText(status("NOT_FOUND", "image gone"))).toBe("NOT_FOUND: image gone");
+    expect(failureText(status("", "domain crashed"))).toBe("domain crashed");
+    expect(failureText(status("INTERNAL", ""))).toBe("INTERNAL");
+    expect(failureText(undefined)).toBe("no reason given");
+  });
+
+  it("formatIn says how long until a time ahead", () => {
+    expect(formatIn(5000, 1000)).toBe("in 4s");
+    expect(formatIn(1000, 5000)).toBe("now");
   });
 });
 

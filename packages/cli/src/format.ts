@@ -1,20 +1,26 @@
 import {
   ClusterConfig,
   desiredStateToJSON,
+  domainStateToJSON,
+  GetClusterResponse,
   Group,
   groupPolicyToJSON,
+  HostFailurePolicy,
+  HostState,
   PlanPlacementResponse,
   Host,
   hostStateToJSON,
+  OrphanDomain,
   Vm,
   vmPhaseToJSON,
   type DesiredState,
+  type DomainState,
   type GroupPolicy,
-  type HostState,
   type HostVerdict,
   type PlannedPlacement,
   type Resources,
   type VmPhase,
+  type VmStatus,
 } from "@berth/api";
 import { DEFAULT_ALLOCATION_RATIO, DEFAULT_RESERVED } from "@berth/scheduler";
 import { formatMib } from "@berth/core";
@@ -37,10 +43,18 @@ export function renderTable(headers: readonly string[], rows: readonly (readonly
   );
 }
 
-/** `Key:  value` lines with the values aligned. Ends with a newline. */
+/**
+ * `Key:  value` lines with the values aligned. A value with newlines continues on lines indented
+ * to the value column. Ends with a newline.
+ */
 export function renderFields(fields: readonly (readonly [string, string])[]): string {
   const width = Math.max(...fields.map(([k]) => k.length + 1));
-  return fields.map(([k, v]) => `${`${k}:`.padEnd(width)}  ${v}`.trimEnd()).join("\n") + "\n";
+  const indent = " ".repeat(width + 2);
+  return (
+    fields
+      .map(([k, v]) => `${`${k}:`.padEnd(width)}  ${v.split("\n").join(`\n${indent}`)}`.trimEnd())
+      .join("\n") + "\n"
+  );
 }
 
 /** `2 vCPU` */
@@ -98,11 +112,52 @@ export function desiredName(state: DesiredState): string {
   return name === "UNSPECIFIED" ? "-" : name;
 }
 
-/** `READY`, `DISCONNECTED`, with `,CORDONED` for a cordoned host. */
+/**
+ * `READY`, `SUSPECT`, `DOWN`, `FENCED`, with `,CORDONED` for a cordoned host. DISCONNECTED, written
+ * by earlier controllers, means what SUSPECT means now and is shown so.
+ */
 export function hostStateName(state: HostState, cordoned = false): string {
-  const name = enumName(() => hostStateToJSON(state), "HOST_STATE_", state);
+  const shown = state === HostState.HOST_STATE_DISCONNECTED ? HostState.HOST_STATE_SUSPECT : state;
+  const name = enumName(() => hostStateToJSON(shown), "HOST_STATE_", shown);
   const base = name === "UNSPECIFIED" ? "-" : name;
   return cordoned ? `${base},CORDONED` : base;
+}
+
+/** `RUNNING`, `SHUTOFF`...: a domain's state on its host; `-` when unspecified. */
+export function domainStateName(state: DomainState): string {
+  const name = enumName(() => domainStateToJSON(state), "DOMAIN_STATE_", state);
+  return name === "UNSPECIFIED" ? "-" : name;
+}
+
+/** `keep`, `restart`: the `--on-host-failure` spelling; `undefined` when unset. */
+export function onHostFailureName(policy: HostFailurePolicy): string | undefined {
+  switch (policy) {
+    case HostFailurePolicy.HOST_FAILURE_POLICY_KEEP:
+      return "keep";
+    case HostFailurePolicy.HOST_FAILURE_POLICY_RESTART:
+      return "restart";
+    case HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED:
+      return undefined;
+    default:
+      return String(policy);
+  }
+}
+
+/**
+ * A failed attempt's reason as `CODE: message`. The controller's message may already start with
+ * the code; it is not repeated.
+ */
+export function failureText(status: VmStatus | undefined): string {
+  const code = status?.errorCode ?? "";
+  const message = status?.message ?? "";
+  if (!code) return message || "no reason given";
+  if (!message || message === code) return code;
+  return message.startsWith(`${code}: `) ? message : `${code}: ${message}`;
+}
+
+/** `in 4s`, or `now` when the time has come; for times ahead (Unix ms). */
+export function formatIn(atMs: number, nowMs: number): string {
+  return atMs > nowMs ? `in ${formatDuration(atMs - nowMs)}` : "now";
 }
 
 function formatLabels(labels: Record<string, string> | undefined): string {
@@ -128,22 +183,39 @@ export function vmTable(vms: readonly Vm[], nowMs: number): string {
   return renderTable(["NAME", "PHASE", "DESIRED", "HOST", "VCPUS", "MEMORY", "DISK", "AGE"], rows);
 }
 
-/** The `vm show` detail. */
+/**
+ * The `vm show` detail. The retry state (attempts, last error, next try, permanent) is shown while
+ * there is one: a VM whose command last succeeded has none.
+ */
 export function vmDetail(vm: Vm, nowMs: number): string {
   const status = vm.status;
+  const name = vm.spec?.name ?? "-";
   const fields: [string, string][] = [
-    ["Name", vm.spec?.name ?? "-"],
+    ["Name", name],
     ["ID", vm.id || "-"],
     ["Phase", phaseName(status?.phase ?? 0)],
     ["Desired", desiredName(vm.desiredState)],
     ["Host", vm.hostId || "-"],
     ["Resources", formatResourcesHuman(vm.spec?.resources)],
     ["Labels", formatLabels(vm.spec?.labels)],
+    ["On host failure", onHostFailureName(vm.spec?.onHostFailure ?? 0) ?? "- (the cluster's default)"],
     ["Generation", `${vm.generation} (observed ${status?.observedGeneration ?? 0})`],
     ["Message", status?.message || "-"],
+  ];
+  if (status && (status.attempts > 0 || status.errorCode !== "" || status.permanent)) {
+    fields.push(["Attempts", `${status.attempts} failed in a row`]);
+    fields.push(["Last error", status.errorCode || "-"]);
+    if (status.permanent) {
+      fields.push(["Next try", `none: permanent (fix the cause, then berth vm retry ${name})`]);
+    } else {
+      fields.push(["Next try", status.nextAttemptAtMs > 0 ? formatIn(status.nextAttemptAtMs, nowMs) : "-"]);
+    }
+  }
+  fields.push(
     ["Updated", status && status.updatedAtMs > 0 ? `${formatAge(status.updatedAtMs, nowMs)} ago` : "-"],
     ["Created", vm.createdAtMs > 0 ? `${formatAge(vm.createdAtMs, nowMs)} ago` : "-"],
-  ];
+  );
+  if (vm.requestId) fields.push(["Request ID", vm.requestId]);
   return renderFields(fields);
 }
 
@@ -153,25 +225,61 @@ function usageOf(used: number | undefined, capacity: number | undefined, format:
   return `${used ? format(used) : "0"} / ${format(capacity)}`;
 }
 
-/** The `host list` table. Usage is what the host's VMs use, as last reported. */
+/**
+ * The `host list` table. Usage is what the host's VMs use, as last reported. An ORPHANS column
+ * (how many domains no VM record accounts for) appears only when some host has any, so the usual
+ * table stays as narrow as it was.
+ */
 export function hostTable(hosts: readonly Host[], nowMs: number): string {
+  const withOrphans = hosts.some((h) => h.orphans.length > 0);
   const rows = hosts.map((h) => [
     h.id,
     hostStateName(h.state, h.cordoned) + (h.hypervisor?.available === false ? ",HYPERVISOR-DOWN" : ""),
+    ...(withOrphans ? [h.orphans.length > 0 ? String(h.orphans.length) : "-"] : []),
     usageOf(h.allocated?.vcpus, h.capacity?.vcpus, String) + (h.capacity ? " vCPU" : ""),
     usageOf(h.allocated?.memoryMib, h.capacity?.memoryMib, formatMib),
     usageOf(h.allocated?.diskGib, h.capacity?.diskGib, formatGib),
     h.driver || "-",
     formatAge(h.lastSeenMs, nowMs),
   ]);
-  return renderTable(["ID", "STATE", "ALLOC VCPUS", "ALLOC MEMORY", "ALLOC DISK", "DRIVER", "LAST SEEN"], rows);
+  return renderTable(
+    ["ID", "STATE", ...(withOrphans ? ["ORPHANS"] : []), "ALLOC VCPUS", "ALLOC MEMORY", "ALLOC DISK", "DRIVER", "LAST SEEN"],
+    rows,
+  );
+}
+
+/** One orphan on one line: `<vm id>  <name>  <state>  <resources>`. */
+function orphanLine(o: OrphanDomain): string {
+  return `${o.vmId}  ${o.name || "-"}  ${domainStateName(o.state)}  ${formatResourcesHuman(o.resources)}`;
+}
+
+/** The state of a host with how long it has been so: `SUSPECT (for 40s)`. */
+function hostStateSince(host: Host, nowMs: number): string {
+  const state = hostStateName(host.state, host.cordoned);
+  return host.stateSinceMs > 0 ? `${state} (for ${formatAge(host.stateSinceMs, nowMs)})` : state;
+}
+
+/**
+ * When a silent host counts as fenced: `in 25s`, or `passed 5s ago`; `-` while it is heard. The
+ * deadline is absolute (last heard + fence timeout + margin); passed, the host is FENCED.
+ */
+function fenceDeadlineText(host: Host, nowMs: number): string {
+  if (host.fenceDeadlineMs <= 0) return "-";
+  return host.fenceDeadlineMs > nowMs
+    ? `in ${formatDuration(host.fenceDeadlineMs - nowMs)}`
+    : `passed ${formatDuration(nowMs - host.fenceDeadlineMs)} ago`;
 }
 
 /** The `host show` detail. */
 export function hostDetail(host: Host, nowMs: number): string {
+  const silent = host.fenceDeadlineMs > 0;
   return renderFields([
     ["ID", host.id],
-    ["State", hostStateName(host.state, host.cordoned)],
+    ["State", hostStateSince(host, nowMs)],
+    ...(silent || host.state === HostState.HOST_STATE_FENCED
+      ? ([["Fence deadline", fenceDeadlineText(host, nowMs)]] as [string, string][])
+      : []),
+    ...(host.confirmedDown ? ([["Confirmed down", "yes (berth host confirm-down)"]] as [string, string][]) : []),
     ["Capacity", formatResourcesHuman(host.capacity)],
     ["Allocated", formatResourcesHuman(host.allocated)],
     ["In use", formatResourcesHuman(host.usage)],
@@ -183,7 +291,43 @@ export function hostDetail(host: Host, nowMs: number): string {
     ["Agent", host.agentVersion || "-"],
     ["Boot ID", host.bootId || "-"],
     ["Last seen", host.lastSeenMs > 0 ? `${formatAge(host.lastSeenMs, nowMs)} ago` : "-"],
+    ["Orphans", host.orphans.length === 0 ? "-" : host.orphans.map(orphanLine).join("\n")],
   ]);
+}
+
+/** The `host orphans` table: the domains on a host no VM record accounts for. */
+export function orphanTable(orphans: readonly OrphanDomain[]): string {
+  const rows = orphans.map((o) => [
+    o.vmId,
+    o.name || "-",
+    domainStateName(o.state),
+    o.resources ? formatVcpus(o.resources.vcpus) : "-",
+    o.resources ? formatMib(o.resources.memoryMib) : "-",
+    o.resources ? formatGib(o.resources.diskGib) : "-",
+  ]);
+  return renderTable(["VM ID", "NAME", "STATE", "VCPUS", "MEMORY", "DISK"], rows);
+}
+
+/** `-o json` for a host's orphans: a JSON array. */
+export function orphanListJson(orphans: readonly OrphanDomain[]): string {
+  return JSON.stringify(orphans.map((o) => OrphanDomain.toJSON(o)), null, 2) + "\n";
+}
+
+/** The `cluster show` detail: identity, and who leads. `answeredBy` is the address that answered. */
+export function clusterDetail(cluster: GetClusterResponse, nowMs: number, answeredBy: string): string {
+  const created = cluster.cluster?.createdAtMs ?? 0;
+  return renderFields([
+    ["Cluster ID", cluster.cluster?.id || "-"],
+    ["Created", created > 0 ? `${formatAge(created, nowMs)} ago (${new Date(created).toISOString()})` : "-"],
+    ["Leader", cluster.leaderId || "-"],
+    ["Leader epoch", cluster.leaderEpoch > 0 ? String(cluster.leaderEpoch) : "-"],
+    ["Answered by", answeredBy],
+  ]);
+}
+
+/** `-o json` for `cluster show`: the response's proto JSON. */
+export function clusterJson(cluster: GetClusterResponse): string {
+  return JSON.stringify(GetClusterResponse.toJSON(cluster), null, 2) + "\n";
 }
 
 /** `QEMU 7.2.0, libvirt 9.0.0 (available)`, or why it is down. */
@@ -256,6 +400,8 @@ export function clusterConfigDetail(config: ClusterConfig): string {
     ["Max VMs per host", s?.maxVmsPerHost ? String(s.maxVmsPerHost) : "no limit"],
     ["Filters", s && s.filters.length > 0 ? s.filters.join(", ") : "all (default order)"],
     ["Seed", String(s?.seed ?? 0)],
+    // The policy of VMs whose spec leaves it unset.
+    ["On host failure", onHostFailureName(config.defaultOnHostFailure) ?? "keep (default)"],
   ]);
 }
 

@@ -3,6 +3,8 @@ export { buildProgram, run } from "./program.js";
 export { CliContext, processIo, type Io, type GlobalOptions, type OutputFormat } from "./context.js";
 export {
   ControllerClient,
+  NoAnswerError,
+  isUnanswered,
   CONTROLLER_ENV,
   DEFAULT_CONTROLLER,
   DEFAULT_TIMEOUT_MS,
@@ -18,6 +20,8 @@ export {
   runDev,
   DEFAULT_DEV_LISTEN,
   DEFAULT_DEV_STATE_DIR,
+  DEFAULT_DEV_ETCD_STATE_DIR,
+  notReadyReport,
   type DevFlags,
   type DevOptions,
   type DevRuntime,
@@ -25,3 +29,5 @@ export {
 } from "./commands/dev.js";
 export { Supervisor, type ChildExit, type ChildSpec, type SupervisorOptions } from "./supervisor.js";
 export { waitForVm, type VmObservation, type WaitOptions, type WaitResult } from "./wait.js";
+export { backoffMs, isRetryable, retryUntilAnswered, type RetryOptions, type RetryOutcome } from "./retry.js";
+export { confirmOrRefuse } from "./confirm.js";

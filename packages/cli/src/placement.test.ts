@@ -164,7 +164,8 @@ describe("vm create: --count, --group and host constraints", () => {
     const started = Date.now();
     const r = await berth(s, "-o", "json", "vm", "create", "web", ...SIZE, "--count", "3", "--wait");
     expect(r.code).toBe(ExitCode.VmFailed);
-    expect(r.err).toBe("error: vm web-2 failed: image missing\n");
+    // No retry record (a controller that does not retry): final, as before.
+    expect(r.err).toBe("error: vm web-2 failed: image missing\n  once the cause is fixed, try again with: berth vm retry web-2\n");
     expect((JSON.parse(r.out) as { spec: { name: string } }[]).map((v) => v.spec.name)).toEqual(["web-2"]);
     expect(Date.now() - started).toBeLessThan(5000);
   }, 10_000);
@@ -351,7 +352,8 @@ describe("config", () => {
         "Reserved:          1 vCPU, 2 GiB memory, 0 MiB disk\n" +
         "Max VMs per host:  20\n" +
         "Filters:           capacity, labels\n" +
-        "Seed:              7\n",
+        "Seed:              7\n" +
+        "On host failure:   keep (default)\n",
     );
     const json = await berth(s, "-o", "json", "config", "show");
     expect(JSON.parse(json.out)).toEqual(ClusterConfig.toJSON(current));

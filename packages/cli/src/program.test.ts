@@ -1,4 +1,4 @@
-import { DesiredState, EventType, Host, HostState, Vm, VmPhase, VmSpec } from "@berth/api";
+import { DesiredState, EventType, Host, HostFailurePolicy, HostState, Vm, VmPhase, VmSpec } from "@berth/api";
 import { BerthError, ErrorCode, notFound } from "@berth/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { ExitCode } from "./exit-codes.js";
@@ -63,7 +63,10 @@ describe("vm create", () => {
       requiredHostLabels: {},
       forbiddenHostLabels: {},
       pinnedHosts: [],
+      onHostFailure: HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED, // unset: the cluster's default
     });
+    // A fresh idempotency key per invocation.
+    expect(s.requests("createVm")[0]?.requestId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
     expect(r.out).toBe(
       "NAME   PHASE    DESIRED  HOST    VCPUS   MEMORY  DISK    AGE\n" +
         "web-1  PENDING  RUNNING  host-1  2 vCPU  4 GiB   20 GiB  5m\n",
@@ -214,7 +217,10 @@ describe("vm create --wait", () => {
     });
     const r = await berth(s, "-o", "json", "vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB", "--wait");
     expect(r.code).toBe(ExitCode.VmFailed);
-    expect(r.err).toBe("error: vm web-1 failed: host-1: disk image missing\n");
+    expect(r.err).toBe(
+      "error: vm web-1 failed: INVALID_ARGUMENT: host-1: disk image missing; permanent: not retried\n" +
+        "  once the cause is fixed, try again with: berth vm retry web-1\n",
+    );
     expect(JSON.parse(r.out)).toEqual(Vm.toJSON(failed));
   });
 
@@ -346,8 +352,8 @@ describe("other verbs", () => {
     });
     const shown = await berth(s, "vm", "show", "web-1");
     expect(shown.code).toBe(0);
-    expect(shown.out).toContain("Resources:   2 vCPU, 4 GiB memory, 20 GiB disk\n");
-    expect(shown.out).toContain("Labels:      tier=web\n");
+    expect(shown.out).toContain("Resources:        2 vCPU, 4 GiB memory, 20 GiB disk\n");
+    expect(shown.out).toContain("Labels:           tier=web\n");
     const missing = await berth(s, "vm", "show", "nope");
     expect(missing.code).toBe(ExitCode.NotFound);
     expect(missing.err).toBe("error: vm nope not found\n");

@@ -1,6 +1,7 @@
 import { BerthError } from "@berth/core";
 import { Command, CommanderError, Option } from "commander";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER, DEFAULT_TIMEOUT_MS } from "./client.js";
+import { registerClusterCommands } from "./commands/cluster.js";
 import { registerConfigCommands } from "./commands/config.js";
 import { registerDevCommand } from "./commands/dev.js";
 import { registerGroupCommands } from "./commands/group.js";
@@ -40,10 +41,13 @@ Examples:
   berth dev --agents 3                                   # a local cluster, in another terminal
   berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait
   berth vm create web --count 3 --group web --vcpus 2 --memory 4GiB --disk 20GiB --wait
+  berth vm retry web-1                                   # after fixing a permanent failure
   berth plan --vcpus 8 --memory 32GiB --disk 100GiB --all  # where would it go, and why
   berth group create web --policy anti-affinity
   berth config set --preset pack --cpu-ratio 4
   berth vm list -o json
+  berth host orphans host-1
+  berth cluster show
   berth --controller 10.0.0.1:7400,10.0.0.2:7400 host list
 
 ${EXIT_CODES_HELP}`,
@@ -53,6 +57,7 @@ ${EXIT_CODES_HELP}`,
   registerGroupCommands(program, ctx);
   registerHostCommands(program, ctx);
   registerConfigCommands(program, ctx);
+  registerClusterCommands(program, ctx);
   registerDevCommand(program, ctx);
   return program;
 }

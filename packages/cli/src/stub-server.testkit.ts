@@ -25,6 +25,17 @@ export type StubHandlers = {
   watchEvents?: (request: WatchEventsRequest, call: ServerWritableStream<WatchEventsRequest, WatchEventsResponse>) => void;
 };
 
+const RAW_STATUS = Symbol("raw gRPC status");
+
+/**
+ * Thrown by a handler: the stub answers with this bare gRPC status, without Berth's
+ * `berth-error-code` trailer, the way a transport failure, a proxy or a reset stream reaches the
+ * CLI (`Call cancelled`, `Connection dropped`...).
+ */
+export function rawStatus(code: status, details: string): Error {
+  return Object.assign(new Error(details), { [RAW_STATUS]: { code, details } });
+}
+
 /** One request the stub received. */
 export interface RecordedCall {
   method: keyof Service;
@@ -66,7 +77,10 @@ export class StubCluster {
           .then(() => h(call.request))
           .then(
             (res) => callback(null, res),
-            (e: unknown) => callback(toGrpcStatus(e)),
+            (e: unknown) => {
+              const raw = (e as { [RAW_STATUS]?: { code: status; details: string } } | undefined)?.[RAW_STATUS];
+              callback(raw ?? toGrpcStatus(e));
+            },
           );
       };
       impl[method] = handle;
@@ -87,6 +101,11 @@ export class StubCluster {
   stop(): Promise<void> {
     return new Promise((resolve) => this.#server.tryShutdown(() => resolve()));
   }
+
+  /** Drops every connection at once, calls in flight included: a controller process dying. */
+  kill(): void {
+    this.#server.forceShutdown();
+  }
 }
 
 /** What a follower answers: UNAVAILABLE naming the leader. */
@@ -98,18 +117,37 @@ export function notLeader(leader: string): BerthError {
 export interface RecordingIo extends Io {
   out: string;
   err: string;
+  /** What `ask` was asked, in order. */
+  questions: string[];
 }
 
-export function recordingIo(env: Record<string, string | undefined> = {}, nowMs = 1_700_000_000_000): RecordingIo {
+/** A terminal for {@link recordingIo}: `interactive` and the answers typed, in order. */
+export interface TerminalScript {
+  interactive?: boolean;
+  answers?: string[];
+}
+
+export function recordingIo(
+  env: Record<string, string | undefined> = {},
+  nowMs = 1_700_000_000_000,
+  terminal: TerminalScript = {},
+): RecordingIo {
+  const answers = [...(terminal.answers ?? [])];
   const io: RecordingIo = {
     out: "",
     err: "",
+    questions: [],
     stdout: (text) => void (io.out += text),
     stderr: (text) => void (io.err += text),
     env,
     cwd: "/tmp/berth-cli-test",
     now: () => nowMs,
     colorize: false,
+    interactive: terminal.interactive ?? false,
+    ask: (question) => {
+      io.questions.push(question);
+      return Promise.resolve(answers.shift() ?? "");
+    },
   };
   return io;
 }

@@ -1,11 +1,11 @@
-import { ClusterConfig, SchedulerConfig, type AllocationRatio, type Resources } from "@berth/api";
+import { ClusterConfig, SchedulerConfig, type AllocationRatio, type HostFailurePolicy, type Resources } from "@berth/api";
 import type { Command } from "commander";
 import { Option } from "commander";
 import type { CliContext, GlobalOptions } from "../context.js";
 import { CliError, ExitCode, usageError } from "../exit-codes.js";
 import { clusterConfigDetail, clusterConfigJson } from "../format.js";
 import { parseDecimal, parseDiskGib, parseInteger, parseMemoryMib, parseWeights } from "../parse.js";
-import { collect } from "./spec-flags.js";
+import { collect, ON_HOST_FAILURE_OF_FLAG } from "./spec-flags.js";
 
 /** `--preset` values. */
 export const PRESETS = ["spread", "pack", "balanced"] as const;
@@ -22,10 +22,13 @@ interface ConfigSetFlags {
   reserveDisk?: string;
   maxVmsPerHost?: string;
   seed?: string;
+  defaultOnHostFailure?: string;
 }
 
 /** The changes `config set` asked for, parsed: only the fields given are set. */
 export interface SchedulerChanges {
+  /** `ClusterConfig.default_on_host_failure`: the policy of VMs that leave theirs unset. */
+  defaultOnHostFailure?: HostFailurePolicy;
   preset?: string;
   /** A weight, or `undefined` to drop that override. */
   weights?: Map<string, number | undefined>;
@@ -56,6 +59,11 @@ function parseChanges(flags: ConfigSetFlags): SchedulerChanges {
     changes.maxVmsPerHost = parseInteger(flags.maxVmsPerHost, "--max-vms-per-host", 0, MAX_UINT32);
   }
   if (flags.seed !== undefined) changes.seed = parseInteger(flags.seed, "--seed", 0, Number.MAX_SAFE_INTEGER);
+  if (flags.defaultOnHostFailure !== undefined) {
+    const policy = ON_HOST_FAILURE_OF_FLAG[flags.defaultOnHostFailure];
+    if (policy === undefined) throw usageError(`--default-on-host-failure: '${flags.defaultOnHostFailure}' must be keep or restart`);
+    changes.defaultOnHostFailure = policy;
+  }
   return changes;
 }
 
@@ -80,7 +88,11 @@ export function applySchedulerChanges(current: ClusterConfig, changes: Scheduler
   if (changes.reserved) s.reserved = { vcpus: 0, memoryMib: 0, diskGib: 0, ...s.reserved, ...changes.reserved };
   if (changes.maxVmsPerHost !== undefined) s.maxVmsPerHost = changes.maxVmsPerHost;
   if (changes.seed !== undefined) s.seed = changes.seed;
-  return ClusterConfig.fromPartial({ ...current, scheduler: s });
+  return ClusterConfig.fromPartial({
+    ...current,
+    scheduler: s,
+    ...(changes.defaultOnHostFailure !== undefined ? { defaultOnHostFailure: changes.defaultOnHostFailure } : {}),
+  });
 }
 
 function printConfig(ctx: CliContext, g: GlobalOptions, config: ClusterConfig | undefined, what: string): void {
@@ -92,12 +104,12 @@ function printConfig(ctx: CliContext, g: GlobalOptions, config: ClusterConfig | 
 export function registerConfigCommands(program: Command, ctx: CliContext): void {
   const config = program
     .command("config")
-    .description("Show and change the cluster's scheduler settings")
+    .description("Show and change the cluster's settings: scheduler, default host-failure policy")
     .addHelpText("after", "\nExample:\n  berth config set --preset pack --cpu-ratio 4");
 
   config
     .command("show")
-    .description("Show the cluster config: preset, weights, allocation ratios, reservations, limits")
+    .description("Show the cluster config: preset, weights, allocation ratios, reservations, limits, host-failure default")
     .addHelpText(
       "after",
       "\nWith -o json: the ClusterConfig as proto JSON. Exit codes: see berth --help.\n\nExamples:\n  berth config show\n  berth config show -o json",
@@ -109,7 +121,7 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
 
   config
     .command("set")
-    .description("Change some scheduler settings: the others keep their current values")
+    .description("Change some cluster settings: the others keep their current values")
     .addOption(new Option("--preset <preset>", "a set of weigher weights").choices([...PRESETS]))
     .option("--weight <name=value>", "override one weigher's weight (NAME= drops the override); repeat for more", collect)
     .option("--cpu-ratio <x>", "vCPUs allocatable per physical CPU (0: default, 1)")
@@ -120,16 +132,24 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
     .option("--reserve-disk <size>", "disk kept back on every host: 50GiB (a bare number is GiB)")
     .option("--max-vms-per-host <n>", "at most this many VMs on a host (0: no limit)")
     .option("--seed <n>", "seed of the tie-break between hosts that score the same")
+    .addOption(
+      new Option(
+        "--default-on-host-failure <policy>",
+        "what happens to VMs that leave --on-host-failure unset when their host fails: keep (wait for it) or restart (elsewhere, once fenced)",
+      ).choices(Object.keys(ON_HOST_FAILURE_OF_FLAG)),
+    )
     .addHelpText(
       "after",
       `
 Reads the current config, changes only what the flags name, and sends it back
 (UpdateClusterConfig); prints the result. Flag syntax is checked first (exit code 2, naming the
 flag); the controller checks the values (INVALID_ARGUMENT: exit code 2 with its message).
-Allocatable = ratio x physical - reserved. Exit codes: see berth --help.
+Allocatable = ratio x physical - reserved. --default-on-host-failure applies to every VM whose
+own on-host-failure is unset, existing ones included (unset here: keep). Exit codes: see berth --help.
 
 Examples:
   berth config set --preset pack
+  berth config set --default-on-host-failure restart
   berth config set --weight mostAllocated=2 --cpu-ratio 4 --memory-ratio 1.5
   berth config set --reserve-vcpus 2 --reserve-memory 4GiB --max-vms-per-host 50`,
     )

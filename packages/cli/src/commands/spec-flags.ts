@@ -13,6 +13,12 @@ import {
   validateSpecFromFlags,
 } from "../parse.js";
 
+/** `--on-host-failure` (and `config set --default-on-host-failure`) values and what they send. */
+export const ON_HOST_FAILURE_OF_FLAG: Readonly<Record<string, HostFailurePolicy>> = {
+  keep: HostFailurePolicy.HOST_FAILURE_POLICY_KEEP,
+  restart: HostFailurePolicy.HOST_FAILURE_POLICY_RESTART,
+};
+
 /** Appends a repeated flag's value to the ones before it. */
 export const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 

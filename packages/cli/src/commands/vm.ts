@@ -1,16 +1,23 @@
-import { VmPhase, type Vm } from "@berth/api";
-import { deadlineIn } from "@berth/core";
-import type { Command } from "commander";
+import { randomUUID } from "node:crypto";
+import { DesiredState, HostFailurePolicy, VmPhase, type Vm, type VmStatus } from "@berth/api";
+import { BerthError, ErrorCode, deadlineIn } from "@berth/core";
+import { Option, type Command } from "commander";
 import type { ControllerClient } from "../client.js";
 import type { CliContext, GlobalOptions } from "../context.js";
 import { CliError, ExitCode } from "../exit-codes.js";
-import { phaseName, vmDetail, vmJson, vmListJson, vmTable } from "../format.js";
-import { parseSecondsMs } from "../parse.js";
+import { failureText, formatIn, phaseName, vmDetail, vmJson, vmListJson, vmTable } from "../format.js";
+import { parseName, parseSecondsMs } from "../parse.js";
+import { retryUntilAnswered } from "../retry.js";
 import { VmEventFeed, waitForVm } from "../wait.js";
-import { addSpecOptions, specsFromFlags, type SpecFlags } from "./spec-flags.js";
+import { addSpecOptions, ON_HOST_FAILURE_OF_FLAG, specsFromFlags, type SpecFlags } from "./spec-flags.js";
 
 /** Default of `--wait-timeout`, in seconds. */
 export const DEFAULT_WAIT_TIMEOUT_S = 300;
+/**
+ * Default of `--create-timeout`, in seconds: long enough to ride out a leader change (a dead
+ * leader's lease runs out after about 10 s) and a lost answer or two.
+ */
+export const DEFAULT_CREATE_TIMEOUT_S = 30;
 
 const EXIT_CODES_SEE = "Exit codes: see berth --help.";
 
@@ -39,9 +46,28 @@ function isFreshFailure(vm: Vm, baseline: Vm): boolean {
   );
 }
 
+/**
+ * Whether a FAILED status ends a wait: a permanent failure (nothing is retried until the spec or
+ * the desired state changes, or `berth vm retry`), or a failure with no retry record at all (a
+ * crashed domain, or a controller that does not retry). Any other FAILED is an attempt the
+ * controller will repeat: the wait goes on.
+ */
+export function isFinalFailure(status: VmStatus): boolean {
+  return status.permanent || (status.attempts === 0 && status.nextAttemptAtMs === 0 && status.errorCode === "");
+}
+
+/** The exit-code-7 error of a VM that failed for good, with how to try again. */
+function failedForGood(name: string, status: VmStatus | undefined): CliError {
+  const why = status?.permanent ? "; permanent: not retried" : "";
+  return new CliError(
+    `vm ${name} failed: ${failureText(status)}${why}\n  once the cause is fixed, try again with: berth vm retry ${name}`,
+    ExitCode.VmFailed,
+  );
+}
+
 /** How {@link waitForPhase} reports: the one-VM default prints the progress line and a failed VM. */
 interface PhaseWaitOptions {
-  /** Called with the VM that reached FAILED, before the exit-code-7 error is thrown. */
+  /** Called with the VM that failed for good, before the exit-code-7 error is thrown. */
   onFailed?: (vm: Vm) => void;
   /** Ends the wait early (another VM of a gang failed). */
   signal?: AbortSignal;
@@ -53,8 +79,10 @@ interface PhaseWaitOptions {
 }
 
 /**
- * Waits until the VM of `baseline` reaches `target` (returns it) or FAILED (prints it, throws exit
- * code 7); throws exit code 8 when `timeoutMs` passes first.
+ * Waits until the VM of `baseline` reaches `target` (returns it) or fails for good (prints it,
+ * throws exit code 7); throws exit code 8 when `timeoutMs` passes first. A FAILED status the
+ * controller will retry is not final: each new failed attempt is reported on stderr once
+ * ("vm NAME: attempt N failed: CODE: message; next try in Ns") and the wait goes on.
  */
 async function waitForPhase(
   ctx: CliContext,
@@ -72,6 +100,9 @@ async function waitForPhase(
     ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for vm ${name} to be ${want}...\n`);
   }
   let seen = false;
+  // The attempt last reported, so that each failed attempt is reported once however often it is seen.
+  let reportedAttempt: number | undefined;
+  let lastFailure: VmStatus | undefined;
   const result = await waitForVm(
     client,
     name,
@@ -84,9 +115,18 @@ async function waitForPhase(
       }
       seen = true;
       if (vm.status?.phase === target) return vm;
-      if (isFreshFailure(vm, baseline)) {
-        onFailed(vm);
-        throw new CliError(`vm ${name} failed: ${vm.status?.message || "no reason given"}`, ExitCode.VmFailed);
+      if (vm.status && isFreshFailure(vm, baseline)) {
+        const status = vm.status;
+        if (isFinalFailure(status)) {
+          onFailed(vm);
+          throw failedForGood(name, status);
+        }
+        lastFailure = status;
+        if (status.attempts > 0 && status.attempts !== reportedAttempt) {
+          reportedAttempt = status.attempts;
+          const next = status.nextAttemptAtMs > 0 ? `next try ${formatIn(status.nextAttemptAtMs, ctx.io.now())}` : "retrying";
+          ctx.io.stderr(`vm ${name}: attempt ${status.attempts} failed: ${failureText(status)}; ${next}\n`);
+        }
       }
       return undefined;
     },
@@ -98,7 +138,11 @@ async function waitForPhase(
     },
   );
   if (result.status === "decided") return result.value;
-  const phase = result.last?.vm ? phaseName(result.last.vm.status?.phase ?? 0) : "not seen";
+  const lastVm = result.last?.vm;
+  let phase = lastVm ? phaseName(lastVm.status?.phase ?? 0) : "not seen";
+  if (lastVm?.status?.phase === VmPhase.VM_PHASE_FAILED && lastFailure) {
+    phase += `, attempt ${lastFailure.attempts}: ${failureText(lastFailure)}`;
+  }
   throw new CliError(
     `timed out after ${timeoutMs / 1000}s waiting for vm ${name} to be ${want} (last phase: ${phase})`,
     ExitCode.WaitTimeout,
@@ -124,8 +168,9 @@ async function waitForGone(client: ControllerClient, baseline: Vm, timeoutMs: nu
 }
 
 /**
- * Waits for every VM of a gang to be RUNNING (returns them, in order). The first VM to reach FAILED
- * ends the wait for all: it is printed (as a list) and the error has exit code 7.
+ * Waits for every VM of a gang to be RUNNING (returns them, in order). Failed attempts the
+ * controller retries are reported per VM and waited through; the first VM to fail for good ends
+ * the wait for all: it is printed (as a list) and the error has exit code 7.
  */
 async function waitForAllRunning(
   ctx: CliContext,
@@ -184,11 +229,100 @@ function addWaitOptions(cmd: Command, what: string): Command {
     .option("--wait-timeout <seconds>", `how long --wait waits (default: ${DEFAULT_WAIT_TIMEOUT_S})`);
 }
 
-/** Adds `berth vm create|list|show|start|stop|delete`. */
+/** A message on one line (a multi-address failure lists one address a line). */
+const oneLine = (text: string): string => text.replace(/\n\s*/g, "; ");
+
+/**
+ * Sends a create that carries `requestId`, and sends it again, with the same id, while the answer
+ * is no leader, nobody reachable, or none at all (a leader that died mid-call, a call cut off, a
+ * deadline): with exponential backoff and jitter, until `createTimeoutMs`. Repeating is safe: for
+ * a request id it knows, the controller returns the VM(s) that request made.
+ *
+ * - A verdict is trusted (RESOURCE_EXHAUSTED stays exit 4, INVALID_ARGUMENT 2...).
+ * - ALREADY_EXISTS after an attempt went unanswered may be this command's own VM, made by the lost
+ *   attempt: `recover` looks (GetVm) and succeeds only if the VM carries this request id.
+ * - Out of time after an attempt went unanswered: "outcome unknown" (exit 9), never "failed".
+ *   Out of time without any request delivered: the last error (exit 5), since nothing was created.
+ */
+async function createIdempotently<T>(
+  ctx: CliContext,
+  names: readonly string[],
+  requestId: string,
+  createTimeoutMs: number,
+  send: (deadline: Date) => Promise<T>,
+  recover: () => Promise<T | undefined>,
+): Promise<T> {
+  const outcome = await retryUntilAnswered(send, {
+    deadline: deadlineIn(createTimeoutMs),
+    onRetry: (error, delayMs) => {
+      ctx.io.stderr(`vm create: ${oneLine(error.message)}; retrying in ${(delayMs / 1000).toFixed(1)}s with the same request id\n`);
+    },
+  });
+  if (outcome.ok) return outcome.value;
+  const { error } = outcome;
+  const unknown = (last: BerthError): CliError => {
+    const what = names.length === 1 ? `vm ${names[0]}` : `vms ${names[0]} ... ${names.at(-1)} (all or none)`;
+    return new CliError(
+      `outcome unknown: ${what} may have been created; check with: berth vm show ${names[0]}\n` +
+        `  no answer after ${outcome.attempts} attempt(s) in ${createTimeoutMs / 1000}s (--create-timeout); last: ${oneLine(last.message)}\n` +
+        `  this command's request id: ${requestId} (berth vm show prints the Request ID of the create that made a VM)`,
+      ExitCode.OutcomeUnknown,
+      { cause: last },
+    );
+  };
+  if (outcome.unanswered && error.code === ErrorCode.AlreadyExists) {
+    let mine: T | undefined;
+    try {
+      mine = await recover();
+    } catch (e) {
+      throw unknown(e instanceof BerthError ? e : error);
+    }
+    if (mine !== undefined) return mine;
+    throw error;
+  }
+  if (outcome.unanswered && outcome.exhausted) throw unknown(error);
+  if (outcome.exhausted && outcome.attempts > 1) {
+    throw new BerthError(error.code, `${error.message}\n  (tried ${outcome.attempts} times in ${createTimeoutMs / 1000}s; nothing was created)`, {
+      cause: error,
+    });
+  }
+  throw error;
+}
+
+/** The VM named `name` if the create with `requestId` made it; `undefined` if another did or none exists. */
+async function vmOfRequest(client: ControllerClient, name: string, requestId: string): Promise<Vm | undefined> {
+  try {
+    const { vm } = await client.getVm({ name });
+    return vm?.requestId === requestId ? vm : undefined;
+  } catch (e) {
+    if (e instanceof BerthError && e.code === ErrorCode.NotFound) return undefined;
+    throw e;
+  }
+}
+
+/** `vm create` flags, as commander hands them over. */
+interface CreateFlags extends WaitFlags, SpecFlags {
+  onHostFailure?: string;
+  createTimeout?: string;
+}
+
+/** The phase a VM heads for with this desired state (`undefined`: DELETED, it goes away). */
+function targetPhase(desired: DesiredState): VmPhase | undefined {
+  switch (desired) {
+    case DesiredState.DESIRED_STATE_STOPPED:
+      return VmPhase.VM_PHASE_STOPPED;
+    case DesiredState.DESIRED_STATE_DELETED:
+      return undefined;
+    default:
+      return VmPhase.VM_PHASE_RUNNING;
+  }
+}
+
+/** Adds `berth vm create|list|show|start|stop|retry|delete`. */
 export function registerVmCommands(program: Command, ctx: CliContext): void {
   const vm = program
     .command("vm")
-    .description("Create, list, inspect, start, stop and delete VMs")
+    .description("Create, list, inspect, start, stop, retry and delete VMs")
     .addHelpText("after", "\nExample:\n  berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait");
 
   addWaitOptions(
@@ -198,8 +332,16 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
         .description("Create a VM (or --count VMs at once); the controller places it on a host with room and starts it")
         .argument("<name>", "VM name: 1-63 lower-case letters, digits or '-', unique in the cluster"),
       "create this many VMs",
-    ),
-    "return once the VM (every VM) is RUNNING (exit 0) or one is FAILED (exit 7, with the reason)",
+    )
+      .addOption(
+        new Option("--on-host-failure <policy>", "when its host fails and is fenced: restart elsewhere, or keep waiting for it (default: the cluster's, see berth config show)")
+          .choices(Object.keys(ON_HOST_FAILURE_OF_FLAG)),
+      )
+      .option(
+        "--create-timeout <seconds>",
+        `how long to keep retrying the create through a leader change or a lost answer (default: ${DEFAULT_CREATE_TIMEOUT_S})`,
+      ),
+    "return once the VM (every VM) is RUNNING (exit 0) or failed for good (exit 7, with the reason)",
   )
     .addHelpText(
       "after",
@@ -212,29 +354,80 @@ reported by name with exit code 2. No host with room: exit code 4.
 created. --group puts the VM(s) in a placement group (berth group create). Host constraints:
 --require-host-label k=v (the host must have it), --forbid-host-label k=v or k (it must not;
 a bare key forbids any value), --pin HOST[,HOST...] (only these hosts). Try a placement first
-with berth plan. ${EXIT_CODES_SEE}
+with berth plan.
+
+--on-host-failure restart: once the VM's host has failed and is fenced (known not to run it),
+the controller recreates the VM on another host (from a blank disk if its disk was host-local);
+keep: it waits for the host to come back. Unset: the cluster's default (berth config show).
+
+Each create carries a fresh request id. When no leader answers, the call is cut off, or no
+answer comes within --timeout, the same request is sent again (backoff with jitter) until
+--create-timeout: the controller returns the VM that request id made rather than a second VM.
+If a request was sent and no answer ever came, it prints "outcome unknown: vm NAME may have been
+created; check with: berth vm show NAME" and exits 9; if no controller ever took the request,
+nothing was created: exit 5.
+
+--wait: a failed attempt the controller retries is not the end: one line per failed attempt is
+printed to stderr ("attempt N failed: CODE: message; next try in Ns") and the wait goes on. A
+permanent failure (a bad spec, a missing image...) ends it with exit 7 and the reason; fix the
+cause, then berth vm retry NAME. ${EXIT_CODES_SEE}
 
 Examples:
   berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB
   berth vm create db-1 --vcpus 8 --memory 32GiB --disk 500GiB --label tier=db --wait
   berth vm create web --count 3 --group web --vcpus 2 --memory 4GiB --disk 20GiB --wait
+  berth vm create api-1 --vcpus 2 --memory 4GiB --disk 20GiB --on-host-failure restart
   berth vm create gpu-1 --vcpus 4 --memory 16GiB --disk 100GiB --require-host-label gpu=a100 --forbid-host-label maintenance
   berth vm create web-2 --vcpus 1 --memory 512 --disk 10 -o json`,
     )
-    .action(async (name: string, flags: WaitFlags & SpecFlags, cmd: Command) => {
+    .action(async (name: string, flags: CreateFlags, cmd: Command) => {
       const g = ctx.globals(cmd);
-      const specs = specsFromFlags(name, flags);
+      const onHostFailure =
+        flags.onHostFailure === undefined
+          ? HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED
+          : (ON_HOST_FAILURE_OF_FLAG[flags.onHostFailure] ?? HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED);
+      const specs = specsFromFlags(name, flags).map((spec) => ({ ...spec, onHostFailure }));
       const waitMs = waitTimeoutMs(flags);
+      const createTimeoutMs = parseSecondsMs(flags.createTimeout ?? String(DEFAULT_CREATE_TIMEOUT_S), "--create-timeout");
       const client = ctx.client(g);
+      // One id for every attempt of this invocation: a retry is the same request, not a new one.
+      const requestId = randomUUID();
+      const names = specs.map((spec) => spec.name);
       if (flags.count === undefined) {
-        const created = required((await client.createVm({ spec: specs[0], requestId: "" })).vm, "CreateVm");
+        const response = await createIdempotently(
+          ctx,
+          names,
+          requestId,
+          createTimeoutMs,
+          (deadline) => client.createVm({ spec: specs[0], requestId }, { deadline }),
+          async () => {
+            const vm = await vmOfRequest(client, name, requestId);
+            return vm ? { vm } : undefined;
+          },
+        );
+        const created = required(response.vm, "CreateVm");
         const shown = flags.wait
           ? await waitForPhase(ctx, g, client, created, VmPhase.VM_PHASE_RUNNING, waitMs)
           : created;
         printVm(ctx, g, shown);
         return;
       }
-      const { vms } = await client.createVms({ specs, requestId: "" });
+      const { vms } = await createIdempotently(
+        ctx,
+        names,
+        requestId,
+        createTimeoutMs,
+        (deadline) => client.createVms({ specs, requestId }, { deadline }),
+        async () => {
+          const found: Vm[] = [];
+          for (const n of names) {
+            const vm = await vmOfRequest(client, n, requestId);
+            if (!vm) return undefined;
+            found.push(vm);
+          }
+          return { vms: found };
+        },
+      );
       if (vms.length !== specs.length) {
         throw new CliError(
           `the controller's answer to CreateVms has ${vms.length} VMs for ${specs.length} specs`,
@@ -272,9 +465,19 @@ Examples:
     });
 
   vm.command("show")
-    .description("Show one VM in detail: placement, resources, labels, status and its message")
+    .description("Show one VM in detail: placement, resources, labels, status, retries and their errors")
     .argument("<name>", "VM name")
-    .addHelpText("after", `\nNo such VM: exit code 3. ${EXIT_CODES_SEE}\n\nExample:\n  berth vm show web-1`)
+    .addHelpText(
+      "after",
+      `
+While the VM's command is failing it shows how many attempts failed in a row, the last error
+code, and when the controller tries again (or that the failure is permanent: berth vm retry NAME
+once the cause is fixed). Request ID: the id of the create that made the VM. No such VM: exit
+code 3. ${EXIT_CODES_SEE}
+
+Example:
+  berth vm show web-1`,
+    )
     .action(async (name: string, _flags: unknown, cmd: Command) => {
       const g = ctx.globals(cmd);
       const vmFound = required((await ctx.client(g).getVm({ name })).vm, "GetVm");
@@ -283,9 +486,12 @@ Examples:
 
   addWaitOptions(
     vm.command("start").description("Start a stopped VM (sets its desired state to RUNNING)").argument("<name>", "VM name"),
-    "return once the VM is RUNNING (exit 0) or FAILED (exit 7)",
+    "return once the VM is RUNNING (exit 0) or failed for good (exit 7)",
   )
-    .addHelpText("after", `\n${EXIT_CODES_SEE}\n\nExamples:\n  berth vm start web-1\n  berth vm start web-1 --wait`)
+    .addHelpText(
+      "after",
+      `\n--wait: failed attempts the controller retries are shown and waited through. ${EXIT_CODES_SEE}\n\nExamples:\n  berth vm start web-1\n  berth vm start web-1 --wait`,
+    )
     .action(async (name: string, flags: WaitFlags, cmd: Command) => {
       const g = ctx.globals(cmd);
       const waitMs = waitTimeoutMs(flags);
@@ -300,11 +506,11 @@ Examples:
       .description("Stop a VM (sets its desired state to STOPPED); graceful shutdown unless --force")
       .argument("<name>", "VM name")
       .option("--force", "power off at once instead of a graceful shutdown"),
-    "return once the VM is STOPPED (exit 0) or FAILED (exit 7)",
+    "return once the VM is STOPPED (exit 0) or failed for good (exit 7)",
   )
     .addHelpText(
       "after",
-      `\n${EXIT_CODES_SEE}\n\nExamples:\n  berth vm stop web-1\n  berth vm stop web-1 --force --wait`,
+      `\n--wait: failed attempts the controller retries are shown and waited through. ${EXIT_CODES_SEE}\n\nExamples:\n  berth vm stop web-1\n  berth vm stop web-1 --force --wait`,
     )
     .action(async (name: string, flags: WaitFlags & { force?: boolean }, cmd: Command) => {
       const g = ctx.globals(cmd);
@@ -312,6 +518,46 @@ Examples:
       const client = ctx.client(g);
       const stopped = required((await client.stopVm({ name, force: flags.force === true })).vm, "StopVm");
       printVm(ctx, g, flags.wait ? await waitForPhase(ctx, g, client, stopped, VmPhase.VM_PHASE_STOPPED, waitMs) : stopped);
+    });
+
+  addWaitOptions(
+    vm
+      .command("retry")
+      .description("Send the VM's current command to its host again now: clears a permanent failure or a retry's backoff")
+      .argument("<name>", "VM name"),
+    "return once the VM is where its desired state says (RUNNING, STOPPED, or gone) or failed for good (exit 7)",
+  )
+    .addHelpText(
+      "after",
+      `
+A failed command is retried by the controller on its own, with backoff, unless the failure is
+permanent (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION): then nothing
+happens until the spec or desired state changes, or until this. Fix the cause first (berth vm
+show NAME has the last error). Prints the VM (its generation is bumped, so the host applies the
+command afresh). No such VM: exit code 3. ${EXIT_CODES_SEE}
+
+Examples:
+  berth vm retry web-1
+  berth vm retry web-1 --wait`,
+    )
+    .action(async (name: string, flags: WaitFlags, cmd: Command) => {
+      const g = ctx.globals(cmd);
+      parseName(name);
+      const waitMs = waitTimeoutMs(flags);
+      const client = ctx.client(g);
+      const retried = required((await client.retryVm({ name })).vm, "RetryVm");
+      if (!flags.wait) {
+        printVm(ctx, g, retried);
+        return;
+      }
+      const target = targetPhase(retried.desiredState);
+      if (target === undefined) {
+        if (g.output === "table") ctx.io.stderr(`waiting up to ${waitMs / 1000}s for vm ${name} to be deleted...\n`);
+        await waitForGone(client, retried, waitMs);
+        ctx.io.stdout(g.output === "json" ? vmJson(retried) : `vm ${name} deleted\n`);
+        return;
+      }
+      printVm(ctx, g, await waitForPhase(ctx, g, client, retried, target, waitMs));
     });
 
   addWaitOptions(
