@@ -1,4 +1,4 @@
-import { BerthError, ErrorCode, fromGrpcError } from "@berth/core";
+import { backoffDelayMs, BerthError, ErrorCode, fromGrpcError } from "@berth/core";
 import { isUnanswered } from "./client.js";
 
 // Retrying a call that is safe to repeat (a create carrying a request id) through a leader change
@@ -46,12 +46,11 @@ export function isRetryable(error: BerthError): boolean {
 }
 
 /**
- * The delay before attempt `failures + 1`: `initialMs` doubling per failure up to `maxMs`, with
- * "equal jitter" (half fixed, half random), so that CLIs retrying at once do not retry in step.
+ * The delay before attempt `failures + 1`: core's backoff (doubling, capped, equal jitter) on the
+ * CLI's shorter schedule, 250 ms doubling to 4 s: a person is waiting.
  */
 export function backoffMs(failures: number, random: () => number, initialMs = 250, maxMs = 4000): number {
-  const capped = Math.min(maxMs, initialMs * 2 ** Math.min(Math.max(0, failures - 1), 20));
-  return Math.round(capped / 2 + random() * (capped / 2));
+  return backoffDelayMs(failures, random, { initialMs, maxMs });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
