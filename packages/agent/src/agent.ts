@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { credentials, type ClientDuplexStream } from "@grpc/grpc-js";
+import { performance } from "node:perf_hooks";
+import { connectivityState, credentials, type Client, type ClientDuplexStream } from "@grpc/grpc-js";
 import {
   AgentServiceClient,
   DomainState,
@@ -10,123 +11,216 @@ import {
   type Domain,
   type Hello,
   type Inventory,
+  type Welcome,
 } from "@berth/api";
-import { deadlineIn, grpcClientOptions, Limits, ZERO, addResources } from "@berth/core";
+import { grpcClientOptions, Limits, ZERO, addResources } from "@berth/core";
 import type { HypervisorDriver } from "@berth/hypervisor";
 import type { Logger } from "pino";
-import { saveAgentState } from "./agent-state.js";
+import { AgentStateFile, type AgentState } from "./agent-state.js";
 import { CommandExecutor } from "./executor.js";
 import type { ResolvedAgentOptions } from "./options.js";
+import { ReconnectPlanner, type SessionEnd } from "./reconnect.js";
 import { StreamWriter } from "./stream-writer.js";
 import { UsageMeter } from "./usage.js";
+import { HostWatchdog } from "./watchdog.js";
 
 export const AGENT_VERSION = "0.1.0";
 
-/** How a session with one controller ended, and what to do next. */
-type SessionEnd =
-  | { kind: "ended"; why: string; lastedMs: number; silent?: boolean }
-  | { kind: "not-leader"; leader: string }
-  | { kind: "rejected"; reason: RejectReason; message: string };
-
-/** How long to wait for the channel to connect and for the controller's answer to Hello. */
-const CONNECT_TIMEOUT_MS = 5_000;
+/** How long to wait for the controller's answer to Hello once it is sent. */
 const HELLO_ANSWER_TIMEOUT_MS = 5_000;
-/**
- * A controller that went silent on us is not followed when a follower names it as leader for this
- * long: the follower's view lags until the silent leader's lease expires, and following it back
- * would cost a whole Hello timeout. Retrying the list with backoff finds the new leader sooner.
- */
-const SILENT_CONTROLLER_SUSPICION_MS = 30_000;
 /** How long after a hypervisor event the agent reports (events in between share the report). */
 const EVENT_REPORT_DELAY_MS = 50;
+/**
+ * A timer tick this much later than scheduled (or the tick period, if longer) means the agent
+ * itself was stalled (SIGSTOP, a starved event loop, a suspended VM): the controller's silence over
+ * that time is not the controller's fault.
+ */
+const MIN_STALL_MS = 500;
+
+/** What the agent makes of a Welcome: obey it (adopting its cluster first, if so), or refuse it. */
+type WelcomeVerdict =
+  | { accept: true; adopt: boolean; warning?: string }
+  | { accept: false; message: string };
 
 /**
  * berth-agent's main loop: keep one stream open to the leading controller, say Hello with the full
- * inventory on every (re)connect (reconnect = full resync), report periodically, and execute the
- * commands that arrive. Reconnects back off exponentially with jitter and follow NotLeader.
+ * inventory on every (re)connect (reconnect = full resync), report periodically, prove liveness on
+ * its own timer (AgentHeartbeat), pet the host's watchdog while the leader is heard, and execute the
+ * commands that arrive. Where to reconnect and when is {@link ReconnectPlanner}'s call.
+ *
+ * Cluster identity: the agent obeys controllers of one cluster. It adopts the cluster id of the
+ * first Welcome that names one (persisting it, and resetting its leader epoch to that Welcome's,
+ * before any command runs) and from then on refuses Welcomes of other clusters; `joinCluster` moves
+ * it to another cluster the same way.
  */
 export class Agent {
   readonly bootId = randomUUID();
   private readonly executor: CommandExecutor;
+  private readonly state: AgentStateFile;
+  private readonly watchdog: HostWatchdog;
   private readonly usage = new UsageMeter();
   private running = 0;
   private readonly waiting: (() => void)[] = [];
+  private helloRead: Promise<Hello> | undefined;
 
+  /**
+   * @param initial the state loaded from the state dir (`loadAgentState`); a number is the leader
+   *   epoch alone, for callers from before cluster ids (no cluster yet).
+   */
   constructor(
     private readonly options: ResolvedAgentOptions,
     private readonly driver: HypervisorDriver,
-    initialEpoch: number,
+    initial: AgentState | number,
     private readonly log: Logger,
   ) {
-    this.executor = new CommandExecutor(driver, initialEpoch, (epoch) => {
-      saveAgentState(options.stateDir, { lastLeaderEpoch: epoch }).catch((e: unknown) =>
-        log.error({ err: e }, "could not save the leader epoch"),
-      );
+    const state: AgentState = typeof initial === "number" ? { lastLeaderEpoch: initial, clusterId: "" } : initial;
+    this.state = new AgentStateFile(options.stateDir, state);
+    this.executor = new CommandExecutor(driver, state.lastLeaderEpoch, (epoch) => {
+      this.state.update({ lastLeaderEpoch: epoch }).catch((e: unknown) => log.error({ err: e }, "could not save the leader epoch"));
     });
+    this.watchdog = new HostWatchdog(driver, log);
+    if (options.joinCluster !== undefined && options.joinCluster === state.clusterId) {
+      log.info({ clusterId: state.clusterId }, "already a member of the cluster --join-cluster names; the flag can be dropped");
+    }
   }
 
-  /** Runs until `signal` aborts. Never throws for connection trouble; it retries. */
+  /** The cluster this agent belongs to ("" until it has joined one). */
+  get clusterId(): string {
+    return this.state.state.clusterId;
+  }
+
+  /** The highest leader epoch obeyed (within {@link clusterId}). */
+  get leaderEpoch(): number {
+    return this.executor.leaderEpoch;
+  }
+
+  /** The cluster being joined (`--join-cluster`), while the stored one is another. */
+  private get joining(): string | undefined {
+    const j = this.options.joinCluster;
+    return j !== undefined && j !== this.state.state.clusterId ? j : undefined;
+  }
+
+  /**
+   * Runs until `signal` aborts. Never throws for connection trouble or refusals (it retries with
+   * backoff, a foreign cluster included); throws only when a controller finds the Hello invalid,
+   * which retrying cannot mend. Leaves the host's watchdog as it is when it returns.
+   */
   async run(signal: AbortSignal): Promise<void> {
-    let index = 0;
-    let target = this.options.controllers[0]!;
-    let failures = 0;
-    const wentSilent = new Map<string, number>();
+    await this.watchdog.inspect();
+    const planner = new ReconnectPlanner(this.options.controllers, this.options);
     while (!signal.aborted) {
-      const end = await this.session(target, signal).catch(
-        (e: unknown): SessionEnd => ({ kind: "ended", why: (e as Error).message, lastedMs: 0 }),
-      );
+      const target = planner.current;
+      const end = await this.session(target, signal).catch((e: unknown): SessionEnd => ({ kind: "ended", why: (e as Error).message, welcomed: false, lastedMs: 0 }));
       if (signal.aborted) break;
-      if (end.kind === "ended" && end.silent) wentSilent.set(target, Date.now());
-      if (end.kind === "not-leader" && end.leader && end.leader !== target) {
-        const silentAgoMs = Date.now() - (wentSilent.get(end.leader) ?? -Infinity);
-        if (silentAgoMs >= SILENT_CONTROLLER_SUSPICION_MS) {
-          this.log.info({ from: target, to: end.leader }, "following the leader");
-          target = end.leader;
-          continue;
-        }
-        this.log.info({ from: target, named: end.leader, silentAgoMs }, "not following a leader that just went silent; retrying");
+      switch (end.kind) {
+        case "rejected":
+          if (end.reason === RejectReason.REJECT_REASON_INVALID_HELLO) {
+            this.log.error({ controller: target, message: end.message }, "controller rejected this agent's Hello");
+            throw new Error(`controller rejected the agent: ${end.message}`);
+          }
+          if (end.reason === RejectReason.REJECT_REASON_DUPLICATE_HOST) {
+            this.log.warn(
+              { controller: target, message: end.message },
+              `controller refused this agent: another agent may be running with the same --host-id '${this.options.hostId}' (on this or another machine); backing off longer than usual`,
+            );
+          } else if (!end.byAgent) {
+            // FOREIGN_CLUSTER: the controller's message says how to move the host; STALE_EPOCH and
+            // anything else likewise name what is wrong. Retried with backoff, never fatal.
+            this.log.error({ controller: target, reason: RejectReason[end.reason] ?? end.reason, message: end.message }, "controller rejected this agent");
+          }
+          break;
+        case "ended":
+          this.log[end.welcomed ? "warn" : "info"]({ controller: target, why: end.why }, "stream to controller ended");
+          break;
+        case "unreachable":
+          this.log.info({ controller: target, why: end.why }, "controller unreachable");
+          break;
+        case "hypervisor":
+          this.log.warn({ why: end.why }, "cannot say Hello: the hypervisor is unreadable");
+          break;
+        case "not-leader":
+          break;
       }
-      if (end.kind === "rejected") {
-        this.log.error({ controller: target, reason: RejectReason[end.reason], message: end.message }, "controller rejected this agent");
-        if (end.reason === RejectReason.REJECT_REASON_INVALID_HELLO) throw new Error(`controller rejected the agent: ${end.message}`);
-      } else if (end.kind === "ended") {
-        this.log.warn({ controller: target, why: end.why }, "stream to controller ended");
-        if (end.lastedMs > 30_000) failures = 0;
-      }
-      failures++;
-      // The next controller in the list, passing over those that just went silent while others remain.
-      const list = this.options.controllers;
-      const suspect = (a: string): boolean => Date.now() - (wentSilent.get(a) ?? -Infinity) < SILENT_CONTROLLER_SUSPICION_MS;
-      for (let step = 1; step <= list.length; step++) {
-        index = (index + 1) % list.length;
-        if (!suspect(list[index]!) || step === list.length) break;
-      }
-      target = list[index]!;
-      const cap = Math.min(this.options.maxBackoffMs, this.options.minBackoffMs * 2 ** Math.min(failures, 16));
-      const waitMs = cap / 2 + Math.random() * (cap / 2);
-      await sleep(waitMs, signal);
+      const plan = planner.next(end);
+      this.log[end.kind === "not-leader" ? "info" : "debug"]({ from: target, to: plan.target, waitMs: Math.round(plan.waitMs), note: plan.note }, "reconnecting");
+      if (plan.waitMs > 0) await sleep(plan.waitMs, signal);
     }
   }
 
   private async session(address: string, signal: AbortSignal): Promise<SessionEnd> {
-    const client = new AgentServiceClient(address, credentials.createInsecure(), grpcClientOptions());
+    const client = new AgentServiceClient(address, credentials.createInsecure(), {
+      ...grpcClientOptions(),
+      // A channel of its own: grpc-js shares subchannels between channels by default, and a shared
+      // one still backing off from an earlier failure would fail a fresh connect at once.
+      "grpc.use_local_subchannel_pool": 1,
+    });
+    // Read the hypervisor while the connection is made; a read still running for an earlier try
+    // is reused, so that fast retries do not pile reads up on a slow hypervisor.
+    const hello = (this.helloRead ??= this.hello().finally(() => (this.helloRead = undefined)));
+    hello.catch(() => undefined);
     try {
-      // grpc-js has no handshake timeout: bound the connect ourselves.
-      await new Promise<void>((resolve, reject) =>
-        client.waitForReady(deadlineIn(CONNECT_TIMEOUT_MS), (e) => (e ? reject(new Error(`cannot reach ${address}: ${e.message}`)) : resolve())),
-      );
-      return await this.stream(client.connect(), address, signal);
+      const reached = await connect(client, this.options.connectTimeoutMs, signal);
+      if (reached !== undefined) return { kind: "unreachable", why: `cannot reach ${address}: ${reached}` };
+      let message: Hello;
+      try {
+        message = await hello;
+      } catch (e) {
+        return { kind: "hypervisor", why: (e as Error).message };
+      }
+      return await this.stream(client.connect(), address, message, signal);
     } finally {
       client.close();
     }
   }
 
-  private stream(call: ClientDuplexStream<AgentMessage, ControllerMessage>, address: string, signal: AbortSignal): Promise<SessionEnd> {
+  /** What to make of a Welcome, given the stored cluster id and `joinCluster`. */
+  private judgeWelcome(welcome: Welcome): WelcomeVerdict {
+    const stored = this.state.state.clusterId;
+    const theirs = welcome.clusterId;
+    const joining = this.joining;
+    if (joining !== undefined) {
+      if (theirs === joining) return { accept: true, adopt: true };
+      return {
+        accept: false,
+        message: theirs
+          ? `this agent is joining cluster '${joining}' (--join-cluster) but the controller belongs to cluster '${theirs}': check --controller`
+          : `this agent is joining cluster '${joining}' (--join-cluster) but the controller does not say its cluster (an older controller?): check --controller`,
+      };
+    }
+    if (theirs === "") {
+      // A controller from before cluster ids: nothing to check or adopt; epochs guard as before.
+      return stored ? { accept: true, adopt: false, warning: `the controller does not say its cluster; this agent belongs to '${stored}' and cannot check` } : { accept: true, adopt: false };
+    }
+    if (stored === "") return { accept: true, adopt: true };
+    if (stored === theirs) return { accept: true, adopt: false };
+    return {
+      accept: false,
+      message:
+        `this agent belongs to cluster '${stored}' but the controller belongs to cluster '${theirs}'; refusing it. ` +
+        `Check --controller; to move this host to cluster '${theirs}' on purpose, restart the agent with --join-cluster ${theirs}`,
+    };
+  }
+
+  /** Adopts the Welcome's cluster and epoch, durably, before any of its commands runs. */
+  private async adopt(welcome: Welcome): Promise<void> {
+    const before = { clusterId: this.state.state.clusterId, epoch: this.executor.leaderEpoch };
+    await this.state.update({ clusterId: welcome.clusterId, lastLeaderEpoch: welcome.leaderEpoch });
+    this.executor.resetEpoch(welcome.leaderEpoch);
+    this.log.info(
+      { clusterId: welcome.clusterId, previousClusterId: before.clusterId || undefined, epoch: welcome.leaderEpoch, previousEpoch: before.epoch },
+      before.clusterId ? "moved to another cluster (--join-cluster); its leader's epoch replaces the old cluster's" : "joined the cluster; its leader's epoch replaces any epoch kept from before",
+    );
+  }
+
+  private stream(call: ClientDuplexStream<AgentMessage, ControllerMessage>, address: string, hello: Hello, signal: AbortSignal): Promise<SessionEnd> {
     const startedAt = Date.now();
     const writer = new StreamWriter(call);
     let reportTimer: NodeJS.Timeout | undefined;
+    let tickTimer: NodeJS.Timeout | undefined;
+    /** Set by a Welcome: resolves true once it is obeyed (its cluster adopted), false if not. Commands wait on it. */
+    let accepted: Promise<boolean> | undefined;
     let welcomed = false;
-    let lastInventory = "";
+    let lastInventory = inventorySignature(hello.inventory?.domains ?? []);
 
     return new Promise<SessionEnd>((resolve) => {
       let settled = false;
@@ -135,6 +229,7 @@ export class Agent {
         settled = true;
         clearTimeout(answerTimer);
         clearInterval(reportTimer);
+        clearInterval(tickTimer);
         clearTimeout(eventReport);
         unsubscribe();
         signal.removeEventListener("abort", onAbort);
@@ -142,20 +237,32 @@ export class Agent {
         call.cancel();
         resolve(end);
       };
-      const onAbort = (): void => finish({ kind: "ended", why: "agent stopping", lastedMs: Date.now() - startedAt });
+      const ended = (why: string, silent = false): void =>
+        finish({ kind: "ended", why, welcomed, lastedMs: Date.now() - startedAt, ...(silent ? { silent } : {}) });
+      const onAbort = (): void => ended("agent stopping");
       signal.addEventListener("abort", onAbort);
-      const answerTimer = setTimeout(() => finish({ kind: "ended", why: "no answer to Hello", lastedMs: 0 }), HELLO_ANSWER_TIMEOUT_MS);
+      let answerTimer: NodeJS.Timeout | undefined;
 
       // A stream can end by error, end, or close; all mean "gone" and cleanup is idempotent.
-      call.on("error", (e) => finish({ kind: "ended", why: e.message, lastedMs: Date.now() - startedAt }));
-      call.on("end", () => finish({ kind: "ended", why: "controller ended the stream", lastedMs: Date.now() - startedAt }));
-      call.on("close", () => finish({ kind: "ended", why: "stream closed", lastedMs: Date.now() - startedAt }));
+      call.on("error", (e) => ended(e.message));
+      call.on("end", () => ended("controller ended the stream"));
+      call.on("close", () => ended("stream closed"));
 
-      // The controller answers every Report with a Heartbeat; silence means a dead or frozen
-      // controller behind a live connection, which keepalive alone would notice only much later.
-      let lastHeardMs = Date.now();
+      // Silence: the controller answers every Report with a Heartbeat, so a controller that owes an
+      // answer for long is dead or frozen behind a live connection (keepalive alone would notice
+      // much later). Counted from the first Report still unanswered, not from the last message: a
+      // slow hypervisor delays Reports, and a controller with nothing to answer is not silent.
+      // Monotonic clock: a wall-clock step is neither silence nor a stall.
+      let lastHeard = performance.now();
+      let unansweredSince: number | undefined;
       let silenceLimitMs = Infinity;
       let resultsSent = 0;
+      const sendReport = (report: AgentMessage): void => {
+        if (settled) return;
+        unansweredSince ??= performance.now();
+        writer.write(report);
+        this.watchdog.reportSent();
+      };
       // One report at a time (periodic and event-driven ones would otherwise cross, an older read
       // arriving after a newer one); a report asked for meanwhile runs once the current one ends.
       let reporting = false;
@@ -191,7 +298,7 @@ export class Agent {
         if (!domains) {
           const health = await this.driver.health();
           const message = health.available ? `the hypervisor answers but its domains cannot be listed: ${listError instanceof Error ? listError.message : String(listError)}` : health.message;
-          if (!settled) writer.write({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: { available: false, message: message.slice(0, Limits.maxFactLength) } } } });
+          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: { available: false, message: message.slice(0, Limits.maxFactLength) } } } });
           return;
         }
         const hypervisor = { available: true, message: "" };
@@ -206,14 +313,14 @@ export class Agent {
         }
         if (settled) return;
         if (!domains || resultsSent !== seen) {
-          writer.write({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor } } });
+          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor } } });
           return;
         }
         const usage = stats ? this.usage.observe(domains, stats, Date.now()) : usageOf(domains);
         const signature = inventorySignature(domains);
         const inventory: Inventory | undefined = signature === lastInventory ? undefined : { domains };
         lastInventory = signature;
-        writer.write({ msg: { $case: "report", value: { usage, inventory, hypervisor } } });
+        sendReport({ msg: { $case: "report", value: { usage, inventory, hypervisor } } });
       };
       // Reports are periodic, and also prompt after the hypervisor's own events (a crash, a
       // libvirtd restart), coalesced so that a burst of events costs one report.
@@ -234,27 +341,75 @@ export class Agent {
         reportSoon();
       });
 
+      /** Starts what a Welcome that is obeyed starts: liveness ticks, reports, the watchdog. */
+      const begin = (welcome: Welcome): void => {
+        welcomed = true;
+        const interval = Math.max(100, welcome.reportIntervalMs || 2_000);
+        silenceLimitMs = interval * 3 + 1_000;
+        const tickMs = Math.max(100, Math.floor(interval / 2));
+        const stallMs = Math.max(MIN_STALL_MS, tickMs);
+        const heartbeat: AgentMessage = { msg: { $case: "heartbeat", value: { leaderEpoch: welcome.leaderEpoch } } };
+        this.watchdog.configure(welcome.fenceTimeoutMs);
+        this.log.info(
+          { controller: address, epoch: welcome.leaderEpoch, controllerId: welcome.controllerId, clusterId: welcome.clusterId || undefined, fenceTimeoutMs: welcome.fenceTimeoutMs || undefined },
+          "connected",
+        );
+        // The liveness tick: an AgentHeartbeat that never waits on the hypervisor (the controller
+        // counts a host silent from its last message of any kind), the check of the controller's
+        // silence, and the check of the agent's own.
+        let lastTick = performance.now();
+        tickTimer = setInterval(() => {
+          const now = performance.now();
+          const lateMs = now - lastTick - tickMs;
+          lastTick = now;
+          if (lateMs > stallMs) {
+            // Frozen ourselves (SIGSTOP, starved loop): whatever the controller did meanwhile could
+            // not reach us, so its silence starts now; it is not left, nor suspected, for it.
+            this.log.warn({ controller: address, stalledMs: Math.round(lateMs) }, "the agent was stalled (stopped or starved); not counting that time as the controller's silence");
+            lastHeard = now;
+            if (unansweredSince !== undefined) unansweredSince = now;
+            this.watchdog.stalled();
+          } else if (unansweredSince !== undefined && now - unansweredSince > silenceLimitMs) {
+            ended(`controller silent for ${Math.round(now - lastHeard)} ms (a report unanswered for ${Math.round(now - unansweredSince)} ms)`, true);
+            return;
+          }
+          writer.write(heartbeat);
+        }, tickMs);
+        // Checked on the tick, not in the report: a report stuck on a slow hypervisor must not keep
+        // the agent on a dead controller, nor delay its heartbeats.
+        reportTimer = setInterval(reportOnce, interval);
+      };
+
       call.on("data", (message: ControllerMessage) => {
-        lastHeardMs = Date.now();
+        lastHeard = performance.now();
+        unansweredSince = undefined;
         const msg = message.msg;
         if (!msg) return;
+        if (welcomed) this.watchdog.heard();
         switch (msg.$case) {
           case "welcome": {
+            if (accepted) return; // one Welcome per stream
             clearTimeout(answerTimer);
-            welcomed = true;
-            this.executor.observeEpoch(msg.value.leaderEpoch);
-            const interval = Math.max(100, msg.value.reportIntervalMs || 2_000);
-            silenceLimitMs = interval * 3 + 1_000;
-            this.log.info({ controller: address, epoch: msg.value.leaderEpoch, controllerId: msg.value.controllerId }, "connected");
-            reportTimer = setInterval(() => {
-              // Checked here, not in the report: a report stuck on a slow hypervisor must not
-              // keep the agent on a dead controller.
-              if (Date.now() - lastHeardMs > silenceLimitMs) {
-                finish({ kind: "ended", why: `controller silent for ${Date.now() - lastHeardMs} ms`, lastedMs: Date.now() - startedAt, silent: true });
-                return;
-              }
-              reportOnce();
-            }, interval);
+            const welcome = msg.value;
+            const verdict = this.judgeWelcome(welcome);
+            if (!verdict.accept) {
+              this.log.error({ controller: address, clusterId: this.clusterId || undefined, controllerClusterId: welcome.clusterId, joinCluster: this.options.joinCluster }, verdict.message);
+              accepted = Promise.resolve(false);
+              finish({ kind: "rejected", reason: RejectReason.REJECT_REASON_FOREIGN_CLUSTER, message: verdict.message, byAgent: true });
+              return;
+            }
+            if (verdict.warning) this.log.warn({ controller: address }, verdict.warning);
+            accepted = (async () => {
+              if (verdict.adopt) await this.adopt(welcome);
+              else this.executor.observeEpoch(welcome.leaderEpoch);
+              if (settled) return false;
+              begin(welcome);
+              return true;
+            })().catch((e: unknown) => {
+              this.log.error({ err: e, clusterId: welcome.clusterId }, "could not save the cluster id; obeying no controller until it is saved");
+              ended(`cannot save the agent state: ${(e as Error).message}`);
+              return false;
+            });
             break;
           }
           case "notLeader":
@@ -265,24 +420,26 @@ export class Agent {
             break;
           case "heartbeat":
             break;
-          case "command":
-            if (!welcomed) return;
-            void this.limit(() => this.handleCommand(msg.value)).then((result) => {
-              if (settled) return;
-              resultsSent++;
-              writer.write({ msg: { $case: "result", value: result } });
+          case "command": {
+            // Commands wait for their Welcome to be obeyed (its cluster id saved); they stay in
+            // arrival order, all waiting on the same promise.
+            if (!accepted) return;
+            const command = msg.value;
+            void accepted.then((ok) => {
+              if (!ok || settled) return;
+              void this.limit(() => this.handleCommand(command)).then((result) => {
+                if (settled) return;
+                resultsSent++;
+                writer.write({ msg: { $case: "result", value: result } });
+              });
             });
             break;
+          }
         }
       });
 
-      void this.hello().then(
-        (hello) => {
-          lastInventory = inventorySignature(hello.inventory?.domains ?? []);
-          writer.write({ msg: { $case: "hello", value: hello } });
-        },
-        (e: unknown) => finish({ kind: "ended", why: `hypervisor unreadable: ${(e as Error).message}`, lastedMs: 0 }),
-      );
+      writer.write({ msg: { $case: "hello", value: hello } });
+      answerTimer = setTimeout(() => ended("no answer to Hello"), HELLO_ANSWER_TIMEOUT_MS);
     });
   }
 
@@ -296,7 +453,10 @@ export class Agent {
       inventory: { domains },
       agentVersion: AGENT_VERSION,
       driver: facts.driver,
-      lastLeaderEpoch: this.executor.leaderEpoch,
+      // An epoch is compared only within one cluster: an agent of no cluster yet (or joining
+      // another) has none that means anything to this controller. Its own epoch still guards
+      // commands until a Welcome with a cluster id replaces it.
+      lastLeaderEpoch: this.joining !== undefined || this.clusterId === "" ? 0 : this.executor.leaderEpoch,
       allocationRatio: this.options.allocationRatio,
       reserved: this.options.reserved,
       facts: {
@@ -305,7 +465,7 @@ export class Agent {
         numaCells: facts.numaCells.slice(0, Limits.maxNumaCells),
       },
       hypervisor: { available: true, message: "" },
-      clusterId: "",
+      clusterId: this.joining ?? this.clusterId,
     };
   }
 
@@ -341,6 +501,37 @@ function usageOf(domains: readonly Domain[]) {
   return domains
     .filter((d) => d.state === DomainState.DOMAIN_STATE_RUNNING && d.resources)
     .reduce((sum, d) => addResources(sum, d.resources!), { ...ZERO });
+}
+
+/**
+ * Connects the client's channel: resolves undefined once READY, or why not. An address that cannot
+ * be reached now (refused, unresolvable: TRANSIENT_FAILURE) fails at once; only a connection that
+ * hangs (grpc-js has no handshake timeout) waits out `timeoutMs`.
+ */
+function connect(client: Client, timeoutMs: number, signal: AbortSignal): Promise<string | undefined> {
+  const channel = client.getChannel();
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve) => {
+    let done = false;
+    const end = (why: string | undefined): void => {
+      if (done) return;
+      done = true;
+      signal.removeEventListener("abort", onAbort);
+      resolve(why);
+    };
+    const onAbort = (): void => end("agent stopping");
+    signal.addEventListener("abort", onAbort);
+    const check = (): void => {
+      if (done) return;
+      const state = channel.getConnectivityState(true);
+      if (state === connectivityState.READY) return end(undefined);
+      if (state === connectivityState.TRANSIENT_FAILURE) return end("connection failed (refused or unresolvable)");
+      if (state === connectivityState.SHUTDOWN) return end("channel shut down");
+      if (Date.now() >= deadline) return end(`no connection within ${timeoutMs} ms`);
+      channel.watchConnectivityState(state, deadline, (e) => (e ? end(`no connection within ${timeoutMs} ms`) : check()));
+    };
+    check();
+  });
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -81,4 +81,20 @@ describe("CommandExecutor", () => {
     expect(await executor.execute(command(1, { $case: "start", value: {} }))).toMatchObject({ ok: false, errorCode: "NOT_FOUND" });
     expect(await executor.execute(command(1, { $case: "delete", value: {} }))).toMatchObject({ ok: true });
   });
+
+  it("resetEpoch lowers the epoch (a host entering another cluster) without reporting it; observeEpoch never does", async () => {
+    executor.observeEpoch(18);
+    executor.observeEpoch(2);
+    expect(executor.leaderEpoch).toBe(18);
+    executor.resetEpoch(2);
+    expect(executor.leaderEpoch).toBe(2);
+    expect(epochs).toEqual([18]);
+    expect(await executor.execute(command(1, create(1).action, 2))).toMatchObject({ ok: true });
+  });
+
+  it("defines a CreateDomain with fence as a fenced domain", async () => {
+    const result = await executor.execute(command(1, { $case: "create", value: { name: "db-1", resources, start: false, fence: true } }));
+    expect(result.domain).toMatchObject({ fence: true });
+    expect((await driver.list())[0]).toMatchObject({ vmId, fence: true });
+  });
 });

@@ -26,12 +26,22 @@ export class CommandExecutor {
     return this.highestEpoch;
   }
 
-  /** Accepts a newer leader's epoch (from Welcome). Epochs never go back. */
+  /** Accepts a newer leader's epoch (from Welcome). Epochs never go back, except by `resetEpoch`. */
   observeEpoch(epoch: number): void {
     if (epoch > this.highestEpoch) {
       this.highestEpoch = epoch;
       this.onEpoch(epoch);
     }
+  }
+
+  /**
+   * Sets the epoch to `epoch` even when lower: only for an agent entering a cluster (adopting its
+   * id), whose old epoch belongs to another cluster's store and says nothing of this one's leaders.
+   * Does not call `onEpoch`: the caller persists the epoch together with the cluster id, before any
+   * command of the new cluster runs.
+   */
+  resetEpoch(epoch: number): void {
+    this.highestEpoch = epoch;
   }
 
   /** Runs the command after any earlier one for the same VM; never rejects. */
@@ -74,9 +84,10 @@ export class CommandExecutor {
       let domain: Domain | undefined;
       switch (action.$case) {
         case "create": {
-          const { name, resources, start } = action.value;
+          const { name, resources, start, fence } = action.value;
           if (!resources) return fail(ErrorCode.InvalidArgument, "command.create.resources is required", existing);
-          domain = existing ?? (await this.driver.define({ vmId: command.vmId, name, resources, generation: command.generation }));
+          // `fence`: the host's watchdog powers this domain off when its deadline passes.
+          domain = existing ?? (await this.driver.define({ vmId: command.vmId, name, resources, generation: command.generation, fence }));
           if (start) domain = await this.driver.start(command.vmId);
           break;
         }

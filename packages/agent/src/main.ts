@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import type { HypervisorDriver } from "@berth/hypervisor";
 import { openDriver } from "./driver-factory.js";
 import { Agent } from "./agent.js";
 import { loadAgentState } from "./agent-state.js";
+import { lockStateDir, StateDirLockedError, type StateDirLock } from "./state-lock.js";
 import { invalidArgument, messageForFlags, parseCapacity, parseHostPortList, parseLabelAssignments, stopWhenParentGone } from "@berth/core";
-import { resolveAgentOptions, type AgentLibvirtOptions, type DriverKind } from "./options.js";
+import { resolveAgentOptions, type AgentLibvirtOptions, type DriverKind, type ResolvedAgentOptions } from "./options.js";
 
 const HELP = `berth-agent: runs on every host; reports capacity and executes placement commands.
 
@@ -17,7 +18,13 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
                           follows the leader among them
   --driver fake|libvirt   hypervisor driver (default fake: a simulated hypervisor kept in the
                           state dir; libvirt: real VMs through libvirtd)
-  --state-dir DIR         where the agent (and the fake hypervisor) keep state across restarts
+  --state-dir DIR         where the agent (and the fake hypervisor) keep state across restarts;
+                          one agent per directory (agent.lock in it names the one running)
+  --join-cluster ID       move this host to the cluster with this id: the agent forgets the
+                          cluster and leader epoch it kept, obeys only controllers of cluster ID,
+                          and adopts it at the first Welcome; its existing domains are reported
+                          and left alone by that cluster (orphans). Without it, an agent that
+                          belongs to a cluster refuses controllers of any other
   --capacity SPEC         fake driver: what the host offers, e.g. vcpus=16,memory=64GiB,disk=1TiB
   --libvirt-uri URI       libvirt driver: connection URI (default qemu:///system)
   --storage-pool NAME     libvirt driver: storage pool for VM disks (default "default")
@@ -36,8 +43,12 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
 With --driver libvirt the agent needs what virsh needs on that URI (for qemu:///system: root or
 the libvirt group), and virsh on its PATH; see deploy/libvirt-host.md.
 
-Exit status: 0 after SIGINT/SIGTERM, 1 when the controller rejects this agent for good or the
-hypervisor cannot be opened, 2 on bad arguments.
+A controller of another cluster (REJECT_REASON_FOREIGN_CLUSTER) or one that finds this host id
+already connected (DUPLICATE_HOST: another agent with the same --host-id?) is logged and retried
+with backoff; the agent does not exit for it.
+
+Exit status: 0 after SIGINT/SIGTERM, 1 when the controller rejects the Hello as invalid, the
+hypervisor or the state cannot be opened, or another agent holds the state dir; 2 on bad arguments.
 `;
 
 /** The libvirt flags given, as agent options (absent when none is given). */
@@ -80,6 +91,7 @@ async function main(): Promise<number> {
         controller: { type: "string" },
         driver: { type: "string", default: "fake" },
         "state-dir": { type: "string" },
+        "join-cluster": { type: "string" },
         capacity: { type: "string" },
         "libvirt-uri": { type: "string" },
         "storage-pool": { type: "string" },
@@ -113,6 +125,7 @@ async function main(): Promise<number> {
       controllers,
       driver: args.driver as DriverKind,
       stateDir: args["state-dir"] ?? "",
+      ...(args["join-cluster"] !== undefined ? { joinCluster: args["join-cluster"] } : {}),
       ...(args.capacity ? { capacity: parseCapacity(args.capacity, "--capacity") } : {}),
       ...libvirtFlags(args),
       labels: parseLabelAssignments(args.label ?? [], "--label"),
@@ -133,6 +146,7 @@ async function main(): Promise<number> {
       controller: "--controller",
       driver: "--driver",
       state_dir: "--state-dir",
+      join_cluster: "--join-cluster",
       labels: "--label",
       capacity: "--capacity",
       libvirt: "--libvirt-uri/--storage-pool/--network/--bridge/--domain-type",
@@ -142,18 +156,55 @@ async function main(): Promise<number> {
   }
   const log = pino({ name: "berth-agent", level: args["log-level"] ?? process.env.LOG_LEVEL ?? "info" }).child({ hostId: options.hostId });
 
+  // One agent per state dir, taken before anything in it is opened (the fake hypervisor lives there).
+  let lock: StateDirLock;
+  try {
+    lock = await lockStateDir(options.stateDir, options.hostId);
+  } catch (e) {
+    const message = e instanceof StateDirLockedError ? e.message : `cannot lock the state directory ${options.stateDir}: ${(e as Error).message}`;
+    log.fatal({ stateDir: options.stateDir }, message);
+    process.stderr.write(`berth-agent: ${message}\n`);
+    return 1;
+  }
+  process.once("exit", () => lock.releaseSync());
+  try {
+    return await runAgent(options, log);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function runAgent(options: ResolvedAgentOptions, log: Logger): Promise<number> {
   let driver: HypervisorDriver;
   let state;
   try {
     driver = await openDriver(options, log);
-    state = await loadAgentState(options.stateDir);
   } catch (e) {
-    log.fatal({ err: e }, "cannot open the hypervisor or the agent state");
-    process.stderr.write(`berth-agent: cannot open the hypervisor or the agent state: ${(e as Error).message}\n`);
+    log.fatal({ err: e }, "cannot open the hypervisor");
+    process.stderr.write(`berth-agent: cannot open the hypervisor: ${(e as Error).message}\n`);
     return 1;
   }
-  const agent = new Agent(options, driver, state.lastLeaderEpoch, log);
-  log.info({ bootId: agent.bootId, controllers: options.controllers, driver: driver.kind, domains: (await driver.list()).length }, "agent starting");
+  try {
+    state = await loadAgentState(options.stateDir);
+  } catch (e) {
+    await driver.close();
+    log.fatal({ err: e }, "cannot read the agent state");
+    process.stderr.write(`berth-agent: cannot read the agent state: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const agent = new Agent(options, driver, state, log);
+  log.info(
+    {
+      bootId: agent.bootId,
+      controllers: options.controllers,
+      driver: driver.kind,
+      domains: (await driver.list().catch(() => [])).length,
+      clusterId: state.clusterId || undefined,
+      leaderEpoch: state.lastLeaderEpoch,
+      joinCluster: options.joinCluster,
+    },
+    "agent starting",
+  );
   const abort = new AbortController();
   const stop = (why: string): void => {
     log.info({ why }, "stopping");

@@ -18,10 +18,39 @@ export interface AgentOptions {
   allocationRatio?: AllocationRatio;
   /** This host's override of the cluster's reserve (absent: the cluster's). */
   reserved?: Resources;
-  /** Reconnect backoff bounds; each wait is jittered. */
+  /**
+   * Move this host to the cluster with this id (`--join-cluster`): Hello carries it with
+   * `last_leader_epoch` 0, and a Welcome from that cluster is adopted (persisted) and resets the
+   * leader epoch, as a fresh agent's would. A Welcome from any other cluster is refused. Once the
+   * stored cluster id is this one the option changes nothing (a unit file that keeps the flag does
+   * not reset the epoch at every start). Default: none (keep the stored cluster).
+   */
+  joinCluster?: string;
+  /**
+   * Reconnect backoff bounds; each wait is jittered ("equal jitter": half fixed, half random).
+   * Defaults 250 ms and 5 s.
+   */
   minBackoffMs?: number;
   maxBackoffMs?: number;
-  /** Commands run at once across VMs. */
+  /**
+   * While the controllers answer NotLeader (an election in progress, or the named leader not
+   * answering yet), reconnects are spaced at most this much, so the agent reaches a new leader
+   * within about this long after it is elected. Applies for the first 30 s of such answers, then
+   * the normal backoff. Default 500 ms (capped by `maxBackoffMs`).
+   */
+  electionRetryMs?: number;
+  /**
+   * After a DUPLICATE_HOST rejection (another live stream speaks for this host id), the agent waits
+   * between half this and this (jittered) before trying again. At least `2 × maxBackoffMs`, so it is
+   * always longer than a normal reconnect. Default: max(15 s, 2 × maxBackoffMs).
+   */
+  duplicateHostBackoffMs?: number;
+  /**
+   * Bound on connecting to one controller when the connection hangs (a refused or unresolvable
+   * address fails at once, whatever this is). Default 5 s.
+   */
+  connectTimeoutMs?: number;
+  /** Commands run at once across VMs. Default 16. */
   maxConcurrentCommands?: number;
 }
 
@@ -51,12 +80,22 @@ export interface ResolvedAgentOptions {
   labels: Record<string, string>;
   allocationRatio: AllocationRatio | undefined;
   reserved: Resources | undefined;
+  joinCluster: string | undefined;
   minBackoffMs: number;
   maxBackoffMs: number;
+  electionRetryMs: number;
+  duplicateHostBackoffMs: number;
+  connectTimeoutMs: number;
   maxConcurrentCommands: number;
 }
 
-/** Fills defaults and validates. Throws INVALID_ARGUMENT naming the option. */
+/** Longest cluster id `joinCluster` takes. */
+export const MAX_CLUSTER_ID_LENGTH = 128;
+
+/**
+ * Fills defaults (documented on {@link AgentOptions}) and validates. Throws INVALID_ARGUMENT naming
+ * the option (snake_case, as `messageForFlags` maps them to flags).
+ */
 export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   validateHostId(o.hostId, "host_id");
   if (o.controllers.length === 0) throw invalidArgument("controller", "at least one controller address is required (host:port)");
@@ -77,6 +116,18 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   if (!(minBackoffMs > 0 && maxBackoffMs >= minBackoffMs)) {
     throw invalidArgument("backoff", "need 0 < min_backoff_ms ≤ max_backoff_ms");
   }
+  const electionRetryMs = Math.min(o.electionRetryMs ?? 500, maxBackoffMs);
+  if (!(electionRetryMs > 0)) throw invalidArgument("election_retry_ms", "must be > 0");
+  const duplicateHostBackoffMs = o.duplicateHostBackoffMs ?? Math.max(15_000, 2 * maxBackoffMs);
+  if (!(duplicateHostBackoffMs >= 2 * maxBackoffMs)) {
+    throw invalidArgument("duplicate_host_backoff_ms", `must be at least 2 × max_backoff_ms (${2 * maxBackoffMs}), so that it waits longer than a normal reconnect`);
+  }
+  const connectTimeoutMs = o.connectTimeoutMs ?? 5_000;
+  if (!(connectTimeoutMs > 0)) throw invalidArgument("connect_timeout_ms", "must be > 0");
+  const joinCluster = o.joinCluster === undefined || o.joinCluster === "" ? undefined : o.joinCluster;
+  if (joinCluster !== undefined && (joinCluster.length > MAX_CLUSTER_ID_LENGTH || !/^[\x21-\x7e]+$/.test(joinCluster))) {
+    throw invalidArgument("join_cluster", `must be 1-${MAX_CLUSTER_ID_LENGTH} printable characters without spaces`);
+  }
   return {
     hostId: o.hostId,
     controllers: o.controllers,
@@ -87,8 +138,12 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     labels,
     allocationRatio: o.allocationRatio,
     reserved: o.reserved,
+    joinCluster,
     minBackoffMs,
     maxBackoffMs,
+    electionRetryMs,
+    duplicateHostBackoffMs,
+    connectTimeoutMs,
     maxConcurrentCommands: o.maxConcurrentCommands ?? 16,
   };
 }

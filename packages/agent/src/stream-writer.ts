@@ -3,8 +3,8 @@ import type { AgentMessage, ControllerMessage } from "@berth/api";
 
 /**
  * Writes to the agent's stream honouring backpressure: while the stream is backed up, messages
- * wait in order for 'drain', except Reports, of which only the latest is kept (a newer report
- * supersedes an older one).
+ * wait in order for 'drain', except Reports and AgentHeartbeats, of which only the latest of each
+ * kind is kept (a newer report supersedes an older one; one proof of life is as good as two).
  */
 export class StreamWriter {
   private readonly queue: AgentMessage[] = [];
@@ -21,8 +21,9 @@ export class StreamWriter {
       this.blocked = !this.call.write(message);
       return;
     }
-    if (message.msg?.$case === "report") {
-      const i = this.queue.findIndex((m) => m.msg?.$case === "report");
+    const kind = message.msg?.$case;
+    if (kind === "report" || kind === "heartbeat") {
+      const i = this.queue.findIndex((m) => m.msg?.$case === kind);
       if (i >= 0) this.queue.splice(i, 1);
     }
     this.queue.push(message);
