@@ -46,7 +46,10 @@ export interface DomainSpec {
 export interface WatchdogStatus {
   /** The armed deadline (Unix ms); 0 when disarmed. */
   deadlineMs: number;
-  /** When the watchdog last fired (Unix ms): the deadline passed unpetted; 0 when never. */
+  /**
+   * When the watchdog fired (Unix ms: the deadline that passed unpetted); 0 when it has not fired
+   * since the last `setWatchdog`. Persisted: an agent restarted after a fire sees it.
+   */
   firedAtMs: number;
 }
 
@@ -201,12 +204,20 @@ export interface HypervisorDriver {
    * as a host reset by a hardware watchdog would be. The rule holds even while the caller is frozen:
    * the fake keeps the deadline in its state file, so any process reading it applies it; libvirt
    * uses a watchdog device when configured, else a timer in the driver (the docs state the residual
-   * risk). A fired watchdog stays fired (persisted) until the next `setWatchdog`. Idempotent.
+   * risk). A deadline that has already passed fires before it is moved (a late pet never undoes a
+   * fence), and a fired watchdog powers nothing back on: the domains it powered off stay off until
+   * started again. A fired watchdog stays fired (`firedAtMs`, persisted) until the next
+   * `setWatchdog`, which resets it — unless that call itself finds the deadline passed: then it
+   * reports that fire. Only domains defined with `fence: true` are affected. Idempotent.
+   * INVALID_ARGUMENT for a deadline that is not a time > 0.
    */
   setWatchdog(deadlineMs: number): Promise<void>;
-  /** Disarms the watchdog (an agent stopping cleanly, or one with no leader's fence timeout). Idempotent. */
+  /**
+   * Disarms the watchdog (an agent stopping cleanly, or one with no leader's fence timeout). A
+   * deadline that has already passed fires first; `firedAtMs` is kept. Idempotent.
+   */
   clearWatchdog(): Promise<void>;
-  /** The watchdog's deadline and when it last fired. Never throws. */
+  /** The watchdog's deadline (0: disarmed) and when it fired (see `WatchdogStatus`); a passed deadline fires first. Never throws. */
   watchdog(): Promise<WatchdogStatus>;
 
   /** Stops following events and releases resources (files, connections, child processes). Idempotent. */

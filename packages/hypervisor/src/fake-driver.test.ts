@@ -6,15 +6,23 @@ import fc from "fast-check";
 import { DomainState, type Domain } from "@berth/api";
 import { BerthError, ErrorCode, isBerthError } from "@berth/core";
 import { idleStats } from "./driver.js";
+import { writeFileAtomic } from "./fake-state.js";
 import {
   DEFAULT_FAKE_CAPACITY,
   FAKE_STATE_FILE,
   FAKE_STATE_FORMAT,
+  effectiveFakeDomains,
+  effectiveFakeState,
+  FAKE_STATE_FORMAT_V2,
   FakeDriver,
+  fakeRunningVmIds,
   ManualClock,
   readFakeHypervisorState,
+  readFakeStoredState,
+  realClock,
   resolveFakeDriverOptions,
   writeFakeFaults,
+  type FakeClock,
   type DomainSpec,
   type DriverEvent,
   type FakeDriverOptions,
@@ -118,7 +126,7 @@ describe("FakeDriver", () => {
     expect(await d.list()).toEqual([]);
 
     const defined = await d.define(s);
-    expect(defined).toEqual({ vmId: s.vmId, name: "vm-1", state: SHUTOFF, generation: 3, resources: s.resources });
+    expect(defined).toEqual({ vmId: s.vmId, name: "vm-1", state: SHUTOFF, generation: 3, resources: s.resources, fence: false });
     expect((await d.start(s.vmId)).state).toBe(RUNNING);
     expect((await d.setGeneration(s.vmId, 4)).generation).toBe(4);
     expect(await d.list()).toEqual([{ ...defined, state: RUNNING, generation: 4 }]);
@@ -131,6 +139,7 @@ describe("FakeDriver", () => {
       operations: { [s.vmId]: { define: 1, start: 1, stop: 1, delete: 1 } },
       volumes: [],
       incoming: [],
+      watchdog: { deadlineMs: 0, firedAtMs: 0 },
     });
   });
 
@@ -156,7 +165,7 @@ describe("FakeDriver", () => {
   it("succeeds deleting an absent domain without counting it", async () => {
     const d = driver();
     await d.delete(spec(7).vmId);
-    expect(readFakeHypervisorState(dir)).toEqual({ domains: [], operations: {}, volumes: [], incoming: [] });
+    expect(readFakeHypervisorState(dir)).toEqual({ domains: [], operations: {}, volumes: [], incoming: [], watchdog: { deadlineMs: 0, firedAtMs: 0 } });
   });
 
   it("answers NOT_FOUND for start, stop and setGeneration of an unknown domain", async () => {
@@ -294,7 +303,13 @@ describe("FakeDriver", () => {
   });
 
   it("reads a missing state file or directory as empty", () => {
-    expect(readFakeHypervisorState(path.join(dir, "nowhere"))).toEqual({ domains: [], operations: {}, volumes: [], incoming: [] });
+    expect(readFakeHypervisorState(path.join(dir, "nowhere"))).toEqual({
+      domains: [],
+      operations: {},
+      volumes: [],
+      incoming: [],
+      watchdog: { deadlineMs: 0, firedAtMs: 0 },
+    });
   });
 
   it("returns copies: callers cannot change the driver's state", async () => {
@@ -784,7 +799,7 @@ describe("FakeDriver: state file v2", () => {
       }),
     );
     const { d, clock } = clocked({ load: { cpu: { kind: "constant", fraction: 1 } } });
-    expect(await d.list()).toEqual([{ vmId, name: "vm-1", state: RUNNING, generation: 3, resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 } }]);
+    expect(await d.list()).toEqual([{ vmId, name: "vm-1", state: RUNNING, generation: 3, resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, fence: false }]);
     expect(readFakeHypervisorState(dir).volumes).toEqual([{ vmId, name: "vm-1.qcow2", diskGib: 20 }]);
     await clock.advance(1000);
     expect((await d.stats(vmId)).cpuTimeNs).toBe(2e9);
@@ -836,7 +851,7 @@ describe("FakeDriver: migration between two agents", () => {
     expect(readFakeHypervisorState(srcDir).volumes.map((v) => v.vmId)).toEqual([vmId]); // undefined, not deleted
 
     const finished = await dst.finishIncoming(vmId, 5);
-    expect(finished).toEqual({ vmId, name: "vm-1", state: RUNNING, generation: 5, resources: spec(1).resources });
+    expect(finished).toEqual({ vmId, name: "vm-1", state: RUNNING, generation: 5, resources: spec(1).resources, fence: false });
     expect(await dst.finishIncoming(vmId, 5)).toEqual(finished);
     expect(await dst.list()).toEqual([finished]);
     expect(kinds(dstEvents)).toEqual(["started"]);
@@ -929,5 +944,204 @@ describe("FakeDriver: migration between two agents", () => {
     const again = driver(dstDir);
     expect(await again.list()).toEqual([]);
     expect((await again.finishIncoming(vmId, 7)).state).toBe(RUNNING);
+  });
+});
+
+describe("FakeDriver: fencing (watchdog)", () => {
+  const fenced = (n: number): DomainSpec => ({ ...spec(n), fence: true });
+  /** A fence domain (1) and a plain one (2), both running. */
+  async function twoRunning(d: FakeDriver): Promise<{ a: string; b: string }> {
+    await d.define(fenced(1));
+    await d.define(spec(2));
+    await d.start(spec(1).vmId);
+    await d.start(spec(2).vmId);
+    return { a: spec(1).vmId, b: spec(2).vmId };
+  }
+  const states = async (d: FakeDriver): Promise<Record<string, DomainState>> => Object.fromEntries((await d.list()).map((x) => [x.vmId, x.state]));
+
+  it("records fence with the domain: define → list, in the file and through a restart", async () => {
+    const d = driver();
+    expect((await d.define(fenced(1))).fence).toBe(true);
+    expect((await d.define(spec(2))).fence).toBe(false);
+    expect((await d.list()).map((x) => x.fence)).toEqual([true, false]);
+    expect(JSON.parse(readFileSync(path.join(dir, FAKE_STATE_FILE), "utf8")).domains.map((x: { fence: boolean }) => x.fence)).toEqual([true, false]);
+    await d.close();
+    expect((await driver().list()).map((x) => x.fence)).toEqual([true, false]);
+    expect(await code(driver().define({ ...spec(3), fence: "yes" as unknown as boolean }))).toBe(ErrorCode.InvalidArgument);
+  });
+
+  it("fires on its timer when the deadline passes: fence domains off with a 'stopped' event, the others run on", async () => {
+    const { d, clock } = clocked();
+    const { a, b } = await twoRunning(d);
+    const seen = events(d);
+    const deadline = clock.now() + 1000;
+    await d.setWatchdog(deadline);
+    await d.setWatchdog(deadline);
+    expect(await d.watchdog()).toEqual({ deadlineMs: deadline, firedAtMs: 0 });
+    await clock.advance(999);
+    expect(seen).toEqual([]);
+    await clock.advance(1);
+    // No call needed: the timer fired, told subscribers, and wrote the file.
+    expect(seen).toMatchObject([{ type: "domain", vmId: a, kind: "stopped", domain: { state: SHUTOFF, fence: true } }]);
+    expect(await d.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: deadline });
+    expect(await states(d)).toEqual({ [a]: SHUTOFF, [b]: RUNNING }); // list resolves once the fire is on disk
+    const file = readFakeStoredState(dir, clock.now());
+    expect(file.domains.map((x) => x.state)).toEqual([SHUTOFF, RUNNING]);
+    expect(file.watchdog).toEqual({ deadlineMs: 0, firedAtMs: deadline });
+    expect(file.runtime[a]).toBeUndefined();
+    // The fence is not an operation anyone asked for: not counted as a stop.
+    expect(d.operationCounts(a).stop).toBe(0);
+
+    // Moving the deadline afterwards powers nothing back on (and forgets the fire); start works as
+    // usual, and a later fire fences the new incarnation.
+    await d.setWatchdog(clock.now() + 1000);
+    expect((await d.watchdog()).firedAtMs).toBe(0);
+    expect(readFakeStoredState(dir, clock.now()).watchdog.firedAtMs).toBe(0);
+    await clock.advance(500);
+    expect((await states(d))[a]).toBe(SHUTOFF);
+    expect((await d.start(a)).state).toBe(RUNNING);
+    await clock.advance(500);
+    expect(await states(d)).toEqual({ [a]: SHUTOFF, [b]: RUNNING });
+    expect((await d.watchdog()).firedAtMs).toBe(deadline + 1000);
+  });
+
+  it("clearWatchdog disarms; a deadline in the past fires at once; a bad deadline is refused", async () => {
+    const { d, clock } = clocked();
+    const { a } = await twoRunning(d);
+    await d.setWatchdog(clock.now() + 1000);
+    await d.clearWatchdog();
+    await d.clearWatchdog();
+    await clock.advance(5000);
+    expect((await states(d))[a]).toBe(RUNNING);
+    expect(readFakeStoredState(dir, clock.now()).watchdog).toEqual({ deadlineMs: 0, firedAtMs: 0 });
+    for (const bad of [0, -1, Number.NaN, Infinity, "1" as unknown as number]) {
+      const e = await rejection(d.setWatchdog(bad));
+      expect(e).toMatchObject({ code: ErrorCode.InvalidArgument, field: "watchdog.deadline_ms" });
+    }
+    await d.setWatchdog(clock.now() - 1);
+    expect((await states(d))[a]).toBe(SHUTOFF);
+    expect(await d.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: clock.now() - 1 });
+    // Even a deadline from before the domain started: set in the past, it fires on what runs now.
+    await d.start(a);
+    await d.setWatchdog(clock.now() - 60_000);
+    expect((await states(d))[a]).toBe(SHUTOFF);
+    expect(await d.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: clock.now() - 60_000 });
+  });
+
+  it("fires whether or not the hypervisor answers, and before any operation", async () => {
+    const { d, clock } = clocked();
+    const { a } = await twoRunning(d);
+    await d.setWatchdog(clock.now() + 1000);
+    d.faults.makeUnavailable();
+    await clock.advance(1000);
+    expect(await code(d.list())).toBe(ErrorCode.HypervisorUnavailable);
+    d.faults.makeAvailable();
+    expect((await states(d))[a]).toBe(SHUTOFF);
+  });
+
+  it("every reader applies the rule at its own time, though the driver has not written since (a frozen agent)", async () => {
+    const { d, clock } = clocked();
+    const { a, b } = await twoRunning(d);
+    const deadline = clock.now() + 1000;
+    await d.setWatchdog(deadline);
+    await d.close(); // as good as frozen: no timer, no writes
+    expect(fakeRunningVmIds(dir, deadline - 1)).toEqual([a, b]);
+    expect(fakeRunningVmIds(dir, deadline)).toEqual([b]);
+    expect(fakeRunningVmIds(path.join(dir, "nowhere"), deadline)).toEqual([]);
+    const seen = readFakeHypervisorState(dir, deadline + 5);
+    expect(seen.domains.map((x) => [x.vmId, x.state])).toEqual([[a, SHUTOFF], [b, RUNNING]]);
+    expect(seen.watchdog).toEqual({ deadlineMs: 0, firedAtMs: deadline });
+    // The file itself still says running: the rule, not a write, fenced it.
+    expect(readFakeStoredState(dir, deadline + 5).domains.map((x) => x.state)).toEqual([RUNNING, RUNNING]);
+
+    // A driver opened on that state later (the agent restarted) reports it off, and writes so.
+    await clock.advance(1005);
+    const again = clocked({ clock }).d;
+    expect(await states(again)).toEqual({ [a]: SHUTOFF, [b]: RUNNING });
+    expect(await again.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: deadline });
+    expect(readFakeStoredState(dir, clock.now()).domains.map((x) => x.state)).toEqual([SHUTOFF, RUNNING]);
+  });
+
+  it("the rule is pure: effectiveFakeDomains / effectiveFakeState", () => {
+    const vm = (n: number, state: DomainState, fence: boolean): Domain => ({ vmId: spec(n).vmId, name: `vm-${n}`, state, generation: 1, resources: spec(n).resources, fence });
+    const state = {
+      domains: [vm(1, RUNNING, true), vm(2, PAUSED, true), vm(3, RUNNING, false), vm(4, CRASHED, true), vm(5, RUNNING, true)],
+      watchdog: { deadlineMs: 100, firedAtMs: 7 },
+      // 5 started at the deadline: after the host was fenced, so not the copy the fence is about.
+      runtime: { [spec(1).vmId]: { startedAtMs: 10 }, [spec(2).vmId]: { startedAtMs: 10 }, [spec(5).vmId]: { startedAtMs: 100 } },
+    };
+    expect(effectiveFakeDomains(state, 99).map((x) => x.state)).toEqual([RUNNING, PAUSED, RUNNING, CRASHED, RUNNING]);
+    expect(effectiveFakeDomains(state, 100).map((x) => x.state)).toEqual([SHUTOFF, SHUTOFF, RUNNING, CRASHED, RUNNING]);
+    expect(effectiveFakeDomains({ ...state, watchdog: { deadlineMs: 0, firedAtMs: 0 } }, 1e15).map((x) => x.state)).toEqual([RUNNING, PAUSED, RUNNING, CRASHED, RUNNING]);
+    expect(state.domains[0]!.state).toBe(RUNNING); // not mutated
+    const full = { ...state, operations: {}, volumes: [], incoming: [], load: {}, nextIncarnation: 9, runtime: { ...state.runtime, [spec(3).vmId]: { incarnation: 1, startedAtMs: 10, cpuMs: 0, runningSinceMs: 10 } } } as never;
+    const eff = effectiveFakeState(full, 150);
+    expect(eff.watchdog).toEqual({ deadlineMs: 0, firedAtMs: 100 });
+    expect(Object.keys(eff.runtime).sort()).toEqual([spec(3).vmId, spec(5).vmId].sort());
+    expect(effectiveFakeState(full, 50)).toBe(full);
+  });
+
+  it("a pet that would land after the deadline on disk is written again with the fence applied", async () => {
+    // A clock the test moves by hand while a write is under way (as if the agent were frozen mid-write).
+    let t = 1_000_000;
+    const clock: FakeClock = { now: () => t, setTimer: (fn, ms) => realClock.setTimer(fn, ms, { background: true }) };
+    const d = new FakeDriver({ stateDir: dir, clock });
+    drivers.push(d);
+    const { a } = await twoRunning(d);
+    const first = t + 10_000;
+    await d.setWatchdog(first);
+    const seen = events(d);
+    t += 5_000;
+    const pet = d.setWatchdog(t + 10_000);
+    // The pet's state is serialized now; the deadline on disk passes before its rename.
+    setImmediate(() => (t = first));
+    await pet;
+    const file = readFakeStoredState(dir, t);
+    expect(file.domains.map((x) => x.state)).toEqual([SHUTOFF, RUNNING]);
+    expect(file.watchdog).toEqual({ deadlineMs: first + 5_000, firedAtMs: first });
+    expect(kinds(seen)).toEqual(["stopped"]);
+    expect((await d.list()).find((x) => x.vmId === a)?.state).toBe(SHUTOFF);
+  });
+
+  it("writeFileAtomic leaves the file as it was when the write is no longer current", async () => {
+    const file = path.join(dir, "x.json");
+    writeFileSync(file, "old");
+    expect(await writeFileAtomic(file, "new", () => false)).toBe(false);
+    expect(readFileSync(file, "utf8")).toBe("old");
+    expect(readdirSync(dir)).toEqual(["x.json"]);
+    expect(await writeFileAtomic(file, "new", () => true)).toBe(true);
+    expect(readFileSync(file, "utf8")).toBe("new");
+  });
+
+  it("still reads a v2 file: nothing fenced, the watchdog disarmed", async () => {
+    const vmId = spec(1).vmId;
+    const run = { incarnation: 1, startedAtMs: 5, cpuMs: 0, runningSinceMs: 5 };
+    writeFileSync(
+      path.join(dir, FAKE_STATE_FILE),
+      JSON.stringify({
+        format: FAKE_STATE_FORMAT_V2,
+        domains: [{ vmId, name: "vm-1", state: "DOMAIN_STATE_RUNNING", generation: 3, resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, run }],
+        volumes: [],
+        incoming: [],
+        nextIncarnation: 2,
+        operations: {},
+      }),
+    );
+    expect(readFakeHypervisorState(dir)).toMatchObject({ domains: [{ vmId, fence: false, state: RUNNING }], watchdog: { deadlineMs: 0, firedAtMs: 0 } });
+    const d = driver();
+    await d.setGeneration(vmId, 4);
+    const raw = JSON.parse(readFileSync(path.join(dir, FAKE_STATE_FILE), "utf8"));
+    expect(raw.format).toBe(FAKE_STATE_FORMAT);
+    expect(raw.domains[0].fence).toBe(false);
+    expect(raw.watchdog).toEqual({ deadlineMs: 0, firedAtMs: 0 });
+  });
+
+  it("a migrated domain keeps its fence", async () => {
+    const src = driver(path.join(dir, "a"));
+    const dst = driver(path.join(dir, "b"));
+    await src.define(fenced(1));
+    await src.start(spec(1).vmId);
+    await src.migrateOut(spec(1).vmId, await dst.prepareIncoming(fenced(1)));
+    expect((await dst.finishIncoming(spec(1).vmId, 2)).fence).toBe(true);
   });
 });

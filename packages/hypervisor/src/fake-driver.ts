@@ -25,6 +25,7 @@ import {
   FAKE_STATE_FILE,
   fakeHandoffFile,
   fakeStateFile,
+  fencedBy,
   isCount,
   isObject,
   readHandoff,
@@ -48,17 +49,25 @@ export { ManualClock, realClock, type FakeClock, type FakeTimer } from "./fake-c
 export * from "./fake-faults.js";
 export * from "./fake-load.js";
 export {
+  effectiveFakeDomains,
+  effectiveFakeState,
   FAKE_HANDOFF_FORMAT,
   FAKE_STATE_FILE,
   FAKE_STATE_FORMAT,
   FAKE_STATE_FORMAT_V1,
+  FAKE_STATE_FORMAT_V2,
   fakeHandoffFile,
+  fakeRunningVmIds,
   fakeStateFile,
   readFakeHypervisorState,
+  readStoredState as readFakeStoredState,
   type FakeHypervisorState,
   type FakeIncoming,
   type FakeOperationCounts,
+  type FakeRuntime,
+  type FakeStoredState,
   type FakeVolume,
+  type FakeWatchdogView,
 } from "./fake-state.js";
 
 /** Physical capacity the fake host offers when none is configured: 16 vCPU, 64 GiB memory, 1 TiB disk. */
@@ -177,6 +186,8 @@ const { DOMAIN_STATE_SHUTOFF: SHUTOFF, DOMAIN_STATE_RUNNING: RUNNING, DOMAIN_STA
   DomainState;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MIB = 1024 * 1024;
+/** Longest delay a Node timer takes (about 24.8 days); a later deadline is re-checked when it ends. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Simulated I/O per busy vCPU-second: what makes the disk and network counters grow. */
 const IO_PER_CPU_SECOND = { diskRead: 8 * MIB, diskWrite: 4 * MIB, netRx: 2 * MIB, netTx: 1 * MIB };
 
@@ -207,6 +218,14 @@ type CountedOperation = keyof FakeOperationCounts;
  * through {@link FakeDriver.faults} or the control file (see fake-faults.ts); each VM's CPU and
  * memory demand follows a load pattern (fake-load.ts) that `stats()` reports.
  *
+ * Fencing: `setWatchdog` keeps the deadline in the state file, and the rule (an armed deadline
+ * that has passed powers off the fence domains started before it) is applied by whoever reads the
+ * file (`readFakeHypervisorState`, `fakeRunningVmIds`), at the reader's time: a frozen agent's
+ * host is fenced for every other process, as a reset host would be. The driver applies the same
+ * rule before every operation and on a timer (so subscribers get "stopped" without a call), and
+ * persists it at its next write. A write that would land after the deadline on disk has passed is
+ * re-made with the fence applied, so no reader ever sees a fenced domain running again.
+ *
  * Migration between two fake drivers (two agents on one machine): the destination's
  * `prepareIncoming` records an incoming slot (not listed as a domain) and creates the volume; the
  * source's `migrateOut` writes a handoff file into the destination's directory, then undefines its
@@ -229,6 +248,16 @@ export class FakeDriver implements HypervisorDriver {
   private readonly incoming = new Map<string, FakeIncoming>();
   private readonly counts = new Map<string, FakeOperationCounts>();
   private nextIncarnation = 1;
+  /** The watchdog as this driver keeps it (what `watchdog()` returns). */
+  private readonly wd: WatchdogStatus = { deadlineMs: 0, firedAtMs: 0 };
+  /**
+   * The deadline in the state file as last written (or read at open): other processes go by it, so
+   * the driver fences at the earlier of it and its own until a write has landed.
+   */
+  private durableDeadlineMs = 0;
+  /** The latest deadline that has fired, kept when `setWatchdog` resets `firedAtMs` (a fire happens once). */
+  private lastFiredMs = 0;
+  private wdTimer: { cancel(): void } | undefined;
   private readonly listeners = new Set<(event: DriverEvent) => void>();
   /** Graceful stops waiting for their guest, woken by any change of the domain. */
   private readonly waiters = new Map<string, Set<() => void>>();
@@ -257,6 +286,10 @@ export class FakeDriver implements HypervisorDriver {
     for (const s of state.incoming) this.incoming.set(s.vmId, s);
     for (const [vmId, c] of Object.entries(state.operations)) this.counts.set(vmId, c);
     this.nextIncarnation = state.nextIncarnation;
+    this.wd.deadlineMs = state.watchdog.deadlineMs;
+    this.wd.firedAtMs = state.watchdog.firedAtMs;
+    this.durableDeadlineMs = state.watchdog.deadlineMs;
+    this.lastFiredMs = state.watchdog.firedAtMs;
     this.faults = new FaultPlan(
       this.options.stateDir,
       this.clock,
@@ -269,6 +302,10 @@ export class FakeDriver implements HypervisorDriver {
       this.options.faultPollMs,
     );
     this.faults.start();
+    // A deadline that passed while no driver ran (the agent was down or frozen): the host was
+    // fenced then, and every reader already sees it so; make the file say it too.
+    this.applyWatchdog();
+    this.scheduleWatchdog();
   }
 
   /** The constructor as a promise, for callers that prefer an async factory. */
@@ -641,6 +678,7 @@ export class FakeDriver implements HypervisorDriver {
   /** Pauses a running domain (libvirt `suspend`); PAUSED is a no-op; other states: FAILED_PRECONDITION. */
   async pause(vmId: string): Promise<Domain> {
     this.ensureOpen();
+    this.applyWatchdog();
     const domain = this.get(vmId);
     if (domain.state === PAUSED) return this.unchanged(domain);
     this.require(domain, [RUNNING], PAUSED);
@@ -657,6 +695,7 @@ export class FakeDriver implements HypervisorDriver {
   /** Resumes a paused domain; RUNNING is a no-op; other states: FAILED_PRECONDITION. */
   async resume(vmId: string): Promise<Domain> {
     this.ensureOpen();
+    this.applyWatchdog();
     const domain = this.get(vmId);
     if (domain.state === RUNNING) return this.unchanged(domain);
     this.require(domain, [PAUSED], RUNNING);
@@ -670,6 +709,7 @@ export class FakeDriver implements HypervisorDriver {
    */
   async crash(vmId: string): Promise<Domain> {
     this.ensureOpen();
+    this.applyWatchdog();
     const domain = this.get(vmId);
     if (domain.state === CRASHED) return this.unchanged(domain);
     this.require(domain, [RUNNING, PAUSED], CRASHED);
@@ -684,6 +724,7 @@ export class FakeDriver implements HypervisorDriver {
    */
   async setLoad(vmId: string, profile: Partial<LoadProfile> | undefined): Promise<void> {
     this.ensureOpen();
+    this.applyWatchdog();
     this.get(vmId);
     const checked = profile === undefined ? undefined : validateLoadProfile(profile, "load");
     this.foldCpu();
@@ -709,22 +750,46 @@ export class FakeDriver implements HypervisorDriver {
     return { ...(this.counts.get(vmId) ?? ZERO_COUNTS) };
   }
 
-  /** Stops timers and events, wakes waiting stops (they reject), waits for pending writes; then calls reject with HYPERVISOR_UNAVAILABLE. Idempotent. */
-  async setWatchdog(_deadlineMs: number): Promise<void> {
-    // Implemented with host failure handling.
+  // ---- fencing ---------------------------------------------------------------------------------
+
+  /**
+   * Arms the watchdog or moves its deadline (`deadlineMs`, on the clock's axis: Unix ms with the
+   * real clock), written to the state file before it resolves. A deadline that has already passed
+   * fires first (a late pet does not undo a fence), and a deadline in the past fires at once.
+   * `firedAtMs` is reset to 0, unless this call found the deadline passed (then it reports that fire).
+   * Works while the hypervisor is "unavailable" (a watchdog does not need libvirtd) and ignores
+   * injected faults. Idempotent. INVALID_ARGUMENT (`watchdog.deadline_ms`) for a deadline that is
+   * not a time > 0; HYPERVISOR_UNAVAILABLE if the state file cannot be written (the deadline on
+   * disk, the earlier one, still holds).
+   */
+  async setWatchdog(deadlineMs: number): Promise<void> {
+    this.ensureOpen();
+    checkDeadline(deadlineMs);
+    await this.moveDeadline(deadlineMs, true);
   }
 
+  /**
+   * Disarms the watchdog, written before it resolves. A deadline that has already passed fires
+   * first: clearing cannot take back a fence. `firedAtMs` is kept. Idempotent. HYPERVISOR_UNAVAILABLE if the state file
+   * cannot be written (the deadline on disk still holds).
+   */
   async clearWatchdog(): Promise<void> {
-    // Implemented with host failure handling.
+    this.ensureOpen();
+    await this.moveDeadline(0, false);
   }
 
+  /** The watchdog as it is now (a passed deadline fires first). Never throws; after close, as it was left. */
   async watchdog(): Promise<WatchdogStatus> {
-    return { deadlineMs: 0, firedAtMs: 0 };
+    if (!this.closed) this.applyWatchdog();
+    return { ...this.wd };
   }
 
+  /** Stops timers and events, wakes waiting stops (they reject), waits for pending writes; then calls reject with HYPERVISOR_UNAVAILABLE. Idempotent. */
   async close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      this.wdTimer?.cancel();
+      this.wdTimer = undefined;
       this.faults.stop();
       this.listeners.clear();
       for (const wake of [...this.waiters.values()].flatMap((s) => [...s])) wake();
@@ -752,6 +817,8 @@ export class FakeDriver implements HypervisorDriver {
       this.ensureOpen();
       this.faults.poll();
     }
+    // Before the unavailability check: a watchdog fires whether or not libvirtd answers.
+    this.applyWatchdog();
     this.faults.check(op, vmId);
     return body();
   }
@@ -874,6 +941,103 @@ export class FakeDriver implements HypervisorDriver {
     return dir;
   }
 
+  /**
+   * The watchdog rule, applied now: when an armed deadline has passed — this driver's, or the one
+   * in the state file (other processes go by the file, so a pet not yet written does not count) —
+   * every fence domain started before it is powered off ("stopped" event; not counted as a stop),
+   * `firedAtMs` records the deadline and a passed deadline is disarmed. Runs before every
+   * operation, on the timer and in every snapshot, so no write ever shows a fenced domain running.
+   * Returns whether anything changed (then the caller writes).
+   */
+  private checkWatchdog(): boolean {
+    const now = this.clock.now();
+    const due = [this.wd.deadlineMs, this.durableDeadlineMs].filter((d) => d > 0 && d <= now);
+    if (due.length === 0) return false;
+    const at = Math.min(...due);
+    return this.fire(at, at, now);
+  }
+
+  /**
+   * Powers off the fence domains started before `cutoffMs`, records a fire at `atMs` (once per
+   * deadline), and disarms a deadline that has passed by `nowMs`. Returns whether anything changed.
+   */
+  private fire(atMs: number, cutoffMs: number, nowMs: number): boolean {
+    let changed = false;
+    for (const domain of [...this.domains.values()].sort(byVmId)) {
+      if (!fencedBy(domain, this.runtime.get(domain.vmId)?.startedAtMs, cutoffMs)) continue;
+      this.powerOff(domain);
+      changed = true;
+    }
+    if (this.lastFiredMs < atMs) {
+      this.lastFiredMs = atMs;
+      this.wd.firedAtMs = atMs;
+      changed = true;
+    }
+    if (this.wd.deadlineMs > 0 && this.wd.deadlineMs <= nowMs) {
+      this.wd.deadlineMs = 0;
+      changed = true;
+    }
+    return changed;
+  }
+
+  /**
+   * {@link checkWatchdog}, and a write when it changed something (its failure is not this caller's:
+   * the file's deadline still fences every reader, and the next write carries the change).
+   */
+  private applyWatchdog(): void {
+    if (this.checkWatchdog()) this.persist().catch(() => undefined);
+  }
+
+  /**
+   * setWatchdog / clearWatchdog: fire what is due, move the deadline (0: disarm), write. A pet
+   * (`resetFired`) forgets an earlier fire, but not one it finds itself: that is news to its caller.
+   */
+  private async moveDeadline(deadlineMs: number, resetFired: boolean): Promise<void> {
+    const before = this.lastFiredMs;
+    let changed = this.checkWatchdog();
+    if (resetFired && this.lastFiredMs === before && this.wd.firedAtMs !== 0) {
+      this.wd.firedAtMs = 0;
+      changed = true;
+    }
+    if (this.wd.deadlineMs !== deadlineMs) {
+      this.wd.deadlineMs = deadlineMs;
+      const now = this.clock.now();
+      if (deadlineMs > 0 && deadlineMs <= now) {
+        // Set in the past, it fires now: on every fence domain running now, as a reset would (and
+        // as libvirt's destroy does), not only on those started before that past time.
+        this.fire(deadlineMs, Infinity, now);
+        this.wd.firedAtMs = deadlineMs;
+      }
+      changed = true;
+    }
+    this.scheduleWatchdog();
+    // Also when nothing changed here but the file lags (an earlier write failed).
+    if (changed || this.durableDeadlineMs !== this.wd.deadlineMs) await this.persist();
+    else await this.writeChain;
+  }
+
+  /** Arms the timer for the next armed deadline (this driver's or the file's), so a fire needs no call. */
+  private scheduleWatchdog(): void {
+    this.wdTimer?.cancel();
+    this.wdTimer = undefined;
+    if (this.closed) return;
+    const now = this.clock.now();
+    const next = [this.wd.deadlineMs, this.durableDeadlineMs].filter((d) => d > now);
+    if (next.length === 0) return;
+    const delay = Math.min(Math.min(...next) - now, MAX_TIMER_MS);
+    // Background: the deadline is in the file, so a process that exits meanwhile loses nothing.
+    this.wdTimer = this.clock.setTimer(
+      () => {
+        this.wdTimer = undefined;
+        if (this.closed) return;
+        this.applyWatchdog();
+        this.scheduleWatchdog();
+      },
+      delay,
+      { background: true },
+    );
+  }
+
   /** Resolves after `ms` or at the next change of the domain, whichever comes first. */
   private waitForChange(vmId: string, ms: number): Promise<void> {
     if (!(ms > 0)) return Promise.resolve();
@@ -940,16 +1104,33 @@ export class FakeDriver implements HypervisorDriver {
    */
   private persist(): Promise<void> {
     if (this.queuedWrite) return this.queuedWrite;
-    const write = this.writeChain.then(() => {
+    const write = this.writeChain.then(async () => {
       this.queuedWrite = undefined;
-      return writeFileAtomic(this.stateFile, serializeState(this.snapshot()));
+      for (;;) {
+        const serializedAt = this.clock.now();
+        const state = this.snapshot();
+        // If the deadline on disk passes while this write is under way (a slow disk, or this process
+        // frozen mid-write), the snapshot may show running a domain every reader now sees fenced:
+        // it must not land. Made again, the snapshot has the fence applied (then at most once more).
+        const landed = await writeFileAtomic(this.stateFile, serializeState(state), () => {
+          const d = this.durableDeadlineMs;
+          return !(d > 0 && serializedAt < d && this.clock.now() >= d);
+        });
+        if (landed) {
+          this.durableDeadlineMs = state.watchdog.deadlineMs;
+          this.scheduleWatchdog();
+          return;
+        }
+      }
     });
     this.queuedWrite = write;
     this.writeChain = write.catch(() => undefined);
     return write;
   }
 
+  /** The whole state to write, with the watchdog rule applied first. */
   private snapshot(): FakeStoredState {
+    this.checkWatchdog();
     const operations: Record<string, FakeOperationCounts> = {};
     for (const vmId of [...this.counts.keys()].sort()) operations[vmId] = { ...this.counts.get(vmId)! };
     const runtime: Record<string, FakeRuntime> = {};
@@ -959,6 +1140,7 @@ export class FakeDriver implements HypervisorDriver {
       operations,
       volumes: [...this.volumes.values()].sort(byVmId),
       incoming: [...this.incoming.values()].sort(byVmId),
+      watchdog: { ...this.wd },
       runtime,
       load: Object.fromEntries(this.load),
       nextIncarnation: this.nextIncarnation,
@@ -982,6 +1164,12 @@ function checkGeneration(generation: unknown, field: string): void {
   }
 }
 
+function checkDeadline(deadlineMs: unknown): void {
+  if (typeof deadlineMs !== "number" || !Number.isFinite(deadlineMs) || deadlineMs <= 0) {
+    throw invalidArgument("watchdog.deadline_ms", `must be a time in ms > 0 (got ${String(deadlineMs)})`);
+  }
+}
+
 function validateSpec(spec: DomainSpec): void {
   if (!isObject(spec)) throw invalidArgument("domain", "is required");
   if (typeof spec.vmId !== "string" || spec.vmId.length === 0) throw invalidArgument("domain.vm_id", "is required");
@@ -989,6 +1177,7 @@ function validateSpec(spec: DomainSpec): void {
   if (typeof spec.name !== "string" || spec.name.length === 0) throw invalidArgument("domain.name", "is required");
   if (spec.name.includes("/")) throw invalidArgument("domain.name", `must not contain "/" (got ${JSON.stringify(spec.name)})`);
   checkGeneration(spec.generation, "domain.generation");
+  if (spec.fence !== undefined && typeof spec.fence !== "boolean") throw invalidArgument("domain.fence", `must be a boolean (got ${String(spec.fence)})`);
   const r: unknown = spec.resources;
   if (!isObject(r)) throw invalidArgument("domain.resources", "is required");
   for (const k of RESOURCE_NAMES) {

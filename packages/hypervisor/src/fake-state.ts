@@ -1,21 +1,34 @@
 /**
- * The fake hypervisor's files: the state file `<stateDir>/fake-hypervisor.json` (format v2; v1 is
- * still read) and the migration handoff files `<stateDir>/fake-incoming-<vmId>.json`, both written
- * atomically (temp file, fsync, rename, fsync of the directory).
+ * The fake hypervisor's files: the state file `<stateDir>/fake-hypervisor.json` (format v3; v2 and
+ * v1 are still read) and the migration handoff files `<stateDir>/fake-incoming-<vmId>.json`, both
+ * written atomically (temp file, fsync, rename, fsync of the directory).
+ *
+ * The state file also holds the host's watchdog (fencing): its deadline, when it last fired, and
+ * which domains it fences (`fence` per domain). The watchdog rule — an armed deadline that has
+ * passed powers the fence domains off from the deadline on — is applied by every reader at its own
+ * time ({@link effectiveFakeState}), not only by the driver that wrote the file: so a host whose
+ * agent is frozen (SIGSTOP) is fenced in the eyes of every other process, as a host reset by a
+ * hardware watchdog would be.
  */
-import { readFileSync } from "node:fs";
-import { open, rename, unlink } from "node:fs/promises";
+import { readFileSync, renameSync } from "node:fs";
+import { open, unlink } from "node:fs/promises";
 import path from "node:path";
 import { domainStateFromJSON, domainStateToJSON, DomainState, type Domain, type Resources } from "@berth/api";
 import { BerthError, ErrorCode, RESOURCE_NAMES } from "@berth/core";
+import type { WatchdogStatus } from "./driver.js";
 import { validateLoadProfile, type LoadProfile } from "./fake-load.js";
 
 /** Name of the state file inside `stateDir`. */
 export const FAKE_STATE_FILE = "fake-hypervisor.json";
 
-/** Format tag written into the state file. */
-export const FAKE_STATE_FORMAT = "berth-fake-hypervisor/v2";
-/** The previous format, still read (domains and counters only; volumes are inferred). */
+/**
+ * Format tag written into the state file. v3 added the watchdog and each domain's `fence`; the tag
+ * changed so that an older reader refuses the file instead of ignoring a fence it does not know.
+ */
+export const FAKE_STATE_FORMAT = "berth-fake-hypervisor/v3";
+/** The previous format, still read (no watchdog: disarmed, never fired; no domain fenced). */
+export const FAKE_STATE_FORMAT_V2 = "berth-fake-hypervisor/v2";
+/** The first format, still read (domains and counters only; volumes are inferred). */
 export const FAKE_STATE_FORMAT_V1 = "berth-fake-hypervisor/v1";
 
 /** Format tag of a migration handoff file. */
@@ -61,6 +74,8 @@ export interface FakeHypervisorState {
   volumes: FakeVolume[];
   /** Incoming migration slots, sorted by vmId. */
   incoming: FakeIncoming[];
+  /** The host's watchdog (see `HypervisorDriver.setWatchdog`); as read, with the rule applied at the read's time. */
+  watchdog: WatchdogStatus;
 }
 
 /** The running incarnation of an active (RUNNING or PAUSED) domain, and its CPU account. */
@@ -105,18 +120,101 @@ export function fakeHandoffFile(stateDir: string, vmId: string): string {
 }
 
 export function emptyStoredState(): FakeStoredState {
-  return { domains: [], operations: {}, volumes: [], incoming: [], runtime: {}, load: {}, nextIncarnation: 1 };
+  return {
+    domains: [],
+    operations: {},
+    volumes: [],
+    incoming: [],
+    watchdog: { deadlineMs: 0, firedAtMs: 0 },
+    runtime: {},
+    load: {},
+    nextIncarnation: 1,
+  };
 }
 
 /**
  * Reads the fake hypervisor's state file in `stateDir`, synchronously, without a driver: meant for
- * another process (an end-to-end test) inspecting what an agent's driver did. A missing file (or
- * directory) reads as the empty state. Throws BerthError HYPERVISOR_UNAVAILABLE if the file is
- * unreadable or not a state file. The file is replaced atomically, so a read never sees a torn file.
+ * another process (an end-to-end test) inspecting what an agent's driver did. The watchdog rule is
+ * applied at `nowMs` (default: now, on the real clock's axis, which is the one an agent's driver
+ * uses): fence domains are SHUTOFF once an armed deadline has passed, even if the file still shows
+ * them running (their driver is frozen, or has not written since). A missing file (or directory)
+ * reads as the empty state. Throws BerthError HYPERVISOR_UNAVAILABLE if the file is unreadable or
+ * not a state file. The file is replaced atomically, so a read never sees a torn file.
  */
-export function readFakeHypervisorState(stateDir: string): FakeHypervisorState {
-  const s = readStoredState(stateDir, Date.now());
-  return { domains: s.domains, operations: s.operations, volumes: s.volumes, incoming: s.incoming };
+export function readFakeHypervisorState(stateDir: string, nowMs: number = Date.now()): FakeHypervisorState {
+  const s = effectiveFakeState(readStoredState(stateDir, nowMs), nowMs);
+  return { domains: s.domains, operations: s.operations, volumes: s.volumes, incoming: s.incoming, watchdog: s.watchdog };
+}
+
+/**
+ * The vmIds the fake host in `stateDir` runs at `nowMs` (state RUNNING once the watchdog rule is
+ * applied), sorted: what a "no VM runs on two hosts" check samples across every host's state file.
+ * PAUSED domains are not counted (the agent never pauses; a paused copy runs no guest code). A
+ * missing file is a host running nothing. Read-only and synchronous; throws HYPERVISOR_UNAVAILABLE
+ * for an unreadable or foreign file (never for a torn one: the file is replaced atomically).
+ */
+export function fakeRunningVmIds(stateDir: string, nowMs: number = Date.now()): string[] {
+  return effectiveFakeDomains(readStoredState(stateDir, nowMs), nowMs)
+    .filter((d) => d.state === DomainState.DOMAIN_STATE_RUNNING)
+    .map((d) => d.vmId);
+}
+
+/** What the watchdog rule needs of a state: {@link FakeHypervisorState} and {@link FakeStoredState} both are one. */
+export interface FakeWatchdogView {
+  domains: readonly Domain[];
+  watchdog: WatchdogStatus;
+  /** When each active domain's incarnation started; a domain without one counts as started before any deadline. */
+  runtime?: Readonly<Record<string, Pick<FakeRuntime, "startedAtMs">>>;
+}
+
+/**
+ * The deadline that has fired by `nowMs`: the watchdog's deadline when it is armed (> 0) and
+ * `nowMs` ≥ it; otherwise undefined. Pure.
+ */
+export function firedDeadline(watchdog: WatchdogStatus, nowMs: number): number | undefined {
+  return watchdog.deadlineMs > 0 && nowMs >= watchdog.deadlineMs ? watchdog.deadlineMs : undefined;
+}
+
+/**
+ * Whether the watchdog firing at `deadlineMs` powers this domain off: a fence domain whose process
+ * runs (RUNNING or PAUSED) and whose incarnation started before the deadline (one started at or
+ * after it was started once the host was fenced, and is not the copy the fence is about). Pure.
+ */
+export function fencedBy(domain: Domain, startedAtMs: number | undefined, deadlineMs: number): boolean {
+  const active = domain.state === DomainState.DOMAIN_STATE_RUNNING || domain.state === DomainState.DOMAIN_STATE_PAUSED;
+  return domain.fence && active && (startedAtMs === undefined || startedAtMs < deadlineMs);
+}
+
+/**
+ * The domains of a fake host as they are at `nowMs`, in the order given: when the watchdog's armed
+ * deadline has passed, every fence domain started before it is SHUTOFF (a copy), whatever the file
+ * says (the driver that wrote it may be frozen); the others are the given objects. Pure: the same
+ * state and time give the same answer in every process, which is what makes the fake's fencing
+ * hold for a frozen agent.
+ */
+export function effectiveFakeDomains(state: FakeWatchdogView, nowMs: number): Domain[] {
+  const fired = firedDeadline(state.watchdog, nowMs);
+  return state.domains.map((d) =>
+    fired !== undefined && fencedBy(d, state.runtime?.[d.vmId]?.startedAtMs, fired)
+      ? { ...d, state: DomainState.DOMAIN_STATE_SHUTOFF, resources: d.resources ? { ...d.resources } : undefined }
+      : d,
+  );
+}
+
+/**
+ * The whole state as it is at `nowMs` (see {@link effectiveFakeDomains}): fenced domains SHUTOFF
+ * without a runtime, and a watchdog that fired shown as fired (`firedAtMs` = the deadline) and
+ * disarmed. Returns `state` itself when the watchdog has not fired. Pure.
+ */
+export function effectiveFakeState(state: FakeStoredState, nowMs: number): FakeStoredState {
+  const fired = firedDeadline(state.watchdog, nowMs);
+  if (fired === undefined) return state;
+  const domains = effectiveFakeDomains(state, nowMs);
+  const runtime = { ...state.runtime };
+  domains.forEach((d, i) => {
+    if (d !== state.domains[i]) delete runtime[d.vmId];
+  });
+  return { ...state, domains, runtime, watchdog: { deadlineMs: 0, firedAtMs: fired } };
 }
 
 /** The whole state file; `nowMs` stands for the start time of domains a v1 file shows active. */
@@ -140,6 +238,7 @@ interface StoredDomain {
   state: string;
   generation: number;
   resources: Resources;
+  fence: boolean;
   run?: FakeRuntime;
   load?: Partial<LoadProfile>;
 }
@@ -154,6 +253,7 @@ export function serializeState(state: FakeStoredState): string {
       state: domainStateToJSON(d.state),
       generation: d.generation,
       resources: resourcesOf(d),
+      fence: d.fence,
       ...(run ? { run } : {}),
       ...(load ? { load } : {}),
     };
@@ -163,6 +263,7 @@ export function serializeState(state: FakeStoredState): string {
     domains,
     volumes: state.volumes,
     incoming: state.incoming,
+    watchdog: state.watchdog,
     nextIncarnation: state.nextIncarnation,
     operations: state.operations,
   };
@@ -179,10 +280,11 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
   }
   if (!isObject(raw)) throw corrupt("not an object");
   const format = raw["format"];
-  if (format !== FAKE_STATE_FORMAT && format !== FAKE_STATE_FORMAT_V1) {
-    throw corrupt(`format is ${JSON.stringify(format)}, expected ${FAKE_STATE_FORMAT} (or ${FAKE_STATE_FORMAT_V1})`);
+  if (format !== FAKE_STATE_FORMAT && format !== FAKE_STATE_FORMAT_V2 && format !== FAKE_STATE_FORMAT_V1) {
+    throw corrupt(`format is ${JSON.stringify(format)}, expected ${FAKE_STATE_FORMAT} (or ${FAKE_STATE_FORMAT_V2}, ${FAKE_STATE_FORMAT_V1})`);
   }
   const v1 = format === FAKE_STATE_FORMAT_V1;
+  const v3 = format === FAKE_STATE_FORMAT;
   const rawDomains = raw["domains"];
   const rawOps = raw["operations"];
   if (!Array.isArray(rawDomains)) throw corrupt("domains is not a list");
@@ -192,7 +294,7 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
   const seen = new Set<string>();
   for (const [i, d] of rawDomains.entries()) {
     if (!isObject(d)) throw corrupt(`domains[${i}] is not an object`);
-    const { vmId, name, state, generation, resources, run, load } = d;
+    const { vmId, name, state, generation, resources, fence, run, load } = d;
     if (typeof vmId !== "string" || vmId === "") throw corrupt(`domains[${i}].vmId is missing`);
     if (seen.has(vmId)) throw corrupt(`domain ${vmId} appears twice`);
     seen.add(vmId);
@@ -206,7 +308,9 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
     }
     const res = parseResources(resources);
     if (!res) throw corrupt(`domains[${i}].resources is not a resource vector`);
-    out.domains.push({ vmId, name, state: parsedState, generation, resources: res, fence: false });
+    // Before v3 nothing was fenced; in v3 the field is written for every domain.
+    if (v3 ? typeof fence !== "boolean" : fence !== undefined) throw corrupt(`domains[${i}].fence is not a boolean${v3 ? "" : ` (no fence before ${FAKE_STATE_FORMAT})`}`);
+    out.domains.push({ vmId, name, state: parsedState, generation, resources: res, fence: fence === true });
     if (run !== undefined) {
       const rt = parseRuntime(run);
       if (!rt) throw corrupt(`domains[${i}].run is not a runtime record`);
@@ -279,6 +383,11 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
   }
   out.volumes.sort(byVmId);
   out.incoming.sort(byVmId);
+  if (v3) {
+    const w = raw["watchdog"];
+    if (!isObject(w) || !isTime(w["deadlineMs"]) || !isTime(w["firedAtMs"])) throw corrupt("watchdog is not {deadlineMs, firedAtMs} (ms ≥ 0)");
+    out.watchdog = { deadlineMs: w["deadlineMs"], firedAtMs: w["firedAtMs"] };
+  }
   return out;
 }
 
@@ -286,7 +395,7 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
 
 export function serializeHandoff(h: FakeHandoff): string {
   const d = h.domain;
-  const domain = { vmId: d.vmId, name: d.name, state: domainStateToJSON(d.state), generation: d.generation, resources: resourcesOf(d) };
+  const domain = { vmId: d.vmId, name: d.name, state: domainStateToJSON(d.state), generation: d.generation, resources: resourcesOf(d), fence: d.fence };
   return `${JSON.stringify({ format: FAKE_HANDOFF_FORMAT, ...h, domain }, null, 2)}\n`;
 }
 
@@ -312,6 +421,9 @@ export function readHandoff(stateDir: string, vmId: string): FakeHandoff | undef
   } catch {
     throw bad("domain.state");
   }
+  // A handoff written before fencing existed has no fence: the domain was not fenced.
+  const fence = d["fence"] ?? false;
+  if (typeof fence !== "boolean") throw bad("domain.fence");
   const mem = raw["memoryUsedMib"];
   const sent = raw["sentAtMs"];
   if (!isCount(mem) || typeof sent !== "number") throw bad("memoryUsedMib or sentAtMs");
@@ -323,15 +435,23 @@ export function readHandoff(stateDir: string, vmId: string): FakeHandoff | undef
       throw bad((e as Error).message);
     }
   }
-  return { vmId, domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res, fence: false }, memoryUsedMib: mem, load, sentAtMs: sent };
+  return { vmId, domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res, fence }, memoryUsedMib: mem, load, sentAtMs: sent };
 }
 
 // ---- atomic writes -----------------------------------------------------------------------------
 
 let tempSeq = 0;
 
-/** Writes `text` to `file` atomically and durably. Throws HYPERVISOR_UNAVAILABLE. */
-export async function writeFileAtomic(file: string, text: string): Promise<void> {
+/**
+ * Writes `text` to `file` atomically and durably. Throws HYPERVISOR_UNAVAILABLE.
+ *
+ * `stillCurrent`, if given, is asked just before the rename (the moment the new content becomes
+ * visible): when it answers false the temp file is removed, `file` is left as it was and the call
+ * resolves false. The rename follows the check synchronously (no await in between), so a process
+ * frozen mid-write (SIGSTOP) that thaws later is caught by the check; only a freeze in the
+ * microseconds between the check and the rename system call could slip through.
+ */
+export async function writeFileAtomic(file: string, text: string, stillCurrent?: () => boolean): Promise<boolean> {
   const temp = `${file}.${process.pid}.${++tempSeq}.tmp`;
   try {
     const handle = await open(temp, "w", 0o644);
@@ -341,12 +461,17 @@ export async function writeFileAtomic(file: string, text: string): Promise<void>
     } finally {
       await handle.close();
     }
-    await rename(temp, file);
+    if (stillCurrent && !stillCurrent()) {
+      await unlink(temp).catch(() => undefined);
+      return false;
+    }
+    renameSync(temp, file);
   } catch (e) {
     await unlink(temp).catch(() => undefined);
     throw unavailable(`cannot write ${file}`, e);
   }
   await syncDirectory(path.dirname(file));
+  return true;
 }
 
 /** Makes a rename or unlink durable. Best effort: some platforms cannot open a directory for sync. */
@@ -375,6 +500,11 @@ export function resourcesOf(d: Domain): Resources {
 
 export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** A time in ms (or 0 for none): a finite number ≥ 0. */
+export function isTime(v: unknown): v is number {
+  return typeof v === "number" && Number.isFinite(v) && v >= 0;
 }
 
 export function isCount(v: unknown): v is number {
