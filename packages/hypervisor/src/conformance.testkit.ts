@@ -8,7 +8,10 @@ import type { DomainSpec, DriverEvent, HypervisorDriver } from "./driver.js";
 
 /** What a driver's test setup gives the conformance suite. */
 export interface DriverHarness {
-  /** Opens a driver on this host's state: a fresh host the first time, the same host after (an agent restart). */
+  /**
+   * Opens a driver on this host's state: a fresh host the first time, the same host after (an agent
+   * restart) — its domains and its watchdog (libvirt: the same `watchdogStateFile`).
+   */
   open(): Promise<HypervisorDriver>;
   /** Kills the domain's process behind the driver's back, as an OOM kill or a qemu crash would. */
   killDomainProcess(driver: HypervisorDriver, vmId: string): Promise<void>;
@@ -85,6 +88,17 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
     const domainEvent = (vmId: string, kind: string) => (e: DriverEvent) => e.type === "domain" && e.vmId === vmId && e.kind === kind;
     const waitForEvent = (what: string, pred: (e: DriverEvent) => boolean, from = 0): Promise<DriverEvent> =>
       eventually(what, async () => events.slice(from).find(pred));
+    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+    /** A fence domain and a plain one, both running. */
+    const fenceAndPlain = async (): Promise<{ f: DomainSpec; o: DomainSpec }> => {
+      const f = spec({ fence: true });
+      const o = spec();
+      expect((await driver.define(f)).fence).toBe(true);
+      expect((await driver.define(o)).fence).toBe(false);
+      await driver.start(f.vmId);
+      await driver.start(o.vmId);
+      return { f, o };
+    };
     const codeOf = async (p: Promise<unknown>): Promise<string> => {
       try {
         await p;
@@ -102,6 +116,8 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
     }, 120_000);
 
     afterEach(async () => {
+      // The watchdog outlives a test (it is the host's): disarm it before the next one.
+      await driver.clearWatchdog().catch(() => undefined);
       for (const vmId of made) await driver.delete(vmId).catch(() => undefined);
       made.clear();
       events.length = 0;
@@ -299,6 +315,75 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
       await waitForEvent("a 'crashed' event", domainEvent(s.vmId, "crashed"), from);
       expect((await find(s.vmId))?.state).toBe(CRASHED);
       expect((await driver.start(s.vmId)).state).toBe(RUNNING);
+    });
+
+    it("fences: past the watchdog's deadline the fence domains are off ('stopped'), the others run on; a fired watchdog stays fired", async () => {
+      const { f, o } = await fenceAndPlain();
+      expect(await find(f.vmId)).toMatchObject({ state: RUNNING, fence: true });
+      expect(await find(o.vmId)).toMatchObject({ state: RUNNING, fence: false });
+      const from = events.length;
+      const deadline = Date.now() + 300;
+      await driver.setWatchdog(deadline);
+      await driver.setWatchdog(deadline);
+      const armed = await driver.watchdog();
+      // (On a slow machine the deadline may already have passed by now.)
+      if (Date.now() < deadline) expect(armed).toMatchObject({ deadlineMs: deadline });
+
+      // No call is needed for it to fire: the driver's own timer (or the host's device) does it.
+      await waitForEvent("a 'stopped' event of the fence domain", domainEvent(f.vmId, "stopped"), from);
+      expect(Date.now()).toBeGreaterThanOrEqual(deadline);
+      expect((await find(f.vmId))?.state).toBe(SHUTOFF);
+      expect((await find(o.vmId))?.state).toBe(RUNNING);
+      expect(events.slice(from).some(domainEvent(o.vmId, "stopped"))).toBe(false);
+      expect((await driver.watchdog()).firedAtMs).toBe(deadline);
+
+      // Clearing keeps the record of the fire; petting again forgets it, and powers nothing back
+      // on; start works as usual.
+      await driver.clearWatchdog();
+      expect(await driver.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: deadline });
+      const next = Date.now() + 60_000;
+      await driver.setWatchdog(next);
+      expect(await driver.watchdog()).toEqual({ deadlineMs: next, firedAtMs: 0 });
+      expect((await find(f.vmId))?.state).toBe(SHUTOFF);
+      expect((await driver.start(f.vmId)).state).toBe(RUNNING);
+      expect((await find(f.vmId))?.state).toBe(RUNNING);
+      await driver.clearWatchdog();
+      await driver.clearWatchdog();
+      expect(await driver.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: 0 });
+    });
+
+    it("does not fence once the watchdog is cleared", async () => {
+      const { f } = await fenceAndPlain();
+      const before = (await driver.watchdog()).firedAtMs;
+      // Far enough ahead that the clear surely comes first, even on a slow machine.
+      const deadline = Date.now() + 1_000;
+      await driver.setWatchdog(deadline);
+      await driver.clearWatchdog();
+      await sleep(deadline + 400 - Date.now());
+      expect((await find(f.vmId))?.state).toBe(RUNNING);
+      expect(await driver.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: before });
+    });
+
+    it("keeps a fence across a driver restart: opened after the deadline passed, the fence domain is off", async () => {
+      const { f, o } = await fenceAndPlain();
+      const deadline = Date.now() + 300;
+      await driver.setWatchdog(deadline);
+      // The agent stops (or is killed) before the deadline; nothing of it runs when it passes.
+      unsubscribe();
+      await driver.close();
+      await sleep(deadline + 200 - Date.now());
+      driver = await harness.open();
+      follow(driver);
+      expect((await find(f.vmId))?.state).toBe(SHUTOFF);
+      expect((await find(o.vmId))?.state).toBe(RUNNING);
+      expect(await driver.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: deadline });
+      expect((await driver.start(f.vmId)).state).toBe(RUNNING);
+      // A deadline already passed fires at once, and the call that set it does not hide the fire.
+      const past = Date.now() - 1;
+      await driver.setWatchdog(past);
+      expect((await find(f.vmId))?.state).toBe(SHUTOFF);
+      expect((await find(o.vmId))?.state).toBe(RUNNING);
+      expect(await driver.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: past });
     });
 
     it("tells a hypervisor outage apart from the agent's, and follows events again after it", async () => {

@@ -24,7 +24,7 @@ const spec = (over: Partial<DomainXmlSpec> = {}): DomainXmlSpec => ({
     { type: "network", source: "default" },
     { type: "bridge", source: "br0" },
   ],
-  metadata: { vmId: VM, name: "web", generation: 7, diskGib: 10 },
+  metadata: { vmId: VM, name: "web", generation: 7, diskGib: 10, fence: false },
   ...over,
 });
 
@@ -83,7 +83,7 @@ describe("domain XML", () => {
         name: `berth-<a href="x">&'`,
         networks: [{ type: "bridge", source: `br'0"` }],
         volume: { pool: `p&'`, name: "v<" },
-        metadata: { vmId: VM, name: `<a href="x">&'`, generation: 1, diskGib: 0 },
+        metadata: { vmId: VM, name: `<a href="x">&'`, generation: 1, diskGib: 0, fence: false },
       }),
     );
     expect(xml).toContain("<name>berth-&lt;a href=&quot;x&quot;&gt;&amp;&apos;</name>");
@@ -105,7 +105,7 @@ describe("domain XML", () => {
 
   it("round-trips through its own parser", () => {
     const parsed = parseDomainXml(domainXml(spec()));
-    expect(parsed).toEqual({ name: "berth-web", uuid: VM, vcpus: 2, memoryMib: 512, metadata: { vmId: VM, name: "web", generation: 7, diskGib: 10 } });
+    expect(parsed).toEqual({ name: "berth-web", uuid: VM, vcpus: 2, memoryMib: 512, metadata: { vmId: VM, name: "web", generation: 7, diskGib: 10, fence: false } });
   });
 });
 
@@ -116,7 +116,7 @@ describe("parsing virsh's output", () => {
       uuid: VM,
       vcpus: 2,
       memoryMib: 512,
-      metadata: { vmId: VM, name: "a&b <x>", generation: 42, diskGib: 10 },
+      metadata: { vmId: VM, name: "a&b <x>", generation: 42, diskGib: 10, fence: false },
     });
     expect(parseDomainXml(DUMPXML.replace("<memory unit='KiB'>524288", "<memory unit='GiB'>2"))?.memoryMib).toBe(2048);
   });
@@ -134,10 +134,18 @@ describe("parsing virsh's output", () => {
   });
 
   it("reads the element as `virsh metadata` prints it (no namespace) and as `--set` writes it", () => {
-    const value = metadataSetValue({ vmId: VM, name: "w", generation: 3, diskGib: 0 });
+    const value = metadataSetValue({ vmId: VM, name: "w", generation: 3, diskGib: 0, fence: false });
     expect(value).toBe(`<vm id="${VM}" name="w" generation="3" disk-gib="0"/>`);
-    expect(parseBerthMetadata(value)).toEqual({ vmId: VM, name: "w", generation: 3, diskGib: 0 });
-    expect(parseBerthMetadata(`<berth:vm xmlns:berth='${BERTH_XMLNS}' generation='5' id='${VM}'/>`)).toEqual({ vmId: VM, name: "", generation: 5, diskGib: 0 });
+    expect(parseBerthMetadata(value)).toEqual({ vmId: VM, name: "w", generation: 3, diskGib: 0, fence: false });
+    expect(parseBerthMetadata(`<berth:vm xmlns:berth='${BERTH_XMLNS}' generation='5' id='${VM}'/>`)).toEqual({ vmId: VM, name: "", generation: 5, diskGib: 0, fence: false });
+  });
+
+  it("records fence only when set, and reads it back; a domain from before fencing reads unfenced", () => {
+    const fenced = { vmId: VM, name: "w", generation: 3, diskGib: 0, fence: true };
+    expect(metadataSetValue(fenced)).toBe(`<vm id="${VM}" name="w" generation="3" disk-gib="0" fence="true"/>`);
+    expect(parseBerthMetadata(metadataSetValue(fenced))).toEqual(fenced);
+    expect(parseDomainXml(domainXml(spec({ metadata: { ...spec().metadata, fence: true } })))?.metadata?.fence).toBe(true);
+    expect(parseDomainXml(DUMPXML)?.metadata?.fence).toBe(false);
   });
 
   it("returns undefined for something that is not a domain", () => {

@@ -13,6 +13,11 @@ export interface BerthMetadata {
   generation: number;
   /** Size of the volume Berth created (0: diskless). */
   diskGib: number;
+  /**
+   * Destroyed when the host's watchdog fires (`DomainSpec.fence`). Written as `fence="true"` only
+   * when set, so a domain defined before fencing existed reads back unfenced, as it was defined.
+   */
+  fence: boolean;
 }
 
 /** Everything the domain XML is generated from. */
@@ -63,7 +68,8 @@ export function metadataSetValue(m: BerthMetadata): string {
 }
 
 function metadataAttributes(m: BerthMetadata): string {
-  return ` id="${escapeXml(m.vmId)}" name="${escapeXml(m.name)}" generation="${escapeXml(m.generation)}" disk-gib="${escapeXml(m.diskGib)}"`;
+  const fence = m.fence ? ` fence="true"` : "";
+  return ` id="${escapeXml(m.vmId)}" name="${escapeXml(m.name)}" generation="${escapeXml(m.generation)}" disk-gib="${escapeXml(m.diskGib)}"${fence}`;
 }
 
 /**
@@ -167,7 +173,7 @@ export function parseBerthMetadata(xml: string): BerthMetadata | undefined {
     const generation = Number(attributes.get("generation"));
     const diskGib = Number(attributes.get("disk-gib") ?? "0");
     if (!vmId || !Number.isSafeInteger(generation) || generation < 0 || !Number.isSafeInteger(diskGib) || diskGib < 0) continue;
-    return { vmId, name: attributes.get("name") ?? "", generation, diskGib };
+    return { vmId, name: attributes.get("name") ?? "", generation, diskGib, fence: attributes.get("fence") === "true" };
   }
   return undefined;
 }

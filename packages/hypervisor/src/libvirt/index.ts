@@ -13,3 +13,4 @@ export {
 } from "./options.js";
 export { execFileRunner, mapVirshError, type CommandResult, type CommandRunner, type RunOptions } from "./virsh.js";
 export { BERTH_XMLNS, volumeName } from "./domain-xml.js";
+export { LIBVIRT_WATCHDOG_FORMAT, readWatchdogStateFile, type PersistedWatchdog } from "./watchdog.js";

@@ -1,13 +1,15 @@
 // The driver against a simulated virsh (an injected runner): command lines, parsing and error paths
 // without libvirtd. Migration can only be checked this way (libvirt refuses to migrate to itself).
 import { EventEmitter } from "node:events";
-import { readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { PassThrough } from "node:stream";
-import { describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { DomainState } from "@berth/api";
 import type { DomainSpec, DriverEvent } from "../driver.js";
 import type { EventProcess } from "./events.js";
-import { BERTH_XMLNS, parseBerthMetadata, parseDomainXml } from "./domain-xml.js";
+import { BERTH_XMLNS, metadataElement, parseBerthMetadata, parseDomainXml } from "./domain-xml.js";
 import { LibvirtDriver } from "./libvirt-driver.js";
 import type { CommandResult, CommandRunner } from "./virsh.js";
 
@@ -139,7 +141,7 @@ class SimVirsh {
         if (rest.includes("--live") && d.state === 5) return fail("Requested operation is not valid: domain is not running");
         const value = rest[rest.indexOf("--set") + 1]!;
         const m = parseBerthMetadata(value)!;
-        d.xml = d.xml.replace(/<berth:vm [^>]*\/>/, `<berth:vm xmlns:berth="${BERTH_XMLNS}" id="${m.vmId}" name="${m.name}" generation="${m.generation}" disk-gib="${m.diskGib}"/>`);
+        d.xml = d.xml.replace(/<berth:vm [^>]*\/>/, metadataElement(m));
         return ok();
       }
       case "vol-create-as": {
@@ -177,9 +179,11 @@ const spec = (over: Partial<DomainSpec> = {}): DomainSpec => ({
   ...over,
 });
 
-function setup(options: { domainType?: "kvm" | "qemu" } = {}): { sim: SimVirsh; driver: LibvirtDriver } {
-  const sim = new SimVirsh();
-  const driver = new LibvirtDriver({ storagePool: "vms", networks: [{ type: "bridge", source: "br0" }], runner: sim.runner, ...options });
+function setup(
+  options: { domainType?: "kvm" | "qemu"; watchdogDevice?: string; watchdogStateFile?: string } = {},
+  sim = new SimVirsh(),
+): { sim: SimVirsh; driver: LibvirtDriver } {
+  const driver = new LibvirtDriver({ storagePool: "vms", networks: [{ type: "bridge", source: "br0" }], runner: sim.runner, ...options }, { fenceRetryMs: 50 });
   return { sim, driver };
 }
 
@@ -189,7 +193,7 @@ describe("LibvirtDriver (simulated virsh)", () => {
   it("defines: volume, then the domain from a generated XML; idempotent by vmId", async () => {
     const { sim, driver } = setup();
     const domain = await driver.define(spec());
-    expect(domain).toEqual({ vmId: A, name: "web", state: DomainState.DOMAIN_STATE_SHUTOFF, generation: 1, resources: { vcpus: 2, memoryMib: 512, diskGib: 10 } });
+    expect(domain).toEqual({ vmId: A, name: "web", state: DomainState.DOMAIN_STATE_SHUTOFF, generation: 1, resources: { vcpus: 2, memoryMib: 512, diskGib: 10 }, fence: false });
     expect(sim.commands).toContainEqual(["vol-create-as", "vms", `${A}.qcow2`, "10G", "--format", "qcow2"]);
     expect(sim.commands).toContainEqual(["domcapabilities", "--virttype", "kvm"]);
     const xml = sim.domains.get(A)!.xml;
@@ -472,5 +476,169 @@ describe("LibvirtDriver (simulated virsh)", () => {
     await driver.close();
     await expect(driver.list()).rejects.toMatchObject({ code: "HYPERVISOR_UNAVAILABLE" });
     expect((await driver.health()).available).toBe(false);
+  });
+});
+
+describe("LibvirtDriver: fencing (simulated virsh)", () => {
+  const dirs: string[] = [];
+  const tempDir = (): string => {
+    const d = mkdtempSync(path.join(tmpdir(), "berth-libvirt-wd-"));
+    dirs.push(d);
+    return d;
+  };
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const destroyed = (sim: SimVirsh): string[] => sim.commands.filter((c) => c[0] === "destroy").map((c) => c[1]!);
+  /** A fence domain A and a plain domain B, both running. */
+  async function twoRunning(driver: LibvirtDriver): Promise<void> {
+    await driver.define(spec({ fence: true }));
+    await driver.define(spec({ vmId: B, name: "db" }));
+    await driver.start(A);
+    await driver.start(B);
+  }
+  const states = async (driver: LibvirtDriver): Promise<Record<string, DomainState>> =>
+    Object.fromEntries((await driver.list()).map((d) => [d.vmId, d.state]));
+  const { DOMAIN_STATE_RUNNING: RUNNING, DOMAIN_STATE_SHUTOFF: SHUTOFF } = DomainState;
+
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
+  it("records fence in the metadata: define → list, and setGeneration keeps it", async () => {
+    const { sim, driver } = setup();
+    expect((await driver.define(spec({ fence: true }))).fence).toBe(true);
+    expect(sim.domains.get(A)!.xml).toContain(`fence="true"`);
+    await driver.setGeneration(A, 2);
+    expect(sim.commands.at(-1)).toContain(`<vm id="${A}" name="web" generation="2" disk-gib="10" fence="true"/>`);
+    expect(await driver.list()).toMatchObject([{ vmId: A, fence: true, generation: 2 }]);
+    await expect(driver.define(spec({ vmId: B, fence: "yes" as unknown as boolean }))).rejects.toMatchObject({ field: "domain.fence" });
+  });
+
+  it("timer mode: destroys the fence domains when the deadline passes, without a call; the others run on", async () => {
+    const { sim, driver } = setup();
+    await twoRunning(driver);
+    expect(await driver.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: 0 });
+    const deadline = Date.now() + 150;
+    await driver.setWatchdog(deadline);
+    await driver.setWatchdog(deadline); // idempotent
+    expect(await driver.watchdog()).toEqual({ deadlineMs: deadline, firedAtMs: 0 });
+    await vi.waitFor(() => expect(destroyed(sim)).toEqual([A]), { timeout: 2_000 });
+    expect(Date.now()).toBeGreaterThanOrEqual(deadline);
+    expect(await driver.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: deadline });
+    expect(await states(driver)).toEqual({ [A]: SHUTOFF, [B]: RUNNING });
+    // Moving the deadline afterwards powers nothing back on (and forgets the fire); a start works as usual.
+    await driver.setWatchdog(Date.now() + 60_000);
+    expect((await states(driver))[A]).toBe(SHUTOFF);
+    expect((await driver.start(A)).state).toBe(RUNNING);
+    await driver.clearWatchdog();
+    expect(await driver.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: 0 });
+    await driver.close();
+  });
+
+  it("clearWatchdog disarms: nothing is destroyed", async () => {
+    const { sim, driver } = setup();
+    await twoRunning(driver);
+    await driver.setWatchdog(Date.now() + 100);
+    await driver.clearWatchdog();
+    await driver.clearWatchdog();
+    await sleep(250);
+    expect(destroyed(sim)).toEqual([]);
+    expect(await driver.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: 0 });
+    await driver.close();
+  });
+
+  it("a deadline in the past fires at once; an operation never runs before a due fence", async () => {
+    const { sim, driver } = setup();
+    await twoRunning(driver);
+    await expect(driver.setWatchdog(0)).rejects.toMatchObject({ code: "INVALID_ARGUMENT", field: "watchdog.deadline_ms" });
+    await driver.setWatchdog(Date.now() - 1);
+    expect(await states(driver)).toEqual({ [A]: SHUTOFF, [B]: RUNNING });
+    expect(destroyed(sim)).toEqual([A]);
+    await driver.close();
+  });
+
+  it("keeps the watchdog in its state file: a driver opened after the deadline fences before anything else", async () => {
+    const file = path.join(tempDir(), "watchdog.json");
+    const sim = new SimVirsh();
+    const first = setup({ watchdogStateFile: file }, sim).driver;
+    await twoRunning(first);
+    const deadline = Date.now() + 100;
+    await first.setWatchdog(deadline);
+    expect(JSON.parse(readFileSync(file, "utf8"))).toEqual({ format: "berth-libvirt-watchdog/v1", deadlineMs: deadline, firedAtMs: 0, fencePending: false });
+    await first.close(); // the agent stops (or is killed) before the deadline: its timer is gone
+    await sleep(150);
+    expect(destroyed(sim)).toEqual([]);
+
+    const second = await LibvirtDriver.open({ storagePool: "vms", runner: sim.runner, watchdogStateFile: file });
+    expect(destroyed(sim)).toEqual([A]);
+    expect(await second.watchdog()).toEqual({ deadlineMs: 0, firedAtMs: deadline });
+    expect(JSON.parse(readFileSync(file, "utf8"))).toMatchObject({ deadlineMs: 0, firedAtMs: deadline, fencePending: false });
+    expect(await states(second)).toEqual({ [A]: SHUTOFF, [B]: RUNNING });
+    await second.close();
+  });
+
+  it("a fence libvirtd refuses stays pending: operations fail until it succeeds (retried on a timer), and it is persisted", async () => {
+    const file = path.join(tempDir(), "watchdog.json");
+    const { sim, driver } = setup({ watchdogStateFile: file });
+    await twoRunning(driver);
+    sim.failures.set("list", "failed to connect to the hypervisor");
+    await driver.setWatchdog(Date.now() - 1);
+    await expect(driver.start(B)).rejects.toMatchObject({ code: "HYPERVISOR_UNAVAILABLE" });
+    await driver.setWatchdog(Date.now() + 60_000);
+    expect(JSON.parse(readFileSync(file, "utf8"))).toMatchObject({ fencePending: true });
+    sim.failures.delete("list");
+    await vi.waitFor(() => expect(destroyed(sim)).toEqual([A]), { timeout: 2_000 });
+    await vi.waitFor(() => expect(JSON.parse(readFileSync(file, "utf8"))).toMatchObject({ fencePending: false }));
+    expect(await states(driver)).toEqual({ [A]: SHUTOFF, [B]: RUNNING });
+    await driver.close();
+  });
+
+  it("refuses an unreadable state file, naming it", () => {
+    const file = path.join(tempDir(), "watchdog.json");
+    writeFileSync(file, "{ torn");
+    expect(() => setup({ watchdogStateFile: file })).toThrow(/^libvirt\.watchdog_state_file: .*not valid JSON/);
+  });
+
+  it("device mode: opened at the first pet, a write per pet, the magic 'V' on clear; never created", async () => {
+    const dir = tempDir();
+    const device = path.join(dir, "watchdog"); // a plain file standing in for /dev/watchdog
+    writeFileSync(device, "");
+    const { driver } = setup({ watchdogDevice: device });
+    await twoRunning(driver);
+    expect(readFileSync(device, "utf8")).toBe("");
+    await driver.setWatchdog(Date.now() + 60_000);
+    await driver.setWatchdog(Date.now() + 60_000);
+    expect(readFileSync(device, "utf8")).toBe("11");
+    await driver.clearWatchdog();
+    await driver.clearWatchdog();
+    expect(readFileSync(device, "utf8")).toBe("11V");
+    // Armed again: opened again (writing from the start of the stand-in file). close() leaves it
+    // armed: no magic character.
+    writeFileSync(device, "");
+    await driver.setWatchdog(Date.now() + 60_000);
+    await driver.close();
+    expect(readFileSync(device, "utf8")).toBe("1");
+
+    const missing = setup({ watchdogDevice: path.join(dir, "no-such-device") });
+    await expect(missing.driver.setWatchdog(Date.now() + 60_000)).rejects.toMatchObject({ code: "FAILED_PRECONDITION", field: "libvirt.watchdog_device" });
+    expect(existsSync(path.join(dir, "no-such-device"))).toBe(false);
+    // The timer is armed all the same.
+    expect((await missing.driver.watchdog()).deadlineMs).toBeGreaterThan(0);
+    await missing.driver.close();
+  });
+
+  it("device mode: a fired watchdog is not petted while its fence is unconfirmed", async () => {
+    const device = path.join(tempDir(), "watchdog");
+    writeFileSync(device, "");
+    const { sim, driver } = setup({ watchdogDevice: device });
+    await twoRunning(driver);
+    await driver.setWatchdog(Date.now() + 60_000);
+    sim.failures.set("list", "failed to connect to the hypervisor");
+    await driver.setWatchdog(Date.now() - 1);
+    await driver.setWatchdog(Date.now() + 60_000);
+    await driver.clearWatchdog();
+    expect(readFileSync(device, "utf8")).toBe("1"); // no pet, no magic close: the kernel resets the host
+    sim.failures.delete("list");
+    await vi.waitFor(() => expect(destroyed(sim)).toEqual([A]), { timeout: 2_000 });
+    await driver.close();
   });
 });

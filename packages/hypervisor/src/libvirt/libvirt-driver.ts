@@ -30,6 +30,7 @@ import {
   type NodeInfo,
 } from "./parse.js";
 import { execFileRunner, isConnectionFailure, mapVirshError, Virsh, virshErrorText } from "./virsh.js";
+import { readWatchdogStateFile, WatchdogDevice, writeWatchdogStateFile, type PersistedWatchdog } from "./watchdog.js";
 
 /** The `kind` of the libvirt driver and the `driver` of its migration targets. */
 export const LIBVIRT_DRIVER_KIND = "libvirt";
@@ -43,11 +44,17 @@ const HEALTH_TIMEOUT_MS = 5_000;
 const LIST_CHUNK = 200;
 /** Longest domain name Berth makes (prefix + VM name). */
 const MAX_NAME_LENGTH = 200;
+/** Longest delay a Node timer takes (about 24.8 days); a later deadline is re-checked when it ends. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How soon a fence that failed (libvirtd did not answer) is tried again. */
+const FENCE_RETRY_MS = 1_000;
 
 /** Test seams beyond the runner: how the event stream is spawned, and the follower's backoff. */
 export interface LibvirtDriverInternals {
   spawnEvents?: () => EventProcess;
   eventBackoffMs?: { initial: number; max: number };
+  /** How soon a failed fence is retried. Default 1 s. */
+  fenceRetryMs?: number;
 }
 
 /** A domain as one lookup saw it. */
@@ -79,6 +86,14 @@ interface Snapshot {
  * already reflect a later change (a "started" handled after a crash shows CRASHED). The
  * "Resumed" libvirt reports with every start is dropped (a resume is reported after a pause only).
  *
+ * Fencing (`setWatchdog`): a timer in the driver destroys every active domain defined with
+ * `fence: true` when the deadline passes (wall clock or monotonic clock, whichever passes first),
+ * and every operation waits for a fence that is due before it runs, so nothing is started or
+ * reported running past a fence. With `watchdogDevice` the driver also pets a Linux watchdog
+ * device at each `setWatchdog`, so a frozen or dead agent is fenced by the kernel resetting the
+ * host; `watchdogStateFile` keeps the deadline across agent restarts (a deadline passed while the
+ * agent was down fences at open). See the README for the residual risk of each mode.
+ *
  * Migration (`prepareIncoming`, `migrateOut`, `finishIncoming`, `abortMigration`) uses
  * `virsh migrate --live --persistent --undefinesource [--copy-storage-all]` to the destination's
  * `migrationUri`. It needs two libvirt hosts (libvirt refuses to migrate to itself), so its tests
@@ -100,6 +115,21 @@ export class LibvirtDriver implements HypervisorDriver {
   private eventChain: Promise<void> = Promise.resolve();
   private closed = false;
 
+  // Fencing. `wd` is what watchdog() reports; `fencePendingAt` the deadline whose fence (destroying
+  // the fence domains) is not yet confirmed, 0 when none; `fencing` the attempt under way.
+  private readonly wd: WatchdogStatus = { deadlineMs: 0, firedAtMs: 0 };
+  /** performance.now() at which the armed deadline passes: a wall-clock step back does not delay the fence. */
+  private monoDeadline = Infinity;
+  private fencePendingAt = 0;
+  private fencing: Promise<void> | undefined;
+  private wdTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly device: WatchdogDevice | undefined;
+  private readonly fenceRetryMs: number;
+  /** The state file's writes, in order; a queued write carries every change made before it starts. */
+  private wdWriteChain: Promise<void> = Promise.resolve();
+  private wdQueuedWrite: Promise<void> | undefined;
+
   /** Resolves the options (INVALID_ARGUMENT on a bad one); talks to libvirt only when called. */
   constructor(options: LibvirtDriverOptions = {}, internals: LibvirtDriverInternals = {}) {
     this.options = resolveLibvirtDriverOptions(options);
@@ -112,15 +142,34 @@ export class LibvirtDriver implements HypervisorDriver {
       onHealth: (h) => this.onFollowerHealth(h),
       ...(internals.eventBackoffMs ? { initialBackoffMs: internals.eventBackoffMs.initial, maxBackoffMs: internals.eventBackoffMs.max } : {}),
     });
+    this.fenceRetryMs = internals.fenceRetryMs ?? FENCE_RETRY_MS;
+    this.device = o.watchdogDevice === undefined ? undefined : new WatchdogDevice(o.watchdogDevice);
+    if (o.watchdogStateFile !== undefined) {
+      const saved = readWatchdogStateFile(o.watchdogStateFile);
+      if (saved) {
+        this.wd.deadlineMs = saved.deadlineMs;
+        this.wd.firedAtMs = saved.firedAtMs;
+        this.monoDeadline = monotonicDeadline(saved.deadlineMs);
+        if (saved.fencePending) this.fencePendingAt = saved.firedAtMs || saved.deadlineMs || 1;
+      }
+      // A deadline that passed while no agent ran (or a fence left unconfirmed): fence now, first.
+      this.checkWatchdog();
+      this.scheduleWatchdog();
+    }
   }
 
   /**
    * The constructor as a promise (the agent's factory shape). Throws INVALID_ARGUMENT for bad
-   * options; does not contact libvirt (an unreachable libvirtd shows in `health()` and as
-   * HYPERVISOR_UNAVAILABLE from operations).
+   * options, FAILED_PRECONDITION for an unreadable `watchdogStateFile`. Contacts libvirt only when
+   * that file shows a deadline passed (or a fence unconfirmed): then the fence domains are destroyed
+   * before it resolves (if libvirtd does not answer, every operation retries the fence first and
+   * fails with HYPERVISOR_UNAVAILABLE until it succeeds). An unreachable libvirtd otherwise shows in
+   * `health()` and as HYPERVISOR_UNAVAILABLE from operations.
    */
   static async open(options: LibvirtDriverOptions = {}, internals: LibvirtDriverInternals = {}): Promise<LibvirtDriver> {
-    return new LibvirtDriver(options, internals);
+    const driver = new LibvirtDriver(options, internals);
+    await driver.fencing?.catch(() => undefined);
+    return driver;
   }
 
   /** The libvirt domain name of a VM name. */
@@ -168,11 +217,13 @@ export class LibvirtDriver implements HypervisorDriver {
 
   /** Every domain with Berth's metadata, sorted by vmId: two virsh calls whatever the count. */
   async list(): Promise<Domain[]> {
+    await this.fenced();
     return (await this.scan(false)).map((s) => s.domain);
   }
 
   /** The counters of every domain with Berth's metadata, sorted by vmId: two virsh calls whatever the count. */
   async statsAll(): Promise<DomainStats[]> {
+    await this.fenced();
     return (await this.scan(true)).map((s) => s.stats!);
   }
 
@@ -218,6 +269,7 @@ export class LibvirtDriver implements HypervisorDriver {
   async define(spec: DomainSpec): Promise<Domain> {
     this.ensureOpen();
     validateSpec(spec);
+    await this.fenced();
     const vmId = spec.vmId.toLowerCase();
     return this.locked(vmId, async () => {
       const existing = await this.lookup(vmId);
@@ -227,7 +279,7 @@ export class LibvirtDriver implements HypervisorDriver {
       }
       await this.checkFits(spec);
       const name = this.domainName(spec.name);
-      const metadata: BerthMetadata = { vmId, name: spec.name, generation: spec.generation, diskGib: spec.resources.diskGib };
+      const metadata: BerthMetadata = { vmId, name: spec.name, generation: spec.generation, diskGib: spec.resources.diskGib, fence: spec.fence ?? false };
       const xml = domainXml({
         name,
         uuid: vmId,
@@ -256,6 +308,7 @@ export class LibvirtDriver implements HypervisorDriver {
   /** `start` (shut off or crashed), `resume` (paused); running is left running. */
   async start(vmId: string): Promise<Domain> {
     this.ensureOpen();
+    await this.fenced();
     return this.locked(vmId, async () => {
       const snap = await this.get(vmId);
       const id = snap.domain.vmId;
@@ -290,6 +343,7 @@ export class LibvirtDriver implements HypervisorDriver {
     this.ensureOpen();
     const timeoutMs = options.timeoutMs ?? this.options.stopTimeoutMs;
     if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) throw invalidArgument("timeout_ms", `must be a whole number ≥ 0 (got ${String(timeoutMs)})`);
+    await this.fenced();
     return this.locked(vmId, async () => {
       const snap = await this.get(vmId);
       const id = snap.domain.vmId;
@@ -313,6 +367,7 @@ export class LibvirtDriver implements HypervisorDriver {
   /** `destroy`: powers off at once; a shut-off domain is left as is. */
   async destroy(vmId: string): Promise<Domain> {
     this.ensureOpen();
+    await this.fenced();
     return this.locked(vmId, async () => {
       const snap = await this.get(vmId);
       if (!isActive(snap.state)) return snap.domain;
@@ -325,6 +380,7 @@ export class LibvirtDriver implements HypervisorDriver {
   async undefine(vmId: string): Promise<void> {
     this.ensureOpen();
     if (!isUuid(vmId)) return;
+    await this.fenced();
     return this.locked(vmId, () => this.undefineUnlocked(vmId));
   }
 
@@ -332,6 +388,7 @@ export class LibvirtDriver implements HypervisorDriver {
   async deleteVolumes(vmId: string): Promise<void> {
     this.ensureOpen();
     if (!isUuid(vmId)) return;
+    await this.fenced();
     return this.locked(vmId, async () => {
       const snap = await this.lookup(vmId);
       if (snap) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is still defined; undefine it before deleting its volumes`);
@@ -343,6 +400,7 @@ export class LibvirtDriver implements HypervisorDriver {
   async delete(vmId: string): Promise<void> {
     this.ensureOpen();
     if (!isUuid(vmId)) return;
+    await this.fenced();
     return this.locked(vmId, async () => {
       const snap = await this.lookup(vmId);
       if (snap && !snap.domain) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} with uuid ${vmId} is not Berth's; not deleting it`);
@@ -356,6 +414,7 @@ export class LibvirtDriver implements HypervisorDriver {
   async setGeneration(vmId: string, generation: number): Promise<Domain> {
     this.ensureOpen();
     checkWhole(generation, "generation", 0);
+    await this.fenced();
     return this.locked(vmId, () => this.setGenerationUnlocked(vmId, generation));
   }
 
@@ -363,6 +422,7 @@ export class LibvirtDriver implements HypervisorDriver {
   async stats(vmId: string): Promise<DomainStats> {
     this.ensureOpen();
     if (!isUuid(vmId)) throw notFound(`domain ${vmId}`);
+    await this.fenced();
     const id = vmId.toLowerCase();
     const { sections, stderr } = await this.virsh.batch([
       { tag: "xml", args: ["dumpxml", id] },
@@ -413,6 +473,7 @@ export class LibvirtDriver implements HypervisorDriver {
     validateSpec(spec);
     const vmId = spec.vmId.toLowerCase();
     const target: MigrationTarget = { driver: this.kind, uri: this.options.migrationUri, vmId };
+    await this.fenced();
     return this.locked(vmId, async () => {
       const existing = await this.lookup(vmId);
       if (existing) {
@@ -446,6 +507,7 @@ export class LibvirtDriver implements HypervisorDriver {
     const timeoutMs = options.timeoutMs ?? this.options.migrationTimeoutMs;
     checkWhole(timeoutMs, "timeout_ms", 1);
     if (!isUuid(vmId)) return;
+    await this.fenced();
     return this.locked(vmId, async () => {
       const snap = await this.lookup(vmId);
       if (!snap?.domain) return;
@@ -470,6 +532,7 @@ export class LibvirtDriver implements HypervisorDriver {
   async finishIncoming(vmId: string, generation: number): Promise<Domain> {
     this.ensureOpen();
     checkWhole(generation, "generation", 0);
+    await this.fenced();
     return this.locked(vmId, async () => {
       const snap = await this.get(vmId);
       const id = snap.domain.vmId;
@@ -491,6 +554,7 @@ export class LibvirtDriver implements HypervisorDriver {
   async abortMigration(vmId: string): Promise<void> {
     this.ensureOpen();
     if (!isUuid(vmId)) return;
+    await this.fenced();
     return this.locked(vmId, async () => {
       const snap = await this.lookup(vmId);
       if (snap) {
@@ -501,27 +565,187 @@ export class LibvirtDriver implements HypervisorDriver {
     });
   }
 
-  /** Kills the event stream child and refuses further calls with HYPERVISOR_UNAVAILABLE. Idempotent. */
-  async setWatchdog(_deadlineMs: number): Promise<void> {
-    // Implemented with host failure handling.
+  // ---- fencing ---------------------------------------------------------------------------------
+
+  /**
+   * Arms the watchdog or moves its deadline (Unix ms). A deadline that has already passed fires
+   * first (a late pet does not undo a fence); a deadline in the past fires at once. `firedAtMs` is
+   * reset to 0, unless this call found the deadline passed (then it reports that fire). Then, in this
+   * order: the state file is written (if configured), and the device is petted (if configured;
+   * opened at the first call, which arms the kernel's timer) — unless a fence is not yet confirmed:
+   * then the device is left unpetted, so that the kernel completes the fence by resetting the host.
+   * Does not need libvirtd. Idempotent (the same deadline again still pets the device).
+   * INVALID_ARGUMENT (`watchdog.deadline_ms`); FAILED_PRECONDITION naming
+   * `libvirt.watchdog_state_file` or `libvirt.watchdog_device` when either fails (the timer is armed
+   * all the same; a failed write leaves the earlier deadline on disk, which fences sooner).
+   */
+  async setWatchdog(deadlineMs: number): Promise<void> {
+    this.ensureOpen();
+    if (typeof deadlineMs !== "number" || !Number.isFinite(deadlineMs) || deadlineMs <= 0) {
+      throw invalidArgument("watchdog.deadline_ms", `must be a time in Unix ms > 0 (got ${String(deadlineMs)})`);
+    }
+    const before = this.wd.firedAtMs;
+    this.checkWatchdog();
+    // A pet forgets an earlier fire, but not one it finds itself: that is news to its caller.
+    if (this.wd.firedAtMs === before) this.wd.firedAtMs = 0;
+    this.wd.deadlineMs = deadlineMs;
+    this.monoDeadline = monotonicDeadline(deadlineMs);
+    this.checkWatchdog(); // a deadline in the past fires at once
+    this.scheduleWatchdog();
+    let failure: unknown;
+    await this.persistWatchdog().catch((e: unknown) => (failure = e));
+    if (this.device && this.wd.deadlineMs > 0 && this.fencePendingAt === 0) await this.device.pet();
+    if (failure !== undefined) throw failure;
   }
 
+  /**
+   * Disarms the watchdog: the state file says so, and the device (if open) gets the magic close.
+   * A deadline that has already passed fires first (clearing cannot take back a fence);
+   * `firedAtMs` is kept. While a
+   * fence is not confirmed (libvirtd did not answer) the device stays open and unpetted: the kernel
+   * resets the host. Idempotent. FAILED_PRECONDITION naming the file or the device when either fails.
+   */
   async clearWatchdog(): Promise<void> {
-    // Implemented with host failure handling.
+    this.ensureOpen();
+    this.checkWatchdog();
+    this.wd.deadlineMs = 0;
+    this.monoDeadline = Infinity;
+    this.scheduleWatchdog();
+    let failure: unknown;
+    await this.persistWatchdog().catch((e: unknown) => (failure = e));
+    await this.fencing?.catch(() => undefined);
+    if (this.device && this.fencePendingAt === 0) await this.device.disarm();
+    if (failure !== undefined) throw failure;
   }
 
+  /** The watchdog as it is now (a passed deadline fires first). Never throws; after close, as it was left. */
   async watchdog(): Promise<WatchdogStatus> {
-    return { deadlineMs: 0, firedAtMs: 0 };
+    if (!this.closed) this.checkWatchdog();
+    return { ...this.wd };
   }
 
+  /**
+   * Kills the event stream child and refuses further calls with HYPERVISOR_UNAVAILABLE; stops the
+   * watchdog timer after a fence under way ends. The watchdog device, if open, is closed without
+   * the magic character: the kernel keeps counting, so an agent that stops without
+   * `clearWatchdog` is still fenced. Idempotent.
+   */
   async close(): Promise<void> {
     this.closed = true;
     this.listeners.clear();
+    clearTimeout(this.wdTimer);
+    clearTimeout(this.retryTimer);
+    await this.fencing?.catch(() => undefined);
+    await this.device?.release();
+    await this.wdWriteChain;
     await this.follower.stop();
     await this.eventChain;
   }
 
   // ---- internals -------------------------------------------------------------------------------
+
+  /**
+   * Fires the watchdog if its armed deadline has passed (wall or monotonic clock): `firedAtMs`
+   * records the deadline, the deadline is disarmed, and a fence (destroying every active fence
+   * domain) starts unless one is under way. Also restarts a fence left unconfirmed.
+   */
+  private checkWatchdog(): void {
+    const d = this.wd.deadlineMs;
+    if (d > 0 && (Date.now() >= d || performance.now() >= this.monoDeadline)) {
+      this.wd.firedAtMs = Math.max(this.wd.firedAtMs, d);
+      this.wd.deadlineMs = 0;
+      this.monoDeadline = Infinity;
+      this.fencePendingAt = d;
+      clearTimeout(this.wdTimer);
+      this.wdTimer = undefined;
+    }
+    if (this.fencePendingAt !== 0 && !this.fencing && !this.closed) this.startFence();
+  }
+
+  /** Waits for a fence that is due: what every operation does first. Throws what the fence threw. */
+  private async fenced(): Promise<void> {
+    for (;;) {
+      this.checkWatchdog();
+      if (!this.fencing) return;
+      await this.fencing;
+    }
+  }
+
+  private startFence(): void {
+    const attempt = (async () => {
+      while (this.fencePendingAt !== 0) {
+        const at = this.fencePendingAt;
+        await this.destroyFenceDomains();
+        if (this.fencePendingAt === at) this.fencePendingAt = 0;
+      }
+      await this.persistWatchdog();
+    })();
+    this.fencing = attempt;
+    attempt.then(
+      () => {
+        if (this.fencing === attempt) this.fencing = undefined;
+        // The watchdog fired again while the attempt was writing the file: fence again.
+        this.checkWatchdog();
+      },
+      () => {
+        if (this.fencing === attempt) this.fencing = undefined;
+        // libvirtd did not answer (or the file could not be written): try again soon, on a timer,
+        // so the fence completes without waiting for the next operation.
+        if (this.closed) return;
+        clearTimeout(this.retryTimer);
+        this.retryTimer = setTimeout(() => this.checkWatchdog(), this.fenceRetryMs);
+        this.retryTimer.unref();
+      },
+    );
+  }
+
+  /**
+   * Destroys every active fence domain. Domains with an operation under way (a start issued before
+   * the deadline may land after it) are looked at again once that operation is done.
+   */
+  private async destroyFenceDomains(): Promise<void> {
+    const busy = new Set(this.locks.keys());
+    const fence = (await this.scan(false)).map((s) => s.domain).filter((d) => d.fence);
+    for (const d of fence) {
+      if (d.state !== DomainState.DOMAIN_STATE_SHUTOFF) await this.tolerate(this.virsh.run(["destroy", d.vmId]), ErrorCode.FailedPrecondition);
+    }
+    for (const d of fence.filter((x) => busy.has(x.vmId))) {
+      await this.locked(d.vmId, async () => {
+        const snap = await this.lookup(d.vmId);
+        if (snap?.domain?.fence && isActive(snap.state)) await this.tolerate(this.virsh.run(["destroy", d.vmId]), ErrorCode.FailedPrecondition);
+      });
+    }
+  }
+
+  /** Arms the timer for the armed deadline, so a fence needs no call. Unref'd: the deadline is on disk if configured. */
+  private scheduleWatchdog(): void {
+    clearTimeout(this.wdTimer);
+    this.wdTimer = undefined;
+    if (this.closed || this.wd.deadlineMs === 0) return;
+    const delay = Math.max(0, Math.min(this.wd.deadlineMs - Date.now(), this.monoDeadline - performance.now(), MAX_TIMER_MS));
+    this.wdTimer = setTimeout(() => {
+      this.wdTimer = undefined;
+      if (this.closed) return;
+      this.checkWatchdog();
+      this.scheduleWatchdog();
+    }, delay);
+    this.wdTimer.unref();
+  }
+
+  /** Writes the watchdog state file (if configured), in order; a queued write carries every change made before it starts. */
+  private persistWatchdog(): Promise<void> {
+    const file = this.options.watchdogStateFile;
+    if (file === undefined) return Promise.resolve();
+    if (this.wdQueuedWrite) return this.wdQueuedWrite;
+    const write = this.wdWriteChain.then(() => {
+      this.wdQueuedWrite = undefined;
+      const state: PersistedWatchdog = { deadlineMs: this.wd.deadlineMs, firedAtMs: this.wd.firedAtMs, fencePending: this.fencePendingAt !== 0 };
+      return writeWatchdogStateFile(file, state);
+    });
+    this.wdQueuedWrite = write;
+    this.wdWriteChain = write.catch(() => undefined);
+    return write;
+  }
 
   private ensureOpen(): void {
     if (this.closed) throw new BerthError(ErrorCode.HypervisorUnavailable, "libvirt driver is closed");
@@ -582,7 +806,7 @@ export class LibvirtDriver implements HypervisorDriver {
     const prefix = this.options.namePrefix;
     return {
       vmId: m.vmId,
-      fence: false,
+      fence: m.fence,
       name: m.name || (name.startsWith(prefix) ? name.slice(prefix.length) : name),
       state: domainStateOf(state, reason),
       generation: m.generation,
@@ -608,7 +832,7 @@ export class LibvirtDriver implements HypervisorDriver {
     const snap = await this.get(vmId);
     const domain = snap.domain;
     if (domain.generation === generation && !force) return domain;
-    const metadata: BerthMetadata = { vmId: domain.vmId, name: domain.name, generation, diskGib: domain.resources?.diskGib ?? 0 };
+    const metadata: BerthMetadata = { vmId: domain.vmId, name: domain.name, generation, diskGib: domain.resources?.diskGib ?? 0, fence: domain.fence };
     const args = ["metadata", domain.vmId, BERTH_XMLNS, "--key", BERTH_XMLNS_KEY, "--set", metadataSetValue(metadata), "--config"];
     if (isActive(snap.state)) {
       try {
@@ -706,7 +930,7 @@ export class LibvirtDriver implements HypervisorDriver {
   /** Lists the domains to learn name → vmId (for "Undefined" events) and each one's state. Never throws. */
   private async learnDomains(): Promise<void> {
     try {
-      for (const d of await this.list()) {
+      for (const { domain: d } of await this.scan(false)) {
         const kind = d.state === DomainState.DOMAIN_STATE_PAUSED ? "paused" : d.state === DomainState.DOMAIN_STATE_RUNNING ? "started" : "stopped";
         this.lastKind.set(d.vmId, kind);
       }
@@ -766,6 +990,11 @@ function shutOff(domain: Domain): Domain {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** performance.now() at which the wall-clock time `deadlineMs` comes, as of now; Infinity when disarmed. */
+function monotonicDeadline(deadlineMs: number): number {
+  return deadlineMs > 0 ? performance.now() + (deadlineMs - Date.now()) : Infinity;
+}
+
 function checkWhole(value: unknown, field: string, min: number): void {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
     throw invalidArgument(field, `must be a whole number ≥ ${min} (got ${String(value)})`);
@@ -780,6 +1009,7 @@ function validateSpec(spec: DomainSpec): void {
     throw invalidArgument("domain.name", `must be at most ${MAX_NAME_LENGTH} characters, without '/' or control characters`);
   }
   checkWhole(spec.generation, "domain.generation", 0);
+  if (spec.fence !== undefined && typeof spec.fence !== "boolean") throw invalidArgument("domain.fence", `must be a boolean (got ${String(spec.fence)})`);
   const r: unknown = spec.resources;
   if (typeof r !== "object" || r === null) throw invalidArgument("domain.resources", "is required");
   for (const k of RESOURCE_NAMES) {

@@ -46,6 +46,12 @@ describe("resolveLibvirtDriverOptions", () => {
     expect(o.domainType).toBe("qemu");
   });
 
+  it("takes the watchdog device and state file as absolute paths; neither by default", () => {
+    expect(resolveLibvirtDriverOptions()).toMatchObject({ watchdogDevice: undefined, watchdogStateFile: undefined });
+    const o = resolveLibvirtDriverOptions({ watchdogDevice: "/dev/watchdog", watchdogStateFile: "/var/lib/berth-agent/./watchdog.json" });
+    expect(o).toMatchObject({ watchdogDevice: "/dev/watchdog", watchdogStateFile: "/var/lib/berth-agent/watchdog.json" });
+  });
+
   it.each<[LibvirtDriverOptions, string]>([
     [{ uri: "" }, "libvirt.uri"],
     [{ uri: "system" }, "libvirt.uri"],
@@ -60,6 +66,10 @@ describe("resolveLibvirtDriverOptions", () => {
     [{ stopTimeoutMs: -5 }, "libvirt.stop_timeout_ms"],
     [{ commandTimeoutMs: 0 }, "libvirt.command_timeout_ms"],
     [{ virshPath: "" }, "libvirt.virsh_path"],
+    [{ watchdogDevice: "dev/watchdog" }, "libvirt.watchdog_device"],
+    [{ watchdogDevice: "" }, "libvirt.watchdog_device"],
+    [{ watchdogStateFile: "watchdog.json" }, "libvirt.watchdog_state_file"],
+    [{ watchdogDevice: "/dev/watchdog", watchdogStateFile: "/dev/watchdog" }, "libvirt.watchdog_state_file"],
   ])("refuses %j naming %s", (options, field) => {
     const e = fails(options);
     expect(e.code).toBe("INVALID_ARGUMENT");

@@ -1,3 +1,4 @@
+import path from "node:path";
 import { invalidArgument } from "@berth/core";
 import type { CommandRunner } from "./virsh.js";
 
@@ -37,6 +38,24 @@ export interface LibvirtDriverOptions {
   virshPath?: string;
   /** Runs virsh; tests inject one to check command lines without libvirtd. Default: execFile. */
   runner?: CommandRunner;
+  /**
+   * Fencing through a Linux watchdog device, e.g. `/dev/watchdog` (a hardware watchdog, or
+   * `softdog` in a lab): opened at the first `setWatchdog` (which arms the kernel's timer), written
+   * at every `setWatchdog` (a pet), closed with the magic character 'V' by `clearWatchdog`. If the
+   * agent stops petting for the device's own timeout (softdog: `soft_margin`, 60 s by default) the
+   * kernel resets the host — every VM on it stops, fence or not. Keep that timeout ≤ the fence
+   * timeout. Default: none (the driver's timer destroys the fence domains itself; see the README for
+   * the residual risk of each mode). Never point tests at a real device: it reboots the machine.
+   */
+  watchdogDevice?: string;
+  /**
+   * A small file keeping the watchdog's deadline and last fire across agent restarts, written
+   * atomically at every `setWatchdog`, `clearWatchdog` and fire. At open, a deadline already passed
+   * (or a fence not confirmed) fences at once, before any other operation. Default: none (a
+   * restarted agent forgets a deadline that passed while it was down). The agent passes one under
+   * its state directory.
+   */
+  watchdogStateFile?: string;
 }
 
 /** {@link LibvirtDriverOptions} with every default applied (but `domainType`, resolved at first use) and every value checked. */
@@ -53,6 +72,8 @@ export interface ResolvedLibvirtDriverOptions {
   readonly migrationUri: string;
   readonly virshPath: string;
   readonly runner: CommandRunner | undefined;
+  readonly watchdogDevice: string | undefined;
+  readonly watchdogStateFile: string | undefined;
 }
 
 /** Default of {@link LibvirtDriverOptions.uri}. */
@@ -106,6 +127,11 @@ export function resolveLibvirtDriverOptions(options: LibvirtDriverOptions = {}):
   const virshPath = text(options.virshPath, "libvirt.virsh_path", "virsh");
   const runner: unknown = options.runner;
   if (runner !== undefined && typeof runner !== "function") throw invalidArgument("libvirt.runner", "must be a function");
+  const watchdogDevice = absolutePath(options.watchdogDevice, "libvirt.watchdog_device");
+  const watchdogStateFile = absolutePath(options.watchdogStateFile, "libvirt.watchdog_state_file");
+  if (watchdogDevice !== undefined && watchdogDevice === watchdogStateFile) {
+    throw invalidArgument("libvirt.watchdog_state_file", "must not be the watchdog device");
+  }
 
   return Object.freeze({
     uri,
@@ -120,7 +146,18 @@ export function resolveLibvirtDriverOptions(options: LibvirtDriverOptions = {}):
     migrationUri,
     virshPath,
     runner: runner as CommandRunner | undefined,
+    watchdogDevice,
+    watchdogStateFile,
   });
+}
+
+/** An absolute path (normalized), or undefined when not given. */
+function absolutePath(value: unknown, field: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || !path.isAbsolute(value) || /[\x00]/.test(value)) {
+    throw invalidArgument(field, `must be an absolute path (got ${JSON.stringify(value)})`);
+  }
+  return path.normalize(value);
 }
 
 function text(value: unknown, field: string, fallback: string): string {
