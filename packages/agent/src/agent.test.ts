@@ -3,7 +3,7 @@ import { createServer, type Server as NetServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { RejectReason, type Command } from "@berth/api";
+import { DomainState, RejectReason, type Command } from "@berth/api";
 import { FakeDriver, type HypervisorDriver, type WatchdogStatus } from "@berth/hypervisor";
 import { Agent } from "./agent.js";
 import { AGENT_STATE_FILE, loadAgentState, saveAgentState, type AgentState } from "./agent-state.js";
@@ -404,4 +404,27 @@ describe("the host's watchdog (fencing)", () => {
     await until("the command result", () => l.last?.of("result").length);
     expect((await a.fake.list()).map((d) => [d.vmId, d.fence])).toEqual([[vmId, true]]);
   });
+});
+
+describe("the host's watchdog on the fake driver", () => {
+  it("keeps fenced domains running while the leader is heard, and powers them off once it is not (the agent still running)", async () => {
+    const fencedId = "6f1c2a9e-0000-4000-8000-0000000000b1";
+    const l = await stub("L", {
+      kind: "leader",
+      welcome: { leaderEpoch: 1, reportIntervalMs: 100, fenceTimeoutMs: 600 },
+      afterWelcome: (s) => {
+        s.send({ $case: "command", value: { ...createCommand(1, false), commandId: "plain" } });
+        s.send({ $case: "command", value: { ...createCommand(1, true), commandId: "fenced", vmId: fencedId, action: { $case: "create", value: { name: "db-1", resources, start: true, fence: true } } } });
+      },
+    });
+    const a = await startAgent([l.address]);
+    await until("both results", () => (l.last?.of("result").length ?? 0) >= 2);
+    await sleep(1_500); // longer than the fence timeout: the pets hold it off
+    const running = async () => (await a.fake.list()).filter((d) => d.state === DomainState.DOMAIN_STATE_RUNNING).map((d) => d.vmId).sort();
+    expect(await running()).toEqual([vmId, fencedId].sort());
+    l.kill();
+    await sleep(1_200);
+    expect(await running()).toEqual([vmId]);
+    expect((await a.fake.watchdog()).firedAtMs).toBeGreaterThan(0);
+  }, 10_000);
 });
