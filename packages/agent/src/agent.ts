@@ -385,7 +385,11 @@ export class Agent {
         unansweredSince = undefined;
         const msg = message.msg;
         if (!msg) return;
-        if (welcomed) this.watchdog.heard();
+        // Only a Heartbeat pets the watchdog: it answers one of our own messages, so it proves the
+        // leader heard us no earlier than it was sent, and the controller's fence rule (last heard
+        // + timeout + margin) then holds. A command proves less: it may leave a leader that has not
+        // heard us for a while.
+        if (welcomed && msg.$case === "heartbeat") this.watchdog.heard();
         switch (msg.$case) {
           case "welcome": {
             if (accepted) return; // one Welcome per stream
@@ -472,7 +476,7 @@ export class Agent {
   private async handleCommand(command: Command) {
     const result = await this.executor.execute(command);
     const log = result.ok ? this.log.debug.bind(this.log) : this.log.warn.bind(this.log);
-    log({ vmId: command.vmId, generation: command.generation, action: command.action?.$case, ok: result.ok, error: result.errorMessage || undefined }, "command applied");
+    log({ vmId: command.vmId, generation: command.generation, epoch: command.leaderEpoch, action: command.action?.$case, ok: result.ok, error: result.errorMessage || undefined }, "command applied");
     return result;
   }
 

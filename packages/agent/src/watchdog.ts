@@ -104,7 +104,7 @@ export class HostWatchdog {
     this.petQueued = true;
     this.maybeArmed = true;
     // Counted from the ask: a slow driver must not make every message ask again.
-    this.lastPetAt = this.now();
+    const heardAt = (this.lastPetAt = this.now());
     this.enqueue(async () => {
       this.petQueued = false;
       const timeoutMs = this.timeoutMs;
@@ -114,7 +114,9 @@ export class HostWatchdog {
         await this.read();
       }
       try {
-        const deadline = this.now() + timeoutMs;
+        // From when the leader was heard, not when the (maybe slow) driver got to it: the
+        // controller counts from its own hearing of us, which is no later.
+        const deadline = heardAt + timeoutMs;
         await this.driver.setWatchdog(deadline);
         this.maybeArmed = true;
         if (this.failing) this.log.info("host watchdog petted again");
