@@ -1,5 +1,6 @@
 import { ErrorCode, isBerthError } from "@berth/core";
 import { FakeDriver, LibvirtDriver, type HypervisorDriver } from "@berth/hypervisor";
+import { resolve } from "node:path";
 import type { Logger } from "pino";
 import type { ResolvedAgentOptions } from "./options.js";
 
@@ -19,7 +20,9 @@ export async function openDriver(options: ResolvedAgentOptions, log: Logger): Pr
         onControlFileError: (message) => log.warn({ error: message }, "fake-faults.json refused; the faults it held before stay in force"),
       });
     case "libvirt": {
-      const driver = await LibvirtDriver.open({ ...options.libvirt });
+      // The watchdog's deadline and a fence in progress outlive the agent (a restart past the
+      // deadline fences before the first Hello), so they are kept in the agent's state dir.
+      const driver = await LibvirtDriver.open({ watchdogStateFile: resolve(options.stateDir, "watchdog.json"), ...options.libvirt });
       // Settings libvirt can only judge (a missing storage pool) fail here, at start, not at every
       // Hello; an unreachable libvirtd is waited for instead.
       try {

@@ -31,6 +31,11 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
   --network NAME          libvirt driver: attach a NIC on this libvirt network (repeatable)
   --bridge NAME           libvirt driver: attach a NIC on this host bridge (repeatable)
   --domain-type kvm|qemu  libvirt driver: kvm (default when /dev/kvm is usable) or qemu (TCG)
+  --watchdog-device PATH  libvirt driver: a Linux watchdog device (e.g. /dev/watchdog, softdog in
+                          a lab) petted while the leader is heard; the kernel resets the host if
+                          the agent stops. Without it the agent powers off its restart-policy VMs
+                          itself when no leader is heard for the fence timeout (see
+                          deploy/libvirt-host.md for the residual risk of each)
   --label K=V             host label (repeatable)
   --cpu-ratio X           this host's CPU allocation ratio (default: the cluster's; e.g. 1.5)
   --memory-ratio X        this host's memory allocation ratio (default: the cluster's)
@@ -56,11 +61,12 @@ function libvirtFlags(args: Record<string, string | string[] | boolean | undefin
   const uri = args["libvirt-uri"] as string | undefined;
   const storagePool = args["storage-pool"] as string | undefined;
   const domainType = args["domain-type"] as string | undefined;
+  const watchdogDevice = args["watchdog-device"] as string | undefined;
   const networks = [
     ...((args.network as string[] | undefined) ?? []).map((source) => ({ type: "network" as const, source })),
     ...((args.bridge as string[] | undefined) ?? []).map((source) => ({ type: "bridge" as const, source })),
   ];
-  if (uri === undefined && storagePool === undefined && domainType === undefined && networks.length === 0) return {};
+  if (uri === undefined && storagePool === undefined && domainType === undefined && networks.length === 0 && watchdogDevice === undefined) return {};
   if (domainType !== undefined && domainType !== "kvm" && domainType !== "qemu") {
     throw invalidArgument("--domain-type", `'${domainType}' is not kvm or qemu`);
   }
@@ -70,6 +76,7 @@ function libvirtFlags(args: Record<string, string | string[] | boolean | undefin
       ...(storagePool !== undefined ? { storagePool } : {}),
       ...(networks.length > 0 ? { networks } : {}),
       ...(domainType !== undefined ? { domainType } : {}),
+      ...(watchdogDevice !== undefined ? { watchdogDevice } : {}),
     },
   };
 }
@@ -98,6 +105,7 @@ async function main(): Promise<number> {
         network: { type: "string", multiple: true },
         bridge: { type: "string", multiple: true },
         "domain-type": { type: "string" },
+        "watchdog-device": { type: "string" },
         label: { type: "string", multiple: true },
         "cpu-ratio": { type: "string" },
         "memory-ratio": { type: "string" },
@@ -149,7 +157,7 @@ async function main(): Promise<number> {
       join_cluster: "--join-cluster",
       labels: "--label",
       capacity: "--capacity",
-      libvirt: "--libvirt-uri/--storage-pool/--network/--bridge/--domain-type",
+      libvirt: "--libvirt-uri/--storage-pool/--network/--bridge/--domain-type/--watchdog-device",
     };
     process.stderr.write(`berth-agent: ${messageForFlags(e, flags)}\n`);
     return 2;

@@ -68,6 +68,11 @@ export interface AgentLibvirtOptions {
   networks?: { type: "network" | "bridge"; source: string }[];
   /** kvm (hardware virtualization) or qemu (TCG emulation). */
   domainType?: "kvm" | "qemu";
+  /**
+   * A Linux watchdog device (e.g. /dev/watchdog from softdog) petted while the leader is heard: the
+   * kernel resets the host when the agent stops petting. Absent: the driver powers off fence domains itself.
+   */
+  watchdogDevice?: string;
 }
 
 export interface ResolvedAgentOptions {
