@@ -21,7 +21,7 @@ describe("one agent per state dir", () => {
 
   it("takes the lock with pid and host id, and removes it on release", async () => {
     const lock = await lockStateDir(dir, "hv-01");
-    expect(JSON.parse(readFileSync(lockPath(), "utf8"))).toMatchObject({ pid: process.pid, hostId: "hv-01" });
+    expect(JSON.parse(readFileSync(lockPath(), "utf8"))).toMatchObject({ pid: process.pid, holder: "berth-agent for host 'hv-01'" });
     await lock.release();
     expect(existsSync(lockPath())).toBe(false);
   });
@@ -29,7 +29,7 @@ describe("one agent per state dir", () => {
   it("refuses a second agent while the first runs, naming the dir, the other pid and host id, and what to do", async () => {
     const other = otherProcess();
     try {
-      writeFileSync(lockPath(), JSON.stringify({ pid: other.pid, hostId: "hv-01", kernelBootId: "", since: "2026-12-01T10:00:00.000Z", token: "t" }));
+      writeFileSync(lockPath(), JSON.stringify({ pid: other.pid, holder: "berth-agent for host 'hv-01'", kernelBootId: "", since: "2026-12-01T10:00:00.000Z", token: "t" }));
       const e = await lockStateDir(dir, "hv-02").catch((x: unknown) => x);
       expect(e).toBeInstanceOf(StateDirLockedError);
       const message = (e as Error).message;
@@ -54,7 +54,7 @@ describe("one agent per state dir", () => {
   it("takes over a stale lock: its pid is dead, or it predates the last reboot", async () => {
     const dead = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
     await new Promise((r) => dead.once("exit", r));
-    writeFileSync(lockPath(), JSON.stringify({ pid: dead.pid, hostId: "hv-01", kernelBootId: "", since: "x", token: "old" }));
+    writeFileSync(lockPath(), JSON.stringify({ pid: dead.pid, holder: "berth-agent for host 'hv-01'", kernelBootId: "", since: "x", token: "old" }));
     const lock = await lockStateDir(dir, "hv-01");
     expect(JSON.parse(readFileSync(lockPath(), "utf8"))).toMatchObject({ pid: process.pid });
     await lock.release();
@@ -62,7 +62,7 @@ describe("one agent per state dir", () => {
     const other = otherProcess();
     try {
       // A live pid, but the lock was taken under another kernel boot: that pid is someone else now.
-      writeFileSync(lockPath(), JSON.stringify({ pid: other.pid, hostId: "hv-01", kernelBootId: "another-boot", since: "x", token: "old" }));
+      writeFileSync(lockPath(), JSON.stringify({ pid: other.pid, holder: "berth-agent for host 'hv-01'", kernelBootId: "another-boot", since: "x", token: "old" }));
       const bootKnown = existsSync("/proc/sys/kernel/random/boot_id");
       const taken = await lockStateDir(dir, "hv-01").catch((x: unknown) => x);
       if (bootKnown) {

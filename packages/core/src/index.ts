@@ -6,3 +6,4 @@ export * from "./grpc.js";
 export * from "./parse.js";
 export * from "./process.js";
 export * from "./retry.js";
+export * from "./dir-lock.js";

@@ -47,4 +47,13 @@ describe("openFileStore", () => {
     await expect(openFileStore(path)).rejects.toThrow(`${path}: unknown format`);
     expect(await readFile(path, "utf8")).toBe('{"hello": 1}');
   });
+
+  it("refuses a second opener of one file while the first holds it, then lets the next one in", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), "berth-file-store-")), "store.json");
+    const first = await openFileStore(path);
+    await expect(openFileStore(path)).rejects.toThrow(/is in use by another controller \(pid \d+/);
+    await first.flush();
+    const second = await openFileStore(path);
+    await second.flush();
+  });
 });

@@ -1,6 +1,6 @@
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
-import { dirname } from "node:path";
-import { BerthError, ErrorCode } from "@berth/core";
+import { basename, dirname } from "node:path";
+import { BerthError, ErrorCode, lockDir } from "@berth/core";
 import { MemoryStore, type MemoryStoreOptions, type MemoryStoreState } from "./memory-store.js";
 import type { KeyValue } from "./types.js";
 
@@ -21,13 +21,28 @@ const FORMAT = "berth-embedded-store";
  * `WRITE_DELAY_MS` of each commit, and on `flush()`. Keys attached to leases are not kept (a
  * lease does not outlive its process: the leader key is made again by the next election, at a
  * later revision, so epochs keep growing). A crash can lose the last moment's writes: this is
- * for one machine's local cluster; deployments use etcd. Throws INVALID_ARGUMENT naming the file
- * when it is not one this function wrote.
+ * for one machine's local cluster; deployments use etcd. One process per file: a second one is
+ * refused (core's `DirLockedError`, naming the holder) — two would overwrite each other's writes.
+ * Throws INVALID_ARGUMENT naming the file when it is not one this function wrote.
  */
 export async function openFileStore(path: string, options: Omit<MemoryStoreOptions, "initial"> = {}): Promise<FileStore> {
-  const initial = await load(path);
-  const store = new MemoryStore({ ...options, ...(initial ? { initial } : {}) });
   await mkdir(dirname(path), { recursive: true });
+  const lock = await lockDir(dirname(path), {
+    file: `${basename(path)}.lock`,
+    holder: "berth-controller",
+    refusal: (_dir, lockPath, owner) =>
+      `${path} is in use by another controller (pid ${owner.pid}, since ${owner.since}): one controller per data file, or they would overwrite each other. ` +
+      `Stop that one (another berth dev in this directory?) or give this one its own --data-file. If no process with pid ${owner.pid} runs, remove ${lockPath}.`,
+  });
+  let initial: MemoryStoreState | undefined;
+  try {
+    initial = await load(path);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+  process.once("exit", () => lock.releaseSync());
+  const store = new MemoryStore({ ...options, ...(initial ? { initial } : {}) });
   let timer: NodeJS.Timeout | undefined;
   let writing: Promise<void> = Promise.resolve();
   let closed = false;
@@ -48,6 +63,7 @@ export async function openFileStore(path: string, options: Omit<MemoryStoreOptio
       unsubscribe();
       clearTimeout(timer);
       await write();
+      await lock.release();
     },
   };
 }
