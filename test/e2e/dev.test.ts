@@ -7,7 +7,15 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { spawnSync } from "node:child_process";
+import { fakeRunningVmIds } from "@berth/hypervisor";
 import { CLI_BIN, freePort, Proc, waitFor } from "../support/processes.js";
+
+/** Runs the CLI against `address`; resolves with its exit status and output. */
+function berth(address: string, ...args: string[]): { status: number | null; out: string; err: string } {
+  const r = spawnSync(process.execPath, [CLI_BIN, ...args], { encoding: "utf8", env: { ...process.env, BERTH_CONTROLLER: address }, timeout: 60_000 });
+  return { status: r.status, out: r.stdout, err: r.stderr };
+}
 
 /** The pids whose parent is `pid`, from /proc (Linux). */
 function children(pid: number): number[] {
@@ -51,6 +59,40 @@ describe("berth dev", () => {
       await waitFor("every daemon to stop", () => daemons.every((pid) => !alive(pid)), 15_000);
     } finally {
       await dev.stop("SIGKILL");
+    }
+  });
+
+  it("keeps its cluster across a restart: VMs and their domains survive Ctrl-C and a new start (nothing deleted)", { timeout: 120_000 }, async () => {
+    const port = await freePort();
+    const address = `127.0.0.1:${port}`;
+    const state = join(dir, "restart");
+    const start = (): Proc => new Proc("dev", CLI_BIN, ["dev", "--agents", "2", "--listen", address, "--state-dir", state]);
+    let dev = start();
+    try {
+      await waitFor("the banner", () => dev.lines(`export BERTH_CONTROLLER=${address}`).length > 0, 30_000);
+      for (const name of ["keep-1", "keep-2"]) expect(berth(address, "vm", "create", name, "--vcpus", "1", "--memory", "256MiB", "--disk", "1GiB", "--wait").status).toBe(0);
+      const running = (): string[] => ["host-1", "host-2"].flatMap((h) => fakeRunningVmIds(join(state, h)));
+      const before = running();
+      expect(before).toHaveLength(2);
+      dev.child.kill("SIGINT");
+      expect(await dev.exited).toBe(0);
+
+      // A second `berth dev` on the same state dir while one runs is refused, naming the dir.
+      dev = start();
+      await waitFor("the banner again", () => dev.lines(`export BERTH_CONTROLLER=${address}`).length > 0, 30_000);
+      const twin = new Proc("twin", CLI_BIN, ["dev", "--agents", "2", "--listen", `127.0.0.1:${await freePort()}`, "--state-dir", state]);
+      expect(await Promise.race([twin.exited, new Promise((r) => setTimeout(() => r("still running"), 30_000))])).not.toBe(0);
+      expect(twin.lines("is in use by another").length).toBeGreaterThan(0);
+      await twin.stop("SIGKILL");
+
+      const list = berth(address, "vm", "list", "-o", "json");
+      expect(list.status).toBe(0);
+      expect(list.out).toContain("keep-1");
+      expect(list.out).toContain("keep-2");
+      await waitFor("both still running", () => running().length === 2, 20_000);
+      expect(running().sort()).toEqual([...before].sort());
+    } finally {
+      await dev.stop("SIGINT");
     }
   });
 });
