@@ -116,3 +116,127 @@ async function freePorts(n) {
   await Promise.all(servers.map((srv) => new Promise((resolve) => srv.close(() => resolve()))));
   return ports;
 }
+
+/**
+ * Starts a `size`-member etcd cluster on free loopback ports, each member with its own data
+ * directory under `baseDir` (which `stop()` removes), and waits until every member is healthy.
+ * Each member can be killed (any signal: SIGKILL to crash it, SIGSTOP to freeze it), resumed
+ * (SIGCONT) and restarted from its data directory on the same ports. Members are SIGKILLed if this
+ * process exits first. Retries on fresh ports a few times, like `spawnEtcd`.
+ */
+export async function spawnEtcdCluster({ baseDir, size = 3, name = "berth", readyTimeoutMs = 30_000, attempts = 3, onRetry }) {
+  let lastError;
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    try {
+      return await startClusterOnce(baseDir, size, name, readyTimeoutMs, attempt);
+    } catch (e) {
+      lastError = e;
+      onRetry?.(e, attempt);
+    }
+  }
+  await rm(baseDir, { recursive: true, force: true });
+  throw lastError;
+}
+
+async function startClusterOnce(baseDir, size, name, readyTimeoutMs, attempt) {
+  const ports = await freePorts(2 * size);
+  const specs = Array.from({ length: size }, (_, i) => ({
+    name: `${name}${i}`,
+    dataDir: `${baseDir}/attempt${attempt}-member${i}`,
+    endpoint: `http://127.0.0.1:${ports[2 * i]}`,
+    peer: `http://127.0.0.1:${ports[2 * i + 1]}`,
+  }));
+  const initialCluster = specs.map((s) => `${s.name}=${s.peer}`).join(",");
+  const token = `${name}-${process.pid}-${Date.now()}-${attempt}`;
+  const members = specs.map((spec) => clusterMember(spec, initialCluster, token));
+  try {
+    for (const m of members) m.start();
+    await Promise.all(members.map((m) => m.waitHealthy(readyTimeoutMs)));
+  } catch (e) {
+    await Promise.all(members.map((m) => m.kill("SIGKILL")));
+    throw e;
+  }
+  let stopped;
+  return {
+    endpoints: members.map((m) => m.endpoint),
+    members,
+    stop: () =>
+      (stopped ??= (async () => {
+        await Promise.all(members.map((m) => m.stop()));
+        await rm(baseDir, { recursive: true, force: true });
+      })()),
+  };
+}
+
+/** One member of a cluster: a process that can be killed, frozen and started again. */
+function clusterMember(spec, initialCluster, token) {
+  let child;
+  let stderr = "";
+  const killOnExit = () => void child?.kill("SIGKILL");
+  const alive = () => child !== undefined && child.exitCode === null && child.signalCode === null;
+  const member = {
+    name: spec.name,
+    endpoint: spec.endpoint,
+    dataDir: spec.dataDir,
+    get pid() {
+      return alive() ? child.pid : undefined;
+    },
+    /** Spawns the member (from its data directory when it has run before). Does not wait. */
+    start() {
+      if (alive()) throw new Error(`etcd member ${spec.name} is already running`);
+      stderr = "";
+      child = spawn(
+        etcdBinary(),
+        [
+          `--name=${spec.name}`,
+          `--data-dir=${spec.dataDir}`,
+          `--listen-client-urls=${spec.endpoint}`,
+          `--advertise-client-urls=${spec.endpoint}`,
+          `--listen-peer-urls=${spec.peer}`,
+          `--initial-advertise-peer-urls=${spec.peer}`,
+          `--initial-cluster=${initialCluster}`,
+          `--initial-cluster-token=${token}`,
+          "--initial-cluster-state=new",
+          "--logger=zap",
+          "--log-level=error",
+        ],
+        { stdio: ["ignore", "ignore", "pipe"] },
+      );
+      const own = child;
+      own.stderr.on("data", (d) => (stderr = (stderr + d.toString()).slice(-4_000)));
+      own.once("error", () => undefined);
+      process.removeListener("exit", killOnExit);
+      process.once("exit", killOnExit);
+    },
+    /** Waits until this member answers its health check (which needs a cluster leader). */
+    waitHealthy(timeoutMs = 20_000) {
+      return waitHealthy(spec.endpoint, child, timeoutMs, () => stderr);
+    },
+    /** Sends `signal` to the member; for SIGKILL/SIGTERM, resolves once it has exited. */
+    async kill(signal = "SIGKILL") {
+      if (!alive()) return;
+      if (signal === "SIGSTOP" || signal === "SIGCONT") {
+        child.kill(signal);
+        return;
+      }
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGCONT");
+      child.kill(signal);
+      await exited;
+      process.removeListener("exit", killOnExit);
+    },
+    /** Starts the member again on its ports and data directory, and waits until it is healthy. */
+    async restart(timeoutMs = 20_000) {
+      await member.kill("SIGKILL");
+      member.start();
+      await member.waitHealthy(timeoutMs);
+    },
+    /** Stops the member for good (SIGTERM, then SIGKILL). Its data directory stays until the cluster's stop. */
+    async stop() {
+      if (alive()) child.kill("SIGCONT");
+      if (child) await kill(child);
+      process.removeListener("exit", killOnExit);
+    },
+  };
+  return member;
+}

@@ -32,9 +32,11 @@ export class LeaseLostError extends BerthError {
 }
 
 /**
- * The store could not be reached or did not answer in time. For a write the outcome is unknown:
- * re-read before deciding what to do (every Berth write is compare-guarded, so retrying the same
- * transaction is safe; it fails its compare when the first attempt did apply).
+ * The store could not be reached or did not answer in time. For a write the outcome is unknown
+ * unless the message says it was not applied (EtcdStore has by then already retried on other
+ * members and settled lost replies it could): re-read before deciding what to do (every Berth write
+ * is compare-guarded, so retrying the same transaction is safe; it fails its compare when the first
+ * attempt did apply).
  */
 export class StoreUnavailableError extends BerthError {
   /** True when the store has been closed by its owner: retrying is pointless. */

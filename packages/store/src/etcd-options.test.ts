@@ -22,10 +22,13 @@ describe("resolveEtcdStoreOptions", () => {
       endpoints: ["http://10.0.0.1:2379", "http://etcd-2:2379"],
       dialTimeoutMs: 5_000,
       callTimeoutMs: 5_000,
+      attemptTimeoutMs: 2_000,
       keepaliveTimeMs: 10_000,
       keepaliveTimeoutMs: 5_000,
       groupCommit: true,
       maxReceiveBytes: 64 * 1024 * 1024,
+      receipts: true,
+      receiptPrefix: "/berth/receipts/",
       tls: undefined,
       auth: undefined,
     });
@@ -40,6 +43,8 @@ describe("resolveEtcdStoreOptions", () => {
     refused({ endpoints: ["http://a:2379"], keepaliveTimeMs: 1_000 }, "keepaliveTimeMs", /below etcd's minimum of 5000/);
     refused({ endpoints: ["http://a:2379"], callTimeoutMs: 0 }, "callTimeoutMs", /whole number of milliseconds/);
     refused({ endpoints: ["http://a:2379"], dialTimeoutMs: 1.5 }, "dialTimeoutMs", /whole number/);
+    refused({ endpoints: ["http://a:2379"], callTimeoutMs: 1_000, attemptTimeoutMs: 2_000 }, "attemptTimeoutMs", /longer than callTimeoutMs/);
+    refused({ endpoints: ["http://a:2379"], receiptPrefix: "" }, "receiptPrefix", /non-empty/);
     refused({ endpoints: ["http://a:2379"], tls: { ca: "pem" } }, "tls", /use https:\/\//);
     refused({ endpoints: ["https://a:2379"], tls: { ca: "pem", cert: "c" } }, "tls", /together/);
   });

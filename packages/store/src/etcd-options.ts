@@ -6,8 +6,17 @@ export interface EtcdStoreOptions {
   endpoints: readonly string[];
   /** How long `EtcdStore.connect()` waits for etcd to answer. Default 5000. */
   dialTimeoutMs?: number;
-  /** Deadline of every unary call (reads, writes, lease grant/revoke/keepalive); streams have none. Default 5000. */
+  /**
+   * Deadline of every unary call (reads, writes, lease grant/revoke/keepalive), all its attempts on
+   * the members included; streams have none. Default 5000.
+   */
   callTimeoutMs?: number;
+  /**
+   * Longest one attempt of a call may wait for its member before the call moves on (a frozen
+   * member, a proposal lost with a dead etcd leader). At most `callTimeoutMs`. Default 40 % of
+   * `callTimeoutMs` (2000), leaving time to settle a write whose reply was lost and send it again.
+   */
+  attemptTimeoutMs?: number;
   /** gRPC keepalive ping interval. etcd closes connections that ping more often than every 5 s. Default 10000. */
   keepaliveTimeMs?: number;
   /** How long a keepalive ping may go unanswered before the connection is dropped. Default 5000. */
@@ -16,6 +25,15 @@ export interface EtcdStoreOptions {
   groupCommit?: boolean;
   /** Largest response accepted (a big `list`). Default 64 MiB. */
   maxReceiveBytes?: number;
+  /**
+   * Write receipts (see etcd-receipts.ts): every transaction also puts a small key under
+   * `receiptPrefix` on a short lease, so that a write whose reply was lost can be settled and sent
+   * again instead of failing with an unknown outcome. The keys are hidden from `get`, `list` and
+   * `watch`; with etcd authentication the user needs write access to the prefix. Default true.
+   */
+  receipts?: boolean;
+  /** Where receipts live. Must not hold anything else. Default "/berth/receipts/". */
+  receiptPrefix?: string;
   /** TLS material (PEM) for https endpoints. */
   tls?: { ca: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
   /** etcd user authentication. */
@@ -26,10 +44,13 @@ export interface ResolvedEtcdStoreOptions {
   endpoints: string[];
   dialTimeoutMs: number;
   callTimeoutMs: number;
+  attemptTimeoutMs: number;
   keepaliveTimeMs: number;
   keepaliveTimeoutMs: number;
   groupCommit: boolean;
   maxReceiveBytes: number;
+  receipts: boolean;
+  receiptPrefix: string;
   tls: { ca: Buffer; cert: Buffer | undefined; key: Buffer | undefined } | undefined;
   auth: { username: string; password: string } | undefined;
 }
@@ -89,15 +110,27 @@ export function resolveEtcdStoreOptions(options: EtcdStoreOptions): ResolvedEtcd
       `${keepaliveTimeMs} is below etcd's minimum of ${ETCD_MIN_KEEPALIVE_TIME_MS}: etcd closes connections that ping more often`,
     );
   }
+  const callTimeoutMs = integer(options.callTimeoutMs, "callTimeoutMs", 5_000, 1);
+  const attemptTimeoutMs = integer(options.attemptTimeoutMs, "attemptTimeoutMs", Math.max(1, Math.floor(callTimeoutMs * 0.4)), 1);
+  if (attemptTimeoutMs > callTimeoutMs) {
+    throw bad("attemptTimeoutMs", `${attemptTimeoutMs} is longer than callTimeoutMs (${callTimeoutMs}): an attempt is part of a call`);
+  }
+  const receiptPrefix = options.receiptPrefix ?? "/berth/receipts/";
+  if (typeof receiptPrefix !== "string" || receiptPrefix === "") {
+    throw bad("receiptPrefix", "must be a non-empty key prefix such as /berth/receipts/");
+  }
   const pem = (v: string | Buffer | undefined): Buffer | undefined => (v === undefined ? undefined : Buffer.from(v));
   return {
     endpoints,
     dialTimeoutMs: integer(options.dialTimeoutMs, "dialTimeoutMs", 5_000, 1),
-    callTimeoutMs: integer(options.callTimeoutMs, "callTimeoutMs", 5_000, 1),
+    callTimeoutMs,
+    attemptTimeoutMs,
     keepaliveTimeMs: integer(keepaliveTimeMs, "keepaliveTimeMs", 10_000, ETCD_MIN_KEEPALIVE_TIME_MS),
     keepaliveTimeoutMs: integer(options.keepaliveTimeoutMs, "keepaliveTimeoutMs", 5_000, 1),
     groupCommit: options.groupCommit ?? true,
     maxReceiveBytes: integer(options.maxReceiveBytes, "maxReceiveBytes", 64 * 1024 * 1024, 4 * 1024 * 1024, "bytes"),
+    receipts: options.receipts ?? true,
+    receiptPrefix,
     tls: options.tls ? { ca: pem(options.tls.ca)!, cert: pem(options.tls.cert), key: pem(options.tls.key) } : undefined,
     auth: options.auth ? { username: options.auth.username, password: options.auth.password } : undefined,
   };

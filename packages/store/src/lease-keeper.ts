@@ -2,7 +2,11 @@ import { LeaseLostError } from "./errors.js";
 import type { Lease } from "./types.js";
 
 export interface LeaseKeeperOptions {
-  /** Time between keepalives. Default ttl / 3. */
+  /**
+   * Time between keepalives. Default ttl / 6: when etcd loses its raft leader no keepalive succeeds
+   * for one to two election timeouts (1–2 s by default), and the last one that did must be recent
+   * enough for the keeper's own deadline (below) to outlast that.
+   */
   intervalMs?: number;
   /**
    * The keeper declares the lease lost when no keepalive sent in the last `ttl - marginMs` has
@@ -35,7 +39,7 @@ export class LeaseKeeper {
     options: LeaseKeeperOptions = {},
   ) {
     this.lost = new Promise((resolve) => (this.resolveLost = resolve));
-    this.intervalMs = Math.max(50, options.intervalMs ?? Math.floor(lease.ttlMs / 3));
+    this.intervalMs = Math.max(50, options.intervalMs ?? Math.floor(lease.ttlMs / 6));
     const margin = options.marginMs ?? Math.max(Math.floor(lease.ttlMs / 5), 500);
     this.windowMs = Math.max(1, lease.ttlMs - margin);
     this.lastOk = options.grantedAt ?? Date.now();
