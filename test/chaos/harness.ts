@@ -27,6 +27,8 @@ export interface ChaosOptions {
   /** Extra controller flags. */
   controllerArgs?: string[];
   capacity?: string;
+  /** etcd endpoints to use instead of a single-member etcd of the cluster's own. */
+  etcdEndpoints?: string[];
 }
 
 /**
@@ -64,7 +66,8 @@ export class TwoHostSampler {
 }
 
 export class ChaosCluster {
-  etcd!: RunningEtcd;
+  etcd: RunningEtcd | undefined;
+  etcdEndpoints: string[] = [];
   readonly dir = mkdtempSync(join(tmpdir(), "berth-chaos-"));
   readonly addresses: string[] = [];
   readonly controllers: (Proc | undefined)[] = [];
@@ -79,7 +82,11 @@ export class ChaosCluster {
   constructor(private readonly options: ChaosOptions = {}) {}
 
   async start(): Promise<void> {
-    this.etcd = await startEtcd();
+    if (this.options.etcdEndpoints) this.etcdEndpoints = this.options.etcdEndpoints;
+    else {
+      this.etcd = await startEtcd();
+      this.etcdEndpoints = [this.etcd.endpoint];
+    }
     const n = this.options.controllers ?? 1;
     for (let i = 0; i < n; i++) this.addresses.push(`127.0.0.1:${await freePort()}`);
     for (let i = 0; i < n; i++) this.startController(i);
@@ -92,7 +99,7 @@ export class ChaosCluster {
   startController(i: number, extra: string[] = []): Proc {
     const proc = new Proc(`controller-${i}`, CONTROLLER_BIN, [
       "--listen", this.addresses[i]!,
-      "--etcd", this.etcd.endpoint,
+      "--etcd", this.etcdEndpoints.join(","),
       "--id", `c${i}`,
       "--report-interval", String(CHAOS_TIMERS.reportIntervalMs),
       "--leader-ttl", String(CHAOS_TIMERS.leaderTtlMs),
@@ -165,6 +172,11 @@ export class ChaosCluster {
 
   async waitReady(n: number, timeoutMs = 30_000): Promise<void> {
     await waitFor(`${n} hosts READY`, async () => (await this.hosts()).filter((h) => h.state === HostState.HOST_STATE_READY).length >= n, timeoutMs, 100);
+  }
+
+  /** Waits until `n` hosts are READY and heard by the leader after `sinceMs` (e.g. a failover). */
+  async waitHeardSince(n: number, sinceMs: number, timeoutMs = 30_000): Promise<void> {
+    await waitFor(`${n} hosts back after ${new Date(sinceMs).toISOString()}`, async () => (await this.hosts()).filter((h) => h.state === HostState.HOST_STATE_READY && h.lastSeenMs > sinceMs).length >= n, timeoutMs, 100);
   }
 
   /** Creates a VM through the leader, retrying through a leader change with one request id. */
