@@ -169,7 +169,7 @@ export class Reconciler {
 function awayMessage(state: HostState): string {
   switch (state) {
     case HostState.HOST_STATE_FENCED:
-      return "host fenced: the VM is off there";
+      return "host fenced: silent past its fence deadline";
     case HostState.HOST_STATE_DOWN:
       return "host down";
     case HostState.HOST_STATE_SUSPECT:
