@@ -88,7 +88,7 @@ export class Controller {
       state,
       (id) => sessions.get(id)?.acceptsPlacements === true && state.host(id)?.state === HostState.HOST_STATE_READY,
       now,
-      () => controller?.leading?.hosts.reconnecting() ?? false,
+      () => controller?.leading?.hosts.reconnecting() ?? { waiting: false, missing: 0 },
     );
     server.addService(AgentServiceService, agentService(agentDeps));
     server.addService(

@@ -71,13 +71,14 @@ export class HostManager {
   }
 
   /**
-   * True in the first moments of this leader's term (until the down timeout) while a host that was
-   * READY under the previous leader has not reconnected yet: "no room" then means "not back yet".
+   * Hosts READY under the previous leader that have not reconnected (`missing`), and whether this
+   * leader still waits for them (`waiting`: the first moments of its term, until the down timeout):
+   * "no room" then means "not back yet".
    */
-  reconnecting(): boolean {
-    if (this.deps.now() >= this.deps.electedAtMs + this.deps.timers.downAfterMs) return false;
-    for (const id of this.readyAtElection) if (!this.deps.sessions.get(id)?.isLive) return true;
-    return false;
+  reconnecting(): { waiting: boolean; missing: number } {
+    let missing = 0;
+    for (const id of this.readyAtElection) if (!this.deps.sessions.get(id)?.isLive) missing++;
+    return { waiting: missing > 0 && this.deps.now() < this.deps.electedAtMs + this.deps.timers.downAfterMs, missing };
   }
 
   /** What the controller knows of the host's agent now (see `HostLiveness`). */

@@ -35,8 +35,8 @@ const CACHE_CATCH_UP_MS = 5_000;
 const MAX_CONFLICT_RETRIES = 3;
 /** While hosts reconnect to a new leader, a placement without room looks again this often… */
 const RECONNECT_POLL_MS = 200;
-/** …this many times at most (the wait is bounded by the caller's deadline too). */
-const MAX_RECONNECT_WAITS = 40;
+/** …this many times at most (the reconnect window, the host down timeout, usually ends first). */
+const MAX_RECONNECT_WAITS = 50;
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -113,10 +113,11 @@ export class Placer {
     private readonly acceptsPlacements: (hostId: string) => boolean,
     private readonly now: () => number,
     /**
-     * True while hosts are still reconnecting to a newly elected leader: a placement that finds no
-     * room then waits for them, and answers UNAVAILABLE (retryable), never "no room", if they stay away.
+     * Whether hosts are still reconnecting to a newly elected leader (`waiting`: the window is open)
+     * and how many of those ready before it are still `missing`: a placement that finds no room
+     * then waits for them, and answers UNAVAILABLE (retryable), never "no room", if they stay away.
      */
-    private readonly hostsReconnecting: () => boolean = () => false,
+    private readonly hostsReconnecting: () => { waiting: boolean; missing: number } = () => ({ waiting: false, missing: 0 }),
   ) {}
 
   /** The cluster's scheduler options (from the stored config, defaults when none). */
@@ -176,20 +177,29 @@ export class Placer {
     if (earlier) return earlier;
     // Placements into one group take turns in this leader: each sees the previous one's record.
     return await this.groupLocks.run(groupNames, async () => {
+      let waits = 0;
       for (let attempt = 1; ; attempt++) {
         try {
           return await this.placeAndCommit(specs, groupNames, writer, field, requestId);
         } catch (e) {
           const again = isBerthError(e, ErrorCode.AlreadyExists) ? await this.madeByInStore(specs, requestId) : undefined;
           if (again) return again;
-          if (isBerthError(e, ErrorCode.ResourceExhausted) && this.hostsReconnecting() && attempt < MAX_RECONNECT_WAITS) {
-            // A new leader whose hosts are still coming back has no room yet, not no room.
-            await sleep(RECONNECT_POLL_MS);
-            if (!this.hostsReconnecting()) attempt = MAX_RECONNECT_WAITS - 1;
-            continue;
-          }
-          if (isBerthError(e, ErrorCode.ResourceExhausted) && this.hostsReconnecting()) {
-            throw new BerthError(ErrorCode.Unavailable, "hosts are still reconnecting to a newly elected leader; retry in a few seconds", { cause: e });
+          if (isBerthError(e, ErrorCode.ResourceExhausted)) {
+            const reconnect = this.hostsReconnecting();
+            if (reconnect.waiting && waits < MAX_RECONNECT_WAITS) {
+              // A new leader whose hosts are still coming back has no room yet, not no room.
+              waits++;
+              attempt--;
+              await sleep(RECONNECT_POLL_MS);
+              continue;
+            }
+            if (waits > 0 && reconnect.missing > 0) {
+              throw new BerthError(
+                ErrorCode.Unavailable,
+                `${reconnect.missing} host(s) that were ready before the leader change have not reconnected to the new leader; retry in a few seconds`,
+                { cause: e },
+              );
+            }
           }
           // A group record can still change under us (a member's deletion): decide again.
           if (!(e instanceof PlacementConflict) || attempt >= MAX_CONFLICT_RETRIES) throw e;

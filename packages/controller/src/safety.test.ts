@@ -210,6 +210,41 @@ describe("safety", () => {
   });
 });
 
+describe("failover", () => {
+  it("a create while hosts reconnect to a new leader waits for them, and answers UNAVAILABLE (never no room) if they stay away", async () => {
+    const store = new MemoryStore();
+    const create = (address: string, name: string) => {
+      const { client, call } = operatorApi(cleanups, address);
+      return call<{ vm?: Vm }>((m, o, cb) => client.createVm({ spec: VmSpec.fromPartial({ name, resources: { vcpus: 1, memoryMib: 512, diskGib: 1 } }), requestId: "" }, m, o, cb));
+    };
+    const first = await startController(cleanups, store, { controllerId: "first", reportIntervalMs: 1_000 });
+    await waitFor("first leads", () => first.controller.isLeader);
+    const h1 = rawAgent(cleanups, first.address, helloFor("h1"), (c) => resultFor(c, { ok: true }));
+    expect((await h1.first).msg?.$case).toBe("welcome");
+
+    // The leader changes; a create comes before the host is back, and gets it once it is.
+    const second = await startController(cleanups, store, { controllerId: "second", reportIntervalMs: 1_000 });
+    await first.controller.stop();
+    await waitFor("second leads", () => second.controller.isLeader);
+    const waiting = create(second.address, "early");
+    await sleep(300);
+    const back = rawAgent(cleanups, second.address, helloFor("h1"), (c) => resultFor(c, { ok: true }));
+    expect((await back.first).msg?.$case).toBe("welcome");
+    expect((await waiting).vm?.hostId).toBe("h1");
+
+    // The leader changes again, and this time the host stays away.
+    const third = await startController(cleanups, store, { controllerId: "third", reportIntervalMs: 1_000 });
+    await second.controller.stop();
+    back.close();
+    await waitFor("third leads", () => third.controller.isLeader);
+    const startedAt = Date.now();
+    const away = (await create(third.address, "late").catch((e: unknown) => e)) as ServiceError;
+    expect(away.code).toBe(status.UNAVAILABLE);
+    expect(away.details).toMatch(/1 host\(s\) that were ready before the leader change have not reconnected to the new leader; retry/);
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(1_000);
+  });
+});
+
 describe("host failure", () => {
   it("walks a silent host to FENCED, restarts its restart-policy VMs elsewhere, keeps the others, and cleans up when it returns", async () => {
     const { address, ops } = await cluster({ fenceTimeoutMs: 1_000, fenceMarginMs: 500 });
