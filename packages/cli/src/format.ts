@@ -23,7 +23,7 @@ import {
   type VmStatus,
 } from "@berth/api";
 import { DEFAULT_ALLOCATION_RATIO, DEFAULT_RESERVED } from "@berth/scheduler";
-import { formatMib } from "@berth/core";
+import { formatMib, normalHostState } from "@berth/core";
 
 // Human output: aligned tables, units, ages. Pure functions of their input (and `now`).
 
@@ -117,7 +117,7 @@ export function desiredName(state: DesiredState): string {
  * by earlier controllers, means what SUSPECT means now and is shown so.
  */
 export function hostStateName(state: HostState, cordoned = false): string {
-  const shown = state === HostState.HOST_STATE_DISCONNECTED ? HostState.HOST_STATE_SUSPECT : state;
+  const shown = normalHostState(state);
   const name = enumName(() => hostStateToJSON(shown), "HOST_STATE_", shown);
   const base = name === "UNSPECIFIED" ? "-" : name;
   return cordoned ? `${base},CORDONED` : base;

@@ -1,4 +1,5 @@
 import { HostState, type Host } from "@berth/api";
+import { normalHostState } from "@berth/core";
 
 /**
  * How long a host may be silent before the controller thinks less of it. The fence rule ties the
@@ -55,10 +56,8 @@ export function nextHostState(host: Host, live: HostLiveness, nowMs: number, tim
   return { state, stateSinceMs: same && host.stateSinceMs > 0 ? host.stateSinceMs : nowMs, fenceDeadlineMs };
 }
 
-/** A state as the lifecycle reads it: records of earlier versions say DISCONNECTED for SUSPECT. */
-export function normalState(state: HostState): HostState {
-  return state === HostState.HOST_STATE_DISCONNECTED ? HostState.HOST_STATE_SUSPECT : state;
-}
+/** A state as the lifecycle reads it (core's `normalHostState`: DISCONNECTED reads as SUSPECT). */
+export const normalState = normalHostState;
 
 /** True when the lifecycle fields differ (a write is needed). */
 export function lifecycleChanged(host: Host, next: HostLifecycleFields): boolean {

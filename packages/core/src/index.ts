@@ -7,3 +7,4 @@ export * from "./parse.js";
 export * from "./process.js";
 export * from "./retry.js";
 export * from "./dir-lock.js";
+export * from "./host-state.js";
