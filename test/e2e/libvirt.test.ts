@@ -13,7 +13,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { HostState, VmPhase } from "@berth/api";
 import { etcdAvailable, startEtcd, type RunningEtcd } from "../support/etcd.js";
 import { clusterClient, type ClusterClient } from "../support/grpc.js";
-import { describeWithLibvirt, killQemu, qemuPid, removeDomains } from "../support/libvirt.js";
+import { describeWithLibvirt, killQemu, qemuPid, removeDomains, startLibvirtd, stopLibvirtd } from "../support/libvirt.js";
 import { AGENT_BIN, CLI_BIN, CONTROLLER_BIN, freePort, Proc, waitFor } from "../support/processes.js";
 
 const run = Date.now().toString(36).slice(-5);
@@ -113,6 +113,26 @@ await describeWithLibvirt("end to end: berth-agent --driver libvirt on a real li
     await waitFor("the VM to be reported running", async () => (await vm())?.status?.phase === VmPhase.VM_PHASE_RUNNING, 30_000);
     expect(qemuPid(domainName)).toBe(pid);
     expect(agent.lines('"action":"create"')).toEqual([]);
+  });
+
+  it("keeps the VM through a libvirtd restart: same qemu, nothing recreated, the host never leaves READY", { timeout: 90_000 }, async () => {
+    const pid = qemuPid(domainName);
+    const createsBefore = agent.lines('"action":"create"').length;
+    const states: HostState[] = [];
+    const watching = setInterval(() => void client.getHost({ id: "hv-1" }).then((r) => r.host && states.push(r.host.state), () => undefined), 200);
+    try {
+      await stopLibvirtd();
+      await waitFor("the hypervisor reported down", async () => (await client.getHost({ id: "hv-1" })).host?.hypervisor?.available === false, 30_000);
+      await startLibvirtd();
+      await waitFor("the hypervisor reported back", async () => (await client.getHost({ id: "hv-1" })).host?.hypervisor?.available === true, 60_000);
+      await waitFor("the VM running", async () => (await vm())?.status?.phase === VmPhase.VM_PHASE_RUNNING, 30_000);
+    } finally {
+      clearInterval(watching);
+    }
+    expect(qemuPid(domainName)).toBe(pid);
+    expect(agent.lines('"action":"create"').length).toBe(createsBefore);
+    expect(states.length).toBeGreaterThan(0);
+    expect(states.every((s) => s === HostState.HOST_STATE_READY)).toBe(true);
   });
 
   it("reports a qemu killed behind its back and starts it again", { timeout: 60_000 }, async () => {
