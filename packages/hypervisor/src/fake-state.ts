@@ -10,9 +10,9 @@
  * agent is frozen (SIGSTOP) is fenced in the eyes of every other process, as a host reset by a
  * hardware watchdog would be.
  */
-import { readFileSync, renameSync } from "node:fs";
-import { open, unlink } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import path from "node:path";
+import { writeFileAtomically } from "./atomic-file.js";
 import { domainStateFromJSON, domainStateToJSON, DomainState, type Domain, type Resources } from "@berth/api";
 import { BerthError, ErrorCode, RESOURCE_NAMES } from "@berth/core";
 import type { WatchdogStatus } from "./driver.js";
@@ -438,53 +438,19 @@ export function readHandoff(stateDir: string, vmId: string): FakeHandoff | undef
   return { vmId, domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res, fence }, memoryUsedMib: mem, load, sentAtMs: sent };
 }
 
+export { syncDirectory } from "./atomic-file.js";
+
 // ---- atomic writes -----------------------------------------------------------------------------
 
-let tempSeq = 0;
-
 /**
- * Writes `text` to `file` atomically and durably. Throws HYPERVISOR_UNAVAILABLE.
- *
- * `stillCurrent`, if given, is asked just before the rename (the moment the new content becomes
- * visible): when it answers false the temp file is removed, `file` is left as it was and the call
- * resolves false. The rename follows the check synchronously (no await in between), so a process
- * frozen mid-write (SIGSTOP) that thaws later is caught by the check; only a freeze in the
- * microseconds between the check and the rename system call could slip through.
+ * Writes `text` to `file` atomically and durably (see `writeFileAtomically`). Throws
+ * HYPERVISOR_UNAVAILABLE.
  */
 export async function writeFileAtomic(file: string, text: string, stillCurrent?: () => boolean): Promise<boolean> {
-  const temp = `${file}.${process.pid}.${++tempSeq}.tmp`;
   try {
-    const handle = await open(temp, "w", 0o644);
-    try {
-      await handle.writeFile(text, "utf8");
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    if (stillCurrent && !stillCurrent()) {
-      await unlink(temp).catch(() => undefined);
-      return false;
-    }
-    renameSync(temp, file);
+    return await writeFileAtomically(file, text, stillCurrent);
   } catch (e) {
-    await unlink(temp).catch(() => undefined);
     throw unavailable(`cannot write ${file}`, e);
-  }
-  await syncDirectory(path.dirname(file));
-  return true;
-}
-
-/** Makes a rename or unlink durable. Best effort: some platforms cannot open a directory for sync. */
-export async function syncDirectory(dir: string): Promise<void> {
-  try {
-    const handle = await open(dir, "r");
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    // The rename itself is atomic; only its durability across a power loss depends on this.
   }
 }
 

@@ -3,10 +3,10 @@
  * the small state file that keeps the watchdog's deadline across agent restarts.
  */
 import { readFileSync } from "node:fs";
-import { open, rename, unlink, type FileHandle } from "node:fs/promises";
+import { open, type FileHandle } from "node:fs/promises";
 import { constants } from "node:fs";
-import path from "node:path";
 import { BerthError, ErrorCode } from "@berth/core";
+import { writeFileAtomically } from "../atomic-file.js";
 
 // ---- the state file ----------------------------------------------------------------------------
 
@@ -62,37 +62,16 @@ export function readWatchdogStateFile(file: string): PersistedWatchdog | undefin
   return { deadlineMs: r["deadlineMs"], firedAtMs: r["firedAtMs"], fencePending: r["fencePending"] };
 }
 
-let tempSeq = 0;
 
 /**
  * Writes the watchdog state file atomically and durably (temp file, fsync, rename, fsync of the
  * directory). Throws FAILED_PRECONDITION (field `libvirt.watchdog_state_file`).
  */
 export async function writeWatchdogStateFile(file: string, state: PersistedWatchdog): Promise<void> {
-  const text = `${JSON.stringify({ format: LIBVIRT_WATCHDOG_FORMAT, ...state })}\n`;
-  const temp = `${file}.${process.pid}.${++tempSeq}.tmp`;
   try {
-    const handle = await open(temp, "w", 0o644);
-    try {
-      await handle.writeFile(text, "utf8");
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, file);
+    await writeFileAtomically(file, `${JSON.stringify({ format: LIBVIRT_WATCHDOG_FORMAT, ...state })}\n`);
   } catch (e) {
-    await unlink(temp).catch(() => undefined);
     throw stateFileError(`cannot write ${file}`, e);
-  }
-  try {
-    const dir = await open(path.dirname(file), "r");
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  } catch {
-    // The rename is atomic already; only its durability across a power loss depends on this.
   }
 }
 
