@@ -179,7 +179,13 @@ export class Controller {
         fenceTimeoutMs: o.fenceTimeoutMs > 0 ? o.fenceTimeoutMs : Number.MAX_SAFE_INTEGER / 4,
         fenceMarginMs: o.fenceMarginMs,
       },
-      limits: { hostsPerInterval: o.failoverHostsPerInterval, rateIntervalMs: o.failoverRateIntervalMs, maxUnreadyFraction: o.failoverMaxUnreadyFraction },
+      limits: {
+        hostsPerInterval: o.failoverHostsPerInterval,
+        rateIntervalMs: o.failoverRateIntervalMs,
+        maxUnreadyFraction: o.failoverMaxUnreadyFraction,
+        // Hosts back from a mass failure reconnect within moments; the down timeout is ample.
+        settleAfterMassFailureMs: o.hostDownAfterMs,
+      },
       tickMs: HOST_TICK_MS,
       electedAtMs: Date.now(),
       defaultPolicy: () => this.state.clusterConfig()?.defaultOnHostFailure ?? HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED,

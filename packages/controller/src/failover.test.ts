@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { DesiredState, Host, HostFailurePolicy, HostState, Vm, VmSpec } from "@berth/api";
 import { failurePolicyOf, planFailover, type FailoverLimits } from "./failover.js";
 
-const limits: FailoverLimits = { hostsPerInterval: 2, rateIntervalMs: 10_000, maxUnreadyFraction: 0.5 };
+const limits: FailoverLimits = { hostsPerInterval: 2, rateIntervalMs: 10_000, maxUnreadyFraction: 0.5, settleAfterMassFailureMs: 5_000 };
 const R = HostFailurePolicy.HOST_FAILURE_POLICY_RESTART;
 const K = HostFailurePolicy.HOST_FAILURE_POLICY_KEEP;
 const U = HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED;
@@ -35,6 +35,16 @@ describe("planFailover", () => {
     const plan = planFailover(hosts, (id) => [vm(`vm-${id}`, id)], U, { started: new Set(), budget: 4 }, limits);
     expect(plan.restarts.map((r) => r.hostId)).toEqual(["h2"]);
     expect(plan.held).toMatch(/3 of 4 hosts are not ready/);
+  });
+  it("stays held while hosts come back from a mass failure, so the last ones back are not restarted elsewhere", () => {
+    // 2 of 4 not ready: no longer a mass failure, but one ended 1 s ago.
+    const hosts = [host("h1", HostState.HOST_STATE_READY), host("h2", HostState.HOST_STATE_FENCED), host("h3", HostState.HOST_STATE_FENCED), host("h4", HostState.HOST_STATE_READY)];
+    const vmsOf = (id: string) => [vm(`vm-${id}`, id)];
+    const settling = planFailover(hosts, vmsOf, U, { started: new Set(), budget: 4 }, limits, { nowMs: 11_000, lastMassFailureMs: 10_000 });
+    expect(settling.restarts).toEqual([]);
+    expect(settling.held).toMatch(/coming back from a mass failure/);
+    const later = planFailover(hosts, vmsOf, U, { started: new Set(), budget: 4 }, limits, { nowMs: 15_000, lastMassFailureMs: 10_000 });
+    expect(later.restarts.map((r) => r.hostId)).toEqual(["h2", "h3"]);
   });
   it("property: only fenced hosts, only RESTART VMs, never more new hosts than the budget", () => {
     const states = [HostState.HOST_STATE_READY, HostState.HOST_STATE_SUSPECT, HostState.HOST_STATE_DOWN, HostState.HOST_STATE_FENCED];

@@ -11,6 +11,11 @@ export interface FailoverLimits {
    * zone). Hosts an operator confirmed down are restarted anyway.
    */
   maxUnreadyFraction: number;
+  /**
+   * After such a mass failure ends, restarts stay held this long: the hosts coming back from it
+   * return one by one, and the first ones back must not make the others look like single failures.
+   */
+  settleAfterMassFailureMs: number;
 }
 
 /** What `planFailover` decided for one pass. */
@@ -19,6 +24,8 @@ export interface FailoverPlan {
   restarts: { hostId: string; vms: Vm[] }[];
   /** Why nothing (or less than everything) is restarted now; undefined when nothing holds back. */
   held: string | undefined;
+  /** More than `maxUnreadyFraction` of the hosts are not READY now. */
+  massFailure: boolean;
 }
 
 /** The on_host_failure that applies to a VM: its own, else the cluster's default, else KEEP. */
@@ -33,7 +40,7 @@ export function failurePolicyOf(vm: Vm, clusterDefault: HostFailurePolicy): Host
  * known to be off), only with the RESTART policy, and never once it is being deleted. Hosts are
  * taken oldest fence first: those whose restarts began in the rate window (`rate.started`) and up
  * to `rate.budget` new ones; none while more than `maxUnreadyFraction` of the hosts are not READY,
- * except those an operator confirmed down.
+ * nor for `settleAfterMassFailureMs` after that ends, except those an operator confirmed down.
  */
 export function planFailover(
   hosts: readonly Host[],
@@ -41,16 +48,19 @@ export function planFailover(
   clusterDefault: HostFailurePolicy,
   rate: { started: ReadonlySet<string>; budget: number },
   limits: FailoverLimits,
+  /** Now, and when a mass failure was last seen (0: never). */
+  clock: { nowMs: number; lastMassFailureMs: number } = { nowMs: 0, lastMassFailureMs: 0 },
 ): FailoverPlan {
   const fenced = hosts
     .filter((h) => h.state === HostState.HOST_STATE_FENCED)
     .map((h) => ({ host: h, vms: vmsOnHost(h.id).filter((vm) => restartable(vm, clusterDefault)) }))
     .filter((f) => f.vms.length > 0)
     .sort((a, b) => a.host.stateSinceMs - b.host.stateSinceMs || a.host.id.localeCompare(b.host.id));
-  if (fenced.length === 0) return { restarts: [], held: undefined };
   const unready = hosts.filter((h) => h.state !== HostState.HOST_STATE_READY).length;
   const massFailure = unready > hosts.length * limits.maxUnreadyFraction;
-  const eligible = massFailure ? fenced.filter((f) => f.host.confirmedDown) : fenced;
+  if (fenced.length === 0) return { restarts: [], held: undefined, massFailure };
+  const settling = !massFailure && clock.lastMassFailureMs > 0 && clock.nowMs - clock.lastMassFailureMs < limits.settleAfterMassFailureMs;
+  const eligible = massFailure || settling ? fenced.filter((f) => f.host.confirmedDown) : fenced;
   // Hosts whose restarts already began go on; new ones take from the rate limit's budget.
   let budget = Math.max(0, rate.budget);
   const taken = eligible.filter((f) => {
@@ -62,10 +72,12 @@ export function planFailover(
   let held: string | undefined;
   if (massFailure && eligible.length < fenced.length) {
     held = `${unready} of ${hosts.length} hosts are not ready: more likely the controller's own network than the hosts, so no VM is restarted elsewhere (confirm hosts down one by one with 'berth host confirm-down HOST')`;
+  } else if (settling && eligible.length < fenced.length) {
+    held = `hosts are coming back from a mass failure: restarts wait ${limits.settleAfterMassFailureMs} ms after it ended, so the hosts still on their way back are not taken for single failures`;
   } else if (taken.length < eligible.length) {
     held = `rate limit: ${limits.hostsPerInterval} fenced hosts per ${limits.rateIntervalMs} ms; ${eligible.length - taken.length} wait`;
   }
-  return { restarts: taken.map((f) => ({ hostId: f.host.id, vms: f.vms })), held };
+  return { restarts: taken.map((f) => ({ hostId: f.host.id, vms: f.vms })), held, massFailure };
 }
 
 function restartable(vm: Vm, clusterDefault: HostFailurePolicy): boolean {

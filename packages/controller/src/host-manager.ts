@@ -51,6 +51,8 @@ export class HostManager {
   private baselineMs: number;
   private ticking: Promise<void> | undefined;
   private lastHeld: string | undefined;
+  /** When more than the allowed fraction of hosts was last seen not READY (0: never). */
+  private lastMassFailureMs = 0;
   private stopped = false;
 
   /** Hosts recorded READY when this controller was elected: they are expected back soon. */
@@ -215,7 +217,15 @@ export class HostManager {
   private async restartFencedVms(now: number): Promise<void> {
     const { state, limits, log } = this.deps;
     for (const [hostId, at] of this.restartsStarted) if (now - at >= limits.rateIntervalMs) this.restartsStarted.delete(hostId);
-    const plan = planFailover(state.allHosts(), (id) => state.vmsOnHost(id), this.deps.defaultPolicy(), { started: new Set(this.restartsStarted.keys()), budget: limits.hostsPerInterval - this.restartsStarted.size }, limits);
+    const plan = planFailover(
+      state.allHosts(),
+      (id) => state.vmsOnHost(id),
+      this.deps.defaultPolicy(),
+      { started: new Set(this.restartsStarted.keys()), budget: limits.hostsPerInterval - this.restartsStarted.size },
+      limits,
+      { nowMs: now, lastMassFailureMs: this.lastMassFailureMs },
+    );
+    if (plan.massFailure) this.lastMassFailureMs = now;
     if (plan.held !== this.lastHeld) {
       if (plan.held) log.warn({ why: plan.held }, "restarts of VMs elsewhere are held back");
       this.lastHeld = plan.held;
