@@ -11,10 +11,10 @@ import {
   VmPhase,
 } from "@berth/api";
 import { BerthError, ErrorCode } from "@berth/core";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ExitCode } from "./exit-codes.js";
 import { run } from "./program.js";
-import { recordingIo, StubCluster, type TerminalScript } from "./stub-server.testkit.js";
+import { recordingIo, stubPerTest, StubCluster, type TerminalScript } from "./stub-server.testkit.js";
 
 // Host failure handling (states, fencing, confirm-down), orphans, and `cluster show`.
 
@@ -44,15 +44,7 @@ const vmOn = (name: string, hostId: string, policy = HostFailurePolicy.HOST_FAIL
     status: { phase: VmPhase.VM_PHASE_UNKNOWN },
   });
 
-const stubs: StubCluster[] = [];
-async function stub(handlers: Parameters<typeof StubCluster.start>[0] = {}): Promise<StubCluster> {
-  const s = await StubCluster.start(handlers);
-  stubs.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(stubs.splice(0).map((s) => s.stop()));
-});
+const stub = stubPerTest();
 
 async function berth(s: StubCluster, terminal: TerminalScript, ...argv: string[]) {
   const io = recordingIo({}, NOW, terminal);

@@ -10,10 +10,10 @@ import {
   type VmSpec,
 } from "@berth/api";
 import { BerthError, ErrorCode, notFound } from "@berth/core";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ExitCode } from "./exit-codes.js";
 import { run } from "./program.js";
-import { recordingIo, StubCluster } from "./stub-server.testkit.js";
+import { recordingIo, stubPerTest, StubCluster } from "./stub-server.testkit.js";
 
 // The placement verbs: vm create --count and host constraints, plan, group, config.
 
@@ -32,15 +32,7 @@ function vmOf(spec: VmSpec | undefined, phase: VmPhase, hostId = "host-1"): Vm {
   });
 }
 
-const stubs: StubCluster[] = [];
-async function stub(handlers: Parameters<typeof StubCluster.start>[0] = {}): Promise<StubCluster> {
-  const s = await StubCluster.start(handlers);
-  stubs.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(stubs.splice(0).map((s) => s.stop()));
-});
+const stub = stubPerTest();
 
 async function berth(s: StubCluster, ...argv: string[]) {
   const io = recordingIo({}, NOW);

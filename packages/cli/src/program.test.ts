@@ -1,9 +1,9 @@
 import { DesiredState, EventType, Host, HostFailurePolicy, HostState, Vm, VmPhase, VmSpec } from "@berth/api";
 import { BerthError, ErrorCode, notFound } from "@berth/core";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ExitCode } from "./exit-codes.js";
 import { run } from "./program.js";
-import { closedPort, notLeader, recordingIo, StubCluster } from "./stub-server.testkit.js";
+import { closedPort, notLeader, recordingIo, stubPerTest, StubCluster } from "./stub-server.testkit.js";
 
 const NOW = 1_700_000_000_000;
 
@@ -33,15 +33,7 @@ const host = (id: string): Host =>
     driver: "fake",
   });
 
-const stubs: StubCluster[] = [];
-async function stub(handlers: Parameters<typeof StubCluster.start>[0] = {}): Promise<StubCluster> {
-  const s = await StubCluster.start(handlers);
-  stubs.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(stubs.splice(0).map((s) => s.stop()));
-});
+const stub = stubPerTest();
 
 async function berth(s: StubCluster | string, ...argv: string[]) {
   const io = recordingIo({}, NOW);

@@ -1,11 +1,11 @@
 import { DesiredState, EventType, HostFailurePolicy, Vm, VmPhase, type VmSpec, type VmStatus } from "@berth/api";
 import { BerthError, ErrorCode } from "@berth/core";
 import { status } from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ExitCode } from "./exit-codes.js";
 import { run } from "./program.js";
 import { backoffMs, retryUntilAnswered } from "./retry.js";
-import { closedPort, notLeader, rawStatus, recordingIo, StubCluster } from "./stub-server.testkit.js";
+import { closedPort, notLeader, rawStatus, recordingIo, stubPerTest, StubCluster } from "./stub-server.testkit.js";
 
 // What the CLI does when the cluster is not answering cleanly: creates retried with one request
 // id through a leader change or a lost answer, "outcome unknown" when no answer ever came, and
@@ -39,15 +39,7 @@ const retrying = (name: string, n: number, inMs: number, message = "libvirtd is 
     updatedAtMs: NOW + n,
   });
 
-const stubs: StubCluster[] = [];
-async function stub(handlers: Parameters<typeof StubCluster.start>[0] = {}): Promise<StubCluster> {
-  const s = await StubCluster.start(handlers);
-  stubs.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(stubs.splice(0).map((s) => s.stop()));
-});
+const stub = stubPerTest();
 
 async function berth(controller: StubCluster | string, ...argv: string[]) {
   const io = recordingIo({}, NOW);

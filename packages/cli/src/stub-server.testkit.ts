@@ -1,5 +1,6 @@
 // Test helpers (not built into dist): an in-process ClusterService with canned answers, and an Io
 // that records what the CLI prints.
+import { afterEach } from "vitest";
 import { ClusterServiceService, type WatchEventsRequest, type WatchEventsResponse } from "@berth/api";
 import { BerthError, ErrorCode, toGrpcStatus } from "@berth/core";
 import {
@@ -163,4 +164,20 @@ export async function closedPort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * A starter of stub controllers for one test file: every stub it starts is stopped after each test.
+ * Call it once at the top of the file.
+ */
+export function stubPerTest(): (handlers?: Parameters<typeof StubCluster.start>[0]) => Promise<StubCluster> {
+  const started: StubCluster[] = [];
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((s) => s.stop()));
+  });
+  return async (handlers = {}) => {
+    const s = await StubCluster.start(handlers);
+    started.push(s);
+    return s;
+  };
 }
