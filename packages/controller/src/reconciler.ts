@@ -100,7 +100,12 @@ export class Reconciler {
       });
       session.orphans = plan.orphans;
       for (const planned of plan.commands) {
-        session.sendCommand(planned, this.deps.commandEpoch(), now, this.deps.commandResendMs);
+        const sent = session.sendCommand(planned, this.deps.commandEpoch(), now, this.deps.commandResendMs);
+        // The one removal nobody asked for by name: a copy left behind by a restart elsewhere.
+        const vm = sent ? state.vmById(planned.vmId) : undefined;
+        if (vm && vm.hostId !== hostId) {
+          log.info({ hostId, vmId: planned.vmId, vm: vm?.spec?.name, runsOn: vm?.hostId }, "removing a superseded copy: the VM was restarted on another host");
+        }
       }
       // Level-triggered, but a held command has no event to wake it: look again when it is due.
       if (plan.nextRetryAtMs !== undefined) this.wakeAt(hostId, plan.nextRetryAtMs);
