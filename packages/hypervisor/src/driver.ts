@@ -121,6 +121,30 @@ export interface MigrationTarget {
   vmId: string;
 }
 
+/** How far a live migration's transfer is (libvirt: `domjobinfo`); sizes in bytes. */
+export interface MigrationProgress {
+  dataTotalBytes: number;
+  dataProcessedBytes: number;
+  dataRemainingBytes: number;
+  /** Memory the guest dirties per second while it is copied; 0 when unknown. */
+  dirtyRateBytesPerS: number;
+  /** Pre-copy pass, 1 for the first full copy. */
+  iteration: number;
+}
+
+/** Options of `migrateOut`. */
+export interface MigrateOutOptions {
+  /**
+   * Past this the migration job is aborted (the domain keeps running here) and the call fails with
+   * DEADLINE_EXCEEDED. Default: the driver's own.
+   */
+  timeoutMs?: number;
+  /** Called with the job's progress while it runs (at most every `progressIntervalMs`); must not throw. */
+  onProgress?: (progress: MigrationProgress) => void;
+  /** How often progress is sampled (default 500 ms). */
+  progressIntervalMs?: number;
+}
+
 /**
  * A hypervisor as the agent drives it.
  *
@@ -183,9 +207,11 @@ export interface HypervisorDriver {
   /**
    * Source side: live-migrates the running domain to `target` and undefines it here once the
    * destination has it. Idempotent: a domain already gone from here (migrated) is success.
-   * On failure the domain keeps running here.
+   * On failure the domain keeps running here. At every instant exactly one side runs the domain
+   * (a real migration pauses it for the switchover). `abortMigration` on this side while it runs
+   * makes it fail with FAILED_PRECONDITION (aborted) unless the switchover has happened.
    */
-  migrateOut(vmId: string, target: MigrationTarget, options?: { timeoutMs?: number }): Promise<void>;
+  migrateOut(vmId: string, target: MigrationTarget, options?: MigrateOutOptions): Promise<void>;
   /** Destination side: makes the received domain persistent and running. Idempotent. NOT_FOUND if nothing arrived. */
   finishIncoming(vmId: string, generation: number): Promise<Domain>;
   /**

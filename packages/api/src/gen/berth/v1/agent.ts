@@ -18,6 +18,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { AllocationRatio, HostFacts, HypervisorStatus } from "./host.js";
+import { MigrationProgress } from "./migration.js";
 import { Resources } from "./resources.js";
 import { DomainState, domainStateFromJSON, domainStateToJSON } from "./vm.js";
 
@@ -80,6 +81,7 @@ export interface AgentMessage {
     | { $case: "report"; value: Report }
     | { $case: "result"; value: CommandResult }
     | { $case: "heartbeat"; value: AgentHeartbeat }
+    | { $case: "migrationProgress"; value: MigrationProgressReport }
     | undefined;
 }
 
@@ -205,7 +207,26 @@ export interface Report {
     | Inventory
     | undefined;
   /** The hypervisor's health; sent on every report. */
-  hypervisor?: HypervisorStatus | undefined;
+  hypervisor?:
+    | HypervisorStatus
+    | undefined;
+  /** What each running domain uses, measured (what the rebalancer weighs); sent on every report. */
+  vmUsage: VmUsage[];
+}
+
+/** One domain's measured use between two reports. */
+export interface VmUsage {
+  vmId: string;
+  /** CPU cores busy on average (fractional). */
+  cpuCores: number;
+  memoryUsedMib: number;
+}
+
+/** Sent by the source's agent while a migrate_out command runs (at most every 500 ms). */
+export interface MigrationProgressReport {
+  vmId: string;
+  migrationId: string;
+  progress?: MigrationProgress | undefined;
 }
 
 export interface CreateDomain {
@@ -231,6 +252,47 @@ export interface DeleteDomain {
 }
 
 /**
+ * Target side: get ready to receive the domain (name free, volume made). Answers with the target
+ * address in CommandResult.migration_target.
+ */
+export interface PrepareMigration {
+  name: string;
+  resources?:
+    | Resources
+    | undefined;
+  /** See Domain.fence. */
+  fence: boolean;
+}
+
+/**
+ * Source side: live-migrate the running domain to the prepared target and undefine it here once
+ * the target has it. Progress is reported with MigrationProgressReport while it runs.
+ */
+export interface MigrateOut {
+  targetDriver: string;
+  targetUri: string;
+  /** Abort past this (0: the driver's default). */
+  timeoutMs: number;
+}
+
+/** Target side: make the received domain persistent and running, recording the command's generation. */
+export interface FinishMigration {
+}
+
+/**
+ * Either side: give up the migration (source: cancel the job, the domain keeps running there;
+ * target: remove the preparation, never a domain that has arrived).
+ */
+export interface AbortMigration {
+}
+
+/** Where a prepared target receives a migrating domain. */
+export interface MigrationTargetAddress {
+  driver: string;
+  uri: string;
+}
+
+/**
  * One idempotent instruction for one VM. Applying the same (vm_id, generation) twice does nothing
  * the second time.
  */
@@ -239,11 +301,17 @@ export interface Command {
   vmId: string;
   generation: number;
   leaderEpoch: number;
+  /** The migration a migration command belongs to (empty for other commands). */
+  migrationId: string;
   action?:
     | { $case: "create"; value: CreateDomain }
     | { $case: "start"; value: StartDomain }
     | { $case: "stop"; value: StopDomain }
     | { $case: "delete"; value: DeleteDomain }
+    | { $case: "prepareMigration"; value: PrepareMigration }
+    | { $case: "migrateOut"; value: MigrateOut }
+    | { $case: "finishMigration"; value: FinishMigration }
+    | { $case: "abortMigration"; value: AbortMigration }
     | undefined;
 }
 
@@ -266,7 +334,15 @@ export interface CommandResult {
   errorCode: string;
   errorMessage: string;
   /** The domain after the command; absent when it no longer exists. */
-  domain?: Domain | undefined;
+  domain?:
+    | Domain
+    | undefined;
+  /** prepare_migration: where the target receives the domain. */
+  migrationTarget?:
+    | MigrationTargetAddress
+    | undefined;
+  /** Echoes Command.migration_id. */
+  migrationId: string;
 }
 
 function createBaseAgentMessage(): AgentMessage {
@@ -287,6 +363,9 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         break;
       case "heartbeat":
         AgentHeartbeat.encode(message.msg.value, writer.uint32(34).fork()).join();
+        break;
+      case "migrationProgress":
+        MigrationProgressReport.encode(message.msg.value, writer.uint32(42).fork()).join();
         break;
     }
     return writer;
@@ -337,6 +416,17 @@ export const AgentMessage: MessageFns<AgentMessage> = {
             message.msg = { $case: "heartbeat", value: AgentHeartbeat.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.msg = {
+              $case: "migrationProgress",
+              value: MigrationProgressReport.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -359,6 +449,10 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         ? { $case: "result", value: CommandResult.fromJSON(object.result) }
         : isSet(object.heartbeat)
         ? { $case: "heartbeat", value: AgentHeartbeat.fromJSON(object.heartbeat) }
+        : isSet(object.migrationProgress)
+        ? { $case: "migrationProgress", value: MigrationProgressReport.fromJSON(object.migrationProgress) }
+        : isSet(object.migration_progress)
+        ? { $case: "migrationProgress", value: MigrationProgressReport.fromJSON(object.migration_progress) }
         : undefined,
     };
   },
@@ -373,6 +467,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       obj.result = CommandResult.toJSON(message.msg.value);
     } else if (message.msg?.$case === "heartbeat") {
       obj.heartbeat = AgentHeartbeat.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "migrationProgress") {
+      obj.migrationProgress = MigrationProgressReport.toJSON(message.msg.value);
     }
     return obj;
   },
@@ -404,6 +500,12 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       case "heartbeat": {
         if (object.msg?.value !== undefined && object.msg?.value !== null) {
           message.msg = { $case: "heartbeat", value: AgentHeartbeat.fromPartial(object.msg.value) };
+        }
+        break;
+      }
+      case "migrationProgress": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "migrationProgress", value: MigrationProgressReport.fromPartial(object.msg.value) };
         }
         break;
       }
@@ -1686,7 +1788,7 @@ export const Reject: MessageFns<Reject> = {
 };
 
 function createBaseReport(): Report {
-  return { usage: undefined, inventory: undefined, hypervisor: undefined };
+  return { usage: undefined, inventory: undefined, hypervisor: undefined, vmUsage: [] };
 }
 
 export const Report: MessageFns<Report> = {
@@ -1699,6 +1801,9 @@ export const Report: MessageFns<Report> = {
     }
     if (message.hypervisor !== undefined) {
       HypervisorStatus.encode(message.hypervisor, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.vmUsage) {
+      VmUsage.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1740,6 +1845,14 @@ export const Report: MessageFns<Report> = {
             message.hypervisor = HypervisorStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.vmUsage.push(VmUsage.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1757,6 +1870,11 @@ export const Report: MessageFns<Report> = {
       usage: isSet(object.usage) ? Resources.fromJSON(object.usage) : undefined,
       inventory: isSet(object.inventory) ? Inventory.fromJSON(object.inventory) : undefined,
       hypervisor: isSet(object.hypervisor) ? HypervisorStatus.fromJSON(object.hypervisor) : undefined,
+      vmUsage: globalThis.Array.isArray(object?.vmUsage)
+        ? object.vmUsage.map((e: any) => VmUsage.fromJSON(e))
+        : globalThis.Array.isArray(object?.vm_usage)
+        ? object.vm_usage.map((e: any) => VmUsage.fromJSON(e))
+        : [],
     };
   },
 
@@ -1770,6 +1888,9 @@ export const Report: MessageFns<Report> = {
     }
     if (message.hypervisor !== undefined) {
       obj.hypervisor = HypervisorStatus.toJSON(message.hypervisor);
+    }
+    if (message.vmUsage?.length) {
+      obj.vmUsage = message.vmUsage.map((e) => VmUsage.toJSON(e));
     }
     return obj;
   },
@@ -1787,6 +1908,231 @@ export const Report: MessageFns<Report> = {
       : undefined;
     message.hypervisor = (object.hypervisor !== undefined && object.hypervisor !== null)
       ? HypervisorStatus.fromPartial(object.hypervisor)
+      : undefined;
+    message.vmUsage = object.vmUsage?.map((e) => VmUsage.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseVmUsage(): VmUsage {
+  return { vmId: "", cpuCores: 0, memoryUsedMib: 0 };
+}
+
+export const VmUsage: MessageFns<VmUsage> = {
+  encode(message: VmUsage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmId !== "") {
+      writer.uint32(10).string(message.vmId);
+    }
+    if (message.cpuCores !== 0) {
+      writer.uint32(17).double(message.cpuCores);
+    }
+    if (message.memoryUsedMib !== 0) {
+      writer.uint32(24).uint64(message.memoryUsedMib);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VmUsage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVmUsage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.cpuCores = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.memoryUsedMib = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VmUsage {
+    return {
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      cpuCores: isSet(object.cpuCores)
+        ? globalThis.Number(object.cpuCores)
+        : isSet(object.cpu_cores)
+        ? globalThis.Number(object.cpu_cores)
+        : 0,
+      memoryUsedMib: isSet(object.memoryUsedMib)
+        ? globalThis.Number(object.memoryUsedMib)
+        : isSet(object.memory_used_mib)
+        ? globalThis.Number(object.memory_used_mib)
+        : 0,
+    };
+  },
+
+  toJSON(message: VmUsage): unknown {
+    const obj: any = {};
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.cpuCores !== 0) {
+      obj.cpuCores = floatToJson(message.cpuCores);
+    }
+    if (message.memoryUsedMib !== 0) {
+      obj.memoryUsedMib = Math.round(message.memoryUsedMib);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VmUsage>): VmUsage {
+    return VmUsage.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VmUsage>): VmUsage {
+    const message = createBaseVmUsage();
+    message.vmId = object.vmId ?? "";
+    message.cpuCores = object.cpuCores ?? 0;
+    message.memoryUsedMib = object.memoryUsedMib ?? 0;
+    return message;
+  },
+};
+
+function createBaseMigrationProgressReport(): MigrationProgressReport {
+  return { vmId: "", migrationId: "", progress: undefined };
+}
+
+export const MigrationProgressReport: MessageFns<MigrationProgressReport> = {
+  encode(message: MigrationProgressReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmId !== "") {
+      writer.uint32(10).string(message.vmId);
+    }
+    if (message.migrationId !== "") {
+      writer.uint32(18).string(message.migrationId);
+    }
+    if (message.progress !== undefined) {
+      MigrationProgress.encode(message.progress, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrationProgressReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrationProgressReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.migrationId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.progress = MigrationProgress.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrationProgressReport {
+    return {
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      migrationId: isSet(object.migrationId)
+        ? globalThis.String(object.migrationId)
+        : isSet(object.migration_id)
+        ? globalThis.String(object.migration_id)
+        : "",
+      progress: isSet(object.progress) ? MigrationProgress.fromJSON(object.progress) : undefined,
+    };
+  },
+
+  toJSON(message: MigrationProgressReport): unknown {
+    const obj: any = {};
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.migrationId !== "") {
+      obj.migrationId = message.migrationId;
+    }
+    if (message.progress !== undefined) {
+      obj.progress = MigrationProgress.toJSON(message.progress);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MigrationProgressReport>): MigrationProgressReport {
+    return MigrationProgressReport.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MigrationProgressReport>): MigrationProgressReport {
+    const message = createBaseMigrationProgressReport();
+    message.vmId = object.vmId ?? "";
+    message.migrationId = object.migrationId ?? "";
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? MigrationProgress.fromPartial(object.progress)
       : undefined;
     return message;
   },
@@ -2082,8 +2428,413 @@ export const DeleteDomain: MessageFns<DeleteDomain> = {
   },
 };
 
+function createBasePrepareMigration(): PrepareMigration {
+  return { name: "", resources: undefined, fence: false };
+}
+
+export const PrepareMigration: MessageFns<PrepareMigration> = {
+  encode(message: PrepareMigration, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.resources !== undefined) {
+      Resources.encode(message.resources, writer.uint32(18).fork()).join();
+    }
+    if (message.fence !== false) {
+      writer.uint32(24).bool(message.fence);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrepareMigration {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrepareMigration();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.resources = Resources.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.fence = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrepareMigration {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      resources: isSet(object.resources) ? Resources.fromJSON(object.resources) : undefined,
+      fence: isSet(object.fence) ? globalThis.Boolean(object.fence) : false,
+    };
+  },
+
+  toJSON(message: PrepareMigration): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.resources !== undefined) {
+      obj.resources = Resources.toJSON(message.resources);
+    }
+    if (message.fence !== false) {
+      obj.fence = message.fence;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PrepareMigration>): PrepareMigration {
+    return PrepareMigration.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrepareMigration>): PrepareMigration {
+    const message = createBasePrepareMigration();
+    message.name = object.name ?? "";
+    message.resources = (object.resources !== undefined && object.resources !== null)
+      ? Resources.fromPartial(object.resources)
+      : undefined;
+    message.fence = object.fence ?? false;
+    return message;
+  },
+};
+
+function createBaseMigrateOut(): MigrateOut {
+  return { targetDriver: "", targetUri: "", timeoutMs: 0 };
+}
+
+export const MigrateOut: MessageFns<MigrateOut> = {
+  encode(message: MigrateOut, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.targetDriver !== "") {
+      writer.uint32(10).string(message.targetDriver);
+    }
+    if (message.targetUri !== "") {
+      writer.uint32(18).string(message.targetUri);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(24).uint32(message.timeoutMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrateOut {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrateOut();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.targetDriver = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.targetUri = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.timeoutMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrateOut {
+    return {
+      targetDriver: isSet(object.targetDriver)
+        ? globalThis.String(object.targetDriver)
+        : isSet(object.target_driver)
+        ? globalThis.String(object.target_driver)
+        : "",
+      targetUri: isSet(object.targetUri)
+        ? globalThis.String(object.targetUri)
+        : isSet(object.target_uri)
+        ? globalThis.String(object.target_uri)
+        : "",
+      timeoutMs: isSet(object.timeoutMs)
+        ? globalThis.Number(object.timeoutMs)
+        : isSet(object.timeout_ms)
+        ? globalThis.Number(object.timeout_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: MigrateOut): unknown {
+    const obj: any = {};
+    if (message.targetDriver !== "") {
+      obj.targetDriver = message.targetDriver;
+    }
+    if (message.targetUri !== "") {
+      obj.targetUri = message.targetUri;
+    }
+    if (message.timeoutMs !== 0) {
+      obj.timeoutMs = Math.round(message.timeoutMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MigrateOut>): MigrateOut {
+    return MigrateOut.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MigrateOut>): MigrateOut {
+    const message = createBaseMigrateOut();
+    message.targetDriver = object.targetDriver ?? "";
+    message.targetUri = object.targetUri ?? "";
+    message.timeoutMs = object.timeoutMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseFinishMigration(): FinishMigration {
+  return {};
+}
+
+export const FinishMigration: MessageFns<FinishMigration> = {
+  encode(_: FinishMigration, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FinishMigration {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFinishMigration();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): FinishMigration {
+    return {};
+  },
+
+  toJSON(_: FinishMigration): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<FinishMigration>): FinishMigration {
+    return FinishMigration.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<FinishMigration>): FinishMigration {
+    const message = createBaseFinishMigration();
+    return message;
+  },
+};
+
+function createBaseAbortMigration(): AbortMigration {
+  return {};
+}
+
+export const AbortMigration: MessageFns<AbortMigration> = {
+  encode(_: AbortMigration, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AbortMigration {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAbortMigration();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): AbortMigration {
+    return {};
+  },
+
+  toJSON(_: AbortMigration): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<AbortMigration>): AbortMigration {
+    return AbortMigration.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<AbortMigration>): AbortMigration {
+    const message = createBaseAbortMigration();
+    return message;
+  },
+};
+
+function createBaseMigrationTargetAddress(): MigrationTargetAddress {
+  return { driver: "", uri: "" };
+}
+
+export const MigrationTargetAddress: MessageFns<MigrationTargetAddress> = {
+  encode(message: MigrationTargetAddress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.driver !== "") {
+      writer.uint32(10).string(message.driver);
+    }
+    if (message.uri !== "") {
+      writer.uint32(18).string(message.uri);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrationTargetAddress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrationTargetAddress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.uri = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrationTargetAddress {
+    return {
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+      uri: isSet(object.uri) ? globalThis.String(object.uri) : "",
+    };
+  },
+
+  toJSON(message: MigrationTargetAddress): unknown {
+    const obj: any = {};
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    if (message.uri !== "") {
+      obj.uri = message.uri;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MigrationTargetAddress>): MigrationTargetAddress {
+    return MigrationTargetAddress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MigrationTargetAddress>): MigrationTargetAddress {
+    const message = createBaseMigrationTargetAddress();
+    message.driver = object.driver ?? "";
+    message.uri = object.uri ?? "";
+    return message;
+  },
+};
+
 function createBaseCommand(): Command {
-  return { commandId: "", vmId: "", generation: 0, leaderEpoch: 0, action: undefined };
+  return { commandId: "", vmId: "", generation: 0, leaderEpoch: 0, migrationId: "", action: undefined };
 }
 
 export const Command: MessageFns<Command> = {
@@ -2100,6 +2851,9 @@ export const Command: MessageFns<Command> = {
     if (message.leaderEpoch !== 0) {
       writer.uint32(32).uint64(message.leaderEpoch);
     }
+    if (message.migrationId !== "") {
+      writer.uint32(42).string(message.migrationId);
+    }
     switch (message.action?.$case) {
       case "create":
         CreateDomain.encode(message.action.value, writer.uint32(82).fork()).join();
@@ -2112,6 +2866,18 @@ export const Command: MessageFns<Command> = {
         break;
       case "delete":
         DeleteDomain.encode(message.action.value, writer.uint32(106).fork()).join();
+        break;
+      case "prepareMigration":
+        PrepareMigration.encode(message.action.value, writer.uint32(114).fork()).join();
+        break;
+      case "migrateOut":
+        MigrateOut.encode(message.action.value, writer.uint32(122).fork()).join();
+        break;
+      case "finishMigration":
+        FinishMigration.encode(message.action.value, writer.uint32(130).fork()).join();
+        break;
+      case "abortMigration":
+        AbortMigration.encode(message.action.value, writer.uint32(138).fork()).join();
         break;
     }
     return writer;
@@ -2162,6 +2928,14 @@ export const Command: MessageFns<Command> = {
             message.leaderEpoch = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.migrationId = reader.string();
+            continue;
+          }
           case 10: {
             if (tag !== 82) {
               break;
@@ -2194,6 +2968,38 @@ export const Command: MessageFns<Command> = {
             message.action = { $case: "delete", value: DeleteDomain.decode(reader, reader.uint32()) };
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.action = { $case: "prepareMigration", value: PrepareMigration.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.action = { $case: "migrateOut", value: MigrateOut.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.action = { $case: "finishMigration", value: FinishMigration.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.action = { $case: "abortMigration", value: AbortMigration.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2224,6 +3030,11 @@ export const Command: MessageFns<Command> = {
         : isSet(object.leader_epoch)
         ? globalThis.Number(object.leader_epoch)
         : 0,
+      migrationId: isSet(object.migrationId)
+        ? globalThis.String(object.migrationId)
+        : isSet(object.migration_id)
+        ? globalThis.String(object.migration_id)
+        : "",
       action: isSet(object.create)
         ? { $case: "create", value: CreateDomain.fromJSON(object.create) }
         : isSet(object.start)
@@ -2232,6 +3043,22 @@ export const Command: MessageFns<Command> = {
         ? { $case: "stop", value: StopDomain.fromJSON(object.stop) }
         : isSet(object.delete)
         ? { $case: "delete", value: DeleteDomain.fromJSON(object.delete) }
+        : isSet(object.prepareMigration)
+        ? { $case: "prepareMigration", value: PrepareMigration.fromJSON(object.prepareMigration) }
+        : isSet(object.prepare_migration)
+        ? { $case: "prepareMigration", value: PrepareMigration.fromJSON(object.prepare_migration) }
+        : isSet(object.migrateOut)
+        ? { $case: "migrateOut", value: MigrateOut.fromJSON(object.migrateOut) }
+        : isSet(object.migrate_out)
+        ? { $case: "migrateOut", value: MigrateOut.fromJSON(object.migrate_out) }
+        : isSet(object.finishMigration)
+        ? { $case: "finishMigration", value: FinishMigration.fromJSON(object.finishMigration) }
+        : isSet(object.finish_migration)
+        ? { $case: "finishMigration", value: FinishMigration.fromJSON(object.finish_migration) }
+        : isSet(object.abortMigration)
+        ? { $case: "abortMigration", value: AbortMigration.fromJSON(object.abortMigration) }
+        : isSet(object.abort_migration)
+        ? { $case: "abortMigration", value: AbortMigration.fromJSON(object.abort_migration) }
         : undefined,
     };
   },
@@ -2250,6 +3077,9 @@ export const Command: MessageFns<Command> = {
     if (message.leaderEpoch !== 0) {
       obj.leaderEpoch = Math.round(message.leaderEpoch);
     }
+    if (message.migrationId !== "") {
+      obj.migrationId = message.migrationId;
+    }
     if (message.action?.$case === "create") {
       obj.create = CreateDomain.toJSON(message.action.value);
     } else if (message.action?.$case === "start") {
@@ -2258,6 +3088,14 @@ export const Command: MessageFns<Command> = {
       obj.stop = StopDomain.toJSON(message.action.value);
     } else if (message.action?.$case === "delete") {
       obj.delete = DeleteDomain.toJSON(message.action.value);
+    } else if (message.action?.$case === "prepareMigration") {
+      obj.prepareMigration = PrepareMigration.toJSON(message.action.value);
+    } else if (message.action?.$case === "migrateOut") {
+      obj.migrateOut = MigrateOut.toJSON(message.action.value);
+    } else if (message.action?.$case === "finishMigration") {
+      obj.finishMigration = FinishMigration.toJSON(message.action.value);
+    } else if (message.action?.$case === "abortMigration") {
+      obj.abortMigration = AbortMigration.toJSON(message.action.value);
     }
     return obj;
   },
@@ -2271,6 +3109,7 @@ export const Command: MessageFns<Command> = {
     message.vmId = object.vmId ?? "";
     message.generation = object.generation ?? 0;
     message.leaderEpoch = object.leaderEpoch ?? 0;
+    message.migrationId = object.migrationId ?? "";
     switch (object.action?.$case) {
       case "create": {
         if (object.action?.value !== undefined && object.action?.value !== null) {
@@ -2296,13 +3135,47 @@ export const Command: MessageFns<Command> = {
         }
         break;
       }
+      case "prepareMigration": {
+        if (object.action?.value !== undefined && object.action?.value !== null) {
+          message.action = { $case: "prepareMigration", value: PrepareMigration.fromPartial(object.action.value) };
+        }
+        break;
+      }
+      case "migrateOut": {
+        if (object.action?.value !== undefined && object.action?.value !== null) {
+          message.action = { $case: "migrateOut", value: MigrateOut.fromPartial(object.action.value) };
+        }
+        break;
+      }
+      case "finishMigration": {
+        if (object.action?.value !== undefined && object.action?.value !== null) {
+          message.action = { $case: "finishMigration", value: FinishMigration.fromPartial(object.action.value) };
+        }
+        break;
+      }
+      case "abortMigration": {
+        if (object.action?.value !== undefined && object.action?.value !== null) {
+          message.action = { $case: "abortMigration", value: AbortMigration.fromPartial(object.action.value) };
+        }
+        break;
+      }
     }
     return message;
   },
 };
 
 function createBaseCommandResult(): CommandResult {
-  return { commandId: "", vmId: "", generation: 0, ok: false, errorCode: "", errorMessage: "", domain: undefined };
+  return {
+    commandId: "",
+    vmId: "",
+    generation: 0,
+    ok: false,
+    errorCode: "",
+    errorMessage: "",
+    domain: undefined,
+    migrationTarget: undefined,
+    migrationId: "",
+  };
 }
 
 export const CommandResult: MessageFns<CommandResult> = {
@@ -2327,6 +3200,12 @@ export const CommandResult: MessageFns<CommandResult> = {
     }
     if (message.domain !== undefined) {
       Domain.encode(message.domain, writer.uint32(58).fork()).join();
+    }
+    if (message.migrationTarget !== undefined) {
+      MigrationTargetAddress.encode(message.migrationTarget, writer.uint32(66).fork()).join();
+    }
+    if (message.migrationId !== "") {
+      writer.uint32(74).string(message.migrationId);
     }
     return writer;
   },
@@ -2400,6 +3279,22 @@ export const CommandResult: MessageFns<CommandResult> = {
             message.domain = Domain.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.migrationTarget = MigrationTargetAddress.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.migrationId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2437,6 +3332,16 @@ export const CommandResult: MessageFns<CommandResult> = {
         ? globalThis.String(object.error_message)
         : "",
       domain: isSet(object.domain) ? Domain.fromJSON(object.domain) : undefined,
+      migrationTarget: isSet(object.migrationTarget)
+        ? MigrationTargetAddress.fromJSON(object.migrationTarget)
+        : isSet(object.migration_target)
+        ? MigrationTargetAddress.fromJSON(object.migration_target)
+        : undefined,
+      migrationId: isSet(object.migrationId)
+        ? globalThis.String(object.migrationId)
+        : isSet(object.migration_id)
+        ? globalThis.String(object.migration_id)
+        : "",
     };
   },
 
@@ -2463,6 +3368,12 @@ export const CommandResult: MessageFns<CommandResult> = {
     if (message.domain !== undefined) {
       obj.domain = Domain.toJSON(message.domain);
     }
+    if (message.migrationTarget !== undefined) {
+      obj.migrationTarget = MigrationTargetAddress.toJSON(message.migrationTarget);
+    }
+    if (message.migrationId !== "") {
+      obj.migrationId = message.migrationId;
+    }
     return obj;
   },
 
@@ -2480,6 +3391,10 @@ export const CommandResult: MessageFns<CommandResult> = {
     message.domain = (object.domain !== undefined && object.domain !== null)
       ? Domain.fromPartial(object.domain)
       : undefined;
+    message.migrationTarget = (object.migrationTarget !== undefined && object.migrationTarget !== null)
+      ? MigrationTargetAddress.fromPartial(object.migrationTarget)
+      : undefined;
+    message.migrationId = object.migrationId ?? "";
     return message;
   },
 };
@@ -2528,6 +3443,10 @@ export const AgentServiceClient = makeGenericClientConstructor(
   service: typeof AgentServiceService;
   serviceName: string;
 };
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

@@ -24,6 +24,17 @@ import { ClusterConfig } from "./config.js";
 import { Group, GroupPolicy, groupPolicyFromJSON, groupPolicyToJSON } from "./group.js";
 import { Host } from "./host.js";
 import { ClusterInfo } from "./identity.js";
+import {
+  DrainDeadlineAction,
+  drainDeadlineActionFromJSON,
+  drainDeadlineActionToJSON,
+  Migration,
+  RebalanceGoal,
+  rebalanceGoalFromJSON,
+  rebalanceGoalToJSON,
+  RebalanceMove,
+  RebalancePlan,
+} from "./migration.js";
 import { Vm, VmSpec } from "./vm.js";
 
 export const protobufPackage = "berth.v1";
@@ -298,6 +309,114 @@ export interface ConfirmHostDownRequest {
 
 export interface ConfirmHostDownResponse {
   host?: Host | undefined;
+}
+
+export interface MigrateVmRequest {
+  name: string;
+  /** Empty: the scheduler picks. */
+  targetHost: string;
+  /** Optional idempotency key, as CreateVmRequest's: a retry returns the migration it made. */
+  requestId: string;
+}
+
+export interface MigrateVmResponse {
+  migration?: Migration | undefined;
+}
+
+export interface ListMigrationsRequest {
+  /** Only migrations in flight (not COMPLETED or FAILED) when set. */
+  activeOnly: boolean;
+  /** Only those leaving or entering this host, when set. */
+  hostId: string;
+}
+
+export interface ListMigrationsResponse {
+  /** In flight first (by creation), then finished ones (newest first). */
+  migrations: Migration[];
+}
+
+export interface GetMigrationRequest {
+  /** The VM's name, or the migration's id. */
+  name: string;
+}
+
+export interface GetMigrationResponse {
+  migration?: Migration | undefined;
+}
+
+export interface AbortMigrationRequest {
+  /** The VM's name, or the migration's id. */
+  name: string;
+}
+
+export interface AbortMigrationResponse {
+  migration?: Migration | undefined;
+}
+
+export interface CordonHostRequest {
+  hostId: string;
+  /** At most 256 characters. */
+  reason: string;
+}
+
+export interface CordonHostResponse {
+  host?: Host | undefined;
+}
+
+export interface UncordonHostRequest {
+  hostId: string;
+}
+
+export interface UncordonHostResponse {
+  host?: Host | undefined;
+}
+
+export interface DrainHostRequest {
+  hostId: string;
+  /** 0: no deadline. At most 7 days. */
+  deadlineMs: number;
+  /** Unset: LEAVE. */
+  onDeadline: DrainDeadlineAction;
+  /** Recorded as the cordon reason (default "drain"). */
+  reason: string;
+}
+
+export interface DrainHostResponse {
+  host?: Host | undefined;
+}
+
+export interface PlanRebalanceRequest {
+  /** Unset: BALANCE. */
+  goal: RebalanceGoal;
+  /** 0: the default (20); at most 1000. */
+  maxMoves: number;
+}
+
+export interface PlanRebalanceResponse {
+  plan?: RebalancePlan | undefined;
+}
+
+export interface ApplyRebalanceRequest {
+  /** A fresh plan is computed with these when `plan` is absent. */
+  goal: RebalanceGoal;
+  maxMoves: number;
+  /** A saved plan (from PlanRebalance): each move is re-checked against the current state. */
+  plan?: RebalancePlan | undefined;
+}
+
+/** A move not started, and why (its VM moved meanwhile, its target no longer fits, …). */
+export interface SkippedMove {
+  move?: RebalanceMove | undefined;
+  reason: string;
+}
+
+export interface ApplyRebalanceResponse {
+  plan?:
+    | RebalancePlan
+    | undefined;
+  /** One per move started, in plan order. */
+  migrations: Migration[];
+  skipped: SkippedMove[];
 }
 
 function createBaseCreateVmRequest(): CreateVmRequest {
@@ -3795,6 +3914,1569 @@ export const ConfirmHostDownResponse: MessageFns<ConfirmHostDownResponse> = {
   },
 };
 
+function createBaseMigrateVmRequest(): MigrateVmRequest {
+  return { name: "", targetHost: "", requestId: "" };
+}
+
+export const MigrateVmRequest: MessageFns<MigrateVmRequest> = {
+  encode(message: MigrateVmRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.targetHost !== "") {
+      writer.uint32(18).string(message.targetHost);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrateVmRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrateVmRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.targetHost = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrateVmRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      targetHost: isSet(object.targetHost)
+        ? globalThis.String(object.targetHost)
+        : isSet(object.target_host)
+        ? globalThis.String(object.target_host)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: MigrateVmRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.targetHost !== "") {
+      obj.targetHost = message.targetHost;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MigrateVmRequest>): MigrateVmRequest {
+    return MigrateVmRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MigrateVmRequest>): MigrateVmRequest {
+    const message = createBaseMigrateVmRequest();
+    message.name = object.name ?? "";
+    message.targetHost = object.targetHost ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseMigrateVmResponse(): MigrateVmResponse {
+  return { migration: undefined };
+}
+
+export const MigrateVmResponse: MessageFns<MigrateVmResponse> = {
+  encode(message: MigrateVmResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.migration !== undefined) {
+      Migration.encode(message.migration, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrateVmResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrateVmResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.migration = Migration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrateVmResponse {
+    return { migration: isSet(object.migration) ? Migration.fromJSON(object.migration) : undefined };
+  },
+
+  toJSON(message: MigrateVmResponse): unknown {
+    const obj: any = {};
+    if (message.migration !== undefined) {
+      obj.migration = Migration.toJSON(message.migration);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MigrateVmResponse>): MigrateVmResponse {
+    return MigrateVmResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MigrateVmResponse>): MigrateVmResponse {
+    const message = createBaseMigrateVmResponse();
+    message.migration = (object.migration !== undefined && object.migration !== null)
+      ? Migration.fromPartial(object.migration)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListMigrationsRequest(): ListMigrationsRequest {
+  return { activeOnly: false, hostId: "" };
+}
+
+export const ListMigrationsRequest: MessageFns<ListMigrationsRequest> = {
+  encode(message: ListMigrationsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.activeOnly !== false) {
+      writer.uint32(8).bool(message.activeOnly);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(18).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListMigrationsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListMigrationsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.activeOnly = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListMigrationsRequest {
+    return {
+      activeOnly: isSet(object.activeOnly)
+        ? globalThis.Boolean(object.activeOnly)
+        : isSet(object.active_only)
+        ? globalThis.Boolean(object.active_only)
+        : false,
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ListMigrationsRequest): unknown {
+    const obj: any = {};
+    if (message.activeOnly !== false) {
+      obj.activeOnly = message.activeOnly;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListMigrationsRequest>): ListMigrationsRequest {
+    return ListMigrationsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListMigrationsRequest>): ListMigrationsRequest {
+    const message = createBaseListMigrationsRequest();
+    message.activeOnly = object.activeOnly ?? false;
+    message.hostId = object.hostId ?? "";
+    return message;
+  },
+};
+
+function createBaseListMigrationsResponse(): ListMigrationsResponse {
+  return { migrations: [] };
+}
+
+export const ListMigrationsResponse: MessageFns<ListMigrationsResponse> = {
+  encode(message: ListMigrationsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.migrations) {
+      Migration.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListMigrationsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListMigrationsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.migrations.push(Migration.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListMigrationsResponse {
+    return {
+      migrations: globalThis.Array.isArray(object?.migrations)
+        ? object.migrations.map((e: any) => Migration.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListMigrationsResponse): unknown {
+    const obj: any = {};
+    if (message.migrations?.length) {
+      obj.migrations = message.migrations.map((e) => Migration.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListMigrationsResponse>): ListMigrationsResponse {
+    return ListMigrationsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListMigrationsResponse>): ListMigrationsResponse {
+    const message = createBaseListMigrationsResponse();
+    message.migrations = object.migrations?.map((e) => Migration.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetMigrationRequest(): GetMigrationRequest {
+  return { name: "" };
+}
+
+export const GetMigrationRequest: MessageFns<GetMigrationRequest> = {
+  encode(message: GetMigrationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetMigrationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetMigrationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetMigrationRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: GetMigrationRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetMigrationRequest>): GetMigrationRequest {
+    return GetMigrationRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetMigrationRequest>): GetMigrationRequest {
+    const message = createBaseGetMigrationRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseGetMigrationResponse(): GetMigrationResponse {
+  return { migration: undefined };
+}
+
+export const GetMigrationResponse: MessageFns<GetMigrationResponse> = {
+  encode(message: GetMigrationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.migration !== undefined) {
+      Migration.encode(message.migration, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetMigrationResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetMigrationResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.migration = Migration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetMigrationResponse {
+    return { migration: isSet(object.migration) ? Migration.fromJSON(object.migration) : undefined };
+  },
+
+  toJSON(message: GetMigrationResponse): unknown {
+    const obj: any = {};
+    if (message.migration !== undefined) {
+      obj.migration = Migration.toJSON(message.migration);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetMigrationResponse>): GetMigrationResponse {
+    return GetMigrationResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetMigrationResponse>): GetMigrationResponse {
+    const message = createBaseGetMigrationResponse();
+    message.migration = (object.migration !== undefined && object.migration !== null)
+      ? Migration.fromPartial(object.migration)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAbortMigrationRequest(): AbortMigrationRequest {
+  return { name: "" };
+}
+
+export const AbortMigrationRequest: MessageFns<AbortMigrationRequest> = {
+  encode(message: AbortMigrationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AbortMigrationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAbortMigrationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AbortMigrationRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: AbortMigrationRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AbortMigrationRequest>): AbortMigrationRequest {
+    return AbortMigrationRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AbortMigrationRequest>): AbortMigrationRequest {
+    const message = createBaseAbortMigrationRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseAbortMigrationResponse(): AbortMigrationResponse {
+  return { migration: undefined };
+}
+
+export const AbortMigrationResponse: MessageFns<AbortMigrationResponse> = {
+  encode(message: AbortMigrationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.migration !== undefined) {
+      Migration.encode(message.migration, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AbortMigrationResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAbortMigrationResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.migration = Migration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AbortMigrationResponse {
+    return { migration: isSet(object.migration) ? Migration.fromJSON(object.migration) : undefined };
+  },
+
+  toJSON(message: AbortMigrationResponse): unknown {
+    const obj: any = {};
+    if (message.migration !== undefined) {
+      obj.migration = Migration.toJSON(message.migration);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AbortMigrationResponse>): AbortMigrationResponse {
+    return AbortMigrationResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AbortMigrationResponse>): AbortMigrationResponse {
+    const message = createBaseAbortMigrationResponse();
+    message.migration = (object.migration !== undefined && object.migration !== null)
+      ? Migration.fromPartial(object.migration)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCordonHostRequest(): CordonHostRequest {
+  return { hostId: "", reason: "" };
+}
+
+export const CordonHostRequest: MessageFns<CordonHostRequest> = {
+  encode(message: CordonHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CordonHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCordonHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CordonHostRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: CordonHostRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CordonHostRequest>): CordonHostRequest {
+    return CordonHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CordonHostRequest>): CordonHostRequest {
+    const message = createBaseCordonHostRequest();
+    message.hostId = object.hostId ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseCordonHostResponse(): CordonHostResponse {
+  return { host: undefined };
+}
+
+export const CordonHostResponse: MessageFns<CordonHostResponse> = {
+  encode(message: CordonHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== undefined) {
+      Host.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CordonHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCordonHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = Host.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CordonHostResponse {
+    return { host: isSet(object.host) ? Host.fromJSON(object.host) : undefined };
+  },
+
+  toJSON(message: CordonHostResponse): unknown {
+    const obj: any = {};
+    if (message.host !== undefined) {
+      obj.host = Host.toJSON(message.host);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CordonHostResponse>): CordonHostResponse {
+    return CordonHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CordonHostResponse>): CordonHostResponse {
+    const message = createBaseCordonHostResponse();
+    message.host = (object.host !== undefined && object.host !== null) ? Host.fromPartial(object.host) : undefined;
+    return message;
+  },
+};
+
+function createBaseUncordonHostRequest(): UncordonHostRequest {
+  return { hostId: "" };
+}
+
+export const UncordonHostRequest: MessageFns<UncordonHostRequest> = {
+  encode(message: UncordonHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UncordonHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUncordonHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UncordonHostRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: UncordonHostRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UncordonHostRequest>): UncordonHostRequest {
+    return UncordonHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UncordonHostRequest>): UncordonHostRequest {
+    const message = createBaseUncordonHostRequest();
+    message.hostId = object.hostId ?? "";
+    return message;
+  },
+};
+
+function createBaseUncordonHostResponse(): UncordonHostResponse {
+  return { host: undefined };
+}
+
+export const UncordonHostResponse: MessageFns<UncordonHostResponse> = {
+  encode(message: UncordonHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== undefined) {
+      Host.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UncordonHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUncordonHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = Host.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UncordonHostResponse {
+    return { host: isSet(object.host) ? Host.fromJSON(object.host) : undefined };
+  },
+
+  toJSON(message: UncordonHostResponse): unknown {
+    const obj: any = {};
+    if (message.host !== undefined) {
+      obj.host = Host.toJSON(message.host);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UncordonHostResponse>): UncordonHostResponse {
+    return UncordonHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UncordonHostResponse>): UncordonHostResponse {
+    const message = createBaseUncordonHostResponse();
+    message.host = (object.host !== undefined && object.host !== null) ? Host.fromPartial(object.host) : undefined;
+    return message;
+  },
+};
+
+function createBaseDrainHostRequest(): DrainHostRequest {
+  return { hostId: "", deadlineMs: 0, onDeadline: 0, reason: "" };
+}
+
+export const DrainHostRequest: MessageFns<DrainHostRequest> = {
+  encode(message: DrainHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.deadlineMs !== 0) {
+      writer.uint32(16).uint64(message.deadlineMs);
+    }
+    if (message.onDeadline !== 0) {
+      writer.uint32(24).int32(message.onDeadline);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.deadlineMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.onDeadline = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainHostRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      deadlineMs: isSet(object.deadlineMs)
+        ? globalThis.Number(object.deadlineMs)
+        : isSet(object.deadline_ms)
+        ? globalThis.Number(object.deadline_ms)
+        : 0,
+      onDeadline: isSet(object.onDeadline)
+        ? drainDeadlineActionFromJSON(object.onDeadline)
+        : isSet(object.on_deadline)
+        ? drainDeadlineActionFromJSON(object.on_deadline)
+        : 0,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: DrainHostRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.deadlineMs !== 0) {
+      obj.deadlineMs = Math.round(message.deadlineMs);
+    }
+    if (message.onDeadline !== 0) {
+      obj.onDeadline = drainDeadlineActionToJSON(message.onDeadline);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainHostRequest>): DrainHostRequest {
+    return DrainHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainHostRequest>): DrainHostRequest {
+    const message = createBaseDrainHostRequest();
+    message.hostId = object.hostId ?? "";
+    message.deadlineMs = object.deadlineMs ?? 0;
+    message.onDeadline = object.onDeadline ?? 0;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseDrainHostResponse(): DrainHostResponse {
+  return { host: undefined };
+}
+
+export const DrainHostResponse: MessageFns<DrainHostResponse> = {
+  encode(message: DrainHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== undefined) {
+      Host.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = Host.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainHostResponse {
+    return { host: isSet(object.host) ? Host.fromJSON(object.host) : undefined };
+  },
+
+  toJSON(message: DrainHostResponse): unknown {
+    const obj: any = {};
+    if (message.host !== undefined) {
+      obj.host = Host.toJSON(message.host);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainHostResponse>): DrainHostResponse {
+    return DrainHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainHostResponse>): DrainHostResponse {
+    const message = createBaseDrainHostResponse();
+    message.host = (object.host !== undefined && object.host !== null) ? Host.fromPartial(object.host) : undefined;
+    return message;
+  },
+};
+
+function createBasePlanRebalanceRequest(): PlanRebalanceRequest {
+  return { goal: 0, maxMoves: 0 };
+}
+
+export const PlanRebalanceRequest: MessageFns<PlanRebalanceRequest> = {
+  encode(message: PlanRebalanceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.goal !== 0) {
+      writer.uint32(8).int32(message.goal);
+    }
+    if (message.maxMoves !== 0) {
+      writer.uint32(16).uint32(message.maxMoves);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanRebalanceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanRebalanceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.goal = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxMoves = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanRebalanceRequest {
+    return {
+      goal: isSet(object.goal) ? rebalanceGoalFromJSON(object.goal) : 0,
+      maxMoves: isSet(object.maxMoves)
+        ? globalThis.Number(object.maxMoves)
+        : isSet(object.max_moves)
+        ? globalThis.Number(object.max_moves)
+        : 0,
+    };
+  },
+
+  toJSON(message: PlanRebalanceRequest): unknown {
+    const obj: any = {};
+    if (message.goal !== 0) {
+      obj.goal = rebalanceGoalToJSON(message.goal);
+    }
+    if (message.maxMoves !== 0) {
+      obj.maxMoves = Math.round(message.maxMoves);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlanRebalanceRequest>): PlanRebalanceRequest {
+    return PlanRebalanceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlanRebalanceRequest>): PlanRebalanceRequest {
+    const message = createBasePlanRebalanceRequest();
+    message.goal = object.goal ?? 0;
+    message.maxMoves = object.maxMoves ?? 0;
+    return message;
+  },
+};
+
+function createBasePlanRebalanceResponse(): PlanRebalanceResponse {
+  return { plan: undefined };
+}
+
+export const PlanRebalanceResponse: MessageFns<PlanRebalanceResponse> = {
+  encode(message: PlanRebalanceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plan !== undefined) {
+      RebalancePlan.encode(message.plan, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanRebalanceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanRebalanceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plan = RebalancePlan.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanRebalanceResponse {
+    return { plan: isSet(object.plan) ? RebalancePlan.fromJSON(object.plan) : undefined };
+  },
+
+  toJSON(message: PlanRebalanceResponse): unknown {
+    const obj: any = {};
+    if (message.plan !== undefined) {
+      obj.plan = RebalancePlan.toJSON(message.plan);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlanRebalanceResponse>): PlanRebalanceResponse {
+    return PlanRebalanceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlanRebalanceResponse>): PlanRebalanceResponse {
+    const message = createBasePlanRebalanceResponse();
+    message.plan = (object.plan !== undefined && object.plan !== null)
+      ? RebalancePlan.fromPartial(object.plan)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseApplyRebalanceRequest(): ApplyRebalanceRequest {
+  return { goal: 0, maxMoves: 0, plan: undefined };
+}
+
+export const ApplyRebalanceRequest: MessageFns<ApplyRebalanceRequest> = {
+  encode(message: ApplyRebalanceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.goal !== 0) {
+      writer.uint32(8).int32(message.goal);
+    }
+    if (message.maxMoves !== 0) {
+      writer.uint32(16).uint32(message.maxMoves);
+    }
+    if (message.plan !== undefined) {
+      RebalancePlan.encode(message.plan, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplyRebalanceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplyRebalanceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.goal = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxMoves = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.plan = RebalancePlan.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ApplyRebalanceRequest {
+    return {
+      goal: isSet(object.goal) ? rebalanceGoalFromJSON(object.goal) : 0,
+      maxMoves: isSet(object.maxMoves)
+        ? globalThis.Number(object.maxMoves)
+        : isSet(object.max_moves)
+        ? globalThis.Number(object.max_moves)
+        : 0,
+      plan: isSet(object.plan) ? RebalancePlan.fromJSON(object.plan) : undefined,
+    };
+  },
+
+  toJSON(message: ApplyRebalanceRequest): unknown {
+    const obj: any = {};
+    if (message.goal !== 0) {
+      obj.goal = rebalanceGoalToJSON(message.goal);
+    }
+    if (message.maxMoves !== 0) {
+      obj.maxMoves = Math.round(message.maxMoves);
+    }
+    if (message.plan !== undefined) {
+      obj.plan = RebalancePlan.toJSON(message.plan);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ApplyRebalanceRequest>): ApplyRebalanceRequest {
+    return ApplyRebalanceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ApplyRebalanceRequest>): ApplyRebalanceRequest {
+    const message = createBaseApplyRebalanceRequest();
+    message.goal = object.goal ?? 0;
+    message.maxMoves = object.maxMoves ?? 0;
+    message.plan = (object.plan !== undefined && object.plan !== null)
+      ? RebalancePlan.fromPartial(object.plan)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSkippedMove(): SkippedMove {
+  return { move: undefined, reason: "" };
+}
+
+export const SkippedMove: MessageFns<SkippedMove> = {
+  encode(message: SkippedMove, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.move !== undefined) {
+      RebalanceMove.encode(message.move, writer.uint32(10).fork()).join();
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SkippedMove {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSkippedMove();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.move = RebalanceMove.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SkippedMove {
+    return {
+      move: isSet(object.move) ? RebalanceMove.fromJSON(object.move) : undefined,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: SkippedMove): unknown {
+    const obj: any = {};
+    if (message.move !== undefined) {
+      obj.move = RebalanceMove.toJSON(message.move);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SkippedMove>): SkippedMove {
+    return SkippedMove.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SkippedMove>): SkippedMove {
+    const message = createBaseSkippedMove();
+    message.move = (object.move !== undefined && object.move !== null)
+      ? RebalanceMove.fromPartial(object.move)
+      : undefined;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseApplyRebalanceResponse(): ApplyRebalanceResponse {
+  return { plan: undefined, migrations: [], skipped: [] };
+}
+
+export const ApplyRebalanceResponse: MessageFns<ApplyRebalanceResponse> = {
+  encode(message: ApplyRebalanceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plan !== undefined) {
+      RebalancePlan.encode(message.plan, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.migrations) {
+      Migration.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.skipped) {
+      SkippedMove.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplyRebalanceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplyRebalanceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plan = RebalancePlan.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.migrations.push(Migration.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.skipped.push(SkippedMove.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ApplyRebalanceResponse {
+    return {
+      plan: isSet(object.plan) ? RebalancePlan.fromJSON(object.plan) : undefined,
+      migrations: globalThis.Array.isArray(object?.migrations)
+        ? object.migrations.map((e: any) => Migration.fromJSON(e))
+        : [],
+      skipped: globalThis.Array.isArray(object?.skipped) ? object.skipped.map((e: any) => SkippedMove.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ApplyRebalanceResponse): unknown {
+    const obj: any = {};
+    if (message.plan !== undefined) {
+      obj.plan = RebalancePlan.toJSON(message.plan);
+    }
+    if (message.migrations?.length) {
+      obj.migrations = message.migrations.map((e) => Migration.toJSON(e));
+    }
+    if (message.skipped?.length) {
+      obj.skipped = message.skipped.map((e) => SkippedMove.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ApplyRebalanceResponse>): ApplyRebalanceResponse {
+    return ApplyRebalanceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ApplyRebalanceResponse>): ApplyRebalanceResponse {
+    const message = createBaseApplyRebalanceResponse();
+    message.plan = (object.plan !== undefined && object.plan !== null)
+      ? RebalancePlan.fromPartial(object.plan)
+      : undefined;
+    message.migrations = object.migrations?.map((e) => Migration.fromPartial(e)) || [];
+    message.skipped = object.skipped?.map((e) => SkippedMove.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /** The operator API, served by every controller; followers answer UNAVAILABLE naming the leader. */
 export type ClusterServiceService = typeof ClusterServiceService;
 export const ClusterServiceService = {
@@ -4007,6 +5689,116 @@ export const ClusterServiceService = {
     responseSerialize: (value: GetClusterResponse): Buffer => Buffer.from(GetClusterResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetClusterResponse => GetClusterResponse.decode(value),
   },
+  /**
+   * Live-migrates a running VM: to `target_host` (refused with the filter's reason when it breaks
+   * one), or to the host the scheduler picks with the same filters and weighers as a create. The
+   * migration is recorded (PENDING) and runs as slots allow; answers with the record.
+   */
+  migrateVm: {
+    path: "/berth.v1.ClusterService/MigrateVm" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MigrateVmRequest): Buffer => Buffer.from(MigrateVmRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MigrateVmRequest => MigrateVmRequest.decode(value),
+    responseSerialize: (value: MigrateVmResponse): Buffer => Buffer.from(MigrateVmResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MigrateVmResponse => MigrateVmResponse.decode(value),
+  },
+  listMigrations: {
+    path: "/berth.v1.ClusterService/ListMigrations" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListMigrationsRequest): Buffer =>
+      Buffer.from(ListMigrationsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListMigrationsRequest => ListMigrationsRequest.decode(value),
+    responseSerialize: (value: ListMigrationsResponse): Buffer =>
+      Buffer.from(ListMigrationsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListMigrationsResponse => ListMigrationsResponse.decode(value),
+  },
+  getMigration: {
+    path: "/berth.v1.ClusterService/GetMigration" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetMigrationRequest): Buffer => Buffer.from(GetMigrationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetMigrationRequest => GetMigrationRequest.decode(value),
+    responseSerialize: (value: GetMigrationResponse): Buffer =>
+      Buffer.from(GetMigrationResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetMigrationResponse => GetMigrationResponse.decode(value),
+  },
+  /**
+   * Asks a migration to stop: a pending one fails at once; one in flight is rolled back unless the
+   * domain has already left its source (then it completes). Answers with the record.
+   */
+  abortMigration: {
+    path: "/berth.v1.ClusterService/AbortMigration" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AbortMigrationRequest): Buffer =>
+      Buffer.from(AbortMigrationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AbortMigrationRequest => AbortMigrationRequest.decode(value),
+    responseSerialize: (value: AbortMigrationResponse): Buffer =>
+      Buffer.from(AbortMigrationResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AbortMigrationResponse => AbortMigrationResponse.decode(value),
+  },
+  /** No new VMs on the host; its VMs stay. Operator-set: survives agent reconnects. */
+  cordonHost: {
+    path: "/berth.v1.ClusterService/CordonHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CordonHostRequest): Buffer => Buffer.from(CordonHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CordonHostRequest => CordonHostRequest.decode(value),
+    responseSerialize: (value: CordonHostResponse): Buffer => Buffer.from(CordonHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CordonHostResponse => CordonHostResponse.decode(value),
+  },
+  /**
+   * New VMs may go to the host again; a drain in progress is cancelled (its pending migrations fail,
+   * those in flight finish).
+   */
+  uncordonHost: {
+    path: "/berth.v1.ClusterService/UncordonHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UncordonHostRequest): Buffer => Buffer.from(UncordonHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UncordonHostRequest => UncordonHostRequest.decode(value),
+    responseSerialize: (value: UncordonHostResponse): Buffer =>
+      Buffer.from(UncordonHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UncordonHostResponse => UncordonHostResponse.decode(value),
+  },
+  /** Cordons the host and live-migrates its running VMs away (drain priority); see DrainStatus. */
+  drainHost: {
+    path: "/berth.v1.ClusterService/DrainHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DrainHostRequest): Buffer => Buffer.from(DrainHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DrainHostRequest => DrainHostRequest.decode(value),
+    responseSerialize: (value: DrainHostResponse): Buffer => Buffer.from(DrainHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DrainHostResponse => DrainHostResponse.decode(value),
+  },
+  /** The moves the rebalancer would make now, each with its reason, benefit and cost. Writes nothing. */
+  planRebalance: {
+    path: "/berth.v1.ClusterService/PlanRebalance" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PlanRebalanceRequest): Buffer => Buffer.from(PlanRebalanceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PlanRebalanceRequest => PlanRebalanceRequest.decode(value),
+    responseSerialize: (value: PlanRebalanceResponse): Buffer =>
+      Buffer.from(PlanRebalanceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PlanRebalanceResponse => PlanRebalanceResponse.decode(value),
+  },
+  /**
+   * Runs a plan as migrations (a fresh one, or the given one), re-checking each move against the
+   * current state first; answers with the moves started and those skipped (with why).
+   */
+  applyRebalance: {
+    path: "/berth.v1.ClusterService/ApplyRebalance" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ApplyRebalanceRequest): Buffer =>
+      Buffer.from(ApplyRebalanceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ApplyRebalanceRequest => ApplyRebalanceRequest.decode(value),
+    responseSerialize: (value: ApplyRebalanceResponse): Buffer =>
+      Buffer.from(ApplyRebalanceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ApplyRebalanceResponse => ApplyRebalanceResponse.decode(value),
+  },
   /** The current state of every VM and host, then every change. */
   watchEvents: {
     path: "/berth.v1.ClusterService/WatchEvents" as const,
@@ -4061,6 +5853,35 @@ export interface ClusterServiceServer extends UntypedServiceImplementation {
   confirmHostDown: handleUnaryCall<ConfirmHostDownRequest, ConfirmHostDownResponse>;
   /** The cluster's identity and who leads it. */
   getCluster: handleUnaryCall<GetClusterRequest, GetClusterResponse>;
+  /**
+   * Live-migrates a running VM: to `target_host` (refused with the filter's reason when it breaks
+   * one), or to the host the scheduler picks with the same filters and weighers as a create. The
+   * migration is recorded (PENDING) and runs as slots allow; answers with the record.
+   */
+  migrateVm: handleUnaryCall<MigrateVmRequest, MigrateVmResponse>;
+  listMigrations: handleUnaryCall<ListMigrationsRequest, ListMigrationsResponse>;
+  getMigration: handleUnaryCall<GetMigrationRequest, GetMigrationResponse>;
+  /**
+   * Asks a migration to stop: a pending one fails at once; one in flight is rolled back unless the
+   * domain has already left its source (then it completes). Answers with the record.
+   */
+  abortMigration: handleUnaryCall<AbortMigrationRequest, AbortMigrationResponse>;
+  /** No new VMs on the host; its VMs stay. Operator-set: survives agent reconnects. */
+  cordonHost: handleUnaryCall<CordonHostRequest, CordonHostResponse>;
+  /**
+   * New VMs may go to the host again; a drain in progress is cancelled (its pending migrations fail,
+   * those in flight finish).
+   */
+  uncordonHost: handleUnaryCall<UncordonHostRequest, UncordonHostResponse>;
+  /** Cordons the host and live-migrates its running VMs away (drain priority); see DrainStatus. */
+  drainHost: handleUnaryCall<DrainHostRequest, DrainHostResponse>;
+  /** The moves the rebalancer would make now, each with its reason, benefit and cost. Writes nothing. */
+  planRebalance: handleUnaryCall<PlanRebalanceRequest, PlanRebalanceResponse>;
+  /**
+   * Runs a plan as migrations (a fresh one, or the given one), re-checking each move against the
+   * current state first; answers with the moves started and those skipped (with why).
+   */
+  applyRebalance: handleUnaryCall<ApplyRebalanceRequest, ApplyRebalanceResponse>;
   /** The current state of every VM and host, then every change. */
   watchEvents: handleServerStreamingCall<WatchEventsRequest, WatchEventsResponse>;
 }
@@ -4386,6 +6207,161 @@ export interface ClusterServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetClusterResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Live-migrates a running VM: to `target_host` (refused with the filter's reason when it breaks
+   * one), or to the host the scheduler picks with the same filters and weighers as a create. The
+   * migration is recorded (PENDING) and runs as slots allow; answers with the record.
+   */
+  migrateVm(
+    request: MigrateVmRequest,
+    callback: (error: ServiceError | null, response: MigrateVmResponse) => void,
+  ): ClientUnaryCall;
+  migrateVm(
+    request: MigrateVmRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MigrateVmResponse) => void,
+  ): ClientUnaryCall;
+  migrateVm(
+    request: MigrateVmRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MigrateVmResponse) => void,
+  ): ClientUnaryCall;
+  listMigrations(
+    request: ListMigrationsRequest,
+    callback: (error: ServiceError | null, response: ListMigrationsResponse) => void,
+  ): ClientUnaryCall;
+  listMigrations(
+    request: ListMigrationsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListMigrationsResponse) => void,
+  ): ClientUnaryCall;
+  listMigrations(
+    request: ListMigrationsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListMigrationsResponse) => void,
+  ): ClientUnaryCall;
+  getMigration(
+    request: GetMigrationRequest,
+    callback: (error: ServiceError | null, response: GetMigrationResponse) => void,
+  ): ClientUnaryCall;
+  getMigration(
+    request: GetMigrationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetMigrationResponse) => void,
+  ): ClientUnaryCall;
+  getMigration(
+    request: GetMigrationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetMigrationResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Asks a migration to stop: a pending one fails at once; one in flight is rolled back unless the
+   * domain has already left its source (then it completes). Answers with the record.
+   */
+  abortMigration(
+    request: AbortMigrationRequest,
+    callback: (error: ServiceError | null, response: AbortMigrationResponse) => void,
+  ): ClientUnaryCall;
+  abortMigration(
+    request: AbortMigrationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AbortMigrationResponse) => void,
+  ): ClientUnaryCall;
+  abortMigration(
+    request: AbortMigrationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AbortMigrationResponse) => void,
+  ): ClientUnaryCall;
+  /** No new VMs on the host; its VMs stay. Operator-set: survives agent reconnects. */
+  cordonHost(
+    request: CordonHostRequest,
+    callback: (error: ServiceError | null, response: CordonHostResponse) => void,
+  ): ClientUnaryCall;
+  cordonHost(
+    request: CordonHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CordonHostResponse) => void,
+  ): ClientUnaryCall;
+  cordonHost(
+    request: CordonHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CordonHostResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * New VMs may go to the host again; a drain in progress is cancelled (its pending migrations fail,
+   * those in flight finish).
+   */
+  uncordonHost(
+    request: UncordonHostRequest,
+    callback: (error: ServiceError | null, response: UncordonHostResponse) => void,
+  ): ClientUnaryCall;
+  uncordonHost(
+    request: UncordonHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UncordonHostResponse) => void,
+  ): ClientUnaryCall;
+  uncordonHost(
+    request: UncordonHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UncordonHostResponse) => void,
+  ): ClientUnaryCall;
+  /** Cordons the host and live-migrates its running VMs away (drain priority); see DrainStatus. */
+  drainHost(
+    request: DrainHostRequest,
+    callback: (error: ServiceError | null, response: DrainHostResponse) => void,
+  ): ClientUnaryCall;
+  drainHost(
+    request: DrainHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DrainHostResponse) => void,
+  ): ClientUnaryCall;
+  drainHost(
+    request: DrainHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DrainHostResponse) => void,
+  ): ClientUnaryCall;
+  /** The moves the rebalancer would make now, each with its reason, benefit and cost. Writes nothing. */
+  planRebalance(
+    request: PlanRebalanceRequest,
+    callback: (error: ServiceError | null, response: PlanRebalanceResponse) => void,
+  ): ClientUnaryCall;
+  planRebalance(
+    request: PlanRebalanceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PlanRebalanceResponse) => void,
+  ): ClientUnaryCall;
+  planRebalance(
+    request: PlanRebalanceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PlanRebalanceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Runs a plan as migrations (a fresh one, or the given one), re-checking each move against the
+   * current state first; answers with the moves started and those skipped (with why).
+   */
+  applyRebalance(
+    request: ApplyRebalanceRequest,
+    callback: (error: ServiceError | null, response: ApplyRebalanceResponse) => void,
+  ): ClientUnaryCall;
+  applyRebalance(
+    request: ApplyRebalanceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ApplyRebalanceResponse) => void,
+  ): ClientUnaryCall;
+  applyRebalance(
+    request: ApplyRebalanceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ApplyRebalanceResponse) => void,
   ): ClientUnaryCall;
   /** The current state of every VM and host, then every change. */
   watchEvents(request: WatchEventsRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchEventsResponse>;

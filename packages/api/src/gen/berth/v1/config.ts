@@ -7,6 +7,7 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { AllocationRatio } from "./host.js";
+import { MigrationConfig, RebalanceConfig } from "./migration.js";
 import { Resources } from "./resources.js";
 import { HostFailurePolicy, hostFailurePolicyFromJSON, hostFailurePolicyToJSON } from "./vm.js";
 
@@ -44,6 +45,12 @@ export interface ClusterConfig {
     | undefined;
   /** The on_host_failure of VMs whose spec leaves it unset (unset here: KEEP). */
   defaultOnHostFailure: HostFailurePolicy;
+  /** Continuous rebalancing (unset: off). */
+  rebalance?:
+    | RebalanceConfig
+    | undefined;
+  /** Migration limits and timeouts (unset fields: KubeVirt's defaults). */
+  migration?: MigrationConfig | undefined;
 }
 
 function createBaseSchedulerConfig(): SchedulerConfig {
@@ -349,7 +356,7 @@ export const SchedulerConfig_WeightsEntry: MessageFns<SchedulerConfig_WeightsEnt
 };
 
 function createBaseClusterConfig(): ClusterConfig {
-  return { scheduler: undefined, defaultOnHostFailure: 0 };
+  return { scheduler: undefined, defaultOnHostFailure: 0, rebalance: undefined, migration: undefined };
 }
 
 export const ClusterConfig: MessageFns<ClusterConfig> = {
@@ -359,6 +366,12 @@ export const ClusterConfig: MessageFns<ClusterConfig> = {
     }
     if (message.defaultOnHostFailure !== 0) {
       writer.uint32(16).int32(message.defaultOnHostFailure);
+    }
+    if (message.rebalance !== undefined) {
+      RebalanceConfig.encode(message.rebalance, writer.uint32(26).fork()).join();
+    }
+    if (message.migration !== undefined) {
+      MigrationConfig.encode(message.migration, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -392,6 +405,22 @@ export const ClusterConfig: MessageFns<ClusterConfig> = {
             message.defaultOnHostFailure = reader.int32() as any;
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.rebalance = RebalanceConfig.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.migration = MigrationConfig.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -412,6 +441,8 @@ export const ClusterConfig: MessageFns<ClusterConfig> = {
         : isSet(object.default_on_host_failure)
         ? hostFailurePolicyFromJSON(object.default_on_host_failure)
         : 0,
+      rebalance: isSet(object.rebalance) ? RebalanceConfig.fromJSON(object.rebalance) : undefined,
+      migration: isSet(object.migration) ? MigrationConfig.fromJSON(object.migration) : undefined,
     };
   },
 
@@ -422,6 +453,12 @@ export const ClusterConfig: MessageFns<ClusterConfig> = {
     }
     if (message.defaultOnHostFailure !== 0) {
       obj.defaultOnHostFailure = hostFailurePolicyToJSON(message.defaultOnHostFailure);
+    }
+    if (message.rebalance !== undefined) {
+      obj.rebalance = RebalanceConfig.toJSON(message.rebalance);
+    }
+    if (message.migration !== undefined) {
+      obj.migration = MigrationConfig.toJSON(message.migration);
     }
     return obj;
   },
@@ -435,6 +472,12 @@ export const ClusterConfig: MessageFns<ClusterConfig> = {
       ? SchedulerConfig.fromPartial(object.scheduler)
       : undefined;
     message.defaultOnHostFailure = object.defaultOnHostFailure ?? 0;
+    message.rebalance = (object.rebalance !== undefined && object.rebalance !== null)
+      ? RebalanceConfig.fromPartial(object.rebalance)
+      : undefined;
+    message.migration = (object.migration !== undefined && object.migration !== null)
+      ? MigrationConfig.fromPartial(object.migration)
+      : undefined;
     return message;
   },
 };

@@ -6,6 +6,7 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { DrainStatus } from "./migration.js";
 import { Resources } from "./resources.js";
 import { DomainState, domainStateFromJSON, domainStateToJSON } from "./vm.js";
 
@@ -144,6 +145,10 @@ export interface Host {
    * the host's agent connects again.
    */
   confirmedDown: boolean;
+  /** Why an operator cordoned the host (`berth host cordon --reason`); kept across reconnects. */
+  cordonReason: string;
+  /** The host's drain, when one was asked for (`berth host drain`); cleared by uncordon. */
+  drain?: DrainStatus | undefined;
 }
 
 export interface Host_LabelsEntry {
@@ -214,6 +219,8 @@ function createBaseHost(): Host {
     stateSinceMs: 0,
     fenceDeadlineMs: 0,
     confirmedDown: false,
+    cordonReason: "",
+    drain: undefined,
   };
 }
 
@@ -275,6 +282,12 @@ export const Host: MessageFns<Host> = {
     }
     if (message.confirmedDown !== false) {
       writer.uint32(152).bool(message.confirmedDown);
+    }
+    if (message.cordonReason !== "") {
+      writer.uint32(162).string(message.cordonReason);
+    }
+    if (message.drain !== undefined) {
+      DrainStatus.encode(message.drain, writer.uint32(170).fork()).join();
     }
     return writer;
   },
@@ -447,6 +460,22 @@ export const Host: MessageFns<Host> = {
             message.confirmedDown = reader.bool();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.cordonReason = reader.string();
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.drain = DrainStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -523,6 +552,12 @@ export const Host: MessageFns<Host> = {
         : isSet(object.confirmed_down)
         ? globalThis.Boolean(object.confirmed_down)
         : false,
+      cordonReason: isSet(object.cordonReason)
+        ? globalThis.String(object.cordonReason)
+        : isSet(object.cordon_reason)
+        ? globalThis.String(object.cordon_reason)
+        : "",
+      drain: isSet(object.drain) ? DrainStatus.fromJSON(object.drain) : undefined,
     };
   },
 
@@ -591,6 +626,12 @@ export const Host: MessageFns<Host> = {
     if (message.confirmedDown !== false) {
       obj.confirmedDown = message.confirmedDown;
     }
+    if (message.cordonReason !== "") {
+      obj.cordonReason = message.cordonReason;
+    }
+    if (message.drain !== undefined) {
+      obj.drain = DrainStatus.toJSON(message.drain);
+    }
     return obj;
   },
 
@@ -640,6 +681,10 @@ export const Host: MessageFns<Host> = {
     message.stateSinceMs = object.stateSinceMs ?? 0;
     message.fenceDeadlineMs = object.fenceDeadlineMs ?? 0;
     message.confirmedDown = object.confirmedDown ?? false;
+    message.cordonReason = object.cordonReason ?? "";
+    message.drain = (object.drain !== undefined && object.drain !== null)
+      ? DrainStatus.fromPartial(object.drain)
+      : undefined;
     return message;
   },
 };

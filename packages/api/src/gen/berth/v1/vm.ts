@@ -157,6 +157,8 @@ export enum VmPhase {
   VM_PHASE_DELETING = 5,
   /** VM_PHASE_UNKNOWN - The host is down or disconnected: the VM's state is not known. */
   VM_PHASE_UNKNOWN = 6,
+  /** VM_PHASE_MIGRATING - Being live-migrated to another host (see Migration); it keeps running throughout. */
+  VM_PHASE_MIGRATING = 7,
 }
 
 export function vmPhaseFromJSON(object: any): VmPhase {
@@ -182,6 +184,9 @@ export function vmPhaseFromJSON(object: any): VmPhase {
     case 6:
     case "VM_PHASE_UNKNOWN":
       return VmPhase.VM_PHASE_UNKNOWN;
+    case 7:
+    case "VM_PHASE_MIGRATING":
+      return VmPhase.VM_PHASE_MIGRATING;
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum VmPhase");
   }
@@ -203,6 +208,8 @@ export function vmPhaseToJSON(object: VmPhase): string {
       return "VM_PHASE_DELETING";
     case VmPhase.VM_PHASE_UNKNOWN:
       return "VM_PHASE_UNKNOWN";
+    case VmPhase.VM_PHASE_MIGRATING:
+      return "VM_PHASE_MIGRATING";
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum VmPhase");
   }
