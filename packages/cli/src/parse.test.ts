@@ -3,6 +3,7 @@ import { CliError, ExitCode } from "./exit-codes.js";
 import {
   parseCapacity,
   parseDiskGib,
+  parseDurationMs,
   parseEndpoints,
   parseEtcdUrls,
   parseHostPort,
@@ -125,5 +126,30 @@ describe("validateSpecFromFlags", () => {
     );
     expect(usage(() => validateSpecFromFlags(spec({ resources: { vcpus: 2, memoryMib: 4096, diskGib: 10 ** 9 } })))).toMatch(/^--disk: /);
     expect(usage(() => validateSpecFromFlags(spec({ labels: { "bad key": "v" } })))).toMatch(/^--label bad key: key must be/);
+  });
+});
+
+describe("durations", () => {
+  const WEEK = 7 * 86_400_000;
+
+  it("reads units and compound durations", () => {
+    expect(parseDurationMs("10m", "--deadline", WEEK)).toBe(600_000);
+    expect(parseDurationMs("90s", "--deadline", WEEK)).toBe(90_000);
+    expect(parseDurationMs("1h30m", "--deadline", WEEK)).toBe(5_400_000);
+    expect(parseDurationMs("1.5h", "--deadline", WEEK)).toBe(5_400_000);
+    expect(parseDurationMs(" 2 d ", "--deadline", WEEK)).toBe(2 * 86_400_000);
+    expect(parseDurationMs("500ms", "--deadline", WEEK)).toBe(500);
+    expect(parseDurationMs("7d", "--deadline", WEEK)).toBe(WEEK);
+  });
+
+  it("refuses a bare number, unknown units, trailing words, zero and too long, naming the flag", () => {
+    expect(usage(() => parseDurationMs("600", "--deadline", WEEK))).toBe("--deadline: '600' needs a unit (e.g. 90s, 10m, 1h30m)");
+    expect(usage(() => parseDurationMs("10x", "--deadline", WEEK))).toContain("--deadline: '10x' has an unknown unit");
+    expect(usage(() => parseDurationMs("1h5x", "--deadline", WEEK))).toContain("'5x' has an unknown unit");
+    expect(usage(() => parseDurationMs("10m later", "--deadline", WEEK))).toContain("is not a duration");
+    expect(usage(() => parseDurationMs("-10m", "--deadline", WEEK))).toContain("is not a duration");
+    expect(usage(() => parseDurationMs("", "--deadline", WEEK))).toContain("is not a duration");
+    expect(usage(() => parseDurationMs("0s", "--deadline", WEEK))).toBe("--deadline: must be more than 0");
+    expect(usage(() => parseDurationMs("8d", "--deadline", WEEK))).toBe("--deadline: must be at most 7 days (got 8d)");
   });
 });

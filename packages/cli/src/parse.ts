@@ -12,6 +12,7 @@ import {
   validateName,
   validateVmSpec,
 } from "@berth/core";
+import parseDurationText from "parse-duration";
 import { usageError } from "./exit-codes.js";
 
 // Parsers of local input: each names the flag at fault and throws a usage error (exit code 2), so
@@ -53,6 +54,59 @@ export function parseSecondsMs(text: string, flag: string): number {
   if (ms <= 0) throw usageError(`${flag}: must be more than 0 seconds`);
   if (ms > 24 * 3600 * 1000) throw usageError(`${flag}: must be at most one day (86400 seconds)`);
   return ms;
+}
+
+/**
+ * One number-and-unit term of a duration (`10m`, `1.5h`, `90 s`). parse-duration reads the units;
+ * this shape check is what it does not do: it skips what it cannot read (`10m later` is 10 minutes)
+ * and takes a bare number as milliseconds, both too easy to get wrong on a command line.
+ */
+const DURATION_TERM = String.raw`\d+(?:\.\d+)?\s*[a-zA-Z]+`;
+const DURATION_SHAPE = new RegExp(String.raw`^\s*${DURATION_TERM}(?:\s*${DURATION_TERM})*\s*$`);
+
+/**
+ * A duration with units (`10m`, `90s`, `1h30m`, `2d`), returned in milliseconds, from more than 0
+ * up to `maxMs`. Every number needs a unit: a bare `600` is refused rather than guessed at.
+ */
+export function parseDurationMs(text: string, flag: string, maxMs: number): number {
+  const example = "e.g. 90s, 10m, 1h30m";
+  if (!DURATION_SHAPE.test(text)) {
+    throw usageError(
+      /^\s*\d+(\.\d+)?\s*$/.test(text)
+        ? `${flag}: '${text.trim()}' needs a unit (${example})`
+        : `${flag}: '${text}' is not a duration (${example})`,
+    );
+  }
+  // Each term on its own: parse-duration adds up the terms it knows and drops the others.
+  let ms = 0;
+  for (const [term] of text.matchAll(new RegExp(DURATION_TERM, "g"))) {
+    const termMs = parseDurationText(term);
+    if (termMs === null || !Number.isFinite(termMs)) {
+      throw usageError(`${flag}: '${term}' has an unknown unit (use ms, s, m, h, d or w; ${example})`);
+    }
+    ms += termMs;
+  }
+  const rounded = Math.round(ms);
+  if (rounded <= 0) throw usageError(`${flag}: must be more than 0`);
+  if (rounded > maxMs) throw usageError(`${flag}: must be at most ${formatLimit(maxMs)} (got ${text.trim()})`);
+  return rounded;
+}
+
+/** A limit of {@link parseDurationMs} as people say it: `7 days`, `24 hours`. */
+function formatLimit(ms: number): string {
+  const units: [number, string][] = [
+    [86_400_000, "day"],
+    [3_600_000, "hour"],
+    [60_000, "minute"],
+    [1000, "second"],
+  ];
+  for (const [size, name] of units) {
+    if (ms % size === 0) {
+      const n = ms / size;
+      return `${n} ${name}${n === 1 ? "" : "s"}`;
+    }
+  }
+  return `${ms} ms`;
 }
 
 /** Repeated `KEY=VALUE` labels. */
