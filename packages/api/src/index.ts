@@ -8,5 +8,6 @@ export * from "./gen/berth/v1/config.js";
 export * from "./gen/berth/v1/agent.js";
 export * from "./gen/berth/v1/cluster.js";
 export * from "./gen/berth/v1/identity.js";
+export * from "./gen/berth/v1/migration.js";
 // Every generated file declares these helpers; one copy is the public one.
 export { type DeepPartial, type MessageFns, protobufPackage, protobufFileName } from "./gen/berth/v1/resources.js";
