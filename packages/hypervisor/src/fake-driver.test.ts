@@ -61,11 +61,14 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function driver(stateDir = dir): FakeDriver {
-  const d = new FakeDriver({ stateDir });
+function driver(stateDir = dir, options: Partial<FakeDriverOptions> = {}): FakeDriver {
+  const d = new FakeDriver({ stateDir, ...options });
   drivers.push(d);
   return d;
 }
+
+/** A driver whose migrations take a few ms of real time (timing is tested in fake-migration.test.ts). */
+const FAST = { migrationBandwidthMibPerS: 1_000_000 } as const;
 
 describe("resolveFakeDriverOptions", () => {
   it("applies the default capacity", () => {
@@ -823,8 +826,8 @@ describe("FakeDriver: migration between two agents", () => {
   });
 
   async function setup(): Promise<{ src: FakeDriver; dst: FakeDriver; vmId: string }> {
-    const src = driver(srcDir);
-    const dst = driver(dstDir);
+    const src = driver(srcDir, FAST);
+    const dst = driver(dstDir, FAST);
     await src.define(spec(1, 4));
     await src.start(spec(1).vmId);
     return { src, dst, vmId: spec(1).vmId };
@@ -921,19 +924,71 @@ describe("FakeDriver: migration between two agents", () => {
     expect((await src.list())[0]?.state).toBe(PAUSED);
   });
 
-  it("completes on the source when the destination finished before the source recorded the handoff", async () => {
-    const { src, dst, vmId } = await setup();
+  it("commits at one point, the source's state file: a handoff it has not committed is never started", async () => {
+    const killed: string[] = [];
+    const src = driver(srcDir, { ...FAST, onKill: (p) => void killed.push(p) });
+    const dst = driver(dstDir, FAST);
+    const vmId = spec(1).vmId;
+    await src.define(spec(1));
+    await src.start(vmId);
     const target = await dst.prepareIncoming(spec(1));
-    const before = readFileSync(path.join(srcDir, FAKE_STATE_FILE), "utf8");
-    await src.migrateOut(vmId, target);
-    await dst.finishIncoming(vmId, 2);
-    // The source is killed before its own removal reached the disk: it restarts with the domain.
-    writeFileSync(path.join(srcDir, FAKE_STATE_FILE), before);
-    const restarted = driver(srcDir);
+    // The source's process dies between writing the handoff and committing it.
+    src.faults.killAt({ point: "migrateOut:before-commit", vmId });
+    expect(await code(src.migrateOut(vmId, target))).toBe(ErrorCode.HypervisorUnavailable);
+    expect(killed).toEqual(["migrateOut:before-commit"]);
+    expect(readdirSync(dstDir)).toContain(`fake-incoming-${vmId}.json`);
+    // The domain still runs at the source (the file says so); the destination refuses to start it.
+    expect(fakeRunningVmIds(srcDir)).toEqual([vmId]);
+    expect(await code(dst.finishIncoming(vmId, 2))).toBe(ErrorCode.FailedPrecondition);
+    expect(readFakeStoredState(srcDir, 0).outgoing).toMatchObject([{ vmId, phase: "switchover" }]);
+    // In doubt, the destination's abort keeps the handoff and the slot: the source might still commit.
+    await dst.abortMigration(vmId);
+    expect(readFakeHypervisorState(dstDir).incoming).toHaveLength(1);
+
+    // The source restarts: the switchover is rolled back, the domain runs on there; the resend finishes the job.
+    const restarted = driver(srcDir, FAST);
     expect((await restarted.list())[0]?.state).toBe(RUNNING);
+    expect(readFakeStoredState(srcDir, 0).outgoing).toEqual([]);
+    expect(await code(dst.finishIncoming(vmId, 2))).toBe(ErrorCode.FailedPrecondition);
     await restarted.migrateOut(vmId, target);
     expect(await restarted.list()).toEqual([]);
-    expect((await dst.list())[0]?.state).toBe(RUNNING);
+    expect(fakeRunningVmIds(srcDir)).toEqual([]);
+    expect(readFakeStoredState(srcDir, 0).outgoing).toMatchObject([{ vmId, phase: "committed", to: path.resolve(dstDir) }]);
+    expect((await dst.finishIncoming(vmId, 2)).state).toBe(RUNNING);
+    expect(fakeRunningVmIds(dstDir)).toEqual([vmId]);
+  });
+
+  it("discards on the destination's abort a handoff its source will never commit", async () => {
+    const src = driver(srcDir, { ...FAST, onKill: () => undefined });
+    const dst = driver(dstDir, FAST);
+    const vmId = spec(1).vmId;
+    await src.define(spec(1));
+    await src.start(vmId);
+    const target = await dst.prepareIncoming(spec(1));
+    src.faults.killAt({ point: "migrateOut:before-commit", vmId });
+    await code(src.migrateOut(vmId, target));
+    await FakeDriver.open({ stateDir: srcDir }).then((d) => drivers.push(d)); // restarted: rolled back
+    await dst.abortMigration(vmId);
+    expect(readdirSync(dstDir).sort()).toEqual([FAKE_STATE_FILE]);
+    expect(readFakeHypervisorState(dstDir)).toMatchObject({ domains: [], incoming: [], volumes: [] });
+    expect(await code(dst.finishIncoming(vmId, 2))).toBe(ErrorCode.NotFound);
+  });
+
+  it("fails the switchover when the destination aborted during the transfer, the domain still running here", async () => {
+    const clock = new ManualClock(0);
+    const src = clocked({ clock }, srcDir).d;
+    const dst = clocked({ clock }, dstDir).d;
+    await src.define(spec(1));
+    await src.start(spec(1).vmId);
+    const target = await dst.prepareIncoming(spec(1));
+    const migrating = code(src.migrateOut(spec(1).vmId, target));
+    await clock.advance(500);
+    await dst.abortMigration(spec(1).vmId);
+    await clock.advance(5000);
+    expect(await migrating).toBe(ErrorCode.FailedPrecondition);
+    expect((await src.list())[0]?.state).toBe(RUNNING);
+    expect(readFakeStoredState(srcDir, 0).outgoing).toEqual([]);
+    expect(readdirSync(dstDir).sort()).toEqual([FAKE_STATE_FILE]);
   });
 
   it("survives a restart of the destination between handoff and finish", async () => {
@@ -1137,8 +1192,8 @@ describe("FakeDriver: fencing (watchdog)", () => {
   });
 
   it("a migrated domain keeps its fence", async () => {
-    const src = driver(path.join(dir, "a"));
-    const dst = driver(path.join(dir, "b"));
+    const src = driver(path.join(dir, "a"), FAST);
+    const dst = driver(path.join(dir, "b"), FAST);
     await src.define(fenced(1));
     await src.start(spec(1).vmId);
     await src.migrateOut(spec(1).vmId, await dst.prepareIncoming(fenced(1)));

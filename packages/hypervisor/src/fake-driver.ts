@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, readdirSync, unlinkSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { mkdirSync, readdirSync, unlinkSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import path from "node:path";
 import { domainStateToJSON, DomainState, type Domain, type Resources } from "@berth/api";
@@ -13,17 +14,21 @@ import {
   type HostFacts,
   type HypervisorDriver,
   type HypervisorHealth,
+  type MigrateOutOptions,
+  type MigrationProgress,
   type MigrationTarget,
   type NumaCell,
   type StopOptions,
 } from "./driver.js";
 import { realClock, sleep, type FakeClock } from "./fake-clock.js";
-import { FaultPlan, type FaultOp } from "./fake-faults.js";
+import { DEFAULT_KILL_FRACTION, FaultPlan, type FakeKillPoint, type FaultOp } from "./fake-faults.js";
+import { fakeMigrationProgress, fakeMigrationTimeToSend, planFakeMigration } from "./fake-migration.js";
 import { DEFAULT_LOAD_PROFILE, demandAt, integrateDemand, validateLoadProfile, type LoadProfile } from "./fake-load.js";
 import {
   byVmId,
   FAKE_STATE_FILE,
   fakeHandoffFile,
+  fakeHandoffStatus,
   fakeStateFile,
   fencedBy,
   isCount,
@@ -40,11 +45,13 @@ import {
   ZERO_COUNTS,
   type FakeIncoming,
   type FakeOperationCounts,
+  type FakeOutgoing,
   type FakeRuntime,
   type FakeStoredState,
   type FakeVolume,
 } from "./fake-state.js";
 
+export * from "./fake-migration.js";
 export { ManualClock, realClock, type FakeClock, type FakeTimer } from "./fake-clock.js";
 export * from "./fake-faults.js";
 export * from "./fake-load.js";
@@ -52,18 +59,23 @@ export {
   effectiveFakeDomains,
   effectiveFakeState,
   FAKE_HANDOFF_FORMAT,
+  FAKE_HANDOFF_FORMAT_V1,
   FAKE_STATE_FILE,
   FAKE_STATE_FORMAT,
   FAKE_STATE_FORMAT_V1,
   FAKE_STATE_FORMAT_V2,
   fakeHandoffFile,
+  fakeHandoffStatus,
   fakeRunningVmIds,
   fakeStateFile,
   readFakeHypervisorState,
+  readHandoff as readFakeHandoff,
   readStoredState as readFakeStoredState,
+  type FakeHandoff,
   type FakeHypervisorState,
   type FakeIncoming,
   type FakeOperationCounts,
+  type FakeOutgoing,
   type FakeRuntime,
   type FakeStoredState,
   type FakeVolume,
@@ -75,6 +87,20 @@ export const DEFAULT_FAKE_CAPACITY: Readonly<Resources> = Object.freeze({ vcpus:
 
 /** How long a graceful stop waits for the guest by default before powering it off. */
 export const DEFAULT_FAKE_STOP_TIMEOUT_MS = 60_000;
+
+/** Default of {@link FakeDriverOptions.migrationBandwidthMibPerS}: 1 GiB/s, a 10 Gbit/s link. */
+export const DEFAULT_FAKE_MIGRATION_BANDWIDTH_MIB_PER_S = 1024;
+/** Default of {@link FakeDriverOptions.migrationMaxDowntimeMs} (Google's p99 pause). */
+export const DEFAULT_FAKE_MIGRATION_MAX_DOWNTIME_MS = 300;
+/** Default of {@link FakeDriverOptions.migrationTimeoutMs} (as the libvirt driver's). */
+export const DEFAULT_FAKE_MIGRATION_TIMEOUT_MS = 600_000;
+/** Default of `MigrateOutOptions.progressIntervalMs`. */
+export const DEFAULT_MIGRATION_PROGRESS_INTERVAL_MS = 500;
+
+/** The default of {@link FakeDriverOptions.onKill}: the process dies at once, as with `kill -9`. */
+export function sigkillSelf(): void {
+  process.kill(process.pid, "SIGKILL");
+}
 
 /** Configuration of a {@link FakeDriver}. */
 export interface FakeDriverOptions {
@@ -96,6 +122,30 @@ export interface FakeDriverOptions {
   load?: Partial<LoadProfile>;
   /** How often the control file is checked between operations. Default 1000 ms. */
   faultPollMs?: number;
+  /**
+   * Live migration: the bandwidth at which `migrateOut` copies memory, MiB/s (> 0), on `clock`.
+   * @default 1024 ({@link DEFAULT_FAKE_MIGRATION_BANDWIDTH_MIB_PER_S})
+   */
+  migrationBandwidthMibPerS?: number;
+  /**
+   * Live migration: the longest pause of the guest at the switchover, ms (≥ 0). Pre-copy passes go
+   * on until what is dirty fits `migrationBandwidthMibPerS` × this.
+   * @default 300 ({@link DEFAULT_FAKE_MIGRATION_MAX_DOWNTIME_MS})
+   */
+  migrationMaxDowntimeMs?: number;
+  /**
+   * `migrateOut`'s time limit when the call gives no `timeoutMs`, ms (≥ 0).
+   * @default 600000 ({@link DEFAULT_FAKE_MIGRATION_TIMEOUT_MS})
+   */
+  migrationTimeoutMs?: number;
+  /**
+   * What a `kill` fault (see `FaultPlan.killAt`, `FAKE_KILL_POINTS`) does: end this process at
+   * once. Should not return; if it does (a test in one process), the driver acts as dead from
+   * there on — it writes nothing more, closes, and the call rejects with HYPERVISOR_UNAVAILABLE —
+   * so that a driver opened anew on `stateDir` finds what a killed process would have left.
+   * @default {@link sigkillSelf} (`process.kill(process.pid, "SIGKILL")`)
+   */
+  onKill?: (point: FakeKillPoint, vmId: string) => void;
   /** Time and timers. Default: the real clock. */
   clock?: FakeClock;
   /**
@@ -116,6 +166,9 @@ export interface ResolvedFakeDriverOptions {
   readonly stopTimeoutMs: number;
   readonly load: Readonly<LoadProfile>;
   readonly faultPollMs: number;
+  readonly migrationBandwidthMibPerS: number;
+  readonly migrationMaxDowntimeMs: number;
+  readonly migrationTimeoutMs: number;
 }
 
 /**
@@ -156,6 +209,12 @@ export function resolveFakeDriverOptions(options: FakeDriverOptions): ResolvedFa
     if (typeof v !== "number" || !Number.isFinite(v) || v < min) throw invalidArgument(field, `must be a number of ms ≥ ${min} (got ${String(v)})`);
     return v;
   };
+  const rate = (v: unknown, field: string, dflt: number): number => {
+    if (v === undefined) return dflt;
+    if (typeof v !== "number" || !Number.isFinite(v) || !(v > 0)) throw invalidArgument(field, `must be a number of MiB/s > 0 (got ${String(v)})`);
+    return v;
+  };
+  if (options.onKill !== undefined && typeof options.onKill !== "function") throw invalidArgument("fake_driver.on_kill", "must be a function");
   let numaCells: NumaCell[] = [{ id: 0, cpus: capacity.vcpus, memoryMib: capacity.memoryMib }];
   if (options.numaCells !== undefined) {
     if (!Array.isArray(options.numaCells)) throw invalidArgument("fake_driver.numa_cells", "must be a list");
@@ -179,6 +238,9 @@ export function resolveFakeDriverOptions(options: FakeDriverOptions): ResolvedFa
     stopTimeoutMs: ms(options.stopTimeoutMs, "fake_driver.stop_timeout_ms", DEFAULT_FAKE_STOP_TIMEOUT_MS),
     load: Object.freeze(load),
     faultPollMs: ms(options.faultPollMs, "fake_driver.fault_poll_ms", 1000, 1),
+    migrationBandwidthMibPerS: rate(options.migrationBandwidthMibPerS, "fake_driver.migration_bandwidth_mib_per_s", DEFAULT_FAKE_MIGRATION_BANDWIDTH_MIB_PER_S),
+    migrationMaxDowntimeMs: ms(options.migrationMaxDowntimeMs, "fake_driver.migration_max_downtime_ms", DEFAULT_FAKE_MIGRATION_MAX_DOWNTIME_MS),
+    migrationTimeoutMs: ms(options.migrationTimeoutMs, "fake_driver.migration_timeout_ms", DEFAULT_FAKE_MIGRATION_TIMEOUT_MS),
   });
 }
 
@@ -226,11 +288,18 @@ type CountedOperation = keyof FakeOperationCounts;
  * persists it at its next write. A write that would land after the deadline on disk has passed is
  * re-made with the fence applied, so no reader ever sees a fenced domain running again.
  *
- * Migration between two fake drivers (two agents on one machine): the destination's
- * `prepareIncoming` records an incoming slot (not listed as a domain) and creates the volume; the
- * source's `migrateOut` writes a handoff file into the destination's directory, then undefines its
- * domain (keeping its volume); the destination's `finishIncoming` turns the handoff into a RUNNING
- * domain. Aborting on the destination after the handoff arrived discards the received domain.
+ * Migration between two fake drivers (two agents on one machine, each process its own driver):
+ * the destination's `prepareIncoming` records an incoming slot (not listed as a domain) and creates
+ * the volume; the source's `migrateOut` runs a simulated pre-copy transfer on the clock
+ * (fake-migration.ts: memory in use, bandwidth, the VM's dirty rate, the downtime budget), with
+ * progress, abort and timeout; then the switchover: it records the switchover in its state file,
+ * writes a tentative handoff into the destination's directory, and commits by writing its state
+ * file without the domain (its volume stays) and with an `outgoing` record of the handoff's nonce —
+ * one atomic rename, the single instant the domain leaves the source. The destination's
+ * `finishIncoming` turns a committed handoff into a RUNNING domain and refuses one its source has
+ * not committed. So exactly one host holds the domain at every instant, whichever process is killed
+ * when: from the commit until `finishIncoming` it is paused at the destination (as libvirt keeps it
+ * until Finish) and runs on neither host. Kills at named points are injected with `kill` faults.
  */
 export class FakeDriver implements HypervisorDriver {
   readonly kind = "fake";
@@ -246,6 +315,13 @@ export class FakeDriver implements HypervisorDriver {
   private readonly load = new Map<string, Partial<LoadProfile>>();
   private readonly volumes = new Map<string, FakeVolume>();
   private readonly incoming = new Map<string, FakeIncoming>();
+  /** Migrations out of here in switchover or committed (the state file's `outgoing`). */
+  private readonly outgoing = new Map<string, FakeOutgoing>();
+  /** Running `migrateOut` jobs by vmId. */
+  private readonly jobs = new Map<string, MigrationJob>();
+  private readonly onKill: (point: FakeKillPoint, vmId: string) => void;
+  /** A kill fault struck: this driver is dead and writes nothing more. */
+  private killed = false;
   private readonly counts = new Map<string, FakeOperationCounts>();
   private nextIncarnation = 1;
   /** The watchdog as this driver keeps it (what `watchdog()` returns). */
@@ -271,6 +347,7 @@ export class FakeDriver implements HypervisorDriver {
   constructor(options: FakeDriverOptions) {
     this.options = resolveFakeDriverOptions(options);
     this.clock = options.clock ?? realClock;
+    this.onKill = options.onKill ?? sigkillSelf;
     this.stateFile = fakeStateFile(this.options.stateDir);
     try {
       mkdirSync(this.options.stateDir, { recursive: true });
@@ -284,6 +361,14 @@ export class FakeDriver implements HypervisorDriver {
     for (const [vmId, l] of Object.entries(state.load)) this.load.set(vmId, l);
     for (const v of state.volumes) this.volumes.set(v.vmId, v);
     for (const s of state.incoming) this.incoming.set(s.vmId, s);
+    // A switchover that was under way when the last driver here stopped (its process was killed)
+    // never committed: roll it back, the domain runs on here. Its handoff at the destination is
+    // then dead (the destination discards it); this driver never commits that nonce.
+    let rolledBack = false;
+    for (const o of state.outgoing) {
+      if (o.phase === "committed") this.outgoing.set(o.vmId, o);
+      else rolledBack = true;
+    }
     for (const [vmId, c] of Object.entries(state.operations)) this.counts.set(vmId, c);
     this.nextIncarnation = state.nextIncarnation;
     this.wd.deadlineMs = state.watchdog.deadlineMs;
@@ -305,12 +390,18 @@ export class FakeDriver implements HypervisorDriver {
     // A deadline that passed while no driver ran (the agent was down or frozen): the host was
     // fenced then, and every reader already sees it so; make the file say it too.
     this.applyWatchdog();
+    if (rolledBack) this.persist().catch(() => undefined);
     this.scheduleWatchdog();
   }
 
-  /** The constructor as a promise, for callers that prefer an async factory. */
+  /**
+   * The constructor as a promise, for callers that prefer an async factory; resolves once what the
+   * opening wrote (a fence that came due, a switchover rolled back) is on disk.
+   */
   static async open(options: FakeDriverOptions): Promise<FakeDriver> {
-    return new FakeDriver(options);
+    const driver = new FakeDriver(options);
+    await driver.writeChain;
+    return driver;
   }
 
   async hostFacts(): Promise<HostFacts> {
@@ -352,6 +443,8 @@ export class FakeDriver implements HypervisorDriver {
         resources: { vcpus: spec.resources.vcpus, memoryMib: spec.resources.memoryMib, diskGib: spec.resources.diskGib },
       };
       this.domains.set(spec.vmId, domain);
+      // The vmId is here again: a record of it leaving no longer commits anything.
+      this.outgoing.delete(spec.vmId);
       this.ensureVolume(spec);
       this.emitDomain(spec.vmId, "defined");
       return this.commit(domain, "define");
@@ -563,74 +656,82 @@ export class FakeDriver implements HypervisorDriver {
   }
 
   /**
-   * Source: hands the RUNNING domain to the prepared destination (a handoff file written
-   * atomically into its state directory: domain, generation, memory in use, load), then undefines
-   * it here (its volume stays) and emits "migrated". Absent here, or already defined at the
-   * destination (finished there after a restart here): success, as already migrated.
-   * Latency injected beyond `timeoutMs` fails with DEADLINE_EXCEEDED; on any failure the domain
-   * keeps running here.
+   * Source: live-migrates the RUNNING domain to the prepared destination, on the driver's clock.
+   *
+   * The transfer (fake-migration.ts) copies the memory in use (from the VM's load pattern; its
+   * memory size if none is in use) at `migrationBandwidthMibPerS`, in pre-copy passes that resend
+   * what the guest dirtied meanwhile (its load profile's `dirtyRateMibPerS`), until what is dirty
+   * fits `migrationBandwidthMibPerS` × `migrationMaxDowntimeMs`. A dirty rate ≥ the bandwidth does
+   * not converge: passes go on until `timeoutMs` (default `migrationTimeoutMs`, counted from the
+   * call, injected latency included: then DEADLINE_EXCEEDED) or `abortMigration` here (then
+   * FAILED_PRECONDITION "migration aborted"); either way the domain runs on here. `onProgress` is
+   * called every `progressIntervalMs` (default 500) while the transfer runs.
+   *
+   * The switchover: the source records it in its state file, writes the handoff (domain,
+   * generation, memory in use, load, its own directory, a fresh nonce) into the destination's
+   * directory, checks the destination is still prepared, and commits by writing its state file
+   * without the domain and with the nonce recorded as migrated out (its volume stays; "migrated"
+   * event). A failure before the commit rolls back (the domain runs on here, the handoff is dead);
+   * an abort once the switchover has begun does not stop it.
+   *
+   * Absent here (already migrated, e.g. a resend after a restart): success. A second call while
+   * one runs to the same destination shares its outcome; to another: FAILED_PRECONDITION. Not
+   * RUNNING, or the destination not prepared: FAILED_PRECONDITION. A domain stopped, crashed or
+   * deleted meanwhile fails the migration (FAILED_PRECONDITION).
    */
-  async migrateOut(vmId: string, target: MigrationTarget, options: { timeoutMs?: number } = {}): Promise<void> {
-    const timeoutMs = options.timeoutMs;
-    if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) {
+  async migrateOut(vmId: string, target: MigrationTarget, options: MigrateOutOptions = {}): Promise<void> {
+    const calledAt = this.clock.now();
+    const given = options ?? {};
+    const timeoutMs = given.timeoutMs ?? this.options.migrationTimeoutMs;
+    if (!(typeof timeoutMs === "number" && timeoutMs >= 0)) {
       throw invalidArgument("migrate.timeout_ms", `must be a number of ms ≥ 0 (got ${String(timeoutMs)})`);
+    }
+    const intervalMs = given.progressIntervalMs ?? DEFAULT_MIGRATION_PROGRESS_INTERVAL_MS;
+    if (!(typeof intervalMs === "number" && Number.isFinite(intervalMs) && intervalMs > 0)) {
+      throw invalidArgument("migrate.progress_interval_ms", `must be a number of ms > 0 (got ${String(intervalMs)})`);
+    }
+    if (given.onProgress !== undefined && typeof given.onProgress !== "function") {
+      throw invalidArgument("migrate.on_progress", "must be a function");
     }
     return this.run(
       "migrateOut",
       vmId,
       async () => {
         const destDir = this.destinationOf(vmId, target);
+        const running = this.jobs.get(vmId);
+        if (running) {
+          if (running.destDir !== destDir) {
+            throw new BerthError(ErrorCode.FailedPrecondition, `domain ${vmId} is already migrating to fake://${running.destDir}`);
+          }
+          return running.done;
+        }
         const domain = this.domains.get(vmId);
         if (!domain) return this.writeChain;
         if (domain.state !== RUNNING) {
           throw new BerthError(ErrorCode.FailedPrecondition, `domain ${vmId} is ${stateName(domain.state)}; only a running domain migrates`);
         }
-        const dest = readStoredState(destDir, this.clock.now());
-        if (dest.domains.some((d) => d.vmId === vmId)) {
-          // An earlier attempt handed it over and the destination finished before this side
-          // recorded it (a restart in between): the domain lives there now.
-          this.forget(vmId);
-          this.emitDomain(vmId, "migrated");
-          return this.persist();
-        }
-        if (!dest.incoming.some((s) => s.vmId === vmId)) {
-          throw new BerthError(ErrorCode.FailedPrecondition, `destination ${target.uri} is not prepared for ${vmId} (prepareIncoming first)`);
-        }
-        const incarnation = this.runtime.get(vmId)?.incarnation;
-        const handoffFile = fakeHandoffFile(destDir, vmId);
-        const profile = this.loadOf(vmId);
-        const r = resourcesOf(domain);
-        await writeFileAtomic(
-          handoffFile,
-          serializeHandoff({
-            vmId,
-            domain: copyDomain(domain),
-            memoryUsedMib: Math.min(r.memoryMib, Math.round(r.memoryMib * demandAt(profile.memory, this.clock.now()))),
-            load: this.load.get(vmId),
-            sentAtMs: this.clock.now(),
-          }),
-        );
-        const now = this.domains.get(vmId);
-        if (!now || now.state !== RUNNING || this.runtime.get(vmId)?.incarnation !== incarnation) {
-          await unlink(handoffFile).catch(() => undefined);
-          throw new BerthError(ErrorCode.FailedPrecondition, `domain ${vmId} changed during its migration; it stays here`);
-        }
-        this.forget(vmId);
-        this.emitDomain(vmId, "migrated");
-        await this.persist();
+        this.requirePrepared(vmId, destDir, target.uri);
+        const job = new MigrationJob(destDir, this.clock);
+        this.jobs.set(vmId, job);
+        job.done = this.migrate(vmId, destDir, job, calledAt + timeoutMs, timeoutMs, intervalMs, given.onProgress).finally(() => {
+          if (this.jobs.get(vmId) === job) this.jobs.delete(vmId);
+        });
+        return job.done;
       },
       timeoutMs,
     );
   }
 
   /**
-   * Destination: turns the handoff into a RUNNING domain (a new incarnation) with `generation`,
-   * emitting "started", and drops the slot. Already finished: the domain as is. NOT_FOUND if no
-   * handoff arrived. Not counted.
+   * Destination: turns a committed handoff into a RUNNING domain (a new incarnation) with
+   * `generation`, emitting "started", and drops the slot. Already finished: the domain as is.
+   * NOT_FOUND if no handoff arrived; FAILED_PRECONDITION while its source has not committed it
+   * (the source still runs the domain, or is in the switchover). Not counted.
    */
   async finishIncoming(vmId: string, generation: number): Promise<Domain> {
     return this.run("finishIncoming", vmId, async () => {
       checkGeneration(generation, "generation");
+      this.killPoint("finishIncoming:before", vmId);
       const handoffFile = fakeHandoffFile(this.options.stateDir, vmId);
       const existing = this.domains.get(vmId);
       if (existing && !this.incoming.has(vmId)) {
@@ -639,6 +740,13 @@ export class FakeDriver implements HypervisorDriver {
       }
       const handoff = readHandoff(this.options.stateDir, vmId);
       if (!handoff) throw notFound(`incoming migration of domain ${vmId}`);
+      const status = fakeHandoffStatus(handoff, this.clock.now());
+      if (status !== "committed") {
+        throw new BerthError(
+          ErrorCode.FailedPrecondition,
+          `the migration of domain ${vmId} is not committed: its source (fake://${handoff.from}) ${status === "in-doubt" ? "is in the switchover (or was killed in it)" : "still runs it"}`,
+        );
+      }
       const clash = this.nameOwner(handoff.domain.name);
       if (clash !== undefined && clash !== vmId) {
         throw new BerthError(ErrorCode.AlreadyExists, `domain named ${handoff.domain.name} already exists (vmId ${clash})`);
@@ -647,9 +755,11 @@ export class FakeDriver implements HypervisorDriver {
       this.domains.set(vmId, domain);
       if (handoff.load) this.load.set(vmId, handoff.load);
       this.incoming.delete(vmId);
+      this.outgoing.delete(vmId);
       this.ensureVolume({ vmId, name: domain.name, resources: resourcesOf(domain), generation });
       this.boot(domain);
       const result = await this.commit(domain);
+      this.killPoint("finishIncoming:after", vmId);
       await unlink(handoffFile).catch(() => undefined);
       await syncDirectory(this.options.stateDir);
       return result;
@@ -657,20 +767,176 @@ export class FakeDriver implements HypervisorDriver {
   }
 
   /**
-   * Destination: removes the incoming slot and its volume (unless a domain uses it); a domain that
-   * has arrived (a handoff is here) is kept for `finishIncoming`, since its source no longer has
-   * it. Source: nothing to cancel (a fake migration is instantaneous); the domain keeps running.
-   * Idempotent.
+   * Either side. Source: a running `migrateOut` of the domain is cancelled — it rejects with
+   * FAILED_PRECONDITION, the domain runs on here — unless its switchover has begun (then it
+   * completes or fails on its own); resolves once that call has settled. Destination: removes the
+   * incoming slot and its volume (unless a domain uses it) and a handoff its source will never
+   * commit; a handoff that is committed (the domain has arrived: its source no longer has it) or
+   * in doubt (its source is in the switchover, or was killed in it and has not restarted) is kept
+   * with its slot, for `finishIncoming`. Idempotent.
    */
   async abortMigration(vmId: string): Promise<void> {
     return this.run("abortMigration", vmId, async () => {
-      // A domain that has arrived is the only copy (its source undefined it): abort keeps it, as
-      // libvirt keeps a domain that finished migrating. finishIncoming is the way on from there.
-      if (existsSync(fakeHandoffFile(this.options.stateDir, vmId))) return this.writeChain;
+      const job = this.jobs.get(vmId);
+      if (job) {
+        job.abort();
+        await job.done.catch(() => undefined);
+      }
+      const handoffFile = fakeHandoffFile(this.options.stateDir, vmId);
+      const handoff = readHandoff(this.options.stateDir, vmId);
+      if (handoff) {
+        // The source's state file decides (the one commit point): what it has committed, or may
+        // still commit, is the only copy of the domain.
+        if (fakeHandoffStatus(handoff, this.clock.now()) !== "dead") return this.writeChain;
+        await unlink(handoffFile).catch(() => undefined);
+      }
       if (!this.incoming.delete(vmId)) return this.writeChain;
       if (!this.domains.has(vmId)) this.volumes.delete(vmId);
       await this.persist();
     });
+  }
+
+  /** migrateOut's job: the transfer, then the switchover. Rejects with the domain still running here. */
+  private async migrate(
+    vmId: string,
+    destDir: string,
+    job: MigrationJob,
+    deadline: number,
+    timeoutMs: number,
+    intervalMs: number,
+    onProgress: ((p: MigrationProgress) => void) | undefined,
+  ): Promise<void> {
+    const domain = this.get(vmId);
+    const incarnation = this.runtime.get(vmId)?.incarnation;
+    const r = resourcesOf(domain);
+    const profile = this.loadOf(vmId);
+    const usedMib = this.memoryUsedMib(vmId, domain);
+    const plan = planFakeMigration({
+      totalMib: usedMib > 0 ? usedMib : r.memoryMib,
+      bandwidthMibPerS: this.options.migrationBandwidthMibPerS,
+      dirtyRateMibPerS: profile.dirtyRateMibPerS,
+      maxDowntimeMs: this.options.migrationMaxDowntimeMs,
+    });
+    const stillOurs = (): boolean => {
+      const d = this.domains.get(vmId);
+      return !this.closed && d !== undefined && d.state === RUNNING && this.runtime.get(vmId)?.incarnation === incarnation;
+    };
+    const changed = (): BerthError =>
+      this.closed
+        ? new BerthError(ErrorCode.HypervisorUnavailable, `fake hypervisor driver closed during the migration of ${vmId}`)
+        : new BerthError(ErrorCode.FailedPrecondition, `domain ${vmId} changed during its migration; it stays here`);
+
+    // ---- the transfer
+    const start = this.clock.now();
+    const kill = this.faults.pendingKill("migrateOut:transfer", vmId);
+    const transferKillAt = kill ? start + fakeMigrationTimeToSend(plan, kill.fraction ?? DEFAULT_KILL_FRACTION) : Infinity;
+    const completeAt = start + plan.completeAtMs;
+    let nextTick = start + intervalMs;
+    let killAt = transferKillAt;
+    for (;;) {
+      const now = this.clock.now();
+      if (job.aborted) throw new BerthError(ErrorCode.FailedPrecondition, `migration of domain ${vmId} aborted; it runs on here`);
+      if (!stillOurs()) throw changed();
+      if (now >= killAt) {
+        this.killPoint("migrateOut:transfer", vmId);
+        killAt = Infinity; // the rule was taken by another call meanwhile
+      }
+      if (now >= completeAt) break;
+      if (now >= deadline) {
+        throw new BerthError(ErrorCode.DeadlineExceeded, `migration of domain ${vmId} ran past ${timeoutMs} ms and was aborted; it runs on here`);
+      }
+      if (now >= nextTick) {
+        try {
+          onProgress?.(fakeMigrationProgress(plan, now - start));
+        } catch {
+          // The caller's bug must not break the migration.
+        }
+        while (nextTick <= now) nextTick += intervalMs;
+      }
+      await job.sleep(Math.min(nextTick, completeAt, deadline, killAt) - now);
+    }
+
+    // ---- the switchover: one commit point, the source's state file
+    job.switchingOver = true;
+    const nonce = randomUUID();
+    const handoffFile = fakeHandoffFile(destDir, vmId);
+    this.outgoing.set(vmId, { vmId, to: destDir, nonce, phase: "switchover", atMs: this.clock.now() });
+    const rollBack = async (why: BerthError): Promise<never> => {
+      if (this.outgoing.get(vmId)?.nonce === nonce) this.outgoing.delete(vmId);
+      if (!this.killed) {
+        await this.persist().catch(() => undefined);
+        // Dead now (the record is gone), so no reader can take it; removing it is tidiness.
+        const left = (() => {
+          try {
+            return readHandoff(destDir, vmId);
+          } catch {
+            return undefined;
+          }
+        })();
+        if (left?.nonce === nonce) await unlink(handoffFile).catch(() => undefined);
+      }
+      throw why;
+    };
+    try {
+      await this.persist();
+      await writeFileAtomic(
+        handoffFile,
+        serializeHandoff({
+          vmId,
+          from: this.options.stateDir,
+          nonce,
+          domain: copyDomain(domain),
+          memoryUsedMib: usedMib,
+          load: this.load.get(vmId),
+          sentAtMs: this.clock.now(),
+        }),
+      );
+    } catch (e) {
+      return rollBack(e instanceof BerthError ? e : unavailable(`migration of ${vmId}`, e));
+    }
+    this.killPoint("migrateOut:before-commit", vmId);
+    if (!stillOurs()) return rollBack(changed());
+    try {
+      // The destination aborted (its slot is gone) or defined the vmId meanwhile: it will not take it.
+      this.requirePrepared(vmId, destDir, `fake://${destDir}`);
+    } catch (e) {
+      return rollBack(e as BerthError);
+    }
+    this.outgoing.set(vmId, { vmId, to: destDir, nonce, phase: "committed", atMs: this.clock.now() });
+    this.forget(vmId);
+    this.emitDomain(vmId, "migrated");
+    await this.persist();
+    this.killPoint("migrateOut:after-switchover", vmId);
+  }
+
+  /** FAILED_PRECONDITION unless `destDir` has an incoming slot for `vmId` and no such domain. */
+  private requirePrepared(vmId: string, destDir: string, uri: string): void {
+    const dest = readStoredState(destDir, this.clock.now());
+    if (dest.domains.some((d) => d.vmId === vmId)) {
+      throw new BerthError(ErrorCode.FailedPrecondition, `domain ${vmId} is already defined at the destination ${uri}`);
+    }
+    if (!dest.incoming.some((s) => s.vmId === vmId)) {
+      throw new BerthError(ErrorCode.FailedPrecondition, `destination ${uri} is not prepared for ${vmId} (prepareIncoming first)`);
+    }
+  }
+
+  /** Memory the guest uses now, MiB (0 when not active). */
+  private memoryUsedMib(vmId: string, domain: Domain): number {
+    const r = resourcesOf(domain);
+    return Math.min(r.memoryMib, Math.round(r.memoryMib * demandAt(this.loadOf(vmId).memory, this.clock.now())));
+  }
+
+  /**
+   * A kill fault's point: if a kill is armed here for `vmId`, the process dies (`onKill`). If
+   * `onKill` returns (a test), the driver dies instead: it writes nothing more and closes, and the
+   * call rejects, as the killed process's caller would never have heard back.
+   */
+  private killPoint(point: FakeKillPoint, vmId: string): void {
+    if (this.killed || !this.faults.takeKill(point, vmId)) return;
+    this.killed = true;
+    this.onKill(point, vmId);
+    void this.close();
+    throw new BerthError(ErrorCode.HypervisorUnavailable, `fake hypervisor: killed at ${point} of ${vmId} (fault injection)`);
   }
 
   // ---- beyond the contract ---------------------------------------------------------------------
@@ -793,6 +1059,8 @@ export class FakeDriver implements HypervisorDriver {
       this.faults.stop();
       this.listeners.clear();
       for (const wake of [...this.waiters.values()].flatMap((s) => [...s])) wake();
+      // A migration under way fails (before its switchover: the domain stays here).
+      for (const job of this.jobs.values()) job.wake();
     }
     await this.writeChain;
   }
@@ -1106,6 +1374,8 @@ export class FakeDriver implements HypervisorDriver {
     if (this.queuedWrite) return this.queuedWrite;
     const write = this.writeChain.then(async () => {
       this.queuedWrite = undefined;
+      // A killed process writes nothing more: the file stays as the kill left it.
+      if (this.killed) throw new BerthError(ErrorCode.HypervisorUnavailable, "fake hypervisor: killed (fault injection)");
       for (;;) {
         const serializedAt = this.clock.now();
         const state = this.snapshot();
@@ -1142,6 +1412,7 @@ export class FakeDriver implements HypervisorDriver {
       incoming: [...this.incoming.values()].sort(byVmId),
       watchdog: { ...this.wd },
       runtime,
+      outgoing: [...this.outgoing.values()].sort(byVmId).map((o) => ({ ...o })),
       load: Object.fromEntries(this.load),
       nextIncarnation: this.nextIncarnation,
     };
@@ -1149,6 +1420,49 @@ export class FakeDriver implements HypervisorDriver {
 }
 
 // ---- helpers -----------------------------------------------------------------------------------
+
+/** A running migrateOut: what abort, close and a concurrent resend reach. */
+class MigrationJob {
+  /** The job's outcome (set right after construction). */
+  done: Promise<void> = Promise.resolve();
+  aborted = false;
+  /** The switchover has begun: an abort no longer stops it. */
+  switchingOver = false;
+  private wakeUp: (() => void) | undefined;
+
+  constructor(
+    readonly destDir: string,
+    private readonly clock: FakeClock,
+  ) {}
+
+  abort(): void {
+    if (this.switchingOver) return;
+    this.aborted = true;
+    this.wake();
+  }
+
+  /** Ends the current sleep now. */
+  wake(): void {
+    const w = this.wakeUp;
+    this.wakeUp = undefined;
+    w?.();
+  }
+
+  /** Resolves after `ms` on the clock, or at {@link wake}. */
+  sleep(ms: number): Promise<void> {
+    if (!(ms > 0)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = this.clock.setTimer(() => {
+        this.wakeUp = undefined;
+        resolve();
+      }, ms);
+      this.wakeUp = () => {
+        timer.cancel();
+        resolve();
+      };
+    });
+  }
+}
 
 function copyDomain(d: Domain): Domain {
   return { ...d, resources: d.resources ? { ...d.resources } : undefined };

@@ -1,7 +1,8 @@
 /**
  * Fault injection for the fake hypervisor: a plan of failures, latencies, crashes, guests that
- * ignore shutdown, unavailability windows and per-VM load, set through the driver's `faults` API
- * or, from another process, through the control file `<stateDir>/fake-faults.json`.
+ * ignore shutdown, unavailability windows, per-VM load and kills of the driver's own process at
+ * named points of a migration, set through the driver's `faults` API or, from another process,
+ * through the control file `<stateDir>/fake-faults.json`.
  *
  * The API and the control file are two layers; a fault of either applies. The file layer is
  * replaced whole each time the file changes (its mtime, size or inode), checked at every driver
@@ -16,6 +17,38 @@ import { validateLoadProfile, type LoadProfile } from "./fake-load.js";
 
 /** Name of the control file inside the state directory. */
 export const FAKE_FAULTS_FILE = "fake-faults.json";
+
+/**
+ * Where the control file's kills that have struck are recorded (`<stateDir>/fake-kills-done.json`),
+ * so that the process restarted on the same directory, reading the same control file, is not
+ * killed again at the same point.
+ */
+export const FAKE_KILLS_DONE_FILE = "fake-kills-done.json";
+
+/**
+ * Points of a migration where a `kill` fault kills the driver's process (see {@link KillRule}):
+ * - `migrateOut:transfer` — source, during the transfer, once `fraction` × the memory to copy has
+ *   been sent (default 0.5): nothing is committed, the domain runs on at the source.
+ * - `migrateOut:before-commit` — source, at the switchover, after the handoff is written into the
+ *   destination's directory and before the source's state file commits it: the handoff is
+ *   tentative, the domain runs on at the source (a restarted source rolls the switchover back).
+ * - `migrateOut:after-switchover` — source, right after the commit landed, before the call
+ *   resolves: the domain has left the source (the destination's `finishIncoming` takes it on).
+ * - `finishIncoming:before` — destination, as `finishIncoming` starts, before it changes anything.
+ * - `finishIncoming:after` — destination, once the arrived domain is written RUNNING, before the
+ *   call resolves (and before the handoff file is removed).
+ */
+export const FAKE_KILL_POINTS = [
+  "migrateOut:transfer",
+  "migrateOut:before-commit",
+  "migrateOut:after-switchover",
+  "finishIncoming:before",
+  "finishIncoming:after",
+] as const;
+export type FakeKillPoint = (typeof FAKE_KILL_POINTS)[number];
+
+/** Default of {@link KillRule.fraction}. */
+export const DEFAULT_KILL_FRACTION = 0.5;
 
 /** Every driver operation a fault can target (`health`, `subscribe` and `close` never fail). */
 export const FAULT_OPS = [
@@ -62,6 +95,29 @@ export interface CrashOrder {
   atMs?: number;
 }
 
+/**
+ * Kill the driver's process (it dies abruptly, as with SIGKILL: nothing more is written) when a
+ * call reaches `point` (one of {@link FAKE_KILL_POINTS}), on `vmId` only if given. Strikes once.
+ */
+export interface KillRule {
+  point: FakeKillPoint;
+  vmId?: string;
+  /**
+   * `migrateOut:transfer` only: strike once this fraction of the memory to copy has been sent
+   * (> 1: during a later pass). Must be > 0.
+   * @default 0.5
+   */
+  fraction?: number;
+}
+
+/** A kill rule as validated. */
+export interface NormalizedKill {
+  point: FakeKillPoint;
+  vmId?: string;
+  /** `migrateOut:transfer` only (default applied); absent for the other points. */
+  fraction?: number;
+}
+
 /** The hypervisor stops answering, until `untilMs` (clock time) or for `forMs`, or until cleared. */
 export interface UnavailableWindow {
   message?: string;
@@ -79,6 +135,8 @@ export interface FakeFaultSpec {
   unavailable?: UnavailableWindow | boolean;
   /** Simulated load: a default for every VM and overrides per vmId. */
   load?: { default?: Partial<LoadProfile>; vms?: Record<string, Partial<LoadProfile>> };
+  /** Kills of the driver's process at migration points; each strikes once (also across restarts). */
+  kill?: KillRule[];
 }
 
 /** A spec as validated: windows and crash orders pinned to clock times. */
@@ -89,6 +147,7 @@ export interface NormalizedFaultSpec {
   ignoreShutdown: string[];
   unavailable: { message: string; untilMs: number | undefined } | undefined;
   load: { default: Partial<LoadProfile> | undefined; vms: Record<string, Partial<LoadProfile>> };
+  kill: NormalizedKill[];
 }
 
 export interface NormalizedFailNext {
@@ -107,7 +166,7 @@ const DEFAULT_UNAVAILABLE_MESSAGE = "fake hypervisor made unavailable by fault i
  */
 export function validateFakeFaultSpec(raw: unknown, nowMs: number, field = "faults"): NormalizedFaultSpec {
   const r = object(raw, field);
-  known(r, field, ["failNext", "latency", "crash", "ignoreShutdown", "unavailable", "load"]);
+  known(r, field, ["failNext", "latency", "crash", "ignoreShutdown", "unavailable", "load", "kill"]);
   const out: NormalizedFaultSpec = {
     failNext: list(r["failNext"], `${field}.failNext`).map((x, i) => validateFailNext(x, `${field}.failNext[${i}]`)),
     latency: list(r["latency"], `${field}.latency`).map((x, i) => validateLatency(x, `${field}.latency[${i}]`)),
@@ -121,6 +180,7 @@ export function validateFakeFaultSpec(raw: unknown, nowMs: number, field = "faul
     ignoreShutdown: list(r["ignoreShutdown"], `${field}.ignoreShutdown`).map((x, i) => vmIdOf(x, `${field}.ignoreShutdown[${i}]`)),
     unavailable: undefined,
     load: { default: undefined, vms: {} },
+    kill: list(r["kill"], `${field}.kill`).map((x, i) => validateKill(x, `${field}.kill[${i}]`)),
   };
   const u = r["unavailable"];
   if (u === true) out.unavailable = { message: DEFAULT_UNAVAILABLE_MESSAGE, untilMs: undefined };
@@ -162,6 +222,7 @@ export function writeFakeFaults(stateDir: string, spec: FakeFaultSpec, options: 
   if (n.load.default || Object.keys(n.load.vms).length > 0) {
     file.load = { ...(n.load.default ? { default: n.load.default } : {}), vms: n.load.vms };
   }
+  if (n.kill.length > 0) file.kill = n.kill;
   const target = fakeFaultsFile(stateDir);
   const temp = `${target}.${process.pid}.${++writeSeq}.tmp`;
   try {
@@ -198,10 +259,12 @@ interface Layer {
   unavailable: { message: string; untilMs: number | undefined } | undefined;
   /** The control file's only. */
   load: { default: Partial<LoadProfile> | undefined; vms: Map<string, Partial<LoadProfile>> };
+  /** `key`: the control file's rules only, what records them in the kills-done file. */
+  kill: { rule: NormalizedKill; key?: string }[];
 }
 
 function emptyLayer(): Layer {
-  return { failNext: [], latency: [], ignoreShutdown: new Set(), unavailable: undefined, load: { default: undefined, vms: new Map() } };
+  return { failNext: [], latency: [], ignoreShutdown: new Set(), unavailable: undefined, load: { default: undefined, vms: new Map() }, kill: [] };
 }
 
 /**
@@ -216,6 +279,7 @@ export class FaultPlan {
   private file = emptyLayer();
   private fileKey = "absent";
   private readonly file_: string;
+  private readonly killsDoneFile: string;
   private lastHealth: HypervisorHealth = { available: true, message: "" };
   private windowTimers: FakeTimer[] = [];
   private pollTimer: FakeTimer | undefined;
@@ -228,6 +292,7 @@ export class FaultPlan {
     private readonly pollMs: number,
   ) {
     this.file_ = fakeFaultsFile(stateDir);
+    this.killsDoneFile = path.join(path.resolve(stateDir), FAKE_KILLS_DONE_FILE);
   }
 
   // ---- the API layer ---------------------------------------------------------------------------
@@ -267,7 +332,12 @@ export class FaultPlan {
     this.refreshHealth();
   }
 
-  /** Clears the API layer: failures, latencies, ignored shutdowns, unavailability. */
+  /** The driver's process dies (the driver's `onKill`) when a call reaches `rule.point`; once. */
+  killAt(rule: KillRule): void {
+    this.api.kill.push({ rule: validateKill(rule, "kill") });
+  }
+
+  /** Clears the API layer: failures, latencies, ignored shutdowns, unavailability, kills. */
   clear(): void {
     this.api = emptyLayer();
     this.armWindowTimers();
@@ -328,6 +398,30 @@ export class FaultPlan {
     }
   }
 
+  /** The first kill rule armed at `point` for `vmId`, without consuming it. */
+  pendingKill(point: FakeKillPoint, vmId: string): NormalizedKill | undefined {
+    return this.findKill(point, vmId)?.entry.rule;
+  }
+
+  /**
+   * Consumes the first kill rule armed at `point` for `vmId`, and says whether there was one. A
+   * control file's rule is first recorded, durably, in the kills-done file: the restarted process
+   * reading the same control file must not die again at the same point.
+   */
+  takeKill(point: FakeKillPoint, vmId: string): boolean {
+    const found = this.findKill(point, vmId);
+    if (!found) return false;
+    found.layer.kill.splice(found.layer.kill.indexOf(found.entry), 1);
+    if (found.entry.key !== undefined) {
+      const done = [...this.readKillsDone(), found.entry.key];
+      const temp = `${this.killsDoneFile}.${process.pid}.${++writeSeq}.tmp`;
+      // No fsync: what must survive is the kill of this process, and the kernel keeps the write.
+      writeFileSync(temp, `${JSON.stringify(done)}\n`, { mode: 0o644 });
+      renameSync(temp, this.killsDoneFile);
+    }
+    return true;
+  }
+
   ignoresShutdown(vmId: string): boolean {
     return this.api.ignoreShutdown.has(vmId) || this.file.ignoreShutdown.has(vmId);
   }
@@ -338,6 +432,24 @@ export class FaultPlan {
   }
 
   // ---- internals -------------------------------------------------------------------------------
+
+  private findKill(point: FakeKillPoint, vmId: string): { layer: Layer; entry: Layer["kill"][number] } | undefined {
+    for (const layer of [this.api, this.file]) {
+      const entry = layer.kill.find((k) => k.rule.point === point && (k.rule.vmId === undefined || k.rule.vmId === vmId));
+      if (entry) return { layer, entry };
+    }
+    return undefined;
+  }
+
+  private readKillsDone(): string[] {
+    try {
+      const raw: unknown = JSON.parse(readFileSync(this.killsDoneFile, "utf8"));
+      return Array.isArray(raw) ? raw.filter((k): k is string => typeof k === "string") : [];
+    } catch {
+      // Missing (no kill has struck) or unreadable: nothing recorded.
+      return [];
+    }
+  }
 
   private currentHealth(): HypervisorHealth {
     const now = this.clock.now();
@@ -399,6 +511,10 @@ export class FaultPlan {
       this.file.unavailable = spec.unavailable;
       this.file.load = { default: spec.load.default, vms: new Map(Object.entries(spec.load.vms)) };
       for (const c of spec.crash) void this.hooks.crash(c.vmId, c.atMs).catch(() => undefined);
+      // A rule is known by the file's identity and its place in it: one that has struck (before a
+      // restart) stays done while the file is unchanged; a rewritten file arms its rules afresh.
+      const done = new Set(this.readKillsDone());
+      this.file.kill = spec.kill.map((rule, i) => ({ rule, key: `${key}#${i}` })).filter((k) => !done.has(k.key));
     }
     this.armWindowTimers();
   }
@@ -423,6 +539,23 @@ function validateFailNext(raw: unknown, field: string): NormalizedFailNext {
     if (typeof r["message"] !== "string") throw invalidArgument(`${field}.message`, "must be a string");
     out.message = r["message"];
   }
+  return out;
+}
+
+function validateKill(raw: unknown, field: string): NormalizedKill {
+  const r = object(raw, field);
+  known(r, field, ["point", "vmId", "fraction"]);
+  const point = r["point"];
+  if (!(FAKE_KILL_POINTS as readonly unknown[]).includes(point)) {
+    throw invalidArgument(`${field}.point`, `must be a kill point (${FAKE_KILL_POINTS.join(", ")}; got ${JSON.stringify(point)})`);
+  }
+  const fraction = r["fraction"] === undefined ? DEFAULT_KILL_FRACTION : finite(r["fraction"], `${field}.fraction`);
+  if (!(fraction > 0)) throw invalidArgument(`${field}.fraction`, `must be > 0 (got ${fraction})`);
+  if (r["fraction"] !== undefined && point !== "migrateOut:transfer") {
+    throw invalidArgument(`${field}.fraction`, `applies to migrateOut:transfer only (point is ${String(point)})`);
+  }
+  const out: NormalizedKill = { point: point as FakeKillPoint, ...(point === "migrateOut:transfer" ? { fraction } : {}) };
+  if (r["vmId"] !== undefined) out.vmId = vmIdOf(r["vmId"], `${field}.vmId`);
   return out;
 }
 

@@ -43,16 +43,26 @@ export interface SpikePattern {
 
 export type LoadPattern = ConstantPattern | DiurnalPattern | SpikePattern;
 
-/** A VM's simulated demand: of its vCPUs, of its memory. */
+/** A VM's simulated demand: of its vCPUs, of its memory, and how fast it writes to its memory. */
 export interface LoadProfile {
   cpu: LoadPattern;
   memory: LoadPattern;
+  /**
+   * How fast the guest dirties memory, in MiB/s (≥ 0): what a live migration's pre-copy passes must
+   * send again. At or above the migration bandwidth a migration does not converge.
+   * @default 8 ({@link DEFAULT_DIRTY_RATE_MIB_PER_S})
+   */
+  dirtyRateMibPerS: number;
 }
 
-/** The load of a VM nobody configured: a quarter of its CPUs, half its memory. */
+/** The dirty rate of a VM nobody configured: a mostly idle guest. */
+export const DEFAULT_DIRTY_RATE_MIB_PER_S = 8;
+
+/** The load of a VM nobody configured: a quarter of its CPUs, half its memory, 8 MiB/s dirtied. */
 export const DEFAULT_LOAD_PROFILE: Readonly<LoadProfile> = Object.freeze({
   cpu: Object.freeze({ kind: "constant", fraction: 0.25 }) as ConstantPattern,
   memory: Object.freeze({ kind: "constant", fraction: 0.5 }) as ConstantPattern,
+  dirtyRateMibPerS: DEFAULT_DIRTY_RATE_MIB_PER_S,
 });
 
 /** The demand of `pattern` at `tMs`, a fraction in [0, 1]. */
@@ -159,16 +169,27 @@ export function validateLoadPattern(raw: unknown, field: string): LoadPattern {
   }
 }
 
-/** Checks `{ cpu?, memory? }`; absent parts stay absent (they fall back to a default). */
+/** Checks `{ cpu?, memory?, dirtyRateMibPerS? }`; absent parts stay absent (they fall back to a default). */
 export function validateLoadProfile(raw: unknown, field: string): Partial<LoadProfile> {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw invalidArgument(field, "must be an object with cpu and/or memory");
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw invalidArgument(field, "must be an object with cpu, memory and/or dirtyRateMibPerS");
+  }
   const r = raw as Record<string, unknown>;
   for (const k of Object.keys(r)) {
-    if (k !== "cpu" && k !== "memory") throw invalidArgument(`${field}.${k}`, "unknown field (known: cpu, memory)");
+    if (k !== "cpu" && k !== "memory" && k !== "dirtyRateMibPerS") {
+      throw invalidArgument(`${field}.${k}`, "unknown field (known: cpu, memory, dirtyRateMibPerS)");
+    }
   }
   const out: Partial<LoadProfile> = {};
   if (r["cpu"] !== undefined) out.cpu = validateLoadPattern(r["cpu"], `${field}.cpu`);
   if (r["memory"] !== undefined) out.memory = validateLoadPattern(r["memory"], `${field}.memory`);
+  const dirty = r["dirtyRateMibPerS"];
+  if (dirty !== undefined) {
+    if (typeof dirty !== "number" || !Number.isFinite(dirty) || dirty < 0) {
+      throw invalidArgument(`${field}.dirtyRateMibPerS`, `must be a number of MiB/s ≥ 0 (got ${String(dirty)})`);
+    }
+    out.dirtyRateMibPerS = dirty;
+  }
   return Object.freeze(out);
 }
 

@@ -3,6 +3,12 @@
  * v1 are still read) and the migration handoff files `<stateDir>/fake-incoming-<vmId>.json`, both
  * written atomically (temp file, fsync, rename, fsync of the directory).
  *
+ * A live migration's switchover commits in one place: the source's state file. The source writes
+ * the handoff into the destination's directory, tentatively, and then its own state file without
+ * the domain and with an `outgoing` record naming the destination and the handoff's nonce; that
+ * write (one rename) is the instant the domain leaves the source. The destination goes by it
+ * ({@link fakeHandoffStatus}): it starts the domain only from a committed handoff.
+ *
  * The state file also holds the host's watchdog (fencing): its deadline, when it last fired, and
  * which domains it fences (`fence` per domain). The watchdog rule — an armed deadline that has
  * passed powers the fence domains off from the deadline on — is applied by every reader at its own
@@ -31,8 +37,13 @@ export const FAKE_STATE_FORMAT_V2 = "berth-fake-hypervisor/v2";
 /** The first format, still read (domains and counters only; volumes are inferred). */
 export const FAKE_STATE_FORMAT_V1 = "berth-fake-hypervisor/v1";
 
-/** Format tag of a migration handoff file. */
-export const FAKE_HANDOFF_FORMAT = "berth-fake-handoff/v1";
+/**
+ * Format tag of a migration handoff file. v2 added the source (`from`) and the attempt's `nonce`,
+ * which the source's state file commits.
+ */
+export const FAKE_HANDOFF_FORMAT = "berth-fake-handoff/v2";
+/** The first handoff format, still read: written after nothing could still undo it, so committed. */
+export const FAKE_HANDOFF_FORMAT_V1 = "berth-fake-handoff/v1";
 
 /**
  * How many times each state-changing operation took effect on one domain. A call that found the
@@ -64,6 +75,22 @@ export interface FakeIncoming {
   preparedAtMs: number;
 }
 
+/**
+ * A source's record of a domain leaving by live migration. `switchover`: the handoff is being
+ * written and is not committed (a driver opened on the directory rolls it back: the domain runs on
+ * here). `committed`: the domain left for `to` at `atMs`; kept until the vmId is defined or
+ * arrives here again.
+ */
+export interface FakeOutgoing {
+  vmId: string;
+  /** The destination's state directory, absolute. */
+  to: string;
+  /** The attempt's id; the handoff carries the same. */
+  nonce: string;
+  phase: "switchover" | "committed";
+  atMs: number;
+}
+
 /** What the state file holds, as {@link readFakeHypervisorState} returns it. */
 export interface FakeHypervisorState {
   /** Domains currently defined, sorted by vmId. */
@@ -92,6 +119,8 @@ export interface FakeRuntime {
 /** Everything the driver keeps; the state file in full. */
 export interface FakeStoredState extends FakeHypervisorState {
   runtime: Record<string, FakeRuntime>;
+  /** Migrations out of this host: in switchover, or committed (sorted by vmId). */
+  outgoing: FakeOutgoing[];
   /** Per-VM load set through the driver's API. */
   load: Record<string, Partial<LoadProfile>>;
   nextIncarnation: number;
@@ -100,6 +129,10 @@ export interface FakeStoredState extends FakeHypervisorState {
 /** What a source writes into the destination's directory: the migrated domain. */
 export interface FakeHandoff {
   vmId: string;
+  /** The source's state directory, absolute (absent in a v1 handoff). */
+  from?: string;
+  /** The attempt's id, committed by the source's `outgoing` record (absent in a v1 handoff). */
+  nonce?: string;
   domain: Domain;
   /** Memory the guest used when it left, MiB. */
   memoryUsedMib: number;
@@ -127,6 +160,7 @@ export function emptyStoredState(): FakeStoredState {
     incoming: [],
     watchdog: { deadlineMs: 0, firedAtMs: 0 },
     runtime: {},
+    outgoing: [],
     load: {},
     nextIncarnation: 1,
   };
@@ -264,6 +298,7 @@ export function serializeState(state: FakeStoredState): string {
     volumes: state.volumes,
     incoming: state.incoming,
     watchdog: state.watchdog,
+    outgoing: state.outgoing,
     nextIncarnation: state.nextIncarnation,
     operations: state.operations,
   };
@@ -387,6 +422,24 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
     const w = raw["watchdog"];
     if (!isObject(w) || !isTime(w["deadlineMs"]) || !isTime(w["firedAtMs"])) throw corrupt("watchdog is not {deadlineMs, firedAtMs} (ms ≥ 0)");
     out.watchdog = { deadlineMs: w["deadlineMs"], firedAtMs: w["firedAtMs"] };
+    // Added within v3: a file without it (written before live migration was modelled) has none.
+    // An older reader ignores it and still sees the truth: a committed domain is gone from `domains`.
+    const rawOutgoing = raw["outgoing"] ?? [];
+    if (!Array.isArray(rawOutgoing)) throw corrupt("outgoing is not a list");
+    for (const [i, o] of rawOutgoing.entries()) {
+      if (
+        !isObject(o) ||
+        typeof o["vmId"] !== "string" ||
+        typeof o["to"] !== "string" ||
+        typeof o["nonce"] !== "string" ||
+        (o["phase"] !== "switchover" && o["phase"] !== "committed") ||
+        typeof o["atMs"] !== "number"
+      ) {
+        throw corrupt(`outgoing[${i}] is not an outgoing migration`);
+      }
+      out.outgoing.push({ vmId: o["vmId"], to: o["to"], nonce: o["nonce"], phase: o["phase"], atMs: o["atMs"] });
+    }
+    out.outgoing.sort(byVmId);
   }
   return out;
 }
@@ -410,7 +463,11 @@ export function readHandoff(stateDir: string, vmId: string): FakeHandoff | undef
     throw unavailable(`cannot read handoff ${file}`, e);
   }
   const bad = (why: string): BerthError => unavailable(`${file} is not a handoff file: ${why}`);
-  if (!isObject(raw) || raw["format"] !== FAKE_HANDOFF_FORMAT) throw bad("wrong format");
+  if (!isObject(raw) || (raw["format"] !== FAKE_HANDOFF_FORMAT && raw["format"] !== FAKE_HANDOFF_FORMAT_V1)) throw bad("wrong format");
+  const v2 = raw["format"] === FAKE_HANDOFF_FORMAT;
+  const from = raw["from"];
+  const nonce = raw["nonce"];
+  if (v2 && (typeof from !== "string" || !path.isAbsolute(from) || typeof nonce !== "string" || nonce === "")) throw bad("from or nonce");
   const d = raw["domain"];
   if (!isObject(d) || d["vmId"] !== vmId || typeof d["name"] !== "string" || !isCount(d["generation"])) throw bad("no domain");
   const res = parseResources(d["resources"]);
@@ -435,7 +492,31 @@ export function readHandoff(stateDir: string, vmId: string): FakeHandoff | undef
       throw bad((e as Error).message);
     }
   }
-  return { vmId, domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res, fence }, memoryUsedMib: mem, load, sentAtMs: sent };
+  return {
+    vmId,
+    ...(v2 ? { from: from as string, nonce: nonce as string } : {}),
+    domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res, fence },
+    memoryUsedMib: mem,
+    load,
+    sentAtMs: sent,
+  };
+}
+
+/**
+ * Where a handoff stands, as its source's state file says (read at `nowMs`):
+ * - `committed` — the source's file records the domain as migrated out with this handoff's nonce
+ *   (or the handoff is v1): the domain has left the source; the destination takes it on.
+ * - `in-doubt` — the source is in the switchover with this nonce (or was killed in it): it may
+ *   still commit; nothing may be discarded, nothing started.
+ * - `dead` — neither: the source runs the domain on (it failed, rolled back, or started another
+ *   attempt); the handoff will never be committed and may be discarded.
+ * Throws HYPERVISOR_UNAVAILABLE if the source's file is unreadable.
+ */
+export function fakeHandoffStatus(handoff: FakeHandoff, nowMs: number): "committed" | "in-doubt" | "dead" {
+  if (handoff.from === undefined || handoff.nonce === undefined) return "committed";
+  const record = readStoredState(handoff.from, nowMs).outgoing.find((o) => o.vmId === handoff.vmId && o.nonce === handoff.nonce);
+  if (!record) return "dead";
+  return record.phase === "committed" ? "committed" : "in-doubt";
 }
 
 export { syncDirectory } from "./atomic-file.js";
