@@ -17,7 +17,7 @@ import { grpcClientOptions, Limits, ZERO, addResources } from "@berth/core";
 import type { HypervisorDriver } from "@berth/hypervisor";
 import type { Logger } from "pino";
 import { AgentStateFile, type AgentState } from "./agent-state.js";
-import { CommandExecutor } from "./executor.js";
+import { CommandExecutor, type MigrationProgressSink } from "./executor.js";
 import type { ResolvedAgentOptions } from "./options.js";
 import { ReconnectPlanner, type SessionEnd } from "./reconnect.js";
 import { StreamWriter } from "./stream-writer.js";
@@ -298,7 +298,7 @@ export class Agent {
         if (!domains) {
           const health = await this.driver.health();
           const message = health.available ? `the hypervisor answers but its domains cannot be listed: ${listError instanceof Error ? listError.message : String(listError)}` : health.message;
-          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: { available: false, message: message.slice(0, Limits.maxFactLength) } } } });
+          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: { available: false, message: message.slice(0, Limits.maxFactLength) }, vmUsage: [] } } });
           return;
         }
         const hypervisor = { available: true, message: "" };
@@ -313,14 +313,15 @@ export class Agent {
         }
         if (settled) return;
         if (!domains || resultsSent !== seen) {
-          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor } } });
+          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor, vmUsage: [] } } });
           return;
         }
         const usage = stats ? this.usage.observe(domains, stats, Date.now()) : usageOf(domains);
+        const vmUsage = stats ? this.usage.perVm() : [];
         const signature = inventorySignature(domains);
         const inventory: Inventory | undefined = signature === lastInventory ? undefined : { domains };
         lastInventory = signature;
-        sendReport({ msg: { $case: "report", value: { usage, inventory, hypervisor } } });
+        sendReport({ msg: { $case: "report", value: { usage, inventory, hypervisor, vmUsage } } });
       };
       // Reports are periodic, and also prompt after the hypervisor's own events (a crash, a
       // libvirtd restart), coalesced so that a burst of events costs one report.
@@ -431,7 +432,14 @@ export class Agent {
             const command = msg.value;
             void accepted.then((ok) => {
               if (!ok || settled) return;
-              void this.limit(() => this.handleCommand(command)).then((result) => {
+              // A migration's progress goes out on this stream while its command runs.
+              const progress: MigrationProgressSink = (vmId, migrationId, p) => {
+                if (settled) return;
+                writer.write({ msg: { $case: "migrationProgress", value: { vmId, migrationId, progress: { ...p, updatedAtMs: Date.now() } } } });
+              };
+              // An abort is not queued behind the commands it may be there to cancel.
+              const run = command.action?.$case === "abortMigration" ? this.handleCommand(command, progress) : this.limit(() => this.handleCommand(command, progress));
+              void run.then((result) => {
                 if (settled) return;
                 resultsSent++;
                 writer.write({ msg: { $case: "result", value: result } });
@@ -473,8 +481,8 @@ export class Agent {
     };
   }
 
-  private async handleCommand(command: Command) {
-    const result = await this.executor.execute(command);
+  private async handleCommand(command: Command, onProgress?: MigrationProgressSink) {
+    const result = await this.executor.execute(command, onProgress);
     const log = result.ok ? this.log.debug.bind(this.log) : this.log.warn.bind(this.log);
     log({ vmId: command.vmId, generation: command.generation, epoch: command.leaderEpoch, action: command.action?.$case, ok: result.ok, error: result.errorMessage || undefined }, "command applied");
     return result;

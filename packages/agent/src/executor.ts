@@ -1,6 +1,9 @@
-import type { Command, CommandResult, Domain } from "@berth/api";
+import type { Command, CommandResult, Domain, MigrationTargetAddress } from "@berth/api";
 import { BerthError, ErrorCode } from "@berth/core";
-import type { HypervisorDriver } from "@berth/hypervisor";
+import type { HypervisorDriver, MigrationProgress } from "@berth/hypervisor";
+
+/** Receives a migration's progress while its migrate_out command runs. */
+export type MigrationProgressSink = (vmId: string, migrationId: string, progress: MigrationProgress) => void;
 
 /**
  * Applies controller commands to the hypervisor, idempotently: a command carries (vm id,
@@ -8,7 +11,8 @@ import type { HypervisorDriver } from "@berth/hypervisor";
  * - a command from a leader older than one already obeyed is refused (a deposed leader),
  * - a command older than the generation the domain records is refused (a stale resend),
  * - a command whose effect is already in place changes nothing (a resend after a lost result).
- * Commands for one VM run one at a time, in arrival order; different VMs run concurrently.
+ * Commands for one VM run one at a time, in arrival order; different VMs run concurrently. The one
+ * exception is `abort_migration`: it runs at once, beside a `migrate_out` it is there to cancel.
  */
 export class CommandExecutor {
   private readonly perVm = new Map<string, Promise<void>>();
@@ -44,10 +48,14 @@ export class CommandExecutor {
     this.highestEpoch = epoch;
   }
 
-  /** Runs the command after any earlier one for the same VM; never rejects. */
-  execute(command: Command): Promise<CommandResult> {
+  /**
+   * Runs the command after any earlier one for the same VM (an abort at once); never rejects.
+   * `onProgress` receives a migrate_out's progress while it runs.
+   */
+  execute(command: Command, onProgress?: MigrationProgressSink): Promise<CommandResult> {
+    if (command.action?.$case === "abortMigration") return this.apply(command, onProgress);
     const prior = this.perVm.get(command.vmId) ?? Promise.resolve();
-    const run = prior.then(() => this.apply(command));
+    const run = prior.then(() => this.apply(command, onProgress));
     const settled = run.then(
       () => undefined,
       () => undefined,
@@ -59,8 +67,8 @@ export class CommandExecutor {
     return run;
   }
 
-  private async apply(command: Command): Promise<CommandResult> {
-    const base = { commandId: command.commandId, vmId: command.vmId, generation: command.generation };
+  private async apply(command: Command, onProgress?: MigrationProgressSink): Promise<CommandResult> {
+    const base = { commandId: command.commandId, vmId: command.vmId, generation: command.generation, migrationId: command.migrationId, migrationTarget: undefined as MigrationTargetAddress | undefined };
     const fail = (code: string, message: string, domain?: Domain): CommandResult => ({
       ...base,
       ok: false,
@@ -76,12 +84,16 @@ export class CommandExecutor {
       }
       this.observeEpoch(command.leaderEpoch);
       const existing = await findDomain();
-      if (existing && command.generation < existing.generation) {
+      // An abort only ever cancels: it may come with an older generation than the domain records.
+      if (existing && command.generation < existing.generation && command.action?.$case !== "abortMigration") {
         return fail(ErrorCode.Conflict, `stale command: generation ${command.generation} < applied ${existing.generation}`, existing);
       }
       const action = command.action;
       if (!action) return fail(ErrorCode.InvalidArgument, "command.action is required", existing);
       let domain: Domain | undefined;
+      const needsMigration = (): void => {
+        if (!command.migrationId) throw new BerthError(ErrorCode.InvalidArgument, `command.migration_id is required for ${action.$case}`);
+      };
       switch (action.$case) {
         case "create": {
           const { name, resources, start, fence } = action.value;
@@ -100,6 +112,33 @@ export class CommandExecutor {
         case "delete":
           await this.driver.delete(command.vmId);
           return { ...base, ok: true, errorCode: "", errorMessage: "", domain: undefined };
+        case "prepareMigration": {
+          needsMigration();
+          const { name, resources, fence } = action.value;
+          if (!resources) return fail(ErrorCode.InvalidArgument, "command.prepare_migration.resources is required", existing);
+          const target = await this.driver.prepareIncoming({ vmId: command.vmId, name, resources, generation: command.generation, fence });
+          return { ...base, ok: true, errorCode: "", errorMessage: "", domain: await findDomain(), migrationTarget: { driver: target.driver, uri: target.uri } };
+        }
+        case "migrateOut": {
+          needsMigration();
+          const { targetDriver, targetUri, timeoutMs } = action.value;
+          if (!targetDriver || !targetUri) return fail(ErrorCode.InvalidArgument, "command.migrate_out.target_driver and target_uri are required", existing);
+          const progress = onProgress ? (p: MigrationProgress): void => onProgress(command.vmId, command.migrationId, p) : undefined;
+          await this.driver.migrateOut(
+            command.vmId,
+            { driver: targetDriver, uri: targetUri, vmId: command.vmId },
+            { ...(timeoutMs > 0 ? { timeoutMs } : {}), ...(progress ? { onProgress: progress } : {}) },
+          );
+          return { ...base, ok: true, errorCode: "", errorMessage: "", domain: await findDomain() };
+        }
+        case "finishMigration":
+          needsMigration();
+          domain = await this.driver.finishIncoming(command.vmId, command.generation);
+          break;
+        case "abortMigration":
+          needsMigration();
+          await this.driver.abortMigration(command.vmId);
+          return { ...base, ok: true, errorCode: "", errorMessage: "", domain: await findDomain() };
       }
       if (domain.generation < command.generation) domain = await this.driver.setGeneration(command.vmId, command.generation);
       return { ...base, ok: true, errorCode: "", errorMessage: "", domain };

@@ -1,4 +1,4 @@
-import { DomainState, type Domain, type Resources } from "@berth/api";
+import { DomainState, type Domain, type Resources, type VmUsage } from "@berth/api";
 import type { DomainStats } from "@berth/hypervisor";
 
 interface CpuSample {
@@ -16,6 +16,12 @@ interface CpuSample {
  */
 export class UsageMeter {
   private last = new Map<string, CpuSample>();
+  private lastPerVm: VmUsage[] = [];
+
+  /** Each running domain's use as of the last `observe` (CPU cores over the last interval; memory in use). */
+  perVm(): VmUsage[] {
+    return this.lastPerVm;
+  }
 
   /** Usage at `nowMs` from `domains` and their `stats` (matched by vmId); remembers the samples. */
   observe(domains: readonly Domain[], stats: readonly DomainStats[], nowMs: number): Resources {
@@ -24,6 +30,7 @@ export class UsageMeter {
     let busyCores = 0;
     let memoryMib = 0;
     let diskGib = 0;
+    const perVm: VmUsage[] = [];
     for (const d of domains) {
       if (d.state !== DomainState.DOMAIN_STATE_RUNNING) continue;
       diskGib += d.resources?.diskGib ?? 0;
@@ -36,13 +43,17 @@ export class UsageMeter {
       memoryMib += s.memoryUsedMib;
       const prev = this.last.get(d.vmId);
       const elapsedMs = prev ? nowMs - prev.atMs : 0;
+      let vmCores = 0;
       if (prev && elapsedMs > 0 && s.cpuTimeNs >= prev.cpuTimeNs) {
         const cores = (s.cpuTimeNs - prev.cpuTimeNs) / (elapsedMs * 1e6);
-        busyCores += Math.min(cores, d.resources?.vcpus ?? cores);
+        vmCores = Math.min(cores, d.resources?.vcpus ?? cores);
+        busyCores += vmCores;
       }
+      perVm.push({ vmId: d.vmId, cpuCores: Math.round(vmCores * 1000) / 1000, memoryUsedMib: s.memoryUsedMib });
       next.set(d.vmId, { cpuTimeNs: s.cpuTimeNs, atMs: nowMs });
     }
     this.last = next;
+    this.lastPerVm = perVm;
     // Whole vCPUs (the wire type), rounded up but forgiving float noise.
     return { vcpus: Math.max(0, Math.ceil(busyCores - 1e-6)), memoryMib, diskGib };
   }

@@ -320,6 +320,8 @@ export interface Migration {
   dataEstimateBytes: number;
   /** An operator asked to abort it. */
   abortRequested: boolean;
+  /** The request id of the MigrateVm call that made it: a retry with the same id returns it. */
+  requestId: string;
 }
 
 /** A drain of a host, as requested and as it ended (operator-set: survives agent reconnects). */
@@ -605,6 +607,7 @@ function createBaseMigration(): Migration {
     errorCode: "",
     dataEstimateBytes: 0,
     abortRequested: false,
+    requestId: "",
   };
 }
 
@@ -681,6 +684,9 @@ export const Migration: MessageFns<Migration> = {
     }
     if (message.abortRequested !== false) {
       writer.uint32(192).bool(message.abortRequested);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(202).string(message.requestId);
     }
     return writer;
   },
@@ -890,6 +896,14 @@ export const Migration: MessageFns<Migration> = {
             message.abortRequested = reader.bool();
             continue;
           }
+          case 25: {
+            if (tag !== 202) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1004,6 +1018,11 @@ export const Migration: MessageFns<Migration> = {
         : isSet(object.abort_requested)
         ? globalThis.Boolean(object.abort_requested)
         : false,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -1081,6 +1100,9 @@ export const Migration: MessageFns<Migration> = {
     if (message.abortRequested !== false) {
       obj.abortRequested = message.abortRequested;
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -1115,6 +1137,7 @@ export const Migration: MessageFns<Migration> = {
     message.errorCode = object.errorCode ?? "";
     message.dataEstimateBytes = object.dataEstimateBytes ?? 0;
     message.abortRequested = object.abortRequested ?? false;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
