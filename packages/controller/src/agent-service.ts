@@ -15,6 +15,8 @@ import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import type { ClusterIdentity } from "./cluster-identity.js";
 import type { HostManager } from "./host-manager.js";
+import type { MigrationManager } from "./migration-manager.js";
+import type { Rebalancer } from "./rebalancer.js";
 import { recordFailure } from "./reconcile.js";
 import type { Reconciler } from "./reconciler.js";
 
@@ -23,6 +25,8 @@ export interface LeadingDeps {
   writer: FencedWriter;
   reconciler: Reconciler;
   hosts: HostManager;
+  migrations: MigrationManager;
+  rebalancer: Rebalancer;
   /** The cluster this leader leads, and the epoch agents see. */
   identity: ClusterIdentity;
   /** The agents' watchdog timeout, sent in Welcome (0: none). */
@@ -101,6 +105,8 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
           answerHeartbeat(deps, session);
         } else if (msg?.$case === "result") {
           onResult(deps, session, msg.value);
+        } else if (msg?.$case === "migrationProgress") {
+          deps.leading()?.migrations.onProgress(session, msg.value);
         }
       })
       .catch((e: unknown) => {
@@ -215,6 +221,12 @@ function onReport(deps: AgentServiceDeps, session: AgentSession, report: Report)
       deps.log.warn({ hostId: session.hostId, available: report.hypervisor.available, message: report.hypervisor.message }, "host's hypervisor availability changed");
     }
   }
+  if (report.vmUsage.length > Limits.maxDomainsPerHost) {
+    throw new BerthError(ErrorCode.InvalidArgument, `report.vm_usage: at most ${Limits.maxDomainsPerHost}`);
+  }
+  if (report.vmUsage.length > 0 || report.usage) {
+    session.vmUsage = new Map(report.vmUsage.map((u) => [u.vmId.slice(0, 64), { cpuCores: Number.isFinite(u.cpuCores) ? Math.max(0, u.cpuCores) : 0, memoryMib: u.memoryUsedMib }]));
+  }
   if (report.inventory) {
     if (report.inventory.domains.length > Limits.maxDomainsPerHost) {
       throw new BerthError(ErrorCode.InvalidArgument, `report.inventory.domains: at most ${Limits.maxDomainsPerHost}`);
@@ -239,6 +251,12 @@ function onResult(deps: AgentServiceDeps, session: AgentSession, result: Command
   }
   if (result.domain && result.domain.vmId === inflight.vmId) session.inventory.set(inflight.vmId, result.domain);
   else if (result.ok && !result.domain) session.inventory.delete(inflight.vmId);
+  if (inflight.migrationId) {
+    // A migration's command: its manager decides; the VM's own failure record is not touched.
+    deps.leading()?.migrations.onResult(session, inflight, result);
+    deps.leading()?.reconciler.markDirty(session.hostId);
+    return;
+  }
   if (result.ok) session.failures.delete(inflight.vmId);
   else {
     const failure = recordFailure(

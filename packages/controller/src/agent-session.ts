@@ -10,6 +10,8 @@ export interface InFlight {
   generation: number;
   action: string;
   sentAtMs: number;
+  /** The migration the command belongs to ("" for others). */
+  migrationId: string;
 }
 
 /**
@@ -38,6 +40,8 @@ export class AgentSession {
   holdCreatesUntilMs = 0;
   /** Domains no VM record accounts for, as of the last reconcile pass (see `planHostCommands`). */
   orphans: Domain[] = [];
+  /** Measured use per running VM id, as last reported. */
+  vmUsage = new Map<string, { cpuCores: number; memoryMib: number }>();
   /** Results dropped because they answered no command in flight (replays, strays). */
   droppedResults = 0;
   private readonly inflight = new Map<string, InFlight>();
@@ -93,10 +97,12 @@ export class AgentSession {
    */
   sendCommand(planned: PlannedCommand, leaderEpoch: number, nowMs: number, resendAfterMs: number): string | undefined {
     const prior = this.inflight.get(planned.vmId);
+    const migrationId = planned.migrationId ?? "";
     if (
       prior &&
       prior.generation === planned.generation &&
       prior.action === planned.action.$case &&
+      prior.migrationId === migrationId &&
       nowMs - prior.sentAtMs < resendAfterMs
     ) {
       return undefined;
@@ -110,6 +116,7 @@ export class AgentSession {
           vmId: planned.vmId,
           generation: planned.generation,
           leaderEpoch,
+          migrationId,
           action: planned.action,
         },
       },
@@ -118,7 +125,7 @@ export class AgentSession {
     // A newer command for the VM replaces the one in flight: the older one's result is a stray.
     const replaced = this.inflight.get(planned.vmId);
     if (replaced) this.resultWaiters.get(replaced.commandId)?.(undefined);
-    this.inflight.set(planned.vmId, { commandId, vmId: planned.vmId, generation: planned.generation, action: planned.action.$case, sentAtMs: nowMs });
+    this.inflight.set(planned.vmId, { commandId, vmId: planned.vmId, generation: planned.generation, action: planned.action.$case, sentAtMs: nowMs, migrationId });
     return commandId;
   }
 
@@ -150,6 +157,11 @@ export class AgentSession {
       this.resultWaiters.set(commandId, done);
       if (this.closed) done(undefined);
     });
+  }
+
+  /** The command in flight for the VM, if any. */
+  inflightFor(vmId: string): InFlight | undefined {
+    return this.inflight.get(vmId);
   }
 
   get inflightCount(): number {

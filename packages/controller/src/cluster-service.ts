@@ -2,6 +2,8 @@ import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc
 import {
   DesiredState,
   DomainState,
+  DrainDeadlineAction,
+  MigrationReason,
   EventType,
   VmPhase,
   VmSpec,
@@ -22,8 +24,11 @@ import type { ClusterStore } from "@berth/store";
 import type { Logger } from "pino";
 import type { LeadingDeps } from "./agent-service.js";
 import type { AgentSession } from "./agent-session.js";
-import type { ClusterState, StateChange } from "./cluster-state.js";
+import { isActiveMigration, type ClusterState, type StateChange } from "./cluster-state.js";
 import { waitUpTo } from "./wait.js";
+import { setDesiredState } from "./vm-writes.js";
+import { resolveMigrationConfig } from "./migration-manager.js";
+import { resolveRebalanceConfig } from "./rebalancer.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { decodeGroup, decodeVm, encodeConfig, encodeGroup, encodeVm, Keys } from "./keys.js";
 import { placementPolicyOf, resolveClusterScheduler } from "./scheduler-config.js";
@@ -44,6 +49,9 @@ export interface ClusterServiceDeps {
   controllerId: string;
   log: Logger;
 }
+
+/** The longest drain deadline accepted. */
+const MAX_DRAIN_DEADLINE_MS = 7 * 24 * 3600_000;
 
 /** Events a slow WatchEvents client may fall behind by before its stream is ended. */
 const MAX_WATCH_BACKLOG = 10_000;
@@ -87,11 +95,23 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
       lastSeenMs: live?.lastHeardMs ?? host.lastSeenMs,
       hypervisor: live?.hypervisor ?? host.hypervisor,
       orphans: (live?.orphans ?? []).map((d) => ({ vmId: d.vmId, name: d.name, state: d.state, resources: d.resources })),
+      drain: deps.leading()?.migrations.drainFigures(host) ?? host.drain,
     };
+  };
+  const leadingNow = (): LeadingDeps => {
+    const l = deps.leading();
+    if (!l) throw new BerthError(ErrorCode.NotLeader, "this controller is no longer the leader; retry");
+    return l;
+  };
+  const hostById = (id: string, field = "host_id"): Host => {
+    validateName(id, field);
+    const host = deps.state.host(id);
+    if (!host) throw notFound(`host '${id}'`);
+    return host;
   };
   const change = (desired: DesiredState, forceStop = false) => async (req: { name: string }) => {
     const writer = await leader();
-    return { vm: await setDesiredState(deps, writer, req.name, desired, forceStop) };
+    return { vm: await setDesiredState(deps.store, writer, req.name, desired, forceStop) };
   };
 
   return {
@@ -120,12 +140,15 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     getClusterConfig: unary(async () => {
       await leader();
-      return { config: deps.state.clusterConfig() ?? { scheduler: undefined, defaultOnHostFailure: 0 } };
+      return { config: deps.state.clusterConfig() ?? { scheduler: undefined, defaultOnHostFailure: 0, rebalance: undefined, migration: undefined } };
     }),
     updateClusterConfig: unary(async (req) => {
       const writer = await leader();
-      const config = req.config ?? { scheduler: undefined, defaultOnHostFailure: 0 };
-      resolveClusterScheduler(config); // INVALID_ARGUMENT naming the field; nothing written
+      const config = req.config ?? { scheduler: undefined, defaultOnHostFailure: 0, rebalance: undefined, migration: undefined };
+      // INVALID_ARGUMENT naming the field; nothing written.
+      resolveClusterScheduler(config);
+      resolveMigrationConfig(config.migration, "config.migration");
+      resolveRebalanceConfig(config.rebalance, "config.rebalance");
       const kv = await deps.store.get(Keys.config);
       const result = await writer.commit({
         compare: [kv ? { key: Keys.config, target: "modRevision", equals: kv.modRevision } : { key: Keys.config, target: "createRevision", equals: 0 }],
@@ -185,6 +208,66 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
       const writer = await leader();
       const identity = deps.leading()?.identity;
       return { cluster: identity?.cluster, leaderEpoch: identity?.epoch ?? writer.epoch, leaderId: deps.controllerId };
+    }),
+    migrateVm: unary(async (req) => {
+      await leader();
+      const migration = await leadingNow().migrations.request({
+        vmName: req.name,
+        targetHost: req.targetHost,
+        reason: MigrationReason.MIGRATION_REASON_OPERATOR,
+        requestedBy: "operator",
+        requestId: req.requestId,
+      });
+      return { migration };
+    }),
+    listMigrations: unary(async (req) => {
+      await leader();
+      if (req.hostId) validateName(req.hostId, "host_id");
+      const all = deps.state
+        .allMigrations()
+        .filter((m) => (!req.activeOnly || isActiveMigration(m)) && (!req.hostId || m.sourceHost === req.hostId || m.targetHost === req.hostId));
+      const active = all.filter(isActiveMigration).sort((a, b) => a.createdAtMs - b.createdAtMs || (a.vmName < b.vmName ? -1 : 1));
+      const ended = all.filter((m) => !isActiveMigration(m)).sort((a, b) => b.finishedAtMs - a.finishedAtMs || (a.vmName < b.vmName ? -1 : 1));
+      return { migrations: [...active, ...ended] };
+    }),
+    getMigration: unary(async (req) => {
+      await leader();
+      return { migration: leadingNow().migrations.find(req.name) };
+    }),
+    abortMigration: unary(async (req) => {
+      await leader();
+      return { migration: await leadingNow().migrations.abort(req.name) };
+    }),
+    cordonHost: unary(async (req) => {
+      await leader();
+      hostById(req.hostId);
+      if (req.reason.length > 256) throw invalidArgument("reason", `at most 256 characters (got ${req.reason.length}: '${req.reason.slice(0, 32)}…')`);
+      return { host: hostView(await leadingNow().hosts.cordon(req.hostId, req.reason)) };
+    }),
+    uncordonHost: unary(async (req) => {
+      await leader();
+      hostById(req.hostId);
+      const leading = leadingNow();
+      const host = await leading.hosts.uncordon(req.hostId);
+      await leading.migrations.cancelDrain(req.hostId);
+      return { host: hostView(host) };
+    }),
+    drainHost: unary(async (req) => {
+      await leader();
+      hostById(req.hostId);
+      if (req.deadlineMs > MAX_DRAIN_DEADLINE_MS) throw invalidArgument("deadline_ms", `at most 7 days (${MAX_DRAIN_DEADLINE_MS} ms; got ${req.deadlineMs})`);
+      if (!Object.values(DrainDeadlineAction).includes(req.onDeadline)) throw invalidArgument("on_deadline", `must be LEAVE or STOP (got ${String(req.onDeadline)})`);
+      if (req.reason.length > 256) throw invalidArgument("reason", `at most 256 characters (got ${req.reason.length}: '${req.reason.slice(0, 32)}…')`);
+      const host = await leadingNow().migrations.drain(req.hostId, req.deadlineMs, req.onDeadline, req.reason || "drain");
+      return { host: hostView(host) };
+    }),
+    planRebalance: unary(async (req) => {
+      await leader();
+      return { plan: leadingNow().rebalancer.plan(req.goal, req.maxMoves) };
+    }),
+    applyRebalance: unary(async (req) => {
+      await leader();
+      return await leadingNow().rebalancer.apply(req.goal, req.maxMoves, req.plan);
     }),
     watchEvents: (call) => void watchEvents(deps, leader, call),
   };
@@ -322,36 +405,6 @@ async function deleteGroup(deps: ClusterServiceDeps, writer: FencedWriter, name:
   });
   if (!result.succeeded) throw new BerthError(ErrorCode.Conflict, `group '${name}' changed meanwhile; retry`);
   await deps.state.groups.waitForRevision(result.revision);
-}
-
-/**
- * Sets a VM's desired state, bumping its generation: a guarded read-modify-write, retried when a
- * status update raced it. Idempotent: asking for the state it already wants changes nothing.
- */
-async function setDesiredState(
-  deps: ClusterServiceDeps,
-  writer: FencedWriter,
-  name: string,
-  desired: DesiredState,
-  forceStop: boolean,
-): Promise<Vm> {
-  validateName(name, "name");
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const kv = await deps.store.get(Keys.vm(name));
-    if (!kv) throw notFound(`vm '${name}'`);
-    const vm = decodeVm(kv.value);
-    if (vm.desiredState === desired && vm.forceStop === forceStop) return vm;
-    if (vm.desiredState === DesiredState.DESIRED_STATE_DELETED) {
-      throw new BerthError(ErrorCode.FailedPrecondition, `vm '${name}' is being deleted`);
-    }
-    const next: Vm = { ...vm, desiredState: desired, forceStop: desired === DesiredState.DESIRED_STATE_STOPPED && forceStop, generation: vm.generation + 1 };
-    const result = await writer.commit({
-      compare: [{ key: kv.key, target: "modRevision", equals: kv.modRevision }],
-      ops: [{ type: "put", key: kv.key, value: encodeVm(next) }],
-    });
-    if (result.succeeded) return next;
-  }
-  throw new BerthError(ErrorCode.Conflict, `vm '${name}' kept changing; retry`);
 }
 
 async function watchEvents(

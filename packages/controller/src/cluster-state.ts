@@ -1,12 +1,32 @@
-import type { ClusterConfig, Group, Host, Resources, Vm } from "@berth/api";
+import { MigrationPhase, type ClusterConfig, type Group, type Host, type Migration, type Resources, type Vm } from "@berth/api";
 import { addResources, subtractResources, ZERO } from "@berth/core";
 import { Informer, type ClusterStore, type KeyValue } from "@berth/store";
-import { decodeConfig, decodeGroup, decodeHost, decodeVm, Keys } from "./keys.js";
+import { decodeConfig, decodeGroup, decodeHost, decodeMigration, decodeVm, Keys } from "./keys.js";
+
+/**
+ * A migration in these phases holds the VM on its target as well as on its source: the target may
+ * already have its volume or the domain itself, so placement must see the VM on both hosts.
+ */
+export function holdsTarget(m: Migration): boolean {
+  return (
+    m.targetHost !== "" &&
+    (m.phase === MigrationPhase.MIGRATION_PHASE_PREPARING ||
+      m.phase === MigrationPhase.MIGRATION_PHASE_MIGRATING ||
+      m.phase === MigrationPhase.MIGRATION_PHASE_FINISHING ||
+      m.phase === MigrationPhase.MIGRATION_PHASE_ABORTING)
+  );
+}
+
+/** Not COMPLETED or FAILED (PENDING included). */
+export function isActiveMigration(m: Migration): boolean {
+  return m.phase !== MigrationPhase.MIGRATION_PHASE_COMPLETED && m.phase !== MigrationPhase.MIGRATION_PHASE_FAILED;
+}
 
 /** A change seen in the cache. */
 export type StateChange =
   | { kind: "vm"; type: "put" | "delete"; vm: Vm; previous: Vm | undefined; revision: number }
-  | { kind: "host"; type: "put" | "delete"; host: Host; revision: number };
+  | { kind: "host"; type: "put" | "delete"; host: Host; revision: number }
+  | { kind: "migration"; type: "put" | "delete"; migration: Migration; revision: number };
 
 /**
  * The controller's watch-fed view of hosts and VMs (like a Kubernetes informer cache), with the
@@ -19,6 +39,12 @@ export class ClusterState {
   readonly groups: Informer<Group>;
   /** The one cluster config record (its prefix matches only that key). */
   readonly config: Informer<ClusterConfig>;
+  /** Migrations, keyed by VM name: in flight, or the last one finished. */
+  readonly migrations: Informer<Migration>;
+  /** Target host id → VM id → the migration holding the VM there (see `holdsTarget`). */
+  private readonly incomingByHost = new Map<string, Map<string, Migration>>();
+  /** VM id → its active migration (PENDING included). */
+  private readonly activeByVm = new Map<string, Migration>();
   /** host id → group name → members of the group placed there. */
   private readonly groupsByHost = new Map<string, Map<string, number>>();
   private readonly byId = new Map<string, Vm>();
@@ -26,12 +52,25 @@ export class ClusterState {
   private readonly vmsByHost = new Map<string, Map<string, Vm>>();
   private readonly allocatedByHost = new Map<string, Resources>();
   private readonly listeners = new Set<(change: StateChange) => void>();
+  private readonly migrationByKey = new Map<string, Migration>();
 
   constructor(store: ClusterStore) {
     this.vms = new Informer(store, Keys.vms, (kv: KeyValue) => decodeVm(kv.value));
     this.hosts = new Informer(store, Keys.hosts, (kv: KeyValue) => decodeHost(kv.value));
     this.groups = new Informer(store, Keys.groups, (kv: KeyValue) => decodeGroup(kv.value));
     this.config = new Informer(store, Keys.config, (kv: KeyValue) => decodeConfig(kv.value));
+    this.migrations = new Informer(store, Keys.migrations, (kv: KeyValue) => decodeMigration(kv.value));
+    this.migrations.subscribe((e) => {
+      const previous = this.migrationByKey.get(e.key);
+      if (previous) this.unindexMigration(previous);
+      this.migrationByKey.delete(e.key);
+      if (e.type === "put") {
+        this.migrationByKey.set(e.key, e.value);
+        this.indexMigration(e.value);
+      }
+      const migration = e.type === "put" ? e.value : previous;
+      if (migration) this.emit({ kind: "migration", type: e.type, migration, revision: e.revision });
+    });
     this.vms.subscribe((e) => {
       const previous = this.unindex(e.key);
       if (e.type === "put") this.index(e.key, e.value);
@@ -46,11 +85,11 @@ export class ClusterState {
 
   /** Lists and starts watching both kinds; resolves once the cache holds a consistent view. */
   async start(): Promise<void> {
-    await Promise.all([this.vms.start(), this.hosts.start(), this.groups.start(), this.config.start()]);
+    await Promise.all([this.vms.start(), this.hosts.start(), this.groups.start(), this.config.start(), this.migrations.start()]);
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.vms.stop(), this.hosts.stop(), this.groups.stop(), this.config.stop()]);
+    await Promise.all([this.vms.stop(), this.hosts.stop(), this.groups.stop(), this.config.stop(), this.migrations.stop()]);
   }
 
   subscribe(listener: (change: StateChange) => void): () => void {
@@ -90,9 +129,43 @@ export class ClusterState {
     return [...(this.vmsByHost.get(hostId)?.values() ?? [])];
   }
 
-  /** Sum of the resources of every VM record placed on the host (deleting ones included). */
+  /**
+   * Sum of the resources of every VM record placed on the host (deleting ones included), and of the
+   * VMs migrating to it (a VM in flight counts on both hosts).
+   */
   allocated(hostId: string): Resources {
-    return this.allocatedByHost.get(hostId) ?? { ...ZERO };
+    let total = this.allocatedByHost.get(hostId) ?? { ...ZERO };
+    for (const vm of this.incomingVms(hostId)) if (vm.spec?.resources) total = addResources(total, vm.spec.resources);
+    return total;
+  }
+
+  /** The VMs migrating to the host (their records still name the source). */
+  incomingVms(hostId: string): Vm[] {
+    const incoming = this.incomingByHost.get(hostId);
+    if (!incoming) return [];
+    const vms: Vm[] = [];
+    for (const vmId of incoming.keys()) {
+      const vm = this.byId.get(vmId);
+      if (vm) vms.push(vm);
+    }
+    return vms;
+  }
+
+  /** The VM's migration if one is active (PENDING included); undefined otherwise. */
+  activeMigration(vmId: string): Migration | undefined {
+    return this.activeByVm.get(vmId);
+  }
+
+  migration(vmName: string): Migration | undefined {
+    return this.migrations.get(Keys.migration(vmName));
+  }
+
+  migrationKv(vmName: string): KeyValue | undefined {
+    return this.migrations.getKv(Keys.migration(vmName));
+  }
+
+  allMigrations(): Migration[] {
+    return this.migrations.values();
   }
 
   group(name: string): Group | undefined {
@@ -108,13 +181,33 @@ export class ClusterState {
     return this.config.get(Keys.config);
   }
 
-  /** Members of each group on the host, from the VM records placed there. */
+  /** Members of each group on the host, from the VM records placed there and the VMs migrating to it. */
   groupMembersOn(hostId: string): Record<string, number> {
-    return Object.fromEntries(this.groupsByHost.get(hostId) ?? []);
+    const members: Record<string, number> = Object.fromEntries(this.groupsByHost.get(hostId) ?? []);
+    for (const vm of this.incomingVms(hostId)) {
+      const g = vm.spec?.group;
+      if (g) members[g] = (members[g] ?? 0) + 1;
+    }
+    return members;
   }
 
   hostIdsWithVms(): string[] {
     return [...this.vmsByHost.keys()];
+  }
+
+  private indexMigration(m: Migration): void {
+    if (isActiveMigration(m)) this.activeByVm.set(m.vmId, m);
+    if (!holdsTarget(m)) return;
+    let onHost = this.incomingByHost.get(m.targetHost);
+    if (!onHost) this.incomingByHost.set(m.targetHost, (onHost = new Map()));
+    onHost.set(m.vmId, m);
+  }
+
+  private unindexMigration(m: Migration): void {
+    if (this.activeByVm.get(m.vmId)?.id === m.id) this.activeByVm.delete(m.vmId);
+    const onHost = this.incomingByHost.get(m.targetHost);
+    if (onHost?.get(m.vmId)?.id === m.id) onHost.delete(m.vmId);
+    if (onHost?.size === 0) this.incomingByHost.delete(m.targetHost);
   }
 
   private index(key: string, vm: Vm): void {

@@ -7,6 +7,8 @@ import type { AgentSession } from "./agent-session.js";
 import { agentService, closeSilentSessions, type AgentServiceDeps, type LeadingDeps } from "./agent-service.js";
 import { ClusterIdentity } from "./cluster-identity.js";
 import { HostManager } from "./host-manager.js";
+import { MigrationManager } from "./migration-manager.js";
+import { Rebalancer } from "./rebalancer.js";
 import { ClusterState } from "./cluster-state.js";
 import { clusterService } from "./cluster-service.js";
 import { FencedWriter } from "./fenced-writer.js";
@@ -193,13 +195,33 @@ export class Controller {
       log: this.log,
       now: () => Date.now(),
     });
-    this.leading = { leadership, writer, reconciler, hosts, identity, fenceTimeoutMs: o.fenceTimeoutMs };
+    const migrations = new MigrationManager({
+      store: this.store,
+      state: this.state,
+      sessions: this.sessions,
+      writer,
+      placer: this.placer,
+      hosts,
+      commandEpoch: () => identity.epoch,
+      commandResendMs: o.commandResendMs,
+      tickMs: HOST_TICK_MS,
+      log: this.log,
+      now: () => Date.now(),
+    });
+    const rebalancer = new Rebalancer({ state: this.state, sessions: this.sessions, placer: this.placer, migrations, log: this.log, now: () => Date.now() });
+    this.leading = { leadership, writer, reconciler, hosts, migrations, rebalancer, identity, fenceTimeoutMs: o.fenceTimeoutMs };
     this.log.info({ epoch: identity.epoch, clusterId: identity.id, era: identity.cluster.era || undefined }, "elected leader");
     void leadership.lost.then((e) => this.deposed(`leadership lost: ${e.message}`));
 
     this.state.subscribe((c) => {
+      migrations.poke();
       if (c.kind === "host") {
         reconciler.markDirty(c.host.id);
+        return;
+      }
+      if (c.kind === "migration") {
+        reconciler.markDirty(c.migration.sourceHost);
+        reconciler.markDirty(c.migration.targetHost);
         return;
       }
       reconciler.markDirty(c.vm.hostId);
@@ -228,6 +250,8 @@ export class Controller {
     for (const t of this.timers) clearTimeout(t);
     const leading = this.leading;
     this.leading = undefined;
+    leading?.rebalancer.stop();
+    await leading?.migrations.stop();
     await leading?.hosts.stop();
     await leading?.reconciler.stop();
     for (const s of this.sessions.values()) s.close();

@@ -2,7 +2,7 @@ import { HostState, type Hello, type Host, type HostFailurePolicy } from "@berth
 import { backoffDelayMs, BerthError, ErrorCode, isBerthError, notFound } from "@berth/core";
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
-import type { ClusterState } from "./cluster-state.js";
+import { holdsTarget, type ClusterState } from "./cluster-state.js";
 import { planFailover, type FailoverLimits } from "./failover.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { hostStateName, lifecycleChanged, nextHostState, normalState, type HostLiveness, type HostTimers } from "./host-lifecycle.js";
@@ -138,7 +138,36 @@ export class HostManager {
       stateSinceMs: prior && normalState(prior.state) === HostState.HOST_STATE_READY && prior.stateSinceMs > 0 ? prior.stateSinceMs : now,
       fenceDeadlineMs: 0,
       confirmedDown: false,
+      // Operator-set: a reconnect keeps them.
+      cordonReason: prior?.cordonReason ?? "",
+      drain: prior?.drain,
     }));
+  }
+
+  /**
+   * Cordons the host (no new VMs; its VMs stay), recording why. Operator-set: kept across agent
+   * reconnects. Idempotent (a new reason replaces the old). NOT_FOUND for an unknown host.
+   */
+  async cordon(hostId: string, reason: string): Promise<Host> {
+    if (!this.deps.state.host(hostId)) throw notFound(`host '${hostId}'`);
+    const host = await this.update(hostId, (prior) => (prior ? { ...prior, cordoned: true, cordonReason: reason } : undefined));
+    this.deps.log.info({ hostId, reason }, "host cordoned");
+    return host!;
+  }
+
+  /** Uncordons the host and ends its drain (the caller fails the drain's pending migrations). Idempotent. */
+  async uncordon(hostId: string): Promise<Host> {
+    if (!this.deps.state.host(hostId)) throw notFound(`host '${hostId}'`);
+    const host = await this.update(hostId, (prior) => (prior ? { ...prior, cordoned: false, cordonReason: "", drain: undefined } : undefined));
+    this.deps.log.info({ hostId }, "host uncordoned");
+    return host!;
+  }
+
+  /** Records a drain's state on the host (through the one host writer). Nothing when the host is gone. */
+  async setDrain(hostId: string, drain: Host["drain"], cordonReason?: string): Promise<Host | undefined> {
+    return this.update(hostId, (prior) =>
+      prior ? { ...prior, drain, ...(cordonReason !== undefined ? { cordoned: true, cordonReason } : {}) } : undefined,
+    );
   }
 
   /**
@@ -219,7 +248,11 @@ export class HostManager {
     for (const [hostId, at] of this.restartsStarted) if (now - at >= limits.rateIntervalMs) this.restartsStarted.delete(hostId);
     const plan = planFailover(
       state.allHosts(),
-      (id) => state.vmsOnHost(id),
+      // A VM in flight is the migration's to settle: restarting it elsewhere could make two copies.
+      (id) => state.vmsOnHost(id).filter((vm) => {
+        const m = state.activeMigration(vm.id);
+        return !(m && holdsTarget(m));
+      }),
       this.deps.defaultPolicy(),
       { started: new Set(this.restartsStarted.keys()), budget: limits.hostsPerInterval - this.restartsStarted.size },
       limits,

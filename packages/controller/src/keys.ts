@@ -1,4 +1,4 @@
-import { ClusterConfig, Group, Host, Vm } from "@berth/api";
+import { ClusterConfig, Group, Host, Migration, Vm } from "@berth/api";
 
 /** Where Berth keeps its state in the store. One prefix per kind; values are protobuf bytes. */
 export const Keys = {
@@ -12,6 +12,9 @@ export const Keys = {
   groups: "/berth/v1/groups/",
   group: (name: string): string => `/berth/v1/groups/${name}`,
   config: "/berth/v1/config",
+  /** One live migration per VM (in flight, or the last one finished), keyed by the VM's name. */
+  migrations: "/berth/v1/migrations/",
+  migration: (vmName: string): string => `/berth/v1/migrations/${vmName}`,
   /** The cluster's identity (ClusterInfo), made once. */
   cluster: "/berth/v1/cluster",
 } as const;
@@ -24,3 +27,5 @@ export const encodeGroup = (group: Group): Uint8Array => Group.encode(group).fin
 export const decodeGroup = (bytes: Uint8Array): Group => Group.decode(bytes);
 export const encodeConfig = (config: ClusterConfig): Uint8Array => ClusterConfig.encode(config).finish();
 export const decodeConfig = (bytes: Uint8Array): ClusterConfig => ClusterConfig.decode(bytes);
+export const encodeMigration = (m: Migration): Uint8Array => Migration.encode(m).finish();
+export const decodeMigration = (bytes: Uint8Array): Migration => Migration.decode(bytes);

@@ -10,7 +10,7 @@ import {
   type Vm,
   type VmSpec,
 } from "@berth/api";
-import { addResources, BerthError, ErrorCode, alreadyExists, invalidArgument, isBerthError, Limits, validateVmSpec, validateVmSpecs } from "@berth/core";
+import { addResources, BerthError, ErrorCode, alreadyExists, invalidArgument, isBerthError, Limits, notFound, validateVmSpec, validateVmSpecs } from "@berth/core";
 import {
   gangUnplacedError,
   placeVm,
@@ -23,7 +23,7 @@ import {
   type ResolvedSchedulerOptions,
 } from "@berth/scheduler";
 import { MAX_TXN_OPS, type ClusterStore, type Compare, type Op } from "@berth/store";
-import type { ClusterState } from "./cluster-state.js";
+import { holdsTarget, type ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { decodeVm, encodeGroup, encodeVm, Keys } from "./keys.js";
 import { placementPolicyOf, ratioOf, resolveClusterScheduler } from "./scheduler-config.js";
@@ -134,6 +134,8 @@ export class Placer {
     const reservedByHost = new Map<string, Reservation[]>();
     for (const r of this.reservations.values()) {
       if (this.state.vm(r.name)?.hostId === r.hostId) continue; // already counted from the cache
+      const migration = this.state.migration(r.name);
+      if (migration && holdsTarget(migration) && migration.targetHost === r.hostId) continue; // counted as incoming
       const onHost = reservedByHost.get(r.hostId);
       if (onHost) onHost.push(r);
       else reservedByHost.set(r.hostId, [r]);
@@ -151,7 +153,8 @@ export class Placer {
         id: host.id,
         capacity: host.capacity ?? { vcpus: 0, memoryMib: 0, diskGib: 0 },
         allocated,
-        vmCount: this.state.vmsOnHost(host.id).length + reserved.length,
+        // A VM migrating here counts here too (it counts on its source as well until it has moved).
+        vmCount: this.state.vmsOnHost(host.id).length + this.state.incomingVms(host.id).length + reserved.length,
         ready: this.acceptsPlacements(host.id),
         cordoned: host.cordoned,
         labels: host.labels,
@@ -279,6 +282,42 @@ export class Placer {
     });
   }
 
+  /**
+   * Where `vm` would go if it left its host now: the host the scheduler picks among the others
+   * (the same filters and weighers as a create), or `requested` when it passes every filter. Pure
+   * of side effects. Throws NOT_FOUND (unknown host), FAILED_PRECONDITION (the VM is already there),
+   * RESOURCE_EXHAUSTED with the filter's reason (the requested host, or every host, refuses it).
+   */
+  migrationTarget(vm: Vm, requested: string, exclude: ReadonlySet<string> = new Set()): string {
+    const spec = vm.spec!;
+    const request = this.requestOf(spec, "spec");
+    // The VM is leaving its host: that host is no candidate (and its members there stay counted,
+    // which is right for the groups: the VM runs there until it has moved).
+    let hosts = this.snapshot().filter((h) => h.id !== vm.hostId && !exclude.has(h.id));
+    if (requested !== "") {
+      if (requested === vm.hostId) throw new BerthError(ErrorCode.FailedPrecondition, `vm '${spec.name}' already runs on host '${requested}'`);
+      if (!this.state.host(requested)) throw notFound(`host '${requested}'`);
+      hosts = hosts.filter((h) => h.id === requested);
+      const decision = placeVm(hosts, request, this.options());
+      if (!decision.placed) {
+        throw new BerthError(ErrorCode.ResourceExhausted, `host '${requested}' cannot take vm '${spec.name}': ${decision.reasons[0]?.replace(`${requested}: `, "") ?? "it is not a candidate"}`, { reasons: decision.reasons });
+      }
+      return requested;
+    }
+    const decision = placeVm(hosts, request, this.options());
+    if (!decision.placed) throw unplacedError(request, decision);
+    return decision.hostId;
+  }
+
+  /** Holds `resources` (and a group membership) on a host until `release`: a decision not yet in the cache. */
+  reserve(key: string, reservation: { name: string; hostId: string; resources: Resources; group: string }): void {
+    this.reservations.set(key, reservation);
+  }
+
+  release(key: string): void {
+    this.reservations.delete(key);
+  }
+
   private async placeAndCommit(specs: readonly VmSpec[], groupNames: readonly string[], writer: FencedWriter, field: SpecField, requestId: string): Promise<Vm[]> {
     const requests = specs.map((spec, i) => this.requestOf(spec, fieldOf(field, i)));
     for (const spec of specs) {
@@ -366,7 +405,8 @@ export class Placer {
     return { placeable: true, placements, reasons: [] };
   }
 
-  private requestOf(spec: VmSpec, field: string): PlacementRequest {
+  /** The scheduler's request for a VM of `spec` (its group's policy looked up). NOT_FOUND for an unknown group. */
+  requestOf(spec: VmSpec, field: string): PlacementRequest {
     const request: PlacementRequest = { name: spec.name, resources: spec.resources! };
     if (Object.keys(spec.requiredHostLabels).length > 0) request.requiredLabels = spec.requiredHostLabels;
     if (Object.keys(spec.forbiddenHostLabels).length > 0) request.forbiddenLabels = spec.forbiddenHostLabels;

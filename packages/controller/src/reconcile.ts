@@ -17,6 +17,8 @@ export interface PlannedCommand {
   vmId: string;
   generation: number;
   action: DomainAction;
+  /** Set on the commands of a migration (the migration manager's, never the host plan's). */
+  migrationId?: string;
 }
 
 /**
@@ -121,6 +123,17 @@ export interface HostPlanContext {
   holdCreates?: boolean;
   /** Whether the VM's domain is to be powered off by the host's watchdog (its policy is RESTART). */
   fence?(vm: Vm): boolean;
+  /**
+   * True for a VM whose migration holds it (from PREPARING until it ends): the migration manager
+   * alone commands its domain on both hosts, so this plan neither recreates it on its source nor
+   * takes its arriving domain on the target for an orphan or a superseded copy.
+   */
+  inFlight?(vmId: string): boolean;
+  /**
+   * True when a domain here that the VM's record places elsewhere may still be the only copy (the
+   * VM's last migration came here and failed): it is left alone as an orphan, never deleted.
+   */
+  mayBeOnlyCopy?(vmId: string): boolean;
 }
 
 /**
@@ -136,6 +149,7 @@ export function planHostCommands(vmsOnHost: readonly Vm[], inventory: ReadonlyMa
   const wanted = new Set<string>();
   for (const vm of vmsOnHost) {
     wanted.add(vm.id);
+    if (context.inFlight?.(vm.id)) continue;
     const domain = inventory.get(vm.id);
     const action = desiredAction(vm, domain, context.fence?.(vm) ?? false);
     if (!action) continue;
@@ -150,7 +164,8 @@ export function planHostCommands(vmsOnHost: readonly Vm[], inventory: ReadonlyMa
   }
   for (const domain of inventory.values()) {
     if (wanted.has(domain.vmId)) continue;
-    if (context.placedElsewhere(domain.vmId)) {
+    if (context.inFlight?.(domain.vmId)) continue; // arriving here
+    if (context.placedElsewhere(domain.vmId) && !context.mayBeOnlyCopy?.(domain.vmId)) {
       commands.push({ vmId: domain.vmId, generation: domain.generation, action: { $case: "delete", value: {} } });
     } else {
       orphans.push(domain);

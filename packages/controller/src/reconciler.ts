@@ -1,9 +1,10 @@
-import { DesiredState, HostFailurePolicy, HostState } from "@berth/api";
+import { DesiredState, HostFailurePolicy, HostState, MigrationPhase, VmPhase, VmStatus } from "@berth/api";
 import { isBerthError, ErrorCode } from "@berth/core";
 import type { Txn } from "@berth/store";
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
-import type { ClusterState } from "./cluster-state.js";
+import { holdsTarget, type ClusterState } from "./cluster-state.js";
+import { PHASE_NAMES } from "./migration.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { encodeGroup, encodeVm } from "./keys.js";
 import { failurePolicyOf } from "./failover.js";
@@ -96,6 +97,15 @@ export class Reconciler {
           return vm !== undefined && vm.hostId !== hostId;
         },
         holdCreates,
+        inFlight: (vmId) => {
+          const m = state.activeMigration(vmId);
+          return m !== undefined && holdsTarget(m);
+        },
+        mayBeOnlyCopy: (vmId) => {
+          const name = state.vmById(vmId)?.spec?.name;
+          const m = name ? state.migration(name) : undefined;
+          return m !== undefined && m.vmId === vmId && m.targetHost === hostId && m.phase !== MigrationPhase.MIGRATION_PHASE_COMPLETED;
+        },
         fence: (vm) => failurePolicyOf(vm, this.deps.defaultPolicy()) === HostFailurePolicy.HOST_FAILURE_POLICY_RESTART,
       });
       session.orphans = plan.orphans;
@@ -120,7 +130,9 @@ export class Reconciler {
       if (!kv) continue;
       const guard = [{ key: kv.key, target: "modRevision" as const, equals: kv.modRevision }];
       const domain = believed ? session.inventory.get(vm.id) : undefined;
-      if (connected && vm.desiredState === DesiredState.DESIRED_STATE_DELETED && !domain) {
+      const migration = state.activeMigration(vm.id);
+      // A VM in flight may have left this host for the target: its record stays until it ends.
+      if (connected && vm.desiredState === DesiredState.DESIRED_STATE_DELETED && !domain && !(migration && holdsTarget(migration))) {
         // The host confirms the domain is gone: the record can go too, and with it the membership.
         const txn: Txn = { compare: guard, ops: [{ type: "delete", key: kv.key }] };
         const groupKv = vm.spec?.group ? state.groupKv(vm.spec.group) : undefined;
@@ -132,7 +144,20 @@ export class Reconciler {
         writes.push(txn);
         continue;
       }
-      const status = observedStatus(vm, believed, domain, believed ? session.failures.get(vm.id) : undefined, now, believed ? "" : awayMessage(hostState));
+      const status =
+        migration && holdsTarget(migration) && believed
+          ? VmStatus.fromPartial({
+              ...vm.status,
+              phase: VmPhase.VM_PHASE_MIGRATING,
+              domainState: domain?.state ?? vm.status?.domainState ?? 0,
+              message: `migrating to ${migration.targetHost} (${PHASE_NAMES[migration.phase]})`,
+              updatedAtMs: now,
+              attempts: 0,
+              errorCode: "",
+              nextAttemptAtMs: 0,
+              permanent: false,
+            })
+          : observedStatus(vm, believed, domain, believed ? session.failures.get(vm.id) : undefined, now, believed ? "" : awayMessage(hostState));
       if (!sameStatus(vm.status, status)) {
         writes.push({ compare: guard, ops: [{ type: "put", key: kv.key, value: encodeVm({ ...vm, status }) }] });
       }
