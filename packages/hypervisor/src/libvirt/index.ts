@@ -1,4 +1,5 @@
-export { LibvirtDriver, LIBVIRT_DRIVER_KIND, type LibvirtDriverInternals } from "./libvirt-driver.js";
+export { LibvirtDriver, LIBVIRT_DRIVER_KIND, DEFAULT_PROGRESS_INTERVAL_MS, MIGRATION_ABORT_TIMEOUT_MS, type LibvirtDriverInternals } from "./libvirt-driver.js";
+export { formatMigrationTargetUri, parseDomJobInfo, parseMigrationTargetUri, type LibvirtMigrationAddress } from "./migration.js";
 export {
   resolveLibvirtDriverOptions,
   DEFAULT_LIBVIRT_URI,

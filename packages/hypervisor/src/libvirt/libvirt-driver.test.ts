@@ -1,5 +1,6 @@
 // The driver against a simulated virsh (an injected runner): command lines, parsing and error paths
-// without libvirtd. Migration can only be checked this way (libvirt refuses to migrate to itself).
+// without libvirtd. (Migration's progress, abort and timeout are in migration.test.ts; a real
+// migration between two libvirt daemons in test/drivers/libvirt-migration.test.ts.)
 import { EventEmitter } from "node:events";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -34,6 +35,8 @@ class SimVirsh {
   /** Whether the guest obeys `shutdown`. */
   guestObeysShutdown = false;
   memoryKib = 8 * 1024 * 1024;
+  /** The storage pool's type (`pool-dumpxml`). */
+  poolType = "dir";
 
   readonly runner: CommandRunner = async (_file, argv) => {
     expect(argv.slice(0, 3)).toEqual(["-q", "-c", "qemu:///system"]);
@@ -157,6 +160,8 @@ class SimVirsh {
         if (command === "vol-delete") this.volumes.delete(name);
         return ok();
       }
+      case "pool-dumpxml":
+        return ok(`<pool type='${this.poolType}'>\n  <name>${rest[0]}</name>\n</pool>\n`);
       case "migrate": {
         const d = domain();
         if (!d) return noDomain();
@@ -341,7 +346,7 @@ describe("LibvirtDriver (simulated virsh)", () => {
     expect(await broken.health()).toEqual({ available: false, message: "boom" });
   });
 
-  describe("migration (command lines only: libvirt cannot migrate to the same host)", () => {
+  describe("migration (command lines)", () => {
     it("prepareIncoming creates the volume and returns this host's migration URI; idempotent", async () => {
       const sim = new SimVirsh();
       const driver = new LibvirtDriver({ runner: sim.runner, storagePool: "vms", migrationUri: "qemu+tls://dst/system" });
@@ -360,13 +365,36 @@ describe("LibvirtDriver (simulated virsh)", () => {
       await expect(driver.prepareIncoming(spec())).rejects.toMatchObject({ code: "ALREADY_EXISTS" });
     });
 
-    it("migrateOut runs virsh migrate --live --persistent --undefinesource --copy-storage-all, then drops the local volume", async () => {
+    it("prepareIncoming carries migrationDataUri in the target; migrateOut passes it as --migrateuri", async () => {
+      const sim = new SimVirsh();
+      const driver = new LibvirtDriver({ runner: sim.runner, storagePool: "vms", migrationDataUri: "tcp://10.0.0.5:49152" });
+      const target = await driver.prepareIncoming(spec());
+      expect(target.uri).toBe("qemu:///system#migrateuri=tcp%3A%2F%2F10.0.0.5%3A49152");
+      await driver.abortMigration(A);
+      await driver.define(spec());
+      await driver.start(A);
+      sim.commands.length = 0;
+      await driver.migrateOut(A, target);
+      expect(sim.commands).toContainEqual(["migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--copy-storage-all", "berth-web", "qemu:///system", "--migrateuri", "tcp://10.0.0.5:49152"]);
+    });
+
+    it("migrateOut does not copy a volume of a shared pool (netfs), and keeps it", async () => {
+      const { sim, driver } = setup();
+      sim.poolType = "netfs";
+      await driver.define(spec());
+      await driver.start(A);
+      await driver.migrateOut(A, { driver: "libvirt", uri: "qemu+ssh://dst/system", vmId: A });
+      expect(sim.commands).toContainEqual(["migrate", "--live", "--p2p", "--persistent", "--undefinesource", "berth-web", "qemu+ssh://dst/system"]);
+      expect(sim.volumes.size).toBe(1);
+    });
+
+    it("migrateOut runs virsh migrate --live --p2p --persistent --undefinesource --copy-storage-all, then drops the local volume", async () => {
       const { sim, driver } = setup();
       await driver.define(spec());
       await driver.start(A);
       sim.commands.length = 0;
       await driver.migrateOut(A, { driver: "libvirt", uri: "qemu+ssh://dst/system", vmId: A });
-      expect(sim.commands).toContainEqual(["migrate", "--live", "--persistent", "--undefinesource", "--copy-storage-all", "berth-web", "qemu+ssh://dst/system"]);
+      expect(sim.commands).toContainEqual(["migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--copy-storage-all", "berth-web", "qemu+ssh://dst/system"]);
       expect(sim.volumes.size).toBe(0);
       // Already gone: success, nothing run but the lookup.
       sim.commands.length = 0;
@@ -379,7 +407,7 @@ describe("LibvirtDriver (simulated virsh)", () => {
       await driver.define(spec({ resources: { vcpus: 1, memoryMib: 64, diskGib: 0 } }));
       await driver.start(A);
       await driver.migrateOut(A, { driver: "libvirt", uri: "qemu+ssh://dst/system", vmId: A }, { timeoutMs: 1000 });
-      expect(sim.commands).toContainEqual(["migrate", "--live", "--persistent", "--undefinesource", "berth-web", "qemu+ssh://dst/system"]);
+      expect(sim.commands).toContainEqual(["migrate", "--live", "--p2p", "--persistent", "--undefinesource", "berth-web", "qemu+ssh://dst/system"]);
     });
 
     it("migrateOut refuses other drivers' targets and shut-off domains; on failure the domain stays", async () => {
@@ -387,6 +415,8 @@ describe("LibvirtDriver (simulated virsh)", () => {
       await driver.define(spec());
       await expect(driver.migrateOut(A, { driver: "fake", uri: "file:///x", vmId: A })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", field: "target.driver" });
       await expect(driver.migrateOut(A, { driver: "libvirt", uri: "qemu:///x", vmId: B })).rejects.toMatchObject({ field: "target.vm_id" });
+      await expect(driver.migrateOut(A, { driver: "libvirt", uri: "qemu:///x#y", vmId: A })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", field: "target.uri" });
+      await expect(driver.migrateOut(A, { driver: "libvirt", uri: "qemu:///x", vmId: A }, { progressIntervalMs: 0 })).rejects.toMatchObject({ field: "progress_interval_ms" });
       await expect(driver.migrateOut(A, { driver: "libvirt", uri: "qemu:///x", vmId: A })).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
       await driver.start(A);
       sim.failures.set("migrate", "operation failed: migration out job: unexpectedly failed");

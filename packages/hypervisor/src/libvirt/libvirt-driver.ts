@@ -7,6 +7,8 @@ import type {
   HostFacts,
   HypervisorDriver,
   HypervisorHealth,
+  MigrateOutOptions,
+  MigrationProgress,
   MigrationTarget,
   StopOptions,
   WatchdogStatus,
@@ -29,7 +31,8 @@ import {
   statsFromRecord,
   type NodeInfo,
 } from "./parse.js";
-import { execFileRunner, isConnectionFailure, mapVirshError, Virsh, virshErrorText } from "./virsh.js";
+import { formatMigrationTargetUri, parseDomJobInfo, parseMigrationTargetUri } from "./migration.js";
+import { execFileRunner, isConnectionFailure, mapVirshError, Virsh, virshErrorText, type CommandResult } from "./virsh.js";
 import { readWatchdogStateFile, WatchdogDevice, writeWatchdogStateFile, type PersistedWatchdog } from "./watchdog.js";
 
 /** The `kind` of the libvirt driver and the `driver` of its migration targets. */
@@ -48,6 +51,21 @@ const MAX_NAME_LENGTH = 200;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How soon a fence that failed (libvirtd did not answer) is tried again. */
 const FENCE_RETRY_MS = 1_000;
+/** Default of `MigrateOutOptions.progressIntervalMs`. */
+export const DEFAULT_PROGRESS_INTERVAL_MS = 500;
+/**
+ * Time limit of one `domjobabort` (and of an abort's retries): libvirt can hang on an unresponsive
+ * QEMU monitor, and an abort must not hang its caller with it (KubeVirt bounds it the same way).
+ */
+export const MIGRATION_ABORT_TIMEOUT_MS = 30_000;
+/** How soon an abort asks again when libvirt says no job runs yet. */
+const ABORT_RETRY_MS = 200;
+/** Time limit of one progress sample. */
+const PROGRESS_TIMEOUT_MS = 10_000;
+/** virsh migrate is killed this long after the migration's deadline and abort bound (libvirt should have ended it). */
+const MIGRATE_BACKSTOP_MS = 10_000;
+/** Pool types whose volumes both hosts see (the disk is not copied). */
+const SHARED_POOL_TYPES = new Set(["netfs", "gluster", "rbd", "sheepdog", "iscsi", "iscsi-direct", "scsi", "mpath", "vstorage"]);
 
 /** Test seams beyond the runner: how the event stream is spawned, and the follower's backoff. */
 export interface LibvirtDriverInternals {
@@ -55,6 +73,21 @@ export interface LibvirtDriverInternals {
   eventBackoffMs?: { initial: number; max: number };
   /** How soon a failed fence is retried. Default 1 s. */
   fenceRetryMs?: number;
+  /** Time limit of `domjobabort`. Default {@link MIGRATION_ABORT_TIMEOUT_MS}. */
+  abortTimeoutMs?: number;
+}
+
+/** A `migrateOut` under way in this driver, for `abortMigration` (which must not wait for it). */
+interface MigrationJob {
+  vmId: string;
+  /** `abortMigration` was called. */
+  aborted: boolean;
+  /** The deadline passed (the job was aborted for it). */
+  timedOut: boolean;
+  /** virsh migrate has returned. */
+  done: boolean;
+  /** The abort attempt under way. */
+  abort: Promise<void> | undefined;
 }
 
 /** A domain as one lookup saw it. */
@@ -95,9 +128,10 @@ interface Snapshot {
  * agent was down fences at open). See the README for the residual risk of each mode.
  *
  * Migration (`prepareIncoming`, `migrateOut`, `finishIncoming`, `abortMigration`) uses
- * `virsh migrate --live --persistent --undefinesource [--copy-storage-all]` to the destination's
- * `migrationUri`. It needs two libvirt hosts (libvirt refuses to migrate to itself), so its tests
- * check command lines with an injected runner only.
+ * `virsh migrate --live --p2p --persistent --undefinesource [--copy-storage-all]` to the
+ * destination's `migrationUri` (and `--migrateuri` its `migrationDataUri`), with progress from
+ * `domjobinfo` and aborts by `domjobabort`. libvirt refuses to migrate to a daemon with its own
+ * host UUID; test/drivers/libvirt-migration.test.ts runs a second libvirtd on the same machine.
  */
 export class LibvirtDriver implements HypervisorDriver {
   readonly kind = LIBVIRT_DRIVER_KIND;
@@ -108,6 +142,9 @@ export class LibvirtDriver implements HypervisorDriver {
   /** libvirt name → vmId of Berth's domains seen (to name the vmId of an "Undefined" event). */
   private readonly vmIdByName = new Map<string, string>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** `migrateOut`s under way, by vmId. */
+  private readonly migrations = new Map<string, MigrationJob>();
+  private readonly abortTimeoutMs: number;
   /** The last event kind reported per vmId (to drop the "Resumed" libvirt sends with every start). */
   private readonly lastKind = new Map<string, string>();
   private domainTypeOnce: Promise<"kvm" | "qemu"> | undefined;
@@ -143,6 +180,7 @@ export class LibvirtDriver implements HypervisorDriver {
       ...(internals.eventBackoffMs ? { initialBackoffMs: internals.eventBackoffMs.initial, maxBackoffMs: internals.eventBackoffMs.max } : {}),
     });
     this.fenceRetryMs = internals.fenceRetryMs ?? FENCE_RETRY_MS;
+    this.abortTimeoutMs = internals.abortTimeoutMs ?? MIGRATION_ABORT_TIMEOUT_MS;
     this.device = o.watchdogDevice === undefined ? undefined : new WatchdogDevice(o.watchdogDevice);
     if (o.watchdogStateFile !== undefined) {
       const saved = readWatchdogStateFile(o.watchdogStateFile);
@@ -465,14 +503,16 @@ export class LibvirtDriver implements HypervisorDriver {
 
   /**
    * Destination side: checks the spec, that the name is free and the host big enough, creates the
-   * volume (migration with `--copy-storage-all` fills it), and returns this driver's migration URI.
-   * Idempotent (also once the domain has arrived).
+   * volume (migration with `--copy-storage-all` fills it), and returns a target whose `uri` is this
+   * driver's `migrationUri`, with `#migrateuri=<migrationDataUri>` when that is set (see
+   * `formatMigrationTargetUri`). Idempotent (also once the domain has arrived).
    */
   async prepareIncoming(spec: DomainSpec): Promise<MigrationTarget> {
     this.ensureOpen();
     validateSpec(spec);
     const vmId = spec.vmId.toLowerCase();
-    const target: MigrationTarget = { driver: this.kind, uri: this.options.migrationUri, vmId };
+    const uri = formatMigrationTargetUri({ connectionUri: this.options.migrationUri, dataUri: this.options.migrationDataUri });
+    const target: MigrationTarget = { driver: this.kind, uri, vmId };
     await this.fenced();
     return this.locked(vmId, async () => {
       const existing = await this.lookup(vmId);
@@ -492,20 +532,35 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   /**
-   * Source side: `virsh migrate --live --persistent --undefinesource [--copy-storage-all] <name>
-   * <target.uri>` (copying storage when the domain's volume exists here, which is then deleted here
-   * once the migration succeeded), within `timeoutMs` (default `migrationTimeoutMs`; past it the job
-   * is aborted with `domjobabort` and DEADLINE_EXCEEDED is thrown). A domain already gone is
-   * success; a shut-off one is FAILED_PRECONDITION. INVALID_ARGUMENT for a target of another driver
-   * or vmId.
+   * Source side: `virsh migrate --live --p2p --persistent --undefinesource [--copy-storage-all]
+   * <name> <connection uri> [--migrateuri <data uri>]` (both from `target.uri`, see
+   * `parseMigrationTargetUri`). `--p2p`: this host's libvirtd drives the migration itself, so it
+   * goes on (and ends, defined on the destination, undefined here) even if this process dies.
+   * Storage is copied when the domain's volume is in this host's pool and the pool is local (not
+   * netfs, rbd, gluster, iSCSI...); the local volume is deleted once the migration succeeded.
+   *
+   * While it runs, `virsh domjobinfo --rawstats` is sampled every `progressIntervalMs` (default
+   * 500) and passed to `onProgress` (a throwing listener is ignored). Past `timeoutMs` (default
+   * `migrationTimeoutMs`) the job is aborted (`domjobabort`) and the call fails with
+   * DEADLINE_EXCEEDED; `abortMigration` while it runs makes it fail with FAILED_PRECONDITION
+   * ("migration aborted"). Whatever virsh says, a failed migrate is judged by where the domain is
+   * (Nova's rule): still active here, it failed (and keeps running here); gone from here, it
+   * completed (success). A definition left here but inactive means libvirt did not confirm it
+   * (`--undefinesource` undefines only after the destination took over): the guest died, the
+   * error is reported. A domain already gone is success; a shut-off one is FAILED_PRECONDITION.
+   * INVALID_ARGUMENT for a target of another driver or vmId, or an unreadable `target.uri`.
    */
-  async migrateOut(vmId: string, target: MigrationTarget, options: { timeoutMs?: number } = {}): Promise<void> {
+  async migrateOut(vmId: string, target: MigrationTarget, options: MigrateOutOptions = {}): Promise<void> {
     this.ensureOpen();
     if (target.driver !== this.kind) throw invalidArgument("target.driver", `must be "${this.kind}" (got ${JSON.stringify(target.driver)})`);
-    if (target.vmId.toLowerCase() !== vmId.toLowerCase()) throw invalidArgument("target.vm_id", `is ${target.vmId}, not ${vmId}`);
-    if (typeof target.uri !== "string" || target.uri === "") throw invalidArgument("target.uri", "is required");
+    if (typeof target.vmId !== "string" || target.vmId.toLowerCase() !== vmId.toLowerCase()) throw invalidArgument("target.vm_id", `is ${target.vmId}, not ${vmId}`);
+    const address = parseMigrationTargetUri(target.uri);
     const timeoutMs = options.timeoutMs ?? this.options.migrationTimeoutMs;
     checkWhole(timeoutMs, "timeout_ms", 1);
+    const intervalMs = options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS;
+    checkWhole(intervalMs, "progress_interval_ms", 1);
+    const onProgress = options.onProgress;
+    if (onProgress !== undefined && typeof onProgress !== "function") throw invalidArgument("on_progress", "must be a function");
     if (!isUuid(vmId)) return;
     await this.fenced();
     return this.locked(vmId, async () => {
@@ -513,15 +568,48 @@ export class LibvirtDriver implements HypervisorDriver {
       if (!snap?.domain) return;
       const id = snap.domain.vmId;
       if (!isActive(snap.state)) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is not running; live migration needs a running domain`);
-      const volume = await this.virsh.exec(["vol-info", "--pool", this.options.storagePool, volumeName(id)]);
-      const copyStorage = volume.exitCode === 0;
-      const args = ["migrate", "--live", "--persistent", "--undefinesource", ...(copyStorage ? ["--copy-storage-all"] : []), snap.name, target.uri];
+      const copyStorage = await this.copiesStorage(id);
+      const args = [
+        "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
+        ...(copyStorage ? ["--copy-storage-all"] : []),
+        snap.name, address.connectionUri,
+        ...(address.dataUri !== undefined ? ["--migrateuri", address.dataUri] : []),
+      ];
+      const job: MigrationJob = { vmId: id, aborted: false, timedOut: false, done: false, abort: undefined };
+      this.migrations.set(id, job);
+      const deadline = setTimeout(() => {
+        job.timedOut = true;
+        this.abortJob(job).catch(() => undefined);
+      }, Math.min(timeoutMs, MAX_TIMER_MS));
+      let stopProgress: () => Promise<void> = async () => undefined;
+      if (onProgress) stopProgress = this.followProgress(id, intervalMs, onProgress);
+      let result: CommandResult;
       try {
-        await this.virsh.run(args, { timeoutMs });
-      } catch (e) {
-        if (isBerthError(e, ErrorCode.DeadlineExceeded)) await this.virsh.exec(["domjobabort", id]);
-        const after = await this.lookup(vmId).catch(() => snap);
-        if (after) throw e;
+        // virsh is killed only as a backstop: the deadline above aborts the job, after which
+        // libvirt ends the migrate within the abort's own bound.
+        result = await this.virsh.exec(args, { timeoutMs: timeoutMs + this.abortTimeoutMs + MIGRATE_BACKSTOP_MS });
+      } finally {
+        job.done = true;
+        clearTimeout(deadline);
+        if (this.migrations.get(id) === job) this.migrations.delete(id);
+        await stopProgress();
+      }
+      if (result.exitCode !== 0) {
+        const error = mapVirshError(result, `virsh migrate ${snap.name}`);
+        if (result.timedOut) {
+          job.timedOut = true;
+          await this.virsh.exec(["domjobabort", id], { timeoutMs: this.abortTimeoutMs });
+        }
+        // Decide by where the domain is. If libvirtd cannot say, neither can we: that error.
+        const after = await this.lookup(id);
+        if (after) {
+          if (!isActive(after.state)) throw error;
+          if (job.timedOut) {
+            throw new BerthError(ErrorCode.DeadlineExceeded, `virsh migrate ${snap.name}: not done within ${timeoutMs} ms; aborted, the domain keeps running here (${error.message})`, { cause: error });
+          }
+          if (job.aborted) throw new BerthError(ErrorCode.FailedPrecondition, `virsh migrate ${snap.name}: migration aborted; the domain keeps running here`, { cause: error });
+          throw error;
+        }
       }
       this.vmIdByName.delete(snap.name);
       if (copyStorage) await this.removeVolume(id).catch(() => undefined);
@@ -549,20 +637,115 @@ export class LibvirtDriver implements HypervisorDriver {
 
   /**
    * Source (the domain is here and active): `domjobabort`, tolerating "no job" (the domain keeps
-   * running). Destination (no domain here): deletes the volume `prepareIncoming` created. Idempotent.
+   * running). While this driver's own `migrateOut` of the domain runs, the abort does not wait for
+   * it: `domjobabort` is sent at once (and again until the job has started, so an abort that comes
+   * before libvirt began the job still counts), and that `migrateOut` fails with
+   * FAILED_PRECONDITION unless the switchover had happened. Each `domjobabort` is bounded by 30 s
+   * (libvirt can hang on an unresponsive QEMU monitor): past it, DEADLINE_EXCEEDED.
+   * Destination (no domain here): deletes the volume `prepareIncoming` created. Idempotent.
    */
   async abortMigration(vmId: string): Promise<void> {
     this.ensureOpen();
     if (!isUuid(vmId)) return;
+    const running = this.migrations.get(vmId.toLowerCase());
+    if (running) {
+      running.aborted = true;
+      return this.abortJob(running);
+    }
     await this.fenced();
     return this.locked(vmId, async () => {
       const snap = await this.lookup(vmId);
       if (snap) {
-        if (isActive(snap.state)) await this.tolerate(this.virsh.run(["domjobabort", vmId.toLowerCase()]), ErrorCode.FailedPrecondition);
+        if (isActive(snap.state)) await this.domjobabort(snap.domain?.vmId ?? vmId.toLowerCase());
         return;
       }
       await this.removeVolume(vmId);
     });
+  }
+
+  /**
+   * Aborts a running `migrateOut`'s job: `domjobabort` until it succeeds or the migrate has ended,
+   * within the abort time limit (DEADLINE_EXCEEDED past it). Concurrent calls share one attempt.
+   */
+  private abortJob(job: MigrationJob): Promise<void> {
+    job.abort ??= (async () => {
+      const deadline = performance.now() + this.abortTimeoutMs;
+      try {
+        while (!job.done) {
+          const left = Math.max(1, Math.ceil(deadline - performance.now()));
+          const result = await this.virsh.exec(["domjobabort", job.vmId], { timeoutMs: left });
+          if (result.exitCode === 0) return;
+          const error = mapVirshError(result, `virsh domjobabort ${job.vmId}`);
+          if (result.timedOut || performance.now() >= deadline) {
+            throw new BerthError(ErrorCode.DeadlineExceeded, `virsh domjobabort ${job.vmId}: no answer within ${this.abortTimeoutMs} ms (is QEMU's monitor unresponsive?)`, { cause: error });
+          }
+          // "No job": the migrate has not started its job yet, or has just finished. Either way the
+          // migrate's own end tells; until then, ask again.
+          if (!isBerthError(error, ErrorCode.FailedPrecondition) && !isBerthError(error, ErrorCode.NotFound)) throw error;
+          await sleep(Math.min(ABORT_RETRY_MS, Math.max(0, deadline - performance.now())));
+        }
+      } finally {
+        job.abort = undefined;
+      }
+    })();
+    return job.abort;
+  }
+
+  /** `domjobabort` within the abort time limit; "no job" (or no domain) is success. */
+  private async domjobabort(vmId: string): Promise<void> {
+    const result = await this.virsh.exec(["domjobabort", vmId], { timeoutMs: this.abortTimeoutMs });
+    if (result.exitCode === 0) return;
+    const error = mapVirshError(result, `virsh domjobabort ${vmId}`);
+    if (result.timedOut) {
+      throw new BerthError(ErrorCode.DeadlineExceeded, `virsh domjobabort ${vmId}: no answer within ${this.abortTimeoutMs} ms (is QEMU's monitor unresponsive?)`, { cause: error });
+    }
+    if (isBerthError(error, ErrorCode.FailedPrecondition) || isBerthError(error, ErrorCode.NotFound)) return;
+    throw error;
+  }
+
+  /**
+   * Samples `domjobinfo --rawstats` every `intervalMs` until the returned stop is called (which
+   * resolves once no sample is under way), handing each running job's progress to `listener`.
+   */
+  private followProgress(vmId: string, intervalMs: number, listener: (p: MigrationProgress) => void): () => Promise<void> {
+    let stopped = false;
+    let wake: () => void = () => undefined;
+    const loop = (async () => {
+      while (!stopped) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, intervalMs);
+        });
+        if (stopped) return;
+        const result = await this.virsh.exec(["domjobinfo", "--rawstats", vmId], { timeoutMs: Math.min(this.options.commandTimeoutMs, PROGRESS_TIMEOUT_MS) });
+        const progress = result.exitCode === 0 ? parseDomJobInfo(result.stdout) : undefined;
+        if (progress === undefined || stopped) continue;
+        try {
+          listener(progress);
+        } catch {
+          // The listener's failure is its own: the migration goes on.
+        }
+      }
+    })();
+    return async () => {
+      stopped = true;
+      wake();
+      await loop.catch(() => undefined);
+    };
+  }
+
+  /**
+   * Whether a migration copies the domain's disk: its volume is in this host's pool and the pool
+   * is local to this host (a shared pool is the same storage on both ends: copying would write the
+   * disk onto itself).
+   */
+  private async copiesStorage(vmId: string): Promise<boolean> {
+    const volume = await this.virsh.exec(["vol-info", "--pool", this.options.storagePool, volumeName(vmId)]);
+    if (volume.exitCode !== 0) return false;
+    const pool = await this.virsh.exec(["pool-dumpxml", this.options.storagePool]);
+    if (pool.exitCode !== 0) throw this.poolMissing(pool.stderr);
+    const type = /<pool\b[^>]*\btype=['"]([^'"]+)['"]/.exec(pool.stdout)?.[1];
+    return type === undefined || !SHARED_POOL_TYPES.has(type);
   }
 
   // ---- fencing ---------------------------------------------------------------------------------

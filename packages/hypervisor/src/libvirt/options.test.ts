@@ -52,7 +52,17 @@ describe("resolveLibvirtDriverOptions", () => {
     expect(o).toMatchObject({ watchdogDevice: "/dev/watchdog", watchdogStateFile: "/var/lib/berth-agent/watchdog.json" });
   });
 
+  it("takes a migration data URI (tcp:// or rdma://, with a port or not); none by default", () => {
+    expect(resolveLibvirtDriverOptions().migrationDataUri).toBeUndefined();
+    expect(resolveLibvirtDriverOptions({ migrationDataUri: "tcp://10.0.0.5:49152" }).migrationDataUri).toBe("tcp://10.0.0.5:49152");
+    expect(resolveLibvirtDriverOptions({ migrationDataUri: "tcp://[fd00::5]" }).migrationDataUri).toBe("tcp://[fd00::5]");
+  });
+
   it.each<[LibvirtDriverOptions, string]>([
+    [{ migrationDataUri: "10.0.0.5" }, "libvirt.migration_data_uri"],
+    [{ migrationDataUri: "unix:///run/x.sock" }, "libvirt.migration_data_uri"],
+    [{ migrationDataUri: "tcp://h/p?x=1" }, "libvirt.migration_data_uri"],
+    [{ migrationUri: "qemu+tls://h/system#frag" }, "libvirt.migration_uri"],
     [{ uri: "" }, "libvirt.uri"],
     [{ uri: "system" }, "libvirt.uri"],
     [{ storagePool: "a/b" }, "libvirt.storage_pool"],

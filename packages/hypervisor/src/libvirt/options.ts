@@ -1,5 +1,6 @@
 import path from "node:path";
 import { invalidArgument } from "@berth/core";
+import { MIGRATION_DATA_URI_RE } from "./migration.js";
 import type { CommandRunner } from "./virsh.js";
 
 /** A network a domain's NIC is attached to: a libvirt network by name, or a host bridge. */
@@ -34,6 +35,16 @@ export interface LibvirtDriverOptions {
   migrationTimeoutMs?: number;
   /** The URI other hosts migrate domains to this one with. Default: `uri`. */
   migrationUri?: string;
+  /**
+   * Destination side: where other hosts' QEMU sends a domain migrating here (its memory, and its
+   * disks with `--copy-storage-all`): `tcp://host[:port]` (or `rdma://`), passed by the source as
+   * `virsh migrate --migrateuri`. Carried to the source in the `MigrationTarget` this driver's
+   * `prepareIncoming` returns. Needed when `migrationUri` reaches this host's libvirtd over a UNIX
+   * socket (no host name in it) or when this host's name does not resolve, on the source, to the
+   * address its migration network uses.
+   * @default none: libvirt's own choice (this host's `migration_host` in qemu.conf, else its host name)
+   */
+  migrationDataUri?: string;
   /** The virsh executable. Default `virsh` (found on PATH). */
   virshPath?: string;
   /** Runs virsh; tests inject one to check command lines without libvirtd. Default: execFile. */
@@ -70,6 +81,7 @@ export interface ResolvedLibvirtDriverOptions {
   readonly commandTimeoutMs: number;
   readonly migrationTimeoutMs: number;
   readonly migrationUri: string;
+  readonly migrationDataUri: string | undefined;
   readonly virshPath: string;
   readonly runner: CommandRunner | undefined;
   readonly watchdogDevice: string | undefined;
@@ -124,6 +136,11 @@ export function resolveLibvirtDriverOptions(options: LibvirtDriverOptions = {}):
     throw invalidArgument("libvirt.name_prefix", `must be printable, without / \\ quotes < > & (got ${JSON.stringify(namePrefix)})`);
   }
   const migrationUri = text(options.migrationUri, "libvirt.migration_uri", uri);
+  if (migrationUri.includes("#")) throw invalidArgument("libvirt.migration_uri", `must be a libvirt URI without a fragment (got ${JSON.stringify(migrationUri)})`);
+  const migrationDataUri: unknown = options.migrationDataUri;
+  if (migrationDataUri !== undefined && (typeof migrationDataUri !== "string" || !MIGRATION_DATA_URI_RE.test(migrationDataUri))) {
+    throw invalidArgument("libvirt.migration_data_uri", `must be tcp://host[:port] or rdma://host[:port] (got ${JSON.stringify(migrationDataUri)})`);
+  }
   const virshPath = text(options.virshPath, "libvirt.virsh_path", "virsh");
   const runner: unknown = options.runner;
   if (runner !== undefined && typeof runner !== "function") throw invalidArgument("libvirt.runner", "must be a function");
@@ -144,6 +161,7 @@ export function resolveLibvirtDriverOptions(options: LibvirtDriverOptions = {}):
     commandTimeoutMs: whole(options.commandTimeoutMs, "libvirt.command_timeout_ms", DEFAULT_COMMAND_TIMEOUT_MS, 1),
     migrationTimeoutMs: whole(options.migrationTimeoutMs, "libvirt.migration_timeout_ms", DEFAULT_MIGRATION_TIMEOUT_MS, 1),
     migrationUri,
+    migrationDataUri: migrationDataUri as string | undefined,
     virshPath,
     runner: runner as CommandRunner | undefined,
     watchdogDevice,
