@@ -32,6 +32,8 @@ await describeWithLibvirt("libvirt conformance", (target) => {
       incarnation: async (driver, vmId) => String(qemuPid(await libvirtDomainName(libvirt(driver), vmId)) ?? "none"),
       stopHypervisor: () => stopLibvirtd(),
       startHypervisor: () => startLibvirtd(),
+      // No `openPeer` (a second libvirt host) nor `stallMigration` yet: the suite's migration cases
+      // are reported skipped here until the harness provides them.
       cleanup: async () => {
         await startLibvirtd().catch(() => undefined);
         await removeDomains(PREFIX, target.storagePool);

@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import { DomainState, type Domain } from "@berth/api";
 import { BerthError, ErrorCode } from "@berth/core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { DomainSpec, DriverEvent, HypervisorDriver } from "./driver.js";
+import type { DomainSpec, DriverEvent, HypervisorDriver, MigrationProgress } from "./driver.js";
 
 /** What a driver's test setup gives the conformance suite. */
 export interface DriverHarness {
@@ -20,8 +20,19 @@ export interface DriverHarness {
   /** Makes the hypervisor stop answering (libvirt: stop libvirtd) until `startHypervisor`. Domains keep running. */
   stopHypervisor(driver: HypervisorDriver): Promise<void>;
   startHypervisor(driver: HypervisorDriver): Promise<void>;
-  /** Removes every domain and volume the suite made. */
+  /** Removes every domain and volume the suite made (on the peer too). */
   cleanup(): Promise<void>;
+  /**
+   * Opens a driver on a second host of the same kind, the destination of the migration cases: a
+   * fresh host the first time, the same host after (a restart of its agent). Without it the
+   * migration cases are skipped (reported as such).
+   */
+  openPeer?(): Promise<HypervisorDriver>;
+  /**
+   * Makes the domain's live migration not converge (its guest dirties memory faster than the
+   * migration sends it), for the abort and timeout cases; they are skipped without it.
+   */
+  stallMigration?(driver: HypervisorDriver, vmId: string): Promise<void>;
 }
 
 export interface ConformanceOptions {
@@ -54,6 +65,8 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
     const made = new Set<string>();
     const events: DriverEvent[] = [];
     let unsubscribe: () => void = () => undefined;
+    /** The second host (migration cases), opened by the first case that needs it. */
+    let peer: HypervisorDriver | undefined;
 
     const follow = (d: HypervisorDriver): void => {
       unsubscribe();
@@ -118,7 +131,14 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
     afterEach(async () => {
       // The watchdog outlives a test (it is the host's): disarm it before the next one.
       await driver.clearWatchdog().catch(() => undefined);
-      for (const vmId of made) await driver.delete(vmId).catch(() => undefined);
+      for (const vmId of made) {
+        await driver.abortMigration(vmId).catch(() => undefined);
+        await driver.delete(vmId).catch(() => undefined);
+        if (peer) {
+          await peer.abortMigration(vmId).catch(() => undefined);
+          await peer.delete(vmId).catch(() => undefined);
+        }
+      }
       made.clear();
       events.length = 0;
     });
@@ -126,6 +146,7 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
     afterAll(async () => {
       unsubscribe();
       await driver?.close();
+      await peer?.close();
       await harness?.cleanup();
     }, 120_000);
 
@@ -412,6 +433,117 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
       const after = events.length;
       await driver.stop(s.vmId, { force: true });
       await waitForEvent("a 'stopped' event after the outage", domainEvent(s.vmId, "stopped"), after);
+    });
+
+    // ---- live migration (needs a second host: harness.openPeer) --------------------------------
+
+    /** The second host, or a skip of the case when the harness has none. */
+    const needPeer = async (ctx: { skip: (note?: string) => never }): Promise<HypervisorDriver> => {
+      if (!harness.openPeer) ctx.skip("the harness gives no second host (openPeer)");
+      peer ??= await harness.openPeer!();
+      return peer;
+    };
+    const running = async (over: Partial<DomainSpec> = {}): Promise<DomainSpec> => {
+      const s = spec(over);
+      await driver.define(s);
+      await driver.start(s.vmId);
+      return s;
+    };
+    const on = async (d: HypervisorDriver, vmId: string): Promise<Domain | undefined> => (await d.list()).find((x) => x.vmId === vmId);
+
+    it("migrates a running domain: prepare, migrate out, finish, every step idempotent; it leaves the source", async (ctx) => {
+      const dst = await needPeer(ctx);
+      const s = await running({ generation: 2 });
+      const target = await dst.prepareIncoming(s);
+      expect(target).toMatchObject({ driver: dst.kind, vmId: s.vmId });
+      expect(await dst.prepareIncoming(s)).toEqual(target);
+      expect(await on(dst, s.vmId)).toBeUndefined(); // prepared, not a domain yet
+      const from = events.length;
+      const progress: MigrationProgress[] = [];
+      await driver.migrateOut(s.vmId, target, { progressIntervalMs: 100, onProgress: (p) => progress.push(p) });
+      for (const p of progress) {
+        expect(p.iteration).toBeGreaterThanOrEqual(1);
+        for (const k of ["dataTotalBytes", "dataProcessedBytes", "dataRemainingBytes", "dirtyRateBytesPerS"] as const) expect(p[k]).toBeGreaterThanOrEqual(0);
+      }
+      expect(await on(driver, s.vmId)).toBeUndefined();
+      await waitForEvent("a 'migrated' event at the source", domainEvent(s.vmId, "migrated"), from);
+      // A resend (a lost result) finds it gone: success.
+      await driver.migrateOut(s.vmId, target);
+      const arrived = await dst.finishIncoming(s.vmId, 3);
+      expect(arrived).toMatchObject({ vmId: s.vmId, name: s.name, state: RUNNING, generation: 3, resources: s.resources });
+      expect(await dst.finishIncoming(s.vmId, 3)).toMatchObject({ state: RUNNING, generation: 3 });
+      expect(await on(dst, s.vmId)).toMatchObject({ state: RUNNING, generation: 3 });
+      // Aborting after the fact discards nothing on either side.
+      await dst.abortMigration(s.vmId);
+      await driver.abortMigration(s.vmId);
+      expect(await on(dst, s.vmId)).toMatchObject({ state: RUNNING });
+      expect(await on(driver, s.vmId)).toBeUndefined();
+    });
+
+    it("finishes a migration after the destination's driver restarts, and the source's restart does not bring the domain back", async (ctx) => {
+      let dst = await needPeer(ctx);
+      const s = await running();
+      const target = await dst.prepareIncoming(s);
+      await driver.migrateOut(s.vmId, target);
+      await dst.close();
+      peer = dst = await harness.openPeer!();
+      unsubscribe();
+      await driver.close();
+      driver = await harness.open();
+      follow(driver);
+      expect(await on(driver, s.vmId)).toBeUndefined();
+      await driver.migrateOut(s.vmId, target);
+      expect((await dst.finishIncoming(s.vmId, 2)).state).toBe(RUNNING);
+    });
+
+    it("keeps the domain running at the source when the migration cannot be done, naming why", async (ctx) => {
+      const dst = await needPeer(ctx);
+      const s = await running();
+      const off = spec();
+      await driver.define(off);
+      // Not running: refused.
+      expect(await codeOf(driver.migrateOut(off.vmId, await dst.prepareIncoming(off)))).toBe(ErrorCode.FailedPrecondition);
+      // The destination gave up its preparation: the migration fails, the domain runs on here.
+      const target = await dst.prepareIncoming(s);
+      await dst.abortMigration(s.vmId);
+      await dst.abortMigration(s.vmId);
+      expect(await codeOf(driver.migrateOut(s.vmId, target, { timeoutMs: 30_000 }))).not.toBe("ok");
+      expect(await on(driver, s.vmId)).toMatchObject({ state: RUNNING });
+      expect(await codeOf(dst.finishIncoming(s.vmId, 2))).toBe(ErrorCode.NotFound);
+      expect(await on(dst, s.vmId)).toBeUndefined();
+      // A fresh attempt then works.
+      await driver.migrateOut(s.vmId, await dst.prepareIncoming(s));
+      expect((await dst.finishIncoming(s.vmId, 2)).state).toBe(RUNNING);
+    });
+
+    it("aborts a migration that does not converge: the call fails FAILED_PRECONDITION, the domain runs on at the source", async (ctx) => {
+      const dst = await needPeer(ctx);
+      if (!harness.stallMigration) ctx.skip("the harness cannot make a migration stall (stallMigration)");
+      const s = await running();
+      await harness.stallMigration!(driver, s.vmId);
+      const target = await dst.prepareIncoming(s);
+      const progress: MigrationProgress[] = [];
+      const migrating = codeOf(driver.migrateOut(s.vmId, target, { progressIntervalMs: 100, onProgress: (p) => progress.push(p) }));
+      await eventually("migration progress", async () => (progress.length >= 2 ? true : undefined));
+      await driver.abortMigration(s.vmId);
+      expect(await migrating).toBe(ErrorCode.FailedPrecondition);
+      expect(await on(driver, s.vmId)).toMatchObject({ state: RUNNING });
+      await dst.abortMigration(s.vmId);
+      expect(await codeOf(dst.finishIncoming(s.vmId, 2))).toBe(ErrorCode.NotFound);
+      expect(await on(dst, s.vmId)).toBeUndefined();
+    });
+
+    it("gives up a migration past its timeout with DEADLINE_EXCEEDED, the domain running on at the source", async (ctx) => {
+      const dst = await needPeer(ctx);
+      if (!harness.stallMigration) ctx.skip("the harness cannot make a migration stall (stallMigration)");
+      const s = await running();
+      await harness.stallMigration!(driver, s.vmId);
+      const started = Date.now();
+      expect(await codeOf(driver.migrateOut(s.vmId, await dst.prepareIncoming(s), { timeoutMs: 1_000 }))).toBe(ErrorCode.DeadlineExceeded);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+      expect(await on(driver, s.vmId)).toMatchObject({ state: RUNNING });
+      await dst.abortMigration(s.vmId);
+      expect(await on(dst, s.vmId)).toBeUndefined();
     });
   });
 }

@@ -12,15 +12,23 @@ describeDriverConformance(
   "fake",
   async (): Promise<DriverHarness> => {
     const stateDir = mkdtempSync(join(tmpdir(), "berth-fake-conformance-"));
+    const peerDir = mkdtempSync(join(tmpdir(), "berth-fake-conformance-peer-"));
+    const capacity = { vcpus: 8, memoryMib: 16384, diskGib: 100 };
     return {
-      open: () => FakeDriver.open({ stateDir, capacity: { vcpus: 8, memoryMib: 16384, diskGib: 100 } }),
+      open: () => FakeDriver.open({ stateDir, capacity }),
+      openPeer: () => FakeDriver.open({ stateDir: peerDir, capacity }),
+      // Dirtying faster than the default bandwidth (1024 MiB/s): pre-copy never converges.
+      stallMigration: (driver, vmId) => fake(driver).setLoad(vmId, { dirtyRateMibPerS: 4096 }),
       killDomainProcess: async (driver, vmId) => {
         await fake(driver).faults.crash(vmId);
       },
       incarnation: async (driver, vmId) => String(fake(driver).incarnation(vmId)),
       stopHypervisor: async (driver) => fake(driver).faults.makeUnavailable({ message: "stopped by the conformance suite" }),
       startHypervisor: async (driver) => fake(driver).faults.makeAvailable(),
-      cleanup: async () => rmSync(stateDir, { recursive: true, force: true }),
+      cleanup: async () => {
+        rmSync(stateDir, { recursive: true, force: true });
+        rmSync(peerDir, { recursive: true, force: true });
+      },
     };
   },
   { testTimeoutMs: 20_000, settleMs: 5_000 },

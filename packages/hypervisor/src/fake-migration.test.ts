@@ -104,6 +104,8 @@ describe("planFakeMigration / fakeMigrationProgress (pure)", () => {
     expect(plan.passes).toHaveLength(1);
     expect(fakeMigrationTimeToSend(plan, 0.5)).toBe(15.625);
     expect(fakeMigrationTimeToSend(plan, 2)).toBe(Infinity);
+    // Even that small, a guest dirtying as fast as the link never converges (the fake's rule).
+    expect(planFakeMigration({ totalMib: 32, bandwidthMibPerS: 1024, dirtyRateMibPerS: 1024, maxDowntimeMs: 300 }).converges).toBe(false);
   });
 });
 

@@ -6,8 +6,9 @@
  * its dirty rate (never more than the memory in use), and the next pass copies what the previous
  * one left dirty. Once what is dirty fits the downtime budget (bandwidth × max downtime), the guest
  * is paused and the remainder sent: the switchover. A dirty rate at or above the bandwidth never
- * shrinks what is dirty, so the migration does not converge (unless the whole memory in use fits
- * the budget): passes go on until a timeout or an abort.
+ * converges, whatever the size — what is dirty never shrinks; a real QEMU would still switch over a
+ * guest small enough to fit the budget whole, the fake does not, so that a test can stall any
+ * migration with its dirty rate: passes go on until a timeout or an abort.
  */
 import type { MigrationProgress } from "./driver.js";
 
@@ -69,7 +70,7 @@ export function planFakeMigration(model: FakeMigrationModel): FakeMigrationPlan 
     passes.push({ iteration, startMs: at, durationMs, copyMib: copy });
     at += durationMs;
     const left = Math.min(total, (dirty * durationMs) / 1000);
-    if (left <= budget) {
+    if (left <= budget && dirty < bw) {
       return { model, passes, converges: true, switchoverAtMs: at, switchoverMib: left, completeAtMs: at + (left / bw) * 1000 };
     }
     // What is dirty no longer shrinks: every later pass is this one again.
