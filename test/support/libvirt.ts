@@ -2,7 +2,8 @@
 // Helpers for the conformance harness: stop/start libvirtd behind a driver's back, find and kill a
 // domain's qemu process.
 import { execFile, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeRequiring } from "./requirements.js";
@@ -36,7 +37,8 @@ function run(file: string, args: string[], timeoutMs = 15_000): Promise<Run> {
   });
 }
 
-const virsh = (...args: string[]): Promise<Run> => run("virsh", ["-q", "-c", TEST_URI, ...args]);
+const virshAt = (uri: string, ...args: string[]): Promise<Run> => run("virsh", ["-q", "-c", uri, ...args]);
+const virsh = (...args: string[]): Promise<Run> => virshAt(TEST_URI, ...args);
 
 function installed(binary: string): boolean {
   const r = spawnSync(binary, ["--version"], { encoding: "utf8", timeout: 10_000 });
@@ -45,10 +47,10 @@ function installed(binary: string): boolean {
 
 const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0;
 
-async function waitForVirsh(timeoutMs: number): Promise<boolean> {
+async function waitForVirsh(timeoutMs: number, uri = TEST_URI): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if ((await virsh("version")).ok) return true;
+    if ((await virshAt(uri, "version")).ok) return true;
     await sleep(100);
   }
   return false;
@@ -104,16 +106,15 @@ async function startDaemon(name: "virtlogd" | "libvirtd"): Promise<void> {
   await run(name, ["-d"]);
 }
 
-async function ensurePool(): Promise<{ name: string } | { skip: string }> {
-  const info = await virsh("pool-info", TEST_POOL);
+async function ensurePool(uri = TEST_URI, dir = join(tmpdir(), TEST_POOL)): Promise<{ name: string } | { skip: string }> {
+  const info = await virshAt(uri, "pool-info", TEST_POOL);
   if (!info.ok) {
-    const dir = join(tmpdir(), TEST_POOL);
     mkdirSync(dir, { recursive: true });
-    const defined = await virsh("pool-define-as", TEST_POOL, "dir", "--target", dir);
+    const defined = await virshAt(uri, "pool-define-as", TEST_POOL, "dir", "--target", dir);
     if (!defined.ok) return { skip: `cannot define storage pool ${TEST_POOL}: ${defined.stderr.trim()}` };
   }
-  if (!/State:\s+running/.test((await virsh("pool-info", TEST_POOL)).stdout)) {
-    const started = await virsh("pool-start", TEST_POOL);
+  if (!/State:\s+running/.test((await virshAt(uri, "pool-info", TEST_POOL)).stdout)) {
+    const started = await virshAt(uri, "pool-start", TEST_POOL);
     if (!started.ok) return { skip: `cannot start storage pool ${TEST_POOL}: ${started.stderr.trim()}` };
   }
   return { name: TEST_POOL };
@@ -221,7 +222,8 @@ export async function libvirtDomainName(driver: { list(): Promise<{ vmId: string
  * of every vmId a suite used, for volumes whose domain is already gone). Best effort: never throws.
  * For suites' afterAll.
  */
-export async function removeDomains(namePrefix: string, storagePool = TEST_POOL, volumeNames: readonly string[] = []): Promise<void> {
+export async function removeDomains(namePrefix: string, storagePool = TEST_POOL, volumeNames: readonly string[] = [], uri = TEST_URI): Promise<void> {
+  const virsh = (...args: string[]): Promise<Run> => virshAt(uri, ...args);
   const domains = (await virsh("list", "--all", "--uuid", "--name")).stdout
     .split("\n")
     .map((line) => line.trim().split(/\s+/))
@@ -234,4 +236,142 @@ export async function removeDomains(namePrefix: string, storagePool = TEST_POOL,
     volumes.add(`${uuid}.qcow2`);
   }
   for (const volume of volumes) await virsh("vol-delete", "--pool", storagePool, volume);
+}
+
+// ---- a second libvirtd on this machine (the other end of a migration) ---------------------------
+
+/** A libvirtd started by {@link startSecondLibvirtd}, with its own host UUID, state and storage pool. */
+export interface SecondLibvirtd {
+  /** Its connection URI: `qemu+unix:///system?socket=<its socket>`. */
+  uri: string;
+  /** The host UUID it reports (the system libvirtd's differs, so libvirt allows a migration between them). */
+  hostUuid: string;
+  /** A dir pool named {@link TEST_POOL}, like the system daemon's but in another directory. */
+  storagePool: string;
+  /** Its private directory (config, sockets, state, logs, pool). */
+  dir: string;
+  /** The tail of its log, for a failing test's output. */
+  logTail(lines?: number): string;
+  /**
+   * Removes every domain named with `namePrefix` (when given), stops the daemon (SIGTERM, then
+   * SIGKILL) and removes its directory. Never throws.
+   */
+  stop(namePrefix?: string): Promise<void>;
+}
+
+/** Why {@link startSecondLibvirtd} cannot work here, or undefined when it can (checked without starting anything). */
+export function secondLibvirtdMissing(): string | undefined {
+  if (!isRoot()) return "a second libvirtd needs root";
+  if (!installed("libvirtd")) return "libvirtd is not installed (install libvirt-daemon)";
+  const probe = spawnSync("unshare", ["--mount", "--propagation", "private", "true"], { encoding: "utf8", timeout: 10_000 });
+  if (probe.error || probe.status !== 0) return `cannot make a private mount namespace for a second libvirtd (unshare --mount: ${probe.error?.message ?? probe.stderr.trim()})`;
+  return undefined;
+}
+
+/** The directories a privileged libvirtd and its QEMU driver keep their configuration and state in (fixed at build time). */
+const LIBVIRT_DIRS = { etc: "/etc/libvirt", run: "/run/libvirt", lib: "/var/lib/libvirt", cache: "/var/cache/libvirt", log: "/var/log/libvirt" } as const;
+
+/**
+ * Starts a second privileged libvirtd beside the system one, for migrations between two "hosts" on
+ * this machine. A root libvirtd's QEMU driver keeps its state in fixed directories (/etc/libvirt,
+ * /run/libvirt, /var/lib/libvirt, ...; only `qemu:///embed` moves them), so two of them would read
+ * each other's domains; this one runs in a private mount namespace (`unshare --mount`) where its
+ * own directories are bind-mounted over those, with its own libvirtd.conf (a fresh `host_uuid`:
+ * libvirt refuses a migration between two daemons with the same host UUID) and qemu.conf:
+ * `stdio_handler = "file"` (no virtlogd of its own) and no cgroup controllers (both daemons would
+ * name a migrating domain's cgroup machine/qemu-<id>-<name>, which clash when the ids do).
+ * Its socket stays reachable from outside through its directory, so the system libvirtd can open
+ * `qemu+unix:///system?socket=...` for a peer-to-peer migration. The directory is world-readable:
+ * its QEMU runs as the libvirt-qemu user and must open the volumes in its pool.
+ * Needs the system daemon to be up (see `ensureLibvirt`) for its run directories and users.
+ */
+export async function startSecondLibvirtd(): Promise<SecondLibvirtd> {
+  const missing = secondLibvirtdMissing();
+  if (missing) throw new Error(missing);
+  const dir = mkdtempSync(join(tmpdir(), "berth-libvirtd2-"));
+  chmodSync(dir, 0o755);
+  const own = Object.fromEntries(Object.keys(LIBVIRT_DIRS).map((k) => [k, join(dir, k)])) as Record<keyof typeof LIBVIRT_DIRS, string>;
+  for (const d of Object.values(own)) mkdirSync(d, { recursive: true, mode: 0o755 });
+  for (const d of Object.values(LIBVIRT_DIRS)) mkdirSync(d, { recursive: true });
+  const poolDir = join(dir, "pool");
+  mkdirSync(poolDir, { mode: 0o755 });
+  const hostUuid = randomUUID();
+  const logFile = join(dir, "libvirtd.log");
+  const pidFile = join(dir, "libvirtd.pid");
+  writeFileSync(join(own.etc, "libvirtd.conf"), [`host_uuid = "${hostUuid}"`, `log_outputs = "3:file:${logFile}"`, ""].join("\n"));
+  writeFileSync(join(own.etc, "qemu.conf"), ['stdio_handler = "file"', "cgroup_controllers = [ ]", ""].join("\n"));
+  const script = [
+    "set -e",
+    ...Object.entries(LIBVIRT_DIRS).map(([k, target]) => `mount --bind '${own[k as keyof typeof LIBVIRT_DIRS]}' '${target}'`),
+    `exec libvirtd -d --config '${join(own.etc, "libvirtd.conf")}' --pid-file '${pidFile}'`,
+  ].join("\n");
+  const started = await run("unshare", ["--mount", "--propagation", "private", "sh", "-c", script], 30_000);
+  const uri = `qemu+unix:///system?socket=${join(own.run, "libvirt-sock")}`;
+  const logTail = (lines = 40): string => {
+    try {
+      return readFileSync(logFile, "utf8").split("\n").slice(-lines).join("\n");
+    } catch {
+      return "";
+    }
+  };
+  const daemon: SecondLibvirtd = {
+    uri,
+    hostUuid,
+    storagePool: TEST_POOL,
+    dir,
+    logTail,
+    stop: async (namePrefix) => {
+      if (namePrefix !== undefined) await removeDomains(namePrefix, TEST_POOL, [], uri).catch(() => undefined);
+      const pid = readPid(pidFile);
+      const signal = (sig: NodeJS.Signals): void => {
+        try {
+          process.kill(pid!, sig);
+        } catch {
+          // already gone
+        }
+      };
+      if (pid !== undefined) {
+        signal("SIGTERM");
+        if (!(await waitExited(pid, 10_000))) {
+          signal("SIGKILL");
+          await waitExited(pid, 5_000);
+        }
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  if (!started.ok || !(await waitForVirsh(20_000, uri))) {
+    const why = `second libvirtd did not answer on ${uri}: ${started.stderr.trim()} ${logTail(10)}`;
+    await daemon.stop();
+    throw new Error(why);
+  }
+  const pool = await ensurePool(uri, poolDir);
+  if ("skip" in pool) {
+    await daemon.stop();
+    throw new Error(pool.skip);
+  }
+  return daemon;
+}
+
+/** Gone, or a zombie (a daemonized process is reparented to a pid 1 that may never reap it). */
+async function waitExited(pid: number, timeoutMs: number): Promise<boolean> {
+  const exited = (): boolean => {
+    if (!pidAlive(pid)) return true;
+    try {
+      return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+    } catch {
+      return true;
+    }
+  };
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (exited()) return true;
+    await sleep(50);
+  }
+  return exited();
+}
+
+/** `virsh -c <uri> <args...>` for suites: ok, stdout, stderr. Never throws. */
+export function virshOn(uri: string, ...args: string[]): Promise<{ ok: boolean; stdout: string; stderr: string }> {
+  return virshAt(uri, ...args);
 }
