@@ -8,3 +8,4 @@ export * from "./weighers.js";
 export * from "./pipeline.js";
 export * from "./place.js";
 export * from "./engine.js";
+export * from "./rebalance.js";

@@ -1,5 +1,5 @@
 import type { Resources } from "@berth/api";
-import { addResources, BerthError, ErrorCode, formatResources, invalidArgument, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
+import { addResources, BerthError, ErrorCode, formatResources, invalidArgument, RESOURCE_FIELD, RESOURCE_NAMES, subtractResources } from "@berth/core";
 import type { ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
 import { membersOn, type Filter, type PlacementContext } from "./stage.js";
@@ -188,6 +188,19 @@ export function unplacedError(request: PlacementRequest, decision: PlacementDeci
 export function withPlacement(host: HostSnapshot, resources: Resources, group?: string): HostSnapshot {
   const next: HostSnapshot = { ...host, allocated: addResources(host.allocated, resources), vmCount: host.vmCount + 1 };
   if (group !== undefined) next.groupMembers = { ...host.groupMembers, [group]: membersOn(host, group) + 1 };
+  return next;
+}
+
+/**
+ * The snapshot of `host` after removing a VM of `resources` from it, a member of `group` when given
+ * (a new object; `host` is unchanged): the exact inverse of {@link withPlacement}, for asking the
+ * filters where a VM could go were it not where it is (the rebalancer). It does not check that the
+ * VM was there: allocations, VM count and members can go below what the host really holds only if
+ * the caller removes what it never placed.
+ */
+export function withoutPlacement(host: HostSnapshot, resources: Resources, group?: string): HostSnapshot {
+  const next: HostSnapshot = { ...host, allocated: subtractResources(host.allocated, resources), vmCount: host.vmCount - 1 };
+  if (group !== undefined) next.groupMembers = { ...host.groupMembers, [group]: membersOn(host, group) - 1 };
   return next;
 }
 

@@ -1,0 +1,259 @@
+import { describe, expect, it } from "vitest";
+import { ErrorCode, isBerthError } from "@berth/core";
+import {
+  checkMove,
+  hostUtilisations,
+  imbalanceOf,
+  planRebalance,
+  resolveSchedulerOptions,
+  withoutPlacement,
+  withPlacement,
+  type HostSnapshot,
+  type PlacementRequest,
+  type RebalanceInput,
+  type RebalanceOptions,
+  type RebalanceVm,
+} from "./index.js";
+import { host, res } from "./scheduler.testkit.js";
+import { applyMoves } from "./rebalance.testkit.js";
+
+const spread = resolveSchedulerOptions({});
+// A test host: 16 physical vCPU × 4 = 64 allocatable vCPU; 65536 − 1024 = 64512 MiB.
+
+/** A cluster from a list of hosts and, per VM, where it is and what it asks. */
+function cluster(hostList: HostSnapshot[], vms: { id: string; on: string; req?: Partial<PlacementRequest>; vcpus?: number; mib?: number; movable?: boolean; usage?: RebalanceVm["usage"] }[]): RebalanceInput {
+  const hosts = new Map(hostList.map((h) => [h.id, h]));
+  const out: RebalanceVm[] = vms.map((v) => {
+    const request: PlacementRequest = { name: v.id, resources: res(v.vcpus ?? 4, v.mib ?? 4096, 10), ...v.req };
+    hosts.set(v.on, withPlacement(hosts.get(v.on)!, request.resources, request.group?.name));
+    const vm: RebalanceVm = { id: v.id, name: v.id, hostId: v.on, request, movable: v.movable ?? true };
+    if (v.usage) vm.usage = v.usage;
+    return vm;
+  });
+  return { hosts: hostList.map((h) => hosts.get(h.id)!), vms: out };
+}
+
+const ids = (n: number, prefix = "h"): string[] => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+
+/** `perHost` VMs of 4 vCPU / 4 GiB on each of the first `hot` of `n` hosts. */
+function skewed(n: number, hot: number, perHost: number, over: (i: number, j: number) => Partial<Parameters<typeof cluster>[1][number]> = () => ({})) {
+  const hs = ids(n).map((id) => host(id));
+  const vms = [];
+  for (let i = 0; i < hot; i++) for (let j = 0; j < perHost; j++) vms.push({ id: `vm-${i}-${j}`, on: `h-${i}`, ...over(i, j) });
+  return cluster(hs, vms);
+}
+
+const balance = (over: Partial<RebalanceOptions> = {}): RebalanceOptions => ({ goal: "balance", maxMoves: 100, ...over });
+
+describe("withoutPlacement", () => {
+  it("is the exact inverse of withPlacement, members included", () => {
+    const h = host("a", { allocated: res(4, 8192, 20), vmCount: 2, groupMembers: { web: 1 } });
+    const back = withoutPlacement(withPlacement(h, res(2, 2048, 10), "web"), res(2, 2048, 10), "web");
+    expect(back).toEqual(h);
+    expect(withoutPlacement(h, res(4, 8192, 20), "web")).toMatchObject({ allocated: res(0, 0, 0), vmCount: 1, groupMembers: { web: 0 } });
+  });
+});
+
+describe("imbalanceOf", () => {
+  it("is the std-dev over ready, uncordoned hosts of the mean of the vCPU and memory fractions", () => {
+    // 32 of 64 vCPU (0.5) and 32768 of 64512 MiB on h-0; nothing on h-1; h-2 is down and does not count.
+    const input = cluster([host("h-0"), host("h-1"), host("h-2", { ready: false })], ids(8, "v").map((id) => ({ id, on: "h-0" })));
+    const u0 = (32 / 64 + 32768 / 64512) / 2;
+    expect(hostUtilisations(input, spread, "allocation")).toEqual({ "h-0": u0, "h-1": 0 });
+    expect(imbalanceOf(input, spread, "allocation")).toBeCloseTo(u0 / 2, 12);
+  });
+
+  it("on usage: measured use over physical capacity, a VM without usage at its request", () => {
+    const input = cluster([host("h-0"), host("h-1")], [
+      { id: "a", on: "h-0", usage: { cpuCores: 8, memoryMib: 16384 } },
+      { id: "b", on: "h-1" },
+    ]);
+    const u = hostUtilisations(input, spread, "usage");
+    expect(u["h-0"]).toBeCloseTo((8 / 16 + 16384 / 65536) / 2, 12);
+    expect(u["h-1"]).toBeCloseTo((4 / 16 + 4096 / 65536) / 2, 12);
+  });
+});
+
+describe("planRebalance: balance", () => {
+  it("spreads a failover's skew over the empty hosts, each VM moved once, below the threshold", () => {
+    const input = skewed(6, 2, 8);
+    const plan = planRebalance(input, spread, balance());
+    expect(plan.imbalanceBefore).toBeGreaterThan(0.2);
+    expect(plan.imbalanceAfter).toBeLessThanOrEqual(0.05);
+    expect(plan.note).toMatch(/at or below the threshold/);
+    expect(new Set(plan.moves.map((m) => m.vmId)).size).toBe(plan.moves.length);
+    for (const m of plan.moves) {
+      expect(["h-0", "h-1"]).toContain(m.from);
+      expect(["h-0", "h-1"]).not.toContain(m.to);
+      expect(m.costGiB).toBe(4);
+      expect(m.reason).toMatch(/^balance: h-[01] at .* → h-[2-5] at /);
+    }
+    expect(plan.movedGiB).toBe(4 * plan.moves.length);
+    expect(plan.imbalanceAfter).toBeCloseTo(imbalanceOf(applyMoves(input, plan.moves), spread, "allocation"), 12);
+    // Planning again proposes nothing: the plan ended at the threshold.
+    expect(planRebalance(applyMoves(input, plan.moves), spread, balance()).moves).toEqual([]);
+  });
+
+  it("is deterministic and does not change its input", () => {
+    const input = skewed(8, 3, 6);
+    const copy = structuredClone(input);
+    const a = planRebalance(input, spread, balance());
+    expect(input).toEqual(copy);
+    const shuffled = { hosts: [...input.hosts].reverse(), vms: input.vms };
+    expect(planRebalance(shuffled, spread, balance())).toEqual(a);
+  });
+
+  it("never moves a VM that is not movable, nor off or onto a frozen, cordoned or down host", () => {
+    const hs = [host("h-0"), host("h-1"), host("h-2", { cordoned: true }), host("h-3", { ready: false }), host("h-4"), host("h-5")];
+    const vms = [
+      ...ids(6, "a").map((id) => ({ id, on: "h-0", movable: id !== "a-0" && id !== "a-1" })),
+      ...ids(6, "b").map((id) => ({ id, on: "h-1" })),
+      ...ids(6, "c").map((id) => ({ id, on: "h-2" })),
+    ];
+    const plan = planRebalance(cluster(hs, vms), spread, balance({ frozenHosts: new Set(["h-1", "h-5"]) }));
+    expect(plan.moves.length).toBeGreaterThan(0);
+    for (const m of plan.moves) {
+      expect(["a-0", "a-1"]).not.toContain(m.vmId);
+      expect(m.from).toBe("h-0");
+      expect(m.to).toBe("h-4");
+    }
+  });
+
+  it("keeps hard anti-affinity: two members never end on one host", () => {
+    const input = skewed(4, 1, 8, (_, j) => ({ req: { group: { name: "web", policy: "anti-affinity" } }, id: `web-${j}` }));
+    // Eight members on h-0 (as after a failover that ignored the group): they may leave, one per host.
+    const plan = planRebalance(input, spread, balance({ threshold: 0 }));
+    const to = plan.moves.map((m) => m.to);
+    expect(new Set(to).size).toBe(to.length);
+    for (const m of plan.moves) expect(checkMove(input.hosts, m, input.vms[0]!.request, spread)).toBeUndefined();
+  });
+
+  it("keeps pins and labels", () => {
+    const hs = [host("h-0", { labels: { zone: "a" } }), host("h-1", { labels: { zone: "b" } }), host("h-2", { labels: { zone: "a" } }), host("h-3", { labels: { zone: "b" } })];
+    const vms = [
+      ...ids(4, "p").map((id) => ({ id, on: "h-0", req: { pinnedHosts: ["h-0", "h-3"] } })),
+      ...ids(4, "z").map((id) => ({ id, on: "h-0", req: { requiredLabels: { zone: "a" } } })),
+    ];
+    const plan = planRebalance(cluster(hs, vms), spread, balance({ threshold: 0 }));
+    expect(plan.moves.length).toBeGreaterThan(0);
+    for (const m of plan.moves) expect(m.to).toBe(m.vmId.startsWith("p") ? "h-3" : "h-2");
+  });
+
+  it("moves no VM of a hard affinity group away from its other members", () => {
+    const input = skewed(4, 1, 8, (_, j) => ({ id: `db-${j}`, req: { group: { name: "db", policy: "affinity" } } }));
+    expect(planRebalance(input, spread, balance()).moves).toEqual([]);
+  });
+
+  it("respects the budget per plan and per host", () => {
+    const input = skewed(10, 2, 12);
+    expect(planRebalance(input, spread, balance({ maxMoves: 3 })).moves).toHaveLength(3);
+    expect(planRebalance(input, spread, balance({ maxMoves: 3 })).note).toMatch(/move budget reached/);
+    const plan = planRebalance(input, spread, balance({ maxMovesPerHost: 2 }));
+    const count = new Map<string, number>();
+    for (const m of plan.moves) for (const h of [m.from, m.to]) count.set(h, (count.get(h) ?? 0) + 1);
+    expect(Math.max(...count.values())).toBeLessThanOrEqual(2);
+    expect(plan.moves).toHaveLength(4); // two out of each hot host
+  });
+
+  it("gates on benefit per GiB: big VMs that buy too little per GiB stay", () => {
+    const input = skewed(6, 2, 8, () => ({ vcpus: 1, mib: 16384 }));
+    const all = planRebalance(input, spread, balance());
+    expect(all.moves.length).toBeGreaterThan(0);
+    const perGiB = Math.min(...all.moves.map((m) => m.benefit / m.costGiB));
+    expect(planRebalance(input, spread, balance({ minBenefitPerGiB: perGiB * 0.99 })).moves.length).toBeGreaterThan(0);
+    expect(planRebalance(input, spread, balance({ minBenefitPerGiB: 1 })).moves).toEqual([]);
+  });
+
+  it("weighs measured use by default when every movable VM reports it", () => {
+    // Equal by allocation; h-0's VMs are busy, h-1's idle.
+    const hs = [host("h-0"), host("h-1"), host("h-2")];
+    const vms = [
+      ...ids(4, "busy").map((id) => ({ id, on: "h-0", usage: { cpuCores: 3.5, memoryMib: 4000 } })),
+      ...ids(4, "idle").map((id) => ({ id, on: "h-1", usage: { cpuCores: 0.1, memoryMib: 500 } })),
+      ...ids(4, "mid").map((id) => ({ id, on: "h-2", usage: { cpuCores: 0.1, memoryMib: 500 } })),
+    ];
+    const input = cluster(hs, vms);
+    expect(imbalanceOf(input, spread, "allocation")).toBeCloseTo(0, 12);
+    const plan = planRebalance(input, spread, balance({ threshold: 0.02 }));
+    expect(plan.metric).toBe("usage");
+    expect(plan.moves.length).toBeGreaterThan(0);
+    expect(plan.moves.every((m) => m.vmId.startsWith("busy"))).toBe(true);
+    expect(planRebalance(input, spread, balance({ metric: "allocation" })).moves).toEqual([]);
+  });
+
+  it("chooses among the cold hosts as the scheduler's weighers would (pack: the fuller one)", () => {
+    const pack = resolveSchedulerOptions({ preset: "pack" });
+    // h-0 hot; h-1 empty; h-2 lightly used: both are cold, spread prefers h-1, pack h-2.
+    const input = cluster([host("h-0"), host("h-1"), host("h-2")], [...ids(10, "a").map((id) => ({ id, on: "h-0" })), { id: "b", on: "h-2" }]);
+    const one = (o: typeof spread) => planRebalance(input, o, balance({ maxMoves: 1 })).moves[0]!.to;
+    expect(one(spread)).toBe("h-1");
+    expect(one(pack)).toBe("h-2");
+  });
+
+  it("plans nothing with no budget, no hosts or no VMs", () => {
+    expect(planRebalance(skewed(4, 1, 8), spread, balance({ maxMoves: 0 })).moves).toEqual([]);
+    expect(planRebalance({ hosts: [], vms: [] }, spread, balance())).toMatchObject({ moves: [], imbalanceBefore: 0, imbalanceAfter: 0, freedHosts: [] });
+    expect(planRebalance({ hosts: [host("h-0")], vms: [] }, spread, balance()).moves).toEqual([]);
+  });
+});
+
+describe("checkMove", () => {
+  it("is undefined for a valid move, else the filter's reason as placeVm words it", () => {
+    const input = cluster([host("h-0"), host("h-1", { allocated: res(0, 62000, 0) }), host("h-2", { cordoned: true })], [
+      { id: "a", on: "h-0", req: { group: { name: "web", policy: "anti-affinity" } } },
+      { id: "b", on: "h-0" },
+    ]);
+    const req = input.vms[0]!.request;
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-1" }, { ...req, resources: res(1, 1024, 0) }, spread)).toBeUndefined();
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-1" }, req, spread)).toBe("h-1: capacity: memory_mib: needs 4096 MiB, 2512 MiB free of 64512 allocatable");
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-2" }, req, spread)).toBe("h-2: ready: host is cordoned");
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-0" }, req, spread)).toBe("h-0: the VM is already there");
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-9" }, req, spread)).toMatch(/^h-9: the target host is not in the snapshot/);
+  });
+
+  it("sees the VM gone from its source: its own group membership there does not count", () => {
+    const hs = [host("h-0"), host("h-1")];
+    const input = cluster(hs, [{ id: "a", on: "h-0", req: { group: { name: "db", policy: "affinity" } } }]);
+    // The only member: once off h-0 the group has no members, so h-1 may take it.
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-1" }, input.vms[0]!.request, spread)).toBeUndefined();
+    const two = cluster(hs, ids(2, "db").map((id) => ({ id, on: "h-0", req: { group: { name: "db", policy: "affinity" } } })));
+    expect(checkMove(two.hosts, { from: "h-0", to: "h-1" }, two.vms[0]!.request, spread)).toBe("h-1: groups: group 'db': affinity: members are on other hosts (h-0)");
+  });
+});
+
+describe("planRebalance: bad options and inputs", () => {
+  const input = skewed(3, 1, 2);
+  const bad = (o: Partial<RebalanceOptions>, field: string): void => {
+    let err: unknown;
+    try {
+      planRebalance(input, spread, { ...balance(), ...o } as RebalanceOptions);
+    } catch (e) {
+      err = e;
+    }
+    expect(isBerthError(err, ErrorCode.InvalidArgument)).toBe(true);
+    expect((err as Error).message).toMatch(new RegExp(`^${field.replace(/[.[\]]/g, "\\$&")}: `));
+  };
+
+  it("names the field at fault", () => {
+    bad({ goal: "spread" as never }, "rebalance.goal");
+    bad({ metric: "load" as never }, "rebalance.metric");
+    bad({ maxMoves: -1 }, "rebalance.max_moves");
+    bad({ maxMoves: 1.5 }, "rebalance.max_moves");
+    bad({ maxMovesPerHost: Number.NaN }, "rebalance.max_moves_per_host");
+    bad({ threshold: -0.1 }, "rebalance.threshold");
+    bad({ minBenefitPerGiB: Infinity }, "rebalance.min_benefit_per_gib");
+    bad({ minFreeFraction: 1 }, "rebalance.min_free_fraction");
+    bad({ frozenHosts: ["h-0"] as never }, "rebalance.frozen_hosts");
+  });
+
+  it("refuses an inconsistent snapshot", () => {
+    const expectInvalid = (i: RebalanceInput, field: string): void => {
+      expect(() => planRebalance(i, spread, balance())).toThrow(new RegExp(`^${field.replace(/[.[\]]/g, "\\$&")}: `));
+    };
+    expectInvalid({ ...input, vms: [...input.vms, input.vms[0]!] }, "vms[2].id");
+    expectInvalid({ ...input, vms: [{ ...input.vms[0]!, hostId: "nowhere" }] }, "vms[0].host_id");
+    expectInvalid({ hosts: input.hosts.map((h) => ({ ...h, allocated: res(0, 0, 0) })), vms: input.vms }, "hosts[h-0].allocated.vcpus");
+    expectInvalid({ ...input, vms: [{ ...input.vms[0]!, request: { ...input.vms[0]!.request, group: { name: "g", policy: "anti-affinity" } } }] }, "hosts[h-0].group_members.g");
+    expectInvalid({ ...input, vms: [{ ...input.vms[0]!, usage: { cpuCores: -1, memoryMib: 0 } }] }, "vms[0].usage.cpu_cores");
+  });
+});

@@ -1,0 +1,865 @@
+// The rebalance planner: the hosts as the scheduler sees them plus the VMs on them in, an ordered
+// list of live migrations out. Pure and synchronous like the rest of the package. It is the
+// scheduler, not a second opinion: every move is one the scheduler's own filters accept on the
+// snapshot with the VM taken off its source (`withoutPlacement`), and targets are ranked by the
+// scheduler's own weighers. The controller only applies the moves (re-checking each with
+// `checkMove` against its newer snapshot first).
+import { invalidArgument, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
+import { allocatableOf, type ResolvedSchedulerOptions } from "./options.js";
+import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
+import { checkHosts, compareIds, compareTies, withoutPlacement, withPlacement } from "./place.js";
+import { membersOn, type Filter, type PlacementContext, type Weigher } from "./stage.js";
+import { fleetDirection, steers, usableHostCounts } from "./weighers.js";
+import { GROUP_POLICIES, type HostSnapshot, type PlacementRequest } from "./types.js";
+
+/** `balance`: even out host utilisation; `consolidate`: empty hosts whose VMs the others can hold. */
+export type RebalanceGoal = "balance" | "consolidate";
+
+/** What utilisation is measured on: measured use, or the VMs' requests (what the scheduler allocates). */
+export type RebalanceMetric = "usage" | "allocation";
+
+/** One VM the planner may move (or must leave where it is). */
+export interface RebalanceVm {
+  id: string;
+  name: string;
+  /** The host it is on; must be one of the input's hosts. */
+  hostId: string;
+  /** The VM's placement request (resources, labels, group, pins) as for a create. */
+  request: PlacementRequest;
+  /** Measured use, when the host reports it (cpu in cores, fractional; memory in MiB). */
+  usage?: { cpuCores: number; memoryMib: number };
+  /** False for VMs that must not move now (stopped, in flight, cooling down): they still count where they are. */
+  movable: boolean;
+  /**
+   * A live migration of this VM also copies its disk (local storage): the move's cost is then its
+   * memory plus its disk. Absent or false: shared storage, only memory is copied.
+   */
+  copiesDisk?: boolean;
+}
+
+/** What the planner reads: one consistent snapshot. */
+export interface RebalanceInput {
+  /** Every host as the scheduler sees it (allocated includes every VM in `vms`, and in-flight arrivals). */
+  hosts: readonly HostSnapshot[];
+  vms: readonly RebalanceVm[];
+}
+
+/** How to plan. Invalid values are INVALID_ARGUMENT naming the field (`rebalance.max_moves: …`). */
+export interface RebalanceOptions {
+  goal: RebalanceGoal;
+  /** "usage" weighs measured use (default when every movable VM has usage), "allocation" the requests. */
+  metric?: RebalanceMetric;
+  /** At most this many moves in the plan (a whole number ≥ 0). */
+  maxMoves: number;
+  /** At most this many moves out of plus into any one host (default 8, as DRS). */
+  maxMovesPerHost?: number;
+  /** balance: stop when the imbalance (std-dev of host utilisation) is at or below this (default 0.05). */
+  threshold?: number;
+  /** A balance move must buy at least this drop of std-dev per GiB moved (cost/benefit gate; default 0: any drop). */
+  minBenefitPerGiB?: number;
+  /** consolidate: keep at least this fraction of the cluster's allocatable free on the hosts left (default 0.1). */
+  minFreeFraction?: number;
+  /** Hosts that must not be sources or targets (cooldown). They still count in the imbalance. */
+  frozenHosts?: ReadonlySet<string>;
+}
+
+/** One live migration of a plan, in plan order. */
+export interface RebalanceMove {
+  vmId: string;
+  vmName: string;
+  from: string;
+  to: string;
+  /** Why, in one line. */
+  reason: string;
+  /** balance: the drop of the imbalance this move buys; consolidate: the share of its source host it empties (1 / VMs there). */
+  benefit: number;
+  /** GiB copied: the VM's memory, plus its disk when it `copiesDisk`. */
+  costGiB: number;
+  /** The imbalance after this move and the ones before it. */
+  imbalanceAfter: number;
+}
+
+/** The plan: moves in the order to apply them, and what they achieve. */
+export interface RebalancePlanResult {
+  goal: RebalanceGoal;
+  moves: RebalanceMove[];
+  imbalanceBefore: number;
+  imbalanceAfter: number;
+  /** Hosts that hold VMs before the plan and none after it (consolidate), sorted by id. */
+  freedHosts: string[];
+  /** Σ costGiB. */
+  movedGiB: number;
+  /** Why the plan stops where it does, in one line. */
+  note: string;
+  /** The metric the plan was computed on. */
+  metric: RebalanceMetric;
+}
+
+/** The resources utilisation is measured on: vCPU and memory (disk does not move load). */
+const UTIL_RESOURCES = ["vcpus", "memoryMib"] as const;
+const U = UTIL_RESOURCES.length;
+
+/** A balance move must lower the std-dev by more than this (float noise is not a benefit). */
+const MIN_GAIN = 1e-9;
+/** Sources are hosts above the fleet level + threshold by more than this; targets stay at or below it (+ TARGET_EPS). */
+const SOURCE_EPS = 1e-9;
+const TARGET_EPS = 1e-12;
+/** balance: how many VMs of the source, best first, get a full target search before the source is given up. */
+const TRY_VMS = 8;
+/** Targets the weighers choose among: the first this many feasible ones, coldest first (balance) / fullest first (consolidate). */
+const TARGET_WINDOW = 32;
+/** At most this many hosts get their filters run for one VM (bounds a VM that few hosts accept; pins are always all tried). */
+const SCAN_CAP = 2048;
+
+const DEFAULTS = { maxMovesPerHost: 8, threshold: 0.05, minBenefitPerGiB: 0, minFreeFraction: 0.1 } as const;
+
+/** Scores and totals are rounded as placeVm rounds them, so that equal hosts tie exactly. */
+const round9 = (x: number): number => Math.round(x * 1e9) / 1e9;
+
+// ---------------------------------------------------------------------------------------------
+// Utilisation and imbalance: one definition, used by the planner, the benchmark and the controller.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The metric a plan uses when `metric` is not given: `usage` when there is at least one movable VM
+ * and every movable VM has measured usage, else `allocation`.
+ */
+export function defaultMetric(vms: readonly RebalanceVm[]): RebalanceMetric {
+  let movable = 0;
+  for (const v of vms) {
+    if (!v.movable) continue;
+    movable++;
+    if (v.usage === undefined) return "allocation";
+  }
+  return movable > 0 ? "usage" : "allocation";
+}
+
+/**
+ * Hosts that count in the imbalance and may be sources or targets: ready and not cordoned (the
+ * hosts the scheduler places on). A host that is down or cordoned is someone else's business
+ * (recovery, drain); its VMs are never moved by the planner.
+ */
+export const inRebalancePopulation = (h: HostSnapshot): boolean => h.ready && !h.cordoned;
+
+/**
+ * One host's utilisation, a number ≥ 0 (1 = full): the mean over vCPU and memory of load / size,
+ * over the resources the host has any of. On `allocation`, load is `allocated` and size is
+ * allocatable (ratio and reserve applied, as the capacity filter sees it). On `usage`, load is the
+ * VMs' measured use (cores busy, MiB used; a VM without usage counts its request, and what the host
+ * allocates beyond its listed VMs — arrivals in flight — counts at allocation) and size is the
+ * physical capacity (cores, MiB). The mean, not the max: a move changes both resources, and the mean
+ * moves smoothly with each, so every move's effect shows in the figure (as Watcher sums its cpu and
+ * memory std-devs).
+ */
+export function utilisation(load: readonly number[], size: readonly number[]): number {
+  let sum = 0;
+  let n = 0;
+  for (let r = 0; r < U; r++) {
+    const s = size[r]!;
+    if (!(s > 0)) continue;
+    sum += load[r]! / s;
+    n++;
+  }
+  return n === 0 ? 0 : sum / n;
+}
+
+/**
+ * Each population host's utilisation ({@link utilisation}; population: {@link inRebalancePopulation}),
+ * by host id. `metric` defaults as in {@link planRebalance}.
+ */
+export function hostUtilisations(input: RebalanceInput, scheduler: ResolvedSchedulerOptions, metric?: RebalanceMetric): Record<string, number> {
+  const m = new Model(input, scheduler, metric ?? defaultMetric(input.vms), undefined);
+  const out: Record<string, number> = {};
+  for (let i = 0; i < m.n; i++) if (m.pop[i]) out[m.ids[i]!] = m.u[i]!;
+  return out;
+}
+
+/**
+ * The imbalance the planner minimises: the population standard deviation of the utilisation of the
+ * hosts that are ready and not cordoned (see {@link utilisation}; 0 with no such host). Exported so
+ * that the controller, the CLI and the benchmarks report the same number. `metric` defaults as in
+ * {@link planRebalance}. Throws INVALID_ARGUMENT for an inconsistent input, as planRebalance does.
+ */
+export function imbalanceOf(input: RebalanceInput, scheduler: ResolvedSchedulerOptions, metric?: RebalanceMetric): number {
+  return new Model(input, scheduler, metric ?? defaultMetric(input.vms), undefined).sigma();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Re-checking a move.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Re-checks one move against a (newer) snapshot: the VM of `request` taken off `move.from`
+ * (`withoutPlacement`), may it go to `move.to` by the scheduler's filters (those `scheduler.filters`
+ * enables, of `pipeline`)? Undefined when it may; else why not, as placeVm words a rejection:
+ * `<host>: <filter>: <reason>`, or that a host is missing or the move goes nowhere. Whether the
+ * move still pays is not checked (a new plan decides that).
+ */
+export function checkMove(
+  hosts: readonly HostSnapshot[],
+  move: Pick<RebalanceMove, "from" | "to">,
+  request: PlacementRequest,
+  scheduler: ResolvedSchedulerOptions,
+  pipeline: Pipeline = DEFAULT_PIPELINE,
+): string | undefined {
+  checkRequest(request, "request");
+  const filters = enabledFilters(pipeline, scheduler);
+  const from = hosts.find((h) => h.id === move.from);
+  const to = hosts.find((h) => h.id === move.to);
+  if (from === undefined) return `${move.from}: the source host is not in the snapshot`;
+  if (to === undefined) return `${move.to}: the target host is not in the snapshot`;
+  if (move.from === move.to) return `${move.to}: the VM is already there`;
+  const group = request.group?.name;
+  const after = hosts.map((h) => (h.id === move.from ? withoutPlacement(h, request.resources, group) : h)).sort((a, b) => compareIds(a.id, b.id));
+  checkHosts(after);
+  // The context exactly as placeVm builds it on the snapshot without the VM.
+  const counts = usableHostCounts(after);
+  const ctx: PlacementContext = {
+    request,
+    options: scheduler,
+    groupHosts: group === undefined ? [] : after.filter((h) => membersOn(h, group) > 0).map((h) => h.id),
+    pinned: request.pinnedHosts !== undefined && request.pinnedHosts.length > 0 ? new Set(request.pinnedHosts) : undefined,
+    fleetDirection: steers(counts.usable, counts.empty) ? fleetDirection(after, request, scheduler) : undefined,
+  };
+  for (const f of filters) {
+    const r = f.filter(to, ctx);
+    if (!r.pass) return `${to.id}: ${f.name}: ${r.reason}`;
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The planner.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Plans live migrations, in the order to apply them. Pure: the same input and options always give
+ * the same plan; the input is not changed.
+ *
+ * Contract, for both goals:
+ * - every move is feasible by the scheduler's own filters (`scheduler.filters` of `pipeline`) on
+ *   the snapshot as it is after the moves before it, with the VM taken off its source
+ *   (`withoutPlacement`); the same check as {@link checkMove};
+ * - a VM moves at most once per plan, never to the host it is on, and only when `movable`; hosts
+ *   that are not ready, cordoned or in `frozenHosts` are neither sources nor targets; VMs on them
+ *   stay;
+ * - at most `maxMoves` moves, and at most `maxMovesPerHost` moves out of plus into any host.
+ *
+ * `balance` lowers {@link imbalanceOf}. The fleet level L is Σ load / Σ size per resource over the
+ * population, averaged over vCPU and memory: a number no move changes. Repeatedly, from the most
+ * utilised host above L + `threshold`, it moves the VM that lowers the std-dev most to a host it
+ * leaves at or below L + `threshold`; the target is ranked among the feasible coldest hosts
+ * (TARGET_WINDOW of them) by the scheduler's weighers at the configured weights, scored as placeVm
+ * scores (what the scheduler would pick among them). A move must lower the std-dev, by at least
+ * `minBenefitPerGiB` × its GiB. It stops at `threshold`, at the budget, or when no host above the
+ * band can shed a VM. Why the band: a host that receives ends at or below L + threshold and only
+ * hosts above it give, so no VM this plan moves is moved by the next plan on the applied snapshot
+ * with the same threshold (the descheduler's ping-pong cannot happen), whatever the budgets cut.
+ *
+ * `consolidate` empties hosts: least utilised first, a host is emptied only when every VM on it is
+ * movable and finds a target (a simulated re-pack through the filters, all or nothing per host, in
+ * the budgets), onto hosts that hold VMs (never onto an empty one), chosen by best fit (the
+ * pipeline's `mostAllocated` weigher, plus `groupAffinity` at its configured weight); it keeps
+ * at least `minFreeFraction` of the cluster's allocatable (per resource, over the population) free
+ * on the hosts left, and does not empty a host that a move of this plan fills. `freedHosts` lists
+ * the hosts it empties.
+ *
+ * Throws BerthError INVALID_ARGUMENT naming the field for a bad option (`rebalance.max_moves: …`),
+ * and for an inconsistent input: duplicate VM or host ids, a VM on an unknown host, a malformed
+ * request or usage, or a host that allocates less than its listed VMs request.
+ */
+export function planRebalance(
+  input: RebalanceInput,
+  scheduler: ResolvedSchedulerOptions,
+  options: RebalanceOptions,
+  pipeline: Pipeline = DEFAULT_PIPELINE,
+): RebalancePlanResult {
+  const o = resolveOptions(options);
+  const metric = o.metric ?? defaultMetric(input.vms);
+  const m = new Model(input, scheduler, metric, o.frozenHosts, pipeline);
+  const before = m.sigma();
+  const hadVms = m.hosts.map((h) => h.vmCount > 0);
+  const moves: RebalanceMove[] = [];
+  const note = o.goal === "balance" ? planBalance(m, o, moves) : planConsolidate(m, o, moves);
+  const freedHosts: string[] = [];
+  for (let i = 0; i < m.n; i++) if (hadVms[i] && m.hosts[i]!.vmCount === 0) freedHosts.push(m.ids[i]!);
+  let movedGiB = 0;
+  for (const mv of moves) movedGiB += mv.costGiB;
+  // The final figure is recomputed from the final snapshot, not carried through the incremental sums.
+  const after = moves.length === 0 ? before : new Model(m.inputAfter(input), scheduler, metric, undefined).sigma();
+  return { goal: o.goal, metric, moves, imbalanceBefore: before, imbalanceAfter: after, freedHosts, movedGiB, note };
+}
+
+interface Resolved {
+  goal: RebalanceGoal;
+  metric: RebalanceMetric | undefined;
+  maxMoves: number;
+  maxMovesPerHost: number;
+  threshold: number;
+  minBenefitPerGiB: number;
+  minFreeFraction: number;
+  frozenHosts: ReadonlySet<string> | undefined;
+}
+
+function resolveOptions(options: RebalanceOptions): Resolved {
+  const goal: unknown = options?.goal;
+  if (goal !== "balance" && goal !== "consolidate") throw invalidArgument("rebalance.goal", `must be balance or consolidate (got ${String(goal)})`);
+  const metric: unknown = options.metric;
+  if (metric !== undefined && metric !== "usage" && metric !== "allocation") {
+    throw invalidArgument("rebalance.metric", `must be usage or allocation (got ${String(metric)})`);
+  }
+  const whole = (field: string, v: unknown): number => {
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw invalidArgument(field, `must be a whole number ≥ 0 (got ${String(v)})`);
+    return v;
+  };
+  const nonNegative = (field: string, v: unknown): number => {
+    if (typeof v !== "number" || !Number.isFinite(v) || v < 0) throw invalidArgument(field, `must be a finite number ≥ 0 (got ${String(v)})`);
+    return v;
+  };
+  const maxMoves = whole("rebalance.max_moves", options.maxMoves);
+  const maxMovesPerHost = whole("rebalance.max_moves_per_host", options.maxMovesPerHost ?? DEFAULTS.maxMovesPerHost);
+  const threshold = nonNegative("rebalance.threshold", options.threshold ?? DEFAULTS.threshold);
+  const minBenefitPerGiB = nonNegative("rebalance.min_benefit_per_gib", options.minBenefitPerGiB ?? DEFAULTS.minBenefitPerGiB);
+  const minFreeFraction = nonNegative("rebalance.min_free_fraction", options.minFreeFraction ?? DEFAULTS.minFreeFraction);
+  if (minFreeFraction >= 1) throw invalidArgument("rebalance.min_free_fraction", `must be below 1 (got ${minFreeFraction})`);
+  const frozen: unknown = options.frozenHosts;
+  if (frozen !== undefined && !(frozen instanceof Set)) throw invalidArgument("rebalance.frozen_hosts", "must be a set of host ids");
+  return { goal, metric, maxMoves, maxMovesPerHost, threshold, minBenefitPerGiB, minFreeFraction, frozenHosts: options.frozenHosts };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model: the snapshot, kept current as the plan's moves are applied, with the sums the
+// planner needs (per-host load and utilisation, Σu and Σu² for the std-dev in O(1) per move, group
+// members per host for the filters' context).
+// ---------------------------------------------------------------------------------------------
+
+interface VmRec {
+  readonly vm: RebalanceVm;
+  /** Host index now. */
+  host: number;
+  /** The VM's load on the metric, per utilisation resource. */
+  readonly load: readonly number[];
+  readonly costGiB: number;
+  moved: boolean;
+}
+
+class Model {
+  readonly n: number;
+  /** Current snapshots, in id order. */
+  readonly hosts: HostSnapshot[];
+  readonly ids: string[];
+  readonly indexOf = new Map<string, number>();
+  /** Per host × utilisation resource: load on the metric, and the size it is measured against. */
+  readonly load: Float64Array;
+  readonly size: Float64Array;
+  readonly u: Float64Array;
+  /** In the population (ready, not cordoned). */
+  readonly pop: Uint8Array;
+  /** May be a source or a target: in the population and not frozen. */
+  readonly active: Uint8Array;
+  /** Moves out of plus into each host so far. */
+  readonly movesAt: Int32Array;
+  readonly vms: VmRec[];
+  /** VM record indexes per host. */
+  readonly onHost: number[][];
+  /** Group → host index → members there (counts > 0 only). */
+  readonly groups = new Map<string, Map<number, number>>();
+  readonly filters: readonly Filter[];
+  readonly pipeline: Pipeline;
+  readonly options: ResolvedSchedulerOptions;
+  /** Σu, Σu² over the population, and its size. */
+  s1 = 0;
+  s2 = 0;
+  nPop = 0;
+  /** For alignedFit's steering, as placeVm decides it: usable hosts, and those of them with no VM. */
+  usable = 0;
+  empty = 0;
+  /** The fleet's demand direction (Σ allocated / Σ allocatable per resource): no move changes it. */
+  readonly direction: number[];
+
+  constructor(input: RebalanceInput, options: ResolvedSchedulerOptions, metric: RebalanceMetric, frozen: ReadonlySet<string> | undefined, pipeline: Pipeline = DEFAULT_PIPELINE) {
+    if (input === null || typeof input !== "object" || !Array.isArray(input.hosts) || !Array.isArray(input.vms)) {
+      throw invalidArgument("input", "must have hosts and vms lists");
+    }
+    this.options = options;
+    this.pipeline = pipeline;
+    this.filters = enabledFilters(pipeline, options);
+    this.hosts = [...input.hosts].sort((a, b) => compareIds(a.id, b.id));
+    checkHosts(this.hosts);
+    const n = (this.n = this.hosts.length);
+    this.ids = this.hosts.map((h) => h.id);
+    this.load = new Float64Array(n * U);
+    this.size = new Float64Array(n * U);
+    this.u = new Float64Array(n);
+    this.pop = new Uint8Array(n);
+    this.active = new Uint8Array(n);
+    this.movesAt = new Int32Array(n);
+    this.onHost = this.hosts.map(() => []);
+    const fleetAlloc = RESOURCE_NAMES.map(() => 0);
+    const fleetTotal = RESOURCE_NAMES.map(() => 0);
+    this.hosts.forEach((h, i) => {
+      this.indexOf.set(h.id, i);
+      this.pop[i] = inRebalancePopulation(h) ? 1 : 0;
+      this.active[i] = this.pop[i] && !(frozen?.has(h.id) ?? false) ? 1 : 0;
+      RESOURCE_NAMES.forEach((k, r) => {
+        fleetAlloc[r] = fleetAlloc[r]! + h.allocated[k];
+        fleetTotal[r] = fleetTotal[r]! + allocatableOf(h, k, options);
+      });
+      if (h.ready && !h.cordoned) {
+        this.usable++;
+        if (h.vmCount === 0) this.empty++;
+      }
+      for (const [g, c] of Object.entries(h.groupMembers ?? {})) if (c > 0) this.members(g).set(i, c);
+    });
+    this.direction = fleetTotal.map((t, r) => (t > 0 ? fleetAlloc[r]! / t : 0));
+
+    // VMs: checked, indexed by host, their load on the metric.
+    const seen = new Set<string>();
+    const requested = new Float64Array(n * RESOURCE_NAMES.length);
+    const listed = new Int32Array(n);
+    this.vms = input.vms.map((vm, j) => {
+      if (typeof vm.id !== "string" || vm.id === "") throw invalidArgument(`vms[${j}].id`, "must not be empty");
+      if (seen.has(vm.id)) throw invalidArgument(`vms[${j}].id`, `duplicate VM id '${vm.id}'`);
+      seen.add(vm.id);
+      const i = this.indexOf.get(vm.hostId);
+      if (i === undefined) throw invalidArgument(`vms[${j}].host_id`, `unknown host '${String(vm.hostId)}'`);
+      checkRequest(vm.request, `vms[${j}].request`);
+      const q = vm.request.resources;
+      RESOURCE_NAMES.forEach((k, r) => (requested[i * RESOURCE_NAMES.length + r] += q[k]));
+      listed[i] = listed[i]! + 1;
+      let load: number[];
+      if (metric === "usage" && vm.usage !== undefined) {
+        const { cpuCores, memoryMib } = vm.usage;
+        if (!(Number.isFinite(cpuCores) && cpuCores >= 0)) throw invalidArgument(`vms[${j}].usage.cpu_cores`, `must be a finite number ≥ 0 (got ${String(cpuCores)})`);
+        if (!(Number.isFinite(memoryMib) && memoryMib >= 0)) throw invalidArgument(`vms[${j}].usage.memory_mib`, `must be a finite number ≥ 0 (got ${String(memoryMib)})`);
+        load = [cpuCores, memoryMib];
+      } else {
+        load = UTIL_RESOURCES.map((k) => q[k]);
+      }
+      const costGiB = (q.memoryMib + (vm.copiesDisk ? q.diskGib * 1024 : 0)) / 1024;
+      this.onHost[i]!.push(j);
+      return { vm, host: i, load, costGiB, moved: false };
+    });
+
+    // Hosts: each must allocate at least what its listed VMs request (the snapshot is one consistent view).
+    this.hosts.forEach((h, i) => {
+      RESOURCE_NAMES.forEach((k, r) => {
+        const req = requested[i * RESOURCE_NAMES.length + r]!;
+        if (req > h.allocated[k]) {
+          throw invalidArgument(`hosts[${h.id}].allocated.${RESOURCE_FIELD[k]}`, `${h.allocated[k]} is less than its VMs request (${req})`);
+        }
+      });
+      if (listed[i]! > h.vmCount) throw invalidArgument(`hosts[${h.id}].vm_count`, `${h.vmCount} is less than its VMs listed (${listed[i]})`);
+      UTIL_RESOURCES.forEach((k, r) => {
+        if (metric === "allocation") {
+          this.load[i * U + r] = h.allocated[k];
+          this.size[i * U + r] = allocatableOf(h, k, this.options);
+        } else {
+          // Measured use of the listed VMs, plus what the host allocates beyond them (arrivals in flight) at allocation.
+          let used = h.allocated[k] - requested[i * RESOURCE_NAMES.length + RESOURCE_NAMES.indexOf(k)]!;
+          for (const j of this.onHost[i]!) used += this.vms[j]!.load[r]!;
+          this.load[i * U + r] = used;
+          this.size[i * U + r] = h.capacity[k];
+        }
+      });
+      this.u[i] = this.utilWith(i, 0, undefined);
+      if (this.pop[i]) {
+        this.nPop++;
+        this.s1 += this.u[i]!;
+        this.s2 += this.u[i]! ** 2;
+      }
+    });
+    // Group members listed must be on their hosts' counts (withoutPlacement must not go below 0).
+    for (const rec of this.vms) {
+      const g = rec.vm.request.group?.name;
+      if (g !== undefined && membersOn(this.hosts[rec.host]!, g) < 1) {
+        throw invalidArgument(`hosts[${this.ids[rec.host]}].group_members.${g}`, `does not count VM '${rec.vm.id}' of that group`);
+      }
+    }
+  }
+
+  private members(group: string): Map<number, number> {
+    let m = this.groups.get(group);
+    if (m === undefined) this.groups.set(group, (m = new Map()));
+    return m;
+  }
+
+  /** Utilisation of host i with `sign` × `vmLoad` added (sign 0 or vmLoad undefined: as it is). */
+  utilWith(i: number, sign: number, vmLoad: readonly number[] | undefined): number {
+    let sum = 0;
+    let k = 0;
+    for (let r = 0; r < U; r++) {
+      const s = this.size[i * U + r]!;
+      if (!(s > 0)) continue;
+      sum += (this.load[i * U + r]! + (vmLoad === undefined ? 0 : sign * vmLoad[r]!)) / s;
+      k++;
+    }
+    return k === 0 ? 0 : sum / k;
+  }
+
+  sigma(): number {
+    return this.sigmaOf(this.s1, this.s2);
+  }
+
+  private sigmaOf(s1: number, s2: number): number {
+    if (this.nPop === 0) return 0;
+    const mean = s1 / this.nPop;
+    return Math.sqrt(Math.max(0, s2 / this.nPop - mean * mean));
+  }
+
+  /** The std-dev if host s's utilisation became us and host t's ut (both in the population). */
+  sigmaAfter(s: number, us: number, t: number, ut: number): number {
+    const a = this.u[s]!;
+    const b = this.u[t]!;
+    return this.sigmaOf(this.s1 - a - b + us + ut, this.s2 - a * a - b * b + us * us + ut * ut);
+  }
+
+  /** The fleet level: per utilisation resource Σ load / Σ size over the population, averaged. No move changes it. */
+  level(): number {
+    let sum = 0;
+    let k = 0;
+    for (let r = 0; r < U; r++) {
+      let l = 0;
+      let s = 0;
+      for (let i = 0; i < this.n; i++) {
+        if (!this.pop[i]) continue;
+        l += this.load[i * U + r]!;
+        s += this.size[i * U + r]!;
+      }
+      if (s > 0) {
+        sum += l / s;
+        k++;
+      }
+    }
+    return k === 0 ? 0 : sum / k;
+  }
+
+  /**
+   * The filters' context for moving `rec` off its host, exactly as placeVm builds it on the
+   * snapshot with the VM removed: group hosts without the source if the VM was its last member
+   * there, the pins, and the fleet direction when alignedFit steers.
+   */
+  contextFor(rec: VmRec): PlacementContext {
+    const request = rec.vm.request;
+    const s = rec.host;
+    let groupHosts: string[] = [];
+    const g = request.group?.name;
+    if (g !== undefined) {
+      const idx: number[] = [];
+      for (const [i, c] of this.groups.get(g) ?? []) if (c - (i === s ? 1 : 0) > 0) idx.push(i);
+      idx.sort((a, b) => a - b);
+      groupHosts = idx.map((i) => this.ids[i]!);
+    }
+    const source = this.hosts[s]!;
+    const empty = this.empty + (source.ready && !source.cordoned && source.vmCount === 1 ? 1 : 0);
+    return {
+      request,
+      options: this.options,
+      groupHosts,
+      pinned: request.pinnedHosts !== undefined && request.pinnedHosts.length > 0 ? new Set(request.pinnedHosts) : undefined,
+      fleetDirection: steers(this.usable, empty) ? this.direction : undefined,
+    };
+  }
+
+  /** Host t passes every enabled filter for the context. */
+  passes(t: number, ctx: PlacementContext): boolean {
+    const h = this.hosts[t]!;
+    for (const f of this.filters) if (!f.filter(h, ctx).pass) return false;
+    return true;
+  }
+
+  /**
+   * The best of `cands` (host indexes that passed the filters) by the pipeline's weighers at
+   * `weights`, scored as placeVm scores: raw scores normalised to [0, 1] across the candidates,
+   * weighted, rounded to 9 decimals, ties by the scheduler's tie-break.
+   */
+  best(cands: readonly number[], ctx: PlacementContext, weights: Readonly<Record<string, number>>): number {
+    if (cands.length === 1) return cands[0]!;
+    const totals = new Float64Array(cands.length);
+    for (const w of this.pipeline.weighers as readonly Weigher[]) {
+      const weight = weights[w.name] ?? 0;
+      if (!(weight > 0)) continue;
+      const raw = cands.map((t) => w.weigh(this.hosts[t]!, ctx));
+      let min = Infinity;
+      let max = -Infinity;
+      for (const x of raw) {
+        if (x < min) min = x;
+        if (x > max) max = x;
+      }
+      const range = max - min;
+      raw.forEach((x, k) => (totals[k] = totals[k]! + weight * round9(range > 1e-12 ? (x - min) / range : 1)));
+    }
+    const seed = this.options.seed ?? 0;
+    let bestK = 0;
+    for (let k = 1; k < cands.length; k++) {
+      const a = round9(totals[k]!);
+      const b = round9(totals[bestK]!);
+      if (a > b || (a === b && compareTies(this.ids[cands[k]!]!, this.ids[cands[bestK]!]!, seed) < 0)) bestK = k;
+    }
+    return cands[bestK]!;
+  }
+
+  /** Applies a move of VM record `j` to host t: both snapshots, sums, members, budgets. */
+  apply(j: number, t: number): void {
+    const rec = this.vms[j]!;
+    const s = rec.host;
+    const req = rec.vm.request;
+    const g = req.group?.name;
+    const src = this.hosts[s]!;
+    const dst = this.hosts[t]!;
+    const wasEmpty = (h: HostSnapshot): boolean => h.ready && !h.cordoned && h.vmCount === 0;
+    this.empty -= (wasEmpty(src) ? 1 : 0) + (wasEmpty(dst) ? 1 : 0);
+    this.hosts[s] = withoutPlacement(src, req.resources, g);
+    this.hosts[t] = withPlacement(dst, req.resources, g);
+    this.empty += (wasEmpty(this.hosts[s]!) ? 1 : 0) + (wasEmpty(this.hosts[t]!) ? 1 : 0);
+    for (let r = 0; r < U; r++) {
+      this.load[s * U + r] = this.load[s * U + r]! - rec.load[r]!;
+      this.load[t * U + r] = this.load[t * U + r]! + rec.load[r]!;
+    }
+    for (const i of [s, t]) {
+      const before = this.u[i]!;
+      const after = this.utilWith(i, 0, undefined);
+      this.u[i] = after;
+      if (this.pop[i]) {
+        this.s1 += after - before;
+        this.s2 += after * after - before * before;
+      }
+    }
+    if (g !== undefined) {
+      const m = this.members(g);
+      const left = (m.get(s) ?? 0) - 1;
+      if (left > 0) m.set(s, left);
+      else m.delete(s);
+      m.set(t, (m.get(t) ?? 0) + 1);
+    }
+    const list = this.onHost[s]!;
+    list.splice(list.indexOf(j), 1);
+    this.onHost[t]!.push(j);
+    this.movesAt[s] = this.movesAt[s]! + 1;
+    this.movesAt[t] = this.movesAt[t]! + 1;
+    rec.host = t;
+    rec.moved = true;
+  }
+
+  /** Undoes {@link apply} (a consolidation that did not finish): the VM back on `s`, the move uncounted. */
+  unapply(j: number, s: number): void {
+    const t = this.vms[j]!.host;
+    this.apply(j, s);
+    this.movesAt[s] = this.movesAt[s]! - 2;
+    this.movesAt[t] = this.movesAt[t]! - 2;
+    this.vms[j]!.moved = false;
+  }
+
+  /** The input as it is after the moves applied so far (for the final figure). */
+  inputAfter(input: RebalanceInput): RebalanceInput {
+    return { hosts: this.hosts, vms: input.vms.map((vm, j) => (this.vms[j]!.moved ? { ...vm, hostId: this.ids[this.vms[j]!.host]! } : vm)) };
+  }
+}
+
+/**
+ * Active host indexes kept in order of (utilisation, index), ascending. A host whose utilisation
+ * is about to change is {@link remove}d first and {@link insert}ed after: binary search and one
+ * array move each.
+ */
+class UtilOrder {
+  readonly order: number[] = [];
+  constructor(private readonly m: Model) {
+    for (let i = 0; i < m.n; i++) if (m.active[i]) this.order.push(i);
+    this.order.sort((a, b) => this.cmp(a, b));
+  }
+  private cmp(a: number, b: number): number {
+    const ua = this.m.u[a]!;
+    const ub = this.m.u[b]!;
+    return ua < ub ? -1 : ua > ub ? 1 : a - b;
+  }
+  private lowerBound(i: number): number {
+    let lo = 0;
+    let hi = this.order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.cmp(this.order[mid]!, i) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+  remove(i: number): void {
+    if (!this.m.active[i]) return;
+    const at = this.lowerBound(i);
+    if (this.order[at] !== i) throw new Error(`rebalance: host index ${i} is not where its utilisation says`);
+    this.order.splice(at, 1);
+  }
+  insert(i: number): void {
+    if (!this.m.active[i]) return;
+    this.order.splice(this.lowerBound(i), 0, i);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// balance
+// ---------------------------------------------------------------------------------------------
+
+const pct = (x: number): string => `${(x * 100).toFixed(1)} %`;
+
+function planBalance(m: Model, o: Resolved, moves: RebalanceMove[]): string {
+  const level = m.level();
+  // The dead band above the fleet level: hosts in it neither give nor may be filled beyond it. Its
+  // width is the threshold (the imbalance the plan aims at), so a target can take a VM that lifts
+  // it a little over the level (without it, the last VMs would stay on the hot hosts for want of a
+  // target that stays under the level), and a host a move filled never becomes a source.
+  const ceiling = level + o.threshold + TARGET_EPS;
+  const sources = level + o.threshold + SOURCE_EPS;
+  const order = new UtilOrder(m);
+  const done = new Uint8Array(m.n);
+  let sigma = m.sigma();
+  for (;;) {
+    if (sigma <= o.threshold) return `imbalance ${sigma.toFixed(4)} is at or below the threshold ${o.threshold}`;
+    if (moves.length >= o.maxMoves) return `move budget reached (${o.maxMoves} per plan)`;
+    // The most utilised host above the fleet level that may still give.
+    let s = -1;
+    for (let k = order.order.length - 1; k >= 0; k--) {
+      const i = order.order[k]!;
+      if (m.u[i]! <= sources) break;
+      if (done[i] || m.movesAt[i]! >= o.maxMovesPerHost) continue;
+      s = i;
+      break;
+    }
+    if (s < 0) {
+      return `no${moves.length === 0 ? "" : " further"} VM on a host above the fleet level (${pct(level)}) + threshold can move to a host it leaves at or below that, within the filters, budgets and cost gate`;
+    }
+    const found = balanceMoveFrom(m, o, s, order, ceiling, sigma);
+    if (found === undefined) {
+      done[s] = 1;
+      continue;
+    }
+    const { j, t, after } = found;
+    const rec = m.vms[j]!;
+    const us = m.u[s]!;
+    const ut = m.u[t]!;
+    order.remove(s);
+    order.remove(t);
+    m.apply(j, t);
+    order.insert(s);
+    order.insert(t);
+    moves.push({
+      vmId: rec.vm.id,
+      vmName: rec.vm.name,
+      from: m.ids[s]!,
+      to: m.ids[t]!,
+      reason: `balance: ${m.ids[s]} at ${pct(us)} → ${m.ids[t]} at ${pct(ut)} (fleet level ${pct(level)}); std-dev ${sigma.toFixed(4)} → ${after.toFixed(4)}`,
+      benefit: sigma - after,
+      costGiB: rec.costGiB,
+      imbalanceAfter: after,
+    });
+    sigma = m.sigma();
+  }
+}
+
+/**
+ * The move off source s: its movable VMs ranked by how much they would lower the std-dev on the
+ * coldest host that may still take moves, then for the best few a target: among hosts that stay at
+ * or below the fleet level after the move, buy a large enough drop, have budget and pass the
+ * filters, the first TARGET_WINDOW coldest, ranked by the scheduler's weighers.
+ */
+function balanceMoveFrom(
+  m: Model,
+  o: Resolved,
+  s: number,
+  order: UtilOrder,
+  ceiling: number,
+  sigma: number,
+): { j: number; t: number; after: number } | undefined {
+  let coldest = -1;
+  for (const i of order.order) {
+    if (i !== s && m.movesAt[i]! < o.maxMovesPerHost) {
+      coldest = i;
+      break;
+    }
+  }
+  if (coldest < 0 || m.u[coldest]! > ceiling) return undefined;
+  const ranked: { j: number; drop: number }[] = [];
+  for (const j of m.onHost[s]!) {
+    const rec = m.vms[j]!;
+    if (!rec.vm.movable || rec.moved) continue;
+    const ut = m.utilWith(coldest, 1, rec.load);
+    if (ut > ceiling) continue;
+    const drop = sigma - m.sigmaAfter(s, m.utilWith(s, -1, rec.load), coldest, ut);
+    if (drop > MIN_GAIN) ranked.push({ j, drop });
+  }
+  ranked.sort((a, b) => b.drop - a.drop || compareIds(m.vms[a.j]!.vm.id, m.vms[b.j]!.vm.id));
+  for (const { j } of ranked.slice(0, TRY_VMS)) {
+    const rec = m.vms[j]!;
+    const us = m.utilWith(s, -1, rec.load);
+    const ctx = m.contextFor(rec);
+    const feasible: number[] = [];
+    const afterOf = new Map<number, number>();
+    const consider = (t: number): void => {
+      if (t === s || !m.active[t] || m.movesAt[t]! >= o.maxMovesPerHost) return;
+      const ut = m.utilWith(t, 1, rec.load);
+      if (ut > ceiling) return;
+      const after = m.sigmaAfter(s, us, t, ut);
+      const benefit = sigma - after;
+      if (!(benefit > MIN_GAIN) || benefit < o.minBenefitPerGiB * rec.costGiB) return;
+      if (!m.passes(t, ctx)) return;
+      feasible.push(t);
+      afterOf.set(t, after);
+    };
+    if (ctx.pinned !== undefined) {
+      // Pinned: only those hosts can pass; try them all, coldest first.
+      const pins = [...ctx.pinned].map((id) => m.indexOf.get(id)).filter((i): i is number => i !== undefined);
+      pins.sort((a, b) => m.u[a]! - m.u[b]! || a - b);
+      for (const t of pins) if (feasible.length < TARGET_WINDOW) consider(t);
+    } else {
+      let scanned = 0;
+      for (const t of order.order) {
+        if (m.u[t]! > ceiling || feasible.length >= TARGET_WINDOW || scanned >= SCAN_CAP) break;
+        scanned++;
+        consider(t);
+      }
+    }
+    if (feasible.length === 0) continue;
+    const t = m.best(feasible, ctx, m.options.weights);
+    return { j, t, after: afterOf.get(t)! };
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// consolidate
+// ---------------------------------------------------------------------------------------------
+
+function planConsolidate(m: Model, o: Resolved, moves: RebalanceMove[]): string {
+  void m;
+  void o;
+  void moves;
+  return "consolidation is not implemented yet";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared checks.
+// ---------------------------------------------------------------------------------------------
+
+/** The pipeline's filters that `options.filters` enables, in its order (all when absent), as placeVm runs them. */
+function enabledFilters(pipeline: Pipeline, options: ResolvedSchedulerOptions): readonly Filter[] {
+  const names = options.filters;
+  if (names === undefined) return pipeline.filters;
+  return names.map((name, i) => {
+    const f = pipeline.filters.find((x) => x.name === name);
+    if (!f) throw invalidArgument(`scheduler.filters[${i}]`, `unknown filter '${name}' (known: ${pipeline.filters.map((x) => x.name).join(", ")})`);
+    return f;
+  });
+}
+
+function checkRequest(request: PlacementRequest, field: string): void {
+  if (request === null || typeof request !== "object") throw invalidArgument(field, "must be a placement request");
+  const g = request.group;
+  if (g !== undefined) {
+    if (typeof g.name !== "string" || g.name === "") throw invalidArgument(`${field}.group.name`, "must not be empty");
+    if (!GROUP_POLICIES.includes(g.policy)) throw invalidArgument(`${field}.group.policy`, `unknown policy '${String(g.policy)}' (${GROUP_POLICIES.join(", ")})`);
+  }
+  for (const key of RESOURCE_NAMES) {
+    const v: unknown = request.resources?.[key];
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+      throw invalidArgument(`${field}.resources.${RESOURCE_FIELD[key]}`, `must be a whole number ≥ 0 (got ${String(v)})`);
+    }
+  }
+}
