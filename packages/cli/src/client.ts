@@ -9,6 +9,24 @@ import {
 } from "@grpc/grpc-js";
 import {
   ClusterServiceClient,
+  type AbortMigrationRequest,
+  type AbortMigrationResponse,
+  type ApplyRebalanceRequest,
+  type ApplyRebalanceResponse,
+  type CordonHostRequest,
+  type CordonHostResponse,
+  type DrainHostRequest,
+  type DrainHostResponse,
+  type GetMigrationRequest,
+  type GetMigrationResponse,
+  type ListMigrationsRequest,
+  type ListMigrationsResponse,
+  type MigrateVmRequest,
+  type MigrateVmResponse,
+  type PlanRebalanceRequest,
+  type PlanRebalanceResponse,
+  type UncordonHostRequest,
+  type UncordonHostResponse,
   type AdoptOrphanRequest,
   type AdoptOrphanResponse,
   type ConfirmHostDownRequest,
@@ -286,6 +304,49 @@ export class ControllerClient {
   /** The cluster's identity and who leads it. */
   getCluster(request: GetClusterRequest, overrides?: CallOverrides): Promise<GetClusterResponse> {
     return this.#invoke<GetClusterResponse>((c, m, o, cb) => c.getCluster(request, m, o, cb), overrides, true);
+  }
+
+  /** Starts a live migration (recorded PENDING, run as slots allow); with a `requestId`, safe to repeat. */
+  migrateVm(request: MigrateVmRequest, overrides?: CallOverrides): Promise<MigrateVmResponse> {
+    return this.#invoke<MigrateVmResponse>((c, m, o, cb) => c.migrateVm(request, m, o, cb), overrides, request.requestId !== "");
+  }
+
+  listMigrations(request: ListMigrationsRequest, overrides?: CallOverrides): Promise<ListMigrationsResponse> {
+    return this.#invoke<ListMigrationsResponse>((c, m, o, cb) => c.listMigrations(request, m, o, cb), overrides, true);
+  }
+
+  /** By the VM's name or the migration's id. */
+  getMigration(request: GetMigrationRequest, overrides?: CallOverrides): Promise<GetMigrationResponse> {
+    return this.#invoke<GetMigrationResponse>((c, m, o, cb) => c.getMigration(request, m, o, cb), overrides, true);
+  }
+
+  /** A pending migration fails at once; one in flight is rolled back unless its domain has left the source. */
+  abortMigration(request: AbortMigrationRequest, overrides?: CallOverrides): Promise<AbortMigrationResponse> {
+    return this.#invoke<AbortMigrationResponse>((c, m, o, cb) => c.abortMigration(request, m, o, cb), overrides);
+  }
+
+  cordonHost(request: CordonHostRequest, overrides?: CallOverrides): Promise<CordonHostResponse> {
+    return this.#invoke<CordonHostResponse>((c, m, o, cb) => c.cordonHost(request, m, o, cb), overrides);
+  }
+
+  /** Also cancels a drain in progress. */
+  uncordonHost(request: UncordonHostRequest, overrides?: CallOverrides): Promise<UncordonHostResponse> {
+    return this.#invoke<UncordonHostResponse>((c, m, o, cb) => c.uncordonHost(request, m, o, cb), overrides);
+  }
+
+  /** Cordons the host and migrates its running VMs away. */
+  drainHost(request: DrainHostRequest, overrides?: CallOverrides): Promise<DrainHostResponse> {
+    return this.#invoke<DrainHostResponse>((c, m, o, cb) => c.drainHost(request, m, o, cb), overrides);
+  }
+
+  /** The moves the rebalancer would make now: nothing is written. */
+  planRebalance(request: PlanRebalanceRequest, overrides?: CallOverrides): Promise<PlanRebalanceResponse> {
+    return this.#invoke<PlanRebalanceResponse>((c, m, o, cb) => c.planRebalance(request, m, o, cb), overrides, true);
+  }
+
+  /** Starts a plan's moves as migrations (each re-checked first). */
+  applyRebalance(request: ApplyRebalanceRequest, overrides?: CallOverrides): Promise<ApplyRebalanceResponse> {
+    return this.#invoke<ApplyRebalanceResponse>((c, m, o, cb) => c.applyRebalance(request, m, o, cb), overrides);
   }
 
   createGroup(request: CreateGroupRequest, overrides?: CallOverrides): Promise<CreateGroupResponse> {

@@ -15,8 +15,15 @@ export interface Io {
   cwd: string;
   /** The clock, in Unix ms (ages in tables). */
   now(): number;
+  /** Waits `ms` between two polls of a `--wait` (tests make it short). */
+  sleep(ms: number): Promise<void>;
   /** Whether standard output is a terminal that takes colours. */
   colorize: boolean;
+  /**
+   * Whether standard error is a terminal, so that a `--wait` progress line can be redrawn in place;
+   * otherwise (a log, a pipe) progress is written as plain lines.
+   */
+  stderrIsTerminal: boolean;
   /**
    * Whether a person can answer questions: standard input and standard error are terminals.
    * Destructive verbs ask for confirmation then, and require `--yes` otherwise.
@@ -34,7 +41,9 @@ export function processIo(): Io {
     env: process.env,
     cwd: process.cwd(),
     now: () => Date.now(),
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     colorize: process.stdout.isTTY === true && !("NO_COLOR" in process.env),
+    stderrIsTerminal: process.stderr.isTTY === true,
     interactive: process.stdin.isTTY === true && process.stderr.isTTY === true,
     ask: async (question) => {
       const rl = createInterface({ input: process.stdin, output: process.stderr });

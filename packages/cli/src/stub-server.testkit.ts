@@ -125,6 +125,8 @@ export interface RecordingIo extends Io {
 /** A terminal for {@link recordingIo}: `interactive` and the answers typed, in order. */
 export interface TerminalScript {
   interactive?: boolean;
+  /** Standard error is a terminal: progress lines are redrawn in place. */
+  stderrIsTerminal?: boolean;
   answers?: string[];
 }
 
@@ -143,7 +145,10 @@ export function recordingIo(
     env,
     cwd: "/tmp/berth-cli-test",
     now: () => nowMs,
+    // Polls follow each other at once: a --wait through five states takes milliseconds, not seconds.
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, Math.min(ms, 5))),
     colorize: false,
+    stderrIsTerminal: terminal.stderrIsTerminal ?? false,
     interactive: terminal.interactive ?? false,
     ask: (question) => {
       io.questions.push(question);

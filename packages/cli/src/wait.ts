@@ -2,6 +2,7 @@ import { EventType, type Vm, type WatchEventsResponse } from "@berth/api";
 import { ErrorCode, fromGrpcError } from "@berth/core";
 import type { ClientReadableStream } from "@grpc/grpc-js";
 import type { ControllerClient } from "./client.js";
+import type { Io } from "./context.js";
 
 /** What is known of a VM at one moment: the VM, or `undefined` when it does not exist. */
 export interface VmObservation {
@@ -152,4 +153,58 @@ export function waitForVm<T>(
     };
     pollTimer = setTimeout(() => void poll(), pollIntervalMs);
   });
+}
+
+/** How {@link pollUntil} ended: decided by the caller's function, or the deadline passed (with the last value read). */
+export type PollResult<T, R> =
+  | { readonly status: "decided"; readonly value: R }
+  | { readonly status: "timeout"; readonly last: T | undefined };
+
+/** Options of {@link pollUntil}. */
+export interface PollOptions<T> {
+  /** When to give up. */
+  deadline: Date;
+  /** Between two reads. @default 1000 */
+  intervalMs?: number;
+  /** A value already in hand (the answer of the request being followed): decided on before the first read. */
+  initial?: T;
+}
+
+/**
+ * Reads something with `read` (given the deadline of the whole wait) every `intervalMs`, until
+ * `decide` returns something other than `undefined`, or the deadline passes. For what has no watch
+ * (a migration, a drain): the first read is at once. Transient failures of a read (no leader,
+ * unreachable, a call's deadline) are waited through; other errors, and errors thrown by `decide`,
+ * end the wait.
+ */
+export async function pollUntil<T, R>(
+  io: Io,
+  read: (deadline: Date) => Promise<T>,
+  decide: (value: T) => R | undefined,
+  options: PollOptions<T>,
+): Promise<PollResult<T, R>> {
+  const intervalMs = options.intervalMs ?? 1000;
+  let last = options.initial;
+  if (last !== undefined) {
+    const decided = decide(last);
+    if (decided !== undefined) return { status: "decided", value: decided };
+  }
+  for (;;) {
+    if (Date.now() >= options.deadline.getTime()) return { status: "timeout", last };
+    let value: T | undefined;
+    try {
+      value = await read(options.deadline);
+    } catch (e) {
+      const error = fromGrpcError(e);
+      if (!TRANSIENT.has(error.code)) throw error;
+    }
+    if (value !== undefined) {
+      last = value;
+      const decided = decide(value);
+      if (decided !== undefined) return { status: "decided", value: decided };
+    }
+    const left = options.deadline.getTime() - Date.now();
+    if (left <= 0) return { status: "timeout", last };
+    await io.sleep(Math.min(intervalMs, left));
+  }
 }
