@@ -20,7 +20,10 @@ export const ExitCode = {
   NoCapacity: 4,
   /** No controller answered, none knows a leader, or a call's deadline passed. */
   Unavailable: 5,
-  /** The request conflicts with the cluster's state (already exists, failed precondition, lost race). */
+  /**
+   * The request conflicts with the cluster's state (already exists, failed precondition, lost
+   * race); `migration abort --wait`: the migration completed before it could be rolled back.
+   */
   Conflict: 6,
   /**
    * `--wait`: the VM reached phase FAILED for good: a permanent failure (not retried until
@@ -30,11 +33,21 @@ export const ExitCode = {
   /** `--wait`: the wait timed out before the VM got where it was asked to go. */
   WaitTimeout: 8,
   /**
-   * `vm create`: the outcome is unknown. A request was delivered (or may have been) and no answer
-   * came before `--create-timeout`, through every retry: the VM may exist. Not the same as 5, where
-   * no request was ever taken, so nothing was created.
+   * `vm create`, `vm migrate`: the outcome is unknown. A request was delivered (or may have been)
+   * and no answer came before `--create-timeout` / `--migrate-timeout`, through every retry: the VM
+   * (the migration) may exist. Not the same as 5, where no request was ever taken, so nothing was done.
    */
   OutcomeUnknown: 9,
+  /**
+   * `--wait`: a migration ended FAILED (`vm migrate`; `rebalance apply`: any of them): rolled back
+   * or never started, the VM stays on its source host.
+   */
+  MigrationFailed: 10,
+  /**
+   * `host drain --wait`: the drain ended INCOMPLETE (its deadline passed with VMs left on the host,
+   * `--on-deadline` applied to them) or was cancelled (`host uncordon`); the host stays cordoned.
+   */
+  DrainIncomplete: 11,
 } as const;
 /** One of the values of {@link ExitCode}. */
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
@@ -50,14 +63,19 @@ export const EXIT_CODES_HELP = `Exit codes:
   5  no controller reachable, no leader known, or a call's deadline passed
      (UNAVAILABLE, DEADLINE_EXCEEDED)
   6  conflicts with the cluster's state (ALREADY_EXISTS, FAILED_PRECONDITION, CONFLICT),
-     e.g. deleting a group that has members
+     e.g. deleting a group that has members; migration abort --wait: the migration
+     completed before it could be rolled back
   7  --wait: the VM (with --count: any of them) failed for good: a permanent failure
      (retry it with berth vm retry NAME) or one nothing retries; a failure the controller
      retries is not final (progress is shown, the wait goes on)
   8  --wait: timed out waiting
-  9  vm create: outcome unknown: a request was sent and no answer came before
-     --create-timeout (retried with the same request id); the VM may exist: check with
-     berth vm show NAME`;
+  9  vm create, vm migrate: outcome unknown: a request was sent and no answer came
+     before --create-timeout / --migrate-timeout (retried with the same request id); the VM
+     (the migration) may exist: check with berth vm show NAME / berth migration show NAME
+ 10  --wait: a migration failed (vm migrate; rebalance apply: any of them); the VM stays
+     on its source host
+ 11  host drain --wait: the drain ended INCOMPLETE (deadline passed with VMs left) or was
+     cancelled; the host stays cordoned`;
 
 /** An error the CLI reports as `error: <message>` on stderr before exiting with `exitCode`. */
 export class CliError extends Error {

@@ -1,5 +1,15 @@
 import {
+  ApplyRebalanceResponse,
   ClusterConfig,
+  DrainDeadlineAction,
+  DrainPhase,
+  drainPhaseToJSON,
+  Migration,
+  MigrationPhase,
+  migrationPhaseToJSON,
+  MigrationReason,
+  RebalanceGoal,
+  RebalancePlan,
   desiredStateToJSON,
   domainStateToJSON,
   GetClusterResponse,
@@ -15,6 +25,7 @@ import {
   vmPhaseToJSON,
   type DesiredState,
   type DomainState,
+  type DrainStatus,
   type GroupPolicy,
   type HostVerdict,
   type PlannedPlacement,
@@ -121,6 +132,37 @@ export function hostStateName(state: HostState, cordoned = false): string {
   const name = enumName(() => hostStateToJSON(shown), "HOST_STATE_", shown);
   const base = name === "UNSPECIFIED" ? "-" : name;
   return cordoned ? `${base},CORDONED` : base;
+}
+
+/** `DRAINING`, `DRAINED`, `INCOMPLETE`; `-` when unspecified. */
+export function drainPhaseName(phase: DrainPhase): string {
+  const name = enumName(() => drainPhaseToJSON(phase), "DRAIN_PHASE_", phase);
+  return name === "UNSPECIFIED" ? "-" : name;
+}
+
+/**
+ * What an operator did to the host, as a badge: the drain's phase while there is a drain (a
+ * drained host is cordoned too: saying so again adds nothing), else CORDONED; `undefined` for
+ * neither.
+ */
+function cordonBadge(host: Host): string | undefined {
+  switch (host.drain?.phase) {
+    case DrainPhase.DRAIN_PHASE_DRAINING:
+      return "DRAINING";
+    case DrainPhase.DRAIN_PHASE_DRAINED:
+      return "DRAINED";
+    case DrainPhase.DRAIN_PHASE_INCOMPLETE:
+      return "DRAIN-INCOMPLETE";
+    default:
+      return host.cordoned ? "CORDONED" : undefined;
+  }
+}
+
+/** A host's state with its cordon or drain badge: `READY,DRAINING`, `SUSPECT,CORDONED`. */
+export function hostStateText(host: Host): string {
+  const badge = cordonBadge(host);
+  const base = hostStateName(host.state);
+  return badge ? `${base},${badge}` : base;
 }
 
 /** `RUNNING`, `SHUTOFF`...: a domain's state on its host; `-` when unspecified. */
@@ -234,7 +276,7 @@ export function hostTable(hosts: readonly Host[], nowMs: number): string {
   const withOrphans = hosts.some((h) => h.orphans.length > 0);
   const rows = hosts.map((h) => [
     h.id,
-    hostStateName(h.state, h.cordoned) + (h.hypervisor?.available === false ? ",HYPERVISOR-DOWN" : ""),
+    hostStateText(h) + (h.hypervisor?.available === false ? ",HYPERVISOR-DOWN" : ""),
     ...(withOrphans ? [h.orphans.length > 0 ? String(h.orphans.length) : "-"] : []),
     usageOf(h.allocated?.vcpus, h.capacity?.vcpus, String) + (h.capacity ? " vCPU" : ""),
     usageOf(h.allocated?.memoryMib, h.capacity?.memoryMib, formatMib),
@@ -255,7 +297,7 @@ function orphanLine(o: OrphanDomain): string {
 
 /** The state of a host with how long it has been so: `SUSPECT (for 40s)`. */
 function hostStateSince(host: Host, nowMs: number): string {
-  const state = hostStateName(host.state, host.cordoned);
+  const state = hostStateText(host);
   return host.stateSinceMs > 0 ? `${state} (for ${formatAge(host.stateSinceMs, nowMs)})` : state;
 }
 
@@ -280,6 +322,8 @@ export function hostDetail(host: Host, nowMs: number): string {
       ? ([["Fence deadline", fenceDeadlineText(host, nowMs)]] as [string, string][])
       : []),
     ...(host.confirmedDown ? ([["Confirmed down", "yes (berth host confirm-down)"]] as [string, string][]) : []),
+    ...(host.cordoned ? ([["Cordoned", host.cordonReason ? `yes: ${host.cordonReason}` : "yes"]] as [string, string][]) : []),
+    ...(host.drain ? ([["Drain", drainDetail(host.drain, nowMs)]] as [string, string][]) : []),
     ["Capacity", formatResourcesHuman(host.capacity)],
     ["Allocated", formatResourcesHuman(host.allocated)],
     ["In use", formatResourcesHuman(host.usage)],
@@ -402,6 +446,60 @@ export function clusterConfigDetail(config: ClusterConfig): string {
     ["Seed", String(s?.seed ?? 0)],
     // The policy of VMs whose spec leaves it unset.
     ["On host failure", onHostFailureName(config.defaultOnHostFailure) ?? "keep (default)"],
+  ]) + `\nRebalancing:\n${indent(rebalanceConfigFields(config))}\nMigrations:\n${indent(migrationConfigFields(config))}`;
+}
+
+/** The controller's defaults for unset rebalance and migration settings, as migration.proto states them. */
+export const REBALANCE_DEFAULTS = {
+  intervalMs: 300_000,
+  threshold: 0.1,
+  rounds: 3,
+  maxMovesPerPass: 4,
+  vmCooldownMs: 3_600_000,
+  hostCooldownMs: 600_000,
+} as const;
+export const MIGRATION_DEFAULTS = {
+  parallelMigrations: 5,
+  outboundPerHost: 2,
+  completionTimeoutPerGibS: 150,
+  progressTimeoutS: 150,
+} as const;
+
+const indent = (text: string): string =>
+  text
+    .split("\n")
+    .map((l) => (l === "" ? l : `  ${l}`))
+    .join("\n");
+
+/** A set value, or the default it stands for when unset (0). */
+function orDefault(value: number | undefined, fallback: number, format: (n: number) => string): string {
+  return value ? format(value) : `${format(fallback)} (default)`;
+}
+
+function rebalanceConfigFields(config: ClusterConfig): string {
+  const r = config.rebalance;
+  const d = REBALANCE_DEFAULTS;
+  return renderFields([
+    ["Continuous", r?.enabled ? "on" : "off" + (r ? "" : " (default)")],
+    ["Goal", r?.goal ? rebalanceGoalName(r.goal) : "balance (default)"],
+    ["Interval", orDefault(r?.intervalMs, d.intervalMs, formatDuration)],
+    ["Threshold", orDefault(r?.threshold, d.threshold, formatNumber)],
+    ["Rounds", orDefault(r?.rounds, d.rounds, String)],
+    ["Max moves per pass", orDefault(r?.maxMovesPerPass, d.maxMovesPerPass, String)],
+    ["VM cooldown", orDefault(r?.vmCooldownMs, d.vmCooldownMs, formatDuration)],
+    ["Host cooldown", orDefault(r?.hostCooldownMs, d.hostCooldownMs, formatDuration)],
+  ]);
+}
+
+function migrationConfigFields(config: ClusterConfig): string {
+  const m = config.migration;
+  const d = MIGRATION_DEFAULTS;
+  const seconds = (s: number): string => formatDuration(s * 1000);
+  return renderFields([
+    ["Parallel", orDefault(m?.parallelMigrations, d.parallelMigrations, String)],
+    ["Outbound per host", orDefault(m?.outboundPerHost, d.outboundPerHost, String)],
+    ["Timeout per GiB", orDefault(m?.completionTimeoutPerGibS, d.completionTimeoutPerGibS, seconds)],
+    ["Progress timeout", orDefault(m?.progressTimeoutS, d.progressTimeoutS, seconds)],
   ]);
 }
 
@@ -462,4 +560,288 @@ export function planText(plan: PlanPlacementResponse, all = false): string {
 /** `-o json` for a plan: the response's proto JSON. */
 export function planJson(plan: PlanPlacementResponse): string {
   return JSON.stringify(PlanPlacementResponse.toJSON(plan), null, 2) + "\n";
+}
+
+/** A count of bytes with a binary unit and one decimal where it matters: `512 MiB`, `1.5 GiB`, `0 B`. */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let value = Math.max(0, bytes);
+  let i = 0;
+  while (value >= 1024 && i < units.length - 1) {
+    value /= 1024;
+    i++;
+  }
+  const text = i === 0 || value >= 100 ? String(Math.round(value)) : value.toFixed(1).replace(/\.0$/, "");
+  return `${text} ${units[i]}`;
+}
+
+/** `PENDING`, `MIGRATING`, `COMPLETED`...; `-` when unspecified. */
+export function migrationPhaseName(phase: MigrationPhase): string {
+  const name = enumName(() => migrationPhaseToJSON(phase), "MIGRATION_PHASE_", phase);
+  return name === "UNSPECIFIED" ? "-" : name;
+}
+
+/** `drain`, `operator`, `rebalance`; `-` when unspecified. */
+export function migrationReasonName(reason: MigrationReason): string {
+  switch (reason) {
+    case MigrationReason.MIGRATION_REASON_DRAIN:
+      return "drain";
+    case MigrationReason.MIGRATION_REASON_OPERATOR:
+      return "operator";
+    case MigrationReason.MIGRATION_REASON_REBALANCE:
+      return "rebalance";
+    case MigrationReason.MIGRATION_REASON_UNSPECIFIED:
+      return "-";
+    default:
+      return String(reason);
+  }
+}
+
+/** `balance`, `consolidate`: the `--goal` spelling; unset reads as balance, the controller's default. */
+export function rebalanceGoalName(goal: RebalanceGoal): string {
+  switch (goal) {
+    case RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE:
+      return "consolidate";
+    case RebalanceGoal.REBALANCE_GOAL_BALANCE:
+    case RebalanceGoal.REBALANCE_GOAL_UNSPECIFIED:
+      return "balance";
+    default:
+      return String(goal);
+  }
+}
+
+/** Whether a migration has ended: COMPLETED or FAILED. */
+export const migrationEnded = (m: Migration): boolean =>
+  m.phase === MigrationPhase.MIGRATION_PHASE_COMPLETED || m.phase === MigrationPhase.MIGRATION_PHASE_FAILED;
+
+/**
+ * How much of the data has been sent, in whole percent, as the source's driver last reported it;
+ * `undefined` before any report. Never 100 before the switchover: pre-copy passes send again what
+ * the guest dirtied, so "all sent" is only known at the end.
+ */
+export function migrationPercent(m: Migration): number | undefined {
+  const p = m.progress;
+  if (m.phase === MigrationPhase.MIGRATION_PHASE_COMPLETED) return 100;
+  if (!p || p.dataTotalBytes <= 0) return undefined;
+  const sent = Math.max(0, p.dataTotalBytes - p.dataRemainingBytes);
+  return Math.min(99, Math.floor((sent / p.dataTotalBytes) * 100));
+}
+
+/** Where a migration goes: its target, or that the scheduler has not picked one yet. */
+function migrationTarget(m: Migration): string {
+  return m.targetHost || "(scheduler picks)";
+}
+
+/** `1.2 GiB / 4 GiB left (70%)`; `undefined` before the driver reported any progress. */
+function dataLeftText(m: Migration): string | undefined {
+  const p = m.progress;
+  if (!p || p.dataTotalBytes <= 0 || migrationEnded(m)) return undefined;
+  return `${formatBytes(p.dataRemainingBytes)} / ${formatBytes(p.dataTotalBytes)} left (${migrationPercent(m) ?? 0}%)`;
+}
+
+/**
+ * One line on how a migration is doing, for `--wait`:
+ * `vm web-1: MIGRATING host-1 -> host-2, 1.2 GiB / 4 GiB left (70%), pass 2`.
+ */
+export function migrationProgressText(m: Migration): string {
+  const parts = [`vm ${m.vmName}: ${migrationPhaseName(m.phase)} ${m.sourceHost || "-"} -> ${migrationTarget(m)}`];
+  const left = dataLeftText(m);
+  if (left) parts.push(left);
+  if ((m.progress?.iteration ?? 0) > 1) parts.push(`pass ${m.progress?.iteration}`);
+  if (m.abortRequested && !migrationEnded(m)) parts.push("abort requested");
+  return parts.join(", ");
+}
+
+/** How long a migration has run: from leaving PENDING to its end (or now); `-` while pending. */
+function migrationDuration(m: Migration, nowMs: number): string {
+  if (m.startedAtMs <= 0) return "-";
+  return formatDuration((m.finishedAtMs > 0 ? m.finishedAtMs : nowMs) - m.startedAtMs);
+}
+
+/** A failed migration's reason as `CODE: message` (the code not repeated when the message starts with it). */
+export function migrationMessage(m: Migration): string {
+  const code = m.errorCode;
+  const message = m.message;
+  if (!code) return message;
+  if (!message || message === code) return code;
+  return message.startsWith(`${code}: `) ? message : `${code}: ${message}`;
+}
+
+/** The `migration list` table, in the controller's order (in flight first, then the newest finished). */
+export function migrationTable(migrations: readonly Migration[], nowMs: number): string {
+  const rows = migrations.map((m) => {
+    const percent = migrationPercent(m);
+    return [
+      m.vmName || "-",
+      m.sourceHost || "-",
+      m.targetHost || "-",
+      migrationPhaseName(m.phase),
+      migrationReasonName(m.reason),
+      percent === undefined ? "-" : `${percent}%`,
+      formatAge(m.createdAtMs, nowMs),
+      migrationDuration(m, nowMs),
+      migrationMessage(m) || (m.abortRequested && !migrationEnded(m) ? "abort requested" : "-"),
+    ];
+  });
+  return renderTable(["VM", "FROM", "TO", "PHASE", "REASON", "PROGRESS", "AGE", "DURATION", "MESSAGE"], rows);
+}
+
+const ago = (atMs: number, nowMs: number): string => (atMs > 0 ? `${formatAge(atMs, nowMs)} ago` : "-");
+
+/** The `migration show` detail. */
+export function migrationDetail(m: Migration, nowMs: number): string {
+  const p = m.progress;
+  const target = m.targetHost
+    ? `${m.targetHost} (${m.targetRequested ? "requested" : "chosen by the scheduler"})`
+    : "- (the scheduler picks when a slot is free)";
+  const fields: [string, string][] = [
+    ["ID", m.id || "-"],
+    ["VM", m.vmId ? `${m.vmName} (${m.vmId})` : m.vmName || "-"],
+    ["Phase", m.phaseSinceMs > 0 ? `${migrationPhaseName(m.phase)} (for ${formatAge(m.phaseSinceMs, nowMs)})` : migrationPhaseName(m.phase)],
+    ["Reason", m.requestedBy ? `${migrationReasonName(m.reason)} (${m.requestedBy})` : migrationReasonName(m.reason)],
+    ["From", m.sourceHost || "-"],
+    ["To", target],
+  ];
+  if (p && p.dataTotalBytes > 0) {
+    const parts = [
+      `${formatBytes(p.dataProcessedBytes)} sent, ${formatBytes(p.dataRemainingBytes)} of ${formatBytes(p.dataTotalBytes)} left` +
+        (migrationPercent(m) !== undefined ? ` (${migrationPercent(m)}%)` : ""),
+    ];
+    if (p.iteration > 0) parts.push(`pass ${p.iteration}`);
+    if (p.dirtyRateBytesPerS > 0) parts.push(`guest dirties ${formatBytes(p.dirtyRateBytesPerS)}/s`);
+    if (p.updatedAtMs > 0) parts.push(`measured ${ago(p.updatedAtMs, nowMs)}`);
+    fields.push(["Progress", parts.join(", ")]);
+  } else {
+    fields.push(["Progress", "-"]);
+  }
+  if (m.dataEstimateBytes > 0) fields.push(["Data to move", `about ${formatBytes(m.dataEstimateBytes)}`]);
+  fields.push(
+    ["Created", ago(m.createdAtMs, nowMs)],
+    ["Started", ago(m.startedAtMs, nowMs)],
+    ["Finished", ago(m.finishedAtMs, nowMs)],
+    ["Duration", migrationDuration(m, nowMs)],
+  );
+  if (m.deadlineAtMs > 0 && !migrationEnded(m)) {
+    fields.push(["Deadline", m.deadlineAtMs > nowMs ? `${formatIn(m.deadlineAtMs, nowMs)} (then it is aborted)` : `passed ${formatAge(m.deadlineAtMs, nowMs)} ago`]);
+  }
+  if (m.abortRequested) fields.push(["Abort requested", "yes"]);
+  fields.push(["Message", migrationMessage(m) || "-"]);
+  if (m.targetUri) fields.push(["Target URI", m.targetDriver ? `${m.targetUri} (${m.targetDriver})` : m.targetUri]);
+  return renderFields(fields);
+}
+
+/** `-o json` for one migration. */
+export function migrationJson(m: Migration): string {
+  return JSON.stringify(Migration.toJSON(m), null, 2) + "\n";
+}
+
+/** `-o json` for a list of migrations: a JSON array, also when empty. */
+export function migrationListJson(migrations: readonly Migration[]): string {
+  return JSON.stringify(migrations.map((m) => Migration.toJSON(m)), null, 2) + "\n";
+}
+
+/** `stop`, `leave`: the `--on-deadline` spelling; unset reads as leave, the controller's default. */
+export function drainDeadlineActionName(action: DrainDeadlineAction): string {
+  return action === DrainDeadlineAction.DRAIN_DEADLINE_ACTION_STOP ? "stop" : "leave";
+}
+
+/** `moved 3/8, 2 in flight, 1 failed, 1 staying`: a drain's live figures. */
+export function drainFigures(d: DrainStatus): string {
+  return `moved ${d.moved}/${d.toMove}, ${d.inFlight} in flight, ${d.failed} failed, ${d.staying} staying`;
+}
+
+/** When the drain's deadline comes, and what happens then: `deadline in 5m, then stop`; empty without one. */
+function drainDeadlineText(d: DrainStatus, nowMs: number): string {
+  if (d.deadlineAtMs <= 0) return "";
+  const when = d.deadlineAtMs > nowMs ? `in ${formatDuration(d.deadlineAtMs - nowMs)}` : `passed ${formatAge(d.deadlineAtMs, nowMs)} ago`;
+  return `deadline ${when}, then ${drainDeadlineActionName(d.onDeadline)}`;
+}
+
+/** One line on a drain, for `host drain --wait`: `drain of host-1: DRAINING, moved 3/8, ..., deadline in 5m, then stop`. */
+export function drainProgressText(hostId: string, d: DrainStatus, nowMs: number): string {
+  const deadline = drainDeadlineText(d, nowMs);
+  return `drain of ${hostId}: ${drainPhaseName(d.phase)}, ${drainFigures(d)}${deadline ? `, ${deadline}` : ""}`;
+}
+
+/** The `Drain:` field of `host show`: phase, figures, deadline, when asked and ended, the message. */
+function drainDetail(d: DrainStatus, nowMs: number): string {
+  const parts = [`${drainPhaseName(d.phase)}: ${drainFigures(d)}`];
+  const deadline = drainDeadlineText(d, nowMs);
+  if (deadline && d.phase === DrainPhase.DRAIN_PHASE_DRAINING) parts.push(deadline);
+  if (d.requestedAtMs > 0) parts.push(`asked ${ago(d.requestedAtMs, nowMs)}`);
+  if (d.finishedAtMs > 0) parts.push(`ended ${ago(d.finishedAtMs, nowMs)}`);
+  return parts.join("; ") + (d.message ? `\n${d.message}` : "");
+}
+
+/** `0.214`: an imbalance (a standard deviation of utilisation) to three decimals. */
+const formatImbalance = (n: number): string => n.toFixed(3);
+
+/** `12.5`: GiB to at most one decimal. */
+const formatGibAmount = (n: number): string => String(Math.round(n * 10) / 10);
+
+/**
+ * The human answer of `rebalance plan`: the ordered moves (#, VM, FROM, TO, BENEFIT, COST GIB,
+ * IMBALANCE AFTER, REASON: the reason last, as it is the long one), then the imbalance before and
+ * after, what is moved, the hosts freed and the controller's note.
+ */
+export function rebalancePlanText(plan: RebalancePlan): string {
+  const moves =
+    plan.moves.length === 0
+      ? "no moves\n"
+      : renderTable(
+          ["#", "VM", "FROM", "TO", "BENEFIT", "COST GIB", "IMBALANCE AFTER", "REASON"],
+          plan.moves.map((m, i) => [
+            String(i + 1),
+            m.vmName || "-",
+            m.fromHost || "-",
+            m.toHost || "-",
+            formatNumber(m.benefit),
+            formatGibAmount(m.costGib),
+            formatImbalance(m.imbalanceAfter),
+            m.reason || "-",
+          ]),
+        );
+  const summary = renderFields([
+    ["Goal", rebalanceGoalName(plan.goal)],
+    ["Imbalance", `${formatImbalance(plan.imbalanceBefore)} -> ${formatImbalance(plan.imbalanceAfter)}`],
+    ["Moved", `${formatGibAmount(plan.movedGib)} GiB in ${plan.moves.length} move${plan.moves.length === 1 ? "" : "s"}`],
+    ["Freed hosts", plan.freedHosts.length > 0 ? plan.freedHosts.join(", ") : "-"],
+    ["Note", plan.note || "-"],
+  ]);
+  return `${moves}\n${summary}`;
+}
+
+/** `-o json` for a rebalance plan: the plan's proto JSON, which `rebalance apply --plan FILE` reads back. */
+export function rebalancePlanJson(plan: RebalancePlan): string {
+  return JSON.stringify(RebalancePlan.toJSON(plan), null, 2) + "\n";
+}
+
+/** A short table of migrations just started: VM, FROM, TO, PHASE, ID. */
+export function startedMigrationsTable(migrations: readonly Migration[]): string {
+  return renderTable(
+    ["VM", "FROM", "TO", "PHASE", "ID"],
+    migrations.map((m) => [m.vmName || "-", m.sourceHost || "-", migrationTarget(m), migrationPhaseName(m.phase), m.id || "-"]),
+  );
+}
+
+/** The human answer of `rebalance apply`: the moves started, then those skipped and why. */
+export function rebalanceApplyText(response: ApplyRebalanceResponse): string {
+  const n = response.migrations.length;
+  const parts = [
+    n === 0 ? "started no moves\n" : `started ${n} move${n === 1 ? "" : "s"}:\n${startedMigrationsTable(response.migrations)}`,
+  ];
+  if (response.skipped.length > 0) {
+    const lines = response.skipped.map((sk) => {
+      const m = sk.move;
+      return `  ${m?.vmName || "-"} ${m?.fromHost || "-"} -> ${m?.toHost || "-"}: ${sk.reason || "no reason given"}\n`;
+    });
+    parts.push(`skipped ${response.skipped.length}:\n${lines.join("")}`);
+  }
+  if (n === 0 && response.skipped.length === 0 && response.plan?.note) parts.push(`note: ${response.plan.note}\n`);
+  return parts.join("");
+}
+
+/** `-o json` for `rebalance apply`: the response's proto JSON. */
+export function rebalanceApplyJson(response: ApplyRebalanceResponse): string {
+  return JSON.stringify(ApplyRebalanceResponse.toJSON(response), null, 2) + "\n";
 }

@@ -2,6 +2,9 @@ import {
   ClusterConfig,
   DesiredState,
   DomainState,
+  DrainDeadlineAction,
+  DrainPhase,
+  DrainStatus,
   GetClusterResponse,
   Host,
   HostFailurePolicy,
@@ -315,7 +318,7 @@ describe("help", () => {
   it("--help documents exit code 9 and lists the new verbs", async () => {
     const io = recordingIo();
     expect(await run(["--help"], io)).toBe(0);
-    expect(io.out).toContain("9  vm create: outcome unknown");
+    expect(io.out).toContain("9  vm create, vm migrate: outcome unknown");
     expect(io.out).toMatch(/^ {2}cluster /m);
   });
 
@@ -334,5 +337,223 @@ describe("help", () => {
     expect(io.out).toContain("--create-timeout");
     expect(io.out).toContain("--on-host-failure");
     expect(io.out).toContain("exits 9");
+  });
+});
+
+describe("host cordon, uncordon, drain", () => {
+  const drain = (extra: Partial<DrainStatus> = {}): DrainStatus =>
+    DrainStatus.fromPartial({ phase: DrainPhase.DRAIN_PHASE_DRAINING, requestedAtMs: NOW - 120_000, toMove: 4, ...extra });
+  const draining = (extra: Partial<DrainStatus> = {}): Host => host("host-1", { cordoned: true, cordonReason: "drain", drain: drain(extra) });
+
+  /** Answers GetHost with `states` in order, then the last one for ever. */
+  const sequence = (states: Host[]) => {
+    let i = 0;
+    return () => ({ host: states[Math.min(i++, states.length - 1)] as Host });
+  };
+
+  it("host list: CORDONED, DRAINING, DRAINED, DRAIN-INCOMPLETE in STATE", async () => {
+    const hosts = [
+      host("host-1", { cordoned: true, cordonReason: "disk swap" }),
+      host("host-2", { cordoned: true, drain: drain() }),
+      host("host-3", { cordoned: true, drain: drain({ phase: DrainPhase.DRAIN_PHASE_DRAINED }) }),
+      host("host-4", { cordoned: true, drain: drain({ phase: DrainPhase.DRAIN_PHASE_INCOMPLETE }) }),
+      host("host-5", { state: HostState.HOST_STATE_SUSPECT, cordoned: true }),
+    ];
+    const s = await stub({ listHosts: () => ({ hosts }) });
+    const r = await berth(s, script, "host", "list");
+    expect(r.code).toBe(0);
+    const states = r.out
+      .split("\n")
+      .slice(1, -1)
+      .map((l) => l.split(/ +/).slice(0, 2).join(" "));
+    expect(states).toEqual([
+      "host-1 READY,CORDONED",
+      "host-2 READY,DRAINING",
+      "host-3 READY,DRAINED",
+      "host-4 READY,DRAIN-INCOMPLETE",
+      "host-5 SUSPECT,CORDONED",
+    ]);
+  });
+
+  it("host show: the cordon reason and the drain's figures, deadline and message", async () => {
+    const s = await stub({
+      getHost: () => ({
+        host: draining({ moved: 1, inFlight: 2, failed: 0, staying: 1, deadlineAtMs: NOW + 300_000, onDeadline: DrainDeadlineAction.DRAIN_DEADLINE_ACTION_STOP }),
+      }),
+    });
+    const r = await berth(s, script, "host", "show", "host-1");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("State:       READY,DRAINING\n");
+    expect(r.out).toContain("Cordoned:    yes: drain\n");
+    expect(r.out).toContain("Drain:       DRAINING: moved 1/4, 2 in flight, 0 failed, 1 staying; deadline in 5m, then stop; asked 2m ago\n");
+    s.handlers.getHost = () => ({
+      host: draining({ phase: DrainPhase.DRAIN_PHASE_INCOMPLETE, moved: 3, failed: 1, finishedAtMs: NOW - 60_000, message: "web-4: no host can take it" }),
+    });
+    const ended = await berth(s, script, "host", "show", "host-1");
+    expect(ended.out).toContain(
+      "Drain:       INCOMPLETE: moved 3/4, 0 in flight, 1 failed, 0 staying; asked 2m ago; ended 1m ago\n" + "             web-4: no host can take it\n",
+    );
+    s.handlers.getHost = () => ({ host: host("host-1") });
+    const plain = await berth(s, script, "host", "show", "host-1");
+    expect(plain.out).not.toContain("Cordoned");
+    expect(plain.out).not.toContain("Drain");
+  });
+
+  it("cordon sends the reason and prints the host; uncordon sends the id", async () => {
+    const s = await stub({
+      cordonHost: (r) => ({ host: host(r.hostId, { cordoned: true, cordonReason: r.reason }) }),
+      uncordonHost: (r) => ({ host: host(r.hostId) }),
+    });
+    const r = await berth(s, script, "host", "cordon", "host-1", "--reason", "disk swap, ticket 4711");
+    expect(r.code).toBe(0);
+    expect(s.requests("cordonHost")).toEqual([{ hostId: "host-1", reason: "disk swap, ticket 4711" }]);
+    expect(r.out).toMatch(/^host-1 +READY,CORDONED /m);
+    expect((await berth(s, script, "host", "cordon", "host-2")).code).toBe(0);
+    expect(s.requests("cordonHost")[1]).toEqual({ hostId: "host-2", reason: "" });
+    const u = await berth(s, script, "host", "uncordon", "host-1");
+    expect(u.code).toBe(0);
+    expect(s.requests("uncordonHost")).toEqual([{ hostId: "host-1" }]);
+    expect(u.out).toMatch(/^host-1 +READY /m);
+    const json = await berth(s, script, "-o", "json", "host", "cordon", "host-1");
+    expect(JSON.parse(json.out)).toEqual(Host.toJSON(host("host-1", { cordoned: true })));
+  });
+
+  it("an unknown host is the controller's NOT_FOUND: exit 3", async () => {
+    const s = await stub({
+      cordonHost: (r) => {
+        throw new BerthError(ErrorCode.NotFound, `host ${r.hostId} not found`);
+      },
+    });
+    const r = await berth(s, script, "host", "cordon", "host-9");
+    expect(r.code).toBe(ExitCode.NotFound);
+    expect(r.err).toBe("error: host host-9 not found\n");
+  });
+
+  it("drain sends the deadline in ms, the action and the reason", async () => {
+    const s = await stub({ drainHost: () => ({ host: draining() }) });
+    const r = await berth(s, script, "host", "drain", "host-1", "--deadline", "1h30m", "--on-deadline", "stop", "--reason", "kernel upgrade");
+    expect(r.code).toBe(0);
+    expect(s.requests("drainHost")).toEqual([
+      { hostId: "host-1", deadlineMs: 5_400_000, onDeadline: DrainDeadlineAction.DRAIN_DEADLINE_ACTION_STOP, reason: "kernel upgrade" },
+    ]);
+    expect(r.out).toMatch(/^host-1 +READY,DRAINING /m);
+    expect((await berth(s, script, "host", "drain", "host-2")).code).toBe(0);
+    expect(s.requests("drainHost")[1]).toEqual({ hostId: "host-2", deadlineMs: 0, onDeadline: DrainDeadlineAction.DRAIN_DEADLINE_ACTION_UNSPECIFIED, reason: "" });
+    expect((await berth(s, script, "host", "drain", "host-3", "--deadline", "10m", "--on-deadline", "leave")).code).toBe(0);
+    expect(s.requests("drainHost")[2]).toMatchObject({ deadlineMs: 600_000, onDeadline: DrainDeadlineAction.DRAIN_DEADLINE_ACTION_LEAVE });
+  });
+
+  it.each([
+    [["--deadline", "600"], "--deadline: '600' needs a unit"],
+    [["--deadline", "10 minutes later"], "--deadline: '10 minutes later' is not a duration"],
+    [["--deadline", "8d"], "--deadline: must be at most 7 days"],
+    [["--deadline", "10m", "--on-deadline", "kill"], "--on-deadline"],
+    [["--on-deadline", "stop"], "--on-deadline: needs --deadline"],
+    [["--reason", "x".repeat(257)], "--reason: at most 256 characters"],
+    [["--wait", "--wait-timeout", "-1"], "--wait-timeout"],
+  ])("drain %j is a usage error, nothing sent", async (flags, message) => {
+    const s = await stub({ drainHost: () => ({ host: draining() }) });
+    const r = await berth(s, script, "host", "drain", "host-1", ...flags);
+    expect(r.code).toBe(ExitCode.Usage);
+    expect(r.err).toContain(message);
+    expect(s.calls).toEqual([]);
+  });
+
+  it("drain --wait: progress lines from Host.drain until DRAINED, exit 0", async () => {
+    const s = await stub({
+      drainHost: () => ({ host: draining() }),
+      getHost: sequence([
+        draining({ inFlight: 2 }),
+        draining({ inFlight: 2 }), // no change: no new line
+        draining({ moved: 2, inFlight: 2 }),
+        draining({ moved: 4, staying: 1, phase: DrainPhase.DRAIN_PHASE_DRAINED }),
+      ]),
+    });
+    const r = await berth(s, script, "host", "drain", "host-1", "--wait");
+    expect(r.code).toBe(0);
+    expect(r.err).toBe(
+      "waiting up to 3600s for host host-1 to be drained...\n" +
+        "drain of host-1: DRAINING, moved 0/4, 0 in flight, 0 failed, 0 staying\n" +
+        "drain of host-1: DRAINING, moved 0/4, 2 in flight, 0 failed, 0 staying\n" +
+        "drain of host-1: DRAINING, moved 2/4, 2 in flight, 0 failed, 0 staying\n" +
+        "drain of host-1: DRAINED, moved 4/4, 0 in flight, 0 failed, 1 staying\n",
+    );
+    expect(s.requests("getHost").every((q) => q.id === "host-1")).toBe(true);
+    expect(r.out).toMatch(/^host-1 +READY,DRAINED /m);
+  });
+
+  it("drain --wait on a terminal redraws the line in place", async () => {
+    const s = await stub({
+      drainHost: () => ({ host: draining() }),
+      getHost: sequence([draining({ moved: 2 }), draining({ moved: 4, phase: DrainPhase.DRAIN_PHASE_DRAINED })]),
+    });
+    const r = await berth(s, { stderrIsTerminal: true }, "host", "drain", "host-1", "--wait");
+    expect(r.code).toBe(0);
+    expect(r.err).toContain("\r\u001b[2Kdrain of host-1: DRAINING, moved 2/4");
+    expect(r.err.endsWith("\r\u001b[2Kdrain of host-1: DRAINED, moved 4/4, 0 in flight, 0 failed, 0 staying\n")).toBe(true);
+  });
+
+  it("drain --wait ending INCOMPLETE: exit 11, naming the VMs left on the host", async () => {
+    const s = await stub({
+      drainHost: () => ({ host: draining({ deadlineAtMs: NOW + 600_000 }) }),
+      getHost: sequence([
+        draining({ moved: 2, phase: DrainPhase.DRAIN_PHASE_INCOMPLETE, failed: 2, message: "deadline passed; 2 VMs left running" }),
+      ]),
+      listVms: () => ({
+        vms: [
+          Vm.fromPartial({ id: "a", spec: { name: "web-3" }, hostId: "host-1", status: { phase: VmPhase.VM_PHASE_RUNNING } }),
+          Vm.fromPartial({ id: "b", spec: { name: "db-1" }, hostId: "host-1", status: { phase: VmPhase.VM_PHASE_STOPPED } }),
+        ],
+        nextPageToken: "",
+      }),
+    });
+    const r = await berth(s, script, "host", "drain", "host-1", "--deadline", "10m", "--wait");
+    expect(r.code).toBe(ExitCode.DrainIncomplete);
+    expect(r.err).toContain("waiting up to 900s for host host-1 to be drained...\n"); // the deadline plus 5 minutes
+    expect(r.err).toContain(
+      "error: the drain of host host-1 ended INCOMPLETE: moved 2/4, 0 in flight, 2 failed, 0 staying; left on host-1: db-1 (STOPPED), web-3 (RUNNING); " +
+        "deadline passed; 2 VMs left running\n  the host stays cordoned",
+    );
+    expect(s.requests("listVms")[0]).toMatchObject({ hostId: "host-1" });
+    expect(r.out).toMatch(/^host-1 +READY,DRAIN-INCOMPLETE /m);
+  });
+
+  it("drain --wait when the drain is cancelled (uncordoned meanwhile): exit 11", async () => {
+    const s = await stub({
+      drainHost: () => ({ host: draining() }),
+      getHost: sequence([host("host-1")]),
+      listVms: () => ({ vms: [], nextPageToken: "" }),
+    });
+    const r = await berth(s, script, "host", "drain", "host-1", "--wait");
+    expect(r.code).toBe(ExitCode.DrainIncomplete);
+    expect(r.err).toContain("error: the drain of host host-1 was cancelled (the host was uncordoned); left on host-1: none\n");
+  });
+
+  it("drain --wait of a host with nothing to move ends at once", async () => {
+    const s = await stub({ drainHost: () => ({ host: draining({ toMove: 0, phase: DrainPhase.DRAIN_PHASE_DRAINED }) }) });
+    const r = await berth(s, script, "host", "drain", "host-1", "--wait");
+    expect(r.code).toBe(0);
+    expect(s.requests("getHost")).toEqual([]);
+  });
+
+  it("drain --wait times out with exit 8", async () => {
+    const s = await stub({ drainHost: () => ({ host: draining() }), getHost: () => ({ host: draining({ moved: 1 }) }) });
+    const r = await berth(s, script, "host", "drain", "host-1", "--wait", "--wait-timeout", "0.2");
+    expect(r.code).toBe(ExitCode.WaitTimeout);
+    expect(r.err).toContain("timed out after 0.2s waiting for host host-1 to be drained (last: DRAINING, moved 1/4");
+  });
+
+  it.each([["host cordon"], ["host uncordon"], ["host drain"]])("%s --help says what it does, with examples", async (words) => {
+    const io = recordingIo();
+    expect(await run([...words.split(" "), "--help"], io)).toBe(0);
+    expect(io.out).toMatch(/Examples?:\n {2}berth /);
+  });
+
+  it("host drain --help tells of the deadline, its actions, --wait and exit 11", async () => {
+    const io = recordingIo();
+    expect(await run(["host", "drain", "--help"], io)).toBe(0);
+    expect(io.out).toContain("--deadline <duration>");
+    expect(io.out).toContain("--on-deadline <action>");
+    expect(io.out).toContain("exit 11");
   });
 });

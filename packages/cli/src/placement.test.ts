@@ -345,7 +345,23 @@ describe("config", () => {
         "Max VMs per host:  20\n" +
         "Filters:           capacity, labels\n" +
         "Seed:              7\n" +
-        "On host failure:   keep (default)\n",
+        "On host failure:   keep (default)\n" +
+        "\n" +
+        "Rebalancing:\n" +
+        "  Continuous:          off (default)\n" +
+        "  Goal:                balance (default)\n" +
+        "  Interval:            5m (default)\n" +
+        "  Threshold:           0.1 (default)\n" +
+        "  Rounds:              3 (default)\n" +
+        "  Max moves per pass:  4 (default)\n" +
+        "  VM cooldown:         1h (default)\n" +
+        "  Host cooldown:       10m (default)\n" +
+        "\n" +
+        "Migrations:\n" +
+        "  Parallel:           5 (default)\n" +
+        "  Outbound per host:  2 (default)\n" +
+        "  Timeout per GiB:    2m30s (default)\n" +
+        "  Progress timeout:   2m30s (default)\n",
     );
     const json = await berth(s, "-o", "json", "config", "show");
     expect(JSON.parse(json.out)).toEqual(ClusterConfig.toJSON(current));

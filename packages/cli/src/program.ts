@@ -6,7 +6,9 @@ import { registerConfigCommands } from "./commands/config.js";
 import { registerDevCommand } from "./commands/dev.js";
 import { registerGroupCommands } from "./commands/group.js";
 import { registerHostCommands } from "./commands/host.js";
+import { registerMigrationCommands } from "./commands/migration.js";
 import { registerPlanCommand } from "./commands/plan.js";
+import { registerRebalanceCommands } from "./commands/rebalance.js";
 import { registerVmCommands } from "./commands/vm.js";
 import { CliContext, processIo, type Io } from "./context.js";
 import { CliError, EXIT_CODES_HELP, ExitCode, exitCodeOf } from "./exit-codes.js";
@@ -17,7 +19,7 @@ import { CliError, EXIT_CODES_HELP, ExitCode, exitCodeOf } from "./exit-codes.js
  */
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command("berth")
-    .description("Operate a Berth cluster: place VMs on hosts, inspect them, run a local cluster.")
+    .description("Operate a Berth cluster: place VMs on hosts, inspect them, move them, run a local cluster.")
     .addOption(
       new Option(
         "--controller <host:port>",
@@ -42,6 +44,9 @@ Examples:
   berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait
   berth vm create web --count 3 --group web --vcpus 2 --memory 4GiB --disk 20GiB --wait
   berth vm retry web-1                                   # after fixing a permanent failure
+  berth vm migrate web-1 --to host-3 --wait              # live-migrate it
+  berth host drain host-1 --deadline 30m --wait          # move every running VM off host-1
+  berth rebalance plan                                   # what would even out the hosts
   berth plan --vcpus 8 --memory 32GiB --disk 100GiB --all  # where would it go, and why
   berth group create web --policy anti-affinity
   berth config set --preset pack --cpu-ratio 4
@@ -56,6 +61,8 @@ ${EXIT_CODES_HELP}`,
   registerPlanCommand(program, ctx);
   registerGroupCommands(program, ctx);
   registerHostCommands(program, ctx);
+  registerMigrationCommands(program, ctx);
+  registerRebalanceCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerClusterCommands(program, ctx);
   registerDevCommand(program, ctx);

@@ -1,24 +1,31 @@
-import { DeleteOrphanResponse, HostFailurePolicy, type Host, type Vm } from "@berth/api";
-import type { Command } from "commander";
+import { DeleteOrphanResponse, DrainDeadlineAction, DrainPhase, HostFailurePolicy, type DrainStatus, type Host, type Vm } from "@berth/api";
+import { deadlineIn } from "@berth/core";
+import { Option, type Command } from "commander";
 import type { ControllerClient } from "../client.js";
 import { confirmOrRefuse } from "../confirm.js";
 import type { CliContext, GlobalOptions } from "../context.js";
 import { CliError, ExitCode, usageError } from "../exit-codes.js";
 import {
+  drainFigures,
+  drainPhaseName,
+  drainProgressText,
   formatAge,
   formatResourcesHuman,
   domainStateName,
   hostDetail,
   hostJson,
   hostListJson,
-  hostStateName,
+  hostStateText,
   hostTable,
+  phaseName,
   orphanListJson,
   orphanTable,
   vmJson,
   vmTable,
 } from "../format.js";
-import { parseName } from "../parse.js";
+import { parseDurationMs, parseName, parseSecondsMs } from "../parse.js";
+import { ProgressLine } from "../progress.js";
+import { pollUntil } from "../wait.js";
 
 const EXIT_CODES_SEE = "Exit codes: see berth --help.";
 
@@ -81,7 +88,7 @@ async function confirmDownConsequences(client: ControllerClient, hostId: string,
     const since = host.stateSinceMs > 0 ? ` for ${formatAge(host.stateSinceMs, nowMs)}` : "";
     return [
       ...general,
-      `${hostId} is ${hostStateName(host.state, host.cordoned)}${since}.`,
+      `${hostId} is ${hostStateText(host)}${since}.`,
       moved.length > 0 ? `  recreated elsewhere (${moved.length}): ${names(moved)}` : "  recreated elsewhere: none",
       kept.length > 0 ? `  left waiting for the host (${kept.length}, keep): ${names(kept)}` : "  left waiting for the host: none",
       warning,
@@ -107,7 +114,8 @@ export function registerHostCommands(program: Command, ctx: CliContext): void {
 STATE is READY (heard from), SUSPECT (silent or its stream gone: no new VMs, its VMs' state
 unknown), DOWN (silent past the down timeout; its VMs are still assumed to run) or FENCED (known
 not to run its VMs: silent past its watchdog, or confirmed down; restart-policy VMs are
-recreated elsewhere), with badges: CORDONED, HYPERVISOR-DOWN. An ORPHANS column counts domains
+recreated elsewhere), with badges: CORDONED (no new VMs: berth host cordon), DRAINING, DRAINED
+or DRAIN-INCOMPLETE (berth host drain; cordoned too), HYPERVISOR-DOWN. An ORPHANS column counts domains
 no VM record accounts for, when any host has some (berth host orphans HOST).
 Usage is what the host's VMs use, as last reported, over the host's physical capacity.
 With -o json: a JSON array of hosts. ${EXIT_CODES_SEE}
@@ -131,8 +139,9 @@ Examples:
       "after",
       `
 While the host is silent, "Fence deadline" says when it counts as fenced (its watchdog has
-stopped its VMs by then) and restart-policy VMs are recreated elsewhere. No such host: exit
-code 3. ${EXIT_CODES_SEE}
+stopped its VMs by then) and restart-policy VMs are recreated elsewhere. A cordoned host shows
+why (Cordoned), a drained or draining one its drain: phase, VMs moved of those to move, in
+flight, failed, staying (stopped VMs stay), the deadline. No such host: exit code 3. ${EXIT_CODES_SEE}
 
 Example:
   berth host show host-1`,
@@ -144,6 +153,7 @@ Example:
     });
 
   registerOrphanCommands(host, ctx);
+  registerCordonCommands(host, ctx);
 
   host
     .command("confirm-down")
@@ -283,4 +293,202 @@ Example:
 
 function printAdopted(ctx: CliContext, g: GlobalOptions, vm: Vm): void {
   ctx.io.stdout(g.output === "json" ? vmJson(vm) : vmTable([vm], ctx.io.now()));
+}
+
+/** Longest `--reason`, as the controller takes it. */
+const MAX_REASON_CHARS = 256;
+/** Longest `--deadline` of a drain, as the controller takes it. */
+const MAX_DRAIN_DEADLINE_MS = 7 * 86_400_000;
+/** `host drain --wait` without a deadline waits this long by default, in seconds. */
+const DEFAULT_DRAIN_WAIT_TIMEOUT_S = 3600;
+/** How long past its deadline a drain's wait goes on by default: the deadline's action takes a while. */
+const DRAIN_WAIT_MARGIN_MS = 5 * 60_000;
+
+const ON_DEADLINE_OF_FLAG: Readonly<Record<string, DrainDeadlineAction>> = {
+  leave: DrainDeadlineAction.DRAIN_DEADLINE_ACTION_LEAVE,
+  stop: DrainDeadlineAction.DRAIN_DEADLINE_ACTION_STOP,
+};
+
+function parseReason(text: string | undefined): string {
+  if (text === undefined) return "";
+  const reason = text.trim();
+  if (reason.length > MAX_REASON_CHARS) throw usageError(`--reason: at most ${MAX_REASON_CHARS} characters (got ${reason.length})`);
+  return reason;
+}
+
+function requiredHost(found: Host | undefined, what: string): Host {
+  if (!found) throw new CliError(`the controller's answer to ${what} has no host`, ExitCode.Error);
+  return found;
+}
+
+function printHost(ctx: CliContext, g: GlobalOptions, h: Host): void {
+  ctx.io.stdout(g.output === "json" ? hostJson(h) : hostTable([h], ctx.io.now()));
+}
+
+/** What changes in a drain's progress line often enough to be worth a plain line (a log). */
+const drainStep = (d: DrainStatus): string => `${d.phase}|${d.toMove}|${d.moved}|${d.inFlight}|${d.failed}|${d.staying}`;
+
+/** The VMs still placed on a host, as `web-3 (RUNNING), db-1 (STOPPED)`; best effort, `undefined` when it cannot be told. */
+async function vmsLeftText(client: ControllerClient, hostId: string): Promise<string | undefined> {
+  try {
+    const vms = await vmsOnHost(client, hostId);
+    if (vms.length === 0) return "none";
+    return vms
+      .map((v) => `${v.spec?.name ?? v.id} (${phaseName(v.status?.phase ?? 0)})`)
+      .sort()
+      .join(", ");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Follows a host's drain (GetHost, once a second) until it is DRAINED (returns the host) or
+ * INCOMPLETE, or cancelled (prints the host, throws exit 11 naming the VMs left); exit 8 when
+ * `timeoutMs` passes first.
+ */
+async function followDrain(ctx: CliContext, g: GlobalOptions, client: ControllerClient, start: Host, timeoutMs: number): Promise<Host> {
+  const id = start.id;
+  const progress = g.output === "table" ? new ProgressLine(ctx.io) : undefined;
+  if (progress && start.drain?.phase === DrainPhase.DRAIN_PHASE_DRAINING) {
+    ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for host ${id} to be drained...\n`);
+  }
+  const result = await pollUntil(
+    ctx.io,
+    async (deadline) => requiredHost((await client.getHost({ id }, { deadline })).host, "GetHost"),
+    (h) => {
+      if (h.drain) progress?.update(drainProgressText(id, h.drain, ctx.io.now()), drainStep(h.drain));
+      return !h.drain || h.drain.phase !== DrainPhase.DRAIN_PHASE_DRAINING ? h : undefined;
+    },
+    { deadline: deadlineIn(timeoutMs), initial: start },
+  ).finally(() => progress?.end());
+  if (result.status === "timeout") {
+    const d = result.last?.drain;
+    throw new CliError(
+      `timed out after ${timeoutMs / 1000}s waiting for host ${id} to be drained` +
+        `${d ? ` (last: ${drainPhaseName(d.phase)}, ${drainFigures(d)})` : ""}; the drain goes on: berth host show ${id}`,
+      ExitCode.WaitTimeout,
+    );
+  }
+  const ended = result.value;
+  if (ended.drain?.phase === DrainPhase.DRAIN_PHASE_DRAINED) return ended;
+  printHost(ctx, g, ended);
+  const left = await vmsLeftText(client, id);
+  const leftText = left === undefined ? "" : `; left on ${id}: ${left}`;
+  if (!ended.drain) {
+    throw new CliError(`the drain of host ${id} was cancelled (the host was uncordoned)${leftText}`, ExitCode.DrainIncomplete);
+  }
+  const d = ended.drain;
+  throw new CliError(
+    `the drain of host ${id} ended ${drainPhaseName(d.phase)}: ${drainFigures(d)}${leftText}` +
+      `${d.message ? `; ${d.message}` : ""}\n  the host stays cordoned; see berth migration list --host ${id}, berth host uncordon ${id}`,
+    ExitCode.DrainIncomplete,
+  );
+}
+
+/** Adds `berth host cordon|uncordon|drain`. */
+function registerCordonCommands(host: Command, ctx: CliContext): void {
+  host
+    .command("cordon")
+    .description("Stop placing new VMs on a host; its VMs stay where they are")
+    .argument("<id>", "host id, e.g. host-1")
+    .option("--reason <text>", `why, for the other operators (shown by host show; at most ${MAX_REASON_CHARS} characters)`)
+    .addHelpText(
+      "after",
+      `
+The scheduler skips a cordoned host for new VMs and for migrations' targets; its VMs keep running.
+It is set by an operator and stays through agent reconnects, until berth host uncordon. Prints the
+host (STATE ...,CORDONED). To move its VMs away too: berth host drain. ${EXIT_CODES_SEE}
+
+Examples:
+  berth host cordon host-1
+  berth host cordon host-1 --reason "disk replacement, ticket 4711"`,
+    )
+    .action(async (id: string, flags: { reason?: string }, cmd: Command) => {
+      const g = ctx.globals(cmd);
+      const reason = parseReason(flags.reason);
+      printHost(ctx, g, requiredHost((await ctx.client(g).cordonHost({ hostId: id, reason })).host, "CordonHost"));
+    });
+
+  host
+    .command("uncordon")
+    .description("Let new VMs go to a host again; cancels its drain, if one is in progress")
+    .argument("<id>", "host id, e.g. host-1")
+    .addHelpText(
+      "after",
+      `
+Cancelling a drain: its migrations still pending fail, those in flight finish. The cordon reason
+and the drain status are cleared. Prints the host. ${EXIT_CODES_SEE}
+
+Example:
+  berth host uncordon host-1`,
+    )
+    .action(async (id: string, _flags: unknown, cmd: Command) => {
+      const g = ctx.globals(cmd);
+      printHost(ctx, g, requiredHost((await ctx.client(g).uncordonHost({ hostId: id })).host, "UncordonHost"));
+    });
+
+  host
+    .command("drain")
+    .description("Cordon a host and live-migrate its running VMs to other hosts")
+    .argument("<id>", "host id, e.g. host-1")
+    .option("--deadline <duration>", "give up moving VMs after this long, e.g. 10m, 1h30m (at most 7d; default: no deadline)")
+    .addOption(
+      new Option("--on-deadline <action>", "what happens at the deadline to the VMs not moved: leave them running (default) or stop them").choices(
+        Object.keys(ON_DEADLINE_OF_FLAG),
+      ),
+    )
+    .option("--reason <text>", `recorded as the cordon reason (default: "drain"; at most ${MAX_REASON_CHARS} characters)`)
+    .option("--wait", "return once the host is DRAINED (exit 0) or the drain ended INCOMPLETE or was cancelled (exit 11)")
+    .option(
+      "--wait-timeout <seconds>",
+      `how long --wait waits (default: the --deadline plus 5 minutes, else ${DEFAULT_DRAIN_WAIT_TIMEOUT_S})`,
+    )
+    .addHelpText(
+      "after",
+      `
+The host is cordoned, then each running VM on it is migrated away, ahead of other migrations
+(at most 2 leave a host at once by default), to the host the scheduler picks. Stopped VMs stay:
+their disks are on the host. The drain ends DRAINED when no running VM is left, or at
+--deadline INCOMPLETE, with --on-deadline applied to the VMs left: leave (they keep running
+there) or stop (a graceful shutdown; their records stay, desired state STOPPED). The host stays
+cordoned either way; berth host uncordon cancels a drain. Prints the host; host show has the
+drain's figures.
+
+--wait: follows the drain (GetHost, once a second) with a progress line on stderr (moved / to
+move, in flight, failed, staying), redrawn in place on a terminal, a line per change otherwise.
+DRAINED: exit 0. INCOMPLETE or cancelled: exit 11, naming the VMs left on the host. ${EXIT_CODES_SEE}
+
+Examples:
+  berth host drain host-1 --wait
+  berth host drain host-1 --deadline 30m --on-deadline stop --reason "kernel upgrade" --wait
+  berth host drain host-2 --deadline 1h -o json`,
+    )
+    .action(
+      async (
+        id: string,
+        flags: { deadline?: string; onDeadline?: string; reason?: string; wait?: boolean; waitTimeout?: string },
+        cmd: Command,
+      ) => {
+        const g = ctx.globals(cmd);
+        const deadlineMs = flags.deadline === undefined ? 0 : parseDurationMs(flags.deadline, "--deadline", MAX_DRAIN_DEADLINE_MS);
+        if (flags.onDeadline !== undefined && flags.deadline === undefined) {
+          throw usageError("--on-deadline: needs --deadline (without a deadline the drain goes on until every VM has moved)");
+        }
+        const onDeadline =
+          flags.onDeadline === undefined
+            ? DrainDeadlineAction.DRAIN_DEADLINE_ACTION_UNSPECIFIED
+            : (ON_DEADLINE_OF_FLAG[flags.onDeadline] ?? DrainDeadlineAction.DRAIN_DEADLINE_ACTION_UNSPECIFIED);
+        const reason = parseReason(flags.reason);
+        const waitMs =
+          flags.waitTimeout !== undefined
+            ? parseSecondsMs(flags.waitTimeout, "--wait-timeout")
+            : deadlineMs > 0
+              ? deadlineMs + DRAIN_WAIT_MARGIN_MS
+              : DEFAULT_DRAIN_WAIT_TIMEOUT_S * 1000;
+        const client = ctx.client(g);
+        const draining = requiredHost((await client.drainHost({ hostId: id, deadlineMs, onDeadline, reason })).host, "DrainHost");
+        printHost(ctx, g, flags.wait ? await followDrain(ctx, g, client, draining, waitMs) : draining);
+      },
+    );
 }

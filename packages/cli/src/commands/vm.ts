@@ -9,6 +9,7 @@ import { failureText, formatIn, phaseName, vmDetail, vmJson, vmListJson, vmTable
 import { parseName, parseSecondsMs } from "../parse.js";
 import { retryUntilAnswered } from "../retry.js";
 import { VmEventFeed, waitForVm } from "../wait.js";
+import { registerVmMigrateCommand } from "./migration.js";
 import { addSpecOptions, ON_HOST_FAILURE_OF_FLAG, specsFromFlags, type SpecFlags } from "./spec-flags.js";
 
 /** Default of `--wait-timeout`, in seconds. */
@@ -318,11 +319,11 @@ function targetPhase(desired: DesiredState): VmPhase | undefined {
   }
 }
 
-/** Adds `berth vm create|list|show|start|stop|retry|delete`. */
+/** Adds `berth vm create|list|show|start|stop|retry|delete|migrate`. */
 export function registerVmCommands(program: Command, ctx: CliContext): void {
   const vm = program
     .command("vm")
-    .description("Create, list, inspect, start, stop, retry and delete VMs")
+    .description("Create, list, inspect, start, stop, retry, delete and live-migrate VMs")
     .addHelpText("after", "\nExample:\n  berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait");
 
   addWaitOptions(
@@ -443,7 +444,8 @@ Examples:
     .addHelpText(
       "after",
       `
-Columns: name, phase (what the host last reported), desired state, host, size, age.
+Columns: name, phase (what the host last reported; MIGRATING while it is live-migrated, HOST
+then being its source), desired state, host, size, age.
 With -o json: a JSON array of VMs. ${EXIT_CODES_SEE}
 
 Examples:
@@ -590,4 +592,6 @@ Examples:
       await waitForGone(client, deleted, waitMs);
       ctx.io.stdout(g.output === "json" ? vmJson(deleted) : `vm ${name} deleted\n`);
     });
+
+  registerVmMigrateCommand(vm, ctx);
 }
