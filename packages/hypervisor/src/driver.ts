@@ -206,13 +206,22 @@ export interface HypervisorDriver {
   prepareIncoming(spec: DomainSpec): Promise<MigrationTarget>;
   /**
    * Source side: live-migrates the running domain to `target` and undefines it here once the
-   * destination has it. Idempotent: a domain already gone from here (migrated) is success.
-   * On failure the domain keeps running here. At every instant exactly one side runs the domain
-   * (a real migration pauses it for the switchover). `abortMigration` on this side while it runs
-   * makes it fail with FAILED_PRECONDITION (aborted) unless the switchover has happened.
+   * destination has it. Idempotent: a domain already gone from here (migrated) is success, so a
+   * resend after a restart of either side finishes the job. On failure (timeout: DEADLINE_EXCEEDED;
+   * abort: FAILED_PRECONDITION) the domain keeps running here. The switchover commits at a single
+   * instant: before it the domain is the source's, after it the destination's, whoever is killed
+   * when; at no instant does it run on both sides (it is paused for the switchover, and may stay
+   * paused at the destination until `finishIncoming`). After a crash, `list()` on the source tells
+   * the outcome: the domain still there means the migration did not happen. `abortMigration` on
+   * this side while it runs makes it fail with FAILED_PRECONDITION (aborted) unless the switchover
+   * has begun.
    */
   migrateOut(vmId: string, target: MigrationTarget, options?: MigrateOutOptions): Promise<void>;
-  /** Destination side: makes the received domain persistent and running. Idempotent. NOT_FOUND if nothing arrived. */
+  /**
+   * Destination side: makes the received domain persistent and running. Idempotent (also after a
+   * restart of this side). NOT_FOUND if nothing arrived; FAILED_PRECONDITION while the source has
+   * not given the domain up (its switchover has not committed).
+   */
   finishIncoming(vmId: string, generation: number): Promise<Domain>;
   /**
    * Either side: gives up a migration. On the source it cancels a running migration job (the

@@ -744,7 +744,7 @@ export class FakeDriver implements HypervisorDriver {
       if (status !== "committed") {
         throw new BerthError(
           ErrorCode.FailedPrecondition,
-          `the migration of domain ${vmId} is not committed: its source (fake://${handoff.from}) ${status === "in-doubt" ? "is in the switchover (or was killed in it)" : "still runs it"}`,
+          `the migration of domain ${vmId} is not committed: its source (fake://${handoff.from}) ${status === "in-doubt" ? "is in the switchover (or was killed in it)" : "still has it (the migration failed or was rolled back)"}`,
         );
       }
       const clash = this.nameOwner(handoff.domain.name);
@@ -905,6 +905,9 @@ export class FakeDriver implements HypervisorDriver {
     this.outgoing.set(vmId, { vmId, to: destDir, nonce, phase: "committed", atMs: this.clock.now() });
     this.forget(vmId);
     this.emitDomain(vmId, "migrated");
+    // The commit point. If this write fails the call rejects though the domain has left in memory:
+    // the next write commits it, and until then a restart rolls it back (the handoff is in doubt,
+    // then dead) — on disk it is never on both hosts.
     await this.persist();
     this.killPoint("migrateOut:after-switchover", vmId);
   }
