@@ -1,10 +1,11 @@
-import { DesiredState, Host, HostState, Vm, VmPhase } from "@berth/api";
+import { DesiredState, Host, HostState, Migration, MigrationPhase, Vm, VmPhase } from "@berth/api";
 import { describe, expect, it } from "vitest";
 import {
   clusterConfigDetail,
   failureText,
   formatIn,
   formatAge,
+  formatBytes,
   formatDuration,
   formatGib,
   formatResourcesHuman,
@@ -12,6 +13,8 @@ import {
   hostStateName,
   hostDetail,
   hostTable,
+  migrationMessage,
+  migrationPercent,
   phaseName,
   renderFields,
   renderTable,
@@ -176,5 +179,34 @@ describe("config view", () => {
     expect(text).toMatch(/Memory ratio: +1 \(default\)/);
     expect(text).toMatch(/Reserved: +.*1 GiB.*\(default\)/);
     expect(text).toMatch(/Preset: +spread \(default\)/);
+  });
+});
+
+describe("migrations", () => {
+  it("formatBytes: a binary unit, one decimal below 100, none above", () => {
+    expect(formatBytes(0)).toBe("0 B");
+    expect(formatBytes(1023)).toBe("1023 B");
+    expect(formatBytes(1536)).toBe("1.5 KiB");
+    expect(formatBytes(512 * 1024 ** 2)).toBe("512 MiB");
+    expect(formatBytes(1.25 * 1024 ** 3)).toBe("1.3 GiB");
+    expect(formatBytes(4 * 1024 ** 3)).toBe("4 GiB");
+    expect(formatBytes(2 * 1024 ** 4)).toBe("2 TiB");
+  });
+
+  it("migrationPercent: sent of total, never 100 before COMPLETED, unknown before any report", () => {
+    const m = (phase: MigrationPhase, total: number, remaining: number): Migration =>
+      Migration.fromPartial({ phase, progress: total > 0 ? { dataTotalBytes: total, dataRemainingBytes: remaining } : undefined });
+    expect(migrationPercent(m(MigrationPhase.MIGRATION_PHASE_PENDING, 0, 0))).toBeUndefined();
+    expect(migrationPercent(m(MigrationPhase.MIGRATION_PHASE_MIGRATING, 400, 100))).toBe(75);
+    expect(migrationPercent(m(MigrationPhase.MIGRATION_PHASE_MIGRATING, 400, 0))).toBe(99);
+    expect(migrationPercent(m(MigrationPhase.MIGRATION_PHASE_MIGRATING, 400, 500))).toBe(0); // dirtied faster than sent
+    expect(migrationPercent(m(MigrationPhase.MIGRATION_PHASE_COMPLETED, 0, 0))).toBe(100);
+  });
+
+  it("migrationMessage: the code once", () => {
+    expect(migrationMessage(Migration.fromPartial({ errorCode: "X", message: "X: broke" }))).toBe("X: broke");
+    expect(migrationMessage(Migration.fromPartial({ errorCode: "X", message: "broke" }))).toBe("X: broke");
+    expect(migrationMessage(Migration.fromPartial({ message: "broke" }))).toBe("broke");
+    expect(migrationMessage(Migration.fromPartial({}))).toBe("");
   });
 });

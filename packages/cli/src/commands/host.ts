@@ -457,7 +457,8 @@ drain's figures.
 
 --wait: follows the drain (GetHost, once a second) with a progress line on stderr (moved / to
 move, in flight, failed, staying), redrawn in place on a terminal, a line per change otherwise.
-DRAINED: exit 0. INCOMPLETE or cancelled: exit 11, naming the VMs left on the host. ${EXIT_CODES_SEE}
+DRAINED: exit 0. INCOMPLETE or cancelled: exit 11, naming the VMs left on the host.
+${EXIT_CODES_SEE}
 
 Examples:
   berth host drain host-1 --wait

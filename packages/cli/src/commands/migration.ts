@@ -179,9 +179,9 @@ outbound per host and 5 in the cluster by default, drains first): it picks the t
 not given, prepares it (PREPARING), copies the running VM's memory while it runs (MIGRATING),
 switches over (FINISHING) and ends COMPLETED, the VM running on the target; or it rolls back
 (ABORTING) and ends FAILED, the VM still running on its source. Prints the migration. A --to that
-breaks a placement rule is refused with the filter's reason (exit 4); a VM that is not running,
-or already migrating, is refused (exit 6). Follow it with berth migration show NAME, stop it with
-berth migration abort NAME.
+breaks a placement rule is refused with the filter's reason, as is a VM that is not running or
+is already migrating: the controller's error is printed with its exit code. Follow it with berth
+migration show NAME, stop it with berth migration abort NAME.
 
 As vm create, the request carries a fresh request id and is sent again, with the same id, through
 a leader change or a lost answer until --migrate-timeout: the controller returns the migration
