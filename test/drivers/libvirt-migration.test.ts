@@ -20,7 +20,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { DomainState } from "@berth/api";
-import { LibvirtDriver, volumeName, type DomainSpec, type MigrationProgress } from "@berth/hypervisor";
+import { LibvirtDriver, volumeName, type DomainSpec, type DriverEvent, type MigrationProgress } from "@berth/hypervisor";
 import { ensureLibvirt, qemuPid, removeDomains, secondLibvirtdMissing, startSecondLibvirtd, virshOn, type SecondLibvirtd } from "../support/libvirt.js";
 import { describeRequiring } from "../support/requirements.js";
 import { waitFor } from "../support/processes.js";
@@ -88,7 +88,12 @@ describeRequiring("libvirt live migration between two daemons", missing, () => {
 
   it("moves a running domain live: prepareIncoming → migrateOut → finishIncoming; progress is reported", async () => {
     const s = spec("live");
+    const events: DriverEvent[] = [];
+    const unsubscribe = source.subscribe((e) => events.push(e));
+    const hasEvent = (kind: string) => (): true | undefined => events.some((e) => e.type === "domain" && e.vmId === s.vmId && e.kind === kind) || undefined;
     const name = await running(s);
+    // Its "started" event: the source's event stream is live before the migration starts.
+    await waitFor("a 'started' event at the source", hasEvent("started"), 15_000);
     const target = await dest.prepareIncoming(s);
     expect(target).toEqual({ driver: "libvirt", uri: `${second.uri}#migrateuri=tcp%3A%2F%2F127.0.0.1`, vmId: s.vmId });
     expect(await volumeExists(second.uri, s.vmId)).toBe(true);
@@ -116,11 +121,17 @@ describeRequiring("libvirt live migration between two daemons", missing, () => {
     expect((await dest.list()).find((d) => d.vmId === s.vmId)).toMatchObject({ state: DomainState.DOMAIN_STATE_RUNNING, generation: 2 });
     expect(await volumeExists(sourceUri, s.vmId)).toBe(false);
     expect(await volumeExists(second.uri, s.vmId)).toBe(true);
+    // The source's event stream says where it went.
+    await waitFor("a 'migrated' event at the source", hasEvent("migrated"), 15_000);
+    unsubscribe();
 
     // Progress: samples of the running job, the 1 GiB disk in its total, some of it sent.
     expect(progress.length).toBeGreaterThan(0);
     expect(progress.some((p) => p.dataTotalBytes >= GIB && p.dataProcessedBytes > 0)).toBe(true);
-    for (const p of progress) expect(p.dataProcessedBytes + p.dataRemainingBytes).toBeLessThanOrEqual(p.dataTotalBytes + GIB);
+    for (const p of progress) {
+      expect(p.iteration).toBeGreaterThanOrEqual(1);
+      expect(p.dataProcessedBytes + p.dataRemainingBytes).toBeLessThanOrEqual(p.dataTotalBytes + GIB);
+    }
 
     // Idempotent on both sides.
     await source.migrateOut(s.vmId, target);

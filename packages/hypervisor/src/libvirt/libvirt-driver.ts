@@ -611,7 +611,9 @@ export class LibvirtDriver implements HypervisorDriver {
           throw error;
         }
       }
-      this.vmIdByName.delete(snap.name);
+      // The name stays known while events are followed: the "Stopped Migrated" event may be
+      // handled after this returns, and needs it to name the vmId (the handler forgets it then).
+      if (this.listeners.size === 0) this.vmIdByName.delete(snap.name);
       if (copyStorage) await this.removeVolume(id).catch(() => undefined);
     });
   }

@@ -29,26 +29,28 @@ disk_remaining: 1056964608
 
 `;
 
-// The memory phase (pass 2) in the same form: libvirt's field names, figures made up.
+// Recorded from `virsh domjobinfo --rawstats` while memory was being copied (diskless, 1 GiB, first pass).
 const RAW_MEMORY_PHASE = `Job type: 2
 
 operation: 5
-time_elapsed: 6120
-data_total: 1208582144
-data_processed: 1140850688
-data_remaining: 67731456
-memory_total: 134750208
-memory_processed: 67018752
-memory_remaining: 67731456
-memory_constant: 16000
-memory_normal: 16300
-memory_normal_bytes: 66764800
-memory_bps: 33554432
-memory_dirty_rate: 250
-memory_iteration: 2
+time_elapsed: 4958
+downtime: 300
+setup_time: 1
+data_total: 1074135040
+data_processed: 108762
+data_remaining: 1073098752
+memory_total: 1074135040
+memory_processed: 108762
+memory_remaining: 1073098752
+memory_constant: 227
+memory_normal: 26
+memory_normal_bytes: 106496
+memory_dirty_rate: 0
+memory_iteration: 1
+memory_postcopy_requests: 0
 memory_page_size: 4096
-disk_total: 1073741824
-disk_processed: 1073741824
+disk_total: 0
+disk_processed: 0
 disk_remaining: 0
 
 `;
@@ -76,24 +78,28 @@ Iteration:        2
 `;
 
 describe("parseDomJobInfo", () => {
-  it("reads --rawstats while disks are copied (no memory figures yet)", () => {
+  it("reads --rawstats while disks are copied (no memory figures yet: libvirt's iteration 0 is the first pass)", () => {
     expect(parseDomJobInfo(RAW_DISK_PHASE)).toEqual({
       dataTotalBytes: 1073741824,
       dataProcessedBytes: 16777216,
       dataRemainingBytes: 1056964608,
       dirtyRateBytesPerS: 0,
-      iteration: 0,
+      iteration: 1,
     });
   });
 
   it("reads --rawstats while memory is copied: the dirty rate in pages/s times the page size", () => {
     expect(parseDomJobInfo(RAW_MEMORY_PHASE)).toEqual({
-      dataTotalBytes: 1208582144,
-      dataProcessedBytes: 1140850688,
-      dataRemainingBytes: 67731456,
-      dirtyRateBytesPerS: 250 * 4096,
-      iteration: 2,
+      dataTotalBytes: 1074135040,
+      dataProcessedBytes: 108762,
+      dataRemainingBytes: 1073098752,
+      dirtyRateBytesPerS: 0,
+      iteration: 1,
     });
+    expect(parseDomJobInfo(RAW_MEMORY_PHASE.replace("memory_iteration: 1", "memory_iteration: 4"))?.iteration).toBe(4);
+    // A guest dirtying memory (the idle one recorded dirties none), with 2 MiB pages.
+    const busy = RAW_MEMORY_PHASE.replace("memory_dirty_rate: 0", "memory_dirty_rate: 250").replace("memory_page_size: 4096", "memory_page_size: 2097152");
+    expect(parseDomJobInfo(busy)?.dirtyRateBytesPerS).toBe(250 * 2097152);
   });
 
   it("reads the plain form with its units", () => {
@@ -102,7 +108,7 @@ describe("parseDomJobInfo", () => {
       dataProcessedBytes: 16 * 2 ** 20,
       dataRemainingBytes: 1008 * 2 ** 20,
       dirtyRateBytesPerS: 0,
-      iteration: 0,
+      iteration: 1,
     });
   });
 
@@ -116,7 +122,7 @@ describe("parseDomJobInfo", () => {
       dataProcessedBytes: 0,
       dataRemainingBytes: 0,
       dirtyRateBytesPerS: 3 * 4096,
-      iteration: 0,
+      iteration: 1,
     });
     expect(parseDomJobInfo("Job type: 2\ndata_total: lots\n")?.dataTotalBytes).toBe(0);
   });
@@ -282,7 +288,7 @@ describe("LibvirtDriver.migrateOut (scripted virsh)", () => {
     });
     await until("three samples", () => calls >= 3);
     virsh.jobInfo = RAW_MEMORY_PHASE;
-    await until("a memory-phase sample", () => progress.some((p) => p.iteration === 2));
+    await until("a memory-phase sample", () => progress.some((p) => p.dataTotalBytes === 1074135040));
     virsh.finish("success");
     await done;
     expect(virsh.commands).toContainEqual(["migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--copy-storage-all", NAME, "qemu+tls://dst/system", "--migrateuri", "tcp://10.0.0.5"]);

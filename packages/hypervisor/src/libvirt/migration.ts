@@ -65,6 +65,7 @@ const RUNNING_JOB = new Set(["1", "2", "bounded", "unbounded"]);
  * - plain: `Data total: 1.000 GiB`, `Dirty rate: 12 pages/s`, `Page size: 4096 bytes`, `Iteration: 2`.
  * A field missing (libvirt prints only what QEMU reported: no memory fields while disks are
  * copied, no page size on old versions) reads 0; a dirty rate without a page size assumes 4 KiB.
+ * `iteration` is at least 1 (libvirt's 0, before the first memory pass, is still the first pass).
  */
 export function parseDomJobInfo(text: string): MigrationProgress | undefined {
   const fields = new Map<string, string>();
@@ -94,6 +95,8 @@ export function parseDomJobInfo(text: string): MigrationProgress | undefined {
     dataProcessedBytes: bytes("data_processed"),
     dataRemainingBytes: bytes("data_remaining"),
     dirtyRateBytesPerS: dirtyPages * pageSize,
-    iteration: fields.has("memory_iteration") ? count("memory_iteration") : count("iteration"),
+    // A running job is in its first pass at least: libvirt counts 0 until memory is sent (while
+    // disks are copied), but the contract counts passes of the whole copy from 1.
+    iteration: Math.max(1, fields.has("memory_iteration") ? count("memory_iteration") : count("iteration")),
   };
 }
