@@ -95,7 +95,7 @@ export const DEFAULT_FAKE_MIGRATION_MAX_DOWNTIME_MS = 300;
 /** Default of {@link FakeDriverOptions.migrationTimeoutMs} (as the libvirt driver's). */
 export const DEFAULT_FAKE_MIGRATION_TIMEOUT_MS = 600_000;
 /** Default of `MigrateOutOptions.progressIntervalMs`. */
-export const DEFAULT_MIGRATION_PROGRESS_INTERVAL_MS = 500;
+export const DEFAULT_FAKE_MIGRATION_PROGRESS_INTERVAL_MS = 500;
 
 /** The default of {@link FakeDriverOptions.onKill}: the process dies at once, as with `kill -9`. */
 export function sigkillSelf(): void {
@@ -686,7 +686,7 @@ export class FakeDriver implements HypervisorDriver {
     if (!(typeof timeoutMs === "number" && timeoutMs >= 0)) {
       throw invalidArgument("migrate.timeout_ms", `must be a number of ms ≥ 0 (got ${String(timeoutMs)})`);
     }
-    const intervalMs = given.progressIntervalMs ?? DEFAULT_MIGRATION_PROGRESS_INTERVAL_MS;
+    const intervalMs = given.progressIntervalMs ?? DEFAULT_FAKE_MIGRATION_PROGRESS_INTERVAL_MS;
     if (!(typeof intervalMs === "number" && Number.isFinite(intervalMs) && intervalMs > 0)) {
       throw invalidArgument("migrate.progress_interval_ms", `must be a number of ms > 0 (got ${String(intervalMs)})`);
     }

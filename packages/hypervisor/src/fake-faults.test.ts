@@ -257,3 +257,38 @@ describe("validateFakeFaultSpec", () => {
     expect(raw.unavailable.forMs).toBeUndefined();
   });
 });
+
+describe("kill rules", () => {
+  it("API layer: armed per point and VM, peeked without consuming, taken once, cleared by clear()", () => {
+    const p = plan();
+    p.killAt({ point: "migrateOut:transfer", vmId: VM, fraction: 0.25 });
+    p.killAt({ point: "finishIncoming:after" });
+    expect(p.pendingKill("migrateOut:transfer", OTHER)).toBeUndefined();
+    expect(p.pendingKill("migrateOut:transfer", VM)).toEqual({ point: "migrateOut:transfer", vmId: VM, fraction: 0.25 });
+    expect(p.takeKill("migrateOut:transfer", VM)).toBe(true);
+    expect(p.takeKill("migrateOut:transfer", VM)).toBe(false);
+    p.clear();
+    expect(p.takeKill("finishIncoming:after", OTHER)).toBe(false);
+    expect(() => p.killAt({ point: "nowhere" as never })).toThrow(/^kill\.point: /);
+    // API rules leave no trace on disk.
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it("control file: a rule that struck stays done for a plan reading the same file again (a restarted process); a rewrite re-arms", () => {
+    writeFakeFaults(dir, { kill: [{ point: "migrateOut:before-commit", vmId: VM }, { point: "finishIncoming:before" }] });
+    expect(JSON.parse(readFileSync(path.join(dir, FAKE_FAULTS_FILE), "utf8")).kill).toEqual([
+      { point: "migrateOut:before-commit", vmId: VM },
+      { point: "finishIncoming:before" },
+    ]);
+    const first = plan();
+    expect(first.takeKill("migrateOut:before-commit", VM)).toBe(true);
+    const restarted = plan();
+    expect(restarted.takeKill("migrateOut:before-commit", VM)).toBe(false);
+    expect(restarted.takeKill("finishIncoming:before", VM)).toBe(true);
+    expect(plan().takeKill("finishIncoming:before", VM)).toBe(false);
+    // Written anew (another inode): armed again.
+    clock = new ManualClock(2_000_000);
+    writeFakeFaults(dir, { kill: [{ point: "migrateOut:before-commit" }] });
+    expect(plan().takeKill("migrateOut:before-commit", OTHER)).toBe(true);
+  });
+});

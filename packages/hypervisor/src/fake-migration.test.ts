@@ -255,6 +255,28 @@ describe("FakeDriver: live migration on the clock", () => {
     expect(readFakeStoredState(srcDir, 0).outgoing).toEqual([]);
   });
 
+  it("fails each phase by fault injection without changing anything; the next attempt goes on", async () => {
+    const src = open(srcDir);
+    const dst = open(dstDir);
+    await src.define(spec);
+    await src.start(vmId);
+    // From the control file, as a test in another process would set it.
+    writeFakeFaults(dstDir, { failNext: [{ op: "prepareIncoming" }, { op: "finishIncoming", code: ErrorCode.Internal }, { op: "abortMigration" }] });
+    expect(await code(dst.prepareIncoming(spec))).toBe(ErrorCode.HypervisorUnavailable);
+    expect(readFakeStoredState(dstDir, 0)).toMatchObject({ incoming: [], volumes: [] });
+    const target = await dst.prepareIncoming(spec);
+    src.faults.failNext({ op: "migrateOut", vmId });
+    expect(await code(src.migrateOut(vmId, target))).toBe(ErrorCode.HypervisorUnavailable);
+    expect((await src.list())[0]?.state).toBe(RUNNING);
+    const m = track(src.migrateOut(vmId, target));
+    await clock.advance(3000);
+    expect(await m.done).toBe("ok");
+    expect(await code(dst.finishIncoming(vmId, 2))).toBe(ErrorCode.Internal);
+    expect(fakeRunningVmIds(dstDir, clock.now())).toEqual([]);
+    expect(await code(dst.abortMigration(vmId))).toBe(ErrorCode.HypervisorUnavailable);
+    expect((await dst.finishIncoming(vmId, 2)).state).toBe(RUNNING);
+  });
+
   describe("kill points", () => {
     const killedAt: string[] = [];
     beforeEach(() => void (killedAt.length = 0));
