@@ -727,6 +727,7 @@ export function migrationDetail(m: Migration, nowMs: number): string {
   if (m.abortRequested) fields.push(["Abort requested", "yes"]);
   fields.push(["Message", migrationMessage(m) || "-"]);
   if (m.targetUri) fields.push(["Target URI", m.targetDriver ? `${m.targetUri} (${m.targetDriver})` : m.targetUri]);
+  if (m.requestId) fields.push(["Request ID", m.requestId]);
   return renderFields(fields);
 }
 

@@ -3,7 +3,8 @@ import { BerthError, ErrorCode } from "@berth/core";
 import { describe, expect, it } from "vitest";
 import { ExitCode } from "./exit-codes.js";
 import { run } from "./program.js";
-import { notLeader, recordingIo, stubPerTest, StubCluster, type TerminalScript } from "./stub-server.testkit.js";
+import { status } from "@grpc/grpc-js";
+import { notLeader, rawStatus, recordingIo, stubPerTest, StubCluster, type TerminalScript } from "./stub-server.testkit.js";
 
 // Live migrations: vm migrate (--to, --wait), migration list / show / abort.
 
@@ -114,6 +115,40 @@ describe("vm migrate", () => {
     expect(ids[0]).toBe(ids[1]);
     expect(r.err).toContain("retrying in");
     expect(r.err).toContain("with the same request id");
+  });
+
+  it("an attempt cut off, then 'already migrating': its own migration (same request id) is success", async () => {
+    let calls = 0;
+    const s = await stub({
+      migrateVm: () => {
+        calls++;
+        if (calls === 1) throw rawStatus(status.CANCELLED, "Call cancelled");
+        throw new BerthError(ErrorCode.FailedPrecondition, "vm web-1 is already migrating");
+      },
+      getMigration: () => ({ migration: migration({ requestId: s.requests("migrateVm")[0]?.requestId ?? "" }) }),
+    });
+    const r = await berth(s, "vm", "migrate", "web-1");
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^web-1 +host-1 +host-2 +PENDING /m);
+    // Another request's migration is not taken for this one's.
+    s.handlers.getMigration = () => ({ migration: migration({ requestId: "someone-else" }) });
+    calls = 0;
+    const other = await berth(s, "vm", "migrate", "web-1");
+    expect(other.code).toBe(ExitCode.Conflict);
+    expect(other.err).toContain("error: vm web-1 is already migrating\n");
+  });
+
+  it("no answer to any attempt before --migrate-timeout: outcome unknown, exit 9", async () => {
+    const s = await stub({
+      migrateVm: () => {
+        throw rawStatus(status.CANCELLED, "Call cancelled");
+      },
+    });
+    const r = await berth(s, "vm", "migrate", "web-1", "--migrate-timeout", "0.5");
+    expect(r.code).toBe(ExitCode.OutcomeUnknown);
+    expect(r.err).toContain("error: outcome unknown: a migration of vm web-1 may have been started; check with: berth migration show web-1\n");
+    expect(r.err).toContain(`this command's request id: ${s.requests("migrateVm")[0]?.requestId}`);
+    expect(new Set(s.requests("migrateVm").map((q) => q.requestId)).size).toBe(1);
   });
 
   it("a follower's redirect is followed (NOT_LEADER naming the leader)", async () => {
@@ -288,6 +323,7 @@ describe("migration list and show", () => {
             dataEstimateBytes: 4 * GIB,
             targetUri: "qemu+tcp://host-2/system",
             targetDriver: "libvirt",
+            requestId: "req-1",
             progress: { dataTotalBytes: 4 * GIB, dataRemainingBytes: GIB, dataProcessedBytes: 3 * GIB, iteration: 2, dirtyRateBytesPerS: 50 * 1024 ** 2, updatedAtMs: NOW - 1000, },
           }),
         };
@@ -310,7 +346,8 @@ describe("migration list and show", () => {
         "Duration:      1m\n" +
         "Deadline:      in 9m (then it is aborted)\n" +
         "Message:       -\n" +
-        "Target URI:    qemu+tcp://host-2/system (libvirt)\n",
+        "Target URI:    qemu+tcp://host-2/system (libvirt)\n" +
+        "Request ID:    req-1\n",
     );
     expect((await berth(s, "migration", "show", ID)).code).toBe(0);
     expect(s.requests("getMigration").map((q) => q.name)).toEqual(["web-1", ID]);

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { MigrationPhase, type Migration } from "@berth/api";
-import { BerthError, deadlineIn } from "@berth/core";
+import { BerthError, deadlineIn, ErrorCode } from "@berth/core";
 import type { Command } from "commander";
 import type { ControllerClient } from "../client.js";
 import type { CliContext, GlobalOptions } from "../context.js";
@@ -140,21 +140,44 @@ async function migrateIdempotently(
   });
   if (outcome.ok) return requiredMigration(outcome.value.migration, "MigrateVm");
   const { error } = outcome;
-  if (outcome.unanswered && outcome.exhausted) {
-    throw new CliError(
+  const unknown = (last: BerthError): CliError =>
+    new CliError(
       `outcome unknown: a migration of vm ${name} may have been started; check with: berth migration show ${name}\n` +
-        `  no answer after ${outcome.attempts} attempt(s) in ${timeoutMs / 1000}s (--migrate-timeout); last: ${oneLine(error.message)}\n` +
+        `  no answer after ${outcome.attempts} attempt(s) in ${timeoutMs / 1000}s (--migrate-timeout); last: ${oneLine(last.message)}\n` +
         `  this command's request id: ${requestId}`,
       ExitCode.OutcomeUnknown,
-      { cause: error },
+      { cause: last },
     );
+  if (outcome.unanswered && (error.code === ErrorCode.AlreadyExists || error.code === ErrorCode.FailedPrecondition)) {
+    // "Already migrating" after an attempt got no answer may be this command's own migration,
+    // started by the lost attempt: it is, if it carries this request id.
+    let mine: Migration | undefined;
+    try {
+      mine = await migrationOfRequest(client, name, requestId);
+    } catch (e) {
+      throw unknown(e instanceof BerthError ? e : error);
+    }
+    if (mine) return mine;
+    throw error;
   }
+  if (outcome.unanswered && outcome.exhausted) throw unknown(error);
   if (outcome.exhausted && outcome.attempts > 1) {
     throw new BerthError(error.code, `${error.message}\n  (tried ${outcome.attempts} times in ${timeoutMs / 1000}s; no migration was started)`, {
       cause: error,
     });
   }
   throw error;
+}
+
+/** The VM's latest migration if the MigrateVm with `requestId` started it; `undefined` if another did or there is none. */
+async function migrationOfRequest(client: ControllerClient, name: string, requestId: string): Promise<Migration | undefined> {
+  try {
+    const { migration } = await client.getMigration({ name });
+    return migration?.requestId === requestId ? migration : undefined;
+  } catch (e) {
+    if (e instanceof BerthError && e.code === ErrorCode.NotFound) return undefined;
+    throw e;
+  }
 }
 
 /** Adds `berth vm migrate` to the `vm` command. */
@@ -185,7 +208,9 @@ migration show NAME, stop it with berth migration abort NAME.
 
 As vm create, the request carries a fresh request id and is sent again, with the same id, through
 a leader change or a lost answer until --migrate-timeout: the controller returns the migration
-that id started. Sent but never answered: exit 9 (check with berth migration show NAME).
+that id started; "already migrating" after a lost answer is success only if the VM's migration
+carries this id (migration show prints its Request ID). Sent but never answered: exit 9 (check
+with berth migration show NAME).
 
 --wait: follows the migration (GetMigration, once a second) with a progress line on stderr (phase,
 target, data left / total, %), redrawn in place on a terminal, a line per phase or 10% otherwise;
