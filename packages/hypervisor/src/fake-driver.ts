@@ -1424,6 +1424,16 @@ export class FakeDriver implements HypervisorDriver {
 
 // ---- helpers -----------------------------------------------------------------------------------
 
+/** Whether a process of this machine runs with that pid (signal 0 probes without signalling). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /** A running migrateOut: what abort, close and a concurrent resend reach. */
 class MigrationJob {
   /** The job's outcome (set right after construction). */
@@ -1506,7 +1516,11 @@ function validateSpec(spec: DomainSpec): void {
   }
 }
 
-/** Removes `fake-hypervisor.json.*.tmp` left by a writer killed between write and rename. */
+/**
+ * Removes `fake-hypervisor.json.*.tmp` left by a writer killed between write and rename, and the
+ * temp files of handoffs (`fake-incoming-<vmId>.json.<pid>.<n>.tmp`, written here by a source in
+ * another process) whose writer is dead: a live one may be about to rename its file.
+ */
 function removeStaleTempFiles(stateDir: string): void {
   let names: string[];
   try {
@@ -1515,7 +1529,8 @@ function removeStaleTempFiles(stateDir: string): void {
     throw unavailable(`cannot read state directory ${stateDir}`, e);
   }
   for (const name of names) {
-    if (name.startsWith(`${FAKE_STATE_FILE}.`) && name.endsWith(".tmp")) {
+    const handoffTemp = /^fake-incoming-.*\.json\.(\d+)\.\d+\.tmp$/.exec(name);
+    if ((name.startsWith(`${FAKE_STATE_FILE}.`) && name.endsWith(".tmp")) || (handoffTemp && !processAlive(Number(handoffTemp[1])))) {
       try {
         unlinkSync(path.join(stateDir, name));
       } catch {

@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -275,6 +275,15 @@ describe("FakeDriver: live migration on the clock", () => {
     expect(fakeRunningVmIds(dstDir, clock.now())).toEqual([]);
     expect(await code(dst.abortMigration(vmId))).toBe(ErrorCode.HypervisorUnavailable);
     expect((await dst.finishIncoming(vmId, 2)).state).toBe(RUNNING);
+  });
+
+  it("removes at open the temp files of handoffs whose writer died, not those of a live writer", () => {
+    const dead = `fake-incoming-${vmId}.json.999999999.1.tmp`;
+    const live = `fake-incoming-${vmId}.json.${process.pid}.1.tmp`;
+    mkdirSync(dstDir, { recursive: true });
+    for (const f of [dead, live]) writeFileSync(path.join(dstDir, f), "{");
+    open(dstDir);
+    expect(readdirSync(dstDir).filter((f) => f.endsWith(".tmp"))).toEqual([live]);
   });
 
   describe("kill points", () => {
