@@ -229,7 +229,7 @@ export function vmTable(vms: readonly Vm[], nowMs: number): string {
  * The `vm show` detail. The retry state (attempts, last error, next try, permanent) is shown while
  * there is one: a VM whose command last succeeded has none.
  */
-export function vmDetail(vm: Vm, nowMs: number): string {
+export function vmDetail(vm: Vm, nowMs: number, migration?: Migration): string {
   const status = vm.status;
   const name = vm.spec?.name ?? "-";
   const fields: [string, string][] = [
@@ -244,6 +244,8 @@ export function vmDetail(vm: Vm, nowMs: number): string {
     ["Generation", `${vm.generation} (observed ${status?.observedGeneration ?? 0})`],
     ["Message", status?.message || "-"],
   ];
+  // While it migrates: where to and how far (berth migration show NAME has the rest).
+  if (migration && !migrationEnded(migration)) fields.splice(5, 0, ["Migration", migrationState(migration)]);
   if (status && (status.attempts > 0 || status.errorCode !== "" || status.permanent)) {
     fields.push(["Attempts", `${status.attempts} failed in a row`]);
     fields.push(["Last error", status.errorCode || "-"]);
@@ -644,7 +646,12 @@ function dataLeftText(m: Migration): string | undefined {
  * `vm web-1: MIGRATING host-1 -> host-2, 1.2 GiB / 4 GiB left (70%), pass 2`.
  */
 export function migrationProgressText(m: Migration): string {
-  const parts = [`vm ${m.vmName}: ${migrationPhaseName(m.phase)} ${m.sourceHost || "-"} -> ${migrationTarget(m)}`];
+  return `vm ${m.vmName}: ${migrationState(m)}`;
+}
+
+/** A migration's phase, hosts and progress: `MIGRATING host-1 -> host-2, 1.2 GiB / 4 GiB left (70%)`. */
+function migrationState(m: Migration): string {
+  const parts = [`${migrationPhaseName(m.phase)} ${m.sourceHost || "-"} -> ${migrationTarget(m)}`];
   const left = dataLeftText(m);
   if (left) parts.push(left);
   if ((m.progress?.iteration ?? 0) > 1) parts.push(`pass ${m.progress?.iteration}`);

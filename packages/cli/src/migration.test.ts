@@ -427,9 +427,19 @@ describe("vm list and show: MIGRATING", () => {
       status: { phase: VmPhase.VM_PHASE_MIGRATING },
       createdAtMs: NOW - 60_000,
     });
-    const s = await stub({ listVms: () => ({ vms: [vm], nextPageToken: "" }), getVm: () => ({ vm }) });
+    const s = await stub({ listVms: () => ({ vms: [vm], nextPageToken: "" }), getVm: () => ({ vm }), getMigration: () => ({ migration: migrating(1) }) });
     expect((await berth(s, "vm", "list")).out).toMatch(/^web-1 +MIGRATING +RUNNING +host-1 /m);
-    expect((await berth(s, "vm", "show", "web-1")).out).toContain("Phase:            MIGRATING\n");
+    const shown = await berth(s, "vm", "show", "web-1");
+    expect(shown.out).toContain("Phase:            MIGRATING\n");
+    expect(shown.out).toContain("Host:             host-1\n" + "Migration:        MIGRATING host-1 -> host-2, 1 GiB / 4 GiB left (75%)\n");
+    expect(s.requests("getMigration")).toEqual([{ name: "web-1" }]);
+    // Without an answer about the migration, the VM is shown all the same.
+    s.handlers.getMigration = () => {
+      throw new BerthError(ErrorCode.NotFound, "no migration of vm web-1");
+    };
+    const alone = await berth(s, "vm", "show", "web-1");
+    expect(alone.code).toBe(0);
+    expect(alone.out).not.toContain("Migration:");
   });
 });
 

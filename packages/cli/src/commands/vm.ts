@@ -474,16 +474,27 @@ Examples:
       `
 While the VM's command is failing it shows how many attempts failed in a row, the last error
 code, and when the controller tries again (or that the failure is permanent: berth vm retry NAME
-once the cause is fixed). Request ID: the id of the create that made the VM. No such VM: exit
-code 3. ${EXIT_CODES_SEE}
+once the cause is fixed). While the VM is MIGRATING, Migration says where to and how far (berth
+migration show NAME has the rest). Request ID: the id of the create that made the VM. No such
+VM: exit code 3. ${EXIT_CODES_SEE}
 
 Example:
   berth vm show web-1`,
     )
     .action(async (name: string, _flags: unknown, cmd: Command) => {
       const g = ctx.globals(cmd);
-      const vmFound = required((await ctx.client(g).getVm({ name })).vm, "GetVm");
-      ctx.io.stdout(g.output === "json" ? vmJson(vmFound) : vmDetail(vmFound, ctx.io.now()));
+      const client = ctx.client(g);
+      const vmFound = required((await client.getVm({ name })).vm, "GetVm");
+      if (g.output === "json") {
+        ctx.io.stdout(vmJson(vmFound));
+        return;
+      }
+      // Best effort: a VM that is migrating shows where to and how far; without an answer, just the VM.
+      const migration =
+        vmFound.status?.phase === VmPhase.VM_PHASE_MIGRATING
+          ? await client.getMigration({ name }).then((r) => r.migration, () => undefined)
+          : undefined;
+      ctx.io.stdout(vmDetail(vmFound, ctx.io.now(), migration));
     });
 
   addWaitOptions(
