@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  ApplyRebalanceRequest,
   ApplyRebalanceResponse,
   ClusterConfig,
   Migration,
@@ -9,7 +10,6 @@ import {
   MigrationReason,
   RebalanceGoal,
   RebalancePlan,
-  type ApplyRebalanceRequest,
 } from "@berth/api";
 import { BerthError, ErrorCode } from "@berth/core";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -71,7 +71,8 @@ describe("rebalance plan", () => {
     const s = await stub({ planRebalance: () => ({ plan }) });
     const r = await berth(s, "rebalance", "plan", "--goal", "consolidate", "--max-moves", "5");
     expect(r.code).toBe(0);
-    expect(s.requests("planRebalance")).toEqual([{ goal: RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE, maxMoves: 5 }]);
+    expect(s.requests("planRebalance")).toHaveLength(1);
+    expect(s.requests("planRebalance")[0]).toMatchObject({ goal: RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE, maxMoves: 5 });
     expect(r.out).toBe(
       "#  VM     FROM    TO      BENEFIT  COST GIB  IMBALANCE AFTER  REASON\n" +
         "1  web-1  host-1  host-3  0.052    4         0.162            host-1 is 31% above the mean\n" +
@@ -84,7 +85,7 @@ describe("rebalance plan", () => {
         "Note:         no move lowers the imbalance by more than 0.01\n",
     );
     await berth(s, "rebalance", "plan");
-    expect(s.requests("planRebalance")[1]).toEqual({ goal: RebalanceGoal.REBALANCE_GOAL_UNSPECIFIED, maxMoves: 0 });
+    expect(s.requests("planRebalance")[1]).toMatchObject({ goal: RebalanceGoal.REBALANCE_GOAL_UNSPECIFIED, maxMoves: 0 });
   });
 
   it("a plan without moves says so, with the note", async () => {
@@ -134,7 +135,9 @@ describe("rebalance apply", () => {
     const s = await stub({ applyRebalance: answer });
     const r = await berth(s, "rebalance", "apply", "--goal", "balance", "--max-moves", "2");
     expect(r.code).toBe(0);
-    expect(s.requests("applyRebalance")).toEqual([{ goal: RebalanceGoal.REBALANCE_GOAL_BALANCE, maxMoves: 2, plan: undefined }]);
+    expect(s.requests("applyRebalance")).toHaveLength(1);
+    expect(s.requests("applyRebalance")[0]).toMatchObject({ goal: RebalanceGoal.REBALANCE_GOAL_BALANCE, maxMoves: 2 });
+    expect(s.requests("applyRebalance")[0]?.plan).toBeUndefined();
     expect(r.out).toBe(
       "started 1 move:\n" +
         "VM     FROM    TO      PHASE    ID\n" +
@@ -159,7 +162,7 @@ describe("rebalance apply", () => {
   it("-o json prints the response", async () => {
     const s = await stub({ applyRebalance: answer });
     const r = await berth(s, "-o", "json", "rebalance", "apply");
-    expect(JSON.parse(r.out)).toEqual(ApplyRebalanceResponse.toJSON(answer({ goal: 0, maxMoves: 0, plan: undefined })));
+    expect(JSON.parse(r.out)).toEqual(ApplyRebalanceResponse.toJSON(answer(ApplyRebalanceRequest.fromPartial({}))));
   });
 
   it("started nothing: says so, with the plan's note", async () => {
@@ -319,7 +322,7 @@ describe("config: rebalance and migration settings", () => {
     expect(r.code).toBe(0);
     const sent = s.requests("updateClusterConfig")[0]?.config;
     expect(sent?.scheduler?.preset).toBe("pack");
-    expect(sent?.rebalance).toEqual({
+    expect(sent?.rebalance).toMatchObject({
       enabled: true,
       goal: RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE,
       intervalMs: 600_000,

@@ -1,6 +1,14 @@
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import { ApplyRebalanceResponse, MigrationPhase, RebalanceGoal, RebalancePlan, type Migration } from "@berth/api";
+import {
+  ApplyRebalanceRequest,
+  ApplyRebalanceResponse,
+  MigrationPhase,
+  PlanRebalanceRequest,
+  RebalanceGoal,
+  RebalancePlan,
+  type Migration,
+} from "@berth/api";
 import { deadlineIn, ErrorCode, fromGrpcError } from "@berth/core";
 import { Option, type Command } from "commander";
 import type { ControllerClient } from "../client.js";
@@ -189,7 +197,7 @@ Examples:
     .action(async (flags: PlanFlags, cmd: Command) => {
       const g = ctx.globals(cmd);
       const request = parsePlanFlags(flags);
-      const { plan } = await ctx.client(g).planRebalance(request);
+      const { plan } = await ctx.client(g).planRebalance(PlanRebalanceRequest.fromPartial(request));
       if (!plan) throw new CliError("the controller's answer to PlanRebalance has no plan", ExitCode.Error);
       ctx.io.stdout(g.output === "json" ? rebalancePlanJson(plan) : rebalancePlanText(plan));
     });
@@ -232,7 +240,10 @@ Examples:
       const fresh = parsePlanFlags(flags);
       const plan = flags.plan === undefined ? undefined : await readPlanFile(ctx, flags.plan);
       const client = ctx.client(g);
-      const response = await client.applyRebalance(plan ? { goal: plan.goal, maxMoves: 0, plan } : { ...fresh, plan: undefined });
+      // A saved plan is applied as it is: the goal and limits of a fresh plan do not apply to it.
+      const response = await client.applyRebalance(
+        ApplyRebalanceRequest.fromPartial(plan ? { goal: plan.goal, maxMoves: 0, plan } : { ...fresh }),
+      );
       if (!flags.wait || response.migrations.length === 0) {
         ctx.io.stdout(g.output === "json" ? rebalanceApplyJson(response) : rebalanceApplyText(response));
         return;
