@@ -98,12 +98,12 @@ async function confirmDownConsequences(client: ControllerClient, hostId: string,
   }
 }
 
-/** Adds `berth host list|show|orphans|confirm-down`. */
+/** Adds `berth host list|show|orphans|confirm-down|cordon|uncordon|drain`. */
 export function registerHostCommands(program: Command, ctx: CliContext): void {
   const host = program
     .command("host")
-    .description("List and inspect the hosts the agents registered; deal with orphans and dead hosts")
-    .addHelpText("after", "\nExample:\n  berth host list");
+    .description("List and inspect the hosts the agents registered; cordon and drain them; deal with orphans and dead hosts")
+    .addHelpText("after", "\nExamples:\n  berth host list\n  berth host drain host-1 --deadline 30m --wait");
 
   host
     .command("list")
