@@ -27,6 +27,8 @@ export interface ChaosOptions {
   /** Extra controller flags. */
   controllerArgs?: string[];
   capacity?: string;
+  /** Extra agent flags. */
+  agentArgs?: string[];
   /** etcd endpoints to use instead of a single-member etcd of the cluster's own. */
   etcdEndpoints?: string[];
 }
@@ -44,20 +46,35 @@ export class TwoHostSampler {
     this.timer = setInterval(() => this.sample(), everyMs);
   }
 
+  /**
+   * One sample. Files are read one after another, so a migration that completes between two reads
+   * would show its VM on both: a VM seen on several hosts is read again on each of them but the
+   * one read last. Still running on an earlier host at that re-read (after the last host's read),
+   * it was running there while the last host ran it too — a real violation. (A source never runs a
+   * domain again once it has left.)
+   */
   sample(): void {
     const now = Date.now();
     const where = new Map<string, string[]>();
-    for (const [host, dir] of this.stateDirs()) {
-      let running: string[];
-      try {
-        running = fakeRunningVmIds(dir, now);
-      } catch {
-        continue; // a host being set up; the file is replaced atomically, never torn
-      }
-      for (const id of running) where.set(id, [...(where.get(id) ?? []), host]);
+    const dirs = this.stateDirs();
+    for (const [host, dir] of dirs) {
+      for (const id of this.running(dir, now)) where.set(id, [...(where.get(id) ?? []), host]);
     }
     this.samples++;
-    for (const [id, hosts] of where) if (hosts.length > 1) this.violations.push(`${new Date(now).toISOString()} vm ${id} runs on ${hosts.join(" and ")}`);
+    for (const [id, hosts] of where) {
+      if (hosts.length < 2) continue;
+      const later = Date.now();
+      const still = hosts.slice(0, -1).filter((h) => this.running(dirs.get(h)!, later).includes(id));
+      if (still.length > 0) this.violations.push(`${new Date(now).toISOString()} vm ${id} runs on ${[...still, hosts[hosts.length - 1]].join(" and ")}`);
+    }
+  }
+
+  private running(dir: string, now: number): string[] {
+    try {
+      return fakeRunningVmIds(dir, now);
+    } catch {
+      return []; // a host being set up; the file is replaced atomically, never torn
+    }
   }
 
   stop(): void {
@@ -115,7 +132,7 @@ export class ChaosCluster {
     return proc;
   }
 
-  startAgent(hostId: string, stateKey = hostId): Proc {
+  startAgent(hostId: string, stateKey = hostId, extra: string[] = []): Proc {
     const stateDir = join(this.dir, stateKey);
     this.stateDirs.set(stateKey, stateDir);
     const proc = new Proc(stateKey, AGENT_BIN, [
@@ -124,6 +141,8 @@ export class ChaosCluster {
       "--driver", "fake",
       "--state-dir", stateDir,
       "--capacity", this.options.capacity ?? "vcpus=16,memory=16GiB,disk=1TiB",
+      ...(this.options.agentArgs ?? []),
+      ...extra,
     ]);
     this.agents.set(stateKey, proc);
     return proc;
@@ -148,6 +167,16 @@ export class ChaosCluster {
       });
       return await Promise.any(probes).catch(() => undefined);
     }, 30_000, 50);
+  }
+
+  /** Runs `fn` with a client of the current leader. */
+  async withLeader<T>(fn: (c: ClusterClient) => Promise<T>): Promise<T> {
+    const c = this.clientOf(await this.leaderIndex());
+    try {
+      return await fn(c);
+    } finally {
+      c.close();
+    }
   }
 
   async hosts(): Promise<Host[]> {

@@ -263,11 +263,11 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     planRebalance: unary(async (req) => {
       await leader();
-      return { plan: leadingNow().rebalancer.plan(req.goal, req.maxMoves) };
+      return { plan: leadingNow().rebalancer.plan(req.goal, req.maxMoves, req.metric) };
     }),
     applyRebalance: unary(async (req) => {
       await leader();
-      return await leadingNow().rebalancer.apply(req.goal, req.maxMoves, req.plan);
+      return await leadingNow().rebalancer.apply(req.goal, req.maxMoves, req.metric, req.plan);
     }),
     watchEvents: (call) => void watchEvents(deps, leader, call),
   };

@@ -134,9 +134,14 @@ export class ClusterState {
    * VMs migrating to it (a VM in flight counts on both hosts).
    */
   allocated(hostId: string): Resources {
-    let total = this.allocatedByHost.get(hostId) ?? { ...ZERO };
+    let total = this.placedOn(hostId);
     for (const vm of this.incomingVms(hostId)) if (vm.spec?.resources) total = addResources(total, vm.spec.resources);
     return total;
+  }
+
+  /** Sum of the resources of the VM records placed on the host, without arrivals in flight. */
+  private placedOn(hostId: string): Resources {
+    return this.allocatedByHost.get(hostId) ?? { ...ZERO };
   }
 
   /** The VMs migrating to the host (their records still name the source). */
@@ -217,7 +222,7 @@ export class ClusterState {
     if (!onHost) this.vmsByHost.set(vm.hostId, (onHost = new Map()));
     onHost.set(vm.id, vm);
     if (vm.spec?.resources) {
-      this.allocatedByHost.set(vm.hostId, addResources(this.allocated(vm.hostId), vm.spec.resources));
+      this.allocatedByHost.set(vm.hostId, addResources(this.placedOn(vm.hostId), vm.spec.resources));
     }
     this.countGroupMember(vm, +1);
   }
@@ -231,7 +236,7 @@ export class ClusterState {
     onHost?.delete(vm.id);
     if (onHost?.size === 0) this.vmsByHost.delete(vm.hostId);
     if (vm.spec?.resources) {
-      this.allocatedByHost.set(vm.hostId, subtractResources(this.allocated(vm.hostId), vm.spec.resources));
+      this.allocatedByHost.set(vm.hostId, subtractResources(this.placedOn(vm.hostId), vm.spec.resources));
     }
     this.countGroupMember(vm, -1);
     return vm;

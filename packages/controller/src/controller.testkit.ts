@@ -4,7 +4,7 @@
  */
 import { credentials, Metadata, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
 import { pino } from "pino";
-import { AgentServiceClient, ClusterServiceClient, type AgentMessage, type Command, type CommandResult, type ControllerMessage, type Domain, type Hello } from "@berth/api";
+import { AgentMessage, AgentServiceClient, ClusterServiceClient, type Command, type CommandResult, type ControllerMessage, type Domain, type Hello } from "@berth/api";
 import { deadlineIn, grpcClientOptions } from "@berth/core";
 import type { MemoryStore } from "@berth/store";
 import { Controller } from "./controller.js";
@@ -79,7 +79,7 @@ export function rawAgent(cleanups: Cleanups, address: string, hello: Hello, answ
     received.push(m);
     if (m.msg?.$case === "command" && answer) {
       const result = answer(m.msg.value);
-      if (result) call.write({ msg: { $case: "result", value: result } });
+      if (result) call.write(AgentMessage.fromPartial({ msg: { $case: "result", value: result } }));
     }
   });
   call.write({ msg: { $case: "hello", value: hello } });
@@ -87,7 +87,8 @@ export function rawAgent(cleanups: Cleanups, address: string, hello: Hello, answ
     first,
     received,
     commands: () => received.flatMap((m) => (m.msg?.$case === "command" ? [m.msg.value] : [])),
-    send: (msg) => call.write({ msg }),
+    // Through fromPartial, so a script may leave out fields (they take their proto defaults).
+    send: (msg) => call.write(AgentMessage.fromPartial({ msg } as AgentMessage)),
     close,
   };
 }
@@ -103,7 +104,7 @@ export function operatorApi(cleanups: Cleanups, address: string) {
 
 /** An answer to `command` as a fake agent would give it: ok with the domain, or failed with `code`. */
 export function resultFor(command: Command, outcome: { ok: true; domain?: Partial<Domain> } | { ok: false; code: string; message?: string }): CommandResult {
-  const base = { commandId: command.commandId, vmId: command.vmId, generation: command.generation };
+  const base = { commandId: command.commandId, vmId: command.vmId, generation: command.generation, migrationId: command.migrationId, migrationTarget: undefined };
   if (!outcome.ok) return { ...base, ok: false, errorCode: outcome.code, errorMessage: outcome.message ?? "injected", domain: undefined };
   if (command.action?.$case === "delete") return { ...base, ok: true, errorCode: "", errorMessage: "", domain: undefined };
   const running = command.action?.$case === "start" || (command.action?.$case === "create" && command.action.value.start);

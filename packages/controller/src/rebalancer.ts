@@ -2,6 +2,7 @@ import {
   DesiredState,
   MigrationReason,
   RebalanceGoal,
+  RebalanceMetric,
   VmPhase,
   type ApplyRebalanceResponse,
   type Migration,
@@ -13,6 +14,7 @@ import {
 import { BerthError, ErrorCode, invalidArgument, isBerthError } from "@berth/core";
 import {
   checkMove,
+  defaultMetric,
   planRebalance,
   withoutPlacement,
   withPlacement,
@@ -35,6 +37,7 @@ const MAX_MOVES = 1000;
 export interface ResolvedRebalanceConfig {
   enabled: boolean;
   goal: "balance" | "consolidate";
+  metric: RebalanceMetric;
   intervalMs: number;
   threshold: number;
   rounds: number;
@@ -49,7 +52,8 @@ export interface ResolvedRebalanceConfig {
  * alone for an hour, a host touched for 10 min. Throws INVALID_ARGUMENT naming the field.
  */
 export function resolveRebalanceConfig(config: RebalanceConfig | undefined, field = "rebalance"): ResolvedRebalanceConfig {
-  const c = config ?? { enabled: false, goal: 0, intervalMs: 0, threshold: 0, rounds: 0, maxMovesPerPass: 0, vmCooldownMs: 0, hostCooldownMs: 0 };
+  const c = config ?? { enabled: false, goal: 0, intervalMs: 0, threshold: 0, rounds: 0, maxMovesPerPass: 0, vmCooldownMs: 0, hostCooldownMs: 0, metric: 0 };
+  if (!Object.values(RebalanceMetric).includes(c.metric)) throw invalidArgument(`${field}.metric`, `must be USAGE or ALLOCATION (got ${String(c.metric)})`);
   if (!Object.values(RebalanceGoal).includes(c.goal)) throw invalidArgument(`${field}.goal`, `must be BALANCE or CONSOLIDATE (got ${String(c.goal)})`);
   if (c.intervalMs !== 0 && c.intervalMs < 1000) throw invalidArgument(`${field}.interval_ms`, `must be at least 1000 (got ${c.intervalMs})`);
   if (!Number.isFinite(c.threshold) || c.threshold < 0 || c.threshold > 1) throw invalidArgument(`${field}.threshold`, `must be a number from 0 to 1 (got ${c.threshold})`);
@@ -58,6 +62,7 @@ export function resolveRebalanceConfig(config: RebalanceConfig | undefined, fiel
   return {
     enabled: c.enabled,
     goal: c.goal === RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE ? "consolidate" : "balance",
+    metric: c.metric,
     intervalMs: c.intervalMs || 300_000,
     threshold: c.threshold || 0.1,
     rounds: c.rounds || 3,
@@ -150,13 +155,17 @@ export class Rebalancer {
     return { input: { hosts, vms }, frozenHosts };
   }
 
-  /** A plan for now (writes nothing). INVALID_ARGUMENT for a bad goal or move count. */
-  plan(goal: RebalanceGoal, maxMoves: number, cooldown?: { vmMs: number; hostMs: number }): RebalancePlan {
+  /** A plan for now (writes nothing). INVALID_ARGUMENT for a bad goal, metric or move count. */
+  plan(goal: RebalanceGoal, maxMoves: number, metric: RebalanceMetric = RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED, cooldown?: { vmMs: number; hostMs: number }): RebalancePlan {
     if (!Object.values(RebalanceGoal).includes(goal)) throw invalidArgument("goal", `must be BALANCE or CONSOLIDATE (got ${String(goal)})`);
+    if (!Object.values(RebalanceMetric).includes(metric)) throw invalidArgument("metric", `must be USAGE or ALLOCATION (got ${String(metric)})`);
     if (!Number.isSafeInteger(maxMoves) || maxMoves < 0 || maxMoves > MAX_MOVES) throw invalidArgument("max_moves", `must be from 1 to ${MAX_MOVES} (0 for ${DEFAULT_MAX_MOVES}; got ${maxMoves})`);
     const { input, frozenHosts } = this.input(cooldown);
-    const result = planRebalance(input, this.deps.placer.options(), { goal: goalName(goal), maxMoves: maxMoves || DEFAULT_MAX_MOVES, frozenHosts });
-    return toWirePlan(result, goal, this.deps.state.vms.revision, this.deps.now());
+    const chosen = metric === RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED ? defaultMetric(input.vms) : metric === RebalanceMetric.REBALANCE_METRIC_USAGE ? "usage" : "allocation";
+    const result = planRebalance(input, this.deps.placer.options(), { goal: goalName(goal), metric: chosen, maxMoves: maxMoves || DEFAULT_MAX_MOVES, frozenHosts });
+    const plan = toWirePlan(result, goal, this.deps.state.vms.revision, this.deps.now());
+    plan.metric = chosen === "usage" ? RebalanceMetric.REBALANCE_METRIC_USAGE : RebalanceMetric.REBALANCE_METRIC_ALLOCATION;
+    return plan;
   }
 
   /**
@@ -164,8 +173,8 @@ export class Rebalancer {
    * state with the earlier moves of the plan applied: its VM still on `from` and free to move, the
    * target still passing every filter; a move that fails the check is skipped with why.
    */
-  async apply(goal: RebalanceGoal, maxMoves: number, saved: RebalancePlan | undefined, requestedBy = "rebalance"): Promise<ApplyRebalanceResponse> {
-    const plan = saved ?? this.plan(goal, maxMoves);
+  async apply(goal: RebalanceGoal, maxMoves: number, metric: RebalanceMetric, saved: RebalancePlan | undefined, requestedBy = "rebalance"): Promise<ApplyRebalanceResponse> {
+    const plan = saved ?? this.plan(goal, maxMoves, metric);
     if (plan.moves.length > MAX_MOVES) throw invalidArgument("plan.moves", `at most ${MAX_MOVES} moves (got ${plan.moves.length})`);
     const { state, placer, migrations, log } = this.deps;
     const options = placer.options();
@@ -196,7 +205,7 @@ export class Rebalancer {
         continue;
       }
       const from = hosts.get(move.fromHost);
-      const why = from ? checkMove([...hosts.values()], { id: vm.id, name: move.vmName, hostId: move.fromHost, request, movable: true }, move.toHost, options) : `host '${move.fromHost}' is gone`;
+      const why = from ? checkMove([...hosts.values()], { from: move.fromHost, to: move.toHost }, request, options) : `host '${move.fromHost}' is gone`;
       if (why) {
         skip(why);
         continue;
@@ -234,13 +243,13 @@ export class Rebalancer {
       // Nothing new while the last pass's moves are still running: measure the result first.
       if (this.deps.state.allMigrations().some((m) => isActiveMigration(m) && m.reason === MigrationReason.MIGRATION_REASON_REBALANCE)) return;
       const goal = config.goal === "consolidate" ? RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE : RebalanceGoal.REBALANCE_GOAL_BALANCE;
-      const plan = this.plan(goal, config.maxMovesPerPass, { vmMs: config.vmCooldownMs, hostMs: config.hostCooldownMs });
+      const plan = this.plan(goal, config.maxMovesPerPass, config.metric, { vmMs: config.vmCooldownMs, hostMs: config.hostCooldownMs });
       const above = goal === RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE ? plan.freedHosts.length > 0 : plan.imbalanceBefore > config.threshold;
       this.roundsAbove = above ? this.roundsAbove + 1 : 0;
       if (this.roundsAbove < config.rounds || plan.moves.length === 0) return;
       this.roundsAbove = 0;
       this.deps.log.info({ goal: config.goal, imbalance: plan.imbalanceBefore, predicted: plan.imbalanceAfter, moves: plan.moves.length }, "continuous rebalancing: applying a plan");
-      await this.apply(goal, config.maxMovesPerPass, plan, "continuous rebalancing");
+      await this.apply(goal, config.maxMovesPerPass, config.metric, plan, "continuous rebalancing");
     } catch (e) {
       if (!isBerthError(e, ErrorCode.NotLeader)) this.deps.log.warn({ err: e }, "continuous rebalancing pass failed");
     } finally {
@@ -270,5 +279,6 @@ function toWirePlan(r: RebalancePlanResult, goal: RebalanceGoal, revision: numbe
     revision,
     computedAtMs: nowMs,
     note: r.note,
+    metric: RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED,
   };
 }

@@ -32,6 +32,9 @@ import {
   RebalanceGoal,
   rebalanceGoalFromJSON,
   rebalanceGoalToJSON,
+  RebalanceMetric,
+  rebalanceMetricFromJSON,
+  rebalanceMetricToJSON,
   RebalanceMove,
   RebalancePlan,
 } from "./migration.js";
@@ -390,6 +393,7 @@ export interface PlanRebalanceRequest {
   goal: RebalanceGoal;
   /** 0: the default (20); at most 1000. */
   maxMoves: number;
+  metric: RebalanceMetric;
 }
 
 export interface PlanRebalanceResponse {
@@ -402,6 +406,7 @@ export interface ApplyRebalanceRequest {
   maxMoves: number;
   /** A saved plan (from PlanRebalance): each move is re-checked against the current state. */
   plan?: RebalancePlan | undefined;
+  metric: RebalanceMetric;
 }
 
 /** A move not started, and why (its VM moved meanwhile, its target no longer fits, …). */
@@ -5021,7 +5026,7 @@ export const DrainHostResponse: MessageFns<DrainHostResponse> = {
 };
 
 function createBasePlanRebalanceRequest(): PlanRebalanceRequest {
-  return { goal: 0, maxMoves: 0 };
+  return { goal: 0, maxMoves: 0, metric: 0 };
 }
 
 export const PlanRebalanceRequest: MessageFns<PlanRebalanceRequest> = {
@@ -5031,6 +5036,9 @@ export const PlanRebalanceRequest: MessageFns<PlanRebalanceRequest> = {
     }
     if (message.maxMoves !== 0) {
       writer.uint32(16).uint32(message.maxMoves);
+    }
+    if (message.metric !== 0) {
+      writer.uint32(24).int32(message.metric);
     }
     return writer;
   },
@@ -5064,6 +5072,14 @@ export const PlanRebalanceRequest: MessageFns<PlanRebalanceRequest> = {
             message.maxMoves = reader.uint32();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.metric = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5084,6 +5100,7 @@ export const PlanRebalanceRequest: MessageFns<PlanRebalanceRequest> = {
         : isSet(object.max_moves)
         ? globalThis.Number(object.max_moves)
         : 0,
+      metric: isSet(object.metric) ? rebalanceMetricFromJSON(object.metric) : 0,
     };
   },
 
@@ -5095,6 +5112,9 @@ export const PlanRebalanceRequest: MessageFns<PlanRebalanceRequest> = {
     if (message.maxMoves !== 0) {
       obj.maxMoves = Math.round(message.maxMoves);
     }
+    if (message.metric !== 0) {
+      obj.metric = rebalanceMetricToJSON(message.metric);
+    }
     return obj;
   },
 
@@ -5105,6 +5125,7 @@ export const PlanRebalanceRequest: MessageFns<PlanRebalanceRequest> = {
     const message = createBasePlanRebalanceRequest();
     message.goal = object.goal ?? 0;
     message.maxMoves = object.maxMoves ?? 0;
+    message.metric = object.metric ?? 0;
     return message;
   },
 };
@@ -5179,7 +5200,7 @@ export const PlanRebalanceResponse: MessageFns<PlanRebalanceResponse> = {
 };
 
 function createBaseApplyRebalanceRequest(): ApplyRebalanceRequest {
-  return { goal: 0, maxMoves: 0, plan: undefined };
+  return { goal: 0, maxMoves: 0, plan: undefined, metric: 0 };
 }
 
 export const ApplyRebalanceRequest: MessageFns<ApplyRebalanceRequest> = {
@@ -5192,6 +5213,9 @@ export const ApplyRebalanceRequest: MessageFns<ApplyRebalanceRequest> = {
     }
     if (message.plan !== undefined) {
       RebalancePlan.encode(message.plan, writer.uint32(26).fork()).join();
+    }
+    if (message.metric !== 0) {
+      writer.uint32(32).int32(message.metric);
     }
     return writer;
   },
@@ -5233,6 +5257,14 @@ export const ApplyRebalanceRequest: MessageFns<ApplyRebalanceRequest> = {
             message.plan = RebalancePlan.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.metric = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5254,6 +5286,7 @@ export const ApplyRebalanceRequest: MessageFns<ApplyRebalanceRequest> = {
         ? globalThis.Number(object.max_moves)
         : 0,
       plan: isSet(object.plan) ? RebalancePlan.fromJSON(object.plan) : undefined,
+      metric: isSet(object.metric) ? rebalanceMetricFromJSON(object.metric) : 0,
     };
   },
 
@@ -5268,6 +5301,9 @@ export const ApplyRebalanceRequest: MessageFns<ApplyRebalanceRequest> = {
     if (message.plan !== undefined) {
       obj.plan = RebalancePlan.toJSON(message.plan);
     }
+    if (message.metric !== 0) {
+      obj.metric = rebalanceMetricToJSON(message.metric);
+    }
     return obj;
   },
 
@@ -5281,6 +5317,7 @@ export const ApplyRebalanceRequest: MessageFns<ApplyRebalanceRequest> = {
     message.plan = (object.plan !== undefined && object.plan !== null)
       ? RebalancePlan.fromPartial(object.plan)
       : undefined;
+    message.metric = object.metric ?? 0;
     return message;
   },
 };

@@ -255,6 +255,45 @@ export function rebalanceGoalToJSON(object: RebalanceGoal): string {
   }
 }
 
+/** What the rebalancer measures a host's utilisation by. */
+export enum RebalanceMetric {
+  /** REBALANCE_METRIC_UNSPECIFIED - Measured use when every movable VM's host reports it, else allocation. */
+  REBALANCE_METRIC_UNSPECIFIED = 0,
+  /** REBALANCE_METRIC_USAGE - What the VMs use (cores busy, memory in use), as the agents measure it. */
+  REBALANCE_METRIC_USAGE = 1,
+  /** REBALANCE_METRIC_ALLOCATION - What the VMs ask for, against allocatable capacity (ratios and reserves applied). */
+  REBALANCE_METRIC_ALLOCATION = 2,
+}
+
+export function rebalanceMetricFromJSON(object: any): RebalanceMetric {
+  switch (object) {
+    case 0:
+    case "REBALANCE_METRIC_UNSPECIFIED":
+      return RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED;
+    case 1:
+    case "REBALANCE_METRIC_USAGE":
+      return RebalanceMetric.REBALANCE_METRIC_USAGE;
+    case 2:
+    case "REBALANCE_METRIC_ALLOCATION":
+      return RebalanceMetric.REBALANCE_METRIC_ALLOCATION;
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum RebalanceMetric");
+  }
+}
+
+export function rebalanceMetricToJSON(object: RebalanceMetric): string {
+  switch (object) {
+    case RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED:
+      return "REBALANCE_METRIC_UNSPECIFIED";
+    case RebalanceMetric.REBALANCE_METRIC_USAGE:
+      return "REBALANCE_METRIC_USAGE";
+    case RebalanceMetric.REBALANCE_METRIC_ALLOCATION:
+      return "REBALANCE_METRIC_ALLOCATION";
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum RebalanceMetric");
+  }
+}
+
 /** How far a migration's data transfer is, as the source's driver reports it (libvirt: domjobinfo). */
 export interface MigrationProgress {
   dataTotalBytes: number;
@@ -372,6 +411,8 @@ export interface RebalancePlan {
   computedAtMs: number;
   /** Why the plan has no (more) moves, in one line. */
   note: string;
+  /** The metric the plan was made with (never UNSPECIFIED in an answer). */
+  metric: RebalanceMetric;
 }
 
 /** The controller's continuous rebalancing (off by default). */
@@ -391,6 +432,7 @@ export interface RebalanceConfig {
   vmCooldownMs: number;
   /** A host a move left or entered is not touched again for this long (default 600000 ms). */
   hostCooldownMs: number;
+  metric: RebalanceMetric;
 }
 
 /** Migration limits and timeouts (KubeVirt's defaults). */
@@ -1623,6 +1665,7 @@ function createBaseRebalancePlan(): RebalancePlan {
     revision: 0,
     computedAtMs: 0,
     note: "",
+    metric: 0,
   };
 }
 
@@ -1654,6 +1697,9 @@ export const RebalancePlan: MessageFns<RebalancePlan> = {
     }
     if (message.note !== "") {
       writer.uint32(74).string(message.note);
+    }
+    if (message.metric !== 0) {
+      writer.uint32(80).int32(message.metric);
     }
     return writer;
   },
@@ -1743,6 +1789,14 @@ export const RebalancePlan: MessageFns<RebalancePlan> = {
             message.note = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.metric = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1786,6 +1840,7 @@ export const RebalancePlan: MessageFns<RebalancePlan> = {
         ? globalThis.Number(object.computed_at_ms)
         : 0,
       note: isSet(object.note) ? globalThis.String(object.note) : "",
+      metric: isSet(object.metric) ? rebalanceMetricFromJSON(object.metric) : 0,
     };
   },
 
@@ -1818,6 +1873,9 @@ export const RebalancePlan: MessageFns<RebalancePlan> = {
     if (message.note !== "") {
       obj.note = message.note;
     }
+    if (message.metric !== 0) {
+      obj.metric = rebalanceMetricToJSON(message.metric);
+    }
     return obj;
   },
 
@@ -1835,6 +1893,7 @@ export const RebalancePlan: MessageFns<RebalancePlan> = {
     message.revision = object.revision ?? 0;
     message.computedAtMs = object.computedAtMs ?? 0;
     message.note = object.note ?? "";
+    message.metric = object.metric ?? 0;
     return message;
   },
 };
@@ -1849,6 +1908,7 @@ function createBaseRebalanceConfig(): RebalanceConfig {
     maxMovesPerPass: 0,
     vmCooldownMs: 0,
     hostCooldownMs: 0,
+    metric: 0,
   };
 }
 
@@ -1877,6 +1937,9 @@ export const RebalanceConfig: MessageFns<RebalanceConfig> = {
     }
     if (message.hostCooldownMs !== 0) {
       writer.uint32(64).uint32(message.hostCooldownMs);
+    }
+    if (message.metric !== 0) {
+      writer.uint32(72).int32(message.metric);
     }
     return writer;
   },
@@ -1958,6 +2021,14 @@ export const RebalanceConfig: MessageFns<RebalanceConfig> = {
             message.hostCooldownMs = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.metric = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1996,6 +2067,7 @@ export const RebalanceConfig: MessageFns<RebalanceConfig> = {
         : isSet(object.host_cooldown_ms)
         ? globalThis.Number(object.host_cooldown_ms)
         : 0,
+      metric: isSet(object.metric) ? rebalanceMetricFromJSON(object.metric) : 0,
     };
   },
 
@@ -2025,6 +2097,9 @@ export const RebalanceConfig: MessageFns<RebalanceConfig> = {
     if (message.hostCooldownMs !== 0) {
       obj.hostCooldownMs = Math.round(message.hostCooldownMs);
     }
+    if (message.metric !== 0) {
+      obj.metric = rebalanceMetricToJSON(message.metric);
+    }
     return obj;
   },
 
@@ -2041,6 +2116,7 @@ export const RebalanceConfig: MessageFns<RebalanceConfig> = {
     message.maxMovesPerPass = object.maxMovesPerPass ?? 0;
     message.vmCooldownMs = object.vmCooldownMs ?? 0;
     message.hostCooldownMs = object.hostCooldownMs ?? 0;
+    message.metric = object.metric ?? 0;
     return message;
   },
 };
