@@ -17,6 +17,7 @@ export async function openDriver(options: ResolvedAgentOptions, log: Logger): Pr
       return FakeDriver.open({
         stateDir: options.stateDir,
         ...(options.capacity ? { capacity: options.capacity } : {}),
+        ...(options.fakeMigrationBandwidthMibPerS !== undefined ? { migrationBandwidthMibPerS: options.fakeMigrationBandwidthMibPerS } : {}),
         onControlFileError: (message) => log.warn({ error: message }, "fake-faults.json refused; the faults it held before stay in force"),
       });
     case "libvirt": {

@@ -26,6 +26,9 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
                           and left alone by that cluster (orphans). Without it, an agent that
                           belongs to a cluster refuses controllers of any other
   --capacity SPEC         fake driver: what the host offers, e.g. vcpus=16,memory=64GiB,disk=1TiB
+  --fake-migration-bandwidth MIB_S
+                          fake driver: how fast simulated live migrations copy memory, in MiB/s
+                          (default 1024: a 1 GiB VM moves in about a second)
   --libvirt-uri URI       libvirt driver: connection URI (default qemu:///system)
   --storage-pool NAME     libvirt driver: storage pool for VM disks (default "default")
   --network NAME          libvirt driver: attach a NIC on this libvirt network (repeatable)
@@ -100,6 +103,7 @@ async function main(): Promise<number> {
         "state-dir": { type: "string" },
         "join-cluster": { type: "string" },
         capacity: { type: "string" },
+        "fake-migration-bandwidth": { type: "string" },
         "libvirt-uri": { type: "string" },
         "storage-pool": { type: "string" },
         network: { type: "string", multiple: true },
@@ -135,6 +139,7 @@ async function main(): Promise<number> {
       stateDir: args["state-dir"] ?? "",
       ...(args["join-cluster"] !== undefined ? { joinCluster: args["join-cluster"] } : {}),
       ...(args.capacity ? { capacity: parseCapacity(args.capacity, "--capacity") } : {}),
+      ...(args["fake-migration-bandwidth"] !== undefined ? { fakeMigrationBandwidthMibPerS: Number(args["fake-migration-bandwidth"]) } : {}),
       ...libvirtFlags(args),
       labels: parseLabelAssignments(args.label ?? [], "--label"),
       ...(args["cpu-ratio"] || args["memory-ratio"] || args["disk-ratio"]
@@ -157,6 +162,7 @@ async function main(): Promise<number> {
       join_cluster: "--join-cluster",
       labels: "--label",
       capacity: "--capacity",
+      fake_migration_bandwidth: "--fake-migration-bandwidth",
       libvirt: "--libvirt-uri/--storage-pool/--network/--bridge/--domain-type/--watchdog-device",
     };
     process.stderr.write(`berth-agent: ${messageForFlags(e, flags)}\n`);

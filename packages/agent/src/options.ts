@@ -11,6 +11,8 @@ export interface AgentOptions {
   stateDir: string;
   /** Fake driver only: the capacity it offers. */
   capacity?: Partial<Resources>;
+  /** Fake driver only: how fast its simulated live migrations copy memory (MiB/s; the fake's default 1024). */
+  fakeMigrationBandwidthMibPerS?: number;
   /** libvirt driver only: how to reach libvirt and where VMs' disks and NICs go. */
   libvirt?: AgentLibvirtOptions;
   labels?: Record<string, string>;
@@ -81,6 +83,7 @@ export interface ResolvedAgentOptions {
   driver: DriverKind;
   stateDir: string;
   capacity: Partial<Resources> | undefined;
+  fakeMigrationBandwidthMibPerS: number | undefined;
   libvirt: AgentLibvirtOptions | undefined;
   labels: Record<string, string>;
   allocationRatio: AllocationRatio | undefined;
@@ -109,6 +112,10 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     throw invalidArgument("driver", `unknown driver '${String(o.driver)}' (available: ${DRIVER_KINDS.join(", ")})`);
   }
   if (o.driver !== "fake" && o.capacity) throw invalidArgument("capacity", "only the fake driver takes a configured capacity; libvirt reports the host's own");
+  if (o.driver !== "fake" && o.fakeMigrationBandwidthMibPerS !== undefined) throw invalidArgument("fake_migration_bandwidth", "only the fake driver simulates its migration bandwidth");
+  if (o.fakeMigrationBandwidthMibPerS !== undefined && !(Number.isFinite(o.fakeMigrationBandwidthMibPerS) && o.fakeMigrationBandwidthMibPerS > 0)) {
+    throw invalidArgument("fake_migration_bandwidth", `must be a number of MiB/s > 0 (got ${o.fakeMigrationBandwidthMibPerS})`);
+  }
   if (o.driver !== "libvirt" && o.libvirt) throw invalidArgument("libvirt", `libvirt settings given, but the driver is '${o.driver}'`);
   if (!o.stateDir) throw invalidArgument("state_dir", "is required");
   const labels = o.labels ?? {};
@@ -139,6 +146,7 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     driver: o.driver,
     stateDir: o.stateDir,
     capacity: o.capacity,
+    fakeMigrationBandwidthMibPerS: o.fakeMigrationBandwidthMibPerS,
     libvirt: o.libvirt,
     labels,
     allocationRatio: o.allocationRatio,
