@@ -155,6 +155,8 @@ describeRequiring("libvirt live migration between two daemons", missing, () => {
       (e: unknown) => e,
     );
     await waitFor("the migration to be under way", () => progress.some((p) => p.dataProcessedBytes > 0), 60_000);
+    // Still arriving at the destination (paused, migrating): it cannot be finished yet.
+    await expect(dest.finishIncoming(s.vmId, 2)).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(/still arriving/) });
     const abortStarted = Date.now();
     await source.abortMigration(s.vmId);
     const error = await outcome;

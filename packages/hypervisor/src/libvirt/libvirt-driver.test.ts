@@ -439,6 +439,15 @@ describe("LibvirtDriver (simulated virsh)", () => {
       expect(sim.commands).toContainEqual(["dumpxml", "--inactive", "--migratable", A]);
     });
 
+    it("finishIncoming refuses a domain still arriving (paused: migrating) and changes nothing", async () => {
+      const { sim, driver } = setup();
+      await driver.define(spec());
+      Object.assign(sim.domains.get(A)!, { persistent: false, state: 3, reason: 2 });
+      sim.commands.length = 0;
+      await expect(driver.finishIncoming(A, 4)).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(/still arriving/) });
+      expect(names(sim)).toEqual(["dumpxml", "domstats"]);
+    });
+
     it("abortMigration on the source aborts the job (no job is fine) and keeps the domain", async () => {
       const { sim, driver } = setup();
       await driver.define(spec());

@@ -64,6 +64,8 @@ const ABORT_RETRY_MS = 200;
 const PROGRESS_TIMEOUT_MS = 10_000;
 /** virsh migrate is killed this long after the migration's deadline and abort bound (libvirt should have ended it). */
 const MIGRATE_BACKSTOP_MS = 10_000;
+/** virDomainPausedReason VIR_DOMAIN_PAUSED_MIGRATION: an incoming domain until its migration ends. */
+const PAUSED_MIGRATION = 2;
 /** Pool types whose volumes both hosts see (the disk is not copied). */
 const SHARED_POOL_TYPES = new Set(["netfs", "gluster", "rbd", "sheepdog", "iscsi", "iscsi-direct", "scsi", "mpath", "vstorage"]);
 
@@ -618,7 +620,13 @@ export class LibvirtDriver implements HypervisorDriver {
     });
   }
 
-  /** Destination side: makes the arrived domain persistent (if transient) and running, and records `generation`. */
+  /**
+   * Destination side: makes the arrived domain persistent (if transient) and running, and records
+   * `generation`. (With `--p2p --persistent` it arrives persistent and running: only the generation
+   * is written.) FAILED_PRECONDITION while it is still arriving (paused, reason "migrating"):
+   * defining it then would leave a persistent copy here if the migration is aborted, and libvirt
+   * holds its job lock until the migration ends.
+   */
   async finishIncoming(vmId: string, generation: number): Promise<Domain> {
     this.ensureOpen();
     checkWhole(generation, "generation", 0);
@@ -626,6 +634,9 @@ export class LibvirtDriver implements HypervisorDriver {
     return this.locked(vmId, async () => {
       const snap = await this.get(vmId);
       const id = snap.domain.vmId;
+      if (snap.state === LibvirtState.Paused && snap.reason === PAUSED_MIGRATION) {
+        throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is still arriving (paused: migrating); finish it once the source's migrateOut has returned`);
+      }
       const info = await this.virsh.run(["dominfo", id]);
       if (/^Persistent:\s*no/m.test(info)) {
         const xml = await this.virsh.run(["dumpxml", "--inactive", "--migratable", id]);
