@@ -31,7 +31,7 @@ import {
   statsFromRecord,
   type NodeInfo,
 } from "./parse.js";
-import { formatMigrationTargetUri, parseDomJobInfo, parseMigrationTargetUri } from "./migration.js";
+import { formatMigrationTargetUri, parseDomJobInfo, parseMigrationTargetUri, type LibvirtMigrationAddress } from "./migration.js";
 import { execFileRunner, isConnectionFailure, mapVirshError, Virsh, virshErrorText, type CommandResult } from "./virsh.js";
 import { readWatchdogStateFile, WatchdogDevice, writeWatchdogStateFile, type PersistedWatchdog } from "./watchdog.js";
 
@@ -79,14 +79,16 @@ export interface LibvirtDriverInternals {
   abortTimeoutMs?: number;
 }
 
-/** A `migrateOut` under way in this driver, for `abortMigration` (which must not wait for it). */
+/** A `migrateOut` call under way in this driver, for `abortMigration` (which must not wait for it). */
 interface MigrationJob {
   vmId: string;
   /** `abortMigration` was called. */
   aborted: boolean;
   /** The deadline passed (the job was aborted for it). */
   timedOut: boolean;
-  /** virsh migrate has returned. */
+  /** virsh migrate has been run. */
+  started: boolean;
+  /** virsh migrate has returned (or will not be run). */
   done: boolean;
   /** The abort attempt under way. */
   abort: Promise<void> | undefined;
@@ -144,8 +146,8 @@ export class LibvirtDriver implements HypervisorDriver {
   /** libvirt name → vmId of Berth's domains seen (to name the vmId of an "Undefined" event). */
   private readonly vmIdByName = new Map<string, string>();
   private readonly locks = new Map<string, Promise<unknown>>();
-  /** `migrateOut`s under way, by vmId. */
-  private readonly migrations = new Map<string, MigrationJob>();
+  /** `migrateOut` calls under way (waiting or migrating), by vmId. */
+  private readonly migrations = new Map<string, Set<MigrationJob>>();
   private readonly abortTimeoutMs: number;
   /** The last event kind reported per vmId (to drop the "Resumed" libvirt sends with every start). */
   private readonly lastKind = new Map<string, string>();
@@ -564,60 +566,80 @@ export class LibvirtDriver implements HypervisorDriver {
     const onProgress = options.onProgress;
     if (onProgress !== undefined && typeof onProgress !== "function") throw invalidArgument("on_progress", "must be a function");
     if (!isUuid(vmId)) return;
-    await this.fenced();
-    return this.locked(vmId, async () => {
-      const snap = await this.lookup(vmId);
-      if (!snap?.domain) return;
-      const id = snap.domain.vmId;
-      if (!isActive(snap.state)) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is not running; live migration needs a running domain`);
-      const copyStorage = await this.copiesStorage(id);
-      const args = [
-        "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
-        ...(copyStorage ? ["--copy-storage-all"] : []),
-        snap.name, address.connectionUri,
-        ...(address.dataUri !== undefined ? ["--migrateuri", address.dataUri] : []),
-      ];
-      const job: MigrationJob = { vmId: id, aborted: false, timedOut: false, done: false, abort: undefined };
-      this.migrations.set(id, job);
-      const deadline = setTimeout(() => {
+    // Known to abortMigration from now on, so that an abort while this waits (for a fence, for an
+    // earlier operation on the domain) is not queued behind the migration it means to stop.
+    const key = vmId.toLowerCase();
+    const job: MigrationJob = { vmId: key, aborted: false, timedOut: false, started: false, done: false, abort: undefined };
+    const jobs = this.migrations.get(key) ?? new Set<MigrationJob>();
+    this.migrations.set(key, jobs.add(job));
+    try {
+      await this.fenced();
+      return await this.locked(vmId, () => this.migrateOutUnlocked(job, address, timeoutMs, intervalMs, onProgress));
+    } finally {
+      job.done = true;
+      jobs.delete(job);
+      if (jobs.size === 0 && this.migrations.get(key) === jobs) this.migrations.delete(key);
+    }
+  }
+
+  /** `migrateOut` once it holds the domain's lock. */
+  private async migrateOutUnlocked(
+    job: MigrationJob,
+    address: LibvirtMigrationAddress,
+    timeoutMs: number,
+    intervalMs: number,
+    onProgress: ((p: MigrationProgress) => void) | undefined,
+  ): Promise<void> {
+    const snap = await this.lookup(job.vmId);
+    if (!snap?.domain) return;
+    const id = snap.domain.vmId;
+    if (!isActive(snap.state)) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is not running; live migration needs a running domain`);
+    const copyStorage = await this.copiesStorage(id);
+    const args = [
+      "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
+      ...(copyStorage ? ["--copy-storage-all"] : []),
+      snap.name, address.connectionUri,
+      ...(address.dataUri !== undefined ? ["--migrateuri", address.dataUri] : []),
+    ];
+    if (job.aborted) throw new BerthError(ErrorCode.FailedPrecondition, `migration of ${snap.name} aborted before it started; the domain keeps running here`);
+    job.started = true;
+    const deadline = setTimeout(() => {
+      job.timedOut = true;
+      this.abortJob(job).catch(() => undefined);
+    }, Math.min(timeoutMs, MAX_TIMER_MS));
+    let stopProgress: () => Promise<void> = async () => undefined;
+    if (onProgress) stopProgress = this.followProgress(id, intervalMs, onProgress);
+    let result: CommandResult;
+    try {
+      // virsh is killed only as a backstop: the deadline above aborts the job, after which
+      // libvirt ends the migrate within the abort's own bound.
+      result = await this.virsh.exec(args, { timeoutMs: timeoutMs + this.abortTimeoutMs + MIGRATE_BACKSTOP_MS });
+    } finally {
+      job.done = true;
+      clearTimeout(deadline);
+      await stopProgress();
+    }
+    if (result.exitCode !== 0) {
+      const error = mapVirshError(result, `virsh migrate ${snap.name}`);
+      if (result.timedOut) {
         job.timedOut = true;
-        this.abortJob(job).catch(() => undefined);
-      }, Math.min(timeoutMs, MAX_TIMER_MS));
-      let stopProgress: () => Promise<void> = async () => undefined;
-      if (onProgress) stopProgress = this.followProgress(id, intervalMs, onProgress);
-      let result: CommandResult;
-      try {
-        // virsh is killed only as a backstop: the deadline above aborts the job, after which
-        // libvirt ends the migrate within the abort's own bound.
-        result = await this.virsh.exec(args, { timeoutMs: timeoutMs + this.abortTimeoutMs + MIGRATE_BACKSTOP_MS });
-      } finally {
-        job.done = true;
-        clearTimeout(deadline);
-        if (this.migrations.get(id) === job) this.migrations.delete(id);
-        await stopProgress();
+        await this.virsh.exec(["domjobabort", id], { timeoutMs: this.abortTimeoutMs });
       }
-      if (result.exitCode !== 0) {
-        const error = mapVirshError(result, `virsh migrate ${snap.name}`);
-        if (result.timedOut) {
-          job.timedOut = true;
-          await this.virsh.exec(["domjobabort", id], { timeoutMs: this.abortTimeoutMs });
+      // Decide by where the domain is. If libvirtd cannot say, neither can we: that error.
+      const after = await this.lookup(id);
+      if (after) {
+        if (!isActive(after.state)) throw error;
+        if (job.timedOut) {
+          throw new BerthError(ErrorCode.DeadlineExceeded, `virsh migrate ${snap.name}: not done within ${timeoutMs} ms; aborted, the domain keeps running here (${error.message})`, { cause: error });
         }
-        // Decide by where the domain is. If libvirtd cannot say, neither can we: that error.
-        const after = await this.lookup(id);
-        if (after) {
-          if (!isActive(after.state)) throw error;
-          if (job.timedOut) {
-            throw new BerthError(ErrorCode.DeadlineExceeded, `virsh migrate ${snap.name}: not done within ${timeoutMs} ms; aborted, the domain keeps running here (${error.message})`, { cause: error });
-          }
-          if (job.aborted) throw new BerthError(ErrorCode.FailedPrecondition, `virsh migrate ${snap.name}: migration aborted; the domain keeps running here`, { cause: error });
-          throw error;
-        }
+        if (job.aborted) throw new BerthError(ErrorCode.FailedPrecondition, `virsh migrate ${snap.name}: migration aborted; the domain keeps running here`, { cause: error });
+        throw error;
       }
-      // The name stays known while events are followed: the "Stopped Migrated" event may be
-      // handled after this returns, and needs it to name the vmId (the handler forgets it then).
-      if (this.listeners.size === 0) this.vmIdByName.delete(snap.name);
-      if (copyStorage) await this.removeVolume(id).catch(() => undefined);
-    });
+    }
+    // The name stays known while events are followed: the "Stopped Migrated" event may be
+    // handled after this returns, and needs it to name the vmId (the handler forgets it then).
+    if (this.listeners.size === 0) this.vmIdByName.delete(snap.name);
+    if (copyStorage) await this.removeVolume(id).catch(() => undefined);
   }
 
   /**
@@ -650,9 +672,10 @@ export class LibvirtDriver implements HypervisorDriver {
 
   /**
    * Source (the domain is here and active): `domjobabort`, tolerating "no job" (the domain keeps
-   * running). While this driver's own `migrateOut` of the domain runs, the abort does not wait for
-   * it: `domjobabort` is sent at once (and again until the job has started, so an abort that comes
-   * before libvirt began the job still counts), and that `migrateOut` fails with
+   * running). While this driver has a `migrateOut` of the domain under way, the abort does not
+   * wait for it: one still waiting (for the domain's lock) will not start its migrate, and for a
+   * running one `domjobabort` is sent at once (and again until libvirt has the job, so an abort
+   * that comes before the job began still counts); either `migrateOut` fails with
    * FAILED_PRECONDITION unless the switchover had happened. Each `domjobabort` is bounded by 30 s
    * (libvirt can hang on an unresponsive QEMU monitor): past it, DEADLINE_EXCEEDED.
    * Destination (no domain here): deletes the volume `prepareIncoming` created. Idempotent.
@@ -660,10 +683,12 @@ export class LibvirtDriver implements HypervisorDriver {
   async abortMigration(vmId: string): Promise<void> {
     this.ensureOpen();
     if (!isUuid(vmId)) return;
-    const running = this.migrations.get(vmId.toLowerCase());
-    if (running) {
-      running.aborted = true;
-      return this.abortJob(running);
+    const jobs = [...(this.migrations.get(vmId.toLowerCase()) ?? [])];
+    if (jobs.length > 0) {
+      // Marked first: one that has not started its migrate yet will not start it.
+      for (const job of jobs) job.aborted = true;
+      await Promise.all(jobs.filter((j) => j.started && !j.done).map((j) => this.abortJob(j)));
+      return;
     }
     await this.fenced();
     return this.locked(vmId, async () => {

@@ -315,6 +315,18 @@ describe("LibvirtDriver.migrateOut (scripted virsh)", () => {
     await driver.abortMigration(VM);
   });
 
+  it("a migrateOut still waiting for the domain when abortMigration comes never starts its migrate", async () => {
+    const { virsh, driver } = setup();
+    const first = driver.migrateOut(VM, TARGET).catch((e: unknown) => e);
+    await until("the migrate", () => virsh.migrating);
+    const second = driver.migrateOut(VM, TARGET).catch((e: unknown) => e); // a resend, queued behind the first
+    await driver.abortMigration(VM);
+    expect(await first).toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(/migration aborted/) });
+    expect(await second).toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(/aborted before it started/) });
+    expect(virsh.count("migrate")).toBe(1);
+    expect(virsh.present).toBe(true);
+  });
+
   it("an abort that comes before libvirt started the job is sent again until it takes", async () => {
     const { virsh, driver } = setup();
     virsh.noJobAnswers = 2;
