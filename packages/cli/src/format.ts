@@ -9,6 +9,7 @@ import {
   migrationPhaseToJSON,
   MigrationReason,
   RebalanceGoal,
+  RebalanceMetric,
   RebalancePlan,
   desiredStateToJSON,
   domainStateToJSON,
@@ -484,6 +485,7 @@ function rebalanceConfigFields(config: ClusterConfig): string {
   return renderFields([
     ["Continuous", r?.enabled ? "on" : "off" + (r ? "" : " (default)")],
     ["Goal", r?.goal ? rebalanceGoalName(r.goal) : "balance (default)"],
+    ["Metric", (r?.metric ? rebalanceMetricName(r.metric) : undefined) ?? "usage where measured, else allocation (default)"],
     ["Interval", orDefault(r?.intervalMs, d.intervalMs, formatDuration)],
     ["Threshold", orDefault(r?.threshold, d.threshold, formatNumber)],
     ["Rounds", orDefault(r?.rounds, d.rounds, String)],
@@ -609,6 +611,20 @@ export function rebalanceGoalName(goal: RebalanceGoal): string {
       return "balance";
     default:
       return String(goal);
+  }
+}
+
+/** `usage`, `allocation`: the `--metric` spelling; `undefined` when unset. */
+export function rebalanceMetricName(metric: RebalanceMetric): string | undefined {
+  switch (metric) {
+    case RebalanceMetric.REBALANCE_METRIC_USAGE:
+      return "usage";
+    case RebalanceMetric.REBALANCE_METRIC_ALLOCATION:
+      return "allocation";
+    case RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED:
+      return undefined;
+    default:
+      return String(metric);
   }
 }
 
@@ -811,6 +827,7 @@ export function rebalancePlanText(plan: RebalancePlan): string {
         );
   const summary = renderFields([
     ["Goal", rebalanceGoalName(plan.goal)],
+    ["Metric", rebalanceMetricName(plan.metric) ?? "-"],
     ["Imbalance", `${formatImbalance(plan.imbalanceBefore)} -> ${formatImbalance(plan.imbalanceAfter)}`],
     ["Moved", `${formatGibAmount(plan.movedGib)} GiB in ${plan.moves.length} move${plan.moves.length === 1 ? "" : "s"}`],
     ["Freed hosts", plan.freedHosts.length > 0 ? plan.freedHosts.join(", ") : "-"],

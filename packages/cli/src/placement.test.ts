@@ -350,6 +350,7 @@ describe("config", () => {
         "Rebalancing:\n" +
         "  Continuous:          off (default)\n" +
         "  Goal:                balance (default)\n" +
+        "  Metric:              usage where measured, else allocation (default)\n" +
         "  Interval:            5m (default)\n" +
         "  Threshold:           0.1 (default)\n" +
         "  Rounds:              3 (default)\n" +

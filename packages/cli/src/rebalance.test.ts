@@ -9,6 +9,7 @@ import {
   MigrationPhase,
   MigrationReason,
   RebalanceGoal,
+  RebalanceMetric,
   RebalancePlan,
 } from "@berth/api";
 import { BerthError, ErrorCode } from "@berth/core";
@@ -23,6 +24,7 @@ const NOW = 1_700_000_000_000;
 
 const plan = RebalancePlan.fromPartial({
   goal: RebalanceGoal.REBALANCE_GOAL_BALANCE,
+  metric: RebalanceMetric.REBALANCE_METRIC_USAGE,
   moves: [
     { vmName: "web-1", vmId: "id-web-1", fromHost: "host-1", toHost: "host-3", reason: "host-1 is 31% above the mean", benefit: 0.052, costGib: 4, imbalanceAfter: 0.162 },
     { vmName: "db-2", vmId: "id-db-2", fromHost: "host-1", toHost: "host-2", reason: "host-1 is 12% above the mean", benefit: 0.0213, costGib: 16.25, imbalanceAfter: 0.1407 },
@@ -79,13 +81,20 @@ describe("rebalance plan", () => {
         "2  db-2   host-1  host-2  0.021    16.3      0.141            host-1 is 12% above the mean\n" +
         "\n" +
         "Goal:         balance\n" +
+        "Metric:       usage\n" +
         "Imbalance:    0.214 -> 0.141\n" +
         "Moved:        20.3 GiB in 2 moves\n" +
         "Freed hosts:  -\n" +
         "Note:         no move lowers the imbalance by more than 0.01\n",
     );
     await berth(s, "rebalance", "plan");
-    expect(s.requests("planRebalance")[1]).toMatchObject({ goal: RebalanceGoal.REBALANCE_GOAL_UNSPECIFIED, maxMoves: 0 });
+    expect(s.requests("planRebalance")[1]).toEqual({
+      goal: RebalanceGoal.REBALANCE_GOAL_UNSPECIFIED,
+      maxMoves: 0,
+      metric: RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED,
+    });
+    await berth(s, "rebalance", "plan", "--metric", "allocation");
+    expect(s.requests("planRebalance")[2]?.metric).toBe(RebalanceMetric.REBALANCE_METRIC_ALLOCATION);
   });
 
   it("a plan without moves says so, with the note", async () => {
@@ -111,6 +120,7 @@ describe("rebalance plan", () => {
 
   it.each([
     [["--goal", "spread"], "--goal"],
+    [["--metric", "cpu"], "--metric"],
     [["--max-moves", "0"], "--max-moves: must be from 1 to 1000"],
     [["--max-moves", "1001"], "--max-moves: must be from 1 to 1000"],
     [["--max-moves", "lots"], "--max-moves: 'lots' is not a whole number"],
@@ -156,6 +166,7 @@ describe("rebalance apply", () => {
     const sent = s.requests("applyRebalance")[0];
     expect(sent?.plan).toEqual(plan); // every field, through proto JSON and the wire
     expect(sent?.goal).toBe(plan.goal);
+    expect(sent?.metric).toBe(plan.metric);
     expect(sent?.maxMoves).toBe(0);
   });
 
@@ -193,9 +204,11 @@ describe("rebalance apply", () => {
   it("--plan with --goal or --max-moves is a usage error, nothing sent", async () => {
     await writeFile(join(dir, "plan.json"), JSON.stringify(RebalancePlan.toJSON(plan)));
     const s = await stub({ applyRebalance: answer });
-    const r = await berth(s, "rebalance", "apply", "--plan", "plan.json", "--max-moves", "1");
-    expect(r.code).toBe(ExitCode.Usage);
-    expect(r.err).toContain("--plan: applies the saved plan as it is");
+    for (const extra of [["--max-moves", "1"], ["--goal", "balance"], ["--metric", "usage"]]) {
+      const r = await berth(s, "rebalance", "apply", "--plan", "plan.json", ...extra);
+      expect(r.code).toBe(ExitCode.Usage);
+      expect(r.err).toContain("--plan: applies the saved plan as it is");
+    }
     expect(s.calls).toEqual([]);
   });
 
@@ -290,6 +303,7 @@ describe("config: rebalance and migration settings", () => {
       "Rebalancing:\n" +
         "  Continuous:          on\n" +
         "  Goal:                consolidate\n" +
+        "  Metric:              usage where measured, else allocation (default)\n" +
         "  Interval:            10m\n" +
         "  Threshold:           0.15\n" +
         "  Rounds:              3 (default)\n" +
@@ -314,7 +328,7 @@ describe("config: rebalance and migration settings", () => {
     const s = await stub({ getClusterConfig: () => ({ config: current }), updateClusterConfig: (r) => ({ config: r.config }) });
     const r = await berth(
       s, "config", "set",
-      "--rebalance", "on", "--rebalance-goal", "consolidate", "--rebalance-interval", "10m", "--rebalance-max-moves", "6",
+      "--rebalance", "on", "--rebalance-goal", "consolidate", "--rebalance-metric", "allocation", "--rebalance-interval", "10m", "--rebalance-max-moves", "6",
       "--rebalance-vm-cooldown", "2h", "--rebalance-host-cooldown", "15m",
       "--parallel-migrations", "8", "--migration-timeout-per-gib", "3m20s", "--migration-progress-timeout", "90s",
     );
@@ -325,6 +339,7 @@ describe("config: rebalance and migration settings", () => {
     expect(sent?.rebalance).toMatchObject({
       enabled: true,
       goal: RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE,
+      metric: RebalanceMetric.REBALANCE_METRIC_ALLOCATION,
       intervalMs: 600_000,
       threshold: 0.2,
       rounds: 5,
@@ -347,6 +362,7 @@ describe("config: rebalance and migration settings", () => {
   it.each([
     [["--rebalance", "yes"], "--rebalance"],
     [["--rebalance-goal", "spread"], "--rebalance-goal"],
+    [["--rebalance-metric", "cpu"], "--rebalance-metric"],
     [["--rebalance-interval", "300"], "--rebalance-interval: '300' needs a unit"],
     [["--rebalance-threshold", "-1"], "--rebalance-threshold"],
     [["--rebalance-rounds", "0"], "--rebalance-rounds: must be from 1 to 1000"],

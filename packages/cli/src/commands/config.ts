@@ -3,6 +3,7 @@ import {
   MigrationConfig,
   RebalanceConfig,
   RebalanceGoal,
+  RebalanceMetric,
   SchedulerConfig,
   type AllocationRatio,
   type HostFailurePolicy,
@@ -34,6 +35,7 @@ interface ConfigSetFlags {
   defaultOnHostFailure?: string;
   rebalance?: string;
   rebalanceGoal?: string;
+  rebalanceMetric?: string;
   rebalanceInterval?: string;
   rebalanceThreshold?: string;
   rebalanceRounds?: string;
@@ -75,6 +77,12 @@ const GOAL_OF_FLAG: Readonly<Record<string, RebalanceGoal>> = {
   consolidate: RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE,
 };
 
+/** `--rebalance-metric`. */
+const METRIC_OF_FLAG: Readonly<Record<string, RebalanceMetric>> = {
+  usage: RebalanceMetric.REBALANCE_METRIC_USAGE,
+  allocation: RebalanceMetric.REBALANCE_METRIC_ALLOCATION,
+};
+
 /** A duration flag in whole seconds (the migration timeouts are stored in seconds). */
 function parseDurationSeconds(text: string, flag: string): number {
   const ms = parseDurationMs(text, flag, MAX_CONFIG_DURATION_MS);
@@ -87,6 +95,7 @@ function parseRebalanceAndMigration(flags: ConfigSetFlags, changes: SchedulerCha
   const r: Partial<RebalanceConfig> = {};
   if (flags.rebalance !== undefined) r.enabled = ENABLED_OF_FLAG[flags.rebalance] ?? false;
   if (flags.rebalanceGoal !== undefined) r.goal = GOAL_OF_FLAG[flags.rebalanceGoal] ?? RebalanceGoal.REBALANCE_GOAL_UNSPECIFIED;
+  if (flags.rebalanceMetric !== undefined) r.metric = METRIC_OF_FLAG[flags.rebalanceMetric] ?? RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED;
   if (flags.rebalanceInterval !== undefined) r.intervalMs = parseDurationMs(flags.rebalanceInterval, "--rebalance-interval", MAX_CONFIG_DURATION_MS);
   if (flags.rebalanceThreshold !== undefined) r.threshold = parseDecimal(flags.rebalanceThreshold, "--rebalance-threshold");
   if (flags.rebalanceRounds !== undefined) r.rounds = parseInteger(flags.rebalanceRounds, "--rebalance-rounds", 1, 1000);
@@ -215,6 +224,11 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
     )
     .addOption(new Option("--rebalance <on|off>", "continuous rebalancing by the controller (default: off)").choices(Object.keys(ENABLED_OF_FLAG)))
     .addOption(new Option("--rebalance-goal <goal>", "what continuous rebalancing aims at (default: balance)").choices(Object.keys(GOAL_OF_FLAG)))
+    .addOption(
+      new Option("--rebalance-metric <metric>", "what it measures utilisation by: usage or allocation (default: usage when every host reports it)").choices(
+        Object.keys(METRIC_OF_FLAG),
+      ),
+    )
     .option("--rebalance-interval <duration>", "how often the rebalancer looks, e.g. 5m (default: 5m)")
     .option("--rebalance-threshold <x>", "it acts when the imbalance (std-dev of utilisation) is above this (default: 0.1)")
     .option("--rebalance-rounds <n>", "... in this many looks in a row (default: 3)")

@@ -6,6 +6,7 @@ import {
   MigrationPhase,
   PlanRebalanceRequest,
   RebalanceGoal,
+  RebalanceMetric,
   RebalancePlan,
   type Migration,
 } from "@berth/api";
@@ -38,16 +39,27 @@ const GOAL_OF_FLAG: Readonly<Record<string, RebalanceGoal>> = {
   consolidate: RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE,
 };
 
+export const METRIC_OF_FLAG: Readonly<Record<string, RebalanceMetric>> = {
+  usage: RebalanceMetric.REBALANCE_METRIC_USAGE,
+  allocation: RebalanceMetric.REBALANCE_METRIC_ALLOCATION,
+};
+
 interface PlanFlags {
   goal?: string;
   maxMoves?: string;
+  metric?: string;
 }
 
-/** `--goal` and `--max-moves`, parsed: unset is 0 for both, the controller's defaults (balance, 20). */
-function parsePlanFlags(flags: PlanFlags): { goal: RebalanceGoal; maxMoves: number } {
+/**
+ * `--goal`, `--max-moves` and `--metric`, parsed: unset is 0 for each, the controller's defaults
+ * (balance; 20; measured use when every host reports it, else allocation).
+ */
+function parsePlanFlags(flags: PlanFlags): { goal: RebalanceGoal; maxMoves: number; metric: RebalanceMetric } {
   const goal = flags.goal === undefined ? RebalanceGoal.REBALANCE_GOAL_UNSPECIFIED : (GOAL_OF_FLAG[flags.goal] ?? RebalanceGoal.REBALANCE_GOAL_UNSPECIFIED);
   const maxMoves = flags.maxMoves === undefined ? 0 : parseInteger(flags.maxMoves, "--max-moves", 1, MAX_MOVES);
-  return { goal, maxMoves };
+  const metric =
+    flags.metric === undefined ? RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED : (METRIC_OF_FLAG[flags.metric] ?? RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED);
+  return { goal, maxMoves, metric };
 }
 
 function addPlanOptions(cmd: Command): Command {
@@ -57,7 +69,13 @@ function addPlanOptions(cmd: Command): Command {
         Object.keys(GOAL_OF_FLAG),
       ),
     )
-    .option("--max-moves <n>", `at most this many moves (1-${MAX_MOVES}; default: the controller's, 20)`);
+    .option("--max-moves <n>", `at most this many moves (1-${MAX_MOVES}; default: the controller's, 20)`)
+    .addOption(
+      new Option(
+        "--metric <metric>",
+        "what a host's utilisation is measured by: usage (what its VMs use, as measured) or allocation (what they ask for); default: usage when every host reports it, else allocation",
+      ).choices(Object.keys(METRIC_OF_FLAG)),
+    );
 }
 
 /**
@@ -181,6 +199,9 @@ export function registerRebalanceCommands(program: Command, ctx: CliContext): vo
       `
 balance lowers the imbalance (the standard deviation of the hosts' utilisation); consolidate
 empties hosts whose VMs the others can hold (keeping some free capacity), to switch them off.
+Utilisation is measured by --metric: usage (what the VMs use, as the agents measure it) or
+allocation (what they ask for, against allocatable capacity); unset, the controller takes usage
+when every host reports it, else allocation, and the plan says which.
 Columns: # (the order the moves are made in), VM, FROM, TO, BENEFIT (the drop in imbalance, or
 for consolidate the host it helps to free), COST GIB (memory, and copied disk, moved), IMBALANCE
 AFTER (the plan's imbalance once this move is made), REASON. Then the imbalance before -> after,
@@ -192,6 +213,7 @@ move re-checked first: berth rebalance apply --plan FILE. ${EXIT_CODES_SEE}
 Examples:
   berth rebalance plan
   berth rebalance plan --goal consolidate --max-moves 5
+  berth rebalance plan --metric allocation
   berth rebalance plan -o json > plan.json`,
     )
     .action(async (flags: PlanFlags, cmd: Command) => {
@@ -217,8 +239,8 @@ Examples:
 The controller re-checks each move against the cluster as it is now (the VM still where the plan
 found it and running, the target still fitting it) and starts those that pass as migrations
 (reason rebalance), in plan order; the others are skipped, each with why. Prints the moves started
-(VM, FROM, TO, PHASE, migration ID) and those skipped. --plan takes the plan's own goal: it does
-not go with --goal or --max-moves. A file that is not a plan, or a plan without moves, is exit 2
+(VM, FROM, TO, PHASE, migration ID) and those skipped. --plan takes the plan's own goal and
+metric: it does not go with --goal, --max-moves or --metric. A file that is not a plan, or a plan without moves, is exit 2
 and nothing is sent.
 
 --wait: follows every migration started (GetMigration, once a second) with a progress line on
@@ -233,8 +255,8 @@ Examples:
     )
     .action(async (flags: PlanFlags & MigrationWaitFlags & { plan?: string }, cmd: Command) => {
       const g = ctx.globals(cmd);
-      if (flags.plan !== undefined && (flags.goal !== undefined || flags.maxMoves !== undefined)) {
-        throw usageError("--plan: applies the saved plan as it is; --goal and --max-moves are for a fresh plan, leave them out");
+      if (flags.plan !== undefined && (flags.goal !== undefined || flags.maxMoves !== undefined || flags.metric !== undefined)) {
+        throw usageError("--plan: applies the saved plan as it is; --goal, --max-moves and --metric are for a fresh plan, leave them out");
       }
       const waitMs = migrationWaitTimeoutMs(flags);
       const fresh = parsePlanFlags(flags);
@@ -242,7 +264,7 @@ Examples:
       const client = ctx.client(g);
       // A saved plan is applied as it is: the goal and limits of a fresh plan do not apply to it.
       const response = await client.applyRebalance(
-        ApplyRebalanceRequest.fromPartial(plan ? { goal: plan.goal, maxMoves: 0, plan } : { ...fresh }),
+        ApplyRebalanceRequest.fromPartial(plan ? { goal: plan.goal, maxMoves: 0, metric: plan.metric, plan } : { ...fresh }),
       );
       if (!flags.wait || response.migrations.length === 0) {
         ctx.io.stdout(g.output === "json" ? rebalanceApplyJson(response) : rebalanceApplyText(response));
