@@ -197,6 +197,89 @@ describe("planRebalance: balance", () => {
   });
 });
 
+describe("planRebalance: consolidate", () => {
+  const consolidate = (over: Partial<RebalanceOptions> = {}): RebalanceOptions => ({ goal: "consolidate", maxMoves: 100, maxMovesPerHost: 100, minFreeFraction: 0, ...over });
+
+  it("empties the least used hosts onto the fullest, all or nothing, and says which", () => {
+    // h-0: 6 VMs, h-1: 3, h-2: 2, h-3: 1, h-4, h-5 empty; 4 vCPU / 4 GiB each, 16 fit a host.
+    const counts = [6, 3, 2, 1, 0, 0];
+    const vms = counts.flatMap((k, i) => Array.from({ length: k }, (_, j) => ({ id: `vm-${i}-${j}`, on: `h-${i}` })));
+    const input = cluster(ids(6).map((id) => host(id)), vms);
+    const plan = planRebalance(input, spread, consolidate());
+    expect(plan.freedHosts).toEqual(["h-1", "h-2", "h-3"]);
+    expect(new Set(plan.moves.map((m) => m.to))).toEqual(new Set(["h-0"]));
+    expect(plan.moves.map((m) => m.from)).toEqual(["h-3", "h-2", "h-2", "h-1", "h-1", "h-1"]);
+    expect(plan.moves[1]!.reason).toBe("consolidate: empties h-2 (move 1 of 2) onto h-0, best fit");
+    expect(plan.moves[1]!.benefit).toBe(0.5);
+    expect(plan.budgetBound).toBe(false);
+    // Nothing is left to do: planning again proposes nothing.
+    expect(planRebalance(applyMoves(input, plan.moves), spread, consolidate()).moves).toEqual([]);
+  });
+
+  it("never starts to empty a host it cannot finish: a VM that must stay, or one that fits nowhere, keeps its host", () => {
+    const input = cluster(ids(4).map((id) => host(id)), [
+      { id: "stuck", on: "h-0", vcpus: 30, mib: 30000, movable: false },
+      { id: "free-1", on: "h-0" },
+      { id: "huge", on: "h-1", vcpus: 40, mib: 40000 },
+      { id: "small", on: "h-2", vcpus: 1, mib: 1024 },
+      { id: "biggest", on: "h-3", vcpus: 50, mib: 50000 },
+    ]);
+    // small goes (to h-3, the fullest); h-0 keeps a VM that must stay; huge and biggest fit on no other host.
+    const plan = planRebalance(input, spread, consolidate());
+    expect(plan.freedHosts).toEqual(["h-2"]);
+    expect(plan.moves.map((m) => `${m.vmId} → ${m.to}`)).toEqual(["small → h-3"]);
+    expect(plan.note).toBe("no further host can be emptied: 2 hosts whose VMs do not all fit elsewhere");
+  });
+
+  it("keeps the minimum free capacity on the hosts left", () => {
+    const vms = [0, 1, 2, 3].flatMap((i) => ids(4, `v${i}`).map((id) => ({ id, on: `h-${i}` })));
+    const input = cluster(ids(4).map((id) => host(id)), vms);
+    // 16 VMs of 4 vCPU / 4 GiB: 64 of 256 allocatable vCPU. Two hosts left: 25 % of the cluster's
+    // vCPU free (24.6 % of its memory); three: 50 % (49.6 %).
+    expect(planRebalance(input, spread, consolidate({ minFreeFraction: 0.1 })).freedHosts).toHaveLength(2);
+    expect(planRebalance(input, spread, consolidate({ minFreeFraction: 0.246 })).freedHosts).toHaveLength(2);
+    expect(planRebalance(input, spread, consolidate({ minFreeFraction: 0.247 })).freedHosts).toHaveLength(1);
+    expect(planRebalance(input, spread, consolidate({ minFreeFraction: 0.496 })).freedHosts).toHaveLength(1);
+    const none = planRebalance(input, spread, consolidate({ minFreeFraction: 0.5 }));
+    expect(none.freedHosts).toEqual([]);
+    expect(none.note).toBe("no further host can be emptied: 4 kept: the hosts left would have less than 0.5 of the allocatable free");
+    // The default keeps 10 %.
+    expect(planRebalance(input, spread, { goal: "consolidate", maxMoves: 100, maxMovesPerHost: 100 }).freedHosts).toHaveLength(2);
+  });
+
+  it("empties a host only within the per-host and per-plan budgets", () => {
+    const input = cluster(ids(3).map((id) => host(id)), [...ids(6, "a").map((id) => ({ id, on: "h-0" })), ...ids(3, "b").map((id) => ({ id, on: "h-1" }))]);
+    expect(planRebalance(input, spread, consolidate({ maxMovesPerHost: 2 })).moves).toEqual([]);
+    expect(planRebalance(input, spread, consolidate({ maxMovesPerHost: 2 })).budgetBound).toBe(true);
+    expect(planRebalance(input, spread, consolidate({ maxMoves: 2 })).moves).toEqual([]);
+    expect(planRebalance(input, spread, consolidate({ maxMovesPerHost: 3 })).freedHosts).toEqual(["h-1"]);
+  });
+
+  it("re-routes a VM it moved onto a host it then empties: one move, straight to where it ends", () => {
+    // a (on h-a) cannot go to h-h (label); best fit sends it to h-r, fuller than h-t (which must keep
+    // its VM). h-r is emptied next: r goes to h-h, a to h-t — a's move becomes h-a → h-t, at the end.
+    const hs = [host("h-a"), host("h-h", { labels: { nogo: "1" } }), host("h-r"), host("h-t")];
+    const input = cluster(hs, [
+      { id: "a", on: "h-a", vcpus: 3, mib: 3072, req: { forbiddenLabels: { nogo: "*" } } },
+      { id: "h", on: "h-h", vcpus: 38, mib: 38000 },
+      { id: "r", on: "h-r", vcpus: 19, mib: 19000 },
+      { id: "t", on: "h-t", vcpus: 13, mib: 13000, movable: false },
+    ]);
+    const plan = planRebalance(input, spread, consolidate());
+    expect(plan.freedHosts).toEqual(["h-a", "h-r"]);
+    expect(plan.moves.map((m) => `${m.vmId}: ${m.from} → ${m.to}`)).toEqual(["r: h-r → h-h", "a: h-a → h-t"]);
+    expect(plan.moves[1]!.reason).toMatch(/re-routed/);
+    // Valid in order, and a fixed point.
+    let hosts = input.hosts;
+    for (const m of plan.moves) {
+      const vm = input.vms.find((v) => v.id === m.vmId)!;
+      expect(checkMove(hosts, m, vm.request, spread)).toBeUndefined();
+      hosts = applyMoves({ hosts, vms: input.vms.map((v) => ({ ...v, hostId: v.id === m.vmId ? m.from : v.hostId })) }, [m]).hosts;
+    }
+    expect(planRebalance(applyMoves(input, plan.moves), spread, consolidate()).moves).toEqual([]);
+  });
+});
+
 describe("checkMove", () => {
   it("is undefined for a valid move, else the filter's reason as placeVm words it", () => {
     const input = cluster([host("h-0"), host("h-1", { allocated: res(0, 62000, 0) }), host("h-2", { cordoned: true })], [

@@ -93,6 +93,12 @@ export interface RebalancePlanResult {
   note: string;
   /** The metric the plan was computed on. */
   metric: RebalanceMetric;
+  /**
+   * A budget (`maxMoves`, `maxMovesPerHost`) stopped the plan or kept a move out of it: planning
+   * again after applying it may find more. False: the plan ended at the threshold or because no
+   * further move is allowed by the rules.
+   */
+  budgetBound: boolean;
 }
 
 /** The resources utilisation is measured on: vCPU and memory (disk does not move load). */
@@ -257,12 +263,16 @@ export function checkMove(
  * with the same threshold (the descheduler's ping-pong cannot happen), whatever the budgets cut.
  *
  * `consolidate` empties hosts: least utilised first, a host is emptied only when every VM on it is
- * movable and finds a target (a simulated re-pack through the filters, all or nothing per host, in
- * the budgets), onto hosts that hold VMs (never onto an empty one), chosen by best fit (the
- * pipeline's `mostAllocated` weigher, plus `groupAffinity` at its configured weight); it keeps
- * at least `minFreeFraction` of the cluster's allocatable (per resource, over the population) free
- * on the hosts left, and does not empty a host that a move of this plan fills. `freedHosts` lists
- * the hosts it empties.
+ * listed, movable and finds a target (a simulated re-pack through the filters, all or nothing per
+ * host, within the budgets), onto hosts that hold VMs (never onto an empty one), chosen by best fit
+ * (the pipeline's `mostAllocated` weigher, plus `groupAffinity` at its configured weight) among the
+ * fullest feasible ones. It keeps at least `minFreeFraction` of the population's allocatable (per
+ * resource) free on the hosts that hold VMs. When it empties a host that an earlier move of the
+ * plan filled, that move is re-routed (the VM goes straight to where it ends, still one move).
+ * When no budget bound the plan (`budgetBound: false`), planning again on the applied snapshot
+ * proposes nothing; when one did, a later plan may move a VM again, but only to empty one more
+ * host (the hosts in use only fall; a host a plan empties is never filled by the next): mark
+ * recently moved VMs `movable: false` (the controller's cooldown) to avoid even that.
  *
  * Throws BerthError INVALID_ARGUMENT naming the field for a bad option (`rebalance.max_moves: …`),
  * and for an inconsistent input: duplicate VM or host ids, a VM on an unknown host, a malformed
@@ -287,7 +297,7 @@ export function planRebalance(
   for (const mv of moves) movedGiB += mv.costGiB;
   // The final figure is recomputed from the final snapshot, not carried through the incremental sums.
   const after = moves.length === 0 ? before : new Model(m.inputAfter(input), scheduler, metric, undefined).sigma();
-  return { goal: o.goal, metric, moves, imbalanceBefore: before, imbalanceAfter: after, freedHosts, movedGiB, note };
+  return { goal: o.goal, metric, moves, imbalanceBefore: before, imbalanceAfter: after, freedHosts, movedGiB, note, budgetBound: m.budgetBound };
 }
 
 interface Resolved {
@@ -367,6 +377,10 @@ class Model {
   readonly filters: readonly Filter[];
   readonly pipeline: Pipeline;
   readonly options: ResolvedSchedulerOptions;
+  readonly input: RebalanceInput;
+  readonly metric: RebalanceMetric;
+  /** A budget (per plan or per host) stopped the plan or kept a move out of it. */
+  budgetBound = false;
   /** Σu, Σu² over the population, and its size. */
   s1 = 0;
   s2 = 0;
@@ -382,6 +396,8 @@ class Model {
       throw invalidArgument("input", "must have hosts and vms lists");
     }
     this.options = options;
+    this.input = input;
+    this.metric = metric;
     this.pipeline = pipeline;
     this.filters = enabledFilters(pipeline, options);
     this.hosts = [...input.hosts].sort((a, b) => compareIds(a.id, b.id));
@@ -561,6 +577,13 @@ class Model {
     };
   }
 
+  /** Host i has used its move budget (and the plan notes that a budget bound it). */
+  atBudget(i: number, o: { maxMovesPerHost: number }): boolean {
+    if (this.movesAt[i]! < o.maxMovesPerHost) return false;
+    this.budgetBound = true;
+    return true;
+  }
+
   /** Host t passes every enabled filter for the context. */
   passes(t: number, ctx: PlacementContext): boolean {
     const h = this.hosts[t]!;
@@ -641,13 +664,13 @@ class Model {
     rec.moved = true;
   }
 
-  /** Undoes {@link apply} (a consolidation that did not finish): the VM back on `s`, the move uncounted. */
-  unapply(j: number, s: number): void {
+  /** Undoes {@link apply} (a consolidation that did not finish): the VM back on `s`, the move uncounted, `moved` as it was. */
+  unapply(j: number, s: number, wasMoved: boolean): void {
     const t = this.vms[j]!.host;
     this.apply(j, s);
     this.movesAt[s] = this.movesAt[s]! - 2;
     this.movesAt[t] = this.movesAt[t]! - 2;
-    this.vms[j]!.moved = false;
+    this.vms[j]!.moved = wasMoved;
   }
 
   /** The input as it is after the moves applied so far (for the final figure). */
@@ -713,13 +736,16 @@ function planBalance(m: Model, o: Resolved, moves: RebalanceMove[]): string {
   let sigma = m.sigma();
   for (;;) {
     if (sigma <= o.threshold) return `imbalance ${sigma.toFixed(4)} is at or below the threshold ${o.threshold}`;
-    if (moves.length >= o.maxMoves) return `move budget reached (${o.maxMoves} per plan)`;
+    if (moves.length >= o.maxMoves) {
+      m.budgetBound = true;
+      return `move budget reached (${o.maxMoves} per plan)`;
+    }
     // The most utilised host above the fleet level that may still give.
     let s = -1;
     for (let k = order.order.length - 1; k >= 0; k--) {
       const i = order.order[k]!;
       if (m.u[i]! <= sources) break;
-      if (done[i] || m.movesAt[i]! >= o.maxMovesPerHost) continue;
+      if (done[i] || m.atBudget(i, o)) continue;
       s = i;
       break;
     }
@@ -770,7 +796,7 @@ function balanceMoveFrom(
 ): { j: number; t: number; after: number } | undefined {
   let coldest = -1;
   for (const i of order.order) {
-    if (i !== s && m.movesAt[i]! < o.maxMovesPerHost) {
+    if (i !== s && !m.atBudget(i, o)) {
       coldest = i;
       break;
     }
@@ -793,7 +819,7 @@ function balanceMoveFrom(
     const feasible: number[] = [];
     const afterOf = new Map<number, number>();
     const consider = (t: number): void => {
-      if (t === s || !m.active[t] || m.movesAt[t]! >= o.maxMovesPerHost) return;
+      if (t === s || !m.active[t] || m.atBudget(t, o)) return;
       const ut = m.utilWith(t, 1, rec.load);
       if (ut > ceiling) return;
       const after = m.sigmaAfter(s, us, t, ut);
@@ -827,11 +853,220 @@ function balanceMoveFrom(
 // consolidate
 // ---------------------------------------------------------------------------------------------
 
+/** One move of a consolidation plan being built: VM record j from its original host to `to`. */
+interface Step {
+  readonly j: number;
+  readonly from: number;
+  to: number;
+  /** The host whose emptying this move is part of: its source. */
+  readonly empties: number;
+  /** The host it was to go to first and that this plan empties too (the move re-routed), if any. */
+  through?: number;
+}
+
+/**
+ * consolidate: hosts least utilised first; a host is emptied only when all its VMs find a target
+ * (simulated on the model, undone if one does not), so a plan never starts to empty a host it
+ * cannot finish. Passes repeat until one empties nothing: the order changes as hosts fill, and a
+ * host that received VMs may be emptied in turn. A VM moves once per plan: emptying a host that
+ * received VM x from X re-routes x (X → new target, instead of X → this host), its move taken out
+ * of its place and put where this host's emptying is; see {@link reroutable} for why that is still
+ * valid. So when no budget cut the plan, no host holding VMs can be emptied on the applied
+ * snapshot, and planning again proposes nothing.
+ */
 function planConsolidate(m: Model, o: Resolved, moves: RebalanceMove[]): string {
-  void m;
-  void o;
-  void moves;
-  return "consolidation is not implemented yet";
+  // Free capacity on the hosts that hold VMs vs. the floor: emptying host c takes its allocatable
+  // out of the hosts left (its VMs move onto them), so the check is O(1) per host.
+  const R = RESOURCE_NAMES.length;
+  const free = RESOURCE_NAMES.map(() => 0);
+  const floor = RESOURCE_NAMES.map(() => 0);
+  const allocatableAt = (i: number, r: number): number => allocatableOf(m.hosts[i]!, RESOURCE_NAMES[r]!, m.options);
+  for (let i = 0; i < m.n; i++) {
+    if (!m.pop[i]) continue;
+    for (let r = 0; r < R; r++) {
+      const a = allocatableAt(i, r);
+      floor[r] = floor[r]! + o.minFreeFraction * a;
+      if (m.hosts[i]!.vmCount > 0) free[r] = free[r]! + a - m.hosts[i]!.allocated[RESOURCE_NAMES[r]!];
+    }
+  }
+  // Best fit, as the scheduler packs: its mostAllocated weigher, with soft groups weighed as configured.
+  const weights: Record<string, number> = { mostAllocated: 1, groupAffinity: m.options.weights["groupAffinity"] ?? 0 };
+  const order = new UtilOrder(m);
+  const steps: Step[] = [];
+  /** Index in `steps` of each VM record's move, or -1. */
+  const stepOf = new Int32Array(m.vms.length).fill(-1);
+  const origin = m.vms.map((r) => r.host);
+  const freed = new Uint8Array(m.n);
+  const defaultFilters = m.filters.every((f) => DEFAULT_PIPELINE.filters.includes(f));
+  let budgetCut: string | undefined;
+  let skippedFree = 0;
+  let failed = 0;
+  for (let changed = true; changed; ) {
+    changed = false;
+    skippedFree = 0;
+    failed = 0;
+    budgetCut = undefined;
+    const candidates = order.order.filter((c) => m.hosts[c]!.vmCount > 0);
+    for (const c of candidates) {
+      if (freed[c] || m.hosts[c]!.vmCount === 0) continue;
+      const vms = m.onHost[c]!;
+      // Every VM on it listed (an arrival in flight keeps it busy), movable, and a VM this plan
+      // moved here only when its move can be re-routed.
+      if (vms.length !== m.hosts[c]!.vmCount) continue;
+      if (vms.some((j) => !m.vms[j]!.vm.movable || (m.vms[j]!.moved && !(defaultFilters && reroutable(m, steps, stepOf[j]!, c))))) continue;
+      const own = vms.filter((j) => !m.vms[j]!.moved).length;
+      if (steps.length + own > o.maxMoves) {
+        m.budgetBound = true;
+        budgetCut ??= `move budget reached (${o.maxMoves} per plan)`;
+        continue;
+      }
+      // Out of c: its own VMs; the ones it received and re-routes no longer touch it.
+      if (own + (m.movesAt[c]! - (vms.length - own)) > o.maxMovesPerHost) {
+        m.budgetBound = true;
+        budgetCut ??= `a host's move budget (${o.maxMovesPerHost}) keeps it from being emptied`;
+        continue;
+      }
+      let keeps = true;
+      for (let r = 0; r < R; r++) if (free[r]! - allocatableAt(c, r) < floor[r]! - 1e-9) keeps = false;
+      if (!keeps) {
+        skippedFree++;
+        continue;
+      }
+      const done = emptyHost(m, o, c, order, weights);
+      if (done === undefined) {
+        failed++;
+        continue;
+      }
+      for (let r = 0; r < R; r++) free[r] = free[r]! - allocatableAt(c, r);
+      freed[c] = 1;
+      changed = true;
+      for (const { j, to } of done) {
+        const p = stepOf[j]!;
+        if (p >= 0) {
+          // Re-routed: X → c becomes X → to, moved to the end; c is not touched by it.
+          const step = steps[p]!;
+          steps.splice(p, 1);
+          for (let q = p; q < steps.length; q++) stepOf[steps[q]!.j] = q;
+          m.movesAt[c] = m.movesAt[c]! - 2;
+          step.to = to;
+          step.through = c;
+          stepOf[j] = steps.length;
+          steps.push(step);
+        } else {
+          stepOf[j] = steps.length;
+          steps.push({ j, from: origin[j]!, to, empties: c });
+        }
+      }
+    }
+  }
+  // The figures after each move, replayed in plan order on a fresh model (re-routing moved moves).
+  const replay = new Model(m.input, m.options, m.metric, undefined, m.pipeline);
+  const count = new Map<number, number>();
+  for (const st of steps) count.set(st.empties, (count.get(st.empties) ?? 0) + 1);
+  const seen = new Map<number, number>();
+  for (const st of steps) {
+    replay.apply(st.j, st.to);
+    const rec = m.vms[st.j]!;
+    const k = count.get(st.empties)!;
+    const n = (seen.get(st.empties) ?? 0) + 1;
+    seen.set(st.empties, n);
+    const via = st.through === undefined ? "" : ` (re-routed: it was to go to ${m.ids[st.through]}, which this plan empties too)`;
+    moves.push({
+      vmId: rec.vm.id,
+      vmName: rec.vm.name,
+      from: m.ids[st.from]!,
+      to: m.ids[st.to]!,
+      reason: `consolidate: empties ${m.ids[st.empties]} (move ${n} of ${k}) onto ${m.ids[st.to]}, best fit${via}`,
+      benefit: 1 / k,
+      costGiB: rec.costGiB,
+      imbalanceAfter: replay.sigma(),
+    });
+  }
+  if (budgetCut !== undefined) return budgetCut;
+  const kept = [
+    failed > 0 ? `${failed} host${failed === 1 ? "" : "s"} whose VMs do not all fit elsewhere` : "",
+    skippedFree > 0 ? `${skippedFree} kept: the hosts left would have less than ${o.minFreeFraction} of the allocatable free` : "",
+  ].filter((x) => x !== "");
+  return kept.length === 0 ? "no further host can be emptied within the filters and budgets" : `no further host can be emptied: ${kept.join("; ")}`;
+}
+
+/**
+ * May the move of steps[p] (VM x: X → c, c now to be emptied) become X → T, taken out of its place
+ * and put at the end of the plan, T being where emptying c sends x? With the default filters, yes,
+ * except in one case. At the end, T sees what it saw when c's emptying was simulated (x was on c,
+ * now it is on X: neither is T). Between p and the end, x stays on X, which the plan emptied, so no
+ * move there targets X; and c holds x less than the simulation said: less allocated, one VM
+ * fewer, one member fewer — capacity, maxVms and anti-affinity only pass more easily; ready,
+ * pinned and labels do not change. Hard affinity can fail: a later move of a member of x's
+ * affinity group to c may have passed only because x was on c. That case is not re-routed (c stays).
+ */
+function reroutable(m: Model, steps: readonly Step[], p: number, c: number): boolean {
+  const g = m.vms[steps[p]!.j]!.vm.request.group;
+  if (g === undefined || g.policy !== "affinity") return true;
+  for (let q = p + 1; q < steps.length; q++) {
+    const st = steps[q]!;
+    if (st.to === c && m.vms[st.j]!.vm.request.group?.name === g.name) return false;
+  }
+  return true;
+}
+
+/**
+ * Moves every VM off host c (largest first, each to the best fit among the first TARGET_WINDOW
+ * feasible hosts, fullest first, that hold VMs and have budget), on the model. All or nothing:
+ * when one VM finds no target the moves are undone and the answer is undefined.
+ */
+function emptyHost(
+  m: Model,
+  o: Resolved,
+  c: number,
+  order: UtilOrder,
+  weights: Readonly<Record<string, number>>,
+): { j: number; to: number }[] | undefined {
+  const vms = [...m.onHost[c]!].sort((a, b) => {
+    const x = m.vms[a]!.vm.request.resources;
+    const y = m.vms[b]!.vm.request.resources;
+    return y.memoryMib - x.memoryMib || y.vcpus - x.vcpus || y.diskGib - x.diskGib || compareIds(m.vms[a]!.vm.id, m.vms[b]!.vm.id);
+  });
+  const done: { j: number; to: number; wasMoved: boolean }[] = [];
+  const move = (j: number, from: number, to: number, back: boolean, wasMoved: boolean): void => {
+    order.remove(from);
+    order.remove(to);
+    if (back) m.unapply(j, to, wasMoved);
+    else m.apply(j, to);
+    order.insert(from);
+    order.insert(to);
+  };
+  for (const j of vms) {
+    const rec = m.vms[j]!;
+    const ctx = m.contextFor(rec);
+    const feasible: number[] = [];
+    const consider = (t: number): void => {
+      if (t === c || !m.active[t] || m.hosts[t]!.vmCount === 0 || m.atBudget(t, o)) return;
+      if (m.passes(t, ctx)) feasible.push(t);
+    };
+    if (ctx.pinned !== undefined) {
+      const pins = [...ctx.pinned].map((id) => m.indexOf.get(id)).filter((i): i is number => i !== undefined);
+      pins.sort((a, b) => m.u[b]! - m.u[a]! || a - b);
+      for (const t of pins) if (feasible.length < TARGET_WINDOW) consider(t);
+    } else {
+      let scanned = 0;
+      for (let k = order.order.length - 1; k >= 0 && feasible.length < TARGET_WINDOW && scanned < SCAN_CAP; k--) {
+        const t = order.order[k]!;
+        if (m.hosts[t]!.vmCount === 0) continue;
+        scanned++;
+        consider(t);
+      }
+    }
+    if (feasible.length === 0) {
+      for (let n = done.length - 1; n >= 0; n--) move(done[n]!.j, done[n]!.to, c, true, done[n]!.wasMoved);
+      return undefined;
+    }
+    const to = m.best(feasible, ctx, weights);
+    const wasMoved = rec.moved;
+    move(j, c, to, false, wasMoved);
+    done.push({ j, to, wasMoved });
+  }
+  return done;
 }
 
 // ---------------------------------------------------------------------------------------------
