@@ -117,4 +117,21 @@ describeWithEtcd("chaos: live migration under faults", () => {
     expect(m.message).toContain("no progress");
     await runsWhereRecorded(c, id, m);
   });
+
+  it("a stop asked mid-transfer aborts the migration, and the VM stops on its source", async () => {
+    const { c, id } = await up();
+    await c.withLeader((cl) => cl.migrateVm({ name: "mover", targetHost: "host-2" }));
+    await waitFor("some data copied", async () => ((await migrationOf(c))?.progress?.dataProcessedBytes ?? 0) > 0, 20_000, 50);
+    await c.withLeader((cl) => cl.stopVm({ name: "mover" }));
+    const m = await outcome(c);
+    expect(m.phase).toBe(MigrationPhase.MIGRATION_PHASE_FAILED);
+    expect(m.message).toContain("desired state changed");
+    const vm = await waitFor("the VM STOPPED", async () => {
+      const v = (await c.vms()).find((x) => x.id === id);
+      return v?.status?.phase === VmPhase.VM_PHASE_STOPPED ? v : undefined;
+    }, 30_000, 100);
+    expect(vm.hostId).toBe("host-1");
+    expect(readFakeHypervisorState(c.stateDirs.get("host-2")!).domains.map((d) => d.vmId)).not.toContain(id);
+    await c.checkInvariants();
+  });
 });

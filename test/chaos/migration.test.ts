@@ -4,14 +4,17 @@
  * runs on two hosts" is checked at every instant the suite can see, not assumed. Operator moves,
  * a drain of a host with 20 VMs, a rebalance applied and planned again.
  */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { DrainPhase, MigrationPhase, RebalanceGoal, RebalanceMetric, VmPhase, type Migration } from "@berth/api";
 import { readFakeHypervisorState } from "@berth/hypervisor";
 import { describeWithEtcd } from "../support/etcd.js";
-import { waitFor } from "../support/processes.js";
+import { CLI_BIN, waitFor } from "../support/processes.js";
 import { ChaosCluster } from "./harness.js";
 
+const execFileP = promisify(execFile);
 const VMS = Array.from({ length: 22 }, (_, i) => `app-${String(i + 1).padStart(2, "0")}`);
 const ended = (m: Migration | undefined): boolean => m?.phase === MigrationPhase.MIGRATION_PHASE_COMPLETED || m?.phase === MigrationPhase.MIGRATION_PHASE_FAILED;
 
@@ -29,6 +32,12 @@ describeWithEtcd("chaos: live migration", () => {
     await c.waitReady(3);
   });
   afterAll(async () => {
+    // A violation's story: every line of every process that names the VM.
+    for (const v of c?.sampler.violations ?? []) {
+      const id = /vm ([0-9a-f-]{36})/.exec(v)?.[1];
+      if (!id) continue;
+      for (const p of [...c.controllers, ...c.agents.values()]) for (const l of p?.lines(id) ?? []) console.error(`[${p?.name}] ${l}`);
+    }
     await c?.stop();
   });
 
@@ -43,6 +52,36 @@ describeWithEtcd("chaos: live migration", () => {
     const host = await c.withLeader((cl) => cl.getHost({ id: "host-3" }));
     expect(host.host?.cordoned).toBe(true);
     expect(host.host?.cordonReason).toBe("firmware update");
+    await c.withLeader((cl) => cl.uncordonHost({ hostId: "host-3" }));
+  });
+
+  it("answers bad requests with a typed error naming the field, changing nothing", async () => {
+    const expectCode = async (p: Promise<unknown>, code: number, text: string): Promise<void> => {
+      const err = (await p.then(() => undefined, (e: unknown) => e)) as ServiceError | undefined;
+      expect(err?.code, text).toBe(code);
+      expect(err?.details).toContain(text);
+    };
+    await expectCode(c.withLeader((cl) => cl.migrateVm({ name: "Not_A_Name" })), status.INVALID_ARGUMENT, "name");
+    await expectCode(c.withLeader((cl) => cl.migrateVm({ name: "no-such-vm" })), status.NOT_FOUND, "no-such-vm");
+    await expectCode(c.withLeader((cl) => cl.migrateVm({ name: VMS[0]!, targetHost: "host-9" })), status.NOT_FOUND, "host-9");
+    await expectCode(c.withLeader((cl) => cl.migrateVm({ name: VMS[0]!, targetHost: "host-1" })), status.FAILED_PRECONDITION, "already runs on");
+    await expectCode(c.withLeader((cl) => cl.drainHost({ hostId: "host-2", deadlineMs: 8 * 24 * 3600_000 })), status.INVALID_ARGUMENT, "deadline_ms");
+    await expectCode(c.withLeader((cl) => cl.cordonHost({ hostId: "host-2", reason: "x".repeat(300) })), status.INVALID_ARGUMENT, "reason");
+    await expectCode(c.withLeader((cl) => cl.planRebalance({ maxMoves: 5000 })), status.INVALID_ARGUMENT, "max_moves");
+    await expectCode(c.withLeader((cl) => cl.abortMigration({ name: VMS[0]! })), status.NOT_FOUND, VMS[0]!);
+    await expectCode(c.withLeader((cl) => cl.updateClusterConfig({ config: { migration: { outboundPerHost: 1000 } } })), status.INVALID_ARGUMENT, "config.migration.outbound_per_host");
+    expect((await c.withLeader((cl) => cl.listMigrations({}))).migrations).toEqual([]);
+    const h2 = (await c.withLeader((cl) => cl.getHost({ id: "host-2" }))).host!;
+    expect([h2.cordoned, h2.drain]).toEqual([false, undefined]);
+  });
+
+  it("keeps an operator's cordon and its reason across an agent restart", async () => {
+    await c.withLeader((cl) => cl.cordonHost({ hostId: "host-3", reason: "bad DIMM" }));
+    await c.agents.get("host-3")!.stop();
+    c.startAgent("host-3");
+    await c.waitReady(3);
+    const h = (await c.withLeader((cl) => cl.getHost({ id: "host-3" }))).host!;
+    expect([h.cordoned, h.cordonReason]).toEqual([true, "bad DIMM"]);
     await c.withLeader((cl) => cl.uncordonHost({ hostId: "host-3" }));
   });
 
@@ -80,18 +119,23 @@ describeWithEtcd("chaos: live migration", () => {
     const onHost1 = (await c.vms()).filter((v) => v.hostId === "host-1").map((v) => v.spec!.name);
     expect(onHost1.length).toBe(20);
     const started = Date.now();
-    await c.withLeader((cl) => cl.drainHost({ hostId: "host-1", reason: "maintenance" }));
+    // The operator's way: `berth host drain --wait`, which returns once the host is drained.
+    let cliDone = false;
+    const cli = execFileP(process.execPath, [CLI_BIN, "--controller", c.addresses.join(","), "host", "drain", "host-1", "--reason", "maintenance", "--wait"], { timeout: 120_000 }).finally(() => (cliDone = true));
     let peakOutbound = 0;
     let peakInFlight = 0;
-    const host = await waitFor("host-1 drained", async () => {
+    await waitFor("the drain command to return", async () => {
       const { migrations } = await c.withLeader((cl) => cl.listMigrations({ activeOnly: true }));
       const flying = migrations.filter((m) => m.phase !== MigrationPhase.MIGRATION_PHASE_PENDING);
       peakInFlight = Math.max(peakInFlight, flying.length);
       peakOutbound = Math.max(peakOutbound, flying.filter((m) => m.sourceHost === "host-1").length);
-      const h = (await c.withLeader((cl) => cl.getHost({ id: "host-1" }))).host;
-      return h?.drain?.phase === DrainPhase.DRAIN_PHASE_DRAINED ? h : undefined;
+      return cliDone;
     }, 120_000, 100);
+    const { stdout } = await cli; // rejects on a non-zero exit
     const tookMs = Date.now() - started;
+    expect(stdout).toMatch(/drained/i);
+    const host = (await c.withLeader((cl) => cl.getHost({ id: "host-1" }))).host!;
+    expect(host.drain?.phase).toBe(DrainPhase.DRAIN_PHASE_DRAINED);
     console.log(`drained ${onHost1.length} VMs off host-1 in ${tookMs} ms (peak ${peakOutbound} outbound, ${peakInFlight} in flight)`);
     expect(host.cordoned).toBe(true);
     expect(host.drain?.moved).toBe(onHost1.length);
@@ -131,6 +175,37 @@ describeWithEtcd("chaos: live migration", () => {
     expect(after.imbalanceBefore).toBeCloseTo(plan!.imbalanceAfter, 6);
     const moved = new Set(plan!.moves.map((m) => m.vmName));
     expect(after.moves.filter((m) => moved.has(m.vmName))).toEqual([]);
+    await c.checkInvariants();
+  });
+
+  it("continuous rebalancing moves VMs onto a host that joins empty, on its own, then leaves them be", async () => {
+    c.startAgent("host-4");
+    await c.waitReady(4);
+    await c.withLeader((cl) =>
+      cl.updateClusterConfig({ config: { rebalance: { enabled: true, metric: RebalanceMetric.REBALANCE_METRIC_ALLOCATION, intervalMs: 1000, rounds: 2, threshold: 0.02, maxMovesPerPass: 4, hostCooldownMs: 1000 } } }),
+    );
+    await waitFor("VMs moved to host-4 by the controller", async () => (await c.vms()).some((v) => v.hostId === "host-4"), 30_000, 200);
+    // It converges in passes of at most 4 moves, then stops: wait for 5 s without a new migration.
+    let seen = "";
+    let quietSince = Date.now();
+    const settled = await waitFor("continuous rebalancing to settle", async () => {
+      const all = (await c.withLeader((cl) => cl.listMigrations({}))).migrations;
+      const ids = all.map((m) => `${m.id}:${m.phase}`).sort().join(",");
+      if (ids !== seen) [seen, quietSince] = [ids, Date.now()];
+      return Date.now() - quietSince >= 5_000 ? all : undefined;
+    }, 60_000, 250);
+    const continuous = settled.filter((m) => m.requestedBy.startsWith("continuous rebalancing"));
+    expect(continuous.length).toBeGreaterThan(0);
+    expect(continuous.some((m) => m.targetHost === "host-4")).toBe(true);
+    // No ping-pong: a host that received VMs never gave any back, and each moved VM stayed put.
+    const receivers = new Set(continuous.map((m) => m.targetHost));
+    for (const m of continuous) {
+      expect(m.phase).toBe(MigrationPhase.MIGRATION_PHASE_COMPLETED);
+      expect(receivers.has(m.sourceHost), `${m.vmName} left ${m.sourceHost}, which received VMs`).toBe(false);
+    }
+    const vms = await c.vms();
+    for (const m of continuous) expect(vms.find((v) => v.id === m.vmId)?.hostId).toBe(m.targetHost);
+    await c.withLeader((cl) => cl.updateClusterConfig({ config: {} }));
     await c.checkInvariants();
   });
 });

@@ -69,4 +69,24 @@ describe("ClusterState: a VM in flight", () => {
     expect(state.allocated("a")).toEqual(r);
     expect(state.allocated("b")).toEqual({ vcpus: 0, memoryMib: 0, diskGib: 0 });
   });
+
+  it("holds a completed migration's VM until the VM's own record from that transaction is in the cache", async () => {
+    const { state, store } = await setup();
+    const both = async (vmRecord: Vm | undefined, m: Migration): Promise<number> => {
+      const ops = [{ type: "put" as const, key: Keys.migration("web"), value: encodeMigration(m) }];
+      if (vmRecord) ops.push({ type: "put" as const, key: Keys.vm("web"), value: encodeVm(vmRecord) });
+      const { revision } = await store.txn({ compare: [], ops });
+      await Promise.all([state.vms.waitForRevision(revision), state.migrations.waitForRevision(revision)]);
+      return revision;
+    };
+    await both(vm("web", "a"), migration("web", MigrationPhase.MIGRATION_PHASE_FINISHING));
+    expect(state.migrationHolds("id-web")).toBe(true);
+    // As a cache would see it with the migration's watch ahead of the VMs' watch: done there,
+    // the VM still on its source here.
+    await both(undefined, migration("web", MigrationPhase.MIGRATION_PHASE_COMPLETED));
+    expect(state.vm("web")?.hostId).toBe("a");
+    expect(state.migrationHolds("id-web")).toBe(true);
+    await both(vm("web", "b"), migration("web", MigrationPhase.MIGRATION_PHASE_COMPLETED));
+    expect(state.migrationHolds("id-web")).toBe(false);
+  });
 });

@@ -161,6 +161,25 @@ export class ClusterState {
     return this.activeByVm.get(vmId);
   }
 
+  /**
+   * True while a migration holds the VM (its target may have the domain): from PREPARING until
+   * it ends, and after it COMPLETED until this cache has the VM's record as that same transaction
+   * left it. (Migrations and VMs come through separate watches: for a moment the migration may be
+   * seen done while the VM is still seen on its source — taking the arrived domain for a
+   * superseded copy then would delete the only one.)
+   */
+  migrationHolds(vmId: string): boolean {
+    const active = this.activeByVm.get(vmId);
+    if (active) return holdsTarget(active);
+    const name = this.byId.get(vmId)?.spec?.name;
+    if (!name) return false;
+    const m = this.migration(name);
+    if (!m || m.vmId !== vmId || m.phase !== MigrationPhase.MIGRATION_PHASE_COMPLETED) return false;
+    const mkv = this.migrationKv(name);
+    const vkv = this.vmKv(name);
+    return mkv !== undefined && vkv !== undefined && vkv.modRevision < mkv.modRevision;
+  }
+
   migration(vmName: string): Migration | undefined {
     return this.migrations.get(Keys.migration(vmName));
   }

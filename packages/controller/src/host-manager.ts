@@ -2,7 +2,7 @@ import { HostState, type Hello, type Host, type HostFailurePolicy } from "@berth
 import { backoffDelayMs, BerthError, ErrorCode, isBerthError, notFound } from "@berth/core";
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
-import { holdsTarget, type ClusterState } from "./cluster-state.js";
+import type { ClusterState } from "./cluster-state.js";
 import { planFailover, type FailoverLimits } from "./failover.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { hostStateName, lifecycleChanged, nextHostState, normalState, type HostLiveness, type HostTimers } from "./host-lifecycle.js";
@@ -249,10 +249,7 @@ export class HostManager {
     const plan = planFailover(
       state.allHosts(),
       // A VM in flight is the migration's to settle: restarting it elsewhere could make two copies.
-      (id) => state.vmsOnHost(id).filter((vm) => {
-        const m = state.activeMigration(vm.id);
-        return !(m && holdsTarget(m));
-      }),
+      (id) => state.vmsOnHost(id).filter((vm) => !state.migrationHolds(vm.id)),
       this.deps.defaultPolicy(),
       { started: new Set(this.restartsStarted.keys()), budget: limits.hostsPerInterval - this.restartsStarted.size },
       limits,

@@ -156,13 +156,13 @@ export class Rebalancer {
   }
 
   /** A plan for now (writes nothing). INVALID_ARGUMENT for a bad goal, metric or move count. */
-  plan(goal: RebalanceGoal, maxMoves: number, metric: RebalanceMetric = RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED, cooldown?: { vmMs: number; hostMs: number }): RebalancePlan {
+  plan(goal: RebalanceGoal, maxMoves: number, metric: RebalanceMetric = RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED, cooldown?: { vmMs: number; hostMs: number }, threshold?: number): RebalancePlan {
     if (!Object.values(RebalanceGoal).includes(goal)) throw invalidArgument("goal", `must be BALANCE or CONSOLIDATE (got ${String(goal)})`);
     if (!Object.values(RebalanceMetric).includes(metric)) throw invalidArgument("metric", `must be USAGE or ALLOCATION (got ${String(metric)})`);
     if (!Number.isSafeInteger(maxMoves) || maxMoves < 0 || maxMoves > MAX_MOVES) throw invalidArgument("max_moves", `must be from 1 to ${MAX_MOVES} (0 for ${DEFAULT_MAX_MOVES}; got ${maxMoves})`);
     const { input, frozenHosts } = this.input(cooldown);
     const chosen = metric === RebalanceMetric.REBALANCE_METRIC_UNSPECIFIED ? defaultMetric(input.vms) : metric === RebalanceMetric.REBALANCE_METRIC_USAGE ? "usage" : "allocation";
-    const result = planRebalance(input, this.deps.placer.options(), { goal: goalName(goal), metric: chosen, maxMoves: maxMoves || DEFAULT_MAX_MOVES, frozenHosts });
+    const result = planRebalance(input, this.deps.placer.options(), { goal: goalName(goal), metric: chosen, maxMoves: maxMoves || DEFAULT_MAX_MOVES, frozenHosts, ...(threshold !== undefined ? { threshold } : {}) });
     const plan = toWirePlan(result, goal, this.deps.state.vms.revision, this.deps.now());
     plan.metric = chosen === "usage" ? RebalanceMetric.REBALANCE_METRIC_USAGE : RebalanceMetric.REBALANCE_METRIC_ALLOCATION;
     return plan;
@@ -243,7 +243,8 @@ export class Rebalancer {
       // Nothing new while the last pass's moves are still running: measure the result first.
       if (this.deps.state.allMigrations().some((m) => isActiveMigration(m) && m.reason === MigrationReason.MIGRATION_REASON_REBALANCE)) return;
       const goal = config.goal === "consolidate" ? RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE : RebalanceGoal.REBALANCE_GOAL_BALANCE;
-      const plan = this.plan(goal, config.maxMovesPerPass, config.metric, { vmMs: config.vmCooldownMs, hostMs: config.hostCooldownMs });
+      // The threshold that triggers a pass is also where its plan stops.
+      const plan = this.plan(goal, config.maxMovesPerPass, config.metric, { vmMs: config.vmCooldownMs, hostMs: config.hostCooldownMs }, config.threshold);
       const above = goal === RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE ? plan.freedHosts.length > 0 : plan.imbalanceBefore > config.threshold;
       this.roundsAbove = above ? this.roundsAbove + 1 : 0;
       if (this.roundsAbove < config.rounds || plan.moves.length === 0) return;

@@ -3,7 +3,7 @@ import { isBerthError, ErrorCode } from "@berth/core";
 import type { Txn } from "@berth/store";
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
-import { holdsTarget, type ClusterState } from "./cluster-state.js";
+import type { ClusterState } from "./cluster-state.js";
 import { PHASE_NAMES } from "./migration.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { encodeGroup, encodeVm } from "./keys.js";
@@ -97,10 +97,7 @@ export class Reconciler {
           return vm !== undefined && vm.hostId !== hostId;
         },
         holdCreates,
-        inFlight: (vmId) => {
-          const m = state.activeMigration(vmId);
-          return m !== undefined && holdsTarget(m);
-        },
+        inFlight: (vmId) => state.migrationHolds(vmId),
         mayBeOnlyCopy: (vmId) => {
           const name = state.vmById(vmId)?.spec?.name;
           const m = name ? state.migration(name) : undefined;
@@ -131,8 +128,9 @@ export class Reconciler {
       const guard = [{ key: kv.key, target: "modRevision" as const, equals: kv.modRevision }];
       const domain = believed ? session.inventory.get(vm.id) : undefined;
       const migration = state.activeMigration(vm.id);
+      const held = state.migrationHolds(vm.id);
       // A VM in flight may have left this host for the target: its record stays until it ends.
-      if (connected && vm.desiredState === DesiredState.DESIRED_STATE_DELETED && !domain && !(migration && holdsTarget(migration))) {
+      if (connected && vm.desiredState === DesiredState.DESIRED_STATE_DELETED && !domain && !held) {
         // The host confirms the domain is gone: the record can go too, and with it the membership.
         const txn: Txn = { compare: guard, ops: [{ type: "delete", key: kv.key }] };
         const groupKv = vm.spec?.group ? state.groupKv(vm.spec.group) : undefined;
@@ -145,12 +143,12 @@ export class Reconciler {
         continue;
       }
       const status =
-        migration && holdsTarget(migration) && believed
+        held && believed
           ? VmStatus.fromPartial({
               ...vm.status,
               phase: VmPhase.VM_PHASE_MIGRATING,
               domainState: domain?.state ?? vm.status?.domainState ?? 0,
-              message: `migrating to ${migration.targetHost} (${PHASE_NAMES[migration.phase]})`,
+              message: migration ? `migrating to ${migration.targetHost} (${PHASE_NAMES[migration.phase]})` : "migrated",
               updatedAtMs: now,
               attempts: 0,
               errorCode: "",
