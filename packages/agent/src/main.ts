@@ -39,6 +39,12 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
                           the agent stops. Without it the agent powers off its restart-policy VMs
                           itself when no leader is heard for the fence timeout (see
                           deploy/libvirt-host.md for the residual risk of each)
+  --migration-uri URI     libvirt driver: where other hosts' libvirtd reach this one to migrate
+                          VMs here, e.g. qemu+tls://host-3.lab/system (default: --libvirt-uri,
+                          which only works when both ends share a machine)
+  --migration-data-uri URI
+                          libvirt driver: the data channel of migrations into this host, e.g.
+                          tcp://10.0.0.3 (default: libvirt's own choice)
   --label K=V             host label (repeatable)
   --cpu-ratio X           this host's CPU allocation ratio (default: the cluster's; e.g. 1.5)
   --memory-ratio X        this host's memory allocation ratio (default: the cluster's)
@@ -65,11 +71,13 @@ function libvirtFlags(args: Record<string, string | string[] | boolean | undefin
   const storagePool = args["storage-pool"] as string | undefined;
   const domainType = args["domain-type"] as string | undefined;
   const watchdogDevice = args["watchdog-device"] as string | undefined;
+  const migrationUri = args["migration-uri"] as string | undefined;
+  const migrationDataUri = args["migration-data-uri"] as string | undefined;
   const networks = [
     ...((args.network as string[] | undefined) ?? []).map((source) => ({ type: "network" as const, source })),
     ...((args.bridge as string[] | undefined) ?? []).map((source) => ({ type: "bridge" as const, source })),
   ];
-  if (uri === undefined && storagePool === undefined && domainType === undefined && networks.length === 0 && watchdogDevice === undefined) return {};
+  if (uri === undefined && storagePool === undefined && domainType === undefined && networks.length === 0 && watchdogDevice === undefined && migrationUri === undefined && migrationDataUri === undefined) return {};
   if (domainType !== undefined && domainType !== "kvm" && domainType !== "qemu") {
     throw invalidArgument("--domain-type", `'${domainType}' is not kvm or qemu`);
   }
@@ -80,6 +88,8 @@ function libvirtFlags(args: Record<string, string | string[] | boolean | undefin
       ...(networks.length > 0 ? { networks } : {}),
       ...(domainType !== undefined ? { domainType } : {}),
       ...(watchdogDevice !== undefined ? { watchdogDevice } : {}),
+      ...(migrationUri !== undefined ? { migrationUri } : {}),
+      ...(migrationDataUri !== undefined ? { migrationDataUri } : {}),
     },
   };
 }
@@ -110,6 +120,8 @@ async function main(): Promise<number> {
         bridge: { type: "string", multiple: true },
         "domain-type": { type: "string" },
         "watchdog-device": { type: "string" },
+        "migration-uri": { type: "string" },
+        "migration-data-uri": { type: "string" },
         label: { type: "string", multiple: true },
         "cpu-ratio": { type: "string" },
         "memory-ratio": { type: "string" },
@@ -163,7 +175,7 @@ async function main(): Promise<number> {
       labels: "--label",
       capacity: "--capacity",
       fake_migration_bandwidth: "--fake-migration-bandwidth",
-      libvirt: "--libvirt-uri/--storage-pool/--network/--bridge/--domain-type/--watchdog-device",
+      libvirt: "--libvirt-uri/--storage-pool/--network/--bridge/--domain-type/--watchdog-device/--migration-uri/--migration-data-uri",
     };
     process.stderr.write(`berth-agent: ${messageForFlags(e, flags)}\n`);
     return 2;

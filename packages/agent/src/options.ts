@@ -75,6 +75,13 @@ export interface AgentLibvirtOptions {
    * kernel resets the host when the agent stops petting. Absent: the driver powers off fence domains itself.
    */
   watchdogDevice?: string;
+  /**
+   * Where other hosts' libvirtd reach this one to migrate a domain here (e.g.
+   * qemu+tls://host-3.lab/system); default the connection URI, which only works on one machine.
+   */
+  migrationUri?: string;
+  /** The data channel of a migration into this host (e.g. tcp://10.0.0.3), when libvirt's default does not do. */
+  migrationDataUri?: string;
 }
 
 export interface ResolvedAgentOptions {
