@@ -113,7 +113,7 @@ const TARGET_EPS = 1e-12;
 /** balance: how many VMs of the source, best first, get a full target search before the source is given up. */
 const TRY_VMS = 8;
 /** Targets the weighers choose among: the first this many feasible ones, coldest first (balance) / fullest first (consolidate). */
-const TARGET_WINDOW = 32;
+const TARGET_WINDOW = 8;
 /** At most this many hosts get their filters run for one VM (bounds a VM that few hosts accept; pins are always all tried). */
 const SCAN_CAP = 2048;
 
@@ -296,7 +296,7 @@ export function planRebalance(
   let movedGiB = 0;
   for (const mv of moves) movedGiB += mv.costGiB;
   // The final figure is recomputed from the final snapshot, not carried through the incremental sums.
-  const after = moves.length === 0 ? before : new Model(m.inputAfter(input), scheduler, metric, undefined).sigma();
+  const after = moves.length === 0 ? before : m.freshSigma();
   return { goal: o.goal, metric, moves, imbalanceBefore: before, imbalanceAfter: after, freedHosts, movedGiB, note, budgetBound: m.budgetBound };
 }
 
@@ -439,9 +439,11 @@ class Model {
       seen.add(vm.id);
       const i = this.indexOf.get(vm.hostId);
       if (i === undefined) throw invalidArgument(`vms[${j}].host_id`, `unknown host '${String(vm.hostId)}'`);
-      checkRequest(vm.request, `vms[${j}].request`);
+      if (!wellFormed(vm.request)) checkRequest(vm.request, `vms[${j}].request`);
       const q = vm.request.resources;
-      RESOURCE_NAMES.forEach((k, r) => (requested[i * RESOURCE_NAMES.length + r] += q[k]));
+      requested[i * 3] += q.vcpus;
+      requested[i * 3 + 1] += q.memoryMib;
+      requested[i * 3 + 2] += q.diskGib;
       listed[i] = listed[i]! + 1;
       let load: number[];
       if (metric === "usage" && vm.usage !== undefined) {
@@ -450,7 +452,7 @@ class Model {
         if (!(Number.isFinite(memoryMib) && memoryMib >= 0)) throw invalidArgument(`vms[${j}].usage.memory_mib`, `must be a finite number ≥ 0 (got ${String(memoryMib)})`);
         load = [cpuCores, memoryMib];
       } else {
-        load = UTIL_RESOURCES.map((k) => q[k]);
+        load = [q.vcpus, q.memoryMib];
       }
       const costGiB = (q.memoryMib + (vm.copiesDisk ? q.diskGib * 1024 : 0)) / 1024;
       this.onHost[i]!.push(j);
@@ -500,6 +502,30 @@ class Model {
     return m;
   }
 
+  /** Per utilisation resource, the largest size among the active hosts (for {@link leastShare}). */
+  private maxSize: number[] | undefined;
+
+  /**
+   * A lower bound of what `vmLoad` adds to any active host's utilisation: the smallest over the
+   * resources of its share of the largest size (a host's mean of shares is at least their minimum).
+   */
+  leastShare(vmLoad: readonly number[]): number {
+    if (this.maxSize === undefined) {
+      this.maxSize = [];
+      for (let r = 0; r < U; r++) {
+        let mx = 0;
+        for (let i = 0; i < this.n; i++) if (this.active[i] && this.size[i * U + r]! > mx) mx = this.size[i * U + r]!;
+        this.maxSize.push(mx);
+      }
+    }
+    let least = Infinity;
+    for (let r = 0; r < U; r++) {
+      const mx = this.maxSize[r]!;
+      least = Math.min(least, mx > 0 ? vmLoad[r]! / mx : 0);
+    }
+    return least === Infinity ? 0 : least;
+  }
+
   /** Utilisation of host i with `sign` × `vmLoad` added (sign 0 or vmLoad undefined: as it is). */
   utilWith(i: number, sign: number, vmLoad: readonly number[] | undefined): number {
     let sum = 0;
@@ -517,7 +543,7 @@ class Model {
     return this.sigmaOf(this.s1, this.s2);
   }
 
-  private sigmaOf(s1: number, s2: number): number {
+  sigmaOf(s1: number, s2: number): number {
     if (this.nPop === 0) return 0;
     const mean = s1 / this.nPop;
     return Math.sqrt(Math.max(0, s2 / this.nPop - mean * mean));
@@ -673,6 +699,48 @@ class Model {
     this.vms[j]!.moved = wasMoved;
   }
 
+  /**
+   * The std-dev recomputed from the current snapshots and VM placements rather than carried
+   * through the incremental sums (for the plan's final figure; O(hosts + VMs)).
+   */
+  freshSigma(): number {
+    const load = new Float64Array(this.n * U);
+    if (this.metric === "allocation") {
+      for (let i = 0; i < this.n; i++) {
+        load[i * U] = this.hosts[i]!.allocated.vcpus;
+        load[i * U + 1] = this.hosts[i]!.allocated.memoryMib;
+      }
+    } else {
+      for (let i = 0; i < this.n; i++) {
+        load[i * U] = this.hosts[i]!.allocated.vcpus;
+        load[i * U + 1] = this.hosts[i]!.allocated.memoryMib;
+      }
+      for (const rec of this.vms) {
+        const q = rec.vm.request.resources;
+        const at = rec.host * U;
+        load[at] = load[at]! + rec.load[0]! - q.vcpus;
+        load[at + 1] = load[at + 1]! + rec.load[1]! - q.memoryMib;
+      }
+    }
+    let s1 = 0;
+    let s2 = 0;
+    for (let i = 0; i < this.n; i++) {
+      if (!this.pop[i]) continue;
+      let sum = 0;
+      let k = 0;
+      for (let r = 0; r < U; r++) {
+        const sz = this.size[i * U + r]!;
+        if (!(sz > 0)) continue;
+        sum += load[i * U + r]! / sz;
+        k++;
+      }
+      const u = k === 0 ? 0 : sum / k;
+      s1 += u;
+      s2 += u * u;
+    }
+    return this.sigmaOf(s1, s2);
+  }
+
   /** The input as it is after the moves applied so far (for the final figure). */
   inputAfter(input: RebalanceInput): RebalanceInput {
     return { hosts: this.hosts, vms: input.vms.map((vm, j) => (this.vms[j]!.moved ? { ...vm, hostId: this.ids[this.vms[j]!.host]! } : vm)) };
@@ -686,7 +754,10 @@ class Model {
  */
 class UtilOrder {
   readonly order: number[] = [];
+  /** Hosts taken out for good (done as sources, or at their move budget): remove / insert skip them. */
+  private readonly retired: Uint8Array;
   constructor(private readonly m: Model) {
+    this.retired = new Uint8Array(m.n);
     for (let i = 0; i < m.n; i++) if (m.active[i]) this.order.push(i);
     this.order.sort((a, b) => this.cmp(a, b));
   }
@@ -706,14 +777,19 @@ class UtilOrder {
     return lo;
   }
   remove(i: number): void {
-    if (!this.m.active[i]) return;
+    if (!this.m.active[i] || this.retired[i]) return;
     const at = this.lowerBound(i);
     if (this.order[at] !== i) throw new Error(`rebalance: host index ${i} is not where its utilisation says`);
     this.order.splice(at, 1);
   }
   insert(i: number): void {
-    if (!this.m.active[i]) return;
+    if (!this.m.active[i] || this.retired[i]) return;
     this.order.splice(this.lowerBound(i), 0, i);
+  }
+  /** Takes host i out of the order for the rest of the plan. */
+  retire(i: number): void {
+    this.remove(i);
+    this.retired[i] = 1;
   }
 }
 
@@ -754,7 +830,10 @@ function planBalance(m: Model, o: Resolved, moves: RebalanceMove[]): string {
     }
     const found = balanceMoveFrom(m, o, s, order, ceiling, sigma);
     if (found === undefined) {
+      // Done as a source; above the band it is no target either: out of the order, so that later
+      // scans do not walk past it again.
       done[s] = 1;
+      order.retire(s);
       continue;
     }
     const { j, t, after } = found;
@@ -766,6 +845,9 @@ function planBalance(m: Model, o: Resolved, moves: RebalanceMove[]): string {
     m.apply(j, t);
     order.insert(s);
     order.insert(t);
+    // A host at its move budget is neither source nor target any more.
+    if (m.atBudget(s, o)) order.retire(s);
+    if (m.atBudget(t, o)) order.retire(t);
     moves.push({
       vmId: rec.vm.id,
       vmName: rec.vm.name,
@@ -835,9 +917,12 @@ function balanceMoveFrom(
       pins.sort((a, b) => m.u[a]! - m.u[b]! || a - b);
       for (const t of pins) if (feasible.length < TARGET_WINDOW) consider(t);
     } else {
+      // Coldest first; past the host whose utilisation plus the least this VM can add to any host
+      // (its share of the largest host) is above the ceiling, no host can take it within the band.
+      const least = m.leastShare(rec.load);
       let scanned = 0;
       for (const t of order.order) {
-        if (m.u[t]! > ceiling || feasible.length >= TARGET_WINDOW || scanned >= SCAN_CAP) break;
+        if (m.u[t]! + least > ceiling || feasible.length >= TARGET_WINDOW || scanned >= SCAN_CAP) break;
         scanned++;
         consider(t);
       }
@@ -862,6 +947,8 @@ interface Step {
   readonly empties: number;
   /** The host it was to go to first and that this plan empties too (the move re-routed), if any. */
   through?: number;
+  /** The std-dev after this move as simulated (valid while no move was re-routed). */
+  sigmaAfter: number;
 }
 
 /**
@@ -899,6 +986,7 @@ function planConsolidate(m: Model, o: Resolved, moves: RebalanceMove[]): string 
   const freed = new Uint8Array(m.n);
   const defaultFilters = m.filters.every((f) => DEFAULT_PIPELINE.filters.includes(f));
   let budgetCut: string | undefined;
+  let rerouted = false;
   let skippedFree = 0;
   let failed = 0;
   for (let changed = true; changed; ) {
@@ -940,7 +1028,7 @@ function planConsolidate(m: Model, o: Resolved, moves: RebalanceMove[]): string 
       for (let r = 0; r < R; r++) free[r] = free[r]! - allocatableAt(c, r);
       freed[c] = 1;
       changed = true;
-      for (const { j, to } of done) {
+      for (const { j, to, sigmaAfter } of done) {
         const p = stepOf[j]!;
         if (p >= 0) {
           // Re-routed: X → c becomes X → to, moved to the end; c is not touched by it.
@@ -950,22 +1038,24 @@ function planConsolidate(m: Model, o: Resolved, moves: RebalanceMove[]): string 
           m.movesAt[c] = m.movesAt[c]! - 2;
           step.to = to;
           step.through = c;
+          rerouted = true;
           stepOf[j] = steps.length;
           steps.push(step);
         } else {
           stepOf[j] = steps.length;
-          steps.push({ j, from: origin[j]!, to, empties: c });
+          steps.push({ j, from: origin[j]!, to, empties: c, sigmaAfter });
         }
       }
     }
   }
-  // The figures after each move, replayed in plan order on a fresh model (re-routing moved moves).
-  const replay = new Model(m.input, m.options, m.metric, undefined, m.pipeline);
+  // The figures after each move: as simulated, or, when a move was re-routed (the order changed),
+  // replayed in plan order on a fresh model.
+  const replay = rerouted ? new Model(m.input, m.options, m.metric, undefined, m.pipeline) : undefined;
   const count = new Map<number, number>();
   for (const st of steps) count.set(st.empties, (count.get(st.empties) ?? 0) + 1);
   const seen = new Map<number, number>();
   for (const st of steps) {
-    replay.apply(st.j, st.to);
+    replay?.apply(st.j, st.to);
     const rec = m.vms[st.j]!;
     const k = count.get(st.empties)!;
     const n = (seen.get(st.empties) ?? 0) + 1;
@@ -979,7 +1069,7 @@ function planConsolidate(m: Model, o: Resolved, moves: RebalanceMove[]): string 
       reason: `consolidate: empties ${m.ids[st.empties]} (move ${n} of ${k}) onto ${m.ids[st.to]}, best fit${via}`,
       benefit: 1 / k,
       costGiB: rec.costGiB,
-      imbalanceAfter: replay.sigma(),
+      imbalanceAfter: replay === undefined ? st.sigmaAfter : replay.sigma(),
     });
   }
   if (budgetCut !== undefined) return budgetCut;
@@ -1021,13 +1111,13 @@ function emptyHost(
   c: number,
   order: UtilOrder,
   weights: Readonly<Record<string, number>>,
-): { j: number; to: number }[] | undefined {
+): { j: number; to: number; sigmaAfter: number }[] | undefined {
   const vms = [...m.onHost[c]!].sort((a, b) => {
     const x = m.vms[a]!.vm.request.resources;
     const y = m.vms[b]!.vm.request.resources;
     return y.memoryMib - x.memoryMib || y.vcpus - x.vcpus || y.diskGib - x.diskGib || compareIds(m.vms[a]!.vm.id, m.vms[b]!.vm.id);
   });
-  const done: { j: number; to: number; wasMoved: boolean }[] = [];
+  const done: { j: number; to: number; wasMoved: boolean; sigmaAfter: number }[] = [];
   const move = (j: number, from: number, to: number, back: boolean, wasMoved: boolean): void => {
     order.remove(from);
     order.remove(to);
@@ -1064,7 +1154,7 @@ function emptyHost(
     const to = m.best(feasible, ctx, weights);
     const wasMoved = rec.moved;
     move(j, c, to, false, wasMoved);
-    done.push({ j, to, wasMoved });
+    done.push({ j, to, wasMoved, sigmaAfter: m.sigma() });
   }
   return done;
 }
@@ -1082,6 +1172,16 @@ function enabledFilters(pipeline: Pipeline, options: ResolvedSchedulerOptions): 
     if (!f) throw invalidArgument(`scheduler.filters[${i}]`, `unknown filter '${name}' (known: ${pipeline.filters.map((x) => x.name).join(", ")})`);
     return f;
   });
+}
+
+/** The quick form of {@link checkRequest}, for the common case: true when it would not throw. */
+function wellFormed(request: PlacementRequest): boolean {
+  const r = request?.resources;
+  if (r === undefined || r === null) return false;
+  const ok = (v: unknown): boolean => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+  if (!ok(r.vcpus) || !ok(r.memoryMib) || !ok(r.diskGib)) return false;
+  const g = request.group;
+  return g === undefined || (typeof g.name === "string" && g.name !== "" && GROUP_POLICIES.includes(g.policy));
 }
 
 function checkRequest(request: PlacementRequest, field: string): void {
