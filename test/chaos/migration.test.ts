@@ -208,4 +208,19 @@ describeWithEtcd("chaos: live migration", () => {
     await c.withLeader((cl) => cl.updateClusterConfig({ config: {} }));
     await c.checkInvariants();
   });
+
+  it("consolidates: the hosts the plan says it frees hold no VM once it is applied", async () => {
+    const { plan } = await c.withLeader((cl) => cl.planRebalance({ goal: RebalanceGoal.REBALANCE_GOAL_CONSOLIDATE, maxMoves: 40, metric: RebalanceMetric.REBALANCE_METRIC_ALLOCATION }));
+    expect(plan!.freedHosts.length, plan!.note).toBeGreaterThan(0);
+    const applied = await c.withLeader((cl) => cl.applyRebalance({ plan }));
+    expect(applied.skipped).toEqual([]);
+    await waitFor("the consolidation's migrations done", async () => {
+      const all = await Promise.all(plan!.moves.map((m) => migrationOf(m.vmName)));
+      return all.every(ended) ? all : undefined;
+    }, 60_000, 100);
+    const vms = await c.vms();
+    for (const h of plan!.freedHosts) expect(vms.filter((v) => v.hostId === h).map((v) => v.spec?.name), h).toEqual([]);
+    expect(vms.every((v) => v.status?.phase === VmPhase.VM_PHASE_RUNNING)).toBe(true);
+    await c.checkInvariants();
+  });
 });
