@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import {
   DesiredState,
   DomainState,
+  DrainDeadlineAction,
   DrainPhase,
   HostState,
   MigrationPhase,
@@ -317,6 +318,10 @@ export class MigrationManager {
     for (const m of state.allMigrations()) {
       if (this.stopped) return;
       if (!isActiveMigration(m)) {
+        // Answers and progress matter only while it runs.
+        this.results.delete(m.id);
+        this.progress.delete(m.id);
+        this.waitingWhy.delete(m.id);
         await this.collect(m, now);
         continue;
       }
@@ -557,7 +562,7 @@ export class MigrationManager {
       phase: DrainPhase.DRAIN_PHASE_DRAINING,
       requestedAtMs: now,
       deadlineAtMs: deadlineMs > 0 ? now + deadlineMs : 0,
-      onDeadline: onDeadline || 1,
+      onDeadline: onDeadline || DrainDeadlineAction.DRAIN_DEADLINE_ACTION_LEAVE,
       finishedAtMs: 0,
       toMove: 0,
       moved: 0,
