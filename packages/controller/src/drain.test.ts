@@ -58,6 +58,10 @@ describe("planDrain", () => {
   it("is DRAINED once no VM that should run is left on the host", () => {
     const step = planDrain("h1", drain(), [on(vm("s", DesiredState.DESIRED_STATE_STOPPED))], 5, 2_000);
     expect(step.status).toMatchObject({ phase: DrainPhase.DRAIN_PHASE_DRAINED, finishedAtMs: 2_000 });
+    // Once ended, the figures still say what it did: 5 moved of 5.
+    const after = planDrain("h1", step.status!, [on(vm("s", DesiredState.DESIRED_STATE_STOPPED))], 5, 3_000);
+    expect(after.figures).toEqual({ toMove: 5, moved: 5, inFlight: 0, failed: 0, staying: 1 });
+    expect([after.migrate, after.stop, after.status]).toEqual([[], [], undefined]);
   });
 
   it("at the deadline: cancels pending moves, lets those in flight finish, then stops or leaves the rest", () => {

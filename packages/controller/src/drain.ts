@@ -54,7 +54,13 @@ export function planDrain(hostId: string, drain: DrainStatus, onHost: readonly D
   const step: DrainStep = { migrate: [], stop: [], cancel: [], status: undefined, figures: { toMove: 0, moved: movedAway, inFlight: 0, failed: 0, staying: 0 } };
   const f = step.figures;
   if (drain.phase !== DrainPhase.DRAIN_PHASE_DRAINING) {
-    for (const { vm } of onHost) if (!wantsToRun(vm)) f.staying++;
+    // Ended: the figures only (moved out of all there were to move).
+    for (const { vm } of onHost) {
+      if (vm.desiredState === DesiredState.DESIRED_STATE_DELETED) continue;
+      if (wantsToRun(vm)) f.toMove++;
+      else f.staying++;
+    }
+    f.toMove += movedAway;
     return step;
   }
   const pastDeadline = drain.deadlineAtMs > 0 && nowMs >= drain.deadlineAtMs;
