@@ -1,11 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode, isBerthError } from "@berth/core";
 import {
+  allocatable,
   checkMove,
   hostUtilisations,
   imbalanceOf,
   planRebalance,
   resolveSchedulerOptions,
+  utilisation,
   withoutPlacement,
   withPlacement,
   type HostSnapshot,
@@ -61,6 +63,20 @@ describe("imbalanceOf", () => {
     const u0 = (32 / 64 + 32768 / 64512) / 2;
     expect(hostUtilisations(input, spread, "allocation")).toEqual({ "h-0": u0, "h-1": 0 });
     expect(imbalanceOf(input, spread, "allocation")).toBeCloseTo(u0 / 2, 12);
+  });
+
+  it("uses the one definition, utilisation(), that the benchmark and the controller can call", () => {
+    const input = cluster([host("h-0", { allocationRatio: { vcpus: 2 } }), host("h-1")], [
+      { id: "a", on: "h-0", vcpus: 3, mib: 5000 },
+      { id: "b", on: "h-1", vcpus: 7, mib: 100 },
+    ]);
+    const u = hostUtilisations(input, spread, "allocation");
+    for (const h of input.hosts) {
+      const a = allocatable(h, spread);
+      expect(u[h.id]).toBe(utilisation([h.allocated.vcpus, h.allocated.memoryMib], [a.vcpus, a.memoryMib]));
+    }
+    expect(utilisation([1, 1], [0, 4])).toBe(0.25); // a resource the host has none of does not count
+    expect(utilisation([0, 0], [0, 0])).toBe(0);
   });
 
   it("on usage: measured use over physical capacity, a VM without usage at its request", () => {
