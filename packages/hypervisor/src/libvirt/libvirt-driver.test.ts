@@ -457,6 +457,55 @@ describe("LibvirtDriver (simulated virsh)", () => {
       expect(sim.domains.has(A)).toBe(true);
       expect(sim.volumes.size).toBe(1);
     });
+
+    describe("abortMigration on a destination whose domain is still arriving (paused: migrating)", () => {
+      /** prepareIncoming, then the domain arriving: paused (reason migrating), transient. */
+      const arrivingHere = async () => {
+        const sim = new SimVirsh();
+        const driver = new LibvirtDriver({ runner: sim.runner, storagePool: "vms" }, { abortTimeoutMs: 2_000 });
+        await driver.prepareIncoming(spec());
+        await driver.define(spec());
+        Object.assign(sim.domains.get(A)!, { persistent: false, state: 3, reason: 2 });
+        sim.commands.length = 0;
+        return { sim, driver };
+      };
+
+      it("waits until the source's abort has removed it, then deletes the prepared volume (no domjobabort: libvirt cannot abort an incoming migration)", async () => {
+        const { sim, driver } = await arrivingHere();
+        setTimeout(() => sim.domains.delete(A), 300);
+        await driver.abortMigration(A);
+        expect(sim.domains.has(A)).toBe(false);
+        expect(sim.volumes.size).toBe(0);
+        expect(names(sim)).not.toContain("domjobabort");
+        expect(names(sim)).not.toContain("destroy");
+      });
+
+      it("also waits out the moment its transient domain is shut off but not yet removed", async () => {
+        const { sim, driver } = await arrivingHere();
+        setTimeout(() => Object.assign(sim.domains.get(A)!, { state: 5, reason: 5 }), 200);
+        setTimeout(() => sim.domains.delete(A), 600);
+        await driver.abortMigration(A);
+        expect(sim.domains.has(A)).toBe(false);
+        expect(sim.volumes.size).toBe(0);
+      });
+
+      it("keeps a domain that arrived meanwhile (the switchover won), volume and all", async () => {
+        const { sim, driver } = await arrivingHere();
+        setTimeout(() => Object.assign(sim.domains.get(A)!, { persistent: true, state: 1, reason: 1 }), 300);
+        await driver.abortMigration(A);
+        expect(sim.domains.get(A)?.state).toBe(1);
+        expect(sim.volumes.size).toBe(1);
+        expect(names(sim)).not.toContain("destroy");
+      });
+
+      it("still arriving at the abort's time limit: FAILED_PRECONDITION, nothing removed", async () => {
+        const { sim, driver } = await arrivingHere();
+        await expect(driver.abortMigration(A)).rejects.toMatchObject({ code: "FAILED_PRECONDITION", message: expect.stringMatching(/still arriving/) });
+        expect(sim.domains.has(A)).toBe(true);
+        expect(sim.volumes.size).toBe(1);
+        expect(names(sim)).not.toContain("domjobabort");
+      });
+    });
   });
 
   it("turns the event stream into DriverEvents: prefix filter, name → vmId, spurious resume dropped, outage reported", async () => {

@@ -66,6 +66,8 @@ const PROGRESS_TIMEOUT_MS = 10_000;
 const MIGRATE_BACKSTOP_MS = 10_000;
 /** virDomainPausedReason VIR_DOMAIN_PAUSED_MIGRATION: an incoming domain until its migration ends. */
 const PAUSED_MIGRATION = 2;
+/** Paused by a migration under way: an incoming domain until it ends (or a source at its switchover). */
+const arriving = (snap: Snapshot): boolean => snap.state === LibvirtState.Paused && snap.reason === PAUSED_MIGRATION;
 /** Pool types whose volumes both hosts see (the disk is not copied). */
 const SHARED_POOL_TYPES = new Set(["netfs", "gluster", "rbd", "sheepdog", "iscsi", "iscsi-direct", "scsi", "mpath", "vstorage"]);
 
@@ -656,7 +658,7 @@ export class LibvirtDriver implements HypervisorDriver {
     return this.locked(vmId, async () => {
       const snap = await this.get(vmId);
       const id = snap.domain.vmId;
-      if (snap.state === LibvirtState.Paused && snap.reason === PAUSED_MIGRATION) {
+      if (arriving(snap)) {
         throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is still arriving (paused: migrating); finish it once the source's migrateOut has returned`);
       }
       const info = await this.virsh.run(["dominfo", id]);
@@ -678,7 +680,14 @@ export class LibvirtDriver implements HypervisorDriver {
    * that comes before the job began still counts); either `migrateOut` fails with
    * FAILED_PRECONDITION unless the switchover had happened. Each `domjobabort` is bounded by 30 s
    * (libvirt can hang on an unresponsive QEMU monitor): past it, DEADLINE_EXCEEDED.
-   * Destination (no domain here): deletes the volume `prepareIncoming` created. Idempotent.
+   * Destination (no domain here): deletes the volume `prepareIncoming` created. A domain still
+   * arriving (paused: migrating; only the destination of a migration sees it so, or a source
+   * with no `migrateOut` of this driver at its switchover) is waited for, within the abort time
+   * limit: libvirt cannot abort an incoming migration (`domjobabort` there waits for the job lock
+   * the migration holds, then fails), and destroying it could lose a domain that has just
+   * switched over; the source's abort (or its switchover) ends it. Then what is here decides:
+   * nothing, the volume is deleted; the domain, it stays. Still arriving at the limit:
+   * FAILED_PRECONDITION (to be asked again). Idempotent.
    */
   async abortMigration(vmId: string): Promise<void> {
     this.ensureOpen();
@@ -692,13 +701,34 @@ export class LibvirtDriver implements HypervisorDriver {
     }
     await this.fenced();
     return this.locked(vmId, async () => {
-      const snap = await this.lookup(vmId);
+      let snap = await this.lookup(vmId);
+      if (snap && arriving(snap)) snap = await this.untilArrivalEnds(vmId, snap);
       if (snap) {
         if (isActive(snap.state)) await this.domjobabort(snap.domain?.vmId ?? vmId.toLowerCase());
         return;
       }
       await this.removeVolume(vmId);
     });
+  }
+
+  /**
+   * Waits, within the abort time limit, until the domain is no longer arriving (paused:
+   * migrating), nor a transient one stopped by the failed arrival and not yet removed by libvirt:
+   * resolves it as it is then (undefined: gone). FAILED_PRECONDITION past the limit.
+   */
+  private async untilArrivalEnds(vmId: string, snap: Snapshot): Promise<Snapshot | undefined> {
+    const deadline = performance.now() + this.abortTimeoutMs;
+    const ending = async (s: Snapshot): Promise<boolean> =>
+      arriving(s) || (!isActive(s.state) && /^Persistent:\s*no/m.test((await this.virsh.exec(["dominfo", vmId.toLowerCase()])).stdout));
+    let now: Snapshot | undefined = snap;
+    while (now && (await ending(now))) {
+      if (performance.now() >= deadline) {
+        throw new BerthError(ErrorCode.FailedPrecondition, `domain ${now.name} is still arriving (paused: migrating) after ${this.abortTimeoutMs} ms; its migration ends at the source (abort it there)`);
+      }
+      await sleep(ABORT_RETRY_MS);
+      now = await this.lookup(vmId);
+    }
+    return now;
   }
 
   /**
