@@ -244,6 +244,14 @@ export async function removeDomains(namePrefix: string, storagePool = TEST_POOL,
 export interface SecondLibvirtd {
   /** Its connection URI: `qemu+unix:///system?socket=<its socket>`. */
   uri: string;
+  /**
+   * The system libvirtd's URI as this daemon reaches it, for a migration the other way (this
+   * daemon's peer-to-peer connection to the system one): in its mount namespace /run/libvirt is its
+   * own, so the system daemon's run directory is bind-mounted at `<dir>/system-run` there first;
+   * `qemu+unix:///system?socket=<dir>/system-run/libvirt-sock`. Only works from inside that
+   * namespace (outside, the directory is empty): it is for this daemon, not for clients.
+   */
+  systemUri: string;
   /** The host UUID it reports (the system libvirtd's differs, so libvirt allows a migration between them). */
   hostUuid: string;
   /** A dir pool named {@link TEST_POOL}, like the system daemon's but in another directory. */
@@ -295,6 +303,8 @@ export async function startSecondLibvirtd(): Promise<SecondLibvirtd> {
   for (const d of Object.values(LIBVIRT_DIRS)) mkdirSync(d, { recursive: true });
   const poolDir = join(dir, "pool");
   mkdirSync(poolDir, { mode: 0o755 });
+  const systemRun = join(dir, "system-run");
+  mkdirSync(systemRun, { mode: 0o755 });
   const hostUuid = randomUUID();
   const logFile = join(dir, "libvirtd.log");
   const pidFile = join(dir, "libvirtd.pid");
@@ -302,6 +312,8 @@ export async function startSecondLibvirtd(): Promise<SecondLibvirtd> {
   writeFileSync(join(own.etc, "qemu.conf"), ['stdio_handler = "file"', "cgroup_controllers = [ ]", ""].join("\n"));
   const script = [
     "set -e",
+    // Before its own /run/libvirt hides the system daemon's socket from it (see `systemUri`).
+    `mount --bind '${LIBVIRT_DIRS.run}' '${systemRun}'`,
     ...Object.entries(LIBVIRT_DIRS).map(([k, target]) => `mount --bind '${own[k as keyof typeof LIBVIRT_DIRS]}' '${target}'`),
     `exec libvirtd -d --config '${join(own.etc, "libvirtd.conf")}' --pid-file '${pidFile}'`,
   ].join("\n");
@@ -316,6 +328,7 @@ export async function startSecondLibvirtd(): Promise<SecondLibvirtd> {
   };
   const daemon: SecondLibvirtd = {
     uri,
+    systemUri: `qemu+unix:///system?socket=${join(systemRun, "libvirt-sock")}`,
     hostUuid,
     storagePool: TEST_POOL,
     dir,
