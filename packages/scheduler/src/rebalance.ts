@@ -256,7 +256,7 @@ export function checkMove(
  * population, averaged over vCPU and memory: a number no move changes. Repeatedly, from the most
  * utilised host above L + `threshold`, it moves the VM that lowers the std-dev most to a host it
  * leaves at or below L + `threshold`; the target is ranked among the feasible coldest hosts
- * (TARGET_WINDOW of them) by the scheduler's weighers at the configured weights, scored as placeVm
+ * (the first 8) by the scheduler's weighers at the configured weights, scored as placeVm
  * scores (what the scheduler would pick among them). A move must lower the std-dev, by at least
  * `minBenefitPerGiB` × its GiB. It stops at `threshold`, at the budget, or when no host above the
  * band can shed a VM. Why the band: a host that receives ends at or below L + threshold and only
@@ -267,7 +267,8 @@ export function checkMove(
  * listed, movable and finds a target (a simulated re-pack through the filters, all or nothing per
  * host, within the budgets), onto hosts that hold VMs (never onto an empty one), chosen by best fit
  * as the pack preset scores it (the pipeline's `alignedFit` weigher, always steered by the fleet's
- * demand direction, plus `groupAffinity` at its configured weight) among the fullest feasible ones. It keeps at least `minFreeFraction` of the population's allocatable (per
+ * demand direction, plus `groupAffinity` at its configured weight) among the first 8 feasible of
+ * the fullest hosts. It keeps at least `minFreeFraction` of the population's allocatable (per
  * resource) free on the hosts that hold VMs. When it empties a host that an earlier move of the
  * plan filled, that move is re-routed (the VM goes straight to where it ends, still one move).
  * When no budget bound the plan (`budgetBound: false`), planning again on the applied snapshot
@@ -764,11 +765,6 @@ class Model {
       s2 += u * u;
     }
     return this.sigmaOf(s1, s2);
-  }
-
-  /** The input as it is after the moves applied so far (for the final figure). */
-  inputAfter(input: RebalanceInput): RebalanceInput {
-    return { hosts: this.hosts, vms: input.vms.map((vm, j) => (this.vms[j]!.moved ? { ...vm, hostId: this.ids[this.vms[j]!.host]! } : vm)) };
   }
 }
 
