@@ -16,6 +16,7 @@ const createCommand = (leaderEpoch: number, fence = false): Command => ({
   commandId: "c1",
   vmId,
   generation: 1,
+  migrationId: "",
   leaderEpoch,
   action: { $case: "create", value: { name: "web-1", resources, start: true, fence } },
 });

@@ -4,7 +4,7 @@
  */
 import { credentials, Metadata, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
 import { pino } from "pino";
-import { AgentMessage, AgentServiceClient, ClusterServiceClient, type Command, type CommandResult, type ControllerMessage, type Domain, type Hello } from "@berth/api";
+import { AgentMessage, AgentServiceClient, ClusterServiceClient, type DeepPartial, type Command, type CommandResult, type ControllerMessage, type Domain, type Hello } from "@berth/api";
 import { deadlineIn, grpcClientOptions } from "@berth/core";
 import type { MemoryStore } from "@berth/store";
 import { Controller } from "./controller.js";
@@ -60,7 +60,8 @@ export interface RawAgent {
   /** Every message received, in order. */
   received: ControllerMessage[];
   commands(): Command[];
-  send(message: AgentMessage["msg"]): void;
+  /** Any message; fields left out take their proto defaults. */
+  send(message: DeepPartial<AgentMessage>["msg"]): void;
   close(): void;
 }
 
