@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DesiredState, DomainState, VmPhase, VmSpec, VmStatus, type Domain, type Vm } from "@berth/api";
-import { desiredAction, observedStatus, planHostCommands, recordFailure, sameStatus, type HostPlan, type HostPlanContext } from "./reconcile.js";
+import { desiredAction, migratingStatus, observedStatus, planHostCommands, recordFailure, sameStatus, type HostPlan, type HostPlanContext } from "./reconcile.js";
 
 const resources = { vcpus: 1, memoryMib: 512, diskGib: 1 };
 function vm(id: string, desiredState: DesiredState, generation = 1, forceStop = false): Vm {
@@ -64,6 +64,21 @@ describe("planHostCommands", () => {
     expect(summary(plan)).toEqual(["moved:delete:3"]);
     expect(plan.orphans).toEqual([]);
   });
+  it("leaves a VM in flight to its migration: not recreated on its source, its arriving domain neither an orphan nor a superseded copy", () => {
+    const inFlight = (id: string): boolean => id === "m";
+    // The source: the domain has left; the record still names this host.
+    const source = planHostCommands([vm("m", R)], new Map(), context({ inFlight }));
+    expect(source).toEqual({ commands: [], orphans: [], nextRetryAtMs: undefined });
+    // The target: the domain is here, the record places it elsewhere.
+    const target = planHostCommands([], new Map([["m", domain("m", DomainState.DOMAIN_STATE_RUNNING)]]), context({ inFlight, placedElsewhere: () => true }));
+    expect(target).toEqual({ commands: [], orphans: [], nextRetryAtMs: undefined });
+  });
+  it("keeps a domain that a failed migration may have left as the only copy: an orphan, never deleted", () => {
+    const inventory = new Map([["m", domain("m", DomainState.DOMAIN_STATE_RUNNING)]]);
+    const plan = planHostCommands([], inventory, context({ placedElsewhere: () => true, mayBeOnlyCopy: (id) => id === "m" }));
+    expect(plan.commands).toEqual([]);
+    expect(plan.orphans.map((d) => d.vmId)).toEqual(["m"]);
+  });
   it("plans nothing for a host in sync", () => {
     expect(planHostCommands([vm("a", R)], new Map([["a", domain("a", DomainState.DOMAIN_STATE_RUNNING)]]), context())).toEqual({ commands: [], orphans: [], nextRetryAtMs: undefined });
   });
@@ -121,5 +136,14 @@ describe("observedStatus", () => {
     expect(sameStatus(a, { ...a, updatedAtMs: 99 })).toBe(true);
     expect(sameStatus(a, { ...a, phase: VmPhase.VM_PHASE_RUNNING })).toBe(false);
     expect(sameStatus(undefined, a)).toBe(false);
+  });
+});
+
+describe("migratingStatus", () => {
+  it("says where the VM goes and how far, keeping what was observed", () => {
+    const vm = { id: "v", status: { phase: VmPhase.VM_PHASE_RUNNING, domainState: DomainState.DOMAIN_STATE_RUNNING, observedGeneration: 4, message: "", updatedAtMs: 1, attempts: 2, errorCode: "X", nextAttemptAtMs: 9, permanent: false } } as unknown as Vm;
+    const status = migratingStatus(vm, undefined, { targetHost: "h2", phase: "migrating" }, 50);
+    expect(status).toEqual({ phase: VmPhase.VM_PHASE_MIGRATING, domainState: DomainState.DOMAIN_STATE_RUNNING, observedGeneration: 4, message: "migrating to h2 (migrating)", updatedAtMs: 50, attempts: 0, errorCode: "", nextAttemptAtMs: 0, permanent: false });
+    expect(migratingStatus(vm, undefined, undefined, 50).message).toBe("migrated");
   });
 });

@@ -232,6 +232,25 @@ export function observedStatus(
   };
 }
 
+/**
+ * The status of a VM a migration holds: MIGRATING, with where it goes and the migration's phase
+ * (`migration` undefined: the migration has just completed and the VM's record is on its way).
+ * The domain state is the source's while it has the domain. Pure.
+ */
+export function migratingStatus(vm: Vm, domain: Domain | undefined, migration: { targetHost: string; phase: string } | undefined, nowMs: number): VmStatus {
+  return {
+    ...(vm.status ?? { observedGeneration: 0 }),
+    phase: VmPhase.VM_PHASE_MIGRATING,
+    domainState: domain?.state ?? vm.status?.domainState ?? DomainState.DOMAIN_STATE_UNSPECIFIED,
+    message: migration ? `migrating to ${migration.targetHost} (${migration.phase})` : "migrated",
+    updatedAtMs: nowMs,
+    attempts: 0,
+    errorCode: "",
+    nextAttemptAtMs: 0,
+    permanent: false,
+  };
+}
+
 /** True when two statuses say the same thing (the timestamp aside). */
 export function sameStatus(a: VmStatus | undefined, b: VmStatus): boolean {
   return (

@@ -1,4 +1,4 @@
-import { DesiredState, HostFailurePolicy, HostState, MigrationPhase, VmPhase, VmStatus } from "@berth/api";
+import { DesiredState, HostFailurePolicy, HostState, MigrationPhase } from "@berth/api";
 import { isBerthError, ErrorCode } from "@berth/core";
 import type { Txn } from "@berth/store";
 import type { Logger } from "pino";
@@ -9,7 +9,7 @@ import type { FencedWriter } from "./fenced-writer.js";
 import { encodeGroup, encodeVm } from "./keys.js";
 import { failurePolicyOf } from "./failover.js";
 import { normalState } from "./host-lifecycle.js";
-import { observedStatus, planHostCommands, sameStatus } from "./reconcile.js";
+import { migratingStatus, observedStatus, planHostCommands, sameStatus } from "./reconcile.js";
 
 export interface ReconcilerDeps {
   state: ClusterState;
@@ -144,17 +144,7 @@ export class Reconciler {
       }
       const status =
         held && believed
-          ? VmStatus.fromPartial({
-              ...vm.status,
-              phase: VmPhase.VM_PHASE_MIGRATING,
-              domainState: domain?.state ?? vm.status?.domainState ?? 0,
-              message: migration ? `migrating to ${migration.targetHost} (${PHASE_NAMES[migration.phase]})` : "migrated",
-              updatedAtMs: now,
-              attempts: 0,
-              errorCode: "",
-              nextAttemptAtMs: 0,
-              permanent: false,
-            })
+          ? migratingStatus(vm, domain, migration && { targetHost: migration.targetHost, phase: PHASE_NAMES[migration.phase] }, now)
           : observedStatus(vm, believed, domain, believed ? session.failures.get(vm.id) : undefined, now, believed ? "" : awayMessage(hostState));
       if (!sameStatus(vm.status, status)) {
         writes.push({ compare: guard, ops: [{ type: "put", key: kv.key, value: encodeVm({ ...vm, status }) }] });
