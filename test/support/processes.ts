@@ -6,6 +6,8 @@ const root = fileURLToPath(new URL("../..", import.meta.url));
 /** Built entry points (the test script builds before running the suites). */
 export const CONTROLLER_BIN = `${root}packages/controller/dist/main.js`;
 export const AGENT_BIN = `${root}packages/agent/dist/main.js`;
+/** berth-sim: many hollow agents (in-memory fake hypervisors) in one process. */
+export const SIM_BIN = `${root}packages/agent/dist/sim-main.js`;
 export const CLI_BIN = `${root}packages/cli/dist/main.js`;
 
 /** A free TCP port on the loopback interface. */

@@ -26,6 +26,7 @@ import { fakeMigrationProgress, fakeMigrationTimeToSend, planFakeMigration } fro
 import { DEFAULT_LOAD_PROFILE, demandAt, integrateDemand, validateLoadProfile, type LoadProfile } from "./fake-load.js";
 import {
   byVmId,
+  emptyStoredState,
   FAKE_STATE_FILE,
   fakeHandoffFile,
   fakeHandoffStatus,
@@ -43,6 +44,7 @@ import {
   volumeName,
   writeFileAtomic,
   ZERO_COUNTS,
+  type FakeHandoff,
   type FakeIncoming,
   type FakeOperationCounts,
   type FakeOutgoing,
@@ -104,8 +106,21 @@ export function sigkillSelf(): void {
 
 /** Configuration of a {@link FakeDriver}. */
 export interface FakeDriverOptions {
-  /** Directory holding the state file; created (with parents) if missing. One driver per directory. */
-  stateDir: string;
+  /**
+   * Directory holding the state file; created (with parents) if missing. One driver per directory.
+   * Required unless `persist` is false; then it is only the in-memory host's name (optional).
+   */
+  stateDir?: string;
+  /**
+   * false: the **in-memory mode** — the same semantics with no file: the state lives in this
+   * process's memory, nothing is read from or written to disk, and there is no control file (no
+   * polling; faults through {@link FakeDriver.faults} only). A driver opened again in this process
+   * with the same `stateDir` (here a name, default a fresh one) finds the host as the last one left
+   * it, as a restarted agent would; migrations go between in-memory hosts of one process (the
+   * target is `fake-memory://<name>`). What many simulated hosts in one process use (berth-sim).
+   * @default true (the state file in `stateDir`)
+   */
+  persist?: boolean;
   /** Physical capacity reported by `hostFacts()`; missing fields take {@link DEFAULT_FAKE_CAPACITY}. */
   capacity?: Partial<Resources>;
   /** Default "fake-cpu". */
@@ -157,7 +172,10 @@ export interface FakeDriverOptions {
 
 /** {@link FakeDriverOptions} with every default applied and every value checked (the clock aside). */
 export interface ResolvedFakeDriverOptions {
+  /** The state directory (absolute); in the in-memory mode, the host's name. */
   readonly stateDir: string;
+  /** false: the in-memory mode (no state file, no control file). */
+  readonly persist: boolean;
   readonly capacity: Readonly<Resources>;
   readonly cpuModel: string;
   readonly numaCells: readonly NumaCell[];
@@ -176,9 +194,14 @@ export interface ResolvedFakeDriverOptions {
  * (`fake_driver.capacity.memory_mib: must be ...`). Pure: no file system access.
  */
 export function resolveFakeDriverOptions(options: FakeDriverOptions): ResolvedFakeDriverOptions {
-  const stateDir: unknown = options.stateDir;
+  if (options.persist !== undefined && typeof options.persist !== "boolean") throw invalidArgument("fake_driver.persist", "must be a boolean");
+  const persist = options.persist ?? true;
+  const stateDir: unknown = persist ? options.stateDir : (options.stateDir ?? `memory-${randomUUID()}`);
   if (typeof stateDir !== "string" || stateDir.trim().length === 0) {
-    throw invalidArgument("fake_driver.state_dir", "is required (a directory for the fake hypervisor's state file)");
+    throw invalidArgument(
+      "fake_driver.state_dir",
+      persist ? "is required (a directory for the fake hypervisor's state file), unless persist is false" : "must be a non-empty name when given",
+    );
   }
   const capacity = { ...DEFAULT_FAKE_CAPACITY };
   const given: Partial<Resources> = options.capacity ?? {};
@@ -229,7 +252,8 @@ export function resolveFakeDriverOptions(options: FakeDriverOptions): ResolvedFa
   }
   const load = { ...DEFAULT_LOAD_PROFILE, ...(options.load === undefined ? {} : validateLoadProfile(options.load, "fake_driver.load")) };
   return Object.freeze({
-    stateDir: path.resolve(stateDir),
+    stateDir: persist ? path.resolve(stateDir) : stateDir,
+    persist,
     capacity: Object.freeze(capacity),
     cpuModel: text(options.cpuModel, "fake_driver.cpu_model", "fake-cpu"),
     numaCells: Object.freeze(numaCells.map((c) => Object.freeze(c))),
@@ -304,8 +328,8 @@ type CountedOperation = keyof FakeOperationCounts;
 export class FakeDriver implements HypervisorDriver {
   readonly kind = "fake";
   readonly options: ResolvedFakeDriverOptions;
-  /** Absolute path of the state file. */
-  readonly stateFile: string;
+  /** Absolute path of the state file; undefined in the in-memory mode. */
+  readonly stateFile: string | undefined;
   /** Fault injection: the API layer here, the control file `<stateDir>/fake-faults.json` the other. */
   readonly faults: FaultPlan;
 
@@ -348,14 +372,20 @@ export class FakeDriver implements HypervisorDriver {
     this.options = resolveFakeDriverOptions(options);
     this.clock = options.clock ?? realClock;
     this.onKill = options.onKill ?? sigkillSelf;
-    this.stateFile = fakeStateFile(this.options.stateDir);
-    try {
-      mkdirSync(this.options.stateDir, { recursive: true });
-    } catch (e) {
-      throw unavailable(`cannot create state directory ${this.options.stateDir}`, e);
+    let state: FakeStoredState;
+    if (this.options.persist) {
+      this.stateFile = fakeStateFile(this.options.stateDir);
+      try {
+        mkdirSync(this.options.stateDir, { recursive: true });
+      } catch (e) {
+        throw unavailable(`cannot create state directory ${this.options.stateDir}`, e);
+      }
+      removeStaleTempFiles(this.options.stateDir);
+      state = readStoredState(this.options.stateDir, this.clock.now());
+    } else {
+      this.stateFile = undefined;
+      state = memoryHost(this.options.stateDir).read();
     }
-    removeStaleTempFiles(this.options.stateDir);
-    const state = readStoredState(this.options.stateDir, this.clock.now());
     for (const d of state.domains) this.domains.set(d.vmId, d);
     for (const [vmId, r] of Object.entries(state.runtime)) this.runtime.set(vmId, r);
     for (const [vmId, l] of Object.entries(state.load)) this.load.set(vmId, l);
@@ -376,7 +406,7 @@ export class FakeDriver implements HypervisorDriver {
     this.durableDeadlineMs = state.watchdog.deadlineMs;
     this.lastFiredMs = state.watchdog.firedAtMs;
     this.faults = new FaultPlan(
-      this.options.stateDir,
+      this.options.persist ? this.options.stateDir : undefined,
       this.clock,
       {
         crash: (vmId, atMs) => this.killProcess(vmId, atMs),
@@ -635,7 +665,7 @@ export class FakeDriver implements HypervisorDriver {
   async prepareIncoming(spec: DomainSpec): Promise<MigrationTarget> {
     return this.run("prepareIncoming", spec?.vmId, async () => {
       validateSpec(spec);
-      const target = { driver: this.kind, uri: `fake://${this.options.stateDir}`, vmId: spec.vmId };
+      const target = { driver: this.kind, uri: this.uriOf(this.options.stateDir), vmId: spec.vmId };
       if (this.incoming.has(spec.vmId)) {
         await this.writeChain;
         return target;
@@ -732,19 +762,19 @@ export class FakeDriver implements HypervisorDriver {
     return this.run("finishIncoming", vmId, async () => {
       checkGeneration(generation, "generation");
       this.killPoint("finishIncoming:before", vmId);
-      const handoffFile = fakeHandoffFile(this.options.stateDir, vmId);
+      const here = this.options.stateDir;
       const existing = this.domains.get(vmId);
       if (existing && !this.incoming.has(vmId)) {
-        await unlink(handoffFile).catch(() => undefined);
+        await this.removeHandoff(here, vmId);
         return this.unchanged(existing);
       }
-      const handoff = readHandoff(this.options.stateDir, vmId);
+      const handoff = this.handoffAt(here, vmId);
       if (!handoff) throw notFound(`incoming migration of domain ${vmId}`);
-      const status = fakeHandoffStatus(handoff, this.clock.now());
+      const status = this.handoffStatus(handoff);
       if (status !== "committed") {
         throw new BerthError(
           ErrorCode.FailedPrecondition,
-          `the migration of domain ${vmId} is not committed: its source (fake://${handoff.from}) ${status === "in-doubt" ? "is in the switchover (or was killed in it)" : "still has it (the migration failed or was rolled back)"}`,
+          `the migration of domain ${vmId} is not committed: its source (${this.uriOf(handoff.from ?? "")}) ${status === "in-doubt" ? "is in the switchover (or was killed in it)" : "still has it (the migration failed or was rolled back)"}`,
         );
       }
       const clash = this.nameOwner(handoff.domain.name);
@@ -760,8 +790,8 @@ export class FakeDriver implements HypervisorDriver {
       this.boot(domain);
       const result = await this.commit(domain);
       this.killPoint("finishIncoming:after", vmId);
-      await unlink(handoffFile).catch(() => undefined);
-      await syncDirectory(this.options.stateDir);
+      await this.removeHandoff(here, vmId);
+      if (this.options.persist) await syncDirectory(here);
       return result;
     });
   }
@@ -782,13 +812,12 @@ export class FakeDriver implements HypervisorDriver {
         job.abort();
         await job.done.catch(() => undefined);
       }
-      const handoffFile = fakeHandoffFile(this.options.stateDir, vmId);
-      const handoff = readHandoff(this.options.stateDir, vmId);
+      const handoff = this.handoffAt(this.options.stateDir, vmId);
       if (handoff) {
         // The source's state file decides (the one commit point): what it has committed, or may
         // still commit, is the only copy of the domain.
-        if (fakeHandoffStatus(handoff, this.clock.now()) !== "dead") return this.writeChain;
-        await unlink(handoffFile).catch(() => undefined);
+        if (this.handoffStatus(handoff) !== "dead") return this.writeChain;
+        await this.removeHandoff(this.options.stateDir, vmId);
       }
       if (!this.incoming.delete(vmId)) return this.writeChain;
       if (!this.domains.has(vmId)) this.volumes.delete(vmId);
@@ -859,7 +888,6 @@ export class FakeDriver implements HypervisorDriver {
     // ---- the switchover: one commit point, the source's state file
     job.switchingOver = true;
     const nonce = randomUUID();
-    const handoffFile = fakeHandoffFile(destDir, vmId);
     this.outgoing.set(vmId, { vmId, to: destDir, nonce, phase: "switchover", atMs: this.clock.now() });
     const rollBack = async (why: BerthError): Promise<never> => {
       if (this.outgoing.get(vmId)?.nonce === nonce) this.outgoing.delete(vmId);
@@ -868,29 +896,26 @@ export class FakeDriver implements HypervisorDriver {
         // Dead now (the record is gone), so no reader can take it; removing it is tidiness.
         const left = (() => {
           try {
-            return readHandoff(destDir, vmId);
+            return this.handoffAt(destDir, vmId);
           } catch {
             return undefined;
           }
         })();
-        if (left?.nonce === nonce) await unlink(handoffFile).catch(() => undefined);
+        if (left?.nonce === nonce) await this.removeHandoff(destDir, vmId);
       }
       throw why;
     };
     try {
       await this.persist();
-      await writeFileAtomic(
-        handoffFile,
-        serializeHandoff({
-          vmId,
-          from: this.options.stateDir,
-          nonce,
-          domain: copyDomain(domain),
-          memoryUsedMib: usedMib,
-          load: this.load.get(vmId),
-          sentAtMs: this.clock.now(),
-        }),
-      );
+      await this.writeHandoff(destDir, {
+        vmId,
+        from: this.options.stateDir,
+        nonce,
+        domain: copyDomain(domain),
+        memoryUsedMib: usedMib,
+        load: this.load.get(vmId),
+        sentAtMs: this.clock.now(),
+      });
     } catch (e) {
       return rollBack(e instanceof BerthError ? e : unavailable(`migration of ${vmId}`, e));
     }
@@ -898,7 +923,7 @@ export class FakeDriver implements HypervisorDriver {
     if (!stillOurs()) return rollBack(changed());
     try {
       // The destination aborted (its slot is gone) or defined the vmId meanwhile: it will not take it.
-      this.requirePrepared(vmId, destDir, `fake://${destDir}`);
+      this.requirePrepared(vmId, destDir, this.uriOf(destDir));
     } catch (e) {
       return rollBack(e as BerthError);
     }
@@ -912,9 +937,46 @@ export class FakeDriver implements HypervisorDriver {
     this.killPoint("migrateOut:after-switchover", vmId);
   }
 
+  // ---- where the state is: the state directory, or this process's memory (persist: false) ------
+
+  /** How migrations address the host at `place` (a state directory, or an in-memory host's name). */
+  private uriOf(place: string): string {
+    return this.options.persist ? `fake://${place}` : `${MEMORY_SCHEME}${place}`;
+  }
+
+  /** The handoff of `vmId` that arrived at `place`, if any (HYPERVISOR_UNAVAILABLE if unreadable). */
+  private handoffAt(place: string, vmId: string): FakeHandoff | undefined {
+    if (this.options.persist) return readHandoff(place, vmId);
+    const h = memoryHost(place).handoffs.get(vmId);
+    return h === undefined ? undefined : structuredClone(h);
+  }
+
+  private async writeHandoff(place: string, handoff: FakeHandoff): Promise<void> {
+    if (this.options.persist) {
+      await writeFileAtomic(fakeHandoffFile(place, handoff.vmId), serializeHandoff(handoff));
+      return;
+    }
+    memoryHost(place).handoffs.set(handoff.vmId, structuredClone(handoff));
+  }
+
+  private async removeHandoff(place: string, vmId: string): Promise<void> {
+    if (this.options.persist) await unlink(fakeHandoffFile(place, vmId)).catch(() => undefined);
+    else memoryHost(place).handoffs.delete(vmId);
+  }
+
+  /** {@link fakeHandoffStatus}: what the handoff's source has recorded (its file, or its memory). */
+  private handoffStatus(handoff: FakeHandoff): "committed" | "in-doubt" | "dead" {
+    if (this.options.persist || handoff.from === undefined || handoff.nonce === undefined) return fakeHandoffStatus(handoff, this.clock.now());
+    const record = memoryHost(handoff.from)
+      .read()
+      .outgoing.find((o) => o.vmId === handoff.vmId && o.nonce === handoff.nonce);
+    if (!record) return "dead";
+    return record.phase === "committed" ? "committed" : "in-doubt";
+  }
+
   /** FAILED_PRECONDITION unless `destDir` has an incoming slot for `vmId` and no such domain. */
   private requirePrepared(vmId: string, destDir: string, uri: string): void {
-    const dest = readStoredState(destDir, this.clock.now());
+    const dest = this.options.persist ? readStoredState(destDir, this.clock.now()) : memoryHost(destDir).read();
     if (dest.domains.some((d) => d.vmId === vmId)) {
       throw new BerthError(ErrorCode.FailedPrecondition, `domain ${vmId} is already defined at the destination ${uri}`);
     }
@@ -1204,6 +1266,15 @@ export class FakeDriver implements HypervisorDriver {
     if (target.driver !== this.kind) throw invalidArgument("target.driver", `must be "${this.kind}" (got ${JSON.stringify(target.driver)})`);
     if (target.vmId !== vmId) throw invalidArgument("target.vm_id", `must be ${vmId} (got ${JSON.stringify(target.vmId)})`);
     const uri = target.uri;
+    if (!this.options.persist) {
+      // An in-memory host migrates to another in-memory host of this process only.
+      if (typeof uri !== "string" || !uri.startsWith(MEMORY_SCHEME) || uri.length === MEMORY_SCHEME.length) {
+        throw invalidArgument("target.uri", `must be ${MEMORY_SCHEME}<name> (an in-memory host of this process; got ${JSON.stringify(uri)})`);
+      }
+      const name = uri.slice(MEMORY_SCHEME.length);
+      if (name === this.options.stateDir) throw invalidArgument("target.uri", "is this host: a domain cannot migrate to where it is");
+      return name;
+    }
     if (typeof uri !== "string" || !uri.startsWith("fake://") || !path.isAbsolute(uri.slice("fake://".length))) {
       throw invalidArgument("target.uri", `must be fake://<absolute state directory> (got ${JSON.stringify(uri)})`);
     }
@@ -1385,10 +1456,11 @@ export class FakeDriver implements HypervisorDriver {
         // If the deadline on disk passes while this write is under way (a slow disk, or this process
         // frozen mid-write), the snapshot may show running a domain every reader now sees fenced:
         // it must not land. Made again, the snapshot has the fence applied (then at most once more).
-        const landed = await writeFileAtomic(this.stateFile, serializeState(state), () => {
+        const stillCurrent = (): boolean => {
           const d = this.durableDeadlineMs;
           return !(d > 0 && serializedAt < d && this.clock.now() >= d);
-        });
+        };
+        const landed = this.stateFile !== undefined ? await writeFileAtomic(this.stateFile, serializeState(state), stillCurrent) : memoryHost(this.options.stateDir).write(state, stillCurrent);
         if (landed) {
           this.durableDeadlineMs = state.watchdog.deadlineMs;
           this.scheduleWatchdog();
@@ -1420,6 +1492,44 @@ export class FakeDriver implements HypervisorDriver {
       nextIncarnation: this.nextIncarnation,
     };
   }
+}
+
+// ---- the in-memory mode -------------------------------------------------------------------------
+
+/** The target URI scheme of in-memory hosts (`fake-memory://<name>`). */
+const MEMORY_SCHEME = "fake-memory://";
+
+/**
+ * An in-memory host (`persist: false`): what its state file and incoming handoffs would hold,
+ * kept in this process. Writes store a copy (the driver goes on changing its own objects), reads
+ * return one.
+ */
+class MemoryHost {
+  private state: FakeStoredState | undefined;
+  readonly handoffs = new Map<string, FakeHandoff>();
+
+  read(): FakeStoredState {
+    return this.state === undefined ? emptyStoredState() : structuredClone(this.state);
+  }
+
+  /** Stores the state unless `stillCurrent` says it must not land (as the file write's guard). */
+  write(state: FakeStoredState, stillCurrent: () => boolean): boolean {
+    if (!stillCurrent()) return false;
+    this.state = structuredClone(state);
+    return true;
+  }
+}
+
+/** This process's in-memory hosts by name: a driver opened again on a name finds its host. */
+const memoryHosts = new Map<string, MemoryHost>();
+
+function memoryHost(name: string): MemoryHost {
+  let host = memoryHosts.get(name);
+  if (!host) {
+    host = new MemoryHost();
+    memoryHosts.set(name, host);
+  }
+  return host;
 }
 
 // ---- helpers -----------------------------------------------------------------------------------

@@ -278,21 +278,23 @@ export class FaultPlan {
   private api = emptyLayer();
   private file = emptyLayer();
   private fileKey = "absent";
-  private readonly file_: string;
+  /** The control file; undefined for an in-memory driver, which has none (the API layer only). */
+  private readonly file_: string | undefined;
   private readonly killsDoneFile: string;
   private lastHealth: HypervisorHealth = { available: true, message: "" };
   private windowTimers: FakeTimer[] = [];
   private pollTimer: FakeTimer | undefined;
   private stopped = false;
 
+  /** @param stateDir where the control file is; undefined: none (an in-memory driver), nothing is read or polled. */
   constructor(
-    stateDir: string,
+    stateDir: string | undefined,
     private readonly clock: FakeClock,
     private readonly hooks: FaultPlanHooks,
     private readonly pollMs: number,
   ) {
-    this.file_ = fakeFaultsFile(stateDir);
-    this.killsDoneFile = path.join(path.resolve(stateDir), FAKE_KILLS_DONE_FILE);
+    this.file_ = stateDir === undefined ? undefined : fakeFaultsFile(stateDir);
+    this.killsDoneFile = stateDir === undefined ? "" : path.join(path.resolve(stateDir), FAKE_KILLS_DONE_FILE);
   }
 
   // ---- the API layer ---------------------------------------------------------------------------
@@ -349,6 +351,7 @@ export class FaultPlan {
   /** Starts the slow poll of the control file, after reading it once. */
   start(): void {
     this.poll();
+    if (this.file_ === undefined) return;
     const tick = (): void => {
       if (this.stopped) return;
       this.poll();
@@ -480,6 +483,7 @@ export class FaultPlan {
   }
 
   private checkFile(): void {
+    if (this.file_ === undefined) return;
     let key: string;
     let mtimeMs = 0;
     try {
