@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { RESOURCE_NAMES } from "@berth/core";
 import {
   allocatable,
+  gangPacks,
   PlacementEngine,
   placeVm,
   placeVms,
@@ -88,10 +89,15 @@ describe("PlacementEngine", () => {
         const before = engine.hostIds().map((id) => canonical(engine.snapshot(id)));
         const g = engine.placeGang(requests);
         const ref = placeVms(hosts, requests, options);
-        expect(g.placed).toBe(ref.placed);
         expect(engine.hostIds().map((id) => canonical(engine.snapshot(id)))).toEqual(before);
-        if (!g.placed || !ref.placed) {
+        // The engine places a gang in request order; placeVms may pack it better (gang.ts) and,
+        // when packing is the goal, place one that request order cannot.
+        if (!ref.placed) {
           expect(g).toEqual(ref);
+          return;
+        }
+        if (!g.placed) {
+          expect(gangPacks(options)).toBe(true);
           return;
         }
         const byId = new Map(hosts.map((h) => [h.id, h]));

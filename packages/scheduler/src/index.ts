@@ -7,5 +7,6 @@ export * from "./filters.js";
 export * from "./weighers.js";
 export * from "./pipeline.js";
 export * from "./place.js";
+export * from "./gang.js";
 export * from "./engine.js";
 export * from "./rebalance.js";

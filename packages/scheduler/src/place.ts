@@ -4,6 +4,7 @@ import type { ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
 import { membersOn, type Filter, type PlacementContext } from "./stage.js";
 import { fleetDirection, steers, usableHostCounts } from "./weighers.js";
+import { packGang } from "./gang.js";
 import {
   GROUP_POLICIES,
   type GangDecision,
@@ -102,11 +103,21 @@ export function placeVm(
 }
 
 /**
- * Places several VMs all-or-nothing (a gang), in request order: each is placed with
+ * Places several VMs all-or-nothing (a gang). First in request order: each is placed with
  * {@link placeVm} on the snapshot as it would be after the ones before it (their resources, VM
- * count and group membership applied virtually, see {@link withPlacement}). When one cannot be
- * placed, the answer names it with its per-host reasons and has no placements. The inputs are not
- * changed. Throws INVALID_ARGUMENT as placeVm does, and for two requests of one name.
+ * count and group membership applied virtually, see {@link withPlacement}).
+ *
+ * When packing is the goal ({@link gangPacks}: the `pack` preset, or `mostAllocated` /
+ * `alignedFit` outweighing `leastAllocated` + `balanced`) and `gangSearchMs` > 0, the gang is then
+ * packed as a set (gang.ts, {@link packGang}): greedy passes largest first and a bounded local
+ * search, every placement decided by the pipeline's filters. An answer that opens fewer empty
+ * hosts than request order replaces it, and so does a feasible one when request order fails; the
+ * placements still name each request's host in request order and are valid replayed in that order.
+ * Under `spread` (and `balanced`) the answer is request order's.
+ *
+ * When no answer places every VM, it names the first VM request order could not place, with that
+ * decision's per-host reasons, and has no placements. The inputs are not changed. Throws
+ * INVALID_ARGUMENT as placeVm does, and for two requests of one name.
  */
 export function placeVms(
   hosts: readonly HostSnapshot[],
@@ -119,6 +130,16 @@ export function placeVms(
     if (names.has(r.name)) throw invalidArgument(`requests[${i}].name`, `duplicate name '${r.name}'`);
     names.add(r.name);
   });
+  return packGang(hosts, requests, options, pipeline, inRequestOrder(hosts, requests, options, pipeline));
+}
+
+/** placeVms in request order, each VM on the snapshot after the ones before it. */
+function inRequestOrder(
+  hosts: readonly HostSnapshot[],
+  requests: readonly PlacementRequest[],
+  options: ResolvedSchedulerOptions,
+  pipeline: Pipeline,
+): GangDecision {
   const byId = new Map(hosts.map((h) => [h.id, h]));
   const placements: { name: string; hostId: string }[] = [];
   for (const r of requests) {
@@ -232,7 +253,7 @@ export function compareIds(a: string, b: string): number {
 }
 
 /** The pipeline's filters that `options.filters` enables, in its order (all when absent). */
-function enabledFilters(pipeline: Pipeline, options: ResolvedSchedulerOptions): readonly Filter[] {
+export function enabledFilters(pipeline: Pipeline, options: ResolvedSchedulerOptions): readonly Filter[] {
   const names = options.filters;
   if (names === undefined) return pipeline.filters;
   return names.map((name, i) => {
