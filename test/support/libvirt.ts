@@ -388,3 +388,16 @@ async function waitExited(pid: number, timeoutMs: number): Promise<boolean> {
 export function virshOn(uri: string, ...args: string[]): Promise<{ ok: boolean; stdout: string; stderr: string }> {
   return virshAt(uri, ...args);
 }
+
+/**
+ * Caps the domain's next live migrations (memory, and disks copied with `--copy-storage-all`) at
+ * `mibPerS` MiB/s: `virsh migrate-setspeed`, set before the migration starts (libvirt applies it
+ * to the job it starts), checked with `migrate-getspeed`. 0 lifts the cap. Throws if libvirt
+ * refuses it.
+ */
+export async function setMigrationSpeed(uri: string, domainName: string, mibPerS: number): Promise<void> {
+  const set = await virshAt(uri, "migrate-setspeed", domainName, String(mibPerS));
+  if (!set.ok) throw new Error(`virsh migrate-setspeed ${domainName} ${mibPerS}: ${set.stderr.trim()}`);
+  const got = await virshAt(uri, "migrate-getspeed", domainName);
+  if (mibPerS !== 0 && Number(got.stdout.trim()) !== mibPerS) throw new Error(`virsh migrate-getspeed ${domainName}: ${got.stdout.trim()} ${got.stderr.trim()}, not ${mibPerS}`);
+}

@@ -30,9 +30,17 @@ export interface DriverHarness {
   openPeer?(): Promise<HypervisorDriver>;
   /**
    * Makes the domain's live migration not converge (its guest dirties memory faster than the
-   * migration sends it), for the abort and timeout cases; they are skipped without it.
+   * migration sends it), for the abort and timeout cases; they are skipped without it. Called on
+   * the running domain (with a `stallDiskGib` disk), before `prepareIncoming`.
    */
   stallMigration?(driver: HypervisorDriver, vmId: string): Promise<void>;
+  /**
+   * The disk (GiB) of the domains those two cases migrate. Default 0 (none): the suite's small
+   * diskless domain. For a harness that stalls a migration by throttling it, which needs data to
+   * send (libvirt: an idle guest's memory is mostly zero pages, cheap at any bandwidth; its disk
+   * is copied with the migration at the throttled rate).
+   */
+  stallDiskGib?: number;
 }
 
 export interface ConformanceOptions {
@@ -450,6 +458,12 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
       return s;
     };
     const on = async (d: HypervisorDriver, vmId: string): Promise<Domain | undefined> => (await d.list()).find((x) => x.vmId === vmId);
+    /** A running domain whose migration the harness has stalled. */
+    const stalled = async (): Promise<DomainSpec> => {
+      const s = await running({ resources: { vcpus: 1, memoryMib: 64, diskGib: harness.stallDiskGib ?? 0 } });
+      await harness.stallMigration!(driver, s.vmId);
+      return s;
+    };
 
     it("migrates a running domain: prepare, migrate out, finish, every step idempotent; it leaves the source", async (ctx) => {
       const dst = await needPeer(ctx);
@@ -513,8 +527,7 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
     it("aborts a migration that does not converge: the call fails FAILED_PRECONDITION, the domain runs on at the source", async (ctx) => {
       const dst = await needPeer(ctx);
       if (!harness.stallMigration) ctx.skip("the harness cannot make a migration stall (stallMigration)");
-      const s = await running();
-      await harness.stallMigration!(driver, s.vmId);
+      const s = await stalled();
       const target = await dst.prepareIncoming(s);
       const progress: MigrationProgress[] = [];
       const migrating = codeOf(driver.migrateOut(s.vmId, target, { progressIntervalMs: 100, onProgress: (p) => progress.push(p) }));
@@ -530,8 +543,7 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
     it("gives up a migration past its timeout with DEADLINE_EXCEEDED, the domain running on at the source", async (ctx) => {
       const dst = await needPeer(ctx);
       if (!harness.stallMigration) ctx.skip("the harness cannot make a migration stall (stallMigration)");
-      const s = await running();
-      await harness.stallMigration!(driver, s.vmId);
+      const s = await stalled();
       const started = Date.now();
       expect(await codeOf(driver.migrateOut(s.vmId, await dst.prepareIncoming(s), { timeoutMs: 1_000 }))).toBe(ErrorCode.DeadlineExceeded);
       expect(Date.now() - started).toBeGreaterThanOrEqual(900);
