@@ -14,11 +14,18 @@ export const MAX_GANG_SEARCH_MS = 10_000;
 /**
  * How many host checks (one request run through the enabled filters on one host) the gang search
  * may make per millisecond of `gangSearchMs`. The scheduler reads no clock, so the budget is this
- * count: measured at about 2,000 checks/ms on one core of the benchmark machine (2 cores, Node 20,
- * the default filters, hosts without labels), so 200 ms is 400,000 checks. A faster machine
- * finishes sooner, a slower one later, with the same answer.
+ * count: a check costs 1, a check the search remembers (same request, same snapshot) 1/2, and each
+ * search iteration 4 more for its bookkeeping. Calibrated on the benchmark machine (2 cores, Node
+ * 20, the default filters, the gang-pack fixtures: about 250 per ms on one core, busy), so 200 ms
+ * is 50,000. A faster machine finishes sooner, a slower one later, with the same answer.
  */
-export const GANG_CHECKS_PER_MS = 150;
+export const GANG_CHECKS_PER_MS = 250;
+
+/** What a check the search remembers (same request, same host snapshot) costs of the budget. */
+const REMEMBERED_CHECK_COST = 1 / 2;
+
+/** What one iteration of the search costs of the budget, besides its checks (its bookkeeping). */
+const ITERATION_COST = 4;
 
 /** Iterations a VM taken off a host stays barred from going back to it (the search's tabu tenure). */
 const TABU_TENURE = 7;
@@ -81,6 +88,8 @@ class GangSearch {
   private budget: number;
   private rng: () => number;
   private readonly pinned: (ReadonlySet<string> | undefined)[];
+  private readonly verdicts = new WeakMap<HostSnapshot, Map<number, boolean>>();
+  private readonly next = new WeakMap<HostSnapshot, Map<number, HostSnapshot>>();
 
   constructor(
     hosts: readonly HostSnapshot[],
@@ -133,14 +142,40 @@ class GangSearch {
     }
     if (!incumbent) return undefined;
 
-    // Improve: empty one new host into the others (never opening another), while the budget lasts.
+    // Improve: empty one new host into the others (never opening another), while the budget lasts
+    // and the gang opens more hosts than it must.
+    const floor = this.newHostsLowerBound();
     for (;;) {
+      if (incumbent.opened <= floor) break;
       const improved = this.eliminateOne(incumbent);
       if (!improved) break;
       incumbent = improved;
     }
     if (incumbent.opened >= baseline) return undefined;
     return this.replays(incumbent.at) ? incumbent : undefined;
+  }
+
+  /**
+   * A lower bound on the empty hosts the gang must open: per resource, what the gang needs beyond
+   * the room on usable hosts that already hold VMs, over the largest empty usable host's
+   * allocatable (a bound only, to stop the search early; placements are the filters' business).
+   */
+  private newHostsLowerBound(): number {
+    let bound = 0;
+    for (const k of RESOURCE_NAMES) {
+      let need = 0;
+      for (const r of this.requests) need += r.resources[k];
+      let room = 0;
+      let largest = 0;
+      this.hosts.forEach((h, i) => {
+        if (!h.ready || h.cordoned) return;
+        const total = allocatableOf(h, k, this.options);
+        if (this.emptyBefore[i]) largest = Math.max(largest, total - h.allocated[k]);
+        else room += Math.max(0, total - h.allocated[k]);
+      });
+      if (need > room) bound = Math.max(bound, largest > 0 ? Math.ceil((need - room) / largest) : Infinity);
+    }
+    return bound;
   }
 
   /** Places the requests in `order` one by one with placeVm on the virtual state; −1 where none fits (the pass goes on). */
@@ -192,10 +227,13 @@ class GangSearch {
 
   /**
    * Tries to place every VM of `pool` on `receivers` (never on `barred`), moving other gang VMs
-   * about: a VM from the pool goes straight to a host where it fits (the fullest after it), else in
-   * exchange for one or two smaller gang VMs there (the largest gain in pool size), else in
-   * exchange for whatever must leave that host (a kick, on a host picked at random), the VMs taken
-   * off barred from going back for a few iterations. True when the pool empties within `checks`.
+   * about. Each iteration takes the pool's largest VM (3 times in 10 a random one), and puts it
+   * straight where it fits (the host left fullest), else in exchange for one or two smaller gang
+   * VMs on a host (a random one of the exchanges that pass the filters: the pool shrinks), else in
+   * exchange for whatever must leave a random host (a kick: the pool may grow). The VMs taken off a
+   * host are barred from going back for a few iterations. The random choices come from a generator
+   * seeded by `options.seed`: the same input gives the same answer. True when the pool empties
+   * within `checks`.
    */
   private repair(state: State, pool: number[], receivers: readonly number[], barred: ReadonlySet<number>, checks: number): boolean {
     const stopAt = this.budget - checks;
@@ -204,10 +242,12 @@ class GangSearch {
     const isTabu = (i: number, h: number, iter: number): boolean => (tabu.get(key(i, h)) ?? -1) >= iter;
     const open = (h: number): boolean => !barred.has(h) && (!this.emptyBefore[h] || state.count[h]! > 0 || barred.size === 0);
     for (let iter = 0; pool.length > 0; iter++) {
+      this.budget -= ITERATION_COST;
       if (this.budget <= stopAt || this.budget <= 0) return false;
-      // The largest VM in the pool first.
+      // The largest VM in the pool, or (3 times in 10) one at random.
       let pi = 0;
-      for (let j = 1; j < pool.length; j++) if (this.size[pool[j]!]! > this.size[pool[pi]!]! || (this.size[pool[j]!] === this.size[pool[pi]!] && pool[j]! < pool[pi]!)) pi = j;
+      if (this.rng() < 0.3) pi = Math.floor(this.rng() * pool.length);
+      else for (let j = 1; j < pool.length; j++) if (this.size[pool[j]!]! > this.size[pool[pi]!]! || (this.size[pool[j]!] === this.size[pool[pi]!] && pool[j]! < pool[pi]!)) pi = j;
       const p = pool[pi]!;
       const hostsFor = receivers.filter((h) => open(h) && !isTabu(p, h, iter));
 
@@ -228,8 +268,8 @@ class GangSearch {
         continue;
       }
 
-      // 2. In exchange for one or two smaller gang VMs.
-      let swap: { h: number; out: number[]; gain: number; tie: number } | undefined;
+      // 2. In exchange for one or two smaller gang VMs (a random one of the exchanges that pass).
+      let swap: { h: number; out: number[]; tie: number } | undefined;
       for (const h of hostsFor) {
         const here = state.on(h).filter((q) => this.size[q]! < this.size[p]!);
         const tries: number[][] = here.map((q) => [q]);
@@ -242,9 +282,8 @@ class GangSearch {
           const ok = this.fits(state, p, h);
           state.restore(h, saved, out);
           if (!ok) continue;
-          const gain = this.size[p]! - out.reduce((s, q) => s + this.size[q]!, 0);
           const tie = this.rng();
-          if (!swap || gain > swap.gain + 1e-12 || (Math.abs(gain - swap.gain) <= 1e-12 && tie < swap.tie)) swap = { h, out, gain, tie };
+          if (!swap || tie < swap.tie) swap = { h, out, tie };
         }
       }
       if (swap) {
@@ -260,7 +299,11 @@ class GangSearch {
 
       // 3. Kick: on a random host, take off gang VMs (largest first) until the VM fits.
       let kicked = false;
-      const order = hostsFor.map((h) => ({ h, r: this.rng() })).sort((a, b) => a.r - b.r);
+      // Every open receiver, the ones p is barred from last (a kick may override the bar).
+      const order = receivers
+        .filter(open)
+        .map((h) => ({ h, r: this.rng() + (isTabu(p, h, iter) ? 1 : 0) }))
+        .sort((a, b) => a.r - b.r);
       for (const { h } of order) {
         const here = state.on(h).sort((a, b) => this.size[b]! - this.size[a]! || a - b);
         const out: number[] = [];
@@ -292,13 +335,54 @@ class GangSearch {
     return true;
   }
 
-  /** Request `i` through the enabled filters on host `h` of `state` (the VM itself not placed). */
+  /**
+   * Request `i` through the enabled filters on host `h` of `state` (the VM itself not placed). For
+   * a request without a group the answer depends on the host snapshot alone (snapshots are never
+   * changed, and the search reuses them: {@link derived}), so it is remembered per snapshot; a
+   * check counts 1 against the budget, a remembered one {@link REMEMBERED_CHECK_COST}.
+   */
   fits(state: State, i: number, h: number): boolean {
+    const host = state.hosts[h]!;
+    const cacheable = this.requests[i]!.group === undefined;
+    if (cacheable) {
+      const known = this.verdicts.get(host)?.get(i);
+      if (known !== undefined) {
+        this.budget -= REMEMBERED_CHECK_COST;
+        return known;
+      }
+    }
     this.budget--;
     const ctx = this.context(state.hosts, i);
-    const host = state.hosts[h]!;
-    for (const f of this.filters) if (!f.filter(host, ctx).pass) return false;
-    return true;
+    let pass = true;
+    for (const f of this.filters) {
+      if (!f.filter(host, ctx).pass) {
+        pass = false;
+        break;
+      }
+    }
+    if (cacheable) {
+      let m = this.verdicts.get(host);
+      if (!m) this.verdicts.set(host, (m = new Map()));
+      m.set(i, pass);
+    }
+    return pass;
+  }
+
+  /**
+   * `host` with request `i` placed on it (`sign` 1) or taken off (−1): withPlacement /
+   * withoutPlacement, the same object each time for the same snapshot, request and sign.
+   */
+  derived(host: HostSnapshot, i: number, sign: 1 | -1): HostSnapshot {
+    let m = this.next.get(host);
+    if (!m) this.next.set(host, (m = new Map()));
+    const k = sign * (i + 1);
+    let out = m.get(k);
+    if (!out) {
+      const r = this.requests[i]!;
+      out = sign === 1 ? withPlacement(host, r.resources, r.group?.name) : withoutPlacement(host, r.resources, r.group?.name);
+      m.set(k, out);
+    }
+    return out;
   }
 
   private context(hosts: readonly HostSnapshot[], i: number): PlacementContext {
@@ -354,16 +438,14 @@ class State {
   }
 
   place(i: number, h: number): void {
-    const r = this.search.request(i);
-    this.hosts[h] = withPlacement(this.hosts[h]!, r.resources, r.group?.name);
+    this.hosts[h] = this.search.derived(this.hosts[h]!, i, 1);
     this.at[i] = h;
     this.count[h]!++;
   }
 
   remove(i: number): void {
     const h = this.at[i]!;
-    const r = this.search.request(i);
-    this.hosts[h] = withoutPlacement(this.hosts[h]!, r.resources, r.group?.name);
+    this.hosts[h] = this.search.derived(this.hosts[h]!, i, -1);
     this.at[i] = -1;
     this.count[h]!--;
   }
