@@ -41,7 +41,7 @@ export interface SchedulerOptions {
    * number from 0 to 10,000; 0: no search, request order only). Used only when packing is the goal
    * (the `pack` preset, or `mostAllocated` / `alignedFit` weighting). The scheduler reads no
    * clock: the budget is a count of host checks (one VM through the filters on one host),
-   * `GANG_CHECKS_PER_MS` (250) per millisecond, calibrated on the benchmark machine; the answer is
+   * `GANG_CHECKS_PER_MS` (170) per millisecond, calibrated on the benchmark machine; the answer is
    * the same on any machine, only the time it takes differs.
    * @default 200
    */
