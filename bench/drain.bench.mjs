@@ -9,30 +9,18 @@
 //
 //   node bench/drain.bench.mjs      (or: node bench/run.mjs drain, after npm run build)
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { ClusterServiceClient, DrainPhase, HostState, MigrationPhase, VmPhase, VmSpec } from "../packages/api/dist/index.js";
 import { deadlineIn, grpcClientOptions } from "../packages/core/dist/index.js";
 import { fakeRunningVmIds } from "../packages/hypervisor/dist/index.js";
 import { startEtcd } from "./lib/etcd.mjs";
-import { addCleanup, envInt, log, percentile, round, runBenchmark, sleep, tempDir } from "./lib/harness.mjs";
+import { addCleanup, envInt, freePort, log, percentile, round, runBenchmark, sleep, tempDir } from "./lib/harness.mjs";
 
 const TRIALS = envInt("BERTH_BENCH_TRIALS", 3);
 const VMS = 20;
 const DEADLINE_MS = 540_000;
 const root = new URL("..", import.meta.url).pathname;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 runBenchmark("drain", DEADLINE_MS, async () => {
   const etcd = await startEtcd();

@@ -18,14 +18,13 @@
 //   BERTH_BENCH_SCALE_HOSTS=50 BERTH_BENCH_SCALE_VMS=500 node bench/e2e-scale.bench.mjs   (small)
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { ClusterServiceClient, HostState, VmPhase, VmSpec } from "../packages/api/dist/index.js";
 import { deadlineIn, grpcClientOptions } from "../packages/core/dist/index.js";
 import { startEtcd, walFsyncs } from "./lib/etcd.mjs";
-import { addCleanup, cpuMs, envInt, log, onExit, percentile, pool, round, runBenchmark, sleep, tempDir } from "./lib/harness.mjs";
+import { addCleanup, cpuMs, envInt, freePort, log, onExit, percentile, pool, round, runBenchmark, sleep, tempDir } from "./lib/harness.mjs";
 
 const HOSTS = envInt("BERTH_BENCH_SCALE_HOSTS", 1_000);
 const VMS = envInt("BERTH_BENCH_SCALE_VMS", 10_000);
@@ -397,18 +396,6 @@ function summariseProfile(dir) {
     byArea: [...areas.entries()].sort((a, b) => b[1] - a[1]).map(([a, ms]) => ({ area: a, pctOfBusy: round((ms / busyMs) * 100, 1) })),
     topSelf: top,
   };
-}
-
-/** A free loopback port. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function until(what, check, timeoutMs) {

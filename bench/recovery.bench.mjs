@@ -9,31 +9,18 @@
 //
 //   node bench/recovery.bench.mjs      (or: node bench/run.mjs recovery, after npm run build)
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { ClusterServiceClient, HostFailurePolicy, HostState, VmPhase, VmSpec } from "../packages/api/dist/index.js";
 import { deadlineIn, grpcClientOptions } from "../packages/core/dist/index.js";
 import { startEtcd } from "./lib/etcd.mjs";
-import { addCleanup, envInt, log, percentile, round, runBenchmark, sleep, tempDir } from "./lib/harness.mjs";
+import { addCleanup, envInt, freePort, log, percentile, round, runBenchmark, sleep, tempDir } from "./lib/harness.mjs";
 
 const TRIALS = envInt("BERTH_BENCH_TRIALS", 5);
 const AGENTS = 4;
 const VMS_PER_HOST = 3;
 const DEADLINE_MS = 540_000;
 const root = new URL("..", import.meta.url).pathname;
-
-/** A free loopback port. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 runBenchmark("recovery", DEADLINE_MS, async () => {
   const etcd = await startEtcd();

@@ -1,3 +1,4 @@
+import { createServer } from "node:net";
 // What every benchmark shares: one JSON document on stdout, progress on stderr, an overall
 // deadline, cleanups that run on success, on error, on SIGINT/SIGTERM and at the deadline, and a
 // synchronous last resort (SIGKILL of child processes) when the process exits anyway.
@@ -81,6 +82,18 @@ export function percentile(values, p) {
 }
 
 export const round = (x, digits = 2) => (x === undefined || !Number.isFinite(x) ? x : Number(x.toFixed(digits)));
+
+/** A free loopback port (bound, read, released). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -16,7 +16,8 @@ import {
 
 /** Scores and totals are rounded to this many decimals, so that equal hosts tie exactly. */
 const SCORE_DECIMALS = 9;
-const round = (x: number): number => {
+/** Rounds a score or total to {@link SCORE_DECIMALS} decimals (how placeVm compares hosts). */
+export const roundScore = (x: number): number => {
   const f = 10 ** SCORE_DECIMALS;
   return Math.round(x * f) / f;
 };
@@ -81,7 +82,7 @@ export function placeVm(
   for (const w of weighers) {
     const raw = candidates.map((h) => w.weigh(h, ctx));
     const normal = normalise(raw);
-    normal.forEach((g, i) => (scores[i]![w.name] = round(g)));
+    normal.forEach((g, i) => (scores[i]![w.name] = roundScore(g)));
   }
   const seed = options.seed ?? 0;
   let best: { hostId: string; total: number } | undefined;
@@ -89,7 +90,7 @@ export function placeVm(
     const s = scores[i]!;
     let total = 0;
     for (const w of weighers) total += (options.weights[w.name] ?? 0) * (s[w.name] ?? 0);
-    total = round(total);
+    total = roundScore(total);
     verdicts.push({ hostId: host.id, passed: true, scores: s, total });
     if (!best || total > best.total || (total === best.total && compareTies(host.id, best.hostId, seed) < 0)) {
       best = { hostId: host.id, total };
@@ -234,8 +235,8 @@ export function gangUnplacedError(decision: GangDecision & { placed: false }): B
   );
 }
 
-/** Min-max normalisation to [0, 1]; all 1 when the values are (nearly) equal. */
-function normalise(raw: readonly number[]): number[] {
+/** Min-max normalisation to [0, 1]; all 1 when the values are (nearly) equal (how weighers' raw scores are compared). */
+export function normalise(raw: readonly number[]): number[] {
   let min = Infinity;
   let max = -Infinity;
   for (const x of raw) {

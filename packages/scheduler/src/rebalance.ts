@@ -7,7 +7,7 @@
 import { invalidArgument, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
 import { allocatableOf, type ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
-import { checkHosts, compareIds, compareTies, withoutPlacement, withPlacement } from "./place.js";
+import { checkHosts, compareIds, compareTies, normalise, roundScore, withoutPlacement, withPlacement } from "./place.js";
 import { membersOn, type Filter, type PlacementContext, type Weigher } from "./stage.js";
 import { fleetDirection, steers, usableHostCounts } from "./weighers.js";
 import { capacityFilter } from "./filters.js";
@@ -119,9 +119,6 @@ const TARGET_WINDOW = 8;
 const SCAN_CAP = 2048;
 
 const DEFAULTS = { maxMovesPerHost: 8, threshold: 0.05, minBenefitPerGiB: 0, minFreeFraction: 0.1 } as const;
-
-/** Scores and totals are rounded as placeVm rounds them, so that equal hosts tie exactly. */
-const round9 = (x: number): number => Math.round(x * 1e9) / 1e9;
 
 // ---------------------------------------------------------------------------------------------
 // Utilisation and imbalance: one definition, used by the planner, the benchmark and the controller.
@@ -654,21 +651,13 @@ class Model {
     for (const w of this.pipeline.weighers as readonly Weigher[]) {
       const weight = weights[w.name] ?? 0;
       if (!(weight > 0)) continue;
-      const raw = cands.map((t) => w.weigh(this.hosts[t]!, ctx));
-      let min = Infinity;
-      let max = -Infinity;
-      for (const x of raw) {
-        if (x < min) min = x;
-        if (x > max) max = x;
-      }
-      const range = max - min;
-      raw.forEach((x, k) => (totals[k] = totals[k]! + weight * round9(range > 1e-12 ? (x - min) / range : 1)));
+      normalise(cands.map((t) => w.weigh(this.hosts[t]!, ctx))).forEach((g, k) => (totals[k] = totals[k]! + weight * roundScore(g)));
     }
     const seed = this.options.seed ?? 0;
     let bestK = 0;
     for (let k = 1; k < cands.length; k++) {
-      const a = round9(totals[k]!);
-      const b = round9(totals[bestK]!);
+      const a = roundScore(totals[k]!);
+      const b = roundScore(totals[bestK]!);
       if (a > b || (a === b && compareTies(this.ids[cands[k]!]!, this.ids[cands[bestK]!]!, seed) < 0)) bestK = k;
     }
     return cands[bestK]!;
