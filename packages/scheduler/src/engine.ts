@@ -1,18 +1,24 @@
 import { invalidArgument, notFound, RESOURCE_NAMES } from "@berth/core";
+import { capacityFilter } from "./filters.js";
+import { packGang } from "./gang.js";
 import { allocatableOf, type ResolvedSchedulerOptions } from "./options.js";
-import { DEFAULT_CATALOG } from "./pipeline.js";
-import { checkHosts, compareIds, compareTies, placeVm, withPlacement } from "./place.js";
-import { alignedFitRaw, steers } from "./weighers.js";
-import type { GangDecision, HostSnapshot, PlacementRequest } from "./types.js";
+import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
+import { checkHosts, compareIds, compareTies, enabledFilters, placeVm, withoutPlacement, withPlacement } from "./place.js";
+import type { Filter, PlacementContext } from "./stage.js";
+import { alignedFitRaw, countsAsUsable, leastAllocatedRaw, mostAllocatedRaw, steers } from "./weighers.js";
+import type { GangDecision, HostSnapshot, PlacementDecision, PlacementRequest } from "./types.js";
 
-/** The engine's answer for one VM: where, or (only when nothing fits) the per-host reasons, as placeVm's. */
-export type EnginePlacement = { placed: true; hostId: string } | { placed: false; reasons: string[] };
+/**
+ * The engine's answer for one VM: where, or (only when nothing fits) placeVm's own unplaced
+ * decision on the engine's snapshots: one reason per host, and the verdicts.
+ */
+export type EnginePlacement = { placed: true; hostId: string } | (PlacementDecision & { placed: false });
 
 /** Raw scores closer than this count as equal (float noise), and go to the tie-break. */
 const EPS = 1e-12;
 const R = RESOURCE_NAMES.length;
 
-/** Usable hosts of one shape in one allocation state: they score alike for any request. */
+/** Hosts of one shape in one allocation state: they score alike, and pass or fail capacity alike, for any request. */
 interface StateGroup {
   /** Mean free fraction now; in the `aligned` mode, the smallest free fraction over the resources. */
   readonly key: number;
@@ -40,32 +46,43 @@ type Mode = "least" | "most" | "aligned" | "generic";
 
 /**
  * An incremental placement engine for large fleets: the hosts are indexed once, then each
- * {@link place} inspects few of them and each {@link commit} updates the indexes in O(log n + class
- * size memmove).
+ * {@link place} inspects few of them and each {@link commit} or {@link update} changes the indexes
+ * in O(log n + state size memmove). It is the path the controller runs for every create.
+ *
+ * One scheduler: the engine decides with the pipeline's own stages, never a copy of them. Every
+ * host it may choose goes through the enabled filters of the pipeline it is given (`options.filters`,
+ * as placeVm), asked for pass or fail only (`explain: false`); the resource weighers' raw scores are
+ * the functions the weighers themselves call (`leastAllocatedRaw`, `mostAllocatedRaw`,
+ * `alignedFitRaw` in weighers.ts). Its speed comes from wrapping those checks in indexes, by what the
+ * stages declare of themselves ({@link Filter}): a filter of scope `allocation` (capacity) is asked
+ * once per allocation state instead of once per host; a filter's `candidates` (pinned hosts, the
+ * hosts of a hard-affinity group) restrict the walk to those hosts; and while the capacity filter is
+ * enabled, states whose free fraction is below the request's are skipped unasked (a necessary
+ * condition of that filter: such a state cannot pass it). A filter added to the pipeline therefore
+ * takes effect here with no change to the engine.
  *
  * How: hosts are grouped by allocatable vector (shape) and, within a shape, by allocation state
  * (hosts in one state score alike, and are kept in tie-break order); each shape keeps its states in
- * order of mean free fraction. When the only resource weigher with a weight is `leastAllocated` (spread),
- * `mostAllocated` (best fit) or `alignedFit` (pack) — `groupAffinity` may weigh too, it is flat
- * unless the request has a soft group — and the enabled filters are the default ones, a placement
- * walks each shape from its most promising end, skipping states that do not fit and hosts that fail
- * a filter, and stops as soon as no further host can beat the best found (for `mostAllocated`, by
- * Jensen: mean 10^f ≥ 10^(mean f)) or, for `alignedFit` (whose steering term has no bound along any
- * order), as soon as no further host can fit: its states are kept by smallest free fraction,
- * descending, so the walk covers the empty hosts' state and the hosts with room on every resource
- * (in a packed fleet, a handful), and the fleet's demand direction comes from per-resource sums
- * kept on commit and release. alignedFit steers only with enough usable and empty hosts (`steers`
- * in weighers.ts; the engine counts them on commit and release); when it does not, it is best fit,
- * and the walk goes up the same order from the fullest state that may fit and stops by the same
- * Jensen bound, on the smallest free fraction. Pins and hard affinity with
- * members restrict the walk to those hosts. Everything else — other weighers, custom filter lists,
- * soft groups with weight — and every unplaced answer (for its reasons) goes through {@link placeVm}
- * on the engine's current snapshots: exact, but a full O(n) pass.
+ * order of mean free fraction. When the only resource weigher with a weight is `leastAllocated`
+ * (spread), `mostAllocated` (best fit) or `alignedFit` (pack) — `groupAffinity` may weigh too, it is
+ * flat unless the request has a soft group — a placement walks each shape from its most promising
+ * end, skipping states that fail the allocation filters and hosts that fail another filter, and stops
+ * as soon as no further host can beat the best found (for `mostAllocated`, by Jensen: mean 10^f ≥
+ * 10^(mean f)) or, for `alignedFit` while it steers (its steering term has no bound along any order),
+ * as soon as no further host can fit: its states are kept by smallest free fraction, descending, so
+ * the walk covers the empty hosts' state and the hosts with room on every resource (in a packed
+ * fleet, a handful); the fleet's demand direction comes from per-resource sums kept on every change.
+ * alignedFit steers only with enough usable and empty hosts (`steers` in weighers.ts; the engine
+ * counts them on every change); when it does not, it is best fit, and the walk goes up the same
+ * order from the fullest state that may fit and stops by the same Jensen bound. Everything else —
+ * other weighers with a weight, soft groups with weight — and every unplaced answer (for its
+ * reasons) goes through {@link placeVm} with the same pipeline on the engine's current snapshots:
+ * exact, but a full O(n) pass.
  *
- * Choices: the same filters as placeVm, exactly, so it never picks a host placeVm would reject, and
- * it picks only when placeVm would. On the fast path it picks the host with the best raw score and
- * breaks exact ties (|Δ| ≤ 1e-12) as placeVm does (seeded, then by id); placeVm compares normalised
- * scores rounded to 9 decimals, so when two hosts' raw scores differ by less than about 1e-9 of the
+ * Choices: the same filters as placeVm, so it never picks a host placeVm would reject, and it picks
+ * only when placeVm would. On the fast path it picks the host with the best raw score and breaks
+ * exact ties (|Δ| ≤ 1e-12) as placeVm does (seeded, then by id); placeVm compares normalised scores
+ * rounded to 9 decimals, so when two hosts' raw scores differ by less than about 1e-9 of the
  * candidates' score range the two may choose different (equally good, to that precision) hosts.
  * Among hosts of one shape that never happens; otherwise it is rare, and both choices score the
  * same in placeVm's explanation.
@@ -75,10 +92,19 @@ type Mode = "least" | "most" | "aligned" | "generic";
  */
 export class PlacementEngine {
   private readonly options: ResolvedSchedulerOptions;
+  private readonly pipeline: Pipeline;
   private readonly mode: Mode;
+  /** The enabled filters (as placeVm runs them) whose verdict may differ between hosts of one state. */
+  private readonly hostFilters: readonly Filter[];
+  /** The enabled filters of scope `allocation`: asked once per state (on its sample host). */
+  private readonly stateFilters: readonly Filter[];
+  /** The enabled filters that can name their only candidate hosts. */
+  private readonly candidateFilters: readonly Filter[];
+  /** Whether the capacity filter is enabled (its necessary condition may then skip states unasked). */
+  private readonly capacityBound: boolean;
   private readonly ids: string[];
   private readonly indexOf = new Map<string, number>();
-  /** Current snapshots, in id order (for labels, the generic path and reasons). */
+  /** Current snapshots, in id order (what the filters see; the generic path and reasons). */
   private readonly hosts: HostSnapshot[];
   private readonly total: Float64Array;
   private readonly alloc: Float64Array;
@@ -88,23 +114,32 @@ export class PlacementEngine {
   /** Position of each host in the seeded tie-break order (lower wins). */
   private readonly rank: Int32Array;
   private readonly classes: ShapeClass[] = [];
+  private readonly classByShape = new Map<string, number>();
   /** Group name → host index → members there (only counts > 0). */
   private readonly groups = new Map<string, Map<number, number>>();
   /** Per resource, allocated and allocatable summed over all hosts (for the fleet direction). */
   private readonly fleetAlloc = new Float64Array(R);
   private readonly fleetTotal = new Float64Array(R);
-  /** Usable hosts holding no VM (vmCount 0), kept on commit and release (alignedFit steers only while there are enough). */
+  /** Usable hosts holding no VM (vmCount 0), kept on every change (alignedFit steers only while there are enough). */
   private emptyHosts = 0;
-  /** Usable hosts (ready, not cordoned; fixed at construction). */
+  /** Usable hosts (ready, not cordoned). */
   private usableHosts = 0;
 
   /**
-   * Indexes `hosts` under `options` (from resolveSchedulerOptions). Throws INVALID_ARGUMENT for
-   * duplicate host ids or malformed overrides, as placeVm does.
+   * Indexes `hosts` under `options` (from resolveSchedulerOptions) with `pipeline`'s stages (the
+   * default pipeline unless given: the one placeVm is then given too). Throws INVALID_ARGUMENT for
+   * duplicate host ids, malformed overrides or an enabled filter the pipeline does not have, as
+   * placeVm does.
    */
-  constructor(hosts: readonly HostSnapshot[], options: ResolvedSchedulerOptions) {
+  constructor(hosts: readonly HostSnapshot[], options: ResolvedSchedulerOptions, pipeline: Pipeline = DEFAULT_PIPELINE) {
     this.options = options;
+    this.pipeline = pipeline;
     this.mode = modeOf(options);
+    const filters = enabledFilters(pipeline, options);
+    this.hostFilters = filters.filter((f) => f.scope !== "allocation");
+    this.stateFilters = filters.filter((f) => f.scope === "allocation");
+    this.candidateFilters = filters.filter((f) => f.candidates !== undefined);
+    this.capacityBound = filters.includes(capacityFilter);
     this.hosts = [...hosts].map((h) => structuredClone(h)).sort((a, b) => compareIds(a.id, b.id));
     checkHosts(this.hosts);
     const n = this.hosts.length;
@@ -120,30 +155,11 @@ export class PlacementEngine {
       .sort((a, b) => compareTies(this.ids[a]!, this.ids[b]!, seed))
       .forEach((i, r) => (this.rank[i] = r));
     this.classOf = new Int32Array(n);
-    const classByShape = new Map<string, number>();
     this.hosts.forEach((h, i) => {
       this.indexOf.set(h.id, i);
-      RESOURCE_NAMES.forEach((k, r) => {
-        this.total[i * R + r] = allocatableOf(h, k, options);
-        this.alloc[i * R + r] = h.allocated[k];
-        this.fleetAlloc[r] = this.fleetAlloc[r]! + h.allocated[k];
-        this.fleetTotal[r] = this.fleetTotal[r]! + this.total[i * R + r]!;
-      });
-      this.vmCount[i] = h.vmCount;
-      this.usable[i] = h.ready && !h.cordoned ? 1 : 0;
-      this.usableHosts += this.usable[i]!;
-      if (this.usable[i] && h.vmCount === 0) this.emptyHosts++;
-      for (const [g, m] of Object.entries(h.groupMembers ?? {})) if (m > 0) this.members(g).set(i, m);
-      const shape = Array.from(this.total.subarray(i * R, i * R + R));
-      const sk = shape.join(",");
-      let c = classByShape.get(sk);
-      if (c === undefined) {
-        c = this.classes.length;
-        classByShape.set(sk, c);
-        this.classes.push({ total: shape, groups: [], byVec: new Map() });
-      }
-      this.classOf[i] = c;
-      if (this.usable[i]) this.enlist(i);
+      this.load(i);
+      this.account(i, 1);
+      this.enlist(i);
     });
   }
 
@@ -152,10 +168,15 @@ export class PlacementEngine {
     return this.ids;
   }
 
-  /** The current snapshot of one host (after the commits so far), or undefined. */
+  /** The current snapshot of one host (after the changes so far), or undefined. */
   snapshot(hostId: string): HostSnapshot | undefined {
     const i = this.indexOf.get(hostId);
     return i === undefined ? undefined : this.hosts[i];
+  }
+
+  /** Every host's current snapshot, in id order (the engine's own objects: do not change them). */
+  snapshots(): readonly HostSnapshot[] {
+    return this.hosts;
   }
 
   /**
@@ -166,8 +187,8 @@ export class PlacementEngine {
   place(request: PlacementRequest): EnginePlacement {
     const fast = this.mode === "generic" || this.softGroupWeighs(request) ? undefined : this.fastPlace(request);
     if (fast !== undefined) return { placed: true, hostId: this.ids[fast]! };
-    const d = placeVm(this.hosts, request, this.options);
-    return d.placed ? { placed: true, hostId: d.hostId } : { placed: false, reasons: d.reasons };
+    const d = placeVm(this.hosts, request, this.options, this.pipeline);
+    return d.placed ? { placed: true, hostId: d.hostId } : d;
   }
 
   /**
@@ -184,9 +205,28 @@ export class PlacementEngine {
   }
 
   /**
-   * Places `requests` all-or-nothing, as placeVms does: each placed on the state after the ones
-   * before it. With `commit: true` a successful gang stays committed; otherwise (the default) and on
-   * failure the engine is left as it was.
+   * Replaces a known host's snapshot with `host` (any field: capacity, overrides, labels, readiness,
+   * cordon, allocation, VM count, group members) — how a caller that rebuilds snapshots from its own
+   * state keeps the engine current without replaying each VM. The engine keeps a copy. Throws
+   * NOT_FOUND for a host it was not built with (a new host needs a new engine), INVALID_ARGUMENT for
+   * a malformed override.
+   */
+  update(host: HostSnapshot): void {
+    const i = this.index(host.id);
+    checkHosts([host]);
+    this.delist(i);
+    this.account(i, -1);
+    this.hosts[i] = copyOf(host);
+    this.load(i);
+    this.account(i, 1);
+    this.enlist(i);
+  }
+
+  /**
+   * Places `requests` all-or-nothing with placeVms' answer: each in request order on the state
+   * after the ones before it, then, when packing is the goal, packed as a set (gang.ts, `packGang`,
+   * on the engine's snapshots). With `commit: true` a successful gang stays committed; otherwise
+   * (the default) and on failure the engine is left as it was.
    */
   placeGang(requests: readonly PlacementRequest[], { commit = false }: { commit?: boolean } = {}): GangDecision {
     const names = new Set<string>();
@@ -198,23 +238,24 @@ export class PlacementEngine {
     const undo = (): void => {
       for (let j = done.length - 1; j >= 0; j--) this.release(done[j]!.hostId, requests[j]!);
     };
-    for (const r of requests) {
-      let p: EnginePlacement;
-      try {
-        p = this.place(r);
-      } catch (e) {
-        undo();
-        throw e;
+    let inOrder: GangDecision | undefined;
+    try {
+      for (const r of requests) {
+        const p = this.place(r);
+        if (!p.placed) {
+          inOrder = { placed: false, failed: r.name, reasons: p.reasons, placements: [] };
+          break;
+        }
+        this.commit(p.hostId, r);
+        done.push({ name: r.name, hostId: p.hostId });
       }
-      if (!p.placed) {
-        undo();
-        return { placed: false, failed: r.name, reasons: p.reasons, placements: [] };
-      }
-      this.commit(p.hostId, r);
-      done.push({ name: r.name, hostId: p.hostId });
+    } finally {
+      undo();
     }
-    if (!commit) undo();
-    return { placed: true, placements: done };
+    inOrder ??= { placed: true, placements: done };
+    const decision = packGang(this.hosts, requests, this.options, this.pipeline, inOrder);
+    if (commit && decision.placed) decision.placements.forEach((p, j) => this.commit(p.hostId, requests[j]!));
+    return decision;
   }
 
   // ---- internals ----
@@ -239,9 +280,47 @@ export class PlacementEngine {
     return (p === "soft-affinity" || p === "soft-anti-affinity") && (this.options.weights["groupAffinity"] ?? 0) > 0;
   }
 
+  /** Fills host i's vectors, counters and shape class from its snapshot. */
+  private load(i: number): void {
+    const h = this.hosts[i]!;
+    RESOURCE_NAMES.forEach((k, r) => {
+      this.total[i * R + r] = allocatableOf(h, k, this.options);
+      this.alloc[i * R + r] = h.allocated[k];
+    });
+    this.vmCount[i] = h.vmCount;
+    this.usable[i] = countsAsUsable(h) ? 1 : 0;
+    const shape = Array.from(this.total.subarray(i * R, i * R + R));
+    const sk = shape.join(",");
+    let c = this.classByShape.get(sk);
+    if (c === undefined) {
+      c = this.classes.length;
+      this.classByShape.set(sk, c);
+      this.classes.push({ total: shape, groups: [], byVec: new Map() });
+    }
+    this.classOf[i] = c;
+  }
+
+  /** Adds (sign 1) or removes (−1) host i's share of the fleet sums, the usable / empty counts and the group index. */
+  private account(i: number, sign: 1 | -1): void {
+    for (let r = 0; r < R; r++) {
+      this.fleetAlloc[r] = this.fleetAlloc[r]! + sign * this.alloc[i * R + r]!;
+      this.fleetTotal[r] = this.fleetTotal[r]! + sign * this.total[i * R + r]!;
+    }
+    if (this.usable[i] === 1) {
+      this.usableHosts += sign;
+      if (this.vmCount[i] === 0) this.emptyHosts += sign;
+    }
+    for (const [g, n] of Object.entries(this.hosts[i]!.groupMembers ?? {})) {
+      if (!(n > 0)) continue;
+      const m = this.members(g);
+      const next = (m.get(i) ?? 0) + sign * n;
+      if (next > 0) m.set(i, next);
+      else m.delete(i);
+    }
+  }
+
   private apply(i: number, request: PlacementRequest, sign: 1 | -1): void {
-    const listed = this.usable[i] === 1;
-    if (listed) this.delist(i);
+    this.delist(i);
     RESOURCE_NAMES.forEach((k, r) => {
       this.alloc[i * R + r] = this.alloc[i * R + r]! + sign * request.resources[k];
       this.fleetAlloc[r] = this.fleetAlloc[r]! + sign * request.resources[k];
@@ -257,18 +336,8 @@ export class PlacementEngine {
       else m.delete(i);
     }
     const h = this.hosts[i]!;
-    if (sign === 1) this.hosts[i] = withPlacement(h, request.resources, g);
-    else {
-      const allocated = { ...h.allocated };
-      for (const k of RESOURCE_NAMES) allocated[k] -= request.resources[k];
-      const next: HostSnapshot = { ...h, allocated, vmCount: h.vmCount - 1 };
-      if (g !== undefined) {
-        const { [g]: n = 0, ...others } = h.groupMembers ?? {};
-        next.groupMembers = n > 1 ? { ...others, [g]: n - 1 } : others;
-      }
-      this.hosts[i] = next;
-    }
-    if (listed) this.enlist(i);
+    this.hosts[i] = sign === 1 ? withPlacement(h, request.resources, g) : dropEmptyGroup(withoutPlacement(h, request.resources, g), g);
+    this.enlist(i);
   }
 
   private vecOf(i: number): string {
@@ -280,7 +349,7 @@ export class PlacementEngine {
     (this.mode === "most" ? a.key - b.key : b.key - a.key) || (a.vec < b.vec ? -1 : a.vec > b.vec ? 1 : 0);
   private readonly memberOrder = (a: number, b: number): number => this.rank[a]! - this.rank[b]!;
 
-  /** Adds usable host i to the state group of its current allocation. */
+  /** Adds host i to the state group of its current allocation. */
   private enlist(i: number): void {
     const cls = this.classes[this.classOf[i]!]!;
     const vec = this.vecOf(i);
@@ -293,7 +362,7 @@ export class PlacementEngine {
     insertSorted(g.members, i, this.memberOrder);
   }
 
-  /** Removes usable host i from its state group (before its allocation changes). */
+  /** Removes host i from its state group (before its allocation or shape changes). */
   private delist(i: number): void {
     const cls = this.classes[this.classOf[i]!]!;
     const g = cls.byVec.get(this.vecOf(i));
@@ -307,16 +376,9 @@ export class PlacementEngine {
     removeSorted(cls.groups, g, this.groupOrder);
   }
 
+  /** Mean free fraction of host i now (leastAllocated's score for an empty request). */
   private meanFree(i: number): number {
-    let sum = 0;
-    let n = 0;
-    for (let r = 0; r < R; r++) {
-      const t = this.total[i * R + r]!;
-      if (t <= 0) continue;
-      sum += (t - this.alloc[i * R + r]!) / t;
-      n += 1;
-    }
-    return n === 0 ? 0 : sum / n;
+    return leastAllocatedRaw(this.alloc, this.total, i * R, NO_REQUEST);
   }
 
   /** The smallest free fraction over the resources host i has (1 when it has none). */
@@ -333,58 +395,47 @@ export class PlacementEngine {
     return min;
   }
 
-  /** leastAllocated's raw score for `request` on host i, computed exactly as the weigher does. */
-  private leastRaw(i: number, req: readonly number[]): number {
-    let sum = 0;
-    let n = 0;
-    for (let r = 0; r < R; r++) {
-      const t = this.total[i * R + r]!;
-      if (t <= 0) continue;
-      sum += (t - this.alloc[i * R + r]! - req[r]!) / t;
-      n += 1;
-    }
-    return n === 0 ? 0 : sum / n;
-  }
-
-  /** mostAllocated's raw score for `request` on host i, computed exactly as the weigher does. */
-  private mostRaw(i: number, req: readonly number[]): number {
-    let sum = 0;
-    let n = 0;
-    for (let r = 0; r < R; r++) {
-      const t = this.total[i * R + r]!;
-      if (t <= 0) continue;
-      sum += 10 ** ((t - this.alloc[i * R + r]! - req[r]!) / t);
-      n += 1;
-    }
-    return n === 0 ? 0 : -sum / n;
-  }
-
-  /** Every filter of the default pipeline, in its order, on the indexes (exactly what placeVm checks). */
-  private passes(i: number, request: PlacementRequest, req: readonly number[], pinned: ReadonlySet<string> | undefined): boolean {
-    if (this.usable[i] !== 1) return false;
-    if (pinned !== undefined && !pinned.has(this.ids[i]!)) return false;
-    if (request.requiredLabels !== undefined || request.forbiddenLabels !== undefined) {
-      const labels = this.hosts[i]!.labels;
-      const has = (k: string): boolean => Object.prototype.hasOwnProperty.call(labels, k);
-      for (const [k, v] of Object.entries(request.requiredLabels ?? {})) if (!has(k) || labels[k] !== v) return false;
-      for (const [k, v] of Object.entries(request.forbiddenLabels ?? {})) if (has(k) && (v === "*" || labels[k] === v)) return false;
-    }
-    const limit = this.options.maxVmsPerHost ?? 0;
-    if (limit > 0 && this.vmCount[i]! >= limit) return false;
-    const g = request.group;
-    if (g !== undefined) {
-      const here = this.groups.get(g.name)?.get(i) ?? 0;
-      if (g.policy === "anti-affinity" && here > 0) return false;
-      if (g.policy === "affinity" && here === 0 && (this.groups.get(g.name)?.size ?? 0) > 0) return false;
-    }
+  /** The capacity filter's necessary condition on the indexes: room for `req` on every resource. */
+  private mayFit(i: number, req: readonly number[]): boolean {
+    if (!this.capacityBound) return true;
     for (let r = 0; r < R; r++) if (this.alloc[i * R + r]! + req[r]! > this.total[i * R + r]!) return false;
     return true;
   }
 
-  /** Capacity alone. */
-  private fits(i: number, req: readonly number[]): boolean {
-    for (let r = 0; r < R; r++) if (this.alloc[i * R + r]! + req[r]! > this.total[i * R + r]!) return false;
+  /** Whether a state passes the allocation filters (asked on its sample: every member gets the same verdict). */
+  private statePasses(g: StateGroup, req: readonly number[], ctx: PlacementContext): boolean {
+    if (!this.mayFit(g.sample, req)) return false;
+    const h = this.hosts[g.sample]!;
+    for (const f of this.stateFilters) if (!f.filter(h, ctx).pass) return false;
     return true;
+  }
+
+  /** Whether host i passes the other enabled filters (its state passed the allocation ones). */
+  private hostPasses(i: number, ctx: PlacementContext): boolean {
+    const h = this.hosts[i]!;
+    for (const f of this.hostFilters) if (!f.filter(h, ctx).pass) return false;
+    return true;
+  }
+
+  /** Whether host i passes every enabled filter. */
+  private passes(i: number, req: readonly number[], ctx: PlacementContext): boolean {
+    if (!this.mayFit(i, req) || !this.hostPasses(i, ctx)) return false;
+    const h = this.hosts[i]!;
+    for (const f of this.stateFilters) if (!f.filter(h, ctx).pass) return false;
+    return true;
+  }
+
+  /** The ids of the hosts holding members of `group`, in id order (the context's groupHosts). */
+  private groupHostIds(group: string): string[] {
+    const m = this.groups.get(group);
+    if (!m || m.size === 0) return [];
+    return [...m.keys()].map((i) => this.ids[i]!).sort(compareIds);
+  }
+
+  /** The first state member (tie-break order) that passes the host filters, or −1. */
+  private firstPassing(g: StateGroup, ctx: PlacementContext): number {
+    for (const m of g.members) if (this.hostPasses(m, ctx)) return m;
+    return -1;
   }
 
   /** The fast path: the chosen host index, or undefined when no host passes (the caller then asks placeVm for reasons). */
@@ -392,9 +443,16 @@ export class PlacementEngine {
     const req = RESOURCE_NAMES.map((k) => request.resources[k]);
     // Validate like placeVm (cheaply): whole numbers ≥ 0 and a known group policy. placeVm would throw the exact error.
     if (!req.every((v) => Number.isSafeInteger(v) && v >= 0) || (request.group !== undefined && !isPolicy(request.group.policy))) {
-      placeVm([], request, this.options);
+      placeVm([], request, this.options, this.pipeline);
     }
     const pinned = request.pinnedHosts !== undefined && request.pinnedHosts.length > 0 ? new Set(request.pinnedHosts) : undefined;
+    const ctx: PlacementContext = {
+      request,
+      options: this.options,
+      groupHosts: request.group === undefined ? [] : this.groupHostIds(request.group.name),
+      pinned,
+      explain: false,
+    };
     const seed = this.options.seed ?? 0;
     const least = this.mode === "least";
     const aligned = this.mode === "aligned";
@@ -403,106 +461,134 @@ export class PlacementEngine {
     let best = -1;
     let bestScore = -Infinity;
     // The best so far: its score, and scores within EPS of it count as equal (tie-break decides).
-    const consider = (i: number): void => {
-      if (!this.passes(i, request, req, pinned)) return;
-      const s = least ? this.leastRaw(i, req) : aligned ? alignedFitRaw(this.alloc, this.total, i * R, req, dir) : this.mostRaw(i, req);
+    const offer = (i: number): void => {
+      const s = least ? leastAllocatedRaw(this.alloc, this.total, i * R, req) : aligned ? alignedFitRaw(this.alloc, this.total, i * R, req, dir) : mostAllocatedRaw(this.alloc, this.total, i * R, req);
       if (best < 0 || s > bestScore + EPS || (s >= bestScore - EPS && compareTies(this.ids[i]!, this.ids[best]!, seed) < 0)) {
         best = i;
         bestScore = s;
       }
     };
-    // Small explicit candidate sets: pins, or the hosts of a hard-affinity group with members.
-    const g = request.group;
-    const affinity = g?.policy === "affinity" ? this.groups.get(g.name) : undefined;
-    if (pinned !== undefined || (affinity !== undefined && affinity.size > 0)) {
-      const set = pinned !== undefined ? [...pinned].flatMap((id) => (this.indexOf.has(id) ? [this.indexOf.get(id)!] : [])) : [...affinity!.keys()];
-      for (const i of set) consider(i);
-      return best < 0 ? undefined : best;
-    }
-    if (aligned) {
-      // alignedFit has no useful bound along any order (its steering term may favour any host), so
-      // the walk visits every state that may fit: states in descending order of smallest free
-      // fraction, down to the request's smallest fraction (a host whose smallest free fraction is
-      // below it lacks room on some resource). In a packed fleet almost every host is full on some
-      // resource, so this is the empty hosts' state plus the few open hosts.
-      for (const cls of this.classes) {
-        let minReq = Infinity;
-        let maxReq = -Infinity;
-        for (let r = 0; r < R; r++) {
-          if (cls.total[r]! <= 0) continue;
-          minReq = Math.min(minReq, req[r]! / cls.total[r]!);
-          maxReq = Math.max(maxReq, req[r]! / cls.total[r]!);
-        }
-        if (minReq === Infinity) minReq = -Infinity;
-        if (dir === undefined) {
-          // Not steering (small fleet, or few empty hosts left): alignedFit is best fit. Walk the
-          // states that may fit from the fullest (smallest free fraction) up, and stop once none can
-          // beat the best: with k the state's smallest free fraction, every free fraction after
-          // placement is ≥ k − maxReq, so by Jensen its score is ≤ −10^(k − maxReq).
-          let lo = 0;
-          let hi = cls.groups.length;
-          while (lo < hi) {
-            const mid = (lo + hi) >>> 1;
-            if (cls.groups[mid]!.key >= minReq) lo = mid + 1;
-            else hi = mid;
-          }
-          for (let j = lo - 1; j >= 0; j--) {
-            const g = cls.groups[j]!;
-            if (best >= 0 && maxReq > -Infinity && -(10 ** (g.key - maxReq)) < bestScore - EPS) break;
-            if (!this.fits(g.sample, req)) continue;
-            for (const m of g.members) {
-              if (this.passes(m, request, req, undefined)) {
-                consider(m);
-                break;
-              }
-            }
-          }
-          continue;
-        }
-        for (const g of cls.groups) {
-          if (g.key < minReq) break;
-          if (!this.fits(g.sample, req)) continue;
-          for (const m of g.members) {
-            if (this.passes(m, request, req, undefined)) {
-              consider(m);
-              break;
-            }
-          }
-        }
+    // Filters that name their only candidates (pins; the hosts of a hard-affinity group with
+    // members): only those hosts, each through every filter.
+    let only: Set<number> | undefined;
+    for (const f of this.candidateFilters) {
+      const ids = f.candidates!(ctx);
+      if (ids === undefined) continue;
+      const named = new Set<number>();
+      for (const id of ids) {
+        const i = this.indexOf.get(id);
+        if (i !== undefined && (only === undefined || only.has(i))) named.add(i);
       }
+      only = named;
+    }
+    if (only !== undefined) {
+      for (const i of only) if (this.passes(i, req, ctx)) offer(i);
       return best < 0 ? undefined : best;
     }
     for (const cls of this.classes) {
-      const groups = cls.groups;
-      for (let j = 0; j < groups.length; j++) {
-        const g = groups[j]!;
-        const i = g.sample;
-        const mean = this.leastRaw(i, req);
-        // Stop once no state further on can beat the best: for leastAllocated the raw score falls
-        // along the order; for mostAllocated, mean 10^f ≥ 10^(mean f) bounds it.
-        if (best >= 0 && (least ? mean : -(10 ** mean)) < bestScore - EPS) break;
-        if (!this.fits(i, req)) continue;
-        for (const m of g.members) {
-          if (this.passes(m, request, req, undefined)) {
-            consider(m);
-            break;
-          }
-        }
-      }
+      if (aligned) this.walkAligned(cls, req, ctx, dir, offer, () => (best < 0 ? undefined : bestScore));
+      else this.walkByMean(cls, req, ctx, least, offer, () => (best < 0 ? undefined : bestScore));
     }
     return best < 0 ? undefined : best;
   }
+
+  /** leastAllocated / mostAllocated: states from the most promising end, stopping by the score bound. */
+  private walkByMean(cls: ShapeClass, req: readonly number[], ctx: PlacementContext, least: boolean, offer: (i: number) => void, bestScore: () => number | undefined): void {
+    for (const g of cls.groups) {
+      const mean = leastAllocatedRaw(this.alloc, this.total, g.sample * R, req);
+      // Stop once no state further on can beat the best: for leastAllocated the raw score falls
+      // along the order; for mostAllocated, mean 10^f ≥ 10^(mean f) bounds it.
+      const b = bestScore();
+      if (b !== undefined && (least ? mean : -(10 ** mean)) < b - EPS) break;
+      if (!this.statePasses(g, req, ctx)) continue;
+      const m = this.firstPassing(g, ctx);
+      if (m >= 0) offer(m);
+    }
+  }
+
+  /** alignedFit: every state that may fit while it steers; otherwise best fit from the fullest state up. */
+  private walkAligned(
+    cls: ShapeClass,
+    req: readonly number[],
+    ctx: PlacementContext,
+    dir: readonly number[] | undefined,
+    offer: (i: number) => void,
+    bestScore: () => number | undefined,
+  ): void {
+    let minReq = Infinity;
+    let maxReq = -Infinity;
+    for (let r = 0; r < R; r++) {
+      if (cls.total[r]! <= 0) continue;
+      minReq = Math.min(minReq, req[r]! / cls.total[r]!);
+      maxReq = Math.max(maxReq, req[r]! / cls.total[r]!);
+    }
+    if (minReq === Infinity) minReq = -Infinity;
+    // A state whose smallest free fraction is below the request's smallest share lacks room on
+    // some resource: the capacity filter's necessary condition (only while that filter is enabled).
+    const floor = this.capacityBound ? minReq : -Infinity;
+    if (dir === undefined) {
+      // Not steering (small fleet, or few empty hosts left): alignedFit is best fit. Walk the
+      // states that may fit from the fullest (smallest free fraction) up, and stop once none can
+      // beat the best: with k the state's smallest free fraction, every free fraction after
+      // placement is ≥ k − maxReq, so by Jensen its score is ≤ −10^(k − maxReq).
+      let lo = 0;
+      let hi = cls.groups.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (cls.groups[mid]!.key >= floor) lo = mid + 1;
+        else hi = mid;
+      }
+      for (let j = lo - 1; j >= 0; j--) {
+        const g = cls.groups[j]!;
+        const b = bestScore();
+        if (b !== undefined && maxReq > -Infinity && -(10 ** (g.key - maxReq)) < b - EPS) break;
+        if (!this.statePasses(g, req, ctx)) continue;
+        const m = this.firstPassing(g, ctx);
+        if (m >= 0) offer(m);
+      }
+      return;
+    }
+    // Steering has no useful bound along any order (its term may favour any host), so the walk
+    // visits every state that may fit: in a packed fleet almost every host is full on some
+    // resource, so this is the empty hosts' state plus the few open hosts.
+    for (const g of cls.groups) {
+      if (g.key < floor) break;
+      if (!this.statePasses(g, req, ctx)) continue;
+      const m = this.firstPassing(g, ctx);
+      if (m >= 0) offer(m);
+    }
+  }
+}
+
+/** A request of nothing (for a host's current free fractions). */
+const NO_REQUEST: readonly number[] = Object.freeze(RESOURCE_NAMES.map(() => 0));
+
+/** The engine's own copy of a snapshot (the caller may reuse its objects). */
+function copyOf(h: HostSnapshot): HostSnapshot {
+  const c: HostSnapshot = { ...h, capacity: { ...h.capacity }, allocated: { ...h.allocated }, labels: { ...h.labels } };
+  if (h.groupMembers) c.groupMembers = { ...h.groupMembers };
+  if (h.allocationRatio) c.allocationRatio = { ...h.allocationRatio };
+  if (h.reserved) c.reserved = { ...h.reserved };
+  return c;
+}
+
+/** After a release, a group with no member left on the host is dropped from its snapshot (as one that never had any). */
+function dropEmptyGroup(h: HostSnapshot, group: string | undefined): HostSnapshot {
+  if (group === undefined || (h.groupMembers?.[group] ?? 0) > 0) return h;
+  const { [group]: _gone, ...others } = h.groupMembers ?? {};
+  return { ...h, groupMembers: others };
 }
 
 function isPolicy(p: unknown): boolean {
   return p === "anti-affinity" || p === "affinity" || p === "soft-anti-affinity" || p === "soft-affinity";
 }
 
-/** "least" / "most" when that is the only resource weigher with a weight and the filters are the default ones. */
+/**
+ * Which walk the weights allow: "least", "most" or "aligned" when that is the only resource
+ * weigher with a weight (groupAffinity may weigh too), else "generic" (placeVm on the snapshots).
+ */
 function modeOf(options: ResolvedSchedulerOptions): Mode {
   const w = options.weights;
-  const f = options.filters;
-  if (f !== undefined && (f.length !== DEFAULT_CATALOG.filterNames.length || f.some((x, i) => x !== DEFAULT_CATALOG.filterNames[i]))) return "generic";
   for (const [name, v] of Object.entries(w)) {
     if (v > 0 && !["leastAllocated", "mostAllocated", "alignedFit", "groupAffinity"].includes(name)) return "generic";
   }

@@ -1,6 +1,6 @@
 import { RESOURCE_FIELD, RESOURCE_NAMES, RESOURCE_UNIT } from "@berth/core";
 import { allocatableOf } from "./options.js";
-import { filterFail, FILTER_PASS, membersOn, type Filter } from "./stage.js";
+import { FILTER_FAIL, filterFail, FILTER_PASS, membersOn, type Filter } from "./stage.js";
 
 /** Lists at most `max` items, then how many more. */
 function listSome(items: readonly string[], max = 3): string {
@@ -11,7 +11,9 @@ function listSome(items: readonly string[], max = 3): string {
 /** Only hosts whose agent is Ready and that no operator has cordoned take new VMs. */
 export const readyFilter: Filter = {
   name: "ready",
-  filter(host) {
+  filter(host, { explain }) {
+    if (host.ready && !host.cordoned) return FILTER_PASS;
+    if (explain === false) return FILTER_FAIL;
     if (!host.ready) return filterFail("host is not Ready");
     if (host.cordoned) return filterFail("host is cordoned");
     return FILTER_PASS;
@@ -21,10 +23,12 @@ export const readyFilter: Filter = {
 /** When the request pins hosts (non-empty `pinnedHosts`), only those pass: `not pinned (pinned: a, b)`. */
 export const pinnedFilter: Filter = {
   name: "pinned",
-  filter(host, { request, pinned }) {
+  filter(host, { request, pinned, explain }) {
     if (pinned === undefined || pinned.has(host.id)) return FILTER_PASS;
+    if (explain === false) return FILTER_FAIL;
     return filterFail(`not pinned (pinned: ${listSome([...(request.pinnedHosts ?? [])])})`);
   },
+  candidates: ({ pinned }) => pinned,
 };
 
 /**
@@ -34,15 +38,19 @@ export const pinnedFilter: Filter = {
  */
 export const labelsFilter: Filter = {
   name: "labels",
-  filter(host, { request }) {
+  filter(host, { request, explain }) {
+    if (request.requiredLabels === undefined && request.forbiddenLabels === undefined) return FILTER_PASS;
     const labels = host.labels;
+    const quiet = explain === false;
     const has = (k: string): boolean => Object.prototype.hasOwnProperty.call(labels, k);
     for (const [k, v] of Object.entries(request.requiredLabels ?? {})) {
+      if (quiet && (!has(k) || labels[k] !== v)) return FILTER_FAIL;
       if (!has(k)) return filterFail(`requires label ${k}=${v} (host has no ${k})`);
       if (labels[k] !== v) return filterFail(`requires label ${k}=${v} (host has ${k}=${String(labels[k])})`);
     }
     for (const [k, v] of Object.entries(request.forbiddenLabels ?? {})) {
       if (!has(k)) continue;
+      if (quiet && (v === "*" || labels[k] === v)) return FILTER_FAIL;
       if (v === "*") return filterFail(`forbids label ${k} (host has ${k}=${String(labels[k])})`);
       if (labels[k] === v) return filterFail(`forbids label ${k}=${v}`);
     }
@@ -53,9 +61,10 @@ export const labelsFilter: Filter = {
 /** At most `maxVmsPerHost` VMs on a host (0: unlimited): `max_vms: 32 VMs, limit 32`. */
 export const maxVmsFilter: Filter = {
   name: "maxVms",
-  filter(host, { options }) {
+  filter(host, { options, explain }) {
     const limit = options.maxVmsPerHost ?? 0;
     if (limit === 0 || host.vmCount < limit) return FILTER_PASS;
+    if (explain === false) return FILTER_FAIL;
     return filterFail(`max_vms: ${host.vmCount} VM${host.vmCount === 1 ? "" : "s"}, limit ${limit}`);
   },
 };
@@ -68,19 +77,22 @@ export const maxVmsFilter: Filter = {
  */
 export const groupsFilter: Filter = {
   name: "groups",
-  filter(host, { request, groupHosts }) {
+  filter(host, { request, groupHosts, explain }) {
     const group = request.group;
     if (group === undefined) return FILTER_PASS;
     if (group.policy === "anti-affinity") {
       const n = membersOn(host, group.name);
+      if (n > 0 && explain === false) return FILTER_FAIL;
       if (n > 0) return filterFail(`group '${group.name}': anti-affinity: ${n} member${n === 1 ? "" : "s"} already here`);
     } else if (group.policy === "affinity") {
       if (groupHosts.length > 0 && membersOn(host, group.name) === 0) {
+        if (explain === false) return FILTER_FAIL;
         return filterFail(`group '${group.name}': affinity: members are on other hosts (${listSome(groupHosts)})`);
       }
     }
     return FILTER_PASS;
   },
+  candidates: ({ request, groupHosts }) => (request.group?.policy === "affinity" && groupHosts.length > 0 ? groupHosts : undefined),
 };
 
 /**
@@ -91,13 +103,15 @@ export const groupsFilter: Filter = {
  */
 export const capacityFilter: Filter = {
   name: "capacity",
-  filter(host, { request, options }) {
+  scope: "allocation",
+  filter(host, { request, options, explain }) {
     const short: string[] = [];
     for (const key of RESOURCE_NAMES) {
       const need = request.resources[key];
       const total = allocatableOf(host, key, options);
       const free = total - host.allocated[key];
       if (need > free) {
+        if (explain === false) return FILTER_FAIL;
         const unit = RESOURCE_UNIT[key];
         short.push(`${RESOURCE_FIELD[key]}: needs ${need} ${unit}, ${Math.max(0, free)} ${unit} free of ${total} allocatable`);
       }

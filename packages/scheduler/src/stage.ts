@@ -19,6 +19,12 @@ export interface PlacementContext {
    * enough usable hosts, enough of them empty).
    */
   readonly fleetDirection?: readonly number[];
+  /**
+   * Whether a failing filter must say why. `false`: only pass or fail is wanted (the incremental
+   * engine asks so; placeVm, whose verdicts an operator reads, never does), and a filter may return
+   * {@link FILTER_FAIL} without formatting its reason. @default true
+   */
+  readonly explain?: boolean;
 }
 
 /** Members of `group` already on `host` (0 when the snapshot does not say). */
@@ -28,6 +34,16 @@ export type FilterResult = { readonly pass: true } | { readonly pass: false; rea
 
 export const FILTER_PASS: FilterResult = Object.freeze({ pass: true });
 export const filterFail = (reason: string): FilterResult => ({ pass: false, reason });
+/** A failure without its reason, for a context with `explain: false`. */
+export const FILTER_FAIL: FilterResult = Object.freeze({ pass: false, reason: "" });
+
+/**
+ * What a filter's verdict depends on, so that an index may decide it for many hosts at once (it
+ * still asks the filter itself; it never restates the rule):
+ * - `allocation`: only the host's allocatable capacity (capacity, ratios, reserves), what is
+ *   allocated on it, and the request's resources. Two hosts equal in both get the same verdict.
+ */
+export type FilterScope = "allocation";
 
 /**
  * A feasibility stage: decides alone, for one host, whether the host can take the request. When it
@@ -37,6 +53,14 @@ export const filterFail = (reason: string): FilterResult => ({ pass: false, reas
 export interface Filter {
   readonly name: string;
   filter(host: HostSnapshot, ctx: PlacementContext): FilterResult;
+  /** What the verdict depends on (see {@link FilterScope}); absent: anything in the snapshot. */
+  readonly scope?: FilterScope;
+  /**
+   * Optional index shortcut: the ids of the only hosts that can pass for this request (every other
+   * host fails this filter), or undefined when any host might. The hosts listed still go through
+   * the filter. E.g. `pinned` returns the pins, `groups` the hosts of a hard-affinity group.
+   */
+  candidates?(ctx: PlacementContext): Iterable<string> | undefined;
 }
 
 /**

@@ -19,32 +19,79 @@ export function freeFractionsAfter(host: HostSnapshot, { request, options }: Pic
 }
 
 /**
- * Spread: prefers the host with the most room left. Raw score: the free fraction of allocatable
- * capacity after placing the request, averaged over the resources the host has any of.
+ * A host's allocated and allocatable per resource (RESOURCE_NAMES order) and the request's, as
+ * plain numbers: the form the raw scores below are defined on (the engine keeps them in typed
+ * arrays and calls the very same functions, so both paths compute the same doubles).
+ */
+function vectorsOf(host: HostSnapshot, { request, options }: Pick<PlacementContext, "request" | "options">): { alloc: number[]; total: number[]; req: number[] } {
+  const alloc: number[] = [];
+  const total: number[] = [];
+  const req: number[] = [];
+  for (const key of RESOURCE_NAMES) {
+    alloc.push(host.allocated[key]);
+    total.push(allocatableOf(host, key, options));
+    req.push(request.resources[key]);
+  }
+  return { alloc, total, req };
+}
+
+/**
+ * leastAllocated's raw score on plain numbers (`alloc` / `total` from index `at`, see
+ * {@link alignedFitRaw}): the free fraction of allocatable after placing `req`, averaged over the
+ * resources the host has any of (0 when it has none).
+ */
+export function leastAllocatedRaw(alloc: ArrayLike<number>, total: ArrayLike<number>, at: number, req: ArrayLike<number>): number {
+  let sum = 0;
+  let n = 0;
+  for (let r = 0; r < RESOURCE_NAMES.length; r++) {
+    const t = total[at + r]!;
+    if (t <= 0) continue;
+    sum += (t - alloc[at + r]! - req[r]!) / t;
+    n += 1;
+  }
+  return n === 0 ? 0 : sum / n;
+}
+
+/**
+ * mostAllocated's raw score on plain numbers: −mean over the resources the host has any of of
+ * 10^(free fraction after placing `req`) (0 when it has none).
+ */
+export function mostAllocatedRaw(alloc: ArrayLike<number>, total: ArrayLike<number>, at: number, req: ArrayLike<number>): number {
+  let sum = 0;
+  let n = 0;
+  for (let r = 0; r < RESOURCE_NAMES.length; r++) {
+    const t = total[at + r]!;
+    if (t <= 0) continue;
+    sum += 10 ** ((t - alloc[at + r]! - req[r]!) / t);
+    n += 1;
+  }
+  return n === 0 ? 0 : -sum / n;
+}
+
+/**
+ * Spread: prefers the host with the most room left. Raw score ({@link leastAllocatedRaw}): the
+ * free fraction of allocatable capacity after placing the request, averaged over the resources the
+ * host has any of.
  */
 export const leastAllocatedWeigher: Weigher = {
   name: "leastAllocated",
   weigh(host, ctx) {
-    const f = freeFractionsAfter(host, ctx);
-    let sum = 0;
-    for (const x of f) sum += x;
-    return f.length === 0 ? 0 : sum / f.length;
+    const { alloc, total, req } = vectorsOf(host, ctx);
+    return leastAllocatedRaw(alloc, total, 0, req);
   },
 };
 
 /**
- * Pack (best fit): prefers the host that will have the least room left. Raw score:
- * −mean over resources of 10^(free fraction after placement) — Nomad's exponential best-fit, so
- * the resource with the most room left dominates: a host that would be full on memory but half
- * empty on vCPU scores worse than one evenly three-quarters full.
+ * Pack (best fit): prefers the host that will have the least room left. Raw score
+ * ({@link mostAllocatedRaw}): −mean over resources of 10^(free fraction after placement) — Nomad's
+ * exponential best-fit, so the resource with the most room left dominates: a host that would be
+ * full on memory but half empty on vCPU scores worse than one evenly three-quarters full.
  */
 export const mostAllocatedWeigher: Weigher = {
   name: "mostAllocated",
   weigh(host, ctx) {
-    const f = freeFractionsAfter(host, ctx);
-    let sum = 0;
-    for (const x of f) sum += 10 ** x;
-    return f.length === 0 ? 0 : -sum / f.length;
+    const { alloc, total, req } = vectorsOf(host, ctx);
+    return mostAllocatedRaw(alloc, total, 0, req);
   },
 };
 
@@ -83,12 +130,15 @@ export function steers(usable: number, empty: number): boolean {
   return usable >= STEER_MIN_HOSTS && empty >= STEER_MIN_EMPTY_HOSTS;
 }
 
-/** Usable hosts (ready, not cordoned), and how many of them hold no VM (vmCount 0). Pure; O(hosts). */
+/** A host alignedFit's steering counts as usable: ready and not cordoned (whatever the filters enabled). */
+export const countsAsUsable = (host: Pick<HostSnapshot, "ready" | "cordoned">): boolean => host.ready && !host.cordoned;
+
+/** Usable hosts ({@link countsAsUsable}), and how many of them hold no VM (vmCount 0). Pure; O(hosts). */
 export function usableHostCounts(hosts: readonly HostSnapshot[]): { usable: number; empty: number } {
   let usable = 0;
   let empty = 0;
   for (const h of hosts) {
-    if (!h.ready || h.cordoned) continue;
+    if (!countsAsUsable(h)) continue;
     usable++;
     if (h.vmCount === 0) empty++;
   }
@@ -178,16 +228,9 @@ export function alignedFitRaw(
  */
 export const alignedFitWeigher: Weigher = {
   name: "alignedFit",
-  weigh(host, { request, options, fleetDirection: dir }) {
-    const alloc: number[] = [];
-    const total: number[] = [];
-    const req: number[] = [];
-    for (const key of RESOURCE_NAMES) {
-      alloc.push(host.allocated[key]);
-      total.push(allocatableOf(host, key, options));
-      req.push(request.resources[key]);
-    }
-    return alignedFitRaw(alloc, total, 0, req, dir);
+  weigh(host, ctx) {
+    const { alloc, total, req } = vectorsOf(host, ctx);
+    return alignedFitRaw(alloc, total, 0, req, ctx.fleetDirection);
   },
 };
 
