@@ -44,6 +44,8 @@ export interface AgentServiceDeps {
   controllerId: string;
   log: Logger;
   now: () => number;
+  /** Told when a host's session may have started or stopped taking placements (see AgentSession.acceptsPlacements). */
+  onPlacementChange?: (hostId: string) => void;
 }
 
 /** How long an agent may take to send Hello after opening its stream. */
@@ -185,7 +187,7 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
     sessions.delete(hello.hostId);
   }
 
-  const session = new AgentSession(hello.hostId, hello.bootId, call, hello.inventory?.domains ?? [], deps.now());
+  const session = new AgentSession(hello.hostId, hello.bootId, call, hello.inventory?.domains ?? [], deps.now(), () => deps.onPlacementChange?.(hello.hostId));
   session.hypervisor = hello.hypervisor;
   // A new agent process whose predecessor may still run the host's VMs: its inventory is believed
   // (missing domains created) only once that one's watchdog must have fired.

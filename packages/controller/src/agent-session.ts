@@ -25,12 +25,8 @@ export interface InFlight {
 export class AgentSession {
   readonly connectedAtMs: number;
   lastHeardMs: number;
-  /** Set once Welcome is on the stream: before that the agent would ignore commands. */
-  welcomed = false;
   inventory: Map<string, Domain>;
   usage: Resources | undefined;
-  /** The hypervisor's health as last reported; absent from agents that do not report it. */
-  hypervisor: HypervisorStatus | undefined;
   /** Failed attempts per VM id; the backoff and the VM's status come from here. */
   readonly failures = new Map<string, CommandFailure>();
   /**
@@ -50,6 +46,8 @@ export class AgentSession {
   private blocked = false;
   private closed = false;
   private nextCommand = 0;
+  private isWelcomed = false;
+  private hypervisorStatus: HypervisorStatus | undefined;
 
   constructor(
     readonly hostId: string,
@@ -58,11 +56,34 @@ export class AgentSession {
     /** The inventory from Hello (reconnect = full resync). */
     inventory: readonly Domain[],
     nowMs: number,
+    /** Called whenever {@link acceptsPlacements} may have changed (welcomed, closed, hypervisor reported). */
+    private readonly onPlacementChange: () => void = () => undefined,
   ) {
     this.inventory = new Map(inventory.map((d) => [d.vmId, d]));
     this.connectedAtMs = nowMs;
     this.lastHeardMs = nowMs;
     call.on("drain", () => this.flush());
+  }
+
+  /** Set once Welcome is on the stream: before that the agent would ignore commands. */
+  get welcomed(): boolean {
+    return this.isWelcomed;
+  }
+
+  set welcomed(value: boolean) {
+    this.isWelcomed = value;
+    this.onPlacementChange();
+  }
+
+  /** The hypervisor's health as last reported; absent from agents that do not report it. */
+  get hypervisor(): HypervisorStatus | undefined {
+    return this.hypervisorStatus;
+  }
+
+  set hypervisor(value: HypervisorStatus | undefined) {
+    const changed = this.hypervisorStatus?.available !== value?.available;
+    this.hypervisorStatus = value;
+    if (changed) this.onPlacementChange();
   }
 
   get isClosed(): boolean {
@@ -172,6 +193,7 @@ export class AgentSession {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.onPlacementChange();
     this.queue.length = 0;
     for (const waiter of [...this.resultWaiters.values()]) waiter(undefined);
     try {

@@ -26,7 +26,7 @@ export function isActiveMigration(m: Migration): boolean {
 export type StateChange =
   | { kind: "vm"; type: "put" | "delete"; vm: Vm; previous: Vm | undefined; revision: number }
   | { kind: "host"; type: "put" | "delete"; host: Host; revision: number }
-  | { kind: "migration"; type: "put" | "delete"; migration: Migration; revision: number };
+  | { kind: "migration"; type: "put" | "delete"; migration: Migration; previous: Migration | undefined; revision: number };
 
 /**
  * The controller's watch-fed view of hosts and VMs (like a Kubernetes informer cache), with the
@@ -69,7 +69,7 @@ export class ClusterState {
         this.indexMigration(e.value);
       }
       const migration = e.type === "put" ? e.value : previous;
-      if (migration) this.emit({ kind: "migration", type: e.type, migration, revision: e.revision });
+      if (migration) this.emit({ kind: "migration", type: e.type, migration, previous, revision: e.revision });
     });
     this.vms.subscribe((e) => {
       const previous = this.unindex(e.key);

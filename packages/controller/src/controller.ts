@@ -52,7 +52,8 @@ export class Controller {
     readonly port: number,
     private readonly log: Logger,
     private readonly sessions: Map<string, AgentSession>,
-    private readonly placer: Placer,
+    /** Places and commits new VMs (read by tests and diagnostics). */
+    readonly placer: Placer,
   ) {}
 
   /**
@@ -84,6 +85,7 @@ export class Controller {
       controllerId: options.controllerId,
       log,
       now,
+      onPlacementChange: (hostId) => placer.hostChanged(hostId),
     };
     const placer = new Placer(
       store,

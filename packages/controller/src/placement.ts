@@ -5,6 +5,7 @@ import {
   VmPhase,
   VmStatus,
   type HostVerdict as WireVerdict,
+  type Host,
   type PlanPlacementResponse,
   type Resources,
   type Vm,
@@ -24,6 +25,7 @@ import {
 } from "@berth/scheduler";
 import { MAX_TXN_OPS, type ClusterStore, type Compare, type Op } from "@berth/store";
 import { holdsTarget, type ClusterState } from "./cluster-state.js";
+import { PlacementView, sameSnapshot } from "./placement-view.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { decodeVm, encodeGroup, encodeVm, Keys } from "./keys.js";
 import { placementPolicyOf, ratioOf, resolveClusterScheduler } from "./scheduler-config.js";
@@ -31,6 +33,8 @@ import { waitUpTo } from "./wait.js";
 
 /** How long a reservation waits for its own write to reach the cache before it is released. */
 const CACHE_CATCH_UP_MS = 5_000;
+/** Decisions taken again when a chosen host's snapshot was found out of date (each repairs it). */
+const MAX_VIEW_REPAIRS = 3;
 /** Attempts of a placement whose commit lost a race on a host or group record. */
 const MAX_CONFLICT_RETRIES = 3;
 /** While hosts reconnect to a new leader, a placement without room looks again this often… */
@@ -100,9 +104,17 @@ interface Reservation {
  * fenced transaction: create-if-absent on every VM key (names are unique), the hosts' records
  * unchanged, and every group touched rewritten under a compare on its revision, so two placements
  * into one group conflict on the group record even if the reservations were bypassed.
+ *
+ * Creates are decided by the scheduler's incremental engine, kept current by a
+ * {@link PlacementView} from the same per-host snapshots {@link snapshot} builds (its cost is the
+ * hosts that changed, not the fleet); the explaining path (placeVm on a full snapshot) serves
+ * `plan`, relocations, migration targets and the per-host reasons of RESOURCE_EXHAUSTED (the
+ * engine computes those with placeVm on its own snapshots, the same ones).
  */
 export class Placer {
   private readonly reservations = new Map<string, Reservation>();
+  /** The engine the creates are decided by (see the class comment). */
+  readonly view: PlacementView;
   private readonly groupLocks = new KeyedLocks();
   private optionsCache: { revision: number; options: ResolvedSchedulerOptions } | undefined;
 
@@ -118,7 +130,19 @@ export class Placer {
      * then waits for them, and answers UNAVAILABLE (retryable), never "no room", if they stay away.
      */
     private readonly hostsReconnecting: () => { waiting: boolean; missing: number } = () => ({ waiting: false, missing: 0 }),
-  ) {}
+  ) {
+    this.view = new PlacementView({
+      hostIds: () => this.state.allHosts().map((h) => h.id),
+      snapshotOf: (id) => this.snapshotOf(id),
+      options: () => this.options(),
+    });
+    this.state.subscribe((change) => this.view.onStateChange(change));
+  }
+
+  /** Whether `hostId` takes placements may have changed (its agent's session started, ended, or reported its hypervisor). */
+  hostChanged(hostId: string): void {
+    this.view.touch(hostId);
+  }
 
   /** The cluster's scheduler options (from the stored config, defaults when none). */
   options(): ResolvedSchedulerOptions {
@@ -129,40 +153,83 @@ export class Placer {
     return this.optionsCache.options;
   }
 
-  /** The scheduler's view: registered hosts with what is placed or reserved on them. */
+  /** The scheduler's view: registered hosts with what is placed or reserved on them (a full pass; see {@link view} for creates). */
   snapshot(): HostSnapshot[] {
     const reservedByHost = new Map<string, Reservation[]>();
     for (const r of this.reservations.values()) {
-      if (this.state.vm(r.name)?.hostId === r.hostId) continue; // already counted from the cache
-      const migration = this.state.migration(r.name);
-      if (migration && holdsTarget(migration) && migration.targetHost === r.hostId) continue; // counted as incoming
+      if (!this.counts(r)) continue;
       const onHost = reservedByHost.get(r.hostId);
       if (onHost) onHost.push(r);
       else reservedByHost.set(r.hostId, [r]);
     }
-    return this.state.allHosts().map((host) => {
-      const reserved = reservedByHost.get(host.id) ?? [];
-      let allocated = this.state.allocated(host.id);
-      const groupMembers = this.state.groupMembersOn(host.id);
-      for (const r of reserved) {
-        allocated = addResources(allocated, r.resources);
-        if (r.group) groupMembers[r.group] = (groupMembers[r.group] ?? 0) + 1;
-      }
-      const allocationRatio = ratioOf(host.allocationRatio);
-      return {
-        id: host.id,
-        capacity: host.capacity ?? { vcpus: 0, memoryMib: 0, diskGib: 0 },
-        allocated,
-        // A VM migrating here counts here too (it counts on its source as well until it has moved).
-        vmCount: this.state.vmsOnHost(host.id).length + this.state.incomingVms(host.id).length + reserved.length,
-        ready: this.acceptsPlacements(host.id),
-        cordoned: host.cordoned,
-        labels: host.labels,
-        groupMembers,
-        ...(Object.keys(allocationRatio).length > 0 ? { allocationRatio } : {}),
-        ...(host.reserved ? { reserved: host.reserved } : {}),
-      };
-    });
+    return this.state.allHosts().map((host) => this.hostSnapshot(host, reservedByHost.get(host.id) ?? []));
+  }
+
+  /**
+   * The hosts on which the create path's engine disagrees with a full {@link snapshot} now (after
+   * bringing it up to date); empty when the view is exact. For tests and diagnostics: O(hosts).
+   */
+  viewDisagreements(): string[] {
+    const engine = this.view.current();
+    const full = this.snapshot();
+    const out = full.filter((h) => !sameSnapshot(h, engine.snapshot(h.id))).map((h) => h.id);
+    if (engine.hostIds().length !== full.length) out.push(`(engine has ${engine.hostIds().length} hosts, the cache ${full.length})`);
+    return out;
+  }
+
+  /** One host's entry of {@link snapshot}, or undefined for a host not registered. */
+  snapshotOf(hostId: string): HostSnapshot | undefined {
+    const host = this.state.host(hostId);
+    if (!host) return undefined;
+    const reserved: Reservation[] = [];
+    for (const r of this.reservations.values()) if (r.hostId === hostId && this.counts(r)) reserved.push(r);
+    return this.hostSnapshot(host, reserved);
+  }
+
+  /** Whether a reservation still adds to its host (its VM record or the migration holding it is not in the cache yet). */
+  private counts(r: Reservation): boolean {
+    if (this.state.vm(r.name)?.hostId === r.hostId) return false; // already counted from the cache
+    const migration = this.state.migration(r.name);
+    if (migration && holdsTarget(migration) && migration.targetHost === r.hostId) return false; // counted as incoming
+    return true;
+  }
+
+  private hostSnapshot(host: Host, reserved: readonly Reservation[]): HostSnapshot {
+    let allocated = this.state.allocated(host.id);
+    const groupMembers = this.state.groupMembersOn(host.id);
+    for (const r of reserved) {
+      allocated = addResources(allocated, r.resources);
+      if (r.group) groupMembers[r.group] = (groupMembers[r.group] ?? 0) + 1;
+    }
+    const allocationRatio = ratioOf(host.allocationRatio);
+    return {
+      id: host.id,
+      capacity: host.capacity ?? { vcpus: 0, memoryMib: 0, diskGib: 0 },
+      allocated,
+      // A VM migrating here counts here too (it counts on its source as well until it has moved).
+      vmCount: this.state.vmsOnHost(host.id).length + this.state.incomingVms(host.id).length + reserved.length,
+      ready: this.acceptsPlacements(host.id),
+      cordoned: host.cordoned,
+      labels: host.labels,
+      groupMembers,
+      ...(Object.keys(allocationRatio).length > 0 ? { allocationRatio } : {}),
+      ...(host.reserved ? { reserved: host.reserved } : {}),
+    };
+  }
+
+  /** Holds a decision's resources on its host until {@link drop}. */
+  private hold(key: string, reservation: Reservation): void {
+    const prior = this.reservations.get(key);
+    this.reservations.set(key, reservation);
+    if (prior) this.view.touch(prior.hostId);
+    this.view.touch(reservation.hostId);
+  }
+
+  private drop(key: string): void {
+    const r = this.reservations.get(key);
+    if (!r) return;
+    this.reservations.delete(key);
+    this.view.touch(r.hostId);
   }
 
   /**
@@ -249,7 +316,7 @@ export class Placer {
       const decision = placeVm(hosts, request, this.options());
       if (!decision.placed) throw unplacedError(request, decision);
       const reservationKey = `relocate/${spec.name}`;
-      this.reservations.set(reservationKey, { name: spec.name, hostId: decision.hostId, resources: spec.resources!, group: spec.group });
+      this.hold(reservationKey, { name: spec.name, hostId: decision.hostId, resources: spec.resources!, group: spec.group });
       try {
         const hostKv = this.state.hostKv(decision.hostId)!;
         const compare: Compare[] = [
@@ -277,7 +344,7 @@ export class Placer {
         await waitUpTo(this.state.vms.waitForRevision(result.revision), CACHE_CATCH_UP_MS);
         return moved;
       } finally {
-        this.reservations.delete(reservationKey);
+        this.drop(reservationKey);
       }
     });
   }
@@ -311,11 +378,11 @@ export class Placer {
 
   /** Holds `resources` (and a group membership) on a host until `release`: a decision not yet in the cache. */
   reserve(key: string, reservation: { name: string; hostId: string; resources: Resources; group: string }): void {
-    this.reservations.set(key, reservation);
+    this.hold(key, reservation);
   }
 
   release(key: string): void {
-    this.reservations.delete(key);
+    this.drop(key);
   }
 
   private async placeAndCommit(specs: readonly VmSpec[], groupNames: readonly string[], writer: FencedWriter, field: SpecField, requestId: string): Promise<Vm[]> {
@@ -328,19 +395,8 @@ export class Placer {
     }
 
     // Decide and reserve with no await in between: concurrent requests see each other.
-    const hosts = this.snapshot();
-    const options = this.options();
-    let hostIds: string[];
-    if (requests.length === 1) {
-      const decision = placeVm(hosts, requests[0]!, options);
-      if (!decision.placed) throw unplacedError(requests[0]!, decision);
-      hostIds = [decision.hostId];
-    } else {
-      const decision = placeVms(hosts, requests, options);
-      if (!decision.placed) throw gangUnplacedError(decision);
-      hostIds = decision.placements.map((p) => p.hostId);
-    }
-    specs.forEach((spec, i) => this.reservations.set(spec.name, { name: spec.name, hostId: hostIds[i]!, resources: spec.resources!, group: spec.group }));
+    const hostIds = this.decide(requests);
+    specs.forEach((spec, i) => this.hold(spec.name, { name: spec.name, hostId: hostIds[i]!, resources: spec.resources!, group: spec.group }));
 
     try {
       const compare: Compare[] = [];
@@ -378,8 +434,40 @@ export class Placer {
       await waitUpTo(Promise.all(written), CACHE_CATCH_UP_MS);
       return vms;
     } finally {
-      for (const spec of specs) this.reservations.delete(spec.name);
+      for (const spec of specs) this.drop(spec.name);
     }
+  }
+
+  /**
+   * The hosts for `requests` (one, or a gang all-or-none), by the incremental engine; each chosen
+   * host re-read from the cache before the answer is used. Throws RESOURCE_EXHAUSTED with one
+   * reason per host.
+   */
+  private decide(requests: readonly PlacementRequest[]): string[] {
+    for (let repairs = 0; repairs < MAX_VIEW_REPAIRS; repairs++) {
+      const engine = this.view.current();
+      let hostIds: string[];
+      if (requests.length === 1) {
+        const decision = engine.place(requests[0]!);
+        if (!decision.placed) throw unplacedError(requests[0]!, decision);
+        hostIds = [decision.hostId];
+      } else {
+        const decision = engine.placeGang(requests);
+        if (!decision.placed) throw gangUnplacedError(decision);
+        hostIds = decision.placements.map((p) => p.hostId);
+      }
+      if (this.view.confirm(hostIds)) return hostIds;
+    }
+    // The view kept finding chosen hosts out of date: decide on a full snapshot instead.
+    const hosts = this.snapshot();
+    if (requests.length === 1) {
+      const decision = placeVm(hosts, requests[0]!, this.options());
+      if (!decision.placed) throw unplacedError(requests[0]!, decision);
+      return [decision.hostId];
+    }
+    const decision = placeVms(hosts, requests, this.options());
+    if (!decision.placed) throw gangUnplacedError(decision);
+    return decision.placements.map((p) => p.hostId);
   }
 
   /**
