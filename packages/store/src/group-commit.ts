@@ -126,7 +126,14 @@ export class GroupCommitter {
     const skippedReads = new Set<string>();
     const skippedWrites = new Set<string>();
     const rest: Pending[] = [];
-    for (const p of this.queue.slice(1)) {
+    for (let at = 1; at < this.queue.length; at++) {
+      const p = this.queue[at]!;
+      // A full batch takes nothing more: the rest wait, in order, without being looked at (a long
+      // queue scanned to its end on every flush made a backlog cost O(queue²)).
+      if (ops >= this.maxOps || compares.size >= this.maxOps || bytes >= this.maxBytes) {
+        for (let j = at; j < this.queue.length; j++) rest.push(this.queue[j]!);
+        break;
+      }
       const newCompares = new Set(p.txn.compare.map(compareId).filter((id) => !compares.has(id)));
       const fits =
         !overlaps(p.writes, skippedReads, skippedWrites) &&
