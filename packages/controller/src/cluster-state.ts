@@ -129,6 +129,20 @@ export class ClusterState {
     return [...(this.vmsByHost.get(hostId)?.values() ?? [])];
   }
 
+  /** How many VM records name the host (deleting ones included): vmsOnHost(hostId).length without the copy. */
+  vmCountOn(hostId: string): number {
+    return this.vmsByHost.get(hostId)?.size ?? 0;
+  }
+
+  /** How many VMs are migrating to the host: incomingVms(hostId).length without the copy. */
+  incomingCount(hostId: string): number {
+    const incoming = this.incomingByHost.get(hostId);
+    if (!incoming) return 0;
+    let n = 0;
+    for (const vmId of incoming.keys()) if (this.byId.has(vmId)) n++;
+    return n;
+  }
+
   /**
    * Sum of the resources of every VM record placed on the host (deleting ones included), and of the
    * VMs migrating to it (a VM in flight counts on both hosts).

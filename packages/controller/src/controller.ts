@@ -93,6 +93,7 @@ export class Controller {
       (id) => sessions.get(id)?.acceptsPlacements === true && state.host(id)?.state === HostState.HOST_STATE_READY,
       now,
       () => controller?.leading?.hosts.reconnecting() ?? { waiting: false, missing: 0 },
+      options.maxCreatesInFlight,
     );
     server.addService(AgentServiceService, agentService(agentDeps));
     server.addService(

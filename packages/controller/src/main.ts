@@ -27,6 +27,9 @@ Usage: berth-controller [--listen HOST:PORT] [--etcd URL[,URL...]] [options]
                           FENCED and those VMs are recreated elsewhere (default 8000; 0: never)
   --fence-margin MS       added to the fence timeout before a silent host counts as fenced (default 2000)
   --host-suspect-after MS a host not heard from this long is SUSPECT (default 1.25 report intervals)
+  --max-creates-in-flight N
+                          CreateVm/CreateVms calls placed at once; more are refused with
+                          UNAVAILABLE (retry) instead of queueing until the leader starves (default 200)
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
   -h, --help              this help
 
@@ -49,6 +52,7 @@ async function main(): Promise<number> {
         "fence-timeout": { type: "string" },
         "fence-margin": { type: "string" },
         "host-suspect-after": { type: "string" },
+        "max-creates-in-flight": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -81,6 +85,7 @@ async function main(): Promise<number> {
       ...(args["fence-timeout"] !== undefined ? { fenceTimeoutMs: num(args["fence-timeout"], "fence-timeout")! } : {}),
       ...(args["fence-margin"] !== undefined ? { fenceMarginMs: num(args["fence-margin"], "fence-margin")! } : {}),
       ...(args["host-suspect-after"] !== undefined ? { hostSuspectAfterMs: num(args["host-suspect-after"], "host-suspect-after")! } : {}),
+      ...(args["max-creates-in-flight"] !== undefined ? { maxCreatesInFlight: num(args["max-creates-in-flight"], "max-creates-in-flight")! } : {}),
     });
     if (args["data-file"] !== undefined && args.etcd !== undefined) {
       throw new BerthError("INVALID_ARGUMENT", "--data-file: only for the embedded store; with --etcd the state is in etcd");
@@ -95,6 +100,7 @@ async function main(): Promise<number> {
       fence_timeout_ms: "--fence-timeout",
       fence_margin_ms: "--fence-margin",
       host_suspect_after_ms: "--host-suspect-after",
+      max_creates_in_flight: "--max-creates-in-flight",
     };
     process.stderr.write(`berth-controller: ${messageForFlags(e, flags)}\n`);
     return 2;

@@ -41,6 +41,15 @@ export interface ControllerOptions {
   failoverRateIntervalMs?: number;
   /** Restarts halt while more than this fraction of hosts is not READY. @default 0.5 */
   failoverMaxUnreadyFraction?: number;
+  /**
+   * At most this many CreateVm / CreateVms calls are being placed and committed at once; one more
+   * is refused at once with UNAVAILABLE (retry with backoff) instead of queueing. An overloaded
+   * leader that queues without bound starves its own lease keepalive and loses its leadership
+   * (measured: 500 creates/s offered to a controller that commits about 350/s, docs/benchmarks.md
+   * e2e-scale); shedding keeps it leading at its capacity. As the kube-apiserver's
+   * --max-mutating-requests-inflight (default 200). @default 200
+   */
+  maxCreatesInFlight?: number;
 }
 
 export interface ResolvedControllerOptions {
@@ -60,6 +69,7 @@ export interface ResolvedControllerOptions {
   failoverHostsPerInterval: number;
   failoverRateIntervalMs: number;
   failoverMaxUnreadyFraction: number;
+  maxCreatesInFlight: number;
 }
 
 function positive(value: number, field: string, min: number): number {
@@ -99,5 +109,6 @@ export function resolveControllerOptions(o: ControllerOptions): ResolvedControll
     failoverHostsPerInterval: positive(o.failoverHostsPerInterval ?? 4, "failover_hosts_per_interval", 1),
     failoverRateIntervalMs: positive(o.failoverRateIntervalMs ?? 10_000, "failover_rate_interval_ms", 100),
     failoverMaxUnreadyFraction: fraction,
+    maxCreatesInFlight: Math.floor(positive(o.maxCreatesInFlight ?? 200, "max_creates_in_flight", 1)),
   };
 }

@@ -113,9 +113,15 @@ interface Reservation {
  */
 export class Placer {
   private readonly reservations = new Map<string, Reservation>();
+  /** The same reservations by host (a host's snapshot reads its own, not every one in flight). */
+  private readonly reservationsByHost = new Map<string, Map<string, Reservation>>();
   /** The engine the creates are decided by (see the class comment). */
   readonly view: PlacementView;
   private readonly groupLocks = new KeyedLocks();
+  /** Create calls being placed and committed now (bounded by maxCreatesInFlight). */
+  private createsInFlight = 0;
+  /** Create calls refused because maxCreatesInFlight were in flight. */
+  shedCreates = 0;
   private optionsCache: { revision: number; options: ResolvedSchedulerOptions } | undefined;
 
   constructor(
@@ -130,6 +136,8 @@ export class Placer {
      * then waits for them, and answers UNAVAILABLE (retryable), never "no room", if they stay away.
      */
     private readonly hostsReconnecting: () => { waiting: boolean; missing: number } = () => ({ waiting: false, missing: 0 }),
+    /** Creates placed at once; one more is refused with UNAVAILABLE (ControllerOptions.maxCreatesInFlight). */
+    private readonly maxCreatesInFlight = Infinity,
   ) {
     this.view = new PlacementView({
       hostIds: () => this.state.allHosts().map((h) => h.id),
@@ -182,7 +190,7 @@ export class Placer {
     const host = this.state.host(hostId);
     if (!host) return undefined;
     const reserved: Reservation[] = [];
-    for (const r of this.reservations.values()) if (r.hostId === hostId && this.counts(r)) reserved.push(r);
+    for (const r of this.reservationsByHost.get(hostId)?.values() ?? []) if (this.counts(r)) reserved.push(r);
     return this.hostSnapshot(host, reserved);
   }
 
@@ -207,7 +215,7 @@ export class Placer {
       capacity: host.capacity ?? { vcpus: 0, memoryMib: 0, diskGib: 0 },
       allocated,
       // A VM migrating here counts here too (it counts on its source as well until it has moved).
-      vmCount: this.state.vmsOnHost(host.id).length + this.state.incomingVms(host.id).length + reserved.length,
+      vmCount: this.state.vmCountOn(host.id) + this.state.incomingCount(host.id) + reserved.length,
       ready: this.acceptsPlacements(host.id),
       cordoned: host.cordoned,
       labels: host.labels,
@@ -219,9 +227,11 @@ export class Placer {
 
   /** Holds a decision's resources on its host until {@link drop}. */
   private hold(key: string, reservation: Reservation): void {
-    const prior = this.reservations.get(key);
+    this.drop(key);
     this.reservations.set(key, reservation);
-    if (prior) this.view.touch(prior.hostId);
+    let onHost = this.reservationsByHost.get(reservation.hostId);
+    if (!onHost) this.reservationsByHost.set(reservation.hostId, (onHost = new Map()));
+    onHost.set(key, reservation);
     this.view.touch(reservation.hostId);
   }
 
@@ -229,6 +239,9 @@ export class Placer {
     const r = this.reservations.get(key);
     if (!r) return;
     this.reservations.delete(key);
+    const onHost = this.reservationsByHost.get(r.hostId);
+    onHost?.delete(key);
+    if (onHost?.size === 0) this.reservationsByHost.delete(r.hostId);
     this.view.touch(r.hostId);
   }
 
@@ -236,11 +249,25 @@ export class Placer {
    * Validates, places and commits new VMs (desired: running), all or none. Throws INVALID_ARGUMENT
    * (bad spec; nothing written), NOT_FOUND (unknown group), ALREADY_EXISTS, RESOURCE_EXHAUSTED with
    * one reason per host, CONFLICT when the placement raced a change of a host or group (retry),
+   * UNAVAILABLE when maxCreatesInFlight creates are already in flight (retry with backoff),
    * NOT_LEADER.
    */
   async create(specs: readonly VmSpec[], writer: FencedWriter, field: SpecField = "specs", requestId = ""): Promise<Vm[]> {
     validateSpecs(specs, field);
     validateRequestId(requestId);
+    if (this.createsInFlight >= this.maxCreatesInFlight) {
+      this.shedCreates++;
+      throw new BerthError(ErrorCode.Unavailable, `the controller is busy: ${this.createsInFlight} creates in flight (at most ${this.maxCreatesInFlight}); retry with backoff`);
+    }
+    this.createsInFlight++;
+    try {
+      return await this.createAdmitted(specs, writer, field, requestId);
+    } finally {
+      this.createsInFlight--;
+    }
+  }
+
+  private async createAdmitted(specs: readonly VmSpec[], writer: FencedWriter, field: SpecField, requestId: string): Promise<Vm[]> {
     const groupNames = [...new Set(specs.map((s) => s.group).filter(Boolean))].sort();
     // A retry of a request that was committed (its answer lost with a leader) gets what it made.
     const earlier = this.madeBy(specs, requestId);
