@@ -6,18 +6,20 @@
 //     500), open loop: create→RUNNING p50/p99 at that rate;
 //   - burst: the rest as fast as BERTH_BENCH_SCALE_CONCURRENCY calls in flight (default 64) go:
 //     creates/s and the time until all are RUNNING.
+// A create the controller sheds (UNAVAILABLE "busy": --max-creates-in-flight) is retried with
+// jittered backoff, as a client should; its latency counts from the first call.
 // RUNNING is when an operator's WatchEvents stream shows it. Then the idle cost: 30 s with every
 // stream open and nothing to do (controller CPU % of one core). Throughout: controller, berth-sim
 // and etcd CPU, RSS, etcd write transactions (revision deltas) and db size (its status endpoint).
 // The controller runs with --cpu-prof (BERTH_BENCH_SCALE_PROFILE=0 turns it off); the top self-time
-// functions of its profile are in the result.
+// functions of its profile are in the result (BERTH_BENCH_SCALE_PROFILE_OUT=FILE keeps the profile).
 //
 // Stops its phases early to finish within about 8 minutes (the result says what was cut).
 //
 //   node bench/e2e-scale.bench.mjs      (or: node bench/run.mjs e2e-scale, after npm run build)
 //   BERTH_BENCH_SCALE_HOSTS=50 BERTH_BENCH_SCALE_VMS=500 node bench/e2e-scale.bench.mjs   (small)
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { copyFileSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { credentials, Metadata } from "@grpc/grpc-js";
@@ -60,12 +62,15 @@ runBenchmark("e2e-scale", DEADLINE_MS, async (ctx) => {
     for (const c of children) c.kill("SIGKILL");
   });
   const start = (name, args) => {
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, LOG_LEVEL: "warn" } });
+    // Both streams kept (pino logs to stdout), the last lines shown if the process exits early.
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LOG_LEVEL: "warn" } });
     let tail = [];
-    child.stderr.on("data", (d) => {
+    const keep = (d) => {
       tail.push(...d.toString().split("\n").filter(Boolean));
       if (tail.length > 50) tail = tail.slice(-20);
-    });
+    };
+    child.stdout.on("data", keep);
+    child.stderr.on("data", keep);
     child.tail = () => tail.slice(-10).map((l) => `[${name}] ${l}`).join("\n");
     children.push(child);
     return child;
@@ -136,24 +141,42 @@ runBenchmark("e2e-scale", DEADLINE_MS, async (ctx) => {
   const calledAt = new Map();
   const createLatencies = [];
   const errors = new Map();
+  let shedRetries = 0;
   const createOne = async (i) => {
     const name = names[i];
     const t0 = performance.now();
     calledAt.set(name, t0);
-    try {
-      await unary("createVm", { spec: VmSpec.fromPartial({ name, resources: VM_SIZE }), requestId: `bench-${name}` });
-      createLatencies.push(performance.now() - t0);
-      return true;
-    } catch (e) {
-      calledAt.delete(name);
-      const key = e.details ?? e.message;
-      errors.set(key, (errors.get(key) ?? 0) + 1);
-      return false;
+    // A busy controller sheds creates (UNAVAILABLE, "busy"): retried as a client should, with
+    // jittered exponential backoff; the latency counts from the first call.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await unary("createVm", { spec: VmSpec.fromPartial({ name, resources: VM_SIZE }), requestId: `bench-${name}` });
+        createLatencies.push(performance.now() - t0);
+        return true;
+      } catch (e) {
+        if (e.code === 14 && /busy/.test(e.details ?? "") && attempt < 30 && !controllerExit) {
+          shedRetries++;
+          await sleep(Math.min(1_000, 25 * 2 ** attempt) * (0.5 + Math.random()));
+          continue;
+        }
+        calledAt.delete(name);
+        const key = e.details ?? e.message;
+        errors.set(key, (errors.get(key) ?? 0) + 1);
+        return false;
+      }
     }
   };
-  const creatingStopped = () => ctx.remainingMs() < RESERVE_AFTER_CREATES_MS;
+  // A controller that exits (deposed when overloaded, or a crash) ends the phases at once.
+  let controllerExit;
+  let tearingDown = false;
+  controller.once("exit", (code, signal) => {
+    if (tearingDown) return;
+    controllerExit ??= { code, signal, tail: controller.tail() };
+    log(`the controller exited (${code ?? signal}):\n${controllerExit.tail}`);
+  });
+  const creatingStopped = () => ctx.remainingMs() < RESERVE_AFTER_CREATES_MS || controllerExit !== undefined;
   const waitRunning = async (list, reserveMs) => {
-    while (list.some((n) => calledAt.has(n) && !runningAt.has(n)) && ctx.remainingMs() > reserveMs && !watchError) await sleep(20);
+    while (list.some((n) => calledAt.has(n) && !runningAt.has(n)) && ctx.remainingMs() > reserveMs && !watchError && !controllerExit) await sleep(20);
   };
   const sampler = await Sampler.start({ controller: controller.pid, sim: sim.pid, etcd: etcd.pid }, etcd.endpoint);
 
@@ -190,7 +213,8 @@ runBenchmark("e2e-scale", DEADLINE_MS, async (ctx) => {
   log(`burst: ${burstResult.createsPerS} creates/s; all RUNNING after ${burstResult.allRunningSeconds} s; create→RUNNING p99 ${burstResult.createToRunningP99Ms} ms`);
 
   // ---- idle: every stream open, nothing to do
-  const idleMs = Math.max(5_000, Math.min(IDLE_MS, ctx.remainingMs() - 45_000));
+  const idleMs = controllerExit ? 0 : Math.max(5_000, Math.min(IDLE_MS, ctx.remainingMs() - 45_000));
+  if (controllerExit) cut.push("idle: not measured (the controller had exited)");
   if (idleMs < IDLE_MS) cut.push(`idle: measured over ${idleMs} ms, not ${IDLE_MS} (time budget)`);
   log(`idle: ${round(idleMs / 1000, 0)} s`);
   await sleep(3_000); // the last command results and reports settle
@@ -201,6 +225,7 @@ runBenchmark("e2e-scale", DEADLINE_MS, async (ctx) => {
 
   // ---- the controller's profile (written at its exit)
   watch.cancel();
+  tearingDown = true;
   const ctlRssMiB = rssMiB(controller.pid);
   const ctlCpuTotalS = cpuMs(controller.pid).other / 1000;
   sim.kill("SIGTERM");
@@ -227,7 +252,7 @@ runBenchmark("e2e-scale", DEADLINE_MS, async (ctx) => {
     join: join_,
     paced: pacedResult,
     burst: burstResult,
-    total: { created: allCreated, running: totalRunning, createErrors: Object.fromEntries(errors), ...(watchError ? { watchEventsError: watchError } : {}) },
+    total: { created: allCreated, running: totalRunning, createErrors: Object.fromEntries(errors), shedAndRetried: shedRetries, ...(watchError ? { watchEventsError: watchError } : {}), ...(controllerExit ? { controllerExitedEarly: controllerExit } : {}) },
     idle: {
       seconds: round(idle.seconds, 1),
       hostsReady: hostsReadyAtEnd,
@@ -355,6 +380,8 @@ function summariseProfile(dir) {
     return { error: "no profile written (the controller did not exit cleanly)" };
   }
   if (!file) return { error: "no profile written" };
+  // BERTH_BENCH_SCALE_PROFILE_OUT=FILE keeps the raw profile (for a flame chart: Chrome DevTools).
+  if (process.env.BERTH_BENCH_SCALE_PROFILE_OUT) copyFileSync(join(dir, file), process.env.BERTH_BENCH_SCALE_PROFILE_OUT);
   const p = JSON.parse(readFileSync(join(dir, file), "utf8"));
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const self = new Map();

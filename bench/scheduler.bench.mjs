@@ -7,6 +7,12 @@
 //               for Berth spread, Berth pack, Berth spread with 30 % of the VMs in anti-affinity
 //               groups of 5, and two plain full-scan reference schedulers (least-allocated and
 //               Nomad-style binpack; bench/lib/reference-schedulers.mjs) on the same VMs.
+//               Then the same three Berth cases through the path the controller runs for CreateVm
+//               (controller*: Placer.create on its ClusterState over the in-memory store, with
+//               BERTH_BENCH_SCHED_CONTROLLER_CONCURRENCY creates in flight, default 16;
+//               bench/lib/controller-path.mjs): validation, the incremental engine kept current
+//               from the cache, reservation, commit, cache catch-up. No gRPC, no etcd (those are
+//               e2e-scale's).
 //   quality     a fleet filled until the total demand needs 0.9 × H hosts by the lower bound
 //               LB = max over resources ⌈Σ demand / allocatable⌉; hosts used by Berth pack and by
 //               each reference, and hosts used / LB.
@@ -27,6 +33,7 @@
 import { performance } from "node:perf_hooks";
 import * as scheduler from "../packages/scheduler/dist/index.js";
 import { envInt, log, percentile, round, runBenchmark } from "./lib/harness.mjs";
+import { controllerPath } from "./lib/controller-path.mjs";
 import { REFERENCES } from "./lib/reference-schedulers.mjs";
 import {
   ALLOCATABLE,
@@ -52,6 +59,8 @@ const QUALITY_HOSTS = envInt("BERTH_BENCH_SCHED_QUALITY_HOSTS", 1_000);
 const QUALITY_MS = envInt("BERTH_BENCH_SCHED_QUALITY_MS", 75_000);
 const QUALITY_FILL = 0.9;
 const QUALITY_SMALL_HOSTS = hostCounts(process.env.BERTH_BENCH_SCHED_QUALITY_SMALL_HOSTS ?? "20,50,100,200");
+/** Creates in flight on the controller path (as concurrent CreateVm calls would be). */
+const CONTROLLER_CONCURRENCY = envInt("BERTH_BENCH_SCHED_CONTROLLER_CONCURRENCY", 16);
 /** Untimed placements at the start of each case (JIT warm-up); they stay placed. */
 const WARMUP = 200;
 const WARMUP_MAX_MS = 1_000;
@@ -60,6 +69,9 @@ const DEADLINE_MS = 330_000;
 const MARGIN_MS = 30_000;
 
 const TARGETS = {
+  controllerSpreadPerSAt5000: 10_000,
+  controllerPackPerSAt5000: 10_000,
+  controllerGroupsPerSAt5000: 3_000,
   spreadPerSAt5000: 10_000,
   packPerSAt5000: 10_000,
   groupsPerSAt5000: 3_000,
@@ -113,6 +125,14 @@ runBenchmark("scheduler", DEADLINE_MS, async (ctx) => {
     if (api.groups && api.spread) run("berthSpreadAntiAffinity", () => api.make(hosts, api.spread), grouped);
     else row.berthSpreadAntiAffinity = { skipped: `no anti-affinity groups in this build (${api.summary.groups})` };
     for (const [name, Ref] of Object.entries(REFERENCES)) run(`reference_${name}`, () => referenceAdapter(new Ref(hosts, ALLOCATABLE)), plain);
+    // The path the controller runs for CreateVm (bench/lib/controller-path.mjs).
+    for (const [name, preset, vms] of [["controllerSpread", "spread", plain], ["controllerPack", "pack", plain], ["controllerSpreadAntiAffinity", "spread", grouped]]) {
+      if (ctx.remainingMs() < MARGIN_MS) {
+        row[name] = { skipped: "overall time budget used up" };
+        continue;
+      }
+      row[name] = await controllerCase(`H=${hosts} ${name}`, hosts, preset, vms);
+    }
     row.ratios = ratios(row);
     result.throughput[`hosts${hosts}`] = row;
   }
@@ -345,10 +365,83 @@ function throughputCase(label, make, vms, { continueOnUnplaced = false } = {}) {
   return out;
 }
 
+/**
+ * Places `vms` through the controller's create path (Placer.create on the in-memory store) with
+ * CONTROLLER_CONCURRENCY creates in flight, until all are placed, one finds no host, or CASE_MS
+ * of wall time has passed after the warm-up. placements/s is placed VMs over wall time; the
+ * latency is each create's, from call to answer (with the others in flight).
+ */
+async function controllerCase(label, hosts, preset, vms) {
+  const scheduler = {
+    preset,
+    allocationRatio: { vcpus: ALLOCATION_RATIO.vcpus, memory: ALLOCATION_RATIO.memoryMib, disk: ALLOCATION_RATIO.diskGib },
+    reserved: { ...RESERVED },
+  };
+  const path = await controllerPath(fleet(hosts), scheduler);
+  await path.prepareGroups(vms);
+  const latencies = [];
+  const groupHosts = new Map();
+  const used = new Set();
+  let violations = 0;
+  let next = 0;
+  let placed = 0;
+  let stop;
+  let timedStart;
+  let timedPlaced = 0;
+  const worker = async () => {
+    while (stop === undefined && next < vms.length) {
+      const req = vms[next++];
+      const t0 = performance.now();
+      const h = await path.place(req);
+      const dt = performance.now() - t0;
+      if (h < 0) {
+        stop = "a VM did not fit: fleet full";
+        return;
+      }
+      placed++;
+      used.add(h);
+      if (req.group) {
+        let set = groupHosts.get(req.group.name);
+        if (!set) groupHosts.set(req.group.name, (set = new Set()));
+        if (set.has(h)) violations++;
+        set.add(h);
+      }
+      if (placed <= WARMUP) {
+        if (placed === WARMUP) timedStart = performance.now();
+        continue;
+      }
+      latencies.push(dt);
+      timedPlaced++;
+      if (performance.now() - timedStart > CASE_MS) stop ??= `time bound of ${CASE_MS} ms reached`;
+    }
+  };
+  await Promise.all(Array.from({ length: CONTROLLER_CONCURRENCY }, worker));
+  const wallMs = performance.now() - (timedStart ?? performance.now());
+  const lat = Float64Array.from(latencies);
+  const view = path.placer.view;
+  await path.close();
+  const out = {
+    placed,
+    timedPlacements: timedPlaced,
+    concurrency: CONTROLLER_CONCURRENCY,
+    truncated: next < vms.length,
+    ...(stop ? { stoppedBecause: stop } : {}),
+    placementsPerS: timedPlaced > 0 ? round(timedPlaced / (wallMs / 1000), 0) : undefined,
+    p50Us: round(percentile(lat, 50) * 1000, 1),
+    p99Us: round(percentile(lat, 99) * 1000, 1),
+    hostsUsed: used.size,
+    viewRebuilds: view.rebuilds,
+    viewRepairs: view.drift,
+    ...(groupHosts.size > 0 ? { groups: groupHosts.size, antiAffinityViolations: violations } : {}),
+  };
+  log(`${label}: ${out.placementsPerS}/s, p50 ${out.p50Us} µs, p99 ${out.p99Us} µs (${timedPlaced} timed, ${CONTROLLER_CONCURRENCY} in flight${stop ? `; ${stop}` : ""})`);
+  return out;
+}
+
 /** Berth's placements/s over each reference's, measured in this run. */
 function ratios(row) {
   const out = {};
-  for (const berth of ["berthSpread", "berthPack", "berthSpreadAntiAffinity"]) {
+  for (const berth of ["berthSpread", "berthPack", "berthSpreadAntiAffinity", "controllerSpread", "controllerPack", "controllerSpreadAntiAffinity"]) {
     for (const ref of Object.keys(REFERENCES)) {
       const a = row[berth]?.placementsPerS;
       const b = row[`reference_${ref}`]?.placementsPerS;
@@ -510,6 +603,9 @@ function targets(result) {
     return { target: `≥ ${min} ${what}`, measured: c.placementsPerS, met: c.placementsPerS >= min };
   };
   const out = {
+    controllerSpreadAt5000Hosts: rate("controllerSpread", TARGETS.controllerSpreadPerSAt5000, "creates/s through the controller's create path, spread, 5,000 hosts"),
+    controllerPackAt5000Hosts: rate("controllerPack", TARGETS.controllerPackPerSAt5000, "creates/s through the controller's create path, pack, 5,000 hosts"),
+    controllerAntiAffinityAt5000Hosts: rate("controllerSpreadAntiAffinity", TARGETS.controllerGroupsPerSAt5000, "creates/s through the controller's create path, spread, 30 % in anti-affinity groups, 5,000 hosts"),
     spreadAt5000Hosts: rate("berthSpread", TARGETS.spreadPerSAt5000, "placements/s, spread, 5,000 hosts"),
     packAt5000Hosts: rate("berthPack", TARGETS.packPerSAt5000, "placements/s, pack, 5,000 hosts"),
     antiAffinityAt5000Hosts: rate("berthSpreadAntiAffinity", TARGETS.groupsPerSAt5000, "placements/s, spread with anti-affinity groups, 5,000 hosts"),
