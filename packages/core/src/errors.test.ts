@@ -1,6 +1,6 @@
-import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import { Metadata, Server, ServerCredentials, credentials, makeGenericClientConstructor, status, type handleUnaryCall, type ServiceError } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { BerthError, ErrorCode, ERROR_CODE_METADATA_KEY, fromGrpcError, invalidArgument, LEADER_METADATA_KEY, messageForFlags, toGrpcStatus } from "./errors.js";
+import { BerthError, ErrorCode, ERROR_CODE_METADATA_KEY, fromGrpcError, invalidArgument, LEADER_METADATA_KEY, MAX_DETAIL_REASON_BYTES, messageForFlags, toGrpcStatus } from "./errors.js";
 
 /** What a client receives for a status the server sent. */
 function received(s: ReturnType<typeof toGrpcStatus>): ServiceError {
@@ -28,6 +28,34 @@ describe("gRPC status mapping", () => {
     const s = toGrpcStatus(new BerthError(ErrorCode.ResourceExhausted, "no host fits", { reasons: ["h1: memory", "h2: vcpus"] }));
     expect(s.details).toBe("no host fits:\n  h1: memory\n  h2: vcpus");
     expect(toGrpcStatus(invalidArgument("spec.name", "is required")).details).toBe("spec.name: is required");
+  });
+
+  it("bounds the reasons it inlines, saying how many were left out, so a 10,000-host answer still arrives", async () => {
+    const reasons = Array.from({ length: 10_000 }, (_, i) => `host-${String(i).padStart(5, "0")}: capacity: memory_mib: needs 4096 MiB, 2048 MiB free of 65536 allocatable`);
+    const e = new BerthError(ErrorCode.ResourceExhausted, "no host can take 'x'", { reasons });
+    const s = toGrpcStatus(e);
+    expect(Buffer.byteLength(s.details!)).toBeLessThan(MAX_DETAIL_REASON_BYTES + 200);
+    const shown = s.details!.split("\n  ").length - 2; // the message line and the "… and N more" line
+    expect(s.details).toMatch(new RegExp(`… and ${10_000 - shown} more \\(berth plan shows every host's verdict\\)$`));
+    expect(s.details!.startsWith("no host can take 'x':\n  host-00000: capacity")).toBe(true);
+    // Over a real connection: the status arrives (unbounded, the trailer was too big and the
+    // connection was dropped instead).
+    const server = new Server();
+    const service = { fail: { path: "/t.T/Fail", requestStream: false, responseStream: false, requestSerialize: (x: Buffer) => x, requestDeserialize: (x: Buffer) => x, responseSerialize: (x: Buffer) => x, responseDeserialize: (x: Buffer) => x } };
+    const fail: handleUnaryCall<Buffer, Buffer> = (_call, cb) => cb(toGrpcStatus(e));
+    server.addService(service, { fail });
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const Client = makeGenericClientConstructor(service, "T");
+    const client = new Client(`127.0.0.1:${port}`, credentials.createInsecure()) as unknown as { fail(req: Buffer, cb: (err: ServiceError | null) => void): void; close(): void };
+    try {
+      const err = await new Promise<ServiceError | null>((resolve) => client.fail(Buffer.alloc(0), resolve));
+      expect(err?.code).toBe(status.RESOURCE_EXHAUSTED);
+      expect(fromGrpcError(err).code).toBe(ErrorCode.ResourceExhausted);
+      expect(err?.details).toContain("more (berth plan shows every host's verdict)");
+    } finally {
+      client.close();
+      server.forceShutdown();
+    }
   });
 
   it("carries the leader's address for NOT_LEADER", () => {

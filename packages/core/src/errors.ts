@@ -90,8 +90,32 @@ export function toGrpcStatus(e: unknown): Partial<StatusObject> {
   }
   metadata.set(ERROR_CODE_METADATA_KEY, e.code);
   if (e.leader) metadata.set(LEADER_METADATA_KEY, e.leader);
-  const details = e.reasons.length > 0 ? `${e.message}:\n  ${e.reasons.join("\n  ")}` : e.message;
-  return { code: grpcStatusOf[e.code], details, metadata };
+  return { code: grpcStatusOf[e.code], details: detailsOf(e), metadata };
+}
+
+/**
+ * At most this many bytes of reasons go into a status's details. The details travel in the
+ * `grpc-message` trailer, an HTTP/2 header: one reason per host of a fleet of thousands (about 80
+ * bytes each) is larger than a peer accepts in its headers, and the connection is dropped instead
+ * of the error arriving (found at 10,000 hosts). `berth plan` answers every host's verdict in a
+ * message instead.
+ */
+export const MAX_DETAIL_REASON_BYTES = 16 * 1024;
+
+/** The message, then one reason a line, as many as fit MAX_DETAIL_REASON_BYTES, then how many were left out. */
+function detailsOf(e: BerthError): string {
+  if (e.reasons.length === 0) return e.message;
+  const lines: string[] = [];
+  let bytes = 0;
+  for (const r of e.reasons) {
+    const size = Buffer.byteLength(r) + 3;
+    if (bytes + size > MAX_DETAIL_REASON_BYTES) break;
+    lines.push(r);
+    bytes += size;
+  }
+  const left = e.reasons.length - lines.length;
+  if (left > 0) lines.push(`… and ${left} more (berth plan shows every host's verdict)`);
+  return `${e.message}:\n  ${lines.join("\n  ")}`;
 }
 
 const codeOfGrpcStatus = new Map<status, ErrorCode>([
