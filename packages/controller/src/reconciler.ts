@@ -11,6 +11,11 @@ import { failurePolicyOf } from "./failover.js";
 import { normalState } from "./host-lifecycle.js";
 import { migratingStatus, observedStatus, planHostCommands, sameStatus } from "./reconcile.js";
 
+/** How long a reconcile pass runs before it lets the event loop take a turn. */
+const DRAIN_SLICE_MS = 10;
+
+const yieldToEventLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
+
 export interface ReconcilerDeps {
   state: ClusterState;
   sessions: ReadonlyMap<string, AgentSession>;
@@ -64,11 +69,25 @@ export class Reconciler {
 
   private async drain(): Promise<void> {
     // Yield once so a burst of events coalesces into one pass per host.
-    await new Promise((r) => setImmediate(r));
+    await yieldToEventLoop();
     while (this.dirty.size > 0 && !this.stopped) {
       const hosts = [...this.dirty];
       this.dirty.clear();
-      await Promise.all(hosts.map((h) => this.reconcileHost(h)));
+      const passes: Promise<void>[] = [];
+      let sliceStart = performance.now();
+      for (const h of hosts) {
+        if (this.stopped) break;
+        passes.push(this.reconcileHost(h));
+        // Each host's pass plans and encodes synchronously: a pass over every host of a big
+        // cluster (a new leader's first, at 10,000 hosts and 100,000 VMs: 5 s) must give the event
+        // loop a turn every few milliseconds, or the lease keepalive waits behind it and the
+        // leadership is lost (docs/benchmarks.md, controller-memory).
+        if (performance.now() - sliceStart >= DRAIN_SLICE_MS) {
+          await yieldToEventLoop();
+          sliceStart = performance.now();
+        }
+      }
+      await Promise.all(passes);
     }
   }
 
