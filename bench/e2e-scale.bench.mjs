@@ -26,7 +26,7 @@ import { credentials, Metadata } from "@grpc/grpc-js";
 import { ClusterServiceClient, HostState, VmPhase, VmSpec } from "../packages/api/dist/index.js";
 import { deadlineIn, grpcClientOptions } from "../packages/core/dist/index.js";
 import { startEtcd, walFsyncs } from "./lib/etcd.mjs";
-import { addCleanup, cpuMs, envInt, freePort, log, onExit, percentile, pool, round, runBenchmark, sleep, tempDir } from "./lib/harness.mjs";
+import { addCleanup, cpuMs, envInt, freePort, log, onExit, percentile, pool, round, rssMiB, runBenchmark, sleep, tempDir } from "./lib/harness.mjs";
 
 const HOSTS = envInt("BERTH_BENCH_SCALE_HOSTS", 1_000);
 const VMS = envInt("BERTH_BENCH_SCALE_VMS", 10_000);
@@ -359,14 +359,6 @@ async function etcdStatus(endpoint) {
 }
 
 /** Resident set of a process, MiB (Linux /proc), or undefined. */
-function rssMiB(pid) {
-  try {
-    const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
-    return Number.isFinite(kb) ? round(kb / 1024, 0) : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * The top self-time functions of the one .cpuprofile in `dir`: each node's samples (its self

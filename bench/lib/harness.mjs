@@ -81,6 +81,16 @@ export function percentile(values, p) {
   return sorted[rank];
 }
 
+/** A process's resident set size in MiB (from /proc), or undefined when it cannot be read. */
+export function rssMiB(pid) {
+  try {
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+    return Number.isFinite(kb) ? round(kb / 1024, 0) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export const round = (x, digits = 2) => (x === undefined || !Number.isFinite(x) ? x : Number(x.toFixed(digits)));
 
 /** A free loopback port (bound, read, released). */
