@@ -14,6 +14,9 @@
 //   onlineSmall online pack on small fleets, where it is plain best fit (below 500 hosts): against
 //              Berth's best fit (weights { alignedFit: 0, mostAllocated: 1 }) and the bestFit
 //              reference on the instances, and on a stream of identical VMs; it must not lose.
+//              And onlineSteered: the same with alignedFit's steering forced on (the fleet padded
+//              with 500 empty hosts no VM may use, `forbiddenLabels`), to show what steering
+//              would do on these small fleets.
 //
 //   node bench/gang-pack.bench.mjs      (or: node bench/run.mjs gang-pack), after `npm run build`
 // Knob: BERTH_BENCH_GANG_SEARCH_MS (the gangSearchMs option; default: the scheduler's default).
@@ -67,6 +70,22 @@ function online(count, vms, options) {
   return { hosts: hosts.filter((h) => h.vmCount > 0).length };
 }
 
+/** Hosts that steering never fills but counts: 500 empty, usable, labelled pad=yes (every VM forbids the label). */
+const PAD = 500;
+
+/** Online pack with alignedFit's steering forced on: the fleet padded (PAD), the VMs kept off the padding. */
+function onlineSteered(count, vms, options) {
+  const hosts = [...fleet(count), ...Array.from({ length: PAD }, (_, i) => ({ ...fleet(1)[0], id: `pad-${String(i).padStart(3, "0")}`, labels: { pad: "yes" } }))];
+  const at = new Map(hosts.map((h, i) => [h.id, i]));
+  for (const r of vms) {
+    const d = scheduler.placeVm(hosts, { ...r, forbiddenLabels: { pad: "*" } }, options);
+    if (!d.placed) return { hosts: null, unplaced: r.name };
+    const i = at.get(d.hostId);
+    hosts[i] = scheduler.withPlacement(hosts[i], r.resources);
+  }
+  return { hosts: hosts.filter((h) => h.vmCount > 0 && !h.labels.pad).length };
+}
+
 /** A plain reference: hosts as used-vectors; `choose(bins, r)` returns an index or -1 (then a host is opened). */
 function reference(vms, choose, count) {
   const bins = [];
@@ -118,7 +137,7 @@ function gang(count, vms) {
 
 runBenchmark("gang-pack", 300_000, async () => {
   const rows = [];
-  const sum = { optimum: 0, gang: 0, onlinePack: 0, firstFit: 0, bestFit: 0, ffd: 0 };
+  const sum = { optimum: 0, gang: 0, onlinePack: 0, onlineSteered: 0, firstFit: 0, bestFit: 0, ffd: 0 };
   const times = [];
   // Warm up the JIT on the first instance (not counted).
   gang(DATA.instances[0].ffdHosts + 4, DATA.instances[0].vms);
@@ -134,6 +153,7 @@ runBenchmark("gang-pack", 300_000, async () => {
       gangMs: round(g.ms, 1),
       onlinePack: online(count, inst.vms, pack).hosts,
       onlineBestFitBerth: online(count, inst.vms, bestFitBerth).hosts,
+      onlineSteered: onlineSteered(count, inst.vms, pack).hosts,
       firstFit: reference(inst.vms, firstFit, count),
       bestFit: reference(inst.vms, bestFit, count),
       ffd: reference(decreasing(inst.vms), firstFit, count),
@@ -141,7 +161,7 @@ runBenchmark("gang-pack", 300_000, async () => {
     rows.push(row);
     times.push(g.ms);
     for (const k of Object.keys(sum)) sum[k] += row[k] ?? NaN;
-    log(`${inst.name}: optimum ${row.optimum}, gang ${row.gang} (${row.gangMs} ms), online pack ${row.onlinePack}, FF ${row.firstFit}, BF ${row.bestFit}, FFD ${row.ffd}`);
+    log(`${inst.name}: optimum ${row.optimum}, gang ${row.gang} (${row.gangMs} ms), online pack ${row.onlinePack}, steered ${row.onlineSteered}, FF ${row.firstFit}, BF ${row.bestFit}, FFD ${row.ffd}`);
   }
   const ratio = Object.fromEntries(Object.entries(sum).map(([k, v]) => [k, round(v / sum.optimum, 3)]));
 
@@ -153,6 +173,7 @@ runBenchmark("gang-pack", 300_000, async () => {
       resources,
       onlinePack: online(count, vms, pack).hosts,
       onlineBestFitBerth: online(count, vms, bestFitBerth).hosts,
+      onlineSteered: onlineSteered(count, vms, pack).hosts,
       bestFitReference: reference(vms, bestFit, count),
     };
   });
