@@ -160,6 +160,9 @@ function readFailure(
       case ErrorCode.Unavailable:
         // A follower, or a controller whose store failed: the write's outcome is then unknown.
         return { code: error.code, tryNext: true, unanswered: true };
+      case ErrorCode.Busy:
+        // The leader shed the call before acting on it: nothing was written; the caller backs off.
+        return { code: error.code, tryNext: false, unanswered: false };
       case ErrorCode.DeadlineExceeded:
         return { code: error.code, tryNext: false, unanswered: true };
       default:

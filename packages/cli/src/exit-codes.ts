@@ -102,6 +102,7 @@ const exitCodeOfBerth: Record<ErrorCode, ExitCode> = {
   RESOURCE_EXHAUSTED: ExitCode.NoCapacity,
   NOT_LEADER: ExitCode.Unavailable,
   UNAVAILABLE: ExitCode.Unavailable,
+  BUSY: ExitCode.Unavailable,
   DEADLINE_EXCEEDED: ExitCode.Unavailable,
   HYPERVISOR_UNAVAILABLE: ExitCode.Error,
   INTERNAL: ExitCode.Error,

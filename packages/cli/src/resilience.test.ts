@@ -164,6 +164,26 @@ describe("vm create: retried with the same request id", () => {
     expect(r.err).not.toContain("outcome unknown");
   });
 
+  it("a busy leader (BUSY: shed before acting) is retried with backoff; given up, it says nothing was created", async () => {
+    const busy = () => new BerthError(ErrorCode.Busy, "the controller is busy: 200 creates in flight (at most 200); nothing was written; retry with backoff");
+    const s = await stub({
+      createVm: failingFirst([busy(), busy()], (r) => ({ vm: vm(r.spec?.name ?? "", VmPhase.VM_PHASE_PENDING, {}, { requestId: r.requestId }) })),
+    });
+    const r = await berth(s, "vm", "create", "web-1", ...SIZE);
+    expect(r.code).toBe(ExitCode.Ok);
+    expect(s.requests("createVm")).toHaveLength(3);
+    expect(r.err).toMatch(/the controller is busy: 200 creates in flight .*; retrying in \d\.\ds with the same request id/);
+    const always = await stub({
+      createVm: () => {
+        throw busy();
+      },
+    });
+    const given = await berth(always, "vm", "create", "web-2", ...SIZE, "--create-timeout", "1");
+    expect(given.code).toBe(ExitCode.Unavailable);
+    expect(given.err).toContain("nothing was created");
+    expect(given.err).not.toContain("outcome unknown");
+  });
+
   it("no room (RESOURCE_EXHAUSTED) is an answer: exit 4 at once, not retried", async () => {
     const s = await stub({
       createVm: () => {

@@ -33,13 +33,15 @@ export type RetryOutcome<T> =
     };
 
 /**
- * The failures worth another attempt: no leader, nobody reachable, or no answer in time. A verdict
+ * The failures worth another attempt: no leader, nobody reachable, a busy leader that refused the
+ * call without acting on it, or no answer in time. A verdict
  * of the controller (no room, bad spec, already exists...) is not retried: RESOURCE_EXHAUSTED is an
  * answer, not an outage.
  */
 export function isRetryable(error: BerthError): boolean {
   return (
     error.code === ErrorCode.Unavailable ||
+    error.code === ErrorCode.Busy ||
     error.code === ErrorCode.NotLeader ||
     error.code === ErrorCode.DeadlineExceeded
   );

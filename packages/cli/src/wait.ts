@@ -69,6 +69,7 @@ export class VmEventFeed {
 
 const TRANSIENT: ReadonlySet<ErrorCode> = new Set([
   ErrorCode.Unavailable,
+  ErrorCode.Busy,
   ErrorCode.NotLeader,
   ErrorCode.DeadlineExceeded,
 ]);

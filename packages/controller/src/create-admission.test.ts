@@ -7,7 +7,7 @@ import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js"
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { AgentServiceClient, ClusterServiceClient, VmSpec, type Vm } from "@berth/api";
-import { deadlineIn, grpcClientOptions } from "@berth/core";
+import { deadlineIn, ERROR_CODE_METADATA_KEY, ErrorCode, grpcClientOptions } from "@berth/core";
 import { MemoryStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions } from "./options.js";
@@ -48,7 +48,8 @@ describe("create admission", () => {
     expect(shed.length).toBeLessThan(names.length);
     for (const { e } of shed) {
       expect(e.code).toBe(status.UNAVAILABLE);
-      expect(e.details).toMatch(/busy: 2 creates in flight \(at most 2\); retry with backoff/);
+      expect(e.details).toMatch(/busy: 2 creates in flight \(at most 2\); nothing was written; retry with backoff/);
+      expect(e.metadata.get(ERROR_CODE_METADATA_KEY)).toEqual([ErrorCode.Busy]);
     }
     expect(controller.placer.shedCreates).toBe(shed.length);
     // Nothing was written for a refused create; the others exist; a retry of a refused one succeeds.

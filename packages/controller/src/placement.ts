@@ -249,7 +249,8 @@ export class Placer {
    * Validates, places and commits new VMs (desired: running), all or none. Throws INVALID_ARGUMENT
    * (bad spec; nothing written), NOT_FOUND (unknown group), ALREADY_EXISTS, RESOURCE_EXHAUSTED with
    * one reason per host, CONFLICT when the placement raced a change of a host or group (retry),
-   * UNAVAILABLE when maxCreatesInFlight creates are already in flight (retry with backoff),
+   * BUSY (gRPC UNAVAILABLE) when maxCreatesInFlight creates are already in flight: nothing was
+   * written, retry with backoff;
    * NOT_LEADER.
    */
   async create(specs: readonly VmSpec[], writer: FencedWriter, field: SpecField = "specs", requestId = ""): Promise<Vm[]> {
@@ -257,7 +258,7 @@ export class Placer {
     validateRequestId(requestId);
     if (this.createsInFlight >= this.maxCreatesInFlight) {
       this.shedCreates++;
-      throw new BerthError(ErrorCode.Unavailable, `the controller is busy: ${this.createsInFlight} creates in flight (at most ${this.maxCreatesInFlight}); retry with backoff`);
+      throw new BerthError(ErrorCode.Busy, `the controller is busy: ${this.createsInFlight} creates in flight (at most ${this.maxCreatesInFlight}); nothing was written; retry with backoff`);
     }
     this.createsInFlight++;
     try {

@@ -15,6 +15,11 @@ export const ErrorCode = {
   /** This controller is not the leader (or no leader is known). */
   NotLeader: "NOT_LEADER",
   Unavailable: "UNAVAILABLE",
+  /**
+   * The controller refused the call before doing anything, to protect itself (too many creates
+   * in flight): nothing was written, and the same call may be sent again after a backoff.
+   */
+  Busy: "BUSY",
   HypervisorUnavailable: "HYPERVISOR_UNAVAILABLE",
   DeadlineExceeded: "DEADLINE_EXCEEDED",
   Internal: "INTERNAL",
@@ -30,6 +35,7 @@ const grpcStatusOf: Record<ErrorCode, status> = {
   CONFLICT: status.ABORTED,
   NOT_LEADER: status.UNAVAILABLE,
   UNAVAILABLE: status.UNAVAILABLE,
+  BUSY: status.UNAVAILABLE,
   HYPERVISOR_UNAVAILABLE: status.UNAVAILABLE,
   DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
   INTERNAL: status.INTERNAL,
