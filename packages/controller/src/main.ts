@@ -29,7 +29,7 @@ Usage: berth-controller [--listen HOST:PORT] [--etcd URL[,URL...]] [options]
   --host-suspect-after MS a host not heard from this long is SUSPECT (default 1.25 report intervals)
   --max-creates-in-flight N
                           CreateVm/CreateVms calls placed at once; more are refused with
-                          UNAVAILABLE (retry) instead of queueing until the leader starves (default 200)
+                          BUSY (retry) instead of queueing until the leader starves (default 200)
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
   -h, --help              this help
 

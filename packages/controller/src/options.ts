@@ -43,7 +43,7 @@ export interface ControllerOptions {
   failoverMaxUnreadyFraction?: number;
   /**
    * At most this many CreateVm / CreateVms calls are being placed and committed at once; one more
-   * is refused at once with UNAVAILABLE (retry with backoff) instead of queueing. An overloaded
+   * is refused at once with BUSY, gRPC UNAVAILABLE (retry with backoff), instead of queueing. An overloaded
    * leader that queues without bound starves its own lease keepalive and loses its leadership
    * (measured: 500 creates/s offered to a controller that commits about 350/s, docs/benchmarks.md
    * e2e-scale); shedding keeps it leading at its capacity. As the kube-apiserver's
