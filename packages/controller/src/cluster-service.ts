@@ -144,7 +144,10 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     updateClusterConfig: unary(async (req) => {
       const writer = await leader();
-      const config = req.config ?? { scheduler: undefined, defaultOnHostFailure: 0, rebalance: undefined, migration: undefined };
+      // The whole config, always: an absent one (or garbage that decodes as an empty message) must
+      // not reset the cluster's settings.
+      if (!req.config) throw invalidArgument("config", "is required: send the whole cluster config (read it with GetClusterConfig, change it, send it back)");
+      const config = req.config;
       // INVALID_ARGUMENT naming the field; nothing written.
       resolveClusterScheduler(config);
       resolveMigrationConfig(config.migration, "config.migration");

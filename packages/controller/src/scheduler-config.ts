@@ -9,13 +9,15 @@ import {
 
 /**
  * The scheduler's form of a wire AllocationRatio: only the ratios that are set (0 means unset on
- * the wire), under the resource names.
+ * the wire), under the resource names. Anything but 0 is set — NaN included, so that validation
+ * sees it (NaN is falsy: a truthiness test let it be stored as "unset").
  */
 export function ratioOf(ratio: AllocationRatio | undefined): Partial<Resources> {
   const out: Partial<Resources> = {};
-  if (ratio?.vcpus) out.vcpus = ratio.vcpus;
-  if (ratio?.memory) out.memoryMib = ratio.memory;
-  if (ratio?.disk) out.diskGib = ratio.disk;
+  if (!ratio) return out;
+  if (ratio.vcpus !== 0) out.vcpus = ratio.vcpus;
+  if (ratio.memory !== 0) out.memoryMib = ratio.memory;
+  if (ratio.disk !== 0) out.diskGib = ratio.disk;
   return out;
 }
 

@@ -1,6 +1,6 @@
 import { Metadata, Server, ServerCredentials, credentials, makeGenericClientConstructor, status, type handleUnaryCall, type ServiceError } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { BerthError, ErrorCode, ERROR_CODE_METADATA_KEY, fromGrpcError, invalidArgument, LEADER_METADATA_KEY, MAX_DETAIL_REASON_BYTES, messageForFlags, toGrpcStatus } from "./errors.js";
+import { BerthError, ErrorCode, ERROR_CODE_METADATA_KEY, fromGrpcError, invalidArgument, LEADER_METADATA_KEY, MAX_DETAIL_REASON_BYTES, MAX_STATUS_MESSAGE_CHARS, messageForFlags, quote, toGrpcStatus } from "./errors.js";
 
 /** What a client receives for a status the server sent. */
 function received(s: ReturnType<typeof toGrpcStatus>): ServiceError {
@@ -56,6 +56,15 @@ describe("gRPC status mapping", () => {
       client.close();
       server.forceShutdown();
     }
+  });
+
+  it("quotes at most a bounded prefix of a value, and cuts an over-long message", () => {
+    expect(quote("spread")).toBe("spread");
+    expect(quote("x".repeat(100_000))).toBe(`${"x".repeat(64)}… (100000 characters)`);
+    expect(quote(Number.NaN)).toBe("NaN");
+    const s = toGrpcStatus(invalidArgument("config.scheduler.preset", `unknown '${"p".repeat(100_000)}'`));
+    expect(s.details!.length).toBeLessThan(MAX_STATUS_MESSAGE_CHARS + 20);
+    expect(s.details!.endsWith("… (message cut)")).toBe(true);
   });
 
   it("carries the leader's address for NOT_LEADER", () => {

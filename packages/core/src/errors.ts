@@ -100,6 +100,22 @@ export function toGrpcStatus(e: unknown): Partial<StatusObject> {
 }
 
 /**
+ * A value an error message quotes, at most `max` characters of it: `String(value)` when short,
+ * else its first `max` characters, `…` and its length. Messages must never echo unbounded input:
+ * a 100 KB echo in a status trailer wedged the connection it travelled on.
+ */
+export function quote(value: unknown, max = 64): string {
+  const s = String(value);
+  return s.length <= max ? s : `${s.slice(0, max)}… (${s.length} characters)`;
+}
+
+/**
+ * At most this many characters of a status's message (the reasons below come on top): a message
+ * that quoted unbounded input would otherwise travel whole in the `grpc-message` trailer.
+ */
+export const MAX_STATUS_MESSAGE_CHARS = 2048;
+
+/**
  * At most this many bytes of reasons go into a status's details. The details travel in the
  * `grpc-message` trailer, an HTTP/2 header: one reason per host of a fleet of thousands (about 80
  * bytes each) is larger than a peer accepts in its headers, and the connection is dropped instead
@@ -110,7 +126,8 @@ export const MAX_DETAIL_REASON_BYTES = 16 * 1024;
 
 /** The message, then one reason a line, as many as fit MAX_DETAIL_REASON_BYTES, then how many were left out. */
 function detailsOf(e: BerthError): string {
-  if (e.reasons.length === 0) return e.message;
+  const message = e.message.length <= MAX_STATUS_MESSAGE_CHARS ? e.message : `${e.message.slice(0, MAX_STATUS_MESSAGE_CHARS)}… (message cut)`;
+  if (e.reasons.length === 0) return message;
   const lines: string[] = [];
   let bytes = 0;
   for (const r of e.reasons) {
@@ -121,7 +138,7 @@ function detailsOf(e: BerthError): string {
   }
   const left = e.reasons.length - lines.length;
   if (left > 0) lines.push(`… and ${left} more (berth plan shows every host's verdict)`);
-  return `${e.message}:\n  ${lines.join("\n  ")}`;
+  return `${message}:\n  ${lines.join("\n  ")}`;
 }
 
 const codeOfGrpcStatus = new Map<status, ErrorCode>([

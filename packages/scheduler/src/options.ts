@@ -1,5 +1,5 @@
 import type { Resources } from "@berth/api";
-import { invalidArgument, RESOURCE_FIELD, RESOURCE_NAMES, type ResourceName } from "@berth/core";
+import { invalidArgument, quote, RESOURCE_FIELD, RESOURCE_NAMES, type ResourceName } from "@berth/core";
 import type { HostSnapshot } from "./types.js";
 
 /** A named set of weigher weights: `spread` (least allocated), `pack` (best fit), `balanced`. */
@@ -66,6 +66,15 @@ export interface ResolvedSchedulerOptions {
   readonly gangSearchMs?: number;
 }
 
+/** The largest cluster allocation ratio accepted (as an agent's own ratio in Hello). */
+export const MAX_ALLOCATION_RATIO = 100;
+
+/** The largest cluster reserve per resource: what the largest host an agent may report has (Hello's capacity bounds). */
+export const MAX_RESERVED: Readonly<Resources> = Object.freeze({ vcpus: 1 << 20, memoryMib: 1 << 30, diskGib: 1 << 30 });
+
+/** The largest weigher weight accepted (weights are relative: a normalised score is at most 1). */
+export const MAX_WEIGHT = 1000;
+
 /** What options are validated against: the names of a pipeline's stages and its presets' weights. */
 export interface SchedulerCatalog {
   readonly filterNames: readonly string[];
@@ -87,29 +96,29 @@ export function resolveSchedulerOptionsFor(catalog: SchedulerCatalog, options: S
     "scheduler.allocation_ratio",
     options.allocationRatio,
     DEFAULT_ALLOCATION_RATIO,
-    (v) => typeof v === "number" && Number.isFinite(v) && v >= 1,
-    "must be a number ≥ 1",
+    () => (v) => typeof v === "number" && Number.isFinite(v) && v >= 1 && v <= MAX_ALLOCATION_RATIO,
+    () => `must be a number from 1 to ${MAX_ALLOCATION_RATIO}`,
   );
   const reserved = resolveVector(
     "scheduler.reserved",
     options.reserved,
     DEFAULT_RESERVED,
-    (v) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0,
-    "must be a whole number ≥ 0",
+    (key) => (v) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= MAX_RESERVED[key],
+    (key) => `must be a whole number from 0 to ${MAX_RESERVED[key]}`,
   );
 
   const preset: unknown = options.preset ?? "spread";
   if (typeof preset !== "string" || !(PRESETS as readonly string[]).includes(preset)) {
-    throw invalidArgument("scheduler.preset", `unknown preset '${String(preset)}' (${PRESETS.join(", ")})`);
+    throw invalidArgument("scheduler.preset", `unknown preset '${quote(preset)}' (${PRESETS.join(", ")})`);
   }
   const base = catalog.presets[preset as Preset];
   const overrides: Record<string, unknown> = options.weights ?? {};
   for (const [name, w] of Object.entries(overrides)) {
     if (!catalog.weigherNames.includes(name)) {
-      throw invalidArgument(`scheduler.weights.${name}`, `unknown weigher (known: ${catalog.weigherNames.join(", ")})`);
+      throw invalidArgument(`scheduler.weights.${quote(name)}`, `unknown weigher (known: ${catalog.weigherNames.join(", ")})`);
     }
-    if (typeof w !== "number" || !Number.isFinite(w) || w < 0) {
-      throw invalidArgument(`scheduler.weights.${name}`, `must be a finite number ≥ 0 (got ${String(w)})`);
+    if (typeof w !== "number" || !Number.isFinite(w) || w < 0 || w > MAX_WEIGHT) {
+      throw invalidArgument(`scheduler.weights.${name}`, `must be a number from 0 to ${MAX_WEIGHT} (got ${quote(w)})`);
     }
   }
   const weights: Record<string, number> = {};
@@ -117,17 +126,17 @@ export function resolveSchedulerOptionsFor(catalog: SchedulerCatalog, options: S
 
   const maxVms: unknown = options.maxVmsPerHost ?? 0;
   if (typeof maxVms !== "number" || !Number.isSafeInteger(maxVms) || maxVms < 0) {
-    throw invalidArgument("scheduler.max_vms_per_host", `must be a whole number ≥ 0 (got ${String(maxVms)})`);
+    throw invalidArgument("scheduler.max_vms_per_host", `must be a whole number ≥ 0 (got ${quote(maxVms)})`);
   }
 
   const seed: unknown = options.seed ?? 0;
   if (typeof seed !== "number" || !Number.isSafeInteger(seed)) {
-    throw invalidArgument("scheduler.seed", `must be a whole number (got ${String(seed)})`);
+    throw invalidArgument("scheduler.seed", `must be a whole number (got ${quote(seed)})`);
   }
 
   const gangSearchMs: unknown = options.gangSearchMs;
   if (gangSearchMs !== undefined && !(typeof gangSearchMs === "number" && Number.isSafeInteger(gangSearchMs) && gangSearchMs >= 0 && gangSearchMs <= 10_000)) {
-    throw invalidArgument("scheduler.gang_search_ms", `must be a whole number from 0 to 10000 (got ${String(gangSearchMs)})`);
+    throw invalidArgument("scheduler.gang_search_ms", `must be a whole number from 0 to 10000 (got ${quote(gangSearchMs)})`);
   }
 
   const resolved: {
@@ -157,7 +166,7 @@ function resolveFilters(known: readonly string[], given: unknown): string[] {
   const out: string[] = [];
   given.forEach((name: unknown, i) => {
     if (typeof name !== "string" || !known.includes(name)) {
-      throw invalidArgument(`scheduler.filters[${i}]`, `unknown filter '${String(name)}' (known: ${known.join(", ")})`);
+      throw invalidArgument(`scheduler.filters[${i}]`, `unknown filter '${quote(name)}' (known: ${known.join(", ")})`);
     }
     if (out.includes(name)) throw invalidArgument(`scheduler.filters[${i}]`, `filter '${name}' listed twice`);
     out.push(name);
@@ -169,20 +178,20 @@ function resolveVector(
   prefix: string,
   given: Partial<Resources> | undefined,
   defaults: Readonly<Resources>,
-  valid: (v: unknown) => boolean,
-  rule: string,
+  valid: (key: ResourceName) => (v: unknown) => boolean,
+  rule: (key: ResourceName) => string,
 ): Resources {
   const out = { ...defaults };
   if (given === undefined) return out;
   for (const key of Object.keys(given)) {
     if (!(RESOURCE_NAMES as readonly string[]).includes(key)) {
-      throw invalidArgument(`${prefix}.${key}`, `unknown resource (known: ${RESOURCE_NAMES.join(", ")})`);
+      throw invalidArgument(`${prefix}.${quote(key)}`, `unknown resource (known: ${RESOURCE_NAMES.join(", ")})`);
     }
   }
   for (const key of RESOURCE_NAMES) {
     const v: unknown = given[key];
     if (v === undefined) continue;
-    if (!valid(v)) throw invalidArgument(`${prefix}.${RESOURCE_FIELD[key]}`, `${rule} (got ${String(v)})`);
+    if (!valid(key)(v)) throw invalidArgument(`${prefix}.${RESOURCE_FIELD[key]}`, `${rule(key)} (got ${quote(v)})`);
     out[key] = v as number;
   }
   return out;

@@ -94,8 +94,8 @@ export const DEFAULT_CATALOG: SchedulerCatalog = Object.freeze({
  * Applies defaults — allocation ratio vcpus 4, memory 1, disk 1; reserved 0 vCPU, 1024 MiB, 0 GiB;
  * preset `spread`; no VM limit; all filters; seed 0 — and validates against the default pipeline.
  * Throws BerthError INVALID_ARGUMENT naming the option
- * (`scheduler.allocation_ratio.vcpus: must be a number ≥ 1 (got 0.5)`,
- * `scheduler.weights.mostAllocated: must be a finite number ≥ 0 (got -1)`).
+ * (`scheduler.allocation_ratio.vcpus: must be a number from 1 to 100 (got 0.5)`,
+ * `scheduler.weights.mostAllocated: must be a number from 0 to 1000 (got -1)`).
  */
 export function resolveSchedulerOptions(options?: SchedulerOptions): ResolvedSchedulerOptions {
   return resolveSchedulerOptionsFor(DEFAULT_CATALOG, options);
