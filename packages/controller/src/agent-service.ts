@@ -8,7 +8,7 @@ import {
   type Hello,
   type Report,
 } from "@berth/api";
-import { BerthError, ErrorCode, isBerthError, validateHello, validateHypervisorStatus, Limits } from "@berth/core";
+import { ErrorCode, invalidArgument, isBerthError, validateHello, validateReport } from "@berth/core";
 import type { Logger } from "pino";
 import { AgentSession } from "./agent-session.js";
 import type { ClusterState } from "./cluster-state.js";
@@ -109,9 +109,19 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
           onResult(deps, session, msg.value);
         } else if (msg?.$case === "migrationProgress") {
           deps.leading()?.migrations.onProgress(session, msg.value);
+        } else if (msg?.$case === "hello") {
+          throw invalidArgument("hello", "a second Hello on a live stream: open a new stream to say Hello again");
         }
       })
       .catch((e: unknown) => {
+        if (isBerthError(e, ErrorCode.InvalidArgument)) {
+          // A message that broke a rule: the agent is told which (and the stream ends); nothing of it was applied.
+          log.warn({ hostId: session?.hostId, why: e.message.slice(0, 256) }, "refused an agent message; closing the stream");
+          // The Reject first: closing the session ends the call, and a write after the end is lost.
+          reject(call, RejectReason.REJECT_REASON_INVALID_MESSAGE, e.message.slice(0, 512));
+          session?.close();
+          return;
+        }
         log.error({ err: e, hostId: session?.hostId }, "agent message handling failed; closing the stream");
         session?.close();
         call.end();
@@ -214,25 +224,20 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
 }
 
 function onReport(deps: AgentServiceDeps, session: AgentSession, report: Report): void {
+  // Everything checked before anything is applied: a refused Report changes nothing.
+  validateReport(report);
   if (report.usage) session.usage = report.usage;
   if (report.hypervisor) {
-    validateHypervisorStatus(report.hypervisor, "report.hypervisor");
     const was = session.hypervisor?.available;
     session.hypervisor = report.hypervisor;
     if (was !== report.hypervisor.available) {
       deps.log.warn({ hostId: session.hostId, available: report.hypervisor.available, message: report.hypervisor.message }, "host's hypervisor availability changed");
     }
   }
-  if (report.vmUsage.length > Limits.maxDomainsPerHost) {
-    throw new BerthError(ErrorCode.InvalidArgument, `report.vm_usage: at most ${Limits.maxDomainsPerHost}`);
-  }
   if (report.vmUsage.length > 0 || report.usage) {
     session.vmUsage = new Map(report.vmUsage.map((u) => [u.vmId.slice(0, 64), { cpuCores: Number.isFinite(u.cpuCores) ? Math.max(0, u.cpuCores) : 0, memoryMib: u.memoryUsedMib }]));
   }
   if (report.inventory) {
-    if (report.inventory.domains.length > Limits.maxDomainsPerHost) {
-      throw new BerthError(ErrorCode.InvalidArgument, `report.inventory.domains: at most ${Limits.maxDomainsPerHost}`);
-    }
     session.inventory = new Map(report.inventory.domains.map((d) => [d.vmId, d]));
     deps.leading()?.reconciler.markDirty(session.hostId);
   }

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { Hello, VmSpec } from "@berth/api";
+import { Domain, Report, type Hello, type VmSpec } from "@berth/api";
 import { Limits } from "./limits.js";
 import { parseCapacity, parseEtcdEndpoints, parseHostPort, parseHostPortList, parseLabelAssignments } from "./parse.js";
-import { validateHello, validateVmSpec, validateVmSpecs } from "./validation.js";
+import { validateHello, validateReport, validateVmSpec, validateVmSpecs } from "./validation.js";
 
 const spec = (over: Partial<VmSpec> = {}): VmSpec => ({
   name: "web-1",
@@ -106,5 +106,17 @@ describe("operator text", () => {
     expect(() => parseCapacity("vcpus=0", "--capacity")).toThrow("--capacity vcpus:");
     expect(parseLabelAssignments(["zone=a", "rack=r1=x"], "--label")).toEqual({ zone: "a", rack: "r1=x" });
     expect(() => parseLabelAssignments(["=a"], "--label")).toThrow("must be KEY=VALUE");
+  });
+});
+
+describe("validateReport", () => {
+  const report = (over: Partial<Report> = {}): Report => Report.fromPartial({ usage: { vcpus: 2, memoryMib: 1024, diskGib: 10 }, vmUsage: [], ...over });
+  it("accepts a sane Report, and names the field of each bound it breaks", () => {
+    expect(() => validateReport(report())).not.toThrow();
+    expect(() => validateReport(report({ usage: { vcpus: 2 ** 21, memoryMib: 0, diskGib: 0 } }))).toThrow(/^report\.usage\.vcpus: must be a whole number from 0 to 1048576 vCPUs/);
+    expect(() => validateReport(report({ usage: { vcpus: 0, memoryMib: 1.5, diskGib: 0 } }))).toThrow(/^report\.usage\.memory_mib:/);
+    expect(() => validateReport(report({ hypervisor: { available: false, message: "x".repeat(100_000) } }))).toThrow(/^report\.hypervisor\.message:/);
+    expect(() => validateReport(report({ inventory: { domains: Array.from({ length: 4_097 }, () => Domain.fromPartial({})) } }))).toThrow("report.inventory.domains: at most 4096 domains (got 4097)");
+    expect(() => validateReport(report({ vmUsage: Array.from({ length: 4_097 }, () => ({ vmId: "v", cpuCores: 0, memoryUsedMib: 0 })) }))).toThrow("report.vm_usage: at most 4096 entries (got 4097)");
   });
 });

@@ -1,4 +1,4 @@
-import { HostFailurePolicy, type Hello, type HypervisorStatus, type Resources, type VmSpec } from "@berth/api";
+import { HostFailurePolicy, type Hello, type HypervisorStatus, type Report, type Resources, type VmSpec } from "@berth/api";
 import { invalidArgument } from "./errors.js";
 import { Limits } from "./limits.js";
 
@@ -29,6 +29,8 @@ export function validateLabels(labels: Record<string, string>, field: string): v
     if (v.length > Limits.maxLabelValueLength) {
       throw invalidArgument(`${field}[${k}]`, `value longer than ${Limits.maxLabelValueLength} characters`);
     }
+    // eslint-disable-next-line no-control-regex
+    if (/[\u0000-\u001f\u007f]/.test(v)) throw invalidArgument(`${field}[${k}]`, "value must not contain control characters (NUL, newlines, ...)");
   }
 }
 
@@ -113,6 +115,26 @@ export function validateHello(hello: Hello): void {
     }
   }
   if (hello.hypervisor) validateHypervisorStatus(hello.hypervisor, "hello.hypervisor");
+}
+
+/**
+ * Checks an agent's Report before anything of it is applied: usage within bounds (whole numbers, at
+ * most the largest host Hello accepts), the hypervisor status, and at most maxDomainsPerHost
+ * domains and per-VM usage entries. Throws INVALID_ARGUMENT naming the field.
+ */
+export function validateReport(report: Report, field = "report"): void {
+  const u = report.usage;
+  if (u) {
+    checkInteger(u.vcpus, `${field}.usage.vcpus`, 0, 1 << 20, "vCPUs");
+    checkInteger(u.memoryMib, `${field}.usage.memory_mib`, 0, Number.MAX_SAFE_INTEGER, "MiB");
+    checkInteger(u.diskGib, `${field}.usage.disk_gib`, 0, Number.MAX_SAFE_INTEGER, "GiB");
+  }
+  if (report.hypervisor) validateHypervisorStatus(report.hypervisor, `${field}.hypervisor`);
+  if (report.vmUsage.length > Limits.maxDomainsPerHost) {
+    throw invalidArgument(`${field}.vm_usage`, `at most ${Limits.maxDomainsPerHost} entries (got ${report.vmUsage.length})`);
+  }
+  const n = report.inventory?.domains.length ?? 0;
+  if (n > Limits.maxDomainsPerHost) throw invalidArgument(`${field}.inventory.domains`, `at most ${Limits.maxDomainsPerHost} domains (got ${n})`);
 }
 
 /** Bounds a hypervisor status from an agent. Throws INVALID_ARGUMENT naming `field`. */

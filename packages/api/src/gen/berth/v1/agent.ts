@@ -34,6 +34,12 @@ export enum RejectReason {
   REJECT_REASON_STALE_EPOCH = 3,
   /** REJECT_REASON_FOREIGN_CLUSTER - The agent belongs to another cluster (Hello.cluster_id); the message says how to move it. */
   REJECT_REASON_FOREIGN_CLUSTER = 4,
+  /**
+   * REJECT_REASON_INVALID_MESSAGE - A message on a live stream broke a rule or a limit (a second Hello, a Report over the domain
+   * limit, usage out of bounds...); the message names the field. The stream ends after it: the
+   * agent reconnects with its backoff, and nothing from the refused message was applied.
+   */
+  REJECT_REASON_INVALID_MESSAGE = 5,
 }
 
 export function rejectReasonFromJSON(object: any): RejectReason {
@@ -53,6 +59,9 @@ export function rejectReasonFromJSON(object: any): RejectReason {
     case 4:
     case "REJECT_REASON_FOREIGN_CLUSTER":
       return RejectReason.REJECT_REASON_FOREIGN_CLUSTER;
+    case 5:
+    case "REJECT_REASON_INVALID_MESSAGE":
+      return RejectReason.REJECT_REASON_INVALID_MESSAGE;
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum RejectReason");
   }
@@ -70,6 +79,8 @@ export function rejectReasonToJSON(object: RejectReason): string {
       return "REJECT_REASON_STALE_EPOCH";
     case RejectReason.REJECT_REASON_FOREIGN_CLUSTER:
       return "REJECT_REASON_FOREIGN_CLUSTER";
+    case RejectReason.REJECT_REASON_INVALID_MESSAGE:
+      return "REJECT_REASON_INVALID_MESSAGE";
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum RejectReason");
   }
