@@ -29,7 +29,6 @@ export function validateLabels(labels: Record<string, string>, field: string): v
     if (v.length > Limits.maxLabelValueLength) {
       throw invalidArgument(`${field}[${k}]`, `value longer than ${Limits.maxLabelValueLength} characters`);
     }
-    // eslint-disable-next-line no-control-regex
     if (/[\u0000-\u001f\u007f]/.test(v)) throw invalidArgument(`${field}[${k}]`, "value must not contain control characters (NUL, newlines, ...)");
   }
 }
