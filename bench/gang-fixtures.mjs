@@ -17,6 +17,7 @@
 // Σ_i r[i][k] x[i][j] ≤ C[k] y[j] for each resource k, y[j] ≥ y[j+1] and VM i only on hosts j ≤ i
 // (symmetry breaking), with as many hosts as first-fit decreasing needs.
 import loadHighs from "highs";
+import { mulberry32 } from "./lib/scheduler-workload.mjs";
 
 const SEED = Number(process.argv[2] ?? 0x6a9e) >>> 0;
 const INSTANCES = 16;
@@ -25,16 +26,6 @@ const TIME_LIMIT_S = 120;
 const HOST = { vcpus: 64, memoryMib: 262144, diskGib: 2048 };
 const KEYS = ["vcpus", "memoryMib", "diskGib"];
 
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Cuts `total` into `n` whole parts of at least `min` each, at random. */
 function cut(rng, total, n, min) {

@@ -11,17 +11,10 @@
 // On average a host holds about 44 VMs by CPU, 44 by memory and 44 by disk: the three resources
 // bind almost equally, which makes packing harder than a mix where one resource dominates.
 
-/** mulberry32: a small, fast, well-mixed 32-bit PRNG; returns floats in [0, 1). */
-export function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The seeded generator of the workloads is core's (the one the scheduler's gang search uses).
+import { mulberry32 } from "../../packages/core/dist/index.js";
+
+export { mulberry32 };
 
 export const SEED = 0x5eed_b347;
 

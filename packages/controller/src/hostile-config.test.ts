@@ -3,17 +3,14 @@
  * each is refused with INVALID_ARGUMENT naming the field, quotes at most a bounded prefix of what
  * it was sent, writes nothing, and leaves the connection usable for the next call.
  */
-import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { pino } from "pino";
+import { status, type ServiceError } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
-import { ClusterConfig, ClusterServiceClient, UpdateClusterConfigRequest } from "@berth/api";
-import { deadlineIn, grpcClientOptions } from "@berth/core";
+import { ClusterConfig, type UpdateClusterConfigRequest } from "@berth/api";
 import { MemoryStore } from "@berth/store";
-import { Controller } from "./controller.js";
+import { operatorApi, startController, waitFor, type Cleanups } from "./controller.testkit.js";
 import { Keys } from "./keys.js";
-import { resolveControllerOptions } from "./options.js";
 
-const cleanups: (() => unknown)[] = [];
+const cleanups: Cleanups = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
@@ -21,16 +18,14 @@ afterEach(async () => {
 describe("UpdateClusterConfig refuses hostile input", () => {
   it("an absent config, NaN or unbounded numbers and a 100 KB preset: INVALID_ARGUMENT, nothing written, the connection still answers", async () => {
     const store = new MemoryStore();
-    const controller = await Controller.start(resolveControllerOptions({ listen: "127.0.0.1:0" }), store, pino({ level: "silent" }));
-    cleanups.push(() => controller.stop());
-    for (let deadline = Date.now() + 5_000; !controller.isLeader; ) {
-      if (Date.now() > deadline) throw new Error("no leader");
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    const client = new ClusterServiceClient(`127.0.0.1:${controller.port}`, credentials.createInsecure(), grpcClientOptions());
-    cleanups.push(() => client.close());
+    const { controller, address } = await startController(cleanups, store);
+    await waitFor("leadership", () => controller.isLeader);
+    const { client, call } = operatorApi(cleanups, address);
     const update = (req: UpdateClusterConfigRequest): Promise<ServiceError | null> =>
-      new Promise((resolve) => client.updateClusterConfig(req, new Metadata(), { deadline: deadlineIn(5_000) }, (e) => resolve(e)));
+      call((m, o, cb) => client.updateClusterConfig(req, m, o, cb)).then(
+        () => null,
+        (e: ServiceError) => e,
+      );
 
     // A real config first: what the refusals below must leave alone.
     expect(await update({ config: ClusterConfig.fromPartial({ scheduler: { preset: "pack" } }) })).toBeNull();
@@ -53,9 +48,7 @@ describe("UpdateClusterConfig refuses hostile input", () => {
     }
     // Nothing was written, and the same connection still answers.
     expect((await store.get(Keys.config))?.modRevision).toBe(before!.modRevision);
-    const got = await new Promise<ClusterConfig | undefined>((resolve, reject) =>
-      client.getClusterConfig({}, new Metadata(), { deadline: deadlineIn(5_000) }, (e, r) => (e ? reject(e) : resolve(r?.config))),
-    );
-    expect(got?.scheduler?.preset).toBe("pack");
+    const got = await call<{ config?: ClusterConfig }>((m, o, cb) => client.getClusterConfig({}, m, o, cb));
+    expect(got.config?.scheduler?.preset).toBe("pack");
   });
 });

@@ -5,64 +5,35 @@
  * leaving and coming back. After every step the engine must show each host exactly as a full
  * snapshot does, and no decision may have needed a repair.
  */
-import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
-import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { AgentServiceClient, ClusterConfig, ClusterServiceClient, GroupPolicy, VmSpec, type Vm } from "@berth/api";
-import { deadlineIn, grpcClientOptions } from "@berth/core";
+import { ClusterConfig, GroupPolicy, VmSpec, type Vm } from "@berth/api";
+import { mulberry32 } from "@berth/core";
 import { MemoryStore } from "@berth/store";
 import { resolveSchedulerOptions, type HostSnapshot } from "@berth/scheduler";
-import { Controller } from "./controller.js";
-import { resolveControllerOptions } from "./options.js";
+import { helloFor, operatorApi, rawAgent, startController, waitFor, type Cleanups, type RawAgent } from "./controller.testkit.js";
 import { PlacementView } from "./placement-view.js";
 
-const cleanups: (() => unknown)[] = [];
+const cleanups: Cleanups = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** mulberry32: a small seeded generator, so a failure replays. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe("the create path's placement view", () => {
   it("shows every host as the full snapshot does through creates, gangs, deletes, cordons, config changes and agents leaving", async () => {
-    const options = resolveControllerOptions({ listen: "127.0.0.1:0", reportIntervalMs: 60_000 });
-    const controller = await Controller.start(options, new MemoryStore(), pino({ level: "silent" }));
-    cleanups.push(() => controller.stop());
-    const address = `127.0.0.1:${controller.port}`;
-    const agents = new AgentServiceClient(address, credentials.createInsecure(), grpcClientOptions());
-    cleanups.push(() => agents.close());
-    for (let deadline = Date.now() + 5_000; !controller.isLeader; ) {
-      if (Date.now() > deadline) throw new Error("no leader");
-      await sleep(20);
-    }
-    const streams = new Map<string, { cancel(): void; write(m: unknown): boolean }>();
+    // Long report interval: the raw streams never report, and must not be closed as silent.
+    const { controller, address } = await startController(cleanups, new MemoryStore(), { reportIntervalMs: 60_000 });
+    await waitFor("leadership", () => controller.isLeader);
+    const streams = new Map<string, RawAgent>();
     const connect = async (hostId: string, boot: string): Promise<void> => {
-      const call = agents.connect();
-      call.on("error", () => undefined);
-      cleanups.push(() => call.cancel());
-      const welcomed = new Promise((resolve) => call.once("data", resolve));
-      call.write({ msg: { $case: "hello", value: { hostId, bootId: boot, capacity: { vcpus: 48, memoryMib: 96 * 1024, diskGib: 2000 }, labels: { zone: hostId.endsWith("1") ? "a" : "b" }, inventory: { domains: [] }, agentVersion: "t", driver: "fake", lastLeaderEpoch: 0, clusterId: "" } } });
-      await welcomed;
-      streams.set(hostId, call);
+      const agent = rawAgent(cleanups, address, helloFor(hostId, boot, { capacity: { vcpus: 48, memoryMib: 96 * 1024, diskGib: 2000 }, labels: { zone: hostId.endsWith("1") ? "a" : "b" } }));
+      await agent.first;
+      streams.set(hostId, agent);
     };
     const hostIds = Array.from({ length: 6 }, (_, i) => `host-${i + 1}`);
     for (const id of hostIds) await connect(id, `boot-${id}`);
-    const client = new ClusterServiceClient(address, credentials.createInsecure(), grpcClientOptions());
-    cleanups.push(() => client.close());
-    const unary = <T>(fn: (m: Metadata, o: { deadline: Date }, cb: (e: ServiceError | null, r: T) => void) => void): Promise<T> =>
-      new Promise((resolve, reject) => fn(new Metadata(), { deadline: deadlineIn(10_000) }, (e, r) => (e ? reject(e) : resolve(r))));
+    const { client, call: unary } = operatorApi(cleanups, address);
     for (const [name, policy] of [["anti", GroupPolicy.GROUP_POLICY_ANTI_AFFINITY], ["together", GroupPolicy.GROUP_POLICY_AFFINITY]] as const) {
       await unary((m, o, cb) => client.createGroup({ name, policy }, m, o, cb));
     }
@@ -74,7 +45,7 @@ describe("the create path's placement view", () => {
         group: r() < 0.2 ? "anti" : r() < 0.1 ? "together" : "",
       });
 
-    const r = rng(20261201);
+    const r = mulberry32(20261201); // seeded: a failure replays
     const placer = controller.placer;
     const created: string[] = [];
     let n = 0;
@@ -115,7 +86,7 @@ describe("the create path's placement view", () => {
           const hostId = hostIds[Math.floor(r() * hostIds.length)]!;
           const available = r() < 0.5;
           what = `${hostId} reports its hypervisor ${available ? "up" : "down"}`;
-          streams.get(hostId)?.write({ msg: { $case: "report", value: { hypervisor: { available, message: available ? "" : "libvirtd is down" }, vmUsage: [] } } });
+          streams.get(hostId)?.send({ $case: "report", value: { hypervisor: { available, message: available ? "" : "libvirtd is down" } } });
           await sleep(30);
         } else if (x < 0.89) {
           what = "config";
@@ -124,7 +95,7 @@ describe("the create path's placement view", () => {
         } else {
           const hostId = hostIds[Math.floor(r() * hostIds.length)]!;
           what = `agent of ${hostId} leaves and comes back`;
-          streams.get(hostId)?.cancel();
+          streams.get(hostId)?.close();
           await sleep(50);
           check(`${what} (gone)`);
           await connect(hostId, `boot-${hostId}`);

@@ -8,3 +8,4 @@ export * from "./process.js";
 export * from "./retry.js";
 export * from "./dir-lock.js";
 export * from "./host-state.js";
+export * from "./random.js";

@@ -1,4 +1,4 @@
-import { RESOURCE_NAMES } from "@berth/core";
+import { mulberry32, RESOURCE_NAMES } from "@berth/core";
 import { allocatableOf, type ResolvedSchedulerOptions } from "./options.js";
 import type { Pipeline } from "./pipeline.js";
 import { compareIds, enabledFilters, placeVm, withoutPlacement, withPlacement } from "./place.js";
@@ -478,15 +478,4 @@ class State {
     }
     return s;
   }
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

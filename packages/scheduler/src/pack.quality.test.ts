@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "@berth/core";
 import {
   PlacementEngine,
   placeVm,
@@ -19,16 +20,6 @@ const ALLOCATABLE = [128, 516096, 4096] as const;
 const pack = resolveSchedulerOptions({ ...BASE, preset: "pack" });
 const bestFit = resolveSchedulerOptions({ ...BASE, preset: "pack", weights: { alignedFit: 0, mostAllocated: 1 } });
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function pick(shares: readonly (readonly [number, number])[], u: number): number {
   let acc = 0;
