@@ -48,6 +48,12 @@ export const ExitCode = {
    * `--on-deadline` applied to them) or was cancelled (`host uncordon`); the host stays cordoned.
    */
   DrainIncomplete: 11,
+  /**
+   * The controller refused who is asking: the certificate's role may not make the call
+   * (PERMISSION_DENIED: a viewer asking to change something), or no accepted certificate was
+   * presented (UNAUTHENTICATED). Nothing was changed.
+   */
+  Denied: 12,
 } as const;
 /** One of the values of {@link ExitCode}. */
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
@@ -75,7 +81,9 @@ export const EXIT_CODES_HELP = `Exit codes:
  10  --wait: a migration failed (vm migrate; rebalance apply: any of them); the VM stays
      on its source host
  11  host drain --wait: the drain ended INCOMPLETE (deadline passed with VMs left) or was
-     cancelled; the host stays cordoned`;
+     cancelled; the host stays cordoned
+ 12  not allowed: this certificate's role may not do that (PERMISSION_DENIED; a viewer
+     changing something), or no accepted certificate (UNAUTHENTICATED); nothing changed`;
 
 /** An error the CLI reports as `error: <message>` on stderr before exiting with `exitCode`. */
 export class CliError extends Error {
@@ -105,6 +113,8 @@ const exitCodeOfBerth: Record<ErrorCode, ExitCode> = {
   BUSY: ExitCode.Unavailable,
   DEADLINE_EXCEEDED: ExitCode.Unavailable,
   HYPERVISOR_UNAVAILABLE: ExitCode.Error,
+  PERMISSION_DENIED: ExitCode.Denied,
+  UNAUTHENTICATED: ExitCode.Denied,
   INTERNAL: ExitCode.Error,
 };
 

@@ -22,6 +22,10 @@ export const ErrorCode = {
   Busy: "BUSY",
   HypervisorUnavailable: "HYPERVISOR_UNAVAILABLE",
   DeadlineExceeded: "DEADLINE_EXCEEDED",
+  /** The caller's certificate is valid but its role may not make this call (the message names the role needed). */
+  PermissionDenied: "PERMISSION_DENIED",
+  /** The caller presented no identity this server accepts (no client certificate, or not one of Berth's roles). */
+  Unauthenticated: "UNAUTHENTICATED",
   Internal: "INTERNAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -38,6 +42,8 @@ const grpcStatusOf: Record<ErrorCode, status> = {
   BUSY: status.UNAVAILABLE,
   HYPERVISOR_UNAVAILABLE: status.UNAVAILABLE,
   DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
+  PERMISSION_DENIED: status.PERMISSION_DENIED,
+  UNAUTHENTICATED: status.UNAUTHENTICATED,
   INTERNAL: status.INTERNAL,
 };
 
@@ -150,6 +156,8 @@ const codeOfGrpcStatus = new Map<status, ErrorCode>([
   [status.ABORTED, ErrorCode.Conflict],
   [status.UNAVAILABLE, ErrorCode.Unavailable],
   [status.DEADLINE_EXCEEDED, ErrorCode.DeadlineExceeded],
+  [status.PERMISSION_DENIED, ErrorCode.PermissionDenied],
+  [status.UNAUTHENTICATED, ErrorCode.Unauthenticated],
 ]);
 
 function isServiceError(e: unknown): e is ServiceError {

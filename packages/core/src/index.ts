@@ -9,3 +9,4 @@ export * from "./retry.js";
 export * from "./dir-lock.js";
 export * from "./host-state.js";
 export * from "./random.js";
+export * from "./identity.js";
