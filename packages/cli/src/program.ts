@@ -1,6 +1,7 @@
 import { BerthError } from "@berth/core";
 import { Command, CommanderError, Option } from "commander";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER, DEFAULT_TIMEOUT_MS } from "./client.js";
+import { registerCertsCommands } from "./commands/certs.js";
 import { registerClusterCommands } from "./commands/cluster.js";
 import { registerConfigCommands } from "./commands/config.js";
 import { registerDevCommand } from "./commands/dev.js";
@@ -54,6 +55,7 @@ Examples:
   berth host orphans host-1
   berth cluster show
   berth --controller 10.0.0.1:7400,10.0.0.2:7400 host list
+  berth certs init --dir ./pki                           # the CA and the controller's certificate
 
 ${EXIT_CODES_HELP}`,
     );
@@ -66,6 +68,7 @@ ${EXIT_CODES_HELP}`,
   registerConfigCommands(program, ctx);
   registerClusterCommands(program, ctx);
   registerDevCommand(program, ctx);
+  registerCertsCommands(program, ctx);
   return program;
 }
 

@@ -10,3 +10,4 @@ export * from "./dir-lock.js";
 export * from "./host-state.js";
 export * from "./random.js";
 export * from "./identity.js";
+export * from "./pki.js";
