@@ -12,6 +12,8 @@ export default defineConfig({
   },
   test: {
     include: ["packages/*/src/**/*.test.ts", "test/**/*.test.ts"],
+    // One test CA for the run: the suites run with mutual TLS, as the product does.
+    globalSetup: ["test/support/global-setup.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     // Multi-process suites start real etcd and several processes: keep files from starving the 2 cores.

@@ -22,7 +22,16 @@ import {
   type DeepPartial,
   type MessageFns,
 } from "@berth/api";
-import { deadlineIn, grpcClientOptions } from "@berth/core";
+import { readFileSync } from "node:fs";
+import { deadlineIn, grpcClientOptions, type PeerRole } from "@berth/core";
+import { tlsFiles } from "./pki.js";
+
+/** Client credentials: a certificate of the run's test CA (an admin's unless told), or plaintext. */
+export function testCredentials(as: { role: PeerRole; name: string } | "insecure" = { role: "admin", name: "admin" }) {
+  if (as === "insecure") return credentials.createInsecure();
+  const f = tlsFiles(as.role, as.name);
+  return credentials.createSsl(readFileSync(f.ca), readFileSync(f.key), readFileSync(f.cert));
+}
 
 type Unary<Req, Res> = (req: Req, metadata: Metadata, options: Partial<CallOptions>, cb: (e: ServiceError | null, res: Res) => void) => unknown;
 
@@ -30,8 +39,8 @@ type Unary<Req, Res> = (req: Req, metadata: Metadata, options: Partial<CallOptio
  * A promise-returning ClusterService client for tests: requests may be partial (unset fields take
  * their proto defaults) and every call has a deadline.
  */
-export function clusterClient(address: string) {
-  const client = new ClusterServiceClient(address, credentials.createInsecure(), grpcClientOptions());
+export function clusterClient(address: string, as: { role: PeerRole; name: string } | "insecure" = { role: "admin", name: "admin" }) {
+  const client = new ClusterServiceClient(address, testCredentials(as), grpcClientOptions());
   const call =
     <Req, Res>(type: MessageFns<Req>, method: Unary<Req, Res>) =>
     (req: DeepPartial<Req>): Promise<Res> =>

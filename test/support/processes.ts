@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
+import { tlsEnv } from "./pki.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 /** Built entry points (the test script builds before running the suites). */
@@ -22,6 +23,22 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * The TLS identity a Berth process is started with unless it says `--insecure` or brings its own:
+ * a controller's certificate, the host certificate of an agent's `--host-id`, an admin's for the
+ * CLI (`berth dev` makes its own PKI).
+ */
+export function defaultTlsEnv(script: string, args: readonly string[], env: NodeJS.ProcessEnv): Record<string, string> {
+  if (args.includes("--insecure") || args.includes("--tls-cert") || env.BERTH_TLS_CERT !== undefined) return {};
+  if (script === CONTROLLER_BIN) return tlsEnv("controller", "controller");
+  if (script === AGENT_BIN) {
+    const at = args.indexOf("--host-id");
+    return at >= 0 && args[at + 1] ? tlsEnv("host", args[at + 1]!) : {};
+  }
+  if (script === CLI_BIN && args[0] !== "dev") return tlsEnv("admin", "admin");
+  return {};
+}
+
 /** A child process whose output is kept (the last lines are printed when a test fails). */
 export class Proc {
   readonly child: ChildProcess;
@@ -35,7 +52,7 @@ export class Proc {
     env: NodeJS.ProcessEnv = {},
   ) {
     this.child = spawn(process.execPath, [script, ...args], {
-      env: { ...process.env, LOG_LEVEL: "debug", ...env },
+      env: { ...process.env, LOG_LEVEL: "debug", ...defaultTlsEnv(script, args, env), ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const keep = (chunk: Buffer): void => {

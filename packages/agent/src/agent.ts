@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { connectivityState, credentials, type Client, type ClientDuplexStream } from "@grpc/grpc-js";
+import { connectivityState, type Client, type ClientDuplexStream } from "@grpc/grpc-js";
 import {
   AgentServiceClient,
   DomainState,
@@ -13,7 +13,7 @@ import {
   type Inventory,
   type Welcome,
 } from "@berth/api";
-import { grpcClientOptions, Limits, ZERO, addResources } from "@berth/core";
+import { addResources, channelCredentialsOf, grpcClientOptions, invalidArgument, Limits, ReloadingTlsIdentity, ZERO } from "@berth/core";
 import type { HypervisorDriver } from "@berth/hypervisor";
 import type { Logger } from "pino";
 import { AgentStateFile, type AgentState } from "./agent-state.js";
@@ -62,6 +62,8 @@ export class Agent {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
   private helloRead: Promise<Hello> | undefined;
+  /** The host certificate, re-read when its files change; undefined when plaintext. */
+  private readonly tls: ReloadingTlsIdentity | undefined;
 
   /**
    * @param initial the state loaded from the state dir (`loadAgentState`); a number is the leader
@@ -73,6 +75,21 @@ export class Agent {
     initial: AgentState | number,
     private readonly log: Logger,
   ) {
+    // Checked before anything else: a certificate for another host would be refused by every controller.
+    this.tls = options.tls
+      ? new ReloadingTlsIdentity(options.tls, {
+          reloaded: (c) => log.info({ subject: c.subject, serial: c.serial, notAfter: c.notAfter }, "reloaded the TLS certificate; the next connection uses it"),
+          rejected: (why) => log.warn({ why }, "the TLS files changed but do not check out; still using the previous ones"),
+        })
+      : undefined;
+    const named = this.tls?.identity;
+    if (this.tls && (named?.role !== "host" || named.name !== options.hostId)) {
+      this.tls.close();
+      throw invalidArgument(
+        "tls_cert",
+        `${options.tls!.cert} is ${named ? `a ${named.role} certificate for '${named.name}'` : "not a Berth certificate"}, not host '${options.hostId}''s: issue one with 'berth certs issue host ${options.hostId}'`,
+      );
+    }
     const state: AgentState = typeof initial === "number" ? { lastLeaderEpoch: initial, clusterId: "" } : initial;
     this.state = new AgentStateFile(options.stateDir, state);
     this.executor = new CommandExecutor(driver, state.lastLeaderEpoch, (epoch) => {
@@ -148,7 +165,7 @@ export class Agent {
   }
 
   private async session(address: string, signal: AbortSignal): Promise<SessionEnd> {
-    const client = new AgentServiceClient(address, credentials.createInsecure(), {
+    const client = new AgentServiceClient(address, channelCredentialsOf(this.tls), {
       ...grpcClientOptions(),
       // A channel of its own: grpc-js shares subchannels between channels by default, and a shared
       // one still backing off from an earlier failure would fail a fresh connect at once.

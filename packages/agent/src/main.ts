@@ -6,7 +6,19 @@ import { openDriver } from "./driver-factory.js";
 import { Agent } from "./agent.js";
 import { loadAgentState } from "./agent-state.js";
 import { lockStateDir, StateDirLockedError, type StateDirLock } from "./state-lock.js";
-import { invalidArgument, messageForFlags, parseCapacity, parseHostPortList, parseLabelAssignments, stopWhenParentGone } from "@berth/core";
+import {
+  BerthError,
+  ErrorCode,
+  invalidArgument,
+  messageForFlags,
+  parseCapacity,
+  parseHostPortList,
+  parseLabelAssignments,
+  resolveTransport,
+  stopWhenParentGone,
+  TLS_FLAGS,
+  TLS_HELP,
+} from "@berth/core";
 import { resolveAgentOptions, type AgentLibvirtOptions, type DriverKind, type ResolvedAgentOptions } from "./options.js";
 
 const HELP = `berth-agent: runs on every host; reports capacity and executes placement commands.
@@ -51,6 +63,9 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
   --disk-ratio X          this host's disk allocation ratio (default: the cluster's)
   --reserve SPEC          what this host keeps for itself, e.g. memory=16GiB,vcpus=2
                           (default: the cluster's reserve)
+${TLS_HELP}
+                          The certificate must be a host certificate for --host-id
+                          ('berth certs issue host ID'): the controller knows the host by it
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
   -h, --help              this help
 
@@ -127,6 +142,10 @@ async function main(): Promise<number> {
         "memory-ratio": { type: "string" },
         "disk-ratio": { type: "string" },
         reserve: { type: "string" },
+        "tls-ca": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        insecure: { type: "boolean" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -144,9 +163,11 @@ async function main(): Promise<number> {
   try {
     const controllerFlag = args.controller === undefined && process.env.BERTH_CONTROLLER ? "BERTH_CONTROLLER" : "--controller";
     const controllers = parseHostPortList(args.controller ?? process.env.BERTH_CONTROLLER ?? "", controllerFlag);
+    const transport = resolveTransport({ tlsCa: args["tls-ca"], tlsCert: args["tls-cert"], tlsKey: args["tls-key"], insecure: args.insecure }, process.env);
     options = resolveAgentOptions({
       hostId: args["host-id"] ?? "",
       controllers,
+      ...("tls" in transport ? { tls: transport.tls } : {}),
       driver: args.driver as DriverKind,
       stateDir: args["state-dir"] ?? "",
       ...(args["join-cluster"] !== undefined ? { joinCluster: args["join-cluster"] } : {}),
@@ -176,6 +197,7 @@ async function main(): Promise<number> {
       capacity: "--capacity",
       fake_migration_bandwidth: "--fake-migration-bandwidth",
       libvirt: "--libvirt-uri/--storage-pool/--network/--bridge/--domain-type/--watchdog-device/--migration-uri/--migration-data-uri",
+      ...TLS_FLAGS,
     };
     process.stderr.write(`berth-agent: ${messageForFlags(e, flags)}\n`);
     return 2;
@@ -218,7 +240,17 @@ async function runAgent(options: ResolvedAgentOptions, log: Logger): Promise<num
     process.stderr.write(`berth-agent: cannot read the agent state: ${(e as Error).message}\n`);
     return 1;
   }
-  const agent = new Agent(options, driver, state, log);
+  if (!options.tls) log.warn("connecting in PLAINTEXT (--insecure): any controller address answering is believed, and the stream is readable on the network");
+  let agent: Agent;
+  try {
+    agent = new Agent(options, driver, state, log);
+  } catch (e) {
+    // Bad TLS files: named, with what to do.
+    await driver.close();
+    if (!(e instanceof BerthError && e.code === ErrorCode.InvalidArgument)) throw e;
+    process.stderr.write(`berth-agent: ${messageForFlags(e, TLS_FLAGS)}\n`);
+    return 2;
+  }
   log.info(
     {
       bootId: agent.bootId,

@@ -1,4 +1,4 @@
-import { invalidArgument, parseHostPort, validateHostId, validateLabels } from "@berth/core";
+import { invalidArgument, parseHostPort, validateHostId, validateLabels, type TlsFiles } from "@berth/core";
 import type { AllocationRatio, Resources } from "@berth/api";
 
 /** How an agent is run. */
@@ -6,6 +6,12 @@ export interface AgentOptions {
   hostId: string;
   /** Controllers to try, host:port each; the agent follows NotLeader answers among them. */
   controllers: string[];
+  /**
+   * Mutual TLS to the controllers: the certificate must be a host certificate for `hostId` (the
+   * controller takes the host id from it). Re-read when the files change. Absent: plaintext, which
+   * berth-agent refuses unless `--insecure` is given.
+   */
+  tls?: TlsFiles;
   driver: DriverKind;
   /** Where the agent keeps its own state (and the fake driver its hypervisor state). */
   stateDir: string;
@@ -87,6 +93,7 @@ export interface AgentLibvirtOptions {
 export interface ResolvedAgentOptions {
   hostId: string;
   controllers: string[];
+  tls: TlsFiles | undefined;
   driver: DriverKind;
   stateDir: string;
   capacity: Partial<Resources> | undefined;
@@ -150,6 +157,7 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   return {
     hostId: o.hostId,
     controllers: o.controllers,
+    tls: o.tls,
     driver: o.driver,
     stateDir: o.stateDir,
     capacity: o.capacity,

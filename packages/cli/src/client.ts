@@ -1,6 +1,5 @@
 import {
   connectivityState,
-  credentials,
   Metadata,
   status,
   type CallOptions,
@@ -70,7 +69,7 @@ import {
   type WatchEventsRequest,
   type WatchEventsResponse,
 } from "@berth/api";
-import { BerthError, ErrorCode, ERROR_CODE_METADATA_KEY, deadlineIn, fromGrpcError, grpcClientOptions } from "@berth/core";
+import { BerthError, channelCredentialsOf, ErrorCode, ERROR_CODE_METADATA_KEY, deadlineIn, fromGrpcError, grpcClientOptions, ReloadingTlsIdentity, type TlsFiles } from "@berth/core";
 
 /** The controller address used when neither `--controller` nor the environment names one. */
 export const DEFAULT_CONTROLLER = "127.0.0.1:7400";
@@ -85,6 +84,11 @@ export interface ControllerClientOptions {
   endpoints: readonly string[];
   /** Deadline of each call attempt. */
   timeoutMs: number;
+  /**
+   * Mutual TLS: an operator certificate (admin or viewer) and the cluster's CA. Absent: plaintext,
+   * which only a controller run with `--insecure` answers.
+   */
+  tls?: TlsFiles;
 }
 
 /** Per-call overrides. */
@@ -229,11 +233,17 @@ export class ControllerClient {
   readonly #clients = new Map<string, ClusterServiceClient>();
   #preferred: string | undefined;
   #closed = false;
+  readonly #tls: ReloadingTlsIdentity | undefined;
 
+  /**
+   * Throws INVALID_ARGUMENT naming `tls_ca`, `tls_cert` or `tls_key` when a TLS file cannot be
+   * read or the three do not belong together.
+   */
   constructor(options: ControllerClientOptions) {
     if (options.endpoints.length === 0) throw new Error("ControllerClient needs at least one endpoint");
     this.endpoints = [...options.endpoints];
     this.timeoutMs = options.timeoutMs;
+    this.#tls = options.tls ? new ReloadingTlsIdentity(options.tls) : undefined;
   }
 
   /** The address that answered last (or the first configured one). */
@@ -390,13 +400,14 @@ export class ControllerClient {
     this.#closed = true;
     for (const c of this.#clients.values()) c.close();
     this.#clients.clear();
+    this.#tls?.close();
   }
 
   #client(address: string): ClusterServiceClient {
     if (this.#closed) throw new Error("ControllerClient is closed");
     let client = this.#clients.get(address);
     if (!client) {
-      client = new ClusterServiceClient(address, credentials.createInsecure(), grpcClientOptions());
+      client = new ClusterServiceClient(address, channelCredentialsOf(this.#tls), grpcClientOptions());
       this.#clients.set(address, client);
     }
     return client;

@@ -1,6 +1,8 @@
 import { createInterface } from "node:readline/promises";
 import type { Command } from "commander";
 import { CONTROLLER_ENV, ControllerClient, DEFAULT_CONTROLLER, DEFAULT_TIMEOUT_MS } from "./client.js";
+import { isBerthError, messageForFlags, resolveTransport, TLS_FLAGS, type Transport } from "@berth/core";
+import { usageError } from "./exit-codes.js";
 import { parseEndpoints, parseSecondsMs } from "./parse.js";
 
 /** Where a run of the CLI reads its environment and writes its output. */
@@ -64,6 +66,8 @@ export interface GlobalOptions {
   endpoints: string[];
   timeoutMs: number;
   output: OutputFormat;
+  /** `--tls-ca/--tls-cert/--tls-key` (or BERTH_TLS_*), or `--insecure`. */
+  transport: Transport;
 }
 
 /**
@@ -82,7 +86,7 @@ export class CliContext {
 
   /** The global flags of the command being run: `--controller`, else `$BERTH_CONTROLLER`, else the default. */
   globals(command: Command): GlobalOptions {
-    const opts = command.optsWithGlobals<{ controller?: string; timeout?: string; output?: OutputFormat }>();
+    const opts = command.optsWithGlobals<{ controller?: string; timeout?: string; output?: OutputFormat; tlsCa?: string; tlsCert?: string; tlsKey?: string; insecure?: boolean }>();
     const fromEnv = this.io.env[CONTROLLER_ENV]?.trim();
     const endpoints =
       opts.controller !== undefined
@@ -91,12 +95,23 @@ export class CliContext {
           ? parseEndpoints(fromEnv, CONTROLLER_ENV)
           : [DEFAULT_CONTROLLER];
     const timeoutMs = opts.timeout !== undefined ? parseSecondsMs(opts.timeout, "--timeout") : DEFAULT_TIMEOUT_MS;
-    return { endpoints, timeoutMs, output: opts.output ?? "table" };
+    let transport: Transport;
+    try {
+      transport = resolveTransport({ tlsCa: opts.tlsCa, tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, insecure: opts.insecure }, this.io.env);
+    } catch (e) {
+      throw usageError(messageForFlags(e, TLS_FLAGS));
+    }
+    return { endpoints, timeoutMs, output: opts.output ?? "table", transport };
   }
 
-  /** The client for these global options (one per run). */
+  /** The client for these global options (one per run). Bad TLS files are a usage error naming the flag. */
   client(globals: GlobalOptions): ControllerClient {
-    this.#client ??= new ControllerClient({ endpoints: globals.endpoints, timeoutMs: globals.timeoutMs });
+    try {
+      this.#client ??= new ControllerClient({ endpoints: globals.endpoints, timeoutMs: globals.timeoutMs, ...("tls" in globals.transport ? { tls: globals.transport.tls } : {}) });
+    } catch (e) {
+      if (isBerthError(e)) throw usageError(messageForFlags(e, TLS_FLAGS));
+      throw e;
+    }
     return this.#client;
   }
 

@@ -51,7 +51,7 @@ const stub = stubPerTest();
 
 async function berth(s: StubCluster, terminal: TerminalScript, ...argv: string[]) {
   const io = recordingIo({}, NOW, terminal);
-  const code = await run(["--controller", s.address, ...argv], io);
+  const code = await run(["--insecure", "--controller", s.address, ...argv], io);
   return { code, out: io.out, err: io.err, questions: io.questions };
 }
 const script: TerminalScript = {};

@@ -67,7 +67,7 @@ async function berth(s: StubCluster, ...argv: string[]) {
 
 async function berthOn(s: StubCluster, terminal: TerminalScript, ...argv: string[]) {
   const io = recordingIo({}, NOW, terminal);
-  const code = await run(["--controller", s.address, ...argv], io);
+  const code = await run(["--insecure", "--controller", s.address, ...argv], io);
   return { code, out: io.out, err: io.err };
 }
 

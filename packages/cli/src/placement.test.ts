@@ -36,7 +36,7 @@ const stub = stubPerTest();
 
 async function berth(s: StubCluster, ...argv: string[]) {
   const io = recordingIo({}, NOW);
-  const code = await run(["--controller", s.address, ...argv], io);
+  const code = await run(["--insecure", "--controller", s.address, ...argv], io);
   return { code, out: io.out, err: io.err };
 }
 

@@ -37,7 +37,7 @@ const stub = stubPerTest();
 
 async function berth(s: StubCluster | string, ...argv: string[]) {
   const io = recordingIo({}, NOW);
-  const code = await run(["--controller", typeof s === "string" ? s : s.address, ...argv], io);
+  const code = await run(["--insecure", "--controller", typeof s === "string" ? s : s.address, ...argv], io);
   return { code, out: io.out, err: io.err };
 }
 
@@ -84,7 +84,7 @@ describe("vm create", () => {
     const created = vm("web-1", VmPhase.VM_PHASE_PENDING);
     const s = await stub({ createVm: () => ({ vm: created }) });
     const r = await run(
-      ["vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB", "-o", "json", "--controller", s.address],
+      ["vm", "create", "web-1", "--vcpus", "2", "--memory", "4GiB", "--disk", "20GiB", "-o", "json", "--controller", s.address, "--insecure"],
       recordingIo(),
     );
     expect(r).toBe(0);
@@ -165,7 +165,7 @@ describe("vm create", () => {
   });
 
   it("rejects a bad --controller and --timeout locally", async () => {
-    const a = await run(["--controller", "nohost", "vm", "list"], recordingIo());
+    const a = await run(["--insecure", "--controller", "nohost", "vm", "list"], recordingIo());
     expect(a).toBe(ExitCode.Usage);
     const io = recordingIo();
     expect(await run(["--timeout", "-1", "vm", "list"], io)).toBe(ExitCode.Usage);
@@ -297,7 +297,7 @@ describe("leader following and endpoints", () => {
   it("uses $BERTH_CONTROLLER when --controller is not given", async () => {
     const s = await stub({ listVms: () => ({ vms: [], nextPageToken: "" }) });
     const io = recordingIo({ BERTH_CONTROLLER: s.address });
-    expect(await run(["vm", "list", "-o", "json"], io)).toBe(0);
+    expect(await run(["vm", "list", "-o", "json", "--insecure"], io)).toBe(0);
     expect(io.out).toBe("[]\n");
   });
 
@@ -433,5 +433,23 @@ describe("help and usage", () => {
     expect(io.err).toContain("error:");
     expect(await run(["vm", "list", "--colour"], recordingIo())).toBe(ExitCode.Usage);
     expect(await run(["-o", "yaml", "vm", "list"], recordingIo())).toBe(ExitCode.Usage);
+  });
+});
+
+describe("transport", () => {
+  it("refuses to talk plaintext unless told --insecure, saying how to get certificates", async () => {
+    const io = recordingIo({ BERTH_CONTROLLER: "127.0.0.1:1" });
+    expect(await run(["vm", "list"], io)).toBe(ExitCode.Usage);
+    expect(io.err).toMatch(/TLS is required: give --tls-ca FILE --tls-cert FILE --tls-key FILE/);
+    expect(io.err).toContain("berth certs init");
+  });
+
+  it("names the missing TLS file, and a file that cannot be read", async () => {
+    const io = recordingIo({ BERTH_CONTROLLER: "127.0.0.1:1" });
+    expect(await run(["--tls-ca", "/nonexistent/ca.crt", "--tls-cert", "/nonexistent/a.crt", "vm", "list"], io)).toBe(ExitCode.Usage);
+    expect(io.err).toMatch(/--tls-key: is required/);
+    const io2 = recordingIo({ BERTH_CONTROLLER: "127.0.0.1:1", BERTH_TLS_CA: "/nonexistent/ca.crt", BERTH_TLS_CERT: "/nonexistent/a.crt", BERTH_TLS_KEY: "/nonexistent/a.key" });
+    expect(await run(["vm", "list"], io2)).toBe(ExitCode.Usage);
+    expect(io2.err).toMatch(/--tls-ca: cannot read \/nonexistent\/ca.crt: ENOENT/);
   });
 });

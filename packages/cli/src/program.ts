@@ -30,6 +30,10 @@ export function buildProgram(ctx: CliContext): Command {
     )
     .addOption(new Option("--timeout <seconds>", `deadline of each call (default: ${DEFAULT_TIMEOUT_MS / 1000})`))
     .addOption(new Option("-o, --output <format>", "output format (default: table)").choices(["table", "json"]))
+    .addOption(new Option("--tls-ca <file>", "the cluster's CA certificate (default: $BERTH_TLS_CA)"))
+    .addOption(new Option("--tls-cert <file>", "your operator certificate, admin or viewer (default: $BERTH_TLS_CERT; 'berth certs issue operator')"))
+    .addOption(new Option("--tls-key <file>", "its private key (default: $BERTH_TLS_KEY)"))
+    .addOption(new Option("--insecure", "plaintext, for a controller run with --insecure (no identity is checked)"))
     .exitOverride()
     .configureOutput({
       writeOut: (s) => ctx.io.stdout(s),

@@ -64,7 +64,7 @@ afterEach(async () => {
 async function berth(s: StubCluster, ...argv: string[]) {
   const io = recordingIo({}, NOW);
   io.cwd = dir;
-  const code = await run(["--controller", s.address, ...argv], io);
+  const code = await run(["--insecure", "--controller", s.address, ...argv], io);
   return { code, out: io.out, err: io.err };
 }
 

@@ -43,7 +43,7 @@ const stub = stubPerTest();
 
 async function berth(controller: StubCluster | string, ...argv: string[]) {
   const io = recordingIo({}, NOW);
-  const code = await run(["--controller", typeof controller === "string" ? controller : controller.address, ...argv], io);
+  const code = await run(["--insecure", "--controller", typeof controller === "string" ? controller : controller.address, ...argv], io);
   return { code, out: io.out, err: io.err };
 }
 

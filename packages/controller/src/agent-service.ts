@@ -1,5 +1,6 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import {
+  malformedOf,
   RejectReason,
   type AgentMessage,
   type AgentServiceServer,
@@ -8,9 +9,10 @@ import {
   type Hello,
   type Report,
 } from "@berth/api";
-import { ErrorCode, invalidArgument, isBerthError, validateHello, validateReport } from "@berth/core";
+import { ErrorCode, invalidArgument, isBerthError, peerOf, quote, toGrpcStatus, validateHello, validateReport, type PeerIdentity } from "@berth/core";
 import type { Logger } from "pino";
 import { AgentSession } from "./agent-session.js";
+import { agentIdentity } from "./authorization.js";
 import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import type { ClusterIdentity } from "./cluster-identity.js";
@@ -60,6 +62,17 @@ type Stream = ServerDuplexStream<AgentMessage, ControllerMessage>;
 
 async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void> {
   const { log } = deps;
+  // Under mTLS the stream speaks for the host its certificate names, and only for it.
+  let identity: PeerIdentity | undefined;
+  try {
+    identity = agentIdentity(peerOf(call.getAuthContext()));
+  } catch (e) {
+    const status = toGrpcStatus(e);
+    log.warn({ peer: call.getPeer(), why: status.details }, "refused an agent stream");
+    call.on("error", () => undefined);
+    call.destroy(Object.assign(new Error(status.details), status));
+    return;
+  }
   let session: AgentSession | undefined;
   let ended = false;
   // Messages are handled one at a time, in order.
@@ -84,20 +97,29 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
   call.on("data", (message: AgentMessage) => {
     chain = chain
       .then(async () => {
-        if (ended && !session) return;
+        // Nothing more is heard once the stream has ended or been refused (a Reject ends it).
+        if ((ended || call.writableEnded) && !session) return;
+        // Bytes that are not a well-formed AgentMessage (hardenService refused them): the fault names the field.
+        const malformed = malformedOf(message);
         const msg = message.msg;
         if (!session) {
+          if (malformed) {
+            log.warn({ field: malformed.field, why: malformed.reason }, "refused a malformed first message on an agent stream");
+            reject(call, RejectReason.REJECT_REASON_INVALID_HELLO, `${malformed.field}: ${malformed.reason}`);
+            return;
+          }
           if (msg?.$case !== "hello") {
             reject(call, RejectReason.REJECT_REASON_INVALID_HELLO, "the first message must be Hello");
             return;
           }
           clearTimeout(helloTimer);
-          session = await welcome(deps, call, msg.value);
+          session = await welcome(deps, call, msg.value, identity);
           // The stream may have ended while the host was being registered.
           if (ended && session) await disconnect(deps, session, "stream ended during registration");
           return;
         }
         if (session.isClosed) return;
+        if (malformed) throw invalidArgument(malformed.field, malformed.reason);
         session.lastHeardMs = deps.now();
         if (msg?.$case === "report") {
           onReport(deps, session, msg.value);
@@ -145,7 +167,11 @@ function reject(call: Stream, reason: RejectReason, message: string): void {
   call.end();
 }
 
-async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Promise<AgentSession | undefined> {
+/**
+ * Registers the host a Hello names and sends Welcome, or refuses it with a Reject saying why.
+ * `identity` is the stream's certificate under mTLS: a Hello naming any other host is refused.
+ */
+async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello, identity: PeerIdentity | undefined): Promise<AgentSession | undefined> {
   const { log, sessions } = deps;
   const leading = deps.leading();
   if (!leading) {
@@ -158,6 +184,12 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello): Prom
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     log.warn({ hostId: hello.hostId.slice(0, 64), reason: message }, "rejected an invalid Hello");
+    reject(call, RejectReason.REJECT_REASON_INVALID_HELLO, message);
+    return undefined;
+  }
+  if (identity && hello.hostId !== identity.name) {
+    const message = `this stream's certificate is host '${identity.name}''s, but its Hello says it is host ${quote(hello.hostId)}: an agent speaks only for the host its certificate names (check --host-id, or issue a certificate for that host with 'berth certs issue host ${quote(hello.hostId)}')`;
+    log.warn({ certificateHost: identity.name, helloHost: hello.hostId, peer: call.getPeer() }, "refused a Hello naming another host than its certificate");
     reject(call, RejectReason.REJECT_REASON_INVALID_HELLO, message);
     return undefined;
   }

@@ -6,7 +6,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   ClusterServiceClient,
@@ -20,7 +20,7 @@ import { deadlineIn, grpcClientOptions, LEADER_METADATA_KEY, Limits } from "@ber
 import { Agent, resolveAgentOptions } from "@berth/agent";
 import { FakeDriver, readFakeHypervisorState } from "@berth/hypervisor";
 import { MemoryStore } from "@berth/store";
-import { helloFor, rawAgent, silentLog, startController, waitFor, type Cleanups } from "./controller.testkit.js";
+import { credentialsFor, helloFor, rawAgent, silentLog, startController, tlsFilesFor, waitFor, type Cleanups } from "./controller.testkit.js";
 
 const log = silentLog;
 const cleanups: Cleanups = [];
@@ -29,7 +29,7 @@ afterEach(async () => {
 });
 
 function api(address: string) {
-  const client = new ClusterServiceClient(address, credentials.createInsecure(), grpcClientOptions());
+  const client = new ClusterServiceClient(address, credentialsFor(address, "admin", "admin"), grpcClientOptions());
   cleanups.push(() => client.close());
   const opts = () => ({ deadline: deadlineIn(5_000) });
   const p = <T>(fn: (cb: (e: ServiceError | null, r: T) => void) => void): Promise<T> =>
@@ -48,10 +48,11 @@ function api(address: string) {
 }
 
 /** An in-process agent on a fake hypervisor in a temp dir. */
-function startAgent(hostId: string, address: string, capacity = { vcpus: 4, memoryMib: 8192, diskGib: 100 }) {
+async function startAgent(hostId: string, address: string, capacity = { vcpus: 4, memoryMib: 8192, diskGib: 100 }) {
   const stateDir = mkdtempSync(join(tmpdir(), `berth-${hostId}-`));
   const driver = new FakeDriver({ stateDir, capacity });
-  const agent = new Agent(resolveAgentOptions({ hostId, controllers: [address], driver: "fake", stateDir, minBackoffMs: 50, maxBackoffMs: 200 }), driver, 0, log);
+  const tls = await tlsFilesFor(address, "host", hostId);
+  const agent = new Agent(resolveAgentOptions({ hostId, controllers: [address], ...(tls ? { tls } : {}), driver: "fake", stateDir, minBackoffMs: 50, maxBackoffMs: 200 }), driver, 0, log);
   const abort = new AbortController();
   const running = agent.run(abort.signal);
   cleanups.push(async () => {
@@ -108,8 +109,8 @@ describe("controller", () => {
   it("keeps new VMs off a host whose hypervisor is down, shows why, and uses it again once it is back", async () => {
     const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
-    const h1 = startAgent("h1", address);
-    startAgent("h2", address);
+    const h1 = await startAgent("h1", address);
+    await startAgent("h2", address);
     const client = api(address);
     const hostsView = async () => (await client.listHosts()) as { hosts: { id: string; hypervisor?: { available: boolean; message: string }; facts?: { hypervisorVersion: string } }[] };
     await waitFor("two hosts", async () => (await hostsView()).hosts.length === 2);
@@ -133,7 +134,7 @@ describe("controller", () => {
   it("shows what a host's VMs use, from the hypervisor's counters (the fake's simulated load)", async () => {
     const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
-    const { driver } = startAgent("h1", address, { vcpus: 16, memoryMib: 65536, diskGib: 1000 });
+    const { driver } = await startAgent("h1", address, { vcpus: 16, memoryMib: 65536, diskGib: 1000 });
     const client = api(address);
     await waitFor("the host", async () => ((await client.listHosts()) as { hosts: unknown[] }).hosts.length === 1);
     const vm = (await client.createVm("busy", 4, 8192)).vm!;
@@ -152,7 +153,7 @@ describe("controller", () => {
   it("never shows a VM going back from RUNNING because a report read the hypervisor before the command's result", async () => {
     const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
-    const { driver } = startAgent("h1", address);
+    const { driver } = await startAgent("h1", address);
     const client = api(address);
     await waitFor("the host", async () => ((await client.listHosts()) as { hosts: unknown[] }).hosts.length === 1);
     // A slow start (libvirt's takes ~600 ms) and slow reads after the inventory snapshot (libvirt's
@@ -187,8 +188,8 @@ describe("controller", () => {
     const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
     // Two hosts with room for 3 VMs of 2 GiB each (8 GiB - 1 GiB reserved = 7 GiB allocatable).
-    startAgent("h1", address);
-    startAgent("h2", address);
+    await startAgent("h1", address);
+    await startAgent("h2", address);
     const client = api(address);
     await waitFor("two hosts", async () => ((await client.listHosts()) as { hosts: unknown[] }).hosts.length === 2);
     const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => client.createVm(`vm-${i}`, 1, 2048)));
@@ -207,7 +208,7 @@ describe("controller", () => {
   it("lists VMs in pages, in name order, and refuses an oversized page", async () => {
     const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
-    startAgent("h1", address, { vcpus: 64, memoryMib: 65536, diskGib: 1000 });
+    await startAgent("h1", address, { vcpus: 64, memoryMib: 65536, diskGib: 1000 });
     const client = api(address);
     await waitFor("host", async () => ((await client.listHosts()) as { hosts: unknown[] }).hosts.length === 1);
     const names = ["e", "a", "g", "c", "b", "f", "d"].map((n) => `vm-${n}`);
@@ -232,7 +233,7 @@ describe("controller", () => {
   it("drives a VM through stop, start (force too) and delete on its host", async () => {
     const { controller, address } = await startController(cleanups, new MemoryStore());
     await waitFor("leadership", () => controller.isLeader);
-    const { stateDir } = startAgent("h1", address);
+    const { stateDir } = await startAgent("h1", address);
     const client = api(address);
     await waitFor("host", async () => ((await client.listHosts()) as { hosts: { state: HostState }[] }).hosts[0]?.state === HostState.HOST_STATE_READY);
     await client.createVm("web-1");

@@ -2,10 +2,11 @@
  * Test helpers for the controller in process: a controller on a store, real gRPC, raw agent
  * streams that script what an agent says, and polling with a deadline.
  */
-import { credentials, Metadata, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
+import { credentials, experimental, Metadata, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
 import { pino } from "pino";
 import { AgentMessage, AgentServiceClient, ClusterServiceClient, type DeepPartial, type Command, type CommandResult, type ControllerMessage, type Domain, type Hello } from "@berth/api";
-import { deadlineIn, grpcClientOptions } from "@berth/core";
+import { deadlineIn, grpcClientOptions, type PeerRole, type TlsFiles } from "@berth/core";
+import { TestPki } from "../../core/src/pki.testkit.js";
 import type { MemoryStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions, type ControllerOptions } from "./options.js";
@@ -15,15 +16,66 @@ export const silentLog = pino({ level: "silent" });
 /** Things to undo after each test, newest first (the test file's afterEach runs them). */
 export type Cleanups = (() => Promise<void> | void)[];
 
+/** Addresses of the controllers this process started with TLS (clients of them present certificates). */
+const secureAddresses = new Set<string>();
+
+/**
+ * A controller on `store`, serving mutual TLS with a certificate of the test CA unless `over`
+ * sets `tls` itself (`tls: undefined` for plaintext). The clients below present certificates of
+ * the same CA to a TLS controller.
+ */
 export async function startController(
   cleanups: Cleanups,
   store: MemoryStore,
   over: Partial<ControllerOptions> = {},
 ): Promise<{ controller: Controller; address: string }> {
-  const options = resolveControllerOptions({ listen: "127.0.0.1:0", controllerId: "c1", reportIntervalMs: 200, leaderTtlMs: 2_000, ...over });
+  const tls = "tls" in over ? over.tls : await (await TestPki.shared()).files("controller", "controller");
+  const options = resolveControllerOptions({ listen: "127.0.0.1:0", controllerId: "c1", reportIntervalMs: 200, leaderTtlMs: 2_000, ...over, ...(tls ? { tls } : {}) });
   const controller = await Controller.start(options, store, silentLog);
-  cleanups.push(() => controller.stop());
-  return { controller, address: `127.0.0.1:${controller.port}` };
+  const address = `127.0.0.1:${controller.port}`;
+  if (tls) secureAddresses.add(address);
+  cleanups.push(async () => {
+    secureAddresses.delete(address);
+    await controller.stop();
+  });
+  return { controller, address };
+}
+
+/** The TLS files a process of `role`/`name` needs to reach `address` (undefined for a plaintext controller). */
+export async function tlsFilesFor(address: string, role: PeerRole, name: string): Promise<TlsFiles | undefined> {
+  return secureAddresses.has(address) ? await (await TestPki.shared()).files(role, name) : undefined;
+}
+
+/**
+ * Credentials for a client of `address`: plaintext for a plaintext controller, else a certificate
+ * of the test CA for `role`/`name`. Made at once; the certificate joins when issued (grpc-js waits
+ * for it before the first handshake).
+ */
+export function credentialsFor(address: string, role: PeerRole, name: string): ChannelCredentials {
+  if (!secureAddresses.has(address)) return credentials.createInsecure();
+  const caListeners = new Set<experimental.CaCertificateUpdateListener>();
+  const idListeners = new Set<experimental.IdentityCertificateUpdateListener>();
+  let pem: { ca: Buffer; cert: Buffer; key: Buffer } | undefined;
+  void TestPki.shared()
+    .then((pki) => pki.pem(role, name))
+    .then((p) => {
+      pem = p;
+      for (const l of caListeners) l({ caCertificate: p.ca });
+      for (const l of idListeners) l({ certificate: p.cert, privateKey: p.key });
+    });
+  const provider: experimental.CertificateProvider = {
+    addCaCertificateListener: (l) => {
+      caListeners.add(l);
+      if (pem) queueMicrotask(() => l({ caCertificate: pem!.ca }));
+    },
+    removeCaCertificateListener: (l) => void caListeners.delete(l),
+    addIdentityCertificateListener: (l) => {
+      idListeners.add(l);
+      if (pem) queueMicrotask(() => l({ certificate: pem!.cert, privateKey: pem!.key }));
+    },
+    removeIdentityCertificateListener: (l) => void idListeners.delete(l),
+  };
+  return experimental.createCertificateProviderChannelCredentials(provider, provider);
 }
 
 export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 10_000): Promise<T> {
@@ -65,8 +117,18 @@ export interface RawAgent {
   close(): void;
 }
 
-export function rawAgent(cleanups: Cleanups, address: string, hello: Hello, answer?: (command: Command) => CommandResult | undefined): RawAgent {
-  const client = new AgentServiceClient(address, credentials.createInsecure(), grpcClientOptions());
+/**
+ * An agent stream whose every message the test scripts. Under TLS it presents the host
+ * certificate of `hello.hostId`, or of `as` (a stream with another host's certificate).
+ */
+export function rawAgent(
+  cleanups: Cleanups,
+  address: string,
+  hello: Hello,
+  answer?: (command: Command) => CommandResult | undefined,
+  as: { role: PeerRole; name: string } = { role: "host", name: hello.hostId },
+): RawAgent {
+  const client = new AgentServiceClient(address, credentialsFor(address, as.role, as.name), grpcClientOptions());
   const call: ClientDuplexStream<AgentMessage, ControllerMessage> = client.connect();
   const close = (): void => {
     call.cancel();
@@ -94,9 +156,9 @@ export function rawAgent(cleanups: Cleanups, address: string, hello: Hello, answ
   };
 }
 
-/** The operator API as promises. */
-export function operatorApi(cleanups: Cleanups, address: string) {
-  const client = new ClusterServiceClient(address, credentials.createInsecure(), grpcClientOptions());
+/** The operator API as promises, as an admin (or as `as`: a viewer, a host...) under TLS. */
+export function operatorApi(cleanups: Cleanups, address: string, as: { role: PeerRole; name: string } = { role: "admin", name: "admin" }) {
+  const client = new ClusterServiceClient(address, credentialsFor(address, as.role, as.name), grpcClientOptions());
   cleanups.push(() => client.close());
   const call = <T>(fn: (m: Metadata, o: { deadline: Date }, cb: (e: ServiceError | null, r: T) => void) => void): Promise<T> =>
     new Promise((resolve, reject) => fn(new Metadata(), { deadline: deadlineIn(10_000) }, (e, r) => (e ? reject(e) : resolve(r))));

@@ -1,9 +1,10 @@
-import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { AgentServiceService, ClusterServiceService, HostFailurePolicy, HostState } from "@berth/api";
-import { grpcServerOptions } from "@berth/core";
+import { Server } from "@grpc/grpc-js";
+import { AgentServiceService, ClusterServiceService, hardenService, HostFailurePolicy, HostState } from "@berth/api";
+import { grpcServerOptions, ReloadingTlsIdentity, serverCredentialsOf } from "@berth/core";
 import { campaign, readLeader, type ClusterStore, type Leadership } from "@berth/store";
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
+import { authorizedClusterService } from "./authorization.js";
 import { agentService, closeSilentSessions, type AgentServiceDeps, type LeadingDeps } from "./agent-service.js";
 import { ClusterIdentity } from "./cluster-identity.js";
 import { HostManager } from "./host-manager.js";
@@ -54,6 +55,8 @@ export class Controller {
     private readonly sessions: Map<string, AgentSession>,
     /** Places and commits new VMs (read by tests and diagnostics). */
     readonly placer: Placer,
+    /** The server's TLS identity, re-read when its files change; undefined when plaintext. */
+    readonly tls: ReloadingTlsIdentity | undefined,
   ) {}
 
   /**
@@ -62,6 +65,15 @@ export class Controller {
    */
   static async start(options: ResolvedControllerOptions, store: ClusterStore, log: Logger): Promise<Controller> {
     const now = (): number => Date.now();
+    // Read before anything else starts: bad TLS files fail the start, naming the file.
+    const tls = options.tls
+      ? new ReloadingTlsIdentity(options.tls, {
+          reloaded: (c) => log.info({ subject: c.subject, serial: c.serial, notAfter: c.notAfter }, "reloaded the TLS certificate; new connections use it"),
+          rejected: (why) => log.warn({ why }, "the TLS files changed but do not check out; still using the previous ones"),
+        })
+      : undefined;
+    if (tls) log.info({ subject: tls.certificate.subject, notAfter: tls.certificate.notAfter }, "serving mutual TLS: agents are known by their certificates, operators by their roles");
+    else log.warn("serving PLAINTEXT (--insecure): anyone who reaches the port may act as any host or operator; use --tls-ca/--tls-cert/--tls-key on a network");
     const state = new ClusterState(store);
     await state.start();
     const server = new Server(grpcServerOptions());
@@ -95,10 +107,12 @@ export class Controller {
       () => controller?.leading?.hosts.reconnecting() ?? { waiting: false, missing: 0 },
       options.maxCreatesInFlight,
     );
-    server.addService(AgentServiceService, agentService(agentDeps));
+    // Hardened: a request's bytes are checked before decoding, and a malformed one reaches the
+    // handler as a marker (answered INVALID_ARGUMENT / Reject) instead of grpc-js's INTERNAL.
+    server.addService(hardenService(AgentServiceService), agentService(agentDeps));
     server.addService(
-      ClusterServiceService,
-      clusterService({
+      hardenService(ClusterServiceService),
+      authorizedClusterService(clusterService({
         writer: () => controller?.leading?.writer,
         leading: () => controller?.leading,
         sessions,
@@ -112,14 +126,17 @@ export class Controller {
           return s?.isLive ? { usage: s.usage, lastHeardMs: s.lastHeardMs, hypervisor: s.hypervisor, orphans: s.orphans } : undefined;
         },
         log,
-      }),
+      }), log),
     );
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(options.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
+      server.bindAsync(options.listen, serverCredentialsOf(tls), (err, p) => (err ? reject(err) : resolve(p))),
+    ).catch((e: unknown) => {
+      tls?.close();
+      throw e;
+    });
     // With port 0 the kernel chose the port: advertise that one.
     const advertise = options.advertise.replace(/:0$/, `:${port}`);
-    controller = new Controller({ ...options, advertise }, store, state, server, port, log, sessions, placer);
+    controller = new Controller({ ...options, advertise }, store, state, server, port, log, sessions, placer, tls);
     controller.timers.push(setInterval(() => closeSilentSessions(agentDeps), Math.max(500, options.reportIntervalMs / 2)));
     log.info({ listen: options.listen, port, controllerId: options.controllerId }, "controller serving; campaigning for leadership");
     void controller.campaign();
@@ -271,5 +288,6 @@ export class Controller {
     });
     await leading?.leadership.resign().catch((e: unknown) => this.log.warn({ err: e }, "resign failed"));
     await this.state.stop();
+    this.tls?.close();
   }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { BerthError, messageForFlags, parseEtcdEndpoints, stopWhenParentGone } from "@berth/core";
+import { BerthError, invalidArgument, messageForFlags, parseEtcdEndpoints, resolveTransport, stopWhenParentGone, TLS_FLAGS, TLS_HELP } from "@berth/core";
 import { EtcdStore, MemoryStore, openFileStore, type ClusterStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions } from "./options.js";
@@ -19,6 +20,13 @@ Usage: berth-controller [--listen HOST:PORT] [--etcd URL[,URL...]] [options]
   --data-file FILE        embedded store only: keep the store in FILE, so a restarted controller
                           keeps its cluster (berth dev uses this; the last moment's writes can be
                           lost in a crash: use etcd for anything real)
+  --etcd-ca FILE          CA of etcd's server certificates, for https endpoints (default: $BERTH_ETCD_CA)
+  --etcd-cert FILE        client certificate for etcd's client-cert auth (default: $BERTH_ETCD_CERT)
+  --etcd-key FILE         its key (default: $BERTH_ETCD_KEY)
+  --etcd-user NAME        etcd user (default: $BERTH_ETCD_USER); the password is read from
+                          $BERTH_ETCD_PASSWORD or --etcd-password-file, never from the command line
+  --etcd-password-file FILE
+                          a file holding the etcd user's password (one line)
   --id NAME               this controller's name in logs and in the election (default host-pid)
   --report-interval MS    how often agents report (default 2000)
   --leader-ttl MS         leader lease TTL; a dead leader is replaced after about this (default 3000)
@@ -30,12 +38,59 @@ Usage: berth-controller [--listen HOST:PORT] [--etcd URL[,URL...]] [options]
   --max-creates-in-flight N
                           CreateVm/CreateVms calls placed at once; more are refused with
                           BUSY (retry) instead of queueing until the leader starves (default 200)
+${TLS_HELP}
+                          With TLS, agents are known by their host certificates and operators
+                          by their roles (admin changes, viewer reads)
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
   -h, --help              this help
 
 Exit status: 0 after SIGINT/SIGTERM, 1 when leadership is lost or the store fails (run it under a
 supervisor that restarts it), 2 on bad arguments.
 `;
+
+/** The etcd client's credentials, as EtcdStore takes them. */
+interface EtcdAccess {
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  auth?: { username: string; password: string };
+}
+
+/**
+ * The etcd credentials from the flags and BERTH_ETCD_* variables. Files are read here so a bad
+ * path fails the start, naming its flag; the password comes from BERTH_ETCD_PASSWORD or a file,
+ * never from the command line (where every user of the machine can read it).
+ */
+function etcdAccessOf(args: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv): EtcdAccess {
+  const pick = (flag: string, name: string): string | undefined => {
+    const v = (args[flag] as string | undefined) ?? env[name];
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const read = (path: string, field: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (e) {
+      throw invalidArgument(field, `cannot read '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  };
+  const ca = pick("etcd-ca", "BERTH_ETCD_CA");
+  const cert = pick("etcd-cert", "BERTH_ETCD_CERT");
+  const key = pick("etcd-key", "BERTH_ETCD_KEY");
+  const user = pick("etcd-user", "BERTH_ETCD_USER");
+  const out: EtcdAccess = {};
+  if ((cert === undefined) !== (key === undefined)) throw invalidArgument(cert === undefined ? "etcd_cert" : "etcd_key", "--etcd-cert and --etcd-key go together");
+  if (cert !== undefined && ca === undefined) throw invalidArgument("etcd_ca", "is required with --etcd-cert (the CA etcd's server certificate is checked against)");
+  if (ca !== undefined) {
+    out.tls = { ca: read(ca, "etcd_ca"), ...(cert !== undefined ? { cert: read(cert, "etcd_cert"), key: read(key!, "etcd_key") } : {}) };
+  }
+  const passwordFile = args["etcd-password-file"] as string | undefined;
+  if (user !== undefined) {
+    const password = passwordFile !== undefined ? read(passwordFile, "etcd_password").toString("utf8").replace(/\r?\n$/, "") : env.BERTH_ETCD_PASSWORD;
+    if (!password) throw invalidArgument("etcd_password", "--etcd-user needs a password: set BERTH_ETCD_PASSWORD or give --etcd-password-file FILE");
+    out.auth = { username: user, password };
+  } else if (passwordFile !== undefined || env.BERTH_ETCD_PASSWORD) {
+    throw invalidArgument("etcd_user", "an etcd password was given but no --etcd-user (or BERTH_ETCD_USER)");
+  }
+  return out;
+}
 
 async function main(): Promise<number> {
   let args;
@@ -45,6 +100,15 @@ async function main(): Promise<number> {
         listen: { type: "string", default: "127.0.0.1:7400" },
         advertise: { type: "string" },
         etcd: { type: "string" },
+        "etcd-ca": { type: "string" },
+        "etcd-cert": { type: "string" },
+        "etcd-key": { type: "string" },
+        "etcd-user": { type: "string" },
+        "etcd-password-file": { type: "string" },
+        "tls-ca": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        insecure: { type: "boolean" },
         id: { type: "string" },
         "report-interval": { type: "string" },
         "leader-ttl": { type: "string" },
@@ -68,6 +132,7 @@ async function main(): Promise<number> {
   }
   const log = pino({ name: "berth-controller", level: args["log-level"] ?? process.env.LOG_LEVEL ?? "info" });
   let options;
+  let etcdAccess: EtcdAccess = {};
   try {
     const num = (v: string | undefined, flag: string): number | undefined => {
       if (v === undefined) return undefined;
@@ -75,8 +140,10 @@ async function main(): Promise<number> {
       if (!Number.isFinite(n)) throw new BerthError("INVALID_ARGUMENT", `--${flag}: '${v}' is not a number`);
       return n;
     };
+    const transport = resolveTransport({ tlsCa: args["tls-ca"], tlsCert: args["tls-cert"], tlsKey: args["tls-key"], insecure: args.insecure }, process.env);
     options = resolveControllerOptions({
       listen: args.listen!,
+      ...("tls" in transport ? { tls: transport.tls } : {}),
       ...(args.advertise ? { advertise: args.advertise } : {}),
       etcdEndpoints: args.etcd !== undefined ? parseEtcdEndpoints(args.etcd, "--etcd") : [],
       ...(args.id ? { controllerId: args.id } : {}),
@@ -90,6 +157,8 @@ async function main(): Promise<number> {
     if (args["data-file"] !== undefined && args.etcd !== undefined) {
       throw new BerthError("INVALID_ARGUMENT", "--data-file: only for the embedded store; with --etcd the state is in etcd");
     }
+    etcdAccess = etcdAccessOf(args, process.env);
+    if (args.etcd === undefined && (etcdAccess.tls || etcdAccess.auth)) throw invalidArgument("etcd", "etcd credentials were given (--etcd-ca/--etcd-cert/--etcd-key/--etcd-user or BERTH_ETCD_*) but no --etcd endpoints");
   } catch (e) {
     const flags = {
       listen: "--listen",
@@ -101,6 +170,12 @@ async function main(): Promise<number> {
       fence_margin_ms: "--fence-margin",
       host_suspect_after_ms: "--host-suspect-after",
       max_creates_in_flight: "--max-creates-in-flight",
+      etcd_ca: "--etcd-ca",
+      etcd_cert: "--etcd-cert",
+      etcd_key: "--etcd-key",
+      etcd_user: "--etcd-user",
+      etcd_password: "--etcd-password-file",
+      ...TLS_FLAGS,
     };
     process.stderr.write(`berth-controller: ${messageForFlags(e, flags)}\n`);
     return 2;
@@ -109,8 +184,9 @@ async function main(): Promise<number> {
   let store: ClusterStore;
   let flushStore: () => Promise<void> = async () => undefined;
   if (options.etcdEndpoints.length > 0) {
-    store = new EtcdStore({ endpoints: options.etcdEndpoints });
-    log.info({ endpoints: options.etcdEndpoints }, "using etcd");
+    store = new EtcdStore({ endpoints: options.etcdEndpoints, ...etcdAccess });
+    // What kind of credentials, never their contents.
+    log.info({ endpoints: options.etcdEndpoints, clientCertificate: etcdAccess.tls?.cert !== undefined, user: etcdAccess.auth?.username }, "using etcd");
   } else if (args["data-file"] !== undefined) {
     try {
       const file = await openFileStore(args["data-file"]);

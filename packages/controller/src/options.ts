@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { invalidArgument, parseEtcdEndpoints, parseHostPort } from "@berth/core";
+import { invalidArgument, parseEtcdEndpoints, parseHostPort, type TlsFiles } from "@berth/core";
 
 /** How a controller is run. Every field but `listen` has a default. */
 export interface ControllerOptions {
@@ -9,6 +9,13 @@ export interface ControllerOptions {
   advertise?: string;
   /** etcd endpoints; none means the embedded in-memory store (state is lost when the process ends). */
   etcdEndpoints?: string[];
+  /**
+   * Mutual TLS for both services: agents are then known by their certificates (the host id comes
+   * from the certificate, never from Hello) and operators by their role (admin changes, viewer
+   * reads). The files are re-read when they change. Without it the server is plaintext and trusts
+   * every caller: berth-controller refuses that unless `--insecure` is given.
+   */
+  tls?: TlsFiles;
   /** Name of this controller in logs and in the election value (default: hostname-pid). */
   controllerId?: string;
   /** How often agents send a Report. */
@@ -54,6 +61,7 @@ export interface ControllerOptions {
 
 export interface ResolvedControllerOptions {
   listen: string;
+  tls: TlsFiles | undefined;
   advertise: string;
   etcdEndpoints: string[];
   controllerId: string;
@@ -94,6 +102,7 @@ export function resolveControllerOptions(o: ControllerOptions): ResolvedControll
   if (!(fraction > 0 && fraction <= 1)) throw invalidArgument("failover_max_unready_fraction", `must be in (0, 1] (got ${fraction})`);
   return {
     listen: o.listen,
+    tls: o.tls,
     advertise,
     etcdEndpoints,
     controllerId: o.controllerId ?? `${hostname()}-${process.pid}`,

@@ -10,4 +10,5 @@ export * from "./dir-lock.js";
 export * from "./host-state.js";
 export * from "./random.js";
 export * from "./identity.js";
+export * from "./tls.js";
 export * from "./pki.js";

@@ -1,0 +1,122 @@
+import type { sendUnaryData, ServerUnaryCall, ServerWritableStream, UntypedServiceImplementation } from "@grpc/grpc-js";
+import { ClusterServiceService, type ClusterServiceServer } from "@berth/api";
+import { BerthError, ErrorCode, peerOf, toGrpcStatus, type PeerIdentity, type PeerOf, type PeerRole } from "@berth/core";
+import type { Logger } from "pino";
+
+/** What an operator call does: reads (and watches) the cluster, or changes it. */
+export type Access = "read" | "change";
+
+/**
+ * Every ClusterService method and what it does, so which role it needs. One definition: a new RPC
+ * does not compile until it is listed here. Plans are reads: they write nothing.
+ */
+export const CLUSTER_ACCESS: Readonly<Record<keyof typeof ClusterServiceService, Access>> = {
+  createVm: "change",
+  createVms: "change",
+  planPlacement: "read",
+  getVm: "read",
+  listVms: "read",
+  deleteVm: "change",
+  startVm: "change",
+  stopVm: "change",
+  listHosts: "read",
+  getHost: "read",
+  createGroup: "change",
+  listGroups: "read",
+  deleteGroup: "change",
+  getClusterConfig: "read",
+  updateClusterConfig: "change",
+  retryVm: "change",
+  deleteOrphan: "change",
+  adoptOrphan: "change",
+  confirmHostDown: "change",
+  getCluster: "read",
+  migrateVm: "change",
+  listMigrations: "read",
+  getMigration: "read",
+  abortMigration: "change",
+  cordonHost: "change",
+  uncordonHost: "change",
+  drainHost: "change",
+  planRebalance: "read",
+  applyRebalance: "change",
+  watchEvents: "read",
+};
+
+/** The operator roles that may make a call of each access. */
+const ROLES_FOR: Readonly<Record<Access, readonly PeerRole[]>> = {
+  read: ["viewer", "admin"],
+  change: ["admin"],
+};
+
+/** The gRPC method name as the proto spells it (`createVm` → `CreateVm`), for messages. */
+const rpcName = (method: string): string => method.charAt(0).toUpperCase() + method.slice(1);
+
+/**
+ * May `peer` call ClusterService's `method`? Throws PERMISSION_DENIED naming the role needed (and
+ * the one the certificate has); UNAUTHENTICATED comes from {@link peerOf} for a certificate that
+ * names no role. Plaintext peers (`--insecure`) may do anything.
+ */
+export function authorizeOperator(method: keyof typeof ClusterServiceService, peer: PeerOf): void {
+  if (!peer.secure) return;
+  const access = CLUSTER_ACCESS[method];
+  const allowed = ROLES_FOR[access];
+  const { role, name } = peer.identity;
+  if (allowed.includes(role)) return;
+  if (role === "host" || role === "controller") {
+    throw new BerthError(ErrorCode.PermissionDenied, `${rpcName(method)} is an operator call; '${name}' has a ${role} certificate (operators need role ${allowed.join(" or ")})`);
+  }
+  throw new BerthError(ErrorCode.PermissionDenied, `${rpcName(method)} needs role ${allowed.join(" or ")}; '${name}' has role ${role}`);
+}
+
+/**
+ * The identity an agent stream runs as: under mTLS the host its certificate names, which is the only
+ * host it may speak for (the kubelet's node-authorizer rule); undefined under plaintext, where the
+ * Hello's host id is believed. Throws PERMISSION_DENIED for a certificate of another role.
+ */
+export function agentIdentity(peer: PeerOf): PeerIdentity | undefined {
+  if (!peer.secure) return undefined;
+  if (peer.identity.role !== "host") {
+    throw new BerthError(ErrorCode.PermissionDenied, `AgentService is for hosts; '${peer.identity.name}' has a ${peer.identity.role} certificate (agents need a host certificate: 'berth certs issue host NAME')`);
+  }
+  return peer.identity;
+}
+
+/**
+ * The ClusterService with every call authorized before it runs: a refused call gets its status at
+ * once and its handler never sees the request.
+ */
+export function authorizedClusterService(impl: ClusterServiceServer, log: Logger): ClusterServiceServer {
+  const out: UntypedServiceImplementation = {};
+  for (const method of Object.keys(ClusterServiceService) as (keyof typeof ClusterServiceService)[]) {
+    const handler = impl[method] as unknown as (...args: unknown[]) => void;
+    const refuse = (e: unknown, call: { getPeer(): string }): ReturnType<typeof toGrpcStatus> => {
+      log.warn({ method: rpcName(method), peer: call.getPeer(), why: e instanceof Error ? e.message : String(e) }, "refused an operator call");
+      return toGrpcStatus(e);
+    };
+    if (ClusterServiceService[method].responseStream) {
+      out[method] = (call: ServerWritableStream<unknown, unknown>) => {
+        try {
+          authorizeOperator(method, peerOf(call.getAuthContext()));
+        } catch (e) {
+          const status = refuse(e, call);
+          call.on("error", () => undefined);
+          call.destroy(Object.assign(new Error(status.details), status));
+          return;
+        }
+        handler(call);
+      };
+    } else {
+      out[method] = (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
+        try {
+          authorizeOperator(method, peerOf(call.getAuthContext()));
+        } catch (e) {
+          callback(refuse(e, call), null);
+          return;
+        }
+        handler(call, callback);
+      };
+    }
+  }
+  return out as ClusterServiceServer;
+}
