@@ -132,24 +132,28 @@ function compiledOf(typeName: string): Compiled {
 
 // The state of one check. Module-level so that success allocates nothing; checks never interleave
 // (they are synchronous).
-/** Per depth: the message being read, where its bytes start, the field being read and where its tag starts. */
-const frameMsg: Compiled[] = [];
-const frameStart: number[] = [];
-const frameField: number[] = [];
-const frameTag: number[] = [];
 /** The last varint read, as two 32-bit halves. */
 let vLo = 0;
 let vHi = 0;
-/** A fault found: its reason and the depth of the frame it was found in. */
+/** A fault found: its reason, and where (filled in as the check unwinds, innermost field first). */
 let faultReason = "";
-let faultDepth = -1;
-/** The fault is in the field being read at faultDepth (false: in the message itself, e.g. a bad tag). */
-let faultInField = false;
+/**
+ * Per field on the path to the fault, innermost first, four entries: the message, the field
+ * number, where the message's bytes start and where the field's tag starts.
+ */
+const faultTrail: (Compiled | number)[] = [];
 
-const fail = (depth: number, inField: boolean, reason: string): false => {
-  faultDepth = depth;
-  faultInField = inField;
+/** A fault in message `m` itself (e.g. a bad tag): the path ends at the field holding `m`. */
+const fail = (reason: string): false => {
   faultReason = reason;
+  faultTrail.length = 0;
+  return false;
+};
+
+/** A fault in field `no` of message `m` (whose bytes start at `start`; the field's tag at `tagPos`). */
+const failField = (m: Compiled, no: number, start: number, tagPos: number, reason: string): false => {
+  fail(reason);
+  faultTrail.push(m, no, start, tagPos);
   return false;
 };
 
@@ -275,74 +279,86 @@ function isUtf8(buf: Uint8Array, pos: number, end: number): boolean {
 
 /**
  * Checks the message `m` in buf[pos, end) at nesting `depth`; true when it is well formed. On a
- * fault, records it (faultDepth, faultReason) and returns false; frames 0..depth say where.
+ * fault, records it (faultReason, faultTrail) and returns false.
  */
 function checkMessage(m: Compiled, buf: Uint8Array, pos: number, end: number, depth: number): boolean {
-  if (depth >= MAX_WIRE_DEPTH) return fail(depth - 1, true, `messages nested deeper than ${MAX_WIRE_DEPTH}`);
-  frameMsg[depth] = m;
-  frameStart[depth] = pos;
+  if (depth >= MAX_WIRE_DEPTH) return fail(`messages nested deeper than ${MAX_WIRE_DEPTH}`);
+  const start = pos;
   const kinds = m.kinds;
+  const known = kinds.length;
   while (pos < end) {
     const tagPos = pos;
-    frameTag[depth] = tagPos;
-    frameField[depth] = -1;
-    pos = readVarint(buf, pos, end);
-    if (pos < 0) return fail(depth, false, `the tag at byte ${tagPos} runs past the end of the message`);
-    if (vHi !== 0 || pos - tagPos > 5) return fail(depth, false, `the tag at byte ${tagPos} is above 2^32-1`);
-    const wire = vLo & 7;
-    const no = vLo >>> 3;
-    if (no === 0) return fail(depth, false, `field number 0 at byte ${tagPos} (field numbers are 1 to 2^29-1)`);
-    if (wire === 3 || wire === 4) return fail(depth, false, `a group (${WIRE_NAMES[wire]}) at byte ${tagPos}: proto3 has none`);
-    if (wire > 5) return fail(depth, false, `unknown wire type ${wire} at byte ${tagPos}`);
-    frameField[depth] = no;
-    const kind = no < kinds.length ? kinds[no]! : K_UNKNOWN;
-    if (kind !== K_UNKNOWN && wire !== WIRE_OF_KIND[kind] && !(wire === 2 && m.repeated[no] === 2)) {
-      return fail(depth, true, `sent as ${WIRE_NAMES[wire]} at byte ${tagPos}, but its type travels as ${WIRE_NAMES[WIRE_OF_KIND[kind]!]}`);
+    // Tags of fields 1 to 15 are one byte: read those inline.
+    let tag = buf[pos]!;
+    if (tag < 0x80) {
+      pos++;
+    } else {
+      pos = readVarint(buf, pos, end);
+      if (pos < 0) return fail(`the tag at byte ${tagPos} runs past the end of the message`);
+      if (vHi !== 0 || pos - tagPos > 5) return fail(`the tag at byte ${tagPos} is above 2^32-1`);
+      tag = vLo;
     }
-    switch (wire) {
-      case 0: {
-        const at = pos;
-        pos = readVarint(buf, pos, end);
-        if (pos === -1) return fail(depth, true, `the varint at byte ${at} runs past the end of the message`);
-        if (pos === -2) return fail(depth, true, `the varint at byte ${at} is longer than 10 bytes or above 2^64-1`);
-        if (kind !== K_UNKNOWN && kind !== K_BOOL && (vHi !== 0 || kind === K_INT32)) {
-          const why = varintFault(kind);
-          if (why !== undefined) return fail(depth, true, why);
-        }
-        break;
+    const wire = tag & 7;
+    const no = tag >>> 3;
+    if (no === 0) return fail(`field number 0 at byte ${tagPos} (field numbers are 1 to 2^29-1)`);
+    if (wire === 3 || wire === 4) return fail(`a group (${WIRE_NAMES[wire]}) at byte ${tagPos}: proto3 has none`);
+    if (wire > 5) return fail(`unknown wire type ${wire} at byte ${tagPos}`);
+    const kind = no < known ? kinds[no]! : K_UNKNOWN;
+    if (kind !== K_UNKNOWN && wire !== WIRE_OF_KIND[kind] && !(wire === 2 && m.repeated[no] === 2)) {
+      return failField(m, no, start, tagPos, `sent as ${WIRE_NAMES[wire]} at byte ${tagPos}, but its type travels as ${WIRE_NAMES[WIRE_OF_KIND[kind]!]}`);
+    }
+    if (wire === 0) {
+      if (pos < end && buf[pos]! < 0x80) {
+        // A one-byte value: in bounds for every kind.
+        pos++;
+        continue;
       }
-      case 1:
-        if (end - pos < 8) return fail(depth, true, `the 8 bytes at byte ${pos} run past the end of the message (${end - pos} left)`);
-        if (kind === K_UFIXED64 || kind === K_SFIXED64) {
-          const why = fixed64Fault(kind, buf, pos);
-          if (why !== undefined) return fail(depth, true, why);
-        }
-        pos += 8;
-        break;
-      case 5:
-        if (end - pos < 4) return fail(depth, true, `the 4 bytes at byte ${pos} run past the end of the message (${end - pos} left)`);
-        pos += 4;
-        break;
-      default: {
-        // Length-delimited.
-        const at = pos;
-        pos = readVarint(buf, pos, end);
-        if (pos === -1) return fail(depth, true, `the length at byte ${at} runs past the end of the message`);
-        if (pos === -2 || vHi !== 0 || vLo > end - pos) {
-          return fail(depth, true, `a length of ${pos === -2 ? "more than 2^64-1" : varintValue()} bytes at byte ${at} runs past the end of the enclosing message (${pos === -2 ? "?" : end - pos} bytes left)`);
-        }
-        const fieldEnd = pos + vLo;
-        if (kind === K_STRING) {
-          if (!isUtf8(buf, pos, fieldEnd)) return fail(depth, true, `the string at byte ${pos} is not valid UTF-8`);
-        } else if (kind === K_MESSAGE) {
-          if (!checkMessage(m.subs[no]!, buf, pos, fieldEnd, depth + 1)) return false;
-        } else if (kind !== K_BYTES && kind !== K_UNKNOWN) {
-          // A packed run of numbers.
-          const why = packedFault(kind, buf, pos, fieldEnd);
-          if (why !== undefined) return fail(depth, true, why);
-        }
-        pos = fieldEnd;
+      const at = pos;
+      pos = readVarint(buf, pos, end);
+      if (pos === -1) return failField(m, no, start, tagPos, `the varint at byte ${at} runs past the end of the message`);
+      if (pos === -2) return failField(m, no, start, tagPos, `the varint at byte ${at} is longer than 10 bytes or above 2^64-1`);
+      if (kind !== K_UNKNOWN && kind !== K_BOOL && (vHi !== 0 || kind === K_INT32)) {
+        const why = varintFault(kind);
+        if (why !== undefined) return failField(m, no, start, tagPos, why);
       }
+    } else if (wire === 2) {
+      const at = pos;
+      let len: number;
+      if (pos < end && buf[pos]! < 0x80) {
+        len = buf[pos++]!;
+      } else {
+        pos = readVarint(buf, pos, end);
+        if (pos === -1) return failField(m, no, start, tagPos, `the length at byte ${at} runs past the end of the message`);
+        if (pos === -2 || vHi !== 0) return failField(m, no, start, tagPos, `a length of more than 2^32-1 bytes at byte ${at}`);
+        len = vLo;
+      }
+      if (len > end - pos) {
+        return failField(m, no, start, tagPos, `a length of ${len} bytes at byte ${at} runs past the end of the enclosing message (${end - pos} bytes left)`);
+      }
+      const fieldEnd = pos + len;
+      if (kind === K_STRING) {
+        if (!isUtf8(buf, pos, fieldEnd)) return failField(m, no, start, tagPos, `the string at byte ${pos} is not valid UTF-8`);
+      } else if (kind === K_MESSAGE) {
+        if (!checkMessage(m.subs[no]!, buf, pos, fieldEnd, depth + 1)) {
+          faultTrail.push(m, no, start, tagPos);
+          return false;
+        }
+      } else if (kind !== K_BYTES && kind !== K_UNKNOWN) {
+        // A packed run of numbers.
+        const why = packedFault(kind, buf, pos, fieldEnd);
+        if (why !== undefined) return failField(m, no, start, tagPos, why);
+      }
+      pos = fieldEnd;
+    } else if (wire === 1) {
+      if (end - pos < 8) return failField(m, no, start, tagPos, `the 8 bytes at byte ${pos} run past the end of the message (${end - pos} left)`);
+      if (kind === K_UFIXED64 || kind === K_SFIXED64) {
+        const why = fixed64Fault(kind, buf, pos);
+        if (why !== undefined) return failField(m, no, start, tagPos, why);
+      }
+      pos += 8;
+    } else {
+      if (end - pos < 4) return failField(m, no, start, tagPos, `the 4 bytes at byte ${pos} run past the end of the message (${end - pos} left)`);
+      pos += 4;
     }
   }
   return true;
@@ -407,20 +423,20 @@ function occurrences(buf: Uint8Array, no: number, start: number, before: number)
   return count;
 }
 
-/** The fault recorded by the last failed check, with its path worked out from the frames. */
+/** The fault recorded by the last failed check, with its path worked out from the trail. */
 function faultFound(root: Compiled, buf: Uint8Array): WireFault {
-  const last = faultInField ? faultDepth : faultDepth - 1;
   let path = "";
-  for (let d = 0; d <= last; d++) {
-    const m = frameMsg[d]!;
-    const no = frameField[d]!;
-    const name = no < m.names.length && m.kinds[no] !== K_UNKNOWN ? m.names[no]! : `#${no}`;
-    path += d === 0 ? name : `.${name}`;
+  for (let i = faultTrail.length - 4; i >= 0; i -= 4) {
+    const m = faultTrail[i] as Compiled;
+    const no = faultTrail[i + 1] as number;
+    const known = no < m.kinds.length && m.kinds[no] !== K_UNKNOWN;
+    path += `${path === "" ? "" : "."}${known ? m.names[no]! : `#${no}`}`;
     // An element of a repeated message field: which one (a packed run names the field).
-    if (no < m.repeated.length && m.repeated[no] !== 0 && m.kinds[no] === K_MESSAGE) {
-      path += `[${occurrences(buf, no, frameStart[d]!, frameTag[d]!)}]`;
+    if (known && m.repeated[no] !== 0 && m.kinds[no] === K_MESSAGE) {
+      path += `[${occurrences(buf, no, faultTrail[i + 2] as number, faultTrail[i + 3] as number)}]`;
     }
   }
+  faultTrail.length = 0;
   return { field: path === "" ? root.shortName : path, reason: faultReason };
 }
 
