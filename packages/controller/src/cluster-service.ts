@@ -5,6 +5,7 @@ import {
   DrainDeadlineAction,
   MigrationReason,
   EventType,
+  malformedOf,
   VmPhase,
   VmSpec,
   VmStatus,
@@ -71,6 +72,12 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
   const unary =
     <Req, Res>(fn: (req: Req) => Promise<Res>) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      // Bytes that are not a well-formed request (see hardenService): refused before anything runs.
+      const malformed = malformedOf(call.request);
+      if (malformed) {
+        callback(toGrpcStatus(invalidArgument(malformed.field, malformed.reason)), null);
+        return;
+      }
       fn(call.request).then(
         (res) => callback(null, res),
         (e: unknown) => {
@@ -416,6 +423,11 @@ async function watchEvents(
   call: ServerWritableStream<WatchEventsRequest, WatchEventsResponse>,
 ): Promise<void> {
   call.on("error", () => undefined);
+  const malformed = malformedOf(call.request);
+  if (malformed) {
+    failStream(call, invalidArgument(malformed.field, malformed.reason));
+    return;
+  }
   try {
     await leader();
   } catch (e) {
@@ -465,7 +477,12 @@ async function watchEvents(
 }
 
 /** Ends a server stream with the status a BerthError maps to. */
+/**
+ * Ends a server stream with the status of `e`. Through the stream's 'error' event, which grpc-js
+ * turns into the call's status: `destroy(error)` would drop the stream without sending any status,
+ * and the client would wait until its deadline.
+ */
 function failStream(call: ServerWritableStream<WatchEventsRequest, WatchEventsResponse>, e: unknown): void {
   const status = toGrpcStatus(e);
-  call.destroy(Object.assign(new Error(status.details), status));
+  call.emit("error", Object.assign(new Error(status.details), status));
 }
