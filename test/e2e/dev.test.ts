@@ -11,9 +11,10 @@ import { spawnSync } from "node:child_process";
 import { fakeRunningVmIds } from "@berth/hypervisor";
 import { CLI_BIN, freePort, Proc, waitFor } from "../support/processes.js";
 
-/** Runs the CLI against `address`; resolves with its exit status and output. */
-function berth(address: string, ...args: string[]): { status: number | null; out: string; err: string } {
-  const r = spawnSync(process.execPath, [CLI_BIN, ...args], { encoding: "utf8", env: { ...process.env, BERTH_CONTROLLER: address }, timeout: 60_000 });
+/** Runs the CLI against `address` with the admin certificate `berth dev` made in `state`; resolves with its exit status and output. */
+function berth(address: string, state: string, ...args: string[]): { status: number | null; out: string; err: string } {
+  const tls = { BERTH_TLS_CA: join(state, "tls", "ca.crt"), BERTH_TLS_CERT: join(state, "tls", "admin.crt"), BERTH_TLS_KEY: join(state, "tls", "admin.key") };
+  const r = spawnSync(process.execPath, [CLI_BIN, ...args], { encoding: "utf8", env: { ...process.env, BERTH_CONTROLLER: address, ...tls }, timeout: 60_000 });
   return { status: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -70,10 +71,15 @@ describe("berth dev", () => {
     let dev = start();
     try {
       await waitFor("the banner", () => dev.lines(`export BERTH_CONTROLLER=${address}`).length > 0, 30_000);
-      for (const name of ["keep-1", "keep-2"]) expect(berth(address, "vm", "create", name, "--vcpus", "1", "--memory", "256MiB", "--disk", "1GiB", "--wait").status).toBe(0);
+      for (const name of ["keep-1", "keep-2"]) expect(berth(address, state, "vm", "create", name, "--vcpus", "1", "--memory", "256MiB", "--disk", "1GiB", "--wait").status).toBe(0);
       const running = (): string[] => ["host-1", "host-2"].flatMap((h) => fakeRunningVmIds(join(state, h)));
       const before = running();
       expect(before).toHaveLength(2);
+      // Mutual TLS by default: the banner says which certificate the CLI uses; plaintext is refused.
+      expect(dev.lines(`export BERTH_TLS_CA=${join(state, "tls", "ca.crt")}`).length).toBeGreaterThan(0);
+      const ca = readFileSync(join(state, "tls", "ca.crt"), "utf8");
+      const plain = spawnSync(process.execPath, [CLI_BIN, "--insecure", "--controller", address, "vm", "list"], { encoding: "utf8", timeout: 60_000 });
+      expect(plain.status).toBe(5);
       dev.child.kill("SIGINT");
       expect(await dev.exited).toBe(0);
 
@@ -85,7 +91,9 @@ describe("berth dev", () => {
       expect(twin.lines("is in use by another").length).toBeGreaterThan(0);
       await twin.stop("SIGKILL");
 
-      const list = berth(address, "vm", "list", "-o", "json");
+      // The restarted cluster kept its CA (certificates already handed out stay good).
+      expect(readFileSync(join(state, "tls", "ca.crt"), "utf8")).toBe(ca);
+      const list = berth(address, state, "vm", "list", "-o", "json");
       expect(list.status).toBe(0);
       expect(list.out).toContain("keep-1");
       expect(list.out).toContain("keep-2");

@@ -25,7 +25,9 @@ describe("parseDevOptions", () => {
       dataFile: "/home/me/proj/.berth/dev/controller/store.json",
       capacity: undefined,
       readyTimeoutMs: 30_000,
+      tlsDir: "/home/me/proj/.berth/dev/tls",
     } satisfies DevOptions);
+    expect(parseDevOptions({ insecure: true }, "/p").tlsDir).toBeUndefined();
   });
 
   it("takes every flag; a wildcard listen address is reached over loopback", () => {
@@ -75,23 +77,24 @@ describe("parseDevOptions", () => {
 });
 
 describe("devChildren", () => {
+  const tls = (name: string) => ["--tls-ca", "/proj/.berth/dev/tls/ca.crt", "--tls-cert", `/proj/.berth/dev/tls/${name}.crt`, "--tls-key", `/proj/.berth/dev/tls/${name}.key`];
   it("runs the controller, then one agent per host, with this Node", () => {
     const o = parseDevOptions({ agents: "2", capacity: "vcpus=16,memory=64GiB,disk=1TiB" }, "/proj");
     expect(devChildren(o, entry, "/usr/bin/node")).toEqual([
       {
         name: "controller",
         command: "/usr/bin/node",
-        args: [entry.controller, "--listen", "127.0.0.1:7400", "--data-file", "/proj/.berth/dev/controller/store.json"],
+        args: [entry.controller, "--listen", "127.0.0.1:7400", "--data-file", "/proj/.berth/dev/controller/store.json", ...tls("controller")],
       },
       {
         name: "host-1",
         command: "/usr/bin/node",
-        args: [entry.agent, "--host-id", "host-1", "--controller", "127.0.0.1:7400", "--driver", "fake", "--state-dir", "/proj/.berth/dev/host-1", "--capacity", "vcpus=16,memory=64GiB,disk=1TiB"],
+        args: [entry.agent, "--host-id", "host-1", "--controller", "127.0.0.1:7400", "--driver", "fake", "--state-dir", "/proj/.berth/dev/host-1", "--capacity", "vcpus=16,memory=64GiB,disk=1TiB", ...tls("host-1")],
       },
       {
         name: "host-2",
         command: "/usr/bin/node",
-        args: [entry.agent, "--host-id", "host-2", "--controller", "127.0.0.1:7400", "--driver", "fake", "--state-dir", "/proj/.berth/dev/host-2", "--capacity", "vcpus=16,memory=64GiB,disk=1TiB"],
+        args: [entry.agent, "--host-id", "host-2", "--controller", "127.0.0.1:7400", "--driver", "fake", "--state-dir", "/proj/.berth/dev/host-2", "--capacity", "vcpus=16,memory=64GiB,disk=1TiB", ...tls("host-2")],
       },
     ]);
   });
@@ -99,7 +102,7 @@ describe("devChildren", () => {
   it("passes --etcd, and --advertise for a wildcard listen address", () => {
     const o = parseDevOptions({ agents: "1", etcd: "http://e1:2379,http://e2:2379", listen: "0.0.0.0:7400" }, "/proj");
     const [controller, agent] = devChildren(o, entry, "/usr/bin/node");
-    expect(controller?.args).toEqual([entry.controller, "--listen", "0.0.0.0:7400", "--advertise", "127.0.0.1:7400", "--etcd", "http://e1:2379,http://e2:2379"]);
+    expect(controller?.args.slice(0, 7)).toEqual([entry.controller, "--listen", "0.0.0.0:7400", "--advertise", "127.0.0.1:7400", "--etcd", "http://e1:2379,http://e2:2379"]);
     expect(agent?.args).not.toContain("--capacity");
     expect(agent?.args.slice(3, 5)).toEqual(["--controller", "127.0.0.1:7400"]);
   });
@@ -107,6 +110,10 @@ describe("devChildren", () => {
   it("the banner says how to use the cluster, and where the store is kept", () => {
     const text = devBanner(parseDevOptions({ agents: "2", listen: "127.0.0.1:7401" }, "/proj"));
     expect(text).toContain("export BERTH_CONTROLLER=127.0.0.1:7401\n");
+    expect(text).toContain("export BERTH_TLS_CA=/proj/.berth/dev/tls/ca.crt BERTH_TLS_CERT=/proj/.berth/dev/tls/admin.crt BERTH_TLS_KEY=/proj/.berth/dev/tls/admin.key\n");
+    const insecure = devBanner(parseDevOptions({ agents: "1", insecure: true }, "/proj"));
+    expect(insecure).toContain("--insecure");
+    expect(devChildren(parseDevOptions({ agents: "1", insecure: true }, "/proj"), entry, "/n").every((c) => c.args.at(-1) === "--insecure")).toBe(true);
     expect(text).toContain("npx berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait\n");
     expect(text).toContain("hosts host-1, host-2");
     expect(text).toContain("with the embedded store, kept in /proj/.berth/dev/controller/store.json;");
@@ -229,7 +236,7 @@ describe("runDev", () => {
     process.env["BERTH_TEST_PID_DIR"] = dir;
     const port = await closedPort();
     const io = recordingIo();
-    const options = parseDevOptions({ agents: "2", listen: `127.0.0.1:${port}`, stateDir: "state", readyTimeout: "20" }, dir);
+    const options = parseDevOptions({ insecure: true,  agents: "2", listen: `127.0.0.1:${port}`, stateDir: "state", readyTimeout: "20" }, dir);
     const abort = new AbortController();
     const done = runDev(new CliContext(io), options, { entry: fakes, signal: abort.signal, handleSignals: false, stopGraceMs: 2000 });
     running = { abort, done };
@@ -256,7 +263,7 @@ describe("runDev", () => {
     process.env["BERTH_TEST_STUBBORN"] = "1"; // the agents ignore SIGTERM: SIGKILL after the grace
     const port = await closedPort();
     const io = recordingIo();
-    const options = parseDevOptions({ agents: "1", listen: `127.0.0.1:${port}`, stateDir: "state" }, dir);
+    const options = parseDevOptions({ insecure: true,  agents: "1", listen: `127.0.0.1:${port}`, stateDir: "state" }, dir);
     const abort = new AbortController();
     const done = runDev(new CliContext(io), options, { entry: fakes, signal: abort.signal, handleSignals: false, stopGraceMs: 300 });
     running = { abort, done };
@@ -274,7 +281,7 @@ describe("runDev", () => {
     process.env["BERTH_TEST_PID_DIR"] = dir;
     const port = await closedPort();
     const io = recordingIo();
-    const options = parseDevOptions({ agents: "1", listen: `127.0.0.1:${port}`, stateDir: "state" }, dir);
+    const options = parseDevOptions({ insecure: true,  agents: "1", listen: `127.0.0.1:${port}`, stateDir: "state" }, dir);
     const abort = new AbortController();
     const done = runDev(new CliContext(io), options, { entry: fakes, signal: abort.signal, handleSignals: false, stopGraceMs: 2000 });
     running = { abort, done };
@@ -294,7 +301,7 @@ describe("runDev", () => {
     process.env["BERTH_TEST_REJECT"] = "1"; // and the agents log why
     const port = await closedPort();
     const io = recordingIo();
-    const options = parseDevOptions({ agents: "2", listen: `127.0.0.1:${port}`, stateDir: "state", readyTimeout: "3" }, dir);
+    const options = parseDevOptions({ insecure: true,  agents: "2", listen: `127.0.0.1:${port}`, stateDir: "state", readyTimeout: "3" }, dir);
     const abort = new AbortController();
     const done = runDev(new CliContext(io), options, { entry: fakes, signal: abort.signal, handleSignals: false, stopGraceMs: 2000 });
     running = { abort, done };
@@ -317,7 +324,7 @@ describe("runDev", () => {
     const address = server.address();
     const port = typeof address === "object" && address ? address.port : 0;
     try {
-      const options = parseDevOptions({ agents: "1", listen: `127.0.0.1:${port}` }, tmpdir());
+      const options = parseDevOptions({ insecure: true,  agents: "1", listen: `127.0.0.1:${port}` }, tmpdir());
       await expect(runDev(new CliContext(io), options, { entry: fakes, handleSignals: false })).rejects.toThrow(
         `--listen: 127.0.0.1:${port} is already in use`,
       );

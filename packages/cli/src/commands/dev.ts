@@ -1,7 +1,10 @@
+import { X509Certificate } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, resolve as resolvePath, join } from "node:path";
 import { HostState, type Host } from "@berth/api";
+import { DEFAULT_CONTROLLER_SANS, initPkiDirectory, issueToDirectory, PKI_FILES, TLS_ENV, type TlsFiles } from "@berth/core";
 import type { Command } from "commander";
 import { ControllerClient } from "../client.js";
 import type { CliContext } from "../context.js";
@@ -32,6 +35,7 @@ export interface DevFlags {
   stateDir?: string;
   capacity?: string;
   readyTimeout?: string;
+  insecure?: boolean;
 }
 
 /** `berth dev`'s flags, checked. */
@@ -51,6 +55,11 @@ export interface DevOptions {
   capacity: string | undefined;
   /** How long to wait for the controller and every host to be up. */
   readyTimeoutMs: number;
+  /**
+   * The cluster's certificates (`<stateDir>/tls`, made on first use: a CA, the controller's, one
+   * per host and an admin's for the CLI); undefined with `--insecure` (plaintext).
+   */
+  tlsDir: string | undefined;
 }
 
 /** Host id of the i-th agent (1-based): `host-1`. */
@@ -69,7 +78,58 @@ export function parseDevOptions(flags: DevFlags, cwd: string): DevOptions {
   const capacity = flags.capacity?.trim();
   if (capacity !== undefined) parseCapacity(capacity, "--capacity");
   const readyTimeoutMs = parseSecondsMs(flags.readyTimeout ?? "30", "--ready-timeout");
-  return { agents, etcd, listen, connect, stateDir, dataFile, capacity, readyTimeoutMs };
+  const tlsDir = flags.insecure ? undefined : join(stateDir, "tls");
+  return { agents, etcd, listen, connect, stateDir, dataFile, capacity, readyTimeoutMs, tlsDir };
+}
+
+/** The operator certificate `berth dev` issues for the CLI. */
+export const DEV_OPERATOR = "admin";
+
+/** The TLS files of `name` in the dev cluster's directory (`controller`, a host id, or {@link DEV_OPERATOR}). */
+export function devTlsFiles(tlsDir: string, name: string): TlsFiles {
+  return { ca: join(tlsDir, PKI_FILES.caCert), cert: join(tlsDir, `${name}.crt`), key: join(tlsDir, `${name}.key`) };
+}
+
+/** `--tls-*` for a child, or `--insecure`. */
+function transportArgs(options: DevOptions, name: string): string[] {
+  if (options.tlsDir === undefined) return ["--insecure"];
+  const f = devTlsFiles(options.tlsDir, name);
+  return ["--tls-ca", f.ca, "--tls-cert", f.cert, "--tls-key", f.key];
+}
+
+/**
+ * Makes what is missing of the dev cluster's certificates: the CA and the controller's (for the
+ * address clients connect to and loopback) on first use, then a host certificate per agent and the
+ * CLI's admin one. What exists is kept, so a restarted `berth dev` keeps its CA; a controller
+ * certificate that does not name the connect address (`--listen` changed) is issued again.
+ * Returns the names issued.
+ */
+export async function ensureDevPki(options: DevOptions): Promise<string[]> {
+  const dir = options.tlsDir;
+  if (dir === undefined) return [];
+  const made: string[] = [];
+  const host = parseHostPort(options.connect, "--listen").host.replace(/^\[|\]$/g, "");
+  const sans = [...new Set([host, ...DEFAULT_CONTROLLER_SANS])];
+  if (!existsSync(join(dir, PKI_FILES.caCert))) {
+    await initPkiDirectory(dir, { sans });
+    made.push("ca", "controller");
+  } else {
+    const names = new X509Certificate(readFileSync(join(dir, PKI_FILES.controllerCert))).subjectAltName ?? "";
+    if (!names.split(", ").some((n) => n === `DNS:${host}` || n === `IP Address:${host}`)) {
+      await issueToDirectory(dir, { role: "controller", name: "controller", sans, force: true });
+      made.push("controller");
+    }
+  }
+  const wanted: { role: "host" | "admin"; name: string }[] = [
+    ...Array.from({ length: options.agents }, (_, i) => ({ role: "host" as const, name: devHostId(i + 1) })),
+    { role: "admin", name: DEV_OPERATOR },
+  ];
+  for (const w of wanted) {
+    if (existsSync(join(dir, `${w.name}.crt`)) && existsSync(join(dir, `${w.name}.key`))) continue;
+    await issueToDirectory(dir, { role: w.role, name: w.name, force: true });
+    made.push(w.name);
+  }
+  return made;
 }
 
 /** Paths of the entry scripts `berth dev` runs. */
@@ -94,6 +154,7 @@ export function devChildren(options: DevOptions, entry: EntryPoints, execPath: s
       ...(options.connect !== options.listen ? ["--advertise", options.connect] : []),
       ...(options.etcd.length > 0 ? ["--etcd", options.etcd.join(",")] : []),
       ...(options.dataFile !== undefined ? ["--data-file", options.dataFile] : []),
+      ...transportArgs(options, "controller"),
     ],
   };
   const agents = Array.from({ length: options.agents }, (_, i): ChildSpec => {
@@ -112,6 +173,7 @@ export function devChildren(options: DevOptions, entry: EntryPoints, execPath: s
         "--state-dir",
         join(options.stateDir, id),
         ...(options.capacity !== undefined ? ["--capacity", options.capacity] : []),
+        ...transportArgs(options, id),
       ],
     };
   });
@@ -132,6 +194,12 @@ export function devBanner(options: DevOptions): string {
     "",
     "Use it from another terminal:",
     `  export BERTH_CONTROLLER=${options.connect}`,
+    ...(options.tlsDir !== undefined
+      ? (() => {
+          const f = devTlsFiles(options.tlsDir, DEV_OPERATOR);
+          return [`  export ${TLS_ENV.ca}=${f.ca} ${TLS_ENV.cert}=${f.cert} ${TLS_ENV.key}=${f.key}`];
+        })()
+      : ["  # plaintext (--insecure): add --insecure to every berth command"]),
     "  npx berth host list",
     "  npx berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait",
     "  npx berth vm list",
@@ -246,6 +314,8 @@ export async function runDev(ctx: CliContext, options: DevOptions, runtime: DevR
   await assertPortFree(options.listen);
   const children = devChildren(options, runtime.entry ?? (await defaultEntryPoints()));
   await mkdir(options.stateDir, { recursive: true });
+  const issued = await ensureDevPki(options);
+  if (issued.length > 0) io.stderr(`berth dev: made TLS certificates in ${options.tlsDir}: ${issued.join(", ")}\n`);
   for (const c of children.slice(1)) await mkdir(join(options.stateDir, c.name), { recursive: true });
   if (options.dataFile !== undefined) await mkdir(dirname(options.dataFile), { recursive: true });
 
@@ -310,7 +380,11 @@ export async function runDev(ctx: CliContext, options: DevOptions, runtime: DevR
   if (runtime.signal?.aborted) onAbort();
   runtime.signal?.addEventListener("abort", onAbort, { once: true });
 
-  const client = new ControllerClient({ endpoints: [options.connect], timeoutMs: 2000 });
+  const client = new ControllerClient({
+    endpoints: [options.connect],
+    timeoutMs: 2000,
+    ...(options.tlsDir !== undefined ? { tls: devTlsFiles(options.tlsDir, DEV_OPERATOR) } : {}),
+  });
   try {
     const deadline = Date.now() + options.readyTimeoutMs;
     const [controller, ...agents] = children;
@@ -384,6 +458,10 @@ dies, everything is stopped (exit code 1). Not up within --ready-timeout: stoppe
 naming each host that is not READY and the last warning or error its agent logged (e.g. the
 controller refused it: it belongs to another cluster, or its host id is taken).
 
+Mutual TLS by default: on first use it makes a CA and certificates in <state-dir>/tls (the
+controller's, one per host, and an admin's for the CLI: the banner says which BERTH_TLS_* to
+export). The global --insecure (berth --insecure dev) runs everything plaintext.
+
 State: the agents' directories (host-1/ ...) and, with the embedded store, controller/store.json,
 so stopping and starting again keeps the cluster (its id, VMs, groups, config). With --etcd the
 default is ${DEFAULT_DEV_ETCD_STATE_DIR}: another cluster, whose agents must not share the embedded
@@ -394,8 +472,10 @@ Examples:
   berth dev --agents 5 --capacity vcpus=32,memory=128GiB,disk=2TiB
   berth dev --agents 3 --etcd http://127.0.0.1:2379 --listen 127.0.0.1:7401`,
     )
-    .action(async (flags: DevFlags) => {
-      const options = parseDevOptions(flags, ctx.io.cwd);
+    .action(async (flags: DevFlags, command: Command) => {
+      // --insecure is the global flag (berth dev --insecure and berth --insecure dev alike).
+      const insecure = command.optsWithGlobals<{ insecure?: boolean }>().insecure === true;
+      const options = parseDevOptions({ ...flags, insecure }, ctx.io.cwd);
       ctx.exitCode = await runDev(ctx, options);
     });
 }
