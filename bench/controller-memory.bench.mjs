@@ -79,7 +79,7 @@ runBenchmark("controller-memory", 420_000, async () => {
   const probe = ["--expose-gc", "--require", join(root, "bench/lib/memory-probe.cjs")];
   // BERTH_BENCH_MEM_NODE_ARGS: more node flags for the controller (e.g. --max-old-space-size=256).
   const nodeArgs = (process.env.BERTH_BENCH_MEM_NODE_ARGS ?? "").split(" ").filter(Boolean);
-  const controller = spawn(process.execPath, [...probe, ...nodeArgs, ...profile, join(root, "packages/controller/dist/main.js"), "--listen", address, "--etcd", etcd.endpoint, "--id", "bench", "--log-level", "warn"], { stdio: ["ignore", "pipe", "pipe"] });
+  const controller = spawn(process.execPath, [...probe, ...nodeArgs, ...profile, join(root, "packages/controller/dist/main.js"), "--listen", address, "--etcd", etcd.endpoint, "--id", "bench", "--log-level", "warn", "--insecure"], { stdio: ["ignore", "pipe", "pipe"] });
   let tail = [];
   let lastMemory;
   const keep = (d) => {

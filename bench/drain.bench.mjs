@@ -33,9 +33,9 @@ runBenchmark("drain", DEADLINE_MS, async () => {
     return child;
   };
   addCleanup(() => procs.forEach((c) => c.kill("SIGKILL")));
-  spawnNode("packages/controller/dist/main.js", ["--listen", address, "--etcd", etcd.endpoint]);
+  spawnNode("packages/controller/dist/main.js", ["--listen", address, "--etcd", etcd.endpoint, "--insecure"]);
   const hosts = ["host-1", "host-2", "host-3"];
-  const agent = (h) => spawnNode("packages/agent/dist/main.js", ["--host-id", h, "--controller", address, "--driver", "fake", "--state-dir", join(dir, h), "--capacity", "vcpus=32,memory=64GiB,disk=1TiB"]);
+  const agent = (h) => spawnNode("packages/agent/dist/main.js", ["--host-id", h, "--controller", address, "--driver", "fake", "--state-dir", join(dir, h), "--capacity", "vcpus=32,memory=64GiB,disk=1TiB", "--insecure"]);
   const client = new ClusterServiceClient(address, credentials.createInsecure(), grpcClientOptions());
   addCleanup(() => client.close());
   const call = (method, req, ms = 5_000) => new Promise((resolve, reject) => client[method](req, new Metadata(), { deadline: deadlineIn(ms) }, (e, r) => (e ? reject(e) : resolve(r))));

@@ -39,7 +39,7 @@ runBenchmark("recovery", DEADLINE_MS, async () => {
     }
   });
   const controller = (i) => {
-    const child = spawnNode(`controller-${i}`, "packages/controller/dist/main.js", ["--listen", addresses[i], "--etcd", etcd.endpoint, "--id", `c${i}`]);
+    const child = spawnNode(`controller-${i}`, "packages/controller/dist/main.js", ["--listen", addresses[i], "--etcd", etcd.endpoint, "--id", `c${i}`, "--insecure"]);
     // A deposed controller exits 1; a supervisor starts it again as a follower.
     child.once("exit", (code) => {
       if (code === 1 && procs.get(`controller-${i}`) === child) setTimeout(() => controller(i), 200);
@@ -50,7 +50,7 @@ runBenchmark("recovery", DEADLINE_MS, async () => {
   controller(1);
   const hosts = Array.from({ length: AGENTS }, (_, i) => `host-${i + 1}`);
   for (const h of hosts) {
-    spawnNode(h, "packages/agent/dist/main.js", ["--host-id", h, "--controller", addresses.join(","), "--driver", "fake", "--state-dir", join(dir, h), "--capacity", "vcpus=64,memory=64GiB,disk=1TiB"]);
+    spawnNode(h, "packages/agent/dist/main.js", ["--host-id", h, "--controller", addresses.join(","), "--driver", "fake", "--state-dir", join(dir, h), "--capacity", "vcpus=64,memory=64GiB,disk=1TiB", "--insecure"]);
   }
   const clients = addresses.map((a) => new ClusterServiceClient(a, credentials.createInsecure(), grpcClientOptions()));
   addCleanup(() => clients.forEach((c) => c.close()));

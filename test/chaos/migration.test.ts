@@ -12,6 +12,7 @@ import { DrainPhase, MigrationPhase, RebalanceGoal, RebalanceMetric, VmPhase, ty
 import { readFakeHypervisorState } from "@berth/hypervisor";
 import { describeWithEtcd } from "../support/etcd.js";
 import { CLI_BIN, waitFor } from "../support/processes.js";
+import { tlsEnv } from "../support/pki.js";
 import { ChaosCluster } from "./harness.js";
 
 const execFileP = promisify(execFile);
@@ -121,7 +122,7 @@ describeWithEtcd("chaos: live migration", () => {
     const started = Date.now();
     // The operator's way: `berth host drain --wait`, which returns once the host is drained.
     let cliDone = false;
-    const cli = execFileP(process.execPath, [CLI_BIN, "--controller", c.addresses.join(","), "host", "drain", "host-1", "--reason", "maintenance", "--wait"], { timeout: 120_000 }).finally(() => (cliDone = true));
+    const cli = execFileP(process.execPath, [CLI_BIN, "--controller", c.addresses.join(","), "host", "drain", "host-1", "--reason", "maintenance", "--wait"], { timeout: 120_000, env: { ...process.env, ...tlsEnv("admin", "admin") } }).finally(() => (cliDone = true));
     let peakOutbound = 0;
     let peakInFlight = 0;
     await waitFor("the drain command to return", async () => {

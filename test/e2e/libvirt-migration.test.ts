@@ -26,7 +26,7 @@ import { etcdAvailable, startEtcd, type RunningEtcd } from "../support/etcd.js";
 import { clusterClient, type ClusterClient } from "../support/grpc.js";
 import { ensureLibvirt, qemuPid, removeDomains, secondLibvirtdMissing, startSecondLibvirtd, virshOn, type SecondLibvirtd } from "../support/libvirt.js";
 import { describeRequiring } from "../support/requirements.js";
-import { AGENT_BIN, CLI_BIN, CONTROLLER_BIN, freePort, Proc, waitFor } from "../support/processes.js";
+import { AGENT_BIN, CLI_BIN, CONTROLLER_BIN, defaultTlsEnv, freePort, Proc, waitFor } from "../support/processes.js";
 
 const run = Date.now().toString(36).slice(-5);
 const vmName = `mig-${run}`;
@@ -36,7 +36,7 @@ const HOST_B = "lv-b";
 
 function exec(file: string, args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(file, args, { timeout: timeoutMs, env: { ...process.env, LC_ALL: "C" } }, (error, stdout, stderr) =>
+    execFile(file, args, { timeout: timeoutMs, env: { ...process.env, LC_ALL: "C", ...defaultTlsEnv(args[0] ?? "", args.slice(1), {}) } }, (error, stdout, stderr) =>
       resolve({ code: error ? (typeof error.code === "number" ? error.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
     );
   });

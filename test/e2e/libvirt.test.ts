@@ -14,7 +14,7 @@ import { HostState, VmPhase } from "@berth/api";
 import { etcdAvailable, startEtcd, type RunningEtcd } from "../support/etcd.js";
 import { clusterClient, type ClusterClient } from "../support/grpc.js";
 import { describeWithLibvirt, killQemu, qemuPid, removeDomains, startLibvirtd, stopLibvirtd } from "../support/libvirt.js";
-import { AGENT_BIN, CLI_BIN, CONTROLLER_BIN, freePort, Proc, waitFor } from "../support/processes.js";
+import { AGENT_BIN, CLI_BIN, CONTROLLER_BIN, defaultTlsEnv, freePort, Proc, waitFor } from "../support/processes.js";
 
 const run = Date.now().toString(36).slice(-5);
 const vmName = `e2e-${run}`;
@@ -22,7 +22,7 @@ const domainName = `berth-${vmName}`;
 
 function exec(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(file, args, { timeout: 120_000, env: { ...process.env, LC_ALL: "C" } }, (error, stdout, stderr) =>
+    execFile(file, args, { timeout: 120_000, env: { ...process.env, LC_ALL: "C", ...defaultTlsEnv(args[0] ?? "", args.slice(1), {}) } }, (error, stdout, stderr) =>
       resolve({ code: error ? (typeof error.code === "number" ? error.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
     );
   });

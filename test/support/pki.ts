@@ -15,6 +15,8 @@ export const PREISSUED: readonly { role: PeerRole; name: string }[] = [
   { role: "viewer", name: "viewer" },
   ...Array.from({ length: 24 }, (_, i) => ({ role: "host" as const, name: `host-${i + 1}` })),
   ...Array.from({ length: 4 }, (_, i) => ({ role: "host" as const, name: `hv-${i + 1}` })),
+  { role: "host", name: "lv-a" },
+  { role: "host", name: "lv-b" },
 ];
 
 /** The files of a pre-issued certificate. Throws, naming the list to extend, for one that is not. */

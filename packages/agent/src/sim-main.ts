@@ -23,6 +23,9 @@ fake driver's semantics, no state file, no fault control file). The controller s
                           that N Hellos do not land at once (default 5 ms per host, at most 10000)
   --state-dir DIR         where each host's agent state (cluster id, leader epoch) goes, as
                           DIR/<host-id>/agent.json (default: a temporary directory, removed at exit)
+  --tls-dir DIR           mutual TLS: DIR/ca.crt and DIR/<host-id>.crt, .key for every host, as
+                          'berth certs issue host <host-id> --dir DIR' writes them
+  --insecure              plaintext, for a controller run with --insecure (one of the two is required)
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL); with many hosts,
                           warn keeps the log to what goes wrong
   -h, --help              this help
@@ -49,6 +52,8 @@ async function main(): Promise<number> {
         capacity: { type: "string" },
         "start-spread": { type: "string" },
         "state-dir": { type: "string" },
+        "tls-dir": { type: "string" },
+        insecure: { type: "boolean" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -69,6 +74,7 @@ async function main(): Promise<number> {
     if (args.hosts === undefined || !Number.isSafeInteger(hosts) || hosts < 1) throw new Error(`--hosts: '${args.hosts ?? ""}' is not a whole number ≥ 1`);
     const spread = args["start-spread"] === undefined ? defaultStartSpreadMs(hosts) : Number(args["start-spread"]);
     if (!(Number.isFinite(spread) && spread >= 0)) throw new Error(`--start-spread: '${args["start-spread"]}' is not a number of ms ≥ 0`);
+    if ((args["tls-dir"] === undefined) === (args.insecure !== true)) throw new Error("--tls-dir DIR (one host certificate per hollow host) or --insecure (plaintext) is required, and only one of them");
     const controllerFlag = args.controller === undefined && process.env.BERTH_CONTROLLER ? "BERTH_CONTROLLER" : "--controller";
     const controllers = parseHostPortList(args.controller ?? process.env.BERTH_CONTROLLER ?? "", controllerFlag);
     sim = await Simulation.create(
@@ -79,6 +85,7 @@ async function main(): Promise<number> {
         startSpreadMs: spread,
         ...(args.capacity ? { capacity: parseCapacity(args.capacity, "--capacity") } : {}),
         ...(args["state-dir"] ? { stateRoot: args["state-dir"] } : {}),
+        ...(args["tls-dir"] ? { tlsDir: args["tls-dir"] } : {}),
       },
       log,
     );

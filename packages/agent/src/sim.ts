@@ -30,6 +30,12 @@ export interface SimulationOptions {
    * The hypervisors themselves keep no file (the fake driver's in-memory mode).
    */
   stateRoot?: string;
+  /**
+   * Mutual TLS: a directory laid out as `berth certs` writes it, `ca.crt` and `<host-id>.crt` /
+   * `<host-id>.key` for every host (each hollow host presents its own certificate, as a real agent
+   * does). Absent: plaintext, for a controller run with `--insecure`.
+   */
+  tlsDir?: string;
 }
 
 /** One hollow host: the real {@link Agent} over an in-memory {@link FakeDriver}. */
@@ -91,7 +97,8 @@ export class Simulation {
     const root = options.stateRoot ?? (await mkdtemp(join(tmpdir(), "berth-sim-")));
     try {
       // Validated before anything starts (INVALID_ARGUMENT names the option).
-      const agentOptions = ids.map((hostId) => resolveAgentOptions({ hostId, controllers: options.controllers, driver: "fake", stateDir: join(root, hostId) }));
+      const tls = (hostId: string) => (options.tlsDir === undefined ? {} : { tls: { ca: join(options.tlsDir, "ca.crt"), cert: join(options.tlsDir, `${hostId}.crt`), key: join(options.tlsDir, `${hostId}.key`) } });
+      const agentOptions = ids.map((hostId) => resolveAgentOptions({ hostId, controllers: options.controllers, ...tls(hostId), driver: "fake", stateDir: join(root, hostId) }));
       const hosts = await Promise.all(
         agentOptions.map(async (o): Promise<SimulatedHost> => {
           // Each agent's own state, as berth-agent loads it (fresh in a fresh root).
