@@ -69,8 +69,8 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
   } catch (e) {
     const status = toGrpcStatus(e);
     log.warn({ peer: call.getPeer(), why: status.details }, "refused an agent stream");
-    call.on("error", () => undefined);
-    call.destroy(Object.assign(new Error(status.details), status));
+    // Through 'error', which grpc-js answers with the status (destroy() would send none).
+    call.emit("error", Object.assign(new Error(status.details), status));
     return;
   }
   let session: AgentSession | undefined;

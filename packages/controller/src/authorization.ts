@@ -100,8 +100,8 @@ export function authorizedClusterService(impl: ClusterServiceServer, log: Logger
           authorizeOperator(method, peerOf(call.getAuthContext()));
         } catch (e) {
           const status = refuse(e, call);
-          call.on("error", () => undefined);
-          call.destroy(Object.assign(new Error(status.details), status));
+          // Through 'error', which grpc-js answers with the status (destroy() would send none).
+          call.emit("error", Object.assign(new Error(status.details), status));
           return;
         }
         handler(call);
