@@ -80,6 +80,7 @@ describe("berth dev", () => {
       const ca = readFileSync(join(state, "tls", "ca.crt"), "utf8");
       const plain = spawnSync(process.execPath, [CLI_BIN, "--insecure", "--controller", address, "vm", "list"], { encoding: "utf8", timeout: 60_000 });
       expect(plain.status).toBe(5);
+      expect(plain.stderr).toContain("if the controller serves TLS, give --tls-ca/--tls-cert/--tls-key instead");
       dev.child.kill("SIGINT");
       expect(await dev.exited).toBe(0);
 

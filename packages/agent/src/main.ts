@@ -15,6 +15,7 @@ import {
   parseHostPortList,
   parseLabelAssignments,
   resolveTransport,
+  silenceIpServernameWarning,
   stopWhenParentGone,
   TLS_FLAGS,
   TLS_HELP,
@@ -282,6 +283,7 @@ async function runAgent(options: ResolvedAgentOptions, log: Logger): Promise<num
   }
 }
 
+silenceIpServernameWarning();
 main().then(
   (code) => {
     process.exitCode = code;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { messageForFlags, parseCapacity, parseHostPortList, stopWhenParentGone } from "@berth/core";
+import { messageForFlags, parseCapacity, parseHostPortList, stopWhenParentGone, silenceIpServernameWarning } from "@berth/core";
 import { defaultStartSpreadMs, Simulation } from "./sim.js";
 
 const HELP = `berth-sim: many hollow hosts in one process, for testing a controller at scale.
@@ -107,6 +107,7 @@ async function main(): Promise<number> {
   return outcome.code;
 }
 
+silenceIpServernameWarning();
 main().then(
   (code) => {
     process.exitCode = code;

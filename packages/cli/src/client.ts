@@ -413,6 +413,17 @@ export class ControllerClient {
     return client;
   }
 
+  /** What a failed connect may mean about TLS, said after the transport's own reason. */
+  #tlsHint(message: string): string {
+    if (this.#tls && /certificate|self.signed|unable to verify|CERT_|altname|handshake|alert/i.test(message)) {
+      return "; the TLS handshake failed: is --tls-ca the CA that signed the controller's certificate, does that certificate name this address, and is yours signed by the same CA and still valid?";
+    }
+    if (!this.#tls && /Failed to connect|socket disconnected|ECONNRESET/i.test(message)) {
+      return "; plaintext (--insecure): if the controller serves TLS, give --tls-ca/--tls-cert/--tls-key instead";
+    }
+    return "";
+  }
+
   /** `repeatable`: the call may be sent again after it was cut off in flight (a read, an idempotent create). */
   async #invoke<T>(invoker: Invoker<T>, overrides: CallOverrides | undefined, repeatable = false): Promise<T> {
     const queue = this.#preferred
@@ -469,7 +480,7 @@ export class ControllerClient {
         } else if (!fromServer && verdict.unanswered) {
           message = `controller ${address}: the call was cut off before an answer (${error.message})`;
         } else if (!fromServer && verdict.code === ErrorCode.Unavailable) {
-          message = `controller ${address}: cannot connect (${transportReason(error.message)})`;
+          message = `controller ${address}: cannot connect (${transportReason(error.message)})${this.#tlsHint(error.message)}`;
         } else if (verdict.tryNext || verdict.unanswered) {
           message = `controller ${address}: ${error.message}`;
         }

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `berth` executable.
+import { silenceIpServernameWarning } from "@berth/core";
 import { processIo } from "./context.js";
 import { run } from "./program.js";
 
@@ -9,6 +10,7 @@ process.stdout.on("error", (e: NodeJS.ErrnoException) => {
   throw e;
 });
 
+silenceIpServernameWarning();
 const code = await run(process.argv.slice(2), processIo());
 process.exitCode = code;
 // Everything is closed by now; should a handle still hold the event loop, do not hang on it.

@@ -188,7 +188,7 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello, ident
     return undefined;
   }
   if (identity && hello.hostId !== identity.name) {
-    const message = `this stream's certificate is host '${identity.name}''s, but its Hello says it is host ${quote(hello.hostId)}: an agent speaks only for the host its certificate names (check --host-id, or issue a certificate for that host with 'berth certs issue host ${quote(hello.hostId)}')`;
+    const message = `this stream's certificate names host '${identity.name}', but its Hello says host '${quote(hello.hostId)}': an agent speaks only for the host its certificate names (check --host-id, or issue a certificate for that host with 'berth certs issue host ${quote(hello.hostId)}')`;
     log.warn({ certificateHost: identity.name, helloHost: hello.hostId, peer: call.getPeer() }, "refused a Hello naming another host than its certificate");
     reject(call, RejectReason.REJECT_REASON_INVALID_HELLO, message);
     return undefined;

@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { BerthError, invalidArgument, messageForFlags, parseEtcdEndpoints, resolveTransport, stopWhenParentGone, TLS_FLAGS, TLS_HELP } from "@berth/core";
+import { BerthError, invalidArgument, messageForFlags, parseEtcdEndpoints, resolveTransport, stopWhenParentGone, TLS_FLAGS, TLS_HELP, silenceIpServernameWarning } from "@berth/core";
 import { EtcdStore, MemoryStore, openFileStore, type ClusterStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions } from "./options.js";
@@ -228,6 +228,7 @@ async function main(): Promise<number> {
   });
 }
 
+silenceIpServernameWarning();
 main().then(
   (code) => {
     process.exitCode = code;

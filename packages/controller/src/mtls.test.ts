@@ -199,7 +199,7 @@ describe("an agent speaks only for the host its certificate names", () => {
     const liar = rawAgent(cleanups, address, helloFor("host-2"), undefined, { role: "host", name: "host-1" });
     const reject = rejectOf(await liar.first);
     expect(reject?.reason).toBe(RejectReason.REJECT_REASON_INVALID_HELLO);
-    expect(reject?.message).toMatch(/^this stream's certificate is host 'host-1''s, but its Hello says it is host host-2: an agent speaks only for the host its certificate names/);
+    expect(reject?.message).toMatch(/^this stream's certificate names host 'host-1', but its Hello says host 'host-2': an agent speaks only for the host its certificate names/);
     expect(reject?.message).toContain("'berth certs issue host host-2'");
     expect(liar.received.some((m) => m.msg?.$case === "welcome")).toBe(false);
 

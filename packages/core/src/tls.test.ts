@@ -145,6 +145,19 @@ describe("ReloadingTlsIdentity: loading", () => {
     }
   });
 
+  it("a CA file may be a bundle (the old and the new CA while the CA is rotated): a certificate of either loads, of neither not", async () => {
+    const bundle = `${ca.certPem.trim()}\n${otherCa.certPem.trim()}\n`;
+    for (const issuer of [ca, otherCa]) {
+      const id = new ReloadingTlsIdentity(filesWith(await issueCertificate(issuer, { role: "admin", name: "ann" }), bundle));
+      expect(id.identity).toEqual({ role: "admin", name: "ann" });
+      id.close();
+    }
+    const third = await createCertificateAuthority({ commonName: "a third CA" });
+    const e = thrown(() => new ReloadingTlsIdentity(filesWith(third, bundle)));
+    expect(e.field).toBe("tls_cert");
+    expect(e.message).toMatch(/was not signed by the CA in/);
+  });
+
   it("a certificate of the CA naming no Berth role loads (a server need not be one) with no identity", async () => {
     const now = Date.now();
     const leaf = await handIssue(ca, { subject: { CN: "web", O: ["acme:ops"] }, notBefore: new Date(now - DAY_MS), notAfter: new Date(now + DAY_MS) });
@@ -167,7 +180,7 @@ describe("ReloadingTlsIdentity: loading", () => {
       ["missing cert", () => ({ ...filesWith(good), cert: "/nonexistent/c.crt" }), "--tls-cert", /^--tls-cert: cannot read \/nonexistent\/c\.crt: ENOENT$/],
       ["missing key", () => ({ ...filesWith(good), key: "/nonexistent/c.key" }), "--tls-key", /^--tls-key: cannot read \/nonexistent\/c\.key: ENOENT$/],
       ["a directory as the key", () => { const f = filesWith(good); return { ...f, key: join(f.key, "..") }; }, "--tls-key", /^--tls-key: cannot read .*: EISDIR$/],
-      ["CA not PEM", () => filesWith(good, "not a certificate\n"), "--tls-ca", /^--tls-ca: .*ca\.crt is not a PEM certificate$/],
+      ["CA not PEM", () => filesWith(good, "not a certificate\n"), "--tls-ca", /^--tls-ca: .*ca\.crt is not a PEM certificate \(or bundle of them\)$/],
       ["cert not PEM", () => filesWith({ certPem: "garbage\n", keyPem: good.keyPem }), "--tls-cert", /^--tls-cert: .*cert\.pem is not a PEM certificate$/],
       ["key not PEM", () => filesWith({ certPem: good.certPem, keyPem: "SECRET-LOOKING-GARBAGE\n" }), "--tls-key", /^--tls-key: .*key\.pem is not a PEM private key$/],
       ["key of another certificate", () => filesWith({ certPem: good.certPem, keyPem: other.keyPem }), "--tls-key", /^--tls-key: .*key\.pem is not the key of .*cert\.pem$/],

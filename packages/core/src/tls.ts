@@ -121,12 +121,15 @@ function load(files: TlsFiles, now: Date): Loaded {
   const ca = read(files.ca, "tls_ca");
   const cert = read(files.cert, "tls_cert");
   const key = read(files.key, "tls_key");
-  let caCert: X509Certificate;
+  // A bundle may hold several CAs (the old and the new one while a CA is rotated): each is read.
+  let caCerts: X509Certificate[];
   let leaf: X509Certificate;
   try {
-    caCert = new X509Certificate(ca);
+    const blocks = ca.toString("utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+    caCerts = blocks.map((b) => new X509Certificate(b));
+    if (caCerts.length === 0) throw new Error("no certificate");
   } catch {
-    throw invalidArgument("tls_ca", `${quote(files.ca, 256)} is not a PEM certificate`);
+    throw invalidArgument("tls_ca", `${quote(files.ca, 256)} is not a PEM certificate (or bundle of them)`);
   }
   try {
     leaf = new X509Certificate(cert);
@@ -141,7 +144,7 @@ function load(files: TlsFiles, now: Date): Loaded {
     throw invalidArgument("tls_key", `${quote(files.key, 256)} is not a PEM private key`);
   }
   if (!leaf.checkPrivateKey(privateKey)) throw invalidArgument("tls_key", `${quote(files.key, 256)} is not the key of ${quote(files.cert, 256)}`);
-  if (!leaf.checkIssued(caCert) || !leaf.verify(caCert.publicKey)) {
+  if (!caCerts.some((c) => leaf.checkIssued(c) && leaf.verify(c.publicKey))) {
     throw invalidArgument("tls_cert", `${quote(files.cert, 256)} (${leaf.subject.replace(/\n/g, ", ")}) was not signed by the CA in ${quote(files.ca, 256)}`);
   }
   if (new Date(leaf.validTo) < now) throw invalidArgument("tls_cert", `${quote(files.cert, 256)} expired on ${leaf.validTo}: issue a new one with 'berth certs issue'`);
@@ -304,3 +307,19 @@ export const TLS_HELP = `  --tls-ca FILE           the cluster's CA certificate 
                           three. The files are re-read when they change (no restart)
   --insecure              plaintext gRPC instead: anyone who reaches the port is trusted as any
                           host or operator. Only for a machine of your own; logged loudly`;
+
+/**
+ * Drops Node's DEP0123 warning ("Setting the TLS ServerName to an IP address is not permitted by
+ * RFC 6066"), which grpc-js triggers whenever a TLS channel dials an IP address (it passes the
+ * target host as SNI): the certificate is still checked against the IP, Berth's servers do not use
+ * SNI, and the warning would otherwise be printed by every `berth` run against 10.0.0.5:7400.
+ * Every other warning is emitted as before. Call once at process start.
+ */
+export function silenceIpServernameWarning(): void {
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = typeof rest[0] === "object" && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+    if (code === "DEP0123" || (warning instanceof Error && (warning as { code?: string }).code === "DEP0123")) return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
