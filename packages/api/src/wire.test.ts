@@ -124,8 +124,15 @@ describe("checkWire", () => {
   it("refuses strings that are not UTF-8", () => {
     const host = (raw: number[]): Uint8Array => bytes(ld(1, ld(1, raw)));
     expect(checkWire("AgentMessage", host([...Buffer.from("héllo 😀 ✓")]))).toBeUndefined();
-    for (const bad of [[0xff], [0x80], [0xc0, 0xaf], [0xe0, 0x80, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0x68, 0xc3], [0xe2, 0x82], [0xf0, 0x9f, 0x98]]) {
-      expect(checkWire("AgentMessage", host([0x61, ...bad])), Buffer.from(bad).toString("hex")).toEqual({ field: "hello.host_id", reason: "the string at byte 4 is not valid UTF-8" });
+    // Anywhere in the string: the ASCII scan reads four bytes at a time.
+    for (const prefix of ["", "a", "abc", "abcd", "abcdefg", "abcdefgh"]) {
+      for (const bad of [[0xff], [0x80], [0xc0, 0xaf], [0xe0, 0x80, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0x68, 0xc3], [0xe2, 0x82], [0xf0, 0x9f, 0x98]]) {
+        for (const suffix of ["", "xyz12345"]) {
+          const raw = [...Buffer.from(prefix), ...bad, ...Buffer.from(suffix)];
+          expect(checkWire("AgentMessage", host(raw)), Buffer.from(raw).toString("hex")).toEqual({ field: "hello.host_id", reason: "the string at byte 4 is not valid UTF-8" });
+        }
+      }
+      expect(checkWire("AgentMessage", host([...Buffer.from(`${prefix}é${prefix}😀${prefix}`)]))).toBeUndefined();
     }
     // Map keys and values too (a map entry is a message), with the entry's index.
     const labels = bytes(ld(1, [...ld(4, [...str(1, "a"), ...str(2, "b")]), ...ld(4, [...str(1, "k"), ...ld(2, [0xc3, 0x28])])]));
