@@ -125,7 +125,7 @@ describe("checkWire", () => {
     const host = (raw: number[]): Uint8Array => bytes(ld(1, ld(1, raw)));
     expect(checkWire("AgentMessage", host([...Buffer.from("héllo 😀 ✓")]))).toBeUndefined();
     // Anywhere in the string: the ASCII scan reads four bytes at a time.
-    for (const prefix of ["", "a", "abc", "abcd", "abcdefg", "abcdefgh"]) {
+    for (const prefix of ["", "a", "abc", "abcd", "abcdefg", "abcdefgh", "abcdefghijklmnopqrstuvwxyz0123", "abcdefghijklmnopqrstuvwxyz01234"]) {
       for (const bad of [[0xff], [0x80], [0xc0, 0xaf], [0xe0, 0x80, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0x68, 0xc3], [0xe2, 0x82], [0xf0, 0x9f, 0x98]]) {
         for (const suffix of ["", "xyz12345"]) {
           const raw = [...Buffer.from(prefix), ...bad, ...Buffer.from(suffix)];

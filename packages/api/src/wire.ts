@@ -245,7 +245,7 @@ function varintFault(kind: number): string | undefined {
   }
 }
 
-/** A DataView of the buffer being checked (made at its first string of 4 bytes or more). */
+/** A DataView of the buffer being checked (made at its first long string). */
 const NO_VIEW = new DataView(new ArrayBuffer(0));
 let viewBuf: Uint8Array | undefined;
 let view: DataView = NO_VIEW;
@@ -260,8 +260,8 @@ function viewOf(buf: Uint8Array): DataView {
 /** The bytes [pos, end) are UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF). */
 function isUtf8(buf: Uint8Array, pos: number, end: number): boolean {
   let i = pos;
-  // ASCII four bytes at a time, then byte by byte.
-  if (end - pos >= 4) {
+  // ASCII four bytes at a time (past a short string's worth: a DataView costs more than that), then byte by byte.
+  if (end - pos >= 24) {
     const view = viewOf(buf);
     for (const last = end - 4; i <= last && (view.getUint32(i, true) & 0x80808080) === 0; ) i += 4;
   }
