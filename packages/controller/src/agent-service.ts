@@ -173,6 +173,13 @@ function reject(call: Stream, reason: RejectReason, message: string): void {
  */
 async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello, identity: PeerIdentity | undefined): Promise<AgentSession | undefined> {
   const { log, sessions } = deps;
+  // Who may speak for which host comes first, before anything else of the Hello is looked at.
+  if (identity && hello.hostId !== identity.name) {
+    const message = `this stream's certificate names host '${identity.name}', but its Hello says host '${quote(hello.hostId)}': an agent speaks only for the host its certificate names (check --host-id, or issue a certificate for that host with 'berth certs issue host ${quote(hello.hostId)}')`;
+    log.warn({ certificateHost: identity.name, helloHost: hello.hostId.slice(0, 64), peer: call.getPeer() }, "refused a Hello naming another host than its certificate");
+    reject(call, RejectReason.REJECT_REASON_INVALID_HELLO, message);
+    return undefined;
+  }
   const leading = deps.leading();
   if (!leading) {
     call.write({ msg: { $case: "notLeader", value: { leaderAddress: await deps.leaderAddress() } } });
@@ -184,12 +191,6 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello, ident
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     log.warn({ hostId: hello.hostId.slice(0, 64), reason: message }, "rejected an invalid Hello");
-    reject(call, RejectReason.REJECT_REASON_INVALID_HELLO, message);
-    return undefined;
-  }
-  if (identity && hello.hostId !== identity.name) {
-    const message = `this stream's certificate names host '${identity.name}', but its Hello says host '${quote(hello.hostId)}': an agent speaks only for the host its certificate names (check --host-id, or issue a certificate for that host with 'berth certs issue host ${quote(hello.hostId)}')`;
-    log.warn({ certificateHost: identity.name, helloHost: hello.hostId, peer: call.getPeer() }, "refused a Hello naming another host than its certificate");
     reject(call, RejectReason.REJECT_REASON_INVALID_HELLO, message);
     return undefined;
   }
