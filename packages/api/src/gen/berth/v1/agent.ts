@@ -30,7 +30,16 @@ export enum RejectReason {
   REJECT_REASON_UNSPECIFIED = 0,
   /** REJECT_REASON_DUPLICATE_HOST - Another live stream already speaks for this host id. */
   REJECT_REASON_DUPLICATE_HOST = 1,
+  /**
+   * REJECT_REASON_INVALID_HELLO - The first message was not a Hello, or not a valid one: malformed bytes, a field out of its
+   * limits (see AgentService), or under mutual TLS a host id other than the certificate's. The
+   * message names the field.
+   */
   REJECT_REASON_INVALID_HELLO = 2,
+  /**
+   * REJECT_REASON_STALE_EPOCH - Hello.last_leader_epoch is higher than this controller's epoch (in the same cluster): this
+   * controller is stale; find the current leader.
+   */
   REJECT_REASON_STALE_EPOCH = 3,
   /** REJECT_REASON_FOREIGN_CLUSTER - The agent belongs to another cluster (Hello.cluster_id); the message says how to move it. */
   REJECT_REASON_FOREIGN_CLUSTER = 4,
@@ -147,6 +156,11 @@ export interface Inventory {
   domains: Domain[];
 }
 
+/**
+ * The first message of every stream. It carries the host's full inventory every time (a reconnect
+ * is a full resync): the controller takes it as the host's domains (after a new boot_id, it creates
+ * missing domains again only once the previous agent process's watchdog must have fired).
+ */
 export interface Hello {
   hostId: string;
   /** Changes on every agent process start. */
@@ -213,7 +227,16 @@ export interface Report {
   usage?:
     | Resources
     | undefined;
-  /** Present when the inventory changed since the last message that carried it. */
+  /**
+   * The host's domains, when they changed (by vm_id, state or generation) since the last message of
+   * this stream that carried them (the Hello's included); absent when unchanged. When present it
+   * replaces the controller's view of the host's domains whole: a domain missing from it is gone
+   * (and a VM placed on the host whose domain is missing is created again). So never send an empty
+   * inventory for a hypervisor whose domains cannot be listed: send hypervisor.available = false
+   * and no inventory.
+   * Leave it out, too, when a CommandResult was sent while the domains were being read: the list may
+   * predate that result and would set the controller back until the next report.
+   */
   inventory?:
     | Inventory
     | undefined;
@@ -328,7 +351,11 @@ export interface Command {
 
 /**
  * What the agent answers for one Command. The controller applies a result only when it answers the
- * command in flight for that VM (same command_id); any other result is dropped and logged.
+ * command in flight for that VM: same vm_id, command_id and generation. Any other result — a replayed
+ * old one, an unknown command id, one for a command since superseded (the VM's newer command has
+ * another id) — is dropped: it changes no status and no inventory entry (it is logged).
+ * An applied result's domain replaces that VM's entry in the controller's view of the host (ok with
+ * no domain: it no longer exists); a failed one is retried or not by its error_code (below).
  */
 export interface CommandResult {
   commandId: string;
@@ -3410,7 +3437,45 @@ export const CommandResult: MessageFns<CommandResult> = {
   },
 };
 
-/** The agent side of a host's one stream to the controller. */
+/**
+ * The agent side of a host's one stream to the controller.
+ *
+ * The protocol, for an implementer:
+ *   - The first message must be a Hello (anything else first is rejected INVALID_HELLO), sent
+ *     within 10 s of opening the stream (else the stream is ended). The first answer is Welcome
+ *     (registered: Commands follow), NotLeader (this controller follows; the stream ends: connect
+ *     to leader_address) or Reject (why; the stream ends).
+ *   - After Welcome: a Report every Welcome.report_interval_ms (answered with a Heartbeat), an
+ *     AgentHeartbeat every report_interval_ms / 2 (never behind a hypervisor call), a CommandResult
+ *     for each Command, MigrationProgressReports while a migrate_out runs. The controller counts
+ *     the host silent (by default) report_interval_ms × 3 + 1 s after its last message of any kind,
+ *     and ends the stream.
+ *   - One stream per host: a second agent's Hello for a host whose stream is open is rejected
+ *     (DUPLICATE_HOST); the same agent process (same boot_id) on a new stream replaces its old one.
+ *     Under mutual TLS the host id is the certificate's: a Hello naming another host is rejected.
+ *   - Any refusal is a Reject with its reason and a message (for INVALID_HELLO and INVALID_MESSAGE
+ *     naming the field at fault: `field.path: rule`), after which the controller ends the stream;
+ *     nothing of the refused message was applied. Reconnect with backoff.
+ *
+ * Message limits (a message beyond them is refused: Reject INVALID_HELLO for a Hello,
+ * INVALID_MESSAGE later):
+ *   - Every message at most 4 MiB (larger ones end the stream with RESOURCE_EXHAUSTED, no Reject).
+ *   - Well-formed protobuf only: no field number 0, no groups, every field inside its enclosing
+ *     message, each field with its declared wire type, strings valid UTF-8; every uint64 at most
+ *     2^53−1 (9007199254740991), every uint32 at most 2^32−1, enums within int32. Unknown fields
+ *     are skipped. A malformed first message is rejected INVALID_HELLO, a later one
+ *     INVALID_MESSAGE, naming the field (`hello.capacity.memory_mib: 9007199254740992 is above
+ *     2^53-1 ...`).
+ *   - Hello: host_id a DNS label (1-63 of [a-z0-9-], starting and ending with a letter or digit);
+ *     boot_id 1-128 characters; capacity required, vcpus 1 to 2^20, memory_mib 1 to 2^53−1,
+ *     disk_gib 0 to 2^53−1; at most 64 labels, keys 1-63 of [A-Za-z0-9._/-] starting and ending
+ *     with a letter or digit, values at most 253 characters with no control characters;
+ *     allocation_ratio fields 0 (unset) to 100; reserved at most capacity; at most 4,096 domains;
+ *     facts' strings and the hypervisor's message at most 256 characters, at most 64 NUMA cells.
+ *   - Report: usage vcpus 0 to 2^20, memory_mib and disk_gib 0 to 2^53−1; at most 4,096 domains and
+ *     4,096 vm_usage entries; the hypervisor's message at most 256 characters. A Report is checked
+ *     whole before any of it is applied.
+ */
 export type AgentServiceService = typeof AgentServiceService;
 export const AgentServiceService = {
   /**

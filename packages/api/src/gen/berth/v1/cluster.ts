@@ -5514,7 +5514,56 @@ export const ApplyRebalanceResponse: MessageFns<ApplyRebalanceResponse> = {
   },
 };
 
-/** The operator API, served by every controller; followers answer UNAVAILABLE naming the leader. */
+/**
+ * The operator API, served by every controller; followers answer UNAVAILABLE naming the leader.
+ *
+ * Errors: every failed call has a gRPC status and, in the `berth-error-code` trailer, a stable
+ * Berth code (what scripts should match; the status message is for people and may change):
+ *   gRPC status         Berth code             meaning
+ *   INVALID_ARGUMENT    INVALID_ARGUMENT       the request breaks a rule; the message starts with
+ *                                              the field at fault: `spec.resources.vcpus: ...`
+ *   NOT_FOUND           NOT_FOUND              the VM, host, group or migration named does not
+ *                                              exist
+ *   ALREADY_EXISTS      ALREADY_EXISTS         e.g. a VM name in use (a create retried with the
+ *                                              same request_id returns the VM instead)
+ *   FAILED_PRECONDITION FAILED_PRECONDITION    not in this state: a group with members (or full), a
+ *                                              host not connected, a VM not running or being
+ *                                              deleted...
+ *   RESOURCE_EXHAUSTED  RESOURCE_EXHAUSTED     no host can take it (one reason per host, at most 16
+ *                                              KiB of them), a limit reached, a watch too far
+ *                                              behind
+ *   ABORTED             CONFLICT               a guarded write lost a race: re-read, then retry
+ *   UNAVAILABLE         NOT_LEADER             a follower (or no leader yet); the `berth-leader`
+ *                                              trailer says where the leader is
+ *   UNAVAILABLE         BUSY                   shed before doing anything (too many creates in
+ *                                              flight): nothing was written, retry with backoff
+ *   UNAVAILABLE         UNAVAILABLE            e.g. a host not taking commands now; retry
+ *   UNAVAILABLE         HYPERVISOR_UNAVAILABLE the host's hypervisor is down (an agent's code for a
+ *                                              failed command, as VmStatus.error_code shows it)
+ *   DEADLINE_EXCEEDED   DEADLINE_EXCEEDED      the call ran out of time; its outcome is unknown
+ *   PERMISSION_DENIED   PERMISSION_DENIED      mutual TLS: the certificate's role may not make this
+ *                                              call (viewer: reads; admin: everything; a host's or
+ *                                              a controller's certificate: none); the message names
+ *                                              the role needed
+ *   UNAUTHENTICATED     UNAUTHENTICATED        mutual TLS: no client certificate, or one that names
+ *                                              no Berth role
+ *   INTERNAL            INTERNAL               a bug or a store failure; nothing internal is
+ *                                              disclosed
+ * A status message is at most 2 KiB (plus at most 16 KiB of reasons, one a line) and quotes only a
+ * bounded prefix (at most 80 characters) of any value it was sent. Bad input changes nothing.
+ *
+ * Message limits: every request at most 4 MiB (larger: RESOURCE_EXHAUSTED from gRPC itself, without
+ * a Berth code). Requests must be well-formed protobuf: no field number 0, no groups, every field
+ * inside its enclosing message and with its declared wire type, strings valid UTF-8, every uint64
+ * at most 2^53−1 (9007199254740991), every uint32 at most 2^32−1, enums within int32; unknown
+ * fields are skipped. Anything else is INVALID_ARGUMENT naming the field
+ * (`spec.resources.memory_mib: ...`). A VM spec: name a DNS label (1-63 of [a-z0-9-], starting and
+ * ending with a letter or digit), vcpus 1 to 1024, memory_mib 16 to 16,777,216, disk_gib 0 to
+ * 1,048,576, at most 64 labels (keys 1-63 of [A-Za-z0-9._/-], values at most 253 characters, no
+ * control characters), at most 64 pinned hosts; at most 100 specs in a gang (CreateVms,
+ * PlanPlacement); request ids 1-64 of [A-Za-z0-9._-]; a ListVms page at most 5,000 VMs; a placement
+ * group at most 1,000 members.
+ */
 export type ClusterServiceService = typeof ClusterServiceService;
 export const ClusterServiceService = {
   createVm: {
