@@ -517,7 +517,12 @@ export class FuzzGenerator {
       agentVersion: "fuzz",
       driver: "fake",
       lastLeaderEpoch: 0,
-      clusterId: "",
+      // Mostly none (a new agent); sometimes another cluster's, sometimes a long one.
+      clusterId: this.weighted<() => string>([
+        [90, () => ""],
+        [7, () => this.uuid()],
+        [3, () => "c".repeat(this.int(100, 3000))],
+      ])(),
     };
   }
 
@@ -581,6 +586,8 @@ export class FuzzGenerator {
       [5, () => ({ family: "schema-random", bytes: this.message(type, { presence: 0.4, boundary: 0.02, hostile: 0.02, plausible: false, oversize: false }) })],
       [0.3, () => ({ family: "oversize-repeated", bytes: new Writer().ld(1, this.message("berth.v1.Hello", { presence: 0.9, boundary: 0, hostile: 0, plausible: true, oversize: true })).finish() })],
       [0.05, () => ({ family: "huge-string", bytes: this.huge(type) })],
+      // A Hello valid but for one string of its far over any limit (100 KiB up to the cap).
+      [0.1, () => ({ family: "huge-string", bytes: this.agentMessage({ $case: "hello", value: { ...this.hello(hostId), [this.pick(["hostId", "bootId", "agentVersion", "driver", "clusterId"])]: "h".repeat(this.int(100 * 1024, Limits.maxMessageBytes - 1024)) } }) })],
     ])();
     const frames = [this.frame(first.family, first.bytes, type)];
     for (let i = this.weighted([[3, 0], [4, 2], [3, 5]] as [number, number][]); i > 0; i--) {
