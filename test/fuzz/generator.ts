@@ -76,11 +76,9 @@ export interface StreamCase {
 export type FuzzCase = UnaryCase | StreamCase;
 
 /**
- * FORGED IDENTITIES — the place for TLS certificates of another host or another role (a host's
- * certificate on a stream whose Hello names another host, a viewer's on a change, a host's on the
- * operator API, a certificate of a foreign CA). Being built with mTLS by another engineer: until it
- * is, every case runs as the fuzz controller's plaintext peer and this returns undefined. A forged
- * identity must be answered PERMISSION_DENIED or UNAUTHENTICATED (or, on the agent stream, a Reject).
+ * FORGED IDENTITIES are identities.test.ts's: it sends this generator's cases to a mutual-TLS
+ * controller under certificates that may not send them. Here every case is the plaintext fuzz
+ * controller's peer, so `identity` stays undefined.
  */
 export interface ForgedIdentity {
   role: "controller" | "host" | "admin" | "viewer";

@@ -78,8 +78,8 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
   // Messages are handled one at a time, in order.
   let chain: Promise<void> = Promise.resolve();
   const helloTimer = setTimeout(() => {
-    log.warn("agent stream sent no Hello in time; closing it");
-    call.end();
+    log.warn({ peer: call.getPeer() }, "agent stream sent no Hello in time; closing it");
+    reject(call, RejectReason.REJECT_REASON_INVALID_HELLO, `no Hello within ${HELLO_TIMEOUT_MS / 1000} s of opening the stream: the first message must be Hello`);
   }, HELLO_TIMEOUT_MS);
 
   const gone = (why: string): void => {
@@ -90,7 +90,15 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
   };
   // A stream can end in any of these ways; cleanup is idempotent.
   call.on("error", (e) => gone(`stream error: ${e.message}`));
-  call.on("end", () => gone("agent closed the stream"));
+  call.on("end", () => {
+    // An agent that half-closes before it was welcomed has nothing more to say: once what it sent
+    // is answered, end our side too (otherwise the stream stays open until the client's deadline).
+    // A welcomed session ends in disconnect().
+    void chain.then(() => {
+      if (!session && call.writable) call.end();
+    });
+    gone("agent closed the stream");
+  });
   call.on("cancelled", () => gone("stream cancelled"));
   call.on("close", () => gone("stream closed"));
 

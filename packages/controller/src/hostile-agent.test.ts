@@ -4,9 +4,10 @@
  * Report is checked whole before any of it is applied: core's validateReport.)
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { RejectReason, type ControllerMessage } from "@berth/api";
+import { AgentServiceClient, RejectReason, type ControllerMessage } from "@berth/api";
+import { deadlineIn, grpcClientOptions } from "@berth/core";
 import { MemoryStore } from "@berth/store";
-import { helloFor, rawAgent, startController, waitFor, type Cleanups } from "./controller.testkit.js";
+import { credentialsFor, helloFor, rawAgent, startController, waitFor, type Cleanups } from "./controller.testkit.js";
 
 const cleanups: Cleanups = [];
 afterEach(async () => {
@@ -51,5 +52,32 @@ describe("the agent stream refuses hostile messages with a reason", () => {
     const answer = await rawAgent(cleanups, address, { ...helloFor("h1"), labels: { zone: "eu\u0000-1" } }).first;
     expect(answer.msg).toMatchObject({ $case: "reject", value: { reason: RejectReason.REJECT_REASON_INVALID_HELLO } });
     expect((answer.msg?.value as { message: string }).message).toBe("hello.labels[zone]: value must not contain control characters (NUL, newlines, ...)");
+  });
+});
+
+describe("the agent stream ends what it refuses (found by test/fuzz)", () => {
+  it("a megabyte cluster id is refused naming the field, quoting a bounded prefix", async () => {
+    const { controller, address } = await startController(cleanups, new MemoryStore());
+    await waitFor("leadership", () => controller.isLeader);
+    const agent = rawAgent(cleanups, address, helloFor("h1", "boot-a", { clusterId: "c".repeat(1 << 20) }));
+    const first = await agent.first;
+    expect(first.msg?.$case).toBe("reject");
+    const r = rejectOf(agent.received)!;
+    expect(r.reason).toBe(RejectReason.REJECT_REASON_INVALID_HELLO);
+    expect(r.message).toMatch(/^hello\.cluster_id: must be at most 128 printable characters without spaces \(got c{64}… \(1048576 characters\)\)$/);
+  });
+
+  it("a stream half-closed before its Hello is ended by the controller, not left open until the client's deadline", async () => {
+    const { controller, address } = await startController(cleanups, new MemoryStore());
+    await waitFor("leadership", () => controller.isLeader);
+    const client = new AgentServiceClient(address, credentialsFor(address, "host", "h1"), grpcClientOptions());
+    cleanups.push(() => client.close());
+    const call = client.connect({ deadline: deadlineIn(20_000) });
+    call.on("data", () => undefined);
+    call.on("error", () => undefined);
+    const ended = new Promise<number>((resolve) => call.on("status", (s: { code: number }) => resolve(s.code)));
+    call.end();
+    // Left open, it would end at the client's deadline: DEADLINE_EXCEEDED, not OK.
+    expect(await ended).toBe(0);
   });
 });

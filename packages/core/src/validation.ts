@@ -1,5 +1,5 @@
 import { HostFailurePolicy, type Hello, type HypervisorStatus, type Report, type Resources, type VmSpec } from "@berth/api";
-import { invalidArgument } from "./errors.js";
+import { invalidArgument, quote } from "./errors.js";
 import { Limits } from "./limits.js";
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -82,6 +82,10 @@ export function validateHello(hello: Hello): void {
   validateHostId(hello.hostId, "hello.host_id");
   if (hello.bootId.length === 0 || hello.bootId.length > 128) {
     throw invalidArgument("hello.boot_id", "must be 1-128 characters");
+  }
+  // The agent's --join-cluster bound (a cluster id is a UUID; the rule leaves room).
+  if (hello.clusterId.length > 128 || !/^[\x21-\x7e]*$/.test(hello.clusterId)) {
+    throw invalidArgument("hello.cluster_id", `must be at most 128 printable characters without spaces (got ${quote(hello.clusterId)})`);
   }
   const c = hello.capacity;
   if (!c) throw invalidArgument("hello.capacity", "is required");
