@@ -3442,7 +3442,9 @@ export const CommandResult: MessageFns<CommandResult> = {
  *
  * The protocol, for an implementer:
  *   - The first message must be a Hello (anything else first is rejected INVALID_HELLO), sent
- *     within 10 s of opening the stream (else the stream is ended). The first answer is Welcome
+ *     within 10 s of opening the stream (else it is rejected INVALID_HELLO). Under mutual TLS the
+ *     stream must present a host certificate (any other role: PERMISSION_DENIED before any message
+ *     is read; another CA's, or none: no connection). The first answer is Welcome
  *     (registered: Commands follow), NotLeader (this controller follows; the stream ends: connect
  *     to leader_address) or Reject (why; the stream ends).
  *   - After Welcome: a Report every Welcome.report_interval_ms (answered with a Heartbeat), an
@@ -3467,7 +3469,7 @@ export const CommandResult: MessageFns<CommandResult> = {
  *     INVALID_MESSAGE, naming the field (`hello.capacity.memory_mib: 9007199254740992 is above
  *     2^53-1 ...`).
  *   - Hello: host_id a DNS label (1-63 of [a-z0-9-], starting and ending with a letter or digit);
- *     boot_id 1-128 characters; capacity required, vcpus 1 to 2^20, memory_mib 1 to 2^53−1,
+ *     boot_id 1-128 characters; cluster_id at most 128 printable characters without spaces; capacity required, vcpus 1 to 2^20, memory_mib 1 to 2^53−1,
  *     disk_gib 0 to 2^53−1; at most 64 labels, keys 1-63 of [A-Za-z0-9._/-] starting and ending
  *     with a letter or digit, values at most 253 characters with no control characters;
  *     allocation_ratio fields 0 (unset) to 100; reserved at most capacity; at most 4,096 domains;

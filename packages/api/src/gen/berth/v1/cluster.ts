@@ -5545,8 +5545,9 @@ export const ApplyRebalanceResponse: MessageFns<ApplyRebalanceResponse> = {
  *                                              call (viewer: reads; admin: everything; a host's or
  *                                              a controller's certificate: none); the message names
  *                                              the role needed
- *   UNAUTHENTICATED     UNAUTHENTICATED        mutual TLS: no client certificate, or one that names
- *                                              no Berth role
+ *   UNAUTHENTICATED     UNAUTHENTICATED        mutual TLS: a client certificate of the cluster's CA
+ *                                              that names no Berth role (one of another CA, or
+ *                                              none, gets no connection: UNAVAILABLE)
  *   INTERNAL            INTERNAL               a bug or a store failure; nothing internal is
  *                                              disclosed
  * A status message is at most 2 KiB (plus at most 16 KiB of reasons, one a line) and quotes only a
