@@ -259,6 +259,11 @@ describe("ReloadingTlsIdentity: reloading", () => {
       replace(files.key, "garbage\n");
       expect(id.poll()).toBe(false);
       expect(rejected).toHaveBeenLastCalledWith(expect.stringMatching(/^tls_key: .*key\.pem is not a PEM private key$/));
+      // Told once per reason, not at every poll while the files stay bad.
+      const told = rejected.mock.calls.length;
+      replace(files.key, "garbage again\n");
+      expect(id.poll()).toBe(false);
+      expect(rejected.mock.calls.length).toBe(told);
       expect(id.certificate.serial).toBe(serialOf(first.certPem));
       // Half-way through a replacement: the new certificate with the old key.
       replace(files.key, first.keyPem);
@@ -274,9 +279,9 @@ describe("ReloadingTlsIdentity: reloading", () => {
       rmSync(files.cert);
       expect(id.poll()).toBe(false);
       expect(rejected).toHaveBeenLastCalledWith(expect.stringMatching(/^tls_cert: cannot read .*: ENOENT$/));
-      // The same failure is reported again at the next poll (it is retried while the files stay bad).
+      // Retried at the next poll while the files stay bad, but the same failure is not told again.
       expect(id.poll()).toBe(false);
-      expect(rejected).toHaveBeenCalledTimes(5);
+      expect(rejected).toHaveBeenCalledTimes(4);
       expect(id.certificate.serial).toBe(serialOf(first.certPem));
       expect(updates).toEqual([serialOf(first.certPem)]);
       expect(reloaded).not.toHaveBeenCalled();

@@ -187,6 +187,7 @@ export class ReloadingTlsIdentity implements CertificateProvider {
   readonly #caListeners = new Set<CaListener>();
   readonly #identityListeners = new Set<IdentityListener>();
   readonly #timer: NodeJS.Timeout;
+  #lastRejection: string | undefined;
 
   /**
    * Reads the files at once: throws INVALID_ARGUMENT naming the bad one. `reloadIntervalMs` is how
@@ -220,10 +221,14 @@ export class ReloadingTlsIdentity implements CertificateProvider {
     try {
       next = load(this.files, new Date());
     } catch (e) {
-      // Tried again at the next poll: a writer may be between two of the files.
-      this.events.rejected?.((e as Error).message);
+      // Tried again at the next poll (a writer may be between two of the files); told once per
+      // reason, not every poll while the files stay bad.
+      const why = (e as Error).message;
+      if (why !== this.#lastRejection) this.events.rejected?.(why);
+      this.#lastRejection = why;
       return false;
     }
+    this.#lastRejection = undefined;
     const same = next.ca.equals(this.#current.ca) && next.cert.equals(this.#current.cert) && next.key.equals(this.#current.key);
     this.#current = next;
     if (same) return false;
