@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { ClusterServiceClient, HostState } from "@berth/api";
 import { deadlineIn, grpcClientOptions, initPkiDirectory, issueToDirectory } from "@berth/core";
-import { CONTROLLER_BIN, freePort, Proc, SIM_BIN, waitFor } from "../support/processes.js";
+import { AGENT_BIN, CONTROLLER_BIN, freePort, Proc, SIM_BIN, waitFor } from "../support/processes.js";
 
 describe("berth-sim over mutual TLS", () => {
   const dir = mkdtempSync(join(tmpdir(), "berth-sim-tls-"));
@@ -45,6 +45,14 @@ describe("berth-sim over mutual TLS", () => {
       expect(ready).toBe(true);
     } finally {
       c.close();
+    }
+  });
+
+  it("every daemon says its version", () => {
+    for (const [bin, name] of [[CONTROLLER_BIN, "berth-controller"], [AGENT_BIN, "berth-agent"], [SIM_BIN, "berth-sim"]] as const) {
+      const r = spawnSync(process.execPath, [bin, "--version"], { encoding: "utf8", timeout: 20_000 });
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^${name} \\d+\\.\\d+\\.\\d+\\n$`));
     }
   });
 

@@ -13,7 +13,7 @@ import {
   type Inventory,
   type Welcome,
 } from "@berth/api";
-import { addResources, channelCredentialsOf, grpcClientOptions, invalidArgument, Limits, ReloadingTlsIdentity, ZERO } from "@berth/core";
+import { addResources, BERTH_VERSION, channelCredentialsOf, grpcClientOptions, invalidArgument, Limits, ReloadingTlsIdentity, ZERO } from "@berth/core";
 import type { HypervisorDriver } from "@berth/hypervisor";
 import type { Logger } from "pino";
 import { AgentStateFile, type AgentState } from "./agent-state.js";
@@ -24,7 +24,8 @@ import { StreamWriter } from "./stream-writer.js";
 import { UsageMeter } from "./usage.js";
 import { HostWatchdog } from "./watchdog.js";
 
-export const AGENT_VERSION = "0.1.0";
+/** What Hello.agent_version says. */
+export const AGENT_VERSION = BERTH_VERSION;
 
 /** How long to wait for the controller's answer to Hello once it is sent. */
 const HELLO_ANSWER_TIMEOUT_MS = 5_000;

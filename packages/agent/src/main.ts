@@ -7,6 +7,7 @@ import { Agent } from "./agent.js";
 import { loadAgentState } from "./agent-state.js";
 import { lockStateDir, StateDirLockedError, type StateDirLock } from "./state-lock.js";
 import {
+  BERTH_VERSION,
   BerthError,
   ErrorCode,
   invalidArgument,
@@ -68,6 +69,7 @@ ${TLS_HELP}
                           The certificate must be a host certificate for --host-id
                           ('berth certs issue host ID'): the controller knows the host by it
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
+  -V, --version           print the version
   -h, --help              this help
 
 With --driver libvirt the agent needs what virsh needs on that URI (for qemu:///system: root or
@@ -148,6 +150,7 @@ async function main(): Promise<number> {
         "tls-key": { type: "string" },
         insecure: { type: "boolean" },
         "log-level": { type: "string" },
+        version: { type: "boolean", short: "V" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -155,6 +158,10 @@ async function main(): Promise<number> {
   } catch (e) {
     process.stderr.write(`berth-agent: ${(e as Error).message}\n\n${HELP}`);
     return 2;
+  }
+  if (args.version) {
+    process.stdout.write(`berth-agent ${BERTH_VERSION}\n`);
+    return 0;
   }
   if (args.help) {
     process.stdout.write(HELP);

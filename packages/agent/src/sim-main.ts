@@ -1,7 +1,14 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { messageForFlags, parseCapacity, parseHostPortList, stopWhenParentGone, silenceIpServernameWarning } from "@berth/core";
+import {
+  BERTH_VERSION,
+  messageForFlags,
+  parseCapacity,
+  parseHostPortList,
+  silenceIpServernameWarning,
+  stopWhenParentGone,
+} from "@berth/core";
 import { defaultStartSpreadMs, Simulation } from "./sim.js";
 
 const HELP = `berth-sim: many hollow hosts in one process, for testing a controller at scale.
@@ -28,6 +35,7 @@ fake driver's semantics, no state file, no fault control file). The controller s
   --insecure              plaintext, for a controller run with --insecure (one of the two is required)
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL); with many hosts,
                           warn keeps the log to what goes wrong
+  -V, --version           print the version
   -h, --help              this help
 
 The report interval is the controller's, as for berth-agent: berth-controller --report-interval
@@ -55,6 +63,7 @@ async function main(): Promise<number> {
         "tls-dir": { type: "string" },
         insecure: { type: "boolean" },
         "log-level": { type: "string" },
+        version: { type: "boolean", short: "V" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -62,6 +71,10 @@ async function main(): Promise<number> {
   } catch (e) {
     process.stderr.write(`berth-sim: ${(e as Error).message}\n\n${HELP}`);
     return 2;
+  }
+  if (args.version) {
+    process.stdout.write(`berth-sim ${BERTH_VERSION}\n`);
+    return 0;
   }
   if (args.help) {
     process.stdout.write(HELP);

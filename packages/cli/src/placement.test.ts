@@ -142,6 +142,22 @@ describe("vm create: --count, --group and host constraints", () => {
     expect(r.out).toContain("web-2  RUNNING");
   });
 
+  it("--count 11 --wait (more waits than Node's default listener limit) prints no MaxListenersExceededWarning", async () => {
+    const s = await stub({ ...createVms(VmPhase.VM_PHASE_RUNNING), getVm: (r) => ({ vm: vmOf(Vm.fromPartial({ spec: { name: r.name } }).spec, VmPhase.VM_PHASE_RUNNING) }) });
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+    process.on("warning", onWarning);
+    try {
+      const r = await berth(s, "vm", "create", "web", ...SIZE, "--count", "11", "--wait");
+      expect(r.code).toBe(0);
+      // Warnings are emitted on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off("warning", onWarning);
+    }
+    expect(warnings.filter((w) => w.includes("MaxListeners"))).toEqual([]);
+  });
+
   it("--count --wait: any VM FAILED ends the wait with exit 7, printing that VM", async () => {
     const s = await stub({
       ...createVms(),

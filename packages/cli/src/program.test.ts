@@ -453,3 +453,11 @@ describe("transport", () => {
     expect(io2.err).toMatch(/--tls-ca: cannot read \/nonexistent\/ca.crt: ENOENT/);
   });
 });
+
+describe("--version", () => {
+  it("prints berth and its version, exit 0, without calling anything", async () => {
+    const io = recordingIo({ BERTH_CONTROLLER: "not an address!" });
+    expect(await run(["--version"], io)).toBe(0);
+    expect(io.out).toMatch(/^berth \d+\.\d+\.\d+\n$/);
+  });
+});

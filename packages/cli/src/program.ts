@@ -1,4 +1,4 @@
-import { BerthError } from "@berth/core";
+import { BERTH_VERSION, BerthError } from "@berth/core";
 import { Command, CommanderError, Option } from "commander";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER, DEFAULT_TIMEOUT_MS } from "./client.js";
 import { registerCertsCommands } from "./commands/certs.js";
@@ -34,6 +34,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addOption(new Option("--tls-cert <file>", "your operator certificate, admin or viewer (default: $BERTH_TLS_CERT; 'berth certs issue operator')"))
     .addOption(new Option("--tls-key <file>", "its private key (default: $BERTH_TLS_KEY)"))
     .addOption(new Option("--insecure", "plaintext, for a controller run with --insecure (no identity is checked)"))
+    .version(`berth ${BERTH_VERSION}`, "-V, --version", "print the version")
     .exitOverride()
     .configureOutput({
       writeOut: (s) => ctx.io.stdout(s),

@@ -99,12 +99,14 @@ export function waitForVm<T>(
     const ownFeed = options.feed ? undefined : new VmEventFeed(client, options.deadline);
     const feed = options.feed ?? ownFeed!;
     let unsubscribe: () => void = () => undefined;
+    let unlisten: () => void = () => undefined;
     const finish = (end: () => void): void => {
       if (settled) return;
       settled = true;
       clearTimeout(deadlineTimer);
       clearTimeout(pollTimer);
       unsubscribe();
+      unlisten();
       ownFeed?.close();
       end();
     };
@@ -137,6 +139,7 @@ export function waitForVm<T>(
         return;
       }
       signal.addEventListener("abort", abort, { once: true });
+      unlisten = () => signal.removeEventListener("abort", abort);
     }
 
     unsubscribe = feed.on(name, observe);

@@ -175,7 +175,8 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     listVms: unary(async (req) => {
       await leader();
       if (req.pageSize > Limits.maxPageSize) throw invalidArgument("page_size", `at most ${Limits.maxPageSize}`);
-      if (req.hostId) validateName(req.hostId, "host_id");
+      // An unknown host is NOT_FOUND, not an empty list (a typo would look like an idle host).
+      if (req.hostId) hostById(req.hostId);
       const pageSize = req.pageSize || Limits.defaultPageSize;
       // The token is the last name of the previous page: pages stay correct while VMs come and go.
       const after = req.pageToken;

@@ -2,7 +2,18 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { BerthError, invalidArgument, messageForFlags, parseEtcdEndpoints, resolveTransport, stopWhenParentGone, TLS_FLAGS, TLS_HELP, silenceIpServernameWarning } from "@berth/core";
+import {
+  BERTH_VERSION,
+  BerthError,
+  invalidArgument,
+  messageForFlags,
+  parseEtcdEndpoints,
+  resolveTransport,
+  silenceIpServernameWarning,
+  stopWhenParentGone,
+  TLS_FLAGS,
+  TLS_HELP,
+} from "@berth/core";
 import { EtcdStore, MemoryStore, openFileStore, type ClusterStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions } from "./options.js";
@@ -42,6 +53,7 @@ ${TLS_HELP}
                           With TLS, agents are known by their host certificates and operators
                           by their roles (admin changes, viewer reads)
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
+  -V, --version           print the version
   -h, --help              this help
 
 Exit status: 0 after SIGINT/SIGTERM, 1 when leadership is lost or the store fails (run it under a
@@ -118,6 +130,7 @@ async function main(): Promise<number> {
         "host-suspect-after": { type: "string" },
         "max-creates-in-flight": { type: "string" },
         "log-level": { type: "string" },
+        version: { type: "boolean", short: "V" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -125,6 +138,10 @@ async function main(): Promise<number> {
   } catch (e) {
     process.stderr.write(`berth-controller: ${(e as Error).message}\n\n${HELP}`);
     return 2;
+  }
+  if (args.version) {
+    process.stdout.write(`berth-controller ${BERTH_VERSION}\n`);
+    return 0;
   }
   if (args.help) {
     process.stdout.write(HELP);

@@ -273,6 +273,7 @@ export class Placer {
     // A retry of a request that was committed (its answer lost with a leader) gets what it made.
     const earlier = this.madeBy(specs, requestId);
     if (earlier) return earlier;
+    this.checkPinnedHosts(specs, field);
     // Placements into one group take turns in this leader: each sees the previous one's record.
     return await this.groupLocks.run(groupNames, async () => {
       let waits = 0;
@@ -502,8 +503,21 @@ export class Placer {
    * Where `specs` would go, as a gang, and every host's verdict for each: a dry run that writes
    * nothing. Throws INVALID_ARGUMENT or NOT_FOUND (unknown group) for bad input.
    */
+  /**
+   * A pinned host the cluster has never heard of is a typo, not a constraint: `--pin host-1,host-9`
+   * would otherwise place on host-1 and say nothing of host-9. INVALID_ARGUMENT naming the entry.
+   */
+  private checkPinnedHosts(specs: readonly VmSpec[], field: SpecField): void {
+    specs.forEach((spec, i) =>
+      spec.pinnedHosts.forEach((h, j) => {
+        if (!this.state.host(h)) throw invalidArgument(`${fieldOf(field, i)}.pinned_hosts[${j}]`, `no host '${h}' in the cluster (berth host list shows them)`);
+      }),
+    );
+  }
+
   plan(specs: readonly VmSpec[]): PlanPlacementResponse {
     validateSpecs(specs, "specs");
+    this.checkPinnedHosts(specs, "specs");
     const requests = specs.map((spec, i) => this.requestOf(spec, `specs[${i}]`));
     let hosts = this.snapshot();
     const options = this.options();

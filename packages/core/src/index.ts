@@ -12,3 +12,4 @@ export * from "./random.js";
 export * from "./identity.js";
 export * from "./tls.js";
 export * from "./pki.js";
+export * from "./version.js";

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { randomUUID } from "node:crypto";
 import { DesiredState, HostFailurePolicy, VmPhase, type Vm, type VmStatus } from "@berth/api";
 import { BerthError, ErrorCode, deadlineIn } from "@berth/core";
@@ -184,6 +185,9 @@ async function waitForAllRunning(
     ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for ${baselines.length} vms to be RUNNING...\n`);
   }
   const stop = new AbortController();
+  // One listener per VM's wait on this signal: --count 11 would pass Node's default of 10 and print
+  // a MaxListenersExceededWarning that is not a leak.
+  setMaxListeners(baselines.length + 1, stop.signal);
   let failed: Vm | undefined;
   // One watch for the whole gang; the per-VM polls (the fallback) slow down as the gang grows, so
   // the controller sees about 20 GetVm a second at most.
