@@ -251,7 +251,6 @@ async function run(client: Client, t: Tally, cases: () => FuzzCase | undefined, 
   }, 15_000);
   const worker = async (w: number): Promise<void> => {
     for (let c = cases(); c; c = cases()) {
-      // c.identity is undefined here: forged identities are identities.test.ts's, over mutual TLS.
       current[w] = { c, since: Date.now() };
       if (c.kind === "unary") await runUnary(client, t, c);
       else await runStream(client, t, c);

@@ -39,8 +39,7 @@ export type Family =
   | "oversize-repeated"
   | "out-of-order"
   | "unknown-result"
-  | "duplicate-host"
-  | "forged-identity";
+  | "duplicate-host";
 
 /** One message as sent: its bytes and what the oracle says of them. */
 export interface Frame {
@@ -61,7 +60,6 @@ export interface UnaryCase extends Frame {
   requestType: string;
   /** A server stream (WatchEvents): read its first answer, then cancel. */
   serverStream: boolean;
-  identity: ForgedIdentity | undefined;
 }
 
 export interface StreamCase {
@@ -70,25 +68,12 @@ export interface StreamCase {
   family: Family;
   /** What the agent stream sends, in order; the first decides whether it is welcomed. */
   frames: Frame[];
-  identity: ForgedIdentity | undefined;
 }
 
 export type FuzzCase = UnaryCase | StreamCase;
 
-/**
- * FORGED IDENTITIES are identities.test.ts's: it sends this generator's cases to a mutual-TLS
- * controller under certificates that may not send them. Here every case is the plaintext fuzz
- * controller's peer, so `identity` stays undefined.
- */
-export interface ForgedIdentity {
-  role: "controller" | "host" | "admin" | "viewer";
-  name: string;
-  /** The certificate comes from a CA the controller does not trust. */
-  foreignCa?: boolean;
-}
-function forgedIdentity(_rand: () => number, _index: number): ForgedIdentity | undefined {
-  return undefined;
-}
+// Forged identities (certificates that may not send what they send) are identities.test.ts's:
+// it sends this generator's cases to a mutual-TLS controller. Here every case is plaintext.
 
 /** Host ids the plausible Hellos use: few, so streams for one host overlap (duplicate-host). */
 export const HOST_POOL = Array.from({ length: 24 }, (_, i) => `fz-h${i}`);
@@ -198,8 +183,7 @@ export class FuzzGenerator {
   /** The next case. Pure in the seed: case i is always the same. */
   next(): FuzzCase {
     const index = this.index++;
-    const identity = forgedIdentity(this.rand, index);
-    return this.chance(0.6) ? this.unary(index, identity) : this.stream(index, identity);
+    return this.chance(0.6) ? this.unary(index) : this.stream(index);
   }
 
   // ---- randomness ----
@@ -429,7 +413,7 @@ export class FuzzGenerator {
   }
 
   // ---- operator calls ----
-  private unary(index: number, identity: ForgedIdentity | undefined): UnaryCase {
+  private unary(index: number): UnaryCase {
     // The calls that write, or read what others wrote, more often than the rest.
     const favoured = this.chance(0.3) ? this.pick(["CreateVm", "CreateVms", "CreateGroup", "UpdateClusterConfig", "GetVm", "DeleteVm"]) : undefined;
     const m = favoured ? CLUSTER_METHODS.find((x) => x.method === favoured)! : this.pick(CLUSTER_METHODS);
@@ -473,7 +457,7 @@ export class FuzzGenerator {
         ({ family: actual, bytes } = this.mutate(base));
       }
     }
-    return { kind: "unary", index, method: m.method, path: m.path, requestType: type, serverStream: m.serverStream, identity, ...this.frame(actual, bytes, type) };
+    return { kind: "unary", index, method: m.method, path: m.path, requestType: type, serverStream: m.serverStream, ...this.frame(actual, bytes, type) };
   }
 
   /** A request that may well be accepted: real names, sizes that fit. */
@@ -571,7 +555,7 @@ export class FuzzGenerator {
     });
   }
 
-  private stream(index: number, identity: ForgedIdentity | undefined): StreamCase {
+  private stream(index: number): StreamCase {
     const type = "berth.v1.AgentMessage";
     const hostId = this.chance(0.9) ? this.pick(HOST_POOL) : `fz-u${index % 64}`;
     const first = this.weighted<() => { family: Family; bytes: Buffer }>([
@@ -592,7 +576,7 @@ export class FuzzGenerator {
       const m = this.laterMessage();
       frames.push(this.frame(m.family, m.bytes, type));
     }
-    return { kind: "stream", index, family: first.family, frames, identity };
+    return { kind: "stream", index, family: first.family, frames };
   }
 }
 

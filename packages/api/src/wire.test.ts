@@ -1,23 +1,9 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import * as api from "./index.js";
+import { ld, str, tag, vfield } from "./wire.testkit.js";
 import { AgentServiceService, ClusterServiceService, checkWire, hardenService, malformedOf, wireMessages, wireMethods, type WireField } from "./index.js";
 
-// A tiny protobuf writer for hand-made (and hostile) frames.
-const varint = (v: bigint | number): number[] => {
-  let n = BigInt.asUintN(64, BigInt(v));
-  const out: number[] = [];
-  while (n >= 0x80n) {
-    out.push(Number(n & 0x7fn) | 0x80);
-    n >>= 7n;
-  }
-  out.push(Number(n));
-  return out;
-};
-const tag = (no: number, wire: number): number[] => varint((BigInt(no) << 3n) | BigInt(wire));
-const vfield = (no: number, v: bigint | number): number[] => [...tag(no, 0), ...varint(v)];
-const ld = (no: number, body: number[]): number[] => [...tag(no, 2), ...varint(body.length), ...body];
-const str = (no: number, s: string): number[] => ld(no, [...Buffer.from(s)]);
 const bytes = (...parts: number[][]): Uint8Array => Uint8Array.from(parts.flat());
 
 const hardenedAgent = hardenService(AgentServiceService);

@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { AgentMessage, ControllerMessage, RejectReason } from "@berth/api";
 import { deadlineIn, ERROR_CODE_METADATA_KEY, grpcClientOptions } from "@berth/core";
 import { MemoryStore } from "@berth/store";
+import { ld, str, tag, vfield } from "../../api/src/wire.testkit.js";
 import { credentialsFor, helloFor, startController, waitFor, type Cleanups } from "./controller.testkit.js";
 
 const cleanups: Cleanups = [];
@@ -18,21 +19,6 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-// A tiny protobuf writer for hand-made frames.
-const varint = (v: bigint | number): number[] => {
-  let n = BigInt.asUintN(64, BigInt(v));
-  const out: number[] = [];
-  while (n >= 0x80n) {
-    out.push(Number(n & 0x7fn) | 0x80);
-    n >>= 7n;
-  }
-  out.push(Number(n));
-  return out;
-};
-const tag = (no: number, wire: number): number[] => varint((BigInt(no) << 3n) | BigInt(wire));
-const vfield = (no: number, v: bigint | number): number[] => [...tag(no, 0), ...varint(v)];
-const ld = (no: number, body: number[]): number[] => [...tag(no, 2), ...varint(body.length), ...body];
-const str = (no: number, s: string): number[] => ld(no, [...Buffer.from(s)]);
 const frame = (...parts: number[][]): Buffer => Buffer.from(parts.flat());
 const raw = (b: Buffer): Buffer => b;
 

@@ -4,7 +4,7 @@
  * connection, and the controller's own certificate is replaced without a restart or a dropped
  * stream. Every refusal is proven to have written nothing (the store's revision does not move).
  */
-import { createPrivateKey, generateKeyPairSync, randomBytes, webcrypto, X509Certificate } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -32,7 +32,7 @@ import {
 } from "@berth/api";
 import { createCertificateAuthority, deadlineIn, grpcClientOptions, issueCertificate, type CertificateAndKey, type TlsFiles } from "@berth/core";
 import { MemoryStore } from "@berth/store";
-import { TestPki } from "../../core/src/pki.testkit.js";
+import { issueByHand, TestPki } from "../../core/src/pki.testkit.js";
 import { credentialsFor, helloFor, operatorApi, rawAgent, resultFor, startController, waitFor, type Cleanups, type RawAgent } from "./controller.testkit.js";
 import { Keys } from "./keys.js";
 
@@ -158,33 +158,6 @@ function servedSerial(port: number, pem: { ca: Buffer; cert: Buffer; key: Buffer
   });
 }
 
-/**
- * A certificate signed by `ca` whose subject is whatever the test says (issueCertificate only
- * makes Berth's roles), made by hand with @peculiar/x509 as pki.ts does.
- */
-async function handIssue(ca: CertificateAndKey, subject: { CN: string; O: string[] }): Promise<CertificateAndKey> {
-  await import("reflect-metadata");
-  const lib = await import("@peculiar/x509");
-  lib.cryptoProvider.set(webcrypto);
-  const caCert = new lib.X509Certificate(ca.certPem);
-  const signingKey = await webcrypto.subtle.importKey("pkcs8", createPrivateKey(ca.keyPem).export({ type: "pkcs8", format: "der" }), { name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]);
-  const keys = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const serial = randomBytes(16);
-  serial[0] = (serial[0]! & 0x3f) | 0x40;
-  const now = Date.now();
-  const cert = await lib.X509CertificateGenerator.create({
-    serialNumber: serial.toString("hex"),
-    subject: [{ CN: [subject.CN] }, ...subject.O.map((o) => ({ O: [o] }))],
-    issuer: caCert.subjectName,
-    notBefore: new Date(now - 300_000),
-    notAfter: new Date(now + 86_400_000),
-    publicKey: keys.publicKey.export({ type: "spki", format: "der" }),
-    signingKey,
-    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" } as webcrypto.EcdsaParams,
-    extensions: [new lib.BasicConstraintsExtension(false, undefined, true), new lib.ExtendedKeyUsageExtension(["1.3.6.1.5.5.7.3.2"])],
-  });
-  return { certPem: cert.toString("pem"), keyPem: keys.privateKey.export({ type: "pkcs8", format: "pem" }) as string };
-}
 
 const sslWith = (caPem: string | Buffer, leaf?: CertificateAndKey): ChannelCredentials =>
   leaf ? credentials.createSsl(Buffer.from(caPem), Buffer.from(leaf.keyPem), Buffer.from(leaf.certPem)) : credentials.createSsl(Buffer.from(caPem));
@@ -432,7 +405,7 @@ describe("certificates that are not the cluster's", () => {
       ["no role", ["acme:ops"], "names no Berth role (subject O acme:ops;"],
       ["two roles", ["berth:viewer", "berth:admin"], "names more than one Berth role"],
     ] as const) {
-      const leaf = await handIssue(pki.ca, { CN: "mallory", O: [...O] });
+      const leaf = await issueByHand(pki.ca, { subject: { CN: "mallory", O: [...O] } });
       const e = await refusal(call(sslWith(pki.ca.certPem, leaf)).listHosts());
       expect(e.code, what).toBe(status.UNAUTHENTICATED);
       expect(e.details).toContain(says);

@@ -3,6 +3,7 @@
  * run with mutual TLS as the product does. Certificates are issued on demand and kept as files,
  * because the product reads its TLS identity from files.
  */
+import { createPrivateKey, generateKeyPairSync, randomBytes, webcrypto } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -99,3 +100,36 @@ export class TestPki {
 }
 
 let sharedPki: Promise<TestPki> | undefined;
+
+/**
+ * A client certificate signed by `ca` with whatever subject and validity a test says, made by hand
+ * with @peculiar/x509 for what issueCertificate refuses to make: one already expired, one not yet
+ * valid, one whose subject names no Berth role (or two). Validity defaults: from 5 minutes ago
+ * for a day.
+ */
+export async function issueByHand(
+  ca: CertificateAndKey,
+  o: { subject: { CN?: string; O?: string[] }; notBefore?: Date; notAfter?: Date },
+): Promise<CertificateAndKey> {
+  await import("reflect-metadata");
+  const lib = await import("@peculiar/x509");
+  lib.cryptoProvider.set(webcrypto);
+  const caCert = new lib.X509Certificate(ca.certPem);
+  const signingKey = await webcrypto.subtle.importKey("pkcs8", createPrivateKey(ca.keyPem).export({ type: "pkcs8", format: "der" }), { name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]);
+  const keys = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const serial = randomBytes(16);
+  serial[0] = (serial[0]! & 0x3f) | 0x40;
+  const now = Date.now();
+  const cert = await lib.X509CertificateGenerator.create({
+    serialNumber: serial.toString("hex"),
+    subject: [...(o.subject.CN ? [{ CN: [o.subject.CN] }] : []), ...(o.subject.O ?? []).map((v) => ({ O: [v] }))],
+    issuer: caCert.subjectName,
+    notBefore: o.notBefore ?? new Date(now - 300_000),
+    notAfter: o.notAfter ?? new Date(now + 86_400_000),
+    publicKey: keys.publicKey.export({ type: "spki", format: "der" }),
+    signingKey,
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" } as webcrypto.EcdsaParams,
+    extensions: [new lib.BasicConstraintsExtension(false, undefined, true), new lib.ExtendedKeyUsageExtension(["1.3.6.1.5.5.7.3.2"])],
+  });
+  return { certPem: `${cert.toString("pem").trim()}\n`, keyPem: keys.privateKey.export({ type: "pkcs8", format: "pem" }) as string };
+}

@@ -2,13 +2,14 @@
  * The transport a daemon or the CLI runs with (resolveTransport), the TLS identity read from files
  * and re-read when they change (ReloadingTlsIdentity), and who a server call's peer is (peerOf).
  */
-import { createPrivateKey, generateKeyPairSync, randomBytes, webcrypto, X509Certificate } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { chmodSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { BerthError, ErrorCode, messageForFlags } from "./errors.js";
 import { createCertificateAuthority, issueCertificate, type CertificateAndKey } from "./pki.js";
+import { issueByHand } from "./pki.testkit.js";
 import { peerOf, ReloadingTlsIdentity, resolveTransport, TLS_ENV, TLS_FLAGS, type TlsFiles } from "./tls.js";
 
 const DAY_MS = 86_400_000;
@@ -24,33 +25,6 @@ function thrown(fn: () => unknown): BerthError {
   throw new Error("expected a throw");
 }
 
-/**
- * A certificate made by hand with @peculiar/x509, for what issueCertificate refuses to make: one
- * already expired, one not yet valid, one whose subject names no Berth role.
- */
-async function handIssue(ca: CertificateAndKey, o: { subject: { CN?: string; O?: string[] }; notBefore: Date; notAfter: Date }): Promise<CertificateAndKey> {
-  await import("reflect-metadata");
-  const lib = await import("@peculiar/x509");
-  lib.cryptoProvider.set(webcrypto);
-  const caCert = new lib.X509Certificate(ca.certPem);
-  const signingKey = await webcrypto.subtle.importKey("pkcs8", createPrivateKey(ca.keyPem).export({ type: "pkcs8", format: "der" }), { name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]);
-  const keys = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const serial = randomBytes(16);
-  serial[0] = (serial[0]! & 0x3f) | 0x40;
-  const subject = [...(o.subject.CN ? [{ CN: [o.subject.CN] }] : []), ...(o.subject.O ?? []).map((v) => ({ O: [v] }))];
-  const cert = await lib.X509CertificateGenerator.create({
-    serialNumber: serial.toString("hex"),
-    subject,
-    issuer: caCert.subjectName,
-    notBefore: o.notBefore,
-    notAfter: o.notAfter,
-    publicKey: keys.publicKey.export({ type: "spki", format: "der" }),
-    signingKey,
-    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" } as webcrypto.EcdsaParams,
-    extensions: [new lib.BasicConstraintsExtension(false, undefined, true), new lib.ExtendedKeyUsageExtension(["1.3.6.1.5.5.7.3.2"])],
-  });
-  return { certPem: `${cert.toString("pem").trim()}\n`, keyPem: keys.privateKey.export({ type: "pkcs8", format: "pem" }) as string };
-}
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -160,7 +134,7 @@ describe("ReloadingTlsIdentity: loading", () => {
 
   it("a certificate of the CA naming no Berth role loads (a server need not be one) with no identity", async () => {
     const now = Date.now();
-    const leaf = await handIssue(ca, { subject: { CN: "web", O: ["acme:ops"] }, notBefore: new Date(now - DAY_MS), notAfter: new Date(now + DAY_MS) });
+    const leaf = await issueByHand(ca, { subject: { CN: "web", O: ["acme:ops"] }, notBefore: new Date(now - DAY_MS), notAfter: new Date(now + DAY_MS) });
     const id = new ReloadingTlsIdentity(filesWith(leaf));
     expect(id.identity).toBeUndefined();
     expect(id.certificate.subject).toBe("CN=web, O=acme:ops");
@@ -172,8 +146,8 @@ describe("ReloadingTlsIdentity: loading", () => {
     const other = await issueCertificate(ca, { role: "admin", name: "bob" });
     const foreign = await issueCertificate(otherCa, { role: "admin", name: "ada" });
     const now = Date.now();
-    const expired = await handIssue(ca, { subject: { CN: "old", O: ["berth:admin"] }, notBefore: new Date(now - 30 * DAY_MS), notAfter: new Date(now - DAY_MS) });
-    const early = await handIssue(ca, { subject: { CN: "new", O: ["berth:admin"] }, notBefore: new Date(now + DAY_MS), notAfter: new Date(now + 30 * DAY_MS) });
+    const expired = await issueByHand(ca, { subject: { CN: "old", O: ["berth:admin"] }, notBefore: new Date(now - 30 * DAY_MS), notAfter: new Date(now - DAY_MS) });
+    const early = await issueByHand(ca, { subject: { CN: "new", O: ["berth:admin"] }, notBefore: new Date(now + DAY_MS), notAfter: new Date(now + 30 * DAY_MS) });
 
     const cases: [string, () => TlsFiles, string, RegExp][] = [
       ["missing CA", () => ({ ...filesWith(good), ca: "/nonexistent/ca.crt" }), "--tls-ca", /^--tls-ca: cannot read \/nonexistent\/ca\.crt: ENOENT$/],
