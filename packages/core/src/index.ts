@@ -13,3 +13,4 @@ export * from "./identity.js";
 export * from "./tls.js";
 export * from "./pki.js";
 export * from "./version.js";
+export * from "./admin-http.js";
