@@ -11,8 +11,10 @@ import { HostManager } from "./host-manager.js";
 import { MigrationManager } from "./migration-manager.js";
 import { Rebalancer } from "./rebalancer.js";
 import { ClusterState } from "./cluster-state.js";
+import { EventLog } from "./event-log.js";
 import { clusterService } from "./cluster-service.js";
 import { FencedWriter } from "./fenced-writer.js";
+import { addReflection, ControllerHealth } from "./health.js";
 import { Keys } from "./keys.js";
 import type { ResolvedControllerOptions } from "./options.js";
 import { Placer } from "./placement.js";
@@ -57,6 +59,10 @@ export class Controller {
     readonly placer: Placer,
     /** The server's TLS identity, re-read when its files change; undefined when plaintext. */
     readonly tls: ReloadingTlsIdentity | undefined,
+    /** What grpc.health.v1.Health answers: the process, and whether this one leads. */
+    private readonly health: ControllerHealth,
+    /** The cluster events this controller has seen (WatchEvents, the dashboard's feed). */
+    readonly events: EventLog,
   ) {}
 
   /**
@@ -76,6 +82,8 @@ export class Controller {
     else log.warn("serving PLAINTEXT (--insecure): anyone who reaches the port may act as any host or operator; use --tls-ca/--tls-cert/--tls-key on a network");
     const state = new ClusterState(store);
     await state.start();
+    // After the first list: records that exist already make no events.
+    const events = new EventLog(state, now);
     const server = new Server(grpcServerOptions());
     let controller: Controller | undefined;
     const sessions = new Map<string, AgentSession>();
@@ -121,6 +129,7 @@ export class Controller {
         store,
         state,
         placer,
+        events,
         liveHost: (id) => {
           const s = sessions.get(id);
           return s?.isLive ? { usage: s.usage, lastHeardMs: s.lastHeardMs, hypervisor: s.hypervisor, orphans: s.orphans } : undefined;
@@ -128,6 +137,12 @@ export class Controller {
         log,
       }), log),
     );
+    // Health and reflection are not wrapped by authorizedClusterService: any peer the TLS layer
+    // lets in (a certificate of the cluster's CA, whatever its role) or any peer under --insecure
+    // may ask; they tell nothing a viewer could not already learn.
+    const health = new ControllerHealth();
+    health.addToServer(server);
+    addReflection(server);
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(options.listen, serverCredentialsOf(tls), (err, p) => (err ? reject(err) : resolve(p))),
     ).catch((e: unknown) => {
@@ -136,7 +151,8 @@ export class Controller {
     });
     // With port 0 the kernel chose the port: advertise that one.
     const advertise = options.advertise.replace(/:0$/, `:${port}`);
-    controller = new Controller({ ...options, advertise }, store, state, server, port, log, sessions, placer, tls);
+    controller = new Controller({ ...options, advertise }, store, state, server, port, log, sessions, placer, tls, health, events);
+    health.serving();
     controller.timers.push(setInterval(() => closeSilentSessions(agentDeps), Math.max(500, options.reportIntervalMs / 2)));
     log.info({ listen: options.listen, port, controllerId: options.controllerId }, "controller serving; campaigning for leadership");
     void controller.campaign();
@@ -231,6 +247,7 @@ export class Controller {
     const rebalancer = new Rebalancer({ state: this.state, sessions: this.sessions, placer: this.placer, migrations, log: this.log, now: () => Date.now() });
     this.leading = { leadership, writer, reconciler, hosts, migrations, rebalancer, identity, fenceTimeoutMs: o.fenceTimeoutMs };
     this.log.info({ epoch: identity.epoch, clusterId: identity.id, era: identity.cluster.era || undefined }, "elected leader");
+    this.health.leading(true);
     void leadership.lost.then((e) => this.deposed(`leadership lost: ${e.message}`));
 
     this.state.subscribe((c) => {
@@ -254,6 +271,7 @@ export class Controller {
   private deposed(why: string): void {
     if (this.stopping) return;
     this.log.error({ why }, "no longer the leader");
+    this.health.leading(false);
     const handlers = this.deposedHandlers;
     this.deposedHandlers = [];
     for (const h of handlers) h(why);
@@ -266,6 +284,7 @@ export class Controller {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.health.stopping();
     this.campaignAbort.abort();
     for (const t of this.timers) clearTimeout(t);
     const leading = this.leading;
@@ -287,6 +306,7 @@ export class Controller {
       });
     });
     await leading?.leadership.resign().catch((e: unknown) => this.log.warn({ err: e }, "resign failed"));
+    this.events.stop();
     await this.state.stop();
     this.tls?.close();
   }
