@@ -37,7 +37,7 @@ export class VmEventFeed {
 
   constructor(client: ControllerClient, deadline: Date) {
     try {
-      this.stream = client.watchEvents({ vms: true, hosts: false }, deadline);
+      this.stream = client.watchEvents({ vms: true, hosts: false, migrations: false, events: false }, deadline);
       this.stream.on("data", (event: WatchEventsResponse) => {
         if (event.object?.$case !== "vm") return;
         const name = event.object.value.spec?.name ?? "";

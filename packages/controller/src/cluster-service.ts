@@ -20,12 +20,13 @@ import {
   type WatchEventsRequest,
   type WatchEventsResponse,
 } from "@berth/api";
-import { alreadyExists, BerthError, ErrorCode, invalidArgument, Limits, notFound, toGrpcStatus, validateName, validateVmSpec } from "@berth/core";
+import { alreadyExists, BerthError, ErrorCode, invalidArgument, Limits, notFound, toGrpcStatus, validateLabels, validateName, validateVmSpec } from "@berth/core";
 import type { ClusterStore } from "@berth/store";
 import type { Logger } from "pino";
 import type { LeadingDeps } from "./agent-service.js";
 import type { AgentSession } from "./agent-session.js";
 import { isActiveMigration, type ClusterState, type StateChange } from "./cluster-state.js";
+import type { EventLog } from "./event-log.js";
 import { waitUpTo } from "./wait.js";
 import { setDesiredState } from "./vm-writes.js";
 import { resolveMigrationConfig } from "./migration-manager.js";
@@ -47,6 +48,8 @@ export interface ClusterServiceDeps {
   /** What this controller holds while it leads; undefined on a follower. */
   leading(): LeadingDeps | undefined;
   sessions: ReadonlyMap<string, AgentSession>;
+  /** The cluster events this controller has seen (WatchEvents with `events`). */
+  events: EventLog;
   controllerId: string;
   log: Logger;
 }
@@ -255,6 +258,29 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
       if (req.reason.length > 256) throw invalidArgument("reason", `at most 256 characters (got ${req.reason.length}: '${req.reason.slice(0, 32)}…')`);
       return { host: hostView(await leadingNow().hosts.cordon(req.hostId, req.reason)) };
     }),
+    labelHost: unary(async (req) => {
+      await leader();
+      const host = hostById(req.hostId);
+      validateLabels(req.set, "set");
+      if (req.remove.length > Limits.maxLabels) throw invalidArgument("remove", `at most ${Limits.maxLabels} keys (got ${req.remove.length})`);
+      req.remove.forEach((key, i) => validateLabels({ [key]: "" }, `remove[${i}]`));
+      if (Object.keys(req.set).length === 0 && req.remove.length === 0) throw invalidArgument("set", "nothing to change: give KEY=VALUE to set or KEY- to remove");
+      const operatorLabels = { ...host.operatorLabels };
+      for (const key of req.remove) delete operatorLabels[key];
+      validateLabels({ ...operatorLabels, ...req.set }, "set");
+      return { host: hostView(await leadingNow().hosts.label(req.hostId, req.set, req.remove)) };
+    }),
+    deleteHost: unary(async (req) => {
+      await leader();
+      hostById(req.hostId);
+      const vms = deps.state.allVms().filter((vm) => vm.hostId === req.hostId).map((vm) => vm.spec?.name ?? vm.id);
+      const migrations = deps.state
+        .allMigrations()
+        .filter((m) => isActiveMigration(m) && (m.sourceHost === req.hostId || m.targetHost === req.hostId))
+        .map((m) => m.vmName);
+      await leadingNow().hosts.remove(req.hostId, { vms, migrations });
+      return {};
+    }),
     uncordonHost: unary(async (req) => {
       await leader();
       hostById(req.hostId);
@@ -435,9 +461,12 @@ async function watchEvents(
     failStream(call, e);
     return;
   }
-  const wantAll = !call.request.vms && !call.request.hosts;
-  const wantVms = wantAll || call.request.vms;
-  const wantHosts = wantAll || call.request.hosts;
+  const r = call.request;
+  const wantAll = !r.vms && !r.hosts && !r.migrations && !r.events;
+  const wantVms = wantAll || r.vms;
+  const wantHosts = wantAll || r.hosts;
+  const wantMigrations = wantAll || r.migrations;
+  const wantEvents = wantAll || r.events;
   const backlog: WatchEventsResponse[] = [];
   let blocked = false;
   let done = false;
@@ -463,18 +492,24 @@ async function watchEvents(
       send({ type: c.type === "put" ? EventType.EVENT_TYPE_PUT : EventType.EVENT_TYPE_DELETED, revision: c.revision, object: { $case: "vm", value: c.vm } });
     } else if (c.kind === "host" && wantHosts) {
       send({ type: c.type === "put" ? EventType.EVENT_TYPE_PUT : EventType.EVENT_TYPE_DELETED, revision: c.revision, object: { $case: "host", value: c.host } });
+    } else if (c.kind === "migration" && wantMigrations) {
+      send({ type: c.type === "put" ? EventType.EVENT_TYPE_PUT : EventType.EVENT_TYPE_DELETED, revision: c.revision, object: { $case: "migration", value: c.migration } });
     }
   };
   const unsubscribe = deps.state.subscribe(onChange);
+  const unsubscribeEvents = wantEvents ? deps.events.subscribe((e) => send({ type: EventType.EVENT_TYPE_PUT, revision: e.revision, object: { $case: "event", value: e } })) : () => undefined;
   const finish = (): void => {
     done = true;
     unsubscribe();
+    unsubscribeEvents();
   };
   call.on("cancelled", finish);
   call.on("close", finish);
   const revision = Math.max(deps.state.vms.revision, deps.state.hosts.revision);
   if (wantHosts) for (const host of deps.state.allHosts()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "host", value: host } });
   if (wantVms) for (const vm of deps.state.allVms()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "vm", value: vm } });
+  if (wantMigrations) for (const m of deps.state.allMigrations()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "migration", value: m } });
+  if (wantEvents) for (const e of deps.events.recent()) send({ type: EventType.EVENT_TYPE_EXISTING, revision: e.revision, object: { $case: "event", value: e } });
 }
 
 /** Ends a server stream with the status a BerthError maps to. */

@@ -25,7 +25,7 @@ export function isActiveMigration(m: Migration): boolean {
 /** A change seen in the cache. */
 export type StateChange =
   | { kind: "vm"; type: "put" | "delete"; vm: Vm; previous: Vm | undefined; revision: number }
-  | { kind: "host"; type: "put" | "delete"; host: Host; revision: number }
+  | { kind: "host"; type: "put" | "delete"; host: Host; previous: Host | undefined; revision: number }
   | { kind: "migration"; type: "put" | "delete"; migration: Migration; previous: Migration | undefined; revision: number };
 
 /**
@@ -78,8 +78,9 @@ export class ClusterState {
       if (vm) this.emit({ kind: "vm", type: e.type, vm, previous, revision: e.revision });
     });
     this.hosts.subscribe((e) => {
+      const previous = e.type === "put" ? e.previous : e.value;
       const host = e.value ?? this.hosts.get(e.key);
-      if (host) this.emit({ kind: "host", type: e.type, host, revision: e.revision });
+      if (host) this.emit({ kind: "host", type: e.type, host, previous, revision: e.revision });
     });
   }
 

@@ -1,5 +1,5 @@
 import { HostState, type Hello, type Host, type HostFailurePolicy } from "@berth/api";
-import { backoffDelayMs, BerthError, ErrorCode, isBerthError, notFound } from "@berth/core";
+import { backoffDelayMs, BerthError, ErrorCode, hostLabelsOf, isBerthError, notFound } from "@berth/core";
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
 import type { ClusterState } from "./cluster-state.js";
@@ -31,6 +31,12 @@ export interface HostManagerDeps {
 
 /** Attempts a guarded host write makes when its record keeps changing underneath. */
 const MAX_WRITE_ATTEMPTS = 5;
+
+/** The agent's labels of a host record; records written before agent_labels existed hold them in `labels`. */
+function agentLabelsOf(host: Host): Record<string, string> {
+  if (Object.keys(host.agentLabels).length > 0 || Object.keys(host.operatorLabels).length > 0) return host.agentLabels;
+  return host.labels;
+}
 
 /**
  * The host lifecycle's I/O, and the one writer of host records: registration at Hello (operator
@@ -121,7 +127,10 @@ export class HostManager {
     this.restartsStarted.delete(hello.hostId);
     await this.update(hello.hostId, (prior) => ({
       id: hello.hostId,
-      labels: hello.labels,
+      labels: hostLabelsOf(hello.labels, prior?.operatorLabels ?? {}),
+      agentLabels: hello.labels,
+      // Operator-set: a reconnect keeps them.
+      operatorLabels: prior?.operatorLabels ?? {},
       capacity: hello.capacity,
       state: HostState.HOST_STATE_READY,
       cordoned: prior?.cordoned ?? false,
@@ -168,6 +177,60 @@ export class HostManager {
     return this.update(hostId, (prior) =>
       prior ? { ...prior, drain, ...(cordonReason !== undefined ? { cordoned: true, cordonReason } : {}) } : undefined,
     );
+  }
+
+  /**
+   * Sets and removes operator labels (`berth host label`); the record's `labels` becomes the
+   * agent's with the operator's over them ({@link hostLabelsOf}). Kept across reconnects.
+   * NOT_FOUND for an unknown host; FAILED_PRECONDITION for removing a key only the agent sets
+   * (change the agent's --label instead). The caller validates keys and values.
+   */
+  async label(hostId: string, set: Readonly<Record<string, string>>, remove: readonly string[]): Promise<Host> {
+    const current = this.deps.state.host(hostId);
+    if (!current) throw notFound(`host '${hostId}'`);
+    for (const key of remove) {
+      if (!(key in current.operatorLabels) && key in agentLabelsOf(current) && !(key in set)) {
+        throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}': label '${key}' is set by its agent (berth-agent --label), not by an operator: change it there`);
+      }
+    }
+    const host = await this.update(hostId, (prior) => {
+      if (!prior) return undefined;
+      const operatorLabels = { ...prior.operatorLabels };
+      for (const key of remove) delete operatorLabels[key];
+      Object.assign(operatorLabels, set);
+      return { ...prior, operatorLabels, labels: hostLabelsOf(agentLabelsOf(prior), operatorLabels) };
+    });
+    if (!host) throw notFound(`host '${hostId}'`);
+    this.deps.log.info({ hostId, set, remove }, "host labels changed");
+    return host;
+  }
+
+  /**
+   * Forgets a retired host's record. Refused (FAILED_PRECONDITION, naming what holds it) while its
+   * agent is connected, while any VM record names it, or while a migration in flight involves it:
+   * nothing that still runs or is owed is dropped on the operator's word. Guarded on the record's
+   * revision and fenced. NOT_FOUND for an unknown host.
+   */
+  async remove(hostId: string, holders: { vms: readonly string[]; migrations: readonly string[] }): Promise<void> {
+    const kv = this.deps.state.hostKv(hostId);
+    if (!kv || !this.deps.state.host(hostId)) throw notFound(`host '${hostId}'`);
+    if (this.deps.sessions.get(hostId)?.isLive) {
+      throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}' is connected: stop its agent first (a host that connects again is registered anew)`);
+    }
+    const name = (names: readonly string[]): string => names.slice(0, 5).join(", ") + (names.length > 5 ? ` and ${names.length - 5} more` : "");
+    if (holders.vms.length > 0) {
+      throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}' still has ${holders.vms.length} VM record(s) (${name(holders.vms)}): drain it (berth host drain ${hostId} --wait) or delete them first`);
+    }
+    if (holders.migrations.length > 0) {
+      throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}' is part of migration(s) in flight (${name(holders.migrations)}): wait for them or abort them`);
+    }
+    const key = Keys.host(hostId);
+    const result = await this.deps.writer.commit({ compare: [{ key, target: "modRevision", equals: kv.modRevision }], ops: [{ type: "delete", key }] });
+    await this.deps.state.hosts.waitForRevision(result.revision);
+    if (!result.succeeded) throw new BerthError(ErrorCode.Conflict, `host '${hostId}' changed while it was being deleted; retry`);
+    this.lastHeard.delete(hostId);
+    this.restartsStarted.delete(hostId);
+    this.deps.log.warn({ hostId }, "host record deleted by an operator");
   }
 
   /**

@@ -64,6 +64,16 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     3: { name: "rebalance", type: "message", message: "berth.v1.RebalanceConfig" },
     4: { name: "migration", type: "message", message: "berth.v1.MigrationConfig" },
   },
+  "berth.v1.ClusterEvent": {
+    1: { name: "time_ms", type: "uint64" },
+    2: { name: "severity", type: "enum" },
+    3: { name: "reason", type: "string" },
+    4: { name: "object_kind", type: "string" },
+    5: { name: "object_name", type: "string" },
+    6: { name: "host_id", type: "string" },
+    7: { name: "message", type: "string" },
+    8: { name: "revision", type: "uint64" },
+  },
   "berth.v1.ClusterInfo": {
     1: { name: "id", type: "string" },
     2: { name: "created_at_ms", type: "uint64" },
@@ -147,6 +157,10 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     1: { name: "name", type: "string" },
   },
   "berth.v1.DeleteGroupResponse": {},
+  "berth.v1.DeleteHostRequest": {
+    1: { name: "host_id", type: "string" },
+  },
+  "berth.v1.DeleteHostResponse": {},
   "berth.v1.DeleteOrphanRequest": {
     1: { name: "host_id", type: "string" },
     2: { name: "vm_id", type: "string" },
@@ -267,8 +281,18 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     19: { name: "confirmed_down", type: "bool" },
     20: { name: "cordon_reason", type: "string" },
     21: { name: "drain", type: "message", message: "berth.v1.DrainStatus" },
+    22: { name: "operator_labels", type: "message", repeated: true, message: "berth.v1.Host.OperatorLabelsEntry" },
+    23: { name: "agent_labels", type: "message", repeated: true, message: "berth.v1.Host.AgentLabelsEntry" },
+  },
+  "berth.v1.Host.AgentLabelsEntry": {
+    1: { name: "key", type: "string" },
+    2: { name: "value", type: "string" },
   },
   "berth.v1.Host.LabelsEntry": {
+    1: { name: "key", type: "string" },
+    2: { name: "value", type: "string" },
+  },
+  "berth.v1.Host.OperatorLabelsEntry": {
     1: { name: "key", type: "string" },
     2: { name: "value", type: "string" },
   },
@@ -295,6 +319,18 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   },
   "berth.v1.Inventory": {
     1: { name: "domains", type: "message", repeated: true, message: "berth.v1.Domain" },
+  },
+  "berth.v1.LabelHostRequest": {
+    1: { name: "host_id", type: "string" },
+    2: { name: "set", type: "message", repeated: true, message: "berth.v1.LabelHostRequest.SetEntry" },
+    3: { name: "remove", type: "string", repeated: true },
+  },
+  "berth.v1.LabelHostRequest.SetEntry": {
+    1: { name: "key", type: "string" },
+    2: { name: "value", type: "string" },
+  },
+  "berth.v1.LabelHostResponse": {
+    1: { name: "host", type: "message", message: "berth.v1.Host" },
   },
   "berth.v1.ListGroupsRequest": {},
   "berth.v1.ListGroupsResponse": {
@@ -396,6 +432,27 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     2: { name: "name", type: "string" },
     3: { name: "state", type: "enum" },
     4: { name: "resources", type: "message", message: "berth.v1.Resources" },
+  },
+  "berth.v1.PlacementRecord": {
+    1: { name: "decided_at_ms", type: "uint64" },
+    2: { name: "cause", type: "string" },
+    3: { name: "preset", type: "string" },
+    4: { name: "hosts_considered", type: "uint32" },
+    5: { name: "hosts_feasible", type: "uint32" },
+    6: { name: "scores", type: "message", repeated: true, message: "berth.v1.PlacementRecord.ScoresEntry" },
+    7: { name: "total", type: "double" },
+    8: { name: "runner_up_host", type: "string" },
+    9: { name: "runner_up_total", type: "double" },
+    10: { name: "rejected_by_filter", type: "message", repeated: true, message: "berth.v1.PlacementRecord.RejectedByFilterEntry" },
+    11: { name: "explained", type: "bool" },
+  },
+  "berth.v1.PlacementRecord.RejectedByFilterEntry": {
+    1: { name: "key", type: "string" },
+    2: { name: "value", type: "uint32" },
+  },
+  "berth.v1.PlacementRecord.ScoresEntry": {
+    1: { name: "key", type: "string" },
+    2: { name: "value", type: "double" },
   },
   "berth.v1.PlanPlacementRequest": {
     1: { name: "specs", type: "message", repeated: true, message: "berth.v1.VmSpec" },
@@ -533,6 +590,7 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     7: { name: "created_at_ms", type: "uint64" },
     8: { name: "force_stop", type: "bool" },
     9: { name: "request_id", type: "string" },
+    10: { name: "placement", type: "message", message: "berth.v1.PlacementRecord" },
   },
   "berth.v1.VmSpec": {
     1: { name: "name", type: "string" },
@@ -575,12 +633,16 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.WatchEventsRequest": {
     1: { name: "vms", type: "bool" },
     2: { name: "hosts", type: "bool" },
+    3: { name: "migrations", type: "bool" },
+    4: { name: "events", type: "bool" },
   },
   "berth.v1.WatchEventsResponse": {
     1: { name: "type", type: "enum" },
     2: { name: "revision", type: "uint64" },
     3: { name: "vm", type: "message", message: "berth.v1.Vm" },
     4: { name: "host", type: "message", message: "berth.v1.Host" },
+    5: { name: "migration", type: "message", message: "berth.v1.Migration" },
+    6: { name: "event", type: "message", message: "berth.v1.ClusterEvent" },
   },
   "berth.v1.Welcome": {
     1: { name: "leader_epoch", type: "uint64" },
@@ -603,6 +665,7 @@ export const wireMethods: Readonly<Record<string, string>> = {
   "/berth.v1.ClusterService/CreateVm": "berth.v1.CreateVmRequest",
   "/berth.v1.ClusterService/CreateVms": "berth.v1.CreateVmsRequest",
   "/berth.v1.ClusterService/DeleteGroup": "berth.v1.DeleteGroupRequest",
+  "/berth.v1.ClusterService/DeleteHost": "berth.v1.DeleteHostRequest",
   "/berth.v1.ClusterService/DeleteOrphan": "berth.v1.DeleteOrphanRequest",
   "/berth.v1.ClusterService/DeleteVm": "berth.v1.DeleteVmRequest",
   "/berth.v1.ClusterService/DrainHost": "berth.v1.DrainHostRequest",
@@ -611,6 +674,7 @@ export const wireMethods: Readonly<Record<string, string>> = {
   "/berth.v1.ClusterService/GetHost": "berth.v1.GetHostRequest",
   "/berth.v1.ClusterService/GetMigration": "berth.v1.GetMigrationRequest",
   "/berth.v1.ClusterService/GetVm": "berth.v1.GetVmRequest",
+  "/berth.v1.ClusterService/LabelHost": "berth.v1.LabelHostRequest",
   "/berth.v1.ClusterService/ListGroups": "berth.v1.ListGroupsRequest",
   "/berth.v1.ClusterService/ListHosts": "berth.v1.ListHostsRequest",
   "/berth.v1.ClusterService/ListMigrations": "berth.v1.ListMigrationsRequest",

@@ -21,6 +21,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { ClusterConfig } from "./config.js";
+import { ClusterEvent } from "./event.js";
 import { Group, GroupPolicy, groupPolicyFromJSON, groupPolicyToJSON } from "./group.js";
 import { Host } from "./host.js";
 import { ClusterInfo } from "./identity.js";
@@ -166,16 +167,49 @@ export interface GetHostResponse {
 }
 
 export interface WatchEventsRequest {
-  /** Only events of these kinds; all when empty. */
+  /** Only these kinds; all when none is set. */
   vms: boolean;
   hosts: boolean;
+  migrations: boolean;
+  /**
+   * Cluster events (see ClusterEvent): the recent ones the answering controller keeps (type
+   * EXISTING), then each new one (type PUT).
+   */
+  events: boolean;
 }
 
 export interface WatchEventsResponse {
   type: EventType;
   /** The store revision of the change. */
   revision: number;
-  object?: { $case: "vm"; value: Vm } | { $case: "host"; value: Host } | undefined;
+  object?: { $case: "vm"; value: Vm } | { $case: "host"; value: Host } | { $case: "migration"; value: Migration } | {
+    $case: "event";
+    value: ClusterEvent;
+  } | undefined;
+}
+
+export interface LabelHostRequest {
+  hostId: string;
+  /** Operator labels to set, key → value (keys and values bounded as VM labels are). */
+  set: { [key: string]: string };
+  /** Keys of operator labels to remove. A key only the agent sets cannot be removed here. */
+  remove: string[];
+}
+
+export interface LabelHostRequest_SetEntry {
+  key: string;
+  value: string;
+}
+
+export interface LabelHostResponse {
+  host?: Host | undefined;
+}
+
+export interface DeleteHostRequest {
+  hostId: string;
+}
+
+export interface DeleteHostResponse {
 }
 
 export interface CreateVmsRequest {
@@ -1590,7 +1624,7 @@ export const GetHostResponse: MessageFns<GetHostResponse> = {
 };
 
 function createBaseWatchEventsRequest(): WatchEventsRequest {
-  return { vms: false, hosts: false };
+  return { vms: false, hosts: false, migrations: false, events: false };
 }
 
 export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
@@ -1600,6 +1634,12 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     }
     if (message.hosts !== false) {
       writer.uint32(16).bool(message.hosts);
+    }
+    if (message.migrations !== false) {
+      writer.uint32(24).bool(message.migrations);
+    }
+    if (message.events !== false) {
+      writer.uint32(32).bool(message.events);
     }
     return writer;
   },
@@ -1633,6 +1673,22 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
             message.hosts = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.migrations = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.events = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1649,6 +1705,8 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     return {
       vms: isSet(object.vms) ? globalThis.Boolean(object.vms) : false,
       hosts: isSet(object.hosts) ? globalThis.Boolean(object.hosts) : false,
+      migrations: isSet(object.migrations) ? globalThis.Boolean(object.migrations) : false,
+      events: isSet(object.events) ? globalThis.Boolean(object.events) : false,
     };
   },
 
@@ -1660,6 +1718,12 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     if (message.hosts !== false) {
       obj.hosts = message.hosts;
     }
+    if (message.migrations !== false) {
+      obj.migrations = message.migrations;
+    }
+    if (message.events !== false) {
+      obj.events = message.events;
+    }
     return obj;
   },
 
@@ -1670,6 +1734,8 @@ export const WatchEventsRequest: MessageFns<WatchEventsRequest> = {
     const message = createBaseWatchEventsRequest();
     message.vms = object.vms ?? false;
     message.hosts = object.hosts ?? false;
+    message.migrations = object.migrations ?? false;
+    message.events = object.events ?? false;
     return message;
   },
 };
@@ -1692,6 +1758,12 @@ export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
         break;
       case "host":
         Host.encode(message.object.value, writer.uint32(34).fork()).join();
+        break;
+      case "migration":
+        Migration.encode(message.object.value, writer.uint32(42).fork()).join();
+        break;
+      case "event":
+        ClusterEvent.encode(message.object.value, writer.uint32(50).fork()).join();
         break;
     }
     return writer;
@@ -1742,6 +1814,22 @@ export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
             message.object = { $case: "host", value: Host.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.object = { $case: "migration", value: Migration.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.object = { $case: "event", value: ClusterEvent.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1762,6 +1850,10 @@ export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
         ? { $case: "vm", value: Vm.fromJSON(object.vm) }
         : isSet(object.host)
         ? { $case: "host", value: Host.fromJSON(object.host) }
+        : isSet(object.migration)
+        ? { $case: "migration", value: Migration.fromJSON(object.migration) }
+        : isSet(object.event)
+        ? { $case: "event", value: ClusterEvent.fromJSON(object.event) }
         : undefined,
     };
   },
@@ -1778,6 +1870,10 @@ export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
       obj.vm = Vm.toJSON(message.object.value);
     } else if (message.object?.$case === "host") {
       obj.host = Host.toJSON(message.object.value);
+    } else if (message.object?.$case === "migration") {
+      obj.migration = Migration.toJSON(message.object.value);
+    } else if (message.object?.$case === "event") {
+      obj.event = ClusterEvent.toJSON(message.object.value);
     }
     return obj;
   },
@@ -1802,7 +1898,431 @@ export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
         }
         break;
       }
+      case "migration": {
+        if (object.object?.value !== undefined && object.object?.value !== null) {
+          message.object = { $case: "migration", value: Migration.fromPartial(object.object.value) };
+        }
+        break;
+      }
+      case "event": {
+        if (object.object?.value !== undefined && object.object?.value !== null) {
+          message.object = { $case: "event", value: ClusterEvent.fromPartial(object.object.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseLabelHostRequest(): LabelHostRequest {
+  return { hostId: "", set: {}, remove: [] };
+}
+
+export const LabelHostRequest: MessageFns<LabelHostRequest> = {
+  encode(message: LabelHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    globalThis.Object.entries(message.set).forEach(([key, value]: [string, string]) => {
+      LabelHostRequest_SetEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    for (const v of message.remove) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LabelHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLabelHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = LabelHostRequest_SetEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.set[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.remove.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LabelHostRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      set: isObject(object.set)
+        ? (globalThis.Object.entries(object.set) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      remove: globalThis.Array.isArray(object?.remove) ? object.remove.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: LabelHostRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.set) {
+      const entries = globalThis.Object.entries(message.set) as [string, string][];
+      if (entries.length > 0) {
+        obj.set = {};
+        entries.forEach(([k, v]) => {
+          obj.set[k] = v;
+        });
+      }
+    }
+    if (message.remove?.length) {
+      obj.remove = message.remove;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LabelHostRequest>): LabelHostRequest {
+    return LabelHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LabelHostRequest>): LabelHostRequest {
+    const message = createBaseLabelHostRequest();
+    message.hostId = object.hostId ?? "";
+    message.set = (globalThis.Object.entries(object.set ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.remove = object.remove?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseLabelHostRequest_SetEntry(): LabelHostRequest_SetEntry {
+  return { key: "", value: "" };
+}
+
+export const LabelHostRequest_SetEntry: MessageFns<LabelHostRequest_SetEntry> = {
+  encode(message: LabelHostRequest_SetEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LabelHostRequest_SetEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLabelHostRequest_SetEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LabelHostRequest_SetEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: LabelHostRequest_SetEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LabelHostRequest_SetEntry>): LabelHostRequest_SetEntry {
+    return LabelHostRequest_SetEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LabelHostRequest_SetEntry>): LabelHostRequest_SetEntry {
+    const message = createBaseLabelHostRequest_SetEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseLabelHostResponse(): LabelHostResponse {
+  return { host: undefined };
+}
+
+export const LabelHostResponse: MessageFns<LabelHostResponse> = {
+  encode(message: LabelHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== undefined) {
+      Host.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LabelHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLabelHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = Host.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LabelHostResponse {
+    return { host: isSet(object.host) ? Host.fromJSON(object.host) : undefined };
+  },
+
+  toJSON(message: LabelHostResponse): unknown {
+    const obj: any = {};
+    if (message.host !== undefined) {
+      obj.host = Host.toJSON(message.host);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LabelHostResponse>): LabelHostResponse {
+    return LabelHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LabelHostResponse>): LabelHostResponse {
+    const message = createBaseLabelHostResponse();
+    message.host = (object.host !== undefined && object.host !== null) ? Host.fromPartial(object.host) : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteHostRequest(): DeleteHostRequest {
+  return { hostId: "" };
+}
+
+export const DeleteHostRequest: MessageFns<DeleteHostRequest> = {
+  encode(message: DeleteHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteHostRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteHostRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteHostRequest>): DeleteHostRequest {
+    return DeleteHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteHostRequest>): DeleteHostRequest {
+    const message = createBaseDeleteHostRequest();
+    message.hostId = object.hostId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteHostResponse(): DeleteHostResponse {
+  return {};
+}
+
+export const DeleteHostResponse: MessageFns<DeleteHostResponse> = {
+  encode(_: DeleteHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteHostResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteHostResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteHostResponse>): DeleteHostResponse {
+    return DeleteHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DeleteHostResponse>): DeleteHostResponse {
+    const message = createBaseDeleteHostResponse();
     return message;
   },
 };
@@ -5886,7 +6406,10 @@ export const ClusterServiceService = {
       Buffer.from(ApplyRebalanceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ApplyRebalanceResponse => ApplyRebalanceResponse.decode(value),
   },
-  /** The current state of every VM and host, then every change. */
+  /**
+   * The current state of every VM, host and migration and the recent cluster events, then every
+   * change and every new event.
+   */
   watchEvents: {
     path: "/berth.v1.ClusterService/WatchEvents" as const,
     requestStream: false as const,
@@ -5895,6 +6418,29 @@ export const ClusterServiceService = {
     requestDeserialize: (value: Buffer): WatchEventsRequest => WatchEventsRequest.decode(value),
     responseSerialize: (value: WatchEventsResponse): Buffer => Buffer.from(WatchEventsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchEventsResponse => WatchEventsResponse.decode(value),
+  },
+  /** Sets or removes operator labels on a host (`berth host label`). Admin. */
+  labelHost: {
+    path: "/berth.v1.ClusterService/LabelHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LabelHostRequest): Buffer => Buffer.from(LabelHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LabelHostRequest => LabelHostRequest.decode(value),
+    responseSerialize: (value: LabelHostResponse): Buffer => Buffer.from(LabelHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LabelHostResponse => LabelHostResponse.decode(value),
+  },
+  /**
+   * Forgets a retired host: refused while its agent is connected or any VM or migration names it.
+   * Admin.
+   */
+  deleteHost: {
+    path: "/berth.v1.ClusterService/DeleteHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteHostRequest): Buffer => Buffer.from(DeleteHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteHostRequest => DeleteHostRequest.decode(value),
+    responseSerialize: (value: DeleteHostResponse): Buffer => Buffer.from(DeleteHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteHostResponse => DeleteHostResponse.decode(value),
   },
 } as const;
 
@@ -5969,8 +6515,18 @@ export interface ClusterServiceServer extends UntypedServiceImplementation {
    * current state first; answers with the moves started and those skipped (with why).
    */
   applyRebalance: handleUnaryCall<ApplyRebalanceRequest, ApplyRebalanceResponse>;
-  /** The current state of every VM and host, then every change. */
+  /**
+   * The current state of every VM, host and migration and the recent cluster events, then every
+   * change and every new event.
+   */
   watchEvents: handleServerStreamingCall<WatchEventsRequest, WatchEventsResponse>;
+  /** Sets or removes operator labels on a host (`berth host label`). Admin. */
+  labelHost: handleUnaryCall<LabelHostRequest, LabelHostResponse>;
+  /**
+   * Forgets a retired host: refused while its agent is connected or any VM or migration names it.
+   * Admin.
+   */
+  deleteHost: handleUnaryCall<DeleteHostRequest, DeleteHostResponse>;
 }
 
 export interface ClusterServiceClient extends Client {
@@ -6450,13 +7006,51 @@ export interface ClusterServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ApplyRebalanceResponse) => void,
   ): ClientUnaryCall;
-  /** The current state of every VM and host, then every change. */
+  /**
+   * The current state of every VM, host and migration and the recent cluster events, then every
+   * change and every new event.
+   */
   watchEvents(request: WatchEventsRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchEventsResponse>;
   watchEvents(
     request: WatchEventsRequest,
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchEventsResponse>;
+  /** Sets or removes operator labels on a host (`berth host label`). Admin. */
+  labelHost(
+    request: LabelHostRequest,
+    callback: (error: ServiceError | null, response: LabelHostResponse) => void,
+  ): ClientUnaryCall;
+  labelHost(
+    request: LabelHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: LabelHostResponse) => void,
+  ): ClientUnaryCall;
+  labelHost(
+    request: LabelHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: LabelHostResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Forgets a retired host: refused while its agent is connected or any VM or migration names it.
+   * Admin.
+   */
+  deleteHost(
+    request: DeleteHostRequest,
+    callback: (error: ServiceError | null, response: DeleteHostResponse) => void,
+  ): ClientUnaryCall;
+  deleteHost(
+    request: DeleteHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteHostResponse) => void,
+  ): ClientUnaryCall;
+  deleteHost(
+    request: DeleteHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteHostResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const ClusterServiceClient = makeGenericClientConstructor(

@@ -148,10 +148,29 @@ export interface Host {
   /** Why an operator cordoned the host (`berth host cordon --reason`); kept across reconnects. */
   cordonReason: string;
   /** The host's drain, when one was asked for (`berth host drain`); cleared by uncordon. */
-  drain?: DrainStatus | undefined;
+  drain?:
+    | DrainStatus
+    | undefined;
+  /**
+   * Labels an operator set (`berth host label`); they win over the agent's of the same key and
+   * survive reconnects. `labels` is always the agent's labels with these over them.
+   */
+  operatorLabels: { [key: string]: string };
+  /** The labels the host's agent reported in its last Hello (`berth-agent --label`). */
+  agentLabels: { [key: string]: string };
 }
 
 export interface Host_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface Host_OperatorLabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface Host_AgentLabelsEntry {
   key: string;
   value: string;
 }
@@ -221,6 +240,8 @@ function createBaseHost(): Host {
     confirmedDown: false,
     cordonReason: "",
     drain: undefined,
+    operatorLabels: {},
+    agentLabels: {},
   };
 }
 
@@ -289,6 +310,12 @@ export const Host: MessageFns<Host> = {
     if (message.drain !== undefined) {
       DrainStatus.encode(message.drain, writer.uint32(170).fork()).join();
     }
+    globalThis.Object.entries(message.operatorLabels).forEach(([key, value]: [string, string]) => {
+      Host_OperatorLabelsEntry.encode({ key: key as any, value }, writer.uint32(178).fork()).join();
+    });
+    globalThis.Object.entries(message.agentLabels).forEach(([key, value]: [string, string]) => {
+      Host_AgentLabelsEntry.encode({ key: key as any, value }, writer.uint32(186).fork()).join();
+    });
     return writer;
   },
 
@@ -476,6 +503,28 @@ export const Host: MessageFns<Host> = {
             message.drain = DrainStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            const entry22 = Host_OperatorLabelsEntry.decode(reader, reader.uint32());
+            if (entry22.value !== undefined) {
+              message.operatorLabels[entry22.key] = entry22.value;
+            }
+            continue;
+          }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            const entry23 = Host_AgentLabelsEntry.decode(reader, reader.uint32());
+            if (entry23.value !== undefined) {
+              message.agentLabels[entry23.key] = entry23.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -558,6 +607,60 @@ export const Host: MessageFns<Host> = {
         ? globalThis.String(object.cordon_reason)
         : "",
       drain: isSet(object.drain) ? DrainStatus.fromJSON(object.drain) : undefined,
+      operatorLabels: isObject(object.operatorLabels)
+        ? (globalThis.Object.entries(object.operatorLabels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.operator_labels)
+        ? (globalThis.Object.entries(object.operator_labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      agentLabels: isObject(object.agentLabels)
+        ? (globalThis.Object.entries(object.agentLabels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.agent_labels)
+        ? (globalThis.Object.entries(object.agent_labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -632,6 +735,24 @@ export const Host: MessageFns<Host> = {
     if (message.drain !== undefined) {
       obj.drain = DrainStatus.toJSON(message.drain);
     }
+    if (message.operatorLabels) {
+      const entries = globalThis.Object.entries(message.operatorLabels) as [string, string][];
+      if (entries.length > 0) {
+        obj.operatorLabels = {};
+        entries.forEach(([k, v]) => {
+          obj.operatorLabels[k] = v;
+        });
+      }
+    }
+    if (message.agentLabels) {
+      const entries = globalThis.Object.entries(message.agentLabels) as [string, string][];
+      if (entries.length > 0) {
+        obj.agentLabels = {};
+        entries.forEach(([k, v]) => {
+          obj.agentLabels[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -685,6 +806,24 @@ export const Host: MessageFns<Host> = {
     message.drain = (object.drain !== undefined && object.drain !== null)
       ? DrainStatus.fromPartial(object.drain)
       : undefined;
+    message.operatorLabels = (globalThis.Object.entries(object.operatorLabels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.agentLabels = (globalThis.Object.entries(object.agentLabels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
     return message;
   },
 };
@@ -768,6 +907,176 @@ export const Host_LabelsEntry: MessageFns<Host_LabelsEntry> = {
   },
   fromPartial(object: DeepPartial<Host_LabelsEntry>): Host_LabelsEntry {
     const message = createBaseHost_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseHost_OperatorLabelsEntry(): Host_OperatorLabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const Host_OperatorLabelsEntry: MessageFns<Host_OperatorLabelsEntry> = {
+  encode(message: Host_OperatorLabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Host_OperatorLabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHost_OperatorLabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Host_OperatorLabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Host_OperatorLabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Host_OperatorLabelsEntry>): Host_OperatorLabelsEntry {
+    return Host_OperatorLabelsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Host_OperatorLabelsEntry>): Host_OperatorLabelsEntry {
+    const message = createBaseHost_OperatorLabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseHost_AgentLabelsEntry(): Host_AgentLabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const Host_AgentLabelsEntry: MessageFns<Host_AgentLabelsEntry> = {
+  encode(message: Host_AgentLabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Host_AgentLabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHost_AgentLabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Host_AgentLabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Host_AgentLabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Host_AgentLabelsEntry>): Host_AgentLabelsEntry {
+    return Host_AgentLabelsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Host_AgentLabelsEntry>): Host_AgentLabelsEntry {
+    const message = createBaseHost_AgentLabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
     return message;

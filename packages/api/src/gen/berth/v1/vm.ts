@@ -293,6 +293,54 @@ export interface Vm {
    * lost answer or a leader change) returns this VM instead of ALREADY_EXISTS.
    */
   requestId: string;
+  /**
+   * Why the scheduler chose host_id, as decided (kept for `berth vm show` and the dashboard).
+   * Unset for VMs placed before this field existed.
+   */
+  placement?: PlacementRecord | undefined;
+}
+
+/**
+ * How a VM's host was chosen, recorded with the decision. Scores are the scheduler's own (each
+ * weigher's normalised score in [0, 1] and the weighted total, as `berth plan` shows them), taken
+ * from the same hosts' snapshots the decision was made on.
+ */
+export interface PlacementRecord {
+  /** Unix milliseconds of the decision. */
+  decidedAtMs: number;
+  /**
+   * What asked for the placement: "create", "gang" (one of a CreateVms), "relocate" (recreated
+   * after its host was fenced) or "migrate".
+   */
+  cause: string;
+  /** The scheduler preset of the decision, e.g. "spread". */
+  preset: string;
+  /** Hosts the decision looked at, and how many passed every filter. */
+  hostsConsidered: number;
+  hostsFeasible: number;
+  /** The chosen host's score per weigher, and the weighted total. */
+  scores: { [key: string]: number };
+  total: number;
+  /** The next best host and its total; empty when the chosen host was the only one that fitted. */
+  runnerUpHost: string;
+  runnerUpTotal: number;
+  /** Hosts rejected, counted by the filter that rejected them. */
+  rejectedByFilter: { [key: string]: number };
+  /**
+   * False when the fleet was too large to explain within the create path's budget: only the
+   * chosen host and hosts_considered are set (`berth plan` explains any placement in full).
+   */
+  explained: boolean;
+}
+
+export interface PlacementRecord_ScoresEntry {
+  key: string;
+  value: number;
+}
+
+export interface PlacementRecord_RejectedByFilterEntry {
+  key: string;
+  value: number;
 }
 
 function createBaseVmSpec(): VmSpec {
@@ -1100,6 +1148,7 @@ function createBaseVm(): Vm {
     createdAtMs: 0,
     forceStop: false,
     requestId: "",
+    placement: undefined,
   };
 }
 
@@ -1131,6 +1180,9 @@ export const Vm: MessageFns<Vm> = {
     }
     if (message.requestId !== "") {
       writer.uint32(74).string(message.requestId);
+    }
+    if (message.placement !== undefined) {
+      PlacementRecord.encode(message.placement, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -1220,6 +1272,14 @@ export const Vm: MessageFns<Vm> = {
             message.requestId = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.placement = PlacementRecord.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1263,6 +1323,7 @@ export const Vm: MessageFns<Vm> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      placement: isSet(object.placement) ? PlacementRecord.fromJSON(object.placement) : undefined,
     };
   },
 
@@ -1295,6 +1356,9 @@ export const Vm: MessageFns<Vm> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.placement !== undefined) {
+      obj.placement = PlacementRecord.toJSON(message.placement);
+    }
     return obj;
   },
 
@@ -1314,9 +1378,520 @@ export const Vm: MessageFns<Vm> = {
     message.createdAtMs = object.createdAtMs ?? 0;
     message.forceStop = object.forceStop ?? false;
     message.requestId = object.requestId ?? "";
+    message.placement = (object.placement !== undefined && object.placement !== null)
+      ? PlacementRecord.fromPartial(object.placement)
+      : undefined;
     return message;
   },
 };
+
+function createBasePlacementRecord(): PlacementRecord {
+  return {
+    decidedAtMs: 0,
+    cause: "",
+    preset: "",
+    hostsConsidered: 0,
+    hostsFeasible: 0,
+    scores: {},
+    total: 0,
+    runnerUpHost: "",
+    runnerUpTotal: 0,
+    rejectedByFilter: {},
+    explained: false,
+  };
+}
+
+export const PlacementRecord: MessageFns<PlacementRecord> = {
+  encode(message: PlacementRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.decidedAtMs !== 0) {
+      writer.uint32(8).uint64(message.decidedAtMs);
+    }
+    if (message.cause !== "") {
+      writer.uint32(18).string(message.cause);
+    }
+    if (message.preset !== "") {
+      writer.uint32(26).string(message.preset);
+    }
+    if (message.hostsConsidered !== 0) {
+      writer.uint32(32).uint32(message.hostsConsidered);
+    }
+    if (message.hostsFeasible !== 0) {
+      writer.uint32(40).uint32(message.hostsFeasible);
+    }
+    globalThis.Object.entries(message.scores).forEach(([key, value]: [string, number]) => {
+      PlacementRecord_ScoresEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
+    if (message.total !== 0) {
+      writer.uint32(57).double(message.total);
+    }
+    if (message.runnerUpHost !== "") {
+      writer.uint32(66).string(message.runnerUpHost);
+    }
+    if (message.runnerUpTotal !== 0) {
+      writer.uint32(73).double(message.runnerUpTotal);
+    }
+    globalThis.Object.entries(message.rejectedByFilter).forEach(([key, value]: [string, number]) => {
+      PlacementRecord_RejectedByFilterEntry.encode({ key: key as any, value }, writer.uint32(82).fork()).join();
+    });
+    if (message.explained !== false) {
+      writer.uint32(88).bool(message.explained);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlacementRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlacementRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.decidedAtMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.cause = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.preset = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.hostsConsidered = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.hostsFeasible = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = PlacementRecord_ScoresEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.scores[entry6.key] = entry6.value;
+            }
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.total = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.runnerUpHost = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.runnerUpTotal = reader.double();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            const entry10 = PlacementRecord_RejectedByFilterEntry.decode(reader, reader.uint32());
+            if (entry10.value !== undefined) {
+              message.rejectedByFilter[entry10.key] = entry10.value;
+            }
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.explained = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlacementRecord {
+    return {
+      decidedAtMs: isSet(object.decidedAtMs)
+        ? globalThis.Number(object.decidedAtMs)
+        : isSet(object.decided_at_ms)
+        ? globalThis.Number(object.decided_at_ms)
+        : 0,
+      cause: isSet(object.cause) ? globalThis.String(object.cause) : "",
+      preset: isSet(object.preset) ? globalThis.String(object.preset) : "",
+      hostsConsidered: isSet(object.hostsConsidered)
+        ? globalThis.Number(object.hostsConsidered)
+        : isSet(object.hosts_considered)
+        ? globalThis.Number(object.hosts_considered)
+        : 0,
+      hostsFeasible: isSet(object.hostsFeasible)
+        ? globalThis.Number(object.hostsFeasible)
+        : isSet(object.hosts_feasible)
+        ? globalThis.Number(object.hosts_feasible)
+        : 0,
+      scores: isObject(object.scores)
+        ? (globalThis.Object.entries(object.scores) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      total: isSet(object.total) ? globalThis.Number(object.total) : 0,
+      runnerUpHost: isSet(object.runnerUpHost)
+        ? globalThis.String(object.runnerUpHost)
+        : isSet(object.runner_up_host)
+        ? globalThis.String(object.runner_up_host)
+        : "",
+      runnerUpTotal: isSet(object.runnerUpTotal)
+        ? globalThis.Number(object.runnerUpTotal)
+        : isSet(object.runner_up_total)
+        ? globalThis.Number(object.runner_up_total)
+        : 0,
+      rejectedByFilter: isObject(object.rejectedByFilter)
+        ? (globalThis.Object.entries(object.rejectedByFilter) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.rejected_by_filter)
+        ? (globalThis.Object.entries(object.rejected_by_filter) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      explained: isSet(object.explained) ? globalThis.Boolean(object.explained) : false,
+    };
+  },
+
+  toJSON(message: PlacementRecord): unknown {
+    const obj: any = {};
+    if (message.decidedAtMs !== 0) {
+      obj.decidedAtMs = Math.round(message.decidedAtMs);
+    }
+    if (message.cause !== "") {
+      obj.cause = message.cause;
+    }
+    if (message.preset !== "") {
+      obj.preset = message.preset;
+    }
+    if (message.hostsConsidered !== 0) {
+      obj.hostsConsidered = Math.round(message.hostsConsidered);
+    }
+    if (message.hostsFeasible !== 0) {
+      obj.hostsFeasible = Math.round(message.hostsFeasible);
+    }
+    if (message.scores) {
+      const entries = globalThis.Object.entries(message.scores) as [string, number][];
+      if (entries.length > 0) {
+        obj.scores = {};
+        entries.forEach(([k, v]) => {
+          obj.scores[k] = floatToJson(v);
+        });
+      }
+    }
+    if (message.total !== 0) {
+      obj.total = floatToJson(message.total);
+    }
+    if (message.runnerUpHost !== "") {
+      obj.runnerUpHost = message.runnerUpHost;
+    }
+    if (message.runnerUpTotal !== 0) {
+      obj.runnerUpTotal = floatToJson(message.runnerUpTotal);
+    }
+    if (message.rejectedByFilter) {
+      const entries = globalThis.Object.entries(message.rejectedByFilter) as [string, number][];
+      if (entries.length > 0) {
+        obj.rejectedByFilter = {};
+        entries.forEach(([k, v]) => {
+          obj.rejectedByFilter[k] = Math.round(v);
+        });
+      }
+    }
+    if (message.explained !== false) {
+      obj.explained = message.explained;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlacementRecord>): PlacementRecord {
+    return PlacementRecord.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlacementRecord>): PlacementRecord {
+    const message = createBasePlacementRecord();
+    message.decidedAtMs = object.decidedAtMs ?? 0;
+    message.cause = object.cause ?? "";
+    message.preset = object.preset ?? "";
+    message.hostsConsidered = object.hostsConsidered ?? 0;
+    message.hostsFeasible = object.hostsFeasible ?? 0;
+    message.scores = (globalThis.Object.entries(object.scores ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.total = object.total ?? 0;
+    message.runnerUpHost = object.runnerUpHost ?? "";
+    message.runnerUpTotal = object.runnerUpTotal ?? 0;
+    message.rejectedByFilter = (globalThis.Object.entries(object.rejectedByFilter ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.explained = object.explained ?? false;
+    return message;
+  },
+};
+
+function createBasePlacementRecord_ScoresEntry(): PlacementRecord_ScoresEntry {
+  return { key: "", value: 0 };
+}
+
+export const PlacementRecord_ScoresEntry: MessageFns<PlacementRecord_ScoresEntry> = {
+  encode(message: PlacementRecord_ScoresEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlacementRecord_ScoresEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlacementRecord_ScoresEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlacementRecord_ScoresEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: PlacementRecord_ScoresEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlacementRecord_ScoresEntry>): PlacementRecord_ScoresEntry {
+    return PlacementRecord_ScoresEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlacementRecord_ScoresEntry>): PlacementRecord_ScoresEntry {
+    const message = createBasePlacementRecord_ScoresEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBasePlacementRecord_RejectedByFilterEntry(): PlacementRecord_RejectedByFilterEntry {
+  return { key: "", value: 0 };
+}
+
+export const PlacementRecord_RejectedByFilterEntry: MessageFns<PlacementRecord_RejectedByFilterEntry> = {
+  encode(message: PlacementRecord_RejectedByFilterEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).uint32(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlacementRecord_RejectedByFilterEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlacementRecord_RejectedByFilterEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlacementRecord_RejectedByFilterEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: PlacementRecord_RejectedByFilterEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = Math.round(message.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlacementRecord_RejectedByFilterEntry>): PlacementRecord_RejectedByFilterEntry {
+    return PlacementRecord_RejectedByFilterEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlacementRecord_RejectedByFilterEntry>): PlacementRecord_RejectedByFilterEntry {
+    const message = createBasePlacementRecord_RejectedByFilterEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
