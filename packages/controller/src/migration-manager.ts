@@ -39,6 +39,7 @@ import {
 } from "./migration.js";
 import type { Placer } from "./placement.js";
 import { setDesiredState } from "./vm-writes.js";
+import { unexplainedRecord } from "./placement-record.js";
 import { waitUpTo } from "./wait.js";
 
 /** Migration limits and timeouts, resolved (see MigrationConfig in the proto). */
@@ -406,6 +407,8 @@ export class MigrationManager {
         const moved: Vm = {
           ...vm,
           hostId: m.targetHost,
+          // The target was a migration's (requested, or chosen at admission): no create scores apply.
+          placement: unexplainedRecord({ decidedAtMs: m.startedAtMs || now, cause: "migrate", preset: "", hostsConsidered: 0 }),
           status: VmStatus.fromPartial({ ...vm.status, phase: VmPhase.VM_PHASE_RUNNING, message: `migrated from ${m.sourceHost}`, updatedAtMs: now }),
         };
         ops.push({ type: "put", key: vkv.key, value: encodeVm(moved) });

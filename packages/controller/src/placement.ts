@@ -6,6 +6,7 @@ import {
   VmStatus,
   type HostVerdict as WireVerdict,
   type Host,
+  type PlacementRecord,
   type PlanPlacementResponse,
   type Resources,
   type Vm,
@@ -25,6 +26,8 @@ import {
 } from "@berth/scheduler";
 import { MAX_TXN_OPS, type ClusterStore, type Compare, type Op } from "@berth/store";
 import { holdsTarget, type ClusterState } from "./cluster-state.js";
+import { NO_METRICS, type Metrics, type ScheduleResult } from "./metrics.js";
+import { EXPLAIN_BUDGET_VERDICTS, placementRecordOf, unexplainedRecord } from "./placement-record.js";
 import { PlacementView, sameSnapshot } from "./placement-view.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { decodeVm, encodeGroup, encodeVm, Keys } from "./keys.js";
@@ -49,6 +52,19 @@ function validateRequestId(id: string): void {
   if (id !== "" && !REQUEST_ID.test(id)) {
     throw invalidArgument("request_id", `'${id.slice(0, 64)}' must be 1-64 characters of letters, digits, '.', '_' or '-'`);
   }
+}
+
+/**
+ * How a failed create counts as a scheduling attempt: RESOURCE_EXHAUSTED is unschedulable; the
+ * caller's own mistakes (a bad spec, a taken name, an unknown group or pin) are no attempt at all;
+ * anything else is an error.
+ */
+function scheduleResultOf(e: unknown): ScheduleResult | undefined {
+  if (isBerthError(e, ErrorCode.ResourceExhausted)) return "unschedulable";
+  for (const code of [ErrorCode.InvalidArgument, ErrorCode.AlreadyExists, ErrorCode.NotFound, ErrorCode.FailedPrecondition]) {
+    if (isBerthError(e, code)) return undefined;
+  }
+  return "error";
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -122,6 +138,7 @@ export class Placer {
   private createsInFlight = 0;
   /** Create calls refused because maxCreatesInFlight were in flight. */
   shedCreates = 0;
+  #pendingVms = 0;
   private optionsCache: { revision: number; options: ResolvedSchedulerOptions } | undefined;
 
   constructor(
@@ -138,6 +155,8 @@ export class Placer {
     private readonly hostsReconnecting: () => { waiting: boolean; missing: number } = () => ({ waiting: false, missing: 0 }),
     /** Creates placed at once; one more is refused with UNAVAILABLE (ControllerOptions.maxCreatesInFlight). */
     private readonly maxCreatesInFlight = Infinity,
+    /** Told how each create's scheduling attempt ended, and how long it took. */
+    private readonly metrics: Metrics = NO_METRICS,
   ) {
     this.view = new PlacementView({
       hostIds: () => this.state.allHosts().map((h) => h.id),
@@ -261,11 +280,26 @@ export class Placer {
       throw new BerthError(ErrorCode.Busy, `the controller is busy: ${this.createsInFlight} creates in flight (at most ${this.maxCreatesInFlight}); nothing was written; retry with backoff`);
     }
     this.createsInFlight++;
+    this.#pendingVms += specs.length;
+    const started = process.hrtime.bigint();
+    let result: ScheduleResult | undefined = "error";
     try {
-      return await this.createAdmitted(specs, writer, field, requestId);
+      const vms = await this.createAdmitted(specs, writer, field, requestId);
+      result = "scheduled";
+      return vms;
+    } catch (e) {
+      result = scheduleResultOf(e);
+      throw e;
     } finally {
       this.createsInFlight--;
+      this.#pendingVms -= specs.length;
+      if (result) this.metrics.scheduleAttempt(result, Number(process.hrtime.bigint() - started) / 1e9);
     }
+  }
+
+  /** VMs of the create calls admitted and being placed and committed now (berth_scheduler_pending_vms). */
+  get pendingVms(): number {
+    return this.#pendingVms;
   }
 
   private async createAdmitted(specs: readonly VmSpec[], writer: FencedWriter, field: SpecField, requestId: string): Promise<Vm[]> {
@@ -364,6 +398,12 @@ export class Placer {
         const moved: Vm = {
           ...current,
           hostId: decision.hostId,
+          placement: placementRecordOf(decision.explanation, decision.hostId, {
+            decidedAtMs: this.now(),
+            cause: "relocate",
+            preset: this.options().preset ?? "spread",
+            hostsConsidered: hosts.length,
+          }),
           generation: current.generation + 1,
           status: VmStatus.fromPartial({ phase: VmPhase.VM_PHASE_PENDING, message: `restarted here: ${why}`, updatedAtMs: this.now() }),
         };
@@ -424,7 +464,7 @@ export class Placer {
     }
 
     // Decide and reserve with no await in between: concurrent requests see each other.
-    const hostIds = this.decide(requests);
+    const { hostIds, records } = this.decide(requests);
     specs.forEach((spec, i) => this.hold(spec.name, { name: spec.name, hostId: hostIds[i]!, resources: spec.resources!, group: spec.group }));
 
     try {
@@ -445,7 +485,7 @@ export class Placer {
         compare.push({ key: kv.key, target: "modRevision", equals: kv.modRevision });
         ops.push({ type: "put", key: kv.key, value: encodeGroup({ ...group, members: [...group.members, ...joining] }) });
       }
-      const vms = specs.map((spec, i) => this.newVm(spec, hostIds[i]!, requestId));
+      const vms = specs.map((spec, i) => this.newVm(spec, hostIds[i]!, requestId, records[i]!));
       for (const vm of vms) {
         compare.push({ key: Keys.vm(vm.spec!.name), target: "createRevision", equals: 0 });
         ops.push({ type: "put", key: Keys.vm(vm.spec!.name), value: encodeVm(vm) });
@@ -472,7 +512,7 @@ export class Placer {
    * host re-read from the cache before the answer is used. Throws RESOURCE_EXHAUSTED with one
    * reason per host.
    */
-  private decide(requests: readonly PlacementRequest[]): string[] {
+  private decide(requests: readonly PlacementRequest[]): { hostIds: string[]; records: PlacementRecord[] } {
     for (let repairs = 0; repairs < MAX_VIEW_REPAIRS; repairs++) {
       const engine = this.view.current();
       let hostIds: string[];
@@ -485,18 +525,42 @@ export class Placer {
         if (!decision.placed) throw gangUnplacedError(decision);
         hostIds = decision.placements.map((p) => p.hostId);
       }
-      if (this.view.confirm(hostIds)) return hostIds;
+      if (this.view.confirm(hostIds)) {
+        const ids = engine.hostIds();
+        return { hostIds, records: this.recordsOf(requests, hostIds, ids.length, () => ids.map((id) => engine.snapshot(id)!)) };
+      }
     }
     // The view kept finding chosen hosts out of date: decide on a full snapshot instead.
     const hosts = this.snapshot();
+    let hostIds: string[];
     if (requests.length === 1) {
       const decision = placeVm(hosts, requests[0]!, this.options());
       if (!decision.placed) throw unplacedError(requests[0]!, decision);
-      return [decision.hostId];
+      hostIds = [decision.hostId];
+    } else {
+      const decision = placeVms(hosts, requests, this.options());
+      if (!decision.placed) throw gangUnplacedError(decision);
+      hostIds = decision.placements.map((p) => p.hostId);
     }
-    const decision = placeVms(hosts, requests, this.options());
-    if (!decision.placed) throw gangUnplacedError(decision);
-    return decision.placements.map((p) => p.hostId);
+    return { hostIds, records: this.recordsOf(requests, hostIds, hosts.length, () => hosts) };
+  }
+
+  /**
+   * The placement records of a decision just taken, before its reservations are held: the
+   * scheduler's explaining path (placeVm) over the snapshots the decision was made on, each VM of a
+   * gang seeing the ones before it placed, as the decision did. Beyond EXPLAIN_BUDGET_VERDICTS
+   * host verdicts the records carry no scores (the create path stays fast on large fleets).
+   */
+  private recordsOf(requests: readonly PlacementRequest[], hostIds: readonly string[], fleet: number, snapshots: () => readonly HostSnapshot[]): PlacementRecord[] {
+    const options = this.options();
+    const ctx = { decidedAtMs: this.now(), cause: requests.length === 1 ? "create" : "gang", preset: options.preset ?? "spread", hostsConsidered: fleet };
+    if (fleet * requests.length > EXPLAIN_BUDGET_VERDICTS) return requests.map(() => unexplainedRecord(ctx));
+    let hosts = snapshots();
+    return requests.map((request, i) => {
+      const record = placementRecordOf(placeVm(hosts, request, options).explanation, hostIds[i]!, ctx);
+      hosts = hosts.map((h) => (h.id === hostIds[i] ? withPlacement(h, request.resources, request.group?.name) : h));
+      return record;
+    });
   }
 
   /**
@@ -550,7 +614,7 @@ export class Placer {
     return request;
   }
 
-  private newVm(spec: VmSpec, hostId: string, requestId: string): Vm {
+  private newVm(spec: VmSpec, hostId: string, requestId: string, placement: PlacementRecord): Vm {
     return {
       id: randomUUID(),
       spec: { ...spec, resources: { ...spec.resources! }, labels: { ...spec.labels } },
@@ -561,6 +625,7 @@ export class Placer {
       createdAtMs: this.now(),
       forceStop: false,
       requestId,
+      placement,
     };
   }
 }

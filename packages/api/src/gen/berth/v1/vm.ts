@@ -327,8 +327,9 @@ export interface PlacementRecord {
   /** Hosts rejected, counted by the filter that rejected them. */
   rejectedByFilter: { [key: string]: number };
   /**
-   * False when the fleet was too large to explain within the create path's budget: only the
-   * chosen host and hosts_considered are set (`berth plan` explains any placement in full).
+   * False when no scores were recorded: the fleet × VMs of the request exceeded the create path's
+   * explanation budget (1,024 host verdicts), or the host was a migration's target (cause
+   * "migrate"). Only the context fields are set then; `berth plan` explains any placement in full.
    */
   explained: boolean;
 }

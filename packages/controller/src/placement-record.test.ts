@@ -1,0 +1,146 @@
+/**
+ * The placement record kept on a VM: the scheduler's own scores for the chosen host at decision
+ * time. Unit tests of the pure summary, then in process: what CreateVm records is what PlanPlacement
+ * said of the same state, for one VM and for each VM of a gang.
+ */
+import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { pino } from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { AgentServiceClient, ClusterServiceClient, type PlanPlacementResponse, type Vm, type VmSpec } from "@berth/api";
+import { deadlineIn, grpcClientOptions } from "@berth/core";
+import type { HostVerdict } from "@berth/scheduler";
+import { MemoryStore } from "@berth/store";
+import { Controller } from "./controller.js";
+import { resolveControllerOptions } from "./options.js";
+import { EXPLAIN_BUDGET_VERDICTS, placementRecordOf } from "./placement-record.js";
+
+const ctx = { decidedAtMs: 1_000, cause: "create", preset: "spread", hostsConsidered: 4 };
+
+describe("placementRecordOf", () => {
+  const verdicts: HostVerdict[] = [
+    { hostId: "a", passed: true, scores: { leastAllocated: 0.5 }, total: 0.5 },
+    { hostId: "b", passed: false, filter: "capacity", reason: "memory" },
+    { hostId: "c", passed: true, scores: { leastAllocated: 0.9 }, total: 0.9 },
+    { hostId: "d", passed: false, filter: "capacity", reason: "cpu" },
+    { hostId: "e", passed: false, filter: "labels", reason: "zone" },
+    { hostId: "f", passed: true, scores: { leastAllocated: 0.5 }, total: 0.5 },
+  ];
+
+  it("takes the chosen host's scores, the best other host as runner-up and counts rejections by filter", () => {
+    const r = placementRecordOf(verdicts, "c", ctx);
+    expect(r).toMatchObject({ explained: true, total: 0.9, scores: { leastAllocated: 0.9 }, runnerUpHost: "a", runnerUpTotal: 0.5, hostsFeasible: 3, hostsConsidered: 6 });
+    expect(r.rejectedByFilter).toEqual({ capacity: 2, labels: 1 });
+  });
+
+  it("has no runner-up when the chosen host was the only one that fitted", () => {
+    const r = placementRecordOf([verdicts[0]!, verdicts[1]!], "a", ctx);
+    expect(r).toMatchObject({ explained: true, runnerUpHost: "", hostsFeasible: 1 });
+  });
+
+  it("claims nothing when the chosen host did not pass in the explanation", () => {
+    expect(placementRecordOf(verdicts, "b", ctx)).toMatchObject({ explained: false, scores: {}, total: 0, hostsConsidered: 4, cause: "create" });
+    expect(placementRecordOf(verdicts, "zz", ctx).explained).toBe(false);
+  });
+});
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** A controller and `n` hosts that said Hello on raw streams (placement only). */
+async function cluster(n: number) {
+  const options = resolveControllerOptions({ listen: "127.0.0.1:0", reportIntervalMs: 60_000 });
+  const controller = await Controller.start(options, new MemoryStore(), pino({ level: "silent" }));
+  cleanups.push(() => controller.stop());
+  const address = `127.0.0.1:${controller.port}`;
+  const agents = new AgentServiceClient(address, credentials.createInsecure(), grpcClientOptions());
+  cleanups.push(() => agents.close());
+  for (let deadline = Date.now() + 5_000; !controller.isLeader; ) {
+    if (Date.now() > deadline) throw new Error("no leader");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await Promise.all(
+    Array.from({ length: n }, (_, i) => {
+      const call = agents.connect();
+      call.on("error", () => undefined);
+      cleanups.push(() => call.cancel());
+      const welcomed = new Promise((resolve) => call.once("data", resolve));
+      // Different sizes, so the scores differ from host to host.
+      const capacity = { vcpus: 8 + 4 * i, memoryMib: (8 + 4 * i) * 1024, diskGib: 500 };
+      const hostId = `host-${String(i + 1).padStart(2, "0")}`;
+      call.write({ msg: { $case: "hello", value: { hostId, bootId: `boot-${i}`, capacity, labels: { zone: i % 2 ? "b" : "a" }, inventory: { domains: [] }, agentVersion: "t", driver: "fake", lastLeaderEpoch: 0, clusterId: "" } } });
+      return welcomed;
+    }),
+  );
+  const client = new ClusterServiceClient(address, credentials.createInsecure(), grpcClientOptions());
+  cleanups.push(() => client.close());
+  const unary = <T>(fn: (m: Metadata, o: { deadline: Date }, cb: (e: ServiceError | null, r: T) => void) => void): Promise<T> =>
+    new Promise((resolve, reject) => fn(new Metadata(), { deadline: deadlineIn(10_000) }, (e, r) => (e ? reject(e) : resolve(r))));
+  return {
+    createVm: (spec: VmSpec) => unary<{ vm?: Vm }>((m, o, cb) => client.createVm({ spec, requestId: "" }, m, o, cb)),
+    createVms: (specs: VmSpec[]) => unary<{ vms: Vm[] }>((m, o, cb) => client.createVms({ specs, requestId: "" }, m, o, cb)),
+    getVm: (name: string) => unary<{ vm?: Vm }>((m, o, cb) => client.getVm({ name }, m, o, cb)),
+    plan: (specs: VmSpec[]) => unary<PlanPlacementResponse>((m, o, cb) => client.planPlacement({ specs }, m, o, cb)),
+  };
+}
+
+const spec = (name: string, over: Partial<VmSpec> = {}): VmSpec => ({
+  name,
+  resources: { vcpus: 2, memoryMib: 2048, diskGib: 10 },
+  labels: {},
+  group: "",
+  requiredHostLabels: {},
+  forbiddenHostLabels: {},
+  pinnedHosts: [],
+  onHostFailure: 0,
+  ...over,
+});
+
+/** What a plan's placement says of its chosen host, as the record should. */
+function expectedOf(plan: PlanPlacementResponse, i: number) {
+  const p = plan.placements[i]!;
+  const chosen = p.verdicts.find((v) => v.hostId === p.hostId)!;
+  const others = p.verdicts.filter((v) => v.passed && v.hostId !== p.hostId).sort((a, b) => b.total - a.total || a.hostId.localeCompare(b.hostId));
+  return { hostId: p.hostId, total: chosen.total, scores: chosen.scores, runnerUpHost: others[0]?.hostId ?? "", feasible: p.verdicts.filter((v) => v.passed).length };
+}
+
+describe("the placement record on the VM", () => {
+  it("is what PlanPlacement says of the same state: the chosen host's scores, the runner-up, and the filters' rejections", async () => {
+    const c = await cluster(5);
+    const s = spec("web-1", { requiredHostLabels: { zone: "a" } });
+    const plan = await c.plan([s]);
+    const want = expectedOf(plan, 0);
+    const { vm } = await c.createVm(s);
+    expect(vm!.hostId).toBe(want.hostId);
+    const record = (await c.getVm("web-1")).vm!.placement!;
+    expect(record).toMatchObject({ explained: true, cause: "create", preset: "spread", hostsConsidered: 5, hostsFeasible: want.feasible, runnerUpHost: want.runnerUpHost });
+    expect(record.total).toBeCloseTo(want.total, 9);
+    expect(Object.keys(record.scores).sort()).toEqual(Object.keys(want.scores).sort());
+    // Hosts of zone b were rejected by the label filter, and counted under its name.
+    expect(Object.values(record.rejectedByFilter).reduce((a, b) => a + b, 0)).toBe(2);
+    expect(record.decidedAtMs).toBeGreaterThan(0);
+  });
+
+  it("for a gang, each VM's record sees the VMs before it placed, as the plan does", async () => {
+    const c = await cluster(4);
+    const specs = [spec("g-1"), spec("g-2"), spec("g-3")];
+    const plan = await c.plan(specs);
+    const { vms } = await c.createVms(specs);
+    for (let i = 0; i < specs.length; i++) {
+      const want = expectedOf(plan, i);
+      expect(vms[i]!.hostId).toBe(want.hostId);
+      expect(vms[i]!.placement).toMatchObject({ explained: true, cause: "gang", runnerUpHost: want.runnerUpHost });
+      expect(vms[i]!.placement!.total).toBeCloseTo(want.total, 9);
+    }
+  });
+
+  it("beyond the explanation budget records the decision's context without scores", async () => {
+    const hosts = 11;
+    const count = Math.ceil((EXPLAIN_BUDGET_VERDICTS + 1) / hosts);
+    expect(count).toBeLessThanOrEqual(100);
+    const c = await cluster(hosts);
+    const { vms } = await c.createVms(Array.from({ length: count }, (_, i) => spec(`big-${i}`, { resources: { vcpus: 1, memoryMib: 128, diskGib: 1 } })));
+    expect(vms[0]!.placement).toMatchObject({ explained: false, cause: "gang", hostsConsidered: hosts, scores: {} });
+  });
+});
