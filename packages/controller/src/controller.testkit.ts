@@ -3,7 +3,7 @@
  * streams that script what an agent says, and polling with a deadline.
  */
 import { credentials, experimental, Metadata, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import { AgentMessage, AgentServiceClient, ClusterServiceClient, type DeepPartial, type Command, type CommandResult, type ControllerMessage, type Domain, type Hello } from "@berth/api";
 import { deadlineIn, grpcClientOptions, type PeerRole, type TlsFiles } from "@berth/core";
 import { TestPki } from "../../core/src/pki.testkit.js";
@@ -28,10 +28,12 @@ export async function startController(
   cleanups: Cleanups,
   store: MemoryStore,
   over: Partial<ControllerOptions> = {},
+  /** Where the controller logs (silent by default; a test that reads the log passes its own). */
+  log: Logger = silentLog,
 ): Promise<{ controller: Controller; address: string }> {
   const tls = "tls" in over ? over.tls : await (await TestPki.shared()).files("controller", "controller");
   const options = resolveControllerOptions({ listen: "127.0.0.1:0", controllerId: "c1", reportIntervalMs: 200, leaderTtlMs: 2_000, ...over, ...(tls ? { tls } : {}) });
-  const controller = await Controller.start(options, store, silentLog);
+  const controller = await Controller.start(options, store, log);
   const address = `127.0.0.1:${controller.port}`;
   if (tls) secureAddresses.add(address);
   cleanups.push(async () => {

@@ -1,6 +1,6 @@
 import { Server } from "@grpc/grpc-js";
 import { AgentServiceService, ClusterServiceService, hardenService, HostFailurePolicy, HostState } from "@berth/api";
-import { grpcServerOptions, ReloadingTlsIdentity, serverCredentialsOf } from "@berth/core";
+import { grpcServerOptions, invalidArgument, ReloadingTlsIdentity, serverCredentialsOf, startAdminServer, type AdminRoute, type AdminServer } from "@berth/core";
 import { campaign, readLeader, type ClusterStore, type Leadership } from "@berth/store";
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
@@ -15,6 +15,8 @@ import { EventLog } from "./event-log.js";
 import { clusterService } from "./cluster-service.js";
 import { FencedWriter } from "./fenced-writer.js";
 import { addReflection, ControllerHealth } from "./health.js";
+import { healthRoutes } from "./admin-routes.js";
+import { ControllerMetrics, metricsRoute, NO_METRICS } from "./metrics.js";
 import { Keys } from "./keys.js";
 import type { ResolvedControllerOptions } from "./options.js";
 import { Placer } from "./placement.js";
@@ -45,6 +47,10 @@ export class Controller {
   private readonly campaignAbort = new AbortController();
   private stopping = false;
   private deposedHandlers: ((why: string) => void)[] = [];
+  /** The admin HTTP port (--admin-listen), when one is served. */
+  #admin: AdminServer | undefined;
+  /** This controller's Prometheus metrics (its own registry). */
+  #metrics: ControllerMetrics | undefined;
 
   private constructor(
     readonly options: ResolvedControllerOptions,
@@ -87,6 +93,12 @@ export class Controller {
     const server = new Server(grpcServerOptions());
     let controller: Controller | undefined;
     const sessions = new Map<string, AgentSession>();
+    const metrics = new ControllerMetrics();
+    /** A host's figures from its live agent stream (ListHosts and the metrics read the same). */
+    const liveHost = (id: string) => {
+      const s = sessions.get(id);
+      return s?.isLive ? { usage: s.usage, lastHeardMs: s.lastHeardMs, hypervisor: s.hypervisor, orphans: s.orphans } : undefined;
+    };
     const leaderAddress = async (): Promise<string> => {
       try {
         const leader = await readLeader(store, Keys.leader);
@@ -106,6 +118,7 @@ export class Controller {
       log,
       now,
       onPlacementChange: (hostId) => placer.hostChanged(hostId),
+      metrics,
     };
     const placer = new Placer(
       store,
@@ -114,6 +127,7 @@ export class Controller {
       now,
       () => controller?.leading?.hosts.reconnecting() ?? { waiting: false, missing: 0 },
       options.maxCreatesInFlight,
+      metrics,
     );
     // Hardened: a request's bytes are checked before decoding, and a malformed one reaches the
     // handler as a marker (answered INVALID_ARGUMENT / Reject) instead of grpc-js's INTERNAL.
@@ -130,10 +144,7 @@ export class Controller {
         state,
         placer,
         events,
-        liveHost: (id) => {
-          const s = sessions.get(id);
-          return s?.isLive ? { usage: s.usage, lastHeardMs: s.lastHeardMs, hypervisor: s.hypervisor, orphans: s.orphans } : undefined;
-        },
+        liveHost,
         log,
       }), log),
     );
@@ -152,6 +163,34 @@ export class Controller {
     // With port 0 the kernel chose the port: advertise that one.
     const advertise = options.advertise.replace(/:0$/, `:${port}`);
     controller = new Controller({ ...options, advertise }, store, state, server, port, log, sessions, placer, tls, health, events);
+    controller.#metrics = metrics;
+    metrics.bind({ state, placer, liveHost, agentStreams: () => sessions.size, isLeader: () => controller?.isLeader ?? false });
+
+    // ── Admin HTTP routes: every route of the admin port (--admin-listen), in this one place. ──
+    const adminRoutes: AdminRoute[] = [
+      ...healthRoutes({ store, state, isLeader: () => controller?.isLeader ?? false }),
+      metricsRoute(metrics.registry),
+      /* dashboard routes go here: ...dashboardRoutes(deps) */
+    ];
+    if (options.adminListen !== undefined) {
+      try {
+        controller.#admin = await startAdminServer({
+          listen: options.adminListen,
+          routes: adminRoutes,
+          ...(options.adminTls && tls ? { tls } : {}),
+          log,
+        });
+      } catch (e) {
+        await controller.stop();
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
+          throw invalidArgument("admin_listen", `cannot listen on ${options.adminListen}: ${code === "EADDRINUSE" ? "the address is in use" : code}`);
+        }
+        throw e;
+      }
+      const admin = controller.#admin;
+      log.info({ adminListen: options.adminListen, port: admin.port, https: options.adminTls }, `admin HTTP on ${admin.url}/ (/healthz, /metrics${options.adminTls ? "; an admin client certificate may act" : "; read-only"})`);
+    }
     health.serving();
     controller.timers.push(setInterval(() => closeSilentSessions(agentDeps), Math.max(500, options.reportIntervalMs / 2)));
     log.info({ listen: options.listen, port, controllerId: options.controllerId }, "controller serving; campaigning for leadership");
@@ -162,6 +201,16 @@ export class Controller {
   /** Called once when this controller stops leading (the process should exit). */
   onDeposed(handler: (why: string) => void): void {
     this.deposedHandlers.push(handler);
+  }
+
+  /** The admin HTTP port's bound port (useful with port 0); undefined when none is served. */
+  get adminPort(): number | undefined {
+    return this.#admin?.port;
+  }
+
+  /** This controller's Prometheus registry (what /metrics serves). */
+  get metricsRegistry(): ControllerMetrics["registry"] | undefined {
+    return this.#metrics?.registry;
   }
 
   get isLeader(): boolean {
@@ -186,7 +235,7 @@ export class Controller {
       await leadership.resign().catch(() => undefined);
       return;
     }
-    const writer = new FencedWriter(this.store, leadership, (why) => this.deposed(why));
+    const writer = new FencedWriter(this.store, leadership, (why) => this.deposed(why), this.#metrics ?? NO_METRICS);
     let identity: ClusterIdentity;
     try {
       identity = await ClusterIdentity.load(this.store, writer, () => Date.now(), this.log);
@@ -285,6 +334,10 @@ export class Controller {
     if (this.stopping) return;
     this.stopping = true;
     this.health.stopping();
+    // The admin port goes first: its /healthz must not say ok for a controller on its way out
+    // (and its event streams end).
+    await this.#admin?.close();
+    this.#metrics?.close();
     this.campaignAbort.abort();
     for (const t of this.timers) clearTimeout(t);
     const leading = this.leading;

@@ -332,7 +332,10 @@ export class HostManager {
           try {
             const moved = await this.deps.placer.relocate(vm, this.deps.writer, `host '${hostId}' was fenced`);
             this.relocationBackoff.delete(vm.id);
-            log.warn({ vm: vm.spec?.name, vmId: vm.id, from: hostId, to: moved.hostId, generation: moved.generation }, "restarted a VM elsewhere: its host was fenced");
+            log.warn(
+              { vm: vm.spec?.name, vmId: vm.id, host: moved.hostId, generation: moved.generation, from: hostId, score: moved.placement?.explained ? moved.placement.total : undefined, runnerUp: moved.placement?.runnerUpHost || undefined },
+              "restarted a VM elsewhere: its host was fenced",
+            );
           } catch (e) {
             if (isBerthError(e, ErrorCode.NotLeader)) return;
             const attempts = (backoff?.attempts ?? 0) + 1;

@@ -8,6 +8,7 @@ import { PHASE_NAMES } from "./migration.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { encodeGroup, encodeVm } from "./keys.js";
 import { failurePolicyOf } from "./failover.js";
+import { OrphanLog } from "./lifecycle-log.js";
 import { normalState } from "./host-lifecycle.js";
 import { migratingStatus, observedStatus, planHostCommands, sameStatus } from "./reconcile.js";
 
@@ -40,8 +41,12 @@ export class Reconciler {
   private readonly wakeups = new Map<string, { atMs: number; timer: NodeJS.Timeout }>();
   private running: Promise<void> | undefined;
   private stopped = false;
+  /** Warns of each orphan once, when first found, not at each report. */
+  private readonly orphanLog: OrphanLog;
 
-  constructor(private readonly deps: ReconcilerDeps) {}
+  constructor(private readonly deps: ReconcilerDeps) {
+    this.orphanLog = new OrphanLog(deps.log);
+  }
 
   markDirty(hostId: string): void {
     if (this.stopped || hostId === "") return;
@@ -125,6 +130,7 @@ export class Reconciler {
         fence: (vm) => failurePolicyOf(vm, this.deps.defaultPolicy()) === HostFailurePolicy.HOST_FAILURE_POLICY_RESTART,
       });
       session.orphans = plan.orphans;
+      this.orphanLog.report(hostId, plan.orphans);
       for (const planned of plan.commands) {
         const sent = session.sendCommand(planned, this.deps.commandEpoch(), now, this.deps.commandResendMs);
         // The one removal nobody asked for by name: a copy left behind by a restart elsewhere.

@@ -1,0 +1,172 @@
+/**
+ * The controller's VM lifecycle log, read back from pino's own output: a real controller, real
+ * gRPC, an in-process agent on a fake hypervisor (or a scripted agent stream), and one line per
+ * step with the same fields — and nothing more while the cluster stands still.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino, type Logger } from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { DomainState, HostState, VmPhase, VmSpec, type GetHostResponse, type GetVmResponse } from "@berth/api";
+import { Agent, resolveAgentOptions } from "@berth/agent";
+import { FakeDriver } from "@berth/hypervisor";
+import { MemoryStore } from "@berth/store";
+import { helloFor, operatorApi, rawAgent, resultFor, silentLog, startController, tlsFilesFor, waitFor, type Cleanups } from "./controller.testkit.js";
+
+const cleanups: Cleanups = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const REPORT_MS = 200;
+
+interface Line {
+  level: number;
+  msg: string;
+  vm?: string;
+  vmId?: string;
+  host?: string;
+  generation?: number;
+  [k: string]: unknown;
+}
+
+/** A pino logger at info whose every line lands, parsed, in `lines`. */
+function capturingLog(): { log: Logger; lines: Line[] } {
+  const lines: Line[] = [];
+  const log = pino({ level: "info" }, { write: (s: string) => void lines.push(JSON.parse(s) as Line) });
+  return { log, lines };
+}
+
+/** The lifecycle lines of one VM (every line naming it with the lifecycle fields). */
+const of = (lines: Line[], vm: string): Line[] => lines.filter((l) => l.vm === vm && "vmId" in l && "host" in l && "generation" in l);
+
+async function startAgent(hostId: string, address: string) {
+  const stateDir = mkdtempSync(join(tmpdir(), `berth-${hostId}-`));
+  const driver = new FakeDriver({ stateDir, capacity: { vcpus: 4, memoryMib: 8192, diskGib: 100 } });
+  const tls = await tlsFilesFor(address, "host", hostId);
+  const agent = new Agent(resolveAgentOptions({ hostId, controllers: [address], ...(tls ? { tls } : {}), driver: "fake", stateDir, minBackoffMs: 50, maxBackoffMs: 200 }), driver, 0, silentLog);
+  const abort = new AbortController();
+  const running = agent.run(abort.signal);
+  cleanups.push(async () => {
+    abort.abort();
+    await running.catch(() => undefined);
+    await driver.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+}
+
+function api(address: string) {
+  const { client, call } = operatorApi(cleanups, address);
+  return {
+    getVm: (name: string) => call<GetVmResponse>((m, o, cb) => client.getVm({ name }, m, o, cb)),
+    getHost: (id: string) => call<GetHostResponse>((m, o, cb) => client.getHost({ id }, m, o, cb)),
+    createVm: (name: string) => call((m, o, cb) => client.createVm({ spec: VmSpec.fromPartial({ name, resources: { vcpus: 1, memoryMib: 512, diskGib: 1 } }), requestId: "" }, m, o, cb)),
+    stopVm: (name: string) => call((m, o, cb) => client.stopVm({ name, force: false }, m, o, cb)),
+    startVm: (name: string) => call((m, o, cb) => client.startVm({ name }, m, o, cb)),
+    deleteVm: (name: string) => call((m, o, cb) => client.deleteVm({ name }, m, o, cb)),
+  };
+}
+
+/** Waits until the controller has heard `n` more reports from `hostId` (its last-heard time moved on n times). */
+async function reports(operator: ReturnType<typeof api>, hostId: string, n: number): Promise<void> {
+  const heard = new Set<number>();
+  const first = (await operator.getHost(hostId)).host?.lastSeenMs ?? 0;
+  await waitFor(`${n} reports from ${hostId}`, async () => {
+    const at = (await operator.getHost(hostId)).host?.lastSeenMs ?? 0;
+    if (at > first) heard.add(at);
+    return heard.size >= n;
+  }, 20 * n * REPORT_MS);
+}
+
+/** Runs `send` (a scripted agent's message) and waits until the controller has heard it. */
+async function heard(operator: ReturnType<typeof api>, hostId: string, send: () => void): Promise<void> {
+  const before = (await operator.getHost(hostId)).host?.lastSeenMs ?? 0;
+  await new Promise((r) => setTimeout(r, 2)); // a later millisecond, so the new last-heard time differs
+  send();
+  await waitFor(`${hostId}'s message heard`, async () => ((await operator.getHost(hostId)).host?.lastSeenMs ?? 0) > before);
+}
+
+describe("VM lifecycle logs", () => {
+  it("one line per step, create → running → stop → start → delete, with vm, vmId, host and generation; none in steady state", async () => {
+    const { log, lines } = capturingLog();
+    const { controller, address } = await startController(cleanups, new MemoryStore(), { reportIntervalMs: REPORT_MS }, log);
+    await waitFor("leadership", () => controller.isLeader);
+    await startAgent("h1", address);
+    const operator = api(address);
+    await waitFor("h1 ready", async () => (await operator.getHost("h1")).host?.state === HostState.HOST_STATE_READY);
+    const phase = async () => (await operator.getVm("web-1")).vm?.status?.phase;
+
+    await operator.createVm("web-1");
+    await waitFor("web-1 running", async () => (await phase()) === VmPhase.VM_PHASE_RUNNING);
+    await waitFor("the running line", () => of(lines, "web-1").some((l) => l.msg.startsWith("VM running")));
+
+    // Steady state: five reports of a running VM add no lifecycle line.
+    const before = of(lines, "web-1").length;
+    await reports(operator, "h1", 5);
+    expect(of(lines, "web-1")).toHaveLength(before);
+
+    await operator.stopVm("web-1");
+    await waitFor("web-1 stopped", async () => (await phase()) === VmPhase.VM_PHASE_STOPPED);
+    await waitFor("the stopped line", () => of(lines, "web-1").some((l) => l.msg.startsWith("VM stopped")));
+    await operator.startVm("web-1");
+    await waitFor("web-1 running again", async () => (await phase()) === VmPhase.VM_PHASE_RUNNING);
+    await waitFor("the second running line", () => of(lines, "web-1").filter((l) => l.msg.startsWith("VM running")).length === 2);
+    await operator.deleteVm("web-1");
+    await waitFor("the deleted line", () => of(lines, "web-1").some((l) => l.msg.startsWith("VM deleted")));
+    await reports(operator, "h1", 2);
+
+    const mine = of(lines, "web-1");
+    const vmId = mine[0]!.vmId;
+    expect(vmId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(mine.map((l) => [l.msg, l.generation, l.level])).toEqual([
+      ["VM placed on h1", 1, 30],
+      ["VM running on h1", 1, 30],
+      ["VM stop asked", 2, 30],
+      ["VM stopped on h1", 2, 30],
+      ["VM start asked", 3, 30],
+      ["VM running on h1", 3, 30],
+      ["VM delete asked", 4, 30],
+      ["VM deleted: its record is removed", 4, 30],
+    ]);
+    for (const l of mine) expect(l).toMatchObject({ vm: "web-1", vmId, host: "h1" });
+  });
+
+  it("a failed create warns once with its error code, however many reports and retries follow", async () => {
+    const { log, lines } = capturingLog();
+    const { controller, address } = await startController(cleanups, new MemoryStore(), { reportIntervalMs: REPORT_MS }, log);
+    await waitFor("leadership", () => controller.isLeader);
+    const agent = rawAgent(cleanups, address, helloFor("h1"), (c) => resultFor(c, { ok: false, code: "IMAGE_NOT_FOUND", message: "no such image" }));
+    await agent.first;
+    const operator = api(address);
+    await waitFor("h1 ready", async () => (await operator.getHost("h1")).host?.state === HostState.HOST_STATE_READY);
+    await operator.createVm("db-1");
+    await waitFor("db-1 failed", async () => (await operator.getVm("db-1")).vm?.status?.phase === VmPhase.VM_PHASE_FAILED);
+    await waitFor("the failed line", () => of(lines, "db-1").some((l) => l.msg.startsWith("VM failed")));
+    // The code is retryable: the controller tries again after its backoff, and fails the same way.
+    await waitFor("a second failed attempt", async () => ((await operator.getVm("db-1")).vm?.status?.attempts ?? 0) >= 2);
+    for (let i = 0; i < 5; i++) await heard(operator, "h1", () => agent.send({ $case: "report", value: { usage: { vcpus: 0, memoryMib: 0, diskGib: 0 }, hypervisor: { available: true, message: "" } } }));
+    const failed = of(lines, "db-1").filter((l) => l.msg.startsWith("VM failed"));
+    expect(failed, JSON.stringify(of(lines, "db-1"))).toHaveLength(1);
+    expect(failed[0]).toMatchObject({ level: 40, host: "h1", generation: 1, errorCode: "IMAGE_NOT_FOUND", attempts: 1 });
+  });
+
+  it("an orphan domain is warned of once per domain, not at every report", async () => {
+    const { log, lines } = capturingLog();
+    const { controller, address } = await startController(cleanups, new MemoryStore(), { reportIntervalMs: REPORT_MS }, log);
+    await waitFor("leadership", () => controller.isLeader);
+    const stray = { vmId: "00000000-0000-4000-8000-000000000001", name: "stray", state: DomainState.DOMAIN_STATE_RUNNING, generation: 7, resources: { vcpus: 1, memoryMib: 512, diskGib: 1 }, fence: false };
+    const agent = rawAgent(cleanups, address, helloFor("h1", "boot-a", { inventory: { domains: [stray] } }));
+    await agent.first;
+    const operator = api(address);
+    await waitFor("the orphan listed", async () => (await operator.getHost("h1")).host?.orphans.length === 1);
+    // Each report carrying the inventory plans the host again; the orphan stays the same one.
+    for (let i = 0; i < 5; i++) {
+      await heard(operator, "h1", () => agent.send({ $case: "report", value: { inventory: { domains: [stray] }, hypervisor: { available: true, message: "" } } }));
+    }
+    expect((await operator.getHost("h1")).host?.orphans.map((o) => o.vmId)).toEqual([stray.vmId]);
+    const warned = lines.filter((l) => l.msg.startsWith("orphan domain found"));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({ level: 40, vm: "stray", vmId: stray.vmId, host: "h1", generation: 7 });
+  });
+});
