@@ -17,6 +17,7 @@ import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import type { ClusterIdentity } from "./cluster-identity.js";
 import type { HostManager } from "./host-manager.js";
+import type { Metrics } from "./metrics.js";
 import type { MigrationManager } from "./migration-manager.js";
 import type { Rebalancer } from "./rebalancer.js";
 import { recordFailure } from "./reconcile.js";
@@ -48,6 +49,8 @@ export interface AgentServiceDeps {
   now: () => number;
   /** Told when a host's session may have started or stopped taking placements (see AgentSession.acceptsPlacements). */
   onPlacementChange?: (hostId: string) => void;
+  /** Told each command result that answers a command in flight. */
+  metrics?: Metrics;
 }
 
 /** How long an agent may take to send Hello after opening its stream. */
@@ -297,6 +300,7 @@ function onResult(deps: AgentServiceDeps, session: AgentSession, result: Command
     }
     return;
   }
+  deps.metrics?.agentCommand(inflight.action, result.ok);
   if (result.domain && result.domain.vmId === inflight.vmId) session.inventory.set(inflight.vmId, result.domain);
   else if (result.ok && !result.domain) session.inventory.delete(inflight.vmId);
   if (inflight.migrationId) {

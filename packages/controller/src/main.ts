@@ -52,6 +52,14 @@ Usage: berth-controller [--listen HOST:PORT] [--etcd URL[,URL...]] [options]
 ${TLS_HELP}
                           With TLS, agents are known by their host certificates and operators
                           by their roles (admin changes, viewer reads)
+  --admin-listen HOST:PORT
+                          serve the admin HTTP port: /healthz (200 {"status":"ok","leader":…}
+                          while the cache is live and the store answers, else 503 with a
+                          reason; a follower is healthy too), /metrics (Prometheus) and the web
+                          dashboard at /. Off unless given; port 0 picks one
+  --admin-tls             serve the admin port over HTTPS with this controller's TLS identity,
+                          asking for a client certificate of the cluster's CA: an admin
+                          certificate may then act in the dashboard. Plain HTTP is read-only
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
   -V, --version           print the version
   -h, --help              this help
@@ -129,6 +137,8 @@ async function main(): Promise<number> {
         "fence-margin": { type: "string" },
         "host-suspect-after": { type: "string" },
         "max-creates-in-flight": { type: "string" },
+        "admin-listen": { type: "string" },
+        "admin-tls": { type: "boolean" },
         "log-level": { type: "string" },
         version: { type: "boolean", short: "V" },
         help: { type: "boolean", short: "h" },
@@ -170,6 +180,8 @@ async function main(): Promise<number> {
       ...(args["fence-margin"] !== undefined ? { fenceMarginMs: num(args["fence-margin"], "fence-margin")! } : {}),
       ...(args["host-suspect-after"] !== undefined ? { hostSuspectAfterMs: num(args["host-suspect-after"], "host-suspect-after")! } : {}),
       ...(args["max-creates-in-flight"] !== undefined ? { maxCreatesInFlight: num(args["max-creates-in-flight"], "max-creates-in-flight")! } : {}),
+      ...(args["admin-listen"] !== undefined ? { adminListen: args["admin-listen"] } : {}),
+      ...(args["admin-tls"] ? { adminTls: true } : {}),
     });
     if (args["data-file"] !== undefined && args.etcd !== undefined) {
       throw new BerthError("INVALID_ARGUMENT", "--data-file: only for the embedded store; with --etcd the state is in etcd");
@@ -187,6 +199,8 @@ async function main(): Promise<number> {
       fence_margin_ms: "--fence-margin",
       host_suspect_after_ms: "--host-suspect-after",
       max_creates_in_flight: "--max-creates-in-flight",
+      admin_listen: "--admin-listen",
+      admin_tls: "--admin-tls",
       etcd_ca: "--etcd-ca",
       etcd_cert: "--etcd-cert",
       etcd_key: "--etcd-key",

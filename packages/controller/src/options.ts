@@ -57,6 +57,18 @@ export interface ControllerOptions {
    * --max-mutating-requests-inflight (default 200). @default 200
    */
   maxCreatesInFlight?: number;
+  /**
+   * HOST:PORT of the admin HTTP port: `/healthz`, `/metrics` (Prometheus) and the web dashboard at
+   * `/`. Port 0 lets the OS choose (Controller.adminPort says which). @default off: no admin port
+   * unless given
+   */
+  adminListen?: string;
+  /**
+   * Serve the admin port over HTTPS with the daemon's TLS identity (`tls`), asking browsers and
+   * scrapers for a client certificate of the cluster's CA, so an admin certificate can authorise
+   * the dashboard's actions; plain HTTP is read-only. Needs `tls` and `adminListen`. @default false
+   */
+  adminTls?: boolean;
 }
 
 export interface ResolvedControllerOptions {
@@ -78,6 +90,8 @@ export interface ResolvedControllerOptions {
   failoverRateIntervalMs: number;
   failoverMaxUnreadyFraction: number;
   maxCreatesInFlight: number;
+  adminListen: string | undefined;
+  adminTls: boolean;
 }
 
 function positive(value: number, field: string, min: number): number {
@@ -98,6 +112,9 @@ export function resolveControllerOptions(o: ControllerOptions): ResolvedControll
   const hostDownAfterMs = positive(o.hostDownAfterMs ?? hostSuspectAfterMs * 2, "host_down_after_ms", hostSuspectAfterMs);
   const fenceTimeoutMs = o.fenceTimeoutMs ?? Math.max(8_000, reportIntervalMs * 4);
   if (fenceTimeoutMs !== 0) positive(fenceTimeoutMs, "fence_timeout_ms", reportIntervalMs * 2);
+  if (o.adminListen !== undefined) parseHostPort(o.adminListen, "admin_listen", { allowPortZero: true });
+  if (o.adminTls && o.adminListen === undefined) throw invalidArgument("admin_tls", "needs an admin port to serve (--admin-listen HOST:PORT)");
+  if (o.adminTls && !o.tls) throw invalidArgument("admin_tls", "serves HTTPS with the controller's TLS identity, but it runs without TLS (--insecure)");
   const fraction = o.failoverMaxUnreadyFraction ?? 0.5;
   if (!(fraction > 0 && fraction <= 1)) throw invalidArgument("failover_max_unready_fraction", `must be in (0, 1] (got ${fraction})`);
   return {
@@ -119,5 +136,7 @@ export function resolveControllerOptions(o: ControllerOptions): ResolvedControll
     failoverRateIntervalMs: positive(o.failoverRateIntervalMs ?? 10_000, "failover_rate_interval_ms", 100),
     failoverMaxUnreadyFraction: fraction,
     maxCreatesInFlight: Math.floor(positive(o.maxCreatesInFlight ?? 200, "max_creates_in_flight", 1)),
+    adminListen: o.adminListen,
+    adminTls: o.adminTls ?? false,
   };
 }
