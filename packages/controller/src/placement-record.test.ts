@@ -12,9 +12,19 @@ import type { HostVerdict } from "@berth/scheduler";
 import { MemoryStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions } from "./options.js";
-import { EXPLAIN_BUDGET_VERDICTS, placementRecordOf } from "./placement-record.js";
+import { EXPLAIN_ALWAYS_VERDICTS, EXPLAIN_MAX_VERDICTS, placementRecordOf, shouldExplain } from "./placement-record.js";
 
 const ctx = { decidedAtMs: 1_000, cause: "create", preset: "spread", hostsConsidered: 4 };
+
+describe("shouldExplain", () => {
+  it("always explains small decisions, big ones only for a create alone in flight, and never huge ones", () => {
+    expect(shouldExplain(EXPLAIN_ALWAYS_VERDICTS, 50)).toBe(true);
+    expect(shouldExplain(EXPLAIN_ALWAYS_VERDICTS + 1, 2)).toBe(false);
+    expect(shouldExplain(EXPLAIN_ALWAYS_VERDICTS + 1, 1)).toBe(true);
+    expect(shouldExplain(EXPLAIN_MAX_VERDICTS, 1)).toBe(true);
+    expect(shouldExplain(EXPLAIN_MAX_VERDICTS + 1, 1)).toBe(false);
+  });
+});
 
 describe("placementRecordOf", () => {
   const verdicts: HostVerdict[] = [
@@ -135,12 +145,28 @@ describe("the placement record on the VM", () => {
     }
   });
 
-  it("beyond the explanation budget records the decision's context without scores", async () => {
-    const hosts = 11;
-    const count = Math.ceil((EXPLAIN_BUDGET_VERDICTS + 1) / hosts);
-    expect(count).toBeLessThanOrEqual(100);
+  it("a gang whose one transaction would need more guards than the store takes is refused, naming the way out", async () => {
+    const c = await cluster(83);
+    const small = { vcpus: 1, memoryMib: 128, diskGib: 1 };
+    const err = await c.createVms(Array.from({ length: 100 }, (_, i) => spec(`wide-${i}`, { resources: small }))).catch((e: ServiceError) => e);
+    expect((err as ServiceError).code).toBe(3);
+    expect((err as ServiceError).details).toMatch(/100 VMs placed on \d+ hosts need \d+ guards in one transaction, more than the store's 128: create them in smaller gangs \(at most 64 always fit\)/);
+    expect((await c.getVm("wide-0").catch((e: ServiceError) => e)) as ServiceError).toMatchObject({ code: 5 });
+  });
+
+  it("a create alone in flight is explained past the always-budget; past the maximum only the context is kept", async () => {
+    const hosts = 83;
     const c = await cluster(hosts);
-    const { vms } = await c.createVms(Array.from({ length: count }, (_, i) => spec(`big-${i}`, { resources: { vcpus: 1, memoryMib: 128, diskGib: 1 } })));
+    const small = { vcpus: 1, memoryMib: 128, diskGib: 1 };
+    // 83 hosts × 2 VMs = 166 verdicts: above the always-budget, explained because nothing else is in flight.
+    const { vms: alone } = await c.createVms([spec("solo-1", { resources: small }), spec("solo-2", { resources: small })]);
+    expect(alone[1]!.placement).toMatchObject({ explained: true, cause: "gang", hostsConsidered: hosts });
+    // 83 × 100 = 8,300 verdicts: above the maximum. Pinned to two hosts, so the one transaction
+    // needs 100 + 2 guards (the store takes 128).
+    const count = Math.ceil((EXPLAIN_MAX_VERDICTS + 1) / hosts);
+    expect(count).toBeLessThanOrEqual(100);
+    const pinnedHosts = ["host-01", "host-83"];
+    const { vms } = await c.createVms(Array.from({ length: count }, (_, i) => spec(`big-${i}`, { resources: small, pinnedHosts })));
     expect(vms[0]!.placement).toMatchObject({ explained: false, cause: "gang", hostsConsidered: hosts, scores: {} });
   });
 });

@@ -27,7 +27,7 @@ import {
 import { MAX_TXN_OPS, type ClusterStore, type Compare, type Op } from "@berth/store";
 import { holdsTarget, type ClusterState } from "./cluster-state.js";
 import { NO_METRICS, type Metrics, type ScheduleResult } from "./metrics.js";
-import { EXPLAIN_BUDGET_VERDICTS, placementRecordOf, unexplainedRecord } from "./placement-record.js";
+import { placementRecordOf, shouldExplain, unexplainedRecord } from "./placement-record.js";
 import { PlacementView, sameSnapshot } from "./placement-view.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { decodeVm, encodeGroup, encodeVm, Keys } from "./keys.js";
@@ -490,6 +490,16 @@ export class Placer {
         compare.push({ key: Keys.vm(vm.spec!.name), target: "createRevision", equals: 0 });
         ops.push({ type: "put", key: Keys.vm(vm.spec!.name), value: encodeVm(vm) });
       }
+      // Each VM's create-if-absent and each chosen host's guard is one compare; etcd takes at most
+      // MAX_TXN_OPS (--max-txn-ops) in one transaction, and all-or-none needs one transaction.
+      if (compare.length > MAX_TXN_OPS) {
+        const hosts = new Set(hostIds).size;
+        throw invalidArgument(
+          "specs",
+          `${specs.length} VMs placed on ${hosts} hosts need ${compare.length} guards in one transaction, more than the store's ${MAX_TXN_OPS}: ` +
+            `create them in smaller gangs (at most ${Math.floor(MAX_TXN_OPS / 2) - groupNames.length} always fit), or pin them to fewer hosts`,
+        );
+      }
       const result = await writer.commit({ compare, ops });
       if (!result.succeeded) {
         for (const spec of specs) if (await this.store.get(Keys.vm(spec.name))) throw alreadyExists(`vm '${spec.name}'`);
@@ -548,13 +558,13 @@ export class Placer {
   /**
    * The placement records of a decision just taken, before its reservations are held: the
    * scheduler's explaining path (placeVm) over the snapshots the decision was made on, each VM of a
-   * gang seeing the ones before it placed, as the decision did. Beyond EXPLAIN_BUDGET_VERDICTS
-   * host verdicts the records carry no scores (the create path stays fast on large fleets).
+   * gang seeing the ones before it placed, as the decision did. When that would cost the create
+   * path too much (`shouldExplain`: a burst on a big fleet) the records carry no scores.
    */
   private recordsOf(requests: readonly PlacementRequest[], hostIds: readonly string[], fleet: number, snapshots: () => readonly HostSnapshot[]): PlacementRecord[] {
     const options = this.options();
     const ctx = { decidedAtMs: this.now(), cause: requests.length === 1 ? "create" : "gang", preset: options.preset ?? "spread", hostsConsidered: fleet };
-    if (fleet * requests.length > EXPLAIN_BUDGET_VERDICTS) return requests.map(() => unexplainedRecord(ctx));
+    if (!shouldExplain(fleet * requests.length, this.createsInFlight)) return requests.map(() => unexplainedRecord(ctx));
     let hosts = snapshots();
     return requests.map((request, i) => {
       const record = placementRecordOf(placeVm(hosts, request, options).explanation, hostIds[i]!, ctx);

@@ -327,9 +327,10 @@ export interface PlacementRecord {
   /** Hosts rejected, counted by the filter that rejected them. */
   rejectedByFilter: { [key: string]: number };
   /**
-   * False when no scores were recorded: the fleet × VMs of the request exceeded the create path's
-   * explanation budget (1,024 host verdicts), or the host was a migration's target (cause
-   * "migrate"). Only the context fields are set then; `berth plan` explains any placement in full.
+   * False when no scores were recorded: explaining would have slowed the create path too much (more
+   * than 128 host verdicts — hosts × VMs of the request — while other creates were in flight, or
+   * more than 8,192), or the host was a migration's target (cause "migrate"). Only the context
+   * fields are set then; `berth plan` explains any placement in full.
    */
   explained: boolean;
 }
