@@ -8,10 +8,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino, type Logger } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { DomainState, HostState, VmPhase, VmSpec, type GetHostResponse, type GetVmResponse } from "@berth/api";
+import { DesiredState, DomainState, HostState, Vm, VmPhase, VmSpec, VmStatus, type GetHostResponse, type GetVmResponse } from "@berth/api";
 import { Agent, resolveAgentOptions } from "@berth/agent";
 import { FakeDriver } from "@berth/hypervisor";
 import { MemoryStore } from "@berth/store";
+import { vmLifecycle } from "./lifecycle-log.js";
 import { helloFor, operatorApi, rawAgent, resultFor, silentLog, startController, tlsFilesFor, waitFor, type Cleanups } from "./controller.testkit.js";
 
 const cleanups: Cleanups = [];
@@ -130,6 +131,10 @@ describe("VM lifecycle logs", () => {
       ["VM deleted: its record is removed", 4, 30],
     ]);
     for (const l of mine) expect(l).toMatchObject({ vm: "web-1", vmId, host: "h1" });
+    // Why h1: the placement record's cause, preset and winning total (the only host: no runner-up).
+    expect(mine[0]).toMatchObject({ cause: "create", preset: "spread", hostsConsidered: 1, hostsFeasible: 1 });
+    expect(mine[0]!.score).toEqual(expect.any(Number));
+    expect(mine[0]!.runnerUp).toBeUndefined();
   });
 
   it("a failed create warns once with its error code, however many reports and retries follow", async () => {
@@ -168,5 +173,22 @@ describe("VM lifecycle logs", () => {
     const warned = lines.filter((l) => l.msg.startsWith("orphan domain found"));
     expect(warned).toHaveLength(1);
     expect(warned[0]).toMatchObject({ level: 40, vm: "stray", vmId: stray.vmId, host: "h1", generation: 7 });
+  });
+});
+
+describe("vmLifecycle (the rules)", () => {
+  const at = (phase: VmPhase, domainState: DomainState, over: Partial<VmStatus> = {}, generation = 3) =>
+    Vm.fromPartial({ id: "id-1", hostId: "h1", generation, desiredState: DesiredState.DESIRED_STATE_RUNNING, spec: { name: "web-1" }, status: { phase, domainState, observedGeneration: 3, ...over } });
+  const R = DomainState.DOMAIN_STATE_RUNNING;
+  it("a VM back from UNKNOWN as it was (its host reconnected) is no step; one that changed meanwhile is", () => {
+    expect(vmLifecycle(at(VmPhase.VM_PHASE_RUNNING, R), at(VmPhase.VM_PHASE_UNKNOWN, R))).toEqual([]);
+    expect(vmLifecycle(at(VmPhase.VM_PHASE_UNKNOWN, R), at(VmPhase.VM_PHASE_RUNNING, R))).toEqual([]);
+    const stoppedMeanwhile = vmLifecycle(at(VmPhase.VM_PHASE_UNKNOWN, R), at(VmPhase.VM_PHASE_STOPPED, DomainState.DOMAIN_STATE_SHUTOFF));
+    expect(stoppedMeanwhile.map((l) => l.msg)).toEqual(["VM stopped on h1"]);
+  });
+  it("a crash is a WARN naming it; the end of a migration is the migration manager's to tell", () => {
+    const crashed = vmLifecycle(at(VmPhase.VM_PHASE_RUNNING, R), at(VmPhase.VM_PHASE_FAILED, DomainState.DOMAIN_STATE_CRASHED, { message: "domain crashed" }));
+    expect(crashed).toEqual([{ level: "warn", fields: expect.objectContaining({ vm: "web-1", vmId: "id-1", host: "h1", generation: 3, errorCode: "CRASHED" }), msg: "VM crashed on h1" }]);
+    expect(vmLifecycle(at(VmPhase.VM_PHASE_MIGRATING, R), at(VmPhase.VM_PHASE_RUNNING, R))).toEqual([]);
   });
 });
