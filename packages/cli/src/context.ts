@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { CONTROLLER_ENV, ControllerClient, DEFAULT_CONTROLLER, DEFAULT_TIMEOUT_MS } from "./client.js";
 import { isBerthError, messageForFlags, resolveTransport, TLS_FLAGS, type Transport } from "@berth/core";
 import { usageError } from "./exit-codes.js";
+import type { OutputFormat } from "./output.js";
 import { parseEndpoints, parseSecondsMs } from "./parse.js";
 
 /** Where a run of the CLI reads its environment and writes its output. */
@@ -58,8 +59,8 @@ export function processIo(): Io {
   };
 }
 
-/** `-o` values. */
-export type OutputFormat = "table" | "json";
+/** `-o` values (output.ts). */
+export type { OutputFormat } from "./output.js";
 
 /** The global flags, parsed. */
 export interface GlobalOptions {

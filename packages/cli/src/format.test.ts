@@ -1,5 +1,7 @@
-import { DesiredState, Host, HostState, Migration, MigrationPhase, Vm, VmPhase } from "@berth/api";
+import { DesiredState, Host, HostState, Migration, MigrationPhase, SchedulerConfig, Vm, VmPhase } from "@berth/api";
 import { describe, expect, it } from "vitest";
+import { CliError, ExitCode } from "./exit-codes.js";
+import { render } from "./output.js";
 import {
   clusterConfigDetail,
   failureText,
@@ -8,6 +10,11 @@ import {
   formatBytes,
   formatDuration,
   formatGib,
+  formatMib,
+  compareNames,
+  hostAllocatable,
+  sortByName,
+  vmListView,
   formatResourcesHuman,
   formatVcpus,
   hostStateName,
@@ -36,11 +43,17 @@ describe("renderTable", () => {
 });
 
 describe("units", () => {
-  it("formats vCPUs and sizes with the largest exact unit", () => {
+  it("formats vCPUs, and sizes in one style: binary unit, at most one decimal, a space", () => {
     expect(formatVcpus(2)).toBe("2 vCPU");
     expect(formatGib(20)).toBe("20 GiB");
     expect(formatGib(1024)).toBe("1 TiB");
-    expect(formatGib(1536)).toBe("1536 GiB");
+    expect(formatGib(1536)).toBe("1.5 TiB");
+    expect(formatMib(13.3 * 1024)).toBe("13.3 GiB");
+    expect(formatMib(1536)).toBe("1.5 GiB");
+    expect(formatMib(1000)).toBe("1000 MiB");
+    // The same printer whatever the unit given: MiB, GiB and bytes agree.
+    expect(formatMib(4096)).toBe(formatGib(4));
+    expect(formatBytes(4 * 1024 ** 3)).toBe(formatGib(4));
     expect(formatResourcesHuman({ vcpus: 2, memoryMib: 512, diskGib: 20 })).toBe("2 vCPU, 512 MiB memory, 20 GiB disk");
     expect(formatResourcesHuman(undefined)).toBe("-");
   });
@@ -82,22 +95,54 @@ describe("enum names", () => {
 });
 
 describe("host views", () => {
-  it("shows allocation over capacity, 0 without a unit", () => {
-    const table = hostTable(
-      [
-        Host.fromPartial({
-          id: "host-1",
-          capacity: { vcpus: 16, memoryMib: 65536, diskGib: 1024 },
-          state: HostState.HOST_STATE_DISCONNECTED,
-        }),
-      ],
-      1000,
-    );
-    expect(table).toBe(
-      "ID      STATE    ALLOC VCPUS  ALLOC MEMORY  ALLOC DISK  DRIVER  LAST SEEN\n" +
-        "host-1  SUSPECT  0 / 16 vCPU  0 / 64 GiB    0 / 1 TiB   -       -\n",
+  const big = Host.fromPartial({
+    id: "host-1",
+    capacity: { vcpus: 16, memoryMib: 65536, diskGib: 1024 },
+    state: HostState.HOST_STATE_DISCONNECTED,
+  });
+
+  it("shows allocation against allocatable (default ratios and reserve: 4x vCPU, 1 GiB memory held back), 0 without a unit", () => {
+    expect(hostTable([big], 1000)).toBe(
+      "ID      STATE    CPU (ALLOC/ALLOCATABLE)  MEMORY (ALLOC/ALLOCATABLE)  DISK (ALLOC/ALLOCATABLE)  LAST SEEN\n" +
+        "host-1  SUSPECT  0/64 (0%)                0/63 GiB (0%)               0/1 TiB (0%)              -\n",
     );
   });
+
+  it("allocatable follows the cluster's settings and the host's own overrides (the scheduler's formula)", () => {
+    const h = Host.fromPartial({ ...big, allocated: { vcpus: 8, memoryMib: 16384, diskGib: 512 } });
+    const scheduler = SchedulerConfig.fromPartial({ allocationRatio: { vcpus: 2, memory: 0, disk: 0 }, reserved: { vcpus: 0, memoryMib: 0, diskGib: 0 } });
+    // 2 x 16 vCPU; nothing held back; unset memory and disk ratios stay 1.
+    expect(hostAllocatable(h, scheduler)).toEqual({ vcpus: 32, memoryMib: 65536, diskGib: 1024 });
+    expect(hostTable([h], 1000, scheduler).split("\n")[1]).toBe("host-1  SUSPECT  8/32 (25%)               16 GiB/64 GiB (25%)         512 GiB/1 TiB (50%)       -");
+    // The host's ratio wins over the cluster's.
+    const own = Host.fromPartial({ ...h, allocationRatio: { vcpus: 1, memory: 0, disk: 0 } });
+    expect(hostAllocatable(own, scheduler)?.vcpus).toBe(16);
+    expect(hostAllocatable(Host.fromPartial({ id: "new" }), scheduler)).toBeUndefined();
+  });
+
+  it("-o wide adds usage against allocatable, driver, agent version, CPU model and labels", () => {
+    const h = Host.fromPartial({
+      ...big,
+      usage: { vcpus: 2, memoryMib: 8192, diskGib: 100 },
+      driver: "libvirt",
+      agentVersion: "0.3.0",
+      facts: { cpuModel: "EPYC", numaCells: [] },
+      labels: { zone: "b", rack: "r10" },
+    });
+    const [header, row] = hostTable([h], 1000, undefined, true).split("\n");
+    expect(header).toMatch(/LAST SEEN +CPU \(USED\/ALLOCATABLE\) +MEMORY \(USED\/ALLOCATABLE\) +DISK \(USED\/ALLOCATABLE\) +DRIVER +VERSION +CPU MODEL +LABELS$/);
+    expect(row).toMatch(/ 2\/64 \(3%\) +8 GiB\/63 GiB \(13%\) +100 GiB\/1 TiB \(10%\) +libvirt +0\.3\.0 +EPYC +rack=r10,zone=b$/);
+  });
+
+  it("host show: physical capacity, allocatable, and allocation and use as shares of it", () => {
+    const h = Host.fromPartial({ ...big, allocated: { vcpus: 8, memoryMib: 16128, diskGib: 512 }, usage: { vcpus: 1, memoryMib: 1024, diskGib: 10 } });
+    const detail = hostDetail(h, 1000);
+    expect(detail).toMatch(/Capacity: +16 vCPU, 64 GiB memory, 1 TiB disk \(physical\)\n/);
+    expect(detail).toMatch(/Allocatable: +64 vCPU, 63 GiB memory, 1 TiB disk \(ratio x physical - reserved\)\n/);
+    expect(detail).toMatch(/Allocated: +8 vCPU \(13%\), 15.7 GiB memory \(25%\), 512 GiB disk \(50%\) of allocatable\n/);
+    expect(detail).toMatch(/In use: +1 vCPU \(2%\), 1 GiB memory \(2%\), 10 GiB disk \(1%\) of allocatable\n/);
+  });
+
   it("says when a host's hypervisor is down, and why", () => {
     const host = Host.fromPartial({
       id: "hv-1",
@@ -183,12 +228,14 @@ describe("config view", () => {
 });
 
 describe("migrations", () => {
-  it("formatBytes: a binary unit, one decimal below 100, none above", () => {
+  it("formatBytes: a binary unit, at most one decimal, truncated (never reads larger than it is)", () => {
     expect(formatBytes(0)).toBe("0 B");
     expect(formatBytes(1023)).toBe("1023 B");
     expect(formatBytes(1536)).toBe("1.5 KiB");
     expect(formatBytes(512 * 1024 ** 2)).toBe("512 MiB");
-    expect(formatBytes(1.25 * 1024 ** 3)).toBe("1.3 GiB");
+    expect(formatBytes(1.25 * 1024 ** 3)).toBe("1.2 GiB");
+    expect(formatBytes(1024 ** 3 - 1)).toBe("1023.9 MiB");
+    expect(formatBytes(-5)).toBe("0 B");
     expect(formatBytes(4 * 1024 ** 3)).toBe("4 GiB");
     expect(formatBytes(2 * 1024 ** 4)).toBe("2 TiB");
   });
@@ -208,5 +255,56 @@ describe("migrations", () => {
     expect(migrationMessage(Migration.fromPartial({ errorCode: "X", message: "broke" }))).toBe("X: broke");
     expect(migrationMessage(Migration.fromPartial({ message: "broke" }))).toBe("broke");
     expect(migrationMessage(Migration.fromPartial({}))).toBe("");
+  });
+});
+
+describe("natural order", () => {
+  it("host-2 before host-10, the same everywhere", () => {
+    const names = ["host-10", "host-2", "host-1", "db-1", "host-02b"];
+    expect([...names].sort(compareNames)).toEqual(["db-1", "host-1", "host-2", "host-02b", "host-10"]);
+    expect(sortByName([{ id: "web-10" }, { id: "web-9" }], (x) => x.id).map((x) => x.id)).toEqual(["web-9", "web-10"]);
+  });
+});
+
+describe("VM list views", () => {
+  const now = 1_700_000_000_000;
+  const vms = ["web-1", "web-2"].map((name, i) =>
+    Vm.fromPartial({
+      id: `id-${i}`,
+      spec: { name, resources: { vcpus: 1, memoryMib: 1536, diskGib: 10 }, labels: { tier: "web" }, group: i === 0 ? "front" : "" },
+      hostId: "host-1",
+      generation: 4,
+      status: { phase: VmPhase.VM_PHASE_RUNNING, observedGeneration: 3 },
+      createdAtMs: now - 60_000,
+    }),
+  );
+
+  it("json and yaml print the same object; name prints one name a line", async () => {
+    const { parse } = await import("yaml");
+    const view = vmListView(vms, now);
+    expect(parse(render("yaml", view))).toEqual(JSON.parse(render("json", view)));
+    expect(JSON.parse(render("json", view))).toEqual(vms.map((v) => Vm.toJSON(v)));
+    expect(render("yaml", view)).toMatch(/^- id: id-0\n/);
+    expect(render("name", view)).toBe("web-1\nweb-2\n");
+  });
+
+  it("wide adds ID, GENERATION (spec/observed), GROUP, LABELS, CREATED", () => {
+    const [header, first, second] = render("wide", vmListView(vms, now)).split("\n");
+    expect(header).toMatch(/AGE +ID +GENERATION +GROUP +LABELS +CREATED$/);
+    expect(first).toMatch(/^web-1 .* 1\.5 GiB .* 1m +id-0 +4\/3 +front +tier=web +2023-11-14T22:12:20Z$/);
+    expect(second).toMatch(/ id-1 +4\/3 +- +tier=web /);
+    expect(render("table", vmListView(vms, now)).split("\n")[0]).not.toContain("GENERATION");
+  });
+
+  it("-o name on a verb without names is a usage error listing the formats", () => {
+    let error: unknown;
+    try {
+      render("name", { data: () => ({}), table: () => "" });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(CliError);
+    expect((error as CliError).exitCode).toBe(ExitCode.Usage);
+    expect((error as Error).message).toBe("-o name: this verb prints no names (use one of: table, wide, json, yaml)");
   });
 });

@@ -33,11 +33,28 @@ import {
   type Resources,
   type VmPhase,
   type VmStatus,
+  type AllocationRatio,
+  type SchedulerConfig,
 } from "@berth/api";
-import { DEFAULT_ALLOCATION_RATIO, DEFAULT_RESERVED } from "@berth/scheduler";
-import { formatMib, normalHostState } from "@berth/core";
+import { allocatable, DEFAULT_ALLOCATION_RATIO, DEFAULT_RESERVED } from "@berth/scheduler";
+import { normalHostState } from "@berth/core";
+import prettyBytes from "pretty-bytes";
+import type { View } from "./output.js";
 
 // Human output: aligned tables, units, ages. Pure functions of their input (and `now`).
+
+const NAME_COLLATOR = new Intl.Collator("en", { numeric: true });
+
+/**
+ * The one order of names the CLI prints lists in: natural (`host-2` before `host-10`), the same on
+ * every machine (a fixed locale). Every sorted table and JSON list uses it.
+ */
+export const compareNames = (a: string, b: string): number => NAME_COLLATOR.compare(a, b);
+
+/** `items` sorted by `key` with {@link compareNames}; a new array. */
+export function sortByName<T>(items: readonly T[], key: (item: T) => string): T[] {
+  return [...items].sort((a, b) => compareNames(key(a), key(b)));
+}
 
 /** Aligned columns, two spaces apart; the last column is not padded. Ends with a newline. */
 export function renderTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -72,8 +89,20 @@ export function renderFields(fields: readonly (readonly [string, string])[]): st
 /** `2 vCPU` */
 export const formatVcpus = (vcpus: number): string => `${vcpus} vCPU`;
 
-/** A size in GiB with the largest exact unit: `20 GiB`, `1 TiB`. */
-export const formatGib = (gib: number): string => formatMib(gib * 1024);
+/**
+ * The one way the CLI prints a size: binary units, at most one decimal (truncated, so a size never
+ * reads larger than it is), a space: `0 B`, `512 MiB`, `13.3 GiB`, `2 TiB`. pretty-bytes does the
+ * scaling; every table, detail, plan and progress line goes through here.
+ */
+export function formatBytes(bytes: number): string {
+  return prettyBytes(Math.max(0, bytes), { binary: true, maximumFractionDigits: 1 });
+}
+
+/** A size given in MiB (memory), printed as {@link formatBytes} does: `512 MiB`, `1.5 GiB`. */
+export const formatMib = (mib: number): string => formatBytes(mib * 2 ** 20);
+
+/** A size given in GiB (disk), printed as {@link formatBytes} does: `20 GiB`, `1 TiB`. */
+export const formatGib = (gib: number): string => formatBytes(gib * 2 ** 30);
 
 /** `2 vCPU, 4 GiB memory, 20 GiB disk` */
 export function formatResourcesHuman(r: Resources | undefined): string {
@@ -204,15 +233,21 @@ export function formatIn(atMs: number, nowMs: number): string {
 }
 
 function formatLabels(labels: Record<string, string> | undefined): string {
-  const entries = Object.entries(labels ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  const entries = Object.entries(labels ?? {}).sort(([a], [b]) => compareNames(a, b));
   return entries.length === 0 ? "-" : entries.map(([k, v]) => `${k}=${v}`).join(",");
 }
 
-/** The `vm list` table. */
-export function vmTable(vms: readonly Vm[], nowMs: number): string {
+/** An instant as ISO 8601 (UTC, to the second); `-` when unknown. */
+const isoTime = (atMs: number): string => (atMs > 0 ? new Date(atMs).toISOString().replace(/\.\d{3}Z$/, "Z") : "-");
+
+/**
+ * The `vm list` table: NAME, PHASE, DESIRED, HOST, VCPUS, MEMORY, DISK, AGE; `wide` (`-o wide`)
+ * adds ID, GENERATION (spec generation / observed by the host), GROUP, LABELS, CREATED.
+ */
+export function vmTable(vms: readonly Vm[], nowMs: number, wide = false): string {
   const rows = vms.map((vm) => {
     const r = vm.spec?.resources;
-    return [
+    const row = [
       vm.spec?.name ?? "-",
       phaseName(vm.status?.phase ?? 0),
       desiredName(vm.desiredState),
@@ -222,8 +257,38 @@ export function vmTable(vms: readonly Vm[], nowMs: number): string {
       r ? formatGib(r.diskGib) : "-",
       formatAge(vm.createdAtMs, nowMs),
     ];
+    if (!wide) return row;
+    return [
+      ...row,
+      vm.id || "-",
+      `${vm.generation}/${vm.status?.observedGeneration ?? 0}`,
+      vm.spec?.group || "-",
+      formatLabels(vm.spec?.labels),
+      isoTime(vm.createdAtMs),
+    ];
   });
-  return renderTable(["NAME", "PHASE", "DESIRED", "HOST", "VCPUS", "MEMORY", "DISK", "AGE"], rows);
+  const headers = ["NAME", "PHASE", "DESIRED", "HOST", "VCPUS", "MEMORY", "DISK", "AGE"];
+  return renderTable(wide ? [...headers, "ID", "GENERATION", "GROUP", "LABELS", "CREATED"] : headers, rows);
+}
+
+/** `-o` views of VMs: one VM (as a one-row table) or a list; names are the VMs' names. */
+export function vmView(vm: Vm, nowMs: number): View {
+  return {
+    data: () => Vm.toJSON(vm),
+    table: () => vmTable([vm], nowMs),
+    wide: () => vmTable([vm], nowMs, true),
+    names: () => [vm.spec?.name ?? vm.id],
+  };
+}
+
+/** See {@link vmView}; the list as given (sort it first). */
+export function vmListView(vms: readonly Vm[], nowMs: number): View {
+  return {
+    data: () => vms.map((v) => Vm.toJSON(v)),
+    table: () => vmTable(vms, nowMs),
+    wide: () => vmTable(vms, nowMs, true),
+    names: () => vms.map((v) => v.spec?.name ?? v.id),
+  };
 }
 
 /**
@@ -264,33 +329,106 @@ export function vmDetail(vm: Vm, nowMs: number, migration?: Migration): string {
   return renderFields(fields);
 }
 
-/** `4 GiB / 64 GiB` style usage of capacity (`0 / 64 GiB` when nothing is used). */
-function usageOf(used: number | undefined, capacity: number | undefined, format: (n: number) => string): string {
-  if (capacity === undefined) return "-";
-  return `${used ? format(used) : "0"} / ${format(capacity)}`;
+/** The scheduler's form of a wire AllocationRatio: the ratios that are set (0 is unset on the wire). */
+function ratioOf(ratio: AllocationRatio | undefined): Partial<Resources> {
+  const out: Partial<Resources> = {};
+  if (ratio?.vcpus) out.vcpus = ratio.vcpus;
+  if (ratio?.memory) out.memoryMib = ratio.memory;
+  if (ratio?.disk) out.diskGib = ratio.disk;
+  return out;
 }
 
 /**
- * The `host list` table. Usage is what the host's VMs use, as last reported. An ORPHANS column
- * (how many domains no VM record accounts for) appears only when some host has any, so the usual
- * table stays as narrow as it was.
+ * What the scheduler may place on `host` in total, as it computes it (the scheduler's own
+ * `allocatable`: ratio × physical − reserved, the host's overrides over the cluster's settings,
+ * unset ones at their defaults). `scheduler` is the cluster's (`config show`); `undefined` before
+ * the host reported a capacity.
  */
-export function hostTable(hosts: readonly Host[], nowMs: number): string {
+export function hostAllocatable(host: Host, scheduler: SchedulerConfig | undefined): Resources | undefined {
+  if (!host.capacity) return undefined;
+  return allocatable(
+    { capacity: host.capacity, allocationRatio: ratioOf(host.allocationRatio), ...(host.reserved ? { reserved: host.reserved } : {}) },
+    {
+      allocationRatio: { ...DEFAULT_ALLOCATION_RATIO, ...ratioOf(scheduler?.allocationRatio) },
+      reserved: scheduler?.reserved ?? DEFAULT_RESERVED,
+    },
+  );
+}
+
+/** `4 GiB/63 GiB (6%)`: an amount against allocatable (`0/63 GiB (0%)`); `-` without an allocatable. */
+function ofAllocatable(amount: number | undefined, total: number | undefined, format: (n: number) => string): string {
+  if (total === undefined) return "-";
+  const used = amount ?? 0;
+  const percent = total > 0 ? ` (${Math.round((used / total) * 100)}%)` : "";
+  return `${used ? format(used) : "0"}/${format(total)}${percent}`;
+}
+
+/** The three resources of `amount` against `total`, in table order: CPU, MEMORY, DISK. */
+function resourceCells(amount: Resources | undefined, total: Resources | undefined): string[] {
+  return [
+    ofAllocatable(amount?.vcpus, total?.vcpus, String),
+    ofAllocatable(amount?.memoryMib, total?.memoryMib, formatMib),
+    ofAllocatable(amount?.diskGib, total?.diskGib, formatGib),
+  ];
+}
+
+/**
+ * The `host list` table. Allocation (what the host's VMs ask for) is shown against allocatable
+ * (what the scheduler may place there: {@link hostAllocatable} with `scheduler`, the cluster's
+ * settings), as the headers say. An ORPHANS column (how many domains no VM record accounts for)
+ * appears only when some host has any. `wide` (`-o wide`) adds usage (what the VMs use, as last
+ * reported) against the same allocatable, DRIVER, VERSION (the agent's), CPU MODEL and LABELS.
+ */
+export function hostTable(hosts: readonly Host[], nowMs: number, scheduler?: SchedulerConfig, wide = false): string {
   const withOrphans = hosts.some((h) => h.orphans.length > 0);
-  const rows = hosts.map((h) => [
-    h.id,
-    hostStateText(h) + (h.hypervisor?.available === false ? ",HYPERVISOR-DOWN" : ""),
-    ...(withOrphans ? [h.orphans.length > 0 ? String(h.orphans.length) : "-"] : []),
-    usageOf(h.allocated?.vcpus, h.capacity?.vcpus, String) + (h.capacity ? " vCPU" : ""),
-    usageOf(h.allocated?.memoryMib, h.capacity?.memoryMib, formatMib),
-    usageOf(h.allocated?.diskGib, h.capacity?.diskGib, formatGib),
-    h.driver || "-",
-    formatAge(h.lastSeenMs, nowMs),
-  ]);
+  const rows = hosts.map((h) => {
+    const total = hostAllocatable(h, scheduler);
+    return [
+      h.id,
+      hostStateText(h) + (h.hypervisor?.available === false ? ",HYPERVISOR-DOWN" : ""),
+      ...(withOrphans ? [h.orphans.length > 0 ? String(h.orphans.length) : "-"] : []),
+      ...resourceCells(h.allocated, total),
+      formatAge(h.lastSeenMs, nowMs),
+      ...(wide
+        ? [...resourceCells(h.usage, total), h.driver || "-", h.agentVersion || "-", h.facts?.cpuModel || "-", formatLabels(h.labels)]
+        : []),
+    ];
+  });
   return renderTable(
-    ["ID", "STATE", ...(withOrphans ? ["ORPHANS"] : []), "ALLOC VCPUS", "ALLOC MEMORY", "ALLOC DISK", "DRIVER", "LAST SEEN"],
+    [
+      "ID",
+      "STATE",
+      ...(withOrphans ? ["ORPHANS"] : []),
+      "CPU (ALLOC/ALLOCATABLE)",
+      "MEMORY (ALLOC/ALLOCATABLE)",
+      "DISK (ALLOC/ALLOCATABLE)",
+      "LAST SEEN",
+      ...(wide
+        ? ["CPU (USED/ALLOCATABLE)", "MEMORY (USED/ALLOCATABLE)", "DISK (USED/ALLOCATABLE)", "DRIVER", "VERSION", "CPU MODEL", "LABELS"]
+        : []),
+    ],
     rows,
   );
+}
+
+/** `-o` views of hosts: the list (as given: sort it first), named by host id. */
+export function hostListView(hosts: readonly Host[], nowMs: number, scheduler?: SchedulerConfig): View {
+  return {
+    data: () => hosts.map((h) => Host.toJSON(h)),
+    table: () => hostTable(hosts, nowMs, scheduler),
+    wide: () => hostTable(hosts, nowMs, scheduler, true),
+    names: () => hosts.map((h) => h.id),
+  };
+}
+
+/** One host after a change (cordon, confirm-down...): a one-row table. */
+export function hostView(host: Host, nowMs: number, scheduler?: SchedulerConfig): View {
+  return { ...hostListView([host], nowMs, scheduler), data: () => Host.toJSON(host) };
+}
+
+/** `host show`: the detail (also under `wide`). */
+export function hostDetailView(host: Host, nowMs: number, scheduler?: SchedulerConfig): View {
+  return { data: () => Host.toJSON(host), table: () => hostDetail(host, nowMs, scheduler), names: () => [host.id] };
 }
 
 /** One orphan on one line: `<vm id>  <name>  <state>  <resources>`. */
@@ -315,9 +453,25 @@ function fenceDeadlineText(host: Host, nowMs: number): string {
     : `passed ${formatDuration(nowMs - host.fenceDeadlineMs)} ago`;
 }
 
-/** The `host show` detail. */
-export function hostDetail(host: Host, nowMs: number): string {
+/** `2 vCPU, 4 GiB memory, 20 GiB disk`, with each share of allocatable: `2 vCPU (13%), ...`. */
+function resourcesOf(amount: Resources | undefined, total: Resources | undefined): string {
+  if (!amount) return "-";
+  if (!total) return formatResourcesHuman(amount);
+  const pct = (n: number, of: number): string => (of > 0 ? ` (${Math.round((n / of) * 100)}%)` : "");
+  return (
+    `${formatVcpus(amount.vcpus)}${pct(amount.vcpus, total.vcpus)}, ${formatMib(amount.memoryMib)} memory${pct(amount.memoryMib, total.memoryMib)}, ` +
+    `${formatGib(amount.diskGib)} disk${pct(amount.diskGib, total.diskGib)}`
+  );
+}
+
+/**
+ * The `host show` detail. Capacity is physical; Allocatable what the scheduler may place there
+ * (`scheduler`: the cluster's settings); Allocated and In use are shown with their share of
+ * allocatable.
+ */
+export function hostDetail(host: Host, nowMs: number, scheduler?: SchedulerConfig): string {
   const silent = host.fenceDeadlineMs > 0;
+  const total = hostAllocatable(host, scheduler);
   return renderFields([
     ["ID", host.id],
     ["State", hostStateSince(host, nowMs)],
@@ -327,10 +481,14 @@ export function hostDetail(host: Host, nowMs: number): string {
     ...(host.confirmedDown ? ([["Confirmed down", "yes (berth host confirm-down)"]] as [string, string][]) : []),
     ...(host.cordoned ? ([["Cordoned", host.cordonReason ? `yes: ${host.cordonReason}` : "yes"]] as [string, string][]) : []),
     ...(host.drain ? ([["Drain", drainDetail(host.drain, nowMs)]] as [string, string][]) : []),
-    ["Capacity", formatResourcesHuman(host.capacity)],
-    ["Allocated", formatResourcesHuman(host.allocated)],
-    ["In use", formatResourcesHuman(host.usage)],
+    ["Capacity", `${formatResourcesHuman(host.capacity)} (physical)`.replace(/^- \(physical\)$/, "-")],
+    ["Allocatable", total ? `${formatResourcesHuman(total)} (ratio x physical - reserved)` : "-"],
+    ["Allocated", `${resourcesOf(host.allocated, total)}${total && host.allocated ? " of allocatable" : ""}`],
+    ["In use", `${resourcesOf(host.usage, total)}${total && host.usage ? " of allocatable" : ""}`],
     ["Labels", formatLabels(host.labels)],
+    // Who set which (berth host label; berth-agent --label): the operator's win for a key both set.
+    ["Operator labels", formatLabels(host.operatorLabels)],
+    ["Agent labels", formatLabels(host.agentLabels)],
     ["Driver", host.driver || "-"],
     ["Hypervisor", hypervisorText(host)],
     ["CPU model", host.facts?.cpuModel || "-"],
@@ -435,7 +593,7 @@ export function formatNumber(n: number): string {
 export function clusterConfigDetail(config: ClusterConfig): string {
   const s = config.scheduler;
   const ratio = (n: number | undefined, fallback: number): string => (n ? formatNumber(n) : `${formatNumber(fallback)} (default)`);
-  const weights = Object.entries(s?.weights ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  const weights = Object.entries(s?.weights ?? {}).sort(([a], [b]) => compareNames(a, b));
   const r = s?.reserved;
   return renderFields([
     ["Preset", s?.preset || "spread (default)"],
@@ -516,7 +674,7 @@ export function clusterConfigJson(config: ClusterConfig): string {
 function verdictOrder(a: HostVerdict, b: HostVerdict): number {
   if (a.passed !== b.passed) return a.passed ? -1 : 1;
   if (a.passed && a.total !== b.total) return b.total - a.total;
-  return a.hostId.localeCompare(b.hostId);
+  return compareNames(a.hostId, b.hostId);
 }
 
 /**
@@ -564,19 +722,6 @@ export function planText(plan: PlanPlacementResponse, all = false): string {
 /** `-o json` for a plan: the response's proto JSON. */
 export function planJson(plan: PlanPlacementResponse): string {
   return JSON.stringify(PlanPlacementResponse.toJSON(plan), null, 2) + "\n";
-}
-
-/** A count of bytes with a binary unit and one decimal where it matters: `512 MiB`, `1.5 GiB`, `0 B`. */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let value = Math.max(0, bytes);
-  let i = 0;
-  while (value >= 1024 && i < units.length - 1) {
-    value /= 1024;
-    i++;
-  }
-  const text = i === 0 || value >= 100 ? String(Math.round(value)) : value.toFixed(1).replace(/\.0$/, "");
-  return `${text} ${units[i]}`;
 }
 
 /** `PENDING`, `MIGRATING`, `COMPLETED`...; `-` when unspecified. */
@@ -869,4 +1014,69 @@ export function rebalanceApplyText(response: ApplyRebalanceResponse): string {
 /** `-o json` for `rebalance apply`: the response's proto JSON. */
 export function rebalanceApplyJson(response: ApplyRebalanceResponse): string {
   return JSON.stringify(ApplyRebalanceResponse.toJSON(response), null, 2) + "\n";
+}
+
+// `-o` views of the other verbs: `data` is the proto JSON the `*Json` printers above print.
+
+/** `group show` / `group create`: one group (a one-row table), named by its name. */
+export function groupView(group: Group, nowMs: number): View {
+  return { data: () => Group.toJSON(group), table: () => groupTable([group], nowMs), names: () => [group.name] };
+}
+
+/** `group list`: the groups as given (sort them first). */
+export function groupListView(groups: readonly Group[], nowMs: number): View {
+  return { data: () => groups.map((g) => Group.toJSON(g)), table: () => groupTable(groups, nowMs), names: () => groups.map((g) => g.name) };
+}
+
+/** `host orphans HOST`: named by VM ID (the orphan's UUID: what `host orphans delete|adopt` take). */
+export function orphanListView(orphans: readonly OrphanDomain[]): View {
+  return { data: () => orphans.map((o) => OrphanDomain.toJSON(o)), table: () => orphanTable(orphans), names: () => orphans.map((o) => o.vmId) };
+}
+
+/** `cluster show`. No names. */
+export function clusterView(cluster: GetClusterResponse, nowMs: number, answeredBy: string): View {
+  return { data: () => GetClusterResponse.toJSON(cluster), table: () => clusterDetail(cluster, nowMs, answeredBy) };
+}
+
+/** `config show` / `config set`. No names. */
+export function clusterConfigView(config: ClusterConfig): View {
+  return { data: () => ClusterConfig.toJSON(config), table: () => clusterConfigDetail(config) };
+}
+
+/** `berth plan`: named by the VMs planned. */
+export function planView(plan: PlanPlacementResponse, all: boolean): View {
+  return { data: () => PlanPlacementResponse.toJSON(plan), table: () => planText(plan, all), names: () => plan.placements.map((p) => p.vmName) };
+}
+
+/** `rebalance plan`: named by the VMs it would move, in plan order. */
+export function rebalancePlanView(plan: RebalancePlan): View {
+  return { data: () => RebalancePlan.toJSON(plan), table: () => rebalancePlanText(plan), names: () => plan.moves.map((m) => m.vmName) };
+}
+
+/** `rebalance apply` (without `--wait`): named by the VMs whose migrations started. */
+export function rebalanceApplyView(response: ApplyRebalanceResponse): View {
+  return {
+    data: () => ApplyRebalanceResponse.toJSON(response),
+    table: () => rebalanceApplyText(response),
+    names: () => response.migrations.map((m) => m.vmName),
+  };
+}
+
+/** One migration after a change (`vm migrate`, `migration abort`): a one-row table, named by its VM. */
+export function migrationView(m: Migration, nowMs: number): View {
+  return { data: () => Migration.toJSON(m), table: () => migrationTable([m], nowMs), names: () => [m.vmName] };
+}
+
+/** `migration list`, in the controller's order (in flight first). */
+export function migrationListView(migrations: readonly Migration[], nowMs: number): View {
+  return {
+    data: () => migrations.map((m) => Migration.toJSON(m)),
+    table: () => migrationTable(migrations, nowMs),
+    names: () => migrations.map((m) => m.vmName),
+  };
+}
+
+/** `migration show`: the detail. */
+export function migrationDetailView(m: Migration, nowMs: number): View {
+  return { data: () => Migration.toJSON(m), table: () => migrationDetail(m, nowMs), names: () => [m.vmName] };
 }

@@ -69,12 +69,12 @@ describe("host list and host show", () => {
     const r = await berth(s, script, "host", "list");
     expect(r.code).toBe(0);
     expect(r.out).toBe(
-      "ID      STATE                  ORPHANS  ALLOC VCPUS  ALLOC MEMORY    ALLOC DISK      DRIVER  LAST SEEN\n" +
-        "host-1  READY,HYPERVISOR-DOWN  -        2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n" +
-        "host-2  SUSPECT                1        2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n" +
-        "host-3  DOWN,CORDONED          -        2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n" +
-        "host-4  FENCED                 -        2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n" +
-        "host-5  SUSPECT                -        2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n",
+      "ID      STATE                  ORPHANS  CPU (ALLOC/ALLOCATABLE)  MEMORY (ALLOC/ALLOCATABLE)  DISK (ALLOC/ALLOCATABLE)  LAST SEEN\n" +
+        "host-1  READY,HYPERVISOR-DOWN  -        2/64 (3%)                4 GiB/63 GiB (6%)           20 GiB/1 TiB (2%)         2s\n" +
+        "host-2  SUSPECT                1        2/64 (3%)                4 GiB/63 GiB (6%)           20 GiB/1 TiB (2%)         2s\n" +
+        "host-3  DOWN,CORDONED          -        2/64 (3%)                4 GiB/63 GiB (6%)           20 GiB/1 TiB (2%)         2s\n" +
+        "host-4  FENCED                 -        2/64 (3%)                4 GiB/63 GiB (6%)           20 GiB/1 TiB (2%)         2s\n" +
+        "host-5  SUSPECT                -        2/64 (3%)                4 GiB/63 GiB (6%)           20 GiB/1 TiB (2%)         2s\n",
     );
     s.handlers.listHosts = () => ({ hosts: [host("host-1")] });
     expect((await berth(s, script, "host", "list")).out.split("\n")[0]).not.toContain("ORPHANS");
@@ -114,7 +114,7 @@ describe("host list and host show", () => {
   it("host show of a READY host has no fencing lines", async () => {
     const s = await stub({ getHost: (r) => ({ host: host(r.id, { stateSinceMs: NOW - 3_600_000 }) }) });
     const r = await berth(s, script, "host", "show", "host-1");
-    expect(r.out).toContain("State:       READY (for 1h)\n");
+    expect(r.out).toContain("State:        READY (for 1h)\n");
     expect(r.out).not.toContain("Fence deadline");
   });
 });
@@ -383,15 +383,15 @@ describe("host cordon, uncordon, drain", () => {
     });
     const r = await berth(s, script, "host", "show", "host-1");
     expect(r.code).toBe(0);
-    expect(r.out).toContain("State:       READY,DRAINING\n");
-    expect(r.out).toContain("Cordoned:    yes: drain\n");
-    expect(r.out).toContain("Drain:       DRAINING: moved 1/4, 2 in flight, 0 failed, 1 staying; deadline in 5m, then stop; asked 2m ago\n");
+    expect(r.out).toContain("State:        READY,DRAINING\n");
+    expect(r.out).toContain("Cordoned:     yes: drain\n");
+    expect(r.out).toContain("Drain:        DRAINING: moved 1/4, 2 in flight, 0 failed, 1 staying; deadline in 5m, then stop; asked 2m ago\n");
     s.handlers.getHost = () => ({
       host: draining({ phase: DrainPhase.DRAIN_PHASE_INCOMPLETE, moved: 3, failed: 1, finishedAtMs: NOW - 60_000, message: "web-4: no host can take it" }),
     });
     const ended = await berth(s, script, "host", "show", "host-1");
     expect(ended.out).toContain(
-      "Drain:       INCOMPLETE: moved 3/4, 0 in flight, 1 failed, 0 staying; asked 2m ago; ended 1m ago\n" + "             web-4: no host can take it\n",
+      "Drain:        INCOMPLETE: moved 3/4, 0 in flight, 1 failed, 0 staying; asked 2m ago; ended 1m ago\n" + "              web-4: no host can take it\n",
     );
     s.handlers.getHost = () => ({ host: host("host-1") });
     const plain = await berth(s, script, "host", "show", "host-1");

@@ -29,7 +29,8 @@ describe("sizes", () => {
   it("--memory: units, bare MiB", () => {
     expect(parseMemoryMib("512MiB")).toBe(512);
     expect(parseMemoryMib("4GiB")).toBe(4096);
-    expect(parseMemoryMib("4G")).toBe(4096);
+    expect(parseMemoryMib("4Gi")).toBe(4096);
+    expect(parseMemoryMib("4GB")).toBe(3815); // decimal: 4 x 10^9 bytes, rounded up to a MiB
     expect(parseMemoryMib("1.5GiB")).toBe(1536);
     expect(parseMemoryMib("2048")).toBe(2048);
     expect(parseMemoryMib("1TiB")).toBe(1024 * 1024);
@@ -43,7 +44,15 @@ describe("sizes", () => {
   });
 
   it("names the flag in errors", () => {
-    expect(usage(() => parseMemoryMib("4XB"))).toBe("--memory: unknown unit 'XB' in '4XB' (use MiB, GiB or TiB)");
+    expect(usage(() => parseMemoryMib("4XB"))).toBe(
+      "--memory: unknown unit 'XB' in '4XB' (binary: Ki/KiB, Mi/MiB, Gi/GiB, Ti/TiB; decimal: kB, MB, GB, TB; or B)",
+    );
+    // A lone letter meant binary to Berth and decimal to kubectl: refused, with both spellings.
+    expect(usage(() => parseMemoryMib("4G"))).toBe(
+      "--memory: '4G' is ambiguous: write 4GiB (or 4Gi) for binary, 4GB for decimal (binary: Ki/KiB, Mi/MiB, Gi/GiB, Ti/TiB; decimal: kB, MB, GB, TB; or B)",
+    );
+    expect(usage(() => parseDiskGib("1T"))).toMatch(/^--disk: '1T' is ambiguous: write 1TiB/);
+    expect(usage(() => parseCapacity("vcpus=4,memory=8G"))).toMatch(/^--capacity memory: '8G' is ambiguous/);
     expect(usage(() => parseDiskGib("big"))).toMatch(/^--disk: 'big' is not a size/);
     expect(usage(() => parseMemoryMib("-1GiB"))).toMatch(/^--memory: /);
   });

@@ -41,7 +41,10 @@ export function parseInteger(text: string, flag: string, min: number, max: numbe
 /** `--vcpus N`: 1 up to the largest VM Berth accepts. */
 export const parseVcpus = (text: string, flag = "--vcpus"): number => parseInteger(text, flag, 1, Limits.maxVcpus);
 
-/** `--memory SIZE` in MiB: `512MiB`, `4GiB`, `4G`; a bare number is MiB. */
+/**
+ * `--memory SIZE` in MiB: `512MiB`, `4GiB`, `4Gi` (binary), `4GB` (decimal: 10⁹ bytes); a bare
+ * number is MiB; a lone `4G` is refused as ambiguous. Core's one size parser.
+ */
 export const parseMemoryMib = (text: string, flag = "--memory"): number => asUsage(() => parseSizeMib(text, flag, "MiB"));
 
 /** `--disk SIZE` in GiB: `20GiB`, `1TiB`; a bare number is GiB. */

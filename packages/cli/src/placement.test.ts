@@ -357,7 +357,7 @@ describe("config", () => {
         "CPU ratio:         4\n" +
         "Memory ratio:      1\n" +
         "Disk ratio:        1 (default)\n" +
-        "Reserved:          1 vCPU, 2 GiB memory, 0 MiB disk\n" +
+        "Reserved:          1 vCPU, 2 GiB memory, 0 B disk\n" +
         "Max VMs per host:  20\n" +
         "Filters:           capacity, labels\n" +
         "Seed:              7\n" +

@@ -1,4 +1,4 @@
-import { DesiredState, EventType, Host, HostFailurePolicy, HostState, Vm, VmPhase, VmSpec } from "@berth/api";
+import { ClusterConfig, DesiredState, EventType, Host, HostFailurePolicy, HostState, Vm, VmPhase, VmSpec } from "@berth/api";
 import { BerthError, ErrorCode, notFound } from "@berth/core";
 import { describe, expect, it } from "vitest";
 import { ExitCode } from "./exit-codes.js";
@@ -128,7 +128,7 @@ describe("vm create", () => {
   });
 
   it.each([
-    [["--memory", "4XB"], "error: --memory: unknown unit 'XB' in '4XB' (use MiB, GiB or TiB)\n"],
+    [["--memory", "4XB"], "error: --memory: unknown unit 'XB' in '4XB' (binary: Ki/KiB, Mi/MiB, Gi/GiB, Ti/TiB; decimal: kB, MB, GB, TB; or B)\n"],
     [["--memory", "lots"], "--memory: 'lots' is not a size"],
     [["--memory", "8MiB"], "--memory: must be a whole number from 16"],
     [["--disk", "20XB"], "--disk: unknown unit 'XB'"],
@@ -399,9 +399,9 @@ describe("other verbs", () => {
     });
     const list = await berth(s, "host", "list");
     expect(list.out).toBe(
-      "ID      STATE           ALLOC VCPUS  ALLOC MEMORY    ALLOC DISK      DRIVER  LAST SEEN\n" +
-        "host-1  READY,CORDONED  2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n" +
-        "host-2  READY           2 / 16 vCPU  4 GiB / 64 GiB  20 GiB / 1 TiB  fake    2s\n",
+      "ID      STATE           CPU (ALLOC/ALLOCATABLE)  MEMORY (ALLOC/ALLOCATABLE)  DISK (ALLOC/ALLOCATABLE)  LAST SEEN\n" +
+        "host-1  READY,CORDONED  2/64 (3%)                4 GiB/63 GiB (6%)           20 GiB/1 TiB (2%)         2s\n" +
+        "host-2  READY           2/64 (3%)                4 GiB/63 GiB (6%)           20 GiB/1 TiB (2%)         2s\n",
     );
     const shown = await berth(s, "-o", "json", "host", "show", "host-1");
     expect(JSON.parse(shown.out)).toMatchObject({ id: "host-1", state: "HOST_STATE_READY", driver: "fake" });
@@ -432,7 +432,9 @@ describe("help and usage", () => {
     expect(await run(["vm", "explode"], io)).toBe(ExitCode.Usage);
     expect(io.err).toContain("error:");
     expect(await run(["vm", "list", "--colour"], recordingIo())).toBe(ExitCode.Usage);
-    expect(await run(["-o", "yaml", "vm", "list"], recordingIo())).toBe(ExitCode.Usage);
+    const badOutput = recordingIo();
+    expect(await run(["--insecure", "-o", "xml", "vm", "list"], badOutput)).toBe(ExitCode.Usage);
+    expect(badOutput.err).toContain("Allowed choices are table, wide, json, yaml, name");
   });
 });
 
@@ -459,5 +461,107 @@ describe("--version", () => {
     const io = recordingIo({ BERTH_CONTROLLER: "not an address!" });
     expect(await run(["--version"], io)).toBe(0);
     expect(io.out).toMatch(/^berth \d+\.\d+\.\d+\n$/);
+  });
+});
+
+describe("-o yaml, wide and name; natural order", () => {
+  const hosts = ["host-10", "host-2", "host-1"].map((id) => host(id));
+  const vms = ["web-10", "web-9", "db-1"].map((name) => vm(name, VmPhase.VM_PHASE_RUNNING));
+
+  it("lists sort naturally (host-2 before host-10) in tables, JSON and names", async () => {
+    const s = await stub({ listHosts: () => ({ hosts }), listVms: () => ({ vms, nextPageToken: "" }) });
+    const table = await berth(s, "host", "list");
+    expect(table.out.split("\n").slice(1, 4).map((l) => l.split(" ")[0])).toEqual(["host-1", "host-2", "host-10"]);
+    const json = await berth(s, "-o", "json", "host", "list");
+    expect((JSON.parse(json.out) as { id: string }[]).map((h) => h.id)).toEqual(["host-1", "host-2", "host-10"]);
+    expect((await berth(s, "-o", "name", "vm", "list")).out).toBe("db-1\nweb-9\nweb-10\n");
+  });
+
+  it("-o yaml prints the object -o json prints", async () => {
+    const { parse } = await import("yaml");
+    const s = await stub({ listVms: () => ({ vms, nextPageToken: "" }), getHost: (r) => ({ host: host(r.id) }) });
+    for (const argv of [["vm", "list"], ["host", "show", "host-1"]]) {
+      const json = await berth(s, "-o", "json", ...argv);
+      const yaml = await berth(s, "-o", "yaml", ...argv);
+      expect(yaml.code).toBe(0);
+      expect(yaml.out).not.toMatch(/^[[{]/); // block YAML, not JSON
+      expect(parse(yaml.out)).toEqual(JSON.parse(json.out));
+    }
+  });
+
+  it("host list: allocation against allocatable from the cluster config; -o wide adds usage, driver, version, CPU model, labels", async () => {
+    const s = await stub({
+      listHosts: () => ({ hosts: [host("host-1")] }),
+      getClusterConfig: () => ({
+        config: ClusterConfig.fromPartial({ scheduler: { allocationRatio: { vcpus: 2, memory: 0, disk: 0 }, reserved: { vcpus: 0, memoryMib: 0, diskGib: 0 } } }),
+      }),
+    });
+    const r = await berth(s, "host", "list");
+    expect(r.err).toBe("");
+    expect(r.out.split("\n")[1]).toBe("host-1  READY  2/32 (6%)                4 GiB/64 GiB (6%)           20 GiB/1 TiB (2%)         2s");
+    const wide = await berth(s, "-o", "wide", "host", "list");
+    expect(wide.out.split("\n")[0]).toContain("CPU (USED/ALLOCATABLE)");
+    expect(wide.out.split("\n")[1]).toMatch(/ 1\/32 \(3%\) +1 GiB\/64 GiB \(2%\) +20 GiB\/1 TiB \(2%\) +fake +0\.1\.0 +- +-$/);
+    // JSON is the hosts as the controller sent them: no config needed, none read.
+    s.calls.length = 0;
+    await berth(s, "-o", "json", "host", "list");
+    expect(s.requests("getClusterConfig")).toHaveLength(0);
+  });
+
+  it("host list without a readable cluster config: the defaults, and a note on stderr", async () => {
+    const s = await stub({ listHosts: () => ({ hosts: [host("host-1")] }) });
+    const r = await berth(s, "host", "list");
+    expect(r.code).toBe(0);
+    expect(r.out.split("\n")[1]).toContain("2/64 (3%)");
+    expect(r.err).toMatch(/^note: allocatable assumes the default ratios and reserve: the cluster config could not be read/);
+  });
+
+  it("-o wide on vm list adds ID, GENERATION, GROUP, LABELS, CREATED", async () => {
+    const s = await stub({ listVms: () => ({ vms: [vm("web-1", VmPhase.VM_PHASE_RUNNING, { spec: VmSpec.fromPartial({ name: "web-1", group: "front", labels: { tier: "web" }, resources: { vcpus: 1, memoryMib: 512, diskGib: 10 } }) })], nextPageToken: "" }) });
+    const r = await berth(s, "-o", "wide", "vm", "list");
+    expect(r.out).toBe(
+      "NAME   PHASE    DESIRED  HOST    VCPUS   MEMORY   DISK    AGE  ID        GENERATION  GROUP  LABELS    CREATED\n" +
+        "web-1  RUNNING  RUNNING  host-1  1 vCPU  512 MiB  10 GiB  5m   id-web-1  1/0         front  tier=web  2023-11-14T22:08:20Z\n",
+    );
+  });
+
+  it("-o name on a verb without names is exit 2", async () => {
+    const s = await stub({ getClusterConfig: () => ({ config: ClusterConfig.fromPartial({}) }) });
+    const r = await berth(s, "-o", "name", "config", "show");
+    expect(r.code).toBe(ExitCode.Usage);
+    expect(r.err).toBe("error: -o name: this verb prints no names (use one of: table, wide, json, yaml)\n");
+  });
+});
+
+describe("vm create --count N --wait: the gang's progress line", () => {
+  const spec = (name: string): VmSpec => VmSpec.fromPartial({ name, resources: { vcpus: 1, memoryMib: 512, diskGib: 10 } });
+  const gang = (phaseOf: (name: string) => VmPhase) => ({
+    createVms: (r: { specs: VmSpec[] }) => ({ vms: r.specs.map((sp) => vm(sp.name, VmPhase.VM_PHASE_PENDING, { spec: sp })) }),
+    watchEvents: (_req: unknown, call: { write: (e: unknown) => void }) => {
+      for (const [i, name] of ["web-1", "web-2", "web-3"].entries()) {
+        setTimeout(() => call.write({ type: EventType.EVENT_TYPE_PUT, revision: 2 + i, object: { $case: "vm", value: vm(name, phaseOf(name), { spec: spec(name) }) } }), 20 * (i + 1));
+      }
+    },
+  });
+
+  it("off a terminal: a first line, then (throttled: the clock stands still here) the last one at the end", async () => {
+    const s = await stub(gang(() => VmPhase.VM_PHASE_RUNNING) as never);
+    const r = await berth(s, "vm", "create", "web", "--vcpus", "1", "--memory", "512MiB", "--disk", "10GiB", "--count", "3", "--wait");
+    expect(r.code).toBe(0);
+    expect(r.err).toBe("waiting up to 300s for 3 vms to be RUNNING...\n0/3 RUNNING\n3/3 RUNNING\n");
+    expect(r.out.split("\n")).toHaveLength(5); // header, 3 VMs, the final newline
+  });
+
+  it("on a terminal: one line redrawn, with the others' phases, ended by a newline; -o json: none", async () => {
+    const s = await stub(gang((name) => (name === "web-3" ? VmPhase.VM_PHASE_PENDING : VmPhase.VM_PHASE_RUNNING)) as never);
+    s.handlers.getVm = (r) => ({ vm: vm(r.name, VmPhase.VM_PHASE_RUNNING, { spec: spec(r.name) }) });
+    const io = recordingIo({}, NOW, { stderrIsTerminal: true });
+    const code = await run(["--insecure", "--controller", s.address, "vm", "create", "web", "--vcpus", "1", "--memory", "512MiB", "--disk", "10GiB", "--count", "3", "--wait"], io);
+    expect(code).toBe(0);
+    expect(io.err).toContain("\r\u001b[2K2/3 RUNNING (1 PENDING)");
+    expect(io.err.endsWith("\r\u001b[2K3/3 RUNNING\n")).toBe(true);
+    const json = await berth(s, "-o", "json", "vm", "create", "web", "--vcpus", "1", "--memory", "512MiB", "--disk", "10GiB", "--count", "3", "--wait");
+    expect(json.err).toBe("");
+    expect(JSON.parse(json.out)).toHaveLength(3);
   });
 });

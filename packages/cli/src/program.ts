@@ -13,6 +13,7 @@ import { registerRebalanceCommands } from "./commands/rebalance.js";
 import { registerVmCommands } from "./commands/vm.js";
 import { CliContext, processIo, type Io } from "./context.js";
 import { CliError, EXIT_CODES_HELP, ExitCode, exitCodeOf } from "./exit-codes.js";
+import { OUTPUT_FORMATS } from "./output.js";
 
 /**
  * The `berth` command tree, writing through `ctx.io`. Commander never exits the process: errors
@@ -29,7 +30,11 @@ export function buildProgram(ctx: CliContext): Command {
       ),
     )
     .addOption(new Option("--timeout <seconds>", `deadline of each call (default: ${DEFAULT_TIMEOUT_MS / 1000})`))
-    .addOption(new Option("-o, --output <format>", "output format (default: table)").choices(["table", "json"]))
+    .addOption(
+      new Option("-o, --output <format>", "output format: table, wide (more columns), json, yaml (the same object as json), name (one name a line)")
+        .choices(OUTPUT_FORMATS)
+        .default("table"),
+    )
     .addOption(new Option("--tls-ca <file>", "the cluster's CA certificate (default: $BERTH_TLS_CA)"))
     .addOption(new Option("--tls-cert <file>", "your operator certificate, admin or viewer (default: $BERTH_TLS_CERT; 'berth certs issue operator')"))
     .addOption(new Option("--tls-key <file>", "its private key (default: $BERTH_TLS_KEY)"))

@@ -29,7 +29,9 @@ describe("sizes", () => {
   it.each([
     ["512MiB", 512],
     ["4GiB", 4096],
-    ["4G", 4096],
+    ["4Gi", 4096],
+    ["1KiB", 1],
+    ["1500kB", 2],
     ["1.5GiB", 1536],
     ["1TiB", 1024 * 1024],
     ["2048", 2048],
@@ -45,6 +47,23 @@ describe("sizes", () => {
 
   it.each(["", "GiB", "-1GiB", "4XB", "4 GiB extra", "1e3"])("refuses '%s' naming the flag", (text) => {
     expect(() => parseSizeMib(text, "--memory")).toThrow(/^--memory: /);
+  });
+
+  it.each([
+    ["4G", "write 4GiB (or 4Gi) for binary, 4GB for decimal"],
+    ["512m", "write 512MiB (or 512Mi) for binary, 512MB for decimal"],
+    ["2k", "write 2KiB (or 2Ki) for binary, 2kB for decimal"],
+    ["1T", "write 1TiB (or 1Ti) for binary, 1TB for decimal"],
+  ])("refuses the ambiguous lone letter of '%s', with the spellings to use", (text, advice) => {
+    expect(() => parseSizeMib(text, "--memory")).toThrow(`--memory: '${text}' is ambiguous: ${advice}`);
+    expect(() => parseSizeGib(text, "--disk")).toThrow(/^--disk: .* is ambiguous/);
+  });
+
+  it("binary units carry an i, decimal ones do not", () => {
+    expect(parseSizeMib("1GiB", "--memory")).toBe(1024);
+    expect(parseSizeMib("1GB", "--memory")).toBe(Math.ceil(1e9 / 2 ** 20));
+    expect(parseSizeGib("1TB", "--disk")).toBe(Math.ceil(1e12 / 2 ** 30));
+    expect(parseSizeGib("1TiB", "--disk")).toBe(1024);
   });
 
   it("formats with the largest unit that divides exactly", () => {

@@ -48,27 +48,52 @@ export function formatResources(r: Resources): string {
   return RESOURCE_NAMES.map((k) => `${r[k]} ${RESOURCE_UNIT[k]}`).join(", ");
 }
 
-const SIZE_UNITS: Record<string, number> = {
-  b: 1 / 2 ** 20,
-  k: 1 / 1024, kb: 1000 / 2 ** 20, kib: 1 / 1024,
-  m: 1, mb: 1e6 / 2 ** 20, mib: 1,
-  g: 1024, gb: 1e9 / 2 ** 20, gib: 1024,
-  t: 1024 * 1024, tb: 1e12 / 2 ** 20, tib: 1024 * 1024,
-};
+/** One MiB in bytes. */
+const MIB = 2 ** 20;
 
 /**
- * Parses a size with a unit (`512MiB`, `4GiB`, `1.5T`, `20G`) into MiB, rounding up to a whole MiB.
- * A bare number is taken in `defaultUnit`. Throws INVALID_ARGUMENT naming `field`.
+ * The size units Berth reads, in bytes, keyed by their lower-case spelling (units are read without
+ * regard to case). kubectl's convention: a unit with an `i` is binary (`Gi`, `GiB`: 1024³ bytes),
+ * one without is decimal (`GB`: 10⁹ bytes). A lone letter (`4G`) is refused as ambiguous: Berth
+ * once read it as binary, kubectl reads it as decimal.
+ */
+const SIZE_UNITS: Readonly<Record<string, number>> = {
+  b: 1,
+  ki: 2 ** 10, kib: 2 ** 10,
+  mi: 2 ** 20, mib: 2 ** 20,
+  gi: 2 ** 30, gib: 2 ** 30,
+  ti: 2 ** 40, tib: 2 ** 40,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+};
+
+/** The accepted spellings, for messages. */
+export const SIZE_UNITS_HELP = "binary: Ki/KiB, Mi/MiB, Gi/GiB, Ti/TiB; decimal: kB, MB, GB, TB; or B";
+
+/**
+ * Parses a size with a unit (`512MiB`, `4Gi`, `1.5TiB`, `20GB`) into MiB, rounding up to a whole
+ * MiB. A bare number is taken in `defaultUnit` (`MiB`, `GiB`). Binary units carry an `i` (`Gi`,
+ * `GiB`: 1024³ bytes), decimal ones do not (`GB`: 10⁹ bytes), case aside; a lone `K`/`M`/`G`/`T`
+ * is ambiguous and refused with the spellings to use. Throws INVALID_ARGUMENT naming `field`. The
+ * one size parser: CLI flags, agent flags (`--capacity`, `--reserve`) and config all use it.
  */
 export function parseSizeMib(text: string, field: string, defaultUnit = "MiB"): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
-  if (!m) throw invalidArgument(field, `'${text}' is not a size (examples: 512MiB, 4GiB, 1TiB)`);
+  if (!m) throw invalidArgument(field, `'${text}' is not a size (examples: 512MiB, 4GiB, 1TiB; ${SIZE_UNITS_HELP})`);
   const unit = (m[2] || defaultUnit).toLowerCase();
-  const factor = SIZE_UNITS[unit];
-  if (factor === undefined) {
-    throw invalidArgument(field, `unknown unit '${m[2]}' in '${text}' (use MiB, GiB or TiB)`);
+  if (/^[kmgt]$/.test(unit)) {
+    const n = m[1];
+    const letter = (m[2] ?? "").toUpperCase();
+    throw invalidArgument(
+      field,
+      `'${text.trim()}' is ambiguous: write ${n}${letter}iB (or ${n}${letter}i) for binary, ${n}${letter === "K" ? "k" : letter}B for decimal (${SIZE_UNITS_HELP})`,
+    );
   }
-  const mib = Math.ceil(Number(m[1]) * factor);
+  const bytes = SIZE_UNITS[unit];
+  if (bytes === undefined) throw invalidArgument(field, `unknown unit '${m[2]}' in '${text.trim()}' (${SIZE_UNITS_HELP})`);
+  const mib = Math.ceil((Number(m[1]) * bytes) / MIB);
   if (!Number.isSafeInteger(mib)) throw invalidArgument(field, `'${text}' is too large`);
   return mib;
 }

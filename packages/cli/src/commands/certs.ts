@@ -14,6 +14,7 @@ import { Option, type Command } from "commander";
 import type { CliContext } from "../context.js";
 import { usageError } from "../exit-codes.js";
 import { parseInteger } from "../parse.js";
+import { render, type OutputFormat } from "../output.js";
 
 // `berth certs`: files only. No verb here makes a call, so none asks the context for a client.
 
@@ -61,15 +62,17 @@ const EXIT_CODES = `Exit codes: 0 written; 2 bad input (a name, a SAN, --days, -
 (without --force) or DIR has no usable CA; see berth --help.`;
 
 export function registerCertsCommands(program: Command, ctx: CliContext): void {
-  const output = (cmd: Command): string => cmd.optsWithGlobals<{ output?: string }>().output ?? "table";
+  const output = (cmd: Command): OutputFormat => cmd.optsWithGlobals<{ output?: OutputFormat }>().output ?? "table";
 
-  /** Prints what was written, then (tables only) the next step. */
+  /** Prints what was written, then (tables only) the next step; `-o name`: the files written. */
   const report = (cmd: Command, written: readonly string[], next: string): void => {
-    if (output(cmd) === "json") {
+    const format = output(cmd);
+    // -o json stays one line, as it always was.
+    if (format === "json") {
       ctx.io.stdout(`${JSON.stringify({ written })}\n`);
       return;
     }
-    ctx.io.stdout(`${written.map((p) => `wrote ${p}\n`).join("")}\n${next}`);
+    ctx.io.stdout(render(format, { data: () => ({ written }), table: () => `${written.map((p) => `wrote ${p}\n`).join("")}\n${next}`, names: () => written }));
   };
 
   const certs = program

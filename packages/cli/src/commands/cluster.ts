@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import type { CliContext } from "../context.js";
-import { clusterDetail, clusterJson } from "../format.js";
+import { clusterView } from "../format.js";
+import { render } from "../output.js";
 
 /** Adds `berth cluster show`. */
 export function registerClusterCommands(program: Command, ctx: CliContext): void {
@@ -28,6 +29,6 @@ Examples:
       const g = ctx.globals(cmd);
       const client = ctx.client(g);
       const response = await client.getCluster({});
-      ctx.io.stdout(g.output === "json" ? clusterJson(response) : clusterDetail(response, ctx.io.now(), client.address));
+      ctx.io.stdout(render(g.output, clusterView(response, ctx.io.now(), client.address)));
     });
 }

@@ -13,7 +13,8 @@ import type { Command } from "commander";
 import { Option } from "commander";
 import type { CliContext, GlobalOptions } from "../context.js";
 import { CliError, ExitCode, usageError } from "../exit-codes.js";
-import { clusterConfigDetail, clusterConfigJson } from "../format.js";
+import { clusterConfigView } from "../format.js";
+import { render } from "../output.js";
 import { parseDecimal, parseDiskGib, parseDurationMs, parseInteger, parseMemoryMib, parseWeights } from "../parse.js";
 import { collect, ON_HOST_FAILURE_OF_FLAG } from "./spec-flags.js";
 
@@ -179,7 +180,7 @@ export function applySchedulerChanges(current: ClusterConfig, changes: Scheduler
 
 function printConfig(ctx: CliContext, g: GlobalOptions, config: ClusterConfig | undefined, what: string): void {
   if (!config) throw new CliError(`the controller's answer to ${what} has no config`, ExitCode.Error);
-  ctx.io.stdout(g.output === "json" ? clusterConfigJson(config) : clusterConfigDetail(config));
+  ctx.io.stdout(render(g.output, clusterConfigView(config)));
 }
 
 /** Adds `berth config show|set`. */

@@ -3,7 +3,8 @@ import type { Command } from "commander";
 import { Option } from "commander";
 import type { CliContext } from "../context.js";
 import { CliError, ExitCode } from "../exit-codes.js";
-import { groupJson, groupListJson, groupTable } from "../format.js";
+import { groupListView, groupView, sortByName } from "../format.js";
+import { render } from "../output.js";
 import { parseName } from "../parse.js";
 
 /** `--policy` values and what they send. */
@@ -47,7 +48,7 @@ Examples:
       const policy = POLICY_OF_FLAG[flags.policy] ?? GroupPolicy.GROUP_POLICY_UNSPECIFIED;
       const created = (await ctx.client(g).createGroup({ name, policy })).group;
       if (!created) throw new CliError("the controller's answer to CreateGroup has no group", ExitCode.Error);
-      ctx.io.stdout(g.output === "json" ? groupJson(created) : groupTable([created], ctx.io.now()));
+      ctx.io.stdout(render(g.output, groupView(created, ctx.io.now())));
     });
 
   group
@@ -60,8 +61,8 @@ Examples:
     .action(async (_flags: unknown, cmd: Command) => {
       const g = ctx.globals(cmd);
       const { groups } = await ctx.client(g).listGroups({});
-      const sorted = [...groups].sort((a, b) => a.name.localeCompare(b.name));
-      ctx.io.stdout(g.output === "json" ? groupListJson(sorted) : groupTable(sorted, ctx.io.now()));
+      const sorted = sortByName(groups, (group) => group.name);
+      ctx.io.stdout(render(g.output, groupListView(sorted, ctx.io.now())));
     });
 
   group
@@ -80,6 +81,6 @@ Example:
     .action(async (name: string, _flags: unknown, cmd: Command) => {
       const g = ctx.globals(cmd);
       await ctx.client(g).deleteGroup({ name });
-      ctx.io.stdout(g.output === "json" ? `${JSON.stringify({ name, deleted: true })}\n` : `group ${name} deleted\n`);
+      ctx.io.stdout(render(g.output, { data: () => ({ name, deleted: true }), table: () => `group ${name} deleted\n`, names: () => [name] }));
     });
 }

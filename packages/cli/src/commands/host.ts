@@ -1,4 +1,4 @@
-import { DeleteOrphanResponse, DrainDeadlineAction, DrainPhase, HostFailurePolicy, type DrainStatus, type Host, type Vm } from "@berth/api";
+import { DeleteOrphanResponse, DrainDeadlineAction, DrainPhase, HostFailurePolicy, type DrainStatus, type Host, type SchedulerConfig, type Vm } from "@berth/api";
 import { deadlineIn } from "@berth/core";
 import { Option, type Command } from "commander";
 import type { ControllerClient } from "../client.js";
@@ -12,17 +12,17 @@ import {
   formatAge,
   formatResourcesHuman,
   domainStateName,
-  hostDetail,
-  hostJson,
-  hostListJson,
+  hostDetailView,
+  hostListView,
   hostStateText,
-  hostTable,
+  hostView,
   phaseName,
-  orphanListJson,
-  orphanTable,
-  vmJson,
-  vmTable,
+  orphanListView,
+  compareNames,
+  sortByName,
+  vmView,
 } from "../format.js";
+import { isHuman, render } from "../output.js";
 import { parseDurationMs, parseName, parseSecondsMs } from "../parse.js";
 import { ProgressLine } from "../progress.js";
 import { pollUntil } from "../wait.js";
@@ -52,11 +52,7 @@ async function vmsOnHost(client: ControllerClient, hostId: string): Promise<Vm[]
   return vms;
 }
 
-const names = (vms: readonly Vm[]): string =>
-  vms
-    .map((v) => v.spec?.name ?? v.id)
-    .sort()
-    .join(", ");
+const names = (vms: readonly Vm[]): string => sortByName(vms.map((v) => v.spec?.name ?? v.id), (n) => n).join(", ");
 
 /**
  * What `host confirm-down` will do to this host's VMs, for the person asked to confirm it: which
@@ -117,8 +113,11 @@ not to run its VMs: silent past its watchdog, or confirmed down; restart-policy 
 recreated elsewhere), with badges: CORDONED (no new VMs: berth host cordon), DRAINING, DRAINED
 or DRAIN-INCOMPLETE (berth host drain; cordoned too), HYPERVISOR-DOWN. An ORPHANS column counts domains
 no VM record accounts for, when any host has some (berth host orphans HOST).
-Usage is what the host's VMs use, as last reported, over the host's physical capacity.
-With -o json: a JSON array of hosts. ${EXIT_CODES_SEE}
+CPU, MEMORY and DISK are what the host's VMs ask for (ALLOC) against allocatable: what the
+scheduler may place there, ratio x physical - reserved (berth config show; a host may override).
+-o wide adds what the VMs use (USED, as last reported) against the same allocatable, DRIVER,
+VERSION (the agent's), CPU MODEL and LABELS. -o json / -o yaml: the hosts; -o name: their ids.
+${EXIT_CODES_SEE}
 
 Examples:
   berth host list
@@ -127,8 +126,8 @@ Examples:
     .action(async (_flags: unknown, cmd: Command) => {
       const g = ctx.globals(cmd);
       const { hosts } = await ctx.client(g).listHosts({});
-      const sorted = [...hosts].sort((a, b) => a.id.localeCompare(b.id));
-      ctx.io.stdout(g.output === "json" ? hostListJson(sorted) : hostTable(sorted, ctx.io.now()));
+      const sorted = sortByName(hosts, (h) => h.id);
+      ctx.io.stdout(render(g.output, hostListView(sorted, ctx.io.now(), await schedulerSettings(ctx, g))));
     });
 
   host
@@ -149,7 +148,7 @@ Example:
     .action(async (id: string, _flags: unknown, cmd: Command) => {
       const g = ctx.globals(cmd);
       const found = await getHost(ctx.client(g), id);
-      ctx.io.stdout(g.output === "json" ? hostJson(found) : hostDetail(found, ctx.io.now()));
+      ctx.io.stdout(render(g.output, hostDetailView(found, ctx.io.now(), await schedulerSettings(ctx, g))));
     });
 
   registerOrphanCommands(host, ctx);
@@ -192,7 +191,7 @@ Examples:
       });
       const confirmed = (await client.confirmHostDown({ hostId: id })).host;
       if (!confirmed) throw new CliError("the controller's answer to ConfirmHostDown has no host", ExitCode.Error);
-      ctx.io.stdout(g.output === "json" ? hostJson(confirmed) : hostTable([confirmed], ctx.io.now()));
+      await printHost(ctx, g, confirmed);
     });
 }
 
@@ -220,8 +219,8 @@ Examples:
       if (!hostId) throw usageError("host orphans: HOST is required (berth host orphans HOST), or a subcommand: delete, adopt");
       const g = ctx.globals(cmd);
       const found = await getHost(ctx.client(g), hostId);
-      const sorted = [...found.orphans].sort((a, b) => a.name.localeCompare(b.name) || a.vmId.localeCompare(b.vmId));
-      ctx.io.stdout(g.output === "json" ? orphanListJson(sorted) : orphanTable(sorted));
+      const sorted = [...found.orphans].sort((a, b) => compareNames(a.name, b.name) || compareNames(a.vmId, b.vmId));
+      ctx.io.stdout(render(g.output, orphanListView(sorted)));
     });
 
   orphans
@@ -260,9 +259,7 @@ Examples:
       });
       const response = await client.deleteOrphan({ hostId, vmId });
       ctx.io.stdout(
-        g.output === "json"
-          ? JSON.stringify(DeleteOrphanResponse.toJSON(response), null, 2) + "\n"
-          : `orphan ${vmId} deleted from ${hostId}\n`,
+        render(g.output, { data: () => DeleteOrphanResponse.toJSON(response), table: () => `orphan ${vmId} deleted from ${hostId}\n`, names: () => [vmId] }),
       );
     });
 
@@ -292,7 +289,7 @@ Example:
 }
 
 function printAdopted(ctx: CliContext, g: GlobalOptions, vm: Vm): void {
-  ctx.io.stdout(g.output === "json" ? vmJson(vm) : vmTable([vm], ctx.io.now()));
+  ctx.io.stdout(render(g.output, vmView(vm, ctx.io.now())));
 }
 
 /** Longest `--reason`, as the controller takes it. */
@@ -321,8 +318,24 @@ function requiredHost(found: Host | undefined, what: string): Host {
   return found;
 }
 
-function printHost(ctx: CliContext, g: GlobalOptions, h: Host): void {
-  ctx.io.stdout(g.output === "json" ? hostJson(h) : hostTable([h], ctx.io.now()));
+/**
+ * The cluster's scheduler settings, which allocatable is computed with; read only for a table (a
+ * person's). Best effort: unreadable, the defaults are taken and (unless `quiet`: a host printed
+ * after a change, whose point is its state) a note says so on stderr.
+ */
+async function schedulerSettings(ctx: CliContext, g: GlobalOptions, quiet = false): Promise<SchedulerConfig | undefined> {
+  if (!isHuman(g.output)) return undefined;
+  try {
+    return (await ctx.client(g).getClusterConfig({})).config?.scheduler;
+  } catch (e) {
+    if (!quiet) ctx.io.stderr(`note: allocatable assumes the default ratios and reserve: the cluster config could not be read (${e instanceof Error ? e.message : String(e)})\n`);
+    return undefined;
+  }
+}
+
+/** A host after a change, as a one-row `host list` table (allocatable as there). Await it. */
+async function printHost(ctx: CliContext, g: GlobalOptions, h: Host): Promise<void> {
+  ctx.io.stdout(render(g.output, hostView(h, ctx.io.now(), await schedulerSettings(ctx, g, true))));
 }
 
 /** What changes in a drain's progress line often enough to be worth a plain line (a log). */
@@ -333,9 +346,8 @@ async function vmsLeftText(client: ControllerClient, hostId: string): Promise<st
   try {
     const vms = await vmsOnHost(client, hostId);
     if (vms.length === 0) return "none";
-    return vms
+    return sortByName(vms, (v) => v.spec?.name ?? v.id)
       .map((v) => `${v.spec?.name ?? v.id} (${phaseName(v.status?.phase ?? 0)})`)
-      .sort()
       .join(", ");
   } catch {
     return undefined;
@@ -349,7 +361,7 @@ async function vmsLeftText(client: ControllerClient, hostId: string): Promise<st
  */
 async function followDrain(ctx: CliContext, g: GlobalOptions, client: ControllerClient, start: Host, timeoutMs: number): Promise<Host> {
   const id = start.id;
-  const progress = g.output === "table" ? new ProgressLine(ctx.io) : undefined;
+  const progress = isHuman(g.output) ? new ProgressLine(ctx.io) : undefined;
   if (progress && start.drain?.phase === DrainPhase.DRAIN_PHASE_DRAINING) {
     ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for host ${id} to be drained...\n`);
   }
@@ -372,7 +384,7 @@ async function followDrain(ctx: CliContext, g: GlobalOptions, client: Controller
   }
   const ended = result.value;
   if (ended.drain?.phase === DrainPhase.DRAIN_PHASE_DRAINED) return ended;
-  printHost(ctx, g, ended);
+  await printHost(ctx, g, ended);
   const left = await vmsLeftText(client, id);
   const leftText = left === undefined ? "" : `; left on ${id}: ${left}`;
   if (!ended.drain) {
@@ -407,7 +419,7 @@ Examples:
     .action(async (id: string, flags: { reason?: string }, cmd: Command) => {
       const g = ctx.globals(cmd);
       const reason = parseReason(flags.reason);
-      printHost(ctx, g, requiredHost((await ctx.client(g).cordonHost({ hostId: id, reason })).host, "CordonHost"));
+      await printHost(ctx, g, requiredHost((await ctx.client(g).cordonHost({ hostId: id, reason })).host, "CordonHost"));
     });
 
   host
@@ -425,7 +437,7 @@ Example:
     )
     .action(async (id: string, _flags: unknown, cmd: Command) => {
       const g = ctx.globals(cmd);
-      printHost(ctx, g, requiredHost((await ctx.client(g).uncordonHost({ hostId: id })).host, "UncordonHost"));
+      await printHost(ctx, g, requiredHost((await ctx.client(g).uncordonHost({ hostId: id })).host, "UncordonHost"));
     });
 
   host
@@ -489,7 +501,7 @@ Examples:
               : DEFAULT_DRAIN_WAIT_TIMEOUT_S * 1000;
         const client = ctx.client(g);
         const draining = requiredHost((await client.drainHost({ hostId: id, deadlineMs, onDeadline, reason })).host, "DrainHost");
-        printHost(ctx, g, flags.wait ? await followDrain(ctx, g, client, draining, waitMs) : draining);
+        await printHost(ctx, g, flags.wait ? await followDrain(ctx, g, client, draining, waitMs) : draining);
       },
     );
 }

@@ -6,16 +6,16 @@ import type { ControllerClient } from "../client.js";
 import type { CliContext, GlobalOptions } from "../context.js";
 import { CliError, ExitCode, usageError } from "../exit-codes.js";
 import {
-  migrationDetail,
+  migrationDetailView,
   migrationEnded,
-  migrationJson,
-  migrationListJson,
+  migrationListView,
   migrationMessage,
   migrationPercent,
   migrationPhaseName,
   migrationProgressText,
-  migrationTable,
+  migrationView,
 } from "../format.js";
+import { isHuman, render } from "../output.js";
 import { parseName, parseSecondsMs } from "../parse.js";
 import { ProgressLine } from "../progress.js";
 import { retryUntilAnswered } from "../retry.js";
@@ -80,7 +80,7 @@ export async function followMigration(
   timeoutMs: number,
 ): Promise<Migration> {
   const ref = start.id || start.vmName;
-  const progress = g.output === "table" ? new ProgressLine(ctx.io) : undefined;
+  const progress = isHuman(g.output) ? new ProgressLine(ctx.io) : undefined;
   if (progress && !migrationEnded(start)) {
     ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for the migration of vm ${start.vmName} to end...\n`);
   }
@@ -112,7 +112,7 @@ export function migrationFailed(m: Migration): CliError {
 }
 
 function printMigration(ctx: CliContext, g: GlobalOptions, m: Migration): void {
-  ctx.io.stdout(g.output === "json" ? migrationJson(m) : migrationTable([m], ctx.io.now()));
+  ctx.io.stdout(render(g.output, migrationView(m, ctx.io.now())));
 }
 
 /** A message on one line (a multi-address failure lists one address a line). */
@@ -268,7 +268,7 @@ Examples:
       const g = ctx.globals(cmd);
       const hostId = flags.host === undefined ? "" : parseName(flags.host.trim(), "--host");
       const { migrations } = await ctx.client(g).listMigrations({ activeOnly: flags.active === true, hostId });
-      ctx.io.stdout(g.output === "json" ? migrationListJson(migrations) : migrationTable(migrations, ctx.io.now()));
+      ctx.io.stdout(render(g.output, migrationListView(migrations, ctx.io.now())));
     });
 
   migration
@@ -289,7 +289,7 @@ Examples:
     .action(async (ref: string, _flags: unknown, cmd: Command) => {
       const g = ctx.globals(cmd);
       const found = requiredMigration((await ctx.client(g).getMigration({ name: parseMigrationRef(ref) })).migration, "GetMigration");
-      ctx.io.stdout(g.output === "json" ? migrationJson(found) : migrationDetail(found, ctx.io.now()));
+      ctx.io.stdout(render(g.output, migrationDetailView(found, ctx.io.now())));
     });
 
   addMigrationWaitOptions(
@@ -328,7 +328,7 @@ Examples:
           ExitCode.Conflict,
         );
       }
-      if (g.output === "table") {
+      if (isHuman(g.output)) {
         ctx.io.stderr(`migration of vm ${ended.vmName} aborted (${migrationPhaseName(ended.phase)}); the VM stays on ${ended.sourceHost || "its host"}\n`);
       }
     });

@@ -1,7 +1,8 @@
 import type { Command } from "commander";
 import type { CliContext } from "../context.js";
 import { ExitCode } from "../exit-codes.js";
-import { planJson, planText } from "../format.js";
+import { planView } from "../format.js";
+import { render } from "../output.js";
 import { parseName } from "../parse.js";
 import { addSpecOptions, specsFromFlags, type SpecFlags } from "./spec-flags.js";
 
@@ -41,7 +42,7 @@ Examples:
       const name = flags.name === undefined ? DEFAULT_PLAN_NAME : parseName(flags.name, "--name");
       const specs = specsFromFlags(name, flags);
       const plan = await ctx.client(g).planPlacement({ specs });
-      ctx.io.stdout(g.output === "json" ? planJson(plan) : planText(plan, flags.all === true));
+      ctx.io.stdout(render(g.output, planView(plan, flags.all === true)));
       if (!plan.placeable) ctx.exitCode = ExitCode.NoCapacity;
     });
 }

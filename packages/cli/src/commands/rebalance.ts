@@ -17,13 +17,13 @@ import type { CliContext, GlobalOptions } from "../context.js";
 import { CliError, ExitCode, usageError } from "../exit-codes.js";
 import {
   migrationEnded,
+  migrationListView,
   migrationMessage,
-  migrationTable,
-  rebalanceApplyJson,
   rebalanceApplyText,
-  rebalancePlanJson,
-  rebalancePlanText,
+  rebalanceApplyView,
+  rebalancePlanView,
 } from "../format.js";
+import { isHuman, render } from "../output.js";
 import { parseInteger } from "../parse.js";
 import { ProgressLine } from "../progress.js";
 import { pollUntil } from "../wait.js";
@@ -146,7 +146,7 @@ const tallyText = (t: Tally, total: number): string => `rebalance: ${t.done}/${t
  */
 async function followAll(ctx: CliContext, g: GlobalOptions, client: ControllerClient, started: readonly Migration[], timeoutMs: number): Promise<Migration[]> {
   const current = [...started];
-  const progress = g.output === "table" ? new ProgressLine(ctx.io) : undefined;
+  const progress = isHuman(g.output) ? new ProgressLine(ctx.io) : undefined;
   if (progress) ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for ${started.length} migration(s) to end...\n`);
   const result = await pollUntil(
     ctx.io,
@@ -221,7 +221,7 @@ Examples:
       const request = parsePlanFlags(flags);
       const { plan } = await ctx.client(g).planRebalance(PlanRebalanceRequest.fromPartial(request));
       if (!plan) throw new CliError("the controller's answer to PlanRebalance has no plan", ExitCode.Error);
-      ctx.io.stdout(g.output === "json" ? rebalancePlanJson(plan) : rebalancePlanText(plan));
+      ctx.io.stdout(render(g.output, rebalancePlanView(plan)));
     });
 
   addMigrationWaitOptions(
@@ -267,15 +267,16 @@ Examples:
         ApplyRebalanceRequest.fromPartial(plan ? { goal: plan.goal, maxMoves: 0, metric: plan.metric, plan } : { ...fresh }),
       );
       if (!flags.wait || response.migrations.length === 0) {
-        ctx.io.stdout(g.output === "json" ? rebalanceApplyJson(response) : rebalanceApplyText(response));
+        ctx.io.stdout(render(g.output, rebalanceApplyView(response)));
         return;
       }
-      if (g.output === "table") ctx.io.stdout(rebalanceApplyText(response));
+      if (isHuman(g.output)) ctx.io.stdout(rebalanceApplyText(response));
       const ended = await followAll(ctx, g, client, response.migrations, waitMs);
+      const endedView = migrationListView(ended, ctx.io.now());
       ctx.io.stdout(
-        g.output === "json"
-          ? rebalanceApplyJson(ApplyRebalanceResponse.fromPartial({ ...response, migrations: ended }))
-          : `\n${migrationTable(ended, ctx.io.now())}`,
+        isHuman(g.output)
+          ? `\n${render(g.output, endedView)}`
+          : render(g.output, { ...rebalanceApplyView(ApplyRebalanceResponse.fromPartial({ ...response, migrations: ended })), names: endedView.names }),
       );
       const failed = ended.filter((m) => m.phase === MigrationPhase.MIGRATION_PHASE_FAILED);
       if (failed.length > 0) {

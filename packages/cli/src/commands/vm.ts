@@ -6,7 +6,9 @@ import { Option, type Command } from "commander";
 import type { ControllerClient } from "../client.js";
 import type { CliContext, GlobalOptions } from "../context.js";
 import { CliError, ExitCode } from "../exit-codes.js";
-import { failureText, formatIn, phaseName, vmDetail, vmJson, vmListJson, vmTable } from "../format.js";
+import { failureText, formatIn, phaseName, sortByName, vmDetail, vmListView, vmView } from "../format.js";
+import { isHuman, render } from "../output.js";
+import { ProgressLine } from "../progress.js";
 import { parseName, parseSecondsMs } from "../parse.js";
 import { retryUntilAnswered } from "../retry.js";
 import { VmEventFeed, waitForVm } from "../wait.js";
@@ -24,7 +26,7 @@ export const DEFAULT_CREATE_TIMEOUT_S = 30;
 const EXIT_CODES_SEE = "Exit codes: see berth --help.";
 
 function printVm(ctx: CliContext, g: GlobalOptions, vm: Vm): void {
-  ctx.io.stdout(g.output === "json" ? vmJson(vm) : vmTable([vm], ctx.io.now()));
+  ctx.io.stdout(render(g.output, vmView(vm, ctx.io.now())));
 }
 
 function required(vm: Vm | undefined, what: string): Vm {
@@ -98,7 +100,7 @@ async function waitForPhase(
   const name = baseline.spec?.name ?? "";
   const want = phaseName(target);
   const onFailed = options.onFailed ?? ((vm: Vm) => printVm(ctx, g, vm));
-  if (g.output === "table" && !options.quiet) {
+  if (isHuman(g.output) && !options.quiet) {
     ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for vm ${name} to be ${want}...\n`);
   }
   let seen = false;
@@ -181,9 +183,10 @@ async function waitForAllRunning(
   baselines: readonly Vm[],
   timeoutMs: number,
 ): Promise<Vm[]> {
-  if (g.output === "table") {
-    ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for ${baselines.length} vms to be RUNNING...\n`);
-  }
+  // `12/50 RUNNING (30 PENDING, 8 STARTING)` on stderr: RUNNING counts the VMs whose wait ended,
+  // the others' phases are the watch's latest. Off a terminal, a line per change at most every 2 s.
+  const progress = isHuman(g.output) ? new ProgressLine(ctx.io, { plainIntervalMs: GANG_PROGRESS_INTERVAL_MS }) : undefined;
+  if (progress) ctx.io.stderr(`waiting up to ${timeoutMs / 1000}s for ${baselines.length} vms to be RUNNING...\n`);
   const stop = new AbortController();
   // One listener per VM's wait on this signal: --count 11 would pass Node's default of 10 and print
   // a MaxListenersExceededWarning that is not a leak.
@@ -193,6 +196,18 @@ async function waitForAllRunning(
   // the controller sees about 20 GetVm a second at most.
   const feed = new VmEventFeed(client, deadlineIn(timeoutMs));
   const pollIntervalMs = 1000 * Math.ceil(baselines.length / 20);
+  const running = new Set<string>();
+  const phases = new Map<string, VmPhase>();
+  const showProgress = (): void => progress?.update(gangProgressText(baselines.length, running.size, phases, running), String(running.size));
+  const unsubscribe = progress
+    ? baselines.map((b) =>
+        feed.on(b.spec?.name ?? "", ({ vm }) => {
+          if (vm?.status) phases.set(b.spec?.name ?? "", vm.status.phase);
+          showProgress();
+        }),
+      )
+    : [];
+  showProgress();
   try {
     return await Promise.all(
       baselines.map((b) =>
@@ -204,20 +219,45 @@ async function waitForAllRunning(
           onFailed: (vm) => {
             failed ??= vm;
           },
+        }).then((vm) => {
+          running.add(b.spec?.name ?? "");
+          showProgress();
+          return vm;
         }),
       ),
     );
   } catch (e) {
     stop.abort(e);
+    progress?.end();
     if (failed) printVms(ctx, g, [failed]);
     throw e;
   } finally {
+    for (const off of unsubscribe) off();
+    progress?.end();
     feed.close();
   }
 }
 
+/** Off a terminal, at most one gang progress line per this many ms. */
+const GANG_PROGRESS_INTERVAL_MS = 2000;
+
+/**
+ * `12/50 RUNNING (30 PENDING, 8 STARTING)`: how many of a gang are RUNNING, then the others by
+ * their latest phase (those not seen yet are left out).
+ */
+export function gangProgressText(total: number, runningCount: number, phases: ReadonlyMap<string, VmPhase>, running: ReadonlySet<string>): string {
+  const others = new Map<string, number>();
+  for (const [name, phase] of phases) {
+    if (running.has(name) || phase === VmPhase.VM_PHASE_RUNNING) continue;
+    const shown = phaseName(phase);
+    others.set(shown, (others.get(shown) ?? 0) + 1);
+  }
+  const rest = [...others].map(([phase, n]) => `${n} ${phase}`).join(", ");
+  return `${runningCount}/${total} RUNNING${rest ? ` (${rest})` : ""}`;
+}
+
 function printVms(ctx: CliContext, g: GlobalOptions, vms: readonly Vm[]): void {
-  ctx.io.stdout(g.output === "json" ? vmListJson(vms) : vmTable(vms, ctx.io.now()));
+  ctx.io.stdout(render(g.output, vmListView(vms, ctx.io.now())));
 }
 
 interface WaitFlags {
@@ -351,8 +391,10 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
     .addHelpText(
       "after",
       `
-Prints the new VM (phase PENDING until its host reports it). Sizes take MiB, GiB or TiB (also
-M, G, T; MB, GB, TB are powers of ten). Flags are checked before anything is sent: a bad one is
+Prints the new VM (phase PENDING until its host reports it). Sizes (kubectl's convention): a
+unit with an i is binary, Mi/MiB, Gi/GiB, Ti/TiB (4GiB = 4 x 1024^3 bytes); one without is
+decimal, MB, GB, TB (4GB = 4 x 10^9 bytes); a lone M, G or T is refused as ambiguous; a bare
+number is MiB for --memory, GiB for --disk. Flags are checked before anything is sent: a bad one is
 reported by name with exit code 2. No host with room: exit code 4.
 
 --count N creates NAME-1 ... NAME-N in one CreateVms call: all of them are placed, or none is
@@ -466,8 +508,8 @@ Examples:
         vms.push(...page.vms);
         pageToken = page.nextPageToken;
       } while (pageToken !== "");
-      const sorted = [...vms].sort((a, b) => (a.spec?.name ?? "").localeCompare(b.spec?.name ?? ""));
-      ctx.io.stdout(g.output === "json" ? vmListJson(sorted) : vmTable(sorted, ctx.io.now()));
+      const sorted = sortByName(vms, (v) => v.spec?.name ?? "");
+      ctx.io.stdout(render(g.output, vmListView(sorted, ctx.io.now())));
     });
 
   vm.command("show")
@@ -489,8 +531,8 @@ Example:
       const g = ctx.globals(cmd);
       const client = ctx.client(g);
       const vmFound = required((await client.getVm({ name })).vm, "GetVm");
-      if (g.output === "json") {
-        ctx.io.stdout(vmJson(vmFound));
+      if (!isHuman(g.output)) {
+        ctx.io.stdout(render(g.output, vmView(vmFound, ctx.io.now())));
         return;
       }
       // Best effort: a VM that is migrating shows where to and how far; without an answer, just the VM.
@@ -569,9 +611,9 @@ Examples:
       }
       const target = targetPhase(retried.desiredState);
       if (target === undefined) {
-        if (g.output === "table") ctx.io.stderr(`waiting up to ${waitMs / 1000}s for vm ${name} to be deleted...\n`);
+        if (isHuman(g.output)) ctx.io.stderr(`waiting up to ${waitMs / 1000}s for vm ${name} to be deleted...\n`);
         await waitForGone(client, retried, waitMs);
-        ctx.io.stdout(g.output === "json" ? vmJson(retried) : `vm ${name} deleted\n`);
+        ctx.io.stdout(isHuman(g.output) ? `vm ${name} deleted\n` : render(g.output, vmView(retried, ctx.io.now())));
         return;
       }
       printVm(ctx, g, await waitForPhase(ctx, g, client, retried, target, waitMs));
@@ -603,9 +645,9 @@ Examples:
         printVm(ctx, g, deleted);
         return;
       }
-      if (g.output === "table") ctx.io.stderr(`waiting up to ${waitMs / 1000}s for vm ${name} to be deleted...\n`);
+      if (isHuman(g.output)) ctx.io.stderr(`waiting up to ${waitMs / 1000}s for vm ${name} to be deleted...\n`);
       await waitForGone(client, deleted, waitMs);
-      ctx.io.stdout(g.output === "json" ? vmJson(deleted) : `vm ${name} deleted\n`);
+      ctx.io.stdout(isHuman(g.output) ? `vm ${name} deleted\n` : render(g.output, vmView(deleted, ctx.io.now())));
     });
 
   registerVmMigrateCommand(vm, ctx);
