@@ -19,6 +19,7 @@ import type { Logger } from "pino";
 import { AgentStateFile, type AgentState } from "./agent-state.js";
 import { CommandExecutor, type MigrationProgressSink } from "./executor.js";
 import type { ResolvedAgentOptions } from "./options.js";
+import { NO_AGENT_METRICS, type AgentMetrics } from "./metrics.js";
 import { ReconnectPlanner, type SessionEnd } from "./reconnect.js";
 import { StreamWriter } from "./stream-writer.js";
 import { UsageMeter } from "./usage.js";
@@ -65,6 +66,8 @@ export class Agent {
   private helloRead: Promise<Hello> | undefined;
   /** The host certificate, re-read when its files change; undefined when plaintext. */
   private readonly tls: ReloadingTlsIdentity | undefined;
+  /** The controller whose Welcome is obeyed now (a leader); undefined between streams. */
+  #connectedTo: string | undefined;
 
   /**
    * @param initial the state loaded from the state dir (`loadAgentState`); a number is the leader
@@ -75,6 +78,8 @@ export class Agent {
     private readonly driver: HypervisorDriver,
     initial: AgentState | number,
     private readonly log: Logger,
+    /** Told of commands run, reports sent, reconnects and the connection (the admin port's /metrics). */
+    private readonly metrics: AgentMetrics = NO_AGENT_METRICS,
   ) {
     // Checked before anything else: a certificate for another host would be refused by every controller.
     this.tls = options.tls
@@ -105,6 +110,11 @@ export class Agent {
   /** The cluster this agent belongs to ("" until it has joined one). */
   get clusterId(): string {
     return this.state.state.clusterId;
+  }
+
+  /** The controller (a leader) whose Welcome this agent obeys now; undefined while not connected. */
+  get connectedController(): string | undefined {
+    return this.#connectedTo;
   }
 
   /** The highest leader epoch obeyed (within {@link clusterId}). */
@@ -160,6 +170,7 @@ export class Agent {
           break;
       }
       const plan = planner.next(end);
+      this.metrics.reconnect();
       this.log[end.kind === "not-leader" ? "info" : "debug"]({ from: target, to: plan.target, waitMs: Math.round(plan.waitMs), note: plan.note }, "reconnecting");
       if (plan.waitMs > 0) await sleep(plan.waitMs, signal);
     }
@@ -250,6 +261,10 @@ export class Agent {
         clearInterval(tickTimer);
         clearTimeout(eventReport);
         unsubscribe();
+        if (welcomed) {
+          this.#connectedTo = undefined;
+          this.metrics.connected(false);
+        }
         signal.removeEventListener("abort", onAbort);
         writer.close();
         call.cancel();
@@ -280,6 +295,7 @@ export class Agent {
         unansweredSince ??= performance.now();
         writer.write(report);
         this.watchdog.reportSent();
+        this.metrics.reportSent();
       };
       // One report at a time (periodic and event-driven ones would otherwise cross, an older read
       // arriving after a newer one); a report asked for meanwhile runs once the current one ends.
@@ -363,6 +379,8 @@ export class Agent {
       /** Starts what a Welcome that is obeyed starts: liveness ticks, reports, the watchdog. */
       const begin = (welcome: Welcome): void => {
         welcomed = true;
+        this.#connectedTo = address;
+        this.metrics.connected(true);
         const interval = Math.max(100, welcome.reportIntervalMs || 2_000);
         silenceLimitMs = interval * 3 + 1_000;
         const tickMs = Math.max(100, Math.floor(interval / 2));
@@ -500,7 +518,9 @@ export class Agent {
   }
 
   private async handleCommand(command: Command, onProgress?: MigrationProgressSink) {
+    const started = performance.now();
     const result = await this.executor.execute(command, onProgress);
+    this.metrics.commandExecuted(command.action?.$case ?? "", result.ok, (performance.now() - started) / 1000);
     const log = result.ok ? this.log.debug.bind(this.log) : this.log.warn.bind(this.log);
     log({ vmId: command.vmId, generation: command.generation, epoch: command.leaderEpoch, action: command.action?.$case, ok: result.ok, error: result.errorMessage || undefined }, "command applied");
     return result;

@@ -20,7 +20,10 @@ import {
   stopWhenParentGone,
   TLS_FLAGS,
   TLS_HELP,
+  startAdminServer,
+  type AdminServer,
 } from "@berth/core";
+import { agentAdminRoutes, AgentPrometheusMetrics } from "./metrics.js";
 import { resolveAgentOptions, type AgentLibvirtOptions, type DriverKind, type ResolvedAgentOptions } from "./options.js";
 
 const HELP = `berth-agent: runs on every host; reports capacity and executes placement commands.
@@ -68,6 +71,11 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
 ${TLS_HELP}
                           The certificate must be a host certificate for --host-id
                           ('berth certs issue host ID'): the controller knows the host by it
+  --admin-listen HOST:PORT
+                          serve the admin HTTP port (plain HTTP): /healthz answers 200
+                          {"status":"ok","controller":…} while a leader has welcomed this agent
+                          and the hypervisor answers, else 503 with a JSON reason; /metrics is
+                          Prometheus. Off unless given; port 0 picks one
   --log-level LEVEL       trace|debug|info|warn|error (default info, or LOG_LEVEL)
   -V, --version           print the version
   -h, --help              this help
@@ -149,6 +157,7 @@ async function main(): Promise<number> {
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         insecure: { type: "boolean" },
+        "admin-listen": { type: "string" },
         "log-level": { type: "string" },
         version: { type: "boolean", short: "V" },
         help: { type: "boolean", short: "h" },
@@ -192,6 +201,7 @@ async function main(): Promise<number> {
             },
           }
         : {}),
+      ...(args["admin-listen"] !== undefined ? { adminListen: args["admin-listen"] } : {}),
       ...(args.reserve ? { reserved: { vcpus: 0, memoryMib: 0, diskGib: 0, ...parseCapacity(args.reserve, "--reserve") } } : {}),
     });
   } catch (e) {
@@ -201,6 +211,7 @@ async function main(): Promise<number> {
       driver: "--driver",
       state_dir: "--state-dir",
       join_cluster: "--join-cluster",
+      admin_listen: "--admin-listen",
       labels: "--label",
       capacity: "--capacity",
       fake_migration_bandwidth: "--fake-migration-bandwidth",
@@ -250,8 +261,9 @@ async function runAgent(options: ResolvedAgentOptions, log: Logger): Promise<num
   }
   if (!options.tls) log.warn("connecting in PLAINTEXT (--insecure): any controller address answering is believed, and the stream is readable on the network");
   let agent: Agent;
+  const metrics = new AgentPrometheusMetrics(driver);
   try {
-    agent = new Agent(options, driver, state, log);
+    agent = new Agent(options, driver, state, log, metrics);
   } catch (e) {
     // Bad TLS files: named, with what to do.
     await driver.close();
@@ -271,6 +283,18 @@ async function runAgent(options: ResolvedAgentOptions, log: Logger): Promise<num
     },
     "agent starting",
   );
+  let admin: AdminServer | undefined;
+  if (options.adminListen !== undefined) {
+    const a = agent;
+    try {
+      admin = await startAdminServer({ listen: options.adminListen, routes: agentAdminRoutes({ connectedController: () => a.connectedController, driver }, metrics.registry), log });
+    } catch (e) {
+      await driver.close();
+      process.stderr.write(`berth-agent: --admin-listen: cannot listen on ${options.adminListen}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`);
+      return 1;
+    }
+    log.info({ adminListen: options.adminListen, port: admin.port }, `admin HTTP on ${admin.url}/ (/healthz, /metrics)`);
+  }
   const abort = new AbortController();
   const stop = (why: string): void => {
     log.info({ why }, "stopping");
@@ -286,6 +310,7 @@ async function runAgent(options: ResolvedAgentOptions, log: Logger): Promise<num
     log.fatal({ err: e }, "agent stopped");
     return 1;
   } finally {
+    await admin?.close();
     await driver.close();
   }
 }

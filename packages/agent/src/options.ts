@@ -60,6 +60,12 @@ export interface AgentOptions {
   connectTimeoutMs?: number;
   /** Commands run at once across VMs. Default 16. */
   maxConcurrentCommands?: number;
+  /**
+   * HOST:PORT of the admin HTTP port (plain HTTP): `/healthz` (200 while connected to a leader and
+   * the hypervisor answers, else 503 with a JSON reason) and `/metrics` (Prometheus). Port 0 lets
+   * the OS choose. @default off: no admin port unless given
+   */
+  adminListen?: string;
 }
 
 /** The hypervisor drivers an agent can run. */
@@ -109,6 +115,7 @@ export interface ResolvedAgentOptions {
   duplicateHostBackoffMs: number;
   connectTimeoutMs: number;
   maxConcurrentCommands: number;
+  adminListen: string | undefined;
 }
 
 /** Longest cluster id `joinCluster` takes. */
@@ -150,6 +157,7 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   }
   const connectTimeoutMs = o.connectTimeoutMs ?? 5_000;
   if (!(connectTimeoutMs > 0)) throw invalidArgument("connect_timeout_ms", "must be > 0");
+  if (o.adminListen !== undefined) parseHostPort(o.adminListen, "admin_listen", { allowPortZero: true });
   const joinCluster = o.joinCluster === undefined || o.joinCluster === "" ? undefined : o.joinCluster;
   if (joinCluster !== undefined && (joinCluster.length > MAX_CLUSTER_ID_LENGTH || !/^[\x21-\x7e]+$/.test(joinCluster))) {
     throw invalidArgument("join_cluster", `must be 1-${MAX_CLUSTER_ID_LENGTH} printable characters without spaces`);
@@ -173,5 +181,6 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     duplicateHostBackoffMs,
     connectTimeoutMs,
     maxConcurrentCommands: o.maxConcurrentCommands ?? 16,
+    adminListen: o.adminListen,
   };
 }

@@ -135,6 +135,9 @@ export class ControllerMetrics implements Metrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+    // prom-client also exports these three gauges named *_total, which Prometheus reserves for
+    // counters (promtool check metrics objects); the per-type gauges without the suffix stay.
+    for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) this.registry.removeSingleMetric(name);
     for (const result of ["scheduled", "unschedulable", "error"] as const) {
       // Every result shows from the first scrape (0), so rate() works before the first failure.
       this.#attempts.inc({ result }, 0);
