@@ -186,6 +186,12 @@ describe("vmLifecycle (the rules)", () => {
     const stoppedMeanwhile = vmLifecycle(at(VmPhase.VM_PHASE_UNKNOWN, R), at(VmPhase.VM_PHASE_STOPPED, DomainState.DOMAIN_STATE_SHUTOFF));
     expect(stoppedMeanwhile.map((l) => l.msg)).toEqual(["VM stopped on h1"]);
   });
+  it("a placement names the winning total and the runner-up when its record explains them", () => {
+    const placed = Vm.fromPartial({ ...at(VmPhase.VM_PHASE_PENDING, DomainState.DOMAIN_STATE_UNSPECIFIED, {}, 1), placement: { cause: "create", preset: "pack", explained: true, total: 0.8312, runnerUpHost: "h2", runnerUpTotal: 0.7, hostsConsidered: 3, hostsFeasible: 2 } });
+    expect(vmLifecycle(undefined, placed)).toEqual([
+      { level: "info", fields: { vm: "web-1", vmId: "id-1", host: "h1", generation: 1, cause: "create", preset: "pack", hostsConsidered: 3, hostsFeasible: 2, score: 0.831, runnerUp: "h2", runnerUpScore: 0.7 }, msg: "VM placed on h1" },
+    ]);
+  });
   it("a crash is a WARN naming it; the end of a migration is the migration manager's to tell", () => {
     const crashed = vmLifecycle(at(VmPhase.VM_PHASE_RUNNING, R), at(VmPhase.VM_PHASE_FAILED, DomainState.DOMAIN_STATE_CRASHED, { message: "domain crashed" }));
     expect(crashed).toEqual([{ level: "warn", fields: expect.objectContaining({ vm: "web-1", vmId: "id-1", host: "h1", generation: 3, errorCode: "CRASHED" }), msg: "VM crashed on h1" }]);
