@@ -13,6 +13,7 @@ import { registerRebalanceCommands } from "./commands/rebalance.js";
 import { registerVmCommands } from "./commands/vm.js";
 import { CliContext, processIo, type Io } from "./context.js";
 import { CliError, EXIT_CODES_HELP, ExitCode, exitCodeOf } from "./exit-codes.js";
+import { registerCompletionCommand } from "./completion.js";
 import { OUTPUT_FORMATS } from "./output.js";
 
 /**
@@ -79,6 +80,7 @@ ${EXIT_CODES_HELP}`,
   registerClusterCommands(program, ctx);
   registerDevCommand(program, ctx);
   registerCertsCommands(program, ctx);
+  registerCompletionCommand(program, ctx);
   return program;
 }
 
