@@ -56,10 +56,15 @@ export async function controllerPath(hosts, scheduler) {
       for (let i = 0; i < ops.length; i += 100) revision = (await store.txn({ compare: [], ops: ops.slice(i, i + 100) })).revision;
       if (revision > 0) await state.groups.waitForRevision(revision);
     },
-    async place(request) {
+    /** Placer.create for one VM of `request`; resolves to the VM record it made. */
+    async create(request) {
       const spec = VmSpec.fromPartial({ name: `vm-${n++}`, resources: request.resources, group: request.group?.name ?? "" });
+      const [vm] = await placer.create([spec], writer, "spec");
+      return vm;
+    },
+    async place(request) {
       try {
-        const [vm] = await placer.create([spec], writer, "spec");
+        const vm = await this.create(request);
         return index.get(vm.hostId);
       } catch (e) {
         if (e?.code === "RESOURCE_EXHAUSTED" || /no host can take/.test(String(e?.message))) return -1;

@@ -126,7 +126,7 @@ function calls({ client, call }: Api) {
     /** The first message of WatchEvents (the current state), or the stream's error. */
     watchFirst: () =>
       new Promise<WatchEventsResponse>((resolve, reject) => {
-        const stream = client.watchEvents({ vms: false, hosts: false }, new Metadata(), { deadline: deadlineIn(10_000) });
+        const stream = client.watchEvents({ vms: false, hosts: false, migrations: false, events: false }, new Metadata(), { deadline: deadlineIn(10_000) });
         stream.on("data", (m: WatchEventsResponse) => {
           resolve(m);
           stream.cancel();

@@ -12,17 +12,28 @@ import type { HostVerdict } from "@berth/scheduler";
 import { MemoryStore } from "@berth/store";
 import { Controller } from "./controller.js";
 import { resolveControllerOptions } from "./options.js";
-import { EXPLAIN_ALWAYS_VERDICTS, EXPLAIN_MAX_VERDICTS, placementRecordOf, shouldExplain } from "./placement-record.js";
+import { EXPLAIN_MAX_VERDICTS, EXPLAIN_TIME_SHARE, EXPLAIN_WINDOW_MS, ExplainBudget, placementRecordOf } from "./placement-record.js";
 
 const ctx = { decidedAtMs: 1_000, cause: "create", preset: "spread", hostsConsidered: 4 };
 
-describe("shouldExplain", () => {
-  it("always explains small decisions, big ones only for a create alone in flight, and never huge ones", () => {
-    expect(shouldExplain(EXPLAIN_ALWAYS_VERDICTS, 50)).toBe(true);
-    expect(shouldExplain(EXPLAIN_ALWAYS_VERDICTS + 1, 2)).toBe(false);
-    expect(shouldExplain(EXPLAIN_ALWAYS_VERDICTS + 1, 1)).toBe(true);
-    expect(shouldExplain(EXPLAIN_MAX_VERDICTS, 1)).toBe(true);
-    expect(shouldExplain(EXPLAIN_MAX_VERDICTS + 1, 1)).toBe(false);
+describe("ExplainBudget", () => {
+  it("allows explanations until they took their share of the window, then again as the time decays", () => {
+    let t = 0;
+    const budget = new ExplainBudget(() => t);
+    const limit = EXPLAIN_TIME_SHARE * EXPLAIN_WINDOW_MS;
+    expect(budget.allows(100)).toBe(true);
+    budget.spend(limit * 0.6);
+    expect(budget.allows(100)).toBe(true);
+    budget.spend(limit * 0.6);
+    expect(budget.allows(100)).toBe(false);
+    t += EXPLAIN_WINDOW_MS; // 1.2 × limit × e^-1 ≈ 0.44 × limit
+    expect(budget.allows(100)).toBe(true);
+  });
+
+  it("never allows a decision past the verdict ceiling", () => {
+    const budget = new ExplainBudget(() => 0);
+    expect(budget.allows(EXPLAIN_MAX_VERDICTS)).toBe(true);
+    expect(budget.allows(EXPLAIN_MAX_VERDICTS + 1)).toBe(false);
   });
 });
 
@@ -154,14 +165,13 @@ describe("the placement record on the VM", () => {
     expect((await c.getVm("wide-0").catch((e: ServiceError) => e)) as ServiceError).toMatchObject({ code: 5 });
   });
 
-  it("a create alone in flight is explained past the always-budget; past the maximum only the context is kept", async () => {
+  it("a decision past the verdict ceiling keeps only its context", async () => {
     const hosts = 83;
     const c = await cluster(hosts);
     const small = { vcpus: 1, memoryMib: 128, diskGib: 1 };
-    // 83 hosts × 2 VMs = 166 verdicts: above the always-budget, explained because nothing else is in flight.
-    const { vms: alone } = await c.createVms([spec("solo-1", { resources: small }), spec("solo-2", { resources: small })]);
-    expect(alone[1]!.placement).toMatchObject({ explained: true, cause: "gang", hostsConsidered: hosts });
-    // 83 × 100 = 8,300 verdicts: above the maximum. Pinned to two hosts, so the one transaction
+    const { vms: two } = await c.createVms([spec("solo-1", { resources: small }), spec("solo-2", { resources: small })]);
+    expect(two[1]!.placement).toMatchObject({ explained: true, cause: "gang", hostsConsidered: hosts });
+    // 83 × 100 = 8,300 verdicts: past the ceiling. Pinned to two hosts, so the one transaction
     // needs 100 + 2 guards (the store takes 128).
     const count = Math.ceil((EXPLAIN_MAX_VERDICTS + 1) / hosts);
     expect(count).toBeLessThanOrEqual(100);

@@ -27,7 +27,7 @@ import {
 import { MAX_TXN_OPS, type ClusterStore, type Compare, type Op } from "@berth/store";
 import { holdsTarget, type ClusterState } from "./cluster-state.js";
 import { NO_METRICS, type Metrics, type ScheduleResult } from "./metrics.js";
-import { placementRecordOf, shouldExplain, unexplainedRecord } from "./placement-record.js";
+import { ExplainBudget, placementRecordOf, unexplainedRecord } from "./placement-record.js";
 import { PlacementView, sameSnapshot } from "./placement-view.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { decodeVm, encodeGroup, encodeVm, Keys } from "./keys.js";
@@ -139,6 +139,11 @@ export class Placer {
   /** Create calls refused because maxCreatesInFlight were in flight. */
   shedCreates = 0;
   #pendingVms = 0;
+  /**
+   * The time explanations may take (see placement-record.ts). Replaceable, so a benchmark can run
+   * the create path without explanations as its reference. @default a fresh ExplainBudget
+   */
+  explainBudget: Pick<ExplainBudget, "allows" | "spend"> = new ExplainBudget();
   private optionsCache: { revision: number; options: ResolvedSchedulerOptions } | undefined;
 
   constructor(
@@ -559,18 +564,21 @@ export class Placer {
    * The placement records of a decision just taken, before its reservations are held: the
    * scheduler's explaining path (placeVm) over the snapshots the decision was made on, each VM of a
    * gang seeing the ones before it placed, as the decision did. When that would cost the create
-   * path too much (`shouldExplain`: a burst on a big fleet) the records carry no scores.
+   * path too much (past the ExplainBudget: a burst, or a huge decision) the records carry no scores.
    */
   private recordsOf(requests: readonly PlacementRequest[], hostIds: readonly string[], fleet: number, snapshots: () => readonly HostSnapshot[]): PlacementRecord[] {
     const options = this.options();
     const ctx = { decidedAtMs: this.now(), cause: requests.length === 1 ? "create" : "gang", preset: options.preset ?? "spread", hostsConsidered: fleet };
-    if (!shouldExplain(fleet * requests.length, this.createsInFlight)) return requests.map(() => unexplainedRecord(ctx));
+    if (!this.explainBudget.allows(fleet * requests.length)) return requests.map(() => unexplainedRecord(ctx));
+    const started = performance.now();
     let hosts = snapshots();
-    return requests.map((request, i) => {
+    const records = requests.map((request, i) => {
       const record = placementRecordOf(placeVm(hosts, request, options).explanation, hostIds[i]!, ctx);
       hosts = hosts.map((h) => (h.id === hostIds[i] ? withPlacement(h, request.resources, request.group?.name) : h));
       return record;
     });
+    this.explainBudget.spend(performance.now() - started);
+    return records;
   }
 
   /**

@@ -327,10 +327,10 @@ export interface PlacementRecord {
   /** Hosts rejected, counted by the filter that rejected them. */
   rejectedByFilter: { [key: string]: number };
   /**
-   * False when no scores were recorded: explaining would have slowed the create path too much (more
-   * than 128 host verdicts — hosts × VMs of the request — while other creates were in flight, or
-   * more than 8,192), or the host was a migration's target (cause "migrate"). Only the context
-   * fields are set then; `berth plan` explains any placement in full.
+   * False when no scores were recorded: explaining would have slowed the create path too much
+   * (explanations already took 5 % of the leader's time lately, or the decision had more than
+   * 2,048 host verdicts: hosts × VMs of the request), or the host was a migration's target (cause
+   * "migrate"). Only the context fields are set then; `berth plan` explains any placement in full.
    */
   explained: boolean;
 }
