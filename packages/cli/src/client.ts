@@ -52,8 +52,12 @@ import {
   type PlanPlacementResponse,
   type UpdateClusterConfigRequest,
   type UpdateClusterConfigResponse,
+  type DeleteHostRequest,
+  type DeleteHostResponse,
   type DeleteVmRequest,
   type DeleteVmResponse,
+  type LabelHostRequest,
+  type LabelHostResponse,
   type GetHostRequest,
   type GetHostResponse,
   type GetVmRequest,
@@ -387,12 +391,29 @@ export class ControllerClient {
     return this.#invoke<UpdateClusterConfigResponse>((c, m, o, cb) => c.updateClusterConfig(request, m, o, cb), overrides);
   }
 
+  /** Sets and removes operator labels of a host; answers with the host. */
+  labelHost(request: LabelHostRequest, overrides?: CallOverrides): Promise<LabelHostResponse> {
+    return this.#invoke<LabelHostResponse>((c, m, o, cb) => c.labelHost(request, m, o, cb), overrides);
+  }
+
+  /** Forgets a retired host; refused (FAILED_PRECONDITION) while its agent is connected or anything names it. */
+  deleteHost(request: DeleteHostRequest, overrides?: CallOverrides): Promise<DeleteHostResponse> {
+    return this.#invoke<DeleteHostResponse>((c, m, o, cb) => c.deleteHost(request, m, o, cb), overrides);
+  }
+
   /**
-   * Opens `WatchEvents` on the address that answered last, ending at `deadline`. The stream is not
-   * redirected to a leader: callers that need an answer pair it with polling (see `waitForVm`).
+   * Opens `WatchEvents` on `address` (by default the one that answered last), ending at `deadline`
+   * (none: until cancelled). The stream is not redirected to a leader: callers that need an answer
+   * pair it with polling (see `waitForVm`) or reopen it where its NOT_LEADER error points (see
+   * `followWatch`).
    */
-  watchEvents(request: WatchEventsRequest, deadline: Date): ClientReadableStream<WatchEventsResponse> {
-    return this.#client(this.address).watchEvents(request, new Metadata(), { deadline });
+  watchEvents(request: WatchEventsRequest, deadline?: Date, address = this.address): ClientReadableStream<WatchEventsResponse> {
+    return this.#client(address).watchEvents(request, new Metadata(), { deadline: deadline ?? Infinity });
+  }
+
+  /** Resolves once the channel to `address` is connected, rejects when `deadline` passes first. */
+  whenReady(address: string, deadline: Date): Promise<void> {
+    return new Promise((resolve, reject) => this.#client(address).waitForReady(deadline, (e) => (e ? reject(e) : resolve())));
   }
 
   /** Closes every channel. Calls made afterwards fail. */

@@ -34,6 +34,13 @@ export interface Io {
   interactive: boolean;
   /** Asks `question` (on stderr) and resolves with the line typed. Only called when `interactive`. */
   ask(question: string): Promise<string>;
+  /**
+   * Whether standard output is a terminal: `--watch` redraws its table in place then, and prints
+   * changed rows as new lines otherwise. Absent: not a terminal.
+   */
+  stdoutIsTerminal?: boolean;
+  /** Ends a watch (`events --follow`, `--watch`) as Ctrl-C would. Absent: SIGINT does (watch-stream.ts). */
+  interrupt?: AbortSignal;
 }
 
 /** The real process' Io. */
@@ -47,6 +54,7 @@ export function processIo(): Io {
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     colorize: process.stdout.isTTY === true && !("NO_COLOR" in process.env),
     stderrIsTerminal: process.stderr.isTTY === true,
+    stdoutIsTerminal: process.stdout.isTTY === true,
     interactive: process.stdin.isTTY === true && process.stderr.isTTY === true,
     ask: async (question) => {
       const rl = createInterface({ input: process.stdin, output: process.stderr });

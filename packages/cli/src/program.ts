@@ -5,6 +5,7 @@ import { registerCertsCommands } from "./commands/certs.js";
 import { registerClusterCommands } from "./commands/cluster.js";
 import { registerConfigCommands } from "./commands/config.js";
 import { registerDevCommand } from "./commands/dev.js";
+import { registerEventsCommand } from "./commands/events.js";
 import { registerGroupCommands } from "./commands/group.js";
 import { registerHostCommands } from "./commands/host.js";
 import { registerMigrationCommands } from "./commands/migration.js";
@@ -65,6 +66,7 @@ Examples:
   berth vm list -o json
   berth host orphans host-1
   berth cluster show
+  berth events --follow                                  # what happens, as it happens
   berth --controller 10.0.0.1:7400,10.0.0.2:7400 host list
   berth certs init --dir ./pki                           # the CA and the controller's certificate
 
@@ -78,6 +80,7 @@ ${EXIT_CODES_HELP}`,
   registerRebalanceCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerClusterCommands(program, ctx);
+  registerEventsCommand(program, ctx);
   registerDevCommand(program, ctx);
   registerCertsCommands(program, ctx);
   registerCompletionCommand(program, ctx);

@@ -26,6 +26,8 @@ import { isHuman, render } from "../output.js";
 import { parseDurationMs, parseName, parseSecondsMs } from "../parse.js";
 import { ProgressLine } from "../progress.js";
 import { pollUntil } from "../wait.js";
+import { registerHostAdminCommands } from "./host-admin.js";
+import { watchHostList } from "./list-watches.js";
 
 const EXIT_CODES_SEE = "Exit codes: see berth --help.";
 
@@ -94,7 +96,7 @@ async function confirmDownConsequences(client: ControllerClient, hostId: string,
   }
 }
 
-/** Adds `berth host list|show|orphans|confirm-down|cordon|uncordon|drain`. */
+/** Adds `berth host list|show|orphans|confirm-down|cordon|uncordon|drain|label|delete`. */
 export function registerHostCommands(program: Command, ctx: CliContext): void {
   const host = program
     .command("host")
@@ -117,14 +119,23 @@ CPU, MEMORY and DISK are what the host's VMs ask for (ALLOC) against allocatable
 scheduler may place there, ratio x physical - reserved (berth config show; a host may override).
 -o wide adds what the VMs use (USED, as last reported) against the same allocatable, DRIVER,
 VERSION (the agent's), CPU MODEL and LABELS. -o json / -o yaml: the hosts; -o name: their ids.
+--watch prints the table again on each change of a host (or of its VMs) from the WatchEvents
+stream, until Ctrl-C (exit 0): redrawn in place on a terminal, the changed rows as new lines
+otherwise, -o json one {"type","object"} line per change; at most 4 redraws a second.
 ${EXIT_CODES_SEE}
 
 Examples:
   berth host list
-  berth host list -o json`,
+  berth host list -o json
+  berth host list --watch`,
     )
-    .action(async (_flags: unknown, cmd: Command) => {
+    .option("-w, --watch", "after the table, print it again on each change until Ctrl-C")
+    .action(async (flags: { watch?: boolean }, cmd: Command) => {
       const g = ctx.globals(cmd);
+      if (flags.watch) {
+        await watchHostList(ctx, g, await schedulerSettings(ctx, g));
+        return;
+      }
       const { hosts } = await ctx.client(g).listHosts({});
       const sorted = sortByName(hosts, (h) => h.id);
       ctx.io.stdout(render(g.output, hostListView(sorted, ctx.io.now(), await schedulerSettings(ctx, g))));
@@ -153,6 +164,7 @@ Example:
 
   registerOrphanCommands(host, ctx);
   registerCordonCommands(host, ctx);
+  registerHostAdminCommands(host, ctx);
 
   host
     .command("confirm-down")

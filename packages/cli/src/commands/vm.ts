@@ -12,6 +12,7 @@ import { ProgressLine } from "../progress.js";
 import { parseName, parseSecondsMs } from "../parse.js";
 import { retryUntilAnswered } from "../retry.js";
 import { VmEventFeed, waitForVm } from "../wait.js";
+import { watchVmList } from "./list-watches.js";
 import { registerVmMigrateCommand } from "./migration.js";
 import { addSpecOptions, ON_HOST_FAILURE_OF_FLAG, specsFromFlags, type SpecFlags } from "./spec-flags.js";
 
@@ -487,6 +488,7 @@ Examples:
   vm.command("list")
     .description("List VMs, sorted by name")
     .option("--host <id>", "only the VMs placed on this host")
+    .option("-w, --watch", "after the table, print it again on each change until Ctrl-C (see below)")
     .addHelpText(
       "after",
       `
@@ -494,12 +496,24 @@ Columns: name, phase (what the host last reported; MIGRATING while it is live-mi
 then being its source), desired state, host, size, age.
 With -o json: a JSON array of VMs. ${EXIT_CODES_SEE}
 
+--watch follows the cluster's WatchEvents stream: on a terminal the table is redrawn in place,
+otherwise each changed row is printed as a new line (as kubectl get -w); -o json prints one
+{"type":"ADDED|MODIFIED|DELETED","object":VM} line per change. At most 4 redraws a second; a
+broken stream is reopened (on the new leader) with backoff. Ctrl-C ends it (exit 0).
+
 Examples:
   berth vm list
-  berth vm list --host host-1 -o json`,
+  berth vm list --host host-1 -o json
+  berth vm list --watch`,
     )
-    .action(async (flags: { host?: string }, cmd: Command) => {
+    .action(async (flags: { host?: string; watch?: boolean }, cmd: Command) => {
       const g = ctx.globals(cmd);
+      if (flags.watch) {
+        // An unknown --host is NOT_FOUND, as without --watch.
+        if (flags.host) await ctx.client(g).getHost({ id: flags.host });
+        await watchVmList(ctx, g, flags.host);
+        return;
+      }
       // Every page, each its own call with its own deadline.
       const vms: Vm[] = [];
       let pageToken = "";
