@@ -23,6 +23,23 @@ describe("ProgressLine", () => {
     expect(io.err).toBe("a 10%\nb 12%\n");
   });
 
+  it("elsewhere, with plainIntervalMs: at most a line per interval; the last one held is written at the end", () => {
+    const io = recordingIo({}, 0, { stderrIsTerminal: false });
+    let now = 0;
+    io.now = () => now;
+    const line = new ProgressLine(io, { plainIntervalMs: 2000 });
+    line.update("1/50 RUNNING");
+    now = 500;
+    line.update("2/50 RUNNING"); // held: too soon
+    line.update("3/50 RUNNING"); // held, replacing 2/50
+    now = 2500;
+    line.update("4/50 RUNNING"); // written: the interval has passed
+    now = 2600;
+    line.update("5/50 RUNNING");
+    line.end();
+    expect(io.err).toBe("1/50 RUNNING\n4/50 RUNNING\n5/50 RUNNING\n");
+  });
+
   it("ends nothing when nothing was drawn", () => {
     const io = recordingIo({}, 0, { stderrIsTerminal: true });
     new ProgressLine(io).end();
