@@ -2,8 +2,6 @@ import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc
 import {
   DesiredState,
   DomainState,
-  DrainDeadlineAction,
-  MigrationReason,
   EventType,
   malformedOf,
   VmPhase,
@@ -14,8 +12,6 @@ import {
   type ClusterServiceServer,
   type Group,
   type Host,
-  type HypervisorStatus,
-  type Resources,
   type Vm,
   type WatchEventsRequest,
   type WatchEventsResponse,
@@ -34,6 +30,8 @@ import { resolveRebalanceConfig } from "./rebalancer.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { decodeGroup, decodeVm, encodeConfig, encodeGroup, encodeVm, Keys } from "./keys.js";
 import { placementPolicyOf, resolveClusterScheduler } from "./scheduler-config.js";
+import { hostView as hostViewOf, type LiveHost } from "./host-view.js";
+import { cordonHost, drainHost, leadingNow as leadingOf, migrateVm, requireHost, uncordonHost } from "./operator-actions.js";
 import type { Placer } from "./placement.js";
 
 export interface ClusterServiceDeps {
@@ -44,7 +42,7 @@ export interface ClusterServiceDeps {
   state: ClusterState;
   placer: Placer;
   /** What the host's live stream last said, when it has one. */
-  liveHost(hostId: string): { usage: Resources | undefined; lastHeardMs: number; hypervisor: HypervisorStatus | undefined; orphans: readonly Domain[] } | undefined;
+  liveHost(hostId: string): LiveHost | undefined;
   /** What this controller holds while it leads; undefined on a follower. */
   leading(): LeadingDeps | undefined;
   sessions: ReadonlyMap<string, AgentSession>;
@@ -53,9 +51,6 @@ export interface ClusterServiceDeps {
   controllerId: string;
   log: Logger;
 }
-
-/** The longest drain deadline accepted. */
-const MAX_DRAIN_DEADLINE_MS = 7 * 24 * 3600_000;
 
 /** Events a slow WatchEvents client may fall behind by before its stream is ended. */
 const MAX_WATCH_BACKLOG = 10_000;
@@ -95,30 +90,10 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     if (!vm) throw notFound(`vm '${name}'`);
     return vm;
   };
-  /** A host as operators see it: the record, plus allocation and the live stream's figures. */
-  const hostView = (host: Host): Host => {
-    const live = deps.liveHost(host.id);
-    return {
-      ...host,
-      allocated: deps.state.allocated(host.id),
-      usage: live?.usage ?? host.usage,
-      lastSeenMs: live?.lastHeardMs ?? host.lastSeenMs,
-      hypervisor: live?.hypervisor ?? host.hypervisor,
-      orphans: (live?.orphans ?? []).map((d) => ({ vmId: d.vmId, name: d.name, state: d.state, resources: d.resources })),
-      drain: deps.leading()?.migrations.drainFigures(host) ?? host.drain,
-    };
-  };
-  const leadingNow = (): LeadingDeps => {
-    const l = deps.leading();
-    if (!l) throw new BerthError(ErrorCode.NotLeader, "this controller is no longer the leader; retry");
-    return l;
-  };
-  const hostById = (id: string, field = "host_id"): Host => {
-    validateName(id, field);
-    const host = deps.state.host(id);
-    if (!host) throw notFound(`host '${id}'`);
-    return host;
-  };
+  /** A host as operators see it (one definition, shared with the dashboard: host-view.ts). */
+  const hostView = (host: Host): Host => hostViewOf(deps, host);
+  const leadingNow = (): LeadingDeps => leadingOf(deps);
+  const hostById = (id: string, field = "host_id"): Host => requireHost(deps.state, id, field);
   const change = (desired: DesiredState, forceStop = false) => async (req: { name: string }) => {
     const writer = await leader();
     return { vm: await setDesiredState(deps.store, writer, req.name, desired, forceStop) };
@@ -225,14 +200,7 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     migrateVm: unary(async (req) => {
       await leader();
-      const migration = await leadingNow().migrations.request({
-        vmName: req.name,
-        targetHost: req.targetHost,
-        reason: MigrationReason.MIGRATION_REASON_OPERATOR,
-        requestedBy: "operator",
-        requestId: req.requestId,
-      });
-      return { migration };
+      return { migration: await migrateVm(deps, { name: req.name, targetHost: req.targetHost, requestId: req.requestId, requestedBy: "operator" }) };
     }),
     listMigrations: unary(async (req) => {
       await leader();
@@ -254,9 +222,7 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     cordonHost: unary(async (req) => {
       await leader();
-      hostById(req.hostId);
-      if (req.reason.length > 256) throw invalidArgument("reason", `at most 256 characters (got ${req.reason.length}: '${req.reason.slice(0, 32)}…')`);
-      return { host: hostView(await leadingNow().hosts.cordon(req.hostId, req.reason)) };
+      return { host: hostView(await cordonHost(deps, req.hostId, req.reason)) };
     }),
     labelHost: unary(async (req) => {
       await leader();
@@ -283,20 +249,11 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     uncordonHost: unary(async (req) => {
       await leader();
-      hostById(req.hostId);
-      const leading = leadingNow();
-      const host = await leading.hosts.uncordon(req.hostId);
-      await leading.migrations.cancelDrain(req.hostId);
-      return { host: hostView(host) };
+      return { host: hostView(await uncordonHost(deps, req.hostId)) };
     }),
     drainHost: unary(async (req) => {
       await leader();
-      hostById(req.hostId);
-      if (req.deadlineMs > MAX_DRAIN_DEADLINE_MS) throw invalidArgument("deadline_ms", `at most 7 days (${MAX_DRAIN_DEADLINE_MS} ms; got ${req.deadlineMs})`);
-      if (!Object.values(DrainDeadlineAction).includes(req.onDeadline)) throw invalidArgument("on_deadline", `must be LEAVE or STOP (got ${String(req.onDeadline)})`);
-      if (req.reason.length > 256) throw invalidArgument("reason", `at most 256 characters (got ${req.reason.length}: '${req.reason.slice(0, 32)}…')`);
-      const host = await leadingNow().migrations.drain(req.hostId, req.deadlineMs, req.onDeadline, req.reason || "drain");
-      return { host: hostView(host) };
+      return { host: hostView(await drainHost(deps, { hostId: req.hostId, deadlineMs: req.deadlineMs, onDeadline: req.onDeadline, reason: req.reason })) };
     }),
     planRebalance: unary(async (req) => {
       await leader();

@@ -16,6 +16,7 @@ import { clusterService } from "./cluster-service.js";
 import { FencedWriter } from "./fenced-writer.js";
 import { addReflection, ControllerHealth } from "./health.js";
 import { healthRoutes } from "./admin-routes.js";
+import { dashboardRoutes } from "./dashboard/routes.js";
 import { ControllerMetrics, metricsRoute, NO_METRICS } from "./metrics.js";
 import { logVmLifecycle } from "./lifecycle-log.js";
 import { Keys } from "./keys.js";
@@ -171,7 +172,7 @@ export class Controller {
     const adminRoutes: AdminRoute[] = [
       ...healthRoutes({ store, state, isLeader: () => controller?.isLeader ?? false }),
       metricsRoute(metrics.registry),
-      /* dashboard routes go here: ...dashboardRoutes(deps) */
+      ...dashboardRoutes({ state, events, placer, liveHost, leading: () => controller?.leading, leaderAddress, controllerId: options.controllerId, log }),
     ];
     if (options.adminListen !== undefined) {
       try {

@@ -1,0 +1,194 @@
+import { describe, expect, it } from "vitest";
+import {
+  DesiredState,
+  DrainPhase,
+  EventSeverity,
+  HostState,
+  MigrationPhase,
+  Host,
+  Migration,
+  Vm,
+  VmPhase,
+  type ClusterEvent,
+  type DeepPartial,
+} from "@berth/api";
+import { FEED_LENGTH, badgesOf, feedOf, hostRow, migrationProgress, naturalCompare, placementView, snapshotOf, vmDetail, vmMatches, vmRow } from "./view.js";
+
+const host = (id: string, over: DeepPartial<Host> = {}): Host =>
+  Host.fromPartial({ id, state: HostState.HOST_STATE_READY, capacity: { vcpus: 8, memoryMib: 16384, diskGib: 100 }, ...over });
+const vm = (name: string, hostId: string, vcpus: number, memoryMib: number, over: DeepPartial<Vm> = {}): Vm =>
+  Vm.fromPartial({
+    id: `id-${name}`,
+    hostId,
+    desiredState: DesiredState.DESIRED_STATE_RUNNING,
+    spec: { name, resources: { vcpus, memoryMib, diskGib: 10 }, labels: {} },
+    status: { phase: VmPhase.VM_PHASE_RUNNING },
+    ...over,
+  });
+const labels = (h: Host): string[] => badgesOf(h).map((b) => b.label);
+
+describe("naturalCompare", () => {
+  it("orders digit runs by value, case folded, and keeps distinct names distinct", () => {
+    const names = ["host-10", "host-2", "Host-1", "host-1", "host-02", "a", "host-100", "host-9b", "host-9a"];
+    expect([...names].sort(naturalCompare)).toEqual(["a", "Host-1", "host-1", "host-02", "host-2", "host-9a", "host-9b", "host-10", "host-100"]);
+    expect(naturalCompare("vm-1", "vm-1")).toBe(0);
+    expect(naturalCompare("host-1", "Host-1")).not.toBe(0);
+  });
+});
+
+describe("hostRow", () => {
+  it("splits the allocation bars into one segment per VM, as fractions of allocatable, largest first", () => {
+    const vms = [vm("b", "h1", 1, 1024), vm("a", "h1", 2, 4096)];
+    const row = hostRow({
+      host: host("h1", { allocated: { vcpus: 3, memoryMib: 5120, diskGib: 20 }, usage: { vcpus: 2, memoryMib: 20000, diskGib: 1 } }),
+      allocatable: { vcpus: 8, memoryMib: 16384, diskGib: 100 },
+      vms,
+      incoming: [vm("c", "h2", 4, 2048)],
+    });
+    expect(row.cpu.segments.map((s) => [s.vm, s.fraction, s.incoming])).toEqual([
+      ["c", 0.5, true],
+      ["a", 0.25, false],
+      ["b", 0.125, false],
+    ]);
+    expect(row.cpu.allocatedFraction).toBe(3 / 8);
+    expect(row.cpu.usedFraction).toBe(2 / 8);
+    expect(row.cpu.label).toBe("3 / 8 vCPU");
+    // Measured above allocatable is drawn at the end of the bar.
+    expect(row.memory.usedFraction).toBe(1);
+    expect(row.memory.label).toBe("5.0 / 16.0 GiB");
+    expect(row.memory.segments[0]).toMatchObject({ vm: "a", amount: 4096, fraction: 0.25 });
+    expect(row.vmCount).toBe(2);
+    expect(row.fill).toBe(3 / 8);
+    expect(row.state).toBe("READY");
+    expect(row.badges).toEqual([]);
+  });
+
+  it("says unmeasured (null) for a host that never reported, over-committed when allocated exceeds allocatable", () => {
+    const row = hostRow({ host: host("h1", { allocated: { vcpus: 12, memoryMib: 0, diskGib: 0 } }), allocatable: { vcpus: 8, memoryMib: 0, diskGib: 0 }, vms: [], incoming: [] });
+    expect(row.cpu.used).toBeNull();
+    expect(row.cpu.usedFraction).toBeNull();
+    expect(row.cpu.over).toBe(true);
+    expect(row.cpu.allocatedFraction).toBe(1.5);
+    expect(row.fill).toBe(1);
+    // Nothing allocatable: fractions are 0, not NaN or Infinity.
+    expect(row.memory.allocatedFraction).toBe(0);
+  });
+
+  it("carries the drain's figures while a drain is recorded", () => {
+    const row = hostRow({
+      host: host("h1", { cordoned: true, drain: { phase: DrainPhase.DRAIN_PHASE_DRAINING, toMove: 3, moved: 1, inFlight: 1, failed: 0, message: "moving" } }),
+      allocatable: { vcpus: 8, memoryMib: 16384, diskGib: 100 },
+      vms: [],
+      incoming: [],
+    });
+    expect(row.drain).toEqual({ phase: "DRAINING", toMove: 3, moved: 1, inFlight: 1, failed: 0, message: "moving" });
+    expect(hostRow({ host: host("h2"), allocatable: { vcpus: 1, memoryMib: 1, diskGib: 1 }, vms: [], incoming: [] }).drain).toBeNull();
+  });
+});
+
+describe("badgesOf", () => {
+  it("names each state and condition an operator must see", () => {
+    expect(labels(host("h"))).toEqual([]);
+    expect(labels(host("h", { cordoned: true, cordonReason: "disk swap" }))).toEqual(["CORDONED"]);
+    expect(badgesOf(host("h", { cordoned: true, cordonReason: "disk swap" }))[0]!.title).toBe("disk swap");
+    expect(labels(host("h", { cordoned: true, drain: { phase: DrainPhase.DRAIN_PHASE_DRAINING } }))).toEqual(["DRAINING", "CORDONED"]);
+    expect(labels(host("h", { cordoned: true, drain: { phase: DrainPhase.DRAIN_PHASE_DRAINED } }))).toEqual(["DRAINED", "CORDONED"]);
+    expect(labels(host("h", { state: HostState.HOST_STATE_SUSPECT }))).toEqual(["SUSPECT"]);
+    // Older versions wrote DISCONNECTED for what SUSPECT means now.
+    expect(labels(host("h", { state: HostState.HOST_STATE_DISCONNECTED }))).toEqual(["SUSPECT"]);
+    expect(labels(host("h", { state: HostState.HOST_STATE_DOWN }))).toEqual(["DOWN"]);
+    expect(labels(host("h", { state: HostState.HOST_STATE_FENCED }))).toEqual(["FENCED"]);
+    const hv = badgesOf(host("h", { hypervisor: { available: false, message: "libvirtd is not answering" } }));
+    expect(hv).toEqual([{ label: "HYPERVISOR DOWN", tone: "bad", title: "libvirtd is not answering" }]);
+    expect(labels(host("h", { hypervisor: { available: true, message: "" } }))).toEqual([]);
+  });
+});
+
+describe("vmRow and the filter", () => {
+  it("matches name, host, phase, group and labels, every word, case folded", () => {
+    const row = vmRow(vm("web-1", "host-3", 1, 512, { spec: { name: "web-1", resources: { vcpus: 1, memoryMib: 512, diskGib: 5 }, labels: { tier: "Front" }, group: "web" } }));
+    expect(row).toMatchObject({ name: "web-1", hostId: "host-3", phase: "RUNNING", desired: "RUNNING", vcpus: 1, memoryMib: 512 });
+    for (const f of ["web-1", "HOST-3", "running", "tier=front", "web host-3", "  "]) expect(vmMatches(row, f)).toBe(true);
+    for (const f of ["db", "host-4", "stopped", "web-1 db"]) expect(vmMatches(row, f)).toBe(false);
+  });
+});
+
+describe("migrations", () => {
+  const m = (over: DeepPartial<Migration>): Migration => Migration.fromPartial({ vmName: "v", phase: MigrationPhase.MIGRATION_PHASE_MIGRATING, ...over });
+  it("reports progress from processed / total, else from remaining against the estimate, else unknown", () => {
+    expect(migrationProgress(m({ progress: { dataTotalBytes: 1000, dataProcessedBytes: 250 } }))).toBe(0.25);
+    expect(migrationProgress(m({ dataEstimateBytes: 1000, progress: { dataRemainingBytes: 600, dataProcessedBytes: 1 } }))).toBe(0.4);
+    expect(migrationProgress(m({}))).toBeNull();
+    expect(migrationProgress(m({ phase: MigrationPhase.MIGRATION_PHASE_COMPLETED }))).toBe(1);
+  });
+});
+
+describe("the VM page", () => {
+  it("shows the placement record's scores, runner-up and rejections; null when none was recorded", () => {
+    const placed = vm("a", "h1", 1, 512, {
+      placement: {
+        decidedAtMs: 5,
+        cause: "create",
+        preset: "spread",
+        hostsConsidered: 10,
+        hostsFeasible: 7,
+        scores: { "least-allocated": 0.8, balance: 0.5 },
+        total: 0.7,
+        runnerUpHost: "h2",
+        runnerUpTotal: 0.6,
+        rejectedByFilter: { fits: 2, cordoned: 1 },
+        explained: true,
+      },
+    });
+    const d = vmDetail(placed, undefined);
+    expect(d.placement).toMatchObject({
+      cause: "create",
+      hostsConsidered: 10,
+      hostsFeasible: 7,
+      scores: [
+        { weigher: "balance", score: 0.5 },
+        { weigher: "least-allocated", score: 0.8 },
+      ],
+      total: 0.7,
+      runnerUpHost: "h2",
+      rejectedByFilter: [
+        { filter: "fits", hosts: 2 },
+        { filter: "cordoned", hosts: 1 },
+      ],
+    });
+    expect(vmDetail(vm("b", "h1", 1, 512), undefined).placement).toBeNull();
+    expect(placementView(undefined)).toBeNull();
+    // A migration of another VM of that name (deleted and made again) is not this VM's.
+    expect(vmDetail(placed, Migration.fromPartial({ vmName: "a", vmId: "other" })).migration).toBeNull();
+    expect(vmDetail(placed, Migration.fromPartial({ vmName: "a", vmId: "id-a" })).migration?.vmName).toBe("a");
+  });
+});
+
+describe("snapshotOf", () => {
+  it("sorts hosts and VMs naturally and keeps the newest events first, at most the feed's length", () => {
+    const events: ClusterEvent[] = Array.from({ length: FEED_LENGTH + 5 }, (_, i) => ({
+      timeMs: i,
+      severity: i % 2 ? EventSeverity.EVENT_SEVERITY_WARNING : EventSeverity.EVENT_SEVERITY_NORMAL,
+      reason: "R",
+      objectKind: "vm",
+      objectName: `vm-${i}`,
+      hostId: "",
+      message: "",
+      revision: i,
+    }));
+    const s = snapshotOf({
+      nowMs: 1,
+      leader: { controllerId: "c1", leading: true, leaderAddress: "" },
+      hosts: ["host-10", "host-9", "host-1"].map((id) => ({ host: host(id), allocatable: { vcpus: 8, memoryMib: 1, diskGib: 1 }, vms: [], incoming: [] })),
+      vms: [vm("vm-10", "host-1", 1, 1), vm("vm-2", "host-1", 1, 1)],
+      migrations: [],
+      events,
+    });
+    expect(s.hosts.map((h) => h.id)).toEqual(["host-1", "host-9", "host-10"]);
+    expect(s.vms.map((v) => v.name)).toEqual(["vm-2", "vm-10"]);
+    expect(s.events).toHaveLength(FEED_LENGTH);
+    expect(s.events[0]!.timeMs).toBe(FEED_LENGTH + 4);
+    expect(s.events.slice(0, 2).map((e) => e.warning)).toEqual([(FEED_LENGTH + 4) % 2 === 1, (FEED_LENGTH + 3) % 2 === 1]);
+    expect(feedOf(events.slice(0, 2)).map((e) => e.timeMs)).toEqual([1, 0]);
+  });
+});

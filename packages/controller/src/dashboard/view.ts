@@ -1,0 +1,456 @@
+/**
+ * The dashboard's view model: records in, what the page shows out — pure (no I/O, no clock but
+ * the `nowMs` given), so the browser code only draws. Every row carries a `key` that sorts
+ * naturally with a plain string comparison (`host-2` before `host-10`), so the browser keeps its
+ * lists in order without a comparator of its own; VM rows carry `search`, the text the filter
+ * matches. To show something new: add it to a row here (and its test), then draw it in app.js.
+ */
+import {
+  DesiredState,
+  DrainPhase,
+  EventSeverity,
+  HostState,
+  MigrationPhase,
+  MigrationReason,
+  VmPhase,
+  type ClusterEvent,
+  type Host,
+  type Migration,
+  type PlacementRecord,
+  type Resources,
+  type Vm,
+} from "@berth/api";
+import { normalHostState } from "@berth/core";
+
+/** Digits a number is padded to in a {@link naturalKey} (names are at most 63 characters). */
+const KEY_DIGITS = 16;
+
+/**
+ * A string whose plain (code unit) order is the natural order of `name`: case folded, each run of
+ * digits compared by value (`vm-9` < `vm-10`); ties broken by the name itself, so distinct names
+ * never share a key.
+ */
+export function naturalKey(name: string): string {
+  const folded = name.toLowerCase().replace(/\d+/g, (run) => run.replace(/^0+(?=\d)/, "").padStart(KEY_DIGITS, "0"));
+  return `${folded}\u0000${name}`;
+}
+
+/** Compares two names in natural order (see {@link naturalKey}). */
+export function naturalCompare(a: string, b: string): number {
+  const ka = naturalKey(a);
+  const kb = naturalKey(b);
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+/** Sorts rows by their `key`, in place, and returns them. */
+export function byKey<T extends { key: string }>(rows: T[]): T[] {
+  return rows.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** An enum value's name without its prefix (`VM_PHASE_RUNNING` → `RUNNING`); `UNKNOWN(n)` for a value the build does not know. */
+function enumName(e: Record<number, string>, value: number, prefix: string): string {
+  const name = e[value];
+  return name === undefined ? `UNKNOWN(${value})` : name.startsWith(prefix) ? name.slice(prefix.length) : name;
+}
+
+export type BadgeTone = "warn" | "bad" | "info";
+
+/** A label on a host row. */
+export interface Badge {
+  label: "CORDONED" | "DRAINING" | "DRAINED" | "DRAIN INCOMPLETE" | "SUSPECT" | "DOWN" | "FENCED" | "HYPERVISOR DOWN" | "NOT REGISTERED";
+  tone: BadgeTone;
+  /** The why, for a tooltip (cordon reason, hypervisor message...); "" when there is none. */
+  title: string;
+}
+
+/** One VM's part of a host's allocation bar. */
+export interface Segment {
+  vm: string;
+  /** vCPUs or MiB reserved. */
+  amount: number;
+  /** amount / allocatable (0 when nothing is allocatable). */
+  fraction: number;
+  /** Migrating here (it still counts on its source too). */
+  incoming: boolean;
+}
+
+/** One resource of a host: allocated (by VM) and measured, as fractions of allocatable. */
+export interface Bar {
+  allocatable: number;
+  allocated: number;
+  /** What the agent last measured; null when it never reported. */
+  used: number | null;
+  /** allocated / allocatable, not clamped (over 1 when over-committed); 0 when nothing is allocatable. */
+  allocatedFraction: number;
+  /** used / allocatable clamped to [0, 1]; null when unmeasured. */
+  usedFraction: number | null;
+  /** Largest first, so the bar reads as a stack of its big tenants. */
+  segments: Segment[];
+  /** More is allocated than allocatable. */
+  over: boolean;
+  /** "3 / 8 vCPU", "4.0 / 16.0 GiB". */
+  label: string;
+}
+
+/** A host as one row (or one dense tile) of the topology. */
+export interface HostRow {
+  id: string;
+  key: string;
+  /** READY, SUSPECT, DOWN, FENCED, UNSPECIFIED... */
+  state: string;
+  badges: Badge[];
+  cpu: Bar;
+  memory: Bar;
+  /** The fuller of the two allocation fractions, clamped to [0, 1]: a dense tile's colour. */
+  fill: number;
+  vmCount: number;
+  labels: Record<string, string>;
+  cordonReason: string;
+  lastSeenMs: number;
+  drain: { phase: string; toMove: number; moved: number; inFlight: number; failed: number; message: string } | null;
+}
+
+/** A VM as one row of the VM list. */
+export interface VmRow {
+  name: string;
+  key: string;
+  id: string;
+  hostId: string;
+  phase: string;
+  desired: string;
+  vcpus: number;
+  memoryMib: number;
+  diskGib: number;
+  labels: Record<string, string>;
+  group: string;
+  message: string;
+  /** What the list's text filter matches: name, host, phase, group and every label (k=v), lower case. */
+  search: string;
+}
+
+/** A migration, with its progress as a fraction when the figures allow one. */
+export interface MigrationRow {
+  vmName: string;
+  key: string;
+  id: string;
+  source: string;
+  target: string;
+  phase: string;
+  reason: string;
+  /** Not COMPLETED or FAILED. */
+  active: boolean;
+  /** In [0, 1]; null before any figure is known. */
+  progress: number | null;
+  processedBytes: number;
+  totalBytes: number;
+  remainingBytes: number;
+  createdAtMs: number;
+  finishedAtMs: number;
+  message: string;
+}
+
+/** A cluster event for the feed. */
+export interface EventRow {
+  timeMs: number;
+  warning: boolean;
+  reason: string;
+  objectKind: string;
+  objectName: string;
+  hostId: string;
+  message: string;
+  revision: number;
+}
+
+/** Which controller answers, and whether it leads (a follower's page says where the leader is). */
+export interface LeaderStatus {
+  controllerId: string;
+  leading: boolean;
+  /** The leader's advertised address; "" when none is known. */
+  leaderAddress: string;
+}
+
+/** The whole page's data, as /api/snapshot and the stream's first message carry it. */
+export interface DashboardSnapshot {
+  generatedAtMs: number;
+  leader: LeaderStatus;
+  hosts: HostRow[];
+  vms: VmRow[];
+  migrations: MigrationRow[];
+  /** Newest first, at most {@link FEED_LENGTH}. */
+  events: EventRow[];
+}
+
+/** How many events the feed shows. */
+export const FEED_LENGTH = 200;
+
+/** What a host row is made from: the host as operators see it (hostView), and what the scheduler may place there. */
+export interface HostInput {
+  host: Host;
+  allocatable: Resources;
+  /** VM records placed on the host. */
+  vms: readonly Vm[];
+  /** VMs migrating to the host (their records still name the source). */
+  incoming: readonly Vm[];
+}
+
+const MIB_PER_GIB = 1024;
+
+function fraction(part: number, whole: number): number {
+  return whole > 0 ? part / whole : 0;
+}
+
+function bar(allocatable: number, allocated: number, used: number | null, segments: Segment[], label: string): Bar {
+  segments.sort((a, b) => b.amount - a.amount || naturalCompare(a.vm, b.vm));
+  return {
+    allocatable,
+    allocated,
+    used,
+    allocatedFraction: fraction(allocated, allocatable),
+    usedFraction: used === null ? null : Math.min(1, Math.max(0, fraction(used, allocatable))),
+    segments,
+    over: allocated > allocatable,
+    label,
+  };
+}
+
+const gib = (mib: number): string => (mib / MIB_PER_GIB).toFixed(1);
+
+/** The badges of a host, most severe first. */
+export function badgesOf(host: Host): Badge[] {
+  const badges: Badge[] = [];
+  const state = normalHostState(host.state);
+  if (state === HostState.HOST_STATE_FENCED) badges.push({ label: "FENCED", tone: "bad", title: host.confirmedDown ? "confirmed down by an operator" : "" });
+  else if (state === HostState.HOST_STATE_DOWN) badges.push({ label: "DOWN", tone: "bad", title: "" });
+  else if (state === HostState.HOST_STATE_SUSPECT) badges.push({ label: "SUSPECT", tone: "warn", title: "its agent's stream is gone" });
+  else if (state === HostState.HOST_STATE_UNSPECIFIED) badges.push({ label: "NOT REGISTERED", tone: "info", title: "" });
+  if (host.hypervisor && !host.hypervisor.available) badges.push({ label: "HYPERVISOR DOWN", tone: "bad", title: host.hypervisor.message });
+  const drain = host.drain?.phase;
+  if (drain === DrainPhase.DRAIN_PHASE_DRAINING) badges.push({ label: "DRAINING", tone: "warn", title: host.drain?.message ?? "" });
+  else if (drain === DrainPhase.DRAIN_PHASE_DRAINED) badges.push({ label: "DRAINED", tone: "info", title: host.drain?.message ?? "" });
+  else if (drain === DrainPhase.DRAIN_PHASE_INCOMPLETE) badges.push({ label: "DRAIN INCOMPLETE", tone: "warn", title: host.drain?.message ?? "" });
+  if (host.cordoned) badges.push({ label: "CORDONED", tone: "info", title: host.cordonReason });
+  return badges;
+}
+
+/** A host's row: bars of allocated (one segment per VM) and measured CPU and memory, badges, drain figures. */
+export function hostRow(input: HostInput): HostRow {
+  const { host, allocatable } = input;
+  const allocated = host.allocated ?? { vcpus: 0, memoryMib: 0, diskGib: 0 };
+  const cpuSegments: Segment[] = [];
+  const memSegments: Segment[] = [];
+  const add = (vm: Vm, incoming: boolean): void => {
+    const r = vm.spec?.resources;
+    if (!r) return;
+    const name = vm.spec?.name ?? vm.id;
+    cpuSegments.push({ vm: name, amount: r.vcpus, fraction: fraction(r.vcpus, allocatable.vcpus), incoming });
+    memSegments.push({ vm: name, amount: r.memoryMib, fraction: fraction(r.memoryMib, allocatable.memoryMib), incoming });
+  };
+  for (const vm of input.vms) add(vm, false);
+  for (const vm of input.incoming) add(vm, true);
+  const cpu = bar(allocatable.vcpus, allocated.vcpus, host.usage ? host.usage.vcpus : null, cpuSegments, `${allocated.vcpus} / ${allocatable.vcpus} vCPU`);
+  const memory = bar(allocatable.memoryMib, allocated.memoryMib, host.usage ? host.usage.memoryMib : null, memSegments, `${gib(allocated.memoryMib)} / ${gib(allocatable.memoryMib)} GiB`);
+  const d = host.drain;
+  return {
+    id: host.id,
+    key: naturalKey(host.id),
+    state: enumName(HostState, normalHostState(host.state), "HOST_STATE_"),
+    badges: badgesOf(host),
+    cpu,
+    memory,
+    fill: Math.min(1, Math.max(cpu.allocatedFraction, memory.allocatedFraction)),
+    vmCount: input.vms.length,
+    labels: { ...host.labels },
+    cordonReason: host.cordonReason,
+    lastSeenMs: host.lastSeenMs,
+    drain: d && d.phase !== DrainPhase.DRAIN_PHASE_UNSPECIFIED
+      ? { phase: enumName(DrainPhase, d.phase, "DRAIN_PHASE_"), toMove: d.toMove, moved: d.moved, inFlight: d.inFlight, failed: d.failed, message: d.message }
+      : null,
+  };
+}
+
+/** A VM's row of the list. */
+export function vmRow(vm: Vm): VmRow {
+  const name = vm.spec?.name ?? vm.id;
+  const r = vm.spec?.resources ?? { vcpus: 0, memoryMib: 0, diskGib: 0 };
+  const phase = enumName(VmPhase, vm.status?.phase ?? VmPhase.VM_PHASE_UNSPECIFIED, "VM_PHASE_");
+  const labels = { ...(vm.spec?.labels ?? {}) };
+  const group = vm.spec?.group ?? "";
+  const search = [name, vm.hostId, phase, group, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)].join(" ").toLowerCase();
+  return {
+    name,
+    key: naturalKey(name),
+    id: vm.id,
+    hostId: vm.hostId,
+    phase,
+    desired: enumName(DesiredState, vm.desiredState, "DESIRED_STATE_"),
+    vcpus: r.vcpus,
+    memoryMib: r.memoryMib,
+    diskGib: r.diskGib,
+    labels,
+    group,
+    message: vm.status?.message ?? "",
+    search,
+  };
+}
+
+/** Whether a VM row matches the list's filter: every whitespace-separated word is in its `search` text (case folded). */
+export function vmMatches(row: Pick<VmRow, "search">, filter: string): boolean {
+  const words = filter.toLowerCase().split(/\s+/).filter(Boolean);
+  return words.every((w) => row.search.includes(w));
+}
+
+/**
+ * How far a migration is, in [0, 1]: processed / total once the hypervisor gave a total, else
+ * 1 − remaining / the controller's estimate; null before either is known. COMPLETED is 1.
+ */
+export function migrationProgress(m: Migration): number | null {
+  if (m.phase === MigrationPhase.MIGRATION_PHASE_COMPLETED) return 1;
+  const p = m.progress;
+  if (p && p.dataTotalBytes > 0) return Math.min(1, Math.max(0, p.dataProcessedBytes / p.dataTotalBytes));
+  if (p && m.dataEstimateBytes > 0 && (p.dataRemainingBytes > 0 || p.dataProcessedBytes > 0)) return Math.min(1, Math.max(0, 1 - p.dataRemainingBytes / m.dataEstimateBytes));
+  return null;
+}
+
+/** A migration's row. */
+export function migrationRow(m: Migration): MigrationRow {
+  return {
+    vmName: m.vmName,
+    key: naturalKey(m.vmName),
+    id: m.id,
+    source: m.sourceHost,
+    target: m.targetHost,
+    phase: enumName(MigrationPhase, m.phase, "MIGRATION_PHASE_"),
+    reason: enumName(MigrationReason, m.reason, "MIGRATION_REASON_"),
+    active: m.phase !== MigrationPhase.MIGRATION_PHASE_COMPLETED && m.phase !== MigrationPhase.MIGRATION_PHASE_FAILED,
+    progress: migrationProgress(m),
+    processedBytes: m.progress?.dataProcessedBytes ?? 0,
+    totalBytes: m.progress?.dataTotalBytes ?? 0,
+    remainingBytes: m.progress?.dataRemainingBytes ?? 0,
+    createdAtMs: m.createdAtMs,
+    finishedAtMs: m.finishedAtMs,
+    message: m.message,
+  };
+}
+
+/** An event's line in the feed. */
+export function eventRow(e: ClusterEvent): EventRow {
+  return {
+    timeMs: e.timeMs,
+    warning: e.severity === EventSeverity.EVENT_SEVERITY_WARNING,
+    reason: e.reason,
+    objectKind: e.objectKind,
+    objectName: e.objectName,
+    hostId: e.hostId,
+    message: e.message,
+    revision: e.revision,
+  };
+}
+
+/** The newest {@link FEED_LENGTH} of `events` (given oldest first), newest first. */
+export function feedOf(events: readonly ClusterEvent[]): EventRow[] {
+  return events.slice(-FEED_LENGTH).reverse().map(eventRow);
+}
+
+/** The placement explanation as the VM page's table shows it. */
+export interface PlacementView {
+  decidedAtMs: number;
+  cause: string;
+  preset: string;
+  hostsConsidered: number;
+  hostsFeasible: number;
+  /** Each weigher's score of the chosen host, by weigher name. */
+  scores: { weigher: string; score: number }[];
+  total: number;
+  runnerUpHost: string;
+  runnerUpTotal: number;
+  /** Most rejections first. */
+  rejectedByFilter: { filter: string; hosts: number }[];
+  explained: boolean;
+}
+
+/** The VM page: its row, spec, status and the placement explanation (null: not recorded). */
+export interface VmDetail {
+  vm: VmRow;
+  generation: number;
+  createdAtMs: number;
+  statusMessage: string;
+  errorCode: string;
+  requiredHostLabels: Record<string, string>;
+  forbiddenHostLabels: Record<string, string>;
+  pinnedHosts: string[];
+  placement: PlacementView | null;
+  migration: MigrationRow | null;
+}
+
+/** A placement record for the VM page; null when the VM has none (placed before records were kept). */
+export function placementView(p: PlacementRecord | undefined): PlacementView | null {
+  if (!p) return null;
+  return {
+    decidedAtMs: p.decidedAtMs,
+    cause: p.cause,
+    preset: p.preset,
+    hostsConsidered: p.hostsConsidered,
+    hostsFeasible: p.hostsFeasible,
+    scores: Object.entries(p.scores)
+      .map(([weigher, score]) => ({ weigher, score }))
+      .sort((a, b) => naturalCompare(a.weigher, b.weigher)),
+    total: p.total,
+    runnerUpHost: p.runnerUpHost,
+    runnerUpTotal: p.runnerUpTotal,
+    rejectedByFilter: Object.entries(p.rejectedByFilter)
+      .map(([filter, hosts]) => ({ filter, hosts }))
+      .sort((a, b) => b.hosts - a.hosts || naturalCompare(a.filter, b.filter)),
+    explained: p.explained,
+  };
+}
+
+/** The VM page's data. */
+export function vmDetail(vm: Vm, migration: Migration | undefined): VmDetail {
+  return {
+    vm: vmRow(vm),
+    generation: vm.generation,
+    createdAtMs: vm.createdAtMs,
+    statusMessage: vm.status?.message ?? "",
+    errorCode: vm.status?.errorCode ?? "",
+    requiredHostLabels: { ...(vm.spec?.requiredHostLabels ?? {}) },
+    forbiddenHostLabels: { ...(vm.spec?.forbiddenHostLabels ?? {}) },
+    pinnedHosts: [...(vm.spec?.pinnedHosts ?? [])],
+    placement: placementView(vm.placement),
+    migration: migration && migration.vmId === vm.id ? migrationRow(migration) : null,
+  };
+}
+
+/** Everything the page shows, sorted (hosts, VMs and migrations by natural key; events newest first). */
+export function snapshotOf(input: {
+  nowMs: number;
+  leader: LeaderStatus;
+  hosts: readonly HostInput[];
+  vms: readonly Vm[];
+  migrations: readonly Migration[];
+  events: readonly ClusterEvent[];
+}): DashboardSnapshot {
+  return {
+    generatedAtMs: input.nowMs,
+    leader: input.leader,
+    hosts: byKey(input.hosts.map(hostRow)),
+    vms: byKey(input.vms.map(vmRow)),
+    migrations: byKey(input.migrations.map(migrationRow)),
+    events: feedOf(input.events),
+  };
+}
+
+/**
+ * The stream's incremental message: rows to put (replace by id/name) and ids to delete, and the
+ * new events (newest first). A client applies it to its copy of the snapshot.
+ */
+export interface DashboardChanges {
+  hosts: HostRow[];
+  hostsDeleted: string[];
+  vms: VmRow[];
+  vmsDeleted: string[];
+  migrations: MigrationRow[];
+  migrationsDeleted: string[];
+  events: EventRow[];
+  /** Set when the leadership this controller reports changed. */
+  leader?: LeaderStatus;
+}

@@ -1,0 +1,38 @@
+import type { Domain, Host, HypervisorStatus, Resources } from "@berth/api";
+import type { LeadingDeps } from "./agent-service.js";
+import type { ClusterState } from "./cluster-state.js";
+
+/** What a host's live agent stream last said (not stored: the record has what was last written). */
+export interface LiveHost {
+  usage: Resources | undefined;
+  lastHeardMs: number;
+  hypervisor: HypervisorStatus | undefined;
+  orphans: readonly Domain[];
+}
+
+/** What {@link hostView} reads. */
+export interface HostViewDeps {
+  state: ClusterState;
+  liveHost(hostId: string): LiveHost | undefined;
+  /** What this controller holds while it leads; undefined on a follower (no live drain figures then). */
+  leading(): LeadingDeps | undefined;
+}
+
+/**
+ * A host as operators see it (ListHosts, GetHost, the dashboard): the record, plus what the cache
+ * says is allocated there and the live stream's usage, hypervisor, orphans and last-heard time;
+ * the drain's live figures while this controller leads. The record's own values stand in for a
+ * host with no live stream.
+ */
+export function hostView(deps: HostViewDeps, host: Host): Host {
+  const live = deps.liveHost(host.id);
+  return {
+    ...host,
+    allocated: deps.state.allocated(host.id),
+    usage: live?.usage ?? host.usage,
+    lastSeenMs: live?.lastHeardMs ?? host.lastSeenMs,
+    hypervisor: live?.hypervisor ?? host.hypervisor,
+    orphans: (live?.orphans ?? []).map((d) => ({ vmId: d.vmId, name: d.name, state: d.state, resources: d.resources })),
+    drain: deps.leading()?.migrations.drainFigures(host) ?? host.drain,
+  };
+}
