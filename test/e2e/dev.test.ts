@@ -50,7 +50,7 @@ describe("berth dev", () => {
 
   it("leaves no daemon running when it is SIGKILLed", { timeout: 60_000 }, async () => {
     const port = await freePort();
-    const dev = new Proc("dev", CLI_BIN, ["dev", "--agents", "2", "--listen", `127.0.0.1:${port}`, "--state-dir", join(dir, "state")]);
+    const dev = new Proc("dev", CLI_BIN, ["dev", "--agents", "2", "--listen", `127.0.0.1:${port}`, "--admin-listen", `127.0.0.1:${await freePort()}`, "--state-dir", join(dir, "state")]);
     try {
       await waitFor("the banner", () => dev.lines(`export BERTH_CONTROLLER=127.0.0.1:${port}`).length > 0, 30_000);
       const daemons = children(dev.child.pid!);
@@ -67,10 +67,16 @@ describe("berth dev", () => {
     const port = await freePort();
     const address = `127.0.0.1:${port}`;
     const state = join(dir, "restart");
-    const start = (): Proc => new Proc("dev", CLI_BIN, ["dev", "--agents", "2", "--listen", address, "--state-dir", state]);
+    const admin = `127.0.0.1:${await freePort()}`;
+    const start = (): Proc => new Proc("dev", CLI_BIN, ["dev", "--agents", "2", "--listen", address, "--admin-listen", admin, "--state-dir", state]);
     let dev = start();
     try {
       await waitFor("the banner", () => dev.lines(`export BERTH_CONTROLLER=${address}`).length > 0, 30_000);
+      // The banner names the dashboard, and the controller's admin port answers there.
+      expect(dev.lines(`dashboard: http://${admin}/`)).toHaveLength(1);
+      const health = await fetch(`http://${admin}/healthz`);
+      expect(health.status).toBe(200);
+      expect(await health.json()).toEqual({ status: "ok", leader: true });
       for (const name of ["keep-1", "keep-2"]) expect(berth(address, state, "vm", "create", name, "--vcpus", "1", "--memory", "256MiB", "--disk", "1GiB", "--wait").status).toBe(0);
       const running = (): string[] => ["host-1", "host-2"].flatMap((h) => fakeRunningVmIds(join(state, h)));
       const before = running();
@@ -87,7 +93,7 @@ describe("berth dev", () => {
       // A second `berth dev` on the same state dir while one runs is refused, naming the dir.
       dev = start();
       await waitFor("the banner again", () => dev.lines(`export BERTH_CONTROLLER=${address}`).length > 0, 30_000);
-      const twin = new Proc("twin", CLI_BIN, ["dev", "--agents", "2", "--listen", `127.0.0.1:${await freePort()}`, "--state-dir", state]);
+      const twin = new Proc("twin", CLI_BIN, ["dev", "--agents", "2", "--listen", `127.0.0.1:${await freePort()}`, "--admin-listen", `127.0.0.1:${await freePort()}`, "--state-dir", state]);
       expect(await Promise.race([twin.exited, new Promise((r) => setTimeout(() => r("still running"), 30_000))])).not.toBe(0);
       expect(twin.lines("is in use by another").length).toBeGreaterThan(0);
       await twin.stop("SIGKILL");

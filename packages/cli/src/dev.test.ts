@@ -21,6 +21,8 @@ describe("parseDevOptions", () => {
       etcd: [],
       listen: "127.0.0.1:7400",
       connect: "127.0.0.1:7400",
+      adminListen: "127.0.0.1:7480",
+      dashboardUrl: "http://127.0.0.1:7480/",
       stateDir: "/home/me/proj/.berth/dev",
       dataFile: "/home/me/proj/.berth/dev/controller/store.json",
       capacity: undefined,
@@ -60,6 +62,7 @@ describe("parseDevOptions", () => {
     [{ agents: "0" }, "--agents: must be from 1 to 64 (got 0)"],
     [{ agents: "x" }, "--agents: 'x' is not a whole number"],
     [{ listen: "7400" }, "--listen: '7400' is not HOST:PORT"],
+    [{ adminListen: "localhost" }, "--admin-listen: 'localhost' is not HOST:PORT"],
     [{ etcd: "127.0.0.1:2379" }, "--etcd: '127.0.0.1:2379' is not a URL (example: http://127.0.0.1:2379)"],
     [{ etcd: "etcd:2379" }, "--etcd: 'etcd:2379' must be an http:// or https:// URL"],
     [{ capacity: "vcpus=lots" }, "--capacity vcpus: 'lots' is not a whole number"],
@@ -84,7 +87,7 @@ describe("devChildren", () => {
       {
         name: "controller",
         command: "/usr/bin/node",
-        args: [entry.controller, "--listen", "127.0.0.1:7400", "--data-file", "/proj/.berth/dev/controller/store.json", ...tls("controller")],
+        args: [entry.controller, "--listen", "127.0.0.1:7400", "--data-file", "/proj/.berth/dev/controller/store.json", "--admin-listen", "127.0.0.1:7480", ...tls("controller")],
       },
       {
         name: "host-1",
@@ -118,6 +121,11 @@ describe("devChildren", () => {
     expect(text).toContain("hosts host-1, host-2");
     expect(text).toContain("with the embedded store, kept in /proj/.berth/dev/controller/store.json;");
     expect(text).toContain("State: /proj/.berth/dev (remove it to start a fresh cluster)");
+    // The controller's admin port serves the dashboard: 127.0.0.1:7480 unless --admin-listen says otherwise.
+    expect(text).toContain("\ndashboard: http://127.0.0.1:7480/ ");
+    const admin = parseDevOptions({ adminListen: "0.0.0.0:9000" }, "/proj");
+    expect(devBanner(admin)).toContain("\ndashboard: http://127.0.0.1:9000/ ");
+    expect(devChildren(admin, entry, "/n")[0]?.args).toContain("0.0.0.0:9000");
     const etcd = devBanner(parseDevOptions({ etcd: "http://e:2379" }, "/proj"));
     expect(etcd).toContain("with etcd at http://e:2379;");
     expect(etcd).toContain("State: /proj/.berth/dev-etcd");
@@ -236,7 +244,7 @@ describe("runDev", () => {
     process.env["BERTH_TEST_PID_DIR"] = dir;
     const port = await closedPort();
     const io = recordingIo();
-    const options = parseDevOptions({ insecure: true,  agents: "2", listen: `127.0.0.1:${port}`, stateDir: "state", readyTimeout: "20" }, dir);
+    const options = parseDevOptions({ insecure: true, agents: "2", listen: `127.0.0.1:${port}`, adminListen: `127.0.0.1:${await closedPort()}`, stateDir: "state", readyTimeout: "20" }, dir);
     const abort = new AbortController();
     const done = runDev(new CliContext(io), options, { entry: fakes, signal: abort.signal, handleSignals: false, stopGraceMs: 2000 });
     running = { abort, done };
@@ -263,7 +271,7 @@ describe("runDev", () => {
     process.env["BERTH_TEST_STUBBORN"] = "1"; // the agents ignore SIGTERM: SIGKILL after the grace
     const port = await closedPort();
     const io = recordingIo();
-    const options = parseDevOptions({ insecure: true,  agents: "1", listen: `127.0.0.1:${port}`, stateDir: "state" }, dir);
+    const options = parseDevOptions({ insecure: true, agents: "1", listen: `127.0.0.1:${port}`, adminListen: `127.0.0.1:${await closedPort()}`, stateDir: "state" }, dir);
     const abort = new AbortController();
     const done = runDev(new CliContext(io), options, { entry: fakes, signal: abort.signal, handleSignals: false, stopGraceMs: 300 });
     running = { abort, done };
@@ -281,7 +289,7 @@ describe("runDev", () => {
     process.env["BERTH_TEST_PID_DIR"] = dir;
     const port = await closedPort();
     const io = recordingIo();
-    const options = parseDevOptions({ insecure: true,  agents: "1", listen: `127.0.0.1:${port}`, stateDir: "state" }, dir);
+    const options = parseDevOptions({ insecure: true, agents: "1", listen: `127.0.0.1:${port}`, adminListen: `127.0.0.1:${await closedPort()}`, stateDir: "state" }, dir);
     const abort = new AbortController();
     const done = runDev(new CliContext(io), options, { entry: fakes, signal: abort.signal, handleSignals: false, stopGraceMs: 2000 });
     running = { abort, done };
@@ -301,7 +309,7 @@ describe("runDev", () => {
     process.env["BERTH_TEST_REJECT"] = "1"; // and the agents log why
     const port = await closedPort();
     const io = recordingIo();
-    const options = parseDevOptions({ insecure: true,  agents: "2", listen: `127.0.0.1:${port}`, stateDir: "state", readyTimeout: "3" }, dir);
+    const options = parseDevOptions({ insecure: true, agents: "2", listen: `127.0.0.1:${port}`, adminListen: `127.0.0.1:${await closedPort()}`, stateDir: "state", readyTimeout: "3" }, dir);
     const abort = new AbortController();
     const done = runDev(new CliContext(io), options, { entry: fakes, signal: abort.signal, handleSignals: false, stopGraceMs: 2000 });
     running = { abort, done };
@@ -324,10 +332,28 @@ describe("runDev", () => {
     const address = server.address();
     const port = typeof address === "object" && address ? address.port : 0;
     try {
-      const options = parseDevOptions({ insecure: true,  agents: "1", listen: `127.0.0.1:${port}` }, tmpdir());
+      const options = parseDevOptions({ insecure: true, agents: "1", listen: `127.0.0.1:${port}`, adminListen: `127.0.0.1:${await closedPort()}` }, tmpdir());
       await expect(runDev(new CliContext(io), options, { entry: fakes, handleSignals: false })).rejects.toThrow(
         `--listen: 127.0.0.1:${port} is already in use`,
       );
+    } finally {
+      server.close();
+    }
+  });
+
+  it("refuses an admin address already in use, naming --admin-listen, before starting anything", async () => {
+    const io = recordingIo();
+    const { createServer } = await import("node:net");
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const address = server.address();
+    const port = typeof address === "object" && address ? address.port : 0;
+    try {
+      const options = parseDevOptions({ insecure: true, agents: "1", listen: `127.0.0.1:${await closedPort()}`, adminListen: `127.0.0.1:${port}` }, tmpdir());
+      await expect(runDev(new CliContext(io), options, { entry: fakes, handleSignals: false })).rejects.toThrow(
+        `--admin-listen: 127.0.0.1:${port} is already in use (is another berth dev running? give --admin-listen HOST:PORT)`,
+      );
+      expect(io.out).toBe("");
     } finally {
       server.close();
     }

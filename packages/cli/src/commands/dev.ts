@@ -24,6 +24,8 @@ export const DEFAULT_DEV_STATE_DIR = ".berth/dev";
 export const DEFAULT_DEV_ETCD_STATE_DIR = ".berth/dev-etcd";
 /** The controller's default listen address. */
 export const DEFAULT_DEV_LISTEN = "127.0.0.1:7400";
+/** The controller's admin HTTP port (dashboard, /metrics, /healthz) under `berth dev`. */
+export const DEFAULT_DEV_ADMIN_LISTEN = "127.0.0.1:7480";
 /** Most agents one `berth dev` runs. */
 export const MAX_DEV_AGENTS = 64;
 
@@ -32,6 +34,7 @@ export interface DevFlags {
   agents?: string;
   etcd?: string;
   listen?: string;
+  adminListen?: string;
   stateDir?: string;
   capacity?: string;
   readyTimeout?: string;
@@ -47,6 +50,10 @@ export interface DevOptions {
   listen: string;
   /** Where agents and the CLI reach the controller (a wildcard listen address becomes loopback). */
   connect: string;
+  /** The controller's admin HTTP port (`--admin-listen`): the dashboard, /metrics, /healthz. */
+  adminListen: string;
+  /** The dashboard's address for the banner (a wildcard admin address becomes loopback). */
+  dashboardUrl: string;
   /** Absolute; each host gets a directory in it, and the embedded store `controller/`. */
   stateDir: string;
   /** The embedded store's file (`<stateDir>/controller/store.json`), so a restart keeps the cluster; none with etcd. */
@@ -73,13 +80,17 @@ export function parseDevOptions(flags: DevFlags, cwd: string): DevOptions {
   const { host, port } = parseHostPort(listen, "--listen");
   const wildcard = host === "0.0.0.0" || host === "[::]";
   const connect = wildcard ? `${host === "[::]" ? "[::1]" : "127.0.0.1"}:${port}` : listen;
+  const adminListen = (flags.adminListen ?? DEFAULT_DEV_ADMIN_LISTEN).trim();
+  const admin = parseHostPort(adminListen, "--admin-listen");
+  const adminHost = admin.host === "0.0.0.0" ? "127.0.0.1" : admin.host === "[::]" ? "[::1]" : admin.host;
+  const dashboardUrl = `http://${adminHost}:${admin.port}/`;
   const stateDir = resolvePath(cwd, flags.stateDir ?? (etcd.length > 0 ? DEFAULT_DEV_ETCD_STATE_DIR : DEFAULT_DEV_STATE_DIR));
   const dataFile = etcd.length > 0 ? undefined : join(stateDir, "controller", "store.json");
   const capacity = flags.capacity?.trim();
   if (capacity !== undefined) parseCapacity(capacity, "--capacity");
   const readyTimeoutMs = parseSecondsMs(flags.readyTimeout ?? "30", "--ready-timeout");
   const tlsDir = flags.insecure ? undefined : join(stateDir, "tls");
-  return { agents, etcd, listen, connect, stateDir, dataFile, capacity, readyTimeoutMs, tlsDir };
+  return { agents, etcd, listen, connect, adminListen, dashboardUrl, stateDir, dataFile, capacity, readyTimeoutMs, tlsDir };
 }
 
 /** The operator certificate `berth dev` issues for the CLI. */
@@ -154,6 +165,8 @@ export function devChildren(options: DevOptions, entry: EntryPoints, execPath: s
       ...(options.connect !== options.listen ? ["--advertise", options.connect] : []),
       ...(options.etcd.length > 0 ? ["--etcd", options.etcd.join(",")] : []),
       ...(options.dataFile !== undefined ? ["--data-file", options.dataFile] : []),
+      "--admin-listen",
+      options.adminListen,
       ...transportArgs(options, "controller"),
     ],
   };
@@ -191,6 +204,7 @@ export function devBanner(options: DevOptions): string {
     "",
     `berth dev: controller on ${options.connect} with ${store}; hosts ${hosts.join(", ")} (fake driver)`,
     `State: ${options.stateDir} (remove it to start a fresh cluster)`,
+    `dashboard: ${options.dashboardUrl} (also /metrics for Prometheus, /healthz)`,
     "",
     "Use it from another terminal:",
     `  export BERTH_CONTROLLER=${options.connect}`,
@@ -209,9 +223,9 @@ export function devBanner(options: DevOptions): string {
   ].join("\n");
 }
 
-/** Fails unless `listen` is free, so readiness is never confused with another process' server. */
-async function assertPortFree(listen: string): Promise<void> {
-  const { host, port } = parseHostPort(listen, "--listen");
+/** Fails unless `listen` (given as `flag`) is free, so readiness is never confused with another process' server. */
+async function assertPortFree(listen: string, flag = "--listen"): Promise<void> {
+  const { host, port } = parseHostPort(listen, flag);
   const bare = host.startsWith("[") ? host.slice(1, -1) : host;
   await new Promise<void>((resolve, reject) => {
     const server = createServer();
@@ -219,8 +233,8 @@ async function assertPortFree(listen: string): Promise<void> {
       reject(
         new CliError(
           e.code === "EADDRINUSE"
-            ? `--listen: ${listen} is already in use (is another berth dev running?)`
-            : `--listen: cannot listen on ${listen}: ${e.message}`,
+            ? `${flag}: ${listen} is already in use (is another berth dev running? give ${flag} HOST:PORT)`
+            : `${flag}: cannot listen on ${listen}: ${e.message}`,
           ExitCode.Error,
         ),
       ),
@@ -312,6 +326,7 @@ export interface DevRuntime {
 export async function runDev(ctx: CliContext, options: DevOptions, runtime: DevRuntime = {}): Promise<ExitCode> {
   const { io } = ctx;
   await assertPortFree(options.listen);
+  await assertPortFree(options.adminListen, "--admin-listen");
   const children = devChildren(options, runtime.entry ?? (await defaultEntryPoints()));
   await mkdir(options.stateDir, { recursive: true });
   const issued = await ensureDevPki(options);
@@ -441,6 +456,7 @@ export function registerDevCommand(program: Command, ctx: CliContext): void {
     .option("--agents <n>", `how many agents (hosts), 1-${MAX_DEV_AGENTS} (default: 3)`)
     .option("--etcd <urls>", "etcd URLs, comma-separated (default: the controller's embedded store, kept in the state dir)")
     .option("--listen <host:port>", `the controller's address (default: ${DEFAULT_DEV_LISTEN})`)
+    .option("--admin-listen <host:port>", `the controller's admin HTTP port: the web dashboard, /metrics, /healthz (default: ${DEFAULT_DEV_ADMIN_LISTEN})`)
     .option(
       "--state-dir <dir>",
       `where the agents and the embedded store keep their state (default: ${DEFAULT_DEV_STATE_DIR}; with --etcd ${DEFAULT_DEV_ETCD_STATE_DIR})`,
