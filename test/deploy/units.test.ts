@@ -2,13 +2,13 @@
 // rates each below 7.0, "MEDIUM" or better) and parse cleanly (`systemd-analyze verify`), and the
 // env examples carry no secret and give the agent nothing of etcd's. Both tools work offline, on
 // unit files given by path, with no systemd running (systemd ≥ 252 for `security --offline`).
-import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
 import { describeRequiring } from "../support/requirements.js";
+import { analyze, missingSystemdAnalyze, verifyComplaints } from "../support/systemd-analyze.js";
 
 const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
 const SYSTEMD = join(DEPLOY, "systemd");
@@ -22,30 +22,6 @@ const CONTROLLER_ENV = join(DEPLOY, "controller.env.example");
 const ACCEPTED_LEVELS = ["SAFE", "OK", "MEDIUM"];
 const MAX_EXPOSURE = 7.0;
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function analyze(args: string[]): Run {
-  const r = spawnSync("systemd-analyze", args, {
-    encoding: "utf8",
-    timeout: 20_000,
-    env: { ...process.env, SYSTEMD_COLORS: "0", SYSTEMD_PAGER: "", LC_ALL: "C" },
-  });
-  return { status: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? (r.error ? r.error.message : "") };
-}
-
-/** Why the systemd-analyze suites cannot run here, or undefined when they can. */
-function missingSystemdAnalyze(): string | undefined {
-  const r = spawnSync("systemd-analyze", ["--version"], { encoding: "utf8", timeout: 10_000 });
-  if (r.error) return "systemd-analyze is not installed (Debian: apt-get install systemd; no running systemd needed)";
-  const version = Number(/^systemd (\d+)/m.exec(r.stdout)?.[1] ?? 0);
-  if (version < 252) return `systemd-analyze ${version || "(unknown version)"} has no 'security --offline' (needs systemd ≥ 252)`;
-  return undefined;
-}
-
 /** The last "Overall exposure level for UNIT: N.N LEVEL" line of `systemd-analyze security`. */
 function overallExposure(output: string): { unit: string; exposure: number; level: string } {
   const lines = [...output.matchAll(/Overall exposure level for (\S+): (\d+(?:\.\d+)?) ([A-Z]+)/g)];
@@ -58,19 +34,6 @@ function security(unitPath: string): { unit: string; exposure: number; level: st
   const r = analyze(["security", "--offline=true", "--no-pager", unitPath]);
   expect(r.status, `systemd-analyze security ${unitPath}: ${r.stderr}`).toBe(0);
   return { ...overallExposure(r.stdout), output: r.stdout };
-}
-
-/**
- * What `systemd-analyze verify` said about the unit's own syntax: every stderr line but a missing
- * ExecStart binary (the units run /usr/bin/env node from /opt/berth, which a CI machine may lack).
- * It exits 0 on unknown keys and unparsable values ("..., ignoring"), so stderr is what counts.
- */
-function verifyComplaints(unitPath: string): string[] {
-  const r = analyze(["verify", "--man=no", unitPath]);
-  const lines = r.stderr.split("\n").filter((l) => l.trim() !== "");
-  const complaints = lines.filter((l) => !/Command \S+ is not executable/.test(l));
-  if (r.status !== 0 && complaints.length === 0 && lines.length === 0) complaints.push(`exit status ${r.status} with no message`);
-  return complaints;
 }
 
 const temps: string[] = [];
