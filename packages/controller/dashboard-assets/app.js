@@ -266,6 +266,7 @@ function renderHosts() {
     }
   }
   $("dense").checked = dense;
+  $("dense-legend").hidden = !dense;
 }
 
 function renderVms() {
@@ -363,7 +364,8 @@ async function loadVmPage() {
     detail = { missing: e.message };
   }
   if (ticket !== vmFetch || ui.route.vm !== name) return; // a newer request or another page
-  page.replaceChildren(...vmPageEls(name, detail));
+  // Holes (null) in the list are sections the VM has not got; replaceChildren would print them.
+  page.replaceChildren(...vmPageEls(name, detail).flat().filter((el) => el !== null && el !== undefined));
 }
 
 const kv = (k, v) => [h("dt", null, k), h("dd", null, v)];
