@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { HostState, VmPhase, type Vm } from "@berth/api";
+import { HostState, VmPhase } from "@berth/api";
 import { etcdAvailable, startEtcd, type RunningEtcd } from "../support/etcd.js";
 import { clusterClient, type ClusterClient } from "../support/grpc.js";
 import { AGENT_BIN, CONTROLLER_BIN, freePort, Proc, waitFor } from "../support/processes.js";
