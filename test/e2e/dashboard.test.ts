@@ -137,12 +137,12 @@ describeRequiring("end to end: the web dashboard in Chromium (controller + 3 age
     await page.locator("#vm-filter").fill("");
 
     // A mark on this document: still there afterwards means the page was never reloaded.
-    await page.evaluate(() => ((window as unknown as { berthMark: number }).berthMark = 42));
+    await page.evaluate(() => ((globalThis as unknown as { berthMark: number }).berthMark = 42));
     await berth("vm", "create", "cli-vm-1", "--vcpus", "1", "--memory", "1GiB", "--disk", "5GiB", "--label", "made=cli");
     const row = page.locator('tr[data-vm="cli-vm-1"]');
     await row.waitFor({ timeout: 15_000 });
     await page.locator('tr[data-vm="cli-vm-1"] .phase', { hasText: "RUNNING" }).waitFor({ timeout: 15_000 });
-    expect(await page.evaluate(() => (window as unknown as { berthMark?: number }).berthMark)).toBe(42);
+    expect(await page.evaluate(() => (globalThis as unknown as { berthMark?: number }).berthMark)).toBe(42);
     expect(await row.locator("td").nth(1).textContent()).toMatch(/^host-[123]$/);
     expect(await page.locator("#vm-count").textContent()).toBe("3 VMs");
     // Its creation reached the event feed too.
@@ -186,7 +186,7 @@ describeRequiring("end to end: the web dashboard in Chromium (controller + 3 age
     await page.locator('#conn[data-state="live"]').waitFor({ timeout: 30_000 });
     await page.locator('.host[data-id="host-3"]').waitFor();
     await page.locator('.bar-cpu .seg[data-vm="cli-vm-1"]').waitFor();
-    expect(await page.evaluate(() => (window as unknown as { berthMark?: number }).berthMark)).toBe(42);
+    expect(await page.evaluate(() => (globalThis as unknown as { berthMark?: number }).berthMark)).toBe(42);
     // A connection refused while the controller was away is the browser's own report, not the page's.
     expect(problems.filter((p) => !/ERR_CONNECTION_REFUSED|Failed to load resource/.test(p))).toEqual([]);
   }, 60_000);
