@@ -194,7 +194,7 @@ describe("vm create --wait", () => {
     expect(Date.now() - started).toBeLessThan(900);
     expect(r.out).toContain("web-1  RUNNING");
     expect(r.err).toContain("waiting up to 300s for vm web-1 to be RUNNING");
-    expect(s.requests("watchEvents")[0]).toEqual({ vms: true, hosts: false });
+    expect(s.requests("watchEvents")[0]).toEqual({ vms: true, hosts: false, migrations: false, events: false });
   });
 
   it("prints status.message and exits 7 when the VM reaches FAILED", async () => {
