@@ -177,7 +177,7 @@ class StreamHub {
   }
 
   /** Opens a stream on `res`: headers, the snapshot, then changes until either side closes. */
-  async open(req: AdminRequest, res: ServerResponse): Promise<void> {
+  async open(res: ServerResponse): Promise<void> {
     const leader = await leaderStatusOf(this.deps);
     if (res.destroyed) return;
     res.writeHead(200, {
@@ -201,8 +201,8 @@ class StreamHub {
       if (!this.clients.delete(client)) return;
       if (this.clients.size === 0) this.stop();
     };
+    // The response's close: the client went away, the server closed, or the backlog cut it off.
     res.on("close", done);
-    req.raw.on("close", done);
   }
 
   private start(): void {
@@ -468,7 +468,7 @@ export function dashboardRoutes(deps: DashboardDeps): AdminRoute[] {
       path: "/api/snapshot",
       handle: async (_req, res) => sendJson(res, 200, snapshotNow(deps, await leaderStatusOf(deps))),
     },
-    { method: "GET", path: "/api/stream", handle: (req, res) => hub.open(req, res) },
+    { method: "GET", path: "/api/stream", handle: (_req, res) => hub.open(res) },
     { method: "GET", path: "/api/whoami", handle: (req, res) => sendJson(res, 200, whoAmI(req)) },
     {
       method: "GET",
