@@ -448,7 +448,8 @@ async function watchEvents(
     if (c.kind === "vm" && wantVms) {
       send({ type: c.type === "put" ? EventType.EVENT_TYPE_PUT : EventType.EVENT_TYPE_DELETED, revision: c.revision, object: { $case: "vm", value: c.vm } });
     } else if (c.kind === "host" && wantHosts) {
-      send({ type: c.type === "put" ? EventType.EVENT_TYPE_PUT : EventType.EVENT_TYPE_DELETED, revision: c.revision, object: { $case: "host", value: c.host } });
+      // As ListHosts answers (allocatable, allocated, live usage), so a watch shows what a list does.
+      send({ type: c.type === "put" ? EventType.EVENT_TYPE_PUT : EventType.EVENT_TYPE_DELETED, revision: c.revision, object: { $case: "host", value: c.type === "put" ? hostViewOf(deps, c.host) : c.host } });
     } else if (c.kind === "migration" && wantMigrations) {
       send({ type: c.type === "put" ? EventType.EVENT_TYPE_PUT : EventType.EVENT_TYPE_DELETED, revision: c.revision, object: { $case: "migration", value: c.migration } });
     }
@@ -463,7 +464,7 @@ async function watchEvents(
   call.on("cancelled", finish);
   call.on("close", finish);
   const revision = Math.max(deps.state.vms.revision, deps.state.hosts.revision);
-  if (wantHosts) for (const host of deps.state.allHosts()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "host", value: host } });
+  if (wantHosts) for (const host of deps.state.allHosts()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "host", value: hostViewOf(deps, host) } });
   if (wantVms) for (const vm of deps.state.allVms()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "vm", value: vm } });
   if (wantMigrations) for (const m of deps.state.allMigrations()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "migration", value: m } });
   if (wantEvents) for (const e of deps.events.recent()) send({ type: EventType.EVENT_TYPE_EXISTING, revision: e.revision, object: { $case: "event", value: e } });

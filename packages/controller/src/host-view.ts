@@ -1,4 +1,5 @@
 import type { Domain, Host, HypervisorStatus, Resources } from "@berth/api";
+import { allocatable, type HostSnapshot, type ResolvedSchedulerOptions } from "@berth/scheduler";
 import type { LeadingDeps } from "./agent-service.js";
 import type { ClusterState } from "./cluster-state.js";
 
@@ -16,19 +17,23 @@ export interface HostViewDeps {
   liveHost(hostId: string): LiveHost | undefined;
   /** What this controller holds while it leads; undefined on a follower (no live drain figures then). */
   leading(): LeadingDeps | undefined;
+  /** The scheduler's view of a host and the cluster's options: what is allocatable there. */
+  placer: { snapshotOf(hostId: string): HostSnapshot | undefined; options(): ResolvedSchedulerOptions };
 }
 
 /**
- * A host as operators see it (ListHosts, GetHost, the dashboard): the record, plus what the cache
- * says is allocated there and the live stream's usage, hypervisor, orphans and last-heard time;
+ * A host as operators see it (ListHosts, GetHost, the dashboard): the record, plus what is
+ * allocatable there (the scheduler's own rule), what the cache says is allocated there and the live stream's usage, hypervisor, orphans and last-heard time;
  * the drain's live figures while this controller leads. The record's own values stand in for a
  * host with no live stream.
  */
 export function hostView(deps: HostViewDeps, host: Host): Host {
   const live = deps.liveHost(host.id);
+  const snapshot = deps.placer.snapshotOf(host.id);
   return {
     ...host,
     allocated: deps.state.allocated(host.id),
+    allocatable: snapshot ? allocatable(snapshot, deps.placer.options()) : undefined,
     usage: live?.usage ?? host.usage,
     lastSeenMs: live?.lastHeardMs ?? host.lastSeenMs,
     hypervisor: live?.hypervisor ?? host.hypervisor,

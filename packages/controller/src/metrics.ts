@@ -13,7 +13,6 @@
  */
 import { HostState, MigrationPhase, VmPhase, type Host, type Migration, type Resources } from "@berth/api";
 import { normalHostState, type AdminRoute } from "@berth/core";
-import { allocatable } from "@berth/scheduler";
 import { collectDefaultMetrics, Counter, exponentialBuckets, Gauge, Histogram, Registry } from "prom-client";
 import type { ClusterState, StateChange } from "./cluster-state.js";
 import { hostView, type LiveHost } from "./host-view.js";
@@ -229,12 +228,10 @@ export class ControllerMetrics implements Metrics {
       resetAll();
       const s = src();
       if (!s) return;
-      const options = s.placer.options();
       for (const host of s.state.allHosts()) {
-        const snap = s.placer.snapshotOf(host.id);
-        if (snap) setResources(allocatableGauges, host.id, allocatable(snap, options));
         // ListHosts' own view of the host (no drain figures: they are not needed here).
-        const view = hostView({ state: s.state, liveHost: s.liveHost, leading: () => undefined }, host);
+        const view = hostView({ state: s.state, liveHost: s.liveHost, leading: () => undefined, placer: s.placer }, host);
+        if (view.allocatable) setResources(allocatableGauges, host.id, view.allocatable);
         if (view.allocated) setResources(allocatedGauges, host.id, view.allocated);
         if (view.usage) setResources(usedGauges, host.id, view.usage);
       }

@@ -283,6 +283,7 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     21: { name: "drain", type: "message", message: "berth.v1.DrainStatus" },
     22: { name: "operator_labels", type: "message", repeated: true, message: "berth.v1.Host.OperatorLabelsEntry" },
     23: { name: "agent_labels", type: "message", repeated: true, message: "berth.v1.Host.AgentLabelsEntry" },
+    24: { name: "allocatable", type: "message", message: "berth.v1.Resources" },
   },
   "berth.v1.Host.AgentLabelsEntry": {
     1: { name: "key", type: "string" },

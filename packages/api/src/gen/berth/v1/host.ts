@@ -158,6 +158,12 @@ export interface Host {
   operatorLabels: { [key: string]: string };
   /** The labels the host's agent reported in its last Hello (`berth-agent --label`). */
   agentLabels: { [key: string]: string };
+  /**
+   * What the scheduler may place on the host in total: per resource floor(ratio × physical −
+   * reserved), the host's overrides over the cluster's config. Usage and allocation are shown
+   * against it. Filled in by the controller when it answers; not stored.
+   */
+  allocatable?: Resources | undefined;
 }
 
 export interface Host_LabelsEntry {
@@ -242,6 +248,7 @@ function createBaseHost(): Host {
     drain: undefined,
     operatorLabels: {},
     agentLabels: {},
+    allocatable: undefined,
   };
 }
 
@@ -316,6 +323,9 @@ export const Host: MessageFns<Host> = {
     globalThis.Object.entries(message.agentLabels).forEach(([key, value]: [string, string]) => {
       Host_AgentLabelsEntry.encode({ key: key as any, value }, writer.uint32(186).fork()).join();
     });
+    if (message.allocatable !== undefined) {
+      Resources.encode(message.allocatable, writer.uint32(194).fork()).join();
+    }
     return writer;
   },
 
@@ -525,6 +535,14 @@ export const Host: MessageFns<Host> = {
             }
             continue;
           }
+          case 24: {
+            if (tag !== 194) {
+              break;
+            }
+
+            message.allocatable = Resources.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -661,6 +679,7 @@ export const Host: MessageFns<Host> = {
           {},
         )
         : {},
+      allocatable: isSet(object.allocatable) ? Resources.fromJSON(object.allocatable) : undefined,
     };
   },
 
@@ -753,6 +772,9 @@ export const Host: MessageFns<Host> = {
         });
       }
     }
+    if (message.allocatable !== undefined) {
+      obj.allocatable = Resources.toJSON(message.allocatable);
+    }
     return obj;
   },
 
@@ -824,6 +846,9 @@ export const Host: MessageFns<Host> = {
       },
       {},
     );
+    message.allocatable = (object.allocatable !== undefined && object.allocatable !== null)
+      ? Resources.fromPartial(object.allocatable)
+      : undefined;
     return message;
   },
 };
