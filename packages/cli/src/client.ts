@@ -411,9 +411,23 @@ export class ControllerClient {
     return this.#client(address).watchEvents(request, new Metadata(), { deadline: deadline ?? Infinity });
   }
 
-  /** Resolves once the channel to `address` is connected, rejects when `deadline` passes first. */
+  /**
+   * Resolves once the channel to `address` is connected; rejects as soon as a connection attempt
+   * fails (as a unary call would: nobody listens, a TLS handshake refused) or `deadline` passes.
+   */
   whenReady(address: string, deadline: Date): Promise<void> {
-    return new Promise((resolve, reject) => this.#client(address).waitForReady(deadline, (e) => (e ? reject(e) : resolve())));
+    const channel = this.#client(address).getChannel();
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        const state = channel.getConnectivityState(true);
+        if (state === connectivityState.READY) return resolve();
+        if (state === connectivityState.TRANSIENT_FAILURE || state === connectivityState.SHUTDOWN) {
+          return reject(new Error(`cannot connect${this.#tlsHint("Failed to connect")}`));
+        }
+        channel.watchConnectivityState(state, deadline, (e) => (e ? reject(new Error("not connected by the deadline (see --timeout)")) : check()));
+      };
+      check();
+    });
   }
 
   /** Closes every channel. Calls made afterwards fail. */

@@ -6,7 +6,7 @@ import { eventKey, PrintedEvents } from "./commands/events.js";
 import { parseLabelArgs } from "./commands/host-admin.js";
 import { ExitCode } from "./exit-codes.js";
 import { run } from "./program.js";
-import { notLeader, recordingIo, stubPerTest, StubCluster, type RecordingIo } from "./stub-server.testkit.js";
+import { closedPort, notLeader, recordingIo, stubPerTest, StubCluster, type RecordingIo } from "./stub-server.testkit.js";
 
 // berth events [--follow], vm list / host list --watch, host label, host delete — against a stub
 // controller whose WatchEvents stream each test scripts.
@@ -114,6 +114,18 @@ describe("berth events", () => {
     const bad = await berth(s, ["events", "--for", "web-1"]);
     expect(bad.code).toBe(ExitCode.Usage);
     expect(bad.err).toContain("--for: expected vm/NAME, host/NAME or migration/NAME");
+  });
+
+  it("tries the next address when one is unreachable, and fails as a unary call would when none answers (exit 5)", async () => {
+    const s = await stub({ watchEvents: keeping(recent) });
+    const dead = `127.0.0.1:${await closedPort()}`;
+    const r = await berth(`${dead},${s.address}`, ["events"]);
+    expect(r.code).toBe(ExitCode.Ok);
+    expect(linesWith(r.out, "VmPlaced")).toHaveLength(2);
+    // Not retried until --timeout: each address once.
+    const none = await berth(dead, ["--timeout", "60", "events"]);
+    expect(none.code).toBe(ExitCode.Unavailable);
+    expect(none.err).toContain(`controller ${dead}: cannot connect`);
   });
 
   it("says so when there are none", async () => {

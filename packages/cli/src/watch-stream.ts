@@ -45,6 +45,12 @@ export interface FollowWatchOptions {
   onBreak?(error: BerthError, delayMs: number, next: string): void;
   /** No stream is (re)opened past it: the last failure is thrown. Absent: retried until aborted. */
   deadline?: Date;
+  /**
+   * At most this many streams are opened: the last failure is thrown after. For a one-off read
+   * (`berth events`), which should fail as fast as a unary call: each address once, and the
+   * leader one of them names. Absent: no limit.
+   */
+  maxStreams?: number;
   /** Jitter source. @default Math.random */
   random?: () => number;
   /** @default {@link SNAPSHOT_QUIET_MS} */
@@ -73,7 +79,7 @@ export async function followWatch(client: ControllerClient, options: FollowWatch
   const random = options.random ?? Math.random;
   let address = client.address;
   let failures = 0;
-  while (!signal.aborted) {
+  for (let opened = 1; !signal.aborted; opened++) {
     const end = await oneStream(client, address, options);
     if (signal.aborted) return;
     const error = end.error ?? new BerthError(ErrorCode.Unavailable, `controller ${address} ended the stream`);
@@ -83,6 +89,7 @@ export async function followWatch(client: ControllerClient, options: FollowWatch
     const next = redirect ?? nextAddress(client.endpoints, address);
     const delay = redirect && failures === 1 ? 0 : backoffMs(failures, random);
     if (options.deadline && Date.now() + delay >= options.deadline.getTime()) throw error;
+    if (options.maxStreams !== undefined && opened >= options.maxStreams) throw error;
     options.onBreak?.(error, delay, next);
     await sleep(delay, signal);
     address = next;
@@ -117,7 +124,7 @@ async function oneStream(client: ControllerClient, address: string, options: Fol
     // Connected first, so that the quiet which ends the snapshot is not a slow connect.
     await client.whenReady(address, new Date(Date.now() + client.timeoutMs));
   } catch (e) {
-    return { error: new BerthError(ErrorCode.Unavailable, `controller ${address}: cannot connect (${e instanceof Error ? e.message : String(e)})`), healthy: false, raw: undefined };
+    return { error: new BerthError(ErrorCode.Unavailable, `controller ${address}: ${e instanceof Error ? e.message : String(e)}`), healthy: false, raw: undefined };
   }
   if (signal.aborted) return { error: undefined, healthy: false, raw: undefined };
   return new Promise<StreamEnd>((resolve) => {

@@ -72,8 +72,14 @@ function followLine(cells: readonly string[], widths: readonly number[]): string
   return cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join("  ").trimEnd() + "\n";
 }
 
+/**
+ * Least widths of the streamed columns (AGE, TYPE, REASON, OBJECT), so that the events after the
+ * first batch mostly fit: the longest type and reasons, a usual object name.
+ */
+const FOLLOW_MIN_WIDTHS = [4, 7, 19, 16];
+
 function columnWidths(headers: readonly string[], rows: readonly (readonly string[])[]): number[] {
-  return headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  return headers.map((h, i) => Math.max(h.length, FOLLOW_MIN_WIDTHS[i] ?? 0, ...rows.map((r) => (r[i] ?? "").length)));
 }
 
 /** The identity of an event across streams (a reconnect sends the recent ones again). */
@@ -158,6 +164,7 @@ async function recentEvents(client: ControllerClient): Promise<ClusterEvent[]> {
     request: { vms: false, hosts: false, migrations: false, events: true },
     signal: done.signal,
     deadline: new Date(Date.now() + client.timeoutMs),
+    maxStreams: client.endpoints.length + 1,
     onSnapshot: (existing) => {
       events = eventsOfStream(existing);
       done.abort();
