@@ -189,6 +189,36 @@ describe("VM views", () => {
     expect(text).not.toContain("Request ID:");
   });
 
+  it("says why the VM is on its host, from its placement record", () => {
+    const placed = Vm.fromPartial({
+      ...vm,
+      hostId: "host-2",
+      placement: {
+        decidedAtMs: now - 60_000,
+        cause: "create",
+        preset: "spread",
+        hostsConsidered: 5,
+        hostsFeasible: 3,
+        scores: { leastAllocated: 0.8, balanced: 0.5 },
+        total: 0.74,
+        runnerUpHost: "host-10",
+        runnerUpTotal: 0.61,
+        rejectedByFilter: { labels: 1, capacity: 1 },
+        explained: true,
+      },
+    });
+    const text = vmDetail(placed, now);
+    expect(text).toContain("Placed:           1m ago (create, preset spread)\n");
+    expect(text).toContain("Why here:         score 0.74 (balanced 0.50, leastAllocated 0.80); 3 of 5 hosts fitted\n");
+    expect(text).toContain("Runner-up:        host-10 (score 0.61)\n");
+    expect(text).toContain("Rejected:         1 by capacity, 1 by labels\n");
+    // Without scores it says why, and how to get them; without a record, that there is none.
+    const busy = vmDetail(Vm.fromPartial({ ...placed, placement: { ...placed.placement!, explained: false, hostsConsidered: 4000 } }), now);
+    expect(busy).toContain("Why here:         not explained (the controller was busy or the fleet large: 4000 hosts); berth plan explains\n");
+    expect(busy).not.toContain("Runner-up:");
+    expect(vmDetail(vm, now)).toContain("Placed:           - (no record: placed before Berth kept one)\n");
+  });
+
   it("renders key/value fields aligned", () => {
     expect(renderFields([["A", "1"], ["Longer", "2"]])).toBe("A:       1\nLonger:  2\n");
   });

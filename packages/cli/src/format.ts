@@ -29,6 +29,7 @@ import {
   type DrainStatus,
   type GroupPolicy,
   type HostVerdict,
+  type PlacementRecord,
   type PlannedPlacement,
   type Resources,
   type VmPhase,
@@ -326,7 +327,42 @@ export function vmDetail(vm: Vm, nowMs: number, migration?: Migration): string {
     ["Created", vm.createdAtMs > 0 ? `${formatAge(vm.createdAtMs, nowMs)} ago` : "-"],
   );
   if (vm.requestId) fields.push(["Request ID", vm.requestId]);
+  fields.push(...placementFields(vm.placement, nowMs));
   return renderFields(fields);
+}
+
+/**
+ * Why the VM is on its host, from the placement record the controller kept with the decision:
+ * the chosen host's total and each weigher's score (as `berth plan` shows them), the runner-up,
+ * how many hosts fitted, and what the filters rejected. Weighers in name order.
+ */
+export function placementFields(p: PlacementRecord | undefined, nowMs: number): [string, string][] {
+  if (!p) return [["Placed", "- (no record: placed before Berth kept one)"]];
+  const when = p.decidedAtMs > 0 ? `${formatAge(p.decidedAtMs, nowMs)} ago` : "-";
+  const head: [string, string] = ["Placed", `${when} (${p.cause || "create"}${p.preset ? `, preset ${p.preset}` : ""})`];
+  if (!p.explained) {
+    const why = p.cause === "migrate" ? "the host was a migration's target" : `not explained (the controller was busy or the fleet large: ${p.hostsConsidered} hosts); berth plan explains`;
+    return [head, ["Why here", why]];
+  }
+  const scores = Object.keys(p.scores)
+    .sort(compareNames)
+    .map((k) => `${k} ${formatScore(p.scores[k]!)}`)
+    .join(", ");
+  const rejected = Object.entries(p.rejectedByFilter)
+    .sort(([a], [b]) => compareNames(a, b))
+    .map(([f, n]) => `${n} by ${f}`)
+    .join(", ");
+  return [
+    head,
+    ["Why here", `score ${formatScore(p.total)} (${scores || "no weighers"}); ${p.hostsFeasible} of ${p.hostsConsidered} hosts fitted`],
+    ["Runner-up", p.runnerUpHost ? `${p.runnerUpHost} (score ${formatScore(p.runnerUpTotal)})` : "- (the only host that fitted)"],
+    ["Rejected", rejected || "-"],
+  ];
+}
+
+/** A weigher score or total: two decimals, as `berth plan` prints them. */
+function formatScore(x: number): string {
+  return x.toFixed(2);
 }
 
 /** The scheduler's form of a wire AllocationRatio: the ratios that are set (0 is unset on the wire). */
