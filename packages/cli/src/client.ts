@@ -430,6 +430,16 @@ export class ControllerClient {
     });
   }
 
+  /**
+   * Drops the channel to `address` (the next call makes a new one). After a failed connect, so
+   * that a watch's next attempt connects at once instead of after grpc-js's own backoff (up to
+   * two minutes), which would stack on the watch's.
+   */
+  forget(address: string): void {
+    this.#clients.get(address)?.close();
+    this.#clients.delete(address);
+  }
+
   /** Closes every channel. Calls made afterwards fail. */
   close(): void {
     this.#closed = true;

@@ -185,6 +185,18 @@ describe("berth events", () => {
     expect(r.err).toMatch(/events: the stream broke \(.*controller shutting down\); reopening on 127\.0\.0\.1:\d+ in \d\.\ds\n/);
   });
 
+  it("--follow moves to the next controller when the one it follows dies, printing no event twice", async () => {
+    const first = await stub({ watchEvents: keeping(recent.slice(0, 2)) });
+    const second = await stub({ watchEvents: keeping(recent) });
+    const f = following(`${first.address},${second.address}`, ["events", "--follow", "-o", "json"]);
+    await until(() => f.io.out.includes("HostSuspect"));
+    first.kill();
+    await until(() => f.io.out.includes("db-1"));
+    const r = await f.stop();
+    expect(r.out.trimEnd().split("\n").map((l) => (JSON.parse(l) as { revision: number }).revision)).toEqual([3, 4, 5, 6]);
+    expect(r.err).toContain(`reopening on ${second.address}`);
+  });
+
   it("--follow goes to the leader a follower names", async () => {
     const leader = await stub({ watchEvents: (_req, call) => call.write(existing(recent[0]!)) });
     const follower = await stub({ watchEvents: (_req, call) => call.emit("error", toGrpcStatus(notLeader(leader.address))) });

@@ -124,6 +124,7 @@ async function oneStream(client: ControllerClient, address: string, options: Fol
     // Connected first, so that the quiet which ends the snapshot is not a slow connect.
     await client.whenReady(address, new Date(Date.now() + client.timeoutMs));
   } catch (e) {
+    client.forget(address);
     return { error: new BerthError(ErrorCode.Unavailable, `controller ${address}: ${e instanceof Error ? e.message : String(e)}`), healthy: false, raw: undefined };
   }
   if (signal.aborted) return { error: undefined, healthy: false, raw: undefined };
