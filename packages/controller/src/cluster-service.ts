@@ -412,8 +412,11 @@ async function watchEvents(
     failStream(call, invalidArgument(malformed.field, malformed.reason));
     return;
   }
+  // Cluster events alone are this controller's own (every controller, followers too, derives and
+  // keeps them): any controller answers them. Records are the leader's to tell.
+  const eventsOnly = call.request.events && !call.request.vms && !call.request.hosts && !call.request.migrations;
   try {
-    await leader();
+    if (!eventsOnly) await leader();
   } catch (e) {
     failStream(call, e);
     return;

@@ -22,7 +22,7 @@ import {
 } from "@berth/api";
 import { deadlineIn } from "@berth/core";
 import { MemoryStore } from "@berth/store";
-import { Metadata } from "@grpc/grpc-js";
+import { Metadata, status } from "@grpc/grpc-js";
 import { helloFor, operatorApi, rawAgent, resultFor, startController, waitFor, type Cleanups } from "./controller.testkit.js";
 import { eventsOf } from "./events.js";
 
@@ -195,6 +195,23 @@ describe("cluster events in process", () => {
     const later = operator(address);
     await waitFor("the recent events on a new stream", () => later.seen.filter((e) => e.objectName === "web-1").length === 4);
     expect(later.seen.every((e) => e.message.startsWith("(existing) "))).toBe(true);
+  });
+
+  it("a follower answers WatchEvents{events} from its own log (records stay the leader's: NOT_LEADER)", async () => {
+    const store = new MemoryStore();
+    const leader = await startController(cleanups, store);
+    await waitFor("leadership", () => leader.controller.isLeader);
+    const follower = await startController(cleanups, store, { controllerId: "c2" });
+    expect(follower.controller.isLeader).toBe(false);
+    expect((await rawAgent(cleanups, leader.address, helloFor("h1"), (c) => resultFor(c, { ok: true })).first).msg?.$case).toBe("welcome");
+    const onFollower = operator(follower.address);
+    await operator(leader.address).create("web-1");
+    await waitFor("the follower's stream tells of web-1", () => onFollower.seen.some((e) => e.reason === "VmPlaced" && e.objectName === "web-1"));
+    const { client } = operatorApi(cleanups, follower.address);
+    const records = client.watchEvents({ vms: true, hosts: false, migrations: false, events: false }, new Metadata(), { deadline: deadlineIn(10_000) });
+    const refused = await new Promise<{ code: number; details: string }>((resolve) => records.on("error", resolve));
+    expect(refused.code).toBe(status.UNAVAILABLE); // NOT_LEADER, naming the leader
+    expect(refused.details).toContain(leader.address);
   });
 
   it("a controller started on an existing store makes no events for the records already there", async () => {
