@@ -131,9 +131,10 @@ CamelCase word: VmPlaced, VmRunning, VmFailed, HostSuspect, HostFenced, Migratio
 OBJECT (vm/NAME, host/ID, migration/VM) and MESSAGE; -o wide adds HOST, REVISION and TIME.
 -o json / -o yaml: the events as an array; with --follow, -o json prints one JSON object a line.
 
---follow keeps the stream open; when it breaks (a leader change, a restart) it is reopened, on
-the new leader, with backoff, and the events printed already are not printed again. Ctrl-C ends
-it (exit 0). ${EXIT_CODES_SEE}
+Any controller answers, followers too (each keeps its own log). --follow keeps the stream open;
+when it breaks (a controller restarts or dies) it is reopened with backoff, on the next address
+of --controller, and the events printed already are not printed again. Ctrl-C ends it (exit 0).
+${EXIT_CODES_SEE}
 
 Examples:
   berth events
