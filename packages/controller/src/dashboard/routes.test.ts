@@ -71,7 +71,8 @@ async function startAgent(hostId: string, address: string): Promise<void> {
   cleanups.push(async () => {
     abort.abort();
     await running.catch(() => undefined);
-    rmSync(stateDir, { recursive: true, force: true });
+    // Retried: a fake hypervisor may still be finishing a migration's write as the agent stops.
+    rmSync(stateDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   });
 }
 
@@ -301,6 +302,13 @@ describe("the dashboard over HTTPS (--admin-tls)", () => {
     expect(json<{ migration: { vmName: string; target: string; source: string } }>(migrated).migration).toMatchObject({ vmName: "mover", source: vm.vm.hostId, target });
     const again = await post(base, "/api/vms/mover/migrate", { headers: ACT, tls: admin });
     expect([409, 200]).toContain(again.status); // already migrating (409) unless it finished already
+    // Left to finish (the fake hypervisors' migration ends), as the VM page shows it.
+    const done = await waitFor("mover's migration to end", async () => {
+      const d = json<VmDetail>(await send(base, "/api/vms/mover", { tls: admin }));
+      return d.migration && !d.migration.active ? d : undefined;
+    }, 20_000);
+    expect(done.migration).toMatchObject({ phase: "COMPLETED", progress: 1 });
+    expect(done.vm.hostId).toBe(target);
   });
 
   it("on a follower: reads its own cache, and sends actions to the leader (503 naming it)", async () => {

@@ -10,7 +10,7 @@ import type { ServerResponse } from "node:http";
 import { fileURLToPath } from "node:url";
 import { DrainDeadlineAction, type Host, type Resources } from "@berth/api";
 import { BerthError, ErrorCode, httpStatusOf, invalidArgument, notFound, validateName, type AdminRequest, type AdminRoute } from "@berth/core";
-import { allocatable, type ResolvedSchedulerOptions, type HostSnapshot } from "@berth/scheduler";
+import type { ResolvedSchedulerOptions, HostSnapshot } from "@berth/scheduler";
 import type { LeadingDeps } from "../agent-service.js";
 import type { ClusterState, StateChange } from "../cluster-state.js";
 import type { EventLog } from "../event-log.js";
@@ -37,7 +37,7 @@ import type { ClusterEvent } from "@berth/api";
 export interface DashboardDeps {
   state: ClusterState;
   events: EventLog;
-  /** The scheduler's view of a host (for what is allocatable there) and the cluster's options. */
+  /** The scheduler's view of a host and the cluster's options (hostView reads what is allocatable there from them). */
   placer: { snapshotOf(hostId: string): HostSnapshot | undefined; options(): ResolvedSchedulerOptions };
   /** What a host's live agent stream last said. */
   liveHost(hostId: string): LiveHost | undefined;
@@ -119,12 +119,12 @@ function assetReader(): (name: string) => Buffer {
 
 const ZERO: Resources = { vcpus: 0, memoryMib: 0, diskGib: 0 };
 
-/** The view model's input for one host, from the cache and the live sessions. */
-function hostInputOf(deps: DashboardDeps, host: Host, options: ResolvedSchedulerOptions): HostInput {
-  const snap = deps.placer.snapshotOf(host.id);
+/** The view model's input for one host, from the cache and the live sessions (hostView: the host as ListHosts answers it, allocatable included). */
+function hostInputOf(deps: DashboardDeps, host: Host): HostInput {
+  const view = hostView(deps, host);
   return {
-    host: hostView(deps, host),
-    allocatable: snap ? allocatable(snap, options) : ZERO,
+    host: view,
+    allocatable: view.allocatable ?? ZERO,
     vms: deps.state.vmsOnHost(host.id),
     incoming: deps.state.incomingVms(host.id),
   };
@@ -137,11 +137,10 @@ async function leaderStatusOf(deps: DashboardDeps): Promise<LeaderStatus> {
 
 /** The whole page's data now (synchronous but for the leader status, which the caller reads first). */
 function snapshotNow(deps: DashboardDeps, leader: LeaderStatus): DashboardSnapshot {
-  const options = deps.placer.options();
   return snapshotOf({
     nowMs: (deps.now ?? Date.now)(),
     leader,
-    hosts: deps.state.allHosts().map((h) => hostInputOf(deps, h, options)),
+    hosts: deps.state.allHosts().map((h) => hostInputOf(deps, h)),
     vms: deps.state.allVms(),
     migrations: deps.state.allMigrations(),
     events: deps.events.recent(),
@@ -264,10 +263,9 @@ class StreamHub {
 
   /** The live figures (usage, hypervisor, drain counts) come from agent sessions, not records: compare every host row with what was sent. */
   private refresh(): void {
-    const options = this.deps.placer.options();
     let changed = false;
     for (const host of this.deps.state.allHosts()) {
-      const json = JSON.stringify(hostRow(hostInputOf(this.deps, host, options)));
+      const json = JSON.stringify(hostRow(hostInputOf(this.deps, host)));
       if (this.sentHosts.get(host.id) !== json) {
         this.dirtyHosts.add(host.id);
         changed = true;
@@ -292,7 +290,6 @@ class StreamHub {
     if (this.dirtyHosts.size + this.dirtyVms.size + this.dirtyMigrations.size + this.newEvents.length === 0) return;
     const { state } = this.deps;
     const changes = emptyChanges();
-    const options = this.deps.placer.options();
     for (const id of this.dirtyHosts) {
       if (id === "") continue;
       const host = state.host(id);
@@ -300,7 +297,7 @@ class StreamHub {
         if (this.sentHosts.delete(id)) changes.hostsDeleted.push(id);
         continue;
       }
-      const row = hostRow(hostInputOf(this.deps, host, options));
+      const row = hostRow(hostInputOf(this.deps, host));
       this.sentHosts.set(id, JSON.stringify(row));
       changes.hosts.push(row);
     }
@@ -459,7 +456,7 @@ export function dashboardRoutes(deps: DashboardDeps): AdminRoute[] {
       sendError(res, e, deps.log);
     }
   };
-  const rowOf = (host: Host): HostRow => hostRow(hostInputOf(deps, host, deps.placer.options()));
+  const rowOf = (host: Host): HostRow => hostRow(hostInputOf(deps, host));
   return [
     { method: "GET", path: "/", handle: (_req, res) => serveAsset(res, "index.html") },
     { method: "GET", path: "/assets/*", handle: (req, res) => serveAsset(res, req.url.pathname.slice("/assets/".length)) },
