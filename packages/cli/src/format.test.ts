@@ -98,26 +98,24 @@ describe("host views", () => {
   const big = Host.fromPartial({
     id: "host-1",
     capacity: { vcpus: 16, memoryMib: 65536, diskGib: 1024 },
+    // As the controller answers it under the default ratios and reserve (4x vCPU, 1 GiB memory held back).
+    allocatable: { vcpus: 64, memoryMib: 64512, diskGib: 1024 },
     state: HostState.HOST_STATE_DISCONNECTED,
   });
 
-  it("shows allocation against allocatable (default ratios and reserve: 4x vCPU, 1 GiB memory held back), 0 without a unit", () => {
+  it("shows allocation against the allocatable the controller answered, 0 without a unit", () => {
     expect(hostTable([big], 1000)).toBe(
       "ID      STATE    CPU (ALLOC/ALLOCATABLE)  MEMORY (ALLOC/ALLOCATABLE)  DISK (ALLOC/ALLOCATABLE)  LAST SEEN\n" +
         "host-1  SUSPECT  0/64 (0%)                0/63 GiB (0%)               0/1 TiB (0%)              -\n",
     );
   });
 
-  it("allocatable follows the cluster's settings and the host's own overrides (the scheduler's formula)", () => {
-    const h = Host.fromPartial({ ...big, allocated: { vcpus: 8, memoryMib: 16384, diskGib: 512 } });
-    const scheduler = SchedulerConfig.fromPartial({ allocationRatio: { vcpus: 2, memory: 0, disk: 0 }, reserved: { vcpus: 0, memoryMib: 0, diskGib: 0 } });
-    // 2 x 16 vCPU; nothing held back; unset memory and disk ratios stay 1.
-    expect(hostAllocatable(h, scheduler)).toEqual({ vcpus: 32, memoryMib: 65536, diskGib: 1024 });
-    expect(hostTable([h], 1000, scheduler).split("\n")[1]).toBe("host-1  SUSPECT  8/32 (25%)               16 GiB/64 GiB (25%)         512 GiB/1 TiB (50%)       -");
-    // The host's ratio wins over the cluster's.
-    const own = Host.fromPartial({ ...h, allocationRatio: { vcpus: 1, memory: 0, disk: 0 } });
-    expect(hostAllocatable(own, scheduler)?.vcpus).toBe(16);
-    expect(hostAllocatable(Host.fromPartial({ id: "new" }), scheduler)).toBeUndefined();
+  it("allocatable is the controller's (the scheduler's rule is not restated here); - from a controller that sends none", () => {
+    const h = Host.fromPartial({ ...big, allocated: { vcpus: 8, memoryMib: 16384, diskGib: 512 }, allocatable: { vcpus: 32, memoryMib: 65536, diskGib: 1024 } });
+    expect(hostAllocatable(h)).toEqual({ vcpus: 32, memoryMib: 65536, diskGib: 1024 });
+    expect(hostTable([h], 1000).split("\n")[1]).toBe("host-1  SUSPECT  8/32 (25%)               16 GiB/64 GiB (25%)         512 GiB/1 TiB (50%)       -");
+    const old = Host.fromPartial({ ...h, allocatable: undefined });
+    expect(hostTable([old], 1000).split("\n")[1]).toMatch(/^host-1 +SUSPECT +- +- +- +-$/);
   });
 
   it("-o wide adds usage against allocatable, driver, agent version, CPU model and labels", () => {
@@ -129,7 +127,7 @@ describe("host views", () => {
       facts: { cpuModel: "EPYC", numaCells: [] },
       labels: { zone: "b", rack: "r10" },
     });
-    const [header, row] = hostTable([h], 1000, undefined, true).split("\n");
+    const [header, row] = hostTable([h], 1000, true).split("\n");
     expect(header).toMatch(/LAST SEEN +CPU \(USED\/ALLOCATABLE\) +MEMORY \(USED\/ALLOCATABLE\) +DISK \(USED\/ALLOCATABLE\) +DRIVER +VERSION +CPU MODEL +LABELS$/);
     expect(row).toMatch(/ 2\/64 \(3%\) +8 GiB\/63 GiB \(13%\) +100 GiB\/1 TiB \(10%\) +libvirt +0\.3\.0 +EPYC +rack=r10,zone=b$/);
   });

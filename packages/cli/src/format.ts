@@ -34,11 +34,9 @@ import {
   type Resources,
   type VmPhase,
   type VmStatus,
-  type AllocationRatio,
-  type SchedulerConfig,
 } from "@berth/api";
-import { allocatable, DEFAULT_ALLOCATION_RATIO, DEFAULT_RESERVED } from "@berth/scheduler";
 import { normalHostState } from "@berth/core";
+import { DEFAULT_ALLOCATION_RATIO, DEFAULT_RESERVED } from "@berth/scheduler";
 import prettyBytes from "pretty-bytes";
 import type { View } from "./output.js";
 
@@ -365,30 +363,14 @@ function formatScore(x: number): string {
   return x.toFixed(2);
 }
 
-/** The scheduler's form of a wire AllocationRatio: the ratios that are set (0 is unset on the wire). */
-function ratioOf(ratio: AllocationRatio | undefined): Partial<Resources> {
-  const out: Partial<Resources> = {};
-  if (ratio?.vcpus) out.vcpus = ratio.vcpus;
-  if (ratio?.memory) out.memoryMib = ratio.memory;
-  if (ratio?.disk) out.diskGib = ratio.disk;
-  return out;
-}
-
 /**
- * What the scheduler may place on `host` in total, as it computes it (the scheduler's own
- * `allocatable`: ratio × physical − reserved, the host's overrides over the cluster's settings,
- * unset ones at their defaults). `scheduler` is the cluster's (`config show`); `undefined` before
- * the host reported a capacity.
+ * What the scheduler may place on `host` in total, as the controller computed it when it answered
+ * (Host.allocatable: the scheduler's own rule, ratio × physical − reserved with the host's
+ * overrides); `undefined` from a controller that does not fill it in, or before the host reported
+ * a capacity.
  */
-export function hostAllocatable(host: Host, scheduler: SchedulerConfig | undefined): Resources | undefined {
-  if (!host.capacity) return undefined;
-  return allocatable(
-    { capacity: host.capacity, allocationRatio: ratioOf(host.allocationRatio), ...(host.reserved ? { reserved: host.reserved } : {}) },
-    {
-      allocationRatio: { ...DEFAULT_ALLOCATION_RATIO, ...ratioOf(scheduler?.allocationRatio) },
-      reserved: scheduler?.reserved ?? DEFAULT_RESERVED,
-    },
-  );
+export function hostAllocatable(host: Host): Resources | undefined {
+  return host.allocatable;
 }
 
 /** `4 GiB/63 GiB (6%)`: an amount against allocatable (`0/63 GiB (0%)`); `-` without an allocatable. */
@@ -410,15 +392,15 @@ function resourceCells(amount: Resources | undefined, total: Resources | undefin
 
 /**
  * The `host list` table. Allocation (what the host's VMs ask for) is shown against allocatable
- * (what the scheduler may place there: {@link hostAllocatable} with `scheduler`, the cluster's
+ * (what the scheduler may place there: {@link hostAllocatable}, as the controller answers it;
  * settings), as the headers say. An ORPHANS column (how many domains no VM record accounts for)
  * appears only when some host has any. `wide` (`-o wide`) adds usage (what the VMs use, as last
  * reported) against the same allocatable, DRIVER, VERSION (the agent's), CPU MODEL and LABELS.
  */
-export function hostTable(hosts: readonly Host[], nowMs: number, scheduler?: SchedulerConfig, wide = false): string {
+export function hostTable(hosts: readonly Host[], nowMs: number, wide = false): string {
   const withOrphans = hosts.some((h) => h.orphans.length > 0);
   const rows = hosts.map((h) => {
-    const total = hostAllocatable(h, scheduler);
+    const total = hostAllocatable(h);
     return [
       h.id,
       hostStateText(h) + (h.hypervisor?.available === false ? ",HYPERVISOR-DOWN" : ""),
@@ -448,23 +430,23 @@ export function hostTable(hosts: readonly Host[], nowMs: number, scheduler?: Sch
 }
 
 /** `-o` views of hosts: the list (as given: sort it first), named by host id. */
-export function hostListView(hosts: readonly Host[], nowMs: number, scheduler?: SchedulerConfig): View {
+export function hostListView(hosts: readonly Host[], nowMs: number): View {
   return {
     data: () => hosts.map((h) => Host.toJSON(h)),
-    table: () => hostTable(hosts, nowMs, scheduler),
-    wide: () => hostTable(hosts, nowMs, scheduler, true),
+    table: () => hostTable(hosts, nowMs),
+    wide: () => hostTable(hosts, nowMs, true),
     names: () => hosts.map((h) => h.id),
   };
 }
 
 /** One host after a change (cordon, confirm-down...): a one-row table. */
-export function hostView(host: Host, nowMs: number, scheduler?: SchedulerConfig): View {
-  return { ...hostListView([host], nowMs, scheduler), data: () => Host.toJSON(host) };
+export function hostView(host: Host, nowMs: number): View {
+  return { ...hostListView([host], nowMs), data: () => Host.toJSON(host) };
 }
 
 /** `host show`: the detail (also under `wide`). */
-export function hostDetailView(host: Host, nowMs: number, scheduler?: SchedulerConfig): View {
-  return { data: () => Host.toJSON(host), table: () => hostDetail(host, nowMs, scheduler), names: () => [host.id] };
+export function hostDetailView(host: Host, nowMs: number): View {
+  return { data: () => Host.toJSON(host), table: () => hostDetail(host, nowMs), names: () => [host.id] };
 }
 
 /** One orphan on one line: `<vm id>  <name>  <state>  <resources>`. */
@@ -502,12 +484,12 @@ function resourcesOf(amount: Resources | undefined, total: Resources | undefined
 
 /**
  * The `host show` detail. Capacity is physical; Allocatable what the scheduler may place there
- * (`scheduler`: the cluster's settings); Allocated and In use are shown with their share of
+ * (as the controller answers it); Allocated and In use are shown with their share of
  * allocatable.
  */
-export function hostDetail(host: Host, nowMs: number, scheduler?: SchedulerConfig): string {
+export function hostDetail(host: Host, nowMs: number): string {
   const silent = host.fenceDeadlineMs > 0;
-  const total = hostAllocatable(host, scheduler);
+  const total = hostAllocatable(host);
   return renderFields([
     ["ID", host.id],
     ["State", hostStateSince(host, nowMs)],

@@ -31,6 +31,8 @@ const host = (id: string, extra: Partial<Host> = {}): Host =>
   Host.fromPartial({
     id,
     capacity: { vcpus: 16, memoryMib: 65536, diskGib: 1024 },
+    // As the controller answers it under the default ratios and reserve (4x vCPU, 1 GiB memory held back).
+    allocatable: { vcpus: 64, memoryMib: 64512, diskGib: 1024 },
     state: HostState.HOST_STATE_READY,
     lastSeenMs: NOW - 2000,
     allocated: { vcpus: 2, memoryMib: 4096, diskGib: 20 },

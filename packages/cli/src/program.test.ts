@@ -24,6 +24,8 @@ const host = (id: string): Host =>
   Host.fromPartial({
     id,
     capacity: { vcpus: 16, memoryMib: 65536, diskGib: 1024 },
+    // As the controller answers it under the default ratios and reserve (4x vCPU, 1 GiB memory held back).
+    allocatable: { vcpus: 64, memoryMib: 64512, diskGib: 1024 },
     state: HostState.HOST_STATE_READY,
     bootId: "b",
     agentVersion: "0.1.0",
@@ -489,31 +491,23 @@ describe("-o yaml, wide and name; natural order", () => {
     }
   });
 
-  it("host list: allocation against allocatable from the cluster config; -o wide adds usage, driver, version, CPU model, labels", async () => {
-    const s = await stub({
-      listHosts: () => ({ hosts: [host("host-1")] }),
-      getClusterConfig: () => ({
-        config: ClusterConfig.fromPartial({ scheduler: { allocationRatio: { vcpus: 2, memory: 0, disk: 0 }, reserved: { vcpus: 0, memoryMib: 0, diskGib: 0 } } }),
-      }),
-    });
+  it("host list: allocation against the allocatable the controller answered, no config read; -o wide adds usage, driver, version, CPU model, labels", async () => {
+    const s = await stub({ listHosts: () => ({ hosts: [{ ...host("host-1"), allocatable: { vcpus: 32, memoryMib: 65536, diskGib: 1024 } }] }) });
     const r = await berth(s, "host", "list");
     expect(r.err).toBe("");
     expect(r.out.split("\n")[1]).toBe("host-1  READY  2/32 (6%)                4 GiB/64 GiB (6%)           20 GiB/1 TiB (2%)         2s");
     const wide = await berth(s, "-o", "wide", "host", "list");
     expect(wide.out.split("\n")[0]).toContain("CPU (USED/ALLOCATABLE)");
     expect(wide.out.split("\n")[1]).toMatch(/ 1\/32 \(3%\) +1 GiB\/64 GiB \(2%\) +20 GiB\/1 TiB \(2%\) +fake +0\.1\.0 +- +-$/);
-    // JSON is the hosts as the controller sent them: no config needed, none read.
-    s.calls.length = 0;
-    await berth(s, "-o", "json", "host", "list");
+    // The rule is the controller's: the CLI reads no cluster config to restate it.
     expect(s.requests("getClusterConfig")).toHaveLength(0);
   });
 
-  it("host list without a readable cluster config: the defaults, and a note on stderr", async () => {
-    const s = await stub({ listHosts: () => ({ hosts: [host("host-1")] }) });
+  it("host list from a controller that sends no allocatable: - in those columns, nothing guessed", async () => {
+    const s = await stub({ listHosts: () => ({ hosts: [{ ...host("host-1"), allocatable: undefined }] }) });
     const r = await berth(s, "host", "list");
     expect(r.code).toBe(0);
-    expect(r.out.split("\n")[1]).toContain("2/64 (3%)");
-    expect(r.err).toMatch(/^note: allocatable assumes the default ratios and reserve: the cluster config could not be read/);
+    expect(r.out.split("\n")[1]).toMatch(/^host-1 +READY +- +- +- +2s$/);
   });
 
   it("-o wide on vm list adds ID, GENERATION, GROUP, LABELS, CREATED", async () => {

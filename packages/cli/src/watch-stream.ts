@@ -11,9 +11,9 @@ import { backoffMs } from "./retry.js";
 // after it.
 
 /**
- * How long a new stream may stay silent before its initial state counts as complete. The
- * controller writes the whole EXISTING burst at once but marks no end of it, so the end is the
- * first change after it, or this much quiet once the stream is open.
+ * How long a new stream may stay silent before its initial state counts as complete, when the
+ * controller marks no end of it: one from before EVENT_TYPE_SYNCED (during an upgrade). Otherwise
+ * SYNCED ends it, or the first change after it does.
  */
 export const SNAPSHOT_QUIET_MS = 300;
 
@@ -166,6 +166,7 @@ async function oneStream(client: ControllerClient, address: string, options: Fol
         return;
       }
       endSnapshot();
+      if (event.type === EventType.EVENT_TYPE_SYNCED) return;
       options.onChange(event);
     });
     const healthy = (): boolean => delivered || Date.now() - started >= HEALTHY_STREAM_MS;

@@ -471,6 +471,7 @@ async function watchEvents(
   if (wantVms) for (const vm of deps.state.allVms()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "vm", value: vm } });
   if (wantMigrations) for (const m of deps.state.allMigrations()) send({ type: EventType.EVENT_TYPE_EXISTING, revision, object: { $case: "migration", value: m } });
   if (wantEvents) for (const e of deps.events.recent()) send({ type: EventType.EVENT_TYPE_EXISTING, revision: e.revision, object: { $case: "event", value: e } });
+  send({ type: EventType.EVENT_TYPE_SYNCED, revision, object: undefined });
 }
 
 /** Ends a server stream with the status a BerthError maps to. */

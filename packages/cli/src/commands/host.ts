@@ -1,4 +1,4 @@
-import { DeleteOrphanResponse, DrainDeadlineAction, DrainPhase, HostFailurePolicy, type DrainStatus, type Host, type SchedulerConfig, type Vm } from "@berth/api";
+import { DeleteOrphanResponse, DrainDeadlineAction, DrainPhase, HostFailurePolicy, type DrainStatus, type Host, type Vm } from "@berth/api";
 import { deadlineIn } from "@berth/core";
 import { Option, type Command } from "commander";
 import type { ControllerClient } from "../client.js";
@@ -133,12 +133,12 @@ Examples:
     .action(async (flags: { watch?: boolean }, cmd: Command) => {
       const g = ctx.globals(cmd);
       if (flags.watch) {
-        await watchHostList(ctx, g, await schedulerSettings(ctx, g));
+        await watchHostList(ctx, g);
         return;
       }
       const { hosts } = await ctx.client(g).listHosts({});
       const sorted = sortByName(hosts, (h) => h.id);
-      ctx.io.stdout(render(g.output, hostListView(sorted, ctx.io.now(), await schedulerSettings(ctx, g))));
+      ctx.io.stdout(render(g.output, hostListView(sorted, ctx.io.now())));
     });
 
   host
@@ -159,7 +159,7 @@ Example:
     .action(async (id: string, _flags: unknown, cmd: Command) => {
       const g = ctx.globals(cmd);
       const found = await getHost(ctx.client(g), id);
-      ctx.io.stdout(render(g.output, hostDetailView(found, ctx.io.now(), await schedulerSettings(ctx, g))));
+      ctx.io.stdout(render(g.output, hostDetailView(found, ctx.io.now())));
     });
 
   registerOrphanCommands(host, ctx);
@@ -330,24 +330,9 @@ function requiredHost(found: Host | undefined, what: string): Host {
   return found;
 }
 
-/**
- * The cluster's scheduler settings, which allocatable is computed with; read only for a table (a
- * person's). Best effort: unreadable, the defaults are taken and (unless `quiet`: a host printed
- * after a change, whose point is its state) a note says so on stderr.
- */
-async function schedulerSettings(ctx: CliContext, g: GlobalOptions, quiet = false): Promise<SchedulerConfig | undefined> {
-  if (!isHuman(g.output)) return undefined;
-  try {
-    return (await ctx.client(g).getClusterConfig({})).config?.scheduler;
-  } catch (e) {
-    if (!quiet) ctx.io.stderr(`note: allocatable assumes the default ratios and reserve: the cluster config could not be read (${e instanceof Error ? e.message : String(e)})\n`);
-    return undefined;
-  }
-}
-
 /** A host after a change, as a one-row `host list` table (allocatable as there). Await it. */
 async function printHost(ctx: CliContext, g: GlobalOptions, h: Host): Promise<void> {
-  ctx.io.stdout(render(g.output, hostView(h, ctx.io.now(), await schedulerSettings(ctx, g, true))));
+  ctx.io.stdout(render(g.output, hostView(h, ctx.io.now())));
 }
 
 /** What changes in a drain's progress line often enough to be worth a plain line (a log). */

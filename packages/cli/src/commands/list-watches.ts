@@ -1,4 +1,4 @@
-import { EventType, Host, Vm, type SchedulerConfig } from "@berth/api";
+import { EventType, Host, Vm } from "@berth/api";
 import type { CliContext, GlobalOptions } from "../context.js";
 import { hostTable, vmTable } from "../format.js";
 import { watchTable } from "../list-watch.js";
@@ -17,12 +17,12 @@ export async function watchVmList(ctx: CliContext, g: GlobalOptions, hostId: str
 }
 
 /**
- * `host list --watch`: the hosts' records from the stream. What a record does not hold (what is
- * allocated there, usage, last heard, hypervisor, orphans: the controller adds them when it
- * answers) is read again with GetHost for a host whose record or VMs changed — a read the stream
- * asks for, not a poll — and with one ListHosts after each stream's initial state.
+ * `host list --watch`: the hosts from the stream, which sends them as ListHosts answers them. What
+ * changes without a host record changing (what is allocated there when its VMs change; usage, last
+ * heard, hypervisor, orphans) is read again with GetHost for a host whose VMs changed — a read the
+ * stream asks for, not a poll — and with one ListHosts after each stream's initial state.
  */
-export async function watchHostList(ctx: CliContext, g: GlobalOptions, scheduler: SchedulerConfig | undefined): Promise<void> {
+export async function watchHostList(ctx: CliContext, g: GlobalOptions): Promise<void> {
   const client = ctx.client(g);
   // Where each VM was and what it asked for: a change of either moves a host's allocation.
   const placed = new Map<string, string>();
@@ -67,7 +67,7 @@ export async function watchHostList(ctx: CliContext, g: GlobalOptions, scheduler
         }),
       );
     },
-    table: (hosts, wide) => hostTable(hosts, ctx.io.now(), scheduler, wide),
+    table: (hosts, wide) => hostTable(hosts, ctx.io.now(), wide),
     toJSON: (h) => Host.toJSON(h),
   });
 }

@@ -51,6 +51,11 @@ export enum EventType {
   EVENT_TYPE_EXISTING = 1,
   EVENT_TYPE_PUT = 2,
   EVENT_TYPE_DELETED = 3,
+  /**
+   * EVENT_TYPE_SYNCED - Sent once, right after the last EXISTING message: the initial state is complete (as
+   * Kubernetes' initial-events-end bookmark). It carries no object.
+   */
+  EVENT_TYPE_SYNCED = 4,
 }
 
 export function eventTypeFromJSON(object: any): EventType {
@@ -67,6 +72,9 @@ export function eventTypeFromJSON(object: any): EventType {
     case 3:
     case "EVENT_TYPE_DELETED":
       return EventType.EVENT_TYPE_DELETED;
+    case 4:
+    case "EVENT_TYPE_SYNCED":
+      return EventType.EVENT_TYPE_SYNCED;
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum EventType");
   }
@@ -82,6 +90,8 @@ export function eventTypeToJSON(object: EventType): string {
       return "EVENT_TYPE_PUT";
     case EventType.EVENT_TYPE_DELETED:
       return "EVENT_TYPE_DELETED";
+    case EventType.EVENT_TYPE_SYNCED:
+      return "EVENT_TYPE_SYNCED";
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum EventType");
   }
