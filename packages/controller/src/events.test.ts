@@ -78,7 +78,9 @@ describe("eventsOf (pure)", () => {
       for (const to of PHASES) {
         if (from === to) continue;
         const events = eventsOf({ kind: "vm", before: vm({}, from), after: vm({}, to), revision: 42 }, NOW);
-        const expected = PHASE_EVENT[to];
+        // The VM should run: off while it starts is no stop; off after running is a warning.
+        const expected: [string, EventSeverity] | undefined =
+          to === VmPhase.VM_PHASE_STOPPED ? (from === VmPhase.VM_PHASE_RUNNING ? ["VmStoppedUnasked", EventSeverity.EVENT_SEVERITY_WARNING] : undefined) : PHASE_EVENT[to];
         if (!expected) {
           expect(events, `${VmPhase[from]} → ${VmPhase[to]}`).toEqual([]);
           continue;
@@ -87,6 +89,14 @@ describe("eventsOf (pure)", () => {
         expect(events[0]).toMatchObject({ reason: expected[0], severity: expected[1], objectKind: "vm", objectName: "web-1", hostId: "h1", revision: 42, timeMs: NOW });
       }
     }
+  });
+
+  it("a VM asked to stop makes VmStopped when it is seen off; one starting (PENDING, then off, then running) makes no stop", () => {
+    const asked = (phase: VmPhase) => vm({ desiredState: DesiredState.DESIRED_STATE_STOPPED }, phase);
+    expect(reasons(eventsOf({ kind: "vm", before: asked(VmPhase.VM_PHASE_RUNNING), after: asked(VmPhase.VM_PHASE_STOPPED), revision: 5 }, NOW))).toEqual(["VmStopped"]);
+    const starting = [VmPhase.VM_PHASE_PENDING, VmPhase.VM_PHASE_STOPPED, VmPhase.VM_PHASE_RUNNING].map((p) => vm({}, p));
+    const all = [eventsOf({ kind: "vm", before: starting[0], after: starting[1], revision: 6 }, NOW), eventsOf({ kind: "vm", before: starting[1], after: starting[2], revision: 7 }, NOW)].flat();
+    expect(reasons(all)).toEqual(["VmRunning"]);
   });
 
   it("a desired-state change makes its request event; a move and a phase change in one write make both, in order", () => {

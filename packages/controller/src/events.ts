@@ -97,7 +97,10 @@ function vmEvents(before: Vm | undefined, after: Vm | undefined): Draft[] {
         out.push(on("VmRunning", `running on ${after.hostId}`));
         break;
       case VmPhase.VM_PHASE_STOPPED:
-        out.push(on("VmStopped", `stopped on ${after.hostId}`));
+        // A VM that should run is seen defined-but-off while it starts (PENDING → STOPPED →
+        // RUNNING): that is no stop. Stopped when asked, or stopped by itself after running.
+        if (after.desiredState === DesiredState.DESIRED_STATE_STOPPED) out.push(on("VmStopped", `stopped on ${after.hostId}`));
+        else if (was === VmPhase.VM_PHASE_RUNNING) out.push(on("VmStoppedUnasked", `stopped on ${after.hostId} though it should run (the guest shut down?); Berth starts it again`, after.hostId, true));
         break;
       case VmPhase.VM_PHASE_FAILED:
         out.push(on("VmFailed", `failed on ${after.hostId}${after.status?.errorCode ? ` (${after.status.errorCode})` : ""}${detail}`, after.hostId, true));
