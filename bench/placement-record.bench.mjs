@@ -2,19 +2,19 @@
 // (bench/lib/controller-path.mjs: Placer.create in process, the real informers over the in-memory
 // store, no gRPC and no etcd). Each case runs the same stream of creates twice, interleaved in
 // rounds: with the product's explanation budget (placement-record.ts: explanations take at most
-// 5 % of the time, and at most 2,048 host verdicts each) and with explanations off (the
+// 3 % of the time, and at most 2,048 host verdicts each) and with explanations off (the
 // reference: the create path as it was before records). Cases: fleets of 50, 128 and 1,000 hosts,
 // one create in flight (an operator's) and 16 (a burst). Figures: creates/s each way (the median
 // of the rounds), the ratio, and the share of creates that got scores.
 //
 //   node bench/placement-record.bench.mjs      (or: node bench/run.mjs placement-record)
 // Scale with BERTH_BENCH_RECORD_ROUNDS (default 5) and BERTH_BENCH_RECORD_CREATES (per round and
-// way, default 400).
+// way, default 3,000).
 import { controllerPath } from "./lib/controller-path.mjs";
 import { envInt, log, pool, round, runBenchmark } from "./lib/harness.mjs";
 
 const ROUNDS = envInt("BERTH_BENCH_RECORD_ROUNDS", 5);
-const CREATES = envInt("BERTH_BENCH_RECORD_CREATES", 400);
+const CREATES = envInt("BERTH_BENCH_RECORD_CREATES", 3000);
 const DEADLINE_MS = 240_000;
 const CASES = [
   { hosts: 50, inFlight: 1 },

@@ -7,13 +7,13 @@ import type { HostVerdict } from "@berth/scheduler";
  * 100-350 µs for the rest of a create. An operator's create on a lab cluster pays well under a
  * millisecond; a burst of creates on a big fleet would run several times slower if every one were
  * explained. So explaining takes at most a share of the leader's time ({@link ExplainBudget}:
- * 5 %, measured) and at most {@link EXPLAIN_MAX_VERDICTS} per decision (a few ms of event loop);
+ * 3 %, measured) and at most {@link EXPLAIN_MAX_VERDICTS} per decision (a few ms of event loop);
  * a create past either records the context without scores (`explained: false`), and `berth plan`
  * explains any placement in full.
  */
 export const EXPLAIN_MAX_VERDICTS = 2_048;
-/** The share of time explanations may take, over {@link EXPLAIN_WINDOW_MS} (their garbage costs about as much again, later). @default 0.05 */
-export const EXPLAIN_TIME_SHARE = 0.05;
+/** The share of time explanations may take, over {@link EXPLAIN_WINDOW_MS} (their garbage and bigger records cost about twice as much again, later: bench/placement-record). @default 0.03 */
+export const EXPLAIN_TIME_SHARE = 0.03;
 /** @default 1000 */
 export const EXPLAIN_WINDOW_MS = 1_000;
 

@@ -328,7 +328,7 @@ export interface PlacementRecord {
   rejectedByFilter: { [key: string]: number };
   /**
    * False when no scores were recorded: explaining would have slowed the create path too much
-   * (explanations already took 5 % of the leader's time lately, or the decision had more than
+   * (explanations already took 3 % of the leader's time lately, or the decision had more than
    * 2,048 host verdicts: hosts × VMs of the request), or the host was a migration's target (cause
    * "migrate"). Only the context fields are set then; `berth plan` explains any placement in full.
    */
