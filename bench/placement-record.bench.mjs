@@ -8,13 +8,13 @@
 // of the rounds), the ratio, and the share of creates that got scores.
 //
 //   node bench/placement-record.bench.mjs      (or: node bench/run.mjs placement-record)
-// Scale with BERTH_BENCH_RECORD_ROUNDS (default 5) and BERTH_BENCH_RECORD_CREATES (per round and
-// way, default 3,000).
+// Scale with BERTH_BENCH_RECORD_ROUNDS (default 9) and BERTH_BENCH_RECORD_CREATES (per round and
+// way, default 8,000). About 2 minutes.
 import { controllerPath } from "./lib/controller-path.mjs";
 import { envInt, log, pool, round, runBenchmark } from "./lib/harness.mjs";
 
-const ROUNDS = envInt("BERTH_BENCH_RECORD_ROUNDS", 5);
-const CREATES = envInt("BERTH_BENCH_RECORD_CREATES", 3000);
+const ROUNDS = envInt("BERTH_BENCH_RECORD_ROUNDS", 9);
+const CREATES = envInt("BERTH_BENCH_RECORD_CREATES", 8000);
 const DEADLINE_MS = 240_000;
 const CASES = [
   { hosts: 50, inFlight: 1 },
