@@ -88,6 +88,14 @@ const HTTP_STATUS_OF: Partial<Record<ErrorCodeType, number>> = {
   [ErrorCode.Unauthenticated]: 401,
   [ErrorCode.FailedPrecondition]: 409,
   [ErrorCode.Unavailable]: 503,
+  // The rest as gRPC's own HTTP mapping has them (RESOURCE_EXHAUSTED 429, ABORTED 409, ...).
+  [ErrorCode.NotLeader]: 503,
+  [ErrorCode.Busy]: 503,
+  [ErrorCode.HypervisorUnavailable]: 503,
+  [ErrorCode.Conflict]: 409,
+  [ErrorCode.AlreadyExists]: 409,
+  [ErrorCode.ResourceExhausted]: 429,
+  [ErrorCode.DeadlineExceeded]: 504,
 };
 
 /** The HTTP status an error from a route answers with. */

@@ -80,17 +80,6 @@ const ASSETS: Readonly<Record<string, string>> = {
   "app.css": "text/css; charset=utf-8",
 };
 
-/** The HTTP status of the codes admin-http does not map (they would be 500 there). */
-const EXTRA_STATUS: Partial<Record<string, number>> = {
-  [ErrorCode.NotLeader]: 503,
-  [ErrorCode.Conflict]: 409,
-  [ErrorCode.AlreadyExists]: 409,
-  [ErrorCode.ResourceExhausted]: 429,
-  [ErrorCode.Busy]: 503,
-  [ErrorCode.HypervisorUnavailable]: 503,
-  [ErrorCode.DeadlineExceeded]: 504,
-};
-
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body)}\n`;
   res.writeHead(status, { "Content-Type": "application/json; charset=utf-8", "Content-Length": Buffer.byteLength(text), "Cache-Control": "no-store" });
@@ -99,7 +88,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 
 function sendError(res: ServerResponse, e: unknown, log: DashboardDeps["log"]): void {
   if (!(e instanceof BerthError)) throw e; // admin-http answers 500 and logs it
-  const status = EXTRA_STATUS[e.code] ?? httpStatusOf(e);
+  const status = httpStatusOf(e);
   if (status >= 500 && e.code === ErrorCode.Internal) log?.warn({ err: e }, "dashboard action failed");
   sendJson(res, status, { error: e.message, code: e.code, ...(e.leader !== undefined ? { leader: e.leader } : {}) });
 }
