@@ -167,8 +167,12 @@ describe("admin HTTP: errors and bodies", () => {
       [ErrorCode.Unauthenticated, 401],
       [ErrorCode.FailedPrecondition, 409],
       [ErrorCode.Unavailable, 503],
-      [ErrorCode.Conflict, 500],
-      [ErrorCode.NotLeader, 500],
+      [ErrorCode.Conflict, 409],
+      [ErrorCode.AlreadyExists, 409],
+      [ErrorCode.NotLeader, 503],
+      [ErrorCode.Busy, 503],
+      [ErrorCode.ResourceExhausted, 429],
+      [ErrorCode.DeadlineExceeded, 504],
     ];
     const s = await serve(
       [
