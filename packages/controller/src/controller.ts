@@ -18,7 +18,7 @@ import { addReflection, ControllerHealth } from "./health.js";
 import { healthRoutes } from "./admin-routes.js";
 import { dashboardRoutes } from "./dashboard/routes.js";
 import { ControllerMetrics, metricsRoute, NO_METRICS } from "./metrics.js";
-import { logVmLifecycle } from "./lifecycle-log.js";
+import { logVmEvents } from "./lifecycle-log.js";
 import { Keys } from "./keys.js";
 import type { ResolvedControllerOptions } from "./options.js";
 import { Placer } from "./placement.js";
@@ -299,8 +299,9 @@ export class Controller {
     this.leading = { leadership, writer, reconciler, hosts, migrations, rebalancer, identity, fenceTimeoutMs: o.fenceTimeoutMs };
     this.log.info({ epoch: identity.epoch, clusterId: identity.id, era: identity.cluster.era || undefined }, "elected leader");
     this.health.leading(true);
-    // The leader alone logs VM lifecycle steps (followers see the same changes): one line per step.
-    logVmLifecycle(this.state, this.log);
+    // The leader alone writes the VM events to its log (followers keep the same events): one line
+    // per step for the cluster.
+    logVmEvents(this.events, this.log);
     void leadership.lost.then((e) => this.deposed(`leadership lost: ${e.message}`));
 
     this.state.subscribe((c) => {

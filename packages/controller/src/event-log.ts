@@ -10,14 +10,15 @@ export const EVENT_LOG_CAPACITY = 2_000;
  * the most recent {@link EVENT_LOG_CAPACITY} kept in memory, each new one told to subscribers.
  * Every controller (followers too) keeps one, so any of them answers `berth events`; the log
  * starts empty at process start — what happened before is not replayed from the store (the
- * records' current state is what the first list shows).
+ * records' current state is what the first list shows). The leader's VM lifecycle log is these
+ * events written out (lifecycle-log.ts), so the log and `berth events` tell the same story.
  *
  * Start it after the cache's first list, so the records that exist already make no events.
  */
 export class EventLog {
   private readonly ring: ClusterEvent[] = [];
   private next = 0;
-  private readonly listeners = new Set<(e: ClusterEvent) => void>();
+  private readonly listeners = new Set<(e: ClusterEvent, change: RecordChange) => void>();
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -25,8 +26,9 @@ export class EventLog {
     private readonly now: () => number,
     private readonly capacity = EVENT_LOG_CAPACITY,
   ) {
-    this.unsubscribe = state.subscribe((change) => {
-      for (const e of eventsOf(recordChangeOf(change), this.now())) this.add(e);
+    this.unsubscribe = state.subscribe((c) => {
+      const change = recordChangeOf(c);
+      for (const e of eventsOf(change, this.now())) this.add(e, change);
     });
   }
 
@@ -35,8 +37,12 @@ export class EventLog {
     return this.ring.length < this.capacity ? [...this.ring] : [...this.ring.slice(this.next), ...this.ring.slice(0, this.next)];
   }
 
-  /** Calls `listener` with each new event, synchronously, until the returned function is called. */
-  subscribe(listener: (e: ClusterEvent) => void): () => void {
+  /**
+   * Calls `listener` with each new event and the record change it comes from (the record before
+   * and after: a deleted VM's record too), synchronously, while the cache tells of the change,
+   * until the returned function is called.
+   */
+  subscribe(listener: (e: ClusterEvent, change: RecordChange) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
@@ -46,11 +52,11 @@ export class EventLog {
     this.listeners.clear();
   }
 
-  private add(e: ClusterEvent): void {
+  private add(e: ClusterEvent, change: RecordChange): void {
     if (this.ring.length < this.capacity) this.ring.push(e);
     else this.ring[this.next] = e;
     this.next = (this.next + 1) % this.capacity;
-    for (const l of this.listeners) l(e);
+    for (const l of this.listeners) l(e, change);
   }
 }
 

@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import {
   DesiredState,
+  DomainState,
   DrainPhase,
   EventSeverity,
   EventType,
@@ -78,9 +79,19 @@ describe("eventsOf (pure)", () => {
       for (const to of PHASES) {
         if (from === to) continue;
         const events = eventsOf({ kind: "vm", before: vm({}, from), after: vm({}, to), revision: 42 }, NOW);
-        // The VM should run: off while it starts is no stop; off after running is a warning.
+        // The VM should run: off while it starts is no stop; off after running is a warning. Back
+        // from UNKNOWN as it was (these records observe nothing different) is no step; nor is the
+        // end of a migration (MIGRATING → RUNNING: the migration's events tell it).
+        const asItWas = from === VmPhase.VM_PHASE_UNKNOWN && (to === VmPhase.VM_PHASE_RUNNING || to === VmPhase.VM_PHASE_FAILED);
+        const migrated = from === VmPhase.VM_PHASE_MIGRATING && to === VmPhase.VM_PHASE_RUNNING;
         const expected: [string, EventSeverity] | undefined =
-          to === VmPhase.VM_PHASE_STOPPED ? (from === VmPhase.VM_PHASE_RUNNING ? ["VmStoppedUnasked", EventSeverity.EVENT_SEVERITY_WARNING] : undefined) : PHASE_EVENT[to];
+          asItWas || migrated
+            ? undefined
+            : to === VmPhase.VM_PHASE_STOPPED
+              ? from === VmPhase.VM_PHASE_RUNNING
+                ? ["VmStoppedUnasked", EventSeverity.EVENT_SEVERITY_WARNING]
+                : undefined
+              : PHASE_EVENT[to];
         if (!expected) {
           expect(events, `${VmPhase[from]} → ${VmPhase[to]}`).toEqual([]);
           continue;
@@ -99,7 +110,7 @@ describe("eventsOf (pure)", () => {
     expect(reasons(all)).toEqual(["VmRunning"]);
   });
 
-  it("a desired-state change makes its request event; a move and a phase change in one write make both, in order", () => {
+  it("a desired-state change makes its request event; a move makes VmMoved; two steps in one write make both, in order", () => {
     const running = vm();
     const stop = (force: boolean) => eventsOf({ kind: "vm", before: running, after: { ...running, desiredState: DesiredState.DESIRED_STATE_STOPPED, forceStop: force }, revision: 3 }, NOW);
     expect(stop(false).map((e) => [e.reason, e.message])).toEqual([["VmStopRequested", "stop asked for"]]);
@@ -107,11 +118,62 @@ describe("eventsOf (pure)", () => {
     const stopped = vm({ desiredState: DesiredState.DESIRED_STATE_STOPPED }, VmPhase.VM_PHASE_STOPPED);
     expect(reasons(eventsOf({ kind: "vm", before: stopped, after: { ...stopped, desiredState: DesiredState.DESIRED_STATE_RUNNING }, revision: 4 }, NOW))).toEqual(["VmStartRequested"]);
     expect(reasons(eventsOf({ kind: "vm", before: running, after: { ...running, desiredState: DesiredState.DESIRED_STATE_DELETED }, revision: 5 }, NOW))).toEqual(["VmDeleteRequested"]);
-    const moved = eventsOf({ kind: "vm", before: vm({}, VmPhase.VM_PHASE_MIGRATING), after: vm({ hostId: "h2" }, VmPhase.VM_PHASE_RUNNING), revision: 6 }, NOW);
-    expect(moved.map((e) => [e.reason, e.hostId])).toEqual([
-      ["VmMoved", "h2"],
-      ["VmRunning", "h2"],
-    ]);
+    // The end of a migration: the record moves and runs there; MigrationSucceeded tells the rest.
+    const moved = eventsOf({ kind: "vm", before: vm({}, VmPhase.VM_PHASE_MIGRATING), after: vm({ hostId: "h2", placement: { cause: "migrate" } as Vm["placement"] }, VmPhase.VM_PHASE_RUNNING), revision: 6 }, NOW);
+    expect(moved.map((e) => [e.reason, e.hostId])).toEqual([["VmMoved", "h2"]]);
+    // One that failed stays where it was, running: MigrationFailed says so.
+    expect(eventsOf({ kind: "vm", before: vm({}, VmPhase.VM_PHASE_MIGRATING), after: vm(), revision: 7 }, NOW)).toEqual([]);
+    const stoppedAtOnce = eventsOf({ kind: "vm", before: running, after: vm({ desiredState: DesiredState.DESIRED_STATE_STOPPED }, VmPhase.VM_PHASE_STOPPED), revision: 8 }, NOW);
+    expect(reasons(stoppedAtOnce)).toEqual(["VmStopRequested", "VmStopped"]);
+  });
+
+  describe("a failure is told once", () => {
+    const failed = (code: string, attempts: number, generation = 1) =>
+      vm({ generation, status: { phase: VmPhase.VM_PHASE_FAILED, errorCode: code, attempts, message: `${code}: no such image`, observedGeneration: 0, domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, updatedAtMs: NOW, nextAttemptAtMs: NOW + 1000, permanent: false } });
+    const pending = (generation = 1) => vm({ generation }, VmPhase.VM_PHASE_PENDING);
+    /** The events of a sequence of records, each change from the one before. */
+    const story = (...records: Vm[]): ClusterEvent[] => records.slice(1).flatMap((after, i) => eventsOf({ kind: "vm", before: records[i], after, revision: i + 1 }, NOW));
+
+    it("failed, PENDING for a retry, failed again with the same code at the same generation: one VmFailed", () => {
+      const events = story(pending(), failed("IMAGE_NOT_FOUND", 1), pending(), failed("IMAGE_NOT_FOUND", 2), pending(), failed("IMAGE_NOT_FOUND", 3));
+      expect(events.map((e) => [e.reason, e.severity, e.message])).toEqual([["VmFailed", EventSeverity.EVENT_SEVERITY_WARNING, "failed on h1 (IMAGE_NOT_FOUND): IMAGE_NOT_FOUND: no such image"]]);
+      // Attempts counting up while it stays FAILED: none either.
+      expect(story(failed("IMAGE_NOT_FOUND", 1), failed("IMAGE_NOT_FOUND", 2), failed("IMAGE_NOT_FOUND", 3))).toEqual([]);
+      // Nor with its host unheard of in between (VmUnknown is told, not the same failure again).
+      expect(reasons(story(failed("IMAGE_NOT_FOUND", 2), vm({}, VmPhase.VM_PHASE_UNKNOWN), failed("IMAGE_NOT_FOUND", 3)))).toEqual(["VmUnknown"]);
+    });
+
+    it("another error code, a new generation, or a failure after it ran again is told", () => {
+      expect(reasons(story(failed("IMAGE_NOT_FOUND", 1), failed("NO_SPACE", 2)))).toEqual(["VmFailed"]);
+      // `berth vm retry`, a stop: a new generation, its attempts start at 1.
+      expect(reasons(story(failed("IMAGE_NOT_FOUND", 3), pending(2), failed("IMAGE_NOT_FOUND", 1, 2)))).toEqual(["VmFailed"]);
+      expect(reasons(story(failed("IMAGE_NOT_FOUND", 1), vm(), failed("IMAGE_NOT_FOUND", 1)))).toEqual(["VmRunning", "VmFailed"]);
+      // Attempts above 1 at a generation the VM has only now reached is no retry.
+      expect(reasons(story(pending(1), failed("IMAGE_NOT_FOUND", 2, 2)))).toEqual(["VmFailed"]);
+    });
+
+    it("a crash is VmFailed \"crashed\"; a crashed VM back from UNKNOWN as it was is no new one", () => {
+      const crashed = vm({ status: { phase: VmPhase.VM_PHASE_FAILED, domainState: DomainState.DOMAIN_STATE_CRASHED, message: "domain crashed", observedGeneration: 1, updatedAtMs: NOW, attempts: 0, errorCode: "", nextAttemptAtMs: 0, permanent: false } });
+      const unknown = vm({ status: { ...crashed.status!, phase: VmPhase.VM_PHASE_UNKNOWN, message: "host not connected" } });
+      const events = story(vm(), crashed, unknown, crashed);
+      expect(events.map((e) => [e.reason, e.message])).toEqual([
+        ["VmFailed", "crashed on h1"],
+        ["VmUnknown", "state unknown: h1 is not heard from"],
+      ]);
+    });
+  });
+
+  it("a VM back from UNKNOWN as it was (same observed generation and domain state: its host reconnected) makes no event; one that changed meanwhile does", () => {
+    const R = DomainState.DOMAIN_STATE_RUNNING;
+    const seen = (phase: VmPhase, domainState: DomainState, observedGeneration = 1) => vm({ status: { phase, domainState, observedGeneration, updatedAtMs: NOW, message: "", attempts: 0, errorCode: "", nextAttemptAtMs: 0, permanent: false } });
+    const change = (before: Vm, after: Vm) => reasons(eventsOf({ kind: "vm", before, after, revision: 1 }, NOW));
+    expect(change(seen(VmPhase.VM_PHASE_RUNNING, R), seen(VmPhase.VM_PHASE_UNKNOWN, R))).toEqual(["VmUnknown"]);
+    expect(change(seen(VmPhase.VM_PHASE_UNKNOWN, R), seen(VmPhase.VM_PHASE_RUNNING, R))).toEqual([]);
+    const stopped = vm({ desiredState: DesiredState.DESIRED_STATE_STOPPED, status: seen(VmPhase.VM_PHASE_STOPPED, DomainState.DOMAIN_STATE_SHUTOFF).status });
+    expect(change({ ...stopped, status: { ...stopped.status!, phase: VmPhase.VM_PHASE_UNKNOWN } }, stopped)).toEqual([]);
+    // Meanwhile: restarted at a new generation (its host applied one), or stopped though it should run.
+    expect(change(seen(VmPhase.VM_PHASE_UNKNOWN, R), seen(VmPhase.VM_PHASE_RUNNING, R, 2))).toEqual(["VmRunning"]);
+    expect(change(seen(VmPhase.VM_PHASE_UNKNOWN, R), seen(VmPhase.VM_PHASE_STOPPED, DomainState.DOMAIN_STATE_SHUTOFF))).toEqual(["VmStoppedUnasked"]);
   });
 
   it("a new VM is VmPlaced on its host; a deleted one VmDeleted naming the host it was on", () => {

@@ -1,5 +1,6 @@
 import {
   DesiredState,
+  DomainState,
   DrainPhase,
   EventSeverity,
   HostState,
@@ -26,6 +27,9 @@ export type RecordChange =
  * I/O; `nowMs` stamps them). Only transitions make events — a record rewritten with the same
  * phase, state or desired state makes none, so steady reports never flood the feed. Reasons are
  * stable CamelCase words (see event.proto); WARNING is for what needs a look.
+ *
+ * The one definition of what happened: `berth events`, the dashboard's feed and the leader's log
+ * (lifecycle-log.ts writes the VM events) all read these.
  */
 export function eventsOf(change: RecordChange, nowMs: number): ClusterEvent[] {
   switch (change.kind) {
@@ -66,6 +70,21 @@ function placedMessage(vm: Vm): string {
   return `placed on ${vm.hostId} (${size}; ${p.cause || "create"}, ${p.preset || "scheduler"}: ${why})`;
 }
 
+/**
+ * A VM's events. Beyond "a transition makes its event":
+ * - back from UNKNOWN as it was (same observed generation and domain state: its host is heard
+ *   again, the VM did nothing) makes no VmRunning, VmStopped or VmFailed — VmUnknown told that it
+ *   was not heard from, the host's HostReady tells that it is again;
+ * - the end of a migration (MIGRATING → RUNNING) makes no VmRunning: the migration's events
+ *   (MigrationSucceeded, or MigrationFailed: it stays) and VmMoved tell it;
+ * - stopped while it should run is VmStoppedUnasked only after running (or unknown while its
+ *   domain ran); seen off while it starts is no stop;
+ * - a failure is told once: VmFailed when the VM turns FAILED, or fails with another error code;
+ *   not when the same failure is retried — FAILED again at the same generation with the record's
+ *   `attempts` above 1 (a failed attempt before it at this generation, none succeeded since: that
+ *   one was told), whatever the record showed between the attempts (PENDING, UNKNOWN);
+ * - a crash (FAILED with no error code, domain CRASHED) is "crashed", not "failed".
+ */
 function vmEvents(before: Vm | undefined, after: Vm | undefined): Draft[] {
   const vm = after ?? before;
   if (!vm) return [];
@@ -88,32 +107,47 @@ function vmEvents(before: Vm | undefined, after: Vm | undefined): Draft[] {
     const a = asked[after.desiredState];
     if (a) out.push(on(a[0], a[1]));
   }
-  const was = before.status?.phase ?? VmPhase.VM_PHASE_UNSPECIFIED;
-  const now = after.status?.phase ?? VmPhase.VM_PHASE_UNSPECIFIED;
-  if (was !== now) {
-    const detail = after.status?.message ? `: ${after.status.message.slice(0, 200)}` : "";
-    switch (now) {
-      case VmPhase.VM_PHASE_RUNNING:
-        out.push(on("VmRunning", `running on ${after.hostId}`));
-        break;
-      case VmPhase.VM_PHASE_STOPPED:
-        // A VM that should run is seen defined-but-off while it starts (PENDING → STOPPED →
-        // RUNNING): that is no stop. Stopped when asked, or stopped by itself after running.
-        if (after.desiredState === DesiredState.DESIRED_STATE_STOPPED) out.push(on("VmStopped", `stopped on ${after.hostId}`));
-        else if (was === VmPhase.VM_PHASE_RUNNING) out.push(on("VmStoppedUnasked", `stopped on ${after.hostId} though it should run (the guest shut down?); Berth starts it again`, after.hostId, true));
-        break;
-      case VmPhase.VM_PHASE_FAILED:
-        out.push(on("VmFailed", `failed on ${after.hostId}${after.status?.errorCode ? ` (${after.status.errorCode})` : ""}${detail}`, after.hostId, true));
-        break;
-      case VmPhase.VM_PHASE_UNKNOWN:
-        out.push(on("VmUnknown", `state unknown: ${after.hostId} is not heard from`, after.hostId, true));
-        break;
-      case VmPhase.VM_PHASE_MIGRATING:
-        out.push(on("VmMigrating", `live-migrating from ${after.hostId}`));
-        break;
-      default:
-        break;
+  const wasStatus = before.status;
+  const nowStatus = after.status;
+  const was = wasStatus?.phase ?? VmPhase.VM_PHASE_UNSPECIFIED;
+  const now = nowStatus?.phase ?? VmPhase.VM_PHASE_UNSPECIFIED;
+  const errorCode = nowStatus?.errorCode ?? "";
+  // Its host is heard again and the VM is as it was: nothing happened to the VM.
+  const backAsItWas = was === VmPhase.VM_PHASE_UNKNOWN && wasStatus?.observedGeneration === nowStatus?.observedGeneration && wasStatus?.domainState === nowStatus?.domainState;
+  if (now === VmPhase.VM_PHASE_FAILED) {
+    const newFailure =
+      was === VmPhase.VM_PHASE_FAILED
+        ? (wasStatus?.errorCode ?? "") !== errorCode
+        : !backAsItWas && !(errorCode && (nowStatus?.attempts ?? 0) > 1 && before.generation === after.generation);
+    if (newFailure) {
+      const crashed = !errorCode && nowStatus?.domainState === DomainState.DOMAIN_STATE_CRASHED;
+      const detail = nowStatus?.message && !crashed ? `: ${nowStatus.message.slice(0, 200)}` : "";
+      out.push(on("VmFailed", `${crashed ? "crashed" : "failed"} on ${after.hostId}${errorCode ? ` (${errorCode})` : ""}${detail}`, after.hostId, true));
     }
+    return out;
+  }
+  if (was === now) return out;
+  switch (now) {
+    case VmPhase.VM_PHASE_RUNNING:
+      if (!backAsItWas && was !== VmPhase.VM_PHASE_MIGRATING) out.push(on("VmRunning", `running on ${after.hostId}`));
+      break;
+    case VmPhase.VM_PHASE_STOPPED: {
+      // A VM that should run is seen defined-but-off while it starts (PENDING → STOPPED →
+      // RUNNING): that is no stop. Stopped when asked, or stopped by itself after running.
+      const ran = was === VmPhase.VM_PHASE_RUNNING || (was === VmPhase.VM_PHASE_UNKNOWN && wasStatus?.domainState === DomainState.DOMAIN_STATE_RUNNING);
+      if (backAsItWas) break;
+      if (after.desiredState === DesiredState.DESIRED_STATE_STOPPED) out.push(on("VmStopped", `stopped on ${after.hostId}`));
+      else if (ran) out.push(on("VmStoppedUnasked", `stopped on ${after.hostId} though it should run (the guest shut down?); Berth starts it again`, after.hostId, true));
+      break;
+    }
+    case VmPhase.VM_PHASE_UNKNOWN:
+      out.push(on("VmUnknown", `state unknown: ${after.hostId} is not heard from`, after.hostId, true));
+      break;
+    case VmPhase.VM_PHASE_MIGRATING:
+      out.push(on("VmMigrating", `live-migrating from ${after.hostId}`));
+      break;
+    default:
+      break;
   }
   return out;
 }

@@ -1,10 +1,12 @@
-// The controller's log of VM lifecycle steps: one line per step an operator follows a VM by
-// (placed, asked to start/stop/delete, running, stopped, failed, deleted, orphan found), each with
-// the same fields, so `grep '"vm":"web-1"'` tells a VM's story. Derived from transitions only —
-// never per report — so a steady cluster logs nothing.
-import { DesiredState, DomainState, VmPhase, type Domain, type Vm } from "@berth/api";
+// The controller's log of VM lifecycle steps: the VM events of the controller's event log
+// (events.ts, the one definition of what happened — the same `berth events` and the dashboard's
+// feed show) written out by the leader, one line per step, each with the same fields, so
+// `grep '"vm":"web-1"'` tells a VM's story. Events come from transitions only — never per
+// report — so a steady cluster logs nothing, and a retried failure is told once.
+import { EventSeverity, type ClusterEvent, type Domain, type Vm } from "@berth/api";
 import type { Logger } from "pino";
-import type { ClusterState } from "./cluster-state.js";
+import type { EventLog } from "./event-log.js";
+import type { RecordChange } from "./events.js";
 
 /** The fields every lifecycle line carries. */
 export interface LifecycleFields {
@@ -12,6 +14,8 @@ export interface LifecycleFields {
   vmId: string;
   host: string;
   generation: number;
+  /** The event's reason (VmPlaced, VmRunning, VmFailed...). */
+  reason: string;
   [more: string]: unknown;
 }
 
@@ -22,7 +26,13 @@ export interface LifecycleLine {
   msg: string;
 }
 
-const fieldsOf = (vm: Vm): LifecycleFields => ({ vm: vm.spec?.name ?? "", vmId: vm.id, host: vm.hostId, generation: vm.generation });
+/**
+ * VM events another line tells at the same moment, where the step is decided: a relocation after
+ * a fence (host-manager.ts, "restarted a VM elsewhere"), a migration's start and end
+ * (migration-manager.ts, "migration started", "migration completed"). Host and migration events
+ * are all logged where they are decided too (host state, cordon, labels, drains, migrations).
+ */
+const TOLD_WHERE_DECIDED = new Set(["VmRelocated", "VmMigrating", "VmMoved"]);
 
 /** The placement record's why (cause, preset, winning total, runner-up), when the record has one. */
 function placementWhy(vm: Vm): Record<string, unknown> {
@@ -43,84 +53,33 @@ function placementWhy(vm: Vm): Record<string, unknown> {
 const round = (x: number): number => Math.round(x * 1000) / 1000;
 
 /**
- * The lifecycle lines one VM record change means (`before` undefined: the record is new; `after`
- * undefined: it was removed). Pure. Rules:
- * - a new record: "placed" (with the placement record's why when it has one);
- * - a new desired state: "start asked", "stop asked" (or "power-off asked"), "delete asked";
- * - the observed phase turning RUNNING or STOPPED: "running on host" / "stopped on host" — not
- *   when the VM only comes back from UNKNOWN as it was (same observed generation and domain
- *   state: its host reconnected, the VM did nothing), nor at the end of a migration (the migration
- *   manager logs that);
- * - turning FAILED, or failing with another error code: "failed" (WARN, with the code; the
- *   logger tells each generation's failure with one code once, however often it is retried);
- * - the record removed: "deleted".
- * A change of host (a relocation after a fence, a migration) is logged where it is decided
- * (host-manager.ts, migration-manager.ts), not here.
+ * The log line of one cluster event, or undefined when it is not the lifecycle log's (not a VM's,
+ * or told elsewhere: see TOLD_WHERE_DECIDED). Pure: what happened is the event's (its message,
+ * its severity: WARNING is WARN); the fields come from the VM record of the change it was derived
+ * from (the record after, or before for a deletion), with the placement record's why on VmPlaced
+ * and the failure's code and attempts on VmFailed.
  */
-export function vmLifecycle(before: Vm | undefined, after: Vm | undefined): LifecycleLine[] {
-  if (!after) return before ? [{ level: "info", fields: fieldsOf(before), msg: "VM deleted: its record is removed" }] : [];
-  const fields = fieldsOf(after);
-  if (!before) return [{ level: "info", fields: { ...fields, ...placementWhy(after) }, msg: `VM placed on ${after.hostId}` }];
-  const out: LifecycleLine[] = [];
-  if (before.desiredState !== after.desiredState) {
-    switch (after.desiredState) {
-      case DesiredState.DESIRED_STATE_RUNNING:
-        out.push({ level: "info", fields, msg: "VM start asked" });
-        break;
-      case DesiredState.DESIRED_STATE_STOPPED:
-        out.push({ level: "info", fields: { ...fields, force: after.forceStop || undefined }, msg: after.forceStop ? "VM power-off asked" : "VM stop asked" });
-        break;
-      case DesiredState.DESIRED_STATE_DELETED:
-        out.push({ level: "info", fields, msg: "VM delete asked" });
-        break;
-      default:
-        break;
-    }
+export function lifecycleLine(event: ClusterEvent, change: RecordChange): LifecycleLine | undefined {
+  if (change.kind !== "vm" || event.objectKind !== "vm" || TOLD_WHERE_DECIDED.has(event.reason)) return undefined;
+  const vm = change.after ?? change.before;
+  if (!vm) return undefined;
+  const fields: LifecycleFields = { vm: vm.spec?.name ?? "", vmId: vm.id, host: vm.hostId, generation: vm.generation, reason: event.reason };
+  if (event.reason === "VmPlaced") Object.assign(fields, placementWhy(vm));
+  if (event.reason === "VmFailed" && vm.status?.errorCode) {
+    Object.assign(fields, { errorCode: vm.status.errorCode, attempts: vm.status.attempts || undefined, permanent: vm.status.permanent || undefined });
   }
-  const was = before.status;
-  const now = after.status;
-  const wasPhase = was?.phase ?? VmPhase.VM_PHASE_UNSPECIFIED;
-  const nowPhase = now?.phase ?? VmPhase.VM_PHASE_UNSPECIFIED;
-  const backAsItWas =
-    wasPhase === VmPhase.VM_PHASE_UNKNOWN && was?.observedGeneration === now?.observedGeneration && was?.domainState === now?.domainState;
-  if (nowPhase !== wasPhase && !backAsItWas && wasPhase !== VmPhase.VM_PHASE_MIGRATING) {
-    if (nowPhase === VmPhase.VM_PHASE_RUNNING) out.push({ level: "info", fields, msg: `VM running on ${after.hostId}` });
-    if (nowPhase === VmPhase.VM_PHASE_STOPPED) out.push({ level: "info", fields, msg: `VM stopped on ${after.hostId}` });
-  }
-  if (nowPhase === VmPhase.VM_PHASE_FAILED && (wasPhase !== VmPhase.VM_PHASE_FAILED || was?.errorCode !== now?.errorCode)) {
-    const crashed = now?.domainState === DomainState.DOMAIN_STATE_CRASHED && !now.errorCode;
-    out.push({
-      level: "warn",
-      fields: { ...fields, errorCode: now?.errorCode || (crashed ? "CRASHED" : undefined), attempts: now?.attempts || undefined, permanent: now?.permanent || undefined, why: now?.message.slice(0, 256) || undefined },
-      msg: crashed ? `VM crashed on ${after.hostId}` : `VM failed on ${after.hostId}`,
-    });
-  }
-  return out;
+  return { level: event.severity === EventSeverity.EVENT_SEVERITY_WARNING ? "warn" : "info", fields, msg: `VM ${event.message}` };
 }
 
 /**
- * Logs {@link vmLifecycle}'s lines for every VM record change the cache sees, from now on. Only
- * the leader should run one (followers see the same changes; one line per step for the cluster).
- * Returns the function that stops it.
+ * Writes {@link lifecycleLine}'s line for every VM event of `events` from now on. Only the leader
+ * runs one (every controller keeps an event log; one line per step for the cluster). Returns the
+ * function that stops it.
  */
-export function logVmLifecycle(state: ClusterState, log: Logger): () => void {
-  // A retried command shows PENDING between its failed attempts: the same failure (generation and
-  // code) is told once, until the VM runs or stops again.
-  const failuresTold = new Map<string, string>();
-  return state.subscribe((change) => {
-    if (change.kind !== "vm") return;
-    const lines = change.type === "put" ? vmLifecycle(change.previous, change.vm) : vmLifecycle(change.vm, undefined);
-    if (change.type === "delete") failuresTold.delete(change.vm.id);
-    for (const line of lines) {
-      if (line.level === "warn" && line.fields.errorCode !== undefined) {
-        const key = `${line.fields.generation}/${String(line.fields.errorCode)}`;
-        if (failuresTold.get(line.fields.vmId) === key) continue;
-        failuresTold.set(line.fields.vmId, key);
-      } else if (line.msg.startsWith("VM running") || line.msg.startsWith("VM stopped")) {
-        failuresTold.delete(line.fields.vmId);
-      }
-      log[line.level](line.fields, line.msg);
-    }
+export function logVmEvents(events: EventLog, log: Logger): () => void {
+  return events.subscribe((event, change) => {
+    const line = lifecycleLine(event, change);
+    if (line) log[line.level](line.fields, line.msg);
   });
 }
 

@@ -1,18 +1,22 @@
 /**
- * The controller's VM lifecycle log, read back from pino's own output: a real controller, real
- * gRPC, an in-process agent on a fake hypervisor (or a scripted agent stream), and one line per
- * step with the same fields — and nothing more while the cluster stands still.
+ * The controller's VM lifecycle log, read back from pino's own output: the leader writes its
+ * event log's VM events (events.ts, the one definition), so these run a real controller, real
+ * gRPC, an in-process agent on a fake hypervisor (or a scripted agent stream), and check one line
+ * per step with the same fields, each the event `berth events` shows — and nothing more while the
+ * cluster stands still, nor from a follower.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino, type Logger } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { DesiredState, DomainState, HostState, Vm, VmPhase, VmSpec, VmStatus, type GetHostResponse, type GetVmResponse } from "@berth/api";
+import { DesiredState, DomainState, Host, HostState, Migration, Vm, VmPhase, VmSpec, type ClusterEvent, type GetHostResponse, type GetVmResponse } from "@berth/api";
 import { Agent, resolveAgentOptions } from "@berth/agent";
 import { FakeDriver } from "@berth/hypervisor";
 import { MemoryStore } from "@berth/store";
-import { vmLifecycle } from "./lifecycle-log.js";
+import type { Controller } from "./controller.js";
+import { eventsOf, type RecordChange } from "./events.js";
+import { lifecycleLine } from "./lifecycle-log.js";
 import { helloFor, operatorApi, rawAgent, resultFor, silentLog, startController, tlsFilesFor, waitFor, type Cleanups } from "./controller.testkit.js";
 
 const cleanups: Cleanups = [];
@@ -29,6 +33,7 @@ interface Line {
   vmId?: string;
   host?: string;
   generation?: number;
+  reason?: string;
   [k: string]: unknown;
 }
 
@@ -40,7 +45,10 @@ function capturingLog(): { log: Logger; lines: Line[] } {
 }
 
 /** The lifecycle lines of one VM (every line naming it with the lifecycle fields). */
-const of = (lines: Line[], vm: string): Line[] => lines.filter((l) => l.vm === vm && "vmId" in l && "host" in l && "generation" in l);
+const of = (lines: Line[], vm: string): Line[] => lines.filter((l) => l.vm === vm && "vmId" in l && "host" in l && "generation" in l && "reason" in l);
+
+/** The controller's events of one VM, as its event log keeps them (what `berth events` shows). */
+const eventsOfVm = (controller: Controller, vm: string): ClusterEvent[] => controller.events.recent().filter((e) => e.objectKind === "vm" && e.objectName === vm);
 
 async function startAgent(hostId: string, address: string) {
   const stateDir = mkdtempSync(join(tmpdir(), `berth-${hostId}-`));
@@ -100,7 +108,7 @@ describe("VM lifecycle logs", () => {
 
     await operator.createVm("web-1");
     await waitFor("web-1 running", async () => (await phase()) === VmPhase.VM_PHASE_RUNNING);
-    await waitFor("the running line", () => of(lines, "web-1").some((l) => l.msg.startsWith("VM running")));
+    await waitFor("the running line", () => of(lines, "web-1").some((l) => l.reason === "VmRunning"));
 
     // Steady state: five reports of a running VM add no lifecycle line.
     const before = of(lines, "web-1").length;
@@ -109,29 +117,33 @@ describe("VM lifecycle logs", () => {
 
     await operator.stopVm("web-1");
     await waitFor("web-1 stopped", async () => (await phase()) === VmPhase.VM_PHASE_STOPPED);
-    await waitFor("the stopped line", () => of(lines, "web-1").some((l) => l.msg.startsWith("VM stopped")));
+    await waitFor("the stopped line", () => of(lines, "web-1").some((l) => l.reason === "VmStopped"));
     await operator.startVm("web-1");
     await waitFor("web-1 running again", async () => (await phase()) === VmPhase.VM_PHASE_RUNNING);
-    await waitFor("the second running line", () => of(lines, "web-1").filter((l) => l.msg.startsWith("VM running")).length === 2);
+    await waitFor("the second running line", () => of(lines, "web-1").filter((l) => l.reason === "VmRunning").length === 2);
     await operator.deleteVm("web-1");
-    await waitFor("the deleted line", () => of(lines, "web-1").some((l) => l.msg.startsWith("VM deleted")));
+    await waitFor("the deleted line", () => of(lines, "web-1").some((l) => l.reason === "VmDeleted"));
     await reports(operator, "h1", 2);
 
     const mine = of(lines, "web-1");
     const vmId = mine[0]!.vmId;
     expect(vmId).toMatch(/^[0-9a-f-]{36}$/);
-    expect(mine.map((l) => [l.msg, l.generation, l.level])).toEqual([
-      ["VM placed on h1", 1, 30],
-      ["VM running on h1", 1, 30],
-      ["VM stop asked", 2, 30],
-      ["VM stopped on h1", 2, 30],
-      ["VM start asked", 3, 30],
-      ["VM running on h1", 3, 30],
-      ["VM delete asked", 4, 30],
-      ["VM deleted: its record is removed", 4, 30],
+    expect(mine.map((l) => [l.reason, l.generation, l.level])).toEqual([
+      ["VmPlaced", 1, 30],
+      ["VmRunning", 1, 30],
+      ["VmStopRequested", 2, 30],
+      ["VmStopped", 2, 30],
+      ["VmStartRequested", 3, 30],
+      ["VmRunning", 3, 30],
+      ["VmDeleteRequested", 4, 30],
+      ["VmDeleted", 4, 30],
     ]);
     for (const l of mine) expect(l).toMatchObject({ vm: "web-1", vmId, host: "h1" });
+    // Each line is an event of the controller's log, told as `berth events` tells it.
+    expect(mine.map((l) => l.msg)).toEqual(eventsOfVm(controller, "web-1").map((e) => `VM ${e.message}`));
+    expect(mine.map((l) => l.msg).slice(1)).toEqual(["VM running on h1", "VM stop asked for", "VM stopped on h1", "VM start asked for", "VM running on h1", "VM delete asked for", "VM deleted (was on h1)"]);
     // Why h1: the placement record's cause, preset and winning total (the only host: no runner-up).
+    expect(mine[0]!.msg).toMatch(/^VM placed on h1 \(/);
     expect(mine[0]).toMatchObject({ cause: "create", preset: "spread", hostsConsidered: 1, hostsFeasible: 1 });
     expect(mine[0]!.score).toEqual(expect.any(Number));
     expect(mine[0]!.runnerUp).toBeUndefined();
@@ -147,13 +159,33 @@ describe("VM lifecycle logs", () => {
     await waitFor("h1 ready", async () => (await operator.getHost("h1")).host?.state === HostState.HOST_STATE_READY);
     await operator.createVm("db-1");
     await waitFor("db-1 failed", async () => (await operator.getVm("db-1")).vm?.status?.phase === VmPhase.VM_PHASE_FAILED);
-    await waitFor("the failed line", () => of(lines, "db-1").some((l) => l.msg.startsWith("VM failed")));
+    await waitFor("the failed line", () => of(lines, "db-1").some((l) => l.reason === "VmFailed"));
     // The code is retryable: the controller tries again after its backoff, and fails the same way.
     await waitFor("a second failed attempt", async () => ((await operator.getVm("db-1")).vm?.status?.attempts ?? 0) >= 2);
     for (let i = 0; i < 5; i++) await heard(operator, "h1", () => agent.send({ $case: "report", value: { usage: { vcpus: 0, memoryMib: 0, diskGib: 0 }, hypervisor: { available: true, message: "" } } }));
-    const failed = of(lines, "db-1").filter((l) => l.msg.startsWith("VM failed"));
+    const failed = of(lines, "db-1").filter((l) => l.reason === "VmFailed");
     expect(failed, JSON.stringify(of(lines, "db-1"))).toHaveLength(1);
     expect(failed[0]).toMatchObject({ level: 40, host: "h1", generation: 1, errorCode: "IMAGE_NOT_FOUND", attempts: 1 });
+    expect(failed[0]!.msg).toMatch(/^VM failed on h1 \(IMAGE_NOT_FOUND\)/);
+    // The event feed tells it once too (the same rule).
+    expect(eventsOfVm(controller, "db-1").filter((e) => e.reason === "VmFailed")).toHaveLength(1);
+  });
+
+  it("only the leader writes the lines: a follower keeps the same events and logs none of them", async () => {
+    const store = new MemoryStore();
+    const leaderLog = capturingLog();
+    const followerLog = capturingLog();
+    const leader = await startController(cleanups, store, { reportIntervalMs: REPORT_MS }, leaderLog.log);
+    await waitFor("leadership", () => leader.controller.isLeader);
+    const follower = await startController(cleanups, store, { controllerId: "c2", reportIntervalMs: REPORT_MS }, followerLog.log);
+    expect(follower.controller.isLeader).toBe(false);
+    await (rawAgent(cleanups, leader.address, helloFor("h1"), (c) => resultFor(c, { ok: true })).first);
+    const operator = api(leader.address);
+    await waitFor("h1 ready", async () => (await operator.getHost("h1")).host?.state === HostState.HOST_STATE_READY);
+    await operator.createVm("web-1");
+    await waitFor("the follower's VmPlaced", () => eventsOfVm(follower.controller, "web-1").some((e) => e.reason === "VmPlaced"));
+    await waitFor("the leader's placed line", () => of(leaderLog.lines, "web-1").some((l) => l.reason === "VmPlaced"));
+    expect(of(followerLog.lines, "web-1")).toEqual([]);
   });
 
   it("an orphan domain is warned of once per domain, not at every report", async () => {
@@ -176,25 +208,50 @@ describe("VM lifecycle logs", () => {
   });
 });
 
-describe("vmLifecycle (the rules)", () => {
-  const at = (phase: VmPhase, domainState: DomainState, over: Partial<VmStatus> = {}, generation = 3) =>
-    Vm.fromPartial({ id: "id-1", hostId: "h1", generation, desiredState: DesiredState.DESIRED_STATE_RUNNING, spec: { name: "web-1" }, status: { phase, domainState, observedGeneration: 3, ...over } });
-  const R = DomainState.DOMAIN_STATE_RUNNING;
-  it("a VM back from UNKNOWN as it was (its host reconnected) is no step; one that changed meanwhile is", () => {
-    expect(vmLifecycle(at(VmPhase.VM_PHASE_RUNNING, R), at(VmPhase.VM_PHASE_UNKNOWN, R))).toEqual([]);
-    expect(vmLifecycle(at(VmPhase.VM_PHASE_UNKNOWN, R), at(VmPhase.VM_PHASE_RUNNING, R))).toEqual([]);
-    const stoppedMeanwhile = vmLifecycle(at(VmPhase.VM_PHASE_UNKNOWN, R), at(VmPhase.VM_PHASE_STOPPED, DomainState.DOMAIN_STATE_SHUTOFF));
-    expect(stoppedMeanwhile.map((l) => l.msg)).toEqual(["VM stopped on h1"]);
-  });
-  it("a placement names the winning total and the runner-up when its record explains them", () => {
-    const placed = Vm.fromPartial({ ...at(VmPhase.VM_PHASE_PENDING, DomainState.DOMAIN_STATE_UNSPECIFIED, {}, 1), placement: { cause: "create", preset: "pack", explained: true, total: 0.8312, runnerUpHost: "h2", runnerUpTotal: 0.7, hostsConsidered: 3, hostsFeasible: 2 } });
-    expect(vmLifecycle(undefined, placed)).toEqual([
-      { level: "info", fields: { vm: "web-1", vmId: "id-1", host: "h1", generation: 1, cause: "create", preset: "pack", hostsConsidered: 3, hostsFeasible: 2, score: 0.831, runnerUp: "h2", runnerUpScore: 0.7 }, msg: "VM placed on h1" },
+describe("lifecycleLine (an event as a line)", () => {
+  const NOW = 1_700_000_000_000;
+  const record = (over: Partial<Vm> = {}) =>
+    Vm.fromPartial({ id: "id-1", hostId: "h1", generation: 3, desiredState: DesiredState.DESIRED_STATE_RUNNING, spec: { name: "web-1" }, status: { phase: VmPhase.VM_PHASE_RUNNING, domainState: DomainState.DOMAIN_STATE_RUNNING, observedGeneration: 3 }, ...over });
+  /** Each event of `change` with its line. */
+  const lines = (change: RecordChange) => eventsOf(change, NOW).map((e) => [e.reason, lifecycleLine(e, change)] as const);
+
+  it("a VM event's line: its message, WARN for a WARNING, the fields from the record it came from", () => {
+    const failed = record({ status: { phase: VmPhase.VM_PHASE_FAILED, errorCode: "IMAGE_NOT_FOUND", attempts: 1, permanent: true, message: "IMAGE_NOT_FOUND: gone", domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, observedGeneration: 3, updatedAtMs: NOW, nextAttemptAtMs: 0 } });
+    expect(lines({ kind: "vm", before: record(), after: failed, revision: 5 })).toEqual([
+      ["VmFailed", { level: "warn", fields: { vm: "web-1", vmId: "id-1", host: "h1", generation: 3, reason: "VmFailed", errorCode: "IMAGE_NOT_FOUND", attempts: 1, permanent: true }, msg: "VM failed on h1 (IMAGE_NOT_FOUND): IMAGE_NOT_FOUND: gone" }],
+    ]);
+    // A deleted VM: the record before its removal.
+    expect(lines({ kind: "vm", before: record({ generation: 4 }), after: undefined, revision: 6 })).toEqual([
+      ["VmDeleted", { level: "info", fields: { vm: "web-1", vmId: "id-1", host: "h1", generation: 4, reason: "VmDeleted" }, msg: "VM deleted (was on h1)" }],
     ]);
   });
-  it("a crash is a WARN naming it; the end of a migration is the migration manager's to tell", () => {
-    const crashed = vmLifecycle(at(VmPhase.VM_PHASE_RUNNING, R), at(VmPhase.VM_PHASE_FAILED, DomainState.DOMAIN_STATE_CRASHED, { message: "domain crashed" }));
-    expect(crashed).toEqual([{ level: "warn", fields: expect.objectContaining({ vm: "web-1", vmId: "id-1", host: "h1", generation: 3, errorCode: "CRASHED" }), msg: "VM crashed on h1" }]);
-    expect(vmLifecycle(at(VmPhase.VM_PHASE_MIGRATING, R), at(VmPhase.VM_PHASE_RUNNING, R))).toEqual([]);
+
+  it("a placement names the winning total and the runner-up when its record explains them", () => {
+    const placed = record({ generation: 1, status: { phase: VmPhase.VM_PHASE_PENDING } as Vm["status"], placement: { cause: "create", preset: "pack", explained: true, total: 0.8312, runnerUpHost: "h2", runnerUpTotal: 0.7, hostsConsidered: 3, hostsFeasible: 2 } as Vm["placement"] });
+    const [[reason, line]] = lines({ kind: "vm", before: undefined, after: placed, revision: 1 }) as [[string, ReturnType<typeof lifecycleLine>]];
+    expect(reason).toBe("VmPlaced");
+    expect(line).toMatchObject({ level: "info", fields: { vm: "web-1", vmId: "id-1", host: "h1", generation: 1, reason: "VmPlaced", cause: "create", preset: "pack", hostsConsidered: 3, hostsFeasible: 2, score: 0.831, runnerUp: "h2", runnerUpScore: 0.7 } });
+    expect(line!.msg).toBe("VM placed on h1 (no size; create, pack: score 0.83, runner-up h2 0.70; 2/3 hosts fitted)");
+  });
+
+  it("no line for what is logged where it is decided: a relocation, a migration's start and end, hosts and migrations", () => {
+    const moved = lines({ kind: "vm", before: record({ status: { phase: VmPhase.VM_PHASE_MIGRATING } as Vm["status"] }), after: record({ hostId: "h2", placement: { cause: "migrate" } as Vm["placement"] }), revision: 2 });
+    expect(moved).toEqual([["VmMoved", undefined]]);
+    expect(lines({ kind: "vm", before: record(), after: record({ status: { phase: VmPhase.VM_PHASE_MIGRATING } as Vm["status"] }), revision: 3 })).toEqual([["VmMigrating", undefined]]);
+    const relocated = lines({ kind: "vm", before: record({ status: { phase: VmPhase.VM_PHASE_UNKNOWN } as Vm["status"] }), after: record({ hostId: "h2", generation: 4, placement: { cause: "relocate" } as Vm["placement"], status: { phase: VmPhase.VM_PHASE_PENDING } as Vm["status"] }), revision: 4 });
+    expect(relocated).toEqual([["VmRelocated", undefined]]);
+    const h = Host.fromPartial({ id: "h1", state: HostState.HOST_STATE_READY });
+    expect(lines({ kind: "host", before: h, after: { ...h, state: HostState.HOST_STATE_SUSPECT }, revision: 5 })).toEqual([["HostSuspect", undefined]]);
+    expect(lines({ kind: "migration", before: undefined, after: Migration.fromPartial({ id: "m-1", vmName: "web-1", sourceHost: "h1" }), revision: 6 })).toEqual([["MigrationRequested", undefined]]);
+  });
+
+  it("the rules are the events': a VM back from UNKNOWN as it was, or a retried failure, makes no line", () => {
+    const unknown = record({ status: { ...record().status!, phase: VmPhase.VM_PHASE_UNKNOWN } });
+    expect(lines({ kind: "vm", before: record(), after: unknown, revision: 1 }).map(([, l]) => [l?.level, l?.msg])).toEqual([["warn", "VM state unknown: h1 is not heard from"]]);
+    expect(lines({ kind: "vm", before: unknown, after: record(), revision: 2 })).toEqual([]);
+    const retried = record({ status: { phase: VmPhase.VM_PHASE_FAILED, errorCode: "IMAGE_NOT_FOUND", attempts: 2 } as Vm["status"] });
+    expect(lines({ kind: "vm", before: record({ status: { phase: VmPhase.VM_PHASE_PENDING } as Vm["status"] }), after: retried, revision: 3 })).toEqual([]);
+    const crashed = record({ status: { ...record().status!, phase: VmPhase.VM_PHASE_FAILED, domainState: DomainState.DOMAIN_STATE_CRASHED, message: "domain crashed" } });
+    expect(lines({ kind: "vm", before: record(), after: crashed, revision: 4 }).map(([, l]) => [l?.level, l?.msg])).toEqual([["warn", "VM crashed on h1"]]);
   });
 });
