@@ -1,4 +1,4 @@
-import { DesiredState, Host, HostState, Migration, MigrationPhase, SchedulerConfig, Vm, VmPhase } from "@berth/api";
+import { DesiredState, Host, HostState, Migration, MigrationPhase, Vm, VmPhase } from "@berth/api";
 import { describe, expect, it } from "vitest";
 import { CliError, ExitCode } from "./exit-codes.js";
 import { render } from "./output.js";
