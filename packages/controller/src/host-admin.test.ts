@@ -4,9 +4,10 @@
  */
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
-import { VmSpec, type GetHostResponse, type Host, type LabelHostResponse, type ListHostsResponse, type ListVmsResponse, type CreateVmResponse } from "@berth/api";
+import { Host as HostMessage, VmSpec, type GetHostResponse, type Host, type LabelHostResponse, type ListHostsResponse, type ListVmsResponse, type CreateVmResponse } from "@berth/api";
 import { MemoryStore } from "@berth/store";
 import { helloFor, operatorApi, rawAgent, resultFor, startController, waitFor, type Cleanups } from "./controller.testkit.js";
+import { encodeHost, Keys } from "./keys.js";
 
 const cleanups: Cleanups = [];
 afterEach(async () => {
@@ -156,5 +157,27 @@ describe("DeleteHost", () => {
     expect((await api.hosts()).map((h) => h.id)).toEqual(["h2"]);
     expect(failure(await api.host("h1").catch((e: unknown) => e)).code).toBe(status.NOT_FOUND);
     expect(failure(await api.deleteHost("h1").catch((e: unknown) => e)).code).toBe(status.NOT_FOUND);
+  });
+
+  it("operator verbs racing a delete of their host answer NOT_FOUND, never INTERNAL (found by the fuzz suite)", async () => {
+    const { address, store, api } = await cluster();
+    const { client, call } = operatorApi(cleanups, address);
+    const answer = (p: Promise<unknown>): Promise<string> => p.then(() => "OK", (e: ServiceError) => status[e.code]);
+    for (let round = 0; round < 20; round++) {
+      // A retired host's record, no agent connected: deletable at once.
+      const id = `gone-${round}`;
+      await store.txn({ compare: [], ops: [{ type: "put", key: Keys.host(id), value: encodeHost(HostMessage.fromPartial({ id, capacity: { vcpus: 4, memoryMib: 4096, diskGib: 40 } })) }] });
+      await waitFor(`${id} in the cache`, () => api.host(id).then(() => true, () => false));
+      const answers = await Promise.all([
+        answer(api.deleteHost(id)),
+        answer(call((m, o, cb) => client.drainHost({ hostId: id, deadlineMs: 0, onDeadline: 0, reason: "race" }, m, o, cb))),
+        answer(call((m, o, cb) => client.cordonHost({ hostId: id, reason: "race" }, m, o, cb))),
+        answer(call((m, o, cb) => client.uncordonHost({ hostId: id }, m, o, cb))),
+        answer(call((m, o, cb) => client.confirmHostDown({ hostId: id }, m, o, cb))),
+        answer(api.label(id, { race: "yes" })),
+      ]);
+      for (const a of answers) expect(["OK", "NOT_FOUND", "ABORTED"], `round ${round}: ${answers.join(",")}`).toContain(a);
+    }
+    expect((await api.hosts()).filter((h) => h.id.startsWith("gone-"))).toEqual([]);
   });
 });

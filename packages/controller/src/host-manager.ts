@@ -160,16 +160,19 @@ export class HostManager {
   async cordon(hostId: string, reason: string): Promise<Host> {
     if (!this.deps.state.host(hostId)) throw notFound(`host '${hostId}'`);
     const host = await this.update(hostId, (prior) => (prior ? { ...prior, cordoned: true, cordonReason: reason } : undefined));
+    // Deleted meanwhile (berth host delete): nothing was written.
+    if (!host) throw notFound(`host '${hostId}'`);
     this.deps.log.info({ hostId, reason }, "host cordoned");
-    return host!;
+    return host;
   }
 
   /** Uncordons the host and ends its drain (the caller fails the drain's pending migrations). Idempotent. */
   async uncordon(hostId: string): Promise<Host> {
     if (!this.deps.state.host(hostId)) throw notFound(`host '${hostId}'`);
     const host = await this.update(hostId, (prior) => (prior ? { ...prior, cordoned: false, cordonReason: "", drain: undefined } : undefined));
+    if (!host) throw notFound(`host '${hostId}'`);
     this.deps.log.info({ hostId }, "host uncordoned");
-    return host!;
+    return host;
   }
 
   /** Records a drain's state on the host (through the one host writer). Nothing when the host is gone. */
@@ -244,9 +247,10 @@ export class HostManager {
       throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}' is connected: only a host that is silent and known to be powered off can be confirmed down`);
     }
     const host = await this.update(hostId, (prior) => (prior ? { ...prior, confirmedDown: true } : undefined));
+    if (!host) throw notFound(`host '${hostId}'`);
     this.deps.log.warn({ hostId }, "host confirmed down by an operator");
     await this.tick();
-    return this.deps.state.host(hostId) ?? host!;
+    return this.deps.state.host(hostId) ?? host;
   }
 
   /**

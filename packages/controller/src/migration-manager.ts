@@ -575,9 +575,11 @@ export class MigrationManager {
       message: "",
     };
     const host = await this.deps.hosts.setDrain(hostId, drain, reason);
+    // Deleted meanwhile (berth host delete): nothing was written.
+    if (!host) throw notFound(`host '${hostId}'`);
     this.deps.log.warn({ hostId, deadlineMs: deadlineMs || undefined, onDeadline, reason }, "host drain requested");
     this.poke();
-    return host!;
+    return host;
   }
 
   /** Ends a drain (uncordon): its pending migrations fail; those in flight finish. */
