@@ -35,9 +35,8 @@ import {
   type VmPhase,
   type VmStatus,
 } from "@berth/api";
-import { normalHostState } from "@berth/core";
+import { formatBytes, formatGib, formatMib, formatResources, formatVcpus, normalHostState } from "@berth/core";
 import { DEFAULT_ALLOCATION_RATIO, DEFAULT_RESERVED } from "@berth/scheduler";
-import prettyBytes from "pretty-bytes";
 import type { View } from "./output.js";
 
 // Human output: aligned tables, units, ages. Pure functions of their input (and `now`).
@@ -85,28 +84,12 @@ export function renderFields(fields: readonly (readonly [string, string])[]): st
   );
 }
 
-/** `2 vCPU` */
-export const formatVcpus = (vcpus: number): string => `${vcpus} vCPU`;
+// Sizes and resources are printed core's one way (formatBytes: binary units, one decimal).
+export { formatBytes, formatGib, formatMib, formatVcpus };
 
-/**
- * The one way the CLI prints a size: binary units, at most one decimal (truncated, so a size never
- * reads larger than it is), a space: `0 B`, `512 MiB`, `13.3 GiB`, `2 TiB`. pretty-bytes does the
- * scaling; every table, detail, plan and progress line goes through here.
- */
-export function formatBytes(bytes: number): string {
-  return prettyBytes(Math.max(0, bytes), { binary: true, maximumFractionDigits: 1 });
-}
-
-/** A size given in MiB (memory), printed as {@link formatBytes} does: `512 MiB`, `1.5 GiB`. */
-export const formatMib = (mib: number): string => formatBytes(mib * 2 ** 20);
-
-/** A size given in GiB (disk), printed as {@link formatBytes} does: `20 GiB`, `1 TiB`. */
-export const formatGib = (gib: number): string => formatBytes(gib * 2 ** 30);
-
-/** `2 vCPU, 4 GiB memory, 20 GiB disk` */
+/** `2 vCPU, 4 GiB memory, 20 GiB disk`; `-` when unknown. */
 export function formatResourcesHuman(r: Resources | undefined): string {
-  if (!r) return "-";
-  return `${formatVcpus(r.vcpus)}, ${formatMib(r.memoryMib)} memory, ${formatGib(r.diskGib)} disk`;
+  return r ? formatResources(r) : "-";
 }
 
 /**

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { addResources, fitsIn, formatMib, parseSizeGib, parseSizeMib, subtractResources, sumResources, ZERO } from "./resources.js";
+import { addResources, fitsIn, formatGib, formatMib, formatResources, parseSizeGib, parseSizeMib, subtractResources, sumResources, ZERO } from "./resources.js";
 
 const resources = fc.record({
   vcpus: fc.integer({ min: 0, max: 1 << 16 }),
@@ -66,10 +66,13 @@ describe("sizes", () => {
     expect(parseSizeGib("1TiB", "--disk")).toBe(1024);
   });
 
-  it("formats with the largest unit that divides exactly", () => {
+  it("prints sizes one way: binary units, at most one decimal, truncated, a space", () => {
     expect(formatMib(512)).toBe("512 MiB");
     expect(formatMib(4096)).toBe("4 GiB");
-    expect(formatMib(1536)).toBe("1536 MiB");
+    expect(formatMib(1536)).toBe("1.5 GiB");
+    expect(formatMib(1280)).toBe("1.2 GiB"); // 1.25, never rounded up
     expect(formatMib(2 * 1024 * 1024)).toBe("2 TiB");
+    expect(formatGib(0)).toBe("0 B");
+    expect(formatResources({ vcpus: 2, memoryMib: 4096, diskGib: 20 })).toBe("2 vCPU, 4 GiB memory, 20 GiB disk");
   });
 });

@@ -1,3 +1,4 @@
+import prettyBytes from "pretty-bytes";
 import type { Resources } from "@berth/api";
 import { invalidArgument } from "./errors.js";
 
@@ -43,9 +44,29 @@ export function fitsIn(need: Resources, free: Resources): boolean {
   return RESOURCE_NAMES.every((k) => need[k] <= free[k]);
 }
 
-/** `2 vCPU, 4096 MiB, 20 GiB` */
+/**
+ * The one way Berth prints a size to people: binary units, at most one decimal (truncated, so a
+ * size never reads larger than it is), a space: `0 B`, `512 MiB`, `13.3 GiB`, `2 TiB`.
+ * pretty-bytes does the scaling; the CLI's tables, the events, the scheduler's summaries and the
+ * dashboard all go through here. (A filter's per-field reasons keep exact figures in the field's
+ * own unit, `memory_mib: needs 4096 MiB`, as the API field they name.)
+ */
+export function formatBytes(bytes: number): string {
+  return prettyBytes(Math.max(0, bytes), { binary: true, maximumFractionDigits: 1 });
+}
+
+/** A size given in MiB (memory), as {@link formatBytes} prints it: `512 MiB`, `1.5 GiB`. */
+export const formatMib = (mib: number): string => formatBytes(mib * 2 ** 20);
+
+/** A size given in GiB (disk), as {@link formatBytes} prints it: `20 GiB`, `1 TiB`. */
+export const formatGib = (gib: number): string => formatBytes(gib * 2 ** 30);
+
+/** `2 vCPU` */
+export const formatVcpus = (vcpus: number): string => `${vcpus} vCPU`;
+
+/** `2 vCPU, 4 GiB memory, 20 GiB disk` */
 export function formatResources(r: Resources): string {
-  return RESOURCE_NAMES.map((k) => `${r[k]} ${RESOURCE_UNIT[k]}`).join(", ");
+  return `${formatVcpus(r.vcpus)}, ${formatMib(r.memoryMib)} memory, ${formatGib(r.diskGib)} disk`;
 }
 
 /** One MiB in bytes. */
@@ -103,9 +124,3 @@ export function parseSizeGib(text: string, field: string): number {
   return Math.ceil(parseSizeMib(text, field, "GiB") / 1024);
 }
 
-/** `512 MiB`, `4 GiB`, `2 TiB`: the largest unit that divides the size exactly. */
-export function formatMib(mib: number): string {
-  if (mib >= 1024 * 1024 && mib % (1024 * 1024) === 0) return `${mib / (1024 * 1024)} TiB`;
-  if (mib >= 1024 && mib % 1024 === 0) return `${mib / 1024} GiB`;
-  return `${mib} MiB`;
-}

@@ -183,7 +183,7 @@ export function tieBreakKey(hostId: string, seed: number): number {
 
 /**
  * One line for an unplaced decision, for logs and error messages:
- * `no host can take 'web-1' (2 vCPU, 4096 MiB, 20 GiB): 3 hosts rejected (capacity: 2, ready: 1)`.
+ * `no host can take 'web-1' (2 vCPU, 4 GiB memory, 20 GiB disk): 3 hosts rejected (capacity: 2, ready: 1)`.
  */
 export function summarizeUnplaced(request: PlacementRequest, decision: PlacementDecision): string {
   const what = `no host can take '${request.name}' (${formatResources(request.resources)})`;

@@ -80,7 +80,7 @@ describe("placeVm", () => {
       "host-3: capacity: vcpus: needs 2 vCPU, 1 vCPU free of 64 allocatable; memory_mib: needs 4096 MiB, 0 MiB free of 64512 allocatable; disk_gib: needs 20 GiB, 0 GiB free of 1000 allocatable",
     ]);
     expect(summarizeUnplaced(request, d)).toBe(
-      "no host can take 'web-1' (2 vCPU, 4096 MiB, 20 GiB): 3 hosts rejected (capacity: 2, ready: 1)",
+      "no host can take 'web-1' (2 vCPU, 4 GiB memory, 20 GiB disk): 3 hosts rejected (capacity: 2, ready: 1)",
     );
     const e = unplacedError(request, d);
     expect(e.code).toBe(ErrorCode.ResourceExhausted);
@@ -90,7 +90,7 @@ describe("placeVm", () => {
   it("says so when there are no hosts", () => {
     const d = placeVm([], vm("web-1", 1, 512, 0), opts);
     expect(d).toEqual({ placed: false, reasons: [], explanation: [] });
-    expect(summarizeUnplaced(vm("web-1", 1, 512, 0), d)).toBe("no host can take 'web-1' (1 vCPU, 512 MiB, 0 GiB): there are no hosts");
+    expect(summarizeUnplaced(vm("web-1", 1, 512, 0), d)).toBe("no host can take 'web-1' (1 vCPU, 512 MiB memory, 0 B disk): there are no hosts");
   });
 
   it("fits exactly up to the allocatable capacity, not one unit beyond", () => {
