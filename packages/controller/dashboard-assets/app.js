@@ -43,14 +43,7 @@ function h(tag, attrs, ...children) {
   return el;
 }
 const pct = (f) => `${(Math.max(0, Math.min(1, f)) * 100).toFixed(2)}%`;
-const mib = (n) => (n >= 1024 ? `${(n / 1024).toFixed(1)} GiB` : `${n} MiB`);
-function bytes(n) {
-  if (!n) return "0 B";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) (n /= 1024), i++;
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
-}
+// Sizes come formatted from the server (core's one size style); the page prints, never restates, them.
 const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "—");
 const byKey = (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 const vmLink = (name) => h("a", { href: `#/vm/${encodeURIComponent(name)}` }, name);
@@ -196,17 +189,16 @@ function badge(b) {
 function barEl(kind, bar) {
   const track = h("div", { class: `bar bar-${kind}${bar.over ? " bar-over" : ""}` });
   for (const s of bar.segments) {
-    const unit = kind === "cpu" ? `${s.amount} vCPU` : mib(s.amount);
-    const seg = h("a", { class: s.incoming ? "seg seg-incoming" : "seg", href: `#/vm/${encodeURIComponent(s.vm)}`, title: `${s.vm}: ${unit}${s.incoming ? " (migrating here)" : ""}`, dataset: { vm: s.vm } });
+    const seg = h("a", { class: s.incoming ? "seg seg-incoming" : "seg", href: `#/vm/${encodeURIComponent(s.vm)}`, title: `${s.vm}: ${s.amountText}${s.incoming ? " (migrating here)" : ""}`, dataset: { vm: s.vm } });
     seg.style.width = pct(s.fraction);
     track.append(seg);
   }
   if (bar.usedFraction !== null) {
-    const used = h("div", { class: "used", title: `measured: ${kind === "cpu" ? `${bar.used} vCPU` : mib(bar.used)}` });
+    const used = h("div", { class: "used", title: `measured: ${bar.usedText}` });
     used.style.left = pct(bar.usedFraction);
     track.append(used);
   }
-  const measured = bar.used === null ? "not measured" : `used ${kind === "cpu" ? bar.used : mib(bar.used)}`;
+  const measured = bar.usedText === null ? "not measured" : `used ${bar.usedText}`;
   return h("div", { class: "bar-line" }, h("span", { class: "bar-name" }, kind === "cpu" ? "CPU" : "Mem"), track, h("span", { class: "bar-text", title: measured }, bar.label));
 }
 
@@ -283,8 +275,8 @@ function renderVms() {
         h("td", null, r.hostId),
         h("td", null, h("span", { class: `phase phase-${r.phase.toLowerCase()}`, title: r.message || null }, r.phase)),
         h("td", { class: "num" }, r.vcpus),
-        h("td", { class: "num" }, mib(r.memoryMib)),
-        h("td", { class: "num" }, `${r.diskGib} GiB`),
+        h("td", { class: "num" }, r.memoryText),
+        h("td", { class: "num" }, r.diskText),
         h("td", { class: "labels" }, labelText(r.labels)),
       ),
     );
@@ -303,7 +295,7 @@ function progressEl(m) {
 }
 
 function migrationEl(m) {
-  const figures = m.totalBytes ? `${bytes(m.processedBytes)} / ${bytes(m.totalBytes)}${m.remainingBytes ? `, ${bytes(m.remainingBytes)} left` : ""}` : m.remainingBytes ? `${bytes(m.remainingBytes)} left` : "";
+  const figures = m.figuresText;
   return h(
     "div",
     { class: "migration", dataset: { vm: m.vmName } },
@@ -403,7 +395,7 @@ function vmPageEls(name, d) {
       { class: "spec" },
       kv("Host", v.hostId || "—"),
       kv("Desired", v.desired),
-      kv("Resources", `${v.vcpus} vCPU, ${mib(v.memoryMib)}, ${v.diskGib} GiB disk`),
+      kv("Resources", v.resourcesText),
       kv("Group", v.group || "—"),
       kv("Labels", labelText(v.labels) || "—"),
       Object.keys(d.requiredHostLabels).length ? kv("Requires host labels", labelText(d.requiredHostLabels)) : [],

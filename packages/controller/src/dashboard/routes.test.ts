@@ -162,7 +162,7 @@ describe("the dashboard over plain HTTP (read-only)", () => {
     const on = snap.hosts.find((h) => h.id === vm.hostId)!;
     expect(on.cpu.allocatable).toBeGreaterThan(0);
     expect(on.cpu.allocated).toBe(2);
-    expect(on.cpu.segments).toEqual([{ vm: "web-1", amount: 2, fraction: 2 / on.cpu.allocatable, incoming: false }]);
+    expect(on.cpu.segments).toEqual([{ vm: "web-1", amount: 2, amountText: "2 vCPU", fraction: 2 / on.cpu.allocatable, incoming: false }]);
     expect(on.memory.segments.map((s) => [s.vm, s.amount])).toEqual([["web-1", 2048]]);
     expect(on.vmCount).toBe(1);
     const other = snap.hosts.find((h) => h.id !== vm.hostId)!;

@@ -12,7 +12,7 @@ import {
   type ClusterEvent,
   type DeepPartial,
 } from "@berth/api";
-import { FEED_LENGTH, badgesOf, feedOf, hostRow, migrationProgress, naturalCompare, placementView, snapshotOf, vmDetail, vmMatches, vmRow } from "./view.js";
+import { FEED_LENGTH, badgesOf, feedOf, hostRow, migrationProgress, migrationRow, naturalCompare, placementView, snapshotOf, vmDetail, vmMatches, vmRow } from "./view.js";
 
 const host = (id: string, over: DeepPartial<Host> = {}): Host =>
   Host.fromPartial({ id, state: HostState.HOST_STATE_READY, capacity: { vcpus: 8, memoryMib: 16384, diskGib: 100 }, ...over });
@@ -55,8 +55,8 @@ describe("hostRow", () => {
     expect(row.cpu.label).toBe("3 / 8 vCPU");
     // Measured above allocatable is drawn at the end of the bar.
     expect(row.memory.usedFraction).toBe(1);
-    expect(row.memory.label).toBe("5.0 / 16.0 GiB");
-    expect(row.memory.segments[0]).toMatchObject({ vm: "a", amount: 4096, fraction: 0.25 });
+    expect(row.memory.label).toBe("5 GiB / 16 GiB");
+    expect(row.memory.segments[0]).toMatchObject({ vm: "a", amount: 4096, amountText: "4 GiB", fraction: 0.25 });
     expect(row.vmCount).toBe(2);
     expect(row.fill).toBe(3 / 8);
     expect(row.state).toBe("READY");
@@ -108,6 +108,8 @@ describe("vmRow and the filter", () => {
   it("matches name, host, phase, group and labels, every word, case folded", () => {
     const row = vmRow(vm("web-1", "host-3", 1, 512, { spec: { name: "web-1", resources: { vcpus: 1, memoryMib: 512, diskGib: 5 }, labels: { tier: "Front" }, group: "web" } }));
     expect(row).toMatchObject({ name: "web-1", hostId: "host-3", phase: "RUNNING", desired: "RUNNING", vcpus: 1, memoryMib: 512 });
+    // Sizes as every Berth view prints them (core's formatBytes), so the page restates no rule.
+    expect(row).toMatchObject({ resourcesText: "1 vCPU, 512 MiB memory, 5 GiB disk", memoryText: "512 MiB", diskText: "5 GiB" });
     for (const f of ["web-1", "HOST-3", "running", "tier=front", "web host-3", "  "]) expect(vmMatches(row, f)).toBe(true);
     for (const f of ["db", "host-4", "stopped", "web-1 db"]) expect(vmMatches(row, f)).toBe(false);
   });
@@ -120,6 +122,13 @@ describe("migrations", () => {
     expect(migrationProgress(m({ dataEstimateBytes: 1000, progress: { dataRemainingBytes: 600, dataProcessedBytes: 1 } }))).toBe(0.4);
     expect(migrationProgress(m({}))).toBeNull();
     expect(migrationProgress(m({ phase: MigrationPhase.MIGRATION_PHASE_COMPLETED }))).toBe(1);
+  });
+
+  it("prints its figures in the one size style, as far as the hypervisor told them", () => {
+    const gib = 2 ** 30;
+    expect(migrationRow(m({ progress: { dataTotalBytes: 4 * gib, dataProcessedBytes: 1.25 * gib, dataRemainingBytes: 2.75 * gib } })).figuresText).toBe("1.2 GiB / 4 GiB, 2.7 GiB left");
+    expect(migrationRow(m({ progress: { dataRemainingBytes: 512 * 2 ** 20 } })).figuresText).toBe("512 MiB left");
+    expect(migrationRow(m({})).figuresText).toBe("");
   });
 });
 

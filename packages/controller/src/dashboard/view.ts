@@ -20,7 +20,7 @@ import {
   type Resources,
   type Vm,
 } from "@berth/api";
-import { normalHostState } from "@berth/core";
+import { formatBytes, formatGib, formatMib, formatResources, formatVcpus, normalHostState } from "@berth/core";
 
 /** Digits a number is padded to in a {@link naturalKey} (names are at most 63 characters). */
 const KEY_DIGITS = 16;
@@ -68,6 +68,8 @@ export interface Segment {
   vm: string;
   /** vCPUs or MiB reserved. */
   amount: number;
+  /** The amount as people read it: `2 vCPU`, `4 GiB` (core's one size style). */
+  amountText: string;
   /** amount / allocatable (0 when nothing is allocatable). */
   fraction: number;
   /** Migrating here (it still counts on its source too). */
@@ -88,8 +90,10 @@ export interface Bar {
   segments: Segment[];
   /** More is allocated than allocatable. */
   over: boolean;
-  /** "3 / 8 vCPU", "4.0 / 16.0 GiB". */
+  /** "3 / 8 vCPU", "4 GiB / 15 GiB" (core's one size style). */
   label: string;
+  /** The measured use as people read it; null when not measured. */
+  usedText: string | null;
 }
 
 /** A host as one row (or one dense tile) of the topology. */
@@ -121,6 +125,10 @@ export interface VmRow {
   vcpus: number;
   memoryMib: number;
   diskGib: number;
+  /** `2 vCPU, 4 GiB memory, 20 GiB disk` (core's one size style), and memory and disk alone. */
+  resourcesText: string;
+  memoryText: string;
+  diskText: string;
   labels: Record<string, string>;
   group: string;
   message: string;
@@ -144,6 +152,8 @@ export interface MigrationRow {
   processedBytes: number;
   totalBytes: number;
   remainingBytes: number;
+  /** `1.2 GiB / 4 GiB, 2.8 GiB left` as far as known; "" before the hypervisor said anything. */
+  figuresText: string;
   createdAtMs: number;
   finishedAtMs: number;
   message: string;
@@ -193,13 +203,11 @@ export interface HostInput {
   incoming: readonly Vm[];
 }
 
-const MIB_PER_GIB = 1024;
-
 function fraction(part: number, whole: number): number {
   return whole > 0 ? part / whole : 0;
 }
 
-function bar(allocatable: number, allocated: number, used: number | null, segments: Segment[], label: string): Bar {
+function bar(allocatable: number, allocated: number, used: number | null, segments: Segment[], format: (n: number) => string, label = `${format(allocated)} / ${format(allocatable)}`): Bar {
   segments.sort((a, b) => b.amount - a.amount || naturalCompare(a.vm, b.vm));
   return {
     allocatable,
@@ -210,10 +218,10 @@ function bar(allocatable: number, allocated: number, used: number | null, segmen
     segments,
     over: allocated > allocatable,
     label,
+    usedText: used === null ? null : format(used),
   };
 }
 
-const gib = (mib: number): string => (mib / MIB_PER_GIB).toFixed(1);
 
 /** The badges of a host, most severe first. */
 export function badgesOf(host: Host): Badge[] {
@@ -242,13 +250,13 @@ export function hostRow(input: HostInput): HostRow {
     const r = vm.spec?.resources;
     if (!r) return;
     const name = vm.spec?.name ?? vm.id;
-    cpuSegments.push({ vm: name, amount: r.vcpus, fraction: fraction(r.vcpus, allocatable.vcpus), incoming });
-    memSegments.push({ vm: name, amount: r.memoryMib, fraction: fraction(r.memoryMib, allocatable.memoryMib), incoming });
+    cpuSegments.push({ vm: name, amount: r.vcpus, amountText: formatVcpus(r.vcpus), fraction: fraction(r.vcpus, allocatable.vcpus), incoming });
+    memSegments.push({ vm: name, amount: r.memoryMib, amountText: formatMib(r.memoryMib), fraction: fraction(r.memoryMib, allocatable.memoryMib), incoming });
   };
   for (const vm of input.vms) add(vm, false);
   for (const vm of input.incoming) add(vm, true);
-  const cpu = bar(allocatable.vcpus, allocated.vcpus, host.usage ? host.usage.vcpus : null, cpuSegments, `${allocated.vcpus} / ${allocatable.vcpus} vCPU`);
-  const memory = bar(allocatable.memoryMib, allocated.memoryMib, host.usage ? host.usage.memoryMib : null, memSegments, `${gib(allocated.memoryMib)} / ${gib(allocatable.memoryMib)} GiB`);
+  const cpu = bar(allocatable.vcpus, allocated.vcpus, host.usage ? host.usage.vcpus : null, cpuSegments, formatVcpus, `${allocated.vcpus} / ${formatVcpus(allocatable.vcpus)}`);
+  const memory = bar(allocatable.memoryMib, allocated.memoryMib, host.usage ? host.usage.memoryMib : null, memSegments, formatMib);
   const d = host.drain;
   return {
     id: host.id,
@@ -286,6 +294,9 @@ export function vmRow(vm: Vm): VmRow {
     vcpus: r.vcpus,
     memoryMib: r.memoryMib,
     diskGib: r.diskGib,
+    resourcesText: formatResources(r),
+    memoryText: formatMib(r.memoryMib),
+    diskText: formatGib(r.diskGib),
     labels,
     group,
     message: vm.status?.message ?? "",
@@ -311,6 +322,13 @@ export function migrationProgress(m: Migration): number | null {
   return null;
 }
 
+/** `processed / total, remaining left`, as far as the hypervisor told them. */
+function migrationFigures(processed: number, total: number, remaining: number): string {
+  const left = remaining ? `${formatBytes(remaining)} left` : "";
+  if (total) return `${formatBytes(processed)} / ${formatBytes(total)}${left ? `, ${left}` : ""}`;
+  return left;
+}
+
 /** A migration's row. */
 export function migrationRow(m: Migration): MigrationRow {
   return {
@@ -326,6 +344,7 @@ export function migrationRow(m: Migration): MigrationRow {
     processedBytes: m.progress?.dataProcessedBytes ?? 0,
     totalBytes: m.progress?.dataTotalBytes ?? 0,
     remainingBytes: m.progress?.dataRemainingBytes ?? 0,
+    figuresText: migrationFigures(m.progress?.dataProcessedBytes ?? 0, m.progress?.dataTotalBytes ?? 0, m.progress?.dataRemainingBytes ?? 0),
     createdAtMs: m.createdAtMs,
     finishedAtMs: m.finishedAtMs,
     message: m.message,
