@@ -13,7 +13,7 @@ import {
   type Inventory,
   type Welcome,
 } from "@berth/api";
-import { addResources, BERTH_VERSION, channelCredentialsOf, grpcClientOptions, invalidArgument, Limits, ReloadingTlsIdentity, ZERO } from "@berth/core";
+import { addResources, BERTH_VERSION, channelCredentialsOf, grpcClientOptions, invalidArgument, Limits, ReloadingTlsIdentity, sleepUnlessAborted, ZERO } from "@berth/core";
 import type { HypervisorDriver } from "@berth/hypervisor";
 import type { Logger } from "pino";
 import { AgentStateFile, type AgentState } from "./agent-state.js";
@@ -172,7 +172,7 @@ export class Agent {
       const plan = planner.next(end);
       this.metrics.reconnect();
       this.log[end.kind === "not-leader" ? "info" : "debug"]({ from: target, to: plan.target, waitMs: Math.round(plan.waitMs), note: plan.note }, "reconnecting");
-      if (plan.waitMs > 0) await sleep(plan.waitMs, signal);
+      if (plan.waitMs > 0) await sleepUnlessAborted(plan.waitMs, signal);
     }
   }
 
@@ -581,17 +581,5 @@ function connect(client: Client, timeoutMs: number, signal: AbortSignal): Promis
       channel.watchConnectivityState(state, deadline, (e) => (e ? end(`no connection within ${timeoutMs} ms`) : check()));
     };
     check();
-  });
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
   });
 }

@@ -1,5 +1,5 @@
 import { EventType, type WatchEventsRequest, type WatchEventsResponse } from "@berth/api";
-import { BerthError, ErrorCode, fromGrpcError } from "@berth/core";
+import { BerthError, ErrorCode, fromGrpcError, sleepUnlessAborted } from "@berth/core";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import type { ControllerClient } from "./client.js";
 import type { Io } from "./context.js";
@@ -91,7 +91,7 @@ export async function followWatch(client: ControllerClient, options: FollowWatch
     if (options.deadline && Date.now() + delay >= options.deadline.getTime()) throw error;
     if (options.maxStreams !== undefined && opened >= options.maxStreams) throw error;
     options.onBreak?.(error, delay, next);
-    await sleep(delay, signal);
+    await sleepUnlessAborted(delay, signal);
     address = next;
   }
 }
@@ -100,19 +100,6 @@ export async function followWatch(client: ControllerClient, options: FollowWatch
 function nextAddress(endpoints: readonly string[], address: string): string {
   const i = endpoints.indexOf(address);
   return endpoints[(i + 1) % endpoints.length] ?? address;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** Runs one stream on `address` to its end (or the abort). */

@@ -39,3 +39,20 @@ export function backoffDelayMs(failures: number, random: () => number, policy: B
   const capped = Math.min(policy.maxMs, policy.initialMs * 2 ** Math.min(n - 1, 30));
   return Math.round(capped / 2 + random() * (capped / 2));
 }
+
+/**
+ * Waits `ms`, or until `signal` aborts, whichever comes first (at once when it already has, or
+ * for `ms` ≤ 0). Never rejects: the caller looks at `signal.aborted` afterwards.
+ */
+export function sleepUnlessAborted(ms: number, signal?: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal?.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}

@@ -1,4 +1,4 @@
-import { BerthError, ErrorCode } from "@berth/core";
+import { BerthError, ErrorCode, sleepUnlessAborted } from "@berth/core";
 import { LeaseLostError, StoreUnavailableError } from "./errors.js";
 import { LeaseKeeper } from "./lease-keeper.js";
 import type { ClusterStore, KeyValue, Lease, Txn, Watch } from "./types.js";
@@ -89,7 +89,7 @@ export async function campaign(store: ClusterStore, options: CampaignOptions): P
       return leadership;
     } catch (e) {
       if (!(e instanceof StoreUnavailableError) || e.closed) throw e;
-      await sleep(retryDelayMs, signal);
+      await sleepUnlessAborted(retryDelayMs, signal);
     }
   }
 }
@@ -214,7 +214,7 @@ class HeldLeadership implements Leadership {
           this.keeper.declareLost(e);
           return;
         }
-        await sleep(200);
+        await sleepUnlessAborted(200);
       }
     }
   }
@@ -222,16 +222,4 @@ class HeldLeadership implements Leadership {
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new BerthError(ErrorCode.Unavailable, "campaign aborted", { cause: signal.reason });
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }
