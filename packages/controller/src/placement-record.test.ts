@@ -3,15 +3,12 @@
  * time. Unit tests of the pure summary, then in process: what CreateVm records is what PlanPlacement
  * said of the same state, for one VM and for each VM of a gang.
  */
-import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
-import { pino } from "pino";
+import type { ServiceError } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
-import { AgentServiceClient, ClusterServiceClient, type PlanPlacementResponse, type Vm, type VmSpec } from "@berth/api";
-import { deadlineIn, grpcClientOptions } from "@berth/core";
+import type { PlanPlacementResponse, Vm, VmSpec } from "@berth/api";
 import type { HostVerdict } from "@berth/scheduler";
 import { MemoryStore } from "@berth/store";
-import { Controller } from "./controller.js";
-import { resolveControllerOptions } from "./options.js";
+import { helloFor, operatorApi, rawAgent, startController, waitFor, type Cleanups } from "./controller.testkit.js";
 import { EXPLAIN_MAX_VERDICTS, EXPLAIN_TIME_SHARE, EXPLAIN_WINDOW_MS, ExplainBudget, placementRecordOf } from "./placement-record.js";
 
 const ctx = { decidedAtMs: 1_000, cause: "create", preset: "spread", hostsConsidered: 4 };
@@ -64,45 +61,30 @@ describe("placementRecordOf", () => {
   });
 });
 
-const cleanups: (() => unknown)[] = [];
+const cleanups: Cleanups = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-/** A controller and `n` hosts that said Hello on raw streams (placement only). */
+/** A controller and `n` hosts that said Hello on scripted streams (placement only). */
 async function cluster(n: number) {
-  const options = resolveControllerOptions({ listen: "127.0.0.1:0", reportIntervalMs: 60_000 });
-  const controller = await Controller.start(options, new MemoryStore(), pino({ level: "silent" }));
-  cleanups.push(() => controller.stop());
-  const address = `127.0.0.1:${controller.port}`;
-  const agents = new AgentServiceClient(address, credentials.createInsecure(), grpcClientOptions());
-  cleanups.push(() => agents.close());
-  for (let deadline = Date.now() + 5_000; !controller.isLeader; ) {
-    if (Date.now() > deadline) throw new Error("no leader");
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  // Long report interval: the scripted streams never report, and must not be closed as silent.
+  const { controller, address } = await startController(cleanups, new MemoryStore(), { reportIntervalMs: 60_000 });
+  await waitFor("leadership", () => controller.isLeader);
   await Promise.all(
     Array.from({ length: n }, (_, i) => {
-      const call = agents.connect();
-      call.on("error", () => undefined);
-      cleanups.push(() => call.cancel());
-      const welcomed = new Promise((resolve) => call.once("data", resolve));
       // Different sizes, so the scores differ from host to host.
       const capacity = { vcpus: 8 + 4 * i, memoryMib: (8 + 4 * i) * 1024, diskGib: 500 };
       const hostId = `host-${String(i + 1).padStart(2, "0")}`;
-      call.write({ msg: { $case: "hello", value: { hostId, bootId: `boot-${i}`, capacity, labels: { zone: i % 2 ? "b" : "a" }, inventory: { domains: [] }, agentVersion: "t", driver: "fake", lastLeaderEpoch: 0, clusterId: "" } } });
-      return welcomed;
+      return rawAgent(cleanups, address, helloFor(hostId, `boot-${i}`, { capacity, labels: { zone: i % 2 ? "b" : "a" } })).first;
     }),
   );
-  const client = new ClusterServiceClient(address, credentials.createInsecure(), grpcClientOptions());
-  cleanups.push(() => client.close());
-  const unary = <T>(fn: (m: Metadata, o: { deadline: Date }, cb: (e: ServiceError | null, r: T) => void) => void): Promise<T> =>
-    new Promise((resolve, reject) => fn(new Metadata(), { deadline: deadlineIn(10_000) }, (e, r) => (e ? reject(e) : resolve(r))));
+  const { client, call } = operatorApi(cleanups, address);
   return {
-    createVm: (spec: VmSpec) => unary<{ vm?: Vm }>((m, o, cb) => client.createVm({ spec, requestId: "" }, m, o, cb)),
-    createVms: (specs: VmSpec[]) => unary<{ vms: Vm[] }>((m, o, cb) => client.createVms({ specs, requestId: "" }, m, o, cb)),
-    getVm: (name: string) => unary<{ vm?: Vm }>((m, o, cb) => client.getVm({ name }, m, o, cb)),
-    plan: (specs: VmSpec[]) => unary<PlanPlacementResponse>((m, o, cb) => client.planPlacement({ specs }, m, o, cb)),
+    createVm: (spec: VmSpec) => call<{ vm?: Vm }>((m, o, cb) => client.createVm({ spec, requestId: "" }, m, o, cb)),
+    createVms: (specs: VmSpec[]) => call<{ vms: Vm[] }>((m, o, cb) => client.createVms({ specs, requestId: "" }, m, o, cb)),
+    getVm: (name: string) => call<{ vm?: Vm }>((m, o, cb) => client.getVm({ name }, m, o, cb)),
+    plan: (specs: VmSpec[]) => call<PlanPlacementResponse>((m, o, cb) => client.planPlacement({ specs }, m, o, cb)),
   };
 }
 
