@@ -158,19 +158,14 @@ export class HostManager {
    * reconnects. Idempotent (a new reason replaces the old). NOT_FOUND for an unknown host.
    */
   async cordon(hostId: string, reason: string): Promise<Host> {
-    if (!this.deps.state.host(hostId)) throw notFound(`host '${hostId}'`);
-    const host = await this.update(hostId, (prior) => (prior ? { ...prior, cordoned: true, cordonReason: reason } : undefined));
-    // Deleted meanwhile (berth host delete): nothing was written.
-    if (!host) throw notFound(`host '${hostId}'`);
+    const host = await this.updateExisting(hostId, (prior) => ({ ...prior, cordoned: true, cordonReason: reason }));
     this.deps.log.info({ hostId, reason }, "host cordoned");
     return host;
   }
 
   /** Uncordons the host and ends its drain (the caller fails the drain's pending migrations). Idempotent. */
   async uncordon(hostId: string): Promise<Host> {
-    if (!this.deps.state.host(hostId)) throw notFound(`host '${hostId}'`);
-    const host = await this.update(hostId, (prior) => (prior ? { ...prior, cordoned: false, cordonReason: "", drain: undefined } : undefined));
-    if (!host) throw notFound(`host '${hostId}'`);
+    const host = await this.updateExisting(hostId, (prior) => ({ ...prior, cordoned: false, cordonReason: "", drain: undefined }));
     this.deps.log.info({ hostId }, "host uncordoned");
     return host;
   }
@@ -196,14 +191,12 @@ export class HostManager {
         throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}': label '${key}' is set by its agent (berth-agent --label), not by an operator: change it there`);
       }
     }
-    const host = await this.update(hostId, (prior) => {
-      if (!prior) return undefined;
+    const host = await this.updateExisting(hostId, (prior) => {
       const operatorLabels = { ...prior.operatorLabels };
       for (const key of remove) delete operatorLabels[key];
       Object.assign(operatorLabels, set);
       return { ...prior, operatorLabels, labels: hostLabelsOf(agentLabelsOf(prior), operatorLabels) };
     });
-    if (!host) throw notFound(`host '${hostId}'`);
     this.deps.log.info({ hostId, set, remove }, "host labels changed");
     return host;
   }
@@ -246,11 +239,20 @@ export class HostManager {
     if (this.deps.sessions.get(hostId)?.isLive) {
       throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}' is connected: only a host that is silent and known to be powered off can be confirmed down`);
     }
-    const host = await this.update(hostId, (prior) => (prior ? { ...prior, confirmedDown: true } : undefined));
-    if (!host) throw notFound(`host '${hostId}'`);
+    const host = await this.updateExisting(hostId, (prior) => ({ ...prior, confirmedDown: true }));
     this.deps.log.warn({ hostId }, "host confirmed down by an operator");
     await this.tick();
     return this.deps.state.host(hostId) ?? host;
+  }
+
+  /**
+   * {@link update} of a host that must exist: NOT_FOUND when there is no record, or when it was
+   * deleted meanwhile (`berth host delete`; nothing is written then).
+   */
+  private async updateExisting(hostId: string, mutate: (prior: Host) => Host): Promise<Host> {
+    const host = await this.update(hostId, (prior) => (prior ? mutate(prior) : undefined));
+    if (!host) throw notFound(`host '${hostId}'`);
+    return host;
   }
 
   /**
