@@ -16,7 +16,7 @@ const createCommand = (leaderEpoch: number, fence = false): Command => ({
   commandId: "c1",
   vmId,
   generation: 1,
-  migrationId: "",
+  migrationId: "", volumeId: "",
   leaderEpoch,
   action: { $case: "create", value: { name: "web-1", resources, start: true, fence } },
 });

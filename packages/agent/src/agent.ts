@@ -332,7 +332,7 @@ export class Agent {
         if (!domains) {
           const health = await this.driver.health();
           const message = health.available ? `the hypervisor answers but its domains cannot be listed: ${listError instanceof Error ? listError.message : String(listError)}` : health.message;
-          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: { available: false, message: message.slice(0, Limits.maxFactLength) }, vmUsage: [] } } });
+          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: { available: false, message: message.slice(0, Limits.maxFactLength) }, vmUsage: [], images: [], networks: [], volumes: [] } } });
           return;
         }
         const hypervisor = { available: true, message: "" };
@@ -347,7 +347,7 @@ export class Agent {
         }
         if (settled) return;
         if (!domains || resultsSent !== seen) {
-          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor, vmUsage: [] } } });
+          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor, vmUsage: [], images: [], networks: [], volumes: [] } } });
           return;
         }
         const usage = stats ? this.usage.observe(domains, stats, Date.now()) : usageOf(domains);
@@ -355,7 +355,7 @@ export class Agent {
         const signature = inventorySignature(domains);
         const inventory: Inventory | undefined = signature === lastInventory ? undefined : { domains };
         lastInventory = signature;
-        sendReport({ msg: { $case: "report", value: { usage, inventory, hypervisor, vmUsage } } });
+        sendReport({ msg: { $case: "report", value: { usage, inventory, hypervisor, vmUsage, images: [], networks: [], volumes: [] } } });
       };
       // Reports are periodic, and also prompt after the hypervisor's own events (a crash, a
       // libvirtd restart), coalesced so that a burst of events costs one report.
@@ -514,6 +514,9 @@ export class Agent {
       },
       hypervisor: { available: true, message: "" },
       clusterId: this.joining ?? this.clusterId,
+      images: [],
+      networks: [],
+      volumes: [],
     };
   }
 

@@ -10,7 +10,7 @@ const resources = { vcpus: 2, memoryMib: 2048, diskGib: 10 };
 const vmId = "6f1c2a9e-0000-4000-8000-000000000001";
 
 function command(generation: number, action: Command["action"], leaderEpoch = 7, commandId = `c${generation}`): Command {
-  return { commandId, vmId, generation, leaderEpoch, migrationId: "", action };
+  return { commandId, vmId, generation, leaderEpoch, migrationId: "", volumeId: "", action };
 }
 const create = (generation: number, start = true): Command =>
   command(generation, { $case: "create", value: { name: "web-1", resources, start, fence: false } });

@@ -68,7 +68,7 @@ export class CommandExecutor {
   }
 
   private async apply(command: Command, onProgress?: MigrationProgressSink): Promise<CommandResult> {
-    const base = { commandId: command.commandId, vmId: command.vmId, generation: command.generation, migrationId: command.migrationId, migrationTarget: undefined as MigrationTargetAddress | undefined };
+    const base = { commandId: command.commandId, vmId: command.vmId, generation: command.generation, migrationId: command.migrationId, volumeId: command.volumeId, migrationTarget: undefined as MigrationTargetAddress | undefined };
     const fail = (code: string, message: string, domain?: Domain): CommandResult => ({
       ...base,
       ok: false,
@@ -139,6 +139,10 @@ export class CommandExecutor {
           needsMigration();
           await this.driver.abortMigration(command.vmId);
           return { ...base, ok: true, errorCode: "", errorMessage: "", domain: await findDomain() };
+        case "setVolumes":
+        case "createVolume":
+        case "deleteVolume":
+          return fail(ErrorCode.FailedPrecondition, `${action.$case} is not supported by this agent yet`, existing);
       }
       if (domain.generation < command.generation) domain = await this.driver.setGeneration(command.vmId, command.generation);
       return { ...base, ok: true, errorCode: "", errorMessage: "", domain };

@@ -7,7 +7,7 @@ const RUNNING = DomainState.DOMAIN_STATE_RUNNING;
 const domain = (vmId: string, state = RUNNING, vcpus = 4): Domain => ({
   vmId,
   name: vmId,
-  fence: false,
+  fence: false, interfaces: [], volumeIds: [], imageId: "",
   state,
   generation: 1,
   resources: { vcpus, memoryMib: 4096, diskGib: 20 },

@@ -229,7 +229,7 @@ describe("VM views", () => {
 
 describe("failed attempts", () => {
   const status = (errorCode: string, message: string) =>
-    ({ phase: VmPhase.VM_PHASE_FAILED, errorCode, message, attempts: 1, nextAttemptAtMs: 0, permanent: false, updatedAtMs: 0, domainState: 0, observedGeneration: 0 });
+    ({ phase: VmPhase.VM_PHASE_FAILED, errorCode, message, attempts: 1, nextAttemptAtMs: 0, permanent: false, updatedAtMs: 0, domainState: 0, observedGeneration: 0, interfaces: [] });
 
   it("failureText is CODE: message, without repeating a code the message starts with", () => {
     expect(failureText(status("HYPERVISOR_UNAVAILABLE", "HYPERVISOR_UNAVAILABLE: busy"))).toBe("HYPERVISOR_UNAVAILABLE: busy");

@@ -121,6 +121,9 @@ describe("validateSpecFromFlags", () => {
     forbiddenHostLabels: {},
     pinnedHosts: [],
     onHostFailure: 0,
+    image: "",
+    networks: [],
+    volumes: [],
     ...over,
   });
 

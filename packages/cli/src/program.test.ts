@@ -201,7 +201,7 @@ describe("vm create --wait", () => {
 
   it("prints status.message and exits 7 when the VM reaches FAILED", async () => {
     const failed = vm("web-1", VmPhase.VM_PHASE_FAILED, {
-      status: { phase: VmPhase.VM_PHASE_FAILED, message: "host-1: disk image missing", updatedAtMs: NOW, domainState: 0, observedGeneration: 1, attempts: 1, errorCode: "INVALID_ARGUMENT", nextAttemptAtMs: 0, permanent: true },
+      status: { phase: VmPhase.VM_PHASE_FAILED, message: "host-1: disk image missing", updatedAtMs: NOW, interfaces: [], domainState: 0, observedGeneration: 1, attempts: 1, errorCode: "INVALID_ARGUMENT", nextAttemptAtMs: 0, permanent: true },
     });
     const s = await stub({
       createVm: () => ({ vm: vm("web-1", VmPhase.VM_PHASE_PENDING) }),

@@ -488,7 +488,7 @@ describe("vm show and --on-host-failure", () => {
                 r.name,
                 VmPhase.VM_PHASE_FAILED,
                 { attempts: 1, errorCode: "INVALID_ARGUMENT", message: "INVALID_ARGUMENT: bad image", permanent: true },
-                { spec: { name: r.name, labels: {}, requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], group: "", onHostFailure: HostFailurePolicy.HOST_FAILURE_POLICY_RESTART } },
+                { spec: { name: r.name, labels: {}, requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], image: "", networks: [], volumes: [], group: "", onHostFailure: HostFailurePolicy.HOST_FAILURE_POLICY_RESTART } },
               ),
             },
     });

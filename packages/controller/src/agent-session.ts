@@ -138,6 +138,7 @@ export class AgentSession {
           generation: planned.generation,
           leaderEpoch,
           migrationId,
+          volumeId: planned.volumeId ?? "",
           action: planned.action,
         },
       },

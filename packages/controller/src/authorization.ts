@@ -43,6 +43,18 @@ export const CLUSTER_ACCESS: Readonly<Record<keyof typeof ClusterServiceService,
   planRebalance: "read",
   applyRebalance: "change",
   watchEvents: "read",
+  createImage: "change",
+  listImages: "read",
+  getImage: "read",
+  deleteImage: "change",
+  createVolume: "change",
+  listVolumes: "read",
+  getVolume: "read",
+  deleteVolume: "change",
+  attachVolume: "change",
+  detachVolume: "change",
+  // A console types into the guest: a change.
+  attachConsole: "change",
 };
 
 /** The operator roles that may make a call of each access. */

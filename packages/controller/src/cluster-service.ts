@@ -264,6 +264,18 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
       return await leadingNow().rebalancer.apply(req.goal, req.maxMoves, req.metric, req.plan);
     }),
     watchEvents: (call) => void watchEvents(deps, leader, call),
+    // Filled in by the image, volume and console rooms (issue 13, in progress).
+    createImage: unary(async () => notYet("CreateImage")),
+    listImages: unary(async () => notYet("ListImages")),
+    getImage: unary(async () => notYet("GetImage")),
+    deleteImage: unary(async () => notYet("DeleteImage")),
+    createVolume: unary(async () => notYet("CreateVolume")),
+    listVolumes: unary(async () => notYet("ListVolumes")),
+    getVolume: unary(async () => notYet("GetVolume")),
+    deleteVolume: unary(async () => notYet("DeleteVolume")),
+    attachVolume: unary(async () => notYet("AttachVolume")),
+    detachVolume: unary(async () => notYet("DetachVolume")),
+    attachConsole: (call) => call.destroy(new Error("AttachConsole is not implemented yet")),
   };
 }
 
@@ -399,6 +411,10 @@ async function deleteGroup(deps: ClusterServiceDeps, writer: FencedWriter, name:
   });
   if (!result.succeeded) throw new BerthError(ErrorCode.Conflict, `group '${name}' changed meanwhile; retry`);
   await deps.state.groups.waitForRevision(result.revision);
+}
+
+function notYet(rpc: string): never {
+  throw new BerthError(ErrorCode.FailedPrecondition, `${rpc} is not implemented yet`);
 }
 
 async function watchEvents(

@@ -7,7 +7,7 @@ import { encodeMigration, encodeVm, Keys } from "./keys.js";
 const r = { vcpus: 2, memoryMib: 2048, diskGib: 10 };
 const vm = (name: string, hostId: string, group = ""): Vm => ({
   id: `id-${name}`,
-  spec: { name, resources: r, labels: {}, group, requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], onHostFailure: 0 },
+  spec: { name, resources: r, labels: {}, group, requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], image: "", networks: [], volumes: [], onHostFailure: 0 },
   desiredState: DesiredState.DESIRED_STATE_RUNNING,
   hostId,
   generation: 1,

@@ -103,7 +103,7 @@ export const helloFor = (hostId: string, bootId = "boot-a", over: Partial<Hello>
   reserved: undefined,
   facts: undefined,
   hypervisor: undefined,
-  clusterId: "",
+  clusterId: "", images: [], networks: [], volumes: [],
   ...over,
 });
 
@@ -169,7 +169,7 @@ export function operatorApi(cleanups: Cleanups, address: string, as: { role: Pee
 
 /** An answer to `command` as a fake agent would give it: ok with the domain, or failed with `code`. */
 export function resultFor(command: Command, outcome: { ok: true; domain?: Partial<Domain> } | { ok: false; code: string; message?: string }): CommandResult {
-  const base = { commandId: command.commandId, vmId: command.vmId, generation: command.generation, migrationId: command.migrationId, migrationTarget: undefined };
+  const base = { commandId: command.commandId, vmId: command.vmId, generation: command.generation, migrationId: command.migrationId, volumeId: command.volumeId, migrationTarget: undefined };
   if (!outcome.ok) return { ...base, ok: false, errorCode: outcome.code, errorMessage: outcome.message ?? "injected", domain: undefined };
   if (command.action?.$case === "delete") return { ...base, ok: true, errorCode: "", errorMessage: "", domain: undefined };
   const running = command.action?.$case === "start" || (command.action?.$case === "create" && command.action.value.start);
@@ -179,6 +179,6 @@ export function resultFor(command: Command, outcome: { ok: true; domain?: Partia
     ok: true,
     errorCode: "",
     errorMessage: "",
-    domain: { vmId: command.vmId, name: create?.name ?? "vm", state: running ? 2 : 1, generation: command.generation, resources: create?.resources, fence: create?.fence ?? false, ...outcome.domain },
+    domain: { vmId: command.vmId, name: create?.name ?? "vm", state: running ? 2 : 1, generation: command.generation, resources: create?.resources, fence: create?.fence ?? false, interfaces: [], volumeIds: [], imageId: "", ...outcome.domain },
   };
 }

@@ -19,7 +19,7 @@ const drain = (over: Partial<DrainStatus> = {}): DrainStatus => ({
 });
 const vm = (name: string, desiredState = DesiredState.DESIRED_STATE_RUNNING): Vm => ({
   id: `id-${name}`,
-  spec: { name, resources: { vcpus: 1, memoryMib: 512, diskGib: 1 }, labels: {}, group: "", requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], onHostFailure: 0 },
+  spec: { name, resources: { vcpus: 1, memoryMib: 512, diskGib: 1 }, labels: {}, group: "", requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], image: "", networks: [], volumes: [], onHostFailure: 0 },
   desiredState,
   hostId: "h1",
   generation: 1,

@@ -129,7 +129,7 @@ describe("eventsOf (pure)", () => {
 
   describe("a failure is told once", () => {
     const failed = (code: string, attempts: number, generation = 1) =>
-      vm({ generation, status: { phase: VmPhase.VM_PHASE_FAILED, errorCode: code, attempts, message: `${code}: no such image`, observedGeneration: 0, domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, updatedAtMs: NOW, nextAttemptAtMs: NOW + 1000, permanent: false } });
+      vm({ generation, status: { phase: VmPhase.VM_PHASE_FAILED, errorCode: code, attempts, message: `${code}: no such image`, observedGeneration: 0, domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, updatedAtMs: NOW, interfaces: [], nextAttemptAtMs: NOW + 1000, permanent: false } });
     const pending = (generation = 1) => vm({ generation }, VmPhase.VM_PHASE_PENDING);
     /** The events of a sequence of records, each change from the one before. */
     const story = (...records: Vm[]): ClusterEvent[] => records.slice(1).flatMap((after, i) => eventsOf({ kind: "vm", before: records[i], after, revision: i + 1 }, NOW));
@@ -153,7 +153,7 @@ describe("eventsOf (pure)", () => {
     });
 
     it("a crash is VmFailed \"crashed\"; a crashed VM back from UNKNOWN as it was is no new one", () => {
-      const crashed = vm({ status: { phase: VmPhase.VM_PHASE_FAILED, domainState: DomainState.DOMAIN_STATE_CRASHED, message: "domain crashed", observedGeneration: 1, updatedAtMs: NOW, attempts: 0, errorCode: "", nextAttemptAtMs: 0, permanent: false } });
+      const crashed = vm({ status: { phase: VmPhase.VM_PHASE_FAILED, domainState: DomainState.DOMAIN_STATE_CRASHED, message: "domain crashed", observedGeneration: 1, updatedAtMs: NOW, interfaces: [], attempts: 0, errorCode: "", nextAttemptAtMs: 0, permanent: false } });
       const unknown = vm({ status: { ...crashed.status!, phase: VmPhase.VM_PHASE_UNKNOWN, message: "host not connected" } });
       const events = story(vm(), crashed, unknown, crashed);
       expect(events.map((e) => [e.reason, e.message])).toEqual([
@@ -165,7 +165,7 @@ describe("eventsOf (pure)", () => {
 
   it("a VM back from UNKNOWN as it was (same observed generation and domain state: its host reconnected) makes no event; one that changed meanwhile does", () => {
     const R = DomainState.DOMAIN_STATE_RUNNING;
-    const seen = (phase: VmPhase, domainState: DomainState, observedGeneration = 1) => vm({ status: { phase, domainState, observedGeneration, updatedAtMs: NOW, message: "", attempts: 0, errorCode: "", nextAttemptAtMs: 0, permanent: false } });
+    const seen = (phase: VmPhase, domainState: DomainState, observedGeneration = 1) => vm({ status: { phase, domainState, observedGeneration, updatedAtMs: NOW, interfaces: [], message: "", attempts: 0, errorCode: "", nextAttemptAtMs: 0, permanent: false } });
     const change = (before: Vm, after: Vm) => reasons(eventsOf({ kind: "vm", before, after, revision: 1 }, NOW));
     expect(change(seen(VmPhase.VM_PHASE_RUNNING, R), seen(VmPhase.VM_PHASE_UNKNOWN, R))).toEqual(["VmUnknown"]);
     expect(change(seen(VmPhase.VM_PHASE_UNKNOWN, R), seen(VmPhase.VM_PHASE_RUNNING, R))).toEqual([]);

@@ -36,7 +36,7 @@ async function cluster(n: number, capacity = { vcpus: 16, memoryMib: 16 * 1024, 
       cleanups.push(() => call.cancel());
       const welcomed = new Promise((resolve) => call.once("data", resolve));
       const hostId = `host-${String(i + 1).padStart(2, "0")}`;
-      call.write({ msg: { $case: "hello", value: { hostId, bootId: `boot-${i}`, capacity, labels: {}, inventory: { domains: [] }, agentVersion: "t", driver: "fake", lastLeaderEpoch: 0, clusterId: "" } } });
+      call.write({ msg: { $case: "hello", value: { hostId, bootId: `boot-${i}`, capacity, labels: {}, inventory: { domains: [] }, agentVersion: "t", driver: "fake", lastLeaderEpoch: 0, clusterId: "" , images: [], networks: [], volumes: []} } });
       return welcomed;
     }),
   );
@@ -63,7 +63,7 @@ const spec = (name: string, group: string, vcpus = 1, memoryMib = 1024): VmSpec 
   requiredHostLabels: {},
   forbiddenHostLabels: {},
   onHostFailure: 0,
-  pinnedHosts: [],
+  pinnedHosts: [], image: "", networks: [], volumes: [],
 });
 
 function split(results: PromiseSettledResult<{ vm?: Vm }>[]) {

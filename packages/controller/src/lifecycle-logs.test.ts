@@ -192,7 +192,7 @@ describe("VM lifecycle logs", () => {
     const { log, lines } = capturingLog();
     const { controller, address } = await startController(cleanups, new MemoryStore(), { reportIntervalMs: REPORT_MS }, log);
     await waitFor("leadership", () => controller.isLeader);
-    const stray = { vmId: "00000000-0000-4000-8000-000000000001", name: "stray", state: DomainState.DOMAIN_STATE_RUNNING, generation: 7, resources: { vcpus: 1, memoryMib: 512, diskGib: 1 }, fence: false };
+    const stray = { vmId: "00000000-0000-4000-8000-000000000001", name: "stray", state: DomainState.DOMAIN_STATE_RUNNING, generation: 7, resources: { vcpus: 1, memoryMib: 512, diskGib: 1 }, fence: false, interfaces: [], volumeIds: [], imageId: "" };
     const agent = rawAgent(cleanups, address, helloFor("h1", "boot-a", { inventory: { domains: [stray] } }));
     await agent.first;
     const operator = api(address);
@@ -216,7 +216,7 @@ describe("lifecycleLine (an event as a line)", () => {
   const lines = (change: RecordChange) => eventsOf(change, NOW).map((e) => [e.reason, lifecycleLine(e, change)] as const);
 
   it("a VM event's line: its message, WARN for a WARNING, the fields from the record it came from", () => {
-    const failed = record({ status: { phase: VmPhase.VM_PHASE_FAILED, errorCode: "IMAGE_NOT_FOUND", attempts: 1, permanent: true, message: "IMAGE_NOT_FOUND: gone", domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, observedGeneration: 3, updatedAtMs: NOW, nextAttemptAtMs: 0 } });
+    const failed = record({ status: { phase: VmPhase.VM_PHASE_FAILED, errorCode: "IMAGE_NOT_FOUND", attempts: 1, permanent: true, message: "IMAGE_NOT_FOUND: gone", domainState: DomainState.DOMAIN_STATE_UNSPECIFIED, observedGeneration: 3, updatedAtMs: NOW, interfaces: [], nextAttemptAtMs: 0 } });
     expect(lines({ kind: "vm", before: record(), after: failed, revision: 5 })).toEqual([
       ["VmFailed", { level: "warn", fields: { vm: "web-1", vmId: "id-1", host: "h1", generation: 3, reason: "VmFailed", errorCode: "IMAGE_NOT_FOUND", attempts: 1, permanent: true }, msg: "VM failed on h1 (IMAGE_NOT_FOUND): IMAGE_NOT_FOUND: gone" }],
     ]);

@@ -18,7 +18,7 @@ const host = (id: string, over: Partial<Host> = {}): Host =>
   Host.fromPartial({ id, state: HostState.HOST_STATE_READY, capacity: { vcpus: 8, memoryMib: 16384, diskGib: 100 }, ...over });
 const vm = (name: string, hostId: string, phase: VmPhase): Vm => ({
   id: `id-${name}`,
-  spec: { name, resources: size, labels: {}, group: "", requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], onHostFailure: 0 },
+  spec: { name, resources: size, labels: {}, group: "", requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], image: "", networks: [], volumes: [], onHostFailure: 0 },
   desiredState: DesiredState.DESIRED_STATE_RUNNING,
   hostId,
   generation: 1,

@@ -21,7 +21,7 @@ interface World {
 
 const VM: Vm = {
   id: "11111111-1111-4111-8111-111111111111",
-  spec: { name: "web", resources: { vcpus: 1, memoryMib: 1024, diskGib: 1 }, labels: {}, group: "", requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], onHostFailure: 0 },
+  spec: { name: "web", resources: { vcpus: 1, memoryMib: 1024, diskGib: 1 }, labels: {}, group: "", requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], image: "", networks: [], volumes: [], onHostFailure: 0 },
   desiredState: DesiredState.DESIRED_STATE_RUNNING,
   hostId: "a",
   generation: 1,
@@ -31,7 +31,7 @@ const VM: Vm = {
   requestId: "",
 };
 
-const domain = (state: DomainState): Domain => ({ vmId: VM.id, name: "web", state, generation: 1, resources: VM.spec!.resources, fence: false });
+const domain = (state: DomainState): Domain => ({ vmId: VM.id, name: "web", state, generation: 1, resources: VM.spec!.resources, fence: false, interfaces: [], volumeIds: [], imageId: "" });
 
 /** One random event between two steps. */
 type Fault = "none" | "lose-results" | "source-down" | "source-up" | "target-down" | "target-up" | "new-leader" | "abort" | "stop-vm" | "migrate-fails";

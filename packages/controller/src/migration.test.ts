@@ -5,7 +5,7 @@ import { admitMigrations, migrationDeadline, stepMigration, withProgress, type M
 const NOW = 1_000_000;
 const vm: Vm = {
   id: "11111111-1111-4111-8111-111111111111",
-  spec: { name: "web", resources: { vcpus: 1, memoryMib: 1024, diskGib: 10 }, labels: {}, group: "", requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], onHostFailure: 0 },
+  spec: { name: "web", resources: { vcpus: 1, memoryMib: 1024, diskGib: 10 }, labels: {}, group: "", requiredHostLabels: {}, forbiddenHostLabels: {}, pinnedHosts: [], image: "", networks: [], volumes: [], onHostFailure: 0 },
   desiredState: DesiredState.DESIRED_STATE_RUNNING,
   hostId: "a",
   generation: 3,
@@ -14,7 +14,7 @@ const vm: Vm = {
   forceStop: false,
   requestId: "",
 };
-const domain = (state = DomainState.DOMAIN_STATE_RUNNING, generation = 3): Domain => ({ vmId: vm.id, name: "web", state, generation, resources: vm.spec!.resources, fence: false });
+const domain = (state = DomainState.DOMAIN_STATE_RUNNING, generation = 3): Domain => ({ vmId: vm.id, name: "web", state, generation, resources: vm.spec!.resources, fence: false, interfaces: [], volumeIds: [], imageId: "" });
 const here = (d: Domain | undefined): MigrationSide => ({ connected: true, fenced: false, domain: d, awayMs: 0 });
 const away = (ms = 1000): MigrationSide => ({ connected: false, fenced: false, domain: undefined, awayMs: ms });
 const fenced: MigrationSide = { connected: false, fenced: true, domain: undefined, awayMs: 60_000 };

@@ -95,7 +95,7 @@ const spec = (name: string, over: Partial<VmSpec> = {}): VmSpec => ({
   group: "",
   requiredHostLabels: {},
   forbiddenHostLabels: {},
-  pinnedHosts: [],
+  pinnedHosts: [], image: "", networks: [], volumes: [],
   onHostFailure: 0,
   ...over,
 });

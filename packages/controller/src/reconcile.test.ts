@@ -7,7 +7,7 @@ function vm(id: string, desiredState: DesiredState, generation = 1, forceStop = 
   return { id, spec: VmSpec.fromPartial({ name: `vm-${id}`, resources }), desiredState, hostId: "h1", generation, status: undefined, createdAtMs: 0, forceStop, requestId: "" };
 }
 function domain(vmId: string, state: DomainState, generation = 1): Domain {
-  return { vmId, name: `vm-${vmId}`, state, generation, resources, fence: false };
+  return { vmId, name: `vm-${vmId}`, state, generation, resources, fence: false, interfaces: [], volumeIds: [], imageId: "" };
 }
 const R = DesiredState.DESIRED_STATE_RUNNING;
 const S = DesiredState.DESIRED_STATE_STOPPED;
@@ -136,6 +136,12 @@ describe("observedStatus", () => {
     expect(sameStatus(a, { ...a, updatedAtMs: 99 })).toBe(true);
     expect(sameStatus(a, { ...a, phase: VmPhase.VM_PHASE_RUNNING })).toBe(false);
     expect(sameStatus(undefined, a)).toBe(false);
+    // A NIC's address learnt is a change worth writing (vm show prints it).
+    const nic = { network: "default", mac: "52:54:00:00:00:01", ipAddresses: [], addressSource: "" };
+    const b = { ...a, interfaces: [nic] };
+    expect(sameStatus(a, b)).toBe(false);
+    expect(sameStatus(b, { ...b, interfaces: [{ ...nic, ipAddresses: ["10.0.0.2"], addressSource: "lease" }] })).toBe(false);
+    expect(sameStatus(b, { ...b, interfaces: [{ ...nic }] })).toBe(true);
   });
 });
 
@@ -143,7 +149,7 @@ describe("migratingStatus", () => {
   it("says where the VM goes and how far, keeping what was observed", () => {
     const vm = { id: "v", status: { phase: VmPhase.VM_PHASE_RUNNING, domainState: DomainState.DOMAIN_STATE_RUNNING, observedGeneration: 4, message: "", updatedAtMs: 1, attempts: 2, errorCode: "X", nextAttemptAtMs: 9, permanent: false } } as unknown as Vm;
     const status = migratingStatus(vm, undefined, { targetHost: "h2", phase: "migrating" }, 50);
-    expect(status).toEqual({ phase: VmPhase.VM_PHASE_MIGRATING, domainState: DomainState.DOMAIN_STATE_RUNNING, observedGeneration: 4, message: "migrating to h2 (migrating)", updatedAtMs: 50, attempts: 0, errorCode: "", nextAttemptAtMs: 0, permanent: false });
+    expect(status).toEqual({ phase: VmPhase.VM_PHASE_MIGRATING, domainState: DomainState.DOMAIN_STATE_RUNNING, observedGeneration: 4, message: "migrating to h2 (migrating)", updatedAtMs: 50, attempts: 0, errorCode: "", nextAttemptAtMs: 0, permanent: false, interfaces: [] });
     expect(migratingStatus(vm, undefined, undefined, 50).message).toBe("migrated");
   });
 });

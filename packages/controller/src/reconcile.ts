@@ -4,6 +4,7 @@ import {
   VmPhase,
   type Command,
   type Domain,
+  type NetworkInterface,
   type Vm,
   type VmStatus,
 } from "@berth/api";
@@ -19,6 +20,8 @@ export interface PlannedCommand {
   action: DomainAction;
   /** Set on the commands of a migration (the migration manager's, never the host plan's). */
   migrationId?: string;
+  /** Set on volume commands (create_volume, delete_volume), whose vmId is then "". */
+  volumeId?: string;
 }
 
 /**
@@ -196,6 +199,8 @@ export function observedStatus(
     errorCode: "",
     nextAttemptAtMs: 0,
     permanent: false,
+    // Addresses are kept while the host is away or the domain is being made: the last known.
+    interfaces: domain?.interfaces ?? previous?.interfaces ?? [],
   };
   if (!hostConnected) {
     // Nothing is known until the host is back; keep the last observation for the operator.
@@ -248,6 +253,7 @@ export function migratingStatus(vm: Vm, domain: Domain | undefined, migration: {
     errorCode: "",
     nextAttemptAtMs: 0,
     permanent: false,
+    interfaces: domain?.interfaces ?? vm.status?.interfaces ?? [],
   };
 }
 
@@ -262,6 +268,17 @@ export function sameStatus(a: VmStatus | undefined, b: VmStatus): boolean {
     a.attempts === b.attempts &&
     a.errorCode === b.errorCode &&
     a.nextAttemptAtMs === b.nextAttemptAtMs &&
-    a.permanent === b.permanent
+    a.permanent === b.permanent &&
+    sameInterfaces(a.interfaces, b.interfaces)
+  );
+}
+
+function sameInterfaces(a: readonly NetworkInterface[], b: readonly NetworkInterface[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every((x, i) => {
+      const y = b[i]!;
+      return x.network === y.network && x.mac === y.mac && x.addressSource === y.addressSource && x.ipAddresses.join(",") === y.ipAddresses.join(",");
+    })
   );
 }

@@ -17,7 +17,7 @@ afterEach(async () => {
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const domain = (vmId: string, state = DomainState.DOMAIN_STATE_RUNNING): Domain => ({ vmId, name: `old-${vmId.slice(0, 4)}`, state, generation: 3, resources: { vcpus: 1, memoryMib: 512, diskGib: 1 }, fence: false });
+const domain = (vmId: string, state = DomainState.DOMAIN_STATE_RUNNING): Domain => ({ vmId, name: `old-${vmId.slice(0, 4)}`, state, generation: 3, resources: { vcpus: 1, memoryMib: 512, diskGib: 1 }, fence: false, interfaces: [], volumeIds: [], imageId: "" });
 const ID_A = "00000000-0000-4000-8000-00000000000a";
 const ID_B = "00000000-0000-4000-8000-00000000000b";
 

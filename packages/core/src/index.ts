@@ -14,3 +14,4 @@ export * from "./tls.js";
 export * from "./pki.js";
 export * from "./version.js";
 export * from "./admin-http.js";
+export * from "./nic.js";

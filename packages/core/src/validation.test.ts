@@ -11,7 +11,7 @@ const spec = (over: Partial<VmSpec> = {}): VmSpec => ({
   group: "",
   requiredHostLabels: {},
   forbiddenHostLabels: {},
-  pinnedHosts: [],
+  pinnedHosts: [], image: "", networks: [], volumes: [],
   onHostFailure: 0,
   ...over,
 });
@@ -61,7 +61,7 @@ describe("validateHello", () => {
     agentVersion: "x",
     driver: "fake",
     lastLeaderEpoch: 0,
-    clusterId: "",
+    clusterId: "", images: [], networks: [], volumes: [],
     ...over,
   });
   it("accepts a good Hello and refuses bad fields by name", () => {
@@ -69,7 +69,7 @@ describe("validateHello", () => {
     expect(() => validateHello(hello({ hostId: "Host 1" }))).toThrow(/^hello\.host_id:/);
     expect(() => validateHello(hello({ bootId: "" }))).toThrow(/^hello\.boot_id:/);
     expect(() => validateHello(hello({ capacity: undefined }))).toThrow(/^hello\.capacity: is required/);
-    const domains = Array.from({ length: Limits.maxDomainsPerHost + 1 }, (_, i) => ({ vmId: `${i}`, name: "x", state: 2, generation: 1, resources: undefined, fence: false }));
+    const domains = Array.from({ length: Limits.maxDomainsPerHost + 1 }, (_, i) => ({ vmId: `${i}`, name: "x", state: 2, generation: 1, resources: undefined, fence: false, interfaces: [], volumeIds: [], imageId: "" }));
     expect(() => validateHello(hello({ inventory: { domains } }))).toThrow(/^hello\.inventory\.domains: at most/);
   });
   it("bounds the host facts and the hypervisor status", () => {

@@ -1,4 +1,4 @@
-import type { Domain, DomainState, Resources } from "@berth/api";
+import type { CloudInitSeed, Domain, DomainState, HostImage, HostNetwork, HostVolume, ImageRef, NicSpec, Resources, VolumeRef } from "@berth/api";
 
 /** A NUMA cell of the host, when the hypervisor knows its topology. */
 export interface NumaCell {
@@ -40,6 +40,54 @@ export interface DomainSpec {
    * Recorded with the domain (`Domain.fence`). Default false.
    */
   fence?: boolean;
+  /**
+   * The base image of the domain's disk: the disk is a copy-on-write layer of
+   * `resources.diskGib` over the host's one copy of the image (`ensureImage` fetches it first when
+   * the host has none). INVALID_ARGUMENT (field `image`) when the image's virtual size is larger than
+   * the disk, or the disk is 0. Recorded with the domain (`Domain.imageId`). Default: a blank disk.
+   */
+  image?: ImageRef;
+  /**
+   * One virtio NIC per entry, in order, on the named network (one of `listNetworks()`), with the
+   * given MAC. INVALID_ARGUMENT (field `nics[i].network`) for a network the host does not offer.
+   * Reported back with their addresses in `Domain.interfaces`.
+   */
+  nics?: NicSpec[];
+  /**
+   * A NoCloud seed for the guest's cloud-init (rendered by `renderNoCloudSeed`), attached as a
+   * CD-ROM labelled "cidata"; deleted with the domain's own volumes.
+   */
+  cloudInit?: CloudInitSeed;
+  /** Data volumes to attach at definition (created in the pool when missing); see `setVolumes`. */
+  volumes?: VolumeRef[];
+}
+
+/** The options of `openConsole`. */
+export interface ConsoleOptions {
+  /** Take the console from a session that holds it (that one is closed), as `virsh console --force`. */
+  force?: boolean;
+}
+
+/** Why a console session ended: undefined when closed by `close()`. */
+export interface ConsoleEnd {
+  /** A BerthError code, e.g. FAILED_PRECONDITION when the domain stopped or another session took over. */
+  code: string;
+  message: string;
+}
+
+/**
+ * One session on a domain's serial console: bytes both ways, as a serial line carries them (no
+ * line editing or echo added here: what the guest echoes comes back).
+ */
+export interface ConsoleConnection {
+  /** Keystrokes for the guest. Ignored once closed. */
+  write(data: Uint8Array): void;
+  /** What the guest writes from now on (nothing from before the session is replayed). */
+  onData(listener: (data: Uint8Array) => void): void;
+  /** Called once, when the session ends for any reason (after `close()`: with undefined). */
+  onEnd(listener: (end: ConsoleEnd | undefined) => void): void;
+  /** Ends the session. Idempotent. */
+  close(): void;
 }
 
 /** The host's watchdog as the driver keeps it. */
@@ -254,6 +302,50 @@ export interface HypervisorDriver {
   clearWatchdog(): Promise<void>;
   /** The watchdog's deadline (0: disarmed) and when it fired (see `WatchdogStatus`); a passed deadline fires first. Never throws. */
   watchdog(): Promise<WatchdogStatus>;
+
+  // ---- images, networks, data volumes, console (what makes a VM usable) -------------------------
+
+  /** The base images this host holds (one copy each, shared by every domain over it), sorted by id. Read-only. */
+  listImages(): Promise<HostImage[]>;
+  /**
+   * Makes the host hold the image: fetches it from `ref.source` (an http(s) URL, a file:// URL or
+   * an absolute path) when missing, checks `ref.sha256` when given, and keeps it in the pool under
+   * its id. Idempotent: a held image returns at once; concurrent calls for one image share one
+   * fetch. Nothing is left behind by a failed fetch. Errors: INVALID_ARGUMENT (a bad source or
+   * format, naming `image.source`/`image.format`), NOT_FOUND (the source has no such file),
+   * FAILED_PRECONDITION (checksum mismatch, or not an image of that format), UNAVAILABLE (the
+   * source did not answer), DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (the pool is full).
+   */
+  ensureImage(ref: ImageRef): Promise<HostImage>;
+  /** The networks this host offers NICs (libvirt networks and bridges), sorted by name. Read-only. */
+  listNetworks(): Promise<HostNetwork[]>;
+  /** The data volumes in this host's pool (made by `createVolume` or a definition), sorted by id. Read-only. */
+  listVolumes(): Promise<HostVolume[]>;
+  /**
+   * Makes a data volume of `ref.sizeGib` in the pool, empty. Idempotent: an existing volume of that
+   * id is returned (FAILED_PRECONDITION if its size differs). RESOURCE_EXHAUSTED when the pool is full.
+   */
+  createVolume(ref: VolumeRef): Promise<HostVolume>;
+  /**
+   * Deletes a data volume and its data. Idempotent: absent is success. FAILED_PRECONDITION while a
+   * domain has it attached.
+   */
+  deleteVolume(volumeId: string): Promise<void>;
+  /**
+   * Attaches and detaches data volumes so that exactly `volumes` are attached to the domain, in
+   * order, creating missing ones in the pool; live (hot-plug) while the domain runs, and in its
+   * definition either way. Detached volumes stay in the pool with their data. Idempotent.
+   * NOT_FOUND if undefined; FAILED_PRECONDITION if a volume is attached to another domain.
+   * `delete` (and `deleteVolumes`) never delete data volumes: they are detached and kept.
+   * A migration carries the attached volumes to the destination (which `prepareIncoming` readies
+   * from `spec.volumes`) and removes them here once it has committed.
+   */
+  setVolumes(vmId: string, volumes: VolumeRef[]): Promise<Domain>;
+  /**
+   * Attaches to the domain's serial console. Errors: NOT_FOUND (no such domain), FAILED_PRECONDITION
+   * (not running, or another session holds the console and `force` is not set).
+   */
+  openConsole(vmId: string, options?: ConsoleOptions): Promise<ConsoleConnection>;
 
   /** Stops following events and releases resources (files, connections, child processes). Idempotent. */
   close(): Promise<void>;

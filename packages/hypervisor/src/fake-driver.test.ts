@@ -1118,7 +1118,7 @@ describe("FakeDriver: fencing (watchdog)", () => {
   });
 
   it("the rule is pure: effectiveFakeDomains / effectiveFakeState", () => {
-    const vm = (n: number, state: DomainState, fence: boolean): Domain => ({ vmId: spec(n).vmId, name: `vm-${n}`, state, generation: 1, resources: spec(n).resources, fence });
+    const vm = (n: number, state: DomainState, fence: boolean): Domain => ({ vmId: spec(n).vmId, name: `vm-${n}`, state, generation: 1, resources: spec(n).resources, fence, interfaces: [], volumeIds: [], imageId: "" });
     const state = {
       domains: [vm(1, RUNNING, true), vm(2, PAUSED, true), vm(3, RUNNING, false), vm(4, CRASHED, true), vm(5, RUNNING, true)],
       watchdog: { deadlineMs: 100, firedAtMs: 7 },

@@ -1,3 +1,5 @@
+import type { HostImage, HostNetwork, HostVolume, ImageRef, VolumeRef } from "@berth/api";
+import type { ConsoleConnection, ConsoleOptions } from "./driver.js";
 import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, unlinkSync } from "node:fs";
 import { unlink } from "node:fs/promises";
@@ -471,6 +473,9 @@ export class FakeDriver implements HypervisorDriver {
         state: SHUTOFF,
         generation: spec.generation,
         resources: { vcpus: spec.resources.vcpus, memoryMib: spec.resources.memoryMib, diskGib: spec.resources.diskGib },
+        interfaces: [],
+        volumeIds: [],
+        imageId: "",
       };
       this.domains.set(spec.vmId, domain);
       // The vmId is here again: a record of it leaving no longer commits anything.
@@ -1116,6 +1121,38 @@ export class FakeDriver implements HypervisorDriver {
   }
 
   /** Stops timers and events, wakes waiting stops (they reject), waits for pending writes; then calls reject with HYPERVISOR_UNAVAILABLE. Idempotent. */
+  // ---- images, networks, data volumes, console: being implemented (issue 13) ------------------
+
+  async listImages(): Promise<HostImage[]> {
+    return [];
+  }
+
+  async ensureImage(ref: ImageRef): Promise<HostImage> {
+    throw new BerthError(ErrorCode.FailedPrecondition, `images are not supported by this driver yet (image ${ref.name})`);
+  }
+
+  async listNetworks(): Promise<HostNetwork[]> {
+    return [];
+  }
+
+  async listVolumes(): Promise<HostVolume[]> {
+    return [];
+  }
+
+  async createVolume(ref: VolumeRef): Promise<HostVolume> {
+    throw new BerthError(ErrorCode.FailedPrecondition, `data volumes are not supported by this driver yet (volume ${ref.name})`);
+  }
+
+  async deleteVolume(_volumeId: string): Promise<void> {}
+
+  async setVolumes(vmId: string, _volumes: VolumeRef[]): Promise<Domain> {
+    throw new BerthError(ErrorCode.FailedPrecondition, `data volumes are not supported by this driver yet (domain ${vmId})`);
+  }
+
+  async openConsole(vmId: string, _options?: ConsoleOptions): Promise<ConsoleConnection> {
+    throw new BerthError(ErrorCode.FailedPrecondition, `the console is not supported by this driver yet (domain ${vmId})`);
+  }
+
   async close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;

@@ -345,7 +345,7 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
     if (!res) throw corrupt(`domains[${i}].resources is not a resource vector`);
     // Before v3 nothing was fenced; in v3 the field is written for every domain.
     if (v3 ? typeof fence !== "boolean" : fence !== undefined) throw corrupt(`domains[${i}].fence is not a boolean${v3 ? "" : ` (no fence before ${FAKE_STATE_FORMAT})`}`);
-    out.domains.push({ vmId, name, state: parsedState, generation, resources: res, fence: fence === true });
+    out.domains.push({ vmId, name, state: parsedState, generation, resources: res, fence: fence === true, interfaces: [], volumeIds: [], imageId: "" });
     if (run !== undefined) {
       const rt = parseRuntime(run);
       if (!rt) throw corrupt(`domains[${i}].run is not a runtime record`);
@@ -495,7 +495,7 @@ export function readHandoff(stateDir: string, vmId: string): FakeHandoff | undef
   return {
     vmId,
     ...(v2 ? { from: from as string, nonce: nonce as string } : {}),
-    domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res, fence },
+    domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res, fence, interfaces: [], volumeIds: [], imageId: "" },
     memoryUsedMib: mem,
     load,
     sentAtMs: sent,

@@ -41,6 +41,7 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     3: { name: "result", type: "message", message: "berth.v1.CommandResult" },
     4: { name: "heartbeat", type: "message", message: "berth.v1.AgentHeartbeat" },
     5: { name: "migration_progress", type: "message", message: "berth.v1.MigrationProgressReport" },
+    6: { name: "console", type: "message", message: "berth.v1.ConsoleOutput" },
   },
   "berth.v1.AllocationRatio": {
     1: { name: "vcpus", type: "double" },
@@ -57,6 +58,32 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     1: { name: "plan", type: "message", message: "berth.v1.RebalancePlan" },
     2: { name: "migrations", type: "message", repeated: true, message: "berth.v1.Migration" },
     3: { name: "skipped", type: "message", repeated: true, message: "berth.v1.SkippedMove" },
+  },
+  "berth.v1.AttachConsoleRequest": {
+    1: { name: "open", type: "message", message: "berth.v1.ConsoleAttach" },
+    2: { name: "input", type: "bytes" },
+  },
+  "berth.v1.AttachConsoleResponse": {
+    1: { name: "attached", type: "message", message: "berth.v1.ConsoleAttached" },
+    2: { name: "output", type: "bytes" },
+  },
+  "berth.v1.AttachVolumeRequest": {
+    1: { name: "volume", type: "string" },
+    2: { name: "vm", type: "string" },
+  },
+  "berth.v1.AttachVolumeResponse": {
+    1: { name: "volume", type: "message", message: "berth.v1.Volume" },
+    2: { name: "vm", type: "message", message: "berth.v1.Vm" },
+  },
+  "berth.v1.CloudInit": {
+    1: { name: "ssh_authorized_keys", type: "string", repeated: true },
+    2: { name: "user_data", type: "string" },
+  },
+  "berth.v1.CloudInitSeed": {
+    1: { name: "instance_id", type: "string" },
+    2: { name: "hostname", type: "string" },
+    3: { name: "ssh_authorized_keys", type: "string", repeated: true },
+    4: { name: "user_data", type: "string" },
   },
   "berth.v1.ClusterConfig": {
     1: { name: "scheduler", type: "message", message: "berth.v1.SchedulerConfig" },
@@ -85,6 +112,7 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     3: { name: "generation", type: "uint64" },
     4: { name: "leader_epoch", type: "uint64" },
     5: { name: "migration_id", type: "string" },
+    6: { name: "volume_id", type: "string" },
     10: { name: "create", type: "message", message: "berth.v1.CreateDomain" },
     11: { name: "start", type: "message", message: "berth.v1.StartDomain" },
     12: { name: "stop", type: "message", message: "berth.v1.StopDomain" },
@@ -93,6 +121,9 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     15: { name: "migrate_out", type: "message", message: "berth.v1.MigrateOut" },
     16: { name: "finish_migration", type: "message", message: "berth.v1.FinishMigration" },
     17: { name: "abort_migration", type: "message", message: "berth.v1.AbortMigration" },
+    18: { name: "set_volumes", type: "message", message: "berth.v1.SetVolumes" },
+    19: { name: "create_volume", type: "message", message: "berth.v1.CreateVolume" },
+    20: { name: "delete_volume", type: "message", message: "berth.v1.DeleteVolume" },
   },
   "berth.v1.CommandResult": {
     1: { name: "command_id", type: "string" },
@@ -104,6 +135,7 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     7: { name: "domain", type: "message", message: "berth.v1.Domain" },
     8: { name: "migration_target", type: "message", message: "berth.v1.MigrationTargetAddress" },
     9: { name: "migration_id", type: "string" },
+    10: { name: "volume_id", type: "string" },
   },
   "berth.v1.ConfirmHostDownRequest": {
     1: { name: "host_id", type: "string" },
@@ -111,12 +143,43 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.ConfirmHostDownResponse": {
     1: { name: "host", type: "message", message: "berth.v1.Host" },
   },
+  "berth.v1.ConsoleAttach": {
+    1: { name: "vm", type: "string" },
+    2: { name: "force", type: "bool" },
+  },
+  "berth.v1.ConsoleAttached": {
+    1: { name: "vm_id", type: "string" },
+    2: { name: "host_id", type: "string" },
+  },
+  "berth.v1.ConsoleClose": {},
+  "berth.v1.ConsoleClosed": {
+    1: { name: "error_code", type: "string" },
+    2: { name: "message", type: "string" },
+  },
+  "berth.v1.ConsoleControl": {
+    1: { name: "session_id", type: "string" },
+    2: { name: "vm_id", type: "string" },
+    3: { name: "open", type: "message", message: "berth.v1.ConsoleOpen" },
+    4: { name: "input", type: "bytes" },
+    5: { name: "close", type: "message", message: "berth.v1.ConsoleClose" },
+  },
+  "berth.v1.ConsoleOpen": {
+    1: { name: "force", type: "bool" },
+  },
+  "berth.v1.ConsoleOpened": {},
+  "berth.v1.ConsoleOutput": {
+    1: { name: "session_id", type: "string" },
+    2: { name: "opened", type: "message", message: "berth.v1.ConsoleOpened" },
+    3: { name: "output", type: "bytes" },
+    4: { name: "closed", type: "message", message: "berth.v1.ConsoleClosed" },
+  },
   "berth.v1.ControllerMessage": {
     1: { name: "welcome", type: "message", message: "berth.v1.Welcome" },
     2: { name: "not_leader", type: "message", message: "berth.v1.NotLeader" },
     3: { name: "reject", type: "message", message: "berth.v1.Reject" },
     4: { name: "command", type: "message", message: "berth.v1.Command" },
     5: { name: "heartbeat", type: "message", message: "berth.v1.Heartbeat" },
+    6: { name: "console", type: "message", message: "berth.v1.ConsoleControl" },
   },
   "berth.v1.CordonHostRequest": {
     1: { name: "host_id", type: "string" },
@@ -130,6 +193,7 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     2: { name: "resources", type: "message", message: "berth.v1.Resources" },
     3: { name: "start", type: "bool" },
     4: { name: "fence", type: "bool" },
+    5: { name: "devices", type: "message", message: "berth.v1.DomainDevices" },
   },
   "berth.v1.CreateGroupRequest": {
     1: { name: "name", type: "string" },
@@ -137,6 +201,12 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   },
   "berth.v1.CreateGroupResponse": {
     1: { name: "group", type: "message", message: "berth.v1.Group" },
+  },
+  "berth.v1.CreateImageRequest": {
+    1: { name: "image", type: "message", message: "berth.v1.Image" },
+  },
+  "berth.v1.CreateImageResponse": {
+    1: { name: "image", type: "message", message: "berth.v1.Image" },
   },
   "berth.v1.CreateVmRequest": {
     1: { name: "spec", type: "message", message: "berth.v1.VmSpec" },
@@ -152,6 +222,15 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.CreateVmsResponse": {
     1: { name: "vms", type: "message", repeated: true, message: "berth.v1.Vm" },
   },
+  "berth.v1.CreateVolume": {
+    1: { name: "size_gib", type: "uint64" },
+  },
+  "berth.v1.CreateVolumeRequest": {
+    1: { name: "volume", type: "message", message: "berth.v1.Volume" },
+  },
+  "berth.v1.CreateVolumeResponse": {
+    1: { name: "volume", type: "message", message: "berth.v1.Volume" },
+  },
   "berth.v1.DeleteDomain": {},
   "berth.v1.DeleteGroupRequest": {
     1: { name: "name", type: "string" },
@@ -161,6 +240,10 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     1: { name: "host_id", type: "string" },
   },
   "berth.v1.DeleteHostResponse": {},
+  "berth.v1.DeleteImageRequest": {
+    1: { name: "name", type: "string" },
+  },
+  "berth.v1.DeleteImageResponse": {},
   "berth.v1.DeleteOrphanRequest": {
     1: { name: "host_id", type: "string" },
     2: { name: "vm_id", type: "string" },
@@ -172,6 +255,20 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.DeleteVmResponse": {
     1: { name: "vm", type: "message", message: "berth.v1.Vm" },
   },
+  "berth.v1.DeleteVolume": {},
+  "berth.v1.DeleteVolumeRequest": {
+    1: { name: "name", type: "string" },
+  },
+  "berth.v1.DeleteVolumeResponse": {
+    1: { name: "volume", type: "message", message: "berth.v1.Volume" },
+  },
+  "berth.v1.DetachVolumeRequest": {
+    1: { name: "volume", type: "string" },
+  },
+  "berth.v1.DetachVolumeResponse": {
+    1: { name: "volume", type: "message", message: "berth.v1.Volume" },
+    2: { name: "vm", type: "message", message: "berth.v1.Vm" },
+  },
   "berth.v1.Domain": {
     1: { name: "vm_id", type: "string" },
     2: { name: "name", type: "string" },
@@ -179,6 +276,15 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     4: { name: "generation", type: "uint64" },
     5: { name: "resources", type: "message", message: "berth.v1.Resources" },
     6: { name: "fence", type: "bool" },
+    7: { name: "interfaces", type: "message", repeated: true, message: "berth.v1.NetworkInterface" },
+    8: { name: "volume_ids", type: "string", repeated: true },
+    9: { name: "image_id", type: "string" },
+  },
+  "berth.v1.DomainDevices": {
+    1: { name: "image", type: "message", message: "berth.v1.ImageRef" },
+    2: { name: "nics", type: "message", repeated: true, message: "berth.v1.NicSpec" },
+    3: { name: "cloud_init", type: "message", message: "berth.v1.CloudInitSeed" },
+    4: { name: "volumes", type: "message", repeated: true, message: "berth.v1.VolumeRef" },
   },
   "berth.v1.DrainHostRequest": {
     1: { name: "host_id", type: "string" },
@@ -219,6 +325,12 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.GetHostResponse": {
     1: { name: "host", type: "message", message: "berth.v1.Host" },
   },
+  "berth.v1.GetImageRequest": {
+    1: { name: "name", type: "string" },
+  },
+  "berth.v1.GetImageResponse": {
+    1: { name: "image", type: "message", message: "berth.v1.ImageInfo" },
+  },
   "berth.v1.GetMigrationRequest": {
     1: { name: "name", type: "string" },
   },
@@ -230,6 +342,12 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   },
   "berth.v1.GetVmResponse": {
     1: { name: "vm", type: "message", message: "berth.v1.Vm" },
+  },
+  "berth.v1.GetVolumeRequest": {
+    1: { name: "name", type: "string" },
+  },
+  "berth.v1.GetVolumeResponse": {
+    1: { name: "volume", type: "message", message: "berth.v1.VolumeInfo" },
   },
   "berth.v1.Group": {
     1: { name: "name", type: "string" },
@@ -254,6 +372,9 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     11: { name: "facts", type: "message", message: "berth.v1.HostFacts" },
     12: { name: "hypervisor", type: "message", message: "berth.v1.HypervisorStatus" },
     13: { name: "cluster_id", type: "string" },
+    14: { name: "images", type: "message", repeated: true, message: "berth.v1.HostImage" },
+    15: { name: "networks", type: "message", repeated: true, message: "berth.v1.HostNetwork" },
+    16: { name: "volumes", type: "message", repeated: true, message: "berth.v1.HostVolume" },
   },
   "berth.v1.Hello.LabelsEntry": {
     1: { name: "key", type: "string" },
@@ -284,6 +405,9 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     22: { name: "operator_labels", type: "message", repeated: true, message: "berth.v1.Host.OperatorLabelsEntry" },
     23: { name: "agent_labels", type: "message", repeated: true, message: "berth.v1.Host.AgentLabelsEntry" },
     24: { name: "allocatable", type: "message", message: "berth.v1.Resources" },
+    25: { name: "images", type: "message", repeated: true, message: "berth.v1.HostImage" },
+    26: { name: "networks", type: "message", repeated: true, message: "berth.v1.HostNetwork" },
+    27: { name: "volumes", type: "message", repeated: true, message: "berth.v1.HostVolume" },
   },
   "berth.v1.Host.AgentLabelsEntry": {
     1: { name: "key", type: "string" },
@@ -302,6 +426,16 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     2: { name: "hypervisor_version", type: "string" },
     3: { name: "numa_cells", type: "message", repeated: true, message: "berth.v1.NumaCell" },
   },
+  "berth.v1.HostImage": {
+    1: { name: "image_id", type: "string" },
+    2: { name: "size_bytes", type: "uint64" },
+    3: { name: "virtual_size_bytes", type: "uint64" },
+  },
+  "berth.v1.HostNetwork": {
+    1: { name: "name", type: "string" },
+    2: { name: "kind", type: "string" },
+    3: { name: "active", type: "bool" },
+  },
   "berth.v1.HostVerdict": {
     1: { name: "host_id", type: "string" },
     2: { name: "passed", type: "bool" },
@@ -314,9 +448,36 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     1: { name: "key", type: "string" },
     2: { name: "value", type: "double" },
   },
+  "berth.v1.HostVolume": {
+    1: { name: "volume_id", type: "string" },
+    2: { name: "size_gib", type: "uint64" },
+    3: { name: "attached_vm_id", type: "string" },
+  },
   "berth.v1.HypervisorStatus": {
     1: { name: "available", type: "bool" },
     2: { name: "message", type: "string" },
+  },
+  "berth.v1.Image": {
+    1: { name: "id", type: "string" },
+    2: { name: "name", type: "string" },
+    3: { name: "source", type: "string" },
+    4: { name: "format", type: "string" },
+    5: { name: "sha256", type: "string" },
+    6: { name: "created_at_ms", type: "uint64" },
+  },
+  "berth.v1.ImageInfo": {
+    1: { name: "image", type: "message", message: "berth.v1.Image" },
+    2: { name: "hosts", type: "string", repeated: true },
+    3: { name: "vms", type: "uint32" },
+    4: { name: "size_bytes", type: "uint64" },
+    5: { name: "virtual_size_bytes", type: "uint64" },
+  },
+  "berth.v1.ImageRef": {
+    1: { name: "id", type: "string" },
+    2: { name: "name", type: "string" },
+    3: { name: "source", type: "string" },
+    4: { name: "format", type: "string" },
+    5: { name: "sha256", type: "string" },
   },
   "berth.v1.Inventory": {
     1: { name: "domains", type: "message", repeated: true, message: "berth.v1.Domain" },
@@ -341,6 +502,10 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.ListHostsResponse": {
     1: { name: "hosts", type: "message", repeated: true, message: "berth.v1.Host" },
   },
+  "berth.v1.ListImagesRequest": {},
+  "berth.v1.ListImagesResponse": {
+    1: { name: "images", type: "message", repeated: true, message: "berth.v1.ImageInfo" },
+  },
   "berth.v1.ListMigrationsRequest": {
     1: { name: "active_only", type: "bool" },
     2: { name: "host_id", type: "string" },
@@ -356,6 +521,12 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.ListVmsResponse": {
     1: { name: "vms", type: "message", repeated: true, message: "berth.v1.Vm" },
     2: { name: "next_page_token", type: "string" },
+  },
+  "berth.v1.ListVolumesRequest": {
+    1: { name: "host_id", type: "string" },
+  },
+  "berth.v1.ListVolumesResponse": {
+    1: { name: "volumes", type: "message", repeated: true, message: "berth.v1.VolumeInfo" },
   },
   "berth.v1.MigrateOut": {
     1: { name: "target_driver", type: "string" },
@@ -420,6 +591,16 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     1: { name: "driver", type: "string" },
     2: { name: "uri", type: "string" },
   },
+  "berth.v1.NetworkInterface": {
+    1: { name: "network", type: "string" },
+    2: { name: "mac", type: "string" },
+    3: { name: "ip_addresses", type: "string", repeated: true },
+    4: { name: "address_source", type: "string" },
+  },
+  "berth.v1.NicSpec": {
+    1: { name: "network", type: "string" },
+    2: { name: "mac", type: "string" },
+  },
   "berth.v1.NotLeader": {
     1: { name: "leader_address", type: "string" },
   },
@@ -480,6 +661,7 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     1: { name: "name", type: "string" },
     2: { name: "resources", type: "message", message: "berth.v1.Resources" },
     3: { name: "fence", type: "bool" },
+    4: { name: "devices", type: "message", message: "berth.v1.DomainDevices" },
   },
   "berth.v1.RebalanceConfig": {
     1: { name: "enabled", type: "bool" },
@@ -523,6 +705,9 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     2: { name: "inventory", type: "message", message: "berth.v1.Inventory" },
     3: { name: "hypervisor", type: "message", message: "berth.v1.HypervisorStatus" },
     4: { name: "vm_usage", type: "message", repeated: true, message: "berth.v1.VmUsage" },
+    5: { name: "images", type: "message", repeated: true, message: "berth.v1.HostImage" },
+    6: { name: "networks", type: "message", repeated: true, message: "berth.v1.HostNetwork" },
+    7: { name: "volumes", type: "message", repeated: true, message: "berth.v1.HostVolume" },
   },
   "berth.v1.Resources": {
     1: { name: "vcpus", type: "uint32" },
@@ -547,6 +732,9 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.SchedulerConfig.WeightsEntry": {
     1: { name: "key", type: "string" },
     2: { name: "value", type: "double" },
+  },
+  "berth.v1.SetVolumes": {
+    1: { name: "volumes", type: "message", repeated: true, message: "berth.v1.VolumeRef" },
   },
   "berth.v1.SkippedMove": {
     1: { name: "move", type: "message", message: "berth.v1.RebalanceMove" },
@@ -602,6 +790,10 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     6: { name: "forbidden_host_labels", type: "message", repeated: true, message: "berth.v1.VmSpec.ForbiddenHostLabelsEntry" },
     7: { name: "pinned_hosts", type: "string", repeated: true },
     8: { name: "on_host_failure", type: "enum" },
+    9: { name: "image", type: "string" },
+    10: { name: "networks", type: "string", repeated: true },
+    11: { name: "cloud_init", type: "message", message: "berth.v1.CloudInit" },
+    12: { name: "volumes", type: "string", repeated: true },
   },
   "berth.v1.VmSpec.ForbiddenHostLabelsEntry": {
     1: { name: "key", type: "string" },
@@ -625,11 +817,31 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     7: { name: "error_code", type: "string" },
     8: { name: "next_attempt_at_ms", type: "uint64" },
     9: { name: "permanent", type: "bool" },
+    10: { name: "interfaces", type: "message", repeated: true, message: "berth.v1.NetworkInterface" },
   },
   "berth.v1.VmUsage": {
     1: { name: "vm_id", type: "string" },
     2: { name: "cpu_cores", type: "double" },
     3: { name: "memory_used_mib", type: "uint64" },
+  },
+  "berth.v1.Volume": {
+    1: { name: "id", type: "string" },
+    2: { name: "name", type: "string" },
+    3: { name: "size_gib", type: "uint64" },
+    4: { name: "host_id", type: "string" },
+    5: { name: "attached_to", type: "string" },
+    6: { name: "created_at_ms", type: "uint64" },
+    7: { name: "deleting", type: "bool" },
+    8: { name: "generation", type: "uint64" },
+  },
+  "berth.v1.VolumeInfo": {
+    1: { name: "volume", type: "message", message: "berth.v1.Volume" },
+    2: { name: "phase", type: "string" },
+  },
+  "berth.v1.VolumeRef": {
+    1: { name: "id", type: "string" },
+    2: { name: "name", type: "string" },
+    3: { name: "size_gib", type: "uint64" },
   },
   "berth.v1.WatchEventsRequest": {
     1: { name: "vms", type: "bool" },
@@ -660,26 +872,37 @@ export const wireMethods: Readonly<Record<string, string>> = {
   "/berth.v1.ClusterService/AbortMigration": "berth.v1.AbortMigrationRequest",
   "/berth.v1.ClusterService/AdoptOrphan": "berth.v1.AdoptOrphanRequest",
   "/berth.v1.ClusterService/ApplyRebalance": "berth.v1.ApplyRebalanceRequest",
+  "/berth.v1.ClusterService/AttachConsole": "berth.v1.AttachConsoleRequest",
+  "/berth.v1.ClusterService/AttachVolume": "berth.v1.AttachVolumeRequest",
   "/berth.v1.ClusterService/ConfirmHostDown": "berth.v1.ConfirmHostDownRequest",
   "/berth.v1.ClusterService/CordonHost": "berth.v1.CordonHostRequest",
   "/berth.v1.ClusterService/CreateGroup": "berth.v1.CreateGroupRequest",
+  "/berth.v1.ClusterService/CreateImage": "berth.v1.CreateImageRequest",
   "/berth.v1.ClusterService/CreateVm": "berth.v1.CreateVmRequest",
   "/berth.v1.ClusterService/CreateVms": "berth.v1.CreateVmsRequest",
+  "/berth.v1.ClusterService/CreateVolume": "berth.v1.CreateVolumeRequest",
   "/berth.v1.ClusterService/DeleteGroup": "berth.v1.DeleteGroupRequest",
   "/berth.v1.ClusterService/DeleteHost": "berth.v1.DeleteHostRequest",
+  "/berth.v1.ClusterService/DeleteImage": "berth.v1.DeleteImageRequest",
   "/berth.v1.ClusterService/DeleteOrphan": "berth.v1.DeleteOrphanRequest",
   "/berth.v1.ClusterService/DeleteVm": "berth.v1.DeleteVmRequest",
+  "/berth.v1.ClusterService/DeleteVolume": "berth.v1.DeleteVolumeRequest",
+  "/berth.v1.ClusterService/DetachVolume": "berth.v1.DetachVolumeRequest",
   "/berth.v1.ClusterService/DrainHost": "berth.v1.DrainHostRequest",
   "/berth.v1.ClusterService/GetCluster": "berth.v1.GetClusterRequest",
   "/berth.v1.ClusterService/GetClusterConfig": "berth.v1.GetClusterConfigRequest",
   "/berth.v1.ClusterService/GetHost": "berth.v1.GetHostRequest",
+  "/berth.v1.ClusterService/GetImage": "berth.v1.GetImageRequest",
   "/berth.v1.ClusterService/GetMigration": "berth.v1.GetMigrationRequest",
   "/berth.v1.ClusterService/GetVm": "berth.v1.GetVmRequest",
+  "/berth.v1.ClusterService/GetVolume": "berth.v1.GetVolumeRequest",
   "/berth.v1.ClusterService/LabelHost": "berth.v1.LabelHostRequest",
   "/berth.v1.ClusterService/ListGroups": "berth.v1.ListGroupsRequest",
   "/berth.v1.ClusterService/ListHosts": "berth.v1.ListHostsRequest",
+  "/berth.v1.ClusterService/ListImages": "berth.v1.ListImagesRequest",
   "/berth.v1.ClusterService/ListMigrations": "berth.v1.ListMigrationsRequest",
   "/berth.v1.ClusterService/ListVms": "berth.v1.ListVmsRequest",
+  "/berth.v1.ClusterService/ListVolumes": "berth.v1.ListVolumesRequest",
   "/berth.v1.ClusterService/MigrateVm": "berth.v1.MigrateVmRequest",
   "/berth.v1.ClusterService/PlanPlacement": "berth.v1.PlanPlacementRequest",
   "/berth.v1.ClusterService/PlanRebalance": "berth.v1.PlanRebalanceRequest",

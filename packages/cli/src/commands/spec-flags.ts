@@ -72,6 +72,9 @@ export function specsFromFlags(name: string, flags: SpecFlags): VmSpec[] {
     forbiddenHostLabels: parseForbiddenHostLabels(flags.forbidHostLabel ?? []),
     onHostFailure: HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED,
     pinnedHosts: parseHostList(flags.pin ?? []),
+    image: "",
+    networks: [],
+    volumes: [],
   };
   const names = count === undefined ? [name] : Array.from({ length: count }, (_, i) => `${name}-${i + 1}`);
   return names.map((n) => {

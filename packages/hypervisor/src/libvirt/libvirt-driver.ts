@@ -1,3 +1,5 @@
+import type { HostImage, HostNetwork, HostVolume, ImageRef, VolumeRef } from "@berth/api";
+import type { ConsoleConnection, ConsoleOptions } from "../driver.js";
 import { DomainState, type Domain } from "@berth/api";
 import { BerthError, ErrorCode, invalidArgument, isBerthError, notFound, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
 import type {
@@ -334,7 +336,7 @@ export class LibvirtDriver implements HypervisorDriver {
         networks: this.options.networks,
         metadata,
       });
-      const created = await this.createVolume(vmId, spec.resources.diskGib);
+      const created = await this.createDiskVolume(vmId, spec.resources.diskGib);
       try {
         await this.virsh.runWithFile(xml, (file) => ["define", file]);
       } catch (e) {
@@ -532,7 +534,7 @@ export class LibvirtDriver implements HypervisorDriver {
         throw new BerthError(ErrorCode.AlreadyExists, `domain ${name} already exists with uuid ${other.stdout.trim()}`);
       }
       await this.checkFits(spec);
-      await this.createVolume(vmId, spec.resources.diskGib);
+      await this.createDiskVolume(vmId, spec.resources.diskGib);
       return target;
     });
   }
@@ -881,6 +883,38 @@ export class LibvirtDriver implements HypervisorDriver {
    * the magic character: the kernel keeps counting, so an agent that stops without
    * `clearWatchdog` is still fenced. Idempotent.
    */
+  // ---- images, networks, data volumes, console: being implemented (issue 13) ------------------
+
+  async listImages(): Promise<HostImage[]> {
+    return [];
+  }
+
+  async ensureImage(ref: ImageRef): Promise<HostImage> {
+    throw new BerthError(ErrorCode.FailedPrecondition, `images are not supported by this driver yet (image ${ref.name})`);
+  }
+
+  async listNetworks(): Promise<HostNetwork[]> {
+    return [];
+  }
+
+  async listVolumes(): Promise<HostVolume[]> {
+    return [];
+  }
+
+  async createVolume(ref: VolumeRef): Promise<HostVolume> {
+    throw new BerthError(ErrorCode.FailedPrecondition, `data volumes are not supported by this driver yet (volume ${ref.name})`);
+  }
+
+  async deleteVolume(_volumeId: string): Promise<void> {}
+
+  async setVolumes(vmId: string, _volumes: VolumeRef[]): Promise<Domain> {
+    throw new BerthError(ErrorCode.FailedPrecondition, `data volumes are not supported by this driver yet (domain ${vmId})`);
+  }
+
+  async openConsole(vmId: string, _options?: ConsoleOptions): Promise<ConsoleConnection> {
+    throw new BerthError(ErrorCode.FailedPrecondition, `the console is not supported by this driver yet (domain ${vmId})`);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.listeners.clear();
@@ -1062,6 +1096,9 @@ export class LibvirtDriver implements HypervisorDriver {
       state: domainStateOf(state, reason),
       generation: m.generation,
       resources: { vcpus, memoryMib, diskGib: m.diskGib },
+      interfaces: [],
+      volumeIds: [],
+      imageId: "",
     };
   }
 
@@ -1100,7 +1137,7 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   /** Creates `<vmId>.qcow2` of `diskGib` GiB; resolves whether it was created (false: none asked, or it existed). */
-  private async createVolume(vmId: string, diskGib: number): Promise<boolean> {
+  private async createDiskVolume(vmId: string, diskGib: number): Promise<boolean> {
     if (diskGib === 0) return false;
     try {
       await this.virsh.run(["vol-create-as", this.options.storagePool, volumeName(vmId), `${diskGib}G`, "--format", "qcow2"]);

@@ -20,7 +20,8 @@ import {
 import { AllocationRatio, HostFacts, HypervisorStatus } from "./host.js";
 import { MigrationProgress } from "./migration.js";
 import { Resources } from "./resources.js";
-import { DomainState, domainStateFromJSON, domainStateToJSON } from "./vm.js";
+import { HostImage, HostNetwork, HostVolume } from "./storage.js";
+import { DomainState, domainStateFromJSON, domainStateToJSON, NetworkInterface } from "./vm.js";
 
 export const protobufPackage = "berth.v1";
 
@@ -102,6 +103,7 @@ export interface AgentMessage {
     | { $case: "result"; value: CommandResult }
     | { $case: "heartbeat"; value: AgentHeartbeat }
     | { $case: "migrationProgress"; value: MigrationProgressReport }
+    | { $case: "console"; value: ConsoleOutput }
     | undefined;
 }
 
@@ -112,6 +114,7 @@ export interface ControllerMessage {
     | { $case: "reject"; value: Reject }
     | { $case: "command"; value: Command }
     | { $case: "heartbeat"; value: Heartbeat }
+    | { $case: "console"; value: ConsoleControl }
     | undefined;
 }
 
@@ -149,6 +152,12 @@ export interface Domain {
    * RESTART: it may be recreated elsewhere, so this copy must not outlive the fence).
    */
   fence: boolean;
+  /** The domain's NICs with the addresses learnt so far (a change is an inventory change). */
+  interfaces: NetworkInterface[];
+  /** The data volumes attached to it (Volume ids), in attach order. */
+  volumeIds: string[];
+  /** The base image its disk is a layer over (an Image id); empty for a blank disk. */
+  imageId: string;
 }
 
 /** The full inventory of Berth's domains on a host. */
@@ -188,6 +197,10 @@ export interface Hello {
    * (REJECT_REASON_FOREIGN_CLUSTER) and `last_leader_epoch` is compared only within one cluster.
    */
   clusterId: string;
+  /** The images this host holds, the networks it offers and the data volumes in its pool. */
+  images: HostImage[];
+  networks: HostNetwork[];
+  volumes: HostVolume[];
 }
 
 export interface Hello_LabelsEntry {
@@ -246,6 +259,10 @@ export interface Report {
     | undefined;
   /** What each running domain uses, measured (what the rebalancer weighs); sent on every report. */
   vmUsage: VmUsage[];
+  /** As in Hello; sent on every report (each replaces the controller's view whole). */
+  images: HostImage[];
+  networks: HostNetwork[];
+  volumes: HostVolume[];
 }
 
 /** One domain's measured use between two reports. */
@@ -272,6 +289,126 @@ export interface CreateDomain {
   start: boolean;
   /** See Domain.fence. */
   fence: boolean;
+  devices?: DomainDevices | undefined;
+}
+
+/**
+ * What a domain is made of beyond its size: its disk's base image, NICs, cloud-init seed and data
+ * volumes. The controller derives it from the VM's spec and the catalog, so the agent needs
+ * nothing but the command.
+ */
+export interface DomainDevices {
+  /** Unset: a blank disk. */
+  image?: ImageRef | undefined;
+  nics: NicSpec[];
+  /** Unset: no seed. */
+  cloudInit?: CloudInitSeed | undefined;
+  volumes: VolumeRef[];
+}
+
+/** Where a host gets an image it does not hold yet. */
+export interface ImageRef {
+  id: string;
+  name: string;
+  source: string;
+  format: string;
+  sha256: string;
+}
+
+export interface NicSpec {
+  network: string;
+  /**
+   * Fixed by the controller (derived from the VM id and the NIC's index), so a domain defined
+   * again, or migrated, keeps its MAC and its DHCP lease.
+   */
+  mac: string;
+}
+
+/** The NoCloud seed's content, before the host renders it into meta-data and user-data. */
+export interface CloudInitSeed {
+  /** The VM's id. */
+  instanceId: string;
+  /** The VM's name. */
+  hostname: string;
+  sshAuthorizedKeys: string[];
+  /** Empty: the host writes a #cloud-config with the hostname and the keys. */
+  userData: string;
+}
+
+export interface VolumeRef {
+  id: string;
+  name: string;
+  sizeGib: number;
+}
+
+/**
+ * Attach and detach data volumes so that exactly these are attached, in this order (creating a
+ * missing one in the pool; hot-plugged while the domain runs). Volumes detached stay in the pool.
+ */
+export interface SetVolumes {
+  volumes: VolumeRef[];
+}
+
+/** A volume command (Command.volume_id, vm_id empty): make the volume in the pool. Idempotent. */
+export interface CreateVolume {
+  sizeGib: number;
+}
+
+/**
+ * A volume command: remove the volume from the pool. Idempotent (absent is success);
+ * FAILED_PRECONDITION while a domain has it attached.
+ */
+export interface DeleteVolume {
+}
+
+/**
+ * Opens, feeds or closes a console session on a VM's serial console (the controller relays an
+ * operator's `berth vm console` over the host's stream). A session is one session_id; output comes
+ * back as ConsoleOutput with the same id.
+ */
+export interface ConsoleControl {
+  sessionId: string;
+  vmId: string;
+  action?:
+    | { $case: "open"; value: ConsoleOpen }
+    | //
+    /** Keystrokes for the guest, at most 16 KiB a message. */
+    { $case: "input"; value: Buffer }
+    | { $case: "close"; value: ConsoleClose }
+    | undefined;
+}
+
+export interface ConsoleOpen {
+  /** Take the console from another session that holds it (as `virsh console --force`). */
+  force: boolean;
+}
+
+export interface ConsoleClose {
+}
+
+/** The agent's side of a console session. */
+export interface ConsoleOutput {
+  sessionId: string;
+  event?:
+    | //
+    /** The console is attached. */
+    { $case: "opened"; value: ConsoleOpened }
+    | //
+    /** What the guest wrote, at most 16 KiB a message. */
+    { $case: "output"; value: Buffer }
+    | //
+    /** The session ended (closed by either side, the domain stopped, another session forced it). */
+    { $case: "closed"; value: ConsoleClosed }
+    | undefined;
+}
+
+export interface ConsoleOpened {
+}
+
+export interface ConsoleClosed {
+  /** Empty when closed on request; else a BerthError code (NOT_FOUND, FAILED_PRECONDITION...). */
+  errorCode: string;
+  message: string;
 }
 
 export interface StartDomain {
@@ -296,6 +433,8 @@ export interface PrepareMigration {
     | undefined;
   /** See Domain.fence. */
   fence: boolean;
+  /** As the domain has them (the target creates the image layer and the volumes to receive). */
+  devices?: DomainDevices | undefined;
 }
 
 /**
@@ -337,6 +476,11 @@ export interface Command {
   leaderEpoch: number;
   /** The migration a migration command belongs to (empty for other commands). */
   migrationId: string;
+  /**
+   * For volume commands (create_volume, delete_volume) the volume's id, with vm_id empty; generation
+   * is then the volume's.
+   */
+  volumeId: string;
   action?:
     | { $case: "create"; value: CreateDomain }
     | { $case: "start"; value: StartDomain }
@@ -346,6 +490,9 @@ export interface Command {
     | { $case: "migrateOut"; value: MigrateOut }
     | { $case: "finishMigration"; value: FinishMigration }
     | { $case: "abortMigration"; value: AbortMigration }
+    | { $case: "setVolumes"; value: SetVolumes }
+    | { $case: "createVolume"; value: CreateVolume }
+    | { $case: "deleteVolume"; value: DeleteVolume }
     | undefined;
 }
 
@@ -381,6 +528,8 @@ export interface CommandResult {
     | undefined;
   /** Echoes Command.migration_id. */
   migrationId: string;
+  /** Echoes Command.volume_id. */
+  volumeId: string;
 }
 
 function createBaseAgentMessage(): AgentMessage {
@@ -404,6 +553,9 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         break;
       case "migrationProgress":
         MigrationProgressReport.encode(message.msg.value, writer.uint32(42).fork()).join();
+        break;
+      case "console":
+        ConsoleOutput.encode(message.msg.value, writer.uint32(50).fork()).join();
         break;
     }
     return writer;
@@ -465,6 +617,14 @@ export const AgentMessage: MessageFns<AgentMessage> = {
             };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.msg = { $case: "console", value: ConsoleOutput.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -491,6 +651,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         ? { $case: "migrationProgress", value: MigrationProgressReport.fromJSON(object.migrationProgress) }
         : isSet(object.migration_progress)
         ? { $case: "migrationProgress", value: MigrationProgressReport.fromJSON(object.migration_progress) }
+        : isSet(object.console)
+        ? { $case: "console", value: ConsoleOutput.fromJSON(object.console) }
         : undefined,
     };
   },
@@ -507,6 +669,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       obj.heartbeat = AgentHeartbeat.toJSON(message.msg.value);
     } else if (message.msg?.$case === "migrationProgress") {
       obj.migrationProgress = MigrationProgressReport.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "console") {
+      obj.console = ConsoleOutput.toJSON(message.msg.value);
     }
     return obj;
   },
@@ -547,6 +711,12 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         }
         break;
       }
+      case "console": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "console", value: ConsoleOutput.fromPartial(object.msg.value) };
+        }
+        break;
+      }
     }
     return message;
   },
@@ -573,6 +743,9 @@ export const ControllerMessage: MessageFns<ControllerMessage> = {
         break;
       case "heartbeat":
         Heartbeat.encode(message.msg.value, writer.uint32(42).fork()).join();
+        break;
+      case "console":
+        ConsoleControl.encode(message.msg.value, writer.uint32(50).fork()).join();
         break;
     }
     return writer;
@@ -631,6 +804,14 @@ export const ControllerMessage: MessageFns<ControllerMessage> = {
             message.msg = { $case: "heartbeat", value: Heartbeat.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.msg = { $case: "console", value: ConsoleControl.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -657,6 +838,8 @@ export const ControllerMessage: MessageFns<ControllerMessage> = {
         ? { $case: "command", value: Command.fromJSON(object.command) }
         : isSet(object.heartbeat)
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
+        : isSet(object.console)
+        ? { $case: "console", value: ConsoleControl.fromJSON(object.console) }
         : undefined,
     };
   },
@@ -673,6 +856,8 @@ export const ControllerMessage: MessageFns<ControllerMessage> = {
       obj.command = Command.toJSON(message.msg.value);
     } else if (message.msg?.$case === "heartbeat") {
       obj.heartbeat = Heartbeat.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "console") {
+      obj.console = ConsoleControl.toJSON(message.msg.value);
     }
     return obj;
   },
@@ -710,6 +895,12 @@ export const ControllerMessage: MessageFns<ControllerMessage> = {
       case "heartbeat": {
         if (object.msg?.value !== undefined && object.msg?.value !== null) {
           message.msg = { $case: "heartbeat", value: Heartbeat.fromPartial(object.msg.value) };
+        }
+        break;
+      }
+      case "console": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "console", value: ConsoleControl.fromPartial(object.msg.value) };
         }
         break;
       }
@@ -865,7 +1056,17 @@ export const AgentHeartbeat: MessageFns<AgentHeartbeat> = {
 };
 
 function createBaseDomain(): Domain {
-  return { vmId: "", name: "", state: 0, generation: 0, resources: undefined, fence: false };
+  return {
+    vmId: "",
+    name: "",
+    state: 0,
+    generation: 0,
+    resources: undefined,
+    fence: false,
+    interfaces: [],
+    volumeIds: [],
+    imageId: "",
+  };
 }
 
 export const Domain: MessageFns<Domain> = {
@@ -887,6 +1088,15 @@ export const Domain: MessageFns<Domain> = {
     }
     if (message.fence !== false) {
       writer.uint32(48).bool(message.fence);
+    }
+    for (const v of message.interfaces) {
+      NetworkInterface.encode(v!, writer.uint32(58).fork()).join();
+    }
+    for (const v of message.volumeIds) {
+      writer.uint32(66).string(v!);
+    }
+    if (message.imageId !== "") {
+      writer.uint32(74).string(message.imageId);
     }
     return writer;
   },
@@ -952,6 +1162,30 @@ export const Domain: MessageFns<Domain> = {
             message.fence = reader.bool();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.interfaces.push(NetworkInterface.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.volumeIds.push(reader.string());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.imageId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -976,6 +1210,19 @@ export const Domain: MessageFns<Domain> = {
       generation: isSet(object.generation) ? globalThis.Number(object.generation) : 0,
       resources: isSet(object.resources) ? Resources.fromJSON(object.resources) : undefined,
       fence: isSet(object.fence) ? globalThis.Boolean(object.fence) : false,
+      interfaces: globalThis.Array.isArray(object?.interfaces)
+        ? object.interfaces.map((e: any) => NetworkInterface.fromJSON(e))
+        : [],
+      volumeIds: globalThis.Array.isArray(object?.volumeIds)
+        ? object.volumeIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.volume_ids)
+        ? object.volume_ids.map((e: any) => globalThis.String(e))
+        : [],
+      imageId: isSet(object.imageId)
+        ? globalThis.String(object.imageId)
+        : isSet(object.image_id)
+        ? globalThis.String(object.image_id)
+        : "",
     };
   },
 
@@ -999,6 +1246,15 @@ export const Domain: MessageFns<Domain> = {
     if (message.fence !== false) {
       obj.fence = message.fence;
     }
+    if (message.interfaces?.length) {
+      obj.interfaces = message.interfaces.map((e) => NetworkInterface.toJSON(e));
+    }
+    if (message.volumeIds?.length) {
+      obj.volumeIds = message.volumeIds;
+    }
+    if (message.imageId !== "") {
+      obj.imageId = message.imageId;
+    }
     return obj;
   },
 
@@ -1015,6 +1271,9 @@ export const Domain: MessageFns<Domain> = {
       ? Resources.fromPartial(object.resources)
       : undefined;
     message.fence = object.fence ?? false;
+    message.interfaces = object.interfaces?.map((e) => NetworkInterface.fromPartial(e)) || [];
+    message.volumeIds = object.volumeIds?.map((e) => e) || [];
+    message.imageId = object.imageId ?? "";
     return message;
   },
 };
@@ -1103,6 +1362,9 @@ function createBaseHello(): Hello {
     facts: undefined,
     hypervisor: undefined,
     clusterId: "",
+    images: [],
+    networks: [],
+    volumes: [],
   };
 }
 
@@ -1146,6 +1408,15 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.clusterId !== "") {
       writer.uint32(106).string(message.clusterId);
+    }
+    for (const v of message.images) {
+      HostImage.encode(v!, writer.uint32(114).fork()).join();
+    }
+    for (const v of message.networks) {
+      HostNetwork.encode(v!, writer.uint32(122).fork()).join();
+    }
+    for (const v of message.volumes) {
+      HostVolume.encode(v!, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -1270,6 +1541,30 @@ export const Hello: MessageFns<Hello> = {
             message.clusterId = reader.string();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.images.push(HostImage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.networks.push(HostNetwork.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.volumes.push(HostVolume.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1334,6 +1629,15 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.cluster_id)
         ? globalThis.String(object.cluster_id)
         : "",
+      images: globalThis.Array.isArray(object?.images)
+        ? object.images.map((e: any) => HostImage.fromJSON(e))
+        : [],
+      networks: globalThis.Array.isArray(object?.networks)
+        ? object.networks.map((e: any) => HostNetwork.fromJSON(e))
+        : [],
+      volumes: globalThis.Array.isArray(object?.volumes)
+        ? object.volumes.map((e: any) => HostVolume.fromJSON(e))
+        : [],
     };
   },
 
@@ -1384,6 +1688,15 @@ export const Hello: MessageFns<Hello> = {
     if (message.clusterId !== "") {
       obj.clusterId = message.clusterId;
     }
+    if (message.images?.length) {
+      obj.images = message.images.map((e) => HostImage.toJSON(e));
+    }
+    if (message.networks?.length) {
+      obj.networks = message.networks.map((e) => HostNetwork.toJSON(e));
+    }
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => HostVolume.toJSON(e));
+    }
     return obj;
   },
 
@@ -1425,6 +1738,9 @@ export const Hello: MessageFns<Hello> = {
       ? HypervisorStatus.fromPartial(object.hypervisor)
       : undefined;
     message.clusterId = object.clusterId ?? "";
+    message.images = object.images?.map((e) => HostImage.fromPartial(e)) || [];
+    message.networks = object.networks?.map((e) => HostNetwork.fromPartial(e)) || [];
+    message.volumes = object.volumes?.map((e) => HostVolume.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1826,7 +2142,15 @@ export const Reject: MessageFns<Reject> = {
 };
 
 function createBaseReport(): Report {
-  return { usage: undefined, inventory: undefined, hypervisor: undefined, vmUsage: [] };
+  return {
+    usage: undefined,
+    inventory: undefined,
+    hypervisor: undefined,
+    vmUsage: [],
+    images: [],
+    networks: [],
+    volumes: [],
+  };
 }
 
 export const Report: MessageFns<Report> = {
@@ -1842,6 +2166,15 @@ export const Report: MessageFns<Report> = {
     }
     for (const v of message.vmUsage) {
       VmUsage.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.images) {
+      HostImage.encode(v!, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.networks) {
+      HostNetwork.encode(v!, writer.uint32(50).fork()).join();
+    }
+    for (const v of message.volumes) {
+      HostVolume.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -1891,6 +2224,30 @@ export const Report: MessageFns<Report> = {
             message.vmUsage.push(VmUsage.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.images.push(HostImage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.networks.push(HostNetwork.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.volumes.push(HostVolume.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1913,6 +2270,11 @@ export const Report: MessageFns<Report> = {
         : globalThis.Array.isArray(object?.vm_usage)
         ? object.vm_usage.map((e: any) => VmUsage.fromJSON(e))
         : [],
+      images: globalThis.Array.isArray(object?.images) ? object.images.map((e: any) => HostImage.fromJSON(e)) : [],
+      networks: globalThis.Array.isArray(object?.networks)
+        ? object.networks.map((e: any) => HostNetwork.fromJSON(e))
+        : [],
+      volumes: globalThis.Array.isArray(object?.volumes) ? object.volumes.map((e: any) => HostVolume.fromJSON(e)) : [],
     };
   },
 
@@ -1929,6 +2291,15 @@ export const Report: MessageFns<Report> = {
     }
     if (message.vmUsage?.length) {
       obj.vmUsage = message.vmUsage.map((e) => VmUsage.toJSON(e));
+    }
+    if (message.images?.length) {
+      obj.images = message.images.map((e) => HostImage.toJSON(e));
+    }
+    if (message.networks?.length) {
+      obj.networks = message.networks.map((e) => HostNetwork.toJSON(e));
+    }
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => HostVolume.toJSON(e));
     }
     return obj;
   },
@@ -1948,6 +2319,9 @@ export const Report: MessageFns<Report> = {
       ? HypervisorStatus.fromPartial(object.hypervisor)
       : undefined;
     message.vmUsage = object.vmUsage?.map((e) => VmUsage.fromPartial(e)) || [];
+    message.images = object.images?.map((e) => HostImage.fromPartial(e)) || [];
+    message.networks = object.networks?.map((e) => HostNetwork.fromPartial(e)) || [];
+    message.volumes = object.volumes?.map((e) => HostVolume.fromPartial(e)) || [];
     return message;
   },
 };
@@ -2177,7 +2551,7 @@ export const MigrationProgressReport: MessageFns<MigrationProgressReport> = {
 };
 
 function createBaseCreateDomain(): CreateDomain {
-  return { name: "", resources: undefined, start: false, fence: false };
+  return { name: "", resources: undefined, start: false, fence: false, devices: undefined };
 }
 
 export const CreateDomain: MessageFns<CreateDomain> = {
@@ -2193,6 +2567,9 @@ export const CreateDomain: MessageFns<CreateDomain> = {
     }
     if (message.fence !== false) {
       writer.uint32(32).bool(message.fence);
+    }
+    if (message.devices !== undefined) {
+      DomainDevices.encode(message.devices, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -2242,6 +2619,14 @@ export const CreateDomain: MessageFns<CreateDomain> = {
             message.fence = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.devices = DomainDevices.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2260,6 +2645,7 @@ export const CreateDomain: MessageFns<CreateDomain> = {
       resources: isSet(object.resources) ? Resources.fromJSON(object.resources) : undefined,
       start: isSet(object.start) ? globalThis.Boolean(object.start) : false,
       fence: isSet(object.fence) ? globalThis.Boolean(object.fence) : false,
+      devices: isSet(object.devices) ? DomainDevices.fromJSON(object.devices) : undefined,
     };
   },
 
@@ -2277,6 +2663,9 @@ export const CreateDomain: MessageFns<CreateDomain> = {
     if (message.fence !== false) {
       obj.fence = message.fence;
     }
+    if (message.devices !== undefined) {
+      obj.devices = DomainDevices.toJSON(message.devices);
+    }
     return obj;
   },
 
@@ -2291,6 +2680,1344 @@ export const CreateDomain: MessageFns<CreateDomain> = {
       : undefined;
     message.start = object.start ?? false;
     message.fence = object.fence ?? false;
+    message.devices = (object.devices !== undefined && object.devices !== null)
+      ? DomainDevices.fromPartial(object.devices)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDomainDevices(): DomainDevices {
+  return { image: undefined, nics: [], cloudInit: undefined, volumes: [] };
+}
+
+export const DomainDevices: MessageFns<DomainDevices> = {
+  encode(message: DomainDevices, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.image !== undefined) {
+      ImageRef.encode(message.image, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.nics) {
+      NicSpec.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.cloudInit !== undefined) {
+      CloudInitSeed.encode(message.cloudInit, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.volumes) {
+      VolumeRef.encode(v!, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DomainDevices {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDomainDevices();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.image = ImageRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nics.push(NicSpec.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.cloudInit = CloudInitSeed.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.volumes.push(VolumeRef.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DomainDevices {
+    return {
+      image: isSet(object.image) ? ImageRef.fromJSON(object.image) : undefined,
+      nics: globalThis.Array.isArray(object?.nics) ? object.nics.map((e: any) => NicSpec.fromJSON(e)) : [],
+      cloudInit: isSet(object.cloudInit)
+        ? CloudInitSeed.fromJSON(object.cloudInit)
+        : isSet(object.cloud_init)
+        ? CloudInitSeed.fromJSON(object.cloud_init)
+        : undefined,
+      volumes: globalThis.Array.isArray(object?.volumes) ? object.volumes.map((e: any) => VolumeRef.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: DomainDevices): unknown {
+    const obj: any = {};
+    if (message.image !== undefined) {
+      obj.image = ImageRef.toJSON(message.image);
+    }
+    if (message.nics?.length) {
+      obj.nics = message.nics.map((e) => NicSpec.toJSON(e));
+    }
+    if (message.cloudInit !== undefined) {
+      obj.cloudInit = CloudInitSeed.toJSON(message.cloudInit);
+    }
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => VolumeRef.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DomainDevices>): DomainDevices {
+    return DomainDevices.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DomainDevices>): DomainDevices {
+    const message = createBaseDomainDevices();
+    message.image = (object.image !== undefined && object.image !== null)
+      ? ImageRef.fromPartial(object.image)
+      : undefined;
+    message.nics = object.nics?.map((e) => NicSpec.fromPartial(e)) || [];
+    message.cloudInit = (object.cloudInit !== undefined && object.cloudInit !== null)
+      ? CloudInitSeed.fromPartial(object.cloudInit)
+      : undefined;
+    message.volumes = object.volumes?.map((e) => VolumeRef.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseImageRef(): ImageRef {
+  return { id: "", name: "", source: "", format: "", sha256: "" };
+}
+
+export const ImageRef: MessageFns<ImageRef> = {
+  encode(message: ImageRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.source !== "") {
+      writer.uint32(26).string(message.source);
+    }
+    if (message.format !== "") {
+      writer.uint32(34).string(message.format);
+    }
+    if (message.sha256 !== "") {
+      writer.uint32(42).string(message.sha256);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImageRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImageRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.format = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImageRef {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
+      format: isSet(object.format) ? globalThis.String(object.format) : "",
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+    };
+  },
+
+  toJSON(message: ImageRef): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
+    if (message.format !== "") {
+      obj.format = message.format;
+    }
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImageRef>): ImageRef {
+    return ImageRef.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImageRef>): ImageRef {
+    const message = createBaseImageRef();
+    message.id = object.id ?? "";
+    message.name = object.name ?? "";
+    message.source = object.source ?? "";
+    message.format = object.format ?? "";
+    message.sha256 = object.sha256 ?? "";
+    return message;
+  },
+};
+
+function createBaseNicSpec(): NicSpec {
+  return { network: "", mac: "" };
+}
+
+export const NicSpec: MessageFns<NicSpec> = {
+  encode(message: NicSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.network !== "") {
+      writer.uint32(10).string(message.network);
+    }
+    if (message.mac !== "") {
+      writer.uint32(18).string(message.mac);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NicSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNicSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.network = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.mac = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NicSpec {
+    return {
+      network: isSet(object.network) ? globalThis.String(object.network) : "",
+      mac: isSet(object.mac) ? globalThis.String(object.mac) : "",
+    };
+  },
+
+  toJSON(message: NicSpec): unknown {
+    const obj: any = {};
+    if (message.network !== "") {
+      obj.network = message.network;
+    }
+    if (message.mac !== "") {
+      obj.mac = message.mac;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<NicSpec>): NicSpec {
+    return NicSpec.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NicSpec>): NicSpec {
+    const message = createBaseNicSpec();
+    message.network = object.network ?? "";
+    message.mac = object.mac ?? "";
+    return message;
+  },
+};
+
+function createBaseCloudInitSeed(): CloudInitSeed {
+  return { instanceId: "", hostname: "", sshAuthorizedKeys: [], userData: "" };
+}
+
+export const CloudInitSeed: MessageFns<CloudInitSeed> = {
+  encode(message: CloudInitSeed, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instanceId !== "") {
+      writer.uint32(10).string(message.instanceId);
+    }
+    if (message.hostname !== "") {
+      writer.uint32(18).string(message.hostname);
+    }
+    for (const v of message.sshAuthorizedKeys) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.userData !== "") {
+      writer.uint32(34).string(message.userData);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CloudInitSeed {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCloudInitSeed();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instanceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostname = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sshAuthorizedKeys.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.userData = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CloudInitSeed {
+    return {
+      instanceId: isSet(object.instanceId)
+        ? globalThis.String(object.instanceId)
+        : isSet(object.instance_id)
+        ? globalThis.String(object.instance_id)
+        : "",
+      hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
+      sshAuthorizedKeys: globalThis.Array.isArray(object?.sshAuthorizedKeys)
+        ? object.sshAuthorizedKeys.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.ssh_authorized_keys)
+        ? object.ssh_authorized_keys.map((e: any) => globalThis.String(e))
+        : [],
+      userData: isSet(object.userData)
+        ? globalThis.String(object.userData)
+        : isSet(object.user_data)
+        ? globalThis.String(object.user_data)
+        : "",
+    };
+  },
+
+  toJSON(message: CloudInitSeed): unknown {
+    const obj: any = {};
+    if (message.instanceId !== "") {
+      obj.instanceId = message.instanceId;
+    }
+    if (message.hostname !== "") {
+      obj.hostname = message.hostname;
+    }
+    if (message.sshAuthorizedKeys?.length) {
+      obj.sshAuthorizedKeys = message.sshAuthorizedKeys;
+    }
+    if (message.userData !== "") {
+      obj.userData = message.userData;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CloudInitSeed>): CloudInitSeed {
+    return CloudInitSeed.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CloudInitSeed>): CloudInitSeed {
+    const message = createBaseCloudInitSeed();
+    message.instanceId = object.instanceId ?? "";
+    message.hostname = object.hostname ?? "";
+    message.sshAuthorizedKeys = object.sshAuthorizedKeys?.map((e) => e) || [];
+    message.userData = object.userData ?? "";
+    return message;
+  },
+};
+
+function createBaseVolumeRef(): VolumeRef {
+  return { id: "", name: "", sizeGib: 0 };
+}
+
+export const VolumeRef: MessageFns<VolumeRef> = {
+  encode(message: VolumeRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.sizeGib !== 0) {
+      writer.uint32(24).uint64(message.sizeGib);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VolumeRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolumeRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sizeGib = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VolumeRef {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      sizeGib: isSet(object.sizeGib)
+        ? globalThis.Number(object.sizeGib)
+        : isSet(object.size_gib)
+        ? globalThis.Number(object.size_gib)
+        : 0,
+    };
+  },
+
+  toJSON(message: VolumeRef): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.sizeGib !== 0) {
+      obj.sizeGib = Math.round(message.sizeGib);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VolumeRef>): VolumeRef {
+    return VolumeRef.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VolumeRef>): VolumeRef {
+    const message = createBaseVolumeRef();
+    message.id = object.id ?? "";
+    message.name = object.name ?? "";
+    message.sizeGib = object.sizeGib ?? 0;
+    return message;
+  },
+};
+
+function createBaseSetVolumes(): SetVolumes {
+  return { volumes: [] };
+}
+
+export const SetVolumes: MessageFns<SetVolumes> = {
+  encode(message: SetVolumes, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.volumes) {
+      VolumeRef.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetVolumes {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetVolumes();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volumes.push(VolumeRef.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetVolumes {
+    return {
+      volumes: globalThis.Array.isArray(object?.volumes) ? object.volumes.map((e: any) => VolumeRef.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: SetVolumes): unknown {
+    const obj: any = {};
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => VolumeRef.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SetVolumes>): SetVolumes {
+    return SetVolumes.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetVolumes>): SetVolumes {
+    const message = createBaseSetVolumes();
+    message.volumes = object.volumes?.map((e) => VolumeRef.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseCreateVolume(): CreateVolume {
+  return { sizeGib: 0 };
+}
+
+export const CreateVolume: MessageFns<CreateVolume> = {
+  encode(message: CreateVolume, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sizeGib !== 0) {
+      writer.uint32(8).uint64(message.sizeGib);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateVolume {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateVolume();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.sizeGib = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateVolume {
+    return {
+      sizeGib: isSet(object.sizeGib)
+        ? globalThis.Number(object.sizeGib)
+        : isSet(object.size_gib)
+        ? globalThis.Number(object.size_gib)
+        : 0,
+    };
+  },
+
+  toJSON(message: CreateVolume): unknown {
+    const obj: any = {};
+    if (message.sizeGib !== 0) {
+      obj.sizeGib = Math.round(message.sizeGib);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateVolume>): CreateVolume {
+    return CreateVolume.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateVolume>): CreateVolume {
+    const message = createBaseCreateVolume();
+    message.sizeGib = object.sizeGib ?? 0;
+    return message;
+  },
+};
+
+function createBaseDeleteVolume(): DeleteVolume {
+  return {};
+}
+
+export const DeleteVolume: MessageFns<DeleteVolume> = {
+  encode(_: DeleteVolume, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVolume {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVolume();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteVolume {
+    return {};
+  },
+
+  toJSON(_: DeleteVolume): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteVolume>): DeleteVolume {
+    return DeleteVolume.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DeleteVolume>): DeleteVolume {
+    const message = createBaseDeleteVolume();
+    return message;
+  },
+};
+
+function createBaseConsoleControl(): ConsoleControl {
+  return { sessionId: "", vmId: "", action: undefined };
+}
+
+export const ConsoleControl: MessageFns<ConsoleControl> = {
+  encode(message: ConsoleControl, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    switch (message.action?.$case) {
+      case "open":
+        ConsoleOpen.encode(message.action.value, writer.uint32(26).fork()).join();
+        break;
+      case "input":
+        writer.uint32(34).bytes(message.action.value);
+        break;
+      case "close":
+        ConsoleClose.encode(message.action.value, writer.uint32(42).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsoleControl {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsoleControl();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.action = { $case: "open", value: ConsoleOpen.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.action = { $case: "input", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.action = { $case: "close", value: ConsoleClose.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConsoleControl {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      action: isSet(object.open)
+        ? { $case: "open", value: ConsoleOpen.fromJSON(object.open) }
+        : isSet(object.input)
+        ? { $case: "input", value: Buffer.from(bytesFromBase64(object.input)) }
+        : isSet(object.close)
+        ? { $case: "close", value: ConsoleClose.fromJSON(object.close) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ConsoleControl): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.action?.$case === "open") {
+      obj.open = ConsoleOpen.toJSON(message.action.value);
+    } else if (message.action?.$case === "input") {
+      obj.input = base64FromBytes(message.action.value);
+    } else if (message.action?.$case === "close") {
+      obj.close = ConsoleClose.toJSON(message.action.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConsoleControl>): ConsoleControl {
+    return ConsoleControl.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConsoleControl>): ConsoleControl {
+    const message = createBaseConsoleControl();
+    message.sessionId = object.sessionId ?? "";
+    message.vmId = object.vmId ?? "";
+    switch (object.action?.$case) {
+      case "open": {
+        if (object.action?.value !== undefined && object.action?.value !== null) {
+          message.action = { $case: "open", value: ConsoleOpen.fromPartial(object.action.value) };
+        }
+        break;
+      }
+      case "input": {
+        if (object.action?.value !== undefined && object.action?.value !== null) {
+          message.action = { $case: "input", value: object.action.value };
+        }
+        break;
+      }
+      case "close": {
+        if (object.action?.value !== undefined && object.action?.value !== null) {
+          message.action = { $case: "close", value: ConsoleClose.fromPartial(object.action.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseConsoleOpen(): ConsoleOpen {
+  return { force: false };
+}
+
+export const ConsoleOpen: MessageFns<ConsoleOpen> = {
+  encode(message: ConsoleOpen, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.force !== false) {
+      writer.uint32(8).bool(message.force);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsoleOpen {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsoleOpen();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConsoleOpen {
+    return { force: isSet(object.force) ? globalThis.Boolean(object.force) : false };
+  },
+
+  toJSON(message: ConsoleOpen): unknown {
+    const obj: any = {};
+    if (message.force !== false) {
+      obj.force = message.force;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConsoleOpen>): ConsoleOpen {
+    return ConsoleOpen.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConsoleOpen>): ConsoleOpen {
+    const message = createBaseConsoleOpen();
+    message.force = object.force ?? false;
+    return message;
+  },
+};
+
+function createBaseConsoleClose(): ConsoleClose {
+  return {};
+}
+
+export const ConsoleClose: MessageFns<ConsoleClose> = {
+  encode(_: ConsoleClose, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsoleClose {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsoleClose();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ConsoleClose {
+    return {};
+  },
+
+  toJSON(_: ConsoleClose): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConsoleClose>): ConsoleClose {
+    return ConsoleClose.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ConsoleClose>): ConsoleClose {
+    const message = createBaseConsoleClose();
+    return message;
+  },
+};
+
+function createBaseConsoleOutput(): ConsoleOutput {
+  return { sessionId: "", event: undefined };
+}
+
+export const ConsoleOutput: MessageFns<ConsoleOutput> = {
+  encode(message: ConsoleOutput, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    switch (message.event?.$case) {
+      case "opened":
+        ConsoleOpened.encode(message.event.value, writer.uint32(18).fork()).join();
+        break;
+      case "output":
+        writer.uint32(26).bytes(message.event.value);
+        break;
+      case "closed":
+        ConsoleClosed.encode(message.event.value, writer.uint32(34).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsoleOutput {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsoleOutput();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.event = { $case: "opened", value: ConsoleOpened.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.event = { $case: "output", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.event = { $case: "closed", value: ConsoleClosed.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConsoleOutput {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      event: isSet(object.opened)
+        ? { $case: "opened", value: ConsoleOpened.fromJSON(object.opened) }
+        : isSet(object.output)
+        ? { $case: "output", value: Buffer.from(bytesFromBase64(object.output)) }
+        : isSet(object.closed)
+        ? { $case: "closed", value: ConsoleClosed.fromJSON(object.closed) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ConsoleOutput): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.event?.$case === "opened") {
+      obj.opened = ConsoleOpened.toJSON(message.event.value);
+    } else if (message.event?.$case === "output") {
+      obj.output = base64FromBytes(message.event.value);
+    } else if (message.event?.$case === "closed") {
+      obj.closed = ConsoleClosed.toJSON(message.event.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConsoleOutput>): ConsoleOutput {
+    return ConsoleOutput.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConsoleOutput>): ConsoleOutput {
+    const message = createBaseConsoleOutput();
+    message.sessionId = object.sessionId ?? "";
+    switch (object.event?.$case) {
+      case "opened": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "opened", value: ConsoleOpened.fromPartial(object.event.value) };
+        }
+        break;
+      }
+      case "output": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "output", value: object.event.value };
+        }
+        break;
+      }
+      case "closed": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "closed", value: ConsoleClosed.fromPartial(object.event.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseConsoleOpened(): ConsoleOpened {
+  return {};
+}
+
+export const ConsoleOpened: MessageFns<ConsoleOpened> = {
+  encode(_: ConsoleOpened, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsoleOpened {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsoleOpened();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ConsoleOpened {
+    return {};
+  },
+
+  toJSON(_: ConsoleOpened): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConsoleOpened>): ConsoleOpened {
+    return ConsoleOpened.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ConsoleOpened>): ConsoleOpened {
+    const message = createBaseConsoleOpened();
+    return message;
+  },
+};
+
+function createBaseConsoleClosed(): ConsoleClosed {
+  return { errorCode: "", message: "" };
+}
+
+export const ConsoleClosed: MessageFns<ConsoleClosed> = {
+  encode(message: ConsoleClosed, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.errorCode !== "") {
+      writer.uint32(10).string(message.errorCode);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsoleClosed {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsoleClosed();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.errorCode = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConsoleClosed {
+    return {
+      errorCode: isSet(object.errorCode)
+        ? globalThis.String(object.errorCode)
+        : isSet(object.error_code)
+        ? globalThis.String(object.error_code)
+        : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: ConsoleClosed): unknown {
+    const obj: any = {};
+    if (message.errorCode !== "") {
+      obj.errorCode = message.errorCode;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConsoleClosed>): ConsoleClosed {
+    return ConsoleClosed.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConsoleClosed>): ConsoleClosed {
+    const message = createBaseConsoleClosed();
+    message.errorCode = object.errorCode ?? "";
+    message.message = object.message ?? "";
     return message;
   },
 };
@@ -2467,7 +4194,7 @@ export const DeleteDomain: MessageFns<DeleteDomain> = {
 };
 
 function createBasePrepareMigration(): PrepareMigration {
-  return { name: "", resources: undefined, fence: false };
+  return { name: "", resources: undefined, fence: false, devices: undefined };
 }
 
 export const PrepareMigration: MessageFns<PrepareMigration> = {
@@ -2480,6 +4207,9 @@ export const PrepareMigration: MessageFns<PrepareMigration> = {
     }
     if (message.fence !== false) {
       writer.uint32(24).bool(message.fence);
+    }
+    if (message.devices !== undefined) {
+      DomainDevices.encode(message.devices, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -2521,6 +4251,14 @@ export const PrepareMigration: MessageFns<PrepareMigration> = {
             message.fence = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.devices = DomainDevices.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2538,6 +4276,7 @@ export const PrepareMigration: MessageFns<PrepareMigration> = {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       resources: isSet(object.resources) ? Resources.fromJSON(object.resources) : undefined,
       fence: isSet(object.fence) ? globalThis.Boolean(object.fence) : false,
+      devices: isSet(object.devices) ? DomainDevices.fromJSON(object.devices) : undefined,
     };
   },
 
@@ -2552,6 +4291,9 @@ export const PrepareMigration: MessageFns<PrepareMigration> = {
     if (message.fence !== false) {
       obj.fence = message.fence;
     }
+    if (message.devices !== undefined) {
+      obj.devices = DomainDevices.toJSON(message.devices);
+    }
     return obj;
   },
 
@@ -2565,6 +4307,9 @@ export const PrepareMigration: MessageFns<PrepareMigration> = {
       ? Resources.fromPartial(object.resources)
       : undefined;
     message.fence = object.fence ?? false;
+    message.devices = (object.devices !== undefined && object.devices !== null)
+      ? DomainDevices.fromPartial(object.devices)
+      : undefined;
     return message;
   },
 };
@@ -2872,7 +4617,7 @@ export const MigrationTargetAddress: MessageFns<MigrationTargetAddress> = {
 };
 
 function createBaseCommand(): Command {
-  return { commandId: "", vmId: "", generation: 0, leaderEpoch: 0, migrationId: "", action: undefined };
+  return { commandId: "", vmId: "", generation: 0, leaderEpoch: 0, migrationId: "", volumeId: "", action: undefined };
 }
 
 export const Command: MessageFns<Command> = {
@@ -2891,6 +4636,9 @@ export const Command: MessageFns<Command> = {
     }
     if (message.migrationId !== "") {
       writer.uint32(42).string(message.migrationId);
+    }
+    if (message.volumeId !== "") {
+      writer.uint32(50).string(message.volumeId);
     }
     switch (message.action?.$case) {
       case "create":
@@ -2916,6 +4664,15 @@ export const Command: MessageFns<Command> = {
         break;
       case "abortMigration":
         AbortMigration.encode(message.action.value, writer.uint32(138).fork()).join();
+        break;
+      case "setVolumes":
+        SetVolumes.encode(message.action.value, writer.uint32(146).fork()).join();
+        break;
+      case "createVolume":
+        CreateVolume.encode(message.action.value, writer.uint32(154).fork()).join();
+        break;
+      case "deleteVolume":
+        DeleteVolume.encode(message.action.value, writer.uint32(162).fork()).join();
         break;
     }
     return writer;
@@ -2972,6 +4729,14 @@ export const Command: MessageFns<Command> = {
             }
 
             message.migrationId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.volumeId = reader.string();
             continue;
           }
           case 10: {
@@ -3038,6 +4803,30 @@ export const Command: MessageFns<Command> = {
             message.action = { $case: "abortMigration", value: AbortMigration.decode(reader, reader.uint32()) };
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.action = { $case: "setVolumes", value: SetVolumes.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.action = { $case: "createVolume", value: CreateVolume.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.action = { $case: "deleteVolume", value: DeleteVolume.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3073,6 +4862,11 @@ export const Command: MessageFns<Command> = {
         : isSet(object.migration_id)
         ? globalThis.String(object.migration_id)
         : "",
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
       action: isSet(object.create)
         ? { $case: "create", value: CreateDomain.fromJSON(object.create) }
         : isSet(object.start)
@@ -3097,6 +4891,18 @@ export const Command: MessageFns<Command> = {
         ? { $case: "abortMigration", value: AbortMigration.fromJSON(object.abortMigration) }
         : isSet(object.abort_migration)
         ? { $case: "abortMigration", value: AbortMigration.fromJSON(object.abort_migration) }
+        : isSet(object.setVolumes)
+        ? { $case: "setVolumes", value: SetVolumes.fromJSON(object.setVolumes) }
+        : isSet(object.set_volumes)
+        ? { $case: "setVolumes", value: SetVolumes.fromJSON(object.set_volumes) }
+        : isSet(object.createVolume)
+        ? { $case: "createVolume", value: CreateVolume.fromJSON(object.createVolume) }
+        : isSet(object.create_volume)
+        ? { $case: "createVolume", value: CreateVolume.fromJSON(object.create_volume) }
+        : isSet(object.deleteVolume)
+        ? { $case: "deleteVolume", value: DeleteVolume.fromJSON(object.deleteVolume) }
+        : isSet(object.delete_volume)
+        ? { $case: "deleteVolume", value: DeleteVolume.fromJSON(object.delete_volume) }
         : undefined,
     };
   },
@@ -3118,6 +4924,9 @@ export const Command: MessageFns<Command> = {
     if (message.migrationId !== "") {
       obj.migrationId = message.migrationId;
     }
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
     if (message.action?.$case === "create") {
       obj.create = CreateDomain.toJSON(message.action.value);
     } else if (message.action?.$case === "start") {
@@ -3134,6 +4943,12 @@ export const Command: MessageFns<Command> = {
       obj.finishMigration = FinishMigration.toJSON(message.action.value);
     } else if (message.action?.$case === "abortMigration") {
       obj.abortMigration = AbortMigration.toJSON(message.action.value);
+    } else if (message.action?.$case === "setVolumes") {
+      obj.setVolumes = SetVolumes.toJSON(message.action.value);
+    } else if (message.action?.$case === "createVolume") {
+      obj.createVolume = CreateVolume.toJSON(message.action.value);
+    } else if (message.action?.$case === "deleteVolume") {
+      obj.deleteVolume = DeleteVolume.toJSON(message.action.value);
     }
     return obj;
   },
@@ -3148,6 +4963,7 @@ export const Command: MessageFns<Command> = {
     message.generation = object.generation ?? 0;
     message.leaderEpoch = object.leaderEpoch ?? 0;
     message.migrationId = object.migrationId ?? "";
+    message.volumeId = object.volumeId ?? "";
     switch (object.action?.$case) {
       case "create": {
         if (object.action?.value !== undefined && object.action?.value !== null) {
@@ -3197,6 +5013,24 @@ export const Command: MessageFns<Command> = {
         }
         break;
       }
+      case "setVolumes": {
+        if (object.action?.value !== undefined && object.action?.value !== null) {
+          message.action = { $case: "setVolumes", value: SetVolumes.fromPartial(object.action.value) };
+        }
+        break;
+      }
+      case "createVolume": {
+        if (object.action?.value !== undefined && object.action?.value !== null) {
+          message.action = { $case: "createVolume", value: CreateVolume.fromPartial(object.action.value) };
+        }
+        break;
+      }
+      case "deleteVolume": {
+        if (object.action?.value !== undefined && object.action?.value !== null) {
+          message.action = { $case: "deleteVolume", value: DeleteVolume.fromPartial(object.action.value) };
+        }
+        break;
+      }
     }
     return message;
   },
@@ -3213,6 +5047,7 @@ function createBaseCommandResult(): CommandResult {
     domain: undefined,
     migrationTarget: undefined,
     migrationId: "",
+    volumeId: "",
   };
 }
 
@@ -3244,6 +5079,9 @@ export const CommandResult: MessageFns<CommandResult> = {
     }
     if (message.migrationId !== "") {
       writer.uint32(74).string(message.migrationId);
+    }
+    if (message.volumeId !== "") {
+      writer.uint32(82).string(message.volumeId);
     }
     return writer;
   },
@@ -3333,6 +5171,14 @@ export const CommandResult: MessageFns<CommandResult> = {
             message.migrationId = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3380,6 +5226,11 @@ export const CommandResult: MessageFns<CommandResult> = {
         : isSet(object.migration_id)
         ? globalThis.String(object.migration_id)
         : "",
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
     };
   },
 
@@ -3412,6 +5263,9 @@ export const CommandResult: MessageFns<CommandResult> = {
     if (message.migrationId !== "") {
       obj.migrationId = message.migrationId;
     }
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
     return obj;
   },
 
@@ -3433,6 +5287,7 @@ export const CommandResult: MessageFns<CommandResult> = {
       ? MigrationTargetAddress.fromPartial(object.migrationTarget)
       : undefined;
     message.migrationId = object.migrationId ?? "";
+    message.volumeId = object.volumeId ?? "";
     return message;
   },
 };
@@ -3521,6 +5376,14 @@ export const AgentServiceClient = makeGenericClientConstructor(
   service: typeof AgentServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;

@@ -10,9 +10,11 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -39,6 +41,7 @@ import {
   RebalanceMove,
   RebalancePlan,
 } from "./migration.js";
+import { Image, Volume } from "./storage.js";
 import { Vm, VmSpec } from "./vm.js";
 
 export const protobufPackage = "berth.v1";
@@ -95,6 +98,145 @@ export function eventTypeToJSON(object: EventType): string {
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum EventType");
   }
+}
+
+export interface CreateImageRequest {
+  /** name, source, format (default qcow2), sha256 (optional); id and created_at_ms are ignored. */
+  image?: Image | undefined;
+}
+
+export interface CreateImageResponse {
+  image?: Image | undefined;
+}
+
+export interface ListImagesRequest {
+}
+
+/** An image with where it is. */
+export interface ImageInfo {
+  image?:
+    | Image
+    | undefined;
+  /** Hosts whose agent reports holding it, sorted. */
+  hosts: string[];
+  /** VMs whose spec names it. */
+  vms: number;
+  /** As the hosts report it (0 until one holds it). */
+  sizeBytes: number;
+  virtualSizeBytes: number;
+}
+
+export interface ListImagesResponse {
+  images: ImageInfo[];
+}
+
+export interface GetImageRequest {
+  name: string;
+}
+
+export interface GetImageResponse {
+  image?: ImageInfo | undefined;
+}
+
+export interface DeleteImageRequest {
+  name: string;
+}
+
+export interface DeleteImageResponse {
+}
+
+export interface CreateVolumeRequest {
+  /** name, size_gib (1 or more), host_id (optional); the rest is ignored. */
+  volume?: Volume | undefined;
+}
+
+export interface CreateVolumeResponse {
+  volume?: Volume | undefined;
+}
+
+export interface ListVolumesRequest {
+  /** Only volumes on this host, when set. */
+  hostId: string;
+}
+
+/** A volume with what its host says of it. */
+export interface VolumeInfo {
+  volume?:
+    | Volume
+    | undefined;
+  /**
+   * "unbound", "creating" (bound; the host has not reported it yet), "available", "attaching",
+   * "attached", "detaching", "deleting".
+   */
+  phase: string;
+}
+
+export interface ListVolumesResponse {
+  volumes: VolumeInfo[];
+}
+
+export interface GetVolumeRequest {
+  name: string;
+}
+
+export interface GetVolumeResponse {
+  volume?: VolumeInfo | undefined;
+}
+
+export interface DeleteVolumeRequest {
+  name: string;
+}
+
+export interface DeleteVolumeResponse {
+  volume?: Volume | undefined;
+}
+
+export interface AttachVolumeRequest {
+  volume: string;
+  vm: string;
+}
+
+export interface AttachVolumeResponse {
+  volume?: Volume | undefined;
+  vm?: Vm | undefined;
+}
+
+export interface DetachVolumeRequest {
+  volume: string;
+}
+
+export interface DetachVolumeResponse {
+  volume?: Volume | undefined;
+  vm?: Vm | undefined;
+}
+
+export interface AttachConsoleRequest {
+  msg?: { $case: "open"; value: ConsoleAttach } | //
+  /** Keystrokes, at most 16 KiB a message. */
+  { $case: "input"; value: Buffer } | undefined;
+}
+
+export interface ConsoleAttach {
+  /** The VM's name. */
+  vm: string;
+  /** Take the console over from another session. */
+  force: boolean;
+}
+
+export interface AttachConsoleResponse {
+  msg?:
+    | //
+    /** The console is attached (the VM runs on `host_id`). */
+    { $case: "attached"; value: ConsoleAttached }
+    | //
+    /** What the guest wrote. */
+    { $case: "output"; value: Buffer }
+    | undefined;
+}
+
+export interface ConsoleAttached {
+  vmId: string;
+  hostId: string;
 }
 
 export interface CreateVmRequest {
@@ -467,6 +609,2002 @@ export interface ApplyRebalanceResponse {
   migrations: Migration[];
   skipped: SkippedMove[];
 }
+
+function createBaseCreateImageRequest(): CreateImageRequest {
+  return { image: undefined };
+}
+
+export const CreateImageRequest: MessageFns<CreateImageRequest> = {
+  encode(message: CreateImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.image !== undefined) {
+      Image.encode(message.image, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.image = Image.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateImageRequest {
+    return { image: isSet(object.image) ? Image.fromJSON(object.image) : undefined };
+  },
+
+  toJSON(message: CreateImageRequest): unknown {
+    const obj: any = {};
+    if (message.image !== undefined) {
+      obj.image = Image.toJSON(message.image);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateImageRequest>): CreateImageRequest {
+    return CreateImageRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateImageRequest>): CreateImageRequest {
+    const message = createBaseCreateImageRequest();
+    message.image = (object.image !== undefined && object.image !== null) ? Image.fromPartial(object.image) : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateImageResponse(): CreateImageResponse {
+  return { image: undefined };
+}
+
+export const CreateImageResponse: MessageFns<CreateImageResponse> = {
+  encode(message: CreateImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.image !== undefined) {
+      Image.encode(message.image, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.image = Image.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateImageResponse {
+    return { image: isSet(object.image) ? Image.fromJSON(object.image) : undefined };
+  },
+
+  toJSON(message: CreateImageResponse): unknown {
+    const obj: any = {};
+    if (message.image !== undefined) {
+      obj.image = Image.toJSON(message.image);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateImageResponse>): CreateImageResponse {
+    return CreateImageResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateImageResponse>): CreateImageResponse {
+    const message = createBaseCreateImageResponse();
+    message.image = (object.image !== undefined && object.image !== null) ? Image.fromPartial(object.image) : undefined;
+    return message;
+  },
+};
+
+function createBaseListImagesRequest(): ListImagesRequest {
+  return {};
+}
+
+export const ListImagesRequest: MessageFns<ListImagesRequest> = {
+  encode(_: ListImagesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListImagesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListImagesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListImagesRequest {
+    return {};
+  },
+
+  toJSON(_: ListImagesRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListImagesRequest>): ListImagesRequest {
+    return ListImagesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListImagesRequest>): ListImagesRequest {
+    const message = createBaseListImagesRequest();
+    return message;
+  },
+};
+
+function createBaseImageInfo(): ImageInfo {
+  return { image: undefined, hosts: [], vms: 0, sizeBytes: 0, virtualSizeBytes: 0 };
+}
+
+export const ImageInfo: MessageFns<ImageInfo> = {
+  encode(message: ImageInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.image !== undefined) {
+      Image.encode(message.image, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.hosts) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.vms !== 0) {
+      writer.uint32(24).uint32(message.vms);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(32).uint64(message.sizeBytes);
+    }
+    if (message.virtualSizeBytes !== 0) {
+      writer.uint32(40).uint64(message.virtualSizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImageInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImageInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.image = Image.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hosts.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.vms = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.virtualSizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImageInfo {
+    return {
+      image: isSet(object.image) ? Image.fromJSON(object.image) : undefined,
+      hosts: globalThis.Array.isArray(object?.hosts) ? object.hosts.map((e: any) => globalThis.String(e)) : [],
+      vms: isSet(object.vms) ? globalThis.Number(object.vms) : 0,
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      virtualSizeBytes: isSet(object.virtualSizeBytes)
+        ? globalThis.Number(object.virtualSizeBytes)
+        : isSet(object.virtual_size_bytes)
+        ? globalThis.Number(object.virtual_size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: ImageInfo): unknown {
+    const obj: any = {};
+    if (message.image !== undefined) {
+      obj.image = Image.toJSON(message.image);
+    }
+    if (message.hosts?.length) {
+      obj.hosts = message.hosts;
+    }
+    if (message.vms !== 0) {
+      obj.vms = Math.round(message.vms);
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.virtualSizeBytes !== 0) {
+      obj.virtualSizeBytes = Math.round(message.virtualSizeBytes);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImageInfo>): ImageInfo {
+    return ImageInfo.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImageInfo>): ImageInfo {
+    const message = createBaseImageInfo();
+    message.image = (object.image !== undefined && object.image !== null) ? Image.fromPartial(object.image) : undefined;
+    message.hosts = object.hosts?.map((e) => e) || [];
+    message.vms = object.vms ?? 0;
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.virtualSizeBytes = object.virtualSizeBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseListImagesResponse(): ListImagesResponse {
+  return { images: [] };
+}
+
+export const ListImagesResponse: MessageFns<ListImagesResponse> = {
+  encode(message: ListImagesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.images) {
+      ImageInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListImagesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListImagesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.images.push(ImageInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListImagesResponse {
+    return {
+      images: globalThis.Array.isArray(object?.images) ? object.images.map((e: any) => ImageInfo.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListImagesResponse): unknown {
+    const obj: any = {};
+    if (message.images?.length) {
+      obj.images = message.images.map((e) => ImageInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListImagesResponse>): ListImagesResponse {
+    return ListImagesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListImagesResponse>): ListImagesResponse {
+    const message = createBaseListImagesResponse();
+    message.images = object.images?.map((e) => ImageInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetImageRequest(): GetImageRequest {
+  return { name: "" };
+}
+
+export const GetImageRequest: MessageFns<GetImageRequest> = {
+  encode(message: GetImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetImageRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: GetImageRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetImageRequest>): GetImageRequest {
+    return GetImageRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetImageRequest>): GetImageRequest {
+    const message = createBaseGetImageRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseGetImageResponse(): GetImageResponse {
+  return { image: undefined };
+}
+
+export const GetImageResponse: MessageFns<GetImageResponse> = {
+  encode(message: GetImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.image !== undefined) {
+      ImageInfo.encode(message.image, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.image = ImageInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetImageResponse {
+    return { image: isSet(object.image) ? ImageInfo.fromJSON(object.image) : undefined };
+  },
+
+  toJSON(message: GetImageResponse): unknown {
+    const obj: any = {};
+    if (message.image !== undefined) {
+      obj.image = ImageInfo.toJSON(message.image);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetImageResponse>): GetImageResponse {
+    return GetImageResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetImageResponse>): GetImageResponse {
+    const message = createBaseGetImageResponse();
+    message.image = (object.image !== undefined && object.image !== null)
+      ? ImageInfo.fromPartial(object.image)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteImageRequest(): DeleteImageRequest {
+  return { name: "" };
+}
+
+export const DeleteImageRequest: MessageFns<DeleteImageRequest> = {
+  encode(message: DeleteImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteImageRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: DeleteImageRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteImageRequest>): DeleteImageRequest {
+    return DeleteImageRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteImageRequest>): DeleteImageRequest {
+    const message = createBaseDeleteImageRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteImageResponse(): DeleteImageResponse {
+  return {};
+}
+
+export const DeleteImageResponse: MessageFns<DeleteImageResponse> = {
+  encode(_: DeleteImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteImageResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteImageResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteImageResponse>): DeleteImageResponse {
+    return DeleteImageResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DeleteImageResponse>): DeleteImageResponse {
+    const message = createBaseDeleteImageResponse();
+    return message;
+  },
+};
+
+function createBaseCreateVolumeRequest(): CreateVolumeRequest {
+  return { volume: undefined };
+}
+
+export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
+  encode(message: CreateVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== undefined) {
+      Volume.encode(message.volume, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = Volume.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateVolumeRequest {
+    return { volume: isSet(object.volume) ? Volume.fromJSON(object.volume) : undefined };
+  },
+
+  toJSON(message: CreateVolumeRequest): unknown {
+    const obj: any = {};
+    if (message.volume !== undefined) {
+      obj.volume = Volume.toJSON(message.volume);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateVolumeRequest>): CreateVolumeRequest {
+    return CreateVolumeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateVolumeRequest>): CreateVolumeRequest {
+    const message = createBaseCreateVolumeRequest();
+    message.volume = (object.volume !== undefined && object.volume !== null)
+      ? Volume.fromPartial(object.volume)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateVolumeResponse(): CreateVolumeResponse {
+  return { volume: undefined };
+}
+
+export const CreateVolumeResponse: MessageFns<CreateVolumeResponse> = {
+  encode(message: CreateVolumeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== undefined) {
+      Volume.encode(message.volume, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateVolumeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateVolumeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = Volume.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateVolumeResponse {
+    return { volume: isSet(object.volume) ? Volume.fromJSON(object.volume) : undefined };
+  },
+
+  toJSON(message: CreateVolumeResponse): unknown {
+    const obj: any = {};
+    if (message.volume !== undefined) {
+      obj.volume = Volume.toJSON(message.volume);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateVolumeResponse>): CreateVolumeResponse {
+    return CreateVolumeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateVolumeResponse>): CreateVolumeResponse {
+    const message = createBaseCreateVolumeResponse();
+    message.volume = (object.volume !== undefined && object.volume !== null)
+      ? Volume.fromPartial(object.volume)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListVolumesRequest(): ListVolumesRequest {
+  return { hostId: "" };
+}
+
+export const ListVolumesRequest: MessageFns<ListVolumesRequest> = {
+  encode(message: ListVolumesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVolumesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVolumesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVolumesRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ListVolumesRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListVolumesRequest>): ListVolumesRequest {
+    return ListVolumesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListVolumesRequest>): ListVolumesRequest {
+    const message = createBaseListVolumesRequest();
+    message.hostId = object.hostId ?? "";
+    return message;
+  },
+};
+
+function createBaseVolumeInfo(): VolumeInfo {
+  return { volume: undefined, phase: "" };
+}
+
+export const VolumeInfo: MessageFns<VolumeInfo> = {
+  encode(message: VolumeInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== undefined) {
+      Volume.encode(message.volume, writer.uint32(10).fork()).join();
+    }
+    if (message.phase !== "") {
+      writer.uint32(18).string(message.phase);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VolumeInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolumeInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = Volume.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.phase = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VolumeInfo {
+    return {
+      volume: isSet(object.volume) ? Volume.fromJSON(object.volume) : undefined,
+      phase: isSet(object.phase) ? globalThis.String(object.phase) : "",
+    };
+  },
+
+  toJSON(message: VolumeInfo): unknown {
+    const obj: any = {};
+    if (message.volume !== undefined) {
+      obj.volume = Volume.toJSON(message.volume);
+    }
+    if (message.phase !== "") {
+      obj.phase = message.phase;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VolumeInfo>): VolumeInfo {
+    return VolumeInfo.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VolumeInfo>): VolumeInfo {
+    const message = createBaseVolumeInfo();
+    message.volume = (object.volume !== undefined && object.volume !== null)
+      ? Volume.fromPartial(object.volume)
+      : undefined;
+    message.phase = object.phase ?? "";
+    return message;
+  },
+};
+
+function createBaseListVolumesResponse(): ListVolumesResponse {
+  return { volumes: [] };
+}
+
+export const ListVolumesResponse: MessageFns<ListVolumesResponse> = {
+  encode(message: ListVolumesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.volumes) {
+      VolumeInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVolumesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVolumesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volumes.push(VolumeInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVolumesResponse {
+    return {
+      volumes: globalThis.Array.isArray(object?.volumes) ? object.volumes.map((e: any) => VolumeInfo.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListVolumesResponse): unknown {
+    const obj: any = {};
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => VolumeInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListVolumesResponse>): ListVolumesResponse {
+    return ListVolumesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListVolumesResponse>): ListVolumesResponse {
+    const message = createBaseListVolumesResponse();
+    message.volumes = object.volumes?.map((e) => VolumeInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetVolumeRequest(): GetVolumeRequest {
+  return { name: "" };
+}
+
+export const GetVolumeRequest: MessageFns<GetVolumeRequest> = {
+  encode(message: GetVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetVolumeRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: GetVolumeRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetVolumeRequest>): GetVolumeRequest {
+    return GetVolumeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetVolumeRequest>): GetVolumeRequest {
+    const message = createBaseGetVolumeRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseGetVolumeResponse(): GetVolumeResponse {
+  return { volume: undefined };
+}
+
+export const GetVolumeResponse: MessageFns<GetVolumeResponse> = {
+  encode(message: GetVolumeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== undefined) {
+      VolumeInfo.encode(message.volume, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetVolumeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetVolumeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = VolumeInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetVolumeResponse {
+    return { volume: isSet(object.volume) ? VolumeInfo.fromJSON(object.volume) : undefined };
+  },
+
+  toJSON(message: GetVolumeResponse): unknown {
+    const obj: any = {};
+    if (message.volume !== undefined) {
+      obj.volume = VolumeInfo.toJSON(message.volume);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetVolumeResponse>): GetVolumeResponse {
+    return GetVolumeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetVolumeResponse>): GetVolumeResponse {
+    const message = createBaseGetVolumeResponse();
+    message.volume = (object.volume !== undefined && object.volume !== null)
+      ? VolumeInfo.fromPartial(object.volume)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteVolumeRequest(): DeleteVolumeRequest {
+  return { name: "" };
+}
+
+export const DeleteVolumeRequest: MessageFns<DeleteVolumeRequest> = {
+  encode(message: DeleteVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteVolumeRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: DeleteVolumeRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteVolumeRequest>): DeleteVolumeRequest {
+    return DeleteVolumeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteVolumeRequest>): DeleteVolumeRequest {
+    const message = createBaseDeleteVolumeRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteVolumeResponse(): DeleteVolumeResponse {
+  return { volume: undefined };
+}
+
+export const DeleteVolumeResponse: MessageFns<DeleteVolumeResponse> = {
+  encode(message: DeleteVolumeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== undefined) {
+      Volume.encode(message.volume, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVolumeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVolumeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = Volume.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteVolumeResponse {
+    return { volume: isSet(object.volume) ? Volume.fromJSON(object.volume) : undefined };
+  },
+
+  toJSON(message: DeleteVolumeResponse): unknown {
+    const obj: any = {};
+    if (message.volume !== undefined) {
+      obj.volume = Volume.toJSON(message.volume);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteVolumeResponse>): DeleteVolumeResponse {
+    return DeleteVolumeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteVolumeResponse>): DeleteVolumeResponse {
+    const message = createBaseDeleteVolumeResponse();
+    message.volume = (object.volume !== undefined && object.volume !== null)
+      ? Volume.fromPartial(object.volume)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAttachVolumeRequest(): AttachVolumeRequest {
+  return { volume: "", vm: "" };
+}
+
+export const AttachVolumeRequest: MessageFns<AttachVolumeRequest> = {
+  encode(message: AttachVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== "") {
+      writer.uint32(10).string(message.volume);
+    }
+    if (message.vm !== "") {
+      writer.uint32(18).string(message.vm);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vm = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachVolumeRequest {
+    return {
+      volume: isSet(object.volume) ? globalThis.String(object.volume) : "",
+      vm: isSet(object.vm) ? globalThis.String(object.vm) : "",
+    };
+  },
+
+  toJSON(message: AttachVolumeRequest): unknown {
+    const obj: any = {};
+    if (message.volume !== "") {
+      obj.volume = message.volume;
+    }
+    if (message.vm !== "") {
+      obj.vm = message.vm;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AttachVolumeRequest>): AttachVolumeRequest {
+    return AttachVolumeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AttachVolumeRequest>): AttachVolumeRequest {
+    const message = createBaseAttachVolumeRequest();
+    message.volume = object.volume ?? "";
+    message.vm = object.vm ?? "";
+    return message;
+  },
+};
+
+function createBaseAttachVolumeResponse(): AttachVolumeResponse {
+  return { volume: undefined, vm: undefined };
+}
+
+export const AttachVolumeResponse: MessageFns<AttachVolumeResponse> = {
+  encode(message: AttachVolumeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== undefined) {
+      Volume.encode(message.volume, writer.uint32(10).fork()).join();
+    }
+    if (message.vm !== undefined) {
+      Vm.encode(message.vm, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachVolumeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachVolumeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = Volume.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vm = Vm.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachVolumeResponse {
+    return {
+      volume: isSet(object.volume) ? Volume.fromJSON(object.volume) : undefined,
+      vm: isSet(object.vm) ? Vm.fromJSON(object.vm) : undefined,
+    };
+  },
+
+  toJSON(message: AttachVolumeResponse): unknown {
+    const obj: any = {};
+    if (message.volume !== undefined) {
+      obj.volume = Volume.toJSON(message.volume);
+    }
+    if (message.vm !== undefined) {
+      obj.vm = Vm.toJSON(message.vm);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AttachVolumeResponse>): AttachVolumeResponse {
+    return AttachVolumeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AttachVolumeResponse>): AttachVolumeResponse {
+    const message = createBaseAttachVolumeResponse();
+    message.volume = (object.volume !== undefined && object.volume !== null)
+      ? Volume.fromPartial(object.volume)
+      : undefined;
+    message.vm = (object.vm !== undefined && object.vm !== null) ? Vm.fromPartial(object.vm) : undefined;
+    return message;
+  },
+};
+
+function createBaseDetachVolumeRequest(): DetachVolumeRequest {
+  return { volume: "" };
+}
+
+export const DetachVolumeRequest: MessageFns<DetachVolumeRequest> = {
+  encode(message: DetachVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== "") {
+      writer.uint32(10).string(message.volume);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachVolumeRequest {
+    return { volume: isSet(object.volume) ? globalThis.String(object.volume) : "" };
+  },
+
+  toJSON(message: DetachVolumeRequest): unknown {
+    const obj: any = {};
+    if (message.volume !== "") {
+      obj.volume = message.volume;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DetachVolumeRequest>): DetachVolumeRequest {
+    return DetachVolumeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DetachVolumeRequest>): DetachVolumeRequest {
+    const message = createBaseDetachVolumeRequest();
+    message.volume = object.volume ?? "";
+    return message;
+  },
+};
+
+function createBaseDetachVolumeResponse(): DetachVolumeResponse {
+  return { volume: undefined, vm: undefined };
+}
+
+export const DetachVolumeResponse: MessageFns<DetachVolumeResponse> = {
+  encode(message: DetachVolumeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== undefined) {
+      Volume.encode(message.volume, writer.uint32(10).fork()).join();
+    }
+    if (message.vm !== undefined) {
+      Vm.encode(message.vm, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachVolumeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachVolumeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = Volume.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vm = Vm.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachVolumeResponse {
+    return {
+      volume: isSet(object.volume) ? Volume.fromJSON(object.volume) : undefined,
+      vm: isSet(object.vm) ? Vm.fromJSON(object.vm) : undefined,
+    };
+  },
+
+  toJSON(message: DetachVolumeResponse): unknown {
+    const obj: any = {};
+    if (message.volume !== undefined) {
+      obj.volume = Volume.toJSON(message.volume);
+    }
+    if (message.vm !== undefined) {
+      obj.vm = Vm.toJSON(message.vm);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DetachVolumeResponse>): DetachVolumeResponse {
+    return DetachVolumeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DetachVolumeResponse>): DetachVolumeResponse {
+    const message = createBaseDetachVolumeResponse();
+    message.volume = (object.volume !== undefined && object.volume !== null)
+      ? Volume.fromPartial(object.volume)
+      : undefined;
+    message.vm = (object.vm !== undefined && object.vm !== null) ? Vm.fromPartial(object.vm) : undefined;
+    return message;
+  },
+};
+
+function createBaseAttachConsoleRequest(): AttachConsoleRequest {
+  return { msg: undefined };
+}
+
+export const AttachConsoleRequest: MessageFns<AttachConsoleRequest> = {
+  encode(message: AttachConsoleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.msg?.$case) {
+      case "open":
+        ConsoleAttach.encode(message.msg.value, writer.uint32(10).fork()).join();
+        break;
+      case "input":
+        writer.uint32(18).bytes(message.msg.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachConsoleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachConsoleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.msg = { $case: "open", value: ConsoleAttach.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.msg = { $case: "input", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachConsoleRequest {
+    return {
+      msg: isSet(object.open)
+        ? { $case: "open", value: ConsoleAttach.fromJSON(object.open) }
+        : isSet(object.input)
+        ? { $case: "input", value: Buffer.from(bytesFromBase64(object.input)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: AttachConsoleRequest): unknown {
+    const obj: any = {};
+    if (message.msg?.$case === "open") {
+      obj.open = ConsoleAttach.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "input") {
+      obj.input = base64FromBytes(message.msg.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AttachConsoleRequest>): AttachConsoleRequest {
+    return AttachConsoleRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AttachConsoleRequest>): AttachConsoleRequest {
+    const message = createBaseAttachConsoleRequest();
+    switch (object.msg?.$case) {
+      case "open": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "open", value: ConsoleAttach.fromPartial(object.msg.value) };
+        }
+        break;
+      }
+      case "input": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "input", value: object.msg.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseConsoleAttach(): ConsoleAttach {
+  return { vm: "", force: false };
+}
+
+export const ConsoleAttach: MessageFns<ConsoleAttach> = {
+  encode(message: ConsoleAttach, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vm !== "") {
+      writer.uint32(10).string(message.vm);
+    }
+    if (message.force !== false) {
+      writer.uint32(16).bool(message.force);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsoleAttach {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsoleAttach();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vm = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConsoleAttach {
+    return {
+      vm: isSet(object.vm) ? globalThis.String(object.vm) : "",
+      force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
+    };
+  },
+
+  toJSON(message: ConsoleAttach): unknown {
+    const obj: any = {};
+    if (message.vm !== "") {
+      obj.vm = message.vm;
+    }
+    if (message.force !== false) {
+      obj.force = message.force;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConsoleAttach>): ConsoleAttach {
+    return ConsoleAttach.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConsoleAttach>): ConsoleAttach {
+    const message = createBaseConsoleAttach();
+    message.vm = object.vm ?? "";
+    message.force = object.force ?? false;
+    return message;
+  },
+};
+
+function createBaseAttachConsoleResponse(): AttachConsoleResponse {
+  return { msg: undefined };
+}
+
+export const AttachConsoleResponse: MessageFns<AttachConsoleResponse> = {
+  encode(message: AttachConsoleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.msg?.$case) {
+      case "attached":
+        ConsoleAttached.encode(message.msg.value, writer.uint32(10).fork()).join();
+        break;
+      case "output":
+        writer.uint32(18).bytes(message.msg.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachConsoleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachConsoleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.msg = { $case: "attached", value: ConsoleAttached.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.msg = { $case: "output", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachConsoleResponse {
+    return {
+      msg: isSet(object.attached)
+        ? { $case: "attached", value: ConsoleAttached.fromJSON(object.attached) }
+        : isSet(object.output)
+        ? { $case: "output", value: Buffer.from(bytesFromBase64(object.output)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: AttachConsoleResponse): unknown {
+    const obj: any = {};
+    if (message.msg?.$case === "attached") {
+      obj.attached = ConsoleAttached.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "output") {
+      obj.output = base64FromBytes(message.msg.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AttachConsoleResponse>): AttachConsoleResponse {
+    return AttachConsoleResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AttachConsoleResponse>): AttachConsoleResponse {
+    const message = createBaseAttachConsoleResponse();
+    switch (object.msg?.$case) {
+      case "attached": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "attached", value: ConsoleAttached.fromPartial(object.msg.value) };
+        }
+        break;
+      }
+      case "output": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "output", value: object.msg.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseConsoleAttached(): ConsoleAttached {
+  return { vmId: "", hostId: "" };
+}
+
+export const ConsoleAttached: MessageFns<ConsoleAttached> = {
+  encode(message: ConsoleAttached, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmId !== "") {
+      writer.uint32(10).string(message.vmId);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(18).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsoleAttached {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsoleAttached();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConsoleAttached {
+    return {
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ConsoleAttached): unknown {
+    const obj: any = {};
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConsoleAttached>): ConsoleAttached {
+    return ConsoleAttached.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConsoleAttached>): ConsoleAttached {
+    const message = createBaseConsoleAttached();
+    message.vmId = object.vmId ?? "";
+    message.hostId = object.hostId ?? "";
+    return message;
+  },
+};
 
 function createBaseCreateVmRequest(): CreateVmRequest {
   return { spec: undefined, requestId: "" };
@@ -6452,6 +8590,135 @@ export const ClusterServiceService = {
     responseSerialize: (value: DeleteHostResponse): Buffer => Buffer.from(DeleteHostResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteHostResponse => DeleteHostResponse.decode(value),
   },
+  /** Adds a base image to the catalog (nothing is fetched until a VM needs it on a host). Admin. */
+  createImage: {
+    path: "/berth.v1.ClusterService/CreateImage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateImageRequest): Buffer => Buffer.from(CreateImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateImageRequest => CreateImageRequest.decode(value),
+    responseSerialize: (value: CreateImageResponse): Buffer => Buffer.from(CreateImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateImageResponse => CreateImageResponse.decode(value),
+  },
+  /** The catalog, each image with the hosts that hold it. */
+  listImages: {
+    path: "/berth.v1.ClusterService/ListImages" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListImagesRequest): Buffer => Buffer.from(ListImagesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListImagesRequest => ListImagesRequest.decode(value),
+    responseSerialize: (value: ListImagesResponse): Buffer => Buffer.from(ListImagesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListImagesResponse => ListImagesResponse.decode(value),
+  },
+  getImage: {
+    path: "/berth.v1.ClusterService/GetImage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetImageRequest): Buffer => Buffer.from(GetImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetImageRequest => GetImageRequest.decode(value),
+    responseSerialize: (value: GetImageResponse): Buffer => Buffer.from(GetImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetImageResponse => GetImageResponse.decode(value),
+  },
+  /**
+   * Removes an image from the catalog: refused while a VM record names it. Hosts keep their copies
+   * until no domain uses them. Admin.
+   */
+  deleteImage: {
+    path: "/berth.v1.ClusterService/DeleteImage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteImageRequest): Buffer => Buffer.from(DeleteImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteImageRequest => DeleteImageRequest.decode(value),
+    responseSerialize: (value: DeleteImageResponse): Buffer => Buffer.from(DeleteImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteImageResponse => DeleteImageResponse.decode(value),
+  },
+  /**
+   * Records a data volume (bound to `host_id` if given, else to its first VM's host); the host
+   * makes it in its pool. Counted in the host's disk from the moment it is bound. Admin.
+   */
+  createVolume: {
+    path: "/berth.v1.ClusterService/CreateVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateVolumeRequest): Buffer => Buffer.from(CreateVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateVolumeRequest => CreateVolumeRequest.decode(value),
+    responseSerialize: (value: CreateVolumeResponse): Buffer =>
+      Buffer.from(CreateVolumeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateVolumeResponse => CreateVolumeResponse.decode(value),
+  },
+  listVolumes: {
+    path: "/berth.v1.ClusterService/ListVolumes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListVolumesRequest): Buffer => Buffer.from(ListVolumesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListVolumesRequest => ListVolumesRequest.decode(value),
+    responseSerialize: (value: ListVolumesResponse): Buffer => Buffer.from(ListVolumesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListVolumesResponse => ListVolumesResponse.decode(value),
+  },
+  getVolume: {
+    path: "/berth.v1.ClusterService/GetVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetVolumeRequest): Buffer => Buffer.from(GetVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetVolumeRequest => GetVolumeRequest.decode(value),
+    responseSerialize: (value: GetVolumeResponse): Buffer => Buffer.from(GetVolumeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetVolumeResponse => GetVolumeResponse.decode(value),
+  },
+  /**
+   * Deletes a detached volume and its data: the host removes it, then the record goes. Refused
+   * while attached. Admin.
+   */
+  deleteVolume: {
+    path: "/berth.v1.ClusterService/DeleteVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteVolumeRequest): Buffer => Buffer.from(DeleteVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteVolumeRequest => DeleteVolumeRequest.decode(value),
+    responseSerialize: (value: DeleteVolumeResponse): Buffer =>
+      Buffer.from(DeleteVolumeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteVolumeResponse => DeleteVolumeResponse.decode(value),
+  },
+  /**
+   * Attaches a volume to a VM (hot-plugged if it runs). The volume must be on the VM's host, or
+   * unbound (it is then bound there, if the host's disk has room). Admin.
+   */
+  attachVolume: {
+    path: "/berth.v1.ClusterService/AttachVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AttachVolumeRequest): Buffer => Buffer.from(AttachVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AttachVolumeRequest => AttachVolumeRequest.decode(value),
+    responseSerialize: (value: AttachVolumeResponse): Buffer =>
+      Buffer.from(AttachVolumeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AttachVolumeResponse => AttachVolumeResponse.decode(value),
+  },
+  /** Detaches a volume from its VM; the volume and its data stay. Admin. */
+  detachVolume: {
+    path: "/berth.v1.ClusterService/DetachVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DetachVolumeRequest): Buffer => Buffer.from(DetachVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DetachVolumeRequest => DetachVolumeRequest.decode(value),
+    responseSerialize: (value: DetachVolumeResponse): Buffer =>
+      Buffer.from(DetachVolumeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DetachVolumeResponse => DetachVolumeResponse.decode(value),
+  },
+  /**
+   * An interactive session on a VM's serial console, relayed through its host's agent (no access to
+   * the host itself is needed). The first message must be `open`; then input flows one way and
+   * output the other until either side closes. One session per VM unless `force` takes it over.
+   * Leader only. Admin.
+   */
+  attachConsole: {
+    path: "/berth.v1.ClusterService/AttachConsole" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: AttachConsoleRequest): Buffer => Buffer.from(AttachConsoleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AttachConsoleRequest => AttachConsoleRequest.decode(value),
+    responseSerialize: (value: AttachConsoleResponse): Buffer =>
+      Buffer.from(AttachConsoleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AttachConsoleResponse => AttachConsoleResponse.decode(value),
+  },
 } as const;
 
 export interface ClusterServiceServer extends UntypedServiceImplementation {
@@ -6537,6 +8804,42 @@ export interface ClusterServiceServer extends UntypedServiceImplementation {
    * Admin.
    */
   deleteHost: handleUnaryCall<DeleteHostRequest, DeleteHostResponse>;
+  /** Adds a base image to the catalog (nothing is fetched until a VM needs it on a host). Admin. */
+  createImage: handleUnaryCall<CreateImageRequest, CreateImageResponse>;
+  /** The catalog, each image with the hosts that hold it. */
+  listImages: handleUnaryCall<ListImagesRequest, ListImagesResponse>;
+  getImage: handleUnaryCall<GetImageRequest, GetImageResponse>;
+  /**
+   * Removes an image from the catalog: refused while a VM record names it. Hosts keep their copies
+   * until no domain uses them. Admin.
+   */
+  deleteImage: handleUnaryCall<DeleteImageRequest, DeleteImageResponse>;
+  /**
+   * Records a data volume (bound to `host_id` if given, else to its first VM's host); the host
+   * makes it in its pool. Counted in the host's disk from the moment it is bound. Admin.
+   */
+  createVolume: handleUnaryCall<CreateVolumeRequest, CreateVolumeResponse>;
+  listVolumes: handleUnaryCall<ListVolumesRequest, ListVolumesResponse>;
+  getVolume: handleUnaryCall<GetVolumeRequest, GetVolumeResponse>;
+  /**
+   * Deletes a detached volume and its data: the host removes it, then the record goes. Refused
+   * while attached. Admin.
+   */
+  deleteVolume: handleUnaryCall<DeleteVolumeRequest, DeleteVolumeResponse>;
+  /**
+   * Attaches a volume to a VM (hot-plugged if it runs). The volume must be on the VM's host, or
+   * unbound (it is then bound there, if the host's disk has room). Admin.
+   */
+  attachVolume: handleUnaryCall<AttachVolumeRequest, AttachVolumeResponse>;
+  /** Detaches a volume from its VM; the volume and its data stay. Admin. */
+  detachVolume: handleUnaryCall<DetachVolumeRequest, DetachVolumeResponse>;
+  /**
+   * An interactive session on a VM's serial console, relayed through its host's agent (no access to
+   * the host itself is needed). The first message must be `open`; then input flows one way and
+   * output the other until either side closes. One session per VM unless `force` takes it over.
+   * Leader only. Admin.
+   */
+  attachConsole: handleBidiStreamingCall<AttachConsoleRequest, AttachConsoleResponse>;
 }
 
 export interface ClusterServiceClient extends Client {
@@ -7061,6 +9364,187 @@ export interface ClusterServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteHostResponse) => void,
   ): ClientUnaryCall;
+  /** Adds a base image to the catalog (nothing is fetched until a VM needs it on a host). Admin. */
+  createImage(
+    request: CreateImageRequest,
+    callback: (error: ServiceError | null, response: CreateImageResponse) => void,
+  ): ClientUnaryCall;
+  createImage(
+    request: CreateImageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateImageResponse) => void,
+  ): ClientUnaryCall;
+  createImage(
+    request: CreateImageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateImageResponse) => void,
+  ): ClientUnaryCall;
+  /** The catalog, each image with the hosts that hold it. */
+  listImages(
+    request: ListImagesRequest,
+    callback: (error: ServiceError | null, response: ListImagesResponse) => void,
+  ): ClientUnaryCall;
+  listImages(
+    request: ListImagesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListImagesResponse) => void,
+  ): ClientUnaryCall;
+  listImages(
+    request: ListImagesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListImagesResponse) => void,
+  ): ClientUnaryCall;
+  getImage(
+    request: GetImageRequest,
+    callback: (error: ServiceError | null, response: GetImageResponse) => void,
+  ): ClientUnaryCall;
+  getImage(
+    request: GetImageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetImageResponse) => void,
+  ): ClientUnaryCall;
+  getImage(
+    request: GetImageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetImageResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Removes an image from the catalog: refused while a VM record names it. Hosts keep their copies
+   * until no domain uses them. Admin.
+   */
+  deleteImage(
+    request: DeleteImageRequest,
+    callback: (error: ServiceError | null, response: DeleteImageResponse) => void,
+  ): ClientUnaryCall;
+  deleteImage(
+    request: DeleteImageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteImageResponse) => void,
+  ): ClientUnaryCall;
+  deleteImage(
+    request: DeleteImageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteImageResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Records a data volume (bound to `host_id` if given, else to its first VM's host); the host
+   * makes it in its pool. Counted in the host's disk from the moment it is bound. Admin.
+   */
+  createVolume(
+    request: CreateVolumeRequest,
+    callback: (error: ServiceError | null, response: CreateVolumeResponse) => void,
+  ): ClientUnaryCall;
+  createVolume(
+    request: CreateVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateVolumeResponse) => void,
+  ): ClientUnaryCall;
+  createVolume(
+    request: CreateVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateVolumeResponse) => void,
+  ): ClientUnaryCall;
+  listVolumes(
+    request: ListVolumesRequest,
+    callback: (error: ServiceError | null, response: ListVolumesResponse) => void,
+  ): ClientUnaryCall;
+  listVolumes(
+    request: ListVolumesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListVolumesResponse) => void,
+  ): ClientUnaryCall;
+  listVolumes(
+    request: ListVolumesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListVolumesResponse) => void,
+  ): ClientUnaryCall;
+  getVolume(
+    request: GetVolumeRequest,
+    callback: (error: ServiceError | null, response: GetVolumeResponse) => void,
+  ): ClientUnaryCall;
+  getVolume(
+    request: GetVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetVolumeResponse) => void,
+  ): ClientUnaryCall;
+  getVolume(
+    request: GetVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetVolumeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Deletes a detached volume and its data: the host removes it, then the record goes. Refused
+   * while attached. Admin.
+   */
+  deleteVolume(
+    request: DeleteVolumeRequest,
+    callback: (error: ServiceError | null, response: DeleteVolumeResponse) => void,
+  ): ClientUnaryCall;
+  deleteVolume(
+    request: DeleteVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteVolumeResponse) => void,
+  ): ClientUnaryCall;
+  deleteVolume(
+    request: DeleteVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteVolumeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Attaches a volume to a VM (hot-plugged if it runs). The volume must be on the VM's host, or
+   * unbound (it is then bound there, if the host's disk has room). Admin.
+   */
+  attachVolume(
+    request: AttachVolumeRequest,
+    callback: (error: ServiceError | null, response: AttachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  attachVolume(
+    request: AttachVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AttachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  attachVolume(
+    request: AttachVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AttachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  /** Detaches a volume from its VM; the volume and its data stay. Admin. */
+  detachVolume(
+    request: DetachVolumeRequest,
+    callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  detachVolume(
+    request: DetachVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  detachVolume(
+    request: DetachVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * An interactive session on a VM's serial console, relayed through its host's agent (no access to
+   * the host itself is needed). The first message must be `open`; then input flows one way and
+   * output the other until either side closes. One session per VM unless `force` takes it over.
+   * Leader only. Admin.
+   */
+  attachConsole(): ClientDuplexStream<AttachConsoleRequest, AttachConsoleResponse>;
+  attachConsole(options: Partial<CallOptions>): ClientDuplexStream<AttachConsoleRequest, AttachConsoleResponse>;
+  attachConsole(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<AttachConsoleRequest, AttachConsoleResponse>;
 }
 
 export const ClusterServiceClient = makeGenericClientConstructor(
@@ -7071,6 +9555,14 @@ export const ClusterServiceClient = makeGenericClientConstructor(
   service: typeof ClusterServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;

@@ -8,6 +8,7 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { DrainStatus } from "./migration.js";
 import { Resources } from "./resources.js";
+import { HostImage, HostNetwork, HostVolume } from "./storage.js";
 import { DomainState, domainStateFromJSON, domainStateToJSON } from "./vm.js";
 
 export const protobufPackage = "berth.v1";
@@ -163,7 +164,16 @@ export interface Host {
    * reserved), the host's overrides over the cluster's config. Usage and allocation are shown
    * against it. Filled in by the controller when it answers; not stored.
    */
-  allocatable?: Resources | undefined;
+  allocatable?:
+    | Resources
+    | undefined;
+  /**
+   * The images the host holds, the networks it offers and the data volumes in its pool, as its
+   * agent last reported them (live in the controller's answers; not stored).
+   */
+  images: HostImage[];
+  networks: HostNetwork[];
+  volumes: HostVolume[];
 }
 
 export interface Host_LabelsEntry {
@@ -249,6 +259,9 @@ function createBaseHost(): Host {
     operatorLabels: {},
     agentLabels: {},
     allocatable: undefined,
+    images: [],
+    networks: [],
+    volumes: [],
   };
 }
 
@@ -325,6 +338,15 @@ export const Host: MessageFns<Host> = {
     });
     if (message.allocatable !== undefined) {
       Resources.encode(message.allocatable, writer.uint32(194).fork()).join();
+    }
+    for (const v of message.images) {
+      HostImage.encode(v!, writer.uint32(202).fork()).join();
+    }
+    for (const v of message.networks) {
+      HostNetwork.encode(v!, writer.uint32(210).fork()).join();
+    }
+    for (const v of message.volumes) {
+      HostVolume.encode(v!, writer.uint32(218).fork()).join();
     }
     return writer;
   },
@@ -543,6 +565,30 @@ export const Host: MessageFns<Host> = {
             message.allocatable = Resources.decode(reader, reader.uint32());
             continue;
           }
+          case 25: {
+            if (tag !== 202) {
+              break;
+            }
+
+            message.images.push(HostImage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 26: {
+            if (tag !== 210) {
+              break;
+            }
+
+            message.networks.push(HostNetwork.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 27: {
+            if (tag !== 218) {
+              break;
+            }
+
+            message.volumes.push(HostVolume.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -680,6 +726,15 @@ export const Host: MessageFns<Host> = {
         )
         : {},
       allocatable: isSet(object.allocatable) ? Resources.fromJSON(object.allocatable) : undefined,
+      images: globalThis.Array.isArray(object?.images)
+        ? object.images.map((e: any) => HostImage.fromJSON(e))
+        : [],
+      networks: globalThis.Array.isArray(object?.networks)
+        ? object.networks.map((e: any) => HostNetwork.fromJSON(e))
+        : [],
+      volumes: globalThis.Array.isArray(object?.volumes)
+        ? object.volumes.map((e: any) => HostVolume.fromJSON(e))
+        : [],
     };
   },
 
@@ -775,6 +830,15 @@ export const Host: MessageFns<Host> = {
     if (message.allocatable !== undefined) {
       obj.allocatable = Resources.toJSON(message.allocatable);
     }
+    if (message.images?.length) {
+      obj.images = message.images.map((e) => HostImage.toJSON(e));
+    }
+    if (message.networks?.length) {
+      obj.networks = message.networks.map((e) => HostNetwork.toJSON(e));
+    }
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => HostVolume.toJSON(e));
+    }
     return obj;
   },
 
@@ -849,6 +913,9 @@ export const Host: MessageFns<Host> = {
     message.allocatable = (object.allocatable !== undefined && object.allocatable !== null)
       ? Resources.fromPartial(object.allocatable)
       : undefined;
+    message.images = object.images?.map((e) => HostImage.fromPartial(e)) || [];
+    message.networks = object.networks?.map((e) => HostNetwork.fromPartial(e)) || [];
+    message.volumes = object.volumes?.map((e) => HostVolume.fromPartial(e)) || [];
     return message;
   },
 };

@@ -234,6 +234,30 @@ export interface VmSpec {
   pinnedHosts: string[];
   /** What to do when the VM's host fails and is fenced (unset: the cluster's default, itself KEEP). */
   onHostFailure: HostFailurePolicy;
+  /**
+   * The base image the VM's disk starts from: an Image's name (`berth image create`). The disk is
+   * a copy-on-write layer of resources.disk_gib over the host's one copy of the image, so
+   * disk_gib must be at least the image's virtual size. Empty: a blank disk.
+   */
+  image: string;
+  /**
+   * One virtio NIC per entry, in order, on the named network: a libvirt network or bridge the host
+   * offers (Host.networks). A host without one of them is filtered out. At most 8.
+   */
+  networks: string[];
+  /**
+   * Data given to the guest's cloud-init (a NoCloud seed); unset: no seed. The guest's hostname is
+   * the VM's name.
+   */
+  cloudInit?:
+    | CloudInit
+    | undefined;
+  /**
+   * Data volumes attached to the VM (Volume names), in attach order. The one mutable part of the
+   * spec: AttachVolume and DetachVolume change it and bump the VM's generation. Every volume lives
+   * on one host, so a VM with volumes stays on theirs (migration moves them with it).
+   */
+  volumes: string[];
 }
 
 export interface VmSpec_LabelsEntry {
@@ -249,6 +273,38 @@ export interface VmSpec_RequiredHostLabelsEntry {
 export interface VmSpec_ForbiddenHostLabelsEntry {
   key: string;
   value: string;
+}
+
+/**
+ * What cloud-init is given, as a NoCloud seed (meta-data and user-data on a CD-ROM labelled
+ * "cidata"). The seed's instance-id is the VM's id and its local-hostname the VM's name.
+ */
+export interface CloudInit {
+  /**
+   * SSH public keys for the guest's default user (meta-data public-keys). At most 32, each one line
+   * of at most 8 KiB.
+   */
+  sshAuthorizedKeys: string[];
+  /**
+   * The user-data as given (`#cloud-config` YAML, a script, or MIME multipart), at most 64 KiB.
+   * Empty: Berth writes a #cloud-config that sets the hostname and the keys. Not logged.
+   */
+  userData: string;
+}
+
+/** One NIC of a VM as its host reports it. */
+export interface NetworkInterface {
+  /** The network it is on (VmSpec.networks[i]). */
+  network: string;
+  /** e.g. "52:54:00:3a:91:0c". */
+  mac: string;
+  /** IPv4 and IPv6 addresses without prefix, as last learnt; empty until the guest has one. */
+  ipAddresses: string[];
+  /**
+   * Where the addresses were learnt: "lease" (the network's DHCP server), "arp" (the host's
+   * neighbour table), "agent" (the guest agent) or "fake".
+   */
+  addressSource: string;
 }
 
 /** What the controller last observed of a VM on its host. */
@@ -272,6 +328,8 @@ export interface VmStatus {
    * spec or the desired state changes, or the operator asks (`berth vm retry NAME`).
    */
   permanent: boolean;
+  /** The VM's NICs with their MAC and IP addresses, as its host last reported them. */
+  interfaces: NetworkInterface[];
 }
 
 /** One VM: the value stored under /berth/v1/vms/<name>. */
@@ -355,6 +413,10 @@ function createBaseVmSpec(): VmSpec {
     forbiddenHostLabels: {},
     pinnedHosts: [],
     onHostFailure: 0,
+    image: "",
+    networks: [],
+    cloudInit: undefined,
+    volumes: [],
   };
 }
 
@@ -383,6 +445,18 @@ export const VmSpec: MessageFns<VmSpec> = {
     }
     if (message.onHostFailure !== 0) {
       writer.uint32(64).int32(message.onHostFailure);
+    }
+    if (message.image !== "") {
+      writer.uint32(74).string(message.image);
+    }
+    for (const v of message.networks) {
+      writer.uint32(82).string(v!);
+    }
+    if (message.cloudInit !== undefined) {
+      CloudInit.encode(message.cloudInit, writer.uint32(90).fork()).join();
+    }
+    for (const v of message.volumes) {
+      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -471,6 +545,38 @@ export const VmSpec: MessageFns<VmSpec> = {
             }
 
             message.onHostFailure = reader.int32() as any;
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.image = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.networks.push(reader.string());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.cloudInit = CloudInit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.volumes.push(reader.string());
             continue;
           }
         }
@@ -568,6 +674,18 @@ export const VmSpec: MessageFns<VmSpec> = {
         : isSet(object.on_host_failure)
         ? hostFailurePolicyFromJSON(object.on_host_failure)
         : 0,
+      image: isSet(object.image) ? globalThis.String(object.image) : "",
+      networks: globalThis.Array.isArray(object?.networks)
+        ? object.networks.map((e: any) => globalThis.String(e))
+        : [],
+      cloudInit: isSet(object.cloudInit)
+        ? CloudInit.fromJSON(object.cloudInit)
+        : isSet(object.cloud_init)
+        ? CloudInit.fromJSON(object.cloud_init)
+        : undefined,
+      volumes: globalThis.Array.isArray(object?.volumes)
+        ? object.volumes.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -615,6 +733,18 @@ export const VmSpec: MessageFns<VmSpec> = {
     if (message.onHostFailure !== 0) {
       obj.onHostFailure = hostFailurePolicyToJSON(message.onHostFailure);
     }
+    if (message.image !== "") {
+      obj.image = message.image;
+    }
+    if (message.networks?.length) {
+      obj.networks = message.networks;
+    }
+    if (message.cloudInit !== undefined) {
+      obj.cloudInit = CloudInit.toJSON(message.cloudInit);
+    }
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes;
+    }
     return obj;
   },
 
@@ -653,6 +783,12 @@ export const VmSpec: MessageFns<VmSpec> = {
       }, {});
     message.pinnedHosts = object.pinnedHosts?.map((e) => e) || [];
     message.onHostFailure = object.onHostFailure ?? 0;
+    message.image = object.image ?? "";
+    message.networks = object.networks?.map((e) => e) || [];
+    message.cloudInit = (object.cloudInit !== undefined && object.cloudInit !== null)
+      ? CloudInit.fromPartial(object.cloudInit)
+      : undefined;
+    message.volumes = object.volumes?.map((e) => e) || [];
     return message;
   },
 };
@@ -912,6 +1048,224 @@ export const VmSpec_ForbiddenHostLabelsEntry: MessageFns<VmSpec_ForbiddenHostLab
   },
 };
 
+function createBaseCloudInit(): CloudInit {
+  return { sshAuthorizedKeys: [], userData: "" };
+}
+
+export const CloudInit: MessageFns<CloudInit> = {
+  encode(message: CloudInit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.sshAuthorizedKeys) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.userData !== "") {
+      writer.uint32(18).string(message.userData);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CloudInit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCloudInit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sshAuthorizedKeys.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.userData = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CloudInit {
+    return {
+      sshAuthorizedKeys: globalThis.Array.isArray(object?.sshAuthorizedKeys)
+        ? object.sshAuthorizedKeys.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.ssh_authorized_keys)
+        ? object.ssh_authorized_keys.map((e: any) => globalThis.String(e))
+        : [],
+      userData: isSet(object.userData)
+        ? globalThis.String(object.userData)
+        : isSet(object.user_data)
+        ? globalThis.String(object.user_data)
+        : "",
+    };
+  },
+
+  toJSON(message: CloudInit): unknown {
+    const obj: any = {};
+    if (message.sshAuthorizedKeys?.length) {
+      obj.sshAuthorizedKeys = message.sshAuthorizedKeys;
+    }
+    if (message.userData !== "") {
+      obj.userData = message.userData;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CloudInit>): CloudInit {
+    return CloudInit.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CloudInit>): CloudInit {
+    const message = createBaseCloudInit();
+    message.sshAuthorizedKeys = object.sshAuthorizedKeys?.map((e) => e) || [];
+    message.userData = object.userData ?? "";
+    return message;
+  },
+};
+
+function createBaseNetworkInterface(): NetworkInterface {
+  return { network: "", mac: "", ipAddresses: [], addressSource: "" };
+}
+
+export const NetworkInterface: MessageFns<NetworkInterface> = {
+  encode(message: NetworkInterface, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.network !== "") {
+      writer.uint32(10).string(message.network);
+    }
+    if (message.mac !== "") {
+      writer.uint32(18).string(message.mac);
+    }
+    for (const v of message.ipAddresses) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.addressSource !== "") {
+      writer.uint32(34).string(message.addressSource);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NetworkInterface {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNetworkInterface();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.network = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.mac = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ipAddresses.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.addressSource = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NetworkInterface {
+    return {
+      network: isSet(object.network) ? globalThis.String(object.network) : "",
+      mac: isSet(object.mac) ? globalThis.String(object.mac) : "",
+      ipAddresses: globalThis.Array.isArray(object?.ipAddresses)
+        ? object.ipAddresses.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.ip_addresses)
+        ? object.ip_addresses.map((e: any) => globalThis.String(e))
+        : [],
+      addressSource: isSet(object.addressSource)
+        ? globalThis.String(object.addressSource)
+        : isSet(object.address_source)
+        ? globalThis.String(object.address_source)
+        : "",
+    };
+  },
+
+  toJSON(message: NetworkInterface): unknown {
+    const obj: any = {};
+    if (message.network !== "") {
+      obj.network = message.network;
+    }
+    if (message.mac !== "") {
+      obj.mac = message.mac;
+    }
+    if (message.ipAddresses?.length) {
+      obj.ipAddresses = message.ipAddresses;
+    }
+    if (message.addressSource !== "") {
+      obj.addressSource = message.addressSource;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<NetworkInterface>): NetworkInterface {
+    return NetworkInterface.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NetworkInterface>): NetworkInterface {
+    const message = createBaseNetworkInterface();
+    message.network = object.network ?? "";
+    message.mac = object.mac ?? "";
+    message.ipAddresses = object.ipAddresses?.map((e) => e) || [];
+    message.addressSource = object.addressSource ?? "";
+    return message;
+  },
+};
+
 function createBaseVmStatus(): VmStatus {
   return {
     phase: 0,
@@ -923,6 +1277,7 @@ function createBaseVmStatus(): VmStatus {
     errorCode: "",
     nextAttemptAtMs: 0,
     permanent: false,
+    interfaces: [],
   };
 }
 
@@ -954,6 +1309,9 @@ export const VmStatus: MessageFns<VmStatus> = {
     }
     if (message.permanent !== false) {
       writer.uint32(72).bool(message.permanent);
+    }
+    for (const v of message.interfaces) {
+      NetworkInterface.encode(v!, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -1043,6 +1401,14 @@ export const VmStatus: MessageFns<VmStatus> = {
             message.permanent = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.interfaces.push(NetworkInterface.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1086,6 +1452,9 @@ export const VmStatus: MessageFns<VmStatus> = {
         ? globalThis.Number(object.next_attempt_at_ms)
         : 0,
       permanent: isSet(object.permanent) ? globalThis.Boolean(object.permanent) : false,
+      interfaces: globalThis.Array.isArray(object?.interfaces)
+        ? object.interfaces.map((e: any) => NetworkInterface.fromJSON(e))
+        : [],
     };
   },
 
@@ -1118,6 +1487,9 @@ export const VmStatus: MessageFns<VmStatus> = {
     if (message.permanent !== false) {
       obj.permanent = message.permanent;
     }
+    if (message.interfaces?.length) {
+      obj.interfaces = message.interfaces.map((e) => NetworkInterface.toJSON(e));
+    }
     return obj;
   },
 
@@ -1135,6 +1507,7 @@ export const VmStatus: MessageFns<VmStatus> = {
     message.errorCode = object.errorCode ?? "";
     message.nextAttemptAtMs = object.nextAttemptAtMs ?? 0;
     message.permanent = object.permanent ?? false;
+    message.interfaces = object.interfaces?.map((e) => NetworkInterface.fromPartial(e)) || [];
     return message;
   },
 };
