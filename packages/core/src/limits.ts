@@ -29,4 +29,8 @@ export const Limits = {
   /** Free-text facts and status messages from agents (CPU model, hypervisor version, why down). */
   maxFactLength: 256,
   maxNumaCells: 64,
+  /** What one host reports of its images, networks and data volumes (Hello, Report). */
+  maxHostImages: 1024,
+  maxHostNetworks: 64,
+  maxHostVolumes: 4096,
 } as const;
