@@ -10,6 +10,9 @@ import {
   type ControllerMessage,
   type Domain,
   type Hello,
+  type HostImage,
+  type HostNetwork,
+  type HostVolume,
   type Inventory,
   type Welcome,
 } from "@berth/api";
@@ -61,6 +64,7 @@ export class Agent {
   private readonly state: AgentStateFile;
   private readonly watchdog: HostWatchdog;
   private readonly usage = new UsageMeter();
+  private readonly storage: HostStorageReader;
   private running = 0;
   private readonly waiting: (() => void)[] = [];
   private helloRead: Promise<Hello> | undefined;
@@ -96,6 +100,7 @@ export class Agent {
         `${options.tls!.cert} is ${named ? `a ${named.role} certificate for '${named.name}'` : "not a Berth certificate"}, not host '${options.hostId}''s: issue one with 'berth certs issue host ${options.hostId}'`,
       );
     }
+    this.storage = new HostStorageReader(driver, log);
     const state: AgentState = typeof initial === "number" ? { lastLeaderEpoch: initial, clusterId: "" } : initial;
     this.state = new AgentStateFile(options.stateDir, state);
     this.executor = new CommandExecutor(driver, state.lastLeaderEpoch, (epoch) => {
@@ -355,7 +360,7 @@ export class Agent {
         const signature = inventorySignature(domains);
         const inventory: Inventory | undefined = signature === lastInventory ? undefined : { domains };
         lastInventory = signature;
-        sendReport({ msg: { $case: "report", value: { usage, inventory, hypervisor, vmUsage, images: [], networks: [], volumes: [] } } });
+        sendReport({ msg: { $case: "report", value: { usage, inventory, hypervisor, vmUsage, ...(await this.storage.read()) } } });
       };
       // Reports are periodic, and also prompt after the hypervisor's own events (a crash, a
       // libvirtd restart), coalesced so that a burst of events costs one report.
@@ -514,9 +519,7 @@ export class Agent {
       },
       hypervisor: { available: true, message: "" },
       clusterId: this.joining ?? this.clusterId,
-      images: [],
-      networks: [],
-      volumes: [],
+      ...(await this.storage.read()),
     };
   }
 
@@ -542,9 +545,16 @@ export class Agent {
   }
 }
 
+/**
+ * What makes an inventory worth sending again: a domain's id, state and generation, and what the
+ * operator reads off it — its NICs' addresses (a DHCP lease arriving after boot) and its volumes.
+ */
 function inventorySignature(domains: readonly Domain[]): string {
   return domains
-    .map((d) => `${d.vmId}:${d.state}:${d.generation}`)
+    .map((d) => {
+      const nics = d.interfaces.map((i) => `${i.mac}=${i.ipAddresses.join("+")}`).join(";");
+      return `${d.vmId}:${d.state}:${d.generation}:${d.volumeIds.join("+")}:${nics}`;
+    })
     .sort()
     .join(",");
 }
@@ -585,4 +595,44 @@ function connect(client: Client, timeoutMs: number, signal: AbortSignal): Promis
     };
     check();
   });
+}
+
+/** The host's images, networks and data volumes, as Hello and every Report carry them. */
+interface HostStorage {
+  images: HostImage[];
+  networks: HostNetwork[];
+  volumes: HostVolume[];
+}
+
+/**
+ * Reads the host's images, networks and volumes for a report. Each list replaces the controller's
+ * view whole, so a list that cannot be read now is sent as last read, never as empty: an empty
+ * volume list would tell the controller a volume being deleted is gone while it is still there.
+ */
+export class HostStorageReader {
+  private last: HostStorage = { images: [], networks: [], volumes: [] };
+
+  constructor(
+    private readonly driver: HypervisorDriver,
+    private readonly log: Logger,
+  ) {}
+
+  async read(): Promise<HostStorage> {
+    const [images, networks, volumes] = await Promise.all([
+      this.driver.listImages().catch((e: unknown) => this.stale("images", e, this.last.images)),
+      this.driver.listNetworks().catch((e: unknown) => this.stale("networks", e, this.last.networks)),
+      this.driver.listVolumes().catch((e: unknown) => this.stale("volumes", e, this.last.volumes)),
+    ]);
+    this.last = {
+      images: images.slice(0, Limits.maxHostImages),
+      networks: networks.slice(0, Limits.maxHostNetworks),
+      volumes: volumes.slice(0, Limits.maxHostVolumes),
+    };
+    return this.last;
+  }
+
+  private stale<T>(what: string, e: unknown, last: T): T {
+    this.log.warn({ err: e }, `could not list the host's ${what}; reporting them as last read`);
+    return last;
+  }
 }

@@ -97,4 +97,61 @@ describe("CommandExecutor", () => {
     expect(result.domain).toMatchObject({ fence: true });
     expect((await driver.list())[0]).toMatchObject({ vmId, fence: true });
   });
+
+  const volumeId = "6f1c2a9e-0000-4000-8000-0000000000a1";
+  const volumeCommand = (generation: number, action: Command["action"], leaderEpoch = 7): Command => ({
+    commandId: `v${generation}`,
+    vmId: "",
+    volumeId,
+    generation,
+    leaderEpoch,
+    migrationId: "",
+    action,
+  });
+
+  it("passes a create's devices to the driver: NICs with their MACs, the seed, the volumes", async () => {
+    const devices = {
+      image: undefined,
+      nics: [{ network: "default", mac: "52:54:00:aa:bb:01" }],
+      cloudInit: { instanceId: vmId, hostname: "web-1", sshAuthorizedKeys: ["ssh-ed25519 AAAA test"], userData: "" },
+      volumes: [{ id: volumeId, name: "data-1", sizeGib: 2 }],
+    };
+    const result = await executor.execute(command(1, { $case: "create", value: { name: "web-1", resources, start: true, fence: false, devices } }));
+    expect(result.ok).toBe(true);
+    expect(result.domain?.interfaces.map((i) => [i.network, i.mac])).toEqual([["default", "52:54:00:aa:bb:01"]]);
+    expect(result.domain?.volumeIds).toEqual([volumeId]);
+    expect((await driver.listVolumes()).map((v) => [v.volumeId, v.sizeGib, v.attachedVmId])).toEqual([[volumeId, 2, vmId]]);
+  });
+
+  it("set_volumes attaches and detaches, keeping a detached volume's data", async () => {
+    await executor.execute(create(1));
+    const attached = await executor.execute(command(2, { $case: "setVolumes", value: { volumes: [{ id: volumeId, name: "data-1", sizeGib: 1 }] } }));
+    expect(attached).toMatchObject({ ok: true, generation: 2 });
+    expect(attached.domain?.volumeIds).toEqual([volumeId]);
+    const detached = await executor.execute(command(3, { $case: "setVolumes", value: { volumes: [] } }));
+    expect(detached.domain?.volumeIds).toEqual([]);
+    expect(detached.domain?.generation).toBe(3);
+    expect((await driver.listVolumes()).map((v) => [v.volumeId, v.attachedVmId])).toEqual([[volumeId, ""]]);
+  });
+
+  it("runs volume commands by volume id, idempotently, under the epoch rule", async () => {
+    const made = await executor.execute(volumeCommand(1, { $case: "createVolume", value: { sizeGib: 3 } }));
+    expect(made).toMatchObject({ ok: true, vmId: "", volumeId, generation: 1 });
+    expect((await executor.execute(volumeCommand(1, { $case: "createVolume", value: { sizeGib: 3 } }))).ok).toBe(true);
+    expect((await driver.listVolumes()).map((v) => v.sizeGib)).toEqual([3]);
+    const stale = await executor.execute(volumeCommand(2, { $case: "deleteVolume", value: {} }, 6));
+    expect(stale).toMatchObject({ ok: false, errorCode: "FAILED_PRECONDITION" });
+    expect(await driver.listVolumes()).toHaveLength(1);
+    expect((await executor.execute(volumeCommand(2, { $case: "deleteVolume", value: {} }))).ok).toBe(true);
+    expect((await executor.execute(volumeCommand(2, { $case: "deleteVolume", value: {} }))).ok).toBe(true);
+    expect(await driver.listVolumes()).toEqual([]);
+  });
+
+  it("refuses a volume action without a volume id, and a VM action with one only", async () => {
+    const noVolume = await executor.execute(command(1, { $case: "deleteVolume", value: {} }));
+    expect(noVolume).toMatchObject({ ok: false, errorCode: "INVALID_ARGUMENT" });
+    expect(noVolume.errorMessage).toMatch(/^command\.volume_id is required/);
+    const vmActionOnVolume = await executor.execute(volumeCommand(1, { $case: "start", value: {} }));
+    expect(vmActionOnVolume).toMatchObject({ ok: false, errorCode: "INVALID_ARGUMENT" });
+  });
 });

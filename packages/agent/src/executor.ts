@@ -1,6 +1,6 @@
-import type { Command, CommandResult, Domain, MigrationTargetAddress } from "@berth/api";
+import type { Command, CommandResult, Domain, DomainDevices, MigrationTargetAddress } from "@berth/api";
 import { BerthError, ErrorCode } from "@berth/core";
-import type { HypervisorDriver, MigrationProgress } from "@berth/hypervisor";
+import type { DomainSpec, HypervisorDriver, MigrationProgress } from "@berth/hypervisor";
 
 /** Receives a migration's progress while its migrate_out command runs. */
 export type MigrationProgressSink = (vmId: string, migrationId: string, progress: MigrationProgress) => void;
@@ -13,6 +13,8 @@ export type MigrationProgressSink = (vmId: string, migrationId: string, progress
  * - a command whose effect is already in place changes nothing (a resend after a lost result).
  * Commands for one VM run one at a time, in arrival order; different VMs run concurrently. The one
  * exception is `abort_migration`: it runs at once, beside a `migrate_out` it is there to cancel.
+ * Volume commands (`create_volume`, `delete_volume`: `volume_id` set, `vm_id` empty) run one at a
+ * time per volume, under the same epoch rule; their generation is the volume record's.
  */
 export class CommandExecutor {
   private readonly perVm = new Map<string, Promise<void>>();
@@ -54,15 +56,16 @@ export class CommandExecutor {
    */
   execute(command: Command, onProgress?: MigrationProgressSink): Promise<CommandResult> {
     if (command.action?.$case === "abortMigration") return this.apply(command, onProgress);
-    const prior = this.perVm.get(command.vmId) ?? Promise.resolve();
-    const run = prior.then(() => this.apply(command, onProgress));
+    const subject = commandSubject(command);
+    const prior = this.perVm.get(subject) ?? Promise.resolve();
+    const run = prior.then(() => (command.vmId === "" && command.volumeId !== "" ? this.applyVolume(command) : this.apply(command, onProgress)));
     const settled = run.then(
       () => undefined,
       () => undefined,
     );
-    this.perVm.set(command.vmId, settled);
+    this.perVm.set(subject, settled);
     void settled.then(() => {
-      if (this.perVm.get(command.vmId) === settled) this.perVm.delete(command.vmId);
+      if (this.perVm.get(subject) === settled) this.perVm.delete(subject);
     });
     return run;
   }
@@ -96,10 +99,10 @@ export class CommandExecutor {
       };
       switch (action.$case) {
         case "create": {
-          const { name, resources, start, fence } = action.value;
+          const { name, resources, start, fence, devices } = action.value;
           if (!resources) return fail(ErrorCode.InvalidArgument, "command.create.resources is required", existing);
           // `fence`: the host's watchdog powers this domain off when its deadline passes.
-          domain = existing ?? (await this.driver.define({ vmId: command.vmId, name, resources, generation: command.generation, fence }));
+          domain = existing ?? (await this.driver.define({ vmId: command.vmId, name, resources, generation: command.generation, fence, ...devicesOf(devices) }));
           if (start) domain = await this.driver.start(command.vmId);
           break;
         }
@@ -114,9 +117,9 @@ export class CommandExecutor {
           return { ...base, ok: true, errorCode: "", errorMessage: "", domain: undefined };
         case "prepareMigration": {
           needsMigration();
-          const { name, resources, fence } = action.value;
+          const { name, resources, fence, devices } = action.value;
           if (!resources) return fail(ErrorCode.InvalidArgument, "command.prepare_migration.resources is required", existing);
-          const target = await this.driver.prepareIncoming({ vmId: command.vmId, name, resources, generation: command.generation, fence });
+          const target = await this.driver.prepareIncoming({ vmId: command.vmId, name, resources, generation: command.generation, fence, ...devicesOf(devices) });
           return { ...base, ok: true, errorCode: "", errorMessage: "", domain: await findDomain(), migrationTarget: { driver: target.driver, uri: target.uri } };
         }
         case "migrateOut": {
@@ -140,9 +143,11 @@ export class CommandExecutor {
           await this.driver.abortMigration(command.vmId);
           return { ...base, ok: true, errorCode: "", errorMessage: "", domain: await findDomain() };
         case "setVolumes":
+          domain = await this.driver.setVolumes(command.vmId, action.value.volumes);
+          break;
         case "createVolume":
         case "deleteVolume":
-          return fail(ErrorCode.FailedPrecondition, `${action.$case} is not supported by this agent yet`, existing);
+          return fail(ErrorCode.InvalidArgument, `command.volume_id is required for ${action.$case} (and vm_id must be empty)`, existing);
       }
       if (domain.generation < command.generation) domain = await this.driver.setGeneration(command.vmId, command.generation);
       return { ...base, ok: true, errorCode: "", errorMessage: "", domain };
@@ -152,4 +157,46 @@ export class CommandExecutor {
       return fail(code, message, await findDomain().catch(() => undefined));
     }
   }
+
+  /** A volume command: the volume's subject has no domain, so only the epoch guards it. */
+  private async applyVolume(command: Command): Promise<CommandResult> {
+    const base = { commandId: command.commandId, vmId: "", volumeId: command.volumeId, generation: command.generation, migrationId: "", migrationTarget: undefined, domain: undefined };
+    const done = (): CommandResult => ({ ...base, ok: true, errorCode: "", errorMessage: "" });
+    const fail = (code: string, message: string): CommandResult => ({ ...base, ok: false, errorCode: code, errorMessage: message });
+    try {
+      if (command.leaderEpoch < this.highestEpoch) {
+        return fail(ErrorCode.FailedPrecondition, `command from leader epoch ${command.leaderEpoch}; this host follows epoch ${this.highestEpoch}`);
+      }
+      this.observeEpoch(command.leaderEpoch);
+      const action = command.action;
+      switch (action?.$case) {
+        case "createVolume":
+          await this.driver.createVolume({ id: command.volumeId, name: "", sizeGib: action.value.sizeGib });
+          return done();
+        case "deleteVolume":
+          await this.driver.deleteVolume(command.volumeId);
+          return done();
+        default:
+          return fail(ErrorCode.InvalidArgument, `command.vm_id is required for ${action?.$case ?? "a command without an action"}`);
+      }
+    } catch (e) {
+      return fail(e instanceof BerthError ? e.code : ErrorCode.Internal, e instanceof Error ? e.message : String(e));
+    }
+  }
+}
+
+/** What one command's subject is: its VM, or for a volume command its volume. Commands of one subject run in order. */
+function commandSubject(command: Command): string {
+  return command.vmId !== "" ? command.vmId : `volume:${command.volumeId}`;
+}
+
+/** The driver's view of the devices a command carries (absent fields stay absent). */
+function devicesOf(devices: DomainDevices | undefined): Pick<DomainSpec, "image" | "nics" | "cloudInit" | "volumes"> {
+  if (!devices) return {};
+  return {
+    ...(devices.image ? { image: devices.image } : {}),
+    ...(devices.nics.length > 0 ? { nics: devices.nics } : {}),
+    ...(devices.cloudInit ? { cloudInit: devices.cloudInit } : {}),
+    ...(devices.volumes.length > 0 ? { volumes: devices.volumes } : {}),
+  };
 }
