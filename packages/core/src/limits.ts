@@ -33,4 +33,26 @@ export const Limits = {
   maxHostImages: 1024,
   maxHostNetworks: 64,
   maxHostVolumes: 4096,
+  /** NICs of one VM (VmSpec.networks), and interfaces one domain may report. */
+  maxNicsPerVm: 8,
+  /** Characters of a network's name (libvirt network and bridge names). */
+  maxNetworkNameLength: 64,
+  /** IP addresses one reported interface may carry. */
+  maxAddressesPerNic: 16,
+  /** SSH keys in one VM's cloud-init, and bytes of each (one line). */
+  maxSshKeys: 32,
+  maxSshKeyBytes: 8 * 1024,
+  /** Bytes of one VM's cloud-init user-data. */
+  maxUserDataBytes: 64 * 1024,
+  /**
+   * Bytes of cloud-init data (keys and user-data) in one gang: its VMs are one etcd transaction,
+   * which must stay under etcd's 1.5 MiB request limit.
+   */
+  maxGangCloudInitBytes: 1024 * 1024,
+  /** Data volumes attached to one VM (VmSpec.volumes, Domain.volume_ids). */
+  maxVolumesPerVm: 16,
+  /** Characters of an image's source (URL or path). */
+  maxImageSourceLength: 2048,
+  /** Characters of an id an agent reports (image, volume, VM ids: UUIDs, with room). */
+  maxReportedIdLength: 128,
 } as const;
