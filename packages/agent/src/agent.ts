@@ -25,6 +25,7 @@ import type { ResolvedAgentOptions } from "./options.js";
 import { NO_AGENT_METRICS, type AgentMetrics } from "./metrics.js";
 import { ReconnectPlanner, type SessionEnd } from "./reconnect.js";
 import { StreamWriter } from "./stream-writer.js";
+import { ConsoleSessions } from "./console-sessions.js";
 import { UsageMeter } from "./usage.js";
 import { HostWatchdog } from "./watchdog.js";
 
@@ -249,6 +250,8 @@ export class Agent {
   private stream(call: ClientDuplexStream<AgentMessage, ControllerMessage>, address: string, hello: Hello, signal: AbortSignal): Promise<SessionEnd> {
     const startedAt = Date.now();
     const writer = new StreamWriter(call);
+    // Console sessions live on this stream only: a reconnect starts with none (console-sessions.ts).
+    const consoles = new ConsoleSessions(this.driver, writer, this.log);
     let reportTimer: NodeJS.Timeout | undefined;
     let tickTimer: NodeJS.Timeout | undefined;
     /** Set by a Welcome: resolves true once it is obeyed (its cluster adopted), false if not. Commands wait on it. */
@@ -271,6 +274,7 @@ export class Agent {
           this.metrics.connected(false);
         }
         signal.removeEventListener("abort", onAbort);
+        consoles.closeAll();
         writer.close();
         call.cancel();
         resolve(end);
@@ -465,6 +469,10 @@ export class Agent {
             finish({ kind: "rejected", reason: msg.value.reason, message: msg.value.message });
             break;
           case "heartbeat":
+            break;
+          case "console":
+            // Only for the leader whose Welcome is obeyed, as commands; not queued behind them.
+            if (welcomed) consoles.handle(msg.value);
             break;
           case "command": {
             // Commands wait for their Welcome to be obeyed (its cluster id saved); they stay in

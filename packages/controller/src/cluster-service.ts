@@ -33,6 +33,7 @@ import { placementPolicyOf, resolveClusterScheduler } from "./scheduler-config.j
 import { hostView as hostViewOf, type LiveHost } from "./host-view.js";
 import { cordonHost, drainHost, leadingNow as leadingOf, migrateVm, requireHost, uncordonHost } from "./operator-actions.js";
 import type { Placer } from "./placement.js";
+import { consoleRelayFor } from "./console-relay.js";
 
 export interface ClusterServiceDeps {
   /** The writer when this controller leads; undefined on a follower. */
@@ -93,6 +94,7 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
   /** A host as operators see it (one definition, shared with the dashboard: host-view.ts). */
   const hostView = (host: Host): Host => hostViewOf(deps, host);
   const leadingNow = (): LeadingDeps => leadingOf(deps);
+  const consoles = consoleRelayFor({ state: deps.state, sessions: deps.sessions, leading: deps.leading, log: deps.log });
   const hostById = (id: string, field = "host_id"): Host => requireHost(deps.state, id, field);
   const change = (desired: DesiredState, forceStop = false) => async (req: { name: string }) => {
     const writer = await leader();
@@ -275,7 +277,8 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     deleteVolume: unary(async () => notYet("DeleteVolume")),
     attachVolume: unary(async () => notYet("AttachVolume")),
     detachVolume: unary(async () => notYet("DetachVolume")),
-    attachConsole: (call) => call.destroy(new Error("AttachConsole is not implemented yet")),
+    // The operator's console stream, relayed over the host's agent stream (console-relay.ts).
+    attachConsole: (call) => consoles.attach(call, leader),
   };
 }
 
