@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from "commander";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER, DEFAULT_TIMEOUT_MS } from "./client.js";
 import { registerCertsCommands } from "./commands/certs.js";
 import { registerClusterCommands } from "./commands/cluster.js";
+import { registerConsoleCommand } from "./commands/console.js";
 import { registerConfigCommands } from "./commands/config.js";
 import { registerDevCommand } from "./commands/dev.js";
 import { registerEventsCommand } from "./commands/events.js";
@@ -73,6 +74,7 @@ Examples:
 ${EXIT_CODES_HELP}`,
     );
   registerVmCommands(program, ctx);
+  registerConsoleCommand(program, ctx);
   registerPlanCommand(program, ctx);
   registerGroupCommands(program, ctx);
   registerHostCommands(program, ctx);
