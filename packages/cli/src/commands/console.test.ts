@@ -154,6 +154,21 @@ describe("berth vm console", () => {
     expect(t.raw).toEqual([true, false]);
   });
 
+  it("a detach lets go of a controller that does not end the stream after a grace of 2 s", async () => {
+    const { address, state } = await consoleServer((call) => {
+      call.once("data", () => call.write({ msg: { $case: "attached", value: { vmId: "id-1", hostId: "host-1" } } }));
+    });
+    const t = fakeTerminal(true);
+    const done = runConsole(channelsTo(address), { name: "web-1", force: false, escape }, t.terminal);
+    await waitFor("connected", () => t.err().includes("Connected"));
+    const started = Date.now();
+    t.input.write(Buffer.from([0x1d]));
+    await done;
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_900);
+    expect(state.halfClosed).toBe(true);
+    expect(t.raw).toEqual([true, false]);
+  });
+
   it("ends with the controller's error once attached (exit 6), the terminal restored and Disconnected. said", async () => {
     const { address } = await consoleServer((call) => {
       call.once("data", () => {

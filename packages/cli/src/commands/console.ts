@@ -257,8 +257,9 @@ function relay(call: ConsoleStream, request: ConsoleRequest, terminal: ConsoleTe
       stopReading();
       call.end();
       const grace = setTimeout(() => {
-        call.cancel();
+        // Settled first: the cancel's own CANCELLED is not the session's outcome.
         settle();
+        call.cancel();
       }, DETACH_GRACE_MS);
       cleanups.push(() => clearTimeout(grace));
     };
