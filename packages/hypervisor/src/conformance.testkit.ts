@@ -1,10 +1,23 @@
 // The one HypervisorDriver conformance suite, run identically against the fake and libvirt.
 // Excluded from the build; imported by tests only.
 import { randomUUID } from "node:crypto";
-import { DomainState, type Domain } from "@berth/api";
-import { BerthError, ErrorCode } from "@berth/core";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DomainState, type Domain, type ImageRef, type VolumeRef } from "@berth/api";
+import { BerthError, ErrorCode, nicMacAddress } from "@berth/core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { DomainSpec, DriverEvent, HypervisorDriver, MigrationProgress } from "./driver.js";
+import type { ConsoleConnection, ConsoleEnd, DomainSpec, DriverEvent, HypervisorDriver, MigrationProgress } from "./driver.js";
+
+/** An image file the harness gives the image cases (see `DriverHarness.imageFile`). */
+export interface HarnessImageFile {
+  /** Absolute path the driver can read (the cases also pass it as a file:// URL). */
+  path: string;
+  format: "qcow2" | "raw";
+  /** The size a disk over it must have at least: qcow2's header states it; raw: the file's size. */
+  virtualSizeBytes: number;
+  /** Lower-case hex SHA-256 of the file. */
+  sha256: string;
+}
 
 /** What a driver's test setup gives the conformance suite. */
 export interface DriverHarness {
@@ -41,6 +54,21 @@ export interface DriverHarness {
    * is copied with the migration at the throttled rate).
    */
   stallDiskGib?: number;
+  /**
+   * A small image file for the image cases (skipped without it), called once: the fake's harness
+   * writes a qcow2 header of a virtual size above 1 GiB (so a too-small disk can be refused);
+   * libvirt's gives a real tiny bootable image, which the console output case then boots. Images the
+   * suite makes have ids `conf-<run>-img-<n>`; `cleanup` may remove them (the contract has no delete).
+   */
+  imageFile?(): Promise<HarnessImageFile>;
+  /** A network of the host's `listNetworks()` NICs can be on, active; the NIC cases are skipped without it. */
+  networkName?: string;
+  /**
+   * What to type on a running domain's console and what must come back within `settleMs` (sent
+   * again every second until then), for the console output case (skipped without it): the fake's
+   * echo; on libvirt a shell's `echo` once the domain has booted `imageFile`'s image.
+   */
+  consoleProbe?: { send: string; expect: RegExp };
 }
 
 export interface ConformanceOptions {
@@ -71,6 +99,10 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
     let harness: DriverHarness;
     let driver: HypervisorDriver;
     const made = new Set<string>();
+    /** Data volumes the cases made, deleted after each case (on the peer too). */
+    const madeVolumes = new Set<string>();
+    /** Console sessions the cases opened, closed after each case. */
+    const consoles = new Set<ConsoleConnection>();
     const events: DriverEvent[] = [];
     let unsubscribe: () => void = () => undefined;
     /** The second host (migration cases), opened by the first case that needs it. */
@@ -148,6 +180,13 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
         }
       }
       made.clear();
+      for (const c of consoles) c.close();
+      consoles.clear();
+      for (const id of madeVolumes) {
+        await driver.deleteVolume(id).catch(() => undefined);
+        if (peer) await peer.deleteVolume(id).catch(() => undefined);
+      }
+      madeVolumes.clear();
       events.length = 0;
     });
 
@@ -443,6 +482,294 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
       await waitForEvent("a 'stopped' event after the outage", domainEvent(s.vmId, "stopped"), after);
     });
 
+    // ---- images (need harness.imageFile) --------------------------------------------------------
+
+    const GIB = 1024 ** 3;
+    let imageSeq = 0;
+    let imageFile: Promise<HarnessImageFile> | undefined;
+    /** The harness's image file, or a skip of the case when it gives none. */
+    const needImage = async (ctx: { skip: (note?: string) => never }): Promise<HarnessImageFile> => {
+      if (!harness.imageFile) ctx.skip("the harness gives no image file (imageFile)");
+      imageFile ??= harness.imageFile!();
+      return imageFile;
+    };
+    /** A reference to a new image (an id never used before) of the file. */
+    const imageRef = (file: HarnessImageFile, over: Partial<ImageRef> = {}): ImageRef => {
+      const id = `conf-${run}-img-${++imageSeq}`;
+      return { id, name: id, source: file.path, format: file.format, sha256: "", ...over };
+    };
+    /** The smallest disk (GiB) over the image. */
+    const diskFor = (file: HarnessImageFile): number => Math.max(1, Math.ceil(file.virtualSizeBytes / GIB));
+    const errorOf = async (p: Promise<unknown>): Promise<BerthError> => {
+      const e = await p.then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(e).toBeInstanceOf(BerthError);
+      return e as BerthError;
+    };
+
+    it("holds an image once: ensureImage is idempotent, concurrent calls share the fetch, listImages has it", async (ctx) => {
+      const file = await needImage(ctx);
+      const ref = imageRef(file, { sha256: file.sha256 });
+      const [a, b] = await Promise.all([driver.ensureImage(ref), driver.ensureImage(ref)]);
+      expect(a).toEqual(b);
+      expect(a).toMatchObject({ imageId: ref.id, virtualSizeBytes: file.virtualSizeBytes });
+      expect(a.sizeBytes).toBeGreaterThan(0);
+      expect(await driver.ensureImage(ref)).toEqual(a);
+      const listed = await driver.listImages();
+      expect(listed.filter((i) => i.imageId === ref.id)).toEqual([a]);
+      expect(listed.map((i) => i.imageId)).toEqual([...listed.map((i) => i.imageId)].sort());
+      // A file:// URL is the same source.
+      const byUrl = imageRef(file, { source: `file://${file.path}` });
+      expect(await driver.ensureImage(byUrl)).toMatchObject({ imageId: byUrl.id, virtualSizeBytes: file.virtualSizeBytes });
+    });
+
+    it("defines a domain over an image: it records the image; a disk smaller than the image, or none, is refused naming image", async (ctx) => {
+      const file = await needImage(ctx);
+      const image = imageRef(file);
+      const before = (await driver.list()).map((d) => d.vmId);
+      expect(await codeOf(driver.define(spec({ image, resources: { vcpus: 1, memoryMib: 64, diskGib: 0 } })))).toBe(ErrorCode.InvalidArgument);
+      const small = Math.ceil(file.virtualSizeBytes / GIB) - 1;
+      if (small >= 1) {
+        const e = await errorOf(driver.define(spec({ image, resources: { vcpus: 1, memoryMib: 64, diskGib: small } })));
+        expect(e.code).toBe(ErrorCode.InvalidArgument);
+        expect(e.message).toMatch(/^image: /);
+      }
+      expect((await driver.list()).map((d) => d.vmId)).toEqual(before);
+
+      const s = spec({ image, resources: { vcpus: 1, memoryMib: 64, diskGib: diskFor(file) } });
+      expect(await driver.define(s)).toMatchObject({ vmId: s.vmId, state: SHUTOFF, imageId: image.id });
+      expect(await find(s.vmId)).toMatchObject({ imageId: image.id });
+      expect((await driver.listImages()).map((i) => i.imageId)).toContain(image.id);
+      expect((await driver.start(s.vmId)).state).toBe(RUNNING);
+      await driver.delete(s.vmId);
+      // The image outlives the domain: it is the host's, for the next VM over it.
+      expect((await driver.listImages()).map((i) => i.imageId)).toContain(image.id);
+    });
+
+    it("refuses a source that is not there (NOT_FOUND naming image.source) and a checksum mismatch, holding nothing", async (ctx) => {
+      const file = await needImage(ctx);
+      const missing = imageRef(file, { source: join(tmpdir(), `berth-conformance-missing-${randomUUID()}.qcow2`) });
+      const e = await errorOf(driver.ensureImage(missing));
+      expect(e.code).toBe(ErrorCode.NotFound);
+      expect(e.message).toMatch(/image\.source/);
+      const wrong = imageRef(file, { sha256: "0".repeat(64) });
+      expect(await codeOf(driver.ensureImage(wrong))).toBe(ErrorCode.FailedPrecondition);
+      const held = (await driver.listImages()).map((i) => i.imageId);
+      expect(held).not.toContain(missing.id);
+      expect(held).not.toContain(wrong.id);
+      // Nothing of the failed fetch is in the way: the right checksum then works.
+      expect(await driver.ensureImage({ ...wrong, sha256: file.sha256 })).toMatchObject({ imageId: wrong.id });
+    });
+
+    // ---- networks (need harness.networkName) ----------------------------------------------------
+
+    const needNetwork = (ctx: { skip: (note?: string) => never }): string => {
+      if (!harness.networkName) ctx.skip("the harness names no network (networkName)");
+      return harness.networkName!;
+    };
+
+    it("lists the host's networks, sorted by name, with the harness's among them, active", async (ctx) => {
+      const name = needNetwork(ctx);
+      const networks = await driver.listNetworks();
+      expect(networks.map((n) => n.name)).toEqual([...networks.map((n) => n.name)].sort());
+      expect(networks.find((n) => n.name === name)).toMatchObject({ name, active: true });
+      for (const n of networks) expect(["network", "bridge"]).toContain(n.kind);
+    });
+
+    it("reports a domain's NICs in order with the MACs asked for", async (ctx) => {
+      const network = needNetwork(ctx);
+      const vmId = randomUUID();
+      const nics = [0, 1].map((i) => ({ network, mac: nicMacAddress(vmId, i) }));
+      const s = spec({ vmId, nics });
+      const defined = await driver.define(s);
+      expect(defined.interfaces.map((i) => ({ network: i.network, mac: i.mac }))).toEqual(nics);
+      await driver.start(vmId);
+      const started = await find(vmId);
+      expect(started?.interfaces.map((i) => ({ network: i.network, mac: i.mac }))).toEqual(nics);
+      for (const i of started?.interfaces ?? []) expect(Array.isArray(i.ipAddresses)).toBe(true);
+    });
+
+    it("refuses a NIC on a network the host lacks, naming nics[i].network, leaving nothing defined", async () => {
+      const vmId = randomUUID();
+      const unknown = `no-such-net-${run}`;
+      const nics = harness.networkName ? [{ network: harness.networkName, mac: nicMacAddress(vmId, 0) }] : [];
+      nics.push({ network: unknown, mac: nicMacAddress(vmId, nics.length) });
+      const e = await errorOf(driver.define(spec({ vmId, nics })));
+      expect(e.code).toBe(ErrorCode.InvalidArgument);
+      expect(e.message).toContain(`nics[${nics.length - 1}].network`);
+      expect(await find(vmId)).toBeUndefined();
+    });
+
+    // ---- cloud-init -------------------------------------------------------------------------------
+
+    it("accepts a cloud-init seed: the domain defines, starts and deletes as any other", async () => {
+      const s = spec();
+      s.cloudInit = { instanceId: s.vmId, hostname: s.name, sshAuthorizedKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIConformanceSuiteKeyOnly conformance"], userData: "" };
+      expect((await driver.define(s)).state).toBe(SHUTOFF);
+      expect((await driver.start(s.vmId)).state).toBe(RUNNING);
+      await driver.delete(s.vmId);
+      expect(await find(s.vmId)).toBeUndefined();
+      // A seed with the operator's own user-data too.
+      const t = spec();
+      t.cloudInit = { instanceId: t.vmId, hostname: t.name, sshAuthorizedKeys: [], userData: "#cloud-config\nruncmd:\n  - echo conformance\n" };
+      expect((await driver.define(t)).state).toBe(SHUTOFF);
+    });
+
+    // ---- data volumes -----------------------------------------------------------------------------
+
+    let volumeSeq = 0;
+    const volume = (sizeGib = 1): VolumeRef => {
+      const id = `conf-${run}-vol-${++volumeSeq}`;
+      madeVolumes.add(id);
+      return { id, name: id, sizeGib };
+    };
+    const volumeOf = async (d: HypervisorDriver, id: string) => (await d.listVolumes()).find((v) => v.volumeId === id);
+
+    it("creates, lists and deletes a data volume, each idempotent; another size of the same id is refused", async () => {
+      const v = volume(1);
+      const made = await driver.createVolume(v);
+      expect(made).toEqual({ volumeId: v.id, sizeGib: 1, attachedVmId: "" });
+      expect(await driver.createVolume(v)).toEqual(made);
+      expect(await codeOf(driver.createVolume({ ...v, sizeGib: 2 }))).toBe(ErrorCode.FailedPrecondition);
+      const listed = await driver.listVolumes();
+      expect(listed.filter((x) => x.volumeId === v.id)).toEqual([made]);
+      expect(listed.map((x) => x.volumeId)).toEqual([...listed.map((x) => x.volumeId)].sort());
+      await driver.deleteVolume(v.id);
+      await driver.deleteVolume(v.id);
+      expect(await volumeOf(driver, v.id)).toBeUndefined();
+    });
+
+    it("attaches and detaches data volumes in the order asked (creating missing ones); detached ones stay", async () => {
+      const [a, b] = [volume(1), volume(1)];
+      const s = spec();
+      await driver.define(s);
+      await driver.createVolume(a);
+      expect((await driver.setVolumes(s.vmId, [a, b])).volumeIds).toEqual([a.id, b.id]);
+      expect((await driver.setVolumes(s.vmId, [a, b])).volumeIds).toEqual([a.id, b.id]);
+      expect(await volumeOf(driver, b.id)).toEqual({ volumeId: b.id, sizeGib: 1, attachedVmId: s.vmId });
+      expect((await driver.setVolumes(s.vmId, [b])).volumeIds).toEqual([b.id]);
+      expect(await volumeOf(driver, a.id)).toEqual({ volumeId: a.id, sizeGib: 1, attachedVmId: "" });
+      expect((await driver.setVolumes(s.vmId, [b, a])).volumeIds).toEqual([b.id, a.id]);
+      expect((await find(s.vmId))?.volumeIds).toEqual([b.id, a.id]);
+      // The domain starts with them attached.
+      expect((await driver.start(s.vmId)).volumeIds).toEqual([b.id, a.id]);
+      await driver.destroy(s.vmId);
+      expect((await driver.setVolumes(s.vmId, [])).volumeIds).toEqual([]);
+      expect((await volumeOf(driver, a.id))?.attachedVmId).toBe("");
+      expect((await volumeOf(driver, b.id))?.attachedVmId).toBe("");
+      expect(await codeOf(driver.setVolumes(randomUUID(), [a]))).toBe(ErrorCode.NotFound);
+    });
+
+    it("keeps data volumes when their domain is deleted; a volume attached elsewhere is refused; deleteVolume refuses while attached", async () => {
+      const v = volume(1);
+      const s = spec({ volumes: [v] });
+      expect((await driver.define(s)).volumeIds).toEqual([v.id]);
+      expect(await volumeOf(driver, v.id)).toMatchObject({ attachedVmId: s.vmId });
+      expect(await codeOf(driver.deleteVolume(v.id))).toBe(ErrorCode.FailedPrecondition);
+      // One domain at a time: another one cannot have it, by definition or by setVolumes.
+      const other = spec();
+      expect(await codeOf(driver.define({ ...other, volumes: [v] }))).toBe(ErrorCode.FailedPrecondition);
+      expect(await find(other.vmId)).toBeUndefined();
+      await driver.define(other);
+      expect(await codeOf(driver.setVolumes(other.vmId, [v]))).toBe(ErrorCode.FailedPrecondition);
+      expect((await find(other.vmId))?.volumeIds).toEqual([]);
+
+      await driver.delete(s.vmId);
+      expect(await volumeOf(driver, v.id)).toEqual({ volumeId: v.id, sizeGib: 1, attachedVmId: "" });
+      expect((await driver.setVolumes(other.vmId, [v])).volumeIds).toEqual([v.id]);
+      await driver.delete(other.vmId);
+      await driver.deleteVolume(v.id);
+      expect(await volumeOf(driver, v.id)).toBeUndefined();
+    });
+
+    // ---- console ----------------------------------------------------------------------------------
+
+    /** A console session, closed after the case; its output and its end recorded. */
+    const attach = async (vmId: string, force = false) => {
+      const connection = await driver.openConsole(vmId, { force });
+      consoles.add(connection);
+      const session = { connection, output: "", ends: [] as (ConsoleEnd | undefined)[] };
+      connection.onData((data) => (session.output += Buffer.from(data).toString("latin1")));
+      connection.onEnd((end) => session.ends.push(end));
+      return session;
+    };
+    /** A running domain to attach to: it boots the harness's image on its network when there is one. */
+    const bootable = async (ctx: { skip: (note?: string) => never }): Promise<DomainSpec> => {
+      const over: Partial<DomainSpec> = {};
+      if (harness.imageFile) {
+        const file = await needImage(ctx);
+        over.image = imageRef(file);
+        over.resources = { vcpus: 1, memoryMib: 256, diskGib: diskFor(file) };
+      }
+      const s = spec(over);
+      if (harness.networkName) s.nics = [{ network: harness.networkName, mac: nicMacAddress(s.vmId, 0) }];
+      s.cloudInit = { instanceId: s.vmId, hostname: s.name, sshAuthorizedKeys: [], userData: "" };
+      await driver.define(s);
+      await driver.start(s.vmId);
+      return s;
+    };
+
+    it("refuses a console on an unknown domain (NOT_FOUND) and on one not running (FAILED_PRECONDITION)", async () => {
+      expect(await codeOf(driver.openConsole(randomUUID()))).toBe(ErrorCode.NotFound);
+      const s = spec();
+      await driver.define(s);
+      expect(await codeOf(driver.openConsole(s.vmId))).toBe(ErrorCode.FailedPrecondition);
+    });
+
+    it("gives what the guest prints: the console probe comes back", async (ctx) => {
+      if (!harness.consoleProbe) ctx.skip("the harness gives no console probe (consoleProbe)");
+      const probe = harness.consoleProbe!;
+      const s = await bootable(ctx);
+      const session = await attach(s.vmId);
+      // A booting guest may not listen yet: the probe is sent again every second until it answers.
+      let sentAt = 0;
+      await eventually(`${probe.expect} on the console`, async () => {
+        if (probe.expect.test(session.output)) return true;
+        if (Date.now() - sentAt >= 1000) {
+          session.connection.write(new TextEncoder().encode(probe.send));
+          sentAt = Date.now();
+        }
+        return undefined;
+      }).catch((e: unknown) => {
+        throw new Error(`${String(e)}; the console said: ${JSON.stringify(session.output.slice(-400))}`);
+      });
+      expect(session.ends).toEqual([]);
+    });
+
+    it("holds one session per console: a second is refused without force, force takes over; close is idempotent", async () => {
+      const s = await running();
+      const first = await attach(s.vmId);
+      const refused = await errorOf(driver.openConsole(s.vmId));
+      expect(refused.code).toBe(ErrorCode.FailedPrecondition);
+      expect(first.ends).toEqual([]);
+      const second = await attach(s.vmId, true);
+      await eventually("the first session to end", async () => (first.ends.length > 0 ? true : undefined));
+      expect(first.ends).toHaveLength(1);
+      expect(first.ends[0]?.code).toBe(ErrorCode.FailedPrecondition);
+      expect(second.ends).toEqual([]);
+      // Writing to an ended session is harmless.
+      first.connection.write(new TextEncoder().encode("ignored\r"));
+      second.connection.close();
+      second.connection.close();
+      await eventually("the closed session's end", async () => (second.ends.length > 0 ? true : undefined));
+      await sleep(100);
+      expect(second.ends).toEqual([undefined]);
+      // Released: a new session needs no force.
+      const third = await attach(s.vmId);
+      expect(third.ends).toEqual([]);
+    });
+
+    it("ends a console session when the domain stops", async () => {
+      const s = await running();
+      const session = await attach(s.vmId);
+      await driver.destroy(s.vmId);
+      await eventually("the session to end", async () => (session.ends.length > 0 ? true : undefined));
+      expect(session.ends).toHaveLength(1);
+      expect(session.ends[0]?.code).toBe(ErrorCode.FailedPrecondition);
+    });
+
     // ---- live migration (needs a second host: harness.openPeer) --------------------------------
 
     /** The second host, or a skip of the case when the harness has none. */
@@ -522,6 +849,21 @@ export function describeDriverConformance(name: string, makeHarness: () => Promi
       await dst.abortMigration(off.vmId);
       expect(await on(dst, off.vmId)).toBeUndefined();
       expect(await find(off.vmId)).toMatchObject({ state: SHUTOFF });
+    });
+
+    it("carries a domain's data volumes: they leave the source at the commit and are attached at the destination", async (ctx) => {
+      const dst = await needPeer(ctx);
+      const v = volume(1);
+      const s = await running({ volumes: [v] });
+      const target = await dst.prepareIncoming(s);
+      expect(await volumeOf(dst, v.id)).toMatchObject({ attachedVmId: s.vmId });
+      await driver.migrateOut(s.vmId, target);
+      expect(await volumeOf(driver, v.id)).toBeUndefined();
+      const arrived = await dst.finishIncoming(s.vmId, 2);
+      expect(arrived.volumeIds).toEqual([v.id]);
+      expect(await volumeOf(dst, v.id)).toEqual({ volumeId: v.id, sizeGib: 1, attachedVmId: s.vmId });
+      await dst.delete(s.vmId);
+      expect(await volumeOf(dst, v.id)).toMatchObject({ attachedVmId: "" });
     });
 
     it("aborts a migration that does not converge: the call fails FAILED_PRECONDITION, the domain runs on at the source", async (ctx) => {

@@ -67,6 +67,11 @@ function driver(stateDir = dir, options: Partial<FakeDriverOptions> = {}): FakeD
   return d;
 }
 
+/** What a domain defined without an image, NICs or data volumes has of them. */
+const NO_DEVICES = { interfaces: [], volumeIds: [], imageId: "" } as const;
+/** What a host that never held an image nor a data volume reports of them. */
+const EMPTY_STORAGE = { devices: {}, images: [], dataVolumes: {} } as const;
+
 /** A driver whose migrations take a few ms of real time (timing is tested in fake-migration.test.ts). */
 const FAST = { migrationBandwidthMibPerS: 1_000_000 } as const;
 
@@ -129,7 +134,7 @@ describe("FakeDriver", () => {
     expect(await d.list()).toEqual([]);
 
     const defined = await d.define(s);
-    expect(defined).toEqual({ vmId: s.vmId, name: "vm-1", state: SHUTOFF, generation: 3, resources: s.resources, fence: false });
+    expect(defined).toEqual({ vmId: s.vmId, name: "vm-1", state: SHUTOFF, generation: 3, resources: s.resources, fence: false, ...NO_DEVICES });
     expect((await d.start(s.vmId)).state).toBe(RUNNING);
     expect((await d.setGeneration(s.vmId, 4)).generation).toBe(4);
     expect(await d.list()).toEqual([{ ...defined, state: RUNNING, generation: 4 }]);
@@ -143,6 +148,7 @@ describe("FakeDriver", () => {
       volumes: [],
       incoming: [],
       watchdog: { deadlineMs: 0, firedAtMs: 0 },
+      ...EMPTY_STORAGE,
     });
   });
 
@@ -168,7 +174,7 @@ describe("FakeDriver", () => {
   it("succeeds deleting an absent domain without counting it", async () => {
     const d = driver();
     await d.delete(spec(7).vmId);
-    expect(readFakeHypervisorState(dir)).toEqual({ domains: [], operations: {}, volumes: [], incoming: [], watchdog: { deadlineMs: 0, firedAtMs: 0 } });
+    expect(readFakeHypervisorState(dir)).toEqual({ domains: [], operations: {}, volumes: [], incoming: [], watchdog: { deadlineMs: 0, firedAtMs: 0 }, ...EMPTY_STORAGE });
   });
 
   it("answers NOT_FOUND for start, stop and setGeneration of an unknown domain", async () => {
@@ -312,6 +318,7 @@ describe("FakeDriver", () => {
       volumes: [],
       incoming: [],
       watchdog: { deadlineMs: 0, firedAtMs: 0 },
+      ...EMPTY_STORAGE,
     });
   });
 
@@ -802,7 +809,7 @@ describe("FakeDriver: state file v2", () => {
       }),
     );
     const { d, clock } = clocked({ load: { cpu: { kind: "constant", fraction: 1 } } });
-    expect(await d.list()).toEqual([{ vmId, name: "vm-1", state: RUNNING, generation: 3, resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, fence: false }]);
+    expect(await d.list()).toEqual([{ vmId, name: "vm-1", state: RUNNING, generation: 3, resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, fence: false, ...NO_DEVICES }]);
     expect(readFakeHypervisorState(dir).volumes).toEqual([{ vmId, name: "vm-1.qcow2", diskGib: 20 }]);
     await clock.advance(1000);
     expect((await d.stats(vmId)).cpuTimeNs).toBe(2e9);
@@ -854,7 +861,7 @@ describe("FakeDriver: migration between two agents", () => {
     expect(readFakeHypervisorState(srcDir).volumes.map((v) => v.vmId)).toEqual([vmId]); // undefined, not deleted
 
     const finished = await dst.finishIncoming(vmId, 5);
-    expect(finished).toEqual({ vmId, name: "vm-1", state: RUNNING, generation: 5, resources: spec(1).resources, fence: false });
+    expect(finished).toEqual({ vmId, name: "vm-1", state: RUNNING, generation: 5, resources: spec(1).resources, fence: false, ...NO_DEVICES });
     expect(await dst.finishIncoming(vmId, 5)).toEqual(finished);
     expect(await dst.list()).toEqual([finished]);
     expect(kinds(dstEvents)).toEqual(["started"]);

@@ -1,13 +1,16 @@
-import type { HostImage, HostNetwork, HostVolume, ImageRef, VolumeRef } from "@berth/api";
-import type { ConsoleConnection, ConsoleOptions } from "./driver.js";
+import type { CloudInitSeed, HostImage, HostNetwork, HostVolume, ImageRef, NicSpec, VolumeRef } from "@berth/api";
 import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, unlinkSync } from "node:fs";
 import { unlink } from "node:fs/promises";
 import path from "node:path";
+import { parse as parseYaml } from "yaml";
 import { domainStateToJSON, DomainState, type Domain, type Resources } from "@berth/api";
-import { BerthError, ErrorCode, invalidArgument, notFound, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
+import { BerthError, ErrorCode, formatBytes, invalidArgument, notFound, quote, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
+import { renderNoCloudSeed } from "./cloud-init.js";
 import {
   idleStats,
+  type ConsoleConnection,
+  type ConsoleOptions,
   type DomainEventKind,
   type DomainSpec,
   type WatchdogStatus,
@@ -23,19 +26,25 @@ import {
   type StopOptions,
 } from "./driver.js";
 import { realClock, sleep, type FakeClock } from "./fake-clock.js";
+import { fakeConsoleBanner, FakeConsoleSession } from "./fake-console.js";
 import { DEFAULT_KILL_FRACTION, FaultPlan, type FakeKillPoint, type FaultOp } from "./fake-faults.js";
+import { checkImageRef, qcow2VirtualSize, readImageSource, type CheckedImageRef } from "./fake-images.js";
+import { fakeAddressFor, MAC_ADDRESS, resolveFakeNetworks, type FakeNetwork, type FakeNetworkOption } from "./fake-network.js";
 import { fakeMigrationProgress, fakeMigrationTimeToSend, planFakeMigration } from "./fake-migration.js";
 import { DEFAULT_LOAD_PROFILE, demandAt, integrateDemand, validateLoadProfile, type LoadProfile } from "./fake-load.js";
 import {
   byVmId,
+  compareIds,
   emptyStoredState,
   FAKE_STATE_FILE,
   fakeHandoffFile,
   fakeHandoffStatus,
+  fakeInterfacesAt,
   fakeStateFile,
   fencedBy,
   isCount,
   isObject,
+  noDevices,
   readHandoff,
   readStoredState,
   resourcesOf,
@@ -46,8 +55,12 @@ import {
   volumeName,
   writeFileAtomic,
   ZERO_COUNTS,
+  type FakeDataVolume,
+  type FakeDevices,
   type FakeHandoff,
+  type FakeImage,
   type FakeIncoming,
+  type FakeNic,
   type FakeOperationCounts,
   type FakeOutgoing,
   type FakeRuntime,
@@ -56,6 +69,9 @@ import {
 } from "./fake-state.js";
 
 export * from "./fake-migration.js";
+export * from "./fake-network.js";
+export { checkImageRef, parseImageSource, qcow2Header, qcow2VirtualSize, QCOW2_MAGIC, type FakeImageSource } from "./fake-images.js";
+export { fakeConsoleBanner, fakeConsoleEcho, FakeConsoleSession, type FakeConsoleGuest } from "./fake-console.js";
 export { ManualClock, realClock, type FakeClock, type FakeTimer } from "./fake-clock.js";
 export * from "./fake-faults.js";
 export * from "./fake-load.js";
@@ -64,20 +80,27 @@ export {
   effectiveFakeState,
   FAKE_HANDOFF_FORMAT,
   FAKE_HANDOFF_FORMAT_V1,
+  FAKE_HANDOFF_FORMAT_V2,
   FAKE_STATE_FILE,
   FAKE_STATE_FORMAT,
   FAKE_STATE_FORMAT_V1,
   FAKE_STATE_FORMAT_V2,
+  FAKE_STATE_FORMAT_V3,
   fakeHandoffFile,
   fakeHandoffStatus,
+  fakeInterfacesAt,
   fakeRunningVmIds,
   fakeStateFile,
   readFakeHypervisorState,
   readHandoff as readFakeHandoff,
   readStoredState as readFakeStoredState,
+  type FakeDataVolume,
+  type FakeDevices,
   type FakeHandoff,
   type FakeHypervisorState,
+  type FakeImage,
   type FakeIncoming,
+  type FakeNic,
   type FakeOperationCounts,
   type FakeOutgoing,
   type FakeRuntime,
@@ -100,6 +123,12 @@ export const DEFAULT_FAKE_MIGRATION_MAX_DOWNTIME_MS = 300;
 export const DEFAULT_FAKE_MIGRATION_TIMEOUT_MS = 600_000;
 /** Default of `MigrateOutOptions.progressIntervalMs`. */
 export const DEFAULT_FAKE_MIGRATION_PROGRESS_INTERVAL_MS = 500;
+/** Default of {@link FakeDriverOptions.imageFetchMibPerS}: about a 3.3 Gbit/s download. */
+export const DEFAULT_FAKE_IMAGE_FETCH_MIB_PER_S = 400;
+/** Default of {@link FakeDriverOptions.imageFetchTimeoutMs}. */
+export const DEFAULT_FAKE_IMAGE_FETCH_TIMEOUT_MS = 60_000;
+/** Default of {@link FakeDriverOptions.addressDelayMs}: a guest's DHCP lease a second after it starts. */
+export const DEFAULT_FAKE_ADDRESS_DELAY_MS = 1000;
 
 /** The default of {@link FakeDriverOptions.onKill}: the process dies at once, as with `kill -9`. */
 export function sigkillSelf(): void {
@@ -163,6 +192,30 @@ export interface FakeDriverOptions {
    * @default {@link sigkillSelf} (`process.kill(process.pid, "SIGKILL")`)
    */
   onKill?: (point: FakeKillPoint, vmId: string) => void;
+  /**
+   * The networks the host offers NICs (`listNetworks()`); a NIC on another one, or on an inactive
+   * one, is refused. Default: one libvirt network `default`, 10.122.0.0/16, active
+   * ({@link DEFAULT_FAKE_NETWORKS}); `[]`: none.
+   */
+  networks?: FakeNetworkOption[];
+  /**
+   * How long after a domain starts its NICs get their addresses (the DHCP lease), ms on `clock`.
+   * @default 1000 ({@link DEFAULT_FAKE_ADDRESS_DELAY_MS})
+   */
+  addressDelayMs?: number;
+  /**
+   * How fast `ensureImage` fetches, MiB/s (> 0): a fetch of S MiB takes S / this seconds of `clock`
+   * (after the source was really read).
+   * @default 400 ({@link DEFAULT_FAKE_IMAGE_FETCH_MIB_PER_S})
+   */
+  imageFetchMibPerS?: number;
+  /**
+   * How long an http(s) image source may take to answer and send the image, ms of real time (the
+   * network is real): UNAVAILABLE when it has not answered by then, DEADLINE_EXCEEDED when the
+   * body is still arriving.
+   * @default 60000 ({@link DEFAULT_FAKE_IMAGE_FETCH_TIMEOUT_MS})
+   */
+  imageFetchTimeoutMs?: number;
   /** Time and timers. Default: the real clock. */
   clock?: FakeClock;
   /**
@@ -189,6 +242,11 @@ export interface ResolvedFakeDriverOptions {
   readonly migrationBandwidthMibPerS: number;
   readonly migrationMaxDowntimeMs: number;
   readonly migrationTimeoutMs: number;
+  /** Sorted by name. */
+  readonly networks: readonly FakeNetwork[];
+  readonly addressDelayMs: number;
+  readonly imageFetchMibPerS: number;
+  readonly imageFetchTimeoutMs: number;
 }
 
 /**
@@ -267,13 +325,20 @@ export function resolveFakeDriverOptions(options: FakeDriverOptions): ResolvedFa
     migrationBandwidthMibPerS: rate(options.migrationBandwidthMibPerS, "fake_driver.migration_bandwidth_mib_per_s", DEFAULT_FAKE_MIGRATION_BANDWIDTH_MIB_PER_S),
     migrationMaxDowntimeMs: ms(options.migrationMaxDowntimeMs, "fake_driver.migration_max_downtime_ms", DEFAULT_FAKE_MIGRATION_MAX_DOWNTIME_MS),
     migrationTimeoutMs: ms(options.migrationTimeoutMs, "fake_driver.migration_timeout_ms", DEFAULT_FAKE_MIGRATION_TIMEOUT_MS),
+    networks: Object.freeze(resolveFakeNetworks(options.networks).map((n) => Object.freeze(n))),
+    addressDelayMs: ms(options.addressDelayMs, "fake_driver.address_delay_ms", DEFAULT_FAKE_ADDRESS_DELAY_MS),
+    imageFetchMibPerS: rate(options.imageFetchMibPerS, "fake_driver.image_fetch_mib_per_s", DEFAULT_FAKE_IMAGE_FETCH_MIB_PER_S),
+    imageFetchTimeoutMs: ms(options.imageFetchTimeoutMs, "fake_driver.image_fetch_timeout_ms", DEFAULT_FAKE_IMAGE_FETCH_TIMEOUT_MS, 1),
   });
 }
 
 const { DOMAIN_STATE_SHUTOFF: SHUTOFF, DOMAIN_STATE_RUNNING: RUNNING, DOMAIN_STATE_PAUSED: PAUSED, DOMAIN_STATE_CRASHED: CRASHED } =
   DomainState;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A data volume's id names its file in the pool: a plain file name. */
+const VOLUME_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const MIB = 1024 * 1024;
+const GIB = 1024 * MIB;
 /** Longest delay a Node timer takes (about 24.8 days); a later deadline is re-checked when it ends. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Simulated I/O per busy vCPU-second: what makes the disk and network counters grow. */
@@ -340,6 +405,15 @@ export class FakeDriver implements HypervisorDriver {
   private readonly runtime = new Map<string, FakeRuntime>();
   private readonly load = new Map<string, Partial<LoadProfile>>();
   private readonly volumes = new Map<string, FakeVolume>();
+  /** Each domain's NICs, seed and lease (every defined domain has an entry). */
+  private readonly devices = new Map<string, FakeDevices>();
+  private readonly images = new Map<string, FakeImage>();
+  /** Fetches under way by image id: concurrent `ensureImage` calls for one image share one. */
+  private readonly imageFetches = new Map<string, Promise<HostImage>>();
+  /** The data volumes in the pool by id. */
+  private readonly dataVolumes = new Map<string, FakeDataVolume>();
+  /** The console session holding each domain's console. */
+  private readonly consoles = new Map<string, FakeConsoleSession>();
   private readonly incoming = new Map<string, FakeIncoming>();
   /** Migrations out of here in switchover or committed (the state file's `outgoing`). */
   private readonly outgoing = new Map<string, FakeOutgoing>();
@@ -388,7 +462,12 @@ export class FakeDriver implements HypervisorDriver {
       this.stateFile = undefined;
       state = memoryHost(this.options.stateDir).read();
     }
-    for (const d of state.domains) this.domains.set(d.vmId, d);
+    for (const d of state.domains) {
+      this.domains.set(d.vmId, d);
+      this.devices.set(d.vmId, state.devices[d.vmId] ?? noDevices());
+    }
+    for (const i of state.images) this.images.set(i.imageId, i);
+    for (const v of Object.values(state.dataVolumes)) this.dataVolumes.set(v.volumeId, v);
     for (const [vmId, r] of Object.entries(state.runtime)) this.runtime.set(vmId, r);
     for (const [vmId, l] of Object.entries(state.load)) this.load.set(vmId, l);
     for (const v of state.volumes) this.volumes.set(v.vmId, v);
@@ -449,7 +528,7 @@ export class FakeDriver implements HypervisorDriver {
   /** The domains as they are now, sorted by vmId; resolves once every change it reflects is on disk. */
   async list(): Promise<Domain[]> {
     return this.run("list", undefined, async () => {
-      const domains = [...this.domains.values()].sort(byVmId).map(copyDomain);
+      const domains = [...this.domains.values()].sort(byVmId).map((d) => this.present(d));
       await this.writeChain;
       return domains;
     });
@@ -459,6 +538,15 @@ export class FakeDriver implements HypervisorDriver {
    * Defines a SHUTOFF domain and its volume (when diskGib > 0; an existing volume of the vmId is
    * kept). An existing vmId is returned as is. Refuses a name taken by another vmId (domain or
    * incoming slot: ALREADY_EXISTS) and a domain larger than the host (RESOURCE_EXHAUSTED).
+   *
+   * Devices: with `spec.image` the image is made held first (`ensureImage`: its errors, and its
+   * injected faults, are this call's), then a disk smaller than its virtual size, or none, is
+   * refused (INVALID_ARGUMENT `image`); the domain records `imageId`. Each NIC must be on one of
+   * the host's networks, active (INVALID_ARGUMENT `nics[i].network`), with a MAC
+   * (`nics[i].mac`); its address is derived from the MAC within the network's cidr and leased
+   * `addressDelayMs` after the start. `spec.cloudInit` is rendered (`renderNoCloudSeed`) and kept
+   * with the domain (`FakeDevices.seed`). `spec.volumes` are attached as `setVolumes` would
+   * (FAILED_PRECONDITION when one is attached to another domain). A refused spec leaves nothing.
    */
   async define(spec: DomainSpec): Promise<Domain> {
     return this.run("define", spec?.vmId, async () => {
@@ -466,6 +554,17 @@ export class FakeDriver implements HypervisorDriver {
       const existing = this.domains.get(spec.vmId);
       if (existing) return this.unchanged(existing);
       this.checkPlacement(spec);
+      let nics = this.checkDevices(spec);
+      if (spec.image) {
+        checkImageFits(undefined, spec);
+        const image = await this.ensureImage(spec.image);
+        checkImageFits(image, spec);
+        // The fetch took time: look again at what other calls did meanwhile.
+        const arrived = this.domains.get(spec.vmId);
+        if (arrived) return this.unchanged(arrived);
+        this.checkPlacement(spec);
+        nics = this.checkDevices(spec);
+      }
       const domain: Domain = {
         vmId: spec.vmId,
         name: spec.name,
@@ -475,9 +574,11 @@ export class FakeDriver implements HypervisorDriver {
         resources: { vcpus: spec.resources.vcpus, memoryMib: spec.resources.memoryMib, diskGib: spec.resources.diskGib },
         interfaces: [],
         volumeIds: [],
-        imageId: "",
+        imageId: spec.image?.id ?? "",
       };
       this.domains.set(spec.vmId, domain);
+      this.devices.set(spec.vmId, { nics, leaseAtMs: null, ...(spec.cloudInit ? { seed: renderNoCloudSeed(spec.cloudInit) } : {}) });
+      domain.volumeIds = this.attachVolumes(spec.vmId, spec.volumes ?? []).volumeIds;
       // The vmId is here again: a record of it leaving no longer commits anything.
       this.outgoing.delete(spec.vmId);
       this.ensureVolume(spec);
@@ -666,23 +767,42 @@ export class FakeDriver implements HypervisorDriver {
    * Destination: records an incoming slot for `spec` (not a domain: list() does not show it) and
    * creates its volume; returns `{ driver: "fake", uri: "fake://<stateDir>", vmId }`. Preparing
    * again returns the same target. ALREADY_EXISTS if the vmId is defined here or its name is taken.
+   * Its devices are checked as `define` checks them (the NICs' networks must be here), its image
+   * made held (`ensureImage`), and its data volumes (`spec.volumes`) readied: created when missing,
+   * attached to the arriving vmId (FAILED_PRECONDITION when one is attached to another domain).
    */
   async prepareIncoming(spec: DomainSpec): Promise<MigrationTarget> {
     return this.run("prepareIncoming", spec?.vmId, async () => {
       validateSpec(spec);
       const target = { driver: this.kind, uri: this.uriOf(this.options.stateDir), vmId: spec.vmId };
-      if (this.incoming.has(spec.vmId)) {
-        await this.writeChain;
-        return target;
+      const prepared = async (): Promise<MigrationTarget | undefined> => {
+        if (this.incoming.has(spec.vmId)) {
+          await this.writeChain;
+          return target;
+        }
+        if (this.domains.has(spec.vmId)) throw new BerthError(ErrorCode.AlreadyExists, `domain ${spec.vmId} is already defined here`);
+        this.checkPlacement(spec);
+        this.checkDevices(spec);
+        return undefined;
+      };
+      const again = await prepared();
+      if (again) return again;
+      if (spec.image) {
+        checkImageFits(undefined, spec);
+        checkImageFits(await this.ensureImage(spec.image), spec);
+        // The fetch took time: look again at what other calls did meanwhile.
+        const meanwhile = await prepared();
+        if (meanwhile) return meanwhile;
       }
-      if (this.domains.has(spec.vmId)) throw new BerthError(ErrorCode.AlreadyExists, `domain ${spec.vmId} is already defined here`);
-      this.checkPlacement(spec);
+      const readied = this.attachVolumes(spec.vmId, spec.volumes ?? []);
       this.incoming.set(spec.vmId, {
         vmId: spec.vmId,
         name: spec.name,
         resources: { ...spec.resources },
         generation: spec.generation,
         preparedAtMs: this.clock.now(),
+        volumeIds: readied.volumeIds,
+        createdVolumeIds: readied.created,
       });
       this.ensureVolume(spec);
       await this.persist();
@@ -788,7 +908,21 @@ export class FakeDriver implements HypervisorDriver {
       }
       const domain: Domain = { ...copyDomain(handoff.domain), state: SHUTOFF, generation };
       this.domains.set(vmId, domain);
+      // The same guest, so the same MACs and lease; its addresses are this host's networks'.
+      const devices = copyDevices(handoff.devices);
+      for (const nic of devices.nics) nic.address = fakeAddressFor(nic.mac, this.options.networks.find((n) => n.name === nic.network)?.cidr ?? "");
+      this.devices.set(vmId, devices);
       if (handoff.load) this.load.set(vmId, handoff.load);
+      // The data volumes came with it: this host's copies are now the volumes. What the preparation
+      // readied and the domain no longer has is undone.
+      const slot = this.incoming.get(vmId);
+      const carried = new Set(handoff.volumes.map((v) => v.volumeId));
+      for (const id of slot?.volumeIds ?? []) {
+        if (carried.has(id) || this.dataVolumes.get(id)?.attachedVmId !== vmId) continue;
+        if (slot?.createdVolumeIds.includes(id)) this.dataVolumes.delete(id);
+        else this.dataVolumes.get(id)!.attachedVmId = "";
+      }
+      for (const v of handoff.volumes) this.dataVolumes.set(v.volumeId, { ...v, attachedVmId: vmId });
       this.incoming.delete(vmId);
       this.outgoing.delete(vmId);
       this.ensureVolume({ vmId, name: domain.name, resources: resourcesOf(domain), generation });
@@ -824,8 +958,19 @@ export class FakeDriver implements HypervisorDriver {
         if (this.handoffStatus(handoff) !== "dead") return this.writeChain;
         await this.removeHandoff(this.options.stateDir, vmId);
       }
-      if (!this.incoming.delete(vmId)) return this.writeChain;
-      if (!this.domains.has(vmId)) this.volumes.delete(vmId);
+      const slot = this.incoming.get(vmId);
+      if (!slot) return this.writeChain;
+      this.incoming.delete(vmId);
+      if (!this.domains.has(vmId)) {
+        this.volumes.delete(vmId);
+        // The data volumes it readied: the ones it made go, the ones that were here are let go.
+        for (const id of slot.volumeIds) {
+          const v = this.dataVolumes.get(id);
+          if (v?.attachedVmId !== vmId) continue;
+          if (slot.createdVolumeIds.includes(id)) this.dataVolumes.delete(id);
+          else v.attachedVmId = "";
+        }
+      }
       await this.persist();
     });
   }
@@ -892,6 +1037,9 @@ export class FakeDriver implements HypervisorDriver {
 
     // ---- the switchover: one commit point, the source's state file
     job.switchingOver = true;
+    // The data volumes go with the domain: the handoff carries them, the commit removes them here.
+    const carried = domain.volumeIds.filter((id) => this.dataVolumes.get(id)?.attachedVmId === vmId);
+    const sameVolumes = (): boolean => this.domains.get(vmId)?.volumeIds.join("\n") === carried.join("\n");
     const nonce = randomUUID();
     this.outgoing.set(vmId, { vmId, to: destDir, nonce, phase: "switchover", atMs: this.clock.now() });
     const rollBack = async (why: BerthError): Promise<never> => {
@@ -917,6 +1065,8 @@ export class FakeDriver implements HypervisorDriver {
         from: this.options.stateDir,
         nonce,
         domain: copyDomain(domain),
+        devices: copyDevices(this.devicesOf(vmId)),
+        volumes: carried.map((id) => ({ ...this.dataVolumes.get(id)! })),
         memoryUsedMib: usedMib,
         load: this.load.get(vmId),
         sentAtMs: this.clock.now(),
@@ -925,7 +1075,8 @@ export class FakeDriver implements HypervisorDriver {
       return rollBack(e instanceof BerthError ? e : unavailable(`migration of ${vmId}`, e));
     }
     this.killPoint("migrateOut:before-commit", vmId);
-    if (!stillOurs()) return rollBack(changed());
+    // Volumes attached or detached since the handoff was written: it does not carry what the domain has.
+    if (!stillOurs() || !sameVolumes()) return rollBack(changed());
     try {
       // The destination aborted (its slot is gone) or defined the vmId meanwhile: it will not take it.
       this.requirePrepared(vmId, destDir, this.uriOf(destDir));
@@ -934,6 +1085,8 @@ export class FakeDriver implements HypervisorDriver {
     }
     this.outgoing.set(vmId, { vmId, to: destDir, nonce, phase: "committed", atMs: this.clock.now() });
     this.forget(vmId);
+    // In the same write as the commit: before it the volumes are here, after it at the destination.
+    for (const id of carried) this.dataVolumes.delete(id);
     this.emitDomain(vmId, "migrated");
     // The commit point. If this write fails the call rejects though the domain has left in memory:
     // the next write commits it, and until then a restart rolls it back (the handoff is in doubt,
@@ -1120,39 +1273,236 @@ export class FakeDriver implements HypervisorDriver {
     return { ...this.wd };
   }
 
-  /** Stops timers and events, wakes waiting stops (they reject), waits for pending writes; then calls reject with HYPERVISOR_UNAVAILABLE. Idempotent. */
-  // ---- images, networks, data volumes, console: being implemented (issue 13) ------------------
+  // ---- images ------------------------------------------------------------------------------------
 
+  /** The images held, sorted by id (`{imageId, sizeBytes, virtualSizeBytes}`). */
   async listImages(): Promise<HostImage[]> {
-    return [];
+    return this.run("listImages", undefined, async () => {
+      const images = [...this.images.values()].sort((a, b) => compareIds(a.imageId, b.imageId)).map(hostImageOf);
+      await this.writeChain;
+      return images;
+    });
   }
 
+  /**
+   * Makes the host hold the image. Held already: returned at once. Otherwise the source is really
+   * read — a file (stat; streamed for the SHA-256 when `ref.sha256` is set) or an http(s) URL
+   * (fetched whole within `imageFetchTimeoutMs`) — but no bytes are kept: the fetch then takes
+   * size / `imageFetchMibPerS` of the clock, the checksum and format are checked (qcow2: the
+   * virtual size from its header; raw: the file's size), and the image is recorded. Concurrent
+   * calls for one id share one fetch; a failed fetch records nothing. Errors: INVALID_ARGUMENT
+   * (`image.id`, `image.source`, `image.format`, `image.sha256`), NOT_FOUND (`image.source`: no such
+   * file, HTTP 404/410), FAILED_PRECONDITION (`image.sha256` mismatch; `image.format`: "not a qcow2
+   * image"; an unreadable file), UNAVAILABLE (the server did not answer), DEADLINE_EXCEEDED (the
+   * body took too long), RESOURCE_EXHAUSTED (larger than the pool). A fault op ("ensureImage").
+   */
   async ensureImage(ref: ImageRef): Promise<HostImage> {
-    throw new BerthError(ErrorCode.FailedPrecondition, `images are not supported by this driver yet (image ${ref.name})`);
+    return this.run("ensureImage", undefined, async () => {
+      const checked = checkImageRef(ref);
+      const held = this.images.get(checked.id);
+      if (held) {
+        await this.writeChain;
+        return hostImageOf(held);
+      }
+      let fetch = this.imageFetches.get(checked.id);
+      if (!fetch) {
+        fetch = this.fetchImage(checked).finally(() => this.imageFetches.delete(checked.id));
+        this.imageFetches.set(checked.id, fetch);
+      }
+      return fetch;
+    });
   }
 
+  private async fetchImage(ref: CheckedImageRef): Promise<HostImage> {
+    const read = await readImageSource(ref.parsedSource, { hash: ref.sha256 !== "", timeoutMs: this.options.imageFetchTimeoutMs });
+    this.ensureOpen();
+    // The bytes were read (or fetched) at the speed of this machine; the copy a host makes takes
+    // the configured bandwidth's time, so a test sees a large image take long.
+    await sleep(this.clock, (read.sizeBytes / MIB / this.options.imageFetchMibPerS) * 1000);
+    this.ensureOpen();
+    if (ref.sha256 !== "" && read.sha256 !== ref.sha256) {
+      throw new BerthError(
+        ErrorCode.FailedPrecondition,
+        `image.sha256: ${quote(ref.source)} has the SHA-256 ${read.sha256 ?? "?"}, not ${ref.sha256} (checksum mismatch; nothing kept)`,
+        { field: "image.sha256" },
+      );
+    }
+    let virtualSizeBytes = read.sizeBytes;
+    if (ref.format === "qcow2") {
+      const v = qcow2VirtualSize(read.head);
+      if (v === undefined) {
+        throw new BerthError(ErrorCode.FailedPrecondition, `image.format: ${quote(ref.source)} is not a qcow2 image (no "QFI\\xfb" header)`, {
+          field: "image.format",
+        });
+      }
+      virtualSizeBytes = v;
+    }
+    const poolBytes = this.options.capacity.diskGib * GIB;
+    if (read.sizeBytes > poolBytes) {
+      throw new BerthError(
+        ErrorCode.ResourceExhausted,
+        `image ${quote(ref.name || ref.id)} takes ${formatBytes(read.sizeBytes)}; the host's pool has ${formatBytes(poolBytes)}`,
+        { field: "image.source" },
+      );
+    }
+    const image: FakeImage = {
+      imageId: ref.id,
+      name: ref.name,
+      source: ref.source,
+      format: ref.format,
+      sha256: ref.sha256,
+      sizeBytes: read.sizeBytes,
+      virtualSizeBytes,
+      fetchedAtMs: this.clock.now(),
+    };
+    this.images.set(image.imageId, image);
+    await this.persist();
+    return hostImageOf(image);
+  }
+
+  // ---- networks ----------------------------------------------------------------------------------
+
+  /** The configured networks (`FakeDriverOptions.networks`), sorted by name. */
   async listNetworks(): Promise<HostNetwork[]> {
-    return [];
+    return this.run("listNetworks", undefined, () => this.options.networks.map((n) => ({ name: n.name, kind: n.kind, active: n.active })));
   }
 
+  // ---- data volumes ------------------------------------------------------------------------------
+
+  /** The data volumes in the pool, sorted by id (`attachedVmId`: a domain's, or an arriving migration's). */
   async listVolumes(): Promise<HostVolume[]> {
-    return [];
+    return this.run("listVolumes", undefined, async () => {
+      const volumes = [...this.dataVolumes.values()].sort((a, b) => compareIds(a.volumeId, b.volumeId)).map(hostVolumeOf);
+      await this.writeChain;
+      return volumes;
+    });
   }
 
+  /**
+   * Makes an empty data volume of `ref.sizeGib`. Idempotent: an existing one of that id is
+   * returned (FAILED_PRECONDITION when its size differs). INVALID_ARGUMENT (`volume.id`,
+   * `volume.size_gib`); RESOURCE_EXHAUSTED when it is larger than the pool (the sum is the
+   * controller's to keep within capacity, as for domain disks).
+   */
   async createVolume(ref: VolumeRef): Promise<HostVolume> {
-    throw new BerthError(ErrorCode.FailedPrecondition, `data volumes are not supported by this driver yet (volume ${ref.name})`);
+    return this.run("createVolume", undefined, async () => {
+      const [checked] = checkVolumeRefs([ref], "volume", true);
+      const existing = this.dataVolumes.get(checked!.id);
+      if (existing) {
+        if (existing.sizeGib !== checked!.sizeGib) {
+          throw new BerthError(
+            ErrorCode.FailedPrecondition,
+            `volume ${quote(checked!.id)} exists with ${existing.sizeGib} GiB, not ${checked!.sizeGib} GiB`,
+            { field: "volume.size_gib" },
+          );
+        }
+        await this.writeChain;
+        return hostVolumeOf(existing);
+      }
+      this.checkVolumeFits(checked!, "volume");
+      const volume: FakeDataVolume = { volumeId: checked!.id, name: checked!.name, sizeGib: checked!.sizeGib, attachedVmId: "" };
+      this.dataVolumes.set(volume.volumeId, volume);
+      await this.persist();
+      return hostVolumeOf(volume);
+    });
   }
 
-  async deleteVolume(_volumeId: string): Promise<void> {}
-
-  async setVolumes(vmId: string, _volumes: VolumeRef[]): Promise<Domain> {
-    throw new BerthError(ErrorCode.FailedPrecondition, `data volumes are not supported by this driver yet (domain ${vmId})`);
+  /** Deletes a data volume. Absent: success. FAILED_PRECONDITION while a domain (or an arriving migration) has it. */
+  async deleteVolume(volumeId: string): Promise<void> {
+    return this.run("deleteVolume", undefined, async () => {
+      if (typeof volumeId !== "string" || volumeId === "") throw invalidArgument("volume_id", "is required");
+      const volume = this.dataVolumes.get(volumeId);
+      if (!volume) return this.writeChain;
+      if (volume.attachedVmId !== "") {
+        const holder = this.domains.get(volume.attachedVmId);
+        throw new BerthError(
+          ErrorCode.FailedPrecondition,
+          `volume ${quote(volumeId)} is attached to ${holder ? `domain ${holder.name}` : `an incoming migration of ${volume.attachedVmId}`}; detach it first`,
+        );
+      }
+      this.dataVolumes.delete(volumeId);
+      await this.persist();
+    });
   }
 
-  async openConsole(vmId: string, _options?: ConsoleOptions): Promise<ConsoleConnection> {
-    throw new BerthError(ErrorCode.FailedPrecondition, `the console is not supported by this driver yet (domain ${vmId})`);
+  /**
+   * Makes exactly `volumes` attached to the domain, in order: missing ones are created, others
+   * detached (kept in the pool with their data); live while it runs, in its definition either way.
+   * The same list again writes nothing. NOT_FOUND for an unknown domain; FAILED_PRECONDITION when
+   * a volume is attached to another domain (or an arriving migration); INVALID_ARGUMENT
+   * (`volumes[i].id`, `volumes[i].size_gib`); RESOURCE_EXHAUSTED for a new volume larger than the
+   * pool. A refused call changes nothing.
+   */
+  async setVolumes(vmId: string, volumes: VolumeRef[]): Promise<Domain> {
+    return this.run("setVolumes", vmId, async () => {
+      const refs = checkVolumeRefs(volumes, "volumes");
+      const domain = this.get(vmId);
+      this.checkAttachable(vmId, refs, "volumes");
+      if (domain.volumeIds.join("\n") === refs.map((r) => r.id).join("\n")) return this.unchanged(domain);
+      const wanted = new Set(refs.map((r) => r.id));
+      for (const id of domain.volumeIds) {
+        const v = this.dataVolumes.get(id);
+        if (!wanted.has(id) && v?.attachedVmId === vmId) v.attachedVmId = "";
+      }
+      domain.volumeIds = this.attachVolumes(vmId, refs).volumeIds;
+      return this.commit(domain);
+    });
   }
 
+  // ---- console -----------------------------------------------------------------------------------
+
+  /**
+   * Attaches to the running domain's serial console. The session starts with the guest's banner —
+   * `\r\n[berth-fake] <name> booted: hostname <hostname>, <n> ssh keys, address <ip | none yet>\r\n<name> login: `,
+   * from its seed and its first NIC's lease — then echoes what is written (CR as CR LF). It ends
+   * (FAILED_PRECONDITION) when the domain stops, crashes, is deleted or migrates away, and when a
+   * session with `force` takes over ("taken over by another session"); HYPERVISOR_UNAVAILABLE when
+   * the driver closes. Errors: NOT_FOUND (no such domain), FAILED_PRECONDITION (not RUNNING;
+   * "console in use" by another session without `force`). In process only.
+   */
+  async openConsole(vmId: string, options: ConsoleOptions = {}): Promise<ConsoleConnection> {
+    return this.run("openConsole", vmId, () => {
+      const force = options?.force ?? false;
+      if (typeof force !== "boolean") throw invalidArgument("console.force", "must be a boolean");
+      const domain = this.get(vmId);
+      if (domain.state !== RUNNING) {
+        throw new BerthError(ErrorCode.FailedPrecondition, `domain ${domain.name} is ${stateName(domain.state)}; its console needs it running`);
+      }
+      const holder = this.consoles.get(vmId);
+      if (holder && !force) {
+        throw new BerthError(ErrorCode.FailedPrecondition, `the console of domain ${domain.name} is in use by another session (force takes it over)`);
+      }
+      holder?.end({ code: ErrorCode.FailedPrecondition, message: `the console of domain ${domain.name} was taken over by another session` });
+      const session = new FakeConsoleSession((ended) => {
+        if (this.consoles.get(vmId) === ended) this.consoles.delete(vmId);
+      });
+      this.consoles.set(vmId, session);
+      session.output(fakeConsoleBanner(this.guestOf(domain)));
+      return session;
+    });
+  }
+
+  /** What the guest tells of itself on its console: its seed's hostname and keys, its first lease. */
+  private guestOf(domain: Domain): { name: string; hostname: string; sshKeys: number; address: string | undefined } {
+    let hostname = domain.name;
+    let sshKeys = 0;
+    const seed = this.devices.get(domain.vmId)?.seed;
+    if (seed) {
+      // Read as the guest's cloud-init reads it.
+      const meta: unknown = parseYaml(seed["meta-data"]);
+      if (isObject(meta)) {
+        if (typeof meta["local-hostname"] === "string") hostname = meta["local-hostname"];
+        if (Array.isArray(meta["public-keys"])) sshKeys = meta["public-keys"].length;
+      }
+    }
+    const address = this.present(domain).interfaces[0]?.ipAddresses[0];
+    return { name: domain.name, hostname, sshKeys, address };
+  }
+
+  /**
+   * Stops timers and events, ends console sessions (HYPERVISOR_UNAVAILABLE), wakes waiting stops
+   * (they reject), waits for pending writes; then calls reject with HYPERVISOR_UNAVAILABLE. Idempotent.
+   */
   async close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
@@ -1160,6 +1510,7 @@ export class FakeDriver implements HypervisorDriver {
       this.wdTimer = undefined;
       this.faults.stop();
       this.listeners.clear();
+      for (const session of [...this.consoles.values()]) session.end({ code: ErrorCode.HypervisorUnavailable, message: "fake hypervisor driver closed" });
       for (const wake of [...this.waiters.values()].flatMap((s) => [...s])) wake();
       // A migration under way fails (before its switchover: the domain stays here).
       for (const job of this.jobs.values()) job.wake();
@@ -1236,16 +1587,87 @@ export class FakeDriver implements HypervisorDriver {
     }
   }
 
+  /**
+   * The host-dependent checks of a spec's devices, before anything changes: every NIC on a network
+   * of this host that is active (INVALID_ARGUMENT `nics[i].network`), every data volume attachable
+   * (FAILED_PRECONDITION), each new one within the pool (RESOURCE_EXHAUSTED). Returns the NICs with
+   * the addresses their leases will give here.
+   */
+  private checkDevices(spec: DomainSpec): FakeNic[] {
+    const nics = (spec.nics ?? []).map((nic, i): FakeNic => {
+      const network = this.options.networks.find((n) => n.name === nic.network);
+      if (!network) {
+        const offered = this.options.networks.map((n) => n.name).join(", ") || "none";
+        throw invalidArgument(`nics[${i}].network`, `this host has no network ${quote(nic.network)} (it offers: ${offered})`);
+      }
+      if (!network.active) throw invalidArgument(`nics[${i}].network`, `network ${quote(nic.network)} is not active on this host`);
+      return { network: nic.network, mac: nic.mac, address: fakeAddressFor(nic.mac, network.cidr) };
+    });
+    const refs = checkVolumeRefs(spec.volumes ?? [], "volumes");
+    this.checkAttachable(spec.vmId, refs, "volumes");
+    return nics;
+  }
+
+  /** FAILED_PRECONDITION if one of `refs` is attached to another vmId; RESOURCE_EXHAUSTED if a missing one is larger than the pool. */
+  private checkAttachable(vmId: string, refs: readonly CheckedVolumeRef[], field: string): void {
+    refs.forEach((ref, i) => {
+      const v = this.dataVolumes.get(ref.id);
+      if (!v) {
+        this.checkVolumeFits(ref, `${field}[${i}]`);
+        return;
+      }
+      if (v.attachedVmId !== "" && v.attachedVmId !== vmId) {
+        const holder = this.domains.get(v.attachedVmId);
+        throw new BerthError(
+          ErrorCode.FailedPrecondition,
+          `${field}[${i}]: volume ${quote(ref.id)} is attached to ${holder ? `domain ${holder.name}` : `an incoming migration of ${v.attachedVmId}`}`,
+          { field: `${field}[${i}]` },
+        );
+      }
+    });
+  }
+
+  /** RESOURCE_EXHAUSTED when one volume alone is larger than the pool (as a domain larger than the host is refused). */
+  private checkVolumeFits(ref: CheckedVolumeRef, field: string): void {
+    if (ref.sizeGib > this.options.capacity.diskGib) {
+      throw new BerthError(
+        ErrorCode.ResourceExhausted,
+        `${field}.size_gib: volume ${quote(ref.id)} of ${ref.sizeGib} GiB is larger than the host's pool (${this.options.capacity.diskGib} GiB)`,
+        { field: `${field}.size_gib` },
+      );
+    }
+  }
+
+  /**
+   * Attaches `refs` to `vmId` in order, creating the missing ones (checked first by
+   * {@link checkAttachable}). Returns their ids and those it created.
+   */
+  private attachVolumes(vmId: string, refs: readonly VolumeRef[]): { volumeIds: string[]; created: string[] } {
+    const created: string[] = [];
+    for (const ref of refs) {
+      let v = this.dataVolumes.get(ref.id);
+      if (!v) {
+        v = { volumeId: ref.id, name: ref.name ?? "", sizeGib: ref.sizeGib, attachedVmId: "" };
+        this.dataVolumes.set(ref.id, v);
+        created.push(ref.id);
+      }
+      v.attachedVmId = vmId;
+    }
+    return { volumeIds: refs.map((r) => r.id), created };
+  }
+
   private ensureVolume(spec: DomainSpec): void {
     if (spec.resources.diskGib > 0 && !this.volumes.has(spec.vmId)) {
       this.volumes.set(spec.vmId, { vmId: spec.vmId, name: volumeName(spec.name), diskGib: spec.resources.diskGib });
     }
   }
 
-  /** SHUTOFF/CRASHED → RUNNING with a new incarnation. */
+  /** SHUTOFF/CRASHED → RUNNING with a new incarnation; a guest without a lease gets one `addressDelayMs` on. */
   private boot(domain: Domain): void {
     const now = this.clock.now();
     this.runtime.set(domain.vmId, { incarnation: this.nextIncarnation++, startedAtMs: now, cpuMs: 0, runningSinceMs: now });
+    const devices = this.devicesOf(domain.vmId);
+    if (devices.leaseAtMs === null) devices.leaseAtMs = now + this.options.addressDelayMs;
     domain.state = RUNNING;
     this.emitDomain(domain.vmId, "started");
   }
@@ -1266,14 +1688,37 @@ export class FakeDriver implements HypervisorDriver {
 
   private stopRuntime(domain: Domain, to: DomainState): void {
     this.runtime.delete(domain.vmId);
+    // Gone before its DHCP lease came: the guest never got an address (the next start asks anew).
+    const devices = this.devices.get(domain.vmId);
+    if (devices && devices.leaseAtMs !== null && devices.leaseAtMs > this.clock.now()) devices.leaseAtMs = null;
     domain.state = to;
   }
 
-  /** Drops the domain (not its volume, not its counters). */
+  /**
+   * Drops the domain with its devices (seed, lease) — not its volume, not its counters. Its data
+   * volumes stay in the pool, detached (libvirt: the definition that attached them is gone).
+   */
   private forget(vmId: string): void {
     this.domains.delete(vmId);
     this.runtime.delete(vmId);
     this.load.delete(vmId);
+    this.devices.delete(vmId);
+    for (const v of this.dataVolumes.values()) if (v.attachedVmId === vmId) v.attachedVmId = "";
+  }
+
+  /** The domain's devices (an entry is made for a domain read without one). */
+  private devicesOf(vmId: string): FakeDevices {
+    let devices = this.devices.get(vmId);
+    if (!devices) {
+      devices = noDevices();
+      this.devices.set(vmId, devices);
+    }
+    return devices;
+  }
+
+  /** The domain as callers see it: a copy, with its interfaces as they are now (a lease shows once due). */
+  private present(domain: Domain): Domain {
+    return { ...copyDomain(domain), interfaces: fakeInterfacesAt(this.devices.get(domain.vmId) ?? noDevices(), this.clock.now()) };
   }
 
   /** The plan's crash hook: kills the process of an active domain (one started before `atMs`, if given). */
@@ -1437,7 +1882,10 @@ export class FakeDriver implements HypervisorDriver {
 
   private emitDomain(vmId: string, kind: DomainEventKind): void {
     const d = this.domains.get(vmId);
-    this.emit({ type: "domain", vmId, kind, domain: d ? copyDomain(d) : undefined });
+    // The serial line goes with the guest's process (or the guest goes elsewhere).
+    const why = CONSOLE_ENDS[kind];
+    if (why) this.consoles.get(vmId)?.end({ code: ErrorCode.FailedPrecondition, message: `domain ${d?.name ?? vmId} ${why}; the console session ended` });
+    this.emit({ type: "domain", vmId, kind, domain: d ? this.present(d) : undefined });
     for (const wake of [...(this.waiters.get(vmId) ?? [])]) wake();
   }
 
@@ -1463,7 +1911,7 @@ export class FakeDriver implements HypervisorDriver {
    * that a SIGKILL could still lose.
    */
   private async unchanged(domain: Domain): Promise<Domain> {
-    const result = copyDomain(domain);
+    const result = this.present(domain);
     await this.writeChain;
     return result;
   }
@@ -1471,7 +1919,7 @@ export class FakeDriver implements HypervisorDriver {
   /** Counts `op` (if given), then persists; resolves to the domain as this operation left it. */
   private async commit(domain: Domain, op?: CountedOperation): Promise<Domain> {
     if (op) this.count(domain.vmId, op);
-    const result = copyDomain(domain);
+    const result = this.present(domain);
     await this.persist();
     return result;
   }
@@ -1527,6 +1975,9 @@ export class FakeDriver implements HypervisorDriver {
       outgoing: [...this.outgoing.values()].sort(byVmId).map((o) => ({ ...o })),
       load: Object.fromEntries(this.load),
       nextIncarnation: this.nextIncarnation,
+      devices: Object.fromEntries([...this.devices].map(([vmId, d]) => [vmId, copyDevices(d)])),
+      images: [...this.images.values()].sort((a, b) => compareIds(a.imageId, b.imageId)).map((i) => ({ ...i })),
+      dataVolumes: Object.fromEntries([...this.dataVolumes.keys()].sort().map((id) => [id, { ...this.dataVolumes.get(id)! }])),
     };
   }
 }
@@ -1625,7 +2076,24 @@ class MigrationJob {
 }
 
 function copyDomain(d: Domain): Domain {
-  return { ...d, resources: d.resources ? { ...d.resources } : undefined };
+  return {
+    ...d,
+    resources: d.resources ? { ...d.resources } : undefined,
+    interfaces: d.interfaces.map((i) => ({ ...i, ipAddresses: [...i.ipAddresses] })),
+    volumeIds: [...d.volumeIds],
+  };
+}
+
+/** Domain events whose domain's console session ends, and how the end says it. */
+const CONSOLE_ENDS: Partial<Record<DomainEventKind, string>> = {
+  stopped: "stopped",
+  crashed: "crashed",
+  undefined: "was undefined",
+  migrated: "migrated to another host",
+};
+
+function copyDevices(d: FakeDevices): FakeDevices {
+  return { nics: d.nics.map((n) => ({ ...n })), leaseAtMs: d.leaseAtMs, ...(d.seed ? { seed: { ...d.seed } } : {}) };
 }
 
 function stateName(s: DomainState): string {
@@ -1642,6 +2110,88 @@ function checkDeadline(deadlineMs: unknown): void {
   if (typeof deadlineMs !== "number" || !Number.isFinite(deadlineMs) || deadlineMs <= 0) {
     throw invalidArgument("watchdog.deadline_ms", `must be a time in ms > 0 (got ${String(deadlineMs)})`);
   }
+}
+
+function hostImageOf(i: FakeImage): HostImage {
+  return { imageId: i.imageId, sizeBytes: i.sizeBytes, virtualSizeBytes: i.virtualSizeBytes };
+}
+
+function hostVolumeOf(v: FakeDataVolume): HostVolume {
+  return { volumeId: v.volumeId, sizeGib: v.sizeGib, attachedVmId: v.attachedVmId };
+}
+
+/**
+ * The disk over an image holds it: INVALID_ARGUMENT (`image`) when the disk is 0 or smaller than
+ * the image's virtual size. Without the image yet (undefined), only the first.
+ */
+function checkImageFits(image: HostImage | undefined, spec: DomainSpec): void {
+  const disk = spec.resources.diskGib;
+  const name = quote(spec.image?.name || spec.image?.id);
+  if (disk === 0) throw invalidArgument("image", `the disk over image ${name} is a layer of resources.disk_gib, which is 0; give it at least the image's virtual size`);
+  if (image && image.virtualSizeBytes > disk * GIB) {
+    throw invalidArgument(
+      "image",
+      `image ${name} has a virtual size of ${formatBytes(image.virtualSizeBytes)} (${image.virtualSizeBytes} bytes), more than the disk of ${disk} GiB (resources.disk_gib)`,
+    );
+  }
+}
+
+/** A `VolumeRef` as checked. */
+interface CheckedVolumeRef {
+  id: string;
+  name: string;
+  sizeGib: number;
+}
+
+/**
+ * Checks a list of volume references: each `{id, name?, sizeGib ≥ 1}`, no id twice.
+ * INVALID_ARGUMENT naming `<field>[i].id` / `.size_gib` (`single`: `<field>.id`).
+ */
+function checkVolumeRefs(refs: unknown, field: string, single = false): CheckedVolumeRef[] {
+  if (!Array.isArray(refs)) throw invalidArgument(field, "must be a list of volumes {id, name, sizeGib}");
+  const seen = new Set<string>();
+  return refs.map((ref: unknown, i): CheckedVolumeRef => {
+    const f = single ? field : `${field}[${i}]`;
+    if (!isObject(ref)) throw invalidArgument(f, "must be a volume {id, name, sizeGib}");
+    const { id, name, sizeGib } = ref;
+    if (typeof id !== "string" || !VOLUME_ID.test(id)) throw invalidArgument(`${f}.id`, `must be 1-128 letters, digits, '_', '.' or '-' (got ${quote(JSON.stringify(id))})`);
+    if (seen.has(id)) throw invalidArgument(`${f}.id`, `volume ${quote(id)} is listed twice`);
+    seen.add(id);
+    if (name !== undefined && typeof name !== "string") throw invalidArgument(`${f}.name`, "must be a string");
+    if (!isCount(sizeGib) || sizeGib < 1) throw invalidArgument(`${f}.size_gib`, `must be a whole number of GiB ≥ 1 (got ${quote(String(sizeGib))})`);
+    return { id, name: name ?? "", sizeGib };
+  });
+}
+
+/** The shape of a spec's devices (what needs no host to judge); the host's part is `checkDevices`. */
+function validateDevices(spec: DomainSpec): void {
+  if (spec.image !== undefined) checkImageRef(spec.image, "image");
+  if (spec.nics !== undefined) {
+    if (!Array.isArray(spec.nics)) throw invalidArgument("nics", "must be a list of {network, mac}");
+    const macs = new Set<string>();
+    spec.nics.forEach((nic: NicSpec, i) => {
+      if (!isObject(nic)) throw invalidArgument(`nics[${i}]`, "must be a NIC {network, mac}");
+      if (typeof nic.network !== "string" || nic.network === "") throw invalidArgument(`nics[${i}].network`, "is required");
+      if (typeof nic.mac !== "string" || !MAC_ADDRESS.test(nic.mac)) {
+        throw invalidArgument(`nics[${i}].mac`, `must be a MAC address like 52:54:00:3a:91:0c (got ${quote(JSON.stringify(nic.mac))})`);
+      }
+      if (macs.has(nic.mac)) throw invalidArgument(`nics[${i}].mac`, `${nic.mac} is given to two NICs`);
+      macs.add(nic.mac);
+    });
+  }
+  if (spec.cloudInit !== undefined) checkSeed(spec.cloudInit);
+  if (spec.volumes !== undefined) checkVolumeRefs(spec.volumes, "volumes");
+}
+
+function checkSeed(seed: CloudInitSeed): void {
+  if (!isObject(seed)) throw invalidArgument("cloud_init", "must be a seed {instanceId, hostname, sshAuthorizedKeys, userData}");
+  for (const k of ["instanceId", "hostname", "userData"] as const) {
+    if (typeof seed[k] !== "string") throw invalidArgument(`cloud_init.${k === "instanceId" ? "instance_id" : k === "userData" ? "user_data" : k}`, "must be a string");
+  }
+  if (!Array.isArray(seed.sshAuthorizedKeys)) throw invalidArgument("cloud_init.ssh_authorized_keys", "must be a list of keys");
+  seed.sshAuthorizedKeys.forEach((key, i) => {
+    if (typeof key !== "string") throw invalidArgument(`cloud_init.ssh_authorized_keys[${i}]`, "must be a string");
+  });
 }
 
 function validateSpec(spec: DomainSpec): void {
@@ -1661,6 +2211,7 @@ function validateSpec(spec: DomainSpec): void {
       throw invalidArgument(`domain.resources.${RESOURCE_FIELD[k]}`, `must be a whole number ≥ ${min} (got ${String(r[k])})`);
     }
   }
+  validateDevices(spec);
 }
 
 /**

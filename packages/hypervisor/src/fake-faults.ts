@@ -50,7 +50,12 @@ export type FakeKillPoint = (typeof FAKE_KILL_POINTS)[number];
 /** Default of {@link KillRule.fraction}. */
 export const DEFAULT_KILL_FRACTION = 0.5;
 
-/** Every driver operation a fault can target (`health`, `subscribe` and `close` never fail). */
+/**
+ * Every driver operation a fault can target (`health`, `subscribe` and `close` never fail). The
+ * image and volume operations carry no vmId (a rule with one never matches them); `setVolumes` and
+ * `openConsole` carry the domain's. A `define` or `prepareIncoming` with an image calls
+ * `ensureImage`, so its faults strike there too.
+ */
 export const FAULT_OPS = [
   "hostFacts",
   "list",
@@ -67,6 +72,14 @@ export const FAULT_OPS = [
   "migrateOut",
   "finishIncoming",
   "abortMigration",
+  "listImages",
+  "ensureImage",
+  "listNetworks",
+  "listVolumes",
+  "createVolume",
+  "deleteVolume",
+  "setVolumes",
+  "openConsole",
 ] as const;
 export type FaultOp = (typeof FAULT_OPS)[number];
 

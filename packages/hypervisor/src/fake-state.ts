@@ -1,6 +1,6 @@
 /**
- * The fake hypervisor's files: the state file `<stateDir>/fake-hypervisor.json` (format v3; v2 and
- * v1 are still read) and the migration handoff files `<stateDir>/fake-incoming-<vmId>.json`, both
+ * The fake hypervisor's files: the state file `<stateDir>/fake-hypervisor.json` (format v4; v3, v2
+ * and v1 are still read) and the migration handoff files `<stateDir>/fake-incoming-<vmId>.json`, both
  * written atomically (temp file, fsync, rename, fsync of the directory).
  *
  * A live migration's switchover commits in one place: the source's state file. The source writes
@@ -19,8 +19,9 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { writeFileAtomically } from "./atomic-file.js";
-import { domainStateFromJSON, domainStateToJSON, DomainState, type Domain, type Resources } from "@berth/api";
+import { domainStateFromJSON, domainStateToJSON, DomainState, type Domain, type NetworkInterface, type Resources } from "@berth/api";
 import { BerthError, ErrorCode, RESOURCE_NAMES } from "@berth/core";
+import type { NoCloudSeedFiles } from "./cloud-init.js";
 import type { WatchdogStatus } from "./driver.js";
 import { validateLoadProfile, type LoadProfile } from "./fake-load.js";
 
@@ -28,20 +29,27 @@ import { validateLoadProfile, type LoadProfile } from "./fake-load.js";
 export const FAKE_STATE_FILE = "fake-hypervisor.json";
 
 /**
- * Format tag written into the state file. v3 added the watchdog and each domain's `fence`; the tag
- * changed so that an older reader refuses the file instead of ignoring a fence it does not know.
+ * Format tag written into the state file. v4 added images, data volumes and each domain's devices
+ * (`imageId`, `volumeIds`, `nics`, `seed`, `leaseAtMs`); v3 the watchdog and each domain's `fence`.
+ * The tag changes so that an older reader refuses the file instead of ignoring what it does not know
+ * (a v3 reader would drop data volumes at its next write).
  */
-export const FAKE_STATE_FORMAT = "berth-fake-hypervisor/v3";
-/** The previous format, still read (no watchdog: disarmed, never fired; no domain fenced). */
+export const FAKE_STATE_FORMAT = "berth-fake-hypervisor/v4";
+/** The previous format, still read (no images, no data volumes, domains without devices). */
+export const FAKE_STATE_FORMAT_V3 = "berth-fake-hypervisor/v3";
+/** An older format, still read (as v3, and no watchdog: disarmed, never fired; no domain fenced). */
 export const FAKE_STATE_FORMAT_V2 = "berth-fake-hypervisor/v2";
 /** The first format, still read (domains and counters only; volumes are inferred). */
 export const FAKE_STATE_FORMAT_V1 = "berth-fake-hypervisor/v1";
 
 /**
- * Format tag of a migration handoff file. v2 added the source (`from`) and the attempt's `nonce`,
- * which the source's state file commits.
+ * Format tag of a migration handoff file. v3 added the domain's devices (`devices`: NICs, seed,
+ * lease; `domain.imageId`, `domain.volumeIds`) and the data volumes it carries (`volumes`); v2 the
+ * source (`from`) and the attempt's `nonce`, which the source's state file commits.
  */
-export const FAKE_HANDOFF_FORMAT = "berth-fake-handoff/v2";
+export const FAKE_HANDOFF_FORMAT = "berth-fake-handoff/v3";
+/** The previous handoff format, still read (a domain without devices or data volumes). */
+export const FAKE_HANDOFF_FORMAT_V2 = "berth-fake-handoff/v2";
 /** The first handoff format, still read: written after nothing could still undo it, so committed. */
 export const FAKE_HANDOFF_FORMAT_V1 = "berth-fake-handoff/v1";
 
@@ -73,6 +81,69 @@ export interface FakeIncoming {
   resources: Resources;
   generation: number;
   preparedAtMs: number;
+  /** The data volumes readied for the arriving domain (attached to its vmId here), in order. */
+  volumeIds: string[];
+  /** Those of them the preparation created (an abort removes these, and detaches the others). */
+  createdVolumeIds: string[];
+}
+
+/**
+ * A NIC of a fake domain: its network, its MAC (from the spec) and the address its DHCP lease gives,
+ * derived from the MAC within the network's cidr when the domain was defined here (empty: the
+ * network has no cidr, so the guest never gets an address).
+ */
+export interface FakeNic {
+  network: string;
+  mac: string;
+  address: string;
+}
+
+/**
+ * What a fake domain has beside its `Domain` record, kept with it in the state file (and carried by
+ * a migration's handoff); dropped when the domain is undefined.
+ */
+export interface FakeDevices {
+  /** The NICs, in the spec's order. */
+  nics: FakeNic[];
+  /**
+   * The NoCloud seed's two files (`meta-data`, `user-data`) exactly as `renderNoCloudSeed` made
+   * them from the spec's `cloudInit`; absent without one. What a test in another process checks
+   * (`readFakeHypervisorState(dir).devices[vmId].seed`).
+   */
+  seed?: NoCloudSeedFiles;
+  /**
+   * When the NICs got their addresses (the DHCP lease), on the clock's axis: a start with no lease
+   * sets it to the start + `addressDelayMs`; a power-off before then clears it (the guest never
+   * asked). null: no lease. Readers show the addresses once it has passed (`fakeInterfacesAt`).
+   */
+  leaseAtMs: number | null;
+}
+
+/** A base image the fake host holds (what `ensureImage` recorded; no bytes are kept). */
+export interface FakeImage {
+  imageId: string;
+  name: string;
+  /** Where it was fetched from (`ImageRef.source`). */
+  source: string;
+  format: "qcow2" | "raw";
+  /** The checksum it was checked against; empty when none was asked for. */
+  sha256: string;
+  /** The source's size in bytes (what the copy takes). */
+  sizeBytes: number;
+  /** qcow2: the header's virtual size; raw: the file's size. */
+  virtualSizeBytes: number;
+  /** When the fetch completed (clock ms). */
+  fetchedAtMs: number;
+}
+
+/** A data volume in the fake host's pool (`createVolume`, `setVolumes`, a definition or an arrival). */
+export interface FakeDataVolume {
+  volumeId: string;
+  /** The volume's name when given (for people reading the file); may be empty. */
+  name: string;
+  sizeGib: number;
+  /** The vmId of the domain (or incoming migration) it is attached to; empty when detached. */
+  attachedVmId: string;
 }
 
 /**
@@ -93,16 +164,22 @@ export interface FakeOutgoing {
 
 /** What the state file holds, as {@link readFakeHypervisorState} returns it. */
 export interface FakeHypervisorState {
-  /** Domains currently defined, sorted by vmId. */
+  /** Domains currently defined, sorted by vmId (their `interfaces` as at the read's time). */
   domains: Domain[];
   /** Operation counters by vmId, including vmIds whose domain has since been deleted. */
   operations: Record<string, FakeOperationCounts>;
-  /** Volumes, sorted by vmId. */
+  /** The domains' own disk volumes (`<name>.qcow2`, one per vmId), sorted by vmId. */
   volumes: FakeVolume[];
   /** Incoming migration slots, sorted by vmId. */
   incoming: FakeIncoming[];
   /** The host's watchdog (see `HypervisorDriver.setWatchdog`); as read, with the rule applied at the read's time. */
   watchdog: WatchdogStatus;
+  /** Each defined domain's NICs, cloud-init seed and lease, by vmId. */
+  devices: Record<string, FakeDevices>;
+  /** The base images held, sorted by id. */
+  images: FakeImage[];
+  /** The data volumes in the pool, by volume id. */
+  dataVolumes: Record<string, FakeDataVolume>;
 }
 
 /** The running incarnation of an active (RUNNING or PAUSED) domain, and its CPU account. */
@@ -134,6 +211,10 @@ export interface FakeHandoff {
   /** The attempt's id, committed by the source's `outgoing` record (absent in a v1 handoff). */
   nonce?: string;
   domain: Domain;
+  /** The domain's NICs, seed and lease (a v1/v2 handoff: none). */
+  devices: FakeDevices;
+  /** The data volumes attached to it, carried with it (the destination owns them once committed). */
+  volumes: FakeDataVolume[];
   /** Memory the guest used when it left, MiB. */
   memoryUsedMib: number;
   load: Partial<LoadProfile> | undefined;
@@ -152,6 +233,11 @@ export function fakeHandoffFile(stateDir: string, vmId: string): string {
   return path.join(path.resolve(stateDir), `fake-incoming-${vmId}.json`);
 }
 
+/** The devices of a domain defined without NICs or a seed (and of one read from a pre-v4 file). */
+export function noDevices(): FakeDevices {
+  return { nics: [], leaseAtMs: null };
+}
+
 export function emptyStoredState(): FakeStoredState {
   return {
     domains: [],
@@ -159,6 +245,9 @@ export function emptyStoredState(): FakeStoredState {
     volumes: [],
     incoming: [],
     watchdog: { deadlineMs: 0, firedAtMs: 0 },
+    devices: {},
+    images: [],
+    dataVolumes: {},
     runtime: {},
     outgoing: [],
     load: {},
@@ -176,8 +265,18 @@ export function emptyStoredState(): FakeStoredState {
  * not a state file. The file is replaced atomically, so a read never sees a torn file.
  */
 export function readFakeHypervisorState(stateDir: string, nowMs: number = Date.now()): FakeHypervisorState {
-  const s = effectiveFakeState(readStoredState(stateDir, nowMs), nowMs);
-  return { domains: s.domains, operations: s.operations, volumes: s.volumes, incoming: s.incoming, watchdog: s.watchdog };
+  const stored = readStoredState(stateDir, nowMs);
+  const s = effectiveFakeState(stored, nowMs);
+  return {
+    domains: effectiveFakeDomains(stored, nowMs),
+    operations: s.operations,
+    volumes: s.volumes,
+    incoming: s.incoming,
+    watchdog: s.watchdog,
+    devices: s.devices,
+    images: s.images,
+    dataVolumes: s.dataVolumes,
+  };
 }
 
 /**
@@ -199,6 +298,18 @@ export interface FakeWatchdogView {
   watchdog: WatchdogStatus;
   /** When each active domain's incarnation started; a domain without one counts as started before any deadline. */
   runtime?: Readonly<Record<string, Pick<FakeRuntime, "startedAtMs">>>;
+  /** Each domain's NICs and lease: when given, the domains' `interfaces` are computed at the time asked. */
+  devices?: Readonly<Record<string, FakeDevices>>;
+}
+
+/**
+ * A domain's `interfaces` at `nowMs`: one per NIC, in order, `{network, mac, ipAddresses,
+ * addressSource: "fake"}`, the NIC's address once the lease has come (`leaseAtMs` ≤ `nowMs`; a
+ * domain whose lease was due after `leaseCutoffMs` never got it), none before. Pure.
+ */
+export function fakeInterfacesAt(devices: FakeDevices, nowMs: number, leaseCutoffMs = nowMs): NetworkInterface[] {
+  const leased = devices.leaseAtMs !== null && devices.leaseAtMs <= Math.min(nowMs, leaseCutoffMs);
+  return devices.nics.map((n) => ({ network: n.network, mac: n.mac, ipAddresses: leased && n.address !== "" ? [n.address] : [], addressSource: "fake" }));
 }
 
 /**
@@ -222,17 +333,24 @@ export function fencedBy(domain: Domain, startedAtMs: number | undefined, deadli
 /**
  * The domains of a fake host as they are at `nowMs`, in the order given: when the watchdog's armed
  * deadline has passed, every fence domain started before it is SHUTOFF (a copy), whatever the file
- * says (the driver that wrote it may be frozen); the others are the given objects. Pure: the same
- * state and time give the same answer in every process, which is what makes the fake's fencing
- * hold for a frozen agent.
+ * says (the driver that wrote it may be frozen); with `devices` given, every domain's `interfaces`
+ * as at `nowMs` (a copy; a fenced domain keeps only a lease that came before the fence); the others
+ * are the given objects. Pure: the same state and time give the same answer in every process, which
+ * is what makes the fake's fencing hold for a frozen agent.
  */
 export function effectiveFakeDomains(state: FakeWatchdogView, nowMs: number): Domain[] {
   const fired = firedDeadline(state.watchdog, nowMs);
-  return state.domains.map((d) =>
-    fired !== undefined && fencedBy(d, state.runtime?.[d.vmId]?.startedAtMs, fired)
-      ? { ...d, state: DomainState.DOMAIN_STATE_SHUTOFF, resources: d.resources ? { ...d.resources } : undefined }
-      : d,
-  );
+  return state.domains.map((d) => {
+    const fenced = fired !== undefined && fencedBy(d, state.runtime?.[d.vmId]?.startedAtMs, fired);
+    const devices = state.devices?.[d.vmId];
+    if (!fenced && devices === undefined) return d;
+    return {
+      ...d,
+      ...(fenced ? { state: DomainState.DOMAIN_STATE_SHUTOFF } : {}),
+      ...(devices ? { interfaces: fakeInterfacesAt(devices, nowMs, fenced ? fired : nowMs) } : {}),
+      resources: d.resources ? { ...d.resources } : undefined,
+    };
+  });
 }
 
 /**
@@ -243,12 +361,17 @@ export function effectiveFakeDomains(state: FakeWatchdogView, nowMs: number): Do
 export function effectiveFakeState(state: FakeStoredState, nowMs: number): FakeStoredState {
   const fired = firedDeadline(state.watchdog, nowMs);
   if (fired === undefined) return state;
-  const domains = effectiveFakeDomains(state, nowMs);
+  const domains = effectiveFakeDomains({ domains: state.domains, watchdog: state.watchdog, runtime: state.runtime }, nowMs);
   const runtime = { ...state.runtime };
+  const devices = { ...state.devices };
   domains.forEach((d, i) => {
-    if (d !== state.domains[i]) delete runtime[d.vmId];
+    if (d === state.domains[i]) return;
+    delete runtime[d.vmId];
+    // Powered off before its lease came: the guest never got an address.
+    const dev = devices[d.vmId];
+    if (dev && dev.leaseAtMs !== null && dev.leaseAtMs > fired) devices[d.vmId] = { ...dev, leaseAtMs: null };
   });
-  return { ...state, domains, runtime, watchdog: { deadlineMs: 0, firedAtMs: fired } };
+  return { ...state, domains, runtime, devices, watchdog: { deadlineMs: 0, firedAtMs: fired } };
 }
 
 /** The whole state file; `nowMs` stands for the start time of domains a v1 file shows active. */
@@ -273,6 +396,11 @@ interface StoredDomain {
   generation: number;
   resources: Resources;
   fence: boolean;
+  imageId: string;
+  volumeIds: string[];
+  nics: FakeNic[];
+  seed?: NoCloudSeedFiles;
+  leaseAtMs: number | null;
   run?: FakeRuntime;
   load?: Partial<LoadProfile>;
 }
@@ -281,6 +409,7 @@ export function serializeState(state: FakeStoredState): string {
   const domains: StoredDomain[] = state.domains.map((d) => {
     const run = state.runtime[d.vmId];
     const load = state.load[d.vmId];
+    const devices = state.devices[d.vmId] ?? noDevices();
     return {
       vmId: d.vmId,
       name: d.name,
@@ -288,6 +417,11 @@ export function serializeState(state: FakeStoredState): string {
       generation: d.generation,
       resources: resourcesOf(d),
       fence: d.fence,
+      imageId: d.imageId,
+      volumeIds: d.volumeIds,
+      nics: devices.nics,
+      ...(devices.seed ? { seed: devices.seed } : {}),
+      leaseAtMs: devices.leaseAtMs,
       ...(run ? { run } : {}),
       ...(load ? { load } : {}),
     };
@@ -296,6 +430,8 @@ export function serializeState(state: FakeStoredState): string {
     format: FAKE_STATE_FORMAT,
     domains,
     volumes: state.volumes,
+    dataVolumes: state.dataVolumes,
+    images: state.images,
     incoming: state.incoming,
     watchdog: state.watchdog,
     outgoing: state.outgoing,
@@ -315,11 +451,14 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
   }
   if (!isObject(raw)) throw corrupt("not an object");
   const format = raw["format"];
-  if (format !== FAKE_STATE_FORMAT && format !== FAKE_STATE_FORMAT_V2 && format !== FAKE_STATE_FORMAT_V1) {
-    throw corrupt(`format is ${JSON.stringify(format)}, expected ${FAKE_STATE_FORMAT} (or ${FAKE_STATE_FORMAT_V2}, ${FAKE_STATE_FORMAT_V1})`);
+  if (format !== FAKE_STATE_FORMAT && format !== FAKE_STATE_FORMAT_V3 && format !== FAKE_STATE_FORMAT_V2 && format !== FAKE_STATE_FORMAT_V1) {
+    throw corrupt(
+      `format is ${JSON.stringify(format)}, expected ${FAKE_STATE_FORMAT} (or ${FAKE_STATE_FORMAT_V3}, ${FAKE_STATE_FORMAT_V2}, ${FAKE_STATE_FORMAT_V1})`,
+    );
   }
   const v1 = format === FAKE_STATE_FORMAT_V1;
-  const v3 = format === FAKE_STATE_FORMAT;
+  const v4 = format === FAKE_STATE_FORMAT;
+  const v3 = v4 || format === FAKE_STATE_FORMAT_V3;
   const rawDomains = raw["domains"];
   const rawOps = raw["operations"];
   if (!Array.isArray(rawDomains)) throw corrupt("domains is not a list");
@@ -329,7 +468,7 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
   const seen = new Set<string>();
   for (const [i, d] of rawDomains.entries()) {
     if (!isObject(d)) throw corrupt(`domains[${i}] is not an object`);
-    const { vmId, name, state, generation, resources, fence, run, load } = d;
+    const { vmId, name, state, generation, resources, fence, run, load, imageId, volumeIds, nics, seed, leaseAtMs } = d;
     if (typeof vmId !== "string" || vmId === "") throw corrupt(`domains[${i}].vmId is missing`);
     if (seen.has(vmId)) throw corrupt(`domain ${vmId} appears twice`);
     seen.add(vmId);
@@ -345,7 +484,25 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
     if (!res) throw corrupt(`domains[${i}].resources is not a resource vector`);
     // Before v3 nothing was fenced; in v3 the field is written for every domain.
     if (v3 ? typeof fence !== "boolean" : fence !== undefined) throw corrupt(`domains[${i}].fence is not a boolean${v3 ? "" : ` (no fence before ${FAKE_STATE_FORMAT})`}`);
-    out.domains.push({ vmId, name, state: parsedState, generation, resources: res, fence: fence === true, interfaces: [], volumeIds: [], imageId: "" });
+    const devices = noDevices();
+    let domainImage = "";
+    let domainVolumes: string[] = [];
+    if (v4) {
+      // Before v4 a domain had no image, NICs, seed nor data volumes; in v4 the fields are written for every domain.
+      if (typeof imageId !== "string") throw corrupt(`domains[${i}].imageId is not a string`);
+      if (!isStringList(volumeIds)) throw corrupt(`domains[${i}].volumeIds is not a list of volume ids`);
+      const parsedNics = parseNics(nics);
+      if (!parsedNics) throw corrupt(`domains[${i}].nics is not a list of {network, mac, address}`);
+      if (seed !== undefined && !isSeed(seed)) throw corrupt(`domains[${i}].seed is not {"meta-data", "user-data"}`);
+      if (leaseAtMs !== null && !isTime(leaseAtMs)) throw corrupt(`domains[${i}].leaseAtMs is not a time or null`);
+      domainImage = imageId;
+      domainVolumes = [...volumeIds];
+      devices.nics = parsedNics;
+      if (seed !== undefined) devices.seed = { "meta-data": seed["meta-data"], "user-data": seed["user-data"] };
+      devices.leaseAtMs = leaseAtMs;
+    }
+    out.devices[vmId] = devices;
+    out.domains.push({ vmId, name, state: parsedState, generation, resources: res, fence: fence === true, interfaces: [], volumeIds: domainVolumes, imageId: domainImage });
     if (run !== undefined) {
       const rt = parseRuntime(run);
       if (!rt) throw corrupt(`domains[${i}].run is not a runtime record`);
@@ -414,7 +571,18 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
     ) {
       throw corrupt(`incoming[${i}] is not an incoming slot`);
     }
-    out.incoming.push({ vmId: s["vmId"], name: s["name"], resources: res, generation: s["generation"], preparedAtMs: s["preparedAtMs"] });
+    const readied = s["volumeIds"] ?? [];
+    const created = s["createdVolumeIds"] ?? [];
+    if (!isStringList(readied) || !isStringList(created)) throw corrupt(`incoming[${i}].volumeIds or .createdVolumeIds is not a list of volume ids`);
+    out.incoming.push({
+      vmId: s["vmId"],
+      name: s["name"],
+      resources: res,
+      generation: s["generation"],
+      preparedAtMs: s["preparedAtMs"],
+      volumeIds: [...readied],
+      createdVolumeIds: [...created],
+    });
   }
   out.volumes.sort(byVmId);
   out.incoming.sort(byVmId);
@@ -441,6 +609,23 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
     }
     out.outgoing.sort(byVmId);
   }
+  if (v4) {
+    const rawImages = raw["images"];
+    if (!Array.isArray(rawImages)) throw corrupt("images is not a list");
+    for (const [i, im] of rawImages.entries()) {
+      const image = parseImage(im);
+      if (!image) throw corrupt(`images[${i}] is not an image`);
+      out.images.push(image);
+    }
+    out.images.sort((a, b) => compareIds(a.imageId, b.imageId));
+    const rawData = raw["dataVolumes"];
+    if (!isObject(rawData)) throw corrupt("dataVolumes is not an object");
+    for (const [id, v] of Object.entries(rawData)) {
+      const volume = parseDataVolume(v);
+      if (!volume || volume.volumeId !== id) throw corrupt(`dataVolumes[${JSON.stringify(id)}] is not a data volume`);
+      out.dataVolumes[id] = volume;
+    }
+  }
   return out;
 }
 
@@ -448,7 +633,16 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
 
 export function serializeHandoff(h: FakeHandoff): string {
   const d = h.domain;
-  const domain = { vmId: d.vmId, name: d.name, state: domainStateToJSON(d.state), generation: d.generation, resources: resourcesOf(d), fence: d.fence };
+  const domain = {
+    vmId: d.vmId,
+    name: d.name,
+    state: domainStateToJSON(d.state),
+    generation: d.generation,
+    resources: resourcesOf(d),
+    fence: d.fence,
+    imageId: d.imageId,
+    volumeIds: d.volumeIds,
+  };
   return `${JSON.stringify({ format: FAKE_HANDOFF_FORMAT, ...h, domain }, null, 2)}\n`;
 }
 
@@ -463,8 +657,11 @@ export function readHandoff(stateDir: string, vmId: string): FakeHandoff | undef
     throw unavailable(`cannot read handoff ${file}`, e);
   }
   const bad = (why: string): BerthError => unavailable(`${file} is not a handoff file: ${why}`);
-  if (!isObject(raw) || (raw["format"] !== FAKE_HANDOFF_FORMAT && raw["format"] !== FAKE_HANDOFF_FORMAT_V1)) throw bad("wrong format");
-  const v2 = raw["format"] === FAKE_HANDOFF_FORMAT;
+  if (!isObject(raw) || (raw["format"] !== FAKE_HANDOFF_FORMAT && raw["format"] !== FAKE_HANDOFF_FORMAT_V2 && raw["format"] !== FAKE_HANDOFF_FORMAT_V1)) {
+    throw bad("wrong format");
+  }
+  const v3 = raw["format"] === FAKE_HANDOFF_FORMAT;
+  const v2 = v3 || raw["format"] === FAKE_HANDOFF_FORMAT_V2;
   const from = raw["from"];
   const nonce = raw["nonce"];
   if (v2 && (typeof from !== "string" || !path.isAbsolute(from) || typeof nonce !== "string" || nonce === "")) throw bad("from or nonce");
@@ -492,10 +689,35 @@ export function readHandoff(stateDir: string, vmId: string): FakeHandoff | undef
       throw bad((e as Error).message);
     }
   }
+  let devices = noDevices();
+  let volumes: FakeDataVolume[] = [];
+  let imageId = "";
+  let volumeIds: string[] = [];
+  if (v3) {
+    const dev = raw["devices"];
+    const nics = isObject(dev) ? parseNics(dev["nics"]) : undefined;
+    if (!isObject(dev) || !nics || (dev["seed"] !== undefined && !isSeed(dev["seed"])) || (dev["leaseAtMs"] !== null && !isTime(dev["leaseAtMs"]))) {
+      throw bad("devices");
+    }
+    const seed = dev["seed"] as NoCloudSeedFiles | undefined;
+    devices = { nics, leaseAtMs: dev["leaseAtMs"] as number | null, ...(seed ? { seed: { "meta-data": seed["meta-data"], "user-data": seed["user-data"] } } : {}) };
+    const rawVolumes = raw["volumes"];
+    if (!Array.isArray(rawVolumes)) throw bad("volumes");
+    for (const v of rawVolumes) {
+      const volume = parseDataVolume(v);
+      if (!volume) throw bad("volumes");
+      volumes.push(volume);
+    }
+    if (typeof d["imageId"] !== "string" || !isStringList(d["volumeIds"])) throw bad("domain.imageId or domain.volumeIds");
+    imageId = d["imageId"];
+    volumeIds = [...d["volumeIds"]];
+  }
   return {
     vmId,
     ...(v2 ? { from: from as string, nonce: nonce as string } : {}),
-    domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res, fence, interfaces: [], volumeIds: [], imageId: "" },
+    domain: { vmId, name: d["name"], state, generation: d["generation"], resources: res, fence, interfaces: [], volumeIds, imageId },
+    devices,
+    volumes,
     memoryUsedMib: mem,
     load,
     sentAtMs: sent,
@@ -559,7 +781,45 @@ export function isCount(v: unknown): v is number {
 }
 
 export function byVmId(a: { vmId: string }, b: { vmId: string }): number {
-  return a.vmId < b.vmId ? -1 : a.vmId > b.vmId ? 1 : 0;
+  return compareIds(a.vmId, b.vmId);
+}
+
+/** Code-unit order of ids (what every list of the state is sorted by). */
+export function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function isStringList(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((x) => typeof x === "string");
+}
+
+function isSeed(v: unknown): v is NoCloudSeedFiles {
+  return isObject(v) && typeof v["meta-data"] === "string" && typeof v["user-data"] === "string";
+}
+
+function parseNics(v: unknown): FakeNic[] | undefined {
+  if (!Array.isArray(v)) return undefined;
+  const out: FakeNic[] = [];
+  for (const n of v) {
+    if (!isObject(n) || typeof n["network"] !== "string" || typeof n["mac"] !== "string" || typeof n["address"] !== "string") return undefined;
+    out.push({ network: n["network"], mac: n["mac"], address: n["address"] });
+  }
+  return out;
+}
+
+function parseImage(v: unknown): FakeImage | undefined {
+  if (!isObject(v)) return undefined;
+  const { imageId, name, source, format, sha256, sizeBytes, virtualSizeBytes, fetchedAtMs } = v;
+  if (typeof imageId !== "string" || imageId === "" || typeof name !== "string" || typeof source !== "string" || typeof sha256 !== "string") return undefined;
+  if ((format !== "qcow2" && format !== "raw") || !isCount(sizeBytes) || !isCount(virtualSizeBytes) || !isTime(fetchedAtMs)) return undefined;
+  return { imageId, name, source, format, sha256, sizeBytes, virtualSizeBytes, fetchedAtMs };
+}
+
+function parseDataVolume(v: unknown): FakeDataVolume | undefined {
+  if (!isObject(v)) return undefined;
+  const { volumeId, name, sizeGib, attachedVmId } = v;
+  if (typeof volumeId !== "string" || volumeId === "" || typeof name !== "string" || !isCount(sizeGib) || typeof attachedVmId !== "string") return undefined;
+  return { volumeId, name, sizeGib, attachedVmId };
 }
 
 export function unavailable(message: string, cause?: unknown): BerthError {
