@@ -72,6 +72,26 @@ import {
   type StopVmResponse,
   type WatchEventsRequest,
   type WatchEventsResponse,
+  type AttachVolumeRequest,
+  type AttachVolumeResponse,
+  type CreateImageRequest,
+  type CreateImageResponse,
+  type CreateVolumeRequest,
+  type CreateVolumeResponse,
+  type DeleteImageRequest,
+  type DeleteImageResponse,
+  type DeleteVolumeRequest,
+  type DeleteVolumeResponse,
+  type DetachVolumeRequest,
+  type DetachVolumeResponse,
+  type GetImageRequest,
+  type GetImageResponse,
+  type GetVolumeRequest,
+  type GetVolumeResponse,
+  type ListImagesRequest,
+  type ListImagesResponse,
+  type ListVolumesRequest,
+  type ListVolumesResponse,
 } from "@berth/api";
 import { BerthError, channelCredentialsOf, ErrorCode, ERROR_CODE_METADATA_KEY, deadlineIn, fromGrpcError, grpcClientOptions, ReloadingTlsIdentity, type TlsFiles } from "@berth/core";
 
@@ -399,6 +419,53 @@ export class ControllerClient {
   /** Forgets a retired host; refused (FAILED_PRECONDITION) while its agent is connected or anything names it. */
   deleteHost(request: DeleteHostRequest, overrides?: CallOverrides): Promise<DeleteHostResponse> {
     return this.#invoke<DeleteHostResponse>((c, m, o, cb) => c.deleteHost(request, m, o, cb), overrides);
+  }
+
+  /** Adds an image to the catalog (nothing is fetched until a VM needs it on a host). */
+  createImage(request: CreateImageRequest, overrides?: CallOverrides): Promise<CreateImageResponse> {
+    return this.#invoke<CreateImageResponse>((c, m, o, cb) => c.createImage(request, m, o, cb), overrides);
+  }
+
+  /** The catalog, each image with the hosts that hold it. */
+  listImages(request: ListImagesRequest, overrides?: CallOverrides): Promise<ListImagesResponse> {
+    return this.#invoke<ListImagesResponse>((c, m, o, cb) => c.listImages(request, m, o, cb), overrides, true);
+  }
+
+  getImage(request: GetImageRequest, overrides?: CallOverrides): Promise<GetImageResponse> {
+    return this.#invoke<GetImageResponse>((c, m, o, cb) => c.getImage(request, m, o, cb), overrides, true);
+  }
+
+  /** Refused (FAILED_PRECONDITION) while a VM record names the image. */
+  deleteImage(request: DeleteImageRequest, overrides?: CallOverrides): Promise<DeleteImageResponse> {
+    return this.#invoke<DeleteImageResponse>((c, m, o, cb) => c.deleteImage(request, m, o, cb), overrides);
+  }
+
+  /** Records a data volume, bound to `host_id` if given, else to its first VM's host. */
+  createVolume(request: CreateVolumeRequest, overrides?: CallOverrides): Promise<CreateVolumeResponse> {
+    return this.#invoke<CreateVolumeResponse>((c, m, o, cb) => c.createVolume(request, m, o, cb), overrides);
+  }
+
+  listVolumes(request: ListVolumesRequest, overrides?: CallOverrides): Promise<ListVolumesResponse> {
+    return this.#invoke<ListVolumesResponse>((c, m, o, cb) => c.listVolumes(request, m, o, cb), overrides, true);
+  }
+
+  getVolume(request: GetVolumeRequest, overrides?: CallOverrides): Promise<GetVolumeResponse> {
+    return this.#invoke<GetVolumeResponse>((c, m, o, cb) => c.getVolume(request, m, o, cb), overrides, true);
+  }
+
+  /** Deletes a detached volume and its data; refused (FAILED_PRECONDITION) while attached. */
+  deleteVolume(request: DeleteVolumeRequest, overrides?: CallOverrides): Promise<DeleteVolumeResponse> {
+    return this.#invoke<DeleteVolumeResponse>((c, m, o, cb) => c.deleteVolume(request, m, o, cb), overrides);
+  }
+
+  /** Attaches a volume to a VM (binding an unbound one to the VM's host); bumps the VM's generation. */
+  attachVolume(request: AttachVolumeRequest, overrides?: CallOverrides): Promise<AttachVolumeResponse> {
+    return this.#invoke<AttachVolumeResponse>((c, m, o, cb) => c.attachVolume(request, m, o, cb), overrides);
+  }
+
+  /** Detaches a volume from its VM; the volume and its data stay. */
+  detachVolume(request: DetachVolumeRequest, overrides?: CallOverrides): Promise<DetachVolumeResponse> {
+    return this.#invoke<DetachVolumeResponse>((c, m, o, cb) => c.detachVolume(request, m, o, cb), overrides);
   }
 
   /**

@@ -25,6 +25,8 @@ echo "$@" >> "${join(dir, "calls")}"
 case "$*" in
   *"vm list -o name"*) printf 'web-1\\nweb-2\\ndb-1\\n' ;;
   *"host list -o name"*) printf 'host-1\\nhost-10\\n' ;;
+  *"image list -o name"*) printf 'jammy\\nalpine\\n' ;;
+  *"volume list -o name"*) printf 'db-data\\nlogs\\n' ;;
 esac
 `,
 );
@@ -71,6 +73,31 @@ describe("berth completion bash", () => {
     // A new VM's name is not completed from the existing ones, nor a second argument.
     expect(complete("vm", "create", "w")).toEqual([]);
     expect(complete("vm", "show", "web-1", "w")).toEqual([]);
+  });
+});
+
+describe("completion of images, volumes and the VM device flags", () => {
+  it("offers the image and volume verbs", () => {
+    expect(complete("im")).toEqual(["image"]);
+    expect(complete("vol")).toEqual(["volume"]);
+    expect(complete("image", "")).toEqual(["create", "list", "show", "delete"]);
+    expect(complete("volume", "")).toEqual(["create", "list", "show", "delete", "attach", "detach"]);
+    expect(complete("image", "create", "x", "--f")).toEqual(["--format"]);
+    expect(complete("image", "create", "x", "--format", "")).toEqual(["qcow2", "raw"]);
+  });
+
+  it("completes existing image and volume names, and vm create's --image, --volume, --network, --ssh-key flags", () => {
+    expect(complete("image", "show", "j")).toEqual(["jammy"]);
+    expect(complete("volume", "attach", "d")).toEqual(["db-data"]);
+    expect(complete("vm", "create", "app-1", "--image", "a")).toEqual(["alpine"]);
+    expect(complete("vm", "create", "app-1", "--volume", "")).toEqual(["db-data", "logs"]);
+    expect(complete("vm", "create", "app-1", "--ne")).toEqual(["--network"]);
+    expect(complete("vm", "create", "app-1", "--ss")).toEqual(["--ssh-key"]);
+    expect(complete("plan", "--us")).toEqual(["--user-data"]);
+    expect(complete("volume", "create", "x", "--host", "host-1")).toEqual(["host-1", "host-10"]);
+    // A new image's or volume's name is not completed from the existing ones.
+    expect(complete("image", "create", "j")).toEqual([]);
+    expect(complete("volume", "create", "d")).toEqual([]);
   });
 });
 

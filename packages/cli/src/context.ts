@@ -41,6 +41,11 @@ export interface Io {
   stdoutIsTerminal?: boolean;
   /** Ends a watch (`events --follow`, `--watch`) as Ctrl-C would. Absent: SIGINT does (watch-stream.ts). */
   interrupt?: AbortSignal;
+  /**
+   * Reads standard input to its end (`--user-data -`), stopping once more than `maxBytes` have come:
+   * a result longer than `maxBytes` means the input was too large. Absent: stdin cannot be read.
+   */
+  readStdin?(maxBytes: number): Promise<Uint8Array>;
 }
 
 /** The real process' Io. */
@@ -63,6 +68,17 @@ export function processIo(): Io {
       } finally {
         rl.close();
       }
+    },
+    readStdin: async (maxBytes) => {
+      const chunks: Buffer[] = [];
+      let length = 0;
+      for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+        chunks.push(chunk);
+        length += chunk.length;
+        // Enough to tell "too large": the rest is not read into memory.
+        if (length > maxBytes) break;
+      }
+      return Buffer.concat(chunks);
     },
   };
 }

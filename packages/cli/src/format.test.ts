@@ -1,4 +1,5 @@
-import { DesiredState, Host, HostState, Migration, MigrationPhase, Vm, VmPhase } from "@berth/api";
+import { DesiredState, Host, HostState, Migration, MigrationPhase, Vm, VmPhase, VolumeInfo } from "@berth/api";
+import { nicMacAddress } from "@berth/core";
 import { describe, expect, it } from "vitest";
 import { CliError, ExitCode } from "./exit-codes.js";
 import { render } from "./output.js";
@@ -28,6 +29,12 @@ import {
   vmDetail,
   vmListJson,
   vmTable,
+  hostNetworkNames,
+  hostVolumesText,
+  vmAddress,
+  vmCloudInitText,
+  vmNetworksText,
+  vmNics,
 } from "./format.js";
 
 describe("renderTable", () => {
@@ -128,8 +135,10 @@ describe("host views", () => {
       labels: { zone: "b", rack: "r10" },
     });
     const [header, row] = hostTable([h], 1000, true).split("\n");
-    expect(header).toMatch(/LAST SEEN +CPU \(USED\/ALLOCATABLE\) +MEMORY \(USED\/ALLOCATABLE\) +DISK \(USED\/ALLOCATABLE\) +DRIVER +VERSION +CPU MODEL +LABELS$/);
-    expect(row).toMatch(/ 2\/64 \(3%\) +8 GiB\/63 GiB \(13%\) +100 GiB\/1 TiB \(10%\) +libvirt +0\.3\.0 +EPYC +rack=r10,zone=b$/);
+    expect(header).toMatch(
+      /LAST SEEN +CPU \(USED\/ALLOCATABLE\) +MEMORY \(USED\/ALLOCATABLE\) +DISK \(USED\/ALLOCATABLE\) +DRIVER +VERSION +CPU MODEL +NETWORKS +IMAGES +VOLUMES +LABELS$/,
+    );
+    expect(row).toMatch(/ 2\/64 \(3%\) +8 GiB\/63 GiB \(13%\) +100 GiB\/1 TiB \(10%\) +libvirt +0\.3\.0 +EPYC +- +- +- +rack=r10,zone=b$/);
   });
 
   it("host show: physical capacity, allocatable, and allocation and use as shares of it", () => {
@@ -316,11 +325,11 @@ describe("VM list views", () => {
     expect(render("name", view)).toBe("web-1\nweb-2\n");
   });
 
-  it("wide adds ID, GENERATION (spec/observed), GROUP, LABELS, CREATED", () => {
+  it("wide adds IP, ID, GENERATION (spec/observed), GROUP, LABELS, CREATED", () => {
     const [header, first, second] = render("wide", vmListView(vms, now)).split("\n");
-    expect(header).toMatch(/AGE +ID +GENERATION +GROUP +LABELS +CREATED$/);
-    expect(first).toMatch(/^web-1 .* 1\.5 GiB .* 1m +id-0 +4\/3 +front +tier=web +2023-11-14T22:12:20Z$/);
-    expect(second).toMatch(/ id-1 +4\/3 +- +tier=web /);
+    expect(header).toMatch(/AGE +IP +ID +GENERATION +GROUP +LABELS +CREATED$/);
+    expect(first).toMatch(/^web-1 .* 1\.5 GiB .* 1m +- +id-0 +4\/3 +front +tier=web +2023-11-14T22:12:20Z$/);
+    expect(second).toMatch(/ - +id-1 +4\/3 +- +tier=web /);
     expect(render("table", vmListView(vms, now)).split("\n")[0]).not.toContain("GENERATION");
   });
 
@@ -334,5 +343,110 @@ describe("VM list views", () => {
     expect(error).toBeInstanceOf(CliError);
     expect((error as CliError).exitCode).toBe(ExitCode.Usage);
     expect((error as Error).message).toBe("-o name: this verb prints no names (use one of: table, wide, json, yaml)");
+  });
+});
+
+describe("usable VMs: image, NICs with MACs and addresses, volumes, cloud-init", () => {
+  const now = 1_700_000_000_000;
+  const base = Vm.fromPartial({
+    id: "4f1c2a9e-0000-4000-8000-000000000001",
+    spec: {
+      name: "app-1",
+      resources: { vcpus: 2, memoryMib: 2048, diskGib: 20 },
+      image: "jammy",
+      networks: ["default", "storage"],
+      volumes: ["db-data", "logs"],
+      cloudInit: { sshAuthorizedKeys: ["ssh-ed25519 AAAAC3Nz a@b", "ssh-ed25519 AAAAC3Nx c@d"], userData: "#cloud-config\npassword: secret-value\n" },
+    },
+    hostId: "host-2",
+    status: { phase: VmPhase.VM_PHASE_RUNNING },
+  });
+  const mac0 = nicMacAddress(base.id, 0);
+  const mac1 = nicMacAddress(base.id, 1);
+
+  it("a NIC per network, in order: MAC (the controller's rule before the host reports), and waiting for an address while it runs", () => {
+    expect(vmNetworksText(base)).toBe(`eth0  default  ${mac0}  waiting for an address\n` + `eth1  storage  ${mac1}  waiting for an address`);
+    const stopped = Vm.fromPartial({ ...base, status: { phase: VmPhase.VM_PHASE_STOPPED } });
+    expect(vmNetworksText(stopped)).toBe(`eth0  default  ${mac0}  -\n` + `eth1  storage  ${mac1}  -`);
+    expect(vmNetworksText(Vm.fromPartial({ ...base, spec: { ...base.spec!, networks: [] } }))).toBe("-");
+  });
+
+  it("matches reported interfaces to the spec's NICs by MAC, whatever order the host reports them in", () => {
+    const reported = Vm.fromPartial({
+      ...base,
+      status: {
+        phase: VmPhase.VM_PHASE_RUNNING,
+        interfaces: [
+          { network: "storage", mac: mac1, ipAddresses: ["192.168.50.7"], addressSource: "arp" },
+          { network: "default", mac: mac0.toUpperCase(), ipAddresses: ["fe80::1", "10.122.3.4"], addressSource: "lease" },
+        ],
+      },
+    });
+    expect(vmNetworksText(reported)).toBe(
+      `eth0  default  ${mac0.toUpperCase()}  fe80::1, 10.122.3.4 (lease)\n` + `eth1  storage  ${mac1}  192.168.50.7 (arp)`,
+    );
+    // vm list -o wide's IP: the first NIC's first IPv4 address.
+    expect(vmAddress(reported)).toBe("10.122.3.4");
+    expect(vmAddress(base)).toBeUndefined();
+    const row = vmTable([reported], now, true).split("\n")[1];
+    expect(row).toMatch(/ 10\.122\.3\.4 +4f1c2a9e-/);
+  });
+
+  it("vm show: image, networks, volumes with size and phase, cloud-init counted and sized but never shown", () => {
+    const volumes = [VolumeInfo.fromPartial({ volume: { name: "db-data", sizeGib: 100 }, phase: "attached" })];
+    const text = vmDetail(base, now, undefined, volumes);
+    expect(text).toContain("Image:            jammy\n");
+    expect(text).toContain(`Networks:         eth0  default  ${mac0}  waiting for an address\n                  eth1  storage  ${mac1}  waiting for an address\n`);
+    // logs is not in the answer: its name alone.
+    expect(text).toContain("Volumes:          db-data (100 GiB, attached)\n                  logs\n");
+    expect(text).toContain("Cloud-init:       2 ssh keys; user-data: 37 B\n");
+    expect(text).not.toContain("secret-value");
+    expect(text).not.toContain("AAAAC3Nz");
+    const plain = vmDetail(Vm.fromPartial({ ...base, spec: { name: "b", resources: base.spec!.resources } }), now);
+    expect(plain).toContain("Image:            - (a blank disk)\n");
+    expect(plain).toContain("Networks:         -\n");
+    expect(plain).toContain("Volumes:          -\n");
+    expect(plain).toContain("Cloud-init:       - (no seed)\n");
+    expect(vmCloudInitText(Vm.fromPartial({ ...base, spec: { ...base.spec!, cloudInit: { sshAuthorizedKeys: ["k"], userData: "" } } }))).toBe(
+      "1 ssh key; user-data: Berth's own (hostname and keys)",
+    );
+  });
+
+  it("a reported interface the spec does not name (an adopted domain's) is listed after the spec's", () => {
+    const adopted = Vm.fromPartial({
+      id: "x",
+      spec: { name: "old", networks: [] },
+      status: { phase: VmPhase.VM_PHASE_RUNNING, interfaces: [{ network: "br0", mac: "52:54:00:00:00:01", ipAddresses: [], addressSource: "" }] },
+    });
+    expect(vmNics(adopted)).toEqual([{ name: "eth0", network: "br0", mac: "52:54:00:00:00:01", addresses: [], source: "" }]);
+  });
+
+  it("hosts: networks offered (active ones in the list), images held (named from the catalog), volumes (count, GiB)", () => {
+    const h = Host.fromPartial({
+      id: "host-2",
+      state: HostState.HOST_STATE_READY,
+      networks: [
+        { name: "default", kind: "network", active: true },
+        { name: "br0", kind: "bridge", active: true },
+        { name: "lab", kind: "network", active: false },
+      ],
+      images: [
+        { imageId: "id-jammy", sizeBytes: 700 * 2 ** 20, virtualSizeBytes: 2 ** 32 },
+        { imageId: "id-gone", sizeBytes: 300 * 2 ** 20, virtualSizeBytes: 2 ** 30 },
+      ],
+      volumes: [
+        { volumeId: "v1", sizeGib: 100, attachedVmId: "vm-1" },
+        { volumeId: "v2", sizeGib: 20, attachedVmId: "" },
+      ],
+    });
+    expect(hostNetworkNames(h)).toBe("br0,default");
+    expect(hostVolumesText(h)).toBe("2 (120 GiB)");
+    expect(hostTable([h], 1000, true).split("\n")[1]).toMatch(/ br0,default +2 +2 \(120 GiB\) +-$/);
+    const detail = hostDetail(h, 1000, new Map([["id-jammy", "jammy"]]));
+    expect(detail).toContain("Networks:         br0 (bridge), default (network), lab (network, inactive: VMs cannot use it)\n");
+    expect(detail).toContain("Images:           2 (1000 MiB on disk): id-gone, jammy\n");
+    expect(detail).toContain("Volumes:          2 (120 GiB), 1 attached\n");
+    const bare = hostDetail(Host.fromPartial({ id: "h" }), 1000);
+    expect(bare).toMatch(/Networks: +-\nImages: +-\nVolumes: +-\n/);
   });
 });

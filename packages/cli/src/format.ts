@@ -29,13 +29,15 @@ import {
   type DrainStatus,
   type GroupPolicy,
   type HostVerdict,
+  type NetworkInterface,
+  type VolumeInfo,
   type PlacementRecord,
   type PlannedPlacement,
   type Resources,
-  type VmPhase,
+  VmPhase,
   type VmStatus,
 } from "@berth/api";
-import { formatBytes, formatGib, formatMib, formatResources, formatVcpus, normalHostState } from "@berth/core";
+import { formatBytes, formatGib, formatMib, formatResources, formatVcpus, nicMacAddress, normalHostState } from "@berth/core";
 import { DEFAULT_ALLOCATION_RATIO, DEFAULT_RESERVED } from "@berth/scheduler";
 import type { View } from "./output.js";
 
@@ -56,17 +58,18 @@ export function sortByName<T>(items: readonly T[], key: (item: T) => string): T[
 
 /** Aligned columns, two spaces apart; the last column is not padded. Ends with a newline. */
 export function renderTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
-  const all = [headers, ...rows];
-  const widths = headers.map((_, i) => Math.max(...all.map((r) => (r[i] ?? "").length)));
-  return (
-    all
-      .map((r) =>
-        headers
-          .map((_, i) => (i === headers.length - 1 ? (r[i] ?? "") : (r[i] ?? "").padEnd(widths[i] ?? 0)))
-          .join("  ")
-          .trimEnd(),
-      )
-      .join("\n") + "\n"
+  return alignRows([headers, ...rows]).join("\n") + "\n";
+}
+
+/** Rows as lines of aligned columns, two spaces apart, as many columns as the first row; no header. */
+export function alignRows(rows: readonly (readonly string[])[]): string[] {
+  const columns = rows[0]?.length ?? 0;
+  const widths = Array.from({ length: columns }, (_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) =>
+    widths
+      .map((w, i) => (i === columns - 1 ? (r[i] ?? "") : (r[i] ?? "").padEnd(w)))
+      .join("  ")
+      .trimEnd(),
   );
 }
 
@@ -220,11 +223,12 @@ function formatLabels(labels: Record<string, string> | undefined): string {
 }
 
 /** An instant as ISO 8601 (UTC, to the second); `-` when unknown. */
-const isoTime = (atMs: number): string => (atMs > 0 ? new Date(atMs).toISOString().replace(/\.\d{3}Z$/, "Z") : "-");
+export const isoTime = (atMs: number): string => (atMs > 0 ? new Date(atMs).toISOString().replace(/\.\d{3}Z$/, "Z") : "-");
 
 /**
  * The `vm list` table: NAME, PHASE, DESIRED, HOST, VCPUS, MEMORY, DISK, AGE; `wide` (`-o wide`)
- * adds ID, GENERATION (spec generation / observed by the host), GROUP, LABELS, CREATED.
+ * adds IP (the first NIC's address: {@link vmAddress}), ID, GENERATION (spec generation / observed
+ * by the host), GROUP, LABELS, CREATED.
  */
 export function vmTable(vms: readonly Vm[], nowMs: number, wide = false): string {
   const rows = vms.map((vm) => {
@@ -242,6 +246,7 @@ export function vmTable(vms: readonly Vm[], nowMs: number, wide = false): string
     if (!wide) return row;
     return [
       ...row,
+      vmAddress(vm) ?? "-",
       vm.id || "-",
       `${vm.generation}/${vm.status?.observedGeneration ?? 0}`,
       vm.spec?.group || "-",
@@ -250,7 +255,100 @@ export function vmTable(vms: readonly Vm[], nowMs: number, wide = false): string
     ];
   });
   const headers = ["NAME", "PHASE", "DESIRED", "HOST", "VCPUS", "MEMORY", "DISK", "AGE"];
-  return renderTable(wide ? [...headers, "ID", "GENERATION", "GROUP", "LABELS", "CREATED"] : headers, rows);
+  return renderTable(wide ? [...headers, "IP", "ID", "GENERATION", "GROUP", "LABELS", "CREATED"] : headers, rows);
+}
+
+/** One NIC of a VM as `vm show` prints it: the spec's network with what its host reported. */
+export interface VmNic {
+  /** `eth0`, `eth1`...: the NIC's place in the spec (the guest may name it otherwise, e.g. `enp1s0`). */
+  name: string;
+  network: string;
+  /** As reported, else the one the controller gives it (core's `nicMacAddress`); empty when unknown. */
+  mac: string;
+  addresses: readonly string[];
+  /** `lease`, `arp`, `agent`, `fake`; empty before any address. */
+  source: string;
+}
+
+/**
+ * The VM's NICs: one per `spec.networks` entry, in order, each matched to the interface its host
+ * reported (by MAC, else by network), then any reported interface the spec does not name (an
+ * adopted domain's). Pure.
+ */
+export function vmNics(vm: Vm): VmNic[] {
+  const networks = vm.spec?.networks ?? [];
+  const reported = [...(vm.status?.interfaces ?? [])];
+  const take = (match: (n: NetworkInterface) => boolean): NetworkInterface | undefined => {
+    const i = reported.findIndex(match);
+    return i < 0 ? undefined : reported.splice(i, 1)[0];
+  };
+  const nics: VmNic[] = networks.map((network, i) => {
+    const mac = vm.id ? nicMacAddress(vm.id, i) : "";
+    const found = take((n) => mac !== "" && n.mac.toLowerCase() === mac) ?? take((n) => n.network === network);
+    return { name: `eth${i}`, network, mac: found?.mac || mac, addresses: found?.ipAddresses ?? [], source: found?.addressSource ?? "" };
+  });
+  reported.forEach((n, j) =>
+    nics.push({ name: `eth${networks.length + j}`, network: n.network, mac: n.mac, addresses: n.ipAddresses, source: n.addressSource }),
+  );
+  return nics;
+}
+
+/**
+ * The address people reach the VM at: the first NIC's first IPv4 address, else its first address
+ * (IPv6); `undefined` before the host has learnt one. `vm list -o wide`'s IP.
+ */
+export function vmAddress(vm: Vm): string | undefined {
+  const first = vmNics(vm)[0];
+  if (!first) return undefined;
+  return first.addresses.find((a) => !a.includes(":")) ?? first.addresses[0];
+}
+
+/** Whether the VM's guest runs (so an address is worth waiting for). */
+const guestRuns = (vm: Vm): boolean =>
+  vm.status?.phase === VmPhase.VM_PHASE_RUNNING || vm.status?.phase === VmPhase.VM_PHASE_MIGRATING;
+
+/**
+ * `vm show`'s Networks: a line per NIC, aligned, `eth0  default  52:54:00:12:34:56  10.122.3.4 (lease)`;
+ * without an address `waiting for an address` while the VM runs, else `-`; `-` for a VM without NICs.
+ */
+export function vmNetworksText(vm: Vm): string {
+  const nics = vmNics(vm);
+  if (nics.length === 0) return "-";
+  const rows = nics.map((n) => [
+    n.name,
+    n.network || "-",
+    n.mac || "-",
+    n.addresses.length > 0 ? `${n.addresses.join(", ")}${n.source ? ` (${n.source})` : ""}` : guestRuns(vm) ? "waiting for an address" : "-",
+  ]);
+  return alignRows(rows).join("\n");
+}
+
+/**
+ * `vm show`'s Volumes: a line per attached volume, in attach order, with its size and phase when
+ * `volumes` (ListVolumes' answer) knows it; `-` for none.
+ */
+export function vmVolumesText(vm: Vm, volumes?: readonly VolumeInfo[]): string {
+  const names = vm.spec?.volumes ?? [];
+  if (names.length === 0) return "-";
+  return names
+    .map((name) => {
+      const info = volumes?.find((v) => v.volume?.name === name);
+      return info?.volume ? `${name} (${formatGib(info.volume.sizeGib)}, ${info.phase || "-"})` : name;
+    })
+    .join("\n");
+}
+
+/**
+ * `vm show`'s Cloud-init: how many SSH keys and how large the user-data is, never what either says
+ * (the user-data may hold secrets); `- (no seed)` without cloud-init.
+ */
+export function vmCloudInitText(vm: Vm): string {
+  const c = vm.spec?.cloudInit;
+  if (!c) return "- (no seed)";
+  const n = c.sshAuthorizedKeys.length;
+  const keys = `${n} ssh key${n === 1 ? "" : "s"}`;
+  const userData = c.userData === "" ? "user-data: Berth's own (hostname and keys)" : `user-data: ${formatBytes(Buffer.byteLength(c.userData, "utf8"))}`;
+  return `${keys}; ${userData}`;
 }
 
 /** `-o` views of VMs: one VM (as a one-row table) or a list; names are the VMs' names. */
@@ -275,9 +373,11 @@ export function vmListView(vms: readonly Vm[], nowMs: number): View {
 
 /**
  * The `vm show` detail. The retry state (attempts, last error, next try, permanent) is shown while
- * there is one: a VM whose command last succeeded has none.
+ * there is one: a VM whose command last succeeded has none. The guest's devices: image, NICs with
+ * MACs and addresses, volumes (with size and phase from `volumes`, ListVolumes' answer, when
+ * given), cloud-init (counted and sized, never its content).
  */
-export function vmDetail(vm: Vm, nowMs: number, migration?: Migration): string {
+export function vmDetail(vm: Vm, nowMs: number, migration?: Migration, volumes?: readonly VolumeInfo[]): string {
   const status = vm.status;
   const name = vm.spec?.name ?? "-";
   const fields: [string, string][] = [
@@ -287,6 +387,10 @@ export function vmDetail(vm: Vm, nowMs: number, migration?: Migration): string {
     ["Desired", desiredName(vm.desiredState)],
     ["Host", vm.hostId || "-"],
     ["Resources", formatResourcesHuman(vm.spec?.resources)],
+    ["Image", vm.spec?.image || "- (a blank disk)"],
+    ["Networks", vmNetworksText(vm)],
+    ["Volumes", vmVolumesText(vm, volumes)],
+    ["Cloud-init", vmCloudInitText(vm)],
     ["Labels", formatLabels(vm.spec?.labels)],
     ["On host failure", onHostFailureName(vm.spec?.onHostFailure ?? 0) ?? "- (the cluster's default)"],
     ["Generation", `${vm.generation} (observed ${status?.observedGeneration ?? 0})`],
@@ -391,7 +495,16 @@ export function hostTable(hosts: readonly Host[], nowMs: number, wide = false): 
       ...resourceCells(h.allocated, total),
       formatAge(h.lastSeenMs, nowMs),
       ...(wide
-        ? [...resourceCells(h.usage, total), h.driver || "-", h.agentVersion || "-", h.facts?.cpuModel || "-", formatLabels(h.labels)]
+        ? [
+            ...resourceCells(h.usage, total),
+            h.driver || "-",
+            h.agentVersion || "-",
+            h.facts?.cpuModel || "-",
+            hostNetworkNames(h),
+            h.images.length > 0 ? String(h.images.length) : "-",
+            hostVolumesText(h),
+            formatLabels(h.labels),
+          ]
         : []),
     ];
   });
@@ -405,11 +518,50 @@ export function hostTable(hosts: readonly Host[], nowMs: number, wide = false): 
       "DISK (ALLOC/ALLOCATABLE)",
       "LAST SEEN",
       ...(wide
-        ? ["CPU (USED/ALLOCATABLE)", "MEMORY (USED/ALLOCATABLE)", "DISK (USED/ALLOCATABLE)", "DRIVER", "VERSION", "CPU MODEL", "LABELS"]
+        ? ["CPU (USED/ALLOCATABLE)", "MEMORY (USED/ALLOCATABLE)", "DISK (USED/ALLOCATABLE)", "DRIVER", "VERSION", "CPU MODEL", "NETWORKS", "IMAGES", "VOLUMES", "LABELS"]
         : []),
     ],
     rows,
   );
+}
+
+/** `default,br0`: the networks a host offers VMs' NICs, active ones only (VMs cannot use the others); `-` for none. */
+export function hostNetworkNames(host: Host): string {
+  const names = host.networks.filter((n) => n.active).map((n) => n.name).sort(compareNames);
+  return names.length > 0 ? names.join(",") : "-";
+}
+
+/** `3 (60 GiB)`: the data volumes in a host's pool and their total size; `-` for none. */
+export function hostVolumesText(host: Host): string {
+  if (host.volumes.length === 0) return "-";
+  const gib = host.volumes.reduce((sum, v) => sum + v.sizeGib, 0);
+  return `${host.volumes.length} (${formatGib(gib)})`;
+}
+
+/** `host show`'s Networks: `br0 (bridge), default (network), lab (network, inactive)`; `-` for none. */
+function hostNetworksDetail(host: Host): string {
+  if (host.networks.length === 0) return "-";
+  return sortByName(host.networks, (n) => n.name)
+    .map((n) => `${n.name} (${n.kind || "-"}${n.active ? "" : ", inactive: VMs cannot use it"})`)
+    .join(", ");
+}
+
+/**
+ * `host show`'s Images: how many the host holds, what they take on its disk, and their names
+ * (`imageNames`: image id to catalog name; an id the catalog does not know is shown as the id).
+ */
+function hostImagesDetail(host: Host, imageNames?: ReadonlyMap<string, string>): string {
+  if (host.images.length === 0) return "-";
+  const bytes = host.images.reduce((sum, i) => sum + i.sizeBytes, 0);
+  const names = host.images.map((i) => imageNames?.get(i.imageId) ?? i.imageId).sort(compareNames);
+  return `${host.images.length} (${formatBytes(bytes)} on disk): ${names.join(", ")}`;
+}
+
+/** `host show`'s Volumes: `3 (60 GiB), 2 attached`; `-` for none. */
+function hostVolumesDetail(host: Host): string {
+  if (host.volumes.length === 0) return "-";
+  const attached = host.volumes.filter((v) => v.attachedVmId !== "").length;
+  return `${hostVolumesText(host)}, ${attached} attached`;
 }
 
 /** `-o` views of hosts: the list (as given: sort it first), named by host id. */
@@ -427,9 +579,9 @@ export function hostView(host: Host, nowMs: number): View {
   return { ...hostListView([host], nowMs), data: () => Host.toJSON(host) };
 }
 
-/** `host show`: the detail (also under `wide`). */
-export function hostDetailView(host: Host, nowMs: number): View {
-  return { data: () => Host.toJSON(host), table: () => hostDetail(host, nowMs), names: () => [host.id] };
+/** `host show`: the detail (also under `wide`); `imageNames` maps image ids to names (ListImages). */
+export function hostDetailView(host: Host, nowMs: number, imageNames?: ReadonlyMap<string, string>): View {
+  return { data: () => Host.toJSON(host), table: () => hostDetail(host, nowMs, imageNames), names: () => [host.id] };
 }
 
 /** One orphan on one line: `<vm id>  <name>  <state>  <resources>`. */
@@ -468,9 +620,10 @@ function resourcesOf(amount: Resources | undefined, total: Resources | undefined
 /**
  * The `host show` detail. Capacity is physical; Allocatable what the scheduler may place there
  * (as the controller answers it); Allocated and In use are shown with their share of
- * allocatable.
+ * allocatable. Networks, Images (named through `imageNames`, image id to name) and Volumes are
+ * what the agent last reported.
  */
-export function hostDetail(host: Host, nowMs: number): string {
+export function hostDetail(host: Host, nowMs: number, imageNames?: ReadonlyMap<string, string>): string {
   const silent = host.fenceDeadlineMs > 0;
   const total = hostAllocatable(host);
   return renderFields([
@@ -490,6 +643,9 @@ export function hostDetail(host: Host, nowMs: number): string {
     // Who set which (berth host label; berth-agent --label): the operator's win for a key both set.
     ["Operator labels", formatLabels(host.operatorLabels)],
     ["Agent labels", formatLabels(host.agentLabels)],
+    ["Networks", hostNetworksDetail(host)],
+    ["Images", hostImagesDetail(host, imageNames)],
+    ["Volumes", hostVolumesDetail(host)],
     ["Driver", host.driver || "-"],
     ["Hypervisor", hypervisorText(host)],
     ["CPU model", host.facts?.cpuModel || "-"],

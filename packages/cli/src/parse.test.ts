@@ -1,6 +1,11 @@
+import { invalidArgument, type BerthError } from "@berth/core";
 import { describe, expect, it } from "vitest";
+import { specsFromFlags } from "./commands/spec-flags.js";
 import { CliError, ExitCode } from "./exit-codes.js";
 import {
+  imageFromFlags,
+  specErrorAgainstFlags,
+  volumeFromFlags,
   parseCapacity,
   parseDiskGib,
   parseDurationMs,
@@ -163,5 +168,106 @@ describe("durations", () => {
     expect(usage(() => parseDurationMs("", "--deadline", WEEK))).toContain("is not a duration");
     expect(usage(() => parseDurationMs("0s", "--deadline", WEEK))).toBe("--deadline: must be more than 0");
     expect(usage(() => parseDurationMs("8d", "--deadline", WEEK))).toBe("--deadline: must be at most 7 days (got 8d)");
+  });
+});
+
+describe("image create's flags (imageFromFlags: core's validateImage, told against the flags)", () => {
+  const image = (source: string, extra: { format?: string; sha256?: string } = {}) => imageFromFlags("jammy", { source, ...extra });
+
+  it("takes http(s) and file URLs and absolute paths; qcow2 by default; a checksum lower-cased", () => {
+    expect(image(" https://cloud-images.ubuntu.com/jammy/current/jammy.img ")).toEqual({
+      id: "",
+      name: "jammy",
+      source: "https://cloud-images.ubuntu.com/jammy/current/jammy.img",
+      format: "qcow2",
+      sha256: "",
+      createdAtMs: 0,
+    });
+    expect(image("file:///srv/images/alpine.qcow2").source).toBe("file:///srv/images/alpine.qcow2");
+    expect(image("/srv/images/alpine.raw", { format: "raw" })).toMatchObject({ source: "/srv/images/alpine.raw", format: "raw" });
+    const hex = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+    expect(image("/srv/a.img", { sha256: hex }).sha256).toBe(hex.toLowerCase());
+    expect(image("/srv/a.img", { sha256: `sha256:${hex}` }).sha256).toBe(hex.toLowerCase());
+  });
+
+  it("refuses a relative path with the reason (each host reads it), rather than making it absolute here", () => {
+    expect(usage(() => image("jammy.img"))).toBe(
+      "--source: jammy.img is a relative path, but each host reads the source itself: give an absolute path every host can read " +
+        "(a shared mount, e.g. /srv/images/jammy.img) or an http(s):// URL",
+    );
+    expect(usage(() => image("./images/jammy.img"))).toMatch(/^--source: \.\/images\/jammy\.img is a relative path/);
+    expect(usage(() => image("~/jammy.img"))).toMatch(/is a relative path/);
+  });
+
+  it("core's refusals name the flag: another scheme, a file URL naming a host, too long, a bad checksum, a bad name", () => {
+    expect(usage(() => image("ftp://mirror/x.img"))).toMatch(/^--source: 'ftp:\/\/mirror\/x\.img': only http:\/\/, https:\/\/ and file:\/\/ URLs/);
+    expect(usage(() => image("file://nas/images/x.img"))).toMatch(/^--source: 'file:\/\/nas\/images\/x\.img': a file:\/\/ URL names a path on each host/);
+    expect(usage(() => image(`/${"a".repeat(2048)}`))).toBe("--source: at most 2048 characters (got 2049)");
+    expect(usage(() => image("  "))).toMatch(/^--source: is required/);
+    expect(usage(() => image("/srv/a.img", { sha256: "abc123" }))).toMatch(/^--sha256: must be 64 lower-case hex digits/);
+    expect(usage(() => imageFromFlags("Jammy", { source: "/srv/a.img" }))).toMatch(/^NAME: 'Jammy' must be 1-63 lower-case/);
+  });
+});
+
+describe("volume create's flags (volumeFromFlags)", () => {
+  it("--size in whole GiB through the --disk parser: units, a bare number is GiB, rounded up; --host", () => {
+    expect(volumeFromFlags("data", { size: "10GiB" })).toMatchObject({ name: "data", sizeGib: 10, hostId: "" });
+    expect(volumeFromFlags("data", { size: "10" }).sizeGib).toBe(10);
+    expect(volumeFromFlags("data", { size: "1TiB", host: "host-2" })).toMatchObject({ sizeGib: 1024, hostId: "host-2" });
+    expect(volumeFromFlags("data", { size: "1500MiB" }).sizeGib).toBe(2);
+  });
+
+  it("refuses no size, an ambiguous unit and a bad host, naming the flag", () => {
+    expect(usage(() => volumeFromFlags("data", { size: "0" }))).toMatch(/^--size: must be a whole number from 1 to \d+ GiB \(got 0\)$/);
+    expect(usage(() => volumeFromFlags("data", { size: "10G" }))).toMatch(/^--size: '10G' is ambiguous/);
+    expect(usage(() => volumeFromFlags("data", { size: "10", host: "Host_1" }))).toMatch(/^--host: 'Host_1' must be/);
+  });
+});
+
+describe("vm create's device flags (specsFromFlags)", () => {
+  const base = { vcpus: "2", memory: "2GiB", disk: "20GiB" };
+
+  it("--network is repeatable, one NIC each, in the order given (the same network twice is two NICs)", () => {
+    const [spec] = specsFromFlags("app-1", { ...base, network: ["storage", "default", "storage"] });
+    expect(spec?.networks).toEqual(["storage", "default", "storage"]);
+    expect(specsFromFlags("app-1", base)[0]?.networks).toEqual([]);
+  });
+
+  it("--image and --volume by name; every VM of --count gets the image, the NICs and the seed, as copies", () => {
+    const [one] = specsFromFlags("db-1", { ...base, image: "jammy", volume: ["db-data", "logs"] });
+    expect(one).toMatchObject({ image: "jammy", volumes: ["db-data", "logs"] });
+    expect(one?.cloudInit).toBeUndefined();
+    const seed = { sshAuthorizedKeys: ["ssh-ed25519 AAAA k"], userData: "" };
+    const gang = specsFromFlags("web", { ...base, image: "jammy", network: ["default"], count: "2" }, seed);
+    expect(gang.map((g) => [g.name, g.image, g.networks, g.cloudInit])).toEqual([
+      ["web-1", "jammy", ["default"], seed],
+      ["web-2", "jammy", ["default"], seed],
+    ]);
+    expect(gang[0]?.networks).not.toBe(gang[1]?.networks);
+    expect(gang[0]?.cloudInit?.sshAuthorizedKeys).not.toBe(gang[1]?.cloudInit?.sshAuthorizedKeys);
+  });
+
+  it("refuses --volume with --count (a volume has one VM), a bad --image or --volume name, and no --disk (saying how big with --image)", () => {
+    expect(usage(() => specsFromFlags("web", { ...base, count: "2", volume: ["data"] }))).toMatch(/^--volume: not with --count: a volume is attached to one VM/);
+    expect(usage(() => specsFromFlags("web", { ...base, image: "Jammy_22" }))).toMatch(/^--image: 'Jammy_22' must be 1-63 lower-case/);
+    expect(usage(() => specsFromFlags("web", { ...base, volume: ["ok", "-bad"] }))).toMatch(/^--volume: '-bad' must be/);
+    expect(usage(() => specsFromFlags("web", { vcpus: "2", memory: "2GiB", image: "jammy" }))).toBe(
+      "--disk: required: the VM's disk is a layer over image jammy, so give --disk at least the image's virtual size (berth image show jammy)",
+    );
+    expect(usage(() => specsFromFlags("web", { vcpus: "2", memory: "2GiB" }))).toBe("--disk: required: the VM's disk size, e.g. 20GiB");
+  });
+
+  it("core's rules on the new fields are told against their flags, a list flag's entry by its place", () => {
+    const told = (field: string, rule: string): string => specErrorAgainstFlags(invalidArgument(field, rule) as BerthError & { field: string });
+    expect(told("spec.networks[1]", "'br 0' must be 1-64 letters, digits, '.', '_' or '-'")).toBe("--network #2: 'br 0' must be 1-64 letters, digits, '.', '_' or '-'");
+    expect(told("spec.networks", "at most 8 NICs")).toBe("--network: at most 8 NICs");
+    expect(told("spec.cloud_init.ssh_authorized_keys[0]", "longer than 8 KiB")).toBe("--ssh-key #1: longer than 8 KiB");
+    expect(told("spec.cloud_init.user_data", "at most 64 KiB")).toBe("--user-data: at most 64 KiB");
+    expect(told("spec.volumes[2]", "'data' appears twice")).toBe("--volume #3: 'data' appears twice");
+    expect(told("spec.image", "'X' must be a DNS label")).toBe("--image: 'X' must be a DNS label");
+    expect(told("spec.resources.disk_gib", "must be more than 0 with an image")).toBe("--disk: must be more than 0 with an image");
+    // Unchanged: a pinned host is named by its value, a label by its key.
+    expect(told("spec.pinned_hosts[0]", "'H' must be ...")).toBe("--pin: 'H' must be ...");
+    expect(told("spec.labels[tier]", "value longer than 253 characters")).toBe("--label tier: value longer than 253 characters");
   });
 });

@@ -1,4 +1,4 @@
-import type { Resources, VmSpec } from "@berth/api";
+import type { Image, Resources, VmSpec, Volume } from "@berth/api";
 import {
   BerthError,
   Limits,
@@ -9,8 +9,11 @@ import {
   parseLabelAssignments,
   parseSizeGib,
   parseSizeMib,
+  quote,
+  validateImage,
   validateName,
   validateVmSpec,
+  validateVolume,
 } from "@berth/core";
 import parseDurationText from "parse-duration";
 import { usageError } from "./exit-codes.js";
@@ -218,24 +221,105 @@ const FLAG_OF_SPEC_FIELD: ReadonlyArray<readonly [string, string]> = [
   ["spec.required_host_labels", "--require-host-label"],
   ["spec.forbidden_host_labels", "--forbid-host-label"],
   ["spec.pinned_hosts", "--pin"],
+  ["spec.image", "--image"],
+  ["spec.networks", "--network"],
+  ["spec.cloud_init.ssh_authorized_keys", "--ssh-key"],
+  ["spec.cloud_init.user_data", "--user-data"],
+  ["spec.volumes", "--volume"],
 ];
+
+/** Repeatable flags whose fields are lists: an error names the one at fault by its place, `--network #2`. */
+const LIST_FLAGS: ReadonlySet<string> = new Set(["--network", "--ssh-key", "--volume"]);
+
+/**
+ * A spec field's error (core's INVALID_ARGUMENT naming `spec.…`) told against the `vm create` /
+ * `plan` flag it came from: `--memory: must be ...`, `--label tier: ...`, `--network #2: ...` (the
+ * second `--network` given); the message as it is for a field no flag sets.
+ */
+export function specErrorAgainstFlags(e: BerthError & { field: string }): string {
+  const field = e.field;
+  const rule = e.message.startsWith(`${field}: `) ? e.message.slice(field.length + 2) : e.message;
+  const match = FLAG_OF_SPEC_FIELD.find(([prefix]) => field === prefix || field.startsWith(`${prefix}[`));
+  if (!match) return e.message;
+  const [prefix, flag] = match;
+  const key = field.slice(prefix.length); // `[key]` for a label, `[i]` for a pinned host, a NIC...
+  if (flag === "--pin") return `${flag}: ${rule}`;
+  const index = /^\[(\d+)\]$/.exec(key)?.[1];
+  if (LIST_FLAGS.has(flag) && index !== undefined) return `${flag} #${Number(index) + 1}: ${rule}`;
+  return `${flag}${key ? ` ${key.slice(1, -1)}` : ""}: ${rule}`;
+}
 
 /**
  * Checks a spec built from flags with core's validation (the controller's rules), and reports a
- * failure against the flag rather than the proto field: `--memory: must be a whole number from 16...`.
+ * failure against the flag rather than the proto field ({@link specErrorAgainstFlags}).
  */
 export function validateSpecFromFlags(spec: VmSpec): void {
   try {
     validateVmSpec(spec);
   } catch (e) {
     if (!(e instanceof BerthError) || e.field === undefined) throw e;
-    const field = e.field;
-    const rule = e.message.startsWith(`${field}: `) ? e.message.slice(field.length + 2) : e.message;
-    const match = FLAG_OF_SPEC_FIELD.find(([prefix]) => field === prefix || field.startsWith(`${prefix}[`));
-    if (!match) throw usageError(e.message);
-    const [prefix, flag] = match;
-    const key = field.slice(prefix.length); // `[key]` for a label, `[i]` for a pinned host
-    if (flag === "--pin") throw usageError(`${flag}: ${rule}`);
-    throw usageError(`${flag}${key ? ` ${key.slice(1, -1)}` : ""}: ${rule}`);
+    throw usageError(specErrorAgainstFlags(e as BerthError & { field: string }));
   }
+}
+
+/**
+ * Runs a core validation and re-throws its INVALID_ARGUMENT as a usage error told against the flag
+ * that set the field (`image.source` is `--source`); a field not in `flagOfField` keeps its name.
+ */
+function checkNaming(check: () => void, flagOfField: Readonly<Record<string, string>>): void {
+  try {
+    check();
+  } catch (e) {
+    if (!(e instanceof BerthError) || e.field === undefined) throw e;
+    const flag = flagOfField[e.field];
+    throw usageError(flag && e.message.startsWith(`${e.field}: `) ? `${flag}: ${e.message.slice(e.field.length + 2)}` : e.message);
+  }
+}
+
+/**
+ * `image create`'s flags as the Image CreateImage takes, checked with core's `validateImage` (the
+ * controller's rule: an http(s):// or file:// URL or an absolute path, qcow2 or raw, a SHA-256)
+ * and told against the flags. A relative `--source` (`./jammy.img`, `~/jammy.img`) is refused
+ * with the reason rather than made absolute here: every host reads the source itself, and a path
+ * resolved on this machine names a file the hosts cannot see. `--sha256` may be upper-case or
+ * carry a `sha256:` prefix.
+ */
+export function imageFromFlags(name: string, flags: { source: string; format?: string; sha256?: string }): Image {
+  const source = flags.source.trim();
+  if (source !== "" && !source.startsWith("/") && !/^[A-Za-z][A-Za-z0-9+.-]*:/.test(source)) {
+    throw usageError(
+      `--source: ${quote(source)} is a relative path, but each host reads the source itself: give an absolute path every host can read ` +
+        `(a shared mount, e.g. /srv/images/${quote(source.split("/").pop() || "image.qcow2", 40)}) or an http(s):// URL`,
+    );
+  }
+  const image: Image = {
+    id: "",
+    name,
+    source,
+    format: flags.format ?? "qcow2",
+    sha256: flags.sha256 === undefined ? "" : flags.sha256.trim().replace(/^sha256:/i, "").toLowerCase(),
+    createdAtMs: 0,
+  };
+  checkNaming(() => validateImage(image), { "image.name": "NAME", "image.source": "--source", "image.format": "--format", "image.sha256": "--sha256" });
+  return image;
+}
+
+/**
+ * `volume create`'s flags as the Volume CreateVolume takes: `--size` in whole GiB through the
+ * `--disk` parser (`10GiB`, `1TiB`, a bare number is GiB, rounded up), checked with core's
+ * `validateVolume` (1 GiB or more; a host id) and told against the flags.
+ */
+export function volumeFromFlags(name: string, flags: { size: string; host?: string }): Volume {
+  const volume: Volume = {
+    id: "",
+    name,
+    sizeGib: parseDiskGib(flags.size, "--size"),
+    hostId: flags.host ?? "",
+    attachedTo: "",
+    createdAtMs: 0,
+    deleting: false,
+    generation: 0,
+  };
+  checkNaming(() => validateVolume(volume), { "volume.name": "NAME", "volume.size_gib": "--size", "volume.host_id": "--host" });
+  return volume;
 }

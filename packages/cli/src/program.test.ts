@@ -58,6 +58,10 @@ describe("vm create", () => {
       forbiddenHostLabels: {},
       pinnedHosts: [],
       onHostFailure: HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED, // unset: the cluster's default
+      // No image (a blank disk), no NICs, no volumes, and no cloud-init seed (cloudInit unset).
+      image: "",
+      networks: [],
+      volumes: [],
     });
     // A fresh idempotency key per invocation.
     expect(s.requests("createVm")[0]?.requestId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
@@ -498,7 +502,8 @@ describe("-o yaml, wide and name; natural order", () => {
     expect(r.out.split("\n")[1]).toBe("host-1  READY  2/32 (6%)                4 GiB/64 GiB (6%)           20 GiB/1 TiB (2%)         2s");
     const wide = await berth(s, "-o", "wide", "host", "list");
     expect(wide.out.split("\n")[0]).toContain("CPU (USED/ALLOCATABLE)");
-    expect(wide.out.split("\n")[1]).toMatch(/ 1\/32 \(3%\) +1 GiB\/64 GiB \(2%\) +20 GiB\/1 TiB \(2%\) +fake +0\.1\.0 +- +-$/);
+    // ... CPU MODEL, NETWORKS, IMAGES, VOLUMES (none reported), LABELS.
+    expect(wide.out.split("\n")[1]).toMatch(/ 1\/32 \(3%\) +1 GiB\/64 GiB \(2%\) +20 GiB\/1 TiB \(2%\) +fake +0\.1\.0 +- +- +- +- +-$/);
     // The rule is the controller's: the CLI reads no cluster config to restate it.
     expect(s.requests("getClusterConfig")).toHaveLength(0);
   });
@@ -510,12 +515,12 @@ describe("-o yaml, wide and name; natural order", () => {
     expect(r.out.split("\n")[1]).toMatch(/^host-1 +READY +- +- +- +2s$/);
   });
 
-  it("-o wide on vm list adds ID, GENERATION, GROUP, LABELS, CREATED", async () => {
+  it("-o wide on vm list adds IP, ID, GENERATION, GROUP, LABELS, CREATED", async () => {
     const s = await stub({ listVms: () => ({ vms: [vm("web-1", VmPhase.VM_PHASE_RUNNING, { spec: VmSpec.fromPartial({ name: "web-1", group: "front", labels: { tier: "web" }, resources: { vcpus: 1, memoryMib: 512, diskGib: 10 } }) })], nextPageToken: "" }) });
     const r = await berth(s, "-o", "wide", "vm", "list");
     expect(r.out).toBe(
-      "NAME   PHASE    DESIRED  HOST    VCPUS   MEMORY   DISK    AGE  ID        GENERATION  GROUP  LABELS    CREATED\n" +
-        "web-1  RUNNING  RUNNING  host-1  1 vCPU  512 MiB  10 GiB  5m   id-web-1  1/0         front  tier=web  2023-11-14T22:08:20Z\n",
+      "NAME   PHASE    DESIRED  HOST    VCPUS   MEMORY   DISK    AGE  IP  ID        GENERATION  GROUP  LABELS    CREATED\n" +
+        "web-1  RUNNING  RUNNING  host-1  1 vCPU  512 MiB  10 GiB  5m   -   id-web-1  1/0         front  tier=web  2023-11-14T22:08:20Z\n",
     );
   });
 

@@ -9,10 +9,12 @@ import { registerDevCommand } from "./commands/dev.js";
 import { registerEventsCommand } from "./commands/events.js";
 import { registerGroupCommands } from "./commands/group.js";
 import { registerHostCommands } from "./commands/host.js";
+import { registerImageCommands } from "./commands/image.js";
 import { registerMigrationCommands } from "./commands/migration.js";
 import { registerPlanCommand } from "./commands/plan.js";
 import { registerRebalanceCommands } from "./commands/rebalance.js";
 import { registerVmCommands } from "./commands/vm.js";
+import { registerVolumeCommands } from "./commands/volume.js";
 import { CliContext, processIo, type Io } from "./context.js";
 import { CliError, EXIT_CODES_HELP, ExitCode, exitCodeOf } from "./exit-codes.js";
 import { registerCompletionCommand } from "./completion.js";
@@ -57,6 +59,10 @@ Examples:
   berth dev --agents 3                                   # a local cluster, in another terminal
   berth vm create web-1 --vcpus 2 --memory 4GiB --disk 20GiB --wait
   berth vm create web --count 3 --group web --vcpus 2 --memory 4GiB --disk 20GiB --wait
+  berth image create jammy --source https://cloud-images.ubuntu.com/jammy/current/jammy-server-cloudimg-amd64.img
+  berth vm create app-1 --vcpus 2 --memory 2GiB --disk 20GiB --image jammy --network default \\
+      --ssh-key ~/.ssh/id_ed25519.pub --wait             # then: berth vm show app-1 (its address)
+  berth volume create db-data --size 100GiB && berth volume attach db-data app-1
   berth vm retry web-1                                   # after fixing a permanent failure
   berth vm migrate web-1 --to host-3 --wait              # live-migrate it
   berth host drain host-1 --deadline 30m --wait          # move every running VM off host-1
@@ -77,6 +83,8 @@ ${EXIT_CODES_HELP}`,
   registerConsoleCommand(program, ctx);
   registerPlanCommand(program, ctx);
   registerGroupCommands(program, ctx);
+  registerImageCommands(program, ctx);
+  registerVolumeCommands(program, ctx);
   registerHostCommands(program, ctx);
   registerMigrationCommands(program, ctx);
   registerRebalanceCommands(program, ctx);

@@ -128,6 +128,8 @@ export interface TerminalScript {
   /** Standard error is a terminal: progress lines are redrawn in place. */
   stderrIsTerminal?: boolean;
   answers?: string[];
+  /** What standard input holds (`--user-data -`); absent: empty. */
+  stdin?: string | Uint8Array;
 }
 
 export function recordingIo(
@@ -153,6 +155,10 @@ export function recordingIo(
     ask: (question) => {
       io.questions.push(question);
       return Promise.resolve(answers.shift() ?? "");
+    },
+    readStdin: (maxBytes) => {
+      const all = typeof terminal.stdin === "string" ? Buffer.from(terminal.stdin) : Buffer.from(terminal.stdin ?? new Uint8Array());
+      return Promise.resolve(all.subarray(0, maxBytes + 1));
     },
   };
   return io;

@@ -118,7 +118,8 @@ no VM record accounts for, when any host has some (berth host orphans HOST).
 CPU, MEMORY and DISK are what the host's VMs ask for (ALLOC) against allocatable: what the
 scheduler may place there, ratio x physical - reserved (berth config show; a host may override).
 -o wide adds what the VMs use (USED, as last reported) against the same allocatable, DRIVER,
-VERSION (the agent's), CPU MODEL and LABELS. -o json / -o yaml: the hosts; -o name: their ids.
+VERSION (the agent's), CPU MODEL, NETWORKS (the active ones VMs can use), IMAGES (how many it
+holds), VOLUMES (how many, total size) and LABELS. -o json / -o yaml: the hosts; -o name: their ids.
 --watch prints the table again on each change of a host (or of its VMs) from the WatchEvents
 stream, until Ctrl-C (exit 0): redrawn in place on a terminal, the changed rows as new lines
 otherwise, -o json one {"type","object"} line per change; at most 4 redraws a second.
@@ -143,7 +144,7 @@ Examples:
 
   host
     .command("show")
-    .description("Show one host in detail: state and since when, fencing, capacity, usage, labels, agent, orphans")
+    .description("Show one host in detail: state and since when, fencing, capacity, usage, labels, networks, images, volumes, agent, orphans")
     .argument("<id>", "host id, e.g. host-1")
     .addHelpText(
       "after",
@@ -151,15 +152,28 @@ Examples:
 While the host is silent, "Fence deadline" says when it counts as fenced (its watchdog has
 stopped its VMs by then) and restart-policy VMs are recreated elsewhere. A cordoned host shows
 why (Cordoned), a drained or draining one its drain: phase, VMs moved of those to move, in
-flight, failed, staying (stopped VMs stay), the deadline. No such host: exit code 3. ${EXIT_CODES_SEE}
+flight, failed, staying (stopped VMs stay), the deadline. Networks: the libvirt networks and
+bridges the host offers (what vm create --network names; an inactive one cannot be used).
+Images: the catalog images the host holds a copy of. Volumes: the data volumes in its pool,
+their total size (counted in its allocated disk) and how many are attached.
+No such host: exit code 3. ${EXIT_CODES_SEE}
 
 Example:
   berth host show host-1`,
     )
     .action(async (id: string, _flags: unknown, cmd: Command) => {
       const g = ctx.globals(cmd);
-      const found = await getHost(ctx.client(g), id);
-      ctx.io.stdout(render(g.output, hostDetailView(found, ctx.io.now())));
+      const client = ctx.client(g);
+      const found = await getHost(client, id);
+      // Hosts report images by id; the catalog names them. Best effort: without an answer, the ids.
+      const imageNames =
+        isHuman(g.output) && found.images.length > 0
+          ? await client.listImages({}).then(
+              (r) => new Map(r.images.flatMap((i) => (i.image ? [[i.image.id, i.image.name] as const] : []))),
+              () => undefined,
+            )
+          : undefined;
+      ctx.io.stdout(render(g.output, hostDetailView(found, ctx.io.now(), imageNames)));
     });
 
   registerOrphanCommands(host, ctx);

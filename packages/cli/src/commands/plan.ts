@@ -4,7 +4,7 @@ import { ExitCode } from "../exit-codes.js";
 import { planView } from "../format.js";
 import { render } from "../output.js";
 import { parseName } from "../parse.js";
-import { addSpecOptions, specsFromFlags, type SpecFlags } from "./spec-flags.js";
+import { addSpecOptions, readSpecsFromFlags, type SpecFlags } from "./spec-flags.js";
 
 /** The VM name a plan uses when `--name` is not given. */
 export const DEFAULT_PLAN_NAME = "plan";
@@ -40,7 +40,8 @@ Examples:
     .action(async (flags: SpecFlags & { name?: string; all?: boolean }, cmd: Command) => {
       const g = ctx.globals(cmd);
       const name = flags.name === undefined ? DEFAULT_PLAN_NAME : parseName(flags.name, "--name");
-      const specs = specsFromFlags(name, flags);
+      // The cloud-init flags are read (and checked) as vm create reads them; a plan sends them too.
+      const specs = await readSpecsFromFlags(ctx.io, name, flags, false);
       const plan = await ctx.client(g).planPlacement({ specs });
       ctx.io.stdout(render(g.output, planView(plan, flags.all === true)));
       if (!plan.placeable) ctx.exitCode = ExitCode.NoCapacity;

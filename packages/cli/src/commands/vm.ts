@@ -14,7 +14,7 @@ import { retryUntilAnswered } from "../retry.js";
 import { VmEventFeed, waitForVm } from "../wait.js";
 import { watchVmList } from "./list-watches.js";
 import { registerVmMigrateCommand } from "./migration.js";
-import { addSpecOptions, ON_HOST_FAILURE_OF_FLAG, specsFromFlags, type SpecFlags } from "./spec-flags.js";
+import { addSpecOptions, ON_HOST_FAILURE_OF_FLAG, readSpecsFromFlags, type SpecFlags } from "./spec-flags.js";
 
 /** Default of `--wait-timeout`, in seconds. */
 export const DEFAULT_WAIT_TIMEOUT_S = 300;
@@ -404,6 +404,21 @@ created. --group puts the VM(s) in a placement group (berth group create). Host 
 a bare key forbids any value), --pin HOST[,HOST...] (only these hosts). Try a placement first
 with berth plan.
 
+A usable guest: --image NAME starts the disk from a catalog image (berth image create; the disk is
+a copy-on-write layer over the host's copy, so --disk must be at least the image's virtual size:
+berth image show NAME). --network NAME adds a NIC on a network the host offers (berth host show
+lists them); repeat it for more NICs, eth0, eth1... in the order given; their MACs are fixed by the
+VM's id. --ssh-key gives cloud-init a public key for the default user: the key itself
+("ssh-ed25519 AAAA... me@laptop"), or a file of keys, one a line (# comments and empty lines
+skipped): @PATH is always a file; another value is taken as a key when it reads as one
+(ssh-..., ecdsa-..., sk-...), else as a file path (~/.ssh/id_ed25519.pub); neither is exit 2. A
+private key is refused. --user-data FILE (- for standard input) is given to cloud-init as is
+(#cloud-config YAML, a script, MIME multipart), at most 64 KiB of UTF-8; without it Berth writes a
+#cloud-config that sets the hostname (the VM's name) and the keys. Without either flag the guest
+gets no cloud-init seed. --volume NAME attaches a data volume (berth volume create); the VM is
+then placed on the volume's host (not with --count). berth vm show NAME prints the NICs' MACs and
+addresses once the guest has them.
+
 --on-host-failure restart: once the VM's host has failed and is fenced (known not to run it),
 the controller recreates the VM on another host (from a blank disk if its disk was host-local);
 keep: it waits for the host to come back. Unset: the cluster's default (berth config show).
@@ -426,7 +441,10 @@ Examples:
   berth vm create web --count 3 --group web --vcpus 2 --memory 4GiB --disk 20GiB --wait
   berth vm create api-1 --vcpus 2 --memory 4GiB --disk 20GiB --on-host-failure restart
   berth vm create gpu-1 --vcpus 4 --memory 16GiB --disk 100GiB --require-host-label gpu=a100 --forbid-host-label maintenance
-  berth vm create web-2 --vcpus 1 --memory 512 --disk 10 -o json`,
+  berth vm create web-2 --vcpus 1 --memory 512 --disk 10 -o json
+  berth vm create app-1 --vcpus 2 --memory 2GiB --disk 20GiB --image jammy --network default --ssh-key ~/.ssh/id_ed25519.pub --wait
+  berth vm create db-2 --vcpus 4 --memory 8GiB --disk 40GiB --image jammy --network default --network storage \\
+      --ssh-key @team-keys.pub --user-data db.yaml --volume db-data`,
     )
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
       const g = ctx.globals(cmd);
@@ -434,7 +452,7 @@ Examples:
         flags.onHostFailure === undefined
           ? HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED
           : (ON_HOST_FAILURE_OF_FLAG[flags.onHostFailure] ?? HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED);
-      const specs = specsFromFlags(name, flags).map((spec) => ({ ...spec, onHostFailure }));
+      const specs = (await readSpecsFromFlags(ctx.io, name, flags, isHuman(g.output))).map((spec) => ({ ...spec, onHostFailure }));
       const waitMs = waitTimeoutMs(flags);
       const createTimeoutMs = parseSecondsMs(flags.createTimeout ?? String(DEFAULT_CREATE_TIMEOUT_S), "--create-timeout");
       const client = ctx.client(g);
@@ -493,7 +511,8 @@ Examples:
       "after",
       `
 Columns: name, phase (what the host last reported; MIGRATING while it is live-migrated, HOST
-then being its source), desired state, host, size, age.
+then being its source), desired state, host, size, age. -o wide adds IP (the first NIC's first
+IPv4 address, else its first; - until the host learns one), ID, GENERATION, GROUP, LABELS, CREATED.
 With -o json: a JSON array of VMs. ${EXIT_CODES_SEE}
 
 --watch follows the cluster's WatchEvents stream: on a terminal the table is redrawn in place,
@@ -527,7 +546,7 @@ Examples:
     });
 
   vm.command("show")
-    .description("Show one VM in detail: placement, resources, labels, status, retries and their errors")
+    .description("Show one VM in detail: placement, resources, image, NICs and addresses, volumes, cloud-init, labels, status, retries")
     .argument("<name>", "VM name")
     .addHelpText(
       "after",
@@ -535,8 +554,13 @@ Examples:
 While the VM's command is failing it shows how many attempts failed in a row, the last error
 code, and when the controller tries again (or that the failure is permanent: berth vm retry NAME
 once the cause is fixed). While the VM is MIGRATING, Migration says where to and how far (berth
-migration show NAME has the rest). Request ID: the id of the create that made the VM. No such
-VM: exit code 3. ${EXIT_CODES_SEE}
+migration show NAME has the rest). Request ID: the id of the create that made the VM.
+Networks: a line per NIC, "eth0  default  52:54:00:12:34:56  10.122.3.4 (lease)": its place
+(ethN counts the NICs in order; the guest may name them otherwise), network, MAC, and the
+addresses its host learnt, with how (lease: the network's DHCP, arp, agent: the guest agent);
+"waiting for an address" while the VM runs and none is known yet. Volumes: the attached data
+volumes, in order. Cloud-init: how many SSH keys and how large the user-data is (never what it
+says; -o json has the VM as stored). No such VM: exit code 3. ${EXIT_CODES_SEE}
 
 Example:
   berth vm show web-1`,
@@ -554,7 +578,10 @@ Example:
         vmFound.status?.phase === VmPhase.VM_PHASE_MIGRATING
           ? await client.getMigration({ name }).then((r) => r.migration, () => undefined)
           : undefined;
-      ctx.io.stdout(vmDetail(vmFound, ctx.io.now(), migration));
+      // Best effort too: the attached volumes' sizes and phases; without an answer, their names.
+      const volumes =
+        (vmFound.spec?.volumes.length ?? 0) > 0 ? await client.listVolumes({ hostId: "" }).then((r) => r.volumes, () => undefined) : undefined;
+      ctx.io.stdout(vmDetail(vmFound, ctx.io.now(), migration, volumes));
     });
 
   addWaitOptions(
