@@ -1,5 +1,3 @@
-import type { LibvirtNetwork } from "./options.js";
-
 /** Namespace of Berth's metadata element in a domain's `<metadata>`. */
 export const BERTH_XMLNS = "https://berth.dev/xmlns/vm/1";
 /** The namespace prefix (virsh `metadata --key`) Berth's element is written with. */
@@ -18,6 +16,40 @@ export interface BerthMetadata {
    * when set, so a domain defined before fencing existed reads back unfenced, as it was defined.
    */
   fence: boolean;
+  /**
+   * The image the disk is an overlay of (`DomainSpec.image.id`); "" for a blank disk. Written as
+   * `image-id` only when set.
+   */
+  imageId: string;
+  /**
+   * The data volumes in the order last asked (`setVolumes`), which `Domain.volumeIds` follows:
+   * disks keep their targets when the order changes (nothing in use is unplugged to reorder), so
+   * the targets alone do not say it. Written as `volumes` (space-separated ids) only when any.
+   */
+  volumeIds: string[];
+}
+
+/** A NIC of a domain: on a libvirt network or a host bridge, with its MAC. */
+export interface DomainNic {
+  type: "network" | "bridge";
+  /** The libvirt network's name, or the bridge's interface name. */
+  source: string;
+  mac: string;
+}
+
+/** A disk backed by a volume of a storage pool. */
+export interface PoolDisk {
+  pool: string;
+  /** The volume's name in the pool. */
+  name: string;
+}
+
+/** A data volume attached as a virtio disk. */
+export interface DataDisk extends PoolDisk {
+  /** The target device, vdb, vdc... */
+  target: string;
+  /** What the guest sees as the disk's serial (/dev/disk/by-id/virtio-<serial>). */
+  serial: string;
 }
 
 /** Everything the domain XML is generated from. */
@@ -29,9 +61,17 @@ export interface DomainXmlSpec {
   vcpus: number;
   memoryMib: number;
   domainType: "kvm" | "qemu";
-  /** The domain's disk: a qcow2 volume of a storage pool; absent for a diskless domain. */
-  volume?: { pool: string; name: string } | undefined;
-  networks: readonly LibvirtNetwork[];
+  /**
+   * The domain's disk (vda): a qcow2 volume of a storage pool (blank, or an overlay whose backing
+   * file is in its qcow2 header); absent for a diskless domain.
+   */
+  volume?: PoolDisk | undefined;
+  /** One virtio NIC each, in order. */
+  nics: readonly DomainNic[];
+  /** The NoCloud seed ISO, attached as a read-only SATA CD-ROM (sda). */
+  seed?: PoolDisk | undefined;
+  /** Data volumes (virtio disks, at their targets). */
+  dataDisks?: readonly DataDisk[];
   metadata: BerthMetadata;
 }
 
@@ -57,6 +97,40 @@ export function volumeName(vmId: string): string {
   return `${vmId}.qcow2`;
 }
 
+/** Name of the host's one copy of an image in the storage pool (always qcow2: a raw image is converted). */
+export function imageVolumeName(imageId: string): string {
+  return `berth-image-${imageId}.qcow2`;
+}
+
+/** Name of a data volume in the storage pool. */
+export function dataVolumeName(volumeId: string): string {
+  return `berth-vol-${volumeId}.qcow2`;
+}
+
+/** Name of a VM's NoCloud seed ISO in the storage pool. */
+export function seedVolumeName(vmId: string): string {
+  return `${vmId}-seed.iso`;
+}
+
+/** The image id of a volume named by {@link imageVolumeName}, else undefined. */
+export function imageIdOfVolume(name: string): string | undefined {
+  return /^berth-image-(.+)\.qcow2$/.exec(name)?.[1];
+}
+
+/** The volume id of a volume named by {@link dataVolumeName}, else undefined. */
+export function volumeIdOfVolume(name: string): string | undefined {
+  return /^berth-vol-(.+)\.qcow2$/.exec(name)?.[1];
+}
+
+/**
+ * The serial a data volume's disk carries: its id without dashes, cut to the 20 bytes virtio-blk
+ * keeps (a UUID's first 80 bits: unique enough on one VM), so the guest finds it as
+ * /dev/disk/by-id/virtio-<serial>.
+ */
+export function dataVolumeSerial(volumeId: string): string {
+  return volumeId.replace(/-/g, "").slice(0, 20);
+}
+
 /** Berth's metadata element with its namespace declared, as it sits in the domain XML. */
 export function metadataElement(m: BerthMetadata): string {
   return `<${BERTH_XMLNS_KEY}:vm xmlns:${BERTH_XMLNS_KEY}="${BERTH_XMLNS}"${metadataAttributes(m)}/>`;
@@ -69,13 +143,33 @@ export function metadataSetValue(m: BerthMetadata): string {
 
 function metadataAttributes(m: BerthMetadata): string {
   const fence = m.fence ? ` fence="true"` : "";
-  return ` id="${escapeXml(m.vmId)}" name="${escapeXml(m.name)}" generation="${escapeXml(m.generation)}" disk-gib="${escapeXml(m.diskGib)}"${fence}`;
+  const image = m.imageId ? ` image-id="${escapeXml(m.imageId)}"` : "";
+  const volumes = m.volumeIds.length > 0 ? ` volumes="${escapeXml(m.volumeIds.join(" "))}"` : "";
+  return ` id="${escapeXml(m.vmId)}" name="${escapeXml(m.name)}" generation="${escapeXml(m.generation)}" disk-gib="${escapeXml(m.diskGib)}"${fence}${image}${volumes}`;
 }
 
 /**
- * The domain XML of a Berth VM: uuid = vmId, vcpus, memory, an optional qcow2 volume (virtio), one
- * virtio NIC per configured network or bridge, a pty serial console, ACPI (so a graceful shutdown
- * reaches the guest), `on_crash` destroy, and Berth's metadata. Every value is XML-escaped.
+ * The `<disk>` element of a data volume: a qcow2 volume of the pool as a virtio disk at its
+ * target, with a serial so the guest can find it by id whatever name its kernel gives it. Also what
+ * `virsh attach-device` is given to hot-plug it.
+ */
+export function dataDiskXml(disk: DataDisk, indent = ""): string {
+  return [
+    `${indent}<disk type='volume' device='disk'>`,
+    `${indent}  <driver name='qemu' type='qcow2'/>`,
+    `${indent}  <source pool='${escapeXml(disk.pool)}' volume='${escapeXml(disk.name)}'/>`,
+    `${indent}  <target dev='${escapeXml(disk.target)}' bus='virtio'/>`,
+    `${indent}  <serial>${escapeXml(disk.serial)}</serial>`,
+    `${indent}</disk>`,
+    ``,
+  ].join("\n");
+}
+
+/**
+ * The domain XML of a Berth VM: uuid = vmId, vcpus, memory, an optional qcow2 volume (virtio, vda),
+ * one virtio NIC per `nics` entry (libvirt network or bridge, with its MAC), the seed ISO as a
+ * read-only SATA CD-ROM, data volumes as virtio disks, a pty serial console, ACPI (so a graceful
+ * shutdown reaches the guest), `on_crash` destroy, and Berth's metadata. Every value is XML-escaped.
  */
 export function domainXml(spec: DomainXmlSpec): string {
   const lines = [
@@ -111,10 +205,23 @@ export function domainXml(spec: DomainXmlSpec): string {
       `    </disk>`,
     );
   }
-  for (const n of spec.networks) {
+  if (spec.seed) {
     lines.push(
-      `    <interface type='${n.type === "bridge" ? "bridge" : "network"}'>`,
-      `      <source ${n.type === "bridge" ? "bridge" : "network"}='${escapeXml(n.source)}'/>`,
+      `    <disk type='volume' device='cdrom'>`,
+      `      <driver name='qemu' type='raw'/>`,
+      `      <source pool='${escapeXml(spec.seed.pool)}' volume='${escapeXml(spec.seed.name)}'/>`,
+      `      <target dev='sda' bus='sata'/>`,
+      `      <readonly/>`,
+      `    </disk>`,
+    );
+  }
+  for (const d of spec.dataDisks ?? []) lines.push(dataDiskXml(d, "    ").trimEnd());
+  for (const n of spec.nics) {
+    const kind = n.type === "bridge" ? "bridge" : "network";
+    lines.push(
+      `    <interface type='${kind}'>`,
+      `      <mac address='${escapeXml(n.mac)}'/>`,
+      `      <source ${kind}='${escapeXml(n.source)}'/>`,
       `      <model type='virtio'/>`,
       `    </interface>`,
     );
@@ -133,6 +240,27 @@ export function domainXml(spec: DomainXmlSpec): string {
   return lines.join("\n");
 }
 
+/** A `<disk>` of a domain as `virsh dumpxml` prints it. */
+export interface ParsedDisk {
+  /** `disk`, `cdrom`, ... */
+  device: string;
+  /** The target device (vda, sda...). */
+  target: string;
+  /** For `type='volume'`: the pool and the volume's name. */
+  pool: string | undefined;
+  volume: string | undefined;
+}
+
+/** An `<interface>` of a domain. */
+export interface ParsedInterface {
+  /** `network`, `bridge`, ... (libvirt's interface type). */
+  type: string;
+  /** The network's name (type network) or the bridge's (type bridge); "" otherwise. */
+  source: string;
+  /** Lower-case MAC; "" when libvirt has not assigned one. */
+  mac: string;
+}
+
 /** What Berth reads back from a domain's XML (as `virsh dumpxml` prints it). */
 export interface ParsedDomainXml {
   name: string;
@@ -141,6 +269,13 @@ export interface ParsedDomainXml {
   memoryMib: number;
   /** Berth's metadata; undefined for a domain Berth does not manage (or whose element is unreadable). */
   metadata: BerthMetadata | undefined;
+  disks: ParsedDisk[];
+  interfaces: ParsedInterface[];
+  /**
+   * The pty of the serial console of a running domain (`<console type='pty' tty='/dev/pts/N'>`,
+   * else its `<source path>`); undefined when it has none (shut off, or not a pty).
+   */
+  consolePty: string | undefined;
 }
 
 /** Parses the attributes of one start tag (either quote style), entities decoded. */
@@ -173,7 +308,8 @@ export function parseBerthMetadata(xml: string): BerthMetadata | undefined {
     const generation = Number(attributes.get("generation"));
     const diskGib = Number(attributes.get("disk-gib") ?? "0");
     if (!vmId || !Number.isSafeInteger(generation) || generation < 0 || !Number.isSafeInteger(diskGib) || diskGib < 0) continue;
-    return { vmId, name: attributes.get("name") ?? "", generation, diskGib, fence: attributes.get("fence") === "true" };
+    const volumeIds = (attributes.get("volumes") ?? "").split(" ").filter((v) => v !== "");
+    return { vmId, name: attributes.get("name") ?? "", generation, diskGib, fence: attributes.get("fence") === "true", imageId: attributes.get("image-id") ?? "", volumeIds };
   }
   return undefined;
 }
@@ -191,16 +327,125 @@ export function parseDomainXml(xml: string): ParsedDomainXml | undefined {
     memoryMib = Math.floor((Number(memory[2]) * (UNIT_BYTES[unit] ?? 1024)) / 2 ** 20);
   }
   const metadataBlock = /<metadata>([\s\S]*?)<\/metadata>/.exec(xml)?.[1];
+  const devices = /<devices>([\s\S]*?)<\/devices>/.exec(xml)?.[1] ?? "";
   return {
     name: unescapeXml(name),
     uuid: uuid.trim().toLowerCase(),
     vcpus,
     memoryMib,
     metadata: metadataBlock === undefined ? undefined : parseBerthMetadata(metadataBlock),
+    disks: parseDisks(devices),
+    interfaces: parseInterfaces(devices),
+    consolePty: parseConsolePty(devices),
   };
+}
+
+/** The attributes of the first `<tag ...>` in `body`, or an empty map. */
+function firstTagAttributes(body: string, tag: string): Map<string, string> {
+  const m = new RegExp(`<${tag}\\b([^>]*?)/?>`).exec(body);
+  return m ? parseAttributes(m[1] ?? "") : new Map();
+}
+
+function parseDisks(devices: string): ParsedDisk[] {
+  const disks: ParsedDisk[] = [];
+  for (const m of devices.matchAll(/<disk\b([^>]*)>([\s\S]*?)<\/disk>/g)) {
+    const attributes = parseAttributes(m[1] ?? "");
+    const body = m[2] ?? "";
+    // The top source only: a live XML lists the backing chain in <backingStore>, with sources of its own.
+    const top = body.replace(/<backingStore\b[\s\S]*<\/backingStore>/, "");
+    const source = firstTagAttributes(top, "source");
+    disks.push({
+      device: attributes.get("device") ?? "disk",
+      target: firstTagAttributes(top, "target").get("dev") ?? "",
+      pool: attributes.get("type") === "volume" ? source.get("pool") : undefined,
+      volume: attributes.get("type") === "volume" ? source.get("volume") : undefined,
+    });
+  }
+  return disks;
+}
+
+function parseInterfaces(devices: string): ParsedInterface[] {
+  const interfaces: ParsedInterface[] = [];
+  for (const m of devices.matchAll(/<interface\b([^>]*)>([\s\S]*?)<\/interface>/g)) {
+    const type = parseAttributes(m[1] ?? "").get("type") ?? "";
+    const body = m[2] ?? "";
+    const source = firstTagAttributes(body, "source");
+    interfaces.push({
+      type,
+      source: (type === "network" ? source.get("network") : type === "bridge" ? source.get("bridge") : undefined) ?? "",
+      mac: (firstTagAttributes(body, "mac").get("address") ?? "").toLowerCase(),
+    });
+  }
+  return interfaces;
+}
+
+function parseConsolePty(devices: string): string | undefined {
+  const m = /<console\b([^>]*)>([\s\S]*?)<\/console>/.exec(devices);
+  if (!m) return undefined;
+  const attributes = parseAttributes(m[1] ?? "");
+  if (attributes.get("type") !== "pty") return undefined;
+  const path = attributes.get("tty") ?? firstTagAttributes(m[2] ?? "", "source").get("path");
+  return path && path.startsWith("/") ? path : undefined;
 }
 
 /** Splits a concatenation of domain XML documents. */
 export function splitDomainXmls(text: string): string[] {
   return [...text.matchAll(/<domain\b[\s\S]*?<\/domain>/g)].map((m) => m[0]);
+}
+
+/** A data volume's disk in a domain: its volume id and target. */
+export interface AttachedDataDisk {
+  volumeId: string;
+  target: string;
+}
+
+/** The data volumes' disks of a parsed domain: `berth-vol-<id>.qcow2` volumes of `pool`, by target. */
+export function dataDisksOf(parsed: { disks: readonly ParsedDisk[] }, pool: string): AttachedDataDisk[] {
+  const found: AttachedDataDisk[] = [];
+  for (const d of parsed.disks) {
+    if (d.device !== "disk" || d.pool !== pool || d.volume === undefined) continue;
+    const volumeId = volumeIdOfVolume(d.volume);
+    if (volumeId !== undefined) found.push({ volumeId, target: d.target });
+  }
+  return found.sort((a, b) => compareTargets(a.target, b.target));
+}
+
+/**
+ * `Domain.volumeIds`: the attached volumes in the order last asked (`order`, the metadata's),
+ * then any other attached one by target. What is not attached is not listed, whatever was asked.
+ */
+export function orderedVolumeIds(attached: readonly AttachedDataDisk[], order: readonly string[]): string[] {
+  const ids = new Set(attached.map((d) => d.volumeId));
+  const first = order.filter((id, i) => ids.has(id) && order.indexOf(id) === i);
+  return [...first, ...attached.map((d) => d.volumeId).filter((id) => !first.includes(id))];
+}
+
+/** Orders target devices as the kernel would enumerate them: vdb < vdz < vdaa. */
+export function compareTargets(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/**
+ * The first `count` virtio targets from vdb on that `used` does not hold (vda is the VM's disk;
+ * after vdz come vdaa, vdab... as libvirt names them). Pure.
+ */
+export function freeVirtioTargets(used: Iterable<string>, count: number): string[] {
+  const taken = new Set(used);
+  const free: string[] = [];
+  for (let i = 1; free.length < count; i++) {
+    const target = `vd${diskSuffix(i)}`;
+    if (!taken.has(target)) free.push(target);
+  }
+  return free;
+}
+
+/** 0 → a, 25 → z, 26 → aa (libvirt's disk name suffixes). */
+function diskSuffix(index: number): string {
+  let suffix = "";
+  let i = index;
+  do {
+    suffix = String.fromCharCode(97 + (i % 26)) + suffix;
+    i = Math.floor(i / 26) - 1;
+  } while (i >= 0);
+  return suffix;
 }

@@ -8,10 +8,13 @@ export {
   DEFAULT_STOP_TIMEOUT_MS,
   DEFAULT_COMMAND_TIMEOUT_MS,
   DEFAULT_MIGRATION_TIMEOUT_MS,
+  DEFAULT_MAX_IMAGE_BYTES,
+  DEFAULT_IMAGE_FETCH_TIMEOUT_MS,
+  DEFAULT_ADDRESS_REFRESH_MS,
   type LibvirtDriverOptions,
   type LibvirtNetwork,
   type ResolvedLibvirtDriverOptions,
 } from "./options.js";
 export { execFileRunner, mapVirshError, type CommandResult, type CommandRunner, type RunOptions } from "./virsh.js";
-export { BERTH_XMLNS, volumeName } from "./domain-xml.js";
+export { BERTH_XMLNS, volumeName, imageVolumeName, dataVolumeName, seedVolumeName, dataVolumeSerial } from "./domain-xml.js";
 export { LIBVIRT_WATCHDOG_FORMAT, readWatchdogStateFile, type PersistedWatchdog } from "./watchdog.js";

@@ -10,171 +10,12 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { DomainState } from "@berth/api";
 import type { DomainSpec, DriverEvent } from "../driver.js";
 import type { EventProcess } from "./events.js";
-import { BERTH_XMLNS, metadataElement, parseBerthMetadata, parseDomainXml } from "./domain-xml.js";
+import { BERTH_XMLNS } from "./domain-xml.js";
 import { LibvirtDriver } from "./libvirt-driver.js";
-import type { CommandResult, CommandRunner } from "./virsh.js";
+import { SimVirsh } from "./sim-virsh.testkit.js";
 
 const A = "0f8fad5b-d9cb-469f-a165-70867728950e";
 const B = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
-
-interface SimDomain {
-  name: string;
-  xml: string;
-  state: number; // virDomainState
-  reason: number;
-  persistent: boolean;
-}
-
-/** A tiny libvirt: enough of virsh for the driver's commands. Records every command line. */
-class SimVirsh {
-  readonly domains = new Map<string, SimDomain>();
-  readonly volumes = new Set<string>();
-  readonly commands: string[][] = [];
-  /** Commands (by name) made to fail with this stderr. */
-  readonly failures = new Map<string, string>();
-  /** Whether the guest obeys `shutdown`. */
-  guestObeysShutdown = false;
-  memoryKib = 8 * 1024 * 1024;
-  /** The storage pool's type (`pool-dumpxml`). */
-  poolType = "dir";
-
-  readonly runner: CommandRunner = async (_file, argv) => {
-    expect(argv.slice(0, 3)).toEqual(["-q", "-c", "qemu:///system"]);
-    const rest = argv.slice(3);
-    if (rest.length === 1 && rest[0]!.includes(" ; ")) {
-      let stdout = "";
-      let stderr = "";
-      let exitCode = 0;
-      for (const command of rest[0]!.split(" ; ")) {
-        const r = this.one(command.split(" "));
-        stdout += r.stdout;
-        stderr += r.stderr;
-        exitCode = r.exitCode ?? 1;
-      }
-      return { exitCode, stdout, stderr, timedOut: false };
-    }
-    return this.one(rest);
-  };
-
-  private byId(id: string): SimDomain | undefined {
-    return this.domains.get(id) ?? [...this.domains.values()].find((d) => d.name === id);
-  }
-
-  private one(args: readonly string[]): CommandResult {
-    const [command = "", ...rest] = args;
-    if (command !== "echo") this.commands.push([...args]);
-    const ok = (stdout = ""): CommandResult => ({ exitCode: 0, stdout, stderr: "", timedOut: false });
-    const fail = (stderr: string): CommandResult => ({ exitCode: 1, stdout: "", stderr: `error: ${stderr}\n`, timedOut: false });
-    const failure = this.failures.get(command);
-    if (failure !== undefined) return fail(failure);
-    const domain = (): SimDomain | undefined => this.byId(rest.find((a) => !a.startsWith("--"))!);
-    const noDomain = (): CommandResult => fail(`failed to get domain '${rest.find((a) => !a.startsWith("--"))}'`);
-    switch (command) {
-      case "echo":
-        return ok(rest.join(" "));
-      case "uri":
-        return ok("qemu:///system\n");
-      case "nodeinfo":
-        return ok(`CPU model:           x86_64\nCPU(s):              4\nMemory size:         ${this.memoryKib} KiB\n`);
-      case "domcapabilities":
-        return ok("<domainCapabilities/>\n");
-      case "list":
-        return ok([...this.domains.keys()].map((u) => `${u}\n`).join("") + "\n");
-      case "dumpxml": {
-        const d = domain();
-        return d ? ok(d.xml) : noDomain();
-      }
-      case "domstats": {
-        const ids = rest.filter((a) => !a.startsWith("--"));
-        const list = ids.length === 0 ? [...this.domains.values()] : ids.map((i) => this.byId(i));
-        if (list.some((d) => !d)) return noDomain();
-        return ok(list.map((d) => `Domain: '${d!.name}'\n  state.state=${d!.state}\n  state.reason=${d!.reason}\n  cpu.time=5\n  balloon.rss=2048\n\n`).join(""));
-      }
-      case "domstate": {
-        const d = domain();
-        return d ? ok(d.state === 5 ? "shut off\n" : "running\n") : noDomain();
-      }
-      case "domuuid": {
-        const d = domain();
-        return d ? ok(`${[...this.domains.entries()].find(([, v]) => v === d)![0]}\n`) : noDomain();
-      }
-      case "dominfo": {
-        const d = domain();
-        return d ? ok(`Name: ${d.name}\nPersistent:     ${d.persistent ? "yes" : "no"}\n`) : noDomain();
-      }
-      case "define": {
-        const xml = readFileSync(rest[0]!, "utf8");
-        const parsed = parseDomainXml(xml)!;
-        const clash = [...this.domains.entries()].find(([u, d]) => d.name === parsed.name && u !== parsed.uuid);
-        if (clash) return fail(`operation failed: domain '${parsed.name}' already exists with uuid ${clash[0]}`);
-        const existing = this.domains.get(parsed.uuid);
-        this.domains.set(parsed.uuid, { name: parsed.name, xml, state: existing?.state ?? 5, reason: existing?.reason ?? 0, persistent: true });
-        return ok();
-      }
-      case "start": {
-        const d = domain();
-        if (!d) return noDomain();
-        if (d.state !== 5) return fail("Domain is already active");
-        d.state = 1;
-        return ok();
-      }
-      case "resume": {
-        const d = domain();
-        if (!d) return noDomain();
-        d.state = 1;
-        return ok();
-      }
-      case "shutdown":
-      case "destroy": {
-        const d = domain();
-        if (!d) return noDomain();
-        if (d.state === 5) return fail("Requested operation is not valid: domain is not running");
-        if (command === "destroy" || this.guestObeysShutdown) d.state = 5;
-        return ok();
-      }
-      case "undefine": {
-        const d = domain();
-        if (!d) return noDomain();
-        this.domains.delete([...this.domains.entries()].find(([, v]) => v === d)![0]);
-        return ok();
-      }
-      case "metadata": {
-        const d = domain();
-        if (!d) return noDomain();
-        if (rest.includes("--live") && d.state === 5) return fail("Requested operation is not valid: domain is not running");
-        const value = rest[rest.indexOf("--set") + 1]!;
-        const m = parseBerthMetadata(value)!;
-        d.xml = d.xml.replace(/<berth:vm [^>]*\/>/, metadataElement(m));
-        return ok();
-      }
-      case "vol-create-as": {
-        const [, name] = rest;
-        if (this.volumes.has(name!)) return fail(`storage volume '${name}' exists already`);
-        this.volumes.add(name!);
-        return ok();
-      }
-      case "vol-delete":
-      case "vol-info": {
-        const name = rest[rest.length - 1]!;
-        if (!this.volumes.has(name)) return fail(`failed to get vol '${name}'\nerror: Storage volume not found: no storage vol with matching path '${name}'`);
-        if (command === "vol-delete") this.volumes.delete(name);
-        return ok();
-      }
-      case "pool-dumpxml":
-        return ok(`<pool type='${this.poolType}'>\n  <name>${rest[0]}</name>\n</pool>\n`);
-      case "migrate": {
-        const d = domain();
-        if (!d) return noDomain();
-        this.domains.delete([...this.domains.entries()].find(([, v]) => v === d)![0]);
-        return ok();
-      }
-      case "domjobabort":
-        return fail("Requested operation is not valid: no job is active on the domain");
-      default:
-        return fail(`unknown command '${command}'`);
-    }
-  }
-}
 
 const spec = (over: Partial<DomainSpec> = {}): DomainSpec => ({
   vmId: A,
@@ -198,13 +39,24 @@ describe("LibvirtDriver (simulated virsh)", () => {
   it("defines: volume, then the domain from a generated XML; idempotent by vmId", async () => {
     const { sim, driver } = setup();
     const domain = await driver.define(spec());
-    expect(domain).toEqual({ vmId: A, name: "web", state: DomainState.DOMAIN_STATE_SHUTOFF, generation: 1, resources: { vcpus: 2, memoryMib: 512, diskGib: 10 }, fence: false });
+    expect(domain).toEqual({
+      vmId: A,
+      name: "web",
+      state: DomainState.DOMAIN_STATE_SHUTOFF,
+      generation: 1,
+      resources: { vcpus: 2, memoryMib: 512, diskGib: 10 },
+      fence: false,
+      interfaces: [],
+      volumeIds: [],
+      imageId: "",
+    });
     expect(sim.commands).toContainEqual(["vol-create-as", "vms", `${A}.qcow2`, "10G", "--format", "qcow2"]);
     expect(sim.commands).toContainEqual(["domcapabilities", "--virttype", "kvm"]);
     const xml = sim.domains.get(A)!.xml;
     expect(xml).toContain("<domain type='kvm'>");
     expect(xml).toContain("<name>berth-web</name>");
-    expect(xml).toContain("<source bridge='br0'/>");
+    // The bridge is offered, not given to every VM: NICs come from the spec only.
+    expect(xml).not.toContain("<interface");
     expect(sim.volumes).toEqual(new Set([`${A}.qcow2`]));
 
     sim.commands.length = 0;
@@ -331,7 +183,9 @@ describe("LibvirtDriver (simulated virsh)", () => {
     const sim = new SimVirsh();
     sim.failures.set("capabilities", "x");
     const driver = new LibvirtDriver({ runner: sim.runner, hostReserveMib: 1024 });
-    // capabilities failed and pool-info is unknown to the simulator: the pool is reported unusable.
+    expect((await driver.hostFacts()).capacity).toEqual({ vcpus: 4, memoryMib: 8 * 1024 - 1024, diskGib: 200 });
+    // Without the pool, the pool is reported unusable.
+    sim.failures.set("pool-info", "failed to get pool 'default'");
     await expect(driver.hostFacts()).rejects.toMatchObject({ code: "FAILED_PRECONDITION", field: "libvirt.storage_pool" });
   });
 

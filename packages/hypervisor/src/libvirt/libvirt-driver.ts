@@ -1,7 +1,7 @@
-import type { HostImage, HostNetwork, HostVolume, ImageRef, VolumeRef } from "@berth/api";
+import type { CloudInitSeed, HostImage, HostNetwork, HostVolume, ImageRef, VolumeRef } from "@berth/api";
 import type { ConsoleConnection, ConsoleOptions } from "../driver.js";
 import { DomainState, type Domain } from "@berth/api";
-import { BerthError, ErrorCode, invalidArgument, isBerthError, notFound, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
+import { BerthError, ErrorCode, invalidArgument, isBerthError, nicMacAddress, notFound, quote, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
 import type {
   DomainSpec,
   DomainStats,
@@ -15,7 +15,32 @@ import type {
   StopOptions,
   WatchdogStatus,
 } from "../driver.js";
-import { BERTH_XMLNS, BERTH_XMLNS_KEY, domainXml, metadataSetValue, parseDomainXml, volumeName, type BerthMetadata } from "./domain-xml.js";
+import {
+  BERTH_XMLNS,
+  BERTH_XMLNS_KEY,
+  dataDiskXml,
+  dataDisksOf,
+  dataVolumeName,
+  dataVolumeSerial,
+  domainXml,
+  freeVirtioTargets,
+  imageVolumeName,
+  metadataSetValue,
+  orderedVolumeIds,
+  parseDomainXml,
+  seedVolumeName,
+  volumeIdOfVolume,
+  volumeName,
+  type BerthMetadata,
+  type DataDisk,
+  type DomainNic,
+  type ParsedDomainXml,
+  type PoolDisk,
+} from "./domain-xml.js";
+import { openPtyConsole, type PtyConsole } from "./console.js";
+import { checkObjectId, ImageStore, validateImageRef, volumeInfos } from "./images.js";
+import { AddressBook, hostHasBridge, listLibvirtNetworks, nicsOfDomain, offeredNetworks, PROC_NET_ARP, SYS_CLASS_NET } from "./networks.js";
+import { buildSeedIso, validateSeed } from "./seed-iso.js";
 import { EventFollower, lifecycleKind, spawnVirshEvents, type EventProcess, type VirshEvent } from "./events.js";
 import { resolveLibvirtDriverOptions, type LibvirtDriverOptions, type ResolvedLibvirtDriverOptions } from "./options.js";
 import {
@@ -29,12 +54,14 @@ import {
   parseNumaCells,
   parsePoolInfo,
   parseVersion,
+  parseVolList,
+  isMacAddress,
   stateOfRecord,
   statsFromRecord,
   type NodeInfo,
 } from "./parse.js";
 import { formatMigrationTargetUri, parseDomJobInfo, parseMigrationTargetUri, type LibvirtMigrationAddress } from "./migration.js";
-import { execFileRunner, isConnectionFailure, mapVirshError, Virsh, virshErrorText, type CommandResult } from "./virsh.js";
+import { execFileRunner, isConnectionFailure, mapVirshError, Virsh, virshErrorText, type CommandResult, type CommandRunner } from "./virsh.js";
 import { readWatchdogStateFile, WatchdogDevice, writeWatchdogStateFile, type PersistedWatchdog } from "./watchdog.js";
 
 /** The `kind` of the libvirt driver and the `driver` of its migration targets. */
@@ -70,6 +97,18 @@ const MIGRATE_BACKSTOP_MS = 10_000;
 const PAUSED_MIGRATION = 2;
 /** Paused by a migration under way: an incoming domain until it ends (or a source at its switchover). */
 const arriving = (snap: Snapshot): boolean => snap.state === LibvirtState.Paused && snap.reason === PAUSED_MIGRATION;
+const GIB = 2 ** 30;
+/** The key of the lock every volume-changing call takes (not a UUID: no domain's). */
+const VOLUMES_LOCK = "volumes:";
+
+/** What `prepareStorage` made for a definition. */
+interface PreparedStorage {
+  seed: PoolDisk | undefined;
+  dataDisks: DataDisk[];
+  /** Removes what was created (best effort). */
+  undo(): Promise<void>;
+}
+
 /** Pool types whose volumes both hosts see (the disk is not copied). */
 const SHARED_POOL_TYPES = new Set(["netfs", "gluster", "rbd", "sheepdog", "iscsi", "iscsi-direct", "scsi", "mpath", "vstorage"]);
 
@@ -81,6 +120,12 @@ export interface LibvirtDriverInternals {
   fenceRetryMs?: number;
   /** Time limit of `domjobabort`. Default {@link MIGRATION_ABORT_TIMEOUT_MS}. */
   abortTimeoutMs?: number;
+  /** Where bridges are looked for. Default /sys/class/net. */
+  sysClassNet?: string;
+  /** The neighbour table read for bridges' addresses. Default /proc/net/arp. */
+  procNetArp?: string;
+  /** The fetch of http(s) images. Default Node's. */
+  fetchImpl?: typeof fetch;
 }
 
 /** A `migrateOut` call under way in this driver, for `abortMigration` (which must not wait for it). */
@@ -107,6 +152,8 @@ interface Snapshot {
   reason: number;
   /** Berth's view; undefined for a domain Berth does not manage. */
   domain: Domain | undefined;
+  /** Its XML as read (live when active), for its disks, NICs, console and metadata. */
+  parsed: ParsedDomainXml;
 }
 
 /**
@@ -175,11 +222,31 @@ export class LibvirtDriver implements HypervisorDriver {
   private wdWriteChain: Promise<void> = Promise.resolve();
   private wdQueuedWrite: Promise<void> | undefined;
 
+  /** Runs virsh's neighbours: qemu-img, genisoimage. */
+  private readonly runner: CommandRunner;
+  private readonly images: ImageStore;
+  private readonly addresses: AddressBook;
+  private readonly sysClassNet: string;
+  /** The console session of each domain that has one, by vmId. */
+  private readonly consoles = new Map<string, PtyConsole>();
+  /** Destination side: the data volumes `prepareIncoming` readied, by vmId, for `abortMigration`. */
+  private readonly incomingVolumes = new Map<string, string[]>();
+
   /** Resolves the options (INVALID_ARGUMENT on a bad one); talks to libvirt only when called. */
   constructor(options: LibvirtDriverOptions = {}, internals: LibvirtDriverInternals = {}) {
     this.options = resolveLibvirtDriverOptions(options);
     const o = this.options;
-    this.virsh = new Virsh({ uri: o.uri, virshPath: o.virshPath, timeoutMs: o.commandTimeoutMs, runner: o.runner ?? execFileRunner });
+    this.runner = o.runner ?? execFileRunner;
+    this.virsh = new Virsh({ uri: o.uri, virshPath: o.virshPath, timeoutMs: o.commandTimeoutMs, runner: this.runner });
+    this.images = new ImageStore({
+      virsh: this.virsh,
+      options: o,
+      runner: this.runner,
+      poolMissing: (detail) => this.poolMissing(detail),
+      ...(internals.fetchImpl ? { fetchImpl: internals.fetchImpl } : {}),
+    });
+    this.addresses = new AddressBook(this.virsh, o.addressRefreshMs, internals.procNetArp ?? PROC_NET_ARP);
+    this.sysClassNet = internals.sysClassNet ?? SYS_CLASS_NET;
     this.follower = new EventFollower({
       spawn: internals.spawnEvents ?? (() => spawnVirshEvents(o.virshPath, o.uri)),
       probe: async () => (await this.health()).available,
@@ -264,7 +331,10 @@ export class LibvirtDriver implements HypervisorDriver {
   /** Every domain with Berth's metadata, sorted by vmId: two virsh calls whatever the count. */
   async list(): Promise<Domain[]> {
     await this.fenced();
-    return (await this.scan(false)).map((s) => s.domain);
+    const found = await this.scan(false);
+    const nics = found.map((f) => ({ nics: nicsOfDomain(f.parsed), active: isActive(f.state) }));
+    await this.addresses.refresh(nics);
+    return found.map((f, i) => ({ ...f.domain, interfaces: this.addresses.known(nics[i]!.nics, nics[i]!.active) }));
   }
 
   /** The counters of every domain with Berth's metadata, sorted by vmId: two virsh calls whatever the count. */
@@ -274,13 +344,13 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   /** Berth's domains, and their counters when asked: `list --uuid`, then per chunk one batched virsh. */
-  private async scan(withCounters: boolean): Promise<{ domain: Domain; stats: DomainStats | undefined }[]> {
+  private async scan(withCounters: boolean): Promise<{ domain: Domain; stats: DomainStats | undefined; parsed: ParsedDomainXml; state: number }[]> {
     this.ensureOpen();
     const uuids = (await this.virsh.run(["list", "--all", "--uuid"]))
       .split("\n")
       .map((l) => l.trim())
       .filter((l) => UUID_RE.test(l));
-    const found: { domain: Domain; stats: DomainStats | undefined }[] = [];
+    const found: { domain: Domain; stats: DomainStats | undefined; parsed: ParsedDomainXml; state: number }[] = [];
     const domstats = withCounters ? ["domstats", "--raw", "--state", "--cpu-total", "--balloon", "--block", "--interface"] : ["domstats", "--raw", "--state"];
     for (let i = 0; i < uuids.length; i += LIST_CHUNK) {
       const chunk = uuids.slice(i, i + LIST_CHUNK);
@@ -296,8 +366,10 @@ export class LibvirtDriver implements HypervisorDriver {
         if (!parsed?.metadata || !record) continue;
         const state = stateOfRecord(record);
         found.push({
-          domain: this.toDomain(parsed.name, parsed.vcpus, parsed.memoryMib, parsed.metadata, state.state, state.reason),
+          domain: this.toDomain(parsed, parsed.metadata, state.state, state.reason),
           stats: withCounters ? statsFromRecord(parsed.metadata.vmId, record, parsed.memoryMib) : undefined,
+          parsed,
+          state: state.state,
         });
       }
     }
@@ -307,9 +379,14 @@ export class LibvirtDriver implements HypervisorDriver {
   // ---- lifecycle -------------------------------------------------------------------------------
 
   /**
-   * Defines the domain SHUTOFF: checks the spec (INVALID_ARGUMENT, e.g. a vmId that is not a UUID)
-   * and the host's size (RESOURCE_EXHAUSTED when the spec asks more vcpus or memory than the host
-   * has), creates the volume, defines the domain. A failure after the volume was created removes it.
+   * Defines the domain SHUTOFF: checks the spec (INVALID_ARGUMENT, e.g. a vmId that is not a UUID,
+   * a NIC on a network this host does not offer: `nics[i].network`) and the host's size
+   * (RESOURCE_EXHAUSTED when the spec asks more vcpus or memory than the host has), fetches the
+   * image when the host has none (`ensureImage`; INVALID_ARGUMENT naming `image` when the disk is
+   * smaller than its virtual size), creates the disk (`<vmId>.qcow2`: blank, or a qcow2 overlay of
+   * `diskGib` over `berth-image-<id>.qcow2`), the cloud-init seed ISO (`<vmId>-seed.iso`) and the
+   * missing data volumes (FAILED_PRECONDITION for one attached to another domain), then defines
+   * the domain. A failure removes what it created (a fetched image stays: it is the host's).
    * Idempotent by vmId; ALREADY_EXISTS when the name (or the uuid) belongs to another domain.
    */
   async define(spec: DomainSpec): Promise<Domain> {
@@ -324,31 +401,117 @@ export class LibvirtDriver implements HypervisorDriver {
         throw new BerthError(ErrorCode.AlreadyExists, `domain ${existing.name} (not Berth's) already exists with uuid ${vmId}`);
       }
       await this.checkFits(spec);
+      const nics = await this.resolveNics(spec);
       const name = this.domainName(spec.name);
-      const metadata: BerthMetadata = { vmId, name: spec.name, generation: spec.generation, diskGib: spec.resources.diskGib, fence: spec.fence ?? false };
-      const xml = domainXml({
-        name,
-        uuid: vmId,
-        vcpus: spec.resources.vcpus,
-        memoryMib: spec.resources.memoryMib,
-        domainType: await this.domainType(),
-        volume: spec.resources.diskGib > 0 ? { pool: this.options.storagePool, name: volumeName(vmId) } : undefined,
-        networks: this.options.networks,
-        metadata,
-      });
-      const created = await this.createDiskVolume(vmId, spec.resources.diskGib);
-      try {
-        await this.virsh.runWithFile(xml, (file) => ["define", file]);
-      } catch (e) {
-        if (created) await this.removeVolume(vmId).catch(() => undefined);
-        if (isBerthError(e, ErrorCode.AlreadyExists)) {
-          throw new BerthError(ErrorCode.AlreadyExists, `domain ${name} already exists with another uuid (${e.message})`, { cause: e });
+      const volumes = spec.volumes ?? [];
+      const build = async (): Promise<Domain> => {
+        const storage = await this.prepareStorage(spec);
+        const metadata: BerthMetadata = {
+          vmId,
+          name: spec.name,
+          generation: spec.generation,
+          diskGib: spec.resources.diskGib,
+          fence: spec.fence ?? false,
+          imageId: spec.image?.id ?? "",
+          volumeIds: volumes.map((v) => v.id),
+        };
+        const xml = domainXml({
+          name,
+          uuid: vmId,
+          vcpus: spec.resources.vcpus,
+          memoryMib: spec.resources.memoryMib,
+          domainType: await this.domainType(),
+          volume: spec.resources.diskGib > 0 ? { pool: this.options.storagePool, name: volumeName(vmId) } : undefined,
+          nics,
+          seed: storage.seed,
+          dataDisks: storage.dataDisks,
+          metadata,
+        });
+        try {
+          await this.virsh.runWithFile(xml, (file) => ["define", file]);
+        } catch (e) {
+          await storage.undo();
+          if (isBerthError(e, ErrorCode.AlreadyExists)) {
+            throw new BerthError(ErrorCode.AlreadyExists, `domain ${name} already exists with another uuid (${e.message})`, { cause: e });
+          }
+          throw e;
         }
-        throw e;
-      }
-      this.vmIdByName.set(name, vmId);
-      return this.toDomain(name, spec.resources.vcpus, spec.resources.memoryMib, metadata, LibvirtState.Shutoff, 0);
+        this.vmIdByName.set(name, vmId);
+        return (await this.get(vmId)).domain;
+      };
+      // Data volumes are checked and attached under the volumes' lock: no other domain takes one meanwhile.
+      return volumes.length > 0 ? this.volumesLocked(build) : build();
     });
+  }
+
+  /**
+   * The NICs of `spec` as domain XML takes them: each on a network this host offers and that is
+   * active (INVALID_ARGUMENT naming `nics[i].network` otherwise), with its MAC (the spec's, or the
+   * one rule's, `nicMacAddress`, when the spec gives none).
+   */
+  private async resolveNics(spec: DomainSpec): Promise<DomainNic[]> {
+    const wanted = spec.nics ?? [];
+    if (wanted.length === 0) return [];
+    const offered = await this.listNetworksUnchecked();
+    return wanted.map((n, i) => {
+      const network = offered.find((o) => o.name === n.network);
+      const names = offered.map((o) => o.name).join(", ") || "none";
+      if (!network) throw invalidArgument(`nics[${i}].network`, `${quote(JSON.stringify(n.network))} is not a network this host offers (offered: ${quote(names, 256)})`);
+      if (!network.active) throw invalidArgument(`nics[${i}].network`, `${quote(JSON.stringify(n.network))} is not active on this host`);
+      return { type: network.kind === "bridge" ? "bridge" : "network", source: network.name, mac: (n.mac || nicMacAddress(spec.vmId.toLowerCase(), i)).toLowerCase() };
+    });
+  }
+
+  /**
+   * Creates what a domain's definition refers to, for `define` and `prepareIncoming`: the image
+   * (fetched when missing), the disk (blank or an overlay of the image), the seed ISO and the data
+   * volumes that are missing. `undo()` removes what this call created. A data volume attached to
+   * another domain is FAILED_PRECONDITION. Call it under the volumes' lock when there are volumes.
+   */
+  private async prepareStorage(spec: DomainSpec): Promise<PreparedStorage> {
+    const vmId = spec.vmId.toLowerCase();
+    const pool = this.options.storagePool;
+    const created: string[] = [];
+    const undo = async (): Promise<void> => {
+      for (const name of created.reverse()) await this.deletePoolVolume(name).catch(() => undefined);
+    };
+    try {
+      let backing: string | undefined;
+      if (spec.image) {
+        if (spec.resources.diskGib === 0) throw invalidArgument("image", "a VM over an image needs a disk (resources.disk_gib > 0)");
+        const image = await this.images.ensure(spec.image);
+        if (image.virtualSizeBytes > spec.resources.diskGib * GIB) {
+          throw invalidArgument("image", `image ${quote(spec.image.name || spec.image.id)} needs a disk of at least ${Math.ceil(image.virtualSizeBytes / GIB)} GiB (its virtual size is ${image.virtualSizeBytes} bytes); the disk is ${spec.resources.diskGib} GiB`);
+        }
+        backing = imageVolumeName(image.imageId);
+      }
+      if (await this.createDiskVolume(vmId, spec.resources.diskGib, backing)) created.push(volumeName(vmId));
+      let seed: PoolDisk | undefined;
+      if (spec.cloudInit) {
+        await this.createSeedVolume(vmId, spec.cloudInit);
+        created.push(seedVolumeName(vmId));
+        seed = { pool, name: seedVolumeName(vmId) };
+      }
+      const volumes = spec.volumes ?? [];
+      const dataDisks: DataDisk[] = [];
+      if (volumes.length > 0) {
+        const attachedTo = await this.volumeAttachments();
+        const targets = freeVirtioTargets([], volumes.length);
+        for (const [i, v] of volumes.entries()) {
+          const holder = attachedTo.get(v.id);
+          if (holder !== undefined && holder !== vmId) {
+            throw new BerthError(ErrorCode.FailedPrecondition, `volume ${quote(v.name || v.id)} is attached to another domain (${holder})`, { field: `volumes[${i}]` });
+          }
+          const made = await this.ensureDataVolume(v, `volumes[${i}]`);
+          if (made) created.push(dataVolumeName(v.id));
+          dataDisks.push({ pool, name: dataVolumeName(v.id), target: targets[i]!, serial: dataVolumeSerial(v.id) });
+        }
+      }
+      return { seed, dataDisks, undo };
+    } catch (e) {
+      await undo();
+      throw e;
+    }
   }
 
   /** `start` (shut off or crashed), `resume` (paused); running is left running. */
@@ -430,7 +593,10 @@ export class LibvirtDriver implements HypervisorDriver {
     return this.locked(vmId, () => this.undefineUnlocked(vmId));
   }
 
-  /** Deletes `<vmId>.qcow2` from the storage pool; FAILED_PRECONDITION while the domain is defined. */
+  /**
+   * Deletes `<vmId>.qcow2` and the seed ISO `<vmId>-seed.iso` from the storage pool (data volumes
+   * are not the domain's own: they stay); FAILED_PRECONDITION while the domain is defined.
+   */
   async deleteVolumes(vmId: string): Promise<void> {
     this.ensureOpen();
     if (!isUuid(vmId)) return;
@@ -439,10 +605,14 @@ export class LibvirtDriver implements HypervisorDriver {
       const snap = await this.lookup(vmId);
       if (snap) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is still defined; undefine it before deleting its volumes`);
       await this.removeVolume(vmId);
+      await this.deletePoolVolume(seedVolumeName(vmId.toLowerCase()));
     });
   }
 
-  /** destroy, undefine, delete the volume; an absent domain is success (its leftover volume is removed). */
+  /**
+   * destroy, undefine, delete the disk and the seed; an absent domain is success (its leftover
+   * volumes are removed). Data volumes are detached by the undefine and kept, with their data.
+   */
   async delete(vmId: string): Promise<void> {
     this.ensureOpen();
     if (!isUuid(vmId)) return;
@@ -452,7 +622,9 @@ export class LibvirtDriver implements HypervisorDriver {
       if (snap && !snap.domain) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} with uuid ${vmId} is not Berth's; not deleting it`);
       if (snap && isActive(snap.state)) await this.tolerate(this.virsh.run(["destroy", vmId]), ErrorCode.FailedPrecondition);
       if (snap) await this.undefineUnlocked(vmId);
+      this.consoles.get(vmId.toLowerCase())?.end({ code: ErrorCode.FailedPrecondition, message: `domain ${snap?.name ?? vmId} was deleted` });
       await this.removeVolume(vmId);
+      await this.deletePoolVolume(seedVolumeName(vmId.toLowerCase()));
     });
   }
 
@@ -510,10 +682,13 @@ export class LibvirtDriver implements HypervisorDriver {
   // ---- migration -------------------------------------------------------------------------------
 
   /**
-   * Destination side: checks the spec, that the name is free and the host big enough, creates the
-   * volume (migration with `--copy-storage-all` fills it), and returns a target whose `uri` is this
-   * driver's `migrationUri`, with `#migrateuri=<migrationDataUri>` when that is set (see
-   * `formatMigrationTargetUri`). Idempotent (also once the domain has arrived).
+   * Destination side: checks the spec, that the name is free, the host big enough and its
+   * networks offered here (`nics[i].network`), then readies the storage the migration fills: the
+   * image (fetched when missing), the disk (an overlay of the same size over this host's copy of
+   * the image, or blank), the seed ISO (rendered here from the same seed: libvirt copies no
+   * read-only disk), and the data volumes (empty; the migration copies their data). Returns a
+   * target whose `uri` is this driver's `migrationUri`, with `#migrateuri=<migrationDataUri>` when
+   * that is set (see `formatMigrationTargetUri`). Idempotent (also once the domain has arrived).
    */
   async prepareIncoming(spec: DomainSpec): Promise<MigrationTarget> {
     this.ensureOpen();
@@ -534,7 +709,14 @@ export class LibvirtDriver implements HypervisorDriver {
         throw new BerthError(ErrorCode.AlreadyExists, `domain ${name} already exists with uuid ${other.stdout.trim()}`);
       }
       await this.checkFits(spec);
-      await this.createDiskVolume(vmId, spec.resources.diskGib);
+      await this.resolveNics(spec);
+      const volumes = spec.volumes ?? [];
+      const ready = async (): Promise<void> => {
+        await this.prepareStorage(spec);
+        // What abortMigration removes here, beyond the disk and the seed (named by the vmId).
+        if (volumes.length > 0) this.incomingVolumes.set(vmId, volumes.map((v) => dataVolumeName(v.id)));
+      };
+      await (volumes.length > 0 ? this.volumesLocked(ready) : ready());
       return target;
     });
   }
@@ -598,10 +780,13 @@ export class LibvirtDriver implements HypervisorDriver {
     if (!snap?.domain) return;
     const id = snap.domain.vmId;
     if (!isActive(snap.state)) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is not running; live migration needs a running domain`);
-    const copyStorage = await this.copiesStorage(id);
+    const local = await this.localVolumes(snap as Snapshot & { domain: Domain });
+    // Over an image only the overlay's top layer travels (the destination has its own copy of the
+    // image); data volumes and blank disks have no backing, so -inc copies them whole either way.
+    const copyFlag = local.length === 0 ? [] : snap.domain.imageId !== "" ? ["--copy-storage-inc"] : ["--copy-storage-all"];
     const args = [
       "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
-      ...(copyStorage ? ["--copy-storage-all"] : []),
+      ...copyFlag,
       snap.name, address.connectionUri,
       ...(address.dataUri !== undefined ? ["--migrateuri", address.dataUri] : []),
     ];
@@ -643,7 +828,9 @@ export class LibvirtDriver implements HypervisorDriver {
     // The name stays known while events are followed: the "Stopped Migrated" event may be
     // handled after this returns, and needs it to name the vmId (the handler forgets it then).
     if (this.listeners.size === 0) this.vmIdByName.delete(snap.name);
-    if (copyStorage) await this.removeVolume(id).catch(() => undefined);
+    // The destination has its copies now (the seed it made itself): these are garbage.
+    for (const name of local) await this.deletePoolVolume(name).catch(() => undefined);
+    if (local.length > 0) await this.deletePoolVolume(seedVolumeName(id)).catch(() => undefined);
   }
 
   /**
@@ -670,6 +857,7 @@ export class LibvirtDriver implements HypervisorDriver {
       }
       if (snap.state === LibvirtState.Paused) await this.tolerate(this.virsh.run(["resume", id]), ErrorCode.FailedPrecondition);
       else if (!isActive(snap.state)) await this.tolerate(this.virsh.run(["start", id]), ErrorCode.FailedPrecondition);
+      this.incomingVolumes.delete(id);
       return this.setGenerationUnlocked(id, generation, true);
     });
   }
@@ -710,6 +898,16 @@ export class LibvirtDriver implements HypervisorDriver {
         return;
       }
       await this.removeVolume(vmId);
+      await this.deletePoolVolume(seedVolumeName(vmId.toLowerCase()));
+      const volumes = this.incomingVolumes.get(vmId.toLowerCase()) ?? [];
+      if (volumes.length > 0) {
+        await this.volumesLocked(async () => {
+          // Copies that did not arrive: nothing here uses them (checked: another domain might).
+          const inUse = new Set([...(await this.volumeAttachments()).keys()].map(dataVolumeName));
+          for (const name of volumes) if (!inUse.has(name)) await this.deletePoolVolume(name);
+        });
+      }
+      this.incomingVolumes.delete(vmId.toLowerCase());
     });
   }
 
@@ -805,17 +1003,21 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   /**
-   * Whether a migration copies the domain's disk: its volume is in this host's pool and the pool
-   * is local to this host (a shared pool is the same storage on both ends: copying would write the
-   * disk onto itself).
+   * The volumes a migration copies: the domain's disk and data volumes when they are in this host's
+   * pool and the pool is local to this host (a shared pool is the same storage on both ends:
+   * copying would write the disk onto itself); none otherwise. The seed ISO is read-only: libvirt
+   * does not copy it (the destination renders its own).
    */
-  private async copiesStorage(vmId: string): Promise<boolean> {
-    const volume = await this.virsh.exec(["vol-info", "--pool", this.options.storagePool, volumeName(vmId)]);
-    if (volume.exitCode !== 0) return false;
+  private async localVolumes(snap: Snapshot & { domain: Domain }): Promise<string[]> {
+    const names = snap.parsed.disks
+      .filter((d) => d.device === "disk" && d.pool === this.options.storagePool && d.volume !== undefined)
+      .map((d) => d.volume!)
+      .filter((v) => v === volumeName(snap.domain.vmId) || volumeIdOfVolume(v) !== undefined);
+    if (names.length === 0) return [];
     const pool = await this.virsh.exec(["pool-dumpxml", this.options.storagePool]);
     if (pool.exitCode !== 0) throw this.poolMissing(pool.stderr);
     const type = /<pool\b[^>]*\btype=['"]([^'"]+)['"]/.exec(pool.stdout)?.[1];
-    return type === undefined || !SHARED_POOL_TYPES.has(type);
+    return type === undefined || !SHARED_POOL_TYPES.has(type) ? names : [];
   }
 
   // ---- fencing ---------------------------------------------------------------------------------
@@ -877,47 +1079,209 @@ export class LibvirtDriver implements HypervisorDriver {
     return { ...this.wd };
   }
 
+  // ---- images, networks, data volumes, console -----------------------------------------------
+
+  /**
+   * The images in the pool (`berth-image-<id>.qcow2` volumes), sorted by id: size = the volume's
+   * allocation, virtual size = its capacity. A volume an upload cut short left is not listed (it
+   * does not start with the qcow2 header, which is uploaded last).
+   */
+  async listImages(): Promise<HostImage[]> {
+    this.ensureOpen();
+    return this.images.list();
+  }
+
+  /**
+   * Makes the pool hold the image (see the contract): fetches `ref.source` (http(s) with Node's
+   * fetch, or a local file) into a staging file under `imageStagingDir`, at most `maxImageBytes`,
+   * within `imageFetchTimeoutMs`; checks `ref.sha256`; `qemu-img info` must read it as
+   * `ref.format` (default qcow2) without a backing or external data file; a raw image is converted
+   * to qcow2; then it is uploaded into the pool (`vol-create-as` + `vol-upload`: any pool type) as
+   * `berth-image-<id>.qcow2`, its first 4 KiB last. Concurrent calls for one id share one fetch; a
+   * failure deletes the partial volume and the staging files.
+   */
+  async ensureImage(ref: ImageRef): Promise<HostImage> {
+    this.ensureOpen();
+    await this.fenced();
+    return this.images.ensure(ref);
+  }
+
+  /**
+   * The networks this host offers (see `LibvirtDriverOptions.networks`), sorted by name: libvirt
+   * networks with their state (`net-list --all`), configured bridges active when the kernel has them.
+   */
+  async listNetworks(): Promise<HostNetwork[]> {
+    this.ensureOpen();
+    return this.listNetworksUnchecked();
+  }
+
+  private async listNetworksUnchecked(): Promise<HostNetwork[]> {
+    const configured = this.options.networks;
+    const wantsLibvirt = configured.length === 0 || configured.some((n) => n.type === "network");
+    const listed = wantsLibvirt ? await listLibvirtNetworks(this.virsh) : [];
+    return offeredNetworks(configured, listed, (name) => hostHasBridge(name, this.sysClassNet));
+  }
+
+  /**
+   * The data volumes in the pool (`berth-vol-<id>.qcow2`), sorted by id, with the domain that has
+   * each attached (from the domains' XML). Sizes are whole GiB (rounded down).
+   */
+  async listVolumes(): Promise<HostVolume[]> {
+    this.ensureOpen();
+    const names = parseVolList(await this.poolCall(["vol-list", this.options.storagePool])).filter((n) => volumeIdOfVolume(n) !== undefined);
+    const [infos, attached] = await Promise.all([volumeInfos(this.virsh, this.options.storagePool, names), this.volumeAttachments()]);
+    const volumes: HostVolume[] = [];
+    for (const name of names) {
+      const info = infos.get(name);
+      if (!info) continue;
+      const volumeId = volumeIdOfVolume(name)!;
+      volumes.push({ volumeId, sizeGib: Math.floor(info.capacityBytes / GIB), attachedVmId: attached.get(volumeId) ?? "" });
+    }
+    return volumes.sort((a, b) => (a.volumeId < b.volumeId ? -1 : a.volumeId > b.volumeId ? 1 : 0));
+  }
+
+  /** `vol-create-as <pool> berth-vol-<id>.qcow2 <size>G --format qcow2` unless it exists (with that size). */
+  async createVolume(ref: VolumeRef): Promise<HostVolume> {
+    this.ensureOpen();
+    validateVolumeRef(ref, "volume");
+    await this.fenced();
+    return this.volumesLocked(async () => {
+      await this.ensureDataVolume(ref, "volume");
+      const attached = (await this.volumeAttachments()).get(ref.id) ?? "";
+      return { volumeId: ref.id, sizeGib: ref.sizeGib, attachedVmId: attached };
+    });
+  }
+
+  /** `vol-delete`, unless a domain has it attached (FAILED_PRECONDITION naming it); absent is success. */
+  async deleteVolume(volumeId: string): Promise<void> {
+    this.ensureOpen();
+    checkObjectId(volumeId, "volume_id");
+    await this.fenced();
+    return this.volumesLocked(async () => {
+      const holder = (await this.volumeAttachments()).get(volumeId);
+      if (holder !== undefined) throw new BerthError(ErrorCode.FailedPrecondition, `volume ${volumeId} is attached to domain ${holder}; detach it first`);
+      await this.deletePoolVolume(dataVolumeName(volumeId));
+    });
+  }
+
+  /**
+   * Attaches and detaches data volumes so that exactly `volumes` are attached (see the contract).
+   * A volume already attached keeps its target (nothing in use is unplugged to reorder); a new one
+   * gets the first free virtio target from vdb; the order asked is recorded in the metadata
+   * (`Domain.volumeIds` follows it). `virsh detach-disk` / `attach-device` with `--config`, plus
+   * `--live` while the domain runs (hot-plug; an unplug completes when the guest lets the disk go:
+   * until then the disk is still listed). Missing volumes are created. NOT_FOUND if undefined;
+   * FAILED_PRECONDITION for a volume attached to another domain (naming `volumes[i]`).
+   */
+  async setVolumes(vmId: string, volumes: VolumeRef[]): Promise<Domain> {
+    this.ensureOpen();
+    if (!Array.isArray(volumes)) throw invalidArgument("volumes", "must be a list");
+    volumes.forEach((v, i) => validateVolumeRef(v, `volumes[${i}]`));
+    checkDistinctVolumes(volumes);
+    if (!isUuid(vmId)) throw notFound(`domain ${vmId}`);
+    await this.fenced();
+    return this.locked(vmId, () =>
+      this.volumesLocked(async () => {
+        let snap = await this.get(vmId);
+        const id = snap.domain.vmId;
+        const pool = this.options.storagePool;
+        const current = dataDisksOf(snap.parsed, pool);
+        const wanted = new Set(volumes.map((v) => v.id));
+        const attachedTo = await this.volumeAttachments();
+        for (const [i, v] of volumes.entries()) {
+          const holder = attachedTo.get(v.id);
+          if (holder !== undefined && holder !== id) {
+            throw new BerthError(ErrorCode.FailedPrecondition, `volume ${quote(v.name || v.id)} is attached to another domain (${holder})`, { field: `volumes[${i}]` });
+          }
+        }
+        const attached = new Set(current.map((c) => c.volumeId));
+        const missing = volumes.filter((v) => !attached.has(v.id));
+        // Every volume is there (created, or of the right size) before anything is plugged.
+        for (const v of missing) await this.ensureDataVolume(v, `volumes[${volumes.indexOf(v)}]`);
+        const live = isActive(snap.state) ? ["--live"] : [];
+        for (const d of current.filter((c) => !wanted.has(c.volumeId))) {
+          await this.tolerateUnplugUnderWay(this.virsh.run(["detach-disk", id, d.target, "--config", ...live]));
+        }
+        // Not the targets just freed: a guest may not have let go of an unplugged disk yet.
+        const targets = freeVirtioTargets(snap.parsed.disks.map((d) => d.target), missing.length);
+        for (const [j, v] of missing.entries()) {
+          const disk = dataDiskXml({ pool, name: dataVolumeName(v.id), target: targets[j]!, serial: dataVolumeSerial(v.id) });
+          await this.virsh.runWithFile(disk, (file) => ["attach-device", id, file, "--config", ...live]);
+        }
+        snap = await this.get(id);
+        const order = volumes.map((v) => v.id);
+        if (order.join(" ") !== snap.parsed.metadata!.volumeIds.join(" ")) {
+          await this.writeMetadata(snap, { ...snap.parsed.metadata!, volumeIds: order });
+          snap = await this.get(id);
+        }
+        return snap.domain;
+      }),
+    );
+  }
+
+  /**
+   * Opens the domain's serial console (its pty, `openPtyConsole`). One session per domain: another
+   * one open is FAILED_PRECONDITION unless `force`, which ends it (FAILED_PRECONDITION "taken over
+   * by another session"). NOT_FOUND for an unknown domain, FAILED_PRECONDITION when it is not
+   * running. The session ends when the domain stops (its pty closes).
+   */
+  async openConsole(vmId: string, options: ConsoleOptions = {}): Promise<ConsoleConnection> {
+    this.ensureOpen();
+    if (!isUuid(vmId)) throw notFound(`domain ${vmId}`);
+    await this.fenced();
+    return this.locked(vmId, async () => {
+      const snap = await this.get(vmId);
+      const id = snap.domain.vmId;
+      if (snap.domain.state !== DomainState.DOMAIN_STATE_RUNNING) {
+        throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is not running; its console exists only while it runs`);
+      }
+      const pty = snap.parsed.consolePty;
+      if (pty === undefined) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} has no pty console`);
+      const held = this.consoles.get(id);
+      if (held && !held.isEnded) {
+        if (!options.force) throw new BerthError(ErrorCode.FailedPrecondition, `the console of ${snap.name} is in use by another session (force takes it over)`);
+        held.end({ code: ErrorCode.FailedPrecondition, message: `the console of ${snap.name} was taken over by another session` });
+      }
+      const session = await openPtyConsole(pty, snap.name);
+      this.consoles.set(id, session);
+      session.onEnd(() => {
+        if (this.consoles.get(id) === session) this.consoles.delete(id);
+      });
+      return session;
+    });
+  }
+
+  /** `op`, with libvirt's "already being unplugged" (a detach the guest has not completed yet) as success. */
+  private async tolerateUnplugUnderWay(op: Promise<unknown>): Promise<void> {
+    try {
+      await op;
+    } catch (e) {
+      if (isBerthError(e) && /already in the process of unplug|unplug.*in progress/i.test(e.message)) return;
+      throw e;
+    }
+  }
+
+  /** Runs a pool command; a missing pool is FAILED_PRECONDITION naming it. */
+  private async poolCall(args: string[]): Promise<string> {
+    try {
+      return await this.virsh.run(args);
+    } catch (e) {
+      if (isBerthError(e, ErrorCode.NotFound)) throw this.poolMissing(e.message);
+      throw e;
+    }
+  }
+
   /**
    * Kills the event stream child and refuses further calls with HYPERVISOR_UNAVAILABLE; stops the
    * watchdog timer after a fence under way ends. The watchdog device, if open, is closed without
    * the magic character: the kernel keeps counting, so an agent that stops without
-   * `clearWatchdog` is still fenced. Idempotent.
+   * `clearWatchdog` is still fenced. Console sessions end (HYPERVISOR_UNAVAILABLE). Idempotent.
    */
-  // ---- images, networks, data volumes, console: being implemented (issue 13) ------------------
-
-  async listImages(): Promise<HostImage[]> {
-    return [];
-  }
-
-  async ensureImage(ref: ImageRef): Promise<HostImage> {
-    throw new BerthError(ErrorCode.FailedPrecondition, `images are not supported by this driver yet (image ${ref.name})`);
-  }
-
-  async listNetworks(): Promise<HostNetwork[]> {
-    return [];
-  }
-
-  async listVolumes(): Promise<HostVolume[]> {
-    return [];
-  }
-
-  async createVolume(ref: VolumeRef): Promise<HostVolume> {
-    throw new BerthError(ErrorCode.FailedPrecondition, `data volumes are not supported by this driver yet (volume ${ref.name})`);
-  }
-
-  async deleteVolume(_volumeId: string): Promise<void> {}
-
-  async setVolumes(vmId: string, _volumes: VolumeRef[]): Promise<Domain> {
-    throw new BerthError(ErrorCode.FailedPrecondition, `data volumes are not supported by this driver yet (domain ${vmId})`);
-  }
-
-  async openConsole(vmId: string, _options?: ConsoleOptions): Promise<ConsoleConnection> {
-    throw new BerthError(ErrorCode.FailedPrecondition, `the console is not supported by this driver yet (domain ${vmId})`);
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     this.listeners.clear();
+    for (const session of this.consoles.values()) session.end({ code: ErrorCode.HypervisorUnavailable, message: "the libvirt driver closed" });
+    this.consoles.clear();
     clearTimeout(this.wdTimer);
     clearTimeout(this.retryTimer);
     await this.fencing?.catch(() => undefined);
@@ -1075,8 +1439,8 @@ export class LibvirtDriver implements HypervisorDriver {
       throw error;
     }
     const { state, reason } = stateOfRecord(record);
-    const domain = parsed.metadata ? this.toDomain(parsed.name, parsed.vcpus, parsed.memoryMib, parsed.metadata, state, reason) : undefined;
-    return { name: parsed.name, state, reason, domain };
+    const domain = parsed.metadata ? this.toDomain(parsed, parsed.metadata, state, reason) : undefined;
+    return { name: parsed.name, state, reason, domain, parsed };
   }
 
   /** The Berth domain with uuid `vmId`; NOT_FOUND when absent or not Berth's. */
@@ -1086,19 +1450,25 @@ export class LibvirtDriver implements HypervisorDriver {
     return snap as Snapshot & { domain: Domain };
   }
 
-  private toDomain(name: string, vcpus: number, memoryMib: number, m: BerthMetadata, state: number, reason: number): Domain {
+  /**
+   * Berth's view of a domain: from its metadata, its XML's data disks (in the order last asked)
+   * and NICs (addresses as last learnt: `list()` reads them again when they are stale).
+   */
+  private toDomain(parsed: ParsedDomainXml, m: BerthMetadata, state: number, reason: number): Domain {
+    const name = parsed.name;
     this.vmIdByName.set(name, m.vmId);
     const prefix = this.options.namePrefix;
+    const nics = nicsOfDomain(parsed);
     return {
       vmId: m.vmId,
       fence: m.fence,
       name: m.name || (name.startsWith(prefix) ? name.slice(prefix.length) : name),
       state: domainStateOf(state, reason),
       generation: m.generation,
-      resources: { vcpus, memoryMib, diskGib: m.diskGib },
-      interfaces: [],
-      volumeIds: [],
-      imageId: "",
+      resources: { vcpus: parsed.vcpus, memoryMib: parsed.memoryMib, diskGib: m.diskGib },
+      interfaces: this.addresses.known(nics, isActive(state)),
+      volumeIds: orderedVolumeIds(dataDisksOf(parsed, this.options.storagePool), m.volumeIds),
+      imageId: m.imageId,
     };
   }
 
@@ -1120,8 +1490,13 @@ export class LibvirtDriver implements HypervisorDriver {
     const snap = await this.get(vmId);
     const domain = snap.domain;
     if (domain.generation === generation && !force) return domain;
-    const metadata: BerthMetadata = { vmId: domain.vmId, name: domain.name, generation, diskGib: domain.resources?.diskGib ?? 0, fence: domain.fence };
-    const args = ["metadata", domain.vmId, BERTH_XMLNS, "--key", BERTH_XMLNS_KEY, "--set", metadataSetValue(metadata), "--config"];
+    await this.writeMetadata(snap, { ...snap.parsed.metadata!, generation });
+    return { ...domain, generation };
+  }
+
+  /** Writes Berth's metadata element whole: `--config`, and `--live` too while the domain is active. */
+  private async writeMetadata(snap: Snapshot & { domain: Domain }, metadata: BerthMetadata): Promise<void> {
+    const args = ["metadata", snap.domain.vmId, BERTH_XMLNS, "--key", BERTH_XMLNS_KEY, "--set", metadataSetValue(metadata), "--config"];
     if (isActive(snap.state)) {
       try {
         await this.virsh.run([...args, "--live"]);
@@ -1133,14 +1508,18 @@ export class LibvirtDriver implements HypervisorDriver {
     } else {
       await this.virsh.run(args);
     }
-    return { ...domain, generation };
   }
 
-  /** Creates `<vmId>.qcow2` of `diskGib` GiB; resolves whether it was created (false: none asked, or it existed). */
-  private async createDiskVolume(vmId: string, diskGib: number): Promise<boolean> {
+  /**
+   * Creates `<vmId>.qcow2` of `diskGib` GiB, blank or a qcow2 overlay over the pool volume
+   * `backing` (a qcow2 image: the overlay's header names it with its format, as libvirt requires);
+   * resolves whether it was created (false: none asked, or it existed).
+   */
+  private async createDiskVolume(vmId: string, diskGib: number, backing?: string): Promise<boolean> {
     if (diskGib === 0) return false;
+    const overlay = backing === undefined ? [] : ["--backing-vol", backing, "--backing-vol-format", "qcow2"];
     try {
-      await this.virsh.run(["vol-create-as", this.options.storagePool, volumeName(vmId), `${diskGib}G`, "--format", "qcow2"]);
+      await this.virsh.run(["vol-create-as", this.options.storagePool, volumeName(vmId), `${diskGib}G`, "--format", "qcow2", ...overlay]);
       return true;
     } catch (e) {
       if (isBerthError(e, ErrorCode.AlreadyExists)) return false;
@@ -1151,12 +1530,82 @@ export class LibvirtDriver implements HypervisorDriver {
 
   /** Deletes `<vmId>.qcow2`; absent is success. */
   private async removeVolume(vmId: string): Promise<void> {
+    await this.deletePoolVolume(volumeName(vmId.toLowerCase()));
+  }
+
+  /** Deletes the pool volume `name`; absent is success, a missing pool FAILED_PRECONDITION. */
+  private async deletePoolVolume(name: string): Promise<void> {
     try {
-      await this.virsh.run(["vol-delete", "--pool", this.options.storagePool, volumeName(vmId.toLowerCase())]);
+      await this.virsh.run(["vol-delete", "--pool", this.options.storagePool, name]);
     } catch (e) {
       if (!isBerthError(e, ErrorCode.NotFound)) throw e;
       if (/failed to get pool|Storage pool not found/i.test(e.message)) throw this.poolMissing(e.message);
     }
+  }
+
+  /**
+   * Builds the seed ISO (`buildSeedIso`) and uploads it as the raw volume `<vmId>-seed.iso`,
+   * replacing one left by an earlier attempt (the seed is rendered from the spec: same spec, same
+   * bytes). The volume is removed if the upload fails.
+   */
+  private async createSeedVolume(vmId: string, seed: CloudInitSeed): Promise<void> {
+    const name = seedVolumeName(vmId);
+    const iso = await buildSeedIso(seed, { genisoimagePath: this.options.genisoimagePath, runner: this.runner, timeoutMs: this.options.commandTimeoutMs, dir: this.options.imageStagingDir });
+    try {
+      await this.deletePoolVolume(name);
+      try {
+        await this.virsh.run(["vol-create-as", this.options.storagePool, name, String(iso.bytes), "--format", "raw"]);
+      } catch (e) {
+        if (isBerthError(e, ErrorCode.NotFound)) throw this.poolMissing(e.message);
+        throw e;
+      }
+      try {
+        await this.virsh.run(["vol-upload", "--pool", this.options.storagePool, name, iso.file]);
+      } catch (e) {
+        await this.deletePoolVolume(name).catch(() => undefined);
+        throw e;
+      }
+    } finally {
+      await iso.remove();
+    }
+  }
+
+  /**
+   * Creates the data volume `berth-vol-<id>.qcow2` of `ref.sizeGib` (qcow2, empty) unless it
+   * exists; resolves whether it was created. FAILED_PRECONDITION (naming `field`) when it exists
+   * with another size. Call under the volumes' lock.
+   */
+  private async ensureDataVolume(ref: VolumeRef, field: string): Promise<boolean> {
+    const name = dataVolumeName(ref.id);
+    const existing = (await volumeInfos(this.virsh, this.options.storagePool, [name])).get(name);
+    if (existing) {
+      if (existing.capacityBytes !== ref.sizeGib * GIB) {
+        throw new BerthError(ErrorCode.FailedPrecondition, `volume ${quote(ref.name || ref.id)} exists in the pool with ${existing.capacityBytes} bytes, not ${ref.sizeGib} GiB`, { field });
+      }
+      return false;
+    }
+    try {
+      await this.virsh.run(["vol-create-as", this.options.storagePool, name, `${ref.sizeGib}G`, "--format", "qcow2"]);
+      return true;
+    } catch (e) {
+      if (isBerthError(e, ErrorCode.AlreadyExists)) return false;
+      if (isBerthError(e, ErrorCode.NotFound)) throw this.poolMissing(e.message);
+      throw e;
+    }
+  }
+
+  /** Which domain (vmId) has each data volume attached, from every Berth domain's XML (one scan). */
+  private async volumeAttachments(): Promise<Map<string, string>> {
+    const attached = new Map<string, string>();
+    for (const { parsed, domain } of await this.scan(false)) {
+      for (const d of dataDisksOf(parsed, this.options.storagePool)) attached.set(d.volumeId, domain.vmId);
+    }
+    return attached;
+  }
+
+  /** Runs `fn` after every earlier volume-changing call (create, delete, attach): one at a time. */
+  private volumesLocked<T>(fn: () => Promise<T>): Promise<T> {
+    return this.locked(VOLUMES_LOCK, fn);
   }
 
   private poolMissing(detail: string): BerthError {
@@ -1303,4 +1752,40 @@ function validateSpec(spec: DomainSpec): void {
   for (const k of RESOURCE_NAMES) {
     checkWhole((r as Record<string, unknown>)[k], `domain.resources.${RESOURCE_FIELD[k]}`, k === "diskGib" ? 0 : 1);
   }
+  if (spec.image !== undefined) {
+    validateImageRef(spec.image);
+    if (spec.resources.diskGib === 0) throw invalidArgument("image", "a VM over an image needs a disk (resources.disk_gib > 0)");
+  }
+  const nics: unknown = spec.nics ?? [];
+  if (!Array.isArray(nics)) throw invalidArgument("nics", "must be a list");
+  const macs = new Set<string>();
+  nics.forEach((n: unknown, i) => {
+    const nic = n as { network?: unknown; mac?: unknown } | null;
+    if (typeof nic !== "object" || nic === null || typeof nic.network !== "string" || nic.network === "") throw invalidArgument(`nics[${i}].network`, "is required");
+    if (typeof nic.mac !== "string" || (nic.mac !== "" && !isMacAddress(nic.mac))) throw invalidArgument(`nics[${i}].mac`, `must be a MAC address like 52:54:00:12:34:56 (got ${quote(JSON.stringify(nic.mac))})`);
+    const mac = (nic.mac || nicMacAddress(spec.vmId.toLowerCase(), i)).toLowerCase();
+    if (macs.has(mac)) throw invalidArgument(`nics[${i}].mac`, `${mac} is another NIC's of this VM`);
+    macs.add(mac);
+  });
+  if (spec.cloudInit !== undefined) validateSeed(spec.cloudInit);
+  const volumes: unknown = spec.volumes ?? [];
+  if (!Array.isArray(volumes)) throw invalidArgument("volumes", "must be a list");
+  (volumes as VolumeRef[]).forEach((v, i) => validateVolumeRef(v, `volumes[${i}]`));
+  checkDistinctVolumes(volumes as VolumeRef[]);
+}
+
+/** INVALID_ARGUMENT naming `field` for a VolumeRef without an id or a size. */
+function validateVolumeRef(ref: VolumeRef, field: string): void {
+  if (typeof ref !== "object" || ref === null) throw invalidArgument(field, "must be a volume");
+  checkObjectId(ref.id, `${field}.id`);
+  checkWhole(ref.sizeGib, `${field}.size_gib`, 1);
+}
+
+/** INVALID_ARGUMENT for a volume asked twice. */
+function checkDistinctVolumes(volumes: readonly VolumeRef[]): void {
+  const seen = new Set<string>();
+  volumes.forEach((v, i) => {
+    if (seen.has(v.id)) throw invalidArgument(`volumes[${i}].id`, `${quote(v.id)} is listed twice`);
+    seen.add(v.id);
+  });
 }

@@ -157,8 +157,8 @@ const XML = domainXml({
   memoryMib: 128,
   domainType: "qemu",
   volume: { pool: "vms", name: `${VM}.qcow2` },
-  networks: [],
-  metadata: { vmId: VM, name: "web", generation: 3, diskGib: 1, fence: false },
+  nics: [],
+  metadata: { vmId: VM, name: "web", generation: 3, diskGib: 1, fence: false, imageId: "", volumeIds: [] },
 });
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -16,7 +16,12 @@ export interface LibvirtDriverOptions {
   uri?: string;
   /** Storage pool the VM volumes are created in. Default `default`. */
   storagePool?: string;
-  /** Networks each domain gets one virtio NIC on, in order. Default none. */
+  /**
+   * The networks this host offers VMs' NICs (`listNetworks`): libvirt networks by name and host
+   * bridges. A VM gets a NIC on one of them only when its spec asks (`DomainSpec.nics`). Default:
+   * every libvirt network (`virsh net-list --all`) and no bridge. Given, exactly these (a network
+   * or bridge that is missing is listed inactive, and refused to NICs).
+   */
   networks?: readonly LibvirtNetwork[];
   /**
    * The domain type: `kvm` (hardware virtualization) or `qemu` (TCG emulation). Default: asked once
@@ -47,6 +52,28 @@ export interface LibvirtDriverOptions {
   migrationDataUri?: string;
   /** The virsh executable. Default `virsh` (found on PATH). */
   virshPath?: string;
+  /** The qemu-img executable (inspects and converts fetched images). Default `qemu-img` (on PATH). */
+  qemuImgPath?: string;
+  /**
+   * The genisoimage executable (makes cloud-init seed ISOs; Debian package genisoimage; `mkisofs`
+   * takes the same arguments). Default `genisoimage` (on PATH).
+   */
+  genisoimagePath?: string;
+  /**
+   * Where a fetched image is staged (downloaded, checked, converted) before it goes into the
+   * storage pool: it needs room for the image, twice for a raw one. Absolute. Default: the
+   * system's temporary directory.
+   */
+  imageStagingDir?: string;
+  /** Largest image file `ensureImage` takes (RESOURCE_EXHAUSTED beyond). Default 64 GiB. */
+  maxImageBytes?: number;
+  /** Time limit of one image fetch, from its first byte to its upload into the pool. Default 1 800 000 ms (30 min). */
+  imageFetchTimeoutMs?: number;
+  /**
+   * How long NIC addresses (DHCP leases, the neighbour table) are reused by `list()` before they
+   * are read again, in one pass for every domain. Default 5 000 ms.
+   */
+  addressRefreshMs?: number;
   /** Runs virsh; tests inject one to check command lines without libvirtd. Default: execFile. */
   runner?: CommandRunner;
   /**
@@ -83,6 +110,12 @@ export interface ResolvedLibvirtDriverOptions {
   readonly migrationUri: string;
   readonly migrationDataUri: string | undefined;
   readonly virshPath: string;
+  readonly qemuImgPath: string;
+  readonly genisoimagePath: string;
+  readonly imageStagingDir: string | undefined;
+  readonly maxImageBytes: number;
+  readonly imageFetchTimeoutMs: number;
+  readonly addressRefreshMs: number;
   readonly runner: CommandRunner | undefined;
   readonly watchdogDevice: string | undefined;
   readonly watchdogStateFile: string | undefined;
@@ -100,6 +133,12 @@ export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 export const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
 /** Default of {@link LibvirtDriverOptions.migrationTimeoutMs}. */
 export const DEFAULT_MIGRATION_TIMEOUT_MS = 600_000;
+/** Default of {@link LibvirtDriverOptions.maxImageBytes}: 64 GiB. */
+export const DEFAULT_MAX_IMAGE_BYTES = 64 * 2 ** 30;
+/** Default of {@link LibvirtDriverOptions.imageFetchTimeoutMs}: 30 minutes. */
+export const DEFAULT_IMAGE_FETCH_TIMEOUT_MS = 1_800_000;
+/** Default of {@link LibvirtDriverOptions.addressRefreshMs}. */
+export const DEFAULT_ADDRESS_REFRESH_MS = 5_000;
 
 /** A libvirt object name we put on a command line or in XML: printable, no slash, not blank. */
 const NAME_RE = /^[^\s/\\'"<>&\x00-\x1f\x7f][^/\\'"<>&\x00-\x1f\x7f]*$/;
@@ -126,6 +165,12 @@ export function resolveLibvirtDriverOptions(options: LibvirtDriverOptions = {}):
     }
     return Object.freeze({ type, source });
   });
+  const seen = new Set<string>();
+  networks.forEach((n, i) => {
+    // A NIC names a network by name alone: a network and a bridge of one name would be ambiguous.
+    if (seen.has(n.source)) throw invalidArgument(`libvirt.networks[${i}].source`, `${JSON.stringify(n.source)} is offered twice`);
+    seen.add(n.source);
+  });
 
   const domainType: unknown = options.domainType;
   if (domainType !== undefined && domainType !== "kvm" && domainType !== "qemu") {
@@ -142,6 +187,9 @@ export function resolveLibvirtDriverOptions(options: LibvirtDriverOptions = {}):
     throw invalidArgument("libvirt.migration_data_uri", `must be tcp://host[:port] or rdma://host[:port] (got ${JSON.stringify(migrationDataUri)})`);
   }
   const virshPath = text(options.virshPath, "libvirt.virsh_path", "virsh");
+  const qemuImgPath = text(options.qemuImgPath, "libvirt.qemu_img_path", "qemu-img");
+  const genisoimagePath = text(options.genisoimagePath, "libvirt.genisoimage_path", "genisoimage");
+  const imageStagingDir = absolutePath(options.imageStagingDir, "libvirt.image_staging_dir");
   const runner: unknown = options.runner;
   if (runner !== undefined && typeof runner !== "function") throw invalidArgument("libvirt.runner", "must be a function");
   const watchdogDevice = absolutePath(options.watchdogDevice, "libvirt.watchdog_device");
@@ -163,6 +211,12 @@ export function resolveLibvirtDriverOptions(options: LibvirtDriverOptions = {}):
     migrationUri,
     migrationDataUri: migrationDataUri as string | undefined,
     virshPath,
+    qemuImgPath,
+    genisoimagePath,
+    imageStagingDir,
+    maxImageBytes: whole(options.maxImageBytes, "libvirt.max_image_bytes", DEFAULT_MAX_IMAGE_BYTES, 1),
+    imageFetchTimeoutMs: whole(options.imageFetchTimeoutMs, "libvirt.image_fetch_timeout_ms", DEFAULT_IMAGE_FETCH_TIMEOUT_MS, 1),
+    addressRefreshMs: whole(options.addressRefreshMs, "libvirt.address_refresh_ms", DEFAULT_ADDRESS_REFRESH_MS, 0),
     runner: runner as CommandRunner | undefined,
     watchdogDevice,
     watchdogStateFile,

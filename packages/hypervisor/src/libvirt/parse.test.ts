@@ -1,6 +1,23 @@
 import { describe, expect, it } from "vitest";
 import { DomainState } from "@berth/api";
-import { domainStateOf, parseDomstats, parseHostCpuModel, parseNodeinfo, parseNodeMemTotalKib, parseNumaCells, parsePoolInfo, parseVersion, statsFromRecord } from "./parse.js";
+import {
+  domainStateOf,
+  isMacAddress,
+  parseDhcpLeases,
+  parseDomstats,
+  parseHostCpuModel,
+  parseNetList,
+  parseNodeinfo,
+  parseNodeMemTotalKib,
+  parseNumaCells,
+  parsePoolInfo,
+  parseProcNetArp,
+  parseQemuImgInfo,
+  parseVersion,
+  parseVolList,
+  parseVolumeXml,
+  statsFromRecord,
+} from "./parse.js";
 
 const VM = "0f8fad5b-d9cb-469f-a165-70867728950e";
 
@@ -146,5 +163,96 @@ cached :               433724 KiB
     const version = "Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\nUsing API: QEMU 9.0.0\nRunning hypervisor: QEMU 7.2.22\nRunning against daemon: 9.0.1\n";
     expect(parseVersion(version)).toBe("QEMU 7.2.22, libvirt 9.0.1");
     expect(parseVersion("Using library: libvirt 9.0.0\n")).toBe("libvirt 9.0.0");
+  });
+});
+
+describe("networks, leases, the neighbour table", () => {
+  it("parses net-list --all, with or without its header", () => {
+    const quiet = " default             active   no   yes\n tinytest-isolated   inactive yes  yes\n\n";
+    const full = ` Name      State      Autostart   Persistent\n----------------------------------------------\n${quiet}`;
+    expect(parseNetList(quiet)).toEqual([
+      { name: "default", active: true },
+      { name: "tinytest-isolated", active: false },
+    ]);
+    expect(parseNetList(full)).toEqual(parseNetList(quiet));
+  });
+
+  it("maps MACs to leased addresses without their prefix, header skipped, v4 and v6", () => {
+    const text = [
+      " Expiry Time           MAC address         Protocol   IP address           Hostname     Client ID or DUID",
+      "--------------------------------------------------------------------------------------------------------------",
+      " 2026-12-02 02:16:44   52:54:00:44:FA:A6   ipv4       192.168.122.117/24   tiny-one     01:52:54:00:44:fa:a6",
+      " 2026-12-02 02:23:01   52:54:00:b8:14:7b   ipv4       192.168.122.140/24   -            -",
+      " 2026-12-02 02:23:01   52:54:00:b8:14:7b   ipv6       fd00::5/64           -            00:01:00:01",
+      "",
+    ].join("\n");
+    expect(parseDhcpLeases(text)).toEqual(
+      new Map([
+        ["52:54:00:44:fa:a6", ["192.168.122.117"]],
+        ["52:54:00:b8:14:7b", ["192.168.122.140", "fd00::5"]],
+      ]),
+    );
+    expect(parseDhcpLeases("")).toEqual(new Map());
+  });
+
+  it("parses /proc/net/arp, skipping incomplete entries", () => {
+    const text = [
+      "IP address       HW type     Flags       HW address            Mask     Device",
+      "192.0.2.1        0x1         0x2         02:FC:00:00:00:05     *        eth0",
+      "10.0.0.7         0x1         0x0         00:00:00:00:00:00     *        br0",
+      "10.0.0.8         0x1         0x2         52:54:00:12:34:56     *        br0",
+      "",
+    ].join("\n");
+    expect(parseProcNetArp(text)).toEqual([
+      { ip: "192.0.2.1", mac: "02:fc:00:00:00:05", device: "eth0" },
+      { ip: "10.0.0.8", mac: "52:54:00:12:34:56", device: "br0" },
+    ]);
+  });
+
+  it("tells MAC addresses", () => {
+    expect(isMacAddress("52:54:00:ab:CD:ef")).toBe(true);
+    expect(isMacAddress("52:54:00:ab:cd")).toBe(false);
+    expect(isMacAddress("52-54-00-ab-cd-ef")).toBe(false);
+  });
+});
+
+describe("volumes and images", () => {
+  it("parses vol-list: names, with or without paths and header", () => {
+    expect(parseVolList(" berth-image-a.qcow2   /pool/berth-image-a.qcow2\n x.qcow2   /pool/x.qcow2\n\n")).toEqual(["berth-image-a.qcow2", "x.qcow2"]);
+    expect(parseVolList(" Name   Path\n------------\n a   /p/a\n")).toEqual(["a"]);
+  });
+
+  it("parses vol-dumpxml: sizes, probed format, backing file", () => {
+    const xml = `<volume type='file'>
+  <name>ov.qcow2</name>
+  <key>/pool/ov.qcow2</key>
+  <capacity unit='bytes'>1073741824</capacity>
+  <allocation unit='bytes'>200704</allocation>
+  <target>
+    <path>/pool/ov.qcow2</path>
+    <format type='qcow2'/>
+  </target>
+  <backingStore>
+    <path>/pool/berth-image-i.qcow2</path>
+    <format type='qcow2'/>
+  </backingStore>
+</volume>`;
+    expect(parseVolumeXml(xml)).toEqual({ name: "ov.qcow2", capacityBytes: 2 ** 30, allocationBytes: 200704, format: "qcow2", backingPath: "/pool/berth-image-i.qcow2" });
+    const raw = xml.replace(/<backingStore>[\s\S]*<\/backingStore>/, "").replace("type='qcow2'", "type='raw'").replace("unit='bytes'>1073741824", "unit='KiB'>1024");
+    expect(parseVolumeXml(raw)).toMatchObject({ capacityBytes: 2 ** 20, format: "raw", backingPath: undefined });
+    expect(parseVolumeXml("<pool/>")).toBeUndefined();
+  });
+
+  it("parses qemu-img info: format, virtual size, backing file, external data file", () => {
+    expect(parseQemuImgInfo(JSON.stringify({ "virtual-size": 20971520, format: "qcow2", "format-specific": { type: "qcow2", data: { compat: "1.1" } } }))).toEqual({
+      format: "qcow2",
+      virtualSizeBytes: 20971520,
+      backingFile: undefined,
+      dataFile: undefined,
+    });
+    expect(parseQemuImgInfo(JSON.stringify({ "virtual-size": 1, format: "qcow2", "backing-filename": "/etc/shadow" }))?.backingFile).toBe("/etc/shadow");
+    expect(parseQemuImgInfo(JSON.stringify({ "virtual-size": 1, format: "qcow2", "format-specific": { data: { "data-file": "df.raw" } } }))?.dataFile).toBe("df.raw");
+    expect(parseQemuImgInfo("qemu-img: Could not open")).toBeUndefined();
+    expect(parseQemuImgInfo(JSON.stringify({ format: "raw" }))).toBeUndefined();
   });
 });

@@ -178,3 +178,157 @@ export function parseVersion(text: string): string {
   const libvirt = daemon ?? library;
   return [hypervisor, libvirt ? `libvirt ${libvirt}` : undefined].filter(Boolean).join(", ") || "libvirt";
 }
+
+// ---- networks, addresses, volumes, images ---------------------------------------------------------
+
+/** A libvirt network as `virsh net-list --all` lists it. */
+export interface ListedNetwork {
+  name: string;
+  active: boolean;
+}
+
+/**
+ * `virsh -q net-list --all`: ` name  active|inactive  autostart  persistent` rows (the header and
+ * its rule, printed without -q, are skipped). Names with spaces are not supported by this format
+ * and are skipped.
+ */
+export function parseNetList(text: string): ListedNetwork[] {
+  const networks: ListedNetwork[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^\s*(\S+)\s+(active|inactive)\s+(?:yes|no)\s+(?:yes|no)\s*$/.exec(line);
+    if (m) networks.push({ name: m[1]!, active: m[2] === "active" });
+  }
+  return networks;
+}
+
+const MAC_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/i;
+
+/** Whether `mac` is six colon-separated hex octets. */
+export function isMacAddress(mac: string): boolean {
+  return MAC_RE.test(mac);
+}
+
+/**
+ * `virsh net-dhcp-leases <network>`: MAC (lower case) → the addresses leased to it, without their
+ * prefix length, in the order listed. Rows are `expiry-date expiry-time mac protocol ip/prefix
+ * hostname client-id`; the header and its rule are skipped.
+ */
+export function parseDhcpLeases(text: string): Map<string, string[]> {
+  const leases = new Map<string, string[]>();
+  for (const line of text.split("\n")) {
+    const fields = line.trim().split(/\s+/);
+    const macAt = fields.findIndex((f) => MAC_RE.test(f));
+    if (macAt < 0) continue;
+    const protocol = fields[macAt + 1];
+    const address = fields[macAt + 2]?.replace(/\/\d+$/, "");
+    if ((protocol !== "ipv4" && protocol !== "ipv6") || !address) continue;
+    const mac = fields[macAt]!.toLowerCase();
+    const list = leases.get(mac) ?? [];
+    if (!list.includes(address)) list.push(address);
+    leases.set(mac, list);
+  }
+  return leases;
+}
+
+/** One complete entry of the host's neighbour table. */
+export interface ArpEntry {
+  ip: string;
+  mac: string;
+  /** The host interface it was learnt on (for a VM on a bridge: the bridge). */
+  device: string;
+}
+
+/**
+ * `/proc/net/arp`: `IP address  HW type  Flags  HW address  Mask  Device`. Incomplete entries
+ * (flags 0x0, or an all-zero MAC) are skipped; MACs in lower case.
+ */
+export function parseProcNetArp(text: string): ArpEntry[] {
+  const entries: ArpEntry[] = [];
+  for (const line of text.split("\n").slice(1)) {
+    const [ip, , flags, mac, , device] = line.trim().split(/\s+/);
+    if (!ip || !flags || !mac || !device || !MAC_RE.test(mac)) continue;
+    if (Number(flags) === 0 || mac === "00:00:00:00:00:00") continue;
+    entries.push({ ip, mac: mac.toLowerCase(), device });
+  }
+  return entries;
+}
+
+/** `virsh -q vol-list <pool>`: the volumes' names (the first column; `name  path` rows). */
+export function parseVolList(text: string): string[] {
+  const names: string[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^\s*(\S+)\s+\//.exec(line) ?? /^\s*(\S+)\s*$/.exec(line);
+    if (m && !/^-+$/.test(m[1]!) && m[1] !== "Name") names.push(m[1]!);
+  }
+  return names;
+}
+
+/** What Berth reads of `virsh vol-dumpxml`: sizes in bytes, the format libvirt probed, the backing file. */
+export interface VolumeInfo {
+  name: string;
+  /** The virtual size (what a guest sees). */
+  capacityBytes: number;
+  /** What the volume takes in the pool. */
+  allocationBytes: number;
+  /** `qcow2`, `raw`, `iso`...; "" when not said. */
+  format: string;
+  /** The path of the backing file (qcow2 overlays); undefined when none. */
+  backingPath: string | undefined;
+}
+
+const bytesOf = (xml: string, tag: string): number => {
+  const m = new RegExp(`<${tag}\\b([^>]*)>\\s*(\\d+)\\s*</${tag}>`).exec(xml);
+  if (!m) return 0;
+  const unit = (parseAttributes(m[1] ?? "").get("unit") ?? "bytes").toLowerCase();
+  return Number(m[2]) * (UNIT_SCALE[unit] ?? 1);
+};
+const UNIT_SCALE: Record<string, number> = { b: 1, bytes: 1, k: 1024, kib: 1024, m: 2 ** 20, mib: 2 ** 20, g: 2 ** 30, gib: 2 ** 30, t: 2 ** 40, tib: 2 ** 40 };
+
+/** Parses one `<volume>` document; undefined if it is not one. */
+export function parseVolumeXml(xml: string): VolumeInfo | undefined {
+  const name = /<volume\b[^>]*>\s*<name>([^<]*)<\/name>/.exec(xml)?.[1];
+  if (name === undefined) return undefined;
+  const backing = /<backingStore>([\s\S]*?)<\/backingStore>/.exec(xml)?.[1];
+  const target = /<target>([\s\S]*?)<\/target>/.exec(xml)?.[1] ?? "";
+  const format = /<format\b([^>]*)\/?>/.exec(target);
+  return {
+    name,
+    capacityBytes: bytesOf(xml, "capacity"),
+    allocationBytes: bytesOf(xml, "allocation"),
+    format: format ? (parseAttributes(format[1] ?? "").get("type") ?? "") : "",
+    backingPath: backing === undefined ? undefined : /<path>([^<]+)<\/path>/.exec(backing)?.[1],
+  };
+}
+
+/** What Berth needs of `qemu-img info --output=json`. */
+export interface ImageFileInfo {
+  format: string;
+  virtualSizeBytes: number;
+  /** The backing file named in the image's header; undefined when none. */
+  backingFile: string | undefined;
+  /** A qcow2 external data file (`data-file`): its name, undefined when none. */
+  dataFile: string | undefined;
+}
+
+/** Parses `qemu-img info --output=json`; undefined when it is not that. */
+export function parseQemuImgInfo(json: string): ImageFileInfo | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
+  const info = value as Record<string, unknown>;
+  const size = info["virtual-size"];
+  if (typeof info["format"] !== "string" || typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) return undefined;
+  const specific = (info["format-specific"] as { data?: Record<string, unknown> } | undefined)?.data;
+  const dataFile = specific?.["data-file"];
+  const backing = info["backing-filename"] ?? info["full-backing-filename"];
+  return {
+    format: info["format"],
+    virtualSizeBytes: size,
+    backingFile: typeof backing === "string" ? backing : undefined,
+    dataFile: typeof dataFile === "string" ? dataFile : undefined,
+  };
+}
