@@ -56,8 +56,14 @@ export class FakeConsoleSession implements ConsoleConnection {
   private held: Uint8Array[] = [];
   private ending: { end: ConsoleEnd | undefined } | undefined;
 
-  /** `released` is told once when the session ends, so the driver frees the console. */
-  constructor(private readonly released: (session: FakeConsoleSession) => void) {}
+  /**
+   * `domainName`: whose console it is (for the messages of its end); `released` is told once when
+   * the session ends, so the driver frees the console.
+   */
+  constructor(
+    readonly domainName: string,
+    private readonly released: (session: FakeConsoleSession) => void,
+  ) {}
 
   /** Whether the session has ended. */
   get ended(): boolean {

@@ -14,12 +14,14 @@ import {
   effectiveFakeDomains,
   effectiveFakeState,
   FAKE_STATE_FORMAT_V2,
+  FAKE_STATE_FORMAT_V3,
   FakeDriver,
   fakeRunningVmIds,
   ManualClock,
   readFakeHypervisorState,
   readFakeStoredState,
   realClock,
+  renderNoCloudSeed,
   resolveFakeDriverOptions,
   writeFakeFaults,
   type FakeClock,
@@ -794,6 +796,116 @@ describe("FakeDriver: fault injection", () => {
     expect(kinds(seen).filter((k) => k.startsWith("health"))).toEqual(["health:false"]);
     writeFakeFaults(dir, {});
     expect(await d.health()).toEqual({ available: true, message: "" });
+  });
+});
+
+describe("FakeDriver: cloud-init seeds", () => {
+  const seed = { instanceId: spec(1).vmId, hostname: "vm-1", sshAuthorizedKeys: ["ssh-ed25519 AAAAC3Nza key@example"], userData: "" };
+
+  it("renders the seed with renderNoCloudSeed and keeps it with the domain, readable from another process; gone with the domain", async () => {
+    const d = driver();
+    await d.define({ ...spec(1), cloudInit: seed });
+    await d.define({ ...spec(2), cloudInit: { ...seed, instanceId: spec(2).vmId, hostname: "vm-2", userData: "#!/bin/sh\necho hi\n" } });
+    await d.define(spec(3));
+    const devices = readFakeHypervisorState(dir).devices;
+    expect(devices[spec(1).vmId]?.seed).toEqual(renderNoCloudSeed(seed));
+    expect(devices[spec(1).vmId]?.seed?.["meta-data"]).toContain("local-hostname: vm-1");
+    expect(devices[spec(2).vmId]?.seed?.["user-data"]).toBe("#!/bin/sh\necho hi\n");
+    expect(devices[spec(3).vmId]).toEqual({ nics: [], leaseAtMs: null });
+    expect(JSON.parse(readFileSync(path.join(dir, FAKE_STATE_FILE), "utf8")).domains[0].seed).toEqual(renderNoCloudSeed(seed));
+    await d.delete(spec(1).vmId);
+    expect(readFakeHypervisorState(dir).devices[spec(1).vmId]).toBeUndefined();
+  });
+
+  it("carries the seed with a migration and keeps it across a restart", async () => {
+    const src = driver(path.join(dir, "a"), FAST);
+    const dst = driver(path.join(dir, "b"), FAST);
+    await src.define({ ...spec(1), cloudInit: seed });
+    await src.start(spec(1).vmId);
+    await src.migrateOut(spec(1).vmId, await dst.prepareIncoming({ ...spec(1), cloudInit: seed }));
+    await dst.finishIncoming(spec(1).vmId, 2);
+    await dst.close();
+    driver(path.join(dir, "b"));
+    expect(readFakeHypervisorState(path.join(dir, "b")).devices[spec(1).vmId]?.seed).toEqual(renderNoCloudSeed(seed));
+  });
+
+  it.each([
+    [{ ...seed, hostname: 7 }, "cloud_init.hostname"],
+    [{ ...seed, sshAuthorizedKeys: "key" }, "cloud_init.ssh_authorized_keys"],
+    [{ ...seed, sshAuthorizedKeys: ["a", 1] }, "cloud_init.ssh_authorized_keys[1]"],
+  ])("refuses a malformed seed %j naming %s", async (bad, field) => {
+    const e = await rejection(driver().define({ ...spec(1), cloudInit: bad as never }));
+    expect(isBerthError(e, ErrorCode.InvalidArgument) && e.field).toBe(field);
+  });
+});
+
+describe("FakeDriver: state file v4", () => {
+  it("still reads a v3 file: domains without devices, incoming slots without volumes, no images nor data volumes; the next write is v4", async () => {
+    const vmId = spec(1).vmId;
+    const incomingId = spec(2).vmId;
+    writeFileSync(
+      path.join(dir, FAKE_STATE_FILE),
+      JSON.stringify({
+        format: FAKE_STATE_FORMAT_V3,
+        domains: [
+          {
+            vmId,
+            name: "vm-1",
+            state: "DOMAIN_STATE_RUNNING",
+            generation: 3,
+            resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 },
+            fence: true,
+            run: { incarnation: 4, startedAtMs: 900_000, cpuMs: 0, runningSinceMs: 900_000 },
+          },
+        ],
+        volumes: [
+          { vmId, name: "vm-1.qcow2", diskGib: 20 },
+          { vmId: incomingId, name: "vm-2.qcow2", diskGib: 20 },
+        ],
+        incoming: [{ vmId: incomingId, name: "vm-2", resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, generation: 1, preparedAtMs: 950_000 }],
+        watchdog: { deadlineMs: 0, firedAtMs: 0 },
+        outgoing: [],
+        nextIncarnation: 5,
+        operations: { [vmId]: { define: 1, start: 1, stop: 0, delete: 0 } },
+      }),
+    );
+    const { d } = clocked();
+    expect(await d.list()).toEqual([{ vmId, name: "vm-1", state: RUNNING, generation: 3, resources: { vcpus: 2, memoryMib: 4096, diskGib: 20 }, fence: true, ...NO_DEVICES }]);
+    expect(readFakeHypervisorState(dir)).toMatchObject({
+      devices: { [vmId]: { nics: [], leaseAtMs: null } },
+      images: [],
+      dataVolumes: {},
+      incoming: [{ vmId: incomingId, volumeIds: [], createdVolumeIds: [] }],
+    });
+    expect(await d.listImages()).toEqual([]);
+    expect(await d.listVolumes()).toEqual([]);
+    // Works on as before: the incoming slot aborts, the domain takes volumes.
+    await d.abortMigration(incomingId);
+    expect((await d.setVolumes(vmId, [{ id: "data-1", name: "data", sizeGib: 4 }])).volumeIds).toEqual(["data-1"]);
+    const file = JSON.parse(readFileSync(path.join(dir, FAKE_STATE_FILE), "utf8"));
+    expect(file.format).toBe(FAKE_STATE_FORMAT);
+    expect(FAKE_STATE_FORMAT).toBe("berth-fake-hypervisor/v4");
+    expect(file.domains[0]).toMatchObject({ vmId, fence: true, imageId: "", volumeIds: ["data-1"], nics: [], leaseAtMs: null });
+    expect(file.dataVolumes).toEqual({ "data-1": { volumeId: "data-1", name: "data", sizeGib: 4, attachedVmId: vmId } });
+  });
+
+  it("refuses a v4 file whose domain lacks its devices (a v4 writer always writes them)", () => {
+    writeFileSync(
+      path.join(dir, FAKE_STATE_FILE),
+      JSON.stringify({
+        format: FAKE_STATE_FORMAT,
+        domains: [{ vmId: spec(1).vmId, name: "vm-1", state: "DOMAIN_STATE_SHUTOFF", generation: 1, resources: spec(1).resources, fence: false }],
+        volumes: [],
+        dataVolumes: {},
+        images: [],
+        incoming: [],
+        watchdog: { deadlineMs: 0, firedAtMs: 0 },
+        outgoing: [],
+        nextIncarnation: 1,
+        operations: {},
+      }),
+    );
+    expect(() => readFakeHypervisorState(dir)).toThrow(/domains\[0\]\.imageId is not a string/);
   });
 });
 

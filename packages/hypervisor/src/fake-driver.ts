@@ -1288,7 +1288,7 @@ export class FakeDriver implements HypervisorDriver {
    * Makes the host hold the image. Held already: returned at once. Otherwise the source is really
    * read — a file (stat; streamed for the SHA-256 when `ref.sha256` is set) or an http(s) URL
    * (fetched whole within `imageFetchTimeoutMs`) — but no bytes are kept: the fetch then takes
-   * size / `imageFetchMibPerS` of the clock, the checksum and format are checked (qcow2: the
+   * size / `imageFetchMibPerS` of the clock (rounded to the ms), the checksum and format are checked (qcow2: the
    * virtual size from its header; raw: the file's size), and the image is recorded. Concurrent
    * calls for one id share one fetch; a failed fetch records nothing. Errors: INVALID_ARGUMENT
    * (`image.id`, `image.source`, `image.format`, `image.sha256`), NOT_FOUND (`image.source`: no such
@@ -1317,8 +1317,9 @@ export class FakeDriver implements HypervisorDriver {
     const read = await readImageSource(ref.parsedSource, { hash: ref.sha256 !== "", timeoutMs: this.options.imageFetchTimeoutMs });
     this.ensureOpen();
     // The bytes were read (or fetched) at the speed of this machine; the copy a host makes takes
-    // the configured bandwidth's time, so a test sees a large image take long.
-    await sleep(this.clock, (read.sizeBytes / MIB / this.options.imageFetchMibPerS) * 1000);
+    // the configured bandwidth's time (to the ms: a tiny test image takes none), so a test sees a
+    // large image take long.
+    await sleep(this.clock, Math.round((read.sizeBytes / MIB / this.options.imageFetchMibPerS) * 1000));
     this.ensureOpen();
     if (ref.sha256 !== "" && read.sha256 !== ref.sha256) {
       throw new BerthError(
@@ -1473,7 +1474,7 @@ export class FakeDriver implements HypervisorDriver {
         throw new BerthError(ErrorCode.FailedPrecondition, `the console of domain ${domain.name} is in use by another session (force takes it over)`);
       }
       holder?.end({ code: ErrorCode.FailedPrecondition, message: `the console of domain ${domain.name} was taken over by another session` });
-      const session = new FakeConsoleSession((ended) => {
+      const session = new FakeConsoleSession(domain.name, (ended) => {
         if (this.consoles.get(vmId) === ended) this.consoles.delete(vmId);
       });
       this.consoles.set(vmId, session);
@@ -1884,7 +1885,8 @@ export class FakeDriver implements HypervisorDriver {
     const d = this.domains.get(vmId);
     // The serial line goes with the guest's process (or the guest goes elsewhere).
     const why = CONSOLE_ENDS[kind];
-    if (why) this.consoles.get(vmId)?.end({ code: ErrorCode.FailedPrecondition, message: `domain ${d?.name ?? vmId} ${why}; the console session ended` });
+    const session = why ? this.consoles.get(vmId) : undefined;
+    session?.end({ code: ErrorCode.FailedPrecondition, message: `domain ${session.domainName} ${why}; the console session ended` });
     this.emit({ type: "domain", vmId, kind, domain: d ? this.present(d) : undefined });
     for (const wake of [...(this.waiters.get(vmId) ?? [])]) wake();
   }
