@@ -391,6 +391,13 @@ type CountedOperation = keyof FakeOperationCounts;
  * not committed. So exactly one host holds the domain at every instant, whichever process is killed
  * when: from the commit until `finishIncoming` it is paused at the destination (as libvirt keeps it
  * until Finish) and runs on neither host. Kills at named points are injected with `kill` faults.
+ *
+ * What makes a VM usable, with libvirt's semantics: base images really read from their source (a
+ * file or an http(s) URL) but recorded, not copied, the fetch taking its time on the clock; NICs on
+ * the configured networks, each leased an address derived from its MAC `addressDelayMs` after the
+ * start; cloud-init seeds rendered and kept with the domain in the state file; data volumes in the
+ * pool, attached in order, kept when their domain goes, carried by a migration (they leave the
+ * source in its commit's write); a serial console per running domain (banner, then an echo).
  */
 export class FakeDriver implements HypervisorDriver {
   readonly kind = "fake";
@@ -1038,8 +1045,9 @@ export class FakeDriver implements HypervisorDriver {
     // ---- the switchover: one commit point, the source's state file
     job.switchingOver = true;
     // The data volumes go with the domain: the handoff carries them, the commit removes them here.
-    const carried = domain.volumeIds.filter((id) => this.dataVolumes.get(id)?.attachedVmId === vmId);
-    const sameVolumes = (): boolean => this.domains.get(vmId)?.volumeIds.join("\n") === carried.join("\n");
+    const volumeIds = [...domain.volumeIds];
+    const carried = volumeIds.filter((id) => this.dataVolumes.get(id)?.attachedVmId === vmId);
+    const sameVolumes = (): boolean => this.domains.get(vmId)?.volumeIds.join("\n") === volumeIds.join("\n");
     const nonce = randomUUID();
     this.outgoing.set(vmId, { vmId, to: destDir, nonce, phase: "switchover", atMs: this.clock.now() });
     const rollBack = async (why: BerthError): Promise<never> => {
