@@ -650,7 +650,10 @@ export class FakeDriver implements HypervisorDriver {
     });
   }
 
-  /** Removes a SHUTOFF or CRASHED domain's definition, keeping its volume; absent is a no-op. Not counted. */
+  /**
+   * Removes a SHUTOFF or CRASHED domain's definition with its seed, keeping its volume; its data
+   * volumes are detached and kept. Absent is a no-op. Not counted.
+   */
   async undefine(vmId: string): Promise<void> {
     return this.run("undefine", vmId, async () => {
       const domain = this.domains.get(vmId);
@@ -664,7 +667,10 @@ export class FakeDriver implements HypervisorDriver {
     });
   }
 
-  /** Deletes the vmId's volume; none is a no-op. FAILED_PRECONDITION while a domain or an incoming slot uses it. */
+  /**
+   * Deletes the vmId's own disk volume (never a data volume); none is a no-op. FAILED_PRECONDITION
+   * while a domain or an incoming slot uses it.
+   */
   async deleteVolumes(vmId: string): Promise<void> {
     return this.run("deleteVolumes", vmId, async () => {
       if (this.domains.has(vmId) || this.incoming.has(vmId)) {
@@ -680,7 +686,8 @@ export class FakeDriver implements HypervisorDriver {
 
   /**
    * Destroys (if active), undefines and deletes the volume, counted as one delete; an absent domain
-   * is a no-op (a volume it left is still deleted, uncounted). An incoming slot's volume stays.
+   * is a no-op (a volume it left is still deleted, uncounted). An incoming slot's volume stays. The
+   * domain's data volumes are detached and kept.
    */
   async delete(vmId: string): Promise<void> {
     return this.run("delete", vmId, async () => {
