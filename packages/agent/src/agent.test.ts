@@ -407,6 +407,32 @@ describe("the host's watchdog (fencing)", () => {
   });
 });
 
+describe("what a host reports of its images, networks and volumes", () => {
+  it("Hello and every Report carry the networks and volumes; a NIC's address arriving resends the inventory", async () => {
+    const withNic: Command = {
+      ...createCommand(1),
+      action: { $case: "create", value: { name: "web-1", resources, start: true, fence: false, devices: { image: undefined, nics: [{ network: "default", mac: "52:54:00:00:00:a1" }], cloudInit: undefined, volumes: [] } } },
+    };
+    const l = await stub("L", { kind: "leader", welcome: { leaderEpoch: 1, reportIntervalMs: 100 }, afterWelcome: (s) => s.send({ $case: "command", value: withNic }) });
+    const a = await startAgent([l.address]);
+    const hello = await until("a hello", () => l.last?.hello);
+    expect(hello.networks.map((n) => n.name)).toEqual(["default"]);
+    await a.fake.createVolume({ id: "6f1c2a9e-0000-4000-8000-0000000000c1", name: "data-1", sizeGib: 3 });
+    const reports = () => (l.last?.of("report") ?? []).map((m) => (m.msg.msg?.$case === "report" ? m.msg.msg.value : undefined)).filter((r) => r !== undefined);
+    const withVolume = await until("a report with the volume", () => reports().find((r) => r.volumes.length === 1));
+    expect(withVolume.volumes[0]).toMatchObject({ sizeGib: 3, attachedVmId: "" });
+    // The volume's pool space is in the host's used disk.
+    expect(withVolume.usage?.diskGib).toBeGreaterThanOrEqual(3);
+    // The fake's lease comes a second after the start: the inventory goes again with the address.
+    const addressed = await until(
+      "an inventory with the NIC's address",
+      () => reports().find((r) => r.inventory?.domains[0]?.interfaces[0]?.ipAddresses.length === 1),
+      10_000,
+    );
+    expect(addressed.inventory!.domains[0]!.interfaces[0]).toMatchObject({ network: "default", mac: "52:54:00:00:00:a1", addressSource: "fake" });
+  });
+});
+
 describe("the host's watchdog on the fake driver", () => {
   it("keeps fenced domains running while the leader is heard, and powers them off once it is not (the agent still running)", async () => {
     const fencedId = "6f1c2a9e-0000-4000-8000-0000000000b1";

@@ -341,7 +341,7 @@ export class Agent {
         if (!domains) {
           const health = await this.driver.health();
           const message = health.available ? `the hypervisor answers but its domains cannot be listed: ${listError instanceof Error ? listError.message : String(listError)}` : health.message;
-          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: { available: false, message: message.slice(0, Limits.maxFactLength) }, vmUsage: [], images: [], networks: [], volumes: [] } } });
+          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor: { available: false, message: message.slice(0, Limits.maxFactLength) }, vmUsage: [], ...this.storage.lastRead() } } });
           return;
         }
         const hypervisor = { available: true, message: "" };
@@ -356,15 +356,19 @@ export class Agent {
         }
         if (settled) return;
         if (!domains || resultsSent !== seen) {
-          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor, vmUsage: [], images: [], networks: [], volumes: [] } } });
+          sendReport({ msg: { $case: "report", value: { usage: undefined, inventory: undefined, hypervisor, vmUsage: [], ...this.storage.lastRead() } } });
           return;
         }
-        const usage = stats ? this.usage.observe(domains, stats, Date.now()) : usageOf(domains);
+        const storage = await this.storage.read();
+        if (settled) return;
+        const domainUsage = stats ? this.usage.observe(domains, stats, Date.now()) : usageOf(domains);
+        // Data volumes take pool space whether attached or not (a VM's own disk counts while it runs).
+        const usage = { ...domainUsage, diskGib: domainUsage.diskGib + storage.volumes.reduce((sum, v) => sum + v.sizeGib, 0) };
         const vmUsage = stats ? this.usage.perVm() : [];
         const signature = inventorySignature(domains);
         const inventory: Inventory | undefined = signature === lastInventory ? undefined : { domains };
         lastInventory = signature;
-        sendReport({ msg: { $case: "report", value: { usage, inventory, hypervisor, vmUsage, ...(await this.storage.read()) } } });
+        sendReport({ msg: { $case: "report", value: { usage, inventory, hypervisor, vmUsage, ...storage } } });
       };
       // Reports are periodic, and also prompt after the hypervisor's own events (a crash, a
       // libvirtd restart), coalesced so that a burst of events costs one report.
@@ -636,6 +640,11 @@ export class HostStorageReader {
       networks: networks.slice(0, Limits.maxHostNetworks),
       volumes: volumes.slice(0, Limits.maxHostVolumes),
     };
+    return this.last;
+  }
+
+  /** What the last `read` found (empty lists before the first), for a report that reads nothing. */
+  lastRead(): HostStorage {
     return this.last;
   }
 
