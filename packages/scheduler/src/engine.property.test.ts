@@ -21,7 +21,7 @@ import {
   type Filter,
   type ResolvedSchedulerOptions,
 } from "./index.js";
-import { admissible, host, pinTo, res, richClusterArb, richRequestArb, vm } from "./scheduler.testkit.js";
+import { admissible, host, pinTo, res, richClusterArb, richRequestArb, sometimes, vm } from "./scheduler.testkit.js";
 
 /** A snapshot with zero group counts dropped (a released member leaves no `web: 0` behind). */
 function canonical(h: HostSnapshot | undefined): HostSnapshot | undefined {
@@ -208,7 +208,7 @@ describe("PlacementEngine", () => {
     );
   });
 
-  it("after update() of any host's snapshot decides as placeVm on the new snapshots, and as an engine built from them", () => {
+  it("after update() of any host's snapshot (images and networks too) decides as placeVm on the new snapshots, and as an engine built from them", () => {
     const change = fc.record({
       at: fc.nat(),
       ready: fc.boolean(),
@@ -218,6 +218,8 @@ describe("PlacementEngine", () => {
       vms: fc.nat(6),
       members: fc.constantFrom(undefined, "g1", "g2"),
       bigger: fc.boolean(),
+      images: fc.constantFrom(undefined, [], ["img-a"], ["img-a", "img-b"], ["img-b"]),
+      networks: fc.constantFrom(undefined, ["default"], ["default", "lab"]),
     });
     fc.assert(
       fc.property(anyScenario, fc.array(change, { minLength: 1, maxLength: 12 }), ({ options, hosts, requests, homo }, changes) => {
@@ -232,6 +234,11 @@ describe("PlacementEngine", () => {
           const a = allocatable(next, options);
           next.allocated = res(Math.floor(a.vcpus * c.fill), Math.floor(a.memoryMib * c.fill), Math.floor(a.diskGib * c.fill));
           next.groupMembers = c.members ? { [c.members]: 1 } : {};
+          // Images and networks come and go too (the engine's image index follows).
+          if (c.images) next.images = new Set(c.images);
+          else delete next.images;
+          if (c.networks) next.networks = new Set(c.networks);
+          else delete next.networks;
           engine.update(next);
           byId.set(next.id, next);
           const current = [...byId.values()];
@@ -271,6 +278,104 @@ describe("PlacementEngine", () => {
       pack.commit(b.hostId, r);
     }
     expect(seen.size).toBe(200);
+  });
+
+  it("with images, networks and volumes, on fleets of a few shapes: placeVm's choice (the very host on one shape), under spread, pack, best fit and any image weight", () => {
+    const shapes = [res(16, 65536, 1000), res(32, 131072, 2000), res(8, 32768, 500)];
+    const images = ["img-a", "img-b", "img-c"];
+    const fleetArb = fc
+      .record({
+        one: fc.boolean(),
+        specs: fc.array(fc.tuple(fc.nat(2), fc.nat(8), fc.nat(6), fc.subarray(images), fc.boolean(), fc.nat(3)), { minLength: 10, maxLength: 90 }),
+      })
+      .map(({ one, specs }) => ({
+        one,
+        hosts: specs.map(([shape, cpuFill, memFill, held, lab, vms], i) => {
+          const capacity = shapes[one ? 0 : shape]!;
+          return host(`h-${i}`, {
+            capacity,
+            allocated: res(cpuFill * capacity.vcpus * 0.5, Math.floor(memFill * 0.1 * (capacity.memoryMib - 1024)), 0),
+            vmCount: vms,
+            images: new Set(held),
+            networks: new Set(lab ? ["default", "lab"] : ["default"]),
+          });
+        }),
+      }));
+    const optionsArb = fc
+      .record({
+        preset: fc.constantFrom("spread" as const, "pack" as const),
+        bestFit: fc.boolean(),
+        imageLocality: fc.constantFrom(undefined, 0.02, 0.1, 0.5, 1, 3),
+        seed: fc.constantFrom(0, 7),
+      })
+      .map(({ preset, bestFit, imageLocality, seed }) =>
+        resolveSchedulerOptions({
+          preset,
+          seed,
+          weights: { ...(preset === "pack" && bestFit ? { alignedFit: 0, mostAllocated: 1 } : {}), ...(imageLocality !== undefined ? { imageLocality } : {}) },
+        }),
+      );
+    const reqArb = fc.record({
+      vcpus: fc.integer({ min: 1, max: 8 }),
+      memoryMib: fc.integer({ min: 1, max: 16 }).map((g) => g * 1024),
+      diskGib: fc.integer({ min: 0, max: 100 }),
+      imageId: fc.constantFrom(undefined, ...images, "img-none"),
+      lab: fc.boolean(),
+      volumesAt: sometimes(fc.nat(100), 7),
+    });
+    fc.assert(
+      fc.property(fleetArb, optionsArb, fc.array(reqArb, { minLength: 1, maxLength: 60 }), ({ one, hosts: fleet }, options, reqs) => {
+        const engine = new PlacementEngine(fleet, options);
+        const byId = new Map(fleet.map((h) => [h.id, h]));
+        reqs.forEach(({ imageId, lab, volumesAt, ...resources }, n) => {
+          const r: PlacementRequest = { name: `vm-${n}`, resources, networks: lab ? ["lab", "default"] : ["default"] };
+          if (imageId !== undefined) r.imageId = imageId;
+          if (volumesAt !== undefined) r.volumes = { hostId: fleet[volumesAt % fleet.length]!.id, names: [`vm-${n}-data`] };
+          const current = [...byId.values()];
+          const d = placeVm(current, r, options);
+          const e = engine.place(r);
+          expect(e.placed).toBe(d.placed);
+          if (!e.placed || !d.placed) {
+            expect(e).toEqual(d);
+            return;
+          }
+          expect(admissible(byId.get(e.hostId)!, r, options, current)).toBe(true);
+          const chosen = d.explanation.find((v) => v.hostId === e.hostId);
+          expect(chosen?.passed && chosen.total).toBe(d.score);
+          if (one) expect(e.hostId).toBe(d.hostId);
+          engine.commit(e.hostId, r);
+          byId.set(e.hostId, withPlacement(byId.get(e.hostId)!, r.resources));
+        });
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it("with images on a fleet where pack steers: the very host placeVm picks", () => {
+    // 520 equal hosts, 40 of them empty, a third holding img-a: alignedFit steers, and the engine
+    // settles an image request from its walk over every state that fits.
+    const fleet = Array.from({ length: 520 }, (_, i) =>
+      host(`h-${String(i).padStart(3, "0")}`, {
+        allocated: i < 480 ? res(8 + (i % 40), 4096 * (1 + (i % 9)), 10 * (i % 7)) : res(0, 0, 0),
+        vmCount: i < 480 ? 1 + (i % 5) : 0,
+        images: i % 3 === 0 ? new Set(["img-a"]) : new Set(["img-b"]),
+      }),
+    );
+    const options = resolveSchedulerOptions({ preset: "pack", weights: { imageLocality: 0.5 } });
+    const engine = new PlacementEngine(fleet, options);
+    const byId = new Map(fleet.map((h) => [h.id, h]));
+    let holderChosen = 0;
+    for (let n = 0; n < 40; n++) {
+      const r: PlacementRequest = { name: `vm-${n}`, resources: res(1 + (n % 6), 1024 * (1 + (n % 5)), 5 * (n % 4)), imageId: n % 4 === 3 ? "img-b" : "img-a" };
+      const d = placeVm([...byId.values()], r, options);
+      const e = engine.place(r);
+      expect(e.placed && e.hostId).toBe(d.placed && d.hostId);
+      if (!e.placed) break;
+      if (byId.get(e.hostId)!.images?.has(r.imageId!)) holderChosen++;
+      engine.commit(e.hostId, r);
+      byId.set(e.hostId, withPlacement(byId.get(e.hostId)!, r.resources));
+    }
+    expect(holderChosen).toBeGreaterThan(0);
   });
 
   it("rejects unknown hosts on commit and duplicate ids up front", () => {

@@ -3,7 +3,7 @@ import { capacityFilter } from "./filters.js";
 import { packGang } from "./gang.js";
 import { allocatableOf, type ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
-import { checkHosts, compareIds, compareTies, enabledFilters, placeVm, withoutPlacement, withPlacement } from "./place.js";
+import { checkHosts, compareIds, compareTies, enabledFilters, isWellFormedRequest, placeVm, roundScore, withoutPlacement, withPlacement } from "./place.js";
 import type { Filter, PlacementContext } from "./stage.js";
 import { alignedFitRaw, countsAsUsable, leastAllocatedRaw, mostAllocatedRaw, steers } from "./weighers.js";
 import type { GangDecision, HostSnapshot, PlacementDecision, PlacementRequest } from "./types.js";
@@ -17,6 +17,32 @@ export type EnginePlacement = { placed: true; hostId: string } | (PlacementDecis
 /** Raw scores closer than this count as equal (float noise), and go to the tie-break. */
 const EPS = 1e-12;
 const R = RESOURCE_NAMES.length;
+
+/** The image-locality weigher's name (imageLocalityWeigher in weighers.ts): the engine keeps an index of the hosts holding each image for it. */
+const IMAGE_LOCALITY = "imageLocality";
+
+/**
+ * The lowest raw score mostAllocated (and alignedFit while it does not steer) can give a host: −mean
+ * 10^f with every free fraction f ≤ 1. A bound on the candidates' lowest score, for
+ * {@link PlacementEngine}'s image decisions when the walk did not see every candidate.
+ */
+const BEST_FIT_FLOOR = -10;
+
+/** The best host offered so far (index −1: none), its raw score, and the lowest score offered. */
+interface Pick {
+  i: number;
+  score: number;
+  lowest: number;
+  offer(i: number, score: number): void;
+}
+
+/** The hosts holding one image, indexed as the whole fleet is (shape, then state), for imageLocality. */
+interface ImageIndex {
+  readonly holders: Set<number>;
+  readonly classes: ShapeClass[];
+  /** The fleet's shape class index → this image's class of that shape. */
+  readonly byClass: Map<number, ShapeClass>;
+}
 
 /** Hosts of one shape in one allocation state: they score alike, and pass or fail capacity alike, for any request. */
 interface StateGroup {
@@ -74,7 +100,17 @@ type Mode = "least" | "most" | "aligned" | "generic";
  * fleet, a handful); the fleet's demand direction comes from per-resource sums kept on every change.
  * alignedFit steers only with enough usable and empty hosts (`steers` in weighers.ts; the engine
  * counts them on every change); when it does not, it is best fit, and the walk goes up the same
- * order from the fullest state that may fit and stops by the same Jensen bound. Everything else —
+ * order from the fullest state that may fit and stops by the same Jensen bound.
+ *
+ * Images: `imageLocality` may weigh in the fast modes too. It is flat (changes nothing) for a
+ * request without an image or an image no host holds; otherwise the engine keeps, per image, the
+ * holders indexed as the fleet is (shape, then state), so the best holder is found by the same
+ * walk over them. When the best host holds the image it wins; when a holder is within EPS of it,
+ * the holder wins; otherwise the two compare as placeVm compares them, which needs the lowest
+ * resource score among the candidates (the normalisation's range): spread finds it from the other
+ * end of each shape, pack while it steers has it from its walk (which sees every state that fits),
+ * and plain best fit bounds it (≥ −10) — when the bound does not decide, that request goes
+ * through placeVm (O(n)). Everything else —
  * other weighers with a weight, soft groups with weight — and every unplaced answer (for its
  * reasons) goes through {@link placeVm} with the same pipeline on the engine's current snapshots:
  * exact, but a full O(n) pass.
@@ -102,6 +138,12 @@ export class PlacementEngine {
   private readonly candidateFilters: readonly Filter[];
   /** Whether the capacity filter is enabled (its necessary condition may then skip states unasked). */
   private readonly capacityBound: boolean;
+  /** The name of the one resource weigher the fast path ranks by (leastAllocated, mostAllocated or alignedFit). */
+  private readonly resourceWeigher: string;
+  /** imageLocality's weight when the pipeline has it (0: it is not run, and images do not matter). */
+  private readonly imageWeight: number;
+  /** Image id → the hosts whose snapshot lists it, and their states (kept only while imageLocality weighs; no empty entries). */
+  private readonly images = new Map<string, ImageIndex>();
   private readonly ids: string[];
   private readonly indexOf = new Map<string, number>();
   /** Current snapshots, in id order (what the filters see; the generic path and reasons). */
@@ -135,6 +177,8 @@ export class PlacementEngine {
     this.options = options;
     this.pipeline = pipeline;
     this.mode = modeOf(options);
+    this.resourceWeigher = this.mode === "least" ? "leastAllocated" : this.mode === "aligned" ? "alignedFit" : "mostAllocated";
+    this.imageWeight = pipeline.weighers.some((w) => w.name === IMAGE_LOCALITY) ? (options.weights[IMAGE_LOCALITY] ?? 0) : 0;
     const filters = enabledFilters(pipeline, options);
     this.hostFilters = filters.filter((f) => f.scope !== "allocation");
     this.stateFilters = filters.filter((f) => f.scope === "allocation");
@@ -317,6 +361,18 @@ export class PlacementEngine {
       if (next > 0) m.set(i, next);
       else m.delete(i);
     }
+    if (this.imageWeight > 0) {
+      for (const image of this.hosts[i]!.images ?? []) {
+        let idx = this.images.get(image);
+        if (sign === 1) {
+          if (!idx) this.images.set(image, (idx = { holders: new Set(), classes: [], byClass: new Map() }));
+          idx.holders.add(i);
+        } else if (idx) {
+          idx.holders.delete(i);
+          if (idx.holders.size === 0) this.images.delete(image);
+        }
+      }
+    }
   }
 
   private apply(i: number, request: PlacementRequest, sign: 1 | -1): void {
@@ -349,9 +405,36 @@ export class PlacementEngine {
     (this.mode === "most" ? a.key - b.key : b.key - a.key) || (a.vec < b.vec ? -1 : a.vec > b.vec ? 1 : 0);
   private readonly memberOrder = (a: number, b: number): number => this.rank[a]! - this.rank[b]!;
 
-  /** Adds host i to the state group of its current allocation. */
+  /**
+   * Adds host i to the state group of its current allocation, in the fleet's index and in the
+   * index of each image it holds (after {@link account} counted it a holder).
+   */
   private enlist(i: number): void {
-    const cls = this.classes[this.classOf[i]!]!;
+    this.enlistIn(this.classes[this.classOf[i]!]!, i);
+    if (this.imageWeight > 0) for (const image of this.hosts[i]!.images ?? []) this.enlistIn(this.imageClass(image, i), i);
+  }
+
+  /** Removes host i from its state groups (before its allocation, shape or images change). */
+  private delist(i: number): void {
+    this.delistIn(this.classes[this.classOf[i]!]!, i);
+    if (this.imageWeight > 0) for (const image of this.hosts[i]!.images ?? []) this.delistIn(this.imageClass(image, i), i);
+  }
+
+  /** Host i's shape class in the index of `image` (which it holds). */
+  private imageClass(image: string, i: number): ShapeClass {
+    const idx = this.images.get(image);
+    if (!idx) throw new Error(`scheduler engine: image ${image} of host ${this.ids[i]} not indexed`);
+    const c = this.classOf[i]!;
+    let cls = idx.byClass.get(c);
+    if (!cls) {
+      cls = { total: this.classes[c]!.total, groups: [], byVec: new Map() };
+      idx.byClass.set(c, cls);
+      idx.classes.push(cls);
+    }
+    return cls;
+  }
+
+  private enlistIn(cls: ShapeClass, i: number): void {
     const vec = this.vecOf(i);
     let g = cls.byVec.get(vec);
     if (!g) {
@@ -362,9 +445,7 @@ export class PlacementEngine {
     insertSorted(g.members, i, this.memberOrder);
   }
 
-  /** Removes host i from its state group (before its allocation or shape changes). */
-  private delist(i: number): void {
-    const cls = this.classes[this.classOf[i]!]!;
+  private delistIn(cls: ShapeClass, i: number): void {
     const g = cls.byVec.get(this.vecOf(i));
     if (!g) throw new Error(`scheduler engine: host ${this.ids[i]} not indexed`);
     removeSorted(g.members, i, this.memberOrder);
@@ -438,13 +519,45 @@ export class PlacementEngine {
     return -1;
   }
 
-  /** The fast path: the chosen host index, or undefined when no host passes (the caller then asks placeVm for reasons). */
+  /** The raw score of the mode's resource weigher for host i (the weigher's own function). */
+  private rawScore(i: number, req: readonly number[], dir: readonly number[] | undefined): number {
+    if (this.mode === "least") return leastAllocatedRaw(this.alloc, this.total, i * R, req);
+    if (this.mode === "aligned") return alignedFitRaw(this.alloc, this.total, i * R, req, dir);
+    return mostAllocatedRaw(this.alloc, this.total, i * R, req);
+  }
+
+  /**
+   * A tracker of the best host offered so far: the highest raw score, scores within EPS of it
+   * counting as equal (the tie-break decides among them, as placeVm's does); and the lowest score
+   * offered.
+   */
+  private tracker(): Pick {
+    const seed = this.options.seed ?? 0;
+    const ids = this.ids;
+    const t: Pick = {
+      i: -1,
+      score: -Infinity,
+      lowest: Infinity,
+      offer(i, s) {
+        if (s < t.lowest) t.lowest = s;
+        if (t.i < 0 || s > t.score + EPS || (s >= t.score - EPS && compareTies(ids[i]!, ids[t.i]!, seed) < 0)) {
+          t.i = i;
+          t.score = s;
+        }
+      },
+    };
+    return t;
+  }
+
+  /**
+   * The fast path: the chosen host index, or undefined when it cannot decide alone — no host passes
+   * (the caller then asks placeVm, for the reasons), or an image preference it cannot settle
+   * without every candidate's score (placeVm decides then; see {@link settleImage}).
+   */
   private fastPlace(request: PlacementRequest): number | undefined {
     const req = RESOURCE_NAMES.map((k) => request.resources[k]);
-    // Validate like placeVm (cheaply): whole numbers ≥ 0 and a known group policy. placeVm would throw the exact error.
-    if (!req.every((v) => Number.isSafeInteger(v) && v >= 0) || (request.group !== undefined && !isPolicy(request.group.policy))) {
-      placeVm([], request, this.options, this.pipeline);
-    }
+    // Validate like placeVm (cheaply); placeVm would throw the exact error.
+    if (!isWellFormedRequest(request)) placeVm([], request, this.options, this.pipeline);
     const pinned = request.pinnedHosts !== undefined && request.pinnedHosts.length > 0 ? new Set(request.pinnedHosts) : undefined;
     const ctx: PlacementContext = {
       request,
@@ -453,23 +566,14 @@ export class PlacementEngine {
       pinned,
       explain: false,
     };
-    const seed = this.options.seed ?? 0;
-    const least = this.mode === "least";
     const aligned = this.mode === "aligned";
     // The fleet's demand direction, as placeVm computes it (sums of whole numbers: exact).
     const dir = aligned && steers(this.usableHosts, this.emptyHosts) ? Array.from(this.fleetAlloc, (a, r) => (this.fleetTotal[r]! > 0 ? (a + req[r]!) / this.fleetTotal[r]! : 0)) : undefined;
-    let best = -1;
-    let bestScore = -Infinity;
-    // The best so far: its score, and scores within EPS of it count as equal (tie-break decides).
-    const offer = (i: number): void => {
-      const s = least ? leastAllocatedRaw(this.alloc, this.total, i * R, req) : aligned ? alignedFitRaw(this.alloc, this.total, i * R, req, dir) : mostAllocatedRaw(this.alloc, this.total, i * R, req);
-      if (best < 0 || s > bestScore + EPS || (s >= bestScore - EPS && compareTies(this.ids[i]!, this.ids[best]!, seed) < 0)) {
-        best = i;
-        bestScore = s;
-      }
-    };
+    // imageLocality is flat (changes nothing) unless it weighs and some host holds the image.
+    const image = this.imageWeight > 0 && request.imageId !== undefined ? this.images.get(request.imageId) : undefined;
+
     // Filters that name their only candidates (pins; the hosts of a hard-affinity group with
-    // members): only those hosts, each through every filter.
+    // members; the host of the VM's volumes): only those hosts, each through every filter.
     let only: Set<number> | undefined;
     for (const f of this.candidateFilters) {
       const ids = f.candidates!(ctx);
@@ -482,14 +586,104 @@ export class PlacementEngine {
       only = named;
     }
     if (only !== undefined) {
-      for (const i of only) if (this.passes(i, req, ctx)) offer(i);
-      return best < 0 ? undefined : best;
+      // A handful of hosts: every candidate is scored, so the lowest score is known too.
+      const best = this.tracker();
+      const bestHolder = this.tracker();
+      for (const i of only) {
+        if (!this.passes(i, req, ctx)) continue;
+        const s = this.rawScore(i, req, dir);
+        best.offer(i, s);
+        if (image?.holders.has(i) === true) bestHolder.offer(i, s);
+      }
+      if (best.i < 0) return undefined;
+      return image === undefined ? best.i : this.settleImage(best, bestHolder, best.lowest);
     }
+    const best = this.walk(req, ctx, dir, this.classes);
+    // No image preference, or the best host holds the image (a holder within EPS of it with a
+    // better tie-break would have been chosen by the walk already).
+    if (best.i < 0) return undefined;
+    if (image === undefined || image.holders.has(best.i)) return best.i;
+    // The best host lacks the image: the best holder, by the same walk over the image's own index.
+    const bestHolder = this.walk(req, ctx, dir, image.classes);
+    // The lowest candidate score, when known: the steering walk sees every state that fits;
+    // leastAllocated's is found from the other end of each shape; best fit's is only bounded.
+    const lowest = aligned && dir !== undefined ? best.lowest : this.mode === "least" ? (bestHolder.i < 0 ? undefined : this.lowestLeast(req, ctx)) : undefined;
+    return this.settleImage(best, bestHolder, lowest);
+  }
+
+  /** Walks every shape class of `classes` (the fleet's or one image's) for the best host by the mode's weigher. */
+  private walk(req: readonly number[], ctx: PlacementContext, dir: readonly number[] | undefined, classes: readonly ShapeClass[]): Pick {
+    const best = this.tracker();
+    const offer = (i: number): void => best.offer(i, this.rawScore(i, req, dir));
+    const bestScore = (): number | undefined => (best.i < 0 ? undefined : best.score);
+    const least = this.mode === "least";
+    for (const cls of classes) {
+      if (this.mode === "aligned") this.walkAligned(cls, req, ctx, dir, offer, bestScore);
+      else this.walkByMean(cls, req, ctx, least, offer, bestScore);
+    }
+    return best;
+  }
+
+  /**
+   * Where a request with an image goes, as placeVm decides it, given the best host by the resource
+   * weigher (`best`), the best of the hosts holding the image (`bestHolder`; `i` −1: none passes)
+   * and the lowest resource score among all candidates (`lowest`; undefined: not known). With
+   * holders and non-holders among the candidates, imageLocality normalises to 1 and 0, so it is
+   * best's total against bestHolder's: the resource weight × the score normalised over [lowest,
+   * best], imageLocality's weight for the holder, each flat weigher's weight for both, rounded as
+   * placeVm rounds. Without `lowest`, best fit's floor bounds it (−10: the holder's best chance),
+   * and so does the holder's own score (its worst); undefined when the bounds do not decide.
+   */
+  private settleImage(best: Pick, bestHolder: Pick, lowest: number | undefined): number | undefined {
+    if (bestHolder.i < 0) return best.i;
+    if (bestHolder.score >= best.score - EPS) return bestHolder.i;
+    const totalOf = (raw: number, holder: boolean, low: number): number => {
+      const range = best.score - low;
+      let total = 0;
+      for (const w of this.pipeline.weighers) {
+        const weight = this.options.weights[w.name] ?? 0;
+        if (!(weight > 0)) continue;
+        let g: number;
+        if (w.name === this.resourceWeigher) g = roundScore(range > 0 ? (raw - low) / range : 1);
+        else if (w.name === IMAGE_LOCALITY) g = holder ? 1 : 0;
+        else g = 1; // flat on every candidate in the fast modes (groupAffinity without a soft group)
+        total += weight * g;
+      }
+      return roundScore(total);
+    };
+    if (lowest !== undefined) {
+      const a = totalOf(best.score, false, lowest);
+      const b = totalOf(bestHolder.score, true, lowest);
+      if (b > a || (b === a && compareTies(this.ids[bestHolder.i]!, this.ids[best.i]!, this.options.seed ?? 0) < 0)) return bestHolder.i;
+      return best.i;
+    }
+    // Only best fit (mostAllocated, alignedFit not steering) comes here without the lowest score:
+    // it is in [BEST_FIT_FLOOR, bestHolder.score], and the holder's normalised score falls as the
+    // lowest rises. A clear margin either way, so that placeVm's rounding agrees.
+    if (this.mode === "least") return undefined;
+    const a = totalOf(best.score, false, BEST_FIT_FLOOR);
+    if (totalOf(bestHolder.score, true, BEST_FIT_FLOOR) < a - 1e-6) return best.i;
+    if (totalOf(bestHolder.score, true, bestHolder.score) > a + 1e-6) return bestHolder.i;
+    return undefined;
+  }
+
+  /**
+   * The lowest leastAllocated raw score among the hosts that pass every filter, or undefined when
+   * none does. Within a shape the score falls along the states' order, so each shape is walked
+   * from its least promising end to the first state with a host that passes.
+   */
+  private lowestLeast(req: readonly number[], ctx: PlacementContext): number | undefined {
+    let low: number | undefined;
     for (const cls of this.classes) {
-      if (aligned) this.walkAligned(cls, req, ctx, dir, offer, () => (best < 0 ? undefined : bestScore));
-      else this.walkByMean(cls, req, ctx, least, offer, () => (best < 0 ? undefined : bestScore));
+      for (let j = cls.groups.length - 1; j >= 0; j--) {
+        const g = cls.groups[j]!;
+        if (!this.statePasses(g, req, ctx) || this.firstPassing(g, ctx) < 0) continue;
+        const s = leastAllocatedRaw(this.alloc, this.total, g.sample * R, req);
+        if (low === undefined || s < low) low = s;
+        break;
+      }
     }
-    return best < 0 ? undefined : best;
+    return low;
   }
 
   /** leastAllocated / mostAllocated: states from the most promising end, stopping by the score bound. */
@@ -569,6 +763,8 @@ function copyOf(h: HostSnapshot): HostSnapshot {
   if (h.groupMembers) c.groupMembers = { ...h.groupMembers };
   if (h.allocationRatio) c.allocationRatio = { ...h.allocationRatio };
   if (h.reserved) c.reserved = { ...h.reserved };
+  if (h.networks) c.networks = new Set(h.networks);
+  if (h.images) c.images = new Set(h.images);
   return c;
 }
 
@@ -579,18 +775,15 @@ function dropEmptyGroup(h: HostSnapshot, group: string | undefined): HostSnapsho
   return { ...h, groupMembers: others };
 }
 
-function isPolicy(p: unknown): boolean {
-  return p === "anti-affinity" || p === "affinity" || p === "soft-anti-affinity" || p === "soft-affinity";
-}
-
 /**
  * Which walk the weights allow: "least", "most" or "aligned" when that is the only resource
- * weigher with a weight (groupAffinity may weigh too), else "generic" (placeVm on the snapshots).
+ * weigher with a weight (groupAffinity and imageLocality may weigh too), else "generic" (placeVm
+ * on the snapshots).
  */
 function modeOf(options: ResolvedSchedulerOptions): Mode {
   const w = options.weights;
   for (const [name, v] of Object.entries(w)) {
-    if (v > 0 && !["leastAllocated", "mostAllocated", "alignedFit", "groupAffinity"].includes(name)) return "generic";
+    if (v > 0 && !["leastAllocated", "mostAllocated", "alignedFit", "groupAffinity", IMAGE_LOCALITY].includes(name)) return "generic";
   }
   const l = (w["leastAllocated"] ?? 0) > 0;
   const m = (w["mostAllocated"] ?? 0) > 0;

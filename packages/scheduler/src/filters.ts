@@ -1,4 +1,4 @@
-import { RESOURCE_FIELD, RESOURCE_NAMES, RESOURCE_UNIT } from "@berth/core";
+import { quote, RESOURCE_FIELD, RESOURCE_NAMES, RESOURCE_UNIT } from "@berth/core";
 import { allocatableOf } from "./options.js";
 import { FILTER_FAIL, filterFail, FILTER_PASS, membersOn, type Filter } from "./stage.js";
 
@@ -56,6 +56,59 @@ export const labelsFilter: Filter = {
     }
     return FILTER_PASS;
   },
+};
+
+/** At most this many names in a reason of the `networks` and `volumes` filters, then how many more. */
+const MAX_NAMES_LISTED = 8;
+
+/** `"name"`, at most 64 characters of it (names come from agents' reports and specs). */
+const quoted = (name: string): string => `"${quote(name)}"`;
+
+/** Code-unit order, stable across locales (as host ids are ordered). */
+const compareNames = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * Every network the request's NICs are on (`request.networks`) must be one the host offers
+ * (`host.networks`; absent: none). The reason names what is missing and what the host offers, at
+ * most 8 of each (names cut at 64 characters), the offers in name order: `lacks network "lab"
+ * (offers: br0, default)`, `lacks networks "lab", "san" (offers none)`. Its verdict depends on the host's networks alone, not on allocation.
+ */
+export const networksFilter: Filter = {
+  name: "networks",
+  filter(host, { request, explain }) {
+    const wanted = request.networks;
+    if (wanted === undefined || wanted.length === 0) return FILTER_PASS;
+    const offered = host.networks;
+    let missing: string[] | undefined;
+    for (const n of wanted) {
+      if (offered?.has(n) === true) continue;
+      if (explain === false) return FILTER_FAIL;
+      missing ??= [];
+      if (!missing.includes(n)) missing.push(n);
+    }
+    if (missing === undefined) return FILTER_PASS;
+    const what = `lacks network${missing.length === 1 ? "" : "s"} ${listSome(missing.map(quoted), MAX_NAMES_LISTED)}`;
+    const offers = offered === undefined || offered.size === 0 ? "offers none" : `offers: ${listSome([...offered].sort(compareNames).map((n) => quote(n)), MAX_NAMES_LISTED)}`;
+    return filterFail(`${what} (${offers})`);
+  },
+};
+
+/**
+ * A VM whose data volumes are bound to a host (`request.volumes`) may only go to that host: the
+ * volumes' data is in its pool. `volumes data-1, data-2 are on hv-2`, `volume data-1 is on hv-2`
+ * (at most 8 names). It
+ * names its only candidate, so the engine asks no other host.
+ */
+export const volumesFilter: Filter = {
+  name: "volumes",
+  filter(host, { request, explain }) {
+    const v = request.volumes;
+    if (v === undefined || v.hostId === host.id) return FILTER_PASS;
+    if (explain === false) return FILTER_FAIL;
+    const one = v.names.length === 1;
+    return filterFail(`volume${one ? "" : "s"} ${listSome(v.names.map((n) => quote(n)), MAX_NAMES_LISTED)} ${one ? "is" : "are"} on ${quote(v.hostId)}`);
+  },
+  candidates: ({ request }) => (request.volumes === undefined ? undefined : [request.volumes.hostId]),
 };
 
 /** At most `maxVmsPerHost` VMs on a host (0: unlimited): `max_vms: 32 VMs, limit 32`. */

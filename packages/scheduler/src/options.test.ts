@@ -16,7 +16,7 @@ describe("resolveSchedulerOptions", () => {
     expect(resolveSchedulerOptions()).toEqual({
       allocationRatio: { vcpus: 4, memoryMib: 1, diskGib: 1 },
       reserved: { vcpus: 0, memoryMib: 1024, diskGib: 0 },
-      weights: { leastAllocated: 1, mostAllocated: 0, alignedFit: 0, balanced: 0, groupAffinity: 2, instanceCount: 0 },
+      weights: { leastAllocated: 1, mostAllocated: 0, alignedFit: 0, balanced: 0, groupAffinity: 2, instanceCount: 0, imageLocality: 0.1 },
       preset: "spread",
       maxVmsPerHost: 0,
       seed: 0,
@@ -32,6 +32,7 @@ describe("resolveSchedulerOptions", () => {
       balanced: 0,
       groupAffinity: 2,
       instanceCount: 0,
+      imageLocality: 0.02,
     });
     expect(resolveSchedulerOptions({ preset: "balanced" }).weights).toEqual({
       leastAllocated: 0.25,
@@ -40,6 +41,7 @@ describe("resolveSchedulerOptions", () => {
       balanced: 1,
       groupAffinity: 2,
       instanceCount: 0,
+      imageLocality: 0.1,
     });
   });
 
@@ -65,7 +67,10 @@ describe("resolveSchedulerOptions", () => {
       balanced: 0.5,
       groupAffinity: 2,
       instanceCount: 0,
+      imageLocality: 0.1,
     });
+    // The image weigher's name in ClusterConfig.scheduler.weights (a map by weigher name).
+    expect(resolveSchedulerOptions({ weights: { imageLocality: 0 } }).weights).toMatchObject({ leastAllocated: 1, imageLocality: 0 });
     expect(resolveSchedulerOptions({ preset: "pack", weights: { groupAffinity: 0 } }).weights).toMatchObject({ alignedFit: 1, groupAffinity: 0 });
   });
 
@@ -76,7 +81,7 @@ describe("resolveSchedulerOptions", () => {
     [{ allocationRatio: { cpu: 2 } as never }, "scheduler.allocation_ratio.cpu: unknown resource (known: vcpus, memoryMib, diskGib)"],
     [{ reserved: { memoryMib: -1 } }, "scheduler.reserved.memory_mib: must be a whole number from 0 to 1073741824 (got -1)"],
     [{ reserved: { vcpus: 0.5 } }, "scheduler.reserved.vcpus: must be a whole number from 0 to 1048576 (got 0.5)"],
-    [{ weights: { fewestVms: 1 } }, "scheduler.weights.fewestVms: unknown weigher (known: leastAllocated, mostAllocated, alignedFit, balanced, groupAffinity, instanceCount)"],
+    [{ weights: { fewestVms: 1 } }, "scheduler.weights.fewestVms: unknown weigher (known: leastAllocated, mostAllocated, alignedFit, balanced, groupAffinity, instanceCount, imageLocality)"],
     [{ weights: { leastAllocated: -1 } }, "scheduler.weights.leastAllocated: must be a number from 0 to 1000 (got -1)"],
     [{ weights: { mostAllocated: Infinity } }, "scheduler.weights.mostAllocated: must be a number from 0 to 1000 (got Infinity)"],
     [{ weights: { balanced: Number.NaN } }, "scheduler.weights.balanced: must be a number from 0 to 1000 (got NaN)"],
@@ -91,7 +96,7 @@ describe("resolveSchedulerOptions", () => {
     [{ seed: 0.5 }, "scheduler.seed: must be a whole number (got 0.5)"],
     [
       { filters: ["ready", "zone"] },
-      "scheduler.filters[1]: unknown filter 'zone' (known: ready, pinned, labels, maxVms, groups, capacity)",
+      "scheduler.filters[1]: unknown filter 'zone' (known: ready, pinned, volumes, labels, networks, maxVms, groups, capacity)",
     ],
     [{ filters: ["ready", "ready"] }, "scheduler.filters[1]: filter 'ready' listed twice"],
   ])("rejects %j", (options, message) => {

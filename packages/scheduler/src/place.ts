@@ -1,5 +1,5 @@
 import type { Resources } from "@berth/api";
-import { addResources, BerthError, ErrorCode, formatResources, invalidArgument, RESOURCE_FIELD, RESOURCE_NAMES, subtractResources } from "@berth/core";
+import { addResources, BerthError, ErrorCode, formatResources, invalidArgument, quote, RESOURCE_FIELD, RESOURCE_NAMES, subtractResources } from "@berth/core";
 import type { ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
 import { membersOn, type Filter, type PlacementContext } from "./stage.js";
@@ -44,7 +44,7 @@ export function placeVm(
   options: ResolvedSchedulerOptions,
   pipeline: Pipeline = DEFAULT_PIPELINE,
 ): PlacementDecision {
-  checkRequest(request);
+  checkPlacementRequest(request);
   const sorted = [...hosts].sort((a, b) => compareIds(a.id, b.id));
   checkHosts(sorted);
   const filters = enabledFilters(pipeline, options);
@@ -285,19 +285,72 @@ function checkHost(host: HostSnapshot): void {
   }
 }
 
-function checkRequest(request: PlacementRequest): void {
+/**
+ * Throws INVALID_ARGUMENT naming the field under `field` (`request.resources.memory_mib`,
+ * `vms[3].request.networks[1]`) for a malformed request: resources not whole numbers ≥ 0, a group
+ * without a name or with an unknown policy, a network that is not a non-empty name, an empty image
+ * id, volumes without a host or a name. Values are quoted at most 64 characters of them.
+ */
+export function checkPlacementRequest(request: PlacementRequest, field = "request"): void {
+  if (request === null || typeof request !== "object") throw invalidArgument(field, "must be a placement request");
   const g = request.group;
   if (g !== undefined) {
-    if (typeof g.name !== "string" || g.name === "") throw invalidArgument("request.group.name", "must not be empty");
+    if (typeof g.name !== "string" || g.name === "") throw invalidArgument(`${field}.group.name`, "must not be empty");
     if (!GROUP_POLICIES.includes(g.policy)) {
-      throw invalidArgument("request.group.policy", `unknown policy '${String(g.policy)}' (${GROUP_POLICIES.join(", ")})`);
+      throw invalidArgument(`${field}.group.policy`, `unknown policy '${quote(g.policy)}' (${GROUP_POLICIES.join(", ")})`);
     }
   }
   const r = request.resources;
   for (const key of RESOURCE_NAMES) {
     const v: unknown = r?.[key];
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
-      throw invalidArgument(`request.resources.${RESOURCE_FIELD[key]}`, `must be a whole number ≥ 0 (got ${String(v)})`);
+      throw invalidArgument(`${field}.resources.${RESOURCE_FIELD[key]}`, `must be a whole number ≥ 0 (got ${quote(v)})`);
     }
   }
+  const networks: unknown = request.networks;
+  if (networks !== undefined) {
+    if (!Array.isArray(networks)) throw invalidArgument(`${field}.networks`, "must be a list of network names");
+    networks.forEach((n: unknown, i) => {
+      if (!isName(n)) throw invalidArgument(`${field}.networks[${i}]`, `must be a network name (got '${quote(n)}')`);
+    });
+  }
+  const image: unknown = request.imageId;
+  if (image !== undefined && !isName(image)) throw invalidArgument(`${field}.image_id`, `must be an image id (got '${quote(image)}')`);
+  const volumes: unknown = request.volumes;
+  if (volumes !== undefined) {
+    const v = volumes as Partial<NonNullable<PlacementRequest["volumes"]>> | null;
+    if (v === null || typeof v !== "object") throw invalidArgument(`${field}.volumes`, "must name the volumes' host and the volumes");
+    if (!isName(v.hostId)) throw invalidArgument(`${field}.volumes.host_id`, `must be a host id (got '${quote(v.hostId)}')`);
+    if (!Array.isArray(v.names) || v.names.length === 0) throw invalidArgument(`${field}.volumes.names`, "must name at least one volume");
+    v.names.forEach((n: unknown, i) => {
+      if (!isName(n)) throw invalidArgument(`${field}.volumes.names[${i}]`, `must be a volume name (got '${quote(n)}')`);
+    });
+  }
+}
+
+/** A non-empty string (what a network name, image id, host id or volume name must at least be). */
+const isName = (x: unknown): x is string => typeof x === "string" && x !== "";
+
+/**
+ * True when {@link checkPlacementRequest} would not throw: the quick form, for paths that validate every
+ * request of a large input (the engine's fast path, the rebalancer's VMs) and call
+ * checkPlacementRequest only to get the exact error.
+ */
+export function isWellFormedRequest(request: PlacementRequest): boolean {
+  if (request === null || typeof request !== "object") return false;
+  const r = request.resources;
+  if (r === undefined || r === null) return false;
+  const ok = (v: unknown): boolean => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+  if (!ok(r.vcpus) || !ok(r.memoryMib) || !ok(r.diskGib)) return false;
+  const g = request.group;
+  if (g !== undefined && !(typeof g.name === "string" && g.name !== "" && GROUP_POLICIES.includes(g.policy))) return false;
+  const networks: unknown = request.networks;
+  if (networks !== undefined && !(Array.isArray(networks) && networks.every(isName))) return false;
+  if (request.imageId !== undefined && !isName(request.imageId)) return false;
+  const v = request.volumes;
+  if (v !== undefined) {
+    if (v === null || typeof v !== "object" || !isName(v.hostId)) return false;
+    if (!Array.isArray(v.names) || v.names.length === 0 || !v.names.every(isName)) return false;
+  }
+  return true;
 }

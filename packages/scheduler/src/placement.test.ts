@@ -16,8 +16,8 @@ import {
 } from "./index.js";
 import { host, res, vm } from "./scheduler.testkit.js";
 
-// Spread by room alone (the spread preset without its tie-breaking and group weighers).
-const opts = resolveSchedulerOptions({ weights: { instanceCount: 0, groupAffinity: 0 } });
+// Spread by room alone (the spread preset without its tie-breaking, group and image weighers).
+const opts = resolveSchedulerOptions({ weights: { instanceCount: 0, groupAffinity: 0, imageLocality: 0 } });
 // 16 physical vCPU × 4 = 64 allocatable; 65536 − 1024 = 64512 MiB; 1000 GiB.
 
 function placed(d: PlacementDecision): string {
@@ -114,7 +114,7 @@ describe("placeVm", () => {
   });
 
   it("with all weights zero, picks the smallest id among the hosts that fit", () => {
-    const o = resolveSchedulerOptions({ weights: { leastAllocated: 0, instanceCount: 0, groupAffinity: 0 } });
+    const o = resolveSchedulerOptions({ weights: { leastAllocated: 0, instanceCount: 0, groupAffinity: 0, imageLocality: 0 } });
     const d = placeVm([host("b"), host("a", { allocated: res(30, 30000, 500) })], vm("x", 1, 16, 0), o);
     expect(d).toMatchObject({ placed: true, hostId: "a", score: 0 });
   });

@@ -1,17 +1,19 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { checkMove, imbalanceOf, planRebalance, withoutPlacement, withPlacement, type HostSnapshot } from "./index.js";
+import { checkMove, imbalanceOf, moveRequestOf, planRebalance, withoutPlacement, withPlacement, type HostSnapshot } from "./index.js";
 import { admissible } from "./scheduler.testkit.js";
 import { applyMoves, freeOnHostsLeft, rebalanceScenarioArb } from "./rebalance.testkit.js";
 
 const RUNS = 120;
 
 describe("rebalance planner properties (random clusters with labels, groups, pins, overrides, presets)", () => {
-  it("the random scenarios are not vacuous: plans of both goals move VMs, grouped and pinned ones among them", () => {
+  it("the random scenarios are not vacuous: plans of both goals move VMs, grouped, pinned, networked and volume-carrying ones among them", () => {
     let balanceMoves = 0;
     let consolidateMoves = 0;
     let grouped = 0;
     let pinned = 0;
+    let networked = 0;
+    let withVolumes = 0;
     for (const { options, input, rebalance } of fc.sample(rebalanceScenarioArb, { numRuns: 150, seed: 7 })) {
       const b = planRebalance(input, options, { ...rebalance, goal: "balance" });
       const c = planRebalance(input, options, { ...rebalance, goal: "consolidate" });
@@ -21,12 +23,16 @@ describe("rebalance planner properties (random clusters with labels, groups, pin
         const vm = input.vms.find((v) => v.id === m.vmId)!;
         if (vm.request.group) grouped++;
         if (vm.request.pinnedHosts?.length) pinned++;
+        if (vm.request.networks?.length) networked++;
+        if (vm.volumeGib) withVolumes++;
       }
     }
     expect(balanceMoves).toBeGreaterThan(25);
     expect(consolidateMoves).toBeGreaterThan(25);
     expect(grouped).toBeGreaterThan(10);
     expect(pinned).toBeGreaterThan(0);
+    expect(networked).toBeGreaterThan(0);
+    expect(withVolumes).toBeGreaterThan(0);
   });
 
   it("every move, applied in order, passes the scheduler's filters (and an independent statement of them), within the budgets", () => {
@@ -47,6 +53,9 @@ describe("rebalance planner properties (random clusters with labels, groups, pin
           expect(mv.to).not.toBe(vm.hostId); // … so never back to where it came from
           expect(mv.from).toBe(where.get(mv.vmId));
           expect(mv.to).not.toBe(mv.from);
+          // Its memory, its own disk when that is local, and its volumes always (they travel).
+          const q = vm.request.resources;
+          expect(mv.costGiB).toBeCloseTo(q.memoryMib / 1024 + (vm.copiesDisk ? q.diskGib : 0) + (vm.volumeGib ?? 0), 9);
           for (const id of [mv.from, mv.to]) {
             const h = hosts.get(id)!;
             expect(h.ready && !h.cordoned).toBe(true);
@@ -54,12 +63,14 @@ describe("rebalance planner properties (random clusters with labels, groups, pin
             perHost.set(id, (perHost.get(id) ?? 0) + 1);
           }
           const current = [...hosts.values()];
-          expect(checkMove(current, mv, vm.request, options)).toBeUndefined();
+          // The move carries the VM's volumes: no pin to their host, their size in the disk.
+          const request = moveRequestOf(vm);
+          expect(checkMove(current, mv, request, options)).toBeUndefined();
           const g = vm.request.group?.name;
-          const without = current.map((h) => (h.id === mv.from ? withoutPlacement(h, vm.request.resources, g) : h));
-          expect(admissible(hosts.get(mv.to)!, vm.request, options, without)).toBe(true);
-          hosts.set(mv.from, withoutPlacement(hosts.get(mv.from)!, vm.request.resources, g));
-          hosts.set(mv.to, withPlacement(hosts.get(mv.to)!, vm.request.resources, g));
+          const without = current.map((h) => (h.id === mv.from ? withoutPlacement(h, request.resources, g) : h));
+          expect(admissible(hosts.get(mv.to)!, request, options, without)).toBe(true);
+          hosts.set(mv.from, withoutPlacement(hosts.get(mv.from)!, request.resources, g));
+          hosts.set(mv.to, withPlacement(hosts.get(mv.to)!, request.resources, g));
           where.set(mv.vmId, mv.to);
           moved.add(mv.vmId);
         }
@@ -128,8 +139,9 @@ describe("rebalance planner properties (random clusters with labels, groups, pin
           expect(freed.has(mv.to)).toBe(false);
           expect(hosts.get(mv.to)!.vmCount).toBeGreaterThan(0); // never onto an empty host
           const vm = input.vms.find((v) => v.id === mv.vmId)!;
-          hosts.set(mv.from, withoutPlacement(hosts.get(mv.from)!, vm.request.resources, vm.request.group?.name));
-          hosts.set(mv.to, withPlacement(hosts.get(mv.to)!, vm.request.resources, vm.request.group?.name));
+          const resources = moveRequestOf(vm).resources;
+          hosts.set(mv.from, withoutPlacement(hosts.get(mv.from)!, resources, vm.request.group?.name));
+          hosts.set(mv.to, withPlacement(hosts.get(mv.to)!, resources, vm.request.group?.name));
         }
         for (const id of freed) {
           expect(hosts.get(id)!.vmCount).toBe(0);

@@ -5,6 +5,7 @@ import {
   checkMove,
   hostUtilisations,
   imbalanceOf,
+  moveRequestOf,
   planRebalance,
   resolveSchedulerOptions,
   utilisation,
@@ -153,6 +154,72 @@ describe("planRebalance: balance", () => {
     const plan = planRebalance(cluster(hs, vms), spread, balance({ threshold: 0 }));
     expect(plan.moves.length).toBeGreaterThan(0);
     for (const m of plan.moves) expect(m.to).toBe(m.vmId.startsWith("p") ? "h-3" : "h-2");
+  });
+
+  it("keeps each VM's networks: a target offers every network of its NICs", () => {
+    const hs = [
+      host("h-0", { networks: new Set(["default", "lab"]) }),
+      host("h-1", { networks: new Set(["default"]) }),
+      host("h-2", { networks: new Set(["default", "lab"]) }),
+      host("h-3"),
+    ];
+    const vms = [
+      ...ids(6, "lab").map((id) => ({ id, on: "h-0", req: { networks: ["lab"] } })),
+      ...ids(2, "def").map((id) => ({ id, on: "h-0", req: { networks: ["default"] } })),
+    ];
+    const input = cluster(hs, vms);
+    const plan = planRebalance(cluster(hs.slice(0, 3), vms), spread, balance({ threshold: 0 }));
+    expect(plan.moves.filter((m) => m.vmId.startsWith("lab")).length).toBeGreaterThan(0);
+    expect(plan.moves.filter((m) => m.vmId.startsWith("def")).length).toBeGreaterThan(0);
+    for (const m of plan.moves) expect(m.vmId.startsWith("lab") ? ["h-2"] : ["h-1", "h-2"]).toContain(m.to);
+    // Without the filter the lab VMs would go to h-1 too: the same plan with h-1 on the lab network.
+    const open = planRebalance(cluster([hs[0]!, { ...hs[1]!, networks: new Set(["default", "lab"]) }, hs[2]!], vms), spread, balance({ threshold: 0 }));
+    expect(open.moves.some((m) => m.vmId.startsWith("lab") && m.to === "h-1")).toBe(true);
+    const lab = input.vms[0]!.request;
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-1" }, lab, spread)).toBe('h-1: networks: lacks network "lab" (offers: default)');
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-3" }, lab, spread)).toBe('h-3: networks: lacks network "lab" (offers none)');
+  });
+
+  it("moves a VM with its volumes: they pin it to no host, the target must hold them, and the move copies them", () => {
+    // h-0 holds six VMs of 4 vCPU / 4 GiB / 10 GiB, each with 100 GiB of volumes (in its allocated
+    // disk); h-1 has 50 GiB of disk free, h-2 all of it.
+    const hosts = [host("h-0"), host("h-1", { allocated: res(0, 0, 950) }), host("h-2")];
+    const vms: RebalanceVm[] = ids(6, "v").map((id) => ({
+      id,
+      name: id,
+      hostId: "h-0",
+      request: { name: id, resources: res(4, 4096, 10), volumes: { hostId: "h-0", names: [`${id}-data`] } },
+      movable: true,
+      volumeGib: 100,
+    }));
+    hosts[0] = { ...hosts[0]!, allocated: res(24, 6 * 4096, 6 * 110), vmCount: 6 };
+    const input: RebalanceInput = { hosts, vms };
+    const plan = planRebalance(input, spread, balance({ threshold: 0 }));
+    expect(plan.moves.length).toBeGreaterThan(0);
+    for (const m of plan.moves) {
+      expect(m.to).toBe("h-2");
+      expect(m.costGiB).toBe(4 + 100); // memory, and the volumes (the VM's own disk is shared storage here)
+    }
+    expect(applyMoves(input, plan.moves).hosts.find((h) => h.id === "h-2")!.allocated.diskGib).toBe(110 * plan.moves.length);
+    // The same request the planner checks with, for the controller's re-check.
+    const request = moveRequestOf(vms[0]!);
+    expect(request).toEqual({ name: "v-0", resources: res(4, 4096, 110) });
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-1" }, request, spread)).toBe("h-1: capacity: disk_gib: needs 110 GiB, 50 GiB free of 1000 allocatable");
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-2" }, request, spread)).toBeUndefined();
+    // The volumes' pin is the create's rule, not a move's: checkMove ignores it.
+    expect(checkMove(input.hosts, { from: "h-0", to: "h-2" }, vms[0]!.request, spread)).toBeUndefined();
+    // Local disk too: memory, disk and volumes.
+    const copying = planRebalance({ hosts, vms: vms.map((v) => ({ ...v, copiesDisk: true })) }, spread, balance({ threshold: 0 }));
+    for (const m of copying.moves) expect(m.costGiB).toBe(4 + 10 + 100);
+    // A VM without volumes is asked as it is.
+    const plain = { request: { name: "p", resources: res(1, 1, 1) } };
+    expect(moveRequestOf(plain)).toBe(plain.request);
+  });
+
+  it("prefers, among equal targets, one holding the VM's image", () => {
+    const input = cluster([host("h-0"), host("h-1"), host("h-2", { images: new Set(["img-1"]) })], ids(8, "v").map((id) => ({ id, on: "h-0", req: { imageId: "img-1" } })));
+    expect(planRebalance(input, spread, balance({ maxMoves: 1 })).moves.map((m) => m.to)).toEqual(["h-2"]);
+    expect(planRebalance(input, resolveSchedulerOptions({ weights: { imageLocality: 0 } }), balance({ maxMoves: 1 })).moves.map((m) => m.to)).toEqual(["h-1"]);
   });
 
   it("moves no VM of a hard affinity group away from its other members", () => {
@@ -354,5 +421,9 @@ describe("planRebalance: bad options and inputs", () => {
     expectInvalid({ hosts: input.hosts.map((h) => ({ ...h, allocated: res(0, 0, 0) })), vms: input.vms }, "hosts[h-0].allocated.vcpus");
     expectInvalid({ ...input, vms: [{ ...input.vms[0]!, request: { ...input.vms[0]!.request, group: { name: "g", policy: "anti-affinity" } } }] }, "hosts[h-0].group_members.g");
     expectInvalid({ ...input, vms: [{ ...input.vms[0]!, usage: { cpuCores: -1, memoryMib: 0 } }] }, "vms[0].usage.cpu_cores");
+    expectInvalid({ ...input, vms: [{ ...input.vms[0]!, volumeGib: 1.5 }] }, "vms[0].volume_gib");
+    expectInvalid({ ...input, vms: [{ ...input.vms[0]!, request: { ...input.vms[0]!.request, networks: [""] } }] }, "vms[0].request.networks[0]");
+    // Volumes the host does not count in its allocated disk: the snapshot is not one consistent view.
+    expectInvalid({ ...input, vms: [{ ...input.vms[0]!, volumeGib: 5000 }] }, "hosts[h-0].allocated.disk_gib");
   });
 });

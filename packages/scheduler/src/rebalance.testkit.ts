@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { RESOURCE_NAMES } from "@berth/core";
 import {
   allocatable,
+  moveRequestOf,
   placeVm,
   withoutPlacement,
   withPlacement,
@@ -14,36 +15,43 @@ import {
   type RebalanceVm,
   type ResolvedSchedulerOptions,
 } from "./index.js";
-import { pinTo, richOptionsArb, richRequestArb } from "./scheduler.testkit.js";
+import { imagesArb, networksArb, pinTo, richOptionsArb, richRequestArb, sometimes } from "./scheduler.testkit.js";
+
+/** A VM to populate with: its request, and what the rebalancer is told of it besides. */
+export type PopulateRequest = PlacementRequest & { movable: boolean; usage?: number[]; copiesDisk?: boolean; volumeGib?: number };
 
 /**
  * Places `requests` one by one with placeVm as the scheduler would, on `hot` (a subset of the
  * hosts: the skew of a failover), falling back to all hosts, dropping a VM nothing takes. Hosts
  * are placed on as if Ready and not cordoned; their flags are restored after, so VMs also sit on
- * hosts that are down or cordoned now.
+ * hosts that are down or cordoned now. A VM's volumes (`volumeGib`) are placed with it, counted in
+ * its host's allocated disk.
  */
 export function populate(
   hosts: readonly HostSnapshot[],
   hotIds: ReadonlySet<string>,
-  requests: readonly (PlacementRequest & { movable: boolean; usage?: number[]; copiesDisk?: boolean })[],
+  requests: readonly PopulateRequest[],
   options: ResolvedSchedulerOptions,
 ): RebalanceInput {
   const byId = new Map(hosts.map((h) => [h.id, { ...h, ready: true, cordoned: false }]));
   const vms: RebalanceVm[] = [];
-  requests.forEach(({ movable, usage, copiesDisk, ...request }, i) => {
+  requests.forEach(({ movable, usage, copiesDisk, volumeGib, ...request }, i) => {
     const all = [...byId.values()];
+    // Placed with its volumes' room in the disk (as where the volumes were bound).
+    const withVolumes = { ...request, resources: { ...request.resources, diskGib: request.resources.diskGib + (volumeGib ?? 0) } };
     let d = placeVm(
       all.filter((h) => hotIds.has(h.id)),
-      request,
+      withVolumes,
       options,
     );
     // The hot subset's decision ignores group members elsewhere (affinity): re-check it on all hosts.
-    if (!d.placed || placeVm(all, { ...request, pinnedHosts: [d.hostId] }, options).placed === false) d = placeVm(all, request, options);
+    if (!d.placed || placeVm(all, { ...withVolumes, pinnedHosts: [d.hostId] }, options).placed === false) d = placeVm(all, withVolumes, options);
     if (!d.placed) return;
-    byId.set(d.hostId, withPlacement(byId.get(d.hostId)!, request.resources, request.group?.name));
+    byId.set(d.hostId, withPlacement(byId.get(d.hostId)!, withVolumes.resources, request.group?.name));
     const vm: RebalanceVm = { id: `vm-${i}`, name: `vm-${i}`, hostId: d.hostId, request, movable };
     if (usage) vm.usage = { cpuCores: request.resources.vcpus * usage[0]!, memoryMib: Math.round(request.resources.memoryMib * usage[1]!) };
     if (copiesDisk) vm.copiesDisk = true;
+    if (volumeGib) vm.volumeGib = volumeGib;
     vms.push(vm);
   });
   const out = hosts.map((h) => {
@@ -64,6 +72,8 @@ const hostArb = fc.record({
   labels: fc.record({ zone: fc.constantFrom("a", "b"), gpu: fc.constantFrom("a100", "t4") }, { requiredKeys: [] }),
   ratio: fc.option(fc.record({ vcpus: fc.constantFrom(1, 2) }, { requiredKeys: [] }), { nil: undefined }),
   reserve: fc.option(fc.record({ memoryMib: fc.integer({ min: 0, max: 4096 }) }, { requiredKeys: [] }), { nil: undefined }),
+  networks: networksArb,
+  images: imagesArb,
 });
 
 const vmArb = fc.record({
@@ -76,12 +86,14 @@ const vmArb = fc.record({
   movable: fc.oneof({ weight: 5, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
   usage: fc.option(fc.tuple(fc.double({ min: 0, max: 1, noNaN: true }), fc.double({ min: 0, max: 1, noNaN: true })), { nil: undefined }),
   copiesDisk: fc.boolean(),
+  volumeGib: sometimes(fc.integer({ min: 1, max: 100 }), 3),
 });
 
 /**
  * Random rich scheduler options (presets, weights, VM limits, seeds, ratios, reserves), 2..10 hosts
- * (labels zone / gpu, sometimes their own ratio and reserve, a tenth down and a tenth cordoned),
- * up to 60 VMs (labels, groups of every policy, pins) placed by placeVm on a hot subset (a third,
+ * (labels zone / gpu, sometimes their own ratio and reserve, networks, images, a tenth down and a
+ * tenth cordoned), up to 60 VMs (labels, groups of every policy, pins, networks, images, volumes
+ * bound to their host) placed by placeVm on a hot subset (a third,
  * half or all of the hosts: the skew of a failover), and random rebalance options.
  */
 export const rebalanceScenarioArb = fc
@@ -113,12 +125,16 @@ export const rebalanceScenarioArb = fc
       };
       if (s.ratio) h.allocationRatio = s.ratio;
       if (s.reserve) h.reserved = s.reserve;
+      if (s.networks) h.networks = s.networks;
+      if (s.images) h.images = s.images;
       return h;
     });
     const hot = new Set(hosts.slice(0, Math.max(1, Math.ceil(hosts.length * hotShare))).map((h) => h.id));
-    const reqs = requests.map(({ r, resources, movable, usage, copiesDisk }, i) => {
-      const out: PlacementRequest & { movable: boolean; usage?: number[]; copiesDisk?: boolean } = { ...pinTo(hosts, r), name: `vm-${i}`, resources, movable, copiesDisk };
+    const reqs = requests.map(({ r, resources, movable, usage, copiesDisk, volumeGib }, i) => {
+      const out: PopulateRequest = { ...pinTo(hosts, r), name: `vm-${i}`, resources, movable, copiesDisk };
       if (usage) out.usage = usage;
+      // A VM with volumes has them on its host: bound there by its first placement.
+      if (volumeGib !== undefined) out.volumeGib = volumeGib;
       return out;
     });
     const input = populate(hosts, hot, reqs, options);
@@ -133,7 +149,7 @@ export const rebalanceScenarioArb = fc
     return { options, input, rebalance };
   });
 
-/** The input after `moves`, applied in order with withoutPlacement / withPlacement. */
+/** The input after `moves`, applied in order with withoutPlacement / withPlacement (volumes travel with their VM). */
 export function applyMoves(input: RebalanceInput, moves: readonly RebalanceMove[]): RebalanceInput {
   const hosts = new Map(input.hosts.map((h) => [h.id, h]));
   const where = new Map(input.vms.map((v) => [v.id, v.hostId]));
@@ -141,8 +157,9 @@ export function applyMoves(input: RebalanceInput, moves: readonly RebalanceMove[
   for (const mv of moves) {
     const vm = byId.get(mv.vmId)!;
     const g = vm.request.group?.name;
-    hosts.set(mv.from, withoutPlacement(hosts.get(mv.from)!, vm.request.resources, g));
-    hosts.set(mv.to, withPlacement(hosts.get(mv.to)!, vm.request.resources, g));
+    const resources = moveRequestOf(vm).resources;
+    hosts.set(mv.from, withoutPlacement(hosts.get(mv.from)!, resources, g));
+    hosts.set(mv.to, withPlacement(hosts.get(mv.to)!, resources, g));
     where.set(mv.vmId, mv.to);
   }
   return { hosts: input.hosts.map((h) => hosts.get(h.id)!), vms: input.vms.map((v) => ({ ...v, hostId: where.get(v.id)! })) };

@@ -4,14 +4,14 @@
 // snapshot with the VM taken off its source (`withoutPlacement`), and targets are ranked by the
 // scheduler's own weighers. The controller only applies the moves (re-checking each with
 // `checkMove` against its newer snapshot first).
-import { invalidArgument, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
+import { invalidArgument, quote, RESOURCE_FIELD, RESOURCE_NAMES } from "@berth/core";
 import { allocatableOf, type ResolvedSchedulerOptions } from "./options.js";
 import { DEFAULT_PIPELINE, type Pipeline } from "./pipeline.js";
-import { checkHosts, compareIds, compareTies, normalise, roundScore, withoutPlacement, withPlacement } from "./place.js";
+import { checkHosts, checkPlacementRequest, compareIds, compareTies, isWellFormedRequest, normalise, roundScore, withoutPlacement, withPlacement } from "./place.js";
 import { membersOn, type Filter, type PlacementContext, type Weigher } from "./stage.js";
 import { fleetDirection, steers, usableHostCounts } from "./weighers.js";
 import { capacityFilter } from "./filters.js";
-import { GROUP_POLICIES, type HostSnapshot, type PlacementRequest } from "./types.js";
+import type { HostSnapshot, PlacementRequest } from "./types.js";
 
 /** `balance`: even out host utilisation; `consolidate`: empty hosts whose VMs the others can hold. */
 export type RebalanceGoal = "balance" | "consolidate";
@@ -25,7 +25,10 @@ export interface RebalanceVm {
   name: string;
   /** The host it is on; must be one of the input's hosts. */
   hostId: string;
-  /** The VM's placement request (resources, labels, group, pins) as for a create. */
+  /**
+   * The VM's placement request (resources, labels, group, pins, networks, image) as for a create.
+   * Its `volumes` (if any) are ignored: a move carries the VM's volumes (see {@link volumeGib}).
+   */
   request: PlacementRequest;
   /** Measured use, when the host reports it (cpu in cores, fractional; memory in MiB). */
   usage?: { cpuCores: number; memoryMib: number };
@@ -36,6 +39,27 @@ export interface RebalanceVm {
    * memory plus its disk. Absent or false: shared storage, only memory is copied.
    */
   copiesDisk?: boolean;
+  /**
+   * GiB of the data volumes attached to the VM (a whole number ≥ 0; absent: 0). They are in its
+   * host's pool and travel with it: a move frees them on the source and needs them on the target
+   * (they count in a host's allocated disk, as the VM's own disk does: {@link moveRequestOf}), and
+   * it always copies them (the move's cost, whatever `copiesDisk` says of the VM's own disk).
+   */
+  volumeGib?: number;
+}
+
+/**
+ * The request a move of `vm` is checked with (what {@link planRebalance} uses, and what to give
+ * {@link checkMove}): the VM's request without `volumes` — the migration carries them, so they pin
+ * the VM to no host — with their size added to `resources.diskGib`, as the target must hold them.
+ * The same object when the VM has no volumes.
+ */
+export function moveRequestOf(vm: Pick<RebalanceVm, "request" | "volumeGib">): PlacementRequest {
+  const { request } = vm;
+  const extra = vm.volumeGib ?? 0;
+  if (request.volumes === undefined && extra === 0) return request;
+  const { volumes: _travel, ...rest } = request;
+  return extra === 0 ? rest : { ...rest, resources: { ...rest.resources, diskGib: rest.resources.diskGib + extra } };
 }
 
 /** What the planner reads: one consistent snapshot. */
@@ -74,7 +98,7 @@ export interface RebalanceMove {
   reason: string;
   /** balance: the drop of the imbalance this move buys; consolidate: the share of its source host it empties (1 / VMs there). */
   benefit: number;
-  /** GiB copied: the VM's memory, plus its disk when it `copiesDisk`. */
+  /** GiB copied: the VM's memory, plus its disk when it `copiesDisk`, plus its volumes (`volumeGib`). */
   costGiB: number;
   /** The imbalance after this move and the ones before it. */
   imbalanceAfter: number;
@@ -197,16 +221,19 @@ export function imbalanceOf(input: RebalanceInput, scheduler: ResolvedSchedulerO
  * (`withoutPlacement`), may it go to `move.to` by the scheduler's filters (those `scheduler.filters`
  * enables, of `pipeline`)? Undefined when it may; else why not, as placeVm words a rejection:
  * `<host>: <filter>: <reason>`, or that a host is missing or the move goes nowhere. Whether the
- * move still pays is not checked (a new plan decides that).
+ * move still pays is not checked (a new plan decides that). Give it the VM's {@link moveRequestOf}
+ * (its volumes' size in the disk); `request.volumes` is ignored either way, since the move
+ * carries the volumes.
  */
 export function checkMove(
   hosts: readonly HostSnapshot[],
   move: Pick<RebalanceMove, "from" | "to">,
-  request: PlacementRequest,
+  given: PlacementRequest,
   scheduler: ResolvedSchedulerOptions,
   pipeline: Pipeline = DEFAULT_PIPELINE,
 ): string | undefined {
-  checkRequest(request, "request");
+  checkPlacementRequest(given, "request");
+  const request = moveRequestOf({ request: given });
   const filters = enabledFilters(pipeline, scheduler);
   const from = hosts.find((h) => h.id === move.from);
   const to = hosts.find((h) => h.id === move.to);
@@ -243,7 +270,8 @@ export function checkMove(
  * Contract, for both goals:
  * - every move is feasible by the scheduler's own filters (`scheduler.filters` of `pipeline`) on
  *   the snapshot as it is after the moves before it, with the VM taken off its source
- *   (`withoutPlacement`); the same check as {@link checkMove};
+ *   (`withoutPlacement`); the same check as {@link checkMove}, with {@link moveRequestOf}: the
+ *   VM's volumes travel with it (no pin to their host; their size in the disk it takes along);
  * - a VM moves at most once per plan, never to the host it is on, and only when `movable`; hosts
  *   that are not ready, cordoned or in `frozenHosts` are neither sources nor targets; VMs on them
  *   stay;
@@ -264,7 +292,8 @@ export function checkMove(
  * listed, movable and finds a target (a simulated re-pack through the filters, all or nothing per
  * host, within the budgets), onto hosts that hold VMs (never onto an empty one), chosen by best fit
  * as the pack preset scores it (the pipeline's `alignedFit` weigher, always steered by the fleet's
- * demand direction, plus `groupAffinity` at its configured weight) among the first 8 feasible of
+ * demand direction, plus `groupAffinity` and `imageLocality` at their configured weights) among
+ * the first 8 feasible of
  * the fullest hosts. It keeps at least `minFreeFraction` of the population's allocatable (per
  * resource) free on the hosts that hold VMs. When it empties a host that an earlier move of the
  * plan filled, that move is re-routed (the VM goes straight to where it ends, still one move).
@@ -344,6 +373,8 @@ function resolveOptions(options: RebalanceOptions): Resolved {
 
 interface VmRec {
   readonly vm: RebalanceVm;
+  /** What a move of it is checked with: {@link moveRequestOf} (no volume pin; their size in the disk). */
+  readonly request: PlacementRequest;
   /** Host index now. */
   host: number;
   /** The VM's load on the metric, per utilisation resource. */
@@ -438,11 +469,16 @@ class Model {
       seen.add(vm.id);
       const i = this.indexOf.get(vm.hostId);
       if (i === undefined) throw invalidArgument(`vms[${j}].host_id`, `unknown host '${String(vm.hostId)}'`);
-      if (!wellFormed(vm.request)) checkRequest(vm.request, `vms[${j}].request`);
-      const q = vm.request.resources;
-      requested[i * 3] += q.vcpus;
-      requested[i * 3 + 1] += q.memoryMib;
-      requested[i * 3 + 2] += q.diskGib;
+      if (!isWellFormedRequest(vm.request)) checkPlacementRequest(vm.request, `vms[${j}].request`);
+      const volumeGib: unknown = vm.volumeGib ?? 0;
+      if (typeof volumeGib !== "number" || !Number.isSafeInteger(volumeGib) || volumeGib < 0) {
+        throw invalidArgument(`vms[${j}].volume_gib`, `must be a whole number ≥ 0 (got ${quote(volumeGib)})`);
+      }
+      const request = moveRequestOf(vm);
+      const q = request.resources;
+      requested[i * 3] = requested[i * 3]! + q.vcpus;
+      requested[i * 3 + 1] = requested[i * 3 + 1]! + q.memoryMib;
+      requested[i * 3 + 2] = requested[i * 3 + 2]! + q.diskGib;
       listed[i] = listed[i]! + 1;
       let load: number[];
       if (metric === "usage" && vm.usage !== undefined) {
@@ -453,9 +489,10 @@ class Model {
       } else {
         load = [q.vcpus, q.memoryMib];
       }
-      const costGiB = (q.memoryMib + (vm.copiesDisk ? q.diskGib * 1024 : 0)) / 1024;
+      // Memory always; the VM's own disk when it is local; its volumes always (they travel).
+      const costGiB = (q.memoryMib + (vm.copiesDisk ? vm.request.resources.diskGib * 1024 : 0) + volumeGib * 1024) / 1024;
       this.onHost[i]!.push(j);
-      return { vm, host: i, load, costGiB, moved: false };
+      return { vm, request, host: i, load, costGiB, moved: false };
     });
 
     // Hosts: each must allocate at least what its listed VMs request (the snapshot is one consistent view).
@@ -488,7 +525,7 @@ class Model {
     });
     // Group members listed must be on their hosts' counts (withoutPlacement must not go below 0).
     for (const rec of this.vms) {
-      const g = rec.vm.request.group?.name;
+      const g = rec.request.group?.name;
       if (g !== undefined && membersOn(this.hosts[rec.host]!, g) < 1) {
         throw invalidArgument(`hosts[${this.ids[rec.host]}].group_members.${g}`, `does not count VM '${rec.vm.id}' of that group`);
       }
@@ -581,7 +618,7 @@ class Model {
    * there, the pins, and the fleet direction when alignedFit steers.
    */
   contextFor(rec: VmRec): PlacementContext {
-    const request = rec.vm.request;
+    const request = rec.request;
     const s = rec.host;
     let groupHosts: string[] = [];
     const g = request.group?.name;
@@ -667,7 +704,7 @@ class Model {
   apply(j: number, t: number): void {
     const rec = this.vms[j]!;
     const s = rec.host;
-    const req = rec.vm.request;
+    const req = rec.request;
     const g = req.group?.name;
     const src = this.hosts[s]!;
     const dst = this.hosts[t]!;
@@ -731,7 +768,7 @@ class Model {
         load[i * U + 1] = this.hosts[i]!.allocated.memoryMib;
       }
       for (const rec of this.vms) {
-        const q = rec.vm.request.resources;
+        const q = rec.request.resources;
         const at = rec.host * U;
         load[at] = load[at]! + rec.load[0]! - q.vcpus;
         load[at + 1] = load[at + 1]! + rec.load[1]! - q.memoryMib;
@@ -917,7 +954,7 @@ function balanceMoveFrom(
       const after = m.sigmaAfter(s, us, t, ut);
       const benefit = sigma - after;
       if (!(benefit > MIN_GAIN) || benefit < o.minBenefitPerGiB * rec.costGiB) return;
-      if (!m.mayFit(t, rec.vm.request.resources) || !m.passes(t, ctx)) return;
+      if (!m.mayFit(t, rec.request.resources) || !m.passes(t, ctx)) return;
       feasible.push(t);
       afterOf.set(t, after);
     };
@@ -994,7 +1031,12 @@ function planConsolidate(m: Model, o: Resolved, moves: RebalanceMove[]): string 
   // 81 hosts for a lower bound of 80, plain best fit 82; 110 for 110 against 113). Without
   // alignedFit in the pipeline, plain best fit (mostAllocated).
   const packer = m.pipeline.weighers.some((w) => w.name === "alignedFit") ? "alignedFit" : "mostAllocated";
-  const weights: Record<string, number> = { [packer]: 1, groupAffinity: m.options.weights["groupAffinity"] ?? 0 };
+  // The soft preferences keep their configured weights: groups, and a host holding the VM's image.
+  const weights: Record<string, number> = {
+    [packer]: 1,
+    groupAffinity: m.options.weights["groupAffinity"] ?? 0,
+    imageLocality: m.options.weights["imageLocality"] ?? 0,
+  };
   const order = new UtilOrder(m);
   const steps: Step[] = [];
   /** Index in `steps` of each VM record's move, or -1. */
@@ -1108,11 +1150,11 @@ function planConsolidate(m: Model, o: Resolved, moves: RebalanceMove[]): string 
  * affinity group to c may have passed only because x was on c. That case is not re-routed (c stays).
  */
 function reroutable(m: Model, steps: readonly Step[], p: number, c: number): boolean {
-  const g = m.vms[steps[p]!.j]!.vm.request.group;
+  const g = m.vms[steps[p]!.j]!.request.group;
   if (g === undefined || g.policy !== "affinity") return true;
   for (let q = p + 1; q < steps.length; q++) {
     const st = steps[q]!;
-    if (st.to === c && m.vms[st.j]!.vm.request.group?.name === g.name) return false;
+    if (st.to === c && m.vms[st.j]!.request.group?.name === g.name) return false;
   }
   return true;
 }
@@ -1130,8 +1172,8 @@ function emptyHost(
   weights: Readonly<Record<string, number>>,
 ): { j: number; to: number; sigmaAfter: number }[] | undefined {
   const vms = [...m.onHost[c]!].sort((a, b) => {
-    const x = m.vms[a]!.vm.request.resources;
-    const y = m.vms[b]!.vm.request.resources;
+    const x = m.vms[a]!.request.resources;
+    const y = m.vms[b]!.request.resources;
     return y.memoryMib - x.memoryMib || y.vcpus - x.vcpus || y.diskGib - x.diskGib || compareIds(m.vms[a]!.vm.id, m.vms[b]!.vm.id);
   });
   const done: { j: number; to: number; wasMoved: boolean; sigmaAfter: number }[] = [];
@@ -1169,7 +1211,7 @@ function emptyOnto(
     const feasible: number[] = [];
     const consider = (t: number): void => {
       if (t === c || !m.active[t] || m.hosts[t]!.vmCount === 0 || m.atBudget(t, o)) return;
-      if (m.mayFit(t, rec.vm.request.resources) && m.passes(t, ctx)) feasible.push(t);
+      if (m.mayFit(t, rec.request.resources) && m.passes(t, ctx)) feasible.push(t);
     };
     if (ctx.pinned !== undefined) {
       const pins = [...ctx.pinned].map((id) => m.indexOf.get(id)).filter((i): i is number => i !== undefined);
@@ -1209,29 +1251,4 @@ function enabledFilters(pipeline: Pipeline, options: ResolvedSchedulerOptions): 
     if (!f) throw invalidArgument(`scheduler.filters[${i}]`, `unknown filter '${name}' (known: ${pipeline.filters.map((x) => x.name).join(", ")})`);
     return f;
   });
-}
-
-/** The quick form of {@link checkRequest}, for the common case: true when it would not throw. */
-function wellFormed(request: PlacementRequest): boolean {
-  const r = request?.resources;
-  if (r === undefined || r === null) return false;
-  const ok = (v: unknown): boolean => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-  if (!ok(r.vcpus) || !ok(r.memoryMib) || !ok(r.diskGib)) return false;
-  const g = request.group;
-  return g === undefined || (typeof g.name === "string" && g.name !== "" && GROUP_POLICIES.includes(g.policy));
-}
-
-function checkRequest(request: PlacementRequest, field: string): void {
-  if (request === null || typeof request !== "object") throw invalidArgument(field, "must be a placement request");
-  const g = request.group;
-  if (g !== undefined) {
-    if (typeof g.name !== "string" || g.name === "") throw invalidArgument(`${field}.group.name`, "must not be empty");
-    if (!GROUP_POLICIES.includes(g.policy)) throw invalidArgument(`${field}.group.policy`, `unknown policy '${String(g.policy)}' (${GROUP_POLICIES.join(", ")})`);
-  }
-  for (const key of RESOURCE_NAMES) {
-    const v: unknown = request.resources?.[key];
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
-      throw invalidArgument(`${field}.resources.${RESOURCE_FIELD[key]}`, `must be a whole number ≥ 0 (got ${String(v)})`);
-    }
-  }
 }

@@ -5,8 +5,10 @@ import {
   allocatable,
   compareTies,
   gangPacks,
+  PlacementEngine,
   placeVm,
   placeVms,
+  PRESET_WEIGHTS,
   withPlacement,
   type HostSnapshot,
   type PlacementDecision,
@@ -119,6 +121,33 @@ describe("placeVm properties with labels, groups, pins, limits, overrides and pr
         expect(d.hostId).toBe(first?.hostId);
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe("imageLocality", () => {
+  it("changes nothing when no request has an image: the same hosts at weight 0 and at the preset's weight, one by one, as a gang and in the engine", () => {
+    fc.assert(
+      fc.property(scenario, ({ options, hosts, requests }) => {
+        const plain = requests.map(({ imageId: _none, ...r }) => r);
+        const at = (w: number): ResolvedSchedulerOptions => ({ ...options, weights: { ...options.weights, imageLocality: w } });
+        const preset = PRESET_WEIGHTS[options.preset ?? "spread"]["imageLocality"];
+        expect(preset).toBeGreaterThan(0);
+        const [off, on] = [at(0), at(preset!)];
+        const chosen = (o: ResolvedSchedulerOptions) => placeAll(hosts, plain, o).steps.map((s) => (s.decision.placed ? s.decision.hostId : "-"));
+        expect(chosen(on)).toEqual(chosen(off));
+        expect(placeVms(hosts, plain, on)).toEqual(placeVms(hosts, plain, off));
+        const [withoutImages, withImages] = [new PlacementEngine(hosts, off), new PlacementEngine(hosts, on)];
+        for (const r of plain) {
+          const a = withoutImages.place(r);
+          const b = withImages.place(r);
+          expect(b.placed && b.hostId).toEqual(a.placed && a.hostId);
+          if (!a.placed) continue;
+          withoutImages.commit(a.hostId, r);
+          withImages.commit(a.hostId, r);
+        }
+      }),
+      { numRuns: 200 },
     );
   });
 });

@@ -98,14 +98,34 @@ export const richOptionsArb: fc.Arbitrary<ResolvedSchedulerOptions> = fc
     preset: fc.constantFrom(...PRESETS),
     maxVmsPerHost: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 40 })),
     seed: fc.oneof(fc.constant(0), fc.integer({ min: -1000, max: 2 ** 40 })),
-    weights: fc.dictionary(fc.constantFrom("leastAllocated", "mostAllocated", "alignedFit", "balanced", "groupAffinity", "instanceCount"), fc.constantFrom(0, 0.5, 1, 3)),
+    weights: fc.dictionary(
+      fc.constantFrom("leastAllocated", "mostAllocated", "alignedFit", "balanced", "groupAffinity", "instanceCount", "imageLocality"),
+      fc.constantFrom(0, 0.5, 1, 3),
+    ),
   })
   .map(({ base, preset, maxVmsPerHost, seed, weights }) =>
     resolveSchedulerOptions({ allocationRatio: base.allocationRatio, reserved: base.reserved, preset, maxVmsPerHost, seed, weights }),
   );
 
+/** `arb` one time in `1 + none`, otherwise undefined (fc.option's `freq` only makes undefined the rarer). */
+export const sometimes = <T>(arb: fc.Arbitrary<T>, none: number): fc.Arbitrary<T | undefined> =>
+  fc.oneof({ weight: none, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: arb });
+
+/** The networks a rich host may offer: most offer `default`, some `lab`, few `san`. */
+export const networksArb: fc.Arbitrary<ReadonlySet<string> | undefined> = fc.option(
+  fc.record({ default: fc.oneof({ weight: 4, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }), lab: fc.boolean(), san: fc.oneof({ weight: 1, arbitrary: fc.constant(true) }, { weight: 3, arbitrary: fc.constant(false) }) }).map(
+    (has) => new Set(Object.entries(has).flatMap(([name, yes]) => (yes ? [name] : []))),
+  ),
+  { nil: undefined, freq: 6 },
+);
+
+/** The images a rich host may hold (img-a, img-b), or none. */
+export const imagesArb: fc.Arbitrary<ReadonlySet<string> | undefined> = fc.option(fc.subarray(["img-a", "img-b"]).map((ids) => new Set(ids)), { nil: undefined, freq: 4 });
+
 const richHostArb = fc.record({
   shape: hostShapeArb,
+  networks: networksArb,
+  images: imagesArb,
   labels: fc.record({ zone: fc.constantFrom("a", "b"), gpu: fc.constantFrom("a100", "t4") }, { requiredKeys: [] }),
   groups: fc.record({ web: fc.integer({ min: 0, max: 2 }), db: fc.integer({ min: 0, max: 2 }) }, { requiredKeys: [] }),
   ratio: fc.option(fc.record({ vcpus: fc.constantFrom(1, 2, 0.5) }, { requiredKeys: [] }), { nil: undefined }),
@@ -116,7 +136,8 @@ const richHostArb = fc.record({
 
 /**
  * Random rich options with a cluster of 0..10 hosts: labels (zone, gpu), group members (web, db),
- * sometimes their own ratio and reserve, each filled to some fraction of its own allocatable.
+ * sometimes their own ratio and reserve, networks (default, lab, san) and images (img-a, img-b),
+ * each filled to some fraction of its own allocatable.
  */
 export const richClusterArb: fc.Arbitrary<{ options: ResolvedSchedulerOptions; hosts: HostSnapshot[] }> = fc
   .record({
@@ -125,7 +146,7 @@ export const richClusterArb: fc.Arbitrary<{ options: ResolvedSchedulerOptions; h
   })
   .map(({ options, shapes }) => ({
     options,
-    hosts: shapes.map(([id, { shape: s, labels, groups, ratio, reserve }]) => {
+    hosts: shapes.map(([id, { shape: s, labels, groups, ratio, reserve, networks, images }]) => {
       const h: HostSnapshot = {
         id,
         capacity: s.capacity,
@@ -138,36 +159,54 @@ export const richClusterArb: fc.Arbitrary<{ options: ResolvedSchedulerOptions; h
       };
       if (ratio) h.allocationRatio = ratio;
       if (reserve) h.reserved = reserve;
+      if (networks) h.networks = networks;
+      if (images) h.images = images;
       const a = allocatable(h, options);
       RESOURCE_NAMES.forEach((k, i) => (h.allocated[k] = Math.floor(a[k] * (s.fill[i] ?? 0))));
       return h;
     }),
   }));
 
+/** A rich request before its host indexes are resolved ({@link pinTo}). */
+export type RichRequest = PlacementRequest & { pin: number[]; volumesAt?: number };
+
 /**
- * A request with sometimes required / forbidden labels and a group; `pin` are indexes into the
- * cluster's hosts to pin (resolved by the scenario; may be empty).
+ * A request with sometimes required / forbidden labels, a group, NICs on networks (default, lab,
+ * san; repeats too), an image (img-a, img-b) and data volumes bound to a host; `pin` are indexes
+ * into the cluster's hosts to pin, `volumesAt` the index of the volumes' host (resolved by the
+ * scenario with {@link pinTo}; may be past the end: a host that does not exist).
  */
-export const richRequestArb: fc.Arbitrary<PlacementRequest & { pin: number[] }> = fc
+export const richRequestArb: fc.Arbitrary<RichRequest> = fc
   .record({
     base: requestArb,
     requiredLabels: fc.option(fc.record({ zone: fc.constantFrom("a", "b") }, { requiredKeys: [] }), { nil: undefined }),
     forbiddenLabels: fc.option(fc.record({ gpu: fc.constantFrom("a100", "t4", "*") }, { requiredKeys: [] }), { nil: undefined }),
     group: fc.option(fc.record({ name: fc.constantFrom("web", "db"), policy: fc.constantFrom(...GROUP_POLICIES) }), { nil: undefined }),
     pin: fc.oneof(fc.constant<number[]>([]), fc.array(fc.nat(9), { maxLength: 3 })),
+    networks: sometimes(fc.array(fc.constantFrom("default", "default", "lab", "san"), { maxLength: 3 }), 3),
+    imageId: sometimes(fc.constantFrom("img-a", "img-b"), 1),
+    volumesAt: sometimes(fc.nat(10), 5),
   })
-  .map(({ base, requiredLabels, forbiddenLabels, group, pin }) => {
-    const r: PlacementRequest & { pin: number[] } = { ...base, pin };
+  .map(({ base, requiredLabels, forbiddenLabels, group, pin, networks, imageId, volumesAt }) => {
+    const r: RichRequest = { ...base, pin };
     if (requiredLabels) r.requiredLabels = requiredLabels;
     if (forbiddenLabels) r.forbiddenLabels = forbiddenLabels;
     if (group) r.group = group;
+    if (networks) r.networks = networks;
+    if (imageId) r.imageId = imageId;
+    if (volumesAt !== undefined) r.volumesAt = volumesAt;
     return r;
   });
 
-/** Resolves a rich request's pin indexes against `hosts` (indexes past the end pin a host that does not exist). */
-export function pinTo(hosts: readonly HostSnapshot[], { pin, ...request }: PlacementRequest & { pin: number[] }): PlacementRequest {
-  if (pin.length === 0) return request;
-  return { ...request, pinnedHosts: pin.map((i) => hosts[i]?.id ?? `missing-${i}`) };
+/**
+ * Resolves a rich request's pin indexes and volumes' host index against `hosts` (indexes past the
+ * end name a host that does not exist).
+ */
+export function pinTo(hosts: readonly HostSnapshot[], { pin, volumesAt, ...request }: RichRequest): PlacementRequest {
+  const out: PlacementRequest = { ...request };
+  if (pin.length > 0) out.pinnedHosts = pin.map((i) => hosts[i]?.id ?? `missing-${i}`);
+  if (volumesAt !== undefined) out.volumes = { hostId: hosts[volumesAt]?.id ?? `missing-${volumesAt}`, names: [`${request.name}-data`] };
+  return out;
 }
 
 /**
@@ -177,6 +216,8 @@ export function pinTo(hosts: readonly HostSnapshot[], { pin, ...request }: Place
 export function admissible(host: HostSnapshot, request: PlacementRequest, options: ResolvedSchedulerOptions, hosts: readonly HostSnapshot[]): boolean {
   if (!host.ready || host.cordoned) return false;
   if (request.pinnedHosts && request.pinnedHosts.length > 0 && !request.pinnedHosts.includes(host.id)) return false;
+  if (request.volumes !== undefined && request.volumes.hostId !== host.id) return false;
+  for (const n of request.networks ?? []) if (!(host.networks !== undefined && [...host.networks].includes(n))) return false;
   for (const [k, v] of Object.entries(request.requiredLabels ?? {})) if (host.labels[k] !== v) return false;
   for (const [k, v] of Object.entries(request.forbiddenLabels ?? {})) {
     if (v === "*" ? k in host.labels : host.labels[k] === v) return false;

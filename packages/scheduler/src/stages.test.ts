@@ -3,6 +3,11 @@ import { ErrorCode, isBerthError } from "@berth/core";
 import {
   alignedFitWeigher,
   balancedWeigher,
+  DEFAULT_PIPELINE,
+  imageLocalityWeigher,
+  networksFilter,
+  PlacementEngine,
+  volumesFilter,
   fleetDirection,
   gangUnplacedError,
   mostAllocatedWeigher,
@@ -120,6 +125,68 @@ describe("filters", () => {
     expect(placed(placeVm([h], vm("x", 16, 0, 0), opts))).toBe("a");
   });
 
+  it("networks: a host lacking any of the NICs' networks is rejected, naming what it lacks and what it offers", () => {
+    const hosts = [
+      host("a", { networks: new Set(["default", "br0"]) }),
+      host("b"),
+      host("c", { networks: new Set(["lab", "default"]), allocated: res(60, 0, 0) }),
+      host("d", { networks: new Set() }),
+    ];
+    // Two NICs on lab, one on default: the repeat is asked once.
+    const d = placeVm(hosts, { ...vm("x", 1, 16, 0), networks: ["lab", "default", "lab"] }, opts);
+    expect(placed(d)).toBe("c");
+    expect(reasons(d)).toEqual([
+      'a: networks: lacks network "lab" (offers: br0, default)',
+      'b: networks: lacks networks "lab", "default" (offers none)',
+      'd: networks: lacks networks "lab", "default" (offers none)',
+    ]);
+    // No NICs (or no networks named) constrain nothing, even on a host that offers none.
+    expect(placed(placeVm([host("b")], vm("x", 1, 16, 0), opts))).toBe("b");
+    expect(placed(placeVm([host("b")], { ...vm("x", 1, 16, 0), networks: [] }, opts))).toBe("b");
+  });
+
+  it("networks: the reason is bounded — at most 8 names each way, each cut at 64 characters", () => {
+    const offers = new Set(Array.from({ length: 12 }, (_, i) => `n${String(i).padStart(2, "0")}`));
+    const long = "z".repeat(100);
+    const d = placeVm([host("a", { networks: offers })], { ...vm("x", 1, 16, 0), networks: [long, ...Array.from({ length: 9 }, (_, i) => `m${i}`)] }, opts);
+    expect(reasons(d)).toEqual([
+      `a: networks: lacks networks "${"z".repeat(64)}… (100 characters)", "m0", "m1", "m2", "m3", "m4", "m5", "m6" and 2 more (offers: n00, n01, n02, n03, n04, n05, n06, n07 and 4 more)`,
+    ]);
+    // The engine asks without reasons: a plain failure.
+    expect(networksFilter.filter(host("a"), { request: { ...vm("x", 1, 16, 0), networks: ["lab"] }, options: opts, groupHosts: [], pinned: undefined, explain: false })).toEqual({ pass: false, reason: "" });
+  });
+
+  it("volumes: only the host holding the VM's bound volumes passes, whatever the others offer", () => {
+    const hosts = [host("a"), host("b", { allocated: res(60, 60000, 900) }), host("c")];
+    const data = { ...vm("x", 1, 16, 0), volumes: { hostId: "b", names: ["data-1", "data-2"] } };
+    const d = placeVm(hosts, data, opts);
+    expect(placed(d)).toBe("b");
+    expect(reasons(d)).toEqual(["a: volumes: volumes data-1, data-2 are on b", "c: volumes: volumes data-1, data-2 are on b"]);
+    // Their host down: nothing can take the VM, and its own reason says why.
+    const down = placeVm([host("a"), host("b", { ready: false })], { ...data, volumes: { hostId: "b", names: ["data-1"] } }, opts);
+    expect(down.placed ? [] : down.reasons).toEqual(["a: volumes: volume data-1 is on b", "b: ready: host is not Ready"]);
+    // It names its only candidate, so the engine asks no other host.
+    expect(volumesFilter.candidates?.({ request: data, options: opts, groupHosts: [], pinned: undefined })).toEqual(["b"]);
+    expect(volumesFilter.candidates?.({ request: vm("x", 1, 16, 0), options: opts, groupHosts: [], pinned: undefined })).toBeUndefined();
+    const engine = new PlacementEngine(hosts, opts);
+    expect(engine.place(data)).toEqual({ placed: true, hostId: "b" });
+    // A name list is bounded too.
+    const many = placeVm([host("a")], { ...data, volumes: { hostId: "b", names: Array.from({ length: 10 }, (_, i) => `v${i}`) } }, opts);
+    expect(reasons(many)).toEqual(["a: volumes: volumes v0, v1, v2, v3, v4, v5, v6, v7 and 2 more are on b"]);
+  });
+
+  it("runs volumes right after ready and pinned, networks after labels (pipeline.ts says why)", () => {
+    expect(DEFAULT_PIPELINE.filters.map((f) => f.name)).toEqual(["ready", "pinned", "volumes", "labels", "networks", "maxVms", "groups", "capacity"]);
+    // A host that fails several filters gives the first one's reason.
+    const h = host("a", { labels: { zone: "us-2" }, allocated: res(64, 0, 0) });
+    const r = { ...vm("x", 1, 16, 0), requiredLabels: { zone: "eu-1" }, networks: ["lab"], volumes: { hostId: "b", names: ["data-1"] } };
+    expect(reasons(placeVm([h], r, opts))).toEqual(["a: volumes: volume data-1 is on b"]);
+    expect(reasons(placeVm([h], { ...r, pinnedHosts: ["b"] }, opts))).toEqual(["a: pinned: not pinned (pinned: b)"]);
+    const { volumes: _v, ...noVolumes } = r;
+    expect(reasons(placeVm([h], noVolumes, opts))).toEqual(["a: labels: requires label zone=eu-1 (host has zone=us-2)"]);
+    expect(reasons(placeVm([h], { ...noVolumes, requiredLabels: {} }, opts))).toEqual(['a: networks: lacks network "lab" (offers none)']);
+  });
+
   it("runs only the enabled filters, in the given order", () => {
     const full = host("a", { cordoned: true, allocated: res(64, 0, 0) });
     expect(reasons(placeVm([full], vm("x", 1, 16, 0), opts))).toEqual(["a: ready: host is cordoned"]);
@@ -134,6 +201,26 @@ describe("filters", () => {
     expect((bad as Error).message).toBe("request.group.policy: unknown policy 'sticky' (anti-affinity, affinity, soft-anti-affinity, soft-affinity)");
     const h = errorOf(() => placeVm([host("a", { reserved: { vcpus: -1 } })], vm("x", 1, 16, 0), opts));
     expect((h as Error).message).toBe("hosts[a].reserved.vcpus: must be a whole number ≥ 0 (got -1)");
+  });
+
+  it("rejects malformed networks, image or volumes with INVALID_ARGUMENT naming the field, bounded", () => {
+    const x = vm("x", 1, 16, 0);
+    const cases: [PlacementRequest, string][] = [
+      [{ ...x, networks: ["default", ""] }, "request.networks[1]: must be a network name (got '')"],
+      [{ ...x, networks: "default" as never }, "request.networks: must be a list of network names"],
+      [{ ...x, imageId: "" }, "request.image_id: must be an image id (got '')"],
+      [{ ...x, volumes: { hostId: "", names: ["d"] } }, "request.volumes.host_id: must be a host id (got '')"],
+      [{ ...x, volumes: { hostId: "b", names: [] } }, "request.volumes.names: must name at least one volume"],
+      [{ ...x, volumes: { hostId: "b", names: ["d", 7 as never] } }, "request.volumes.names[1]: must be a volume name (got '7')"],
+      [{ ...x, networks: [42 as never] }, "request.networks[0]: must be a network name (got '42')"],
+    ];
+    for (const [request, message] of cases) {
+      for (const place of [() => placeVm([host("a")], request, opts), () => new PlacementEngine([host("a")], opts).place(request)]) {
+        const e = errorOf(place);
+        expect(isBerthError(e, ErrorCode.InvalidArgument)).toBe(true);
+        expect((e as Error).message).toBe(message);
+      }
+    }
   });
 });
 
@@ -225,9 +312,38 @@ describe("weighers", () => {
     expect(placed(placeVm([host("a", { vmCount: 3 }), host("b", { vmCount: 2, allocated: res(50, 50000, 900) })], vm("x", 1, 16, 0), o))).toBe("b");
   });
 
+  it("imageLocality: 1 on a host holding the request's image, 0 elsewhere, 0 everywhere without an image", () => {
+    const holder = host("h", { images: new Set(["img-1", "img-2"]) });
+    const withImage = { ...vm("x", 1, 16, 0), imageId: "img-1" };
+    expect(imageLocalityWeigher.weigh(holder, ctx(withImage))).toBe(1);
+    expect(imageLocalityWeigher.weigh(host("o"), ctx(withImage))).toBe(0);
+    expect(imageLocalityWeigher.weigh(host("o", { images: new Set(["img-2"]) }), ctx(withImage))).toBe(0);
+    expect(imageLocalityWeigher.weigh(holder, ctx(vm("x", 1, 16, 0)))).toBe(0);
+  });
+
+  it("imageLocality breaks a tie or a near-tie toward a host holding the image, never a clear difference in room", () => {
+    const withImage = { ...vm("x", 1, 16, 0), imageId: "img-1" };
+    const img = new Set(["img-1"]);
+    // Equal hosts: the holder, though the other comes first by id.
+    expect(placed(placeVm([host("a"), host("b", { images: img })], withImage, opts))).toBe("b");
+    expect(placed(placeVm([host("a"), host("b", { images: img })], vm("x", 1, 16, 0), opts))).toBe("a");
+    // A near-tie (b has 4 vCPU more allocated, c is far fuller): the holder.
+    const near = [host("a"), host("b", { images: img, allocated: res(4, 0, 0) }), host("c", { allocated: res(60, 60000, 900) })];
+    expect(placed(placeVm(near, withImage, opts))).toBe("b");
+    expect(placed(placeVm(near, withImage, resolveSchedulerOptions({ weights: { imageLocality: 0 } })))).toBe("a");
+    // Half full against empty: room wins, the VM fetches its image.
+    const far = [host("a"), host("b", { images: img, allocated: res(32, 32256, 500) }), host("c", { allocated: res(60, 60000, 900) })];
+    expect(placed(placeVm(far, withImage, opts))).toBe("a");
+    // Pack: best fit first (the open host, without the image); among the empty hosts it opens, the holder.
+    const pack = resolveSchedulerOptions({ preset: "pack" });
+    const open = host("a", { allocated: res(40, 40000, 600), vmCount: 3 });
+    expect(placed(placeVm([open, host("b"), host("c", { images: img })], withImage, pack))).toBe("a");
+    expect(placed(placeVm([open, host("b"), host("c", { images: img })], { ...withImage, resources: res(32, 32000, 500) }, pack))).toBe("c");
+  });
+
   it("weighers of weight 0 are not run and not reported", () => {
     const d = placeVm([host("a")], vm("x", 1, 16, 0), resolveSchedulerOptions({ preset: "pack" }));
-    expect(d.explanation[0]).toEqual({ hostId: "a", passed: true, scores: { alignedFit: 1, groupAffinity: 1 }, total: 3 });
+    expect(d.explanation[0]).toEqual({ hostId: "a", passed: true, scores: { alignedFit: 1, groupAffinity: 1, imageLocality: 1 }, total: 3.02 });
   });
 });
 
@@ -295,6 +411,23 @@ describe("placeVms", () => {
     expect(a.placed && a.placements.map((p) => p.hostId)).toEqual(["a", "a", "a"]);
     const limited = placeVms([host("a"), host("b")], many(3, vm("x", 1, 16, 0)), resolveSchedulerOptions({ maxVmsPerHost: 1 }));
     expect(limited).toMatchObject({ placed: false, failed: "x-2", placements: [] });
+  });
+
+  it("keeps each member's networks and volumes, under spread and pack", () => {
+    const hosts = [host("a", { networks: new Set(["default"]) }), host("b", { networks: new Set(["default", "lab"]) }), host("c", { networks: new Set(["default"]) })];
+    const gang: PlacementRequest[] = [
+      { ...vm("data", 2, 2048, 10), networks: ["default"], volumes: { hostId: "c", names: ["data-1"] } },
+      { ...vm("lab-1", 2, 2048, 10), networks: ["lab"], imageId: "img-1" },
+      { ...vm("lab-2", 2, 2048, 10), networks: ["default", "lab"] },
+      { ...vm("any", 2, 2048, 10), networks: ["default"] },
+    ];
+    for (const options of [opts, resolveSchedulerOptions({ preset: "pack" })]) {
+      const d = placeVms(hosts, gang, options);
+      expect(d.placed && d.placements.slice(0, 3).map((p) => p.hostId)).toEqual(["c", "b", "b"]);
+      expect(new PlacementEngine(hosts, options).placeGang(gang)).toEqual(d);
+    }
+    const stuck = placeVms(hosts, [gang[0]!, { ...gang[1]!, networks: ["san"] }], opts);
+    expect(stuck).toMatchObject({ placed: false, failed: "lab-1" });
   });
 
   it("is all-or-nothing: names the VM that does not fit, with its reasons", () => {

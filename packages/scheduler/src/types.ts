@@ -38,6 +38,18 @@ export interface HostSnapshot {
   reserved?: Partial<Resources>;
   /** Group name → how many members of that group are already on this host (absent: none). */
   groupMembers?: Record<string, number>;
+  /**
+   * Names of the networks the host offers VMs' NICs (libvirt networks and bridges), active ones
+   * only: a defined but stopped libvirt network is not listed. Absent: the host offers none (the
+   * `networks` filter rejects it for any request that names a network).
+   */
+  networks?: ReadonlySet<string>;
+  /**
+   * Ids (Image.id, not names) of the base images the host holds a copy of. Absent: none. Only the
+   * `imageLocality` weigher reads it: a host without the image still passes (it fetches it).
+   * Placing a VM on the host does not add its image here (withPlacement leaves it as it is).
+   */
+  images?: ReadonlySet<string>;
 }
 
 /** What is to be placed. */
@@ -53,6 +65,25 @@ export interface PlacementRequest {
   group?: { name: string; policy: GroupPolicy };
   /** When non-empty, only these hosts may be chosen. */
   pinnedHosts?: readonly string[];
+  /**
+   * The networks of the VM's NICs, in NIC order (a network may repeat: two NICs on one network).
+   * Every one must be among the host's `networks` (the `networks` filter). Absent or empty: no NIC
+   * constraint.
+   */
+  networks?: readonly string[];
+  /**
+   * The id of the image the VM's disk starts from (Image.id). Hosts holding it are preferred
+   * (the `imageLocality` weigher); any host may still take the VM. Absent: a blank disk.
+   */
+  imageId?: string;
+  /**
+   * The VM's data volumes that are bound to a host, and that host: only it may take the VM (the
+   * `volumes` filter; a volume's data lives in one host's pool). `names` are for the reason and
+   * must not be empty. Absent when none is bound — a VM without volumes, volumes not yet bound
+   * (they bind to the host chosen), or a migration (they travel with the VM; the mover adds their
+   * size to `resources.diskGib` instead).
+   */
+  volumes?: { hostId: string; names: readonly string[] };
 }
 
 /**
