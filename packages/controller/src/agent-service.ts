@@ -9,9 +9,9 @@ import {
   type Hello,
   type Report,
 } from "@berth/api";
-import { ErrorCode, invalidArgument, isBerthError, peerOf, quote, toGrpcStatus, validateHello, validateReport, type PeerIdentity } from "@berth/core";
+import { ErrorCode, invalidArgument, isBerthError, peerOf, quote, toGrpcStatus, validateDomain, validateHello, validateReport, type PeerIdentity } from "@berth/core";
 import type { Logger } from "pino";
-import { AgentSession } from "./agent-session.js";
+import { AgentSession, type InFlight } from "./agent-session.js";
 import { agentIdentity } from "./authorization.js";
 import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
@@ -22,6 +22,7 @@ import type { MigrationManager } from "./migration-manager.js";
 import type { Rebalancer } from "./rebalancer.js";
 import { recordFailure } from "./reconcile.js";
 import type { Reconciler } from "./reconciler.js";
+import type { VolumeManager } from "./volume-manager.js";
 import { consoleRelayOf } from "./console-relay.js";
 
 /** What a leading controller lends the agent service. */
@@ -31,6 +32,8 @@ export interface LeadingDeps {
   hosts: HostManager;
   migrations: MigrationManager;
   rebalancer: Rebalancer;
+  /** Data volumes: the one writer of their records, and each host's volume plan. */
+  volumes: VolumeManager;
   /** The cluster this leader leads, and the epoch agents see. */
   identity: ClusterIdentity;
   /** The agents' watchdog timeout, sent in Welcome (0: none). */
@@ -247,6 +250,7 @@ async function welcome(deps: AgentServiceDeps, call: Stream, hello: Hello, ident
 
   const session = new AgentSession(hello.hostId, hello.bootId, call, hello.inventory?.domains ?? [], deps.now(), () => deps.onPlacementChange?.(hello.hostId));
   session.hypervisor = hello.hypervisor;
+  session.setHoldings(hello);
   // A new agent process whose predecessor may still run the host's VMs: its inventory is believed
   // (missing domains created) only once that one's watchdog must have fired.
   session.holdCreatesUntilMs = leading.hosts.holdCreatesUntilMs(hello.hostId, hello.bootId);
@@ -285,8 +289,11 @@ function onReport(deps: AgentServiceDeps, session: AgentSession, report: Report)
   if (report.vmUsage.length > 0 || report.usage) {
     session.vmUsage = new Map(report.vmUsage.map((u) => [u.vmId.slice(0, 64), { cpuCores: Number.isFinite(u.cpuCores) ? Math.max(0, u.cpuCores) : 0, memoryMib: u.memoryUsedMib }]));
   }
-  if (report.inventory) {
-    session.inventory = new Map(report.inventory.domains.map((d) => [d.vmId, d]));
+  // Each report replaces what the host holds, whole; a change of its pool's volumes is a change
+  // of its volume plan (and of what their records may be removed after).
+  const held = session.setHoldings(report);
+  if (report.inventory || held.volumes) {
+    if (report.inventory) session.inventory = new Map(report.inventory.domains.map((d) => [d.vmId, d]));
     deps.leading()?.reconciler.markDirty(session.hostId);
   }
 }
@@ -297,6 +304,8 @@ function onReport(deps: AgentServiceDeps, session: AgentSession, report: Report)
  * already superseded changes nothing — no status, no inventory entry — and is counted and dropped.
  */
 function onResult(deps: AgentServiceDeps, session: AgentSession, result: CommandResult): void {
+  // Checked before anything of it is applied (the domain joins the inventory).
+  if (result.domain) validateDomain(result.domain, "result.domain");
   const inflight = session.settle(result);
   if (!inflight) {
     if (session.droppedResults++ % 100 === 0) {
@@ -305,6 +314,10 @@ function onResult(deps: AgentServiceDeps, session: AgentSession, result: Command
     return;
   }
   deps.metrics?.agentCommand(inflight.action, result.ok);
+  if (inflight.volumeId) {
+    onVolumeResult(deps, session, inflight, result);
+    return;
+  }
   if (result.domain && result.domain.vmId === inflight.vmId) session.inventory.set(inflight.vmId, result.domain);
   else if (result.ok && !result.domain) session.inventory.delete(inflight.vmId);
   if (inflight.migrationId) {
@@ -325,6 +338,34 @@ function onResult(deps: AgentServiceDeps, session: AgentSession, result: Command
     deps.log.warn(
       { hostId: session.hostId, vmId: inflight.vmId, generation: inflight.generation, action: inflight.action, code: failure.code, error: failure.message, attempts: failure.attempts, retryInMs: failure.permanent ? undefined : failure.nextAttemptAtMs - deps.now(), permanent: failure.permanent || undefined },
       "command failed on host",
+    );
+  }
+  deps.leading()?.reconciler.markDirty(session.hostId);
+}
+
+/**
+ * A volume command's result: the pool as the host now has it (until its next report says it
+ * whole), or a failure kept under the volume's subject for the backoff, as a VM's are.
+ */
+function onVolumeResult(deps: AgentServiceDeps, session: AgentSession, inflight: InFlight, result: CommandResult): void {
+  if (result.ok) {
+    session.failures.delete(inflight.subject);
+    if (inflight.action === "deleteVolume") session.volumeCommandApplied(inflight.volumeId, undefined);
+    else if (inflight.action === "createVolume") {
+      const sizeGib = deps.state.volumeWithId(inflight.volumeId)?.sizeGib ?? 0;
+      session.volumeCommandApplied(inflight.volumeId, session.reportedVolumes.get(inflight.volumeId) ?? { volumeId: inflight.volumeId, sizeGib, attachedVmId: "" });
+    }
+  } else {
+    const failure = recordFailure(
+      session.failures.get(inflight.subject),
+      { generation: inflight.generation, code: result.errorCode.slice(0, 64) || ErrorCode.Internal, message: result.errorMessage.slice(0, 1024) },
+      deps.now(),
+      Math.random,
+    );
+    session.failures.set(inflight.subject, failure);
+    deps.log.warn(
+      { hostId: session.hostId, volumeId: inflight.volumeId, volume: deps.state.volumeWithId(inflight.volumeId)?.name, generation: inflight.generation, action: inflight.action, code: failure.code, error: failure.message, attempts: failure.attempts, retryInMs: failure.permanent ? undefined : failure.nextAttemptAtMs - deps.now(), permanent: failure.permanent || undefined },
+      "volume command failed on host",
     );
   }
   deps.leading()?.reconciler.markDirty(session.hostId);

@@ -1,12 +1,34 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import type { AgentMessage, CommandResult, ControllerMessage, Domain, HypervisorStatus, Resources } from "@berth/api";
+import type { AgentMessage, CommandResult, ControllerMessage, Domain, HostImage, HostNetwork, HostVolume, HypervisorStatus, Resources } from "@berth/api";
 import { Limits } from "@berth/core";
 import type { CommandFailure, PlannedCommand } from "./reconcile.js";
+
+/**
+ * What a command is about, the key of the commands in flight and of the failures: the VM's id for
+ * a VM's commands, `volume:<id>` for a volume command (whose vm_id is empty).
+ */
+export function commandSubject(c: { vmId: string; volumeId?: string }): string {
+  return c.volumeId ? volumeSubject(c.volumeId) : c.vmId;
+}
+
+/** The subject of a volume's commands (see {@link commandSubject}). */
+export const volumeSubject = (volumeId: string): string => `volume:${volumeId}`;
+
+/** What a host holds and offers, as its agent last reported it (Hello, then every Report). */
+export interface HostHoldings {
+  images: readonly HostImage[];
+  networks: readonly HostNetwork[];
+  volumes: readonly HostVolume[];
+}
 
 /** A command sent and not answered yet. */
 export interface InFlight {
   commandId: string;
+  /** See {@link commandSubject}. */
+  subject: string;
   vmId: string;
+  /** Set for a volume command ("" for others). */
+  volumeId: string;
   generation: number;
   action: string;
   sentAtMs: number;
@@ -27,7 +49,7 @@ export class AgentSession {
   lastHeardMs: number;
   inventory: Map<string, Domain>;
   usage: Resources | undefined;
-  /** Failed attempts per VM id; the backoff and the VM's status come from here. */
+  /** Failed attempts per subject (a VM id, or `volume:<id>`); the backoff and the VM's status come from here. */
   readonly failures = new Map<string, CommandFailure>();
   /**
    * Until when missing domains are not created on this host (Unix ms; 0: no hold): a new agent
@@ -40,6 +62,10 @@ export class AgentSession {
   vmUsage = new Map<string, { cpuCores: number; memoryMib: number }>();
   /** Results dropped because they answered no command in flight (replays, strays). */
   droppedResults = 0;
+  private holdingsNow: HostHoldings = { images: [], networks: [], volumes: [] };
+  private activeNetworksNow: ReadonlySet<string> = new Set();
+  private imageIdsNow: ReadonlySet<string> = new Set();
+  private volumesNow: ReadonlyMap<string, HostVolume> = new Map();
   private readonly inflight = new Map<string, InFlight>();
   private readonly resultWaiters = new Map<string, (result: CommandResult | undefined) => void>();
   private readonly queue: ControllerMessage[] = [];
@@ -90,6 +116,59 @@ export class AgentSession {
     return this.closed;
   }
 
+  /** The images, networks and volumes the host last reported (Host.images/networks/volumes in answers). */
+  get holdings(): HostHoldings {
+    return this.holdingsNow;
+  }
+
+  /** Names of the networks the host offers that VMs can use now (active ones): placement's `networks`. */
+  get activeNetworks(): ReadonlySet<string> {
+    return this.activeNetworksNow;
+  }
+
+  /** Ids of the images the host holds: placement's image locality. */
+  get imageIds(): ReadonlySet<string> {
+    return this.imageIdsNow;
+  }
+
+  /** The data volumes in the host's pool, by volume id. */
+  get reportedVolumes(): ReadonlyMap<string, HostVolume> {
+    return this.volumesNow;
+  }
+
+  /**
+   * Replaces what the host holds with its latest report, whole (Hello and every Report carry all
+   * of it). Says what changed: `placement` when the active networks or the images differ (the
+   * host's snapshot for the scheduler), `volumes` when the pool's volumes differ (its volume plan).
+   */
+  setHoldings(next: HostHoldings): { placement: boolean; volumes: boolean } {
+    const networks = new Set(next.networks.filter((n) => n.active).map((n) => n.name));
+    const images = new Set(next.images.map((i) => i.imageId));
+    const volumes = new Map(next.volumes.map((v) => [v.volumeId, v]));
+    const placement = !sameSet(networks, this.activeNetworksNow) || !sameSet(images, this.imageIdsNow);
+    const volumesChanged = volumes.size !== this.volumesNow.size || [...volumes].some(([id, v]) => {
+      const was = this.volumesNow.get(id);
+      return !was || was.attachedVmId !== v.attachedVmId || was.sizeGib !== v.sizeGib;
+    });
+    this.holdingsNow = { images: [...next.images], networks: [...next.networks], volumes: [...next.volumes] };
+    if (placement) {
+      this.activeNetworksNow = networks;
+      this.imageIdsNow = images;
+    }
+    this.volumesNow = volumes;
+    if (placement) this.onPlacementChange();
+    return { placement, volumes: volumesChanged };
+  }
+
+  /** A volume command succeeded: the pool is as it said until the next report replaces it. */
+  volumeCommandApplied(volumeId: string, made: HostVolume | undefined): void {
+    const volumes = new Map(this.volumesNow);
+    if (made) volumes.set(volumeId, made);
+    else volumes.delete(volumeId);
+    this.volumesNow = volumes;
+    this.holdingsNow = { ...this.holdingsNow, volumes: [...volumes.values()] };
+  }
+
   /** Live, and its hypervisor not reported down: the host may take new VMs. */
   get acceptsPlacements(): boolean {
     return this.isLive && this.hypervisor?.available !== false;
@@ -117,7 +196,8 @@ export class AgentSession {
    * `resendAfterMs`. Commands are idempotent, so a resend after a lost result is safe.
    */
   sendCommand(planned: PlannedCommand, leaderEpoch: number, nowMs: number, resendAfterMs: number): string | undefined {
-    const prior = this.inflight.get(planned.vmId);
+    const subject = commandSubject(planned);
+    const prior = this.inflight.get(subject);
     const migrationId = planned.migrationId ?? "";
     if (
       prior &&
@@ -144,10 +224,10 @@ export class AgentSession {
       },
     });
     if (!sent) return undefined;
-    // A newer command for the VM replaces the one in flight: the older one's result is a stray.
-    const replaced = this.inflight.get(planned.vmId);
+    // A newer command for the subject replaces the one in flight: the older one's result is a stray.
+    const replaced = this.inflight.get(subject);
     if (replaced) this.resultWaiters.get(replaced.commandId)?.(undefined);
-    this.inflight.set(planned.vmId, { commandId, vmId: planned.vmId, generation: planned.generation, action: planned.action.$case, sentAtMs: nowMs, migrationId });
+    this.inflight.set(subject, { commandId, subject, vmId: planned.vmId, volumeId: planned.volumeId ?? "", generation: planned.generation, action: planned.action.$case, sentAtMs: nowMs, migrationId });
     return commandId;
   }
 
@@ -157,9 +237,10 @@ export class AgentSession {
    * command already superseded): such a result must change nothing.
    */
   settle(result: CommandResult): InFlight | undefined {
-    const prior = this.inflight.get(result.vmId);
+    const subject = commandSubject(result);
+    const prior = this.inflight.get(subject);
     if (!prior || prior.commandId !== result.commandId || prior.generation !== result.generation) return undefined;
-    this.inflight.delete(result.vmId);
+    this.inflight.delete(subject);
     this.resultWaiters.get(prior.commandId)?.(result);
     return prior;
   }
@@ -186,6 +267,11 @@ export class AgentSession {
     return this.inflight.get(vmId);
   }
 
+  /** The command in flight for the volume (by id), if any. */
+  inflightForVolume(volumeId: string): InFlight | undefined {
+    return this.inflight.get(volumeSubject(volumeId));
+  }
+
   get inflightCount(): number {
     return this.inflight.size;
   }
@@ -210,4 +296,10 @@ export class AgentSession {
       this.blocked = !this.call.write(this.queue.shift()!);
     }
   }
+}
+
+function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
+  return true;
 }

@@ -33,6 +33,8 @@ import { placementPolicyOf, resolveClusterScheduler } from "./scheduler-config.j
 import { hostView as hostViewOf, type LiveHost } from "./host-view.js";
 import { cordonHost, drainHost, leadingNow as leadingOf, migrateVm, requireHost, uncordonHost } from "./operator-actions.js";
 import type { Placer } from "./placement.js";
+import { createImage, deleteImage, getImage, listImages } from "./image-catalog.js";
+import { listVolumes, volumeInfo } from "./volume-manager.js";
 import { consoleRelayFor } from "./console-relay.js";
 
 export interface ClusterServiceDeps {
@@ -266,17 +268,49 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
       return await leadingNow().rebalancer.apply(req.goal, req.maxMoves, req.metric, req.plan);
     }),
     watchEvents: (call) => void watchEvents(deps, leader, call),
-    // Filled in by the image, volume and console rooms (issue 13, in progress).
-    createImage: unary(async () => notYet("CreateImage")),
-    listImages: unary(async () => notYet("ListImages")),
-    getImage: unary(async () => notYet("GetImage")),
-    deleteImage: unary(async () => notYet("DeleteImage")),
-    createVolume: unary(async () => notYet("CreateVolume")),
-    listVolumes: unary(async () => notYet("ListVolumes")),
-    getVolume: unary(async () => notYet("GetVolume")),
-    deleteVolume: unary(async () => notYet("DeleteVolume")),
-    attachVolume: unary(async () => notYet("AttachVolume")),
-    detachVolume: unary(async () => notYet("DetachVolume")),
+    // The image catalog (image-catalog.ts) and data volumes (volume-manager.ts).
+    createImage: unary(async (req) => ({ image: await createImage(deps, await leader(), req.image, Date.now()) })),
+    listImages: unary(async () => {
+      await leader();
+      return { images: listImages(deps) };
+    }),
+    getImage: unary(async (req) => {
+      await leader();
+      return { image: getImage(deps, req.name) };
+    }),
+    deleteImage: unary(async (req) => {
+      await deleteImage(deps, await leader(), req.name);
+      return {};
+    }),
+    createVolume: unary(async (req) => {
+      await leader();
+      return { volume: await leadingNow().volumes.create(req.volume) };
+    }),
+    listVolumes: unary(async (req) => {
+      await leader();
+      // An unknown host is NOT_FOUND, not an empty list (as ListVms).
+      if (req.hostId) hostById(req.hostId);
+      return { volumes: listVolumes(deps.state, deps.sessions, req.hostId) };
+    }),
+    getVolume: unary(async (req) => {
+      await leader();
+      validateName(req.name, "name");
+      const volume = deps.state.volume(req.name);
+      if (!volume) throw notFound(`volume '${req.name}'`);
+      return { volume: volumeInfo(deps.state, deps.sessions, volume) };
+    }),
+    deleteVolume: unary(async (req) => {
+      await leader();
+      return { volume: await leadingNow().volumes.delete(req.name) };
+    }),
+    attachVolume: unary(async (req) => {
+      await leader();
+      return await leadingNow().volumes.attach(req.volume, req.vm);
+    }),
+    detachVolume: unary(async (req) => {
+      await leader();
+      return await leadingNow().volumes.detach(req.volume);
+    }),
     // The operator's console stream, relayed over the host's agent stream (console-relay.ts).
     attachConsole: (call) => consoles.attach(call, leader),
   };
@@ -414,10 +448,6 @@ async function deleteGroup(deps: ClusterServiceDeps, writer: FencedWriter, name:
   });
   if (!result.succeeded) throw new BerthError(ErrorCode.Conflict, `group '${name}' changed meanwhile; retry`);
   await deps.state.groups.waitForRevision(result.revision);
-}
-
-function notYet(rpc: string): never {
-  throw new BerthError(ErrorCode.FailedPrecondition, `${rpc} is not implemented yet`);
 }
 
 async function watchEvents(

@@ -1,7 +1,7 @@
-import { MigrationPhase, type ClusterConfig, type Group, type Host, type Migration, type Resources, type Vm } from "@berth/api";
+import { MigrationPhase, type ClusterConfig, type Group, type Host, type Image, type Migration, type Resources, type Vm, type Volume } from "@berth/api";
 import { addResources, subtractResources, ZERO } from "@berth/core";
 import { Informer, type ClusterStore, type KeyValue } from "@berth/store";
-import { decodeConfig, decodeGroup, decodeHost, decodeMigration, decodeVm, Keys } from "./keys.js";
+import { decodeConfig, decodeGroup, decodeHost, decodeImage, decodeMigration, decodeVm, decodeVolume, Keys } from "./keys.js";
 
 /**
  * A migration in these phases holds the VM on its target as well as on its source: the target may
@@ -26,12 +26,15 @@ export function isActiveMigration(m: Migration): boolean {
 export type StateChange =
   | { kind: "vm"; type: "put" | "delete"; vm: Vm; previous: Vm | undefined; revision: number }
   | { kind: "host"; type: "put" | "delete"; host: Host; previous: Host | undefined; revision: number }
-  | { kind: "migration"; type: "put" | "delete"; migration: Migration; previous: Migration | undefined; revision: number };
+  | { kind: "migration"; type: "put" | "delete"; migration: Migration; previous: Migration | undefined; revision: number }
+  | { kind: "image"; type: "put" | "delete"; image: Image; previous: Image | undefined; revision: number }
+  | { kind: "volume"; type: "put" | "delete"; volume: Volume; previous: Volume | undefined; revision: number };
 
 /**
  * The controller's watch-fed view of hosts and VMs (like a Kubernetes informer cache), with the
  * indexes placement and reconciliation need: VMs by id and by host, and each host's allocated
- * resources kept up to date incrementally.
+ * resources kept up to date incrementally; the image catalog; data volumes by host, by id and by
+ * the VM they are attached to.
  */
 export class ClusterState {
   readonly vms: Informer<Vm>;
@@ -41,6 +44,18 @@ export class ClusterState {
   readonly config: Informer<ClusterConfig>;
   /** Migrations, keyed by VM name: in flight, or the last one finished. */
   readonly migrations: Informer<Migration>;
+  /** The image catalog, keyed by image name. */
+  readonly images: Informer<Image>;
+  /** Data volumes, keyed by volume name. */
+  readonly volumes: Informer<Volume>;
+  private readonly volumeByKey = new Map<string, Volume>();
+  private readonly volumeById = new Map<string, Volume>();
+  /** host id → volume name → the volumes bound to the host (deleting ones included). */
+  private readonly volumesByHost = new Map<string, Map<string, Volume>>();
+  /** host id → GiB of the volumes bound to it. */
+  private readonly volumeGibByHost = new Map<string, number>();
+  /** VM name → volume name → the volumes whose record says they are attached to it. */
+  private readonly volumesByVm = new Map<string, Map<string, Volume>>();
   /** Target host id → VM id → the migration holding the VM there (see `holdsTarget`). */
   private readonly incomingByHost = new Map<string, Map<string, Migration>>();
   /** VM id → its active migration (PENDING included). */
@@ -60,6 +75,19 @@ export class ClusterState {
     this.groups = new Informer(store, Keys.groups, (kv: KeyValue) => decodeGroup(kv.value));
     this.config = new Informer(store, Keys.config, (kv: KeyValue) => decodeConfig(kv.value));
     this.migrations = new Informer(store, Keys.migrations, (kv: KeyValue) => decodeMigration(kv.value));
+    this.images = new Informer(store, Keys.images, (kv: KeyValue) => decodeImage(kv.value));
+    this.volumes = new Informer(store, Keys.volumes, (kv: KeyValue) => decodeVolume(kv.value));
+    this.images.subscribe((e) => {
+      const previous = e.type === "put" ? e.previous : e.value;
+      const image = e.value;
+      if (image) this.emit({ kind: "image", type: e.type, image, previous, revision: e.revision });
+    });
+    this.volumes.subscribe((e) => {
+      const previous = this.unindexVolume(e.key);
+      if (e.type === "put") this.indexVolume(e.key, e.value);
+      const volume = e.type === "put" ? e.value : previous;
+      if (volume) this.emit({ kind: "volume", type: e.type, volume, previous, revision: e.revision });
+    });
     this.migrations.subscribe((e) => {
       const previous = this.migrationByKey.get(e.key);
       if (previous) this.unindexMigration(previous);
@@ -86,11 +114,11 @@ export class ClusterState {
 
   /** Lists and starts watching both kinds; resolves once the cache holds a consistent view. */
   async start(): Promise<void> {
-    await Promise.all([this.vms.start(), this.hosts.start(), this.groups.start(), this.config.start(), this.migrations.start()]);
+    await Promise.all([this.vms.start(), this.hosts.start(), this.groups.start(), this.config.start(), this.migrations.start(), this.images.start(), this.volumes.start()]);
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.vms.stop(), this.hosts.stop(), this.groups.stop(), this.config.stop(), this.migrations.stop()]);
+    await Promise.all([this.vms.stop(), this.hosts.stop(), this.groups.stop(), this.config.stop(), this.migrations.stop(), this.images.stop(), this.volumes.stop()]);
   }
 
   subscribe(listener: (change: StateChange) => void): () => void {
@@ -145,13 +173,71 @@ export class ClusterState {
   }
 
   /**
-   * Sum of the resources of every VM record placed on the host (deleting ones included), and of the
-   * VMs migrating to it (a VM in flight counts on both hosts).
+   * What is allocated on the host — the one definition that snapshots, ListHosts and the metrics
+   * read: the resources of every VM record placed there (deleting ones included), the disk of every
+   * data volume bound to it (attached or not, deleting ones included: the data is there until the
+   * host removes it), and the VMs migrating to it with their volumes (a VM in flight counts on both
+   * hosts: the target receives its disk and volumes while the source still has them).
    */
   allocated(hostId: string): Resources {
     let total = this.placedOn(hostId);
-    for (const vm of this.incomingVms(hostId)) if (vm.spec?.resources) total = addResources(total, vm.spec.resources);
+    const volumeGib = this.volumeGibByHost.get(hostId) ?? 0;
+    if (volumeGib > 0) total = { ...total, diskGib: total.diskGib + volumeGib };
+    for (const vm of this.incomingVms(hostId)) {
+      if (vm.spec?.resources) total = addResources(total, vm.spec.resources);
+      const travelling = this.attachedVolumeGib(vm.spec?.name ?? "", hostId);
+      if (travelling > 0) total = { ...total, diskGib: total.diskGib + travelling };
+    }
     return total;
+  }
+
+  /** GiB of the volumes attached to the VM (by name), leaving out those already bound to `exceptHost`. */
+  attachedVolumeGib(vmName: string, exceptHost = ""): number {
+    let gib = 0;
+    for (const v of this.volumesByVm.get(vmName)?.values() ?? []) if (v.hostId !== exceptHost || exceptHost === "") gib += v.sizeGib;
+    return gib;
+  }
+
+  image(name: string): Image | undefined {
+    return this.images.get(Keys.image(name));
+  }
+
+  imageKv(name: string): KeyValue | undefined {
+    return this.images.getKv(Keys.image(name));
+  }
+
+  allImages(): Image[] {
+    return this.images.values();
+  }
+
+  volume(name: string): Volume | undefined {
+    return this.volumes.get(Keys.volume(name));
+  }
+
+  volumeKv(name: string): KeyValue | undefined {
+    return this.volumes.getKv(Keys.volume(name));
+  }
+
+  volumeWithId(id: string): Volume | undefined {
+    return this.volumeById.get(id);
+  }
+
+  allVolumes(): Volume[] {
+    return this.volumes.values();
+  }
+
+  /** The volumes bound to the host (attached or not, deleting ones included). */
+  volumesOnHost(hostId: string): Volume[] {
+    return [...(this.volumesByHost.get(hostId)?.values() ?? [])];
+  }
+
+  /** The volumes whose records say they are attached to the VM (by name). */
+  volumesOfVm(vmName: string): Volume[] {
+    return [...(this.volumesByVm.get(vmName)?.values() ?? [])];
+  }
+
+  hostIdsWithVolumes(): string[] {
+    return [...this.volumesByHost.keys()];
   }
 
   /** Sum of the resources of the VM records placed on the host, without arrivals in flight. */
@@ -274,6 +360,40 @@ export class ClusterState {
     }
     this.countGroupMember(vm, -1);
     return vm;
+  }
+
+  private indexVolume(key: string, v: Volume): void {
+    this.volumeByKey.set(key, v);
+    this.volumeById.set(v.id, v);
+    if (v.hostId !== "") {
+      let onHost = this.volumesByHost.get(v.hostId);
+      if (!onHost) this.volumesByHost.set(v.hostId, (onHost = new Map()));
+      onHost.set(v.name, v);
+      this.volumeGibByHost.set(v.hostId, (this.volumeGibByHost.get(v.hostId) ?? 0) + v.sizeGib);
+    }
+    if (v.attachedTo !== "") {
+      let ofVm = this.volumesByVm.get(v.attachedTo);
+      if (!ofVm) this.volumesByVm.set(v.attachedTo, (ofVm = new Map()));
+      ofVm.set(v.name, v);
+    }
+  }
+
+  private unindexVolume(key: string): Volume | undefined {
+    const v = this.volumeByKey.get(key);
+    if (!v) return undefined;
+    this.volumeByKey.delete(key);
+    if (this.volumeById.get(v.id) === v) this.volumeById.delete(v.id);
+    const onHost = this.volumesByHost.get(v.hostId);
+    if (onHost?.delete(v.name)) {
+      const gib = (this.volumeGibByHost.get(v.hostId) ?? 0) - v.sizeGib;
+      if (gib > 0) this.volumeGibByHost.set(v.hostId, gib);
+      else this.volumeGibByHost.delete(v.hostId);
+    }
+    if (onHost?.size === 0) this.volumesByHost.delete(v.hostId);
+    const ofVm = this.volumesByVm.get(v.attachedTo);
+    ofVm?.delete(v.name);
+    if (ofVm?.size === 0) this.volumesByVm.delete(v.attachedTo);
+    return v;
   }
 
   private countGroupMember(vm: Vm, delta: number): void {

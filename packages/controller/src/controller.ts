@@ -23,6 +23,7 @@ import { Keys } from "./keys.js";
 import type { ResolvedControllerOptions } from "./options.js";
 import { Placer } from "./placement.js";
 import { Reconciler } from "./reconciler.js";
+import { VolumeManager } from "./volume-manager.js";
 
 interface Leading extends LeadingDeps {
   leadership: Leadership;
@@ -99,7 +100,7 @@ export class Controller {
     /** A host's figures from its live agent stream (ListHosts and the metrics read the same). */
     const liveHost = (id: string) => {
       const s = sessions.get(id);
-      return s?.isLive ? { usage: s.usage, lastHeardMs: s.lastHeardMs, hypervisor: s.hypervisor, orphans: s.orphans } : undefined;
+      return s?.isLive ? { usage: s.usage, lastHeardMs: s.lastHeardMs, hypervisor: s.hypervisor, orphans: s.orphans, holdings: s.holdings } : undefined;
     };
     const leaderAddress = async (): Promise<string> => {
       try {
@@ -130,6 +131,11 @@ export class Controller {
       () => controller?.leading?.hosts.reconnecting() ?? { waiting: false, missing: 0 },
       options.maxCreatesInFlight,
       metrics,
+      // What a host offers VMs, from its live agent's reports (its session tells the Placer when it changes).
+      (id) => {
+        const s = sessions.get(id);
+        return s?.isLive ? { networks: s.activeNetworks, images: s.imageIds } : undefined;
+      },
     );
     // Hardened: a request's bytes are checked before decoding, and a malformed one reaches the
     // handler as a marker (answered INVALID_ARGUMENT / Reject) instead of grpc-js's INTERNAL.
@@ -245,6 +251,17 @@ export class Controller {
       if (!this.stopping) this.deposed(`could not read the cluster identity: ${(e as Error).message}`);
       return;
     }
+    const volumes = new VolumeManager({
+      store: this.store,
+      state: this.state,
+      sessions: this.sessions,
+      writer,
+      placer: this.placer,
+      commandEpoch: () => identity.epoch,
+      commandResendMs: this.options.commandResendMs,
+      log: this.log,
+      now: () => Date.now(),
+    });
     const reconciler = new Reconciler({
       state: this.state,
       sessions: this.sessions,
@@ -254,6 +271,7 @@ export class Controller {
       now: () => Date.now(),
       defaultPolicy: () => this.state.clusterConfig()?.defaultOnHostFailure ?? HostFailurePolicy.HOST_FAILURE_POLICY_UNSPECIFIED,
       commandEpoch: () => identity.epoch,
+      volumes,
     });
     const o = this.options;
     const hosts = new HostManager({
@@ -296,7 +314,7 @@ export class Controller {
       now: () => Date.now(),
     });
     const rebalancer = new Rebalancer({ state: this.state, sessions: this.sessions, placer: this.placer, migrations, log: this.log, now: () => Date.now() });
-    this.leading = { leadership, writer, reconciler, hosts, migrations, rebalancer, identity, fenceTimeoutMs: o.fenceTimeoutMs };
+    this.leading = { leadership, writer, reconciler, hosts, migrations, rebalancer, volumes, identity, fenceTimeoutMs: o.fenceTimeoutMs };
     this.log.info({ epoch: identity.epoch, clusterId: identity.id, era: identity.cluster.era || undefined }, "elected leader");
     this.health.leading(true);
     // The leader alone writes the VM events to its log (followers keep the same events): one line
@@ -315,6 +333,13 @@ export class Controller {
         reconciler.markDirty(c.migration.targetHost);
         return;
       }
+      if (c.kind === "volume") {
+        // Its host's volume commands (create, delete) and the record's removal are planned there.
+        reconciler.markDirty(c.volume.hostId);
+        if (c.previous) reconciler.markDirty(c.previous.hostId);
+        return;
+      }
+      if (c.kind === "image") return;
       reconciler.markDirty(c.vm.hostId);
       if (c.previous && c.previous.hostId !== c.vm.hostId) reconciler.markDirty(c.previous.hostId);
     });

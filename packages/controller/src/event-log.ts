@@ -28,6 +28,7 @@ export class EventLog {
   ) {
     this.unsubscribe = state.subscribe((c) => {
       const change = recordChangeOf(c);
+      if (!change) return;
       for (const e of eventsOf(change, this.now())) this.add(e, change);
     });
   }
@@ -60,8 +61,8 @@ export class EventLog {
   }
 }
 
-/** The cache's change as the before/after pair {@link eventsOf} reads. */
-function recordChangeOf(change: StateChange): RecordChange {
+/** The cache's change as the before/after pair {@link eventsOf} reads; undefined for kinds that make no events (images, volumes). */
+function recordChangeOf(change: StateChange): RecordChange | undefined {
   const revision = change.revision;
   switch (change.kind) {
     case "vm":
@@ -72,5 +73,8 @@ function recordChangeOf(change: StateChange): RecordChange {
       return change.type === "put"
         ? { kind: "migration", before: change.previous, after: change.migration, revision }
         : { kind: "migration", before: change.migration, after: undefined, revision };
+    case "image":
+    case "volume":
+      return undefined;
   }
 }

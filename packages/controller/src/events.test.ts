@@ -26,6 +26,7 @@ import { MemoryStore } from "@berth/store";
 import { Metadata, status } from "@grpc/grpc-js";
 import { helloFor, operatorApi, rawAgent, resultFor, startController, waitFor, type Cleanups } from "./controller.testkit.js";
 import { eventsOf } from "./events.js";
+import { NOT_RELOCATED_WITH_VOLUMES } from "./failover.js";
 
 const NOW = 1_700_000_000_000;
 
@@ -174,6 +175,17 @@ describe("eventsOf (pure)", () => {
     // Meanwhile: restarted at a new generation (its host applied one), or stopped though it should run.
     expect(change(seen(VmPhase.VM_PHASE_UNKNOWN, R), seen(VmPhase.VM_PHASE_RUNNING, R, 2))).toEqual(["VmRunning"]);
     expect(change(seen(VmPhase.VM_PHASE_UNKNOWN, R), seen(VmPhase.VM_PHASE_STOPPED, DomainState.DOMAIN_STATE_SHUTOFF))).toEqual(["VmStoppedUnasked"]);
+  });
+
+  it("a RESTART VM its fenced host keeps for its data volumes is VmNotRelocated (warning), once", () => {
+    const unknown = (message: string) => vm({ status: { phase: VmPhase.VM_PHASE_UNKNOWN, message, domainState: DomainState.DOMAIN_STATE_RUNNING, observedGeneration: 1, updatedAtMs: NOW, interfaces: [], attempts: 0, errorCode: "", nextAttemptAtMs: 0, permanent: false } });
+    const suspect = unknown("host not heard from (suspect)");
+    const kept = unknown(`host fenced: silent past its fence deadline; not restarted elsewhere: ${NOT_RELOCATED_WITH_VOLUMES}`);
+    const events = eventsOf({ kind: "vm", before: suspect, after: kept, revision: 3 }, NOW);
+    expect(events.map((e) => [e.reason, e.severity, e.message])).toEqual([
+      ["VmNotRelocated", EventSeverity.EVENT_SEVERITY_WARNING, "not restarted elsewhere though h1 was fenced: it has data volumes on the fenced host; it runs again when its host is back"],
+    ]);
+    expect(eventsOf({ kind: "vm", before: kept, after: { ...kept, status: { ...kept.status!, updatedAtMs: NOW + 1 } }, revision: 4 }, NOW)).toEqual([]);
   });
 
   it("a new VM is VmPlaced on its host; a deleted one VmDeleted naming the host it was on", () => {

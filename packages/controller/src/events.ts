@@ -12,6 +12,7 @@ import {
   type Vm,
 } from "@berth/api";
 import { formatResources, normalHostState } from "@berth/core";
+import { NOT_RELOCATED_WITH_VOLUMES } from "./failover.js";
 
 /**
  * What changed in one record, as the cache saw it: the record before (undefined when new) and
@@ -83,7 +84,9 @@ function placedMessage(vm: Vm): string {
  *   not when the same failure is retried — FAILED again at the same generation with the record's
  *   `attempts` above 1 (a failed attempt before it at this generation, none succeeded since: that
  *   one was told), whatever the record showed between the attempts (PENDING, UNKNOWN);
- * - a crash (FAILED with no error code, domain CRASHED) is "crashed", not "failed".
+ * - a crash (FAILED with no error code, domain CRASHED) is "crashed", not "failed";
+ * - a RESTART VM its fenced host keeps because its data volumes are there is VmNotRelocated
+ *   (warning), once: when its status first says so.
  */
 function vmEvents(before: Vm | undefined, after: Vm | undefined): Draft[] {
   const vm = after ?? before;
@@ -114,6 +117,10 @@ function vmEvents(before: Vm | undefined, after: Vm | undefined): Draft[] {
   const errorCode = nowStatus?.errorCode ?? "";
   // Its host is heard again and the VM is as it was: nothing happened to the VM.
   const backAsItWas = was === VmPhase.VM_PHASE_UNKNOWN && wasStatus?.observedGeneration === nowStatus?.observedGeneration && wasStatus?.domainState === nowStatus?.domainState;
+  const kept = (s: typeof nowStatus): boolean => s?.phase === VmPhase.VM_PHASE_UNKNOWN && s.message.endsWith(NOT_RELOCATED_WITH_VOLUMES);
+  if (kept(nowStatus) && !kept(wasStatus)) {
+    out.push(on("VmNotRelocated", `not restarted elsewhere though ${after.hostId} was fenced: it ${NOT_RELOCATED_WITH_VOLUMES}; it runs again when its host is back`, after.hostId, true));
+  }
   if (now === VmPhase.VM_PHASE_FAILED) {
     const newFailure =
       was === VmPhase.VM_PHASE_FAILED

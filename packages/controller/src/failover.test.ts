@@ -30,6 +30,16 @@ describe("planFailover", () => {
     expect(plan.restarts).toEqual([{ hostId: "h1", vms: [vms.h1![0]] }]);
     expect(planFailover(hosts, (id) => vms[id] ?? [], R, { started: new Set(), budget: 2 }, limits).restarts[0]!.vms.map((v) => v.id)).toEqual(["a", "d"]);
   });
+  it("keeps a RESTART VM with data volumes on its fenced host (its data is there), saying so", () => {
+    const hosts = [host("h1", HostState.HOST_STATE_FENCED), ...["h2", "h3", "h4"].map((h) => host(h, HostState.HOST_STATE_READY))];
+    const withData = Vm.fromPartial({ ...vm("db", "h1"), spec: VmSpec.fromPartial({ name: "db", onHostFailure: R, volumes: ["db-data"] }) });
+    const plan = planFailover(hosts, (id) => (id === "h1" ? [vm("web", "h1"), withData, vm("cache", "h1", K)] : []), U, { started: new Set(), budget: 2 }, limits);
+    expect(plan.restarts).toEqual([{ hostId: "h1", vms: [expect.objectContaining({ id: "web" })] }]);
+    expect(plan.kept).toEqual([{ hostId: "h1", vms: [withData] }]);
+    // Alone on its host: nothing is restarted, the VM is still told of.
+    const alone = planFailover(hosts, (id) => (id === "h1" ? [withData] : []), U, { started: new Set(), budget: 2 }, limits);
+    expect(alone).toMatchObject({ restarts: [], kept: [{ hostId: "h1", vms: [withData] }], held: undefined });
+  });
   it("halts when more than half the hosts look down, except for hosts confirmed down", () => {
     const hosts = [host("h1", HostState.HOST_STATE_FENCED), host("h2", HostState.HOST_STATE_FENCED, { confirmedDown: true }), host("h3", HostState.HOST_STATE_SUSPECT), host("h4", HostState.HOST_STATE_READY)];
     const plan = planFailover(hosts, (id) => [vm(`vm-${id}`, id)], U, { started: new Set(), budget: 4 }, limits);

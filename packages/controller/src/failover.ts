@@ -18,10 +18,18 @@ export interface FailoverLimits {
   settleAfterMassFailureMs: number;
 }
 
+/** Why a RESTART VM with data volumes is not recreated elsewhere (its data is on the fenced host). */
+export const NOT_RELOCATED_WITH_VOLUMES = "has data volumes on the fenced host";
+
 /** What `planFailover` decided for one pass. */
 export interface FailoverPlan {
   /** VMs to place again, elsewhere, host by host in the order the hosts were fenced. */
   restarts: { hostId: string; vms: Vm[] }[];
+  /**
+   * RESTART VMs of fenced hosts that stay there all the same: their data volumes are on that host
+   * (see {@link NOT_RELOCATED_WITH_VOLUMES}); they run again when it comes back.
+   */
+  kept: { hostId: string; vms: Vm[] }[];
   /** Why nothing (or less than everything) is restarted now; undefined when nothing holds back. */
   held: string | undefined;
   /** More than `maxUnreadyFraction` of the hosts are not READY now. */
@@ -37,7 +45,8 @@ export function failurePolicyOf(vm: Vm, clusterDefault: HostFailurePolicy): Host
 
 /**
  * Which VMs to restart elsewhere now. Pure. A VM is restarted only from a FENCED host (its copy is
- * known to be off), only with the RESTART policy, and never once it is being deleted. Hosts are
+ * known to be off), only with the RESTART policy, never once it is being deleted, and never with
+ * data volumes (their data is on the fenced host: such VMs are listed as `kept`). Hosts are
  * taken oldest fence first: those whose restarts began in the rate window (`rate.started`) and up
  * to `rate.budget` new ones; none while more than `maxUnreadyFraction` of the hosts are not READY,
  * nor for `settleAfterMassFailureMs` after that ends, except those an operator confirmed down.
@@ -51,14 +60,20 @@ export function planFailover(
   /** Now, and when a mass failure was last seen (0: never). */
   clock: { nowMs: number; lastMassFailureMs: number } = { nowMs: 0, lastMassFailureMs: 0 },
 ): FailoverPlan {
+  const kept: FailoverPlan["kept"] = [];
   const fenced = hosts
     .filter((h) => h.state === HostState.HOST_STATE_FENCED)
-    .map((h) => ({ host: h, vms: vmsOnHost(h.id).filter((vm) => restartable(vm, clusterDefault)) }))
+    .map((h) => {
+      const wanted = vmsOnHost(h.id).filter((vm) => restartable(vm, clusterDefault));
+      const withVolumes = wanted.filter((vm) => (vm.spec?.volumes.length ?? 0) > 0);
+      if (withVolumes.length > 0) kept.push({ hostId: h.id, vms: withVolumes });
+      return { host: h, vms: wanted.filter((vm) => (vm.spec?.volumes.length ?? 0) === 0) };
+    })
     .filter((f) => f.vms.length > 0)
     .sort((a, b) => a.host.stateSinceMs - b.host.stateSinceMs || a.host.id.localeCompare(b.host.id));
   const unready = hosts.filter((h) => h.state !== HostState.HOST_STATE_READY).length;
   const massFailure = unready > hosts.length * limits.maxUnreadyFraction;
-  if (fenced.length === 0) return { restarts: [], held: undefined, massFailure };
+  if (fenced.length === 0) return { restarts: [], kept, held: undefined, massFailure };
   const settling = !massFailure && clock.lastMassFailureMs > 0 && clock.nowMs - clock.lastMassFailureMs < limits.settleAfterMassFailureMs;
   const eligible = massFailure || settling ? fenced.filter((f) => f.host.confirmedDown) : fenced;
   // Hosts whose restarts already began go on; new ones take from the rate limit's budget.
@@ -77,7 +92,7 @@ export function planFailover(
   } else if (taken.length < eligible.length) {
     held = `rate limit: ${limits.hostsPerInterval} fenced hosts per ${limits.rateIntervalMs} ms; ${eligible.length - taken.length} wait`;
   }
-  return { restarts: taken.map((f) => ({ hostId: f.host.id, vms: f.vms })), held, massFailure };
+  return { restarts: taken.map((f) => ({ hostId: f.host.id, vms: f.vms })), kept, held, massFailure };
 }
 
 function restartable(vm: Vm, clusterDefault: HostFailurePolicy): boolean {

@@ -3,7 +3,7 @@ import { backoffDelayMs, BerthError, ErrorCode, hostLabelsOf, isBerthError, notF
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
 import type { ClusterState } from "./cluster-state.js";
-import { planFailover, type FailoverLimits } from "./failover.js";
+import { NOT_RELOCATED_WITH_VOLUMES, planFailover, type FailoverLimits } from "./failover.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { hostStateName, lifecycleChanged, nextHostState, normalState, type HostLiveness, type HostTimers } from "./host-lifecycle.js";
 import { encodeHost, Keys } from "./keys.js";
@@ -51,6 +51,8 @@ export class HostManager {
   private readonly restartsStarted = new Map<string, number>();
   /** VMs whose relocation failed (no room, a race), with when to try again. */
   private readonly relocationBackoff = new Map<string, { attempts: number; nextMs: number }>();
+  /** RESTART VMs kept on their fenced host by their data volumes, already warned of (by VM id → host). */
+  private readonly keptWarned = new Map<string, string>();
   private readonly timer: NodeJS.Timeout;
   private lastTickMs: number;
   /** Silence is measured from no earlier than this (the election, or the end of our own stall). */
@@ -328,6 +330,17 @@ export class HostManager {
       { nowMs: now, lastMassFailureMs: this.lastMassFailureMs },
     );
     if (plan.massFailure) this.lastMassFailureMs = now;
+    const kept = new Map<string, string>();
+    for (const { hostId, vms } of plan.kept) {
+      for (const vm of vms) {
+        kept.set(vm.id, hostId);
+        if (this.keptWarned.get(vm.id) === hostId) continue;
+        log.warn({ vm: vm.spec?.name, vmId: vm.id, host: hostId, volumes: vm.spec?.volumes, reason: NOT_RELOCATED_WITH_VOLUMES }, `not restarting a VM elsewhere: it ${NOT_RELOCATED_WITH_VOLUMES}`);
+      }
+    }
+    // Warned once per fence: a host back and fenced again warns again.
+    this.keptWarned.clear();
+    for (const [id, hostId] of kept) this.keptWarned.set(id, hostId);
     if (plan.held !== this.lastHeld) {
       if (plan.held) log.warn({ why: plan.held }, "restarts of VMs elsewhere are held back");
       this.lastHeld = plan.held;

@@ -1,6 +1,7 @@
 import type { Domain, Host, HypervisorStatus, Resources } from "@berth/api";
 import { allocatable, type HostSnapshot, type ResolvedSchedulerOptions } from "@berth/scheduler";
 import type { LeadingDeps } from "./agent-service.js";
+import type { HostHoldings } from "./agent-session.js";
 import type { ClusterState } from "./cluster-state.js";
 
 /** What a host's live agent stream last said (not stored: the record has what was last written). */
@@ -9,6 +10,8 @@ export interface LiveHost {
   lastHeardMs: number;
   hypervisor: HypervisorStatus | undefined;
   orphans: readonly Domain[];
+  /** The images, networks and data volumes the agent last reported. */
+  holdings: HostHoldings;
 }
 
 /** What {@link hostView} reads. */
@@ -23,7 +26,9 @@ export interface HostViewDeps {
 
 /**
  * A host as operators see it (ListHosts, GetHost, the dashboard): the record, plus what is
- * allocatable there (the scheduler's own rule), what the cache says is allocated there and the live stream's usage, hypervisor, orphans and last-heard time;
+ * allocatable there (the scheduler's own rule), what the cache says is allocated there (VMs and
+ * bound volumes: ClusterState.allocated) and the live stream's usage, hypervisor, orphans, images,
+ * networks, volumes and last-heard time;
  * the drain's live figures while this controller leads. The record's own values stand in for a
  * host with no live stream.
  */
@@ -38,6 +43,10 @@ export function hostView(deps: HostViewDeps, host: Host): Host {
     lastSeenMs: live?.lastHeardMs ?? host.lastSeenMs,
     hypervisor: live?.hypervisor ?? host.hypervisor,
     orphans: (live?.orphans ?? []).map((d) => ({ vmId: d.vmId, name: d.name, state: d.state, resources: d.resources })),
+    // Live only (not stored): a host without a stream shows none.
+    images: [...(live?.holdings.images ?? [])],
+    networks: [...(live?.holdings.networks ?? [])],
+    volumes: [...(live?.holdings.volumes ?? [])],
     drain: deps.leading()?.migrations.drainFigures(host) ?? host.drain,
   };
 }

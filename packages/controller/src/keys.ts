@@ -1,4 +1,4 @@
-import { ClusterConfig, Group, Host, Migration, Vm } from "@berth/api";
+import { ClusterConfig, Group, Host, Image, Migration, Vm, Volume } from "@berth/api";
 
 /** Where Berth keeps its state in the store. One prefix per kind; values are protobuf bytes. */
 export const Keys = {
@@ -17,6 +17,12 @@ export const Keys = {
   migration: (vmName: string): string => `/berth/v1/migrations/${vmName}`,
   /** The cluster's identity (ClusterInfo), made once. */
   cluster: "/berth/v1/cluster",
+  /** The image catalog, keyed by image name (the id inside tells an image made again apart). */
+  images: "/berth/v1/images/",
+  image: (name: string): string => `/berth/v1/images/${name}`,
+  /** Data volumes, keyed by volume name. */
+  volumes: "/berth/v1/volumes/",
+  volume: (name: string): string => `/berth/v1/volumes/${name}`,
 } as const;
 
 export const encodeVm = (vm: Vm): Uint8Array => Vm.encode(vm).finish();
@@ -29,3 +35,7 @@ export const encodeConfig = (config: ClusterConfig): Uint8Array => ClusterConfig
 export const decodeConfig = (bytes: Uint8Array): ClusterConfig => ClusterConfig.decode(bytes);
 export const encodeMigration = (m: Migration): Uint8Array => Migration.encode(m).finish();
 export const decodeMigration = (bytes: Uint8Array): Migration => Migration.decode(bytes);
+export const encodeImage = (image: Image): Uint8Array => Image.encode(image).finish();
+export const decodeImage = (bytes: Uint8Array): Image => Image.decode(bytes);
+export const encodeVolume = (volume: Volume): Uint8Array => Volume.encode(volume).finish();
+export const decodeVolume = (bytes: Uint8Array): Volume => Volume.decode(bytes);

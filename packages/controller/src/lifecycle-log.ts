@@ -28,11 +28,12 @@ export interface LifecycleLine {
 
 /**
  * VM events another line tells at the same moment, where the step is decided: a relocation after
- * a fence (host-manager.ts, "restarted a VM elsewhere"), a migration's start and end
+ * a fence (host-manager.ts, "restarted a VM elsewhere", or "not restarting a VM elsewhere" for one
+ * kept by its data volumes), a migration's start and end
  * (migration-manager.ts, "migration started", "migration completed"). Host and migration events
  * are all logged where they are decided too (host state, cordon, labels, drains, migrations).
  */
-const TOLD_WHERE_DECIDED = new Set(["VmRelocated", "VmMigrating", "VmMoved"]);
+const TOLD_WHERE_DECIDED = new Set(["VmRelocated", "VmNotRelocated", "VmMigrating", "VmMoved"]);
 
 /** The placement record's why (cause, preset, winning total, runner-up), when the record has one. */
 function placementWhy(vm: Vm): Record<string, unknown> {

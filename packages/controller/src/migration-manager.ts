@@ -25,7 +25,7 @@ import { holdsTarget, isActiveMigration, type ClusterState } from "./cluster-sta
 import { DRAIN_ATTEMPTS, planDrain, type DrainVm } from "./drain.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import type { HostManager } from "./host-manager.js";
-import { decodeMigration, encodeGroup, encodeMigration, encodeVm, Keys } from "./keys.js";
+import { decodeMigration, encodeGroup, encodeMigration, encodeVm, encodeVolume, Keys } from "./keys.js";
 import {
   admitMigrations,
   migrationDataEstimate,
@@ -39,6 +39,7 @@ import {
 } from "./migration.js";
 import type { Placer } from "./placement.js";
 import { setDesiredState } from "./vm-writes.js";
+import { domainDevices, isRefusal, type DeviceCatalog } from "./reconcile.js";
 import { unexplainedRecord } from "./placement-record.js";
 import { waitUpTo } from "./wait.js";
 
@@ -128,7 +129,11 @@ export class MigrationManager {
   private again = false;
   private stopped = false;
 
+  /** Images and volumes by name, from the cache: what a prepare_migration's devices are made of. */
+  private readonly catalog: DeviceCatalog;
+
   constructor(private readonly deps: MigrationManagerDeps) {
+    this.catalog = { image: (name) => deps.state.image(name), volume: (name) => deps.state.volume(name) };
     this.timer = setInterval(() => this.poke(), deps.tickMs);
     this.timer.unref();
   }
@@ -351,6 +356,7 @@ export class MigrationManager {
     const vm = state.vmById(m.vmId);
     const source = this.side(m.sourceHost, m.vmId, now);
     const target = this.side(m.targetHost, m.vmId, now);
+    const devices = vm?.spec && m.phase === MigrationPhase.MIGRATION_PHASE_PREPARING ? domainDevices(vm, this.catalog) : undefined;
     const step = stepMigration(m, {
       nowMs: now,
       vm,
@@ -359,6 +365,7 @@ export class MigrationManager {
       results: this.results.get(m.id) ?? { source: {}, target: {} },
       progressTimeoutMs: config.progressTimeoutMs,
       targetAwayLimitMs: TARGET_AWAY_LIMIT_MS,
+      ...(devices ? { devices: isRefusal(devices) ? { refused: devices.value.message } : devices } : {}),
     });
     if (step.complete) {
       await this.complete(m, now);
@@ -412,10 +419,19 @@ export class MigrationManager {
           status: VmStatus.fromPartial({ ...vm.status, phase: VmPhase.VM_PHASE_RUNNING, message: `migrated from ${m.sourceHost}`, updatedAtMs: now }),
         };
         ops.push({ type: "put", key: vkv.key, value: encodeVm(moved) });
+        // Its data volumes came with it: their records name the target from the same moment.
+        for (const v of state.volumesOfVm(m.vmName)) {
+          const volumeKv = state.volumeKv(v.name);
+          if (!volumeKv || v.hostId === m.targetHost) continue;
+          compare.push({ key: volumeKv.key, target: "modRevision", equals: volumeKv.modRevision });
+          ops.push({ type: "put", key: volumeKv.key, value: encodeVolume({ ...v, hostId: m.targetHost, generation: v.generation + 1 }) });
+        }
       }
       const result = await writer.commit({ compare, ops });
       if (result.succeeded) {
-        await waitUpTo(Promise.all([state.vms.waitForRevision(result.revision), state.migrations.waitForRevision(result.revision)]), 5_000);
+        const written = [state.vms.waitForRevision(result.revision), state.migrations.waitForRevision(result.revision)];
+        if (state.volumesOfVm(m.vmName).length > 0) written.push(state.volumes.waitForRevision(result.revision));
+        await waitUpTo(Promise.all(written), 5_000);
         this.results.delete(m.id);
         this.progress.delete(m.id);
         log.info({ vm: m.vmName, migrationId: m.id, from: m.sourceHost, to: m.targetHost, tookMs: now - m.startedAtMs }, "migration completed");
@@ -480,8 +496,9 @@ export class MigrationManager {
     const spec = vm.spec!;
     const reservation = `migrate/${m.vmName}`;
     // Held until the cache counts the VM on the target, so that placements and other admissions
-    // in the meantime see it there.
-    placer.reserve(reservation, { name: m.vmName, hostId: targetHost, resources: spec.resources!, group: spec.group });
+    // in the meantime see it there (with its data volumes, which the target receives too).
+    const volumeGib = state.attachedVolumeGib(m.vmName);
+    placer.reserve(reservation, { name: m.vmName, hostId: targetHost, resources: { ...spec.resources!, diskGib: spec.resources!.diskGib + volumeGib }, group: spec.group });
     try {
       const mkv = state.migrationKv(m.vmName);
       const hostKv = state.hostKv(targetHost);

@@ -70,6 +70,18 @@ describe("stepMigration", () => {
     expect(next.commands).toEqual([]);
   });
 
+  it("PREPARING: the target's prepare carries the VM's devices (image, NICs, seed, volumes); devices that cannot be made abort it", () => {
+    const devices = {
+      image: { id: "img-1", name: "debian-12", source: "/srv/d.qcow2", format: "qcow2", sha256: "" },
+      nics: [{ network: "default", mac: "52:54:00:00:00:01" }],
+      cloudInit: { instanceId: vm.id, hostname: "web", sshAuthorizedKeys: [], userData: "" },
+      volumes: [{ id: "vol-1", name: "data", sizeGib: 5 }],
+    };
+    const step = stepMigration(migration(MigrationPhase.MIGRATION_PHASE_PREPARING), observe({ devices }));
+    expect(step.commands).toEqual([{ side: "target", action: { $case: "prepareMigration", value: { name: "web", resources: vm.spec!.resources, fence: false, devices } } }]);
+    const refused = stepMigration(migration(MigrationPhase.MIGRATION_PHASE_PREPARING), observe({ devices: { refused: "image 'debian-12' is no longer in the catalog" } }));
+    expect(refused.patch).toMatchObject({ phase: MigrationPhase.MIGRATION_PHASE_ABORTING, message: "its devices cannot be made: image 'debian-12' is no longer in the catalog" });
+  });
   it("PREPARING: a failed prepare rolls back with the target's error", () => {
     const step = stepMigration(migration(MigrationPhase.MIGRATION_PHASE_PREPARING), observe({ results: { source: {}, target: { prepareMigration: { action: "prepareMigration", ok: false, code: "RESOURCE_EXHAUSTED", message: "no room" } } } }));
     expect(step.patch).toMatchObject({ phase: MigrationPhase.MIGRATION_PHASE_ABORTING, errorCode: "RESOURCE_EXHAUSTED" });

@@ -1,4 +1,4 @@
-import { DesiredState, DomainState, MigrationPhase, MigrationReason, type Domain, type Migration, type Vm } from "@berth/api";
+import { DesiredState, DomainState, MigrationPhase, MigrationReason, type Domain, type DomainDevices, type Migration, type Vm } from "@berth/api";
 import type { DomainAction } from "./reconcile.js";
 
 // The live-migration protocol as pure decisions: what the next phase is and which host is told
@@ -47,6 +47,12 @@ export interface MigrationObservation {
   progressTimeoutMs: number;
   /** A target away this long during PREPARING or ABORTING is given up on. */
   targetAwayLimitMs: number;
+  /**
+   * The VM's devices as its domain has them (image, NICs, seed, volumes: reconcile's
+   * `domainDevices`), which the target's prepare_migration carries; or why they cannot be made
+   * (a reason to abort before the switchover).
+   */
+  devices?: DomainDevices | { refused: string };
 }
 
 /** A command for one end of a migration. */
@@ -88,6 +94,7 @@ function reasonToAbort(m: Migration, o: MigrationObservation): string | undefine
   const vm = o.vm;
   if (!vm) return "the VM's record is gone";
   if (m.abortRequested) return "aborted by an operator";
+  if (o.devices && "refused" in o.devices) return `its devices cannot be made: ${o.devices.refused}`;
   if (vm.generation !== m.vmGeneration || vm.desiredState !== DesiredState.DESIRED_STATE_RUNNING) return "the VM's desired state changed";
   if (m.deadlineAtMs > 0 && o.nowMs >= m.deadlineAtMs) return `past its deadline (${Math.round((m.deadlineAtMs - m.startedAtMs) / 1000)} s for its size)`;
   if (
@@ -130,7 +137,7 @@ export function stepMigration(m: Migration, o: MigrationObservation): MigrationS
       if (!t.connected || !o.vm?.spec?.resources) return WAIT;
       const spec = o.vm.spec;
       return {
-        commands: [{ side: "target", action: { $case: "prepareMigration", value: { name: spec.name, resources: spec.resources!, fence: t.domain?.fence ?? fenceOf(o) } } }],
+        commands: [{ side: "target", action: { $case: "prepareMigration", value: { name: spec.name, resources: spec.resources!, fence: t.domain?.fence ?? fenceOf(o), devices: devicesOf(o) } } }],
         why: "",
       };
     }
@@ -291,3 +298,8 @@ export const PHASE_NAMES: Record<MigrationPhase, string> = {
   [MigrationPhase.MIGRATION_PHASE_ABORTING]: "aborting",
   [MigrationPhase.MIGRATION_PHASE_FAILED]: "failed",
 };
+
+/** The devices the target prepares (unset when the observation has none: a blank disk, no NICs). */
+function devicesOf(o: MigrationObservation): DomainDevices | undefined {
+  return o.devices && !("refused" in o.devices) ? o.devices : undefined;
+}

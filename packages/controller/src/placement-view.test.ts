@@ -1,8 +1,9 @@
 /**
  * The create path's incremental engine against the full snapshot it replaces: a controller in
  * process on the embedded store with real gRPC and raw agent streams, driven through a seeded
- * random sequence of creates (single, gangs, groups), deletes, cordons, config changes and agents
- * leaving and coming back. After every step the engine must show each host exactly as a full
+ * random sequence of creates (single, gangs, groups, NICs), deletes, cordons, data volumes bound
+ * and deleted, hosts' networks and images changing, config changes and agents leaving and coming
+ * back. After every step the engine must show each host exactly as a full
  * snapshot does, and no decision may have needed a repair.
  */
 import { afterEach, describe, expect, it } from "vitest";
@@ -21,7 +22,7 @@ afterEach(async () => {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe("the create path's placement view", () => {
-  it("shows every host as the full snapshot does through creates, gangs, deletes, cordons, config changes and agents leaving", async () => {
+  it("shows every host as the full snapshot does through creates, gangs, deletes, cordons, volumes, networks, config changes and agents leaving", async () => {
     // Long report interval: the raw streams never report, and must not be closed as silent.
     const { controller, address } = await startController(cleanups, new MemoryStore(), { reportIntervalMs: 60_000 });
     await waitFor("leadership", () => controller.isLeader);
@@ -43,7 +44,12 @@ describe("the create path's placement view", () => {
         resources: { vcpus: 1 + Math.floor(r() * 6), memoryMib: 1024 * (1 + Math.floor(r() * 8)), diskGib: 10 },
         requiredHostLabels: r() < 0.15 ? { zone: "b" } : {},
         group: r() < 0.2 ? "anti" : r() < 0.1 ? "together" : "",
+        networks: r() < 0.1 ? ["lab"] : [],
       });
+    const volumes: string[] = [];
+    let v = 0;
+    /** Steps that changed what a host holds or offers (their changes must reach the view too). */
+    const holdings = { volumes: 0, networks: 0 };
 
     const r = mulberry32(20261201); // seeded: a failure replays
     const placer = controller.placer;
@@ -52,7 +58,7 @@ describe("the create path's placement view", () => {
     let placed = 0;
     let refused = 0;
     const check = (step: string): void => expect(placer.viewDisagreements(), `after ${step}`).toEqual([]);
-    for (let step = 0; step < 80; step++) {
+    for (let step = 0; step < 100; step++) {
       const x = r();
       let what: string;
       try {
@@ -88,10 +94,30 @@ describe("the create path's placement view", () => {
           what = `${hostId} reports its hypervisor ${available ? "up" : "down"}`;
           streams.get(hostId)?.send({ $case: "report", value: { hypervisor: { available, message: available ? "" : "libvirtd is down" } } });
           await sleep(30);
-        } else if (x < 0.89) {
+        } else if (x < 0.87) {
           what = "config";
           const preset = r() < 0.5 ? "pack" : "spread";
           await unary((m, o, cb) => client.updateClusterConfig({ config: ClusterConfig.fromPartial({ scheduler: { preset } }) }, m, o, cb));
+        } else if (x < 0.91) {
+          if (volumes.length > 0 && r() < 0.4) {
+            const name = volumes.splice(Math.floor(r() * volumes.length), 1)[0]!;
+            what = `delete volume ${name}`;
+            await unary((m, o, cb) => client.deleteVolume({ name }, m, o, cb));
+          } else {
+            const hostId = hostIds[Math.floor(r() * hostIds.length)]!;
+            const name = `vol-${v++}`;
+            what = `volume ${name} on ${hostId}`;
+            await unary((m, o, cb) => client.createVolume({ volume: { name, sizeGib: 1 + Math.floor(r() * 200), hostId, id: "", attachedTo: "", createdAtMs: 0, deleting: false, generation: 0 } }, m, o, cb));
+            volumes.push(name);
+          }
+          holdings.volumes++;
+        } else if (x < 0.97) {
+          const hostId = hostIds[Math.floor(r() * hostIds.length)]!;
+          const lab = r() < 0.5;
+          what = `${hostId} reports ${lab ? "the lab network" : "no lab network"}`;
+          streams.get(hostId)?.send({ $case: "report", value: { networks: [{ name: "lab", kind: "bridge", active: lab }], images: lab ? [{ imageId: "img-1", sizeBytes: 1, virtualSizeBytes: 1 }] : [] } });
+          await sleep(30);
+          holdings.networks++;
         } else {
           const hostId = hostIds[Math.floor(r() * hostIds.length)]!;
           what = `agent of ${hostId} leaves and comes back`;
@@ -111,6 +137,8 @@ describe("the create path's placement view", () => {
     expect(placed).toBeGreaterThan(20);
     expect(placer.view.drift).toBe(0);
     expect(placer.view.rebuilds).toBeGreaterThan(1); // the config changes rebuilt it
+    expect(holdings.volumes).toBeGreaterThan(1);
+    expect(holdings.networks).toBeGreaterThan(1);
   }, 60_000);
 
   it("re-reads only touched hosts, rebuilds on a new host or new options, and repairs what it was not told of", () => {

@@ -53,7 +53,7 @@ export class PlacementView {
     this.stale = true;
   }
 
-  /** Marks the hosts a cache change touches. */
+  /** Marks the hosts a cache change touches (an agent's report of its networks and images: `touch`, through Placer.hostChanged). */
   onStateChange(change: StateChange): void {
     switch (change.kind) {
       case "vm":
@@ -70,6 +70,15 @@ export class PlacementView {
           this.touch(m.sourceHost);
           this.touch(m.targetHost);
         }
+        return;
+      case "volume":
+        // A bound volume counts in its host's disk (ClusterState.allocated). (A migrating VM's
+        // volumes change only in the transaction that completes it, whose migration record
+        // touches both hosts; attaching to a VM in flight is refused.)
+        this.touch(change.volume.hostId);
+        if (change.previous) this.touch(change.previous.hostId);
+        return;
+      case "image":
         return;
     }
   }
@@ -132,7 +141,16 @@ export function sameSnapshot(a: HostSnapshot, b: HostSnapshot | undefined): bool
   if (a.ready !== b.ready || a.cordoned !== b.cordoned || a.vmCount !== b.vmCount) return false;
   if (!sameRecord(a.capacity, b.capacity) || !sameRecord(a.allocated, b.allocated) || !sameRecord(a.labels, b.labels)) return false;
   if (!sameRecord(a.allocationRatio ?? {}, b.allocationRatio ?? {}) || !sameRecord(a.reserved ?? {}, b.reserved ?? {})) return false;
+  if (!sameSet(a.networks, b.networks) || !sameSet(a.images, b.images)) return false;
   return sameRecord(positive(a.groupMembers), positive(b.groupMembers));
+}
+
+/** Absent and empty say the same (none). */
+function sameSet(a: ReadonlySet<string> | undefined, b: ReadonlySet<string> | undefined): boolean {
+  if (a === b) return true;
+  if ((a?.size ?? 0) !== (b?.size ?? 0)) return false;
+  for (const x of a ?? []) if (!b!.has(x)) return false;
+  return true;
 }
 
 function positive(members: Record<string, number> | undefined): Record<string, number> {

@@ -11,9 +11,11 @@ import {
   type Resources,
   type Vm,
   type VmSpec,
+  type Volume,
 } from "@berth/api";
 import { addResources, BerthError, ErrorCode, alreadyExists, invalidArgument, isBerthError, Limits, notFound, validateVmSpec, validateVmSpecs } from "@berth/core";
 import {
+  allocatable,
   gangUnplacedError,
   placeVm,
   placeVms,
@@ -30,7 +32,8 @@ import { NO_METRICS, type Metrics, type ScheduleResult } from "./metrics.js";
 import { ExplainBudget, placementRecordOf, unexplainedRecord } from "./placement-record.js";
 import { PlacementView, sameSnapshot } from "./placement-view.js";
 import type { FencedWriter } from "./fenced-writer.js";
-import { decodeVm, encodeGroup, encodeVm, Keys } from "./keys.js";
+import { decodeVm, encodeGroup, encodeVm, encodeVolume, Keys } from "./keys.js";
+import { volumesForCreate, type VolumesForCreate } from "./volumes.js";
 import { placementPolicyOf, ratioOf, resolveClusterScheduler } from "./scheduler-config.js";
 import { waitUpTo } from "./wait.js";
 
@@ -106,12 +109,31 @@ class KeyedLocks {
 }
 
 interface Reservation {
-  /** The VM's name. */
+  /** The VM's name (a volume's, for a volume's). */
   name: string;
   hostId: string;
   resources: Resources;
   group: string;
+  /** A data volume being bound to the host (its disk), not a VM. */
+  volume?: boolean;
 }
+
+/** What a host offers VMs beyond capacity, as its agent last reported it (see HostSnapshot). */
+export interface HostOffers {
+  /** Active networks, by name. */
+  networks: ReadonlySet<string>;
+  /** Held images, by id. */
+  images: ReadonlySet<string>;
+}
+
+/**
+ * How a VM is to be placed: `create` — a new VM, whose bound volumes pin it to their host and
+ * whose unbound ones bind to the chosen host (their disk asked for there); `move` — a VM that
+ * exists (migration, relocation, a rebalance move checked), whose volumes travel with it (their
+ * disk asked for on the target, no pin); `own` — the VM's own request, its volumes left out
+ * altogether (the rebalancer's input, which gives the planner their size apart).
+ */
+export type RequestMode = "create" | "move" | "own";
 
 /**
  * Places new VMs and commits them. Between the scheduler's decision and the moment the committed
@@ -162,6 +184,11 @@ export class Placer {
     private readonly maxCreatesInFlight = Infinity,
     /** Told how each create's scheduling attempt ended, and how long it took. */
     private readonly metrics: Metrics = NO_METRICS,
+    /**
+     * The networks and images each host offers, from its agent's reports (undefined: none). A
+     * change must be told through {@link hostChanged}.
+     */
+    private readonly hostOffers: (hostId: string) => HostOffers | undefined = () => undefined,
   ) {
     this.view = new PlacementView({
       hostIds: () => this.state.allHosts().map((h) => h.id),
@@ -218,8 +245,9 @@ export class Placer {
     return this.hostSnapshot(host, reserved);
   }
 
-  /** Whether a reservation still adds to its host (its VM record or the migration holding it is not in the cache yet). */
+  /** Whether a reservation still adds to its host (its VM or volume record, or the migration holding it, is not in the cache yet). */
   private counts(r: Reservation): boolean {
+    if (r.volume) return this.state.volume(r.name)?.hostId !== r.hostId;
     if (this.state.vm(r.name)?.hostId === r.hostId) return false; // already counted from the cache
     const migration = this.state.migration(r.name);
     if (migration && holdsTarget(migration) && migration.targetHost === r.hostId) return false; // counted as incoming
@@ -234,6 +262,7 @@ export class Placer {
       if (r.group) groupMembers[r.group] = (groupMembers[r.group] ?? 0) + 1;
     }
     const allocationRatio = ratioOf(host.allocationRatio);
+    const offers = this.hostOffers(host.id);
     return {
       id: host.id,
       capacity: host.capacity ?? { vcpus: 0, memoryMib: 0, diskGib: 0 },
@@ -246,7 +275,19 @@ export class Placer {
       groupMembers,
       ...(Object.keys(allocationRatio).length > 0 ? { allocationRatio } : {}),
       ...(host.reserved ? { reserved: host.reserved } : {}),
+      ...(offers ? { networks: offers.networks, images: offers.images } : {}),
     };
+  }
+
+  /**
+   * The host's disk as placement counts it (its snapshot, reservations included): allocatable
+   * (the scheduler's rule: capacity × ratio − reserve) and allocated, in GiB. Undefined for a host
+   * not registered.
+   */
+  diskOf(hostId: string): { allocatableGib: number; allocatedGib: number } | undefined {
+    const snapshot = this.snapshotOf(hostId);
+    if (!snapshot) return undefined;
+    return { allocatableGib: allocatable(snapshot, this.options()).diskGib, allocatedGib: snapshot.allocated.diskGib };
   }
 
   /** Holds a decision's resources on its host until {@link drop}. */
@@ -341,7 +382,12 @@ export class Placer {
           }
           // A group record can still change under us (a member's deletion): decide again.
           if (!(e instanceof PlacementConflict) || attempt >= MAX_CONFLICT_RETRIES) throw e;
-          await waitUpTo(Promise.all([this.state.vms.waitForRevision(e.revision), this.state.groups.waitForRevision(e.revision)]), CACHE_CATCH_UP_MS);
+          // Wait only on the kinds the placement read (an informer with no event at that revision
+          // confirms it with a list).
+          const read: Promise<void>[] = [this.state.vms.waitForRevision(e.revision), this.state.groups.waitForRevision(e.revision)];
+          if (specs.some((s) => s.volumes.length > 0)) read.push(this.state.volumes.waitForRevision(e.revision));
+          if (specs.some((s) => s.image !== "")) read.push(this.state.images.waitForRevision(e.revision));
+          await waitUpTo(Promise.all(read), CACHE_CATCH_UP_MS);
         }
       }
     });
@@ -378,7 +424,7 @@ export class Placer {
       const kv = this.state.vmKv(spec.name);
       const current = this.state.vm(spec.name);
       if (!kv || current?.id !== vm.id || current.hostId !== vm.hostId) throw new BerthError(ErrorCode.Conflict, `vm '${spec.name}' changed meanwhile`);
-      const request = this.requestOf(spec, "spec");
+      const request = this.requestOf(spec, "spec", "move");
       // The VM no longer counts where it was: its old host is excluded (the VM must move).
       const hosts = this.snapshot().filter((h) => h.id !== vm.hostId);
       const decision = placeVm(hosts, request, this.options());
@@ -431,7 +477,8 @@ export class Placer {
    */
   migrationTarget(vm: Vm, requested: string, exclude: ReadonlySet<string> = new Set()): string {
     const spec = vm.spec!;
-    const request = this.requestOf(spec, "spec");
+    // Its volumes travel with it: the target needs their disk too.
+    const request = this.requestOf(spec, "spec", "move");
     // The VM is leaving its host: that host is no candidate (and its members there stay counted,
     // which is right for the groups: the VM runs there until it has moved).
     let hosts = this.snapshot().filter((h) => h.id !== vm.hostId && !exclude.has(h.id));
@@ -450,8 +497,12 @@ export class Placer {
     return decision.hostId;
   }
 
-  /** Holds `resources` (and a group membership) on a host until `release`: a decision not yet in the cache. */
-  reserve(key: string, reservation: { name: string; hostId: string; resources: Resources; group: string }): void {
+  /**
+   * Holds `resources` (and a group membership) on a host until `release`: a decision not yet in
+   * the cache. `volume`: a data volume's disk being bound there (held until the volume's record
+   * in the cache names the host).
+   */
+  reserve(key: string, reservation: { name: string; hostId: string; resources: Resources; group: string; volume?: boolean }): void {
     this.hold(key, reservation);
   }
 
@@ -460,7 +511,8 @@ export class Placer {
   }
 
   private async placeAndCommit(specs: readonly VmSpec[], groupNames: readonly string[], writer: FencedWriter, field: SpecField, requestId: string): Promise<Vm[]> {
-    const requests = specs.map((spec, i) => this.requestOf(spec, fieldOf(field, i)));
+    const prepared = specs.map((spec, i) => this.requestAndVolumes(spec, fieldOf(field, i), "create"));
+    const requests = prepared.map((p) => p.request);
     for (const spec of specs) {
       if (this.state.vm(spec.name) || this.reservations.has(spec.name)) throw alreadyExists(`vm '${spec.name}'`);
     }
@@ -470,7 +522,18 @@ export class Placer {
 
     // Decide and reserve with no await in between: concurrent requests see each other.
     const { hostIds, records } = this.decide(requests);
-    specs.forEach((spec, i) => this.hold(spec.name, { name: spec.name, hostId: hostIds[i]!, resources: spec.resources!, group: spec.group }));
+    // Unbound volumes bind to the chosen host: their disk is held there as well, each until the
+    // cache has its record (keyed per VM too, so two creates racing for one volume hold apart).
+    const volumeKeys: string[] = [];
+    specs.forEach((spec, i) => {
+      this.hold(spec.name, { name: spec.name, hostId: hostIds[i]!, resources: spec.resources!, group: spec.group });
+      for (const v of prepared[i]!.volumes?.volumes ?? []) {
+        if (v.hostId !== "") continue;
+        const key = `volume/${v.name}/for/${spec.name}`;
+        this.hold(key, { name: v.name, hostId: hostIds[i]!, resources: { vcpus: 0, memoryMib: 0, diskGib: v.sizeGib }, group: "", volume: true });
+        volumeKeys.push(key);
+      }
+    });
 
     try {
       const compare: Compare[] = [];
@@ -495,8 +558,26 @@ export class Placer {
         compare.push({ key: Keys.vm(vm.spec!.name), target: "createRevision", equals: 0 });
         ops.push({ type: "put", key: Keys.vm(vm.spec!.name), value: encodeVm(vm) });
       }
+      // The images named are still those of the catalog (not deleted, nor made again meanwhile).
+      for (const name of new Set(specs.map((s) => s.image).filter(Boolean))) {
+        const kv = this.state.imageKv(name);
+        if (!kv) throw new PlacementConflict(`image '${name}' left the catalog during placement; retry`, this.state.images.revision);
+        compare.push({ key: kv.key, target: "createRevision", equals: kv.createRevision });
+      }
+      // The volumes are taken as they were read: attached to the new VM, bound to its host.
+      specs.forEach((spec, i) => {
+        for (const v of prepared[i]!.volumes?.volumes ?? []) {
+          const kv = this.state.volumeKv(v.name);
+          if (!kv) throw new PlacementConflict(`volume '${v.name}' vanished during placement; retry`, this.state.volumes.revision);
+          compare.push({ key: kv.key, target: "modRevision", equals: kv.modRevision });
+          ops.push({ type: "put", key: kv.key, value: encodeVolume(boundFor(v, hostIds[i]!, spec.name)) });
+        }
+      });
       // Each VM's create-if-absent and each chosen host's guard is one compare; etcd takes at most
       // MAX_TXN_OPS (--max-txn-ops) in one transaction, and all-or-none needs one transaction.
+      if (ops.length > MAX_TXN_OPS) {
+        throw invalidArgument("specs", `${specs.length} VMs with their groups and volumes need ${ops.length} writes in one transaction, more than the store's ${MAX_TXN_OPS}: create them in smaller gangs`);
+      }
       if (compare.length > MAX_TXN_OPS) {
         const hosts = new Set(hostIds).size;
         throw invalidArgument(
@@ -515,10 +596,12 @@ export class Placer {
       // would have to confirm it with a list.
       const written = [this.state.vms.waitForRevision(result.revision)];
       if (groupNames.length > 0) written.push(this.state.groups.waitForRevision(result.revision));
+      if (prepared.some((p) => p.volumes)) written.push(this.state.volumes.waitForRevision(result.revision));
       await waitUpTo(Promise.all(written), CACHE_CATCH_UP_MS);
       return vms;
     } finally {
       for (const spec of specs) this.drop(spec.name);
+      for (const key of volumeKeys) this.drop(key);
     }
   }
 
@@ -617,9 +700,36 @@ export class Placer {
     return { placeable: true, placements, reasons: [] };
   }
 
-  /** The scheduler's request for a VM of `spec` (its group's policy looked up). NOT_FOUND for an unknown group. */
-  requestOf(spec: VmSpec, field: string): PlacementRequest {
+  /**
+   * The scheduler's request for a VM of `spec`: its group's policy, its NICs' networks and its
+   * image's id looked up; its data volumes as `mode` says (see {@link RequestMode}). NOT_FOUND for
+   * an unknown group, and when creating, for an image not in the catalog or an unknown volume
+   * (naming the field); FAILED_PRECONDITION when creating with a volume attached elsewhere, being
+   * deleted, or on another host than the spec's other volumes.
+   */
+  requestOf(spec: VmSpec, field: string, mode: RequestMode = "create"): PlacementRequest {
+    return this.requestAndVolumes(spec, field, mode).request;
+  }
+
+  private requestAndVolumes(spec: VmSpec, field: string, mode: RequestMode): { request: PlacementRequest; volumes: VolumesForCreate | undefined } {
     const request: PlacementRequest = { name: spec.name, resources: spec.resources! };
+    if (spec.networks.length > 0) request.networks = spec.networks;
+    if (spec.image !== "") {
+      const image = this.state.image(spec.image);
+      if (image) request.imageId = image.id;
+      else if (mode === "create") throw new BerthError(ErrorCode.NotFound, `${field}.image: image '${spec.image}' not found (berth image list shows the catalog)`, { field: `${field}.image` });
+    }
+    let volumes: VolumesForCreate | undefined;
+    if (spec.volumes.length > 0) {
+      if (mode === "create") {
+        volumes = volumesForCreate(spec, field, (name) => this.state.volume(name));
+        if (volumes.hostId !== undefined) request.volumes = { hostId: volumes.hostId, names: volumes.volumes.filter((v) => v.hostId !== "").map((v) => v.name) };
+        if (volumes.unboundGib > 0) request.resources = { ...request.resources, diskGib: request.resources.diskGib + volumes.unboundGib };
+      } else if (mode === "move") {
+        const gib = this.state.attachedVolumeGib(spec.name);
+        if (gib > 0) request.resources = { ...request.resources, diskGib: request.resources.diskGib + gib };
+      }
+    }
     if (Object.keys(spec.requiredHostLabels).length > 0) request.requiredLabels = spec.requiredHostLabels;
     if (Object.keys(spec.forbiddenHostLabels).length > 0) request.forbiddenLabels = spec.forbiddenHostLabels;
     if (spec.pinnedHosts.length > 0) request.pinnedHosts = spec.pinnedHosts;
@@ -629,7 +739,7 @@ export class Placer {
       const policy = placementPolicyOf(group.policy);
       if (policy) request.group = { name: group.name, policy };
     }
-    return request;
+    return { request, volumes };
   }
 
   private newVm(spec: VmSpec, hostId: string, requestId: string, placement: PlacementRecord): Vm {
@@ -646,6 +756,11 @@ export class Placer {
       placement,
     };
   }
+}
+
+/** A volume as a new VM takes it: attached to the VM, bound to its host (if it was not yet), a new generation. */
+function boundFor(v: Volume, hostId: string, vmName: string): Volume {
+  return { ...v, hostId: v.hostId || hostId, attachedTo: vmName, generation: v.generation + 1 };
 }
 
 function toWire(v: HostVerdict): WireVerdict {

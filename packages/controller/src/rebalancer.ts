@@ -138,10 +138,12 @@ export class Rebalancer {
       if (!vm.spec?.resources || vm.hostId === "") continue;
       let request;
       try {
-        request = placer.requestOf(vm.spec, "spec");
+        request = placer.requestOf(vm.spec, "spec", "own");
       } catch {
         continue; // its group is gone: not the planner's to judge
       }
+      // Its data volumes travel with it: the planner counts their disk on the target and their copy in the cost.
+      const volumeGib = state.attachedVolumeGib(vm.spec.name);
       const usage = sessions.get(vm.hostId)?.vmUsage.get(vm.id);
       const migration = state.activeMigration(vm.id);
       const movable =
@@ -150,7 +152,7 @@ export class Rebalancer {
         migration === undefined &&
         !recentlyMoved.has(vm.id) &&
         sessions.get(vm.hostId)?.isLive === true;
-      vms.push({ id: vm.id, name: vm.spec.name, hostId: vm.hostId, request, movable, ...(usage ? { usage } : {}) });
+      vms.push({ id: vm.id, name: vm.spec.name, hostId: vm.hostId, request, movable, ...(usage ? { usage } : {}), ...(volumeGib > 0 ? { volumeGib } : {}) });
     }
     return { input: { hosts, vms }, frozenHosts };
   }
@@ -199,7 +201,8 @@ export class Rebalancer {
       }
       let request;
       try {
-        request = placer.requestOf(vm.spec!, "spec");
+        // As the migration's target will be checked: its volumes' disk too, no pin to their host.
+        request = placer.requestOf(vm.spec!, "spec", "move");
       } catch (e) {
         skip(e instanceof Error ? e.message : String(e));
         continue;

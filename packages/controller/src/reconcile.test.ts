@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { DesiredState, DomainState, VmPhase, VmSpec, VmStatus, type Domain, type Vm } from "@berth/api";
-import { desiredAction, migratingStatus, observedStatus, planHostCommands, recordFailure, sameStatus, type HostPlan, type HostPlanContext } from "./reconcile.js";
+import { DesiredState, DomainState, Image, VmPhase, VmSpec, VmStatus, Volume, type Domain, type Vm } from "@berth/api";
+import { nicMacAddress } from "@berth/core";
+import { desiredAction, domainDevices, migratingStatus, observedStatus, planHostCommands, recordFailure, sameStatus, type DeviceCatalog, type HostPlan, type HostPlanContext } from "./reconcile.js";
 
 const resources = { vcpus: 1, memoryMib: 512, diskGib: 1 };
 function vm(id: string, desiredState: DesiredState, generation = 1, forceStop = false): Vm {
@@ -37,6 +38,71 @@ describe("desiredAction", () => {
   });
 });
 
+describe("the devices a command carries", () => {
+  const image = Image.fromPartial({ id: "img-1", name: "debian-12", source: "https://example.com/d.qcow2", format: "", sha256: "ab".repeat(32) });
+  const volumes = { "data-1": Volume.fromPartial({ id: "vol-1", name: "data-1", sizeGib: 5, hostId: "h1" }), "data-2": Volume.fromPartial({ id: "vol-2", name: "data-2", sizeGib: 7, hostId: "h1" }) };
+  const catalog: DeviceCatalog = { image: (n) => (n === image.name ? image : undefined), volume: (n) => volumes[n as keyof typeof volumes] };
+  const withDevices = (over: Partial<VmSpec>, desiredState = R, generation = 1): Vm => {
+    const v = vm("0f1e2d3c-0000-4000-8000-000000000001", desiredState, generation);
+    return { ...v, spec: { ...v.spec!, ...over } };
+  };
+
+  it("a create carries the catalog's image, one NIC per network with the VM's fixed MACs, the seed and the volumes", () => {
+    const v = withDevices({ image: "debian-12", networks: ["default", "br0", "default"], cloudInit: { sshAuthorizedKeys: ["ssh-ed25519 AAAA me"], userData: "" }, volumes: ["data-2", "data-1"] });
+    const action = desiredAction(v, undefined, false, catalog);
+    expect(action?.$case).toBe("create");
+    const devices = action?.$case === "create" ? action.value.devices : undefined;
+    expect(devices).toEqual({
+      image: { id: "img-1", name: "debian-12", source: "https://example.com/d.qcow2", format: "qcow2", sha256: "ab".repeat(32) },
+      nics: [
+        { network: "default", mac: nicMacAddress(v.id, 0) },
+        { network: "br0", mac: nicMacAddress(v.id, 1) },
+        { network: "default", mac: nicMacAddress(v.id, 2) },
+      ],
+      cloudInit: { instanceId: v.id, hostname: v.spec!.name, sshAuthorizedKeys: ["ssh-ed25519 AAAA me"], userData: "" },
+      volumes: [{ id: "vol-2", name: "data-2", sizeGib: 7 }, { id: "vol-1", name: "data-1", sizeGib: 5 }],
+    });
+    // Three NICs, three different MACs, the same ones every time (a recreated domain keeps its leases).
+    expect(new Set(devices!.nics.map((n) => n.mac)).size).toBe(3);
+    expect(domainDevices(v, catalog)).toEqual(devices);
+  });
+
+  it("a VM without image, NICs, seed or volumes gets a blank disk and nothing else", () => {
+    expect(desiredAction(vm("a", S), undefined)).toMatchObject({ $case: "create", value: { start: false, devices: { image: undefined, nics: [], cloudInit: undefined, volumes: [] } } });
+  });
+
+  it("refuses (NOT_FOUND) a create whose image left the catalog, or whose volume is gone; planHostCommands lists it as a refusal, once, not a command", () => {
+    const v = withDevices({ image: "gone" });
+    expect(desiredAction(v, undefined, false, catalog)).toEqual({ $case: "refused", value: { code: "NOT_FOUND", message: expect.stringContaining("image 'gone' is no longer in the catalog") } });
+    expect(desiredAction(withDevices({ volumes: ["data-9"] }), undefined, false, catalog)).toMatchObject({ $case: "refused", value: { code: "NOT_FOUND", message: expect.stringContaining("volume 'data-9' no longer exists") } });
+    const plan = planHostCommands([v], new Map(), { failures: new Map(), nowMs: 1, placedElsewhere: () => false, catalog });
+    expect(plan.commands).toEqual([]);
+    expect(plan.refusals).toEqual([{ vmId: v.id, generation: 1, code: "NOT_FOUND", message: expect.stringContaining("no longer in the catalog") }]);
+    // Recorded as the VM's failure, NOT_FOUND is permanent: the next pass plans nothing for it.
+    const failure = recordFailure(undefined, plan.refusals[0]!, 1, () => 0.5);
+    expect(failure.permanent).toBe(true);
+    const again = planHostCommands([v], new Map(), { failures: new Map([[v.id, failure]]), nowMs: 2, placedElsewhere: () => false, catalog });
+    expect(again).toMatchObject({ commands: [], refusals: [] });
+    // A domain that exists needs no image: its start is no refusal.
+    expect(desiredAction(v, domain(v.id, DomainState.DOMAIN_STATE_SHUTOFF), false, catalog)?.$case).toBe("start");
+  });
+
+  it("gives an existing domain the VM's volumes, in order, before anything else (setVolumes), whatever its power state", () => {
+    const v = withDevices({ volumes: ["data-1", "data-2"] }, R, 4);
+    const running = (ids: string[], generation = 4): Domain => ({ ...domain(v.id, DomainState.DOMAIN_STATE_RUNNING, generation), volumeIds: ids });
+    expect(desiredAction(v, running([]), false, catalog)).toEqual({ $case: "setVolumes", value: { volumes: [{ id: "vol-1", name: "data-1", sizeGib: 5 }, { id: "vol-2", name: "data-2", sizeGib: 7 }] } });
+    expect(desiredAction(v, running(["vol-2", "vol-1"]), false, catalog)?.$case).toBe("setVolumes");
+    expect(desiredAction(v, running(["vol-1", "vol-2"]), false, catalog)).toBeUndefined();
+    const stopped = { ...running(["vol-1"], 3), state: DomainState.DOMAIN_STATE_SHUTOFF };
+    expect(desiredAction(v, stopped, false, catalog)?.$case).toBe("setVolumes");
+    // Detached (the spec lists none): the domain is given none.
+    const detached = withDevices({ volumes: [] }, R, 5);
+    expect(desiredAction(detached, running(["vol-1"], 4), false, catalog)).toEqual({ $case: "setVolumes", value: { volumes: [] } });
+    // A VM being deleted is deleted, its volumes detached by the host's delete.
+    expect(desiredAction(withDevices({ volumes: ["data-1"] }, D), running([]), false, catalog)?.$case).toBe("delete");
+  });
+});
+
 describe("planHostCommands", () => {
   const context = (over: Partial<HostPlanContext> = {}): HostPlanContext => ({ failures: new Map(), nowMs: 1_000, placedElsewhere: () => false, ...over });
   const summary = (plan: HostPlan) => plan.commands.map((p) => `${p.vmId}:${p.action.$case}:${p.generation}`).sort();
@@ -68,10 +134,10 @@ describe("planHostCommands", () => {
     const inFlight = (id: string): boolean => id === "m";
     // The source: the domain has left; the record still names this host.
     const source = planHostCommands([vm("m", R)], new Map(), context({ inFlight }));
-    expect(source).toEqual({ commands: [], orphans: [], nextRetryAtMs: undefined });
+    expect(source).toEqual({ commands: [], refusals: [], orphans: [], nextRetryAtMs: undefined });
     // The target: the domain is here, the record places it elsewhere.
     const target = planHostCommands([], new Map([["m", domain("m", DomainState.DOMAIN_STATE_RUNNING)]]), context({ inFlight, placedElsewhere: () => true }));
-    expect(target).toEqual({ commands: [], orphans: [], nextRetryAtMs: undefined });
+    expect(target).toEqual({ commands: [], refusals: [], orphans: [], nextRetryAtMs: undefined });
   });
   it("keeps a domain that a failed migration may have left as the only copy: an orphan, never deleted", () => {
     const inventory = new Map([["m", domain("m", DomainState.DOMAIN_STATE_RUNNING)]]);
@@ -80,7 +146,7 @@ describe("planHostCommands", () => {
     expect(plan.orphans.map((d) => d.vmId)).toEqual(["m"]);
   });
   it("plans nothing for a host in sync", () => {
-    expect(planHostCommands([vm("a", R)], new Map([["a", domain("a", DomainState.DOMAIN_STATE_RUNNING)]]), context())).toEqual({ commands: [], orphans: [], nextRetryAtMs: undefined });
+    expect(planHostCommands([vm("a", R)], new Map([["a", domain("a", DomainState.DOMAIN_STATE_RUNNING)]]), context())).toEqual({ commands: [], refusals: [], orphans: [], nextRetryAtMs: undefined });
   });
   it("holds a failed command until its backoff runs out, and a permanent one until the generation changes", () => {
     const retryable = recordFailure(undefined, { generation: 1, code: "HYPERVISOR_UNAVAILABLE", message: "busy" }, 1_000, () => 0.5);

@@ -4,11 +4,16 @@ import {
   VmPhase,
   type Command,
   type Domain,
+  type DomainDevices,
+  type Image,
+  type ImageRef,
   type NetworkInterface,
   type Vm,
   type VmStatus,
+  type Volume,
+  type VolumeRef,
 } from "@berth/api";
-import { backoffDelayMs, isRetryableErrorCode } from "@berth/core";
+import { backoffDelayMs, ErrorCode, isRetryableErrorCode, nicMacAddress } from "@berth/core";
 
 /** What a command asks of a domain, without the envelope (ids, generation, epoch). */
 export type DomainAction = NonNullable<Command["action"]>;
@@ -68,25 +73,109 @@ export function currentFailure(vm: Vm, failure: CommandFailure | undefined): Com
   return failure && failure.generation >= vm.generation ? failure : undefined;
 }
 
+/** What a VM's commands read from the catalog: images and data volumes by name (the cache's records). */
+export interface DeviceCatalog {
+  image(name: string): Image | undefined;
+  volume(name: string): Volume | undefined;
+}
+
+/** A catalog with nothing in it (a VM with an image or volumes cannot be made from it). */
+export const EMPTY_CATALOG: DeviceCatalog = Object.freeze({ image: () => undefined, volume: () => undefined });
+
 /**
- * The action that moves `domain` towards what `vm` wants, or undefined when they agree. Pure.
+ * Why a VM's command cannot be made now: recorded as the VM's failure at its generation (NOT_FOUND
+ * is permanent: nothing is retried until the spec, the desired state or `berth vm retry` changes
+ * it), so the operator sees it on the VM instead of a command that would fail on the host.
+ */
+export interface CommandRefusal {
+  $case: "refused";
+  value: { code: string; message: string };
+}
+
+/** The image a command carries: the catalog's record as the host needs it to fetch the image. */
+export function imageRefOf(image: Image): ImageRef {
+  return { id: image.id, name: image.name, source: image.source, format: image.format || "qcow2", sha256: image.sha256 };
+}
+
+/** The volume a command carries. */
+export function volumeRefOf(volume: Volume): VolumeRef {
+  return { id: volume.id, name: volume.name, sizeGib: volume.sizeGib };
+}
+
+/** The VM's data volumes as commands carry them, in the spec's order; a refusal when one has no record. */
+function volumeRefsOf(vm: Vm, catalog: DeviceCatalog): VolumeRef[] | CommandRefusal {
+  const refs: VolumeRef[] = [];
+  for (const name of vm.spec?.volumes ?? []) {
+    const volume = catalog.volume(name);
+    if (!volume) return { $case: "refused", value: { code: ErrorCode.NotFound, message: `volume '${name}' no longer exists (detach it: berth volume detach ${name})` } };
+    refs.push(volumeRefOf(volume));
+  }
+  return refs;
+}
+
+/**
+ * What the VM's domain is made of beyond its size, from its spec and the catalog (pure): the image
+ * its disk is a layer over (resolved now, by name: an image deleted from the catalog since the VM
+ * was created is a refusal, NOT_FOUND "image X no longer in the catalog"), one NIC per network with
+ * the MAC fixed by the VM's id and the NIC's index (core's `nicMacAddress`), the cloud-init seed
+ * (instance id = the VM's id, hostname = its name) when the spec has cloud-init, and its volumes.
+ */
+export function domainDevices(vm: Vm, catalog: DeviceCatalog): DomainDevices | CommandRefusal {
+  const spec = vm.spec!;
+  let image: ImageRef | undefined;
+  if (spec.image !== "") {
+    const record = catalog.image(spec.image);
+    if (!record) {
+      return { $case: "refused", value: { code: ErrorCode.NotFound, message: `image '${spec.image}' is no longer in the catalog: add it again (berth image create ${spec.image} ...), then berth vm retry ${spec.name}` } };
+    }
+    image = imageRefOf(record);
+  }
+  const volumes = volumeRefsOf(vm, catalog);
+  if (!Array.isArray(volumes)) return volumes;
+  const ci = spec.cloudInit;
+  return {
+    image,
+    nics: spec.networks.map((network, i) => ({ network, mac: nicMacAddress(vm.id, i) })),
+    cloudInit: ci ? { instanceId: vm.id, hostname: spec.name, sshAuthorizedKeys: [...ci.sshAuthorizedKeys], userData: ci.userData } : undefined,
+    volumes,
+  };
+}
+
+export const isRefusal = (a: DomainAction | CommandRefusal | DomainDevices | undefined): a is CommandRefusal => a !== undefined && "$case" in a && a.$case === "refused";
+
+/**
+ * The action that moves `domain` towards what `vm` wants, or undefined when they agree; a
+ * refusal when the command cannot be made (see {@link domainDevices}). Pure.
  * A domain that is in the right state but has not recorded the VM's latest generation still gets
  * the (no-op) command, so the host records the generation and the controller can observe it.
  * `fence` marks a domain to create as one the host's watchdog powers off (restart-policy VMs).
+ * A create carries the domain's devices, from `catalog`; a domain whose data volumes are not the
+ * VM's (in order) is first given them (`setVolumes`, hot-plugged while it runs), whatever its
+ * power state.
  */
-export function desiredAction(vm: Vm, domain: Domain | undefined, fence = false): DomainAction | undefined {
+export function desiredAction(vm: Vm, domain: Domain | undefined, fence = false, catalog: DeviceCatalog = EMPTY_CATALOG): DomainAction | CommandRefusal | undefined {
   const spec = vm.spec;
   if (!spec?.resources) return undefined;
   const current = domain !== undefined && domain.generation >= vm.generation;
+  const create = (start: boolean): DomainAction | CommandRefusal => {
+    const devices = domainDevices(vm, catalog);
+    if (isRefusal(devices)) return devices;
+    return { $case: "create", value: { name: spec.name, resources: spec.resources, start, fence, devices } };
+  };
+  if (domain && vm.desiredState !== DesiredState.DESIRED_STATE_DELETED && (spec.volumes.length > 0 || domain.volumeIds.length > 0)) {
+    const volumes = volumeRefsOf(vm, catalog);
+    if (!Array.isArray(volumes)) return volumes;
+    if (!sameIds(volumes.map((v) => v.id), domain.volumeIds)) return { $case: "setVolumes", value: { volumes } };
+  }
   switch (vm.desiredState) {
     case DesiredState.DESIRED_STATE_DELETED:
       return domain ? { $case: "delete", value: {} } : undefined;
     case DesiredState.DESIRED_STATE_RUNNING:
-      if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: true, fence } };
+      if (!domain) return create(true);
       if (domain.state === DomainState.DOMAIN_STATE_RUNNING && current) return undefined;
       return { $case: "start", value: {} };
     case DesiredState.DESIRED_STATE_STOPPED:
-      if (!domain) return { $case: "create", value: { name: spec.name, resources: spec.resources, start: false, fence } };
+      if (!domain) return create(false);
       // A crashed domain is off too: libvirt keeps "shut off (crashed)" until the next start, so
       // asking it to stop would never change what the host reports.
       if ((domain.state === DomainState.DOMAIN_STATE_SHUTOFF || domain.state === DomainState.DOMAIN_STATE_CRASHED) && current) return undefined;
@@ -96,9 +185,15 @@ export function desiredAction(vm: Vm, domain: Domain | undefined, fence = false)
   }
 }
 
+function sameIds(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 /** What one host should be told, and what the controller leaves alone there. */
 export interface HostPlan {
   commands: PlannedCommand[];
+  /** VMs whose command cannot be made now, with why: the caller records each as the VM's failure. */
+  refusals: { vmId: string; generation: number; code: string; message: string }[];
   /**
    * Domains with Berth's metadata that no VM record of this cluster accounts for. They are never
    * deleted on sight (a controller on an empty or foreign store would destroy real VMs): they are
@@ -126,6 +221,8 @@ export interface HostPlanContext {
   holdCreates?: boolean;
   /** Whether the VM's domain is to be powered off by the host's watchdog (its policy is RESTART). */
   fence?(vm: Vm): boolean;
+  /** Images and volumes by name, for the devices commands carry. @default EMPTY_CATALOG */
+  catalog?: DeviceCatalog;
   /**
    * True for a VM whose migration holds it (from PREPARING until it ends): the migration manager
    * alone commands its domain on both hosts, so this plan neither recreates it on its source nor
@@ -147,6 +244,7 @@ export interface HostPlanContext {
  */
 export function planHostCommands(vmsOnHost: readonly Vm[], inventory: ReadonlyMap<string, Domain>, context: HostPlanContext): HostPlan {
   const commands: PlannedCommand[] = [];
+  const refusals: HostPlan["refusals"] = [];
   const orphans: Domain[] = [];
   let nextRetryAtMs: number | undefined;
   const wanted = new Set<string>();
@@ -154,16 +252,17 @@ export function planHostCommands(vmsOnHost: readonly Vm[], inventory: ReadonlyMa
     wanted.add(vm.id);
     if (context.inFlight?.(vm.id)) continue;
     const domain = inventory.get(vm.id);
-    const action = desiredAction(vm, domain, context.fence?.(vm) ?? false);
+    const action = desiredAction(vm, domain, context.fence?.(vm) ?? false, context.catalog);
     if (!action) continue;
-    if (action.$case === "create" && context.holdCreates) continue;
+    if (!isRefusal(action) && action.$case === "create" && context.holdCreates) continue;
     const failure = currentFailure(vm, context.failures.get(vm.id));
     if (failure?.permanent) continue;
     if (failure && context.nowMs < failure.nextAttemptAtMs) {
       nextRetryAtMs = Math.min(nextRetryAtMs ?? Infinity, failure.nextAttemptAtMs);
       continue;
     }
-    commands.push({ vmId: vm.id, generation: vm.generation, action });
+    if (isRefusal(action)) refusals.push({ vmId: vm.id, generation: vm.generation, ...action.value });
+    else commands.push({ vmId: vm.id, generation: vm.generation, action });
   }
   for (const domain of inventory.values()) {
     if (wanted.has(domain.vmId)) continue;
@@ -174,7 +273,7 @@ export function planHostCommands(vmsOnHost: readonly Vm[], inventory: ReadonlyMa
       orphans.push(domain);
     }
   }
-  return { commands, orphans, nextRetryAtMs };
+  return { commands, refusals, orphans, nextRetryAtMs };
 }
 
 /**

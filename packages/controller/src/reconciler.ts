@@ -1,4 +1,4 @@
-import { DesiredState, HostFailurePolicy, HostState, MigrationPhase } from "@berth/api";
+import { DesiredState, HostFailurePolicy, HostState, MigrationPhase, type Vm } from "@berth/api";
 import { isBerthError, ErrorCode } from "@berth/core";
 import type { Txn } from "@berth/store";
 import type { Logger } from "pino";
@@ -6,11 +6,12 @@ import type { AgentSession } from "./agent-session.js";
 import type { ClusterState } from "./cluster-state.js";
 import { PHASE_NAMES } from "./migration.js";
 import type { FencedWriter } from "./fenced-writer.js";
-import { encodeGroup, encodeVm } from "./keys.js";
-import { failurePolicyOf } from "./failover.js";
+import { encodeGroup, encodeVm, encodeVolume } from "./keys.js";
+import { failurePolicyOf, NOT_RELOCATED_WITH_VOLUMES } from "./failover.js";
+import { released } from "./volumes.js";
 import { OrphanLog } from "./lifecycle-log.js";
 import { normalState } from "./host-lifecycle.js";
-import { migratingStatus, observedStatus, planHostCommands, sameStatus } from "./reconcile.js";
+import { migratingStatus, observedStatus, planHostCommands, recordFailure, sameStatus, type DeviceCatalog } from "./reconcile.js";
 
 /** How long a reconcile pass runs before it lets the event loop take a turn. */
 const DRAIN_SLICE_MS = 10;
@@ -28,6 +29,8 @@ export interface ReconcilerDeps {
   defaultPolicy(): HostFailurePolicy;
   /** The epoch commands carry (see ClusterIdentity). */
   commandEpoch(): number;
+  /** Each host's volume plan, run in its pass (volume-manager.ts); returns when a held command is due. */
+  volumes?: { reconcileHost(hostId: string, session: AgentSession | undefined, nowMs: number): Promise<number | undefined> };
 }
 
 /**
@@ -44,8 +47,12 @@ export class Reconciler {
   /** Warns of each orphan once, when first found, not at each report. */
   private readonly orphanLog: OrphanLog;
 
+  /** Images and volumes by name, from the cache: what commands' devices are made of. */
+  private readonly catalog: DeviceCatalog;
+
   constructor(private readonly deps: ReconcilerDeps) {
     this.orphanLog = new OrphanLog(deps.log);
+    this.catalog = { image: (name) => deps.state.image(name), volume: (name) => deps.state.volume(name) };
   }
 
   markDirty(hostId: string): void {
@@ -57,10 +64,11 @@ export class Reconciler {
     });
   }
 
-  /** Every host with a session or with VMs placed on it. */
+  /** Every host with a session, with VMs placed on it or with volumes bound to it. */
   markAll(): void {
     for (const id of this.deps.sessions.keys()) this.markDirty(id);
     for (const id of this.deps.state.hostIdsWithVms()) this.markDirty(id);
+    for (const id of this.deps.state.hostIdsWithVolumes()) this.markDirty(id);
   }
 
   /** Stops scheduling passes and waits for the one running. */
@@ -105,6 +113,12 @@ export class Reconciler {
     const vms = state.vmsOnHost(hostId);
     const host = state.host(hostId);
     const hostState = host ? normalState(host.state) : HostState.HOST_STATE_UNSPECIFIED;
+    const volumesDueAt = await this.deps.volumes?.reconcileHost(hostId, session, now).catch((e: unknown) => {
+      if (!isBerthError(e, ErrorCode.NotLeader)) log.warn({ err: e, hostId }, "volume plan failed");
+      this.markDirtyLater(hostId);
+      return undefined;
+    });
+    if (volumesDueAt !== undefined) this.wakeAt(hostId, volumesDueAt);
     if (!connected && hostState === HostState.HOST_STATE_READY) {
       // Recorded ready but no stream here (yet): a new leader gives hosts a grace period to
       // reconnect, and a lost stream is judged by the host lifecycle first. Judge VMs after that.
@@ -128,8 +142,15 @@ export class Reconciler {
           return m !== undefined && m.vmId === vmId && m.targetHost === hostId && m.phase !== MigrationPhase.MIGRATION_PHASE_COMPLETED;
         },
         fence: (vm) => failurePolicyOf(vm, this.deps.defaultPolicy()) === HostFailurePolicy.HOST_FAILURE_POLICY_RESTART,
+        catalog: this.catalog,
       });
       session.orphans = plan.orphans;
+      for (const r of plan.refusals) {
+        // As if the host had answered it: the VM's status shows why, and NOT_FOUND is permanent.
+        const failure = recordFailure(session.failures.get(r.vmId), r, now, Math.random);
+        session.failures.set(r.vmId, failure);
+        log.warn({ hostId, vmId: r.vmId, vm: state.vmById(r.vmId)?.spec?.name, generation: r.generation, code: r.code, error: r.message }, "cannot make the VM's command");
+      }
       this.orphanLog.report(hostId, plan.orphans);
       for (const planned of plan.commands) {
         const sent = session.sendCommand(planned, this.deps.commandEpoch(), now, this.deps.commandResendMs);
@@ -164,13 +185,20 @@ export class Reconciler {
           txn.compare.push({ key: groupKv.key, target: "modRevision", equals: groupKv.modRevision });
           txn.ops.push({ type: "put", key: groupKv.key, value: encodeGroup({ ...group, members: group.members.filter((m) => m !== vm.spec!.name) }) });
         }
+        // Its data volumes outlive it, detached (and still bound to the host: their data is there).
+        for (const v of state.volumesOfVm(vm.spec?.name ?? "")) {
+          const vkv = state.volumeKv(v.name);
+          if (!vkv) continue;
+          txn.compare.push({ key: vkv.key, target: "modRevision", equals: vkv.modRevision });
+          txn.ops.push({ type: "put", key: vkv.key, value: encodeVolume(released(v)) });
+        }
         writes.push(txn);
         continue;
       }
       const status =
         held && believed
           ? migratingStatus(vm, domain, migration && { targetHost: migration.targetHost, phase: PHASE_NAMES[migration.phase] }, now)
-          : observedStatus(vm, believed, domain, believed ? session.failures.get(vm.id) : undefined, now, believed ? "" : awayMessage(hostState));
+          : observedStatus(vm, believed, domain, believed ? session.failures.get(vm.id) : undefined, now, believed ? "" : this.awayMessageOf(vm, hostState));
       if (!sameStatus(vm.status, status)) {
         writes.push({ compare: guard, ops: [{ type: "put", key: kv.key, value: encodeVm({ ...vm, status }) }] });
       }
@@ -188,6 +216,14 @@ export class Reconciler {
         }
       }),
     );
+  }
+
+  /** Why the VM's state is not known; for a VM that would be restarted elsewhere but is kept by its volumes, that too. */
+  private awayMessageOf(vm: Vm, state: HostState): string {
+    const why = awayMessage(state);
+    if (state !== HostState.HOST_STATE_FENCED || (vm.spec?.volumes.length ?? 0) === 0) return why;
+    if (failurePolicyOf(vm, this.deps.defaultPolicy()) !== HostFailurePolicy.HOST_FAILURE_POLICY_RESTART) return why;
+    return `${why}; not restarted elsewhere: ${NOT_RELOCATED_WITH_VOLUMES}`;
   }
 
   private markDirtyLater(hostId: string): void {

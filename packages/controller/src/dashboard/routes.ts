@@ -223,7 +223,11 @@ class StreamHub {
       this.dirtyVms.add(c.vm.spec?.name ?? c.vm.id);
       this.dirtyHosts.add(c.vm.hostId);
       if (c.previous) this.dirtyHosts.add(c.previous.hostId);
-    } else {
+    } else if (c.kind === "volume") {
+      // A bound volume counts in its host's disk.
+      if (c.volume.hostId) this.dirtyHosts.add(c.volume.hostId);
+      if (c.previous?.hostId) this.dirtyHosts.add(c.previous.hostId);
+    } else if (c.kind === "migration") {
       this.dirtyMigrations.add(c.migration.vmName);
       // Its VM's phase, and both hosts' bars (a VM in flight counts on its target too).
       this.dirtyVms.add(c.migration.vmName);
