@@ -248,7 +248,11 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
         .allMigrations()
         .filter((m) => isActiveMigration(m) && (m.sourceHost === req.hostId || m.targetHost === req.hostId))
         .map((m) => m.vmName);
-      await leadingNow().hosts.remove(req.hostId, { vms, migrations });
+      const volumes = deps.state
+        .allVolumes()
+        .filter((v) => v.hostId === req.hostId)
+        .map((v) => v.name);
+      await leadingNow().hosts.remove(req.hostId, { vms, migrations, volumes });
       return {};
     }),
     uncordonHost: unary(async (req) => {

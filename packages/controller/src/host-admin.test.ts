@@ -159,6 +159,28 @@ describe("DeleteHost", () => {
     expect(failure(await api.deleteHost("h1").catch((e: unknown) => e)).code).toBe(status.NOT_FOUND);
   });
 
+  it("is refused while a data volume is bound to the host; confirmed down, the volume's delete forgets it at once and the host can go", async () => {
+    const { address, api } = await cluster();
+    const { client, call } = operatorApi(cleanups, address);
+    const agent = obedient(address, "h1");
+    expect((await agent.first).msg?.$case).toBe("welcome");
+    await call((m, o, cb) => client.createVolume({ volume: { id: "", name: "data-1", sizeGib: 1, hostId: "h1", attachedTo: "", createdAtMs: 0, deleting: false, generation: 0 } }, m, o, cb));
+    agent.close();
+    const held = await waitFor("the refusal to name the volume", async () => {
+      const e = failure(await api.deleteHost("h1").then(() => undefined, (err: unknown) => err));
+      return e && !e.details.includes("is connected") ? e : undefined;
+    });
+    expect(held.code).toBe(status.FAILED_PRECONDITION);
+    expect(held.details).toContain("still holds 1 data volume(s) (data-1)");
+    expect(held.details).toContain("berth host confirm-down h1");
+
+    await call((m, o, cb) => client.confirmHostDown({ hostId: "h1" }, m, o, cb));
+    await call((m, o, cb) => client.deleteVolume({ name: "data-1" }, m, o, cb));
+    const gone = failure(await call((m, o, cb) => client.getVolume({ name: "data-1" }, m, o, cb)).catch((e: unknown) => e));
+    expect(gone.code).toBe(status.NOT_FOUND);
+    await waitFor("h1 deleted", async () => (await api.deleteHost("h1").then(() => true, () => false)) || undefined);
+  });
+
   it("operator verbs racing a delete of their host answer NOT_FOUND, never INTERNAL (found by the fuzz suite)", async () => {
     const { address, store, api } = await cluster();
     const { client, call } = operatorApi(cleanups, address);

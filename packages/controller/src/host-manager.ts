@@ -212,7 +212,7 @@ export class HostManager {
    * nothing that still runs or is owed is dropped on the operator's word. Guarded on the record's
    * revision and fenced. NOT_FOUND for an unknown host.
    */
-  async remove(hostId: string, holders: { vms: readonly string[]; migrations: readonly string[] }): Promise<void> {
+  async remove(hostId: string, holders: { vms: readonly string[]; migrations: readonly string[]; volumes?: readonly string[] }): Promise<void> {
     const kv = this.deps.state.hostKv(hostId);
     if (!kv || !this.deps.state.host(hostId)) throw notFound(`host '${hostId}'`);
     if (this.deps.sessions.get(hostId)?.isLive) {
@@ -224,6 +224,14 @@ export class HostManager {
     }
     if (holders.migrations.length > 0) {
       throw new BerthError(ErrorCode.FailedPrecondition, `host '${hostId}' is part of migration(s) in flight (${name(holders.migrations)}): wait for them or abort them`);
+    }
+    const volumes = holders.volumes ?? [];
+    if (volumes.length > 0) {
+      // Their data is in this host's pool: forgetting the host would leave the records pointing nowhere.
+      throw new BerthError(
+        ErrorCode.FailedPrecondition,
+        `host '${hostId}' still holds ${volumes.length} data volume(s) (${name(volumes)}): delete them (berth volume delete NAME); for a host gone for good, confirm it down first (berth host confirm-down ${hostId}) and the deletes forget them at once`,
+      );
     }
     const key = Keys.host(hostId);
     const result = await this.deps.writer.commit({ compare: [{ key, target: "modRevision", equals: kv.modRevision }], ops: [{ type: "delete", key }] });

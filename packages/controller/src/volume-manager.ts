@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Vm, Volume, VolumeInfo } from "@berth/api";
+import { HostState, type Vm, type Volume, type VolumeInfo } from "@berth/api";
 import { alreadyExists, BerthError, ErrorCode, Limits, notFound, validateHostId, validateName, validateVolume } from "@berth/core";
 import type { ClusterStore, Compare, Op } from "@berth/store";
 import type { Logger } from "pino";
@@ -118,12 +118,19 @@ export class VolumeManager {
       }
       if (volume.deleting) return volume;
       const guard: Compare = { key: kv.key, target: "modRevision", equals: kv.modRevision };
-      const atOnce = volume.hostId === "" || !this.deps.state.host(volume.hostId);
+      // No host will ever confirm it: never bound, its host forgotten, or its host fenced (silent
+      // past its watchdog or confirmed down: a host gone for good, as retiring one goes). Only the
+      // record is forgotten then; a fenced host that returns keeps the data in its pool.
+      const host = volume.hostId === "" ? undefined : this.deps.state.host(volume.hostId);
+      const atOnce = host === undefined || host.state === HostState.HOST_STATE_FENCED;
       const next: Volume = { ...volume, deleting: true, generation: volume.generation + 1 };
       const result = await this.deps.writer.commit({ compare: [guard], ops: [atOnce ? { type: "delete", key: kv.key } : { type: "put", key: kv.key, value: encodeVolume(next) }] });
       if (!result.succeeded) continue;
       await waitUpTo(this.deps.state.volumes.waitForRevision(result.revision), CACHE_CATCH_UP_MS);
-      this.deps.log.info({ volume: name, volumeId: volume.id, hostId: volume.hostId || undefined }, atOnce ? "volume deleted" : "volume delete asked for; its host removes it");
+      this.deps.log.info(
+        { volume: name, volumeId: volume.id, hostId: volume.hostId || undefined },
+        !atOnce ? "volume delete asked for; its host removes it" : host ? "volume record deleted; its host is fenced, so its data stays in that host's pool" : "volume deleted",
+      );
       return atOnce ? volume : next;
     }
     throw new BerthError(ErrorCode.Conflict, `volume '${name}' kept changing; retry`);

@@ -8620,8 +8620,9 @@ export const ClusterServiceService = {
     responseDeserialize: (value: Buffer): GetImageResponse => GetImageResponse.decode(value),
   },
   /**
-   * Removes an image from the catalog: refused while a VM record names it. Hosts keep their copies
-   * until no domain uses them. Admin.
+   * Removes an image from the catalog: refused while a VM record names it. Hosts keep the copies
+   * they hold (there is no image garbage collection yet); an image made again under the same name
+   * gets a new id and is fetched anew. Admin.
    */
   deleteImage: {
     path: "/berth.v1.ClusterService/DeleteImage" as const,
@@ -8810,8 +8811,9 @@ export interface ClusterServiceServer extends UntypedServiceImplementation {
   listImages: handleUnaryCall<ListImagesRequest, ListImagesResponse>;
   getImage: handleUnaryCall<GetImageRequest, GetImageResponse>;
   /**
-   * Removes an image from the catalog: refused while a VM record names it. Hosts keep their copies
-   * until no domain uses them. Admin.
+   * Removes an image from the catalog: refused while a VM record names it. Hosts keep the copies
+   * they hold (there is no image garbage collection yet); an image made again under the same name
+   * gets a new id and is fetched anew. Admin.
    */
   deleteImage: handleUnaryCall<DeleteImageRequest, DeleteImageResponse>;
   /**
@@ -9412,8 +9414,9 @@ export interface ClusterServiceClient extends Client {
     callback: (error: ServiceError | null, response: GetImageResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Removes an image from the catalog: refused while a VM record names it. Hosts keep their copies
-   * until no domain uses them. Admin.
+   * Removes an image from the catalog: refused while a VM record names it. Hosts keep the copies
+   * they hold (there is no image garbage collection yet); an image made again under the same name
+   * gets a new id and is fetched anew. Admin.
    */
   deleteImage(
     request: DeleteImageRequest,
