@@ -46,9 +46,14 @@ describe("resolveSchedulerOptions", () => {
   });
 
   it("keeps the enabled filters in the given order, and the limit and seed", () => {
-    const o = resolveSchedulerOptions({ filters: ["capacity", "ready"], maxVmsPerHost: 32, seed: 7 });
-    expect(o).toMatchObject({ filters: ["capacity", "ready"], maxVmsPerHost: 32, seed: 7 });
+    const o = resolveSchedulerOptions({ filters: ["capacity", "ready", "volumes"], maxVmsPerHost: 32, seed: 7 });
+    expect(o).toMatchObject({ filters: ["capacity", "ready", "volumes"], maxVmsPerHost: 32, seed: 7 });
     expect(Object.isFrozen(o.filters)).toBe(true);
+  });
+
+  it("always runs volumes: a list without it gets it first, or right after pinned", () => {
+    expect(resolveSchedulerOptions({ filters: ["capacity", "ready"] }).filters).toEqual(["volumes", "capacity", "ready"]);
+    expect(resolveSchedulerOptions({ filters: ["ready", "pinned", "capacity"] }).filters).toEqual(["ready", "pinned", "volumes", "capacity"]);
   });
 
   it("merges partial vectors with the defaults and freezes the result", () => {

@@ -28,7 +28,8 @@ export interface SchedulerOptions {
   maxVmsPerHost?: number;
   /**
    * The filters to run, in the order to run them. Default: all of the pipeline's, in its order.
-   * An unknown or repeated name is INVALID_ARGUMENT.
+   * An unknown or repeated name is INVALID_ARGUMENT. `volumes` always runs, listed or not (first,
+   * or right after `pinned`): a VM placed away from its data volumes would start on a blank copy.
    */
   filters?: readonly string[];
   /**
@@ -161,6 +162,9 @@ export function resolveSchedulerOptionsFor(catalog: SchedulerCatalog, options: S
   return Object.freeze(resolved);
 }
 
+/** The filter a custom list cannot leave out. */
+const ALWAYS_RUN_FILTER = "volumes";
+
 function resolveFilters(known: readonly string[], given: unknown): string[] {
   if (!Array.isArray(given)) throw invalidArgument("scheduler.filters", "must be a list of filter names");
   const out: string[] = [];
@@ -171,6 +175,12 @@ function resolveFilters(known: readonly string[], given: unknown): string[] {
     if (out.includes(name)) throw invalidArgument(`scheduler.filters[${i}]`, `filter '${name}' listed twice`);
     out.push(name);
   });
+  // Not the operator's to drop: without it a VM with volumes could land away from them, and its
+  // host would make empty volumes of the same ids (a config from before volumes lacks it, too).
+  if (known.includes(ALWAYS_RUN_FILTER) && !out.includes(ALWAYS_RUN_FILTER)) {
+    const pinned = out.indexOf("pinned");
+    out.splice(pinned + 1, 0, ALWAYS_RUN_FILTER);
+  }
   return out;
 }
 
