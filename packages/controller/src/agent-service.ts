@@ -23,7 +23,7 @@ import type { Rebalancer } from "./rebalancer.js";
 import { recordFailure } from "./reconcile.js";
 import type { Reconciler } from "./reconciler.js";
 import type { VolumeManager } from "./volume-manager.js";
-import { consoleRelayOf } from "./console-relay.js";
+import type { ConsoleRelay } from "./console-relay.js";
 
 /** What a leading controller lends the agent service. */
 export interface LeadingDeps {
@@ -46,6 +46,8 @@ export interface AgentServiceDeps {
   leaderAddress(): Promise<string>;
   state: ClusterState;
   sessions: Map<string, AgentSession>;
+  /** The operator console sessions relayed over agent streams (shared with the cluster service). */
+  consoles: ConsoleRelay;
   reportIntervalMs: number;
   hostSilenceTimeoutMs: number;
   controllerId: string;
@@ -147,8 +149,8 @@ async function handleStream(deps: AgentServiceDeps, call: Stream): Promise<void>
         } else if (msg?.$case === "migrationProgress") {
           deps.leading()?.migrations.onProgress(session, msg.value);
         } else if (msg?.$case === "console") {
-          // A console session's bytes (console-relay.ts); none is open unless the relay was made.
-          consoleRelayOf(deps.sessions)?.fromAgent(session, msg.value);
+          // A console session's bytes (console-relay.ts).
+          deps.consoles.fromAgent(session, msg.value);
         } else if (msg?.$case === "hello") {
           throw invalidArgument("hello", "a second Hello on a live stream: open a new stream to say Hello again");
         }
@@ -374,7 +376,7 @@ function onVolumeResult(deps: AgentServiceDeps, session: AgentSession, inflight:
 async function disconnect(deps: AgentServiceDeps, session: AgentSession, why: string): Promise<void> {
   session.close();
   // Its console sessions went with the stream, even when a newer stream has replaced it.
-  consoleRelayOf(deps.sessions)?.hostStreamEnded(session);
+  deps.consoles.hostStreamEnded(session);
   // A newer session for the same host may already have replaced this one.
   if (deps.sessions.get(session.hostId) !== session) return;
   deps.sessions.delete(session.hostId);

@@ -35,7 +35,7 @@ import { cordonHost, drainHost, leadingNow as leadingOf, migrateVm, requireHost,
 import type { Placer } from "./placement.js";
 import { createImage, deleteImage, getImage, listImages } from "./image-catalog.js";
 import { listVolumes, volumeInfo } from "./volume-manager.js";
-import { consoleRelayFor } from "./console-relay.js";
+import type { ConsoleRelay } from "./console-relay.js";
 
 export interface ClusterServiceDeps {
   /** The writer when this controller leads; undefined on a follower. */
@@ -49,6 +49,8 @@ export interface ClusterServiceDeps {
   /** What this controller holds while it leads; undefined on a follower. */
   leading(): LeadingDeps | undefined;
   sessions: ReadonlyMap<string, AgentSession>;
+  /** The operator console sessions relayed over agent streams (shared with the agent service). */
+  consoles: ConsoleRelay;
   /** The cluster events this controller has seen (WatchEvents with `events`). */
   events: EventLog;
   controllerId: string;
@@ -96,7 +98,6 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
   /** A host as operators see it (one definition, shared with the dashboard: host-view.ts). */
   const hostView = (host: Host): Host => hostViewOf(deps, host);
   const leadingNow = (): LeadingDeps => leadingOf(deps);
-  const consoles = consoleRelayFor({ state: deps.state, sessions: deps.sessions, leading: deps.leading, log: deps.log });
   const hostById = (id: string, field = "host_id"): Host => requireHost(deps.state, id, field);
   const change = (desired: DesiredState, forceStop = false) => async (req: { name: string }) => {
     const writer = await leader();
@@ -316,7 +317,7 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
       return await leadingNow().volumes.detach(req.volume);
     }),
     // The operator's console stream, relayed over the host's agent stream (console-relay.ts).
-    attachConsole: (call) => consoles.attach(call, leader),
+    attachConsole: (call) => deps.consoles.attach(call, leader),
   };
 }
 

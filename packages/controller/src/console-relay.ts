@@ -403,22 +403,3 @@ function failStream(call: ConsoleCall, e: unknown): void {
   const status = toGrpcStatus(e);
   call.emit("error", Object.assign(new Error(status.details), status));
 }
-
-/**
- * One relay per controller. Both services of a controller hold the same agent-session map, so the
- * map names the controller: the cluster service makes the relay ({@link consoleRelayFor}) and the
- * agent service finds it ({@link consoleRelayOf}) without another dependency between them.
- */
-const relays = new WeakMap<ReadonlyMap<string, AgentSession>, ConsoleRelay>();
-
-/** The relay of the controller whose agent sessions are `deps.sessions`, made on first use. */
-export function consoleRelayFor(deps: ConsoleRelayDeps): ConsoleRelay {
-  let relay = relays.get(deps.sessions);
-  if (!relay) relays.set(deps.sessions, (relay = new ConsoleRelay(deps)));
-  return relay;
-}
-
-/** The relay of the controller whose agent sessions are `sessions`; undefined while it has none. */
-export function consoleRelayOf(sessions: ReadonlyMap<string, AgentSession>): ConsoleRelay | undefined {
-  return relays.get(sessions);
-}

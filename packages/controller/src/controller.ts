@@ -3,6 +3,7 @@ import { AgentServiceService, ClusterServiceService, hardenService, HostFailureP
 import { grpcServerOptions, invalidArgument, ReloadingTlsIdentity, serverCredentialsOf, startAdminServer, type AdminRoute, type AdminServer } from "@berth/core";
 import { campaign, readLeader, type ClusterStore, type Leadership } from "@berth/store";
 import type { Logger } from "pino";
+import { ConsoleRelay } from "./console-relay.js";
 import type { AgentSession } from "./agent-session.js";
 import { authorizedClusterService } from "./authorization.js";
 import { agentService, closeSilentSessions, type AgentServiceDeps, type LeadingDeps } from "./agent-service.js";
@@ -110,7 +111,10 @@ export class Controller {
         return "";
       }
     };
+    // One relay: the cluster service opens operators' sessions, the agent service feeds them.
+    const consoles = new ConsoleRelay({ state, sessions, leading: () => controller?.leading, log });
     const agentDeps: AgentServiceDeps = {
+      consoles,
       leading: () => controller?.leading,
       leaderAddress,
       state,
@@ -146,6 +150,7 @@ export class Controller {
         writer: () => controller?.leading?.writer,
         leading: () => controller?.leading,
         sessions,
+        consoles,
         controllerId: options.controllerId,
         leaderAddress,
         store,
