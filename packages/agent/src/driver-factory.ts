@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { ErrorCode, isBerthError } from "@berth/core";
 import { FakeDriver, LibvirtDriver, type HypervisorDriver } from "@berth/hypervisor";
 import { resolve } from "node:path";
@@ -18,6 +19,7 @@ export async function openDriver(options: ResolvedAgentOptions, log: Logger): Pr
         stateDir: options.stateDir,
         ...(options.capacity ? { capacity: options.capacity } : {}),
         ...(options.fakeMigrationBandwidthMibPerS !== undefined ? { migrationBandwidthMibPerS: options.fakeMigrationBandwidthMibPerS } : {}),
+        ...(options.fakeNetworks ? { networks: options.fakeNetworks.map((n) => ({ name: n.source, kind: n.type, cidr: fakeCidrOf(n.source) })) } : {}),
         onControlFileError: (message) => log.warn({ error: message }, "fake-faults.json refused; the faults it held before stay in force"),
       });
     case "libvirt": {
@@ -38,4 +40,15 @@ export async function openDriver(options: ResolvedAgentOptions, log: Logger): Pr
       return driver;
     }
   }
+}
+
+/**
+ * The /16 a fake network's DHCP hands addresses from: `default` has the fake's default
+ * (10.122.0.0/16); any other a /16 from its name (10.128.0.0 to 10.255.0.0), so every fake host
+ * offering a network gives a VM the same address on it.
+ */
+export function fakeCidrOf(network: string): string {
+  if (network === "default") return "10.122.0.0/16";
+  const digest = createHash("sha256").update(network).digest();
+  return `10.${128 + (digest[0]! % 128)}.0.0/16`;
 }

@@ -48,8 +48,10 @@ Usage: berth-agent --host-id ID --controller HOST:PORT[,HOST:PORT...] --state-di
                           (default 1024: a 1 GiB VM moves in about a second)
   --libvirt-uri URI       libvirt driver: connection URI (default qemu:///system)
   --storage-pool NAME     libvirt driver: storage pool for VM disks (default "default")
-  --network NAME          libvirt driver: attach a NIC on this libvirt network (repeatable)
-  --bridge NAME           libvirt driver: attach a NIC on this host bridge (repeatable)
+  --network NAME          a libvirt network this host offers VMs' NICs (repeatable; a VM gets a NIC
+                          only when its spec asks for that network). Fake driver: a simulated
+                          network with a DHCP of its own (default: one network, "default")
+  --bridge NAME           a host bridge this host offers VMs' NICs (repeatable; fake: simulated)
   --domain-type kvm|qemu  libvirt driver: kvm (default when /dev/kvm is usable) or qemu (TCG)
   --watchdog-device PATH  libvirt driver: a Linux watchdog device (e.g. /dev/watchdog, softdog in
                           a lab) petted while the leader is heard; the kernel resets the host if
@@ -90,6 +92,15 @@ with backoff; the agent does not exit for it.
 Exit status: 0 after SIGINT/SIGTERM, 1 when the controller rejects the Hello as invalid, the
 hypervisor or the state cannot be opened, or another agent holds the state dir; 2 on bad arguments.
 `;
+
+/** The networks a fake host offers (`--network`, `--bridge`), as agent options (absent when none is given). */
+function fakeNetworkFlags(args: Record<string, string | string[] | boolean | undefined>): { fakeNetworks?: { type: "network" | "bridge"; source: string }[] } {
+  const networks = [
+    ...((args.network as string[] | undefined) ?? []).map((source) => ({ type: "network" as const, source })),
+    ...((args.bridge as string[] | undefined) ?? []).map((source) => ({ type: "bridge" as const, source })),
+  ];
+  return networks.length > 0 ? { fakeNetworks: networks } : {};
+}
 
 /** The libvirt flags given, as agent options (absent when none is given). */
 function libvirtFlags(args: Record<string, string | string[] | boolean | undefined>): { libvirt?: AgentLibvirtOptions } {
@@ -190,7 +201,8 @@ async function main(): Promise<number> {
       ...(args["join-cluster"] !== undefined ? { joinCluster: args["join-cluster"] } : {}),
       ...(args.capacity ? { capacity: parseCapacity(args.capacity, "--capacity") } : {}),
       ...(args["fake-migration-bandwidth"] !== undefined ? { fakeMigrationBandwidthMibPerS: Number(args["fake-migration-bandwidth"]) } : {}),
-      ...libvirtFlags(args),
+      // --network/--bridge name what the host offers: libvirt's own networks and bridges, or the fake's simulated ones.
+      ...(args.driver === "fake" ? fakeNetworkFlags(args) : libvirtFlags(args)),
       labels: parseLabelAssignments(args.label ?? [], "--label"),
       ...(args["cpu-ratio"] || args["memory-ratio"] || args["disk-ratio"]
         ? {
@@ -215,6 +227,7 @@ async function main(): Promise<number> {
       labels: "--label",
       capacity: "--capacity",
       fake_migration_bandwidth: "--fake-migration-bandwidth",
+      fake_networks: "--network/--bridge",
       libvirt: "--libvirt-uri/--storage-pool/--network/--bridge/--domain-type/--watchdog-device/--migration-uri/--migration-data-uri",
       ...TLS_FLAGS,
     };

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { fakeCidrOf } from "./driver-factory.js";
 import { resolveAgentOptions } from "./options.js";
 
 const base = { hostId: "hv-01", controllers: ["c:7400"], driver: "fake" as const, stateDir: "/tmp/x" };
@@ -23,5 +24,14 @@ describe("resolveAgentOptions", () => {
     expect(resolveAgentOptions({ ...base, joinCluster: "" }).joinCluster).toBeUndefined();
     expect(() => resolveAgentOptions({ ...base, joinCluster: "a b" })).toThrow(/join_cluster/);
     expect(() => resolveAgentOptions({ ...base, joinCluster: "x".repeat(129) })).toThrow(/join_cluster/);
+  });
+
+  it("takes simulated networks for the fake driver only; each fake network has its own /16", () => {
+    const networks = [{ type: "network" as const, source: "lab" }];
+    expect(resolveAgentOptions({ ...base, fakeNetworks: networks }).fakeNetworks).toEqual(networks);
+    expect(() => resolveAgentOptions({ ...base, driver: "libvirt", fakeNetworks: networks })).toThrow(/^fake_networks: only the fake driver/);
+    expect(fakeCidrOf("default")).toBe("10.122.0.0/16");
+    expect(fakeCidrOf("lab")).toMatch(/^10\.(1[3-9]\d|12[89]|2[0-5]\d)\.0\.0\/16$/);
+    expect(fakeCidrOf("lab")).toBe(fakeCidrOf("lab"));
   });
 });

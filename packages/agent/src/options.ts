@@ -19,6 +19,12 @@ export interface AgentOptions {
   capacity?: Partial<Resources>;
   /** Fake driver only: how fast its simulated live migrations copy memory (MiB/s; the fake's default 1024). */
   fakeMigrationBandwidthMibPerS?: number;
+  /**
+   * Fake driver only: the networks it offers VMs' NICs (`--network`/`--bridge`), each with a /16 of
+   * its own for the addresses its DHCP hands out (`default` 10.122.0.0/16, as the fake's default).
+   * @default one network, `default`
+   */
+  fakeNetworks?: { type: "network" | "bridge"; source: string }[];
   /** libvirt driver only: how to reach libvirt and where VMs' disks and NICs go. */
   libvirt?: AgentLibvirtOptions;
   labels?: Record<string, string>;
@@ -104,6 +110,7 @@ export interface ResolvedAgentOptions {
   stateDir: string;
   capacity: Partial<Resources> | undefined;
   fakeMigrationBandwidthMibPerS: number | undefined;
+  fakeNetworks: { type: "network" | "bridge"; source: string }[] | undefined;
   libvirt: AgentLibvirtOptions | undefined;
   labels: Record<string, string>;
   allocationRatio: AllocationRatio | undefined;
@@ -137,6 +144,7 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   if (o.fakeMigrationBandwidthMibPerS !== undefined && !(Number.isFinite(o.fakeMigrationBandwidthMibPerS) && o.fakeMigrationBandwidthMibPerS > 0)) {
     throw invalidArgument("fake_migration_bandwidth", `must be a number of MiB/s > 0 (got ${o.fakeMigrationBandwidthMibPerS})`);
   }
+  if (o.driver !== "fake" && o.fakeNetworks) throw invalidArgument("fake_networks", "only the fake driver takes simulated networks");
   if (o.driver !== "libvirt" && o.libvirt) throw invalidArgument("libvirt", `libvirt settings given, but the driver is '${o.driver}'`);
   if (!o.stateDir) throw invalidArgument("state_dir", "is required");
   const labels = o.labels ?? {};
@@ -170,6 +178,7 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     stateDir: o.stateDir,
     capacity: o.capacity,
     fakeMigrationBandwidthMibPerS: o.fakeMigrationBandwidthMibPerS,
+    fakeNetworks: o.fakeNetworks,
     libvirt: o.libvirt,
     labels,
     allocationRatio: o.allocationRatio,
