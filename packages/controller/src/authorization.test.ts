@@ -113,11 +113,39 @@ describe("authorizedClusterService", () => {
     expect(callback.mock.calls[0]![0]).toMatchObject({ code: status.PERMISSION_DENIED, details: "CreateVm needs role admin; 'vera' has role viewer" });
     expect(callback.mock.calls[0]![1]).toBeNull();
 
-    // Allowed: the handler gets the very call and callback.
+    // Allowed: the handler gets the very call, and its answer reaches the callback.
     const call = unaryCall(authOf({ CN: "vera", O: "berth:viewer" }));
     service.getVm!(call, callback);
-    expect(impl.getVm).toHaveBeenCalledWith(call, callback);
-    expect(callback).toHaveBeenCalledTimes(1);
+    expect(impl.getVm).toHaveBeenCalledTimes(1);
+    expect(impl.getVm!.mock.calls[0]![0]).toBe(call);
+    (impl.getVm!.mock.calls[0]![1] as (e: unknown, v: unknown) => void)(null, { vm: { id: "v" } });
+    expect(callback).toHaveBeenCalledTimes(2);
+    expect(callback.mock.calls[1]).toEqual([null, { vm: { id: "v" } }]);
+  });
+
+  it("withholds VMs' user-data from a viewer, in answers and in watch messages; an admin gets it", () => {
+    const { impl, service } = wrapped();
+    const vm = { id: "v", spec: { name: "web-1", cloudInit: { sshAuthorizedKeys: ["ssh-ed25519 AAAA k"], userData: "#cloud-config\npassword: hunter2\n" } } };
+    const asViewer = vi.fn();
+    service.listVms!(unaryCall(authOf({ CN: "vera", O: "berth:viewer" })), asViewer);
+    (impl.listVms!.mock.calls[0]![1] as (e: unknown, v: unknown) => void)(null, { vms: [vm, { id: "w", spec: { name: "db-1" } }] });
+    const seen = asViewer.mock.calls[0]![1] as { vms: typeof vm[] };
+    expect(seen.vms[0]!.spec.cloudInit).toEqual({ sshAuthorizedKeys: ["ssh-ed25519 AAAA k"], userData: "#berth: user-data withheld from viewers (32 bytes)\n" });
+    expect(JSON.stringify(seen)).not.toContain("hunter2");
+    expect(seen.vms[1]).toEqual({ id: "w", spec: { name: "db-1" } });
+    // The handler's own answer is not changed (it may be the cache's record).
+    expect(vm.spec.cloudInit.userData).toContain("hunter2");
+
+    const asAdmin = vi.fn();
+    service.getVm!(unaryCall(authOf({ CN: "ada", O: "berth:admin" })), asAdmin);
+    expect(impl.getVm!.mock.calls[0]![1]).toBe(asAdmin);
+
+    const written: unknown[] = [];
+    const stream = Object.assign(new EventEmitter(), { ...unaryCall(authOf({ CN: "vera", O: "berth:viewer" })), write: (m: unknown) => written.push(m) > 0 });
+    service.watchEvents!(stream);
+    (impl.watchEvents!.mock.calls[0]![0] as { write(m: unknown): boolean }).write({ vm: { type: 1, vm } });
+    expect(JSON.stringify(written)).not.toContain("hunter2");
+    expect(JSON.stringify(written)).toContain("withheld from viewers");
   });
 
   it("a certificate naming no Berth role is UNAUTHENTICATED; a plaintext call passes", () => {
@@ -137,7 +165,7 @@ describe("authorizedClusterService", () => {
     /** A server stream as grpc-js gives it: an emitter; whatever ends it with an error is recorded. */
     const stream = (auth: unknown) => {
       const errors: Error[] = [];
-      const s = Object.assign(new EventEmitter(), unaryCall(auth), { destroy: vi.fn((e?: Error) => void (e && errors.push(e))), errors });
+      const s = Object.assign(new EventEmitter(), unaryCall(auth), { destroy: vi.fn((e?: Error) => void (e && errors.push(e))), write: vi.fn(() => true), errors });
       s.on("error", (e: Error) => errors.push(e));
       return s;
     };

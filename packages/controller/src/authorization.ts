@@ -96,9 +96,45 @@ export function agentIdentity(peer: PeerOf): PeerIdentity | undefined {
   return peer.identity;
 }
 
+const isViewer = (peer: PeerOf): boolean => peer.secure && peer.identity.role === "viewer";
+
+/**
+ * An answer for a viewer: every VM's cloud-init user-data replaced by a line saying it is
+ * withheld (user-data may carry passwords and tokens: like Nova's, it is the VM owner's, so an
+ * admin's). Everything else is as the admin sees it. Pure: the answer given is not changed.
+ */
+export function withholdUserData<T>(answer: T): T {
+  return redact(answer) as T;
+}
+
+function redact(value: unknown): unknown {
+  if (Array.isArray(value)) return value.some(carriesUserData) ? value.map(redact) : value;
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array || !carriesUserData(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [key, field] of Object.entries(value)) {
+    out[key] =
+      key === "cloudInit" && field !== null && typeof field === "object" && typeof (field as { userData?: unknown }).userData === "string" && (field as { userData: string }).userData !== ""
+        ? { ...field, userData: `#berth: user-data withheld from viewers (${Buffer.byteLength((field as { userData: string }).userData)} bytes)\n` }
+        : redact(field);
+  }
+  return out;
+}
+
+/** Whether a user-data text is anywhere inside (so that answers without one are passed on as they are). */
+function carriesUserData(value: unknown): boolean {
+  if (Array.isArray(value)) return value.some(carriesUserData);
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return false;
+  for (const [key, field] of Object.entries(value)) {
+    if (key === "cloudInit" && typeof (field as { userData?: unknown } | undefined)?.userData === "string" && (field as { userData: string }).userData !== "") return true;
+    if (field !== null && typeof field === "object" && carriesUserData(field)) return true;
+  }
+  return false;
+}
+
 /**
  * The ClusterService with every call authorized before it runs: a refused call gets its status at
- * once and its handler never sees the request.
+ * once and its handler never sees the request. A viewer's answers (and watch messages) withhold
+ * VMs' user-data ({@link withholdUserData}).
  */
 export function authorizedClusterService(impl: ClusterServiceServer, log: Logger): ClusterServiceServer {
   const out: UntypedServiceImplementation = {};
@@ -110,25 +146,34 @@ export function authorizedClusterService(impl: ClusterServiceServer, log: Logger
     };
     if (ClusterServiceService[method].responseStream) {
       out[method] = (call: ServerWritableStream<unknown, unknown>) => {
+        let peer: PeerOf;
         try {
-          authorizeOperator(method, peerOf(call.getAuthContext()));
+          peer = peerOf(call.getAuthContext());
+          authorizeOperator(method, peer);
         } catch (e) {
           const status = refuse(e, call);
           // Through 'error', which grpc-js answers with the status (destroy() would send none).
           call.emit("error", Object.assign(new Error(status.details), status));
           return;
         }
+        if (isViewer(peer)) {
+          const write = call.write.bind(call) as (message: unknown, ...rest: unknown[]) => boolean;
+          call.write = ((message: unknown, ...rest: unknown[]) => write(withholdUserData(message), ...rest)) as typeof call.write;
+        }
         handler(call);
       };
     } else {
       out[method] = (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
+        let peer: PeerOf;
         try {
-          authorizeOperator(method, peerOf(call.getAuthContext()));
+          peer = peerOf(call.getAuthContext());
+          authorizeOperator(method, peer);
         } catch (e) {
           callback(refuse(e, call), null);
           return;
         }
-        handler(call, callback);
+        const answer: sendUnaryData<unknown> = isViewer(peer) ? (error, value, ...rest) => callback(error, withholdUserData(value), ...rest) : callback;
+        handler(call, answer);
       };
     }
   }
