@@ -218,7 +218,7 @@ export async function libvirtDomainName(driver: { list(): Promise<{ vmId: string
 
 /**
  * Removes every domain whose name starts with `namePrefix` (destroyed first), their volumes
- * (`<uuid>.qcow2` in `storagePool`), and the volumes named in `volumeNames` (e.g. `<vmId>.qcow2`
+ * (`<uuid>.qcow2` and the seed `<uuid>-seed.iso` in `storagePool`), and the volumes named in `volumeNames` (e.g. `<vmId>.qcow2`
  * of every vmId a suite used, for volumes whose domain is already gone). Best effort: never throws.
  * For suites' afterAll.
  */
@@ -234,6 +234,7 @@ export async function removeDomains(namePrefix: string, storagePool = TEST_POOL,
     await virsh("undefine", name, "--managed-save", "--snapshots-metadata", "--nvram");
     await virsh("undefine", name);
     volumes.add(`${uuid}.qcow2`);
+    volumes.add(`${uuid}-seed.iso`);
   }
   for (const volume of volumes) await virsh("vol-delete", "--pool", storagePool, volume);
 }
@@ -400,4 +401,34 @@ export async function setMigrationSpeed(uri: string, domainName: string, mibPerS
   if (!set.ok) throw new Error(`virsh migrate-setspeed ${domainName} ${mibPerS}: ${set.stderr.trim()}`);
   const got = await virshAt(uri, "migrate-getspeed", domainName);
   if (mibPerS !== 0 && Number(got.stdout.trim()) !== mibPerS) throw new Error(`virsh migrate-getspeed ${domainName}: ${got.stdout.trim()} ${got.stderr.trim()}, not ${mibPerS}`);
+}
+
+// ---- networks and images for the suites that boot a guest ---------------------------------------
+
+/** libvirt's NAT network (dnsmasq gives its guests addresses): the one the guest-booting suites' NICs use. */
+export const TEST_NETWORK = "default";
+
+/**
+ * Makes libvirt's network `default` exist and run (defined from libvirt's own default.xml when
+ * missing, started when inactive): its dnsmasq gives guests DHCP leases. Resolves why it cannot
+ * (dnsmasq missing, no bridge allowed in this container...), or undefined when it runs.
+ */
+export async function ensureDefaultNetwork(uri = TEST_URI): Promise<string | undefined> {
+  const info = await virshAt(uri, "net-info", TEST_NETWORK);
+  if (!info.ok) {
+    const template = ["/usr/share/libvirt/networks/default.xml", "/etc/libvirt/qemu/networks/default.xml"].find((f) => existsSync(f));
+    if (!template) return `libvirt has no network '${TEST_NETWORK}' and no default.xml to define it from`;
+    const defined = await virshAt(uri, "net-define", template);
+    if (!defined.ok) return `cannot define libvirt's network '${TEST_NETWORK}': ${defined.stderr.trim()}`;
+  }
+  if (!/^Active:\s+yes/m.test((await virshAt(uri, "net-info", TEST_NETWORK)).stdout)) {
+    const started = await virshAt(uri, "net-start", TEST_NETWORK);
+    if (!started.ok) return `cannot start libvirt's network '${TEST_NETWORK}' (it needs dnsmasq-base and a bridge): ${started.stderr.trim()}`;
+  }
+  return undefined;
+}
+
+/** Removes pool volumes by name (images, data volumes, seeds a suite made). Best effort: never throws. */
+export async function removeVolumes(names: readonly string[], storagePool = TEST_POOL, uri = TEST_URI): Promise<void> {
+  for (const name of names) await virshAt(uri, "vol-delete", "--pool", storagePool, name);
 }

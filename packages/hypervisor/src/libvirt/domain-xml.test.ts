@@ -83,7 +83,7 @@ const LIVE_XML = `<domain type='qemu' id='12'>
       <driver name='qemu' type='raw'/>
       <source pool='berth-test' volume='${VM}-seed.iso' index='1'/>
       <backingStore/>
-      <target dev='sda' bus='sata'/>
+      <target dev='hdc' bus='ide'/>
       <readonly/>
     </disk>
     <disk type='volume' device='disk'>
@@ -189,7 +189,7 @@ describe("domain XML", () => {
     });
   });
 
-  it("attaches the seed as a read-only SATA CD-ROM and data volumes as virtio disks with serials; records image and volume order", () => {
+  it("attaches the seed as a read-only IDE CD-ROM and data volumes as virtio disks with serials; records image and volume order", () => {
     const xml = domainXml(
       spec({
         seed: { pool: "default", name: seedVolumeName(VM) },
@@ -201,7 +201,7 @@ describe("domain XML", () => {
       }),
     );
     expect(xml).toContain(
-      `    <disk type='volume' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source pool='default' volume='${VM}-seed.iso'/>\n      <target dev='sda' bus='sata'/>\n      <readonly/>\n    </disk>`,
+      `    <disk type='volume' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source pool='default' volume='${VM}-seed.iso'/>\n      <target dev='hdc' bus='ide'/>\n      <readonly/>\n    </disk>`,
     );
     expect(xml).toContain(
       `    <disk type='volume' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      <source pool='default' volume='berth-vol-v-2.qcow2'/>\n      <target dev='vdb' bus='virtio'/>\n      <serial>v2</serial>\n    </disk>`,
@@ -211,7 +211,7 @@ describe("domain XML", () => {
     expect(parsed.metadata).toMatchObject({ imageId: "img-1", volumeIds: ["v-2", "v-1"] });
     expect(parsed.disks.map((d) => `${d.device}:${d.target}:${d.volume}`)).toEqual([
       `disk:vda:${VM}.qcow2`,
-      `cdrom:sda:${VM}-seed.iso`,
+      `cdrom:hdc:${VM}-seed.iso`,
       "disk:vdb:berth-vol-v-2.qcow2",
       "disk:vdc:berth-vol-v-1.qcow2",
     ]);
@@ -247,7 +247,7 @@ describe("pool volume names, targets and order", () => {
 
   it("free virtio targets start at vdb, skip the used, and go on past vdz as libvirt names them", () => {
     expect(freeVirtioTargets([], 3)).toEqual(["vdb", "vdc", "vdd"]);
-    expect(freeVirtioTargets(["vda", "vdc", "sda"], 2)).toEqual(["vdb", "vdd"]);
+    expect(freeVirtioTargets(["vda", "vdc", "hdc"], 2)).toEqual(["vdb", "vdd"]);
     const used = Array.from({ length: 25 }, (_, i) => `vd${String.fromCharCode(97 + i)}`);
     expect(freeVirtioTargets(used, 2)).toEqual(["vdz", "vdaa"]);
     expect(compareTargets("vdz", "vdaa")).toBeLessThan(0);
@@ -309,7 +309,7 @@ describe("parsing virsh's output", () => {
     const parsed = parseDomainXml(LIVE_XML)!;
     expect(parsed.disks).toEqual([
       { device: "disk", target: "vda", pool: "berth-test", volume: `${VM}.qcow2` },
-      { device: "cdrom", target: "sda", pool: "berth-test", volume: `${VM}-seed.iso` },
+      { device: "cdrom", target: "hdc", pool: "berth-test", volume: `${VM}-seed.iso` },
       { device: "disk", target: "vdb", pool: "berth-test", volume: "berth-vol-v1.qcow2" },
       { device: "disk", target: "vdc", pool: undefined, volume: undefined },
     ]);

@@ -68,7 +68,11 @@ export interface DomainXmlSpec {
   volume?: PoolDisk | undefined;
   /** One virtio NIC each, in order. */
   nics: readonly DomainNic[];
-  /** The NoCloud seed ISO, attached as a read-only SATA CD-ROM (sda). */
+  /**
+   * The NoCloud seed ISO, attached as a read-only IDE CD-ROM (hdc): the bus of the default `pc`
+   * machine every guest kernel drives (Debian's cloud kernel, for one, has no AHCI: a SATA CD-ROM
+   * would go unseen and the seed with it).
+   */
   seed?: PoolDisk | undefined;
   /** Data volumes (virtio disks, at their targets). */
   dataDisks?: readonly DataDisk[];
@@ -168,7 +172,7 @@ export function dataDiskXml(disk: DataDisk, indent = ""): string {
 /**
  * The domain XML of a Berth VM: uuid = vmId, vcpus, memory, an optional qcow2 volume (virtio, vda),
  * one virtio NIC per `nics` entry (libvirt network or bridge, with its MAC), the seed ISO as a
- * read-only SATA CD-ROM, data volumes as virtio disks, a pty serial console, ACPI (so a graceful
+ * read-only IDE CD-ROM, data volumes as virtio disks, a pty serial console, ACPI (so a graceful
  * shutdown reaches the guest), `on_crash` destroy, and Berth's metadata. Every value is XML-escaped.
  */
 export function domainXml(spec: DomainXmlSpec): string {
@@ -210,7 +214,7 @@ export function domainXml(spec: DomainXmlSpec): string {
       `    <disk type='volume' device='cdrom'>`,
       `      <driver name='qemu' type='raw'/>`,
       `      <source pool='${escapeXml(spec.seed.pool)}' volume='${escapeXml(spec.seed.name)}'/>`,
-      `      <target dev='sda' bus='sata'/>`,
+      `      <target dev='hdc' bus='ide'/>`,
       `      <readonly/>`,
       `    </disk>`,
     );
@@ -244,7 +248,7 @@ export function domainXml(spec: DomainXmlSpec): string {
 export interface ParsedDisk {
   /** `disk`, `cdrom`, ... */
   device: string;
-  /** The target device (vda, sda...). */
+  /** The target device (vda, hdc...). */
   target: string;
   /** For `type='volume'`: the pool and the volume's name. */
   pool: string | undefined;

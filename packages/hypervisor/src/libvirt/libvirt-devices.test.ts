@@ -276,7 +276,7 @@ describe("the cloud-init seed", () => {
     expect(iso.slice(1, 9)).toEqual(["-quiet", "-output", expect.stringMatching(/seed\.iso$/), "-volid", "cidata", "-joliet", "-rock", expect.stringMatching(/user-data$/)]);
     expect(sim.volumes.has(`${A}-seed.iso`)).toBe(true);
     expect(sim.commands).toContainEqual(["vol-create-as", "vms", `${A}-seed.iso`, expect.stringMatching(/^\d+$/), "--format", "raw"]);
-    expect(sim.xmlOf(A)).toContain(`<source pool='vms' volume='${A}-seed.iso'/>\n      <target dev='sda' bus='sata'/>\n      <readonly/>`);
+    expect(sim.xmlOf(A)).toContain(`<source pool='vms' volume='${A}-seed.iso'/>\n      <target dev='hdc' bus='ide'/>\n      <readonly/>`);
     await driver.delete(A);
     expect(sim.volumes.size).toBe(0);
   });

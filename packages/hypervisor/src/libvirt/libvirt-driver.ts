@@ -903,7 +903,7 @@ export class LibvirtDriver implements HypervisorDriver {
       if (volumes.length > 0) {
         await this.volumesLocked(async () => {
           // Copies that did not arrive: nothing here uses them (checked: another domain might).
-          const inUse = new Set([...(await this.volumeAttachments()).keys()].map(dataVolumeName));
+          const inUse = new Set([...(await this.volumeAttachments(false)).keys()].map(dataVolumeName));
           for (const name of volumes) if (!inUse.has(name)) await this.deletePoolVolume(name);
         });
       }
@@ -1594,11 +1594,23 @@ export class LibvirtDriver implements HypervisorDriver {
     }
   }
 
-  /** Which domain (vmId) has each data volume attached, from every Berth domain's XML (one scan). */
-  private async volumeAttachments(): Promise<Map<string, string>> {
+  /**
+   * Which domain (vmId) has each data volume attached, from every Berth domain's XML (one scan);
+   * with `incoming`, also the volumes `prepareIncoming` readied for a domain still to arrive
+   * (they are that domain's: no other may take them meanwhile).
+   */
+  private async volumeAttachments(incoming = true): Promise<Map<string, string>> {
     const attached = new Map<string, string>();
     for (const { parsed, domain } of await this.scan(false)) {
       for (const d of dataDisksOf(parsed, this.options.storagePool)) attached.set(d.volumeId, domain.vmId);
+    }
+    if (incoming) {
+      for (const [vmId, names] of this.incomingVolumes) {
+        for (const name of names) {
+          const id = volumeIdOfVolume(name);
+          if (id !== undefined && !attached.has(id)) attached.set(id, vmId);
+        }
+      }
     }
     return attached;
   }
