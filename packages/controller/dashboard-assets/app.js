@@ -401,6 +401,11 @@ function vmPageEls(name, d) {
       Object.keys(d.requiredHostLabels).length ? kv("Requires host labels", labelText(d.requiredHostLabels)) : [],
       Object.keys(d.forbiddenHostLabels).length ? kv("Forbids host labels", labelText(d.forbiddenHostLabels)) : [],
       d.pinnedHosts.length ? kv("Pinned to", d.pinnedHosts.join(", ")) : [],
+      d.image ? kv("Image", d.image) : [],
+      ...d.nics.map((n) =>
+        kv(n.name, `${n.network}  ${n.mac || "—"}  ${n.addresses.length ? `${n.addresses.join(", ")} (${n.source})` : v.phase === "RUNNING" ? "waiting for an address" : "—"}`),
+      ),
+      d.volumes.length ? kv("Volumes", d.volumes.join(", ")) : [],
       kv("Status", d.statusMessage || "—"),
       d.errorCode ? kv("Error", d.errorCode) : [],
       kv("Generation", d.generation),

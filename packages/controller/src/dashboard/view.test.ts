@@ -171,6 +171,22 @@ describe("the VM page", () => {
     expect(vmDetail(placed, Migration.fromPartial({ vmName: "a", vmId: "other" })).migration).toBeNull();
     expect(vmDetail(placed, Migration.fromPartial({ vmName: "a", vmId: "id-a" })).migration?.vmName).toBe("a");
   });
+
+  it("shows the VM's image, each NIC with the MAC and addresses its host reported, and its volumes", () => {
+    const base = vm("n", "h1", 1, 512);
+    const usable = {
+      ...base,
+      spec: { ...base.spec!, image: "jammy", networks: ["default", "lab"], volumes: ["data-1"] },
+      status: { ...base.status!, interfaces: [{ network: "default", mac: "52:54:00:00:00:01", ipAddresses: ["10.122.0.5"], addressSource: "lease" }] },
+    };
+    const d = vmDetail(usable, undefined);
+    expect(d.image).toBe("jammy");
+    expect(d.nics).toEqual([
+      { name: "eth0", network: "default", mac: "52:54:00:00:00:01", addresses: ["10.122.0.5"], source: "lease" },
+      { name: "eth1", network: "lab", mac: "", addresses: [], source: "" },
+    ]);
+    expect(d.volumes).toEqual(["data-1"]);
+  });
 });
 
 describe("snapshotOf", () => {

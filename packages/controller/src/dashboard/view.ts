@@ -397,6 +397,12 @@ export interface VmDetail {
   requiredHostLabels: Record<string, string>;
   forbiddenHostLabels: Record<string, string>;
   pinnedHosts: string[];
+  /** The base image's name; empty for a blank disk. */
+  image: string;
+  /** One per NIC, in order: the network, the MAC and the addresses its host reported. */
+  nics: { name: string; network: string; mac: string; addresses: string[]; source: string }[];
+  /** Data volumes attached (names), in order. */
+  volumes: string[];
   placement: PlacementView | null;
   migration: MigrationRow | null;
 }
@@ -434,6 +440,13 @@ export function vmDetail(vm: Vm, migration: Migration | undefined): VmDetail {
     requiredHostLabels: { ...(vm.spec?.requiredHostLabels ?? {}) },
     forbiddenHostLabels: { ...(vm.spec?.forbiddenHostLabels ?? {}) },
     pinnedHosts: [...(vm.spec?.pinnedHosts ?? [])],
+    image: vm.spec?.image ?? "",
+    // The spec's networks, with what the host reported of each NIC (matched by place).
+    nics: (vm.spec?.networks ?? []).map((network, i) => {
+      const reported = vm.status?.interfaces[i];
+      return { name: `eth${i}`, network, mac: reported?.mac ?? "", addresses: [...(reported?.ipAddresses ?? [])], source: reported?.addressSource ?? "" };
+    }),
+    volumes: [...(vm.spec?.volumes ?? [])],
     placement: placementView(vm.placement),
     migration: migration && migration.vmId === vm.id ? migrationRow(migration) : null,
   };
