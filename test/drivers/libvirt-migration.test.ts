@@ -16,13 +16,30 @@
  * progress samples see data move), 1 MiB/s for the abort and the deadline (a 1 GiB disk would
  * take about 17 minutes to copy).
  *
+ * A VM over an image (the tiny guest, test/support/tiny-image.ts) with a cloud-init seed and a data
+ * volume moves with `--copy-storage-inc`: the destination's `prepareIncoming` fetched the image into
+ * its own pool and made the overlay over it, so only the overlay and the volume travel; what the
+ * guest wrote to the volume before is read back by the guest after, on the destination's console.
+ * That case is skipped where the tiny image cannot be built.
+ *
  * Skipped with the reason where libvirt is missing or we are not root; a failure under CI.
  */
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { DomainState } from "@berth/api";
-import { LibvirtDriver, volumeName, type DomainSpec, type DriverEvent, type MigrationProgress } from "@berth/hypervisor";
-import { ensureLibvirt, qemuPid, removeDomains, secondLibvirtdMissing, startSecondLibvirtd, virshOn, type SecondLibvirtd } from "../support/libvirt.js";
+import {
+  dataVolumeName,
+  imageVolumeName,
+  LibvirtDriver,
+  seedVolumeName,
+  volumeName,
+  type ConsoleConnection,
+  type DomainSpec,
+  type DriverEvent,
+  type MigrationProgress,
+} from "@berth/hypervisor";
+import { ensureLibvirt, qemuPid, removeDomains, removeVolumes, secondLibvirtdMissing, startSecondLibvirtd, virshOn, type SecondLibvirtd } from "../support/libvirt.js";
+import { buildTinyImage, tinyImageMissing, TINY_IMAGE_READY } from "../support/tiny-image.js";
 import { describeRequiring } from "../support/requirements.js";
 import { waitFor } from "../support/processes.js";
 
@@ -39,6 +56,8 @@ describeRequiring("libvirt live migration between two daemons", missing, () => {
   let source: LibvirtDriver;
   let dest: LibvirtDriver;
   const vmIds: string[] = [];
+  /** Pool volumes a case made beyond the domains' disks (images, data volumes), removed on both daemons. */
+  const poolVolumes: string[] = [];
 
   const spec = (name: string): DomainSpec => {
     const vmId = randomUUID();
@@ -84,6 +103,7 @@ describeRequiring("libvirt live migration between two daemons", missing, () => {
     await source?.close();
     await dest?.close();
     await removeDomains(PREFIX, pool, vmIds.map(volumeName));
+    await removeVolumes(poolVolumes, pool);
     await second?.stop(PREFIX);
   }, 90_000);
 
@@ -99,7 +119,7 @@ describeRequiring("libvirt live migration between two daemons", missing, () => {
     // 200 MiB/s makes the 1 GiB copy last ~5 s, in steady steps.
     await setSpeed(name, 200);
     const target = await dest.prepareIncoming(s);
-    expect(target).toEqual({ driver: "libvirt", uri: `${second.uri}#migrateuri=tcp%3A%2F%2F127.0.0.1`, vmId: s.vmId });
+    expect(target).toEqual({ driver: "libvirt", uri: `${second.uri}#migrateuri=tcp%3A%2F%2F127.0.0.1&poolpath=${encodeURIComponent(`${second.dir}/pool`)}`, vmId: s.vmId });
     expect(await volumeExists(second.uri, s.vmId)).toBe(true);
 
     const progress: MigrationProgress[] = [];
@@ -197,4 +217,77 @@ describeRequiring("libvirt live migration between two daemons", missing, () => {
     expect(await names(second.uri, true)).not.toContain(name);
     await dest.abortMigration(s.vmId);
   }, 120_000);
+
+  it("a VM over an image moves with --copy-storage-inc: the destination has its own image and overlay; the data volume's bytes and the seed arrive", async (ctx) => {
+    const imageMissing = tinyImageMissing();
+    if (imageMissing) ctx.skip(imageMissing);
+    const built = await buildTinyImage();
+    if ("skip" in built) return ctx.skip(built.skip);
+    const imageId = randomUUID();
+    const volumeId = randomUUID();
+    poolVolumes.push(imageVolumeName(imageId), dataVolumeName(volumeId));
+    const s: DomainSpec = {
+      ...spec("over-image"),
+      resources: { vcpus: 1, memoryMib: 192, diskGib: 1 },
+      image: { id: imageId, name: "tiny", source: built.path, format: "qcow2", sha256: "" },
+      cloudInit: { instanceId: "", hostname: "over-image", sshAuthorizedKeys: [], userData: "" },
+      volumes: [{ id: volumeId, name: "data", sizeGib: 1 }],
+    };
+    s.cloudInit!.instanceId = s.vmId;
+    /** Types `command` on the console, resolves once `answer` shows after it. */
+    const ask = async (session: ConsoleConnection, output: () => string, command: string, answer: string): Promise<string> => {
+      const from = output().length;
+      session.write(Buffer.from(`${command}\r`));
+      await waitFor(`'${answer}' on the console`, () => output().slice(from).includes(answer) || undefined, 20_000, 50);
+      return output().slice(from);
+    };
+
+    await source.define(s);
+    await source.start(s.vmId);
+    let before = "";
+    const atSource = await source.openConsole(s.vmId);
+    atSource.onData((d) => (before += Buffer.from(d).toString("latin1")));
+    await waitFor("the guest's shell", () => before.includes(TINY_IMAGE_READY) || undefined, 60_000, 100);
+    // The guest writes to its data volume (raw, at its start) before the move.
+    await ask(atSource, () => before, "echo berth-marker-$((40 + 2)) > /dev/vdb; sync; echo written-$((1 + 1))", "written-2");
+
+    const target = await dest.prepareIncoming(s);
+    const overlay = await virshOn(second.uri, "vol-dumpxml", "--pool", second.storagePool, volumeName(s.vmId));
+    expect(overlay.stdout).toContain(`${second.dir}/pool/${imageVolumeName(imageId)}`);
+    for (const v of [imageVolumeName(imageId), seedVolumeName(s.vmId), dataVolumeName(volumeId)]) {
+      expect((await virshOn(second.uri, "vol-info", "--pool", second.storagePool, v)).ok, v).toBe(true);
+    }
+    const started = Date.now();
+    try {
+      await source.migrateOut(s.vmId, target);
+    } catch (e) {
+      dumpLogs();
+      throw e;
+    }
+    const tookMs = Date.now() - started;
+    // Only the top layer traveled: the destination's overlay holds what the guest wrote to its disk
+    // (nothing), not the image's data (which -all would have copied into it).
+    const allocation = async (volume: string): Promise<number> =>
+      Number(/<allocation unit='bytes'>(\d+)</.exec((await virshOn(second.uri, "vol-dumpxml", "--pool", second.storagePool, volume)).stdout)?.[1]);
+    const overlayBytes = await allocation(volumeName(s.vmId));
+    const imageBytes = await allocation(imageVolumeName(imageId));
+    console.info(`migrated a VM over an image (--copy-storage-inc) in ${tookMs} ms: the destination's overlay holds ${overlayBytes} bytes, its image ${imageBytes}`);
+    expect(overlayBytes).toBeLessThan(imageBytes / 4);
+    const arrived = await dest.finishIncoming(s.vmId, 2);
+    expect(arrived).toMatchObject({ state: DomainState.DOMAIN_STATE_RUNNING, imageId, volumeIds: [volumeId] });
+
+    // The guest runs on at the destination with its volume's bytes.
+    let after = "";
+    const atDest = await dest.openConsole(s.vmId);
+    atDest.onData((d) => (after += Buffer.from(d).toString("latin1")));
+    const read = await ask(atDest, () => after, "head -c 15 /dev/vdb; echo; echo read-$((2 + 2))", "read-4");
+    expect(read).toContain("berth-marker-42");
+    atDest.close();
+
+    // The source keeps its image (the host's) and nothing of the VM.
+    const left = (await virshOn(sourceUri, "vol-list", pool)).stdout;
+    expect(left).toContain(imageVolumeName(imageId));
+    for (const v of [volumeName(s.vmId), seedVolumeName(s.vmId), dataVolumeName(volumeId)]) expect(left).not.toContain(v);
+    expect(await dest.listVolumes()).toContainEqual({ volumeId, sizeGib: 1, attachedVmId: s.vmId });
+  }, 180_000);
 });

@@ -10,7 +10,9 @@ import {
   freeVirtioTargets,
   imageIdOfVolume,
   imageVolumeName,
+  incomingDiskXml,
   orderedVolumeIds,
+  poolVolumeOf,
   seedVolumeName,
   volumeIdOfVolume,
   escapeXml,
@@ -311,7 +313,7 @@ describe("parsing virsh's output", () => {
       { device: "disk", target: "vda", pool: "berth-test", volume: `${VM}.qcow2` },
       { device: "cdrom", target: "hdc", pool: "berth-test", volume: `${VM}-seed.iso` },
       { device: "disk", target: "vdb", pool: "berth-test", volume: "berth-vol-v1.qcow2" },
-      { device: "disk", target: "vdc", pool: undefined, volume: undefined },
+      { device: "disk", target: "vdc", pool: undefined, volume: undefined, file: "/elsewhere.img" },
     ]);
     expect(parsed.interfaces).toEqual([
       { type: "network", source: "default", mac: "52:54:00:ab:cd:ef" },
@@ -321,6 +323,36 @@ describe("parsing virsh's output", () => {
     expect(parsed.consolePty).toBe("/dev/pts/7");
     expect(parseDomainXml(LIVE_XML.replace(" tty='/dev/pts/7'", ""))?.consolePty).toBe("/dev/pts/7");
     expect(parseDomainXml(DUMPXML)?.consolePty).toBeUndefined();
+  });
+
+  it("a file disk in the pool's directory is that pool's volume (a domain arrived by an incremental migration)", () => {
+    const file = { device: "disk", target: "vdb", pool: undefined, volume: undefined, file: "/var/lib/pool/berth-vol-v1.qcow2" };
+    expect(poolVolumeOf(file, "vms", "/var/lib/pool/")).toBe("berth-vol-v1.qcow2");
+    expect(poolVolumeOf(file, "vms", "/var/lib/other")).toBeUndefined();
+    expect(poolVolumeOf(file, "vms")).toBeUndefined();
+    expect(dataDisksOf({ disks: [file] }, "vms", "/var/lib/pool")).toEqual([{ volumeId: "v1", target: "vdb" }]);
+  });
+
+  it("gives an incremental migration's destination its disks by path in its pool, without the source's backing chain", () => {
+    const xml = incomingDiskXml(LIVE_XML, "berth-test", "/dst/pool/");
+    const parsed = parseDomainXml(xml)!;
+    expect(parsed.disks).toEqual([
+      { device: "disk", target: "vda", pool: undefined, volume: undefined, file: `/dst/pool/${VM}.qcow2` },
+      { device: "cdrom", target: "hdc", pool: undefined, volume: undefined, file: `/dst/pool/${VM}-seed.iso` },
+      { device: "disk", target: "vdb", pool: undefined, volume: undefined, file: "/dst/pool/berth-vol-v1.qcow2" },
+      { device: "disk", target: "vdc", pool: undefined, volume: undefined, file: "/elsewhere.img" },
+    ]);
+    expect(xml).not.toContain("backingStore");
+    expect(xml).not.toContain("berth-image-i1");
+    expect(xml).toContain("<readonly/>");
+    expect(xml).toContain("<interface type='network'>");
+    // Again from there (its disks are files in its own pool now): the same, for the next host.
+    expect(parseDomainXml(incomingDiskXml(xml, "berth-test", "/third", "/dst/pool"))!.disks.map((d) => d.file)).toEqual([
+      `/third/${VM}.qcow2`,
+      `/third/${VM}-seed.iso`,
+      "/third/berth-vol-v1.qcow2",
+      "/elsewhere.img",
+    ]);
   });
 
   it("returns undefined for something that is not a domain", () => {

@@ -253,6 +253,8 @@ export interface ParsedDisk {
   /** For `type='volume'`: the pool and the volume's name. */
   pool: string | undefined;
   volume: string | undefined;
+  /** For `type='file'`: the file's path. */
+  file?: string | undefined;
 }
 
 /** An `<interface>` of a domain. */
@@ -358,12 +360,14 @@ function parseDisks(devices: string): ParsedDisk[] {
     // The top source only: a live XML lists the backing chain in <backingStore>, with sources of its own.
     const top = body.replace(/<backingStore\b[\s\S]*<\/backingStore>/, "");
     const source = firstTagAttributes(top, "source");
-    disks.push({
+    const disk: ParsedDisk = {
       device: attributes.get("device") ?? "disk",
       target: firstTagAttributes(top, "target").get("dev") ?? "",
       pool: attributes.get("type") === "volume" ? source.get("pool") : undefined,
       volume: attributes.get("type") === "volume" ? source.get("volume") : undefined,
-    });
+    };
+    if (attributes.get("type") === "file" && source.get("file") !== undefined) disk.file = source.get("file");
+    disks.push(disk);
   }
   return disks;
 }
@@ -403,15 +407,60 @@ export interface AttachedDataDisk {
   target: string;
 }
 
-/** The data volumes' disks of a parsed domain: `berth-vol-<id>.qcow2` volumes of `pool`, by target. */
-export function dataDisksOf(parsed: { disks: readonly ParsedDisk[] }, pool: string): AttachedDataDisk[] {
+/**
+ * The name of the volume of `pool` a disk is: a `type='volume'` disk of that pool, or a
+ * `type='file'` disk directly in the pool's directory `poolPath` (how a domain that arrived by a
+ * migration with `--copy-storage-inc` names its disks until it is started again); else undefined.
+ */
+export function poolVolumeOf(disk: ParsedDisk, pool: string, poolPath?: string): string | undefined {
+  if (disk.pool === pool && disk.volume !== undefined) return disk.volume;
+  if (disk.file !== undefined && poolPath !== undefined) {
+    const dir = poolPath.replace(/\/+$/, "");
+    const slash = disk.file.lastIndexOf("/");
+    if (slash > 0 && disk.file.slice(0, slash) === dir) return disk.file.slice(slash + 1);
+  }
+  return undefined;
+}
+
+/** The data volumes' disks of a parsed domain: `berth-vol-<id>.qcow2` volumes of `pool` (see `poolVolumeOf`), by target. */
+export function dataDisksOf(parsed: { disks: readonly ParsedDisk[] }, pool: string, poolPath?: string): AttachedDataDisk[] {
   const found: AttachedDataDisk[] = [];
   for (const d of parsed.disks) {
-    if (d.device !== "disk" || d.pool !== pool || d.volume === undefined) continue;
-    const volumeId = volumeIdOfVolume(d.volume);
+    const volume = d.device === "disk" ? poolVolumeOf(d, pool, poolPath) : undefined;
+    const volumeId = volume === undefined ? undefined : volumeIdOfVolume(volume);
     if (volumeId !== undefined) found.push({ volumeId, target: d.target });
   }
   return found.sort((a, b) => compareTargets(a.target, b.target));
+}
+
+/**
+ * The domain XML a migration with `--copy-storage-inc` gives the destination (`virsh migrate
+ * --xml`): the source's migratable XML with each disk that is a volume of `pool` (see
+ * `poolVolumeOf`: by pool and name, or a file in `sourcePoolPath`) named by its path in the
+ * destination pool's directory (`type='file'`), and no `<backingStore>`, so the destination's
+ * libvirt finds the disks it prepared (it cannot create or resolve pool volumes for an incremental
+ * copy) and reads each overlay's backing chain from its own qcow2 header. Pure.
+ */
+export function incomingDiskXml(migratableXml: string, pool: string, destinationPoolPath: string, sourcePoolPath?: string): string {
+  const dir = destinationPoolPath.replace(/\/+$/, "");
+  return migratableXml.replace(/<disk\b([^>]*)>([\s\S]*?)<\/disk>/g, (whole, attrs: string, body: string) => {
+    const attributes = parseAttributes(attrs);
+    const type = attributes.get("type");
+    if (type !== "volume" && type !== "file") return whole;
+    const source = /<source\b([^>]*?)\/?>/.exec(body);
+    const sourceAttributes = parseAttributes(source?.[1] ?? "");
+    const volume = poolVolumeOf(
+      { device: "", target: "", pool: sourceAttributes.get("pool"), volume: sourceAttributes.get("volume"), file: type === "file" ? sourceAttributes.get("file") : undefined },
+      pool,
+      sourcePoolPath,
+    );
+    if (!source || volume === undefined) return whole;
+    const newBody = body
+      .replace(/\s*<backingStore\b[^>]*\/>/g, "")
+      .replace(/\s*<backingStore\b[\s\S]*<\/backingStore>/, "")
+      .replace(source[0], `<source file='${escapeXml(`${dir}/${volume}`)}'/>`);
+    return `<disk${attrs.replace(/\btype=(['"])(?:volume|file)\1/, "type='file'")}>${newBody}</disk>`;
+  });
 }
 
 /**

@@ -384,16 +384,30 @@ describe("migration with an image, a seed and data volumes", () => {
     const migrate = src.sim.commands.find((c) => c[0] === "migrate")!;
     expect(migrate).toContain("--copy-storage-inc");
     expect(migrate).not.toContain("--copy-storage-all");
+    // The destination gets its disks by their paths in its pool (libvirt 9 cannot resolve pool volumes for -inc).
+    expect(migrate).toContain("--xml");
+    expect(src.sim.migrateXml).toContain(`<disk type='file' device='disk'>`);
+    expect(src.sim.migrateXml).toContain(`<source file='/pool/${A}.qcow2'/>`);
+    expect(src.sim.migrateXml).toContain(`<source file='/pool/berth-vol-${VOL1}.qcow2'/>`);
     expect(src.sim.volumes).toEqual(new Set([`berth-image-${IMAGE}.qcow2`]));
   });
 
-  it("a domain without an image copies its storage whole (--copy-storage-all), data volumes included", async () => {
+  it("data volumes go incrementally too (they stay sparse); a blank disk alone is copied whole (--copy-storage-all)", async () => {
+    const blank = setup();
+    await blank.driver.define(spec());
+    await blank.driver.start(A);
+    await blank.driver.migrateOut(A, await setup().driver.prepareIncoming(spec()));
+    expect(blank.sim.commands.find((c) => c[0] === "migrate")).toContain("--copy-storage-all");
+    expect(blank.sim.commands.find((c) => c[0] === "migrate")).not.toContain("--xml");
+  });
+
+  it("a diskless domain with a data volume copies the volume incrementally and leaves nothing here", async () => {
     const src = setup();
     await src.driver.define(spec({ resources: { vcpus: 1, memoryMib: 512, diskGib: 0 }, volumes: [{ id: VOL1, name: "d", sizeGib: 1 }] }));
     await src.driver.start(A);
     const dst = setup();
     await src.driver.migrateOut(A, await dst.driver.prepareIncoming(spec({ resources: { vcpus: 1, memoryMib: 512, diskGib: 0 }, volumes: [{ id: VOL1, name: "d", sizeGib: 1 }] })));
-    expect(src.sim.commands.find((c) => c[0] === "migrate")).toContain("--copy-storage-all");
+    expect(src.sim.commands.find((c) => c[0] === "migrate")).toContain("--copy-storage-inc");
     expect(src.sim.volumes.size).toBe(0);
     expect(dst.sim.volumes).toEqual(new Set([`berth-vol-${VOL1}.qcow2`]));
     expect((await src.driver.list()).map((d) => d.state)).toEqual([]);

@@ -205,7 +205,8 @@ describe("LibvirtDriver (simulated virsh)", () => {
       const sim = new SimVirsh();
       const driver = new LibvirtDriver({ runner: sim.runner, storagePool: "vms", migrationUri: "qemu+tls://dst/system" });
       const target = await driver.prepareIncoming(spec());
-      expect(target).toEqual({ driver: "libvirt", uri: "qemu+tls://dst/system", vmId: A });
+      // The pool's directory rides along, for an incremental copy of disks over an image.
+      expect(target).toEqual({ driver: "libvirt", uri: "qemu+tls://dst/system#poolpath=%2Fpool", vmId: A });
       expect(sim.commands).toContainEqual(["domuuid", "berth-web"]);
       expect(sim.commands).toContainEqual(["vol-create-as", "vms", `${A}.qcow2`, "10G", "--format", "qcow2"]);
       expect(await driver.prepareIncoming(spec())).toEqual(target);
@@ -223,7 +224,7 @@ describe("LibvirtDriver (simulated virsh)", () => {
       const sim = new SimVirsh();
       const driver = new LibvirtDriver({ runner: sim.runner, storagePool: "vms", migrationDataUri: "tcp://10.0.0.5:49152" });
       const target = await driver.prepareIncoming(spec());
-      expect(target.uri).toBe("qemu:///system#migrateuri=tcp%3A%2F%2F10.0.0.5%3A49152");
+      expect(target.uri).toBe("qemu:///system#migrateuri=tcp%3A%2F%2F10.0.0.5%3A49152&poolpath=%2Fpool");
       await driver.abortMigration(A);
       await driver.define(spec());
       await driver.start(A);

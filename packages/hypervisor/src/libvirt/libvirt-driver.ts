@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import type { CloudInitSeed, HostImage, HostNetwork, HostVolume, ImageRef, VolumeRef } from "@berth/api";
 import type { ConsoleConnection, ConsoleOptions } from "../driver.js";
 import { DomainState, type Domain } from "@berth/api";
@@ -25,6 +28,8 @@ import {
   domainXml,
   freeVirtioTargets,
   imageVolumeName,
+  incomingDiskXml,
+  poolVolumeOf,
   metadataSetValue,
   orderedVolumeIds,
   parseDomainXml,
@@ -231,6 +236,9 @@ export class LibvirtDriver implements HypervisorDriver {
   private readonly consoles = new Map<string, PtyConsole>();
   /** Destination side: the data volumes `prepareIncoming` readied, by vmId, for `abortMigration`. */
   private readonly incomingVolumes = new Map<string, string[]>();
+  /** The storage pool's directory once read (a dir, fs or netfs pool); undefined before, or for other pools. */
+  private knownPoolPath: string | undefined;
+  private poolPathRead: Promise<string | undefined> | undefined;
 
   /** Resolves the options (INVALID_ARGUMENT on a bad one); talks to libvirt only when called. */
   constructor(options: LibvirtDriverOptions = {}, internals: LibvirtDriverInternals = {}) {
@@ -346,6 +354,7 @@ export class LibvirtDriver implements HypervisorDriver {
   /** Berth's domains, and their counters when asked: `list --uuid`, then per chunk one batched virsh. */
   private async scan(withCounters: boolean): Promise<{ domain: Domain; stats: DomainStats | undefined; parsed: ParsedDomainXml; state: number }[]> {
     this.ensureOpen();
+    await this.poolPath();
     const uuids = (await this.virsh.run(["list", "--all", "--uuid"]))
       .split("\n")
       .map((l) => l.trim())
@@ -694,9 +703,10 @@ export class LibvirtDriver implements HypervisorDriver {
     this.ensureOpen();
     validateSpec(spec);
     const vmId = spec.vmId.toLowerCase();
-    const uri = formatMigrationTargetUri({ connectionUri: this.options.migrationUri, dataUri: this.options.migrationDataUri });
-    const target: MigrationTarget = { driver: this.kind, uri, vmId };
     await this.fenced();
+    const poolPath = await this.poolPath();
+    const uri = formatMigrationTargetUri({ connectionUri: this.options.migrationUri, dataUri: this.options.migrationDataUri, poolPath });
+    const target: MigrationTarget = { driver: this.kind, uri, vmId };
     return this.locked(vmId, async () => {
       const existing = await this.lookup(vmId);
       if (existing) {
@@ -781,16 +791,41 @@ export class LibvirtDriver implements HypervisorDriver {
     const id = snap.domain.vmId;
     if (!isActive(snap.state)) throw new BerthError(ErrorCode.FailedPrecondition, `domain ${snap.name} is not running; live migration needs a running domain`);
     const local = await this.localVolumes(snap as Snapshot & { domain: Domain });
-    // Over an image only the overlay's top layer travels (the destination has its own copy of the
-    // image); data volumes and blank disks have no backing, so -inc copies them whole either way.
-    const copyFlag = local.length === 0 ? [] : snap.domain.imageId !== "" ? ["--copy-storage-inc"] : ["--copy-storage-all"];
+    // -inc (QEMU's mirror in sync=top): over an image only the overlay's top layer travels (the
+    // destination has its own copy of the image, prepareIncoming fetched it), and a disk without a
+    // backing file (a data volume) travels as what it holds, staying sparse; -all (sync=full) sends
+    // the whole virtual disk, the image's data and the zeros too, and the destination's qcow2
+    // ends up allocated in full (measured: a 1 GiB overlay over a 16 MiB image arrives 1 GiB with
+    // -all, 200 KiB with -inc). libvirt 9 refuses -inc for disks it would have to create or resolve
+    // from a pool at the destination ("pre-creation of storage targets for incremental storage
+    // migration is not supported"), so the destination is given its disks by their paths there
+    // (`--xml`, from the pool directory its target names). -all stays for a domain with a blank
+    // disk alone, and for a destination that named no pool directory (not a directory pool).
+    const dataVolumes = local.some((v) => volumeIdOfVolume(v) !== undefined);
+    const incremental = local.length > 0 && (snap.domain.imageId !== "" || dataVolumes) && address.poolPath !== undefined;
+    const copyFlag = local.length === 0 ? [] : incremental ? ["--copy-storage-inc"] : ["--copy-storage-all"];
+    const xmlDir = incremental ? await mkdtemp(path.join(tmpdir(), "berth-migrate-")) : undefined;
+    const xmlFile = xmlDir === undefined ? undefined : path.join(xmlDir, "incoming.xml");
+    if (xmlFile !== undefined) {
+      try {
+        const migratable = await this.virsh.run(["dumpxml", "--migratable", id]);
+        await writeFile(xmlFile, incomingDiskXml(migratable, this.options.storagePool, address.poolPath!, this.knownPoolPath), { mode: 0o600 });
+      } catch (e) {
+        await rm(xmlDir!, { recursive: true, force: true });
+        throw e;
+      }
+    }
     const args = [
       "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
       ...copyFlag,
+      ...(xmlFile !== undefined ? ["--xml", xmlFile] : []),
       snap.name, address.connectionUri,
       ...(address.dataUri !== undefined ? ["--migrateuri", address.dataUri] : []),
     ];
-    if (job.aborted) throw new BerthError(ErrorCode.FailedPrecondition, `migration of ${snap.name} aborted before it started; the domain keeps running here`);
+    if (job.aborted) {
+      if (xmlDir !== undefined) await rm(xmlDir, { recursive: true, force: true });
+      throw new BerthError(ErrorCode.FailedPrecondition, `migration of ${snap.name} aborted before it started; the domain keeps running here`);
+    }
     job.started = true;
     const deadline = setTimeout(() => {
       job.timedOut = true;
@@ -807,6 +842,7 @@ export class LibvirtDriver implements HypervisorDriver {
       job.done = true;
       clearTimeout(deadline);
       await stopProgress();
+      if (xmlDir !== undefined) await rm(xmlDir, { recursive: true, force: true });
     }
     if (result.exitCode !== 0) {
       const error = mapVirshError(result, `virsh migrate ${snap.name}`);
@@ -1010,9 +1046,9 @@ export class LibvirtDriver implements HypervisorDriver {
    */
   private async localVolumes(snap: Snapshot & { domain: Domain }): Promise<string[]> {
     const names = snap.parsed.disks
-      .filter((d) => d.device === "disk" && d.pool === this.options.storagePool && d.volume !== undefined)
-      .map((d) => d.volume!)
-      .filter((v) => v === volumeName(snap.domain.vmId) || volumeIdOfVolume(v) !== undefined);
+      .filter((d) => d.device === "disk")
+      .map((d) => poolVolumeOf(d, this.options.storagePool, this.knownPoolPath))
+      .filter((v): v is string => v !== undefined && (v === volumeName(snap.domain.vmId) || volumeIdOfVolume(v) !== undefined));
     if (names.length === 0) return [];
     const pool = await this.virsh.exec(["pool-dumpxml", this.options.storagePool]);
     if (pool.exitCode !== 0) throw this.poolMissing(pool.stderr);
@@ -1185,7 +1221,7 @@ export class LibvirtDriver implements HypervisorDriver {
         let snap = await this.get(vmId);
         const id = snap.domain.vmId;
         const pool = this.options.storagePool;
-        const current = dataDisksOf(snap.parsed, pool);
+        const current = dataDisksOf(snap.parsed, pool, this.knownPoolPath);
         const wanted = new Set(volumes.map((v) => v.id));
         const attachedTo = await this.volumeAttachments();
         for (const [i, v] of volumes.entries()) {
@@ -1426,6 +1462,7 @@ export class LibvirtDriver implements HypervisorDriver {
   /** The domain with uuid `vmId` (one virsh call), or undefined when there is none. */
   private async lookup(vmId: string): Promise<Snapshot | undefined> {
     if (!isUuid(vmId)) return undefined;
+    await this.poolPath();
     const id = vmId.toLowerCase();
     const { sections, stderr } = await this.virsh.batch([
       { tag: "xml", args: ["dumpxml", id] },
@@ -1467,7 +1504,7 @@ export class LibvirtDriver implements HypervisorDriver {
       generation: m.generation,
       resources: { vcpus: parsed.vcpus, memoryMib: parsed.memoryMib, diskGib: m.diskGib },
       interfaces: this.addresses.known(nics, isActive(state)),
-      volumeIds: orderedVolumeIds(dataDisksOf(parsed, this.options.storagePool), m.volumeIds),
+      volumeIds: orderedVolumeIds(dataDisksOf(parsed, this.options.storagePool, this.knownPoolPath), m.volumeIds),
       imageId: m.imageId,
     };
   }
@@ -1602,7 +1639,7 @@ export class LibvirtDriver implements HypervisorDriver {
   private async volumeAttachments(incoming = true): Promise<Map<string, string>> {
     const attached = new Map<string, string>();
     for (const { parsed, domain } of await this.scan(false)) {
-      for (const d of dataDisksOf(parsed, this.options.storagePool)) attached.set(d.volumeId, domain.vmId);
+      for (const d of dataDisksOf(parsed, this.options.storagePool, this.knownPoolPath)) attached.set(d.volumeId, domain.vmId);
     }
     if (incoming) {
       for (const [vmId, names] of this.incomingVolumes) {
@@ -1618,6 +1655,25 @@ export class LibvirtDriver implements HypervisorDriver {
   /** Runs `fn` after every earlier volume-changing call (create, delete, attach): one at a time. */
   private volumesLocked<T>(fn: () => Promise<T>): Promise<T> {
     return this.locked(VOLUMES_LOCK, fn);
+  }
+
+  /**
+   * The storage pool's directory (`pool-dumpxml`'s target path), read once: for a dir, fs or netfs
+   * pool, whose volumes are files in it; undefined for other pool types. Never throws (a pool that
+   * cannot be read now is asked again next time).
+   */
+  private poolPath(): Promise<string | undefined> {
+    this.poolPathRead ??= this.virsh.exec(["pool-dumpxml", this.options.storagePool]).then((r) => {
+      if (r.exitCode !== 0) {
+        this.poolPathRead = undefined;
+        return undefined;
+      }
+      const type = /<pool\b[^>]*\btype=['"]([^'"]+)['"]/.exec(r.stdout)?.[1];
+      const path = /<target>\s*<path>([^<]+)<\/path>/.exec(r.stdout)?.[1];
+      this.knownPoolPath = path !== undefined && (type === "dir" || type === "fs" || type === "netfs") ? path : undefined;
+      return this.knownPoolPath;
+    });
+    return this.poolPathRead;
   }
 
   private poolMissing(detail: string): BerthError {

@@ -139,7 +139,15 @@ describe("migration target URI", () => {
     });
   });
 
-  it.each(["", "dst", "qemu:///system#x", "qemu:///system#migrateuri=ftp%3A%2F%2Fh", "qemu:///system#migrateuri=%E0", "qemu:///sys tem"])(
+  it("carries the destination pool's directory, with or without a data URI", () => {
+    const both = formatMigrationTargetUri({ connectionUri: "qemu+tls://dst/system", dataUri: "tcp://10.0.0.5", poolPath: "/var/lib/berth pool" });
+    expect(both).toBe("qemu+tls://dst/system#migrateuri=tcp%3A%2F%2F10.0.0.5&poolpath=%2Fvar%2Flib%2Fberth%20pool");
+    expect(parseMigrationTargetUri(both)).toEqual({ connectionUri: "qemu+tls://dst/system", dataUri: "tcp://10.0.0.5", poolPath: "/var/lib/berth pool" });
+    const pathOnly = formatMigrationTargetUri({ connectionUri: "qemu:///system", dataUri: undefined, poolPath: "/p" });
+    expect(parseMigrationTargetUri(pathOnly)).toEqual({ connectionUri: "qemu:///system", dataUri: undefined, poolPath: "/p" });
+  });
+
+  it.each(["", "dst", "qemu:///system#x", "qemu:///system#poolpath=relative", "qemu:///system#poolpath=%2Fa'b", "qemu:///system#migrateuri=tcp%3A%2F%2Fh&migrateuri=tcp%3A%2F%2Fh", "qemu:///system#migrateuri=ftp%3A%2F%2Fh", "qemu:///system#migrateuri=%E0", "qemu:///sys tem"])(
     "refuses %j naming target.uri",
     (uri) => {
       expect(() => parseMigrationTargetUri(uri)).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT", field: "target.uri" }));

@@ -3,25 +3,36 @@ import type { MigrationProgress } from "../driver.js";
 
 /**
  * What a libvirt destination's `MigrationTarget.uri` carries: the connection URI the source's
- * libvirtd opens (`virsh migrate --p2p ... <uri>`), and optionally the data channel its QEMU sends
- * memory and disks to (`--migrateuri`), written as a fragment: `qemu+tls://dst/system#migrateuri=tcp%3A%2F%2F10.0.0.5`.
- * (The target travels from the destination's agent to the source's as one string; libvirt URIs
- * have no fragment of their own, so the fragment is Berth's.)
+ * libvirtd opens (`virsh migrate --p2p ... <uri>`), optionally the data channel its QEMU sends
+ * memory and disks to (`--migrateuri`), and the directory of the destination's storage pool (for
+ * `--copy-storage-inc`, whose destination disks must be named by path), written as a fragment:
+ * `qemu+tls://dst/system#migrateuri=tcp%3A%2F%2F10.0.0.5&poolpath=%2Fvar%2Flib%2Fberth`. (The
+ * target travels from the destination's agent to the source's as one string; libvirt URIs have no
+ * fragment of their own, so the fragment is Berth's.)
  */
 export interface LibvirtMigrationAddress {
   connectionUri: string;
   /** Absent: libvirt's default (the destination's `migration_host` in qemu.conf, else its host name). */
   dataUri: string | undefined;
+  /** The destination pool's directory (a dir pool's target path); absent when it has none (not a dir pool) or did not say. */
+  poolPath?: string | undefined;
 }
 
-const FRAGMENT_KEY = "migrateuri=";
 const CONNECTION_URI_RE = /^[a-z][a-z0-9+.-]*:\/\/[^#\s]*$/i;
 /** A QEMU migration data URI libvirt accepts as `--migrateuri`: `tcp://host[:port]` or `rdma://host[:port]`. */
 export const MIGRATION_DATA_URI_RE = /^(tcp|rdma):\/\/(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?\/?$/i;
+/** An absolute path without control characters or quotes (it goes into domain XML). */
+const POOL_PATH_RE = /^\/[^\x00-\x1f\x7f'"<>&]*$/;
 
-/** The `MigrationTarget.uri` of a destination: its connection URI, plus `#migrateuri=<data uri>` when it has one. */
+/**
+ * The `MigrationTarget.uri` of a destination: its connection URI, plus a fragment with
+ * `migrateuri=<data uri>` and `poolpath=<dir>` when it has them (each URI-encoded, `&` between).
+ */
 export function formatMigrationTargetUri(address: LibvirtMigrationAddress): string {
-  return address.dataUri === undefined ? address.connectionUri : `${address.connectionUri}#${FRAGMENT_KEY}${encodeURIComponent(address.dataUri)}`;
+  const params: string[] = [];
+  if (address.dataUri !== undefined) params.push(`migrateuri=${encodeURIComponent(address.dataUri)}`);
+  if (address.poolPath !== undefined) params.push(`poolpath=${encodeURIComponent(address.poolPath)}`);
+  return params.length === 0 ? address.connectionUri : `${address.connectionUri}#${params.join("&")}`;
 }
 
 /**
@@ -35,19 +46,26 @@ export function parseMigrationTargetUri(uri: unknown): LibvirtMigrationAddress {
   const connectionUri = hash < 0 ? uri : uri.slice(0, hash);
   if (!CONNECTION_URI_RE.test(connectionUri)) throw invalidArgument("target.uri", `must be a libvirt URI like qemu+tls://host/system (got ${JSON.stringify(uri)})`);
   if (hash < 0) return { connectionUri, dataUri: undefined };
-  const fragment = uri.slice(hash + 1);
+  const refuse = (): never => {
+    throw invalidArgument("target.uri", `has a fragment other than #migrateuri=<tcp://host[:port]>&poolpath=<absolute dir> (got ${JSON.stringify(uri)})`);
+  };
   let dataUri: string | undefined;
-  if (fragment.startsWith(FRAGMENT_KEY)) {
+  let poolPath: string | undefined;
+  for (const param of uri.slice(hash + 1).split("&")) {
+    const eq = param.indexOf("=");
+    if (eq < 0) refuse();
+    const key = param.slice(0, eq);
+    let value: string;
     try {
-      dataUri = decodeURIComponent(fragment.slice(FRAGMENT_KEY.length));
+      value = decodeURIComponent(param.slice(eq + 1));
     } catch {
-      dataUri = undefined;
+      return refuse();
     }
+    if (key === "migrateuri" && dataUri === undefined && MIGRATION_DATA_URI_RE.test(value)) dataUri = value;
+    else if (key === "poolpath" && poolPath === undefined && POOL_PATH_RE.test(value)) poolPath = value;
+    else refuse();
   }
-  if (dataUri === undefined || !MIGRATION_DATA_URI_RE.test(dataUri)) {
-    throw invalidArgument("target.uri", `has a fragment other than #migrateuri=<tcp://host[:port]> (got ${JSON.stringify(uri)})`);
-  }
-  return { connectionUri, dataUri };
+  return poolPath === undefined ? { connectionUri, dataUri } : { connectionUri, dataUri, poolPath };
 }
 
 /** Bytes per unit of virsh's human-readable sizes (`vshPrettyCapacity`). */

@@ -52,7 +52,7 @@ const sizeOf = (text: string): number => {
 
 /** The positional arguments of a virsh command (options' values left out). */
 const positional = (rest: readonly string[]): string[] =>
-  rest.filter((a, i) => !a.startsWith("--") && !["--pool", "--offset", "--length", "--format", "--backing-vol", "--backing-vol-format"].includes(rest[i - 1] ?? ""));
+  rest.filter((a, i) => !a.startsWith("--") && !["--pool", "--offset", "--length", "--format", "--backing-vol", "--backing-vol-format", "--xml", "--migrateuri"].includes(rest[i - 1] ?? ""));
 
 /** A domain of the simulated libvirt. */
 export interface SimDomain {
@@ -81,6 +81,8 @@ export class SimVirsh {
   readonly seeds: Record<string, string>[] = [];
   /** Whether genisoimage is installed. */
   hasGenisoimage = true;
+  /** The `--xml` the last migrate was given. */
+  migrateXml: string | undefined;
   readonly commands: string[][] = [];
   /** Commands (by name) made to fail with this stderr. */
   readonly failures = new Map<string, string>();
@@ -289,9 +291,10 @@ export class SimVirsh {
         return ok("Disk detached successfully\n");
       }
       case "pool-dumpxml":
-        return ok(`<pool type='${this.poolType}'>\n  <name>${rest[0]}</name>\n</pool>\n`);
+        return ok(`<pool type='${this.poolType}'>\n  <name>${rest[0]}</name>\n  <target>\n    <path>/pool</path>\n  </target>\n</pool>\n`);
       case "migrate": {
-        const d = domain();
+        const d = this.byId(positional(rest)[0]!);
+        if (rest.includes("--xml")) this.migrateXml = readFileSync(rest[rest.indexOf("--xml") + 1]!, "utf8");
         if (!d) return noDomain();
         this.domains.delete([...this.domains.entries()].find(([, v]) => v === d)![0]);
         return ok();
