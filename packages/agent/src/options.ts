@@ -84,7 +84,10 @@ export interface AgentLibvirtOptions {
   uri?: string;
   /** Storage pool for VM disk volumes. */
   storagePool?: string;
-  /** NICs: one per libvirt network or host bridge, in order. */
+  /**
+   * The libvirt networks and host bridges this host offers VMs' NICs (`--network`, `--bridge`);
+   * a VM gets a NIC only when its spec asks. Absent: every libvirt network, no bridge.
+   */
   networks?: { type: "network" | "bridge"; source: string }[];
   /** kvm (hardware virtualization) or qemu (TCG emulation). */
   domainType?: "kvm" | "qemu";

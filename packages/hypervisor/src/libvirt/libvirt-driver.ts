@@ -1235,9 +1235,7 @@ export class LibvirtDriver implements HypervisorDriver {
         // Every volume is there (created, or of the right size) before anything is plugged.
         for (const v of missing) await this.ensureDataVolume(v, `volumes[${volumes.indexOf(v)}]`);
         const live = isActive(snap.state) ? ["--live"] : [];
-        for (const d of current.filter((c) => !wanted.has(c.volumeId))) {
-          await this.tolerateUnplugUnderWay(this.virsh.run(["detach-disk", id, d.target, "--config", ...live]));
-        }
+        for (const d of current.filter((c) => !wanted.has(c.volumeId))) await this.detachDisk(id, d.target, live.length > 0);
         // Not the targets just freed: a guest may not have let go of an unplugged disk yet.
         const targets = freeVirtioTargets(snap.parsed.disks.map((d) => d.target), missing.length);
         for (const [j, v] of missing.entries()) {
@@ -1287,13 +1285,26 @@ export class LibvirtDriver implements HypervisorDriver {
     });
   }
 
-  /** `op`, with libvirt's "already being unplugged" (a detach the guest has not completed yet) as success. */
-  private async tolerateUnplugUnderWay(op: Promise<unknown>): Promise<void> {
+  /**
+   * Detaches the disk at `target` (`--config`, and `--live` when `live`). A disk already being
+   * unplugged (the guest has not let go of it yet) is success; so is a disk the definition no
+   * longer has (an earlier detach whose live half the guest completed later): then only the live
+   * half is asked for.
+   */
+  private async detachDisk(vmId: string, target: string, live: boolean): Promise<void> {
+    const underWay = (e: unknown): boolean => isBerthError(e) && /already in the process of unplug|unplug.*in progress/i.test(e.message);
     try {
-      await op;
+      await this.virsh.run(["detach-disk", vmId, target, "--config", ...(live ? ["--live"] : [])]);
     } catch (e) {
-      if (isBerthError(e) && /already in the process of unplug|unplug.*in progress/i.test(e.message)) return;
-      throw e;
+      if (underWay(e)) return;
+      if (!(isBerthError(e) && /No disk found/i.test(e.message))) throw e;
+      if (!live) return;
+      try {
+        await this.virsh.run(["detach-disk", vmId, target, "--live"]);
+      } catch (again) {
+        if (underWay(again) || (isBerthError(again) && /No disk found/i.test(again.message))) return;
+        throw again;
+      }
     }
   }
 
