@@ -25,7 +25,8 @@ export async function openDriver(options: ResolvedAgentOptions, log: Logger): Pr
     case "libvirt": {
       // The watchdog's deadline and a fence in progress outlive the agent (a restart past the
       // deadline fences before the first Hello), so they are kept in the agent's state dir.
-      const driver = await LibvirtDriver.open({ watchdogStateFile: resolve(options.stateDir, "watchdog.json"), ...options.libvirt });
+      // Fetched images are staged on the state dir's disk (writable under the unit; /tmp may be a small tmpfs).
+      const driver = await LibvirtDriver.open({ watchdogStateFile: resolve(options.stateDir, "watchdog.json"), imageStagingDir: resolve(options.stateDir, "staging"), ...options.libvirt });
       // Settings libvirt can only judge (a missing storage pool) fail here, at start, not at every
       // Hello; an unreachable libvirtd is waited for instead.
       try {

@@ -3,7 +3,7 @@
 // copy, `berth-image-<id>.qcow2`, which every VM's disk over the image uses as its backing file.
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, open, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Readable, Transform } from "node:stream";
@@ -195,6 +195,8 @@ export class ImageStore {
   private readonly fetching = new Map<string, Promise<HostImage>>();
   /** Images known complete (uploaded by this process, or checked once): what `list` trusts. */
   private readonly complete = new Map<string, HostImage>();
+  /** The sweep of staging files a killed process left (once per process). */
+  private swept: Promise<void> | undefined;
 
   constructor(private readonly ctx: ImageStoreContext) {}
 
@@ -278,7 +280,10 @@ export class ImageStore {
     const signal = AbortSignal.timeout(o.imageFetchTimeoutMs);
     const deadlineAt = performance.now() + o.imageFetchTimeoutMs;
     const left = (): number => Math.max(1, Math.ceil(deadlineAt - performance.now()));
-    const staging = await mkdtemp(path.join(o.imageStagingDir ?? tmpdir(), "berth-image-"));
+    const stagingRoot = o.imageStagingDir ?? tmpdir();
+    await mkdir(stagingRoot, { recursive: true, mode: 0o700 });
+    if (o.imageStagingDir !== undefined) await (this.swept ??= sweepStaging(o.imageStagingDir, o.imageFetchTimeoutMs));
+    const staging = await mkdtemp(path.join(stagingRoot, "berth-image-"));
     let created = false;
     try {
       const fetched = path.join(staging, "fetched");
@@ -371,6 +376,25 @@ export class ImageStore {
     } catch (e) {
       if (!isBerthError(e, ErrorCode.NotFound)) throw e;
     }
+  }
+}
+
+/**
+ * Removes what fetches and seeds left in a configured staging directory when their process was
+ * killed: `berth-image-*` and `berth-seed-*` entries older than a fetch can last (plus a minute),
+ * so none of a fetch under way. Never throws.
+ */
+async function sweepStaging(dir: string, fetchTimeoutMs: number): Promise<void> {
+  try {
+    const before = Date.now() - fetchTimeoutMs - 60_000;
+    for (const entry of await readdir(dir)) {
+      if (!/^berth-(image|seed)-/.test(entry)) continue;
+      const full = path.join(dir, entry);
+      const info = await stat(full).catch(() => undefined);
+      if (info && info.mtimeMs < before) await rm(full, { recursive: true, force: true });
+    }
+  } catch {
+    // An unreadable directory: the fetch itself will say so.
   }
 }
 

@@ -2,7 +2,7 @@
 // them, NICs on offered networks with their addresses, the cloud-init seed, data volumes, and what
 // a migration readies and removes. (On a real libvirtd: test/drivers/libvirt-usable-vm.test.ts.)
 import { createHash } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -412,5 +412,23 @@ describe("migration with an image, a seed and data volumes", () => {
     expect(dst.sim.volumes).toEqual(new Set([`berth-vol-${VOL1}.qcow2`]));
     expect((await src.driver.list()).map((d) => d.state)).toEqual([]);
     void DomainState;
+  });
+});
+
+describe("the staging directory", () => {
+  it("is made when missing, and what a killed fetch left there long ago is swept; a recent one is kept", async () => {
+    const staging = path.join(tempDir(), "staging");
+    mkdirSync(path.join(staging, "berth-image-old"), { recursive: true });
+    mkdirSync(path.join(staging, "berth-image-recent"), { recursive: true });
+    mkdirSync(path.join(staging, "other"), { recursive: true });
+    const old = new Date(Date.now() - 3 * 3600_000);
+    utimesSync(path.join(staging, "berth-image-old"), old, old);
+    utimesSync(path.join(staging, "other"), old, old);
+    const { driver } = setup({ imageStagingDir: staging, imageFetchTimeoutMs: 60_000 });
+    await driver.ensureImage(imageFile().ref);
+    expect(readdirSync(staging).sort()).toEqual(["berth-image-recent", "other"]);
+    const fresh = path.join(tempDir(), "a", "b");
+    await setup({ imageStagingDir: fresh }).driver.ensureImage(imageFile().ref);
+    expect(readdirSync(fresh)).toEqual([]);
   });
 });

@@ -60,9 +60,9 @@ export interface LibvirtDriverOptions {
    */
   genisoimagePath?: string;
   /**
-   * Where a fetched image is staged (downloaded, checked, converted) before it goes into the
-   * storage pool: it needs room for the image, twice for a raw one. Absolute. Default: the
-   * system's temporary directory.
+   * Where a fetched image (and a seed ISO) is staged (downloaded, checked, converted) before it
+   * goes into the storage pool: it needs room for the image, twice for a raw one. Absolute; made
+   * when missing. Default: the system's temporary directory (the agent passes `<state-dir>/staging`).
    */
   imageStagingDir?: string;
   /** Largest image file `ensureImage` takes (RESOURCE_EXHAUSTED beyond). Default 64 GiB. */

@@ -1,6 +1,6 @@
 // The NoCloud seed of a domain as an ISO9660 image: the files `renderNoCloudSeed` makes, on a
 // volume labelled "cidata", which cloud-init's NoCloud datasource finds on any block device.
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { CloudInitSeed } from "@berth/api";
@@ -44,7 +44,9 @@ export async function buildSeedIso(
 ): Promise<SeedIso> {
   validateSeed(seed);
   const files = renderNoCloudSeed(seed);
-  const dir = await mkdtemp(path.join(options.dir ?? tmpdir(), "berth-seed-"));
+  const root = options.dir ?? tmpdir();
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  const dir = await mkdtemp(path.join(root, "berth-seed-"));
   const remove = (): Promise<void> => rm(dir, { recursive: true, force: true });
   try {
     const userData = path.join(dir, "user-data");
