@@ -13,7 +13,7 @@ import type { HostImage, ImageRef } from "@berth/api";
 import { BerthError, ErrorCode, invalidArgument, isBerthError, quote } from "@berth/core";
 import { imageIdOfVolume, imageVolumeName } from "./domain-xml.js";
 import type { ResolvedLibvirtDriverOptions } from "./options.js";
-import { parseQemuImgInfo, parseVolList, parseVolumeXml, type ImageFileInfo, type VolumeInfo } from "./parse.js";
+import { parseQemuImgInfo, parseVolumeXml, type ImageFileInfo, type VolumeInfo } from "./parse.js";
 import { mapVirshError, type CommandRunner, type Virsh } from "./virsh.js";
 
 /** Longest `ImageRef.source` taken (as the catalog's Image.source). */
@@ -200,15 +200,15 @@ export class ImageStore {
 
   constructor(private readonly ctx: ImageStoreContext) {}
 
-  /** The images in the pool, sorted by id; volumes left by an upload cut short are not listed. */
-  async list(): Promise<HostImage[]> {
-    const names = (await this.volumeNames()).filter((n) => imageIdOfVolume(n) !== undefined);
-    const infos = await volumeInfos(this.ctx.virsh, this.ctx.options.storagePool, names);
+  /**
+   * The images among the pool's volumes (`volumes`: `vol-dumpxml` by name, as the driver read them
+   * for this report), sorted by id; volumes left by an upload cut short are not listed.
+   */
+  async list(volumes: ReadonlyMap<string, VolumeInfo>): Promise<HostImage[]> {
     const images: HostImage[] = [];
-    for (const name of names) {
-      const id = imageIdOfVolume(name)!;
-      const info = infos.get(name);
-      if (!info) continue;
+    for (const [name, info] of volumes) {
+      const id = imageIdOfVolume(name);
+      if (id === undefined) continue;
       const image = await this.completeImage(id, info);
       if (image) images.push(image);
     }
@@ -253,15 +253,6 @@ export class ImageStore {
       return false;
     } finally {
       await rm(dir, { recursive: true, force: true });
-    }
-  }
-
-  private async volumeNames(): Promise<string[]> {
-    try {
-      return parseVolList(await this.ctx.virsh.run(["vol-list", this.ctx.options.storagePool]));
-    } catch (e) {
-      if (isBerthError(e, ErrorCode.NotFound)) throw this.ctx.poolMissing(e.message);
-      throw e;
     }
   }
 

@@ -307,6 +307,18 @@ describe("data volumes", () => {
     ]);
   });
 
+  it("a report's images and volumes come from one read of the pool", async () => {
+    const { sim, driver } = setup();
+    await driver.createVolume(v1);
+    await driver.ensureImage(imageFile().ref);
+    sim.commands.length = 0;
+    const [images, volumes] = await Promise.all([driver.listImages(), driver.listVolumes()]);
+    expect(images.map((i) => i.imageId)).toEqual([IMAGE]);
+    expect(volumes.map((v) => v.volumeId)).toEqual([VOL1]);
+    expect(sim.commands.filter((c) => c[0] === "vol-list")).toHaveLength(1);
+    expect(sim.commands.filter((c) => c[0] === "vol-dumpxml")).toHaveLength(2);
+  });
+
   it("setVolumes hot-plugs on a running domain (--live --config), keeps targets on a reorder, records the order asked", async () => {
     const { sim, driver } = setup();
     await driver.define(spec());

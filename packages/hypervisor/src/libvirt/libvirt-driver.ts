@@ -27,6 +27,7 @@ import {
   dataVolumeSerial,
   domainXml,
   freeVirtioTargets,
+  imageIdOfVolume,
   imageVolumeName,
   incomingDiskXml,
   poolVolumeOf,
@@ -62,6 +63,7 @@ import {
   parseVolList,
   isMacAddress,
   stateOfRecord,
+  type VolumeInfo,
   statsFromRecord,
   type NodeInfo,
 } from "./parse.js";
@@ -239,6 +241,8 @@ export class LibvirtDriver implements HypervisorDriver {
   /** The storage pool's directory once read (a dir, fs or netfs pool); undefined before, or for other pools. */
   private knownPoolPath: string | undefined;
   private poolPathRead: Promise<string | undefined> | undefined;
+  /** The pool inventory read under way (see `poolInventory`). */
+  private poolInventoryRead: Promise<Map<string, VolumeInfo>> | undefined;
 
   /** Resolves the options (INVALID_ARGUMENT on a bad one); talks to libvirt only when called. */
   constructor(options: LibvirtDriverOptions = {}, internals: LibvirtDriverInternals = {}) {
@@ -1124,7 +1128,7 @@ export class LibvirtDriver implements HypervisorDriver {
    */
   async listImages(): Promise<HostImage[]> {
     this.ensureOpen();
-    return this.images.list();
+    return this.images.list(await this.poolInventory());
   }
 
   /**
@@ -1164,16 +1168,29 @@ export class LibvirtDriver implements HypervisorDriver {
    */
   async listVolumes(): Promise<HostVolume[]> {
     this.ensureOpen();
-    const names = parseVolList(await this.poolCall(["vol-list", this.options.storagePool])).filter((n) => volumeIdOfVolume(n) !== undefined);
-    const [infos, attached] = await Promise.all([volumeInfos(this.virsh, this.options.storagePool, names), this.volumeAttachments()]);
+    const [infos, attached] = await Promise.all([this.poolInventory(), this.volumeAttachments()]);
     const volumes: HostVolume[] = [];
-    for (const name of names) {
-      const info = infos.get(name);
-      if (!info) continue;
-      const volumeId = volumeIdOfVolume(name)!;
+    for (const [name, info] of infos) {
+      const volumeId = volumeIdOfVolume(name);
+      if (volumeId === undefined) continue;
       volumes.push({ volumeId, sizeGib: Math.floor(info.capacityBytes / GIB), attachedVmId: attached.get(volumeId) ?? "" });
     }
     return volumes.sort((a, b) => (a.volumeId < b.volumeId ? -1 : a.volumeId > b.volumeId ? 1 : 0));
+  }
+
+  /**
+   * The pool's images and data volumes, `vol-dumpxml` by name: `vol-list` and one batched
+   * `vol-dumpxml`, shared by the calls made while it runs (a report asks for images and volumes at
+   * once: one read for both).
+   */
+  private poolInventory(): Promise<Map<string, VolumeInfo>> {
+    this.poolInventoryRead ??= (async () => {
+      const names = parseVolList(await this.poolCall(["vol-list", this.options.storagePool])).filter(
+        (n) => imageIdOfVolume(n) !== undefined || volumeIdOfVolume(n) !== undefined,
+      );
+      return volumeInfos(this.virsh, this.options.storagePool, names);
+    })().finally(() => (this.poolInventoryRead = undefined));
+    return this.poolInventoryRead;
   }
 
   /** `vol-create-as <pool> berth-vol-<id>.qcow2 <size>G --format qcow2` unless it exists (with that size). */
