@@ -169,10 +169,13 @@ interface Snapshot {
  * once to BerthError codes (see `mapVirshError`).
  *
  * A VM is the domain named `namePrefix + name` whose uuid is the vmId; its disk is the qcow2
- * volume `<vmId>.qcow2` in `storagePool` (none when diskGib is 0). Berth's metadata element
- * (namespace https://berth.dev/xmlns/vm/1) records vmId, name, generation and disk size in the
- * domain's persistent definition, so `list()` rebuilds the inventory after an agent restart; domains
- * without it are ignored. Operations on one vmId are serialized within a driver.
+ * volume `<vmId>.qcow2` in `storagePool` (none when diskGib is 0; over an image, an overlay of the
+ * host's copy `berth-image-<id>.qcow2`), with its NICs on offered networks, its NoCloud seed ISO
+ * `<vmId>-seed.iso` and its data volumes `berth-vol-<id>.qcow2`. Berth's metadata element
+ * (namespace https://berth.dev/xmlns/vm/1) records vmId, name, generation, disk size, fence, image
+ * and volume order in the domain's persistent definition, so `list()` rebuilds the inventory after
+ * an agent restart; domains without it are ignored. Operations on one vmId are serialized within a
+ * driver; volume changes take one lock for all.
  *
  * Events come from a long-lived `virsh event --all --loop` child, run only while there are
  * subscribers; when it ends (libvirtd stopped or restarted) subscribers get `health {available:
@@ -190,7 +193,7 @@ interface Snapshot {
  * agent was down fences at open). See the README for the residual risk of each mode.
  *
  * Migration (`prepareIncoming`, `migrateOut`, `finishIncoming`, `abortMigration`) uses
- * `virsh migrate --live --p2p --persistent --undefinesource [--copy-storage-all]` to the
+ * `virsh migrate --live --p2p --persistent --undefinesource [--copy-storage-inc --xml | --copy-storage-all]` to the
  * destination's `migrationUri` (and `--migrateuri` its `migrationDataUri`), with progress from
  * `domjobinfo` and aborts by `domjobabort`. libvirt refuses to migrate to a daemon with its own
  * host UUID; test/drivers/libvirt-migration.test.ts runs a second libvirtd on the same machine.
@@ -736,12 +739,15 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   /**
-   * Source side: `virsh migrate --live --p2p --persistent --undefinesource [--copy-storage-all]
-   * <name> <connection uri> [--migrateuri <data uri>]` (both from `target.uri`, see
-   * `parseMigrationTargetUri`). `--p2p`: this host's libvirtd drives the migration itself, so it
-   * goes on (and ends, defined on the destination, undefined here) even if this process dies.
-   * Storage is copied when the domain's volume is in this host's pool and the pool is local (not
-   * netfs, rbd, gluster, iSCSI...); the local volume is deleted once the migration succeeded.
+   * Source side: `virsh migrate --live --p2p --persistent --undefinesource [--copy-storage-inc
+   * --xml <file> | --copy-storage-all] <name> <connection uri> [--migrateuri <data uri>]` (from
+   * `target.uri`, see `parseMigrationTargetUri`). `--p2p`: this host's libvirtd drives the
+   * migration itself, so it goes on (and ends, defined on the destination, undefined here) even if
+   * this process dies. Storage is copied when the domain's disk or data volumes are in this host's
+   * pool and the pool is local (not netfs, rbd, gluster, iSCSI...): incrementally (only the
+   * overlay's top layer and what volumes hold) for a domain over an image or with data volumes
+   * when the target names its pool directory, else whole; once it succeeded the disk, the seed
+   * and the data volumes here are deleted (the image stays).
    *
    * While it runs, `virsh domjobinfo --rawstats` is sampled every `progressIntervalMs` (default
    * 500) and passed to `onProgress` (a throwing listener is ignored). Past `timeoutMs` (default
