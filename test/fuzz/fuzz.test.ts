@@ -61,7 +61,7 @@ const MAX_REJECT_MESSAGE = 1024;
 const MAX_DETAILS = MAX_STATUS_MESSAGE_CHARS + MAX_DETAIL_REASON_BYTES + 256;
 
 /** Calls that write when they succeed. */
-const WRITES = new Set(["CreateVm", "CreateVms", "DeleteVm", "StartVm", "StopVm", "CreateGroup", "DeleteGroup", "UpdateClusterConfig", "RetryVm", "DeleteOrphan", "AdoptOrphan", "ConfirmHostDown", "MigrateVm", "AbortMigration", "CordonHost", "UncordonHost", "DrainHost", "ApplyRebalance"]);
+const WRITES = new Set(["CreateVm", "CreateVms", "DeleteVm", "StartVm", "StopVm", "CreateGroup", "DeleteGroup", "UpdateClusterConfig", "RetryVm", "DeleteOrphan", "AdoptOrphan", "ConfirmHostDown", "MigrateVm", "AbortMigration", "CordonHost", "UncordonHost", "DrainHost", "ApplyRebalance", "CreateImage", "DeleteImage", "CreateVolume", "DeleteVolume", "AttachVolume", "DetachVolume"]);
 
 class Tally {
   messages = 0;
@@ -78,6 +78,8 @@ class Tally {
   /** What accepted messages made: the keys the store may change. */
   vms = new Set<string>();
   groups = new Set<string>();
+  images = new Set<string>();
+  volumes = new Set<string>();
   hosts = new Set<string>();
   config = false;
   fail(c: FuzzCase, why: string, frame?: Frame): void {
@@ -148,10 +150,16 @@ async function runUnary(client: Client, t: Tally, c: UnaryCase): Promise<void> {
   if (!WRITES.has(c.method)) return;
   t.acceptedWrites++;
   const def = (ClusterServiceService as unknown as Record<string, { requestDeserialize(b: Buffer): unknown; responseDeserialize(b: Buffer): unknown }>)[lowerFirst(c.method)]!;
-  const reply = outcome.reply ? (def.responseDeserialize(outcome.reply) as { vm?: { spec?: { name: string } }; vms?: { spec?: { name: string } }[]; group?: { name: string } }) : {};
+  const reply = outcome.reply
+    ? (def.responseDeserialize(outcome.reply) as { vm?: { spec?: { name: string } }; vms?: { spec?: { name: string } }[]; group?: { name: string }; image?: { name: string }; volume?: { name: string } })
+    : {};
   for (const vm of [reply.vm, ...(reply.vms ?? [])]) if (vm?.spec) t.vms.add(vm.spec.name);
   if (reply.group) t.groups.add(reply.group.name);
+  if (reply.image) t.images.add(reply.image.name);
+  if (reply.volume) t.volumes.add(reply.volume.name);
   if (c.method === "DeleteGroup") t.groups.add((def.requestDeserialize(c.bytes) as { name: string }).name);
+  if (c.method === "DeleteImage") t.images.add((def.requestDeserialize(c.bytes) as { name: string }).name);
+  if (c.method === "DeleteVolume") t.volumes.add((def.requestDeserialize(c.bytes) as { name: string }).name);
   if (c.method === "UpdateClusterConfig") t.config = true;
 }
 
@@ -347,6 +355,8 @@ describe("fuzzing the controller with malformed and hostile messages", () => {
       if (kind === "hosts") return t.hosts.has(name!);
       if (kind === "vms" || kind === "migrations") return t.vms.has(name!);
       if (kind === "groups") return t.groups.has(name!);
+      if (kind === "images") return t.images.has(name!);
+      if (kind === "volumes") return t.volumes.has(name!);
       if (kind === "config") return t.config;
       return kind === "leader";
     };
