@@ -409,16 +409,33 @@ export async function setMigrationSpeed(uri: string, domainName: string, mibPerS
 export const TEST_NETWORK = "default";
 
 /**
+ * libvirt's stock NAT network, as Debian's libvirt-daemon-config-network ships it: what a machine
+ * with only libvirt-daemon lacks (a CI machine: no default.xml anywhere), defined from here then.
+ */
+const DEFAULT_NETWORK_XML = `<network>
+  <name>${TEST_NETWORK}</name>
+  <forward mode='nat'/>
+  <bridge name='virbr0' stp='on' delay='0'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'>
+    <dhcp><range start='192.168.122.2' end='192.168.122.254'/></dhcp>
+  </ip>
+</network>
+`;
+
+/**
  * Makes libvirt's network `default` exist and run (defined from libvirt's own default.xml when
- * missing, started when inactive): its dnsmasq gives guests DHCP leases. Resolves why it cannot
- * (dnsmasq missing, no bridge allowed in this container...), or undefined when it runs.
+ * there is one, else from libvirt's stock definition; started when inactive): its dnsmasq gives
+ * guests DHCP leases. Resolves why it cannot (dnsmasq missing, no bridge allowed in this
+ * container...), or undefined when it runs.
  */
 export async function ensureDefaultNetwork(uri = TEST_URI): Promise<string | undefined> {
   const info = await virshAt(uri, "net-info", TEST_NETWORK);
   if (!info.ok) {
-    const template = ["/usr/share/libvirt/networks/default.xml", "/etc/libvirt/qemu/networks/default.xml"].find((f) => existsSync(f));
-    if (!template) return `libvirt has no network '${TEST_NETWORK}' and no default.xml to define it from`;
-    const defined = await virshAt(uri, "net-define", template);
+    let template = ["/usr/share/libvirt/networks/default.xml", "/etc/libvirt/qemu/networks/default.xml"].find((f) => existsSync(f));
+    const scratch = template ? undefined : mkdtempSync(join(tmpdir(), "berth-net-"));
+    if (scratch) writeFileSync((template = join(scratch, "default.xml")), DEFAULT_NETWORK_XML);
+    const defined = await virshAt(uri, "net-define", template!);
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
     if (!defined.ok) return `cannot define libvirt's network '${TEST_NETWORK}': ${defined.stderr.trim()}`;
   }
   if (!/^Active:\s+yes/m.test((await virshAt(uri, "net-info", TEST_NETWORK)).stdout)) {
