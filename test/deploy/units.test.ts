@@ -132,10 +132,17 @@ describe("deploy: the units' hardening choices that keep node and virsh working"
       expect(values(path, "SystemCallFilter").length).toBeGreaterThan(0);
       expect(values(path, "SystemCallErrorNumber")).toEqual(["EPERM"]);
     });
-    it(`${name}: no capabilities`, () => {
-      expect(values(path, "CapabilityBoundingSet")).toEqual([""]);
-    });
   }
+
+  it("berth-controller.service: no capabilities", () => {
+    expect(values(CONTROLLER_UNIT, "CapabilityBoundingSet")).toEqual([""]);
+  });
+
+  it("berth-agent.service: CAP_DAC_OVERRIDE alone (to open QEMU's console ptys), none ambient, and the ptys allowed", () => {
+    expect(values(AGENT_UNIT, "CapabilityBoundingSet")).toEqual(["CAP_DAC_OVERRIDE"]);
+    expect(values(AGENT_UNIT, "AmbientCapabilities")).toEqual([""]);
+    expect(values(AGENT_UNIT, "DeviceAllow")).toEqual(["char-pts rw"]);
+  });
 
   it("berth-agent.service: not ProcSubset=pid (the state-dir lock reads /proc/sys/kernel/random/boot_id)", () => {
     expect(values(AGENT_UNIT, "ProcSubset")).toEqual([]);
