@@ -2,18 +2,18 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { BerthError, ErrorCode, nicMacAddress } from "@berth/core";
+import { ErrorCode, nicMacAddress } from "@berth/core";
 import {
   fakeAddressFor,
   fakeConsoleBanner,
   fakeConsoleEcho,
   FakeDriver,
-  ManualClock,
   type ConsoleConnection,
   type ConsoleEnd,
   type DomainSpec,
   type FakeDriverOptions,
 } from "./index.js";
+import { failure, openFakeOn } from "./fake.testkit.js";
 
 let dir: string;
 let drivers: FakeDriver[];
@@ -28,12 +28,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function open(options: Partial<FakeDriverOptions> = {}, stateDir = path.join(dir, "host")): { d: FakeDriver; clock: ManualClock } {
-  const clock = (options.clock as ManualClock | undefined) ?? new ManualClock(1_000_000);
-  const d = new FakeDriver({ stateDir, ...options, clock });
-  drivers.push(d);
-  return { d, clock };
-}
+const open = (options: Partial<FakeDriverOptions> = {}, stateDir = path.join(dir, "host")) => openFakeOn(drivers, stateDir, options);
 
 const vmId = "00000000-0000-4000-8000-000000000001";
 const spec = (over: Partial<DomainSpec> = {}): DomainSpec => ({
@@ -44,15 +39,6 @@ const spec = (over: Partial<DomainSpec> = {}): DomainSpec => ({
   ...over,
 });
 
-async function failure(p: Promise<unknown>): Promise<BerthError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof BerthError) return e;
-    throw e;
-  }
-  throw new Error("expected a BerthError");
-}
 
 /** A session with its output (as text) and its ends recorded, listened to at once as a relay does. */
 function record(connection: ConsoleConnection): { connection: ConsoleConnection; text: () => string; ends: (ConsoleEnd | undefined)[] } {

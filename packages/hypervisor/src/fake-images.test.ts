@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { ImageRef } from "@berth/api";
-import { BerthError, ErrorCode } from "@berth/core";
+import { ErrorCode } from "@berth/core";
 import {
   checkImageRef,
   FakeDriver,
@@ -18,6 +18,7 @@ import {
   type DomainSpec,
   type FakeDriverOptions,
 } from "./index.js";
+import { failure, openFakeOn } from "./fake.testkit.js";
 
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
@@ -42,12 +43,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function open(options: Partial<FakeDriverOptions> = {}, stateDir = path.join(dir, "host")): { d: FakeDriver; clock: ManualClock } {
-  const clock = (options.clock as ManualClock | undefined) ?? new ManualClock(1_000_000);
-  const d = new FakeDriver({ stateDir, ...options, clock });
-  drivers.push(d);
-  return { d, clock };
-}
+const open = (options: Partial<FakeDriverOptions> = {}, stateDir = path.join(dir, "host")) => openFakeOn(drivers, stateDir, options);
 
 /** Writes a qcow2 header of `virtualSizeBytes` (what the fake reads); returns its path and SHA-256. */
 function qcow2File(name: string, virtualSizeBytes: number): { file: string; sha256: string } {
@@ -67,15 +63,6 @@ const spec = (n: number, over: Partial<DomainSpec> = {}): DomainSpec => ({
   ...over,
 });
 
-async function failure(p: Promise<unknown>): Promise<BerthError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof BerthError) return e;
-    throw e;
-  }
-  throw new Error("expected a BerthError");
-}
 
 /** Resolves once the clock has more timers than `before` (the fetch reached its simulated transfer). */
 async function timerSet(clock: ManualClock, before: number): Promise<void> {

@@ -14,6 +14,7 @@ import {
   type FakeKillPoint,
   type HypervisorDriver,
 } from "./index.js";
+import { failure } from "./fake.testkit.js";
 
 let dir: string;
 let drivers: FakeDriver[];
@@ -41,15 +42,6 @@ const spec = (over: Partial<DomainSpec> = {}): DomainSpec => ({
 });
 const vol = (id: string, sizeGib = 5): VolumeRef => ({ id, name: `name-${id}`, sizeGib });
 
-async function failure(p: Promise<unknown>): Promise<BerthError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof BerthError) return e;
-    throw e;
-  }
-  throw new Error("expected a BerthError");
-}
 
 /** Both modes: a host in a state directory, and one in this process's memory. */
 const MODES = [
