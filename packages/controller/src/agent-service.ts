@@ -329,20 +329,26 @@ function onResult(deps: AgentServiceDeps, session: AgentSession, result: Command
     return;
   }
   if (result.ok) session.failures.delete(inflight.vmId);
-  else {
-    const failure = recordFailure(
-      session.failures.get(inflight.vmId),
-      { generation: inflight.generation, code: result.errorCode.slice(0, 64) || ErrorCode.Internal, message: result.errorMessage.slice(0, 1024) },
-      deps.now(),
-      Math.random,
-    );
-    session.failures.set(inflight.vmId, failure);
-    deps.log.warn(
-      { hostId: session.hostId, vmId: inflight.vmId, generation: inflight.generation, action: inflight.action, code: failure.code, error: failure.message, attempts: failure.attempts, retryInMs: failure.permanent ? undefined : failure.nextAttemptAtMs - deps.now(), permanent: failure.permanent || undefined },
-      "command failed on host",
-    );
-  }
+  else recordCommandFailure(deps, session, inflight.vmId, inflight, result, { vmId: inflight.vmId }, "command failed on host");
   deps.leading()?.reconciler.markDirty(session.hostId);
+}
+
+/**
+ * Counts a failed attempt at a command under its subject (a VM id, or `volume:<id>`): the backoff
+ * and what the status says come from it. Logged with `who` (the subject's ids) at WARN.
+ */
+function recordCommandFailure(deps: AgentServiceDeps, session: AgentSession, subject: string, inflight: InFlight, result: CommandResult, who: Record<string, unknown>, message: string): void {
+  const failure = recordFailure(
+    session.failures.get(subject),
+    { generation: inflight.generation, code: result.errorCode.slice(0, 64) || ErrorCode.Internal, message: result.errorMessage.slice(0, 1024) },
+    deps.now(),
+    Math.random,
+  );
+  session.failures.set(subject, failure);
+  deps.log.warn(
+    { hostId: session.hostId, ...who, generation: inflight.generation, action: inflight.action, code: failure.code, error: failure.message, attempts: failure.attempts, retryInMs: failure.permanent ? undefined : failure.nextAttemptAtMs - deps.now(), permanent: failure.permanent || undefined },
+    message,
+  );
 }
 
 /**
@@ -358,17 +364,7 @@ function onVolumeResult(deps: AgentServiceDeps, session: AgentSession, inflight:
       session.volumeCommandApplied(inflight.volumeId, session.reportedVolumes.get(inflight.volumeId) ?? { volumeId: inflight.volumeId, sizeGib, attachedVmId: "" });
     }
   } else {
-    const failure = recordFailure(
-      session.failures.get(inflight.subject),
-      { generation: inflight.generation, code: result.errorCode.slice(0, 64) || ErrorCode.Internal, message: result.errorMessage.slice(0, 1024) },
-      deps.now(),
-      Math.random,
-    );
-    session.failures.set(inflight.subject, failure);
-    deps.log.warn(
-      { hostId: session.hostId, volumeId: inflight.volumeId, volume: deps.state.volumeWithId(inflight.volumeId)?.name, generation: inflight.generation, action: inflight.action, code: failure.code, error: failure.message, attempts: failure.attempts, retryInMs: failure.permanent ? undefined : failure.nextAttemptAtMs - deps.now(), permanent: failure.permanent || undefined },
-      "volume command failed on host",
-    );
+    recordCommandFailure(deps, session, inflight.subject, inflight, result, { volumeId: inflight.volumeId, volume: deps.state.volumeWithId(inflight.volumeId)?.name }, "volume command failed on host");
   }
   deps.leading()?.reconciler.markDirty(session.hostId);
 }
