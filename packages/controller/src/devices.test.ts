@@ -210,6 +210,8 @@ describe("what hosts report", () => {
       return v.status?.interfaces[0]?.ipAddresses[0] === "192.168.122.17" ? v : undefined;
     });
     expect(seen.status?.interfaces).toEqual([nic(["192.168.122.17"])]);
+    // Let any pass already under way land (a slow machine may still be writing the RUNNING it saw).
+    await new Promise((r) => setTimeout(r, 500));
     const written = (await store.get(Keys.vm("web-1")))!.modRevision;
     // The same report again changes nothing: no write.
     report([nic(["192.168.122.17"])]);
