@@ -405,20 +405,27 @@ interface StoredDomain {
   load?: Partial<LoadProfile>;
 }
 
+/** A domain as both the state file and a handoff write it (the devices beside it are the writer's). */
+function domainRecordOf(d: Domain) {
+  return {
+    vmId: d.vmId,
+    name: d.name,
+    state: domainStateToJSON(d.state),
+    generation: d.generation,
+    resources: resourcesOf(d),
+    fence: d.fence,
+    imageId: d.imageId,
+    volumeIds: d.volumeIds,
+  };
+}
+
 export function serializeState(state: FakeStoredState): string {
   const domains: StoredDomain[] = state.domains.map((d) => {
     const run = state.runtime[d.vmId];
     const load = state.load[d.vmId];
     const devices = state.devices[d.vmId] ?? noDevices();
     return {
-      vmId: d.vmId,
-      name: d.name,
-      state: domainStateToJSON(d.state),
-      generation: d.generation,
-      resources: resourcesOf(d),
-      fence: d.fence,
-      imageId: d.imageId,
-      volumeIds: d.volumeIds,
+      ...domainRecordOf(d),
       nics: devices.nics,
       ...(devices.seed ? { seed: devices.seed } : {}),
       leaseAtMs: devices.leaseAtMs,
@@ -633,17 +640,7 @@ export function parseState(text: string, file: string, nowMs: number): FakeStore
 
 export function serializeHandoff(h: FakeHandoff): string {
   const d = h.domain;
-  const domain = {
-    vmId: d.vmId,
-    name: d.name,
-    state: domainStateToJSON(d.state),
-    generation: d.generation,
-    resources: resourcesOf(d),
-    fence: d.fence,
-    imageId: d.imageId,
-    volumeIds: d.volumeIds,
-  };
-  return `${JSON.stringify({ format: FAKE_HANDOFF_FORMAT, ...h, domain }, null, 2)}\n`;
+  return `${JSON.stringify({ format: FAKE_HANDOFF_FORMAT, ...h, domain: domainRecordOf(d) }, null, 2)}\n`;
 }
 
 /** The handoff of `vmId` in `stateDir`, or undefined if none arrived. Throws HYPERVISOR_UNAVAILABLE if unreadable. */
