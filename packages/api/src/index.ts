@@ -11,6 +11,7 @@ export * from "./gen/berth/v1/cluster.js";
 export * from "./gen/berth/v1/identity.js";
 export * from "./gen/berth/v1/migration.js";
 export * from "./gen/berth/v1/event.js";
+export * from "./gen/berth/v1/scalegroup.js";
 export * from "./gen/berth/v1/storage.js";
 // Every generated file declares these helpers; one copy is the public one.
 export { type DeepPartial, type MessageFns, protobufPackage, protobufFileName } from "./gen/berth/v1/resources.js";

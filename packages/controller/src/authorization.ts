@@ -55,6 +55,11 @@ export const CLUSTER_ACCESS: Readonly<Record<keyof typeof ClusterServiceService,
   detachVolume: "change",
   // A console types into the guest: a change.
   attachConsole: "change",
+  createScaleGroup: "change",
+  listScaleGroups: "read",
+  getScaleGroup: "read",
+  updateScaleGroup: "change",
+  deleteScaleGroup: "change",
 };
 
 /** The operator roles that may make a call of each access. */

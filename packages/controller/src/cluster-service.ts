@@ -318,6 +318,22 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     // The operator's console stream, relayed over the host's agent stream (console-relay.ts).
     attachConsole: (call) => deps.consoles.attach(call, leader),
+    // Scale groups and their autoscaler (scale-groups.ts).
+    createScaleGroup: unary(async () => {
+      throw new BerthError(ErrorCode.Unavailable, "scale groups are not served yet");
+    }),
+    listScaleGroups: unary(async () => {
+      throw new BerthError(ErrorCode.Unavailable, "scale groups are not served yet");
+    }),
+    getScaleGroup: unary(async () => {
+      throw new BerthError(ErrorCode.Unavailable, "scale groups are not served yet");
+    }),
+    updateScaleGroup: unary(async () => {
+      throw new BerthError(ErrorCode.Unavailable, "scale groups are not served yet");
+    }),
+    deleteScaleGroup: unary(async () => {
+      throw new BerthError(ErrorCode.Unavailable, "scale groups are not served yet");
+    }),
   };
 }
 

@@ -208,6 +208,12 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.CreateImageResponse": {
     1: { name: "image", type: "message", message: "berth.v1.Image" },
   },
+  "berth.v1.CreateScaleGroupRequest": {
+    1: { name: "group", type: "message", message: "berth.v1.ScaleGroup" },
+  },
+  "berth.v1.CreateScaleGroupResponse": {
+    1: { name: "group", type: "message", message: "berth.v1.ScaleGroup" },
+  },
   "berth.v1.CreateVmRequest": {
     1: { name: "spec", type: "message", message: "berth.v1.VmSpec" },
     2: { name: "request_id", type: "string" },
@@ -249,6 +255,13 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     2: { name: "vm_id", type: "string" },
   },
   "berth.v1.DeleteOrphanResponse": {},
+  "berth.v1.DeleteScaleGroupRequest": {
+    1: { name: "name", type: "string" },
+    2: { name: "delete_vms", type: "bool" },
+  },
+  "berth.v1.DeleteScaleGroupResponse": {
+    1: { name: "group", type: "message", message: "berth.v1.ScaleGroup" },
+  },
   "berth.v1.DeleteVmRequest": {
     1: { name: "name", type: "string" },
   },
@@ -336,6 +349,12 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   },
   "berth.v1.GetMigrationResponse": {
     1: { name: "migration", type: "message", message: "berth.v1.Migration" },
+  },
+  "berth.v1.GetScaleGroupRequest": {
+    1: { name: "name", type: "string" },
+  },
+  "berth.v1.GetScaleGroupResponse": {
+    1: { name: "group", type: "message", message: "berth.v1.ScaleGroupInfo" },
   },
   "berth.v1.GetVmRequest": {
     1: { name: "name", type: "string" },
@@ -513,6 +532,10 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.ListMigrationsResponse": {
     1: { name: "migrations", type: "message", repeated: true, message: "berth.v1.Migration" },
   },
+  "berth.v1.ListScaleGroupsRequest": {},
+  "berth.v1.ListScaleGroupsResponse": {
+    1: { name: "groups", type: "message", repeated: true, message: "berth.v1.ScaleGroupInfo" },
+  },
   "berth.v1.ListVmsRequest": {
     1: { name: "host_id", type: "string" },
     2: { name: "page_size", type: "uint32" },
@@ -527,6 +550,12 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   },
   "berth.v1.ListVolumesResponse": {
     1: { name: "volumes", type: "message", repeated: true, message: "berth.v1.VolumeInfo" },
+  },
+  "berth.v1.LoadForecast": {
+    1: { name: "period_ms", type: "uint64" },
+    2: { name: "bucket_ms", type: "uint64" },
+    3: { name: "cores", type: "double", repeated: true, packed: true },
+    4: { name: "periods", type: "uint32", repeated: true, packed: true },
   },
   "berth.v1.MigrateOut": {
     1: { name: "target_driver", type: "string" },
@@ -720,6 +749,63 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   "berth.v1.RetryVmResponse": {
     1: { name: "vm", type: "message", message: "berth.v1.Vm" },
   },
+  "berth.v1.ScaleDecision": {
+    1: { name: "seq", type: "uint64" },
+    2: { name: "decided_at_ms", type: "uint64" },
+    3: { name: "reason", type: "string" },
+    4: { name: "from_size", type: "uint32" },
+    5: { name: "to_size", type: "uint32" },
+    6: { name: "warm_members", type: "uint32" },
+    7: { name: "warming_members", type: "uint32" },
+    8: { name: "cpu_utilization", type: "double" },
+    9: { name: "reactive_size", type: "uint32" },
+    10: { name: "predicted_size", type: "uint32" },
+    11: { name: "predicted_cores", type: "double" },
+    12: { name: "message", type: "string" },
+    13: { name: "added", type: "string", repeated: true },
+    14: { name: "removed", type: "string", repeated: true },
+  },
+  "berth.v1.ScaleGroup": {
+    1: { name: "name", type: "string" },
+    2: { name: "template", type: "message", message: "berth.v1.VmSpec" },
+    3: { name: "min_size", type: "uint32" },
+    4: { name: "max_size", type: "uint32" },
+    5: { name: "policy", type: "message", message: "berth.v1.ScalePolicy" },
+    6: { name: "members", type: "message", repeated: true, message: "berth.v1.ScaleMember" },
+    7: { name: "next_index", type: "uint64" },
+    8: { name: "protected_members", type: "string", repeated: true },
+    9: { name: "created_at_ms", type: "uint64" },
+    10: { name: "decisions", type: "message", repeated: true, message: "berth.v1.ScaleDecision" },
+    11: { name: "decision_count", type: "uint64" },
+    12: { name: "forecast", type: "message", message: "berth.v1.LoadForecast" },
+    13: { name: "generation", type: "uint64" },
+    14: { name: "deleting", type: "bool" },
+  },
+  "berth.v1.ScaleGroupInfo": {
+    1: { name: "group", type: "message", message: "berth.v1.ScaleGroup" },
+    2: { name: "running", type: "uint32" },
+    3: { name: "warm", type: "uint32" },
+    4: { name: "cpu_utilization", type: "double" },
+    5: { name: "creating", type: "uint32" },
+    6: { name: "removing", type: "uint32" },
+  },
+  "berth.v1.ScaleMember": {
+    1: { name: "name", type: "string" },
+    2: { name: "index", type: "uint64" },
+    3: { name: "added_at_ms", type: "uint64" },
+  },
+  "berth.v1.ScalePolicy": {
+    1: { name: "target_cpu", type: "double" },
+    2: { name: "tolerance", type: "double" },
+    3: { name: "scale_down_window_ms", type: "uint64" },
+    4: { name: "scale_up_max_percent", type: "uint32" },
+    5: { name: "scale_up_max_vms", type: "uint32" },
+    6: { name: "scale_up_period_ms", type: "uint64" },
+    7: { name: "warmup_ms", type: "uint64" },
+    8: { name: "interval_ms", type: "uint64" },
+    9: { name: "scale_in_order", type: "enum" },
+    10: { name: "prediction", type: "enum" },
+  },
   "berth.v1.SchedulerConfig": {
     1: { name: "preset", type: "string" },
     2: { name: "weights", type: "message", repeated: true, message: "berth.v1.SchedulerConfig.WeightsEntry" },
@@ -768,6 +854,17 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
   },
   "berth.v1.UpdateClusterConfigResponse": {
     1: { name: "config", type: "message", message: "berth.v1.ClusterConfig" },
+  },
+  "berth.v1.UpdateScaleGroupRequest": {
+    1: { name: "name", type: "string" },
+    2: { name: "min_size", type: "uint32" },
+    3: { name: "max_size", type: "uint32" },
+    4: { name: "policy", type: "message", message: "berth.v1.ScalePolicy" },
+    5: { name: "protect", type: "string", repeated: true },
+    6: { name: "unprotect", type: "string", repeated: true },
+  },
+  "berth.v1.UpdateScaleGroupResponse": {
+    1: { name: "group", type: "message", message: "berth.v1.ScaleGroup" },
   },
   "berth.v1.Vm": {
     1: { name: "id", type: "string" },
@@ -878,6 +975,7 @@ export const wireMethods: Readonly<Record<string, string>> = {
   "/berth.v1.ClusterService/CordonHost": "berth.v1.CordonHostRequest",
   "/berth.v1.ClusterService/CreateGroup": "berth.v1.CreateGroupRequest",
   "/berth.v1.ClusterService/CreateImage": "berth.v1.CreateImageRequest",
+  "/berth.v1.ClusterService/CreateScaleGroup": "berth.v1.CreateScaleGroupRequest",
   "/berth.v1.ClusterService/CreateVm": "berth.v1.CreateVmRequest",
   "/berth.v1.ClusterService/CreateVms": "berth.v1.CreateVmsRequest",
   "/berth.v1.ClusterService/CreateVolume": "berth.v1.CreateVolumeRequest",
@@ -885,6 +983,7 @@ export const wireMethods: Readonly<Record<string, string>> = {
   "/berth.v1.ClusterService/DeleteHost": "berth.v1.DeleteHostRequest",
   "/berth.v1.ClusterService/DeleteImage": "berth.v1.DeleteImageRequest",
   "/berth.v1.ClusterService/DeleteOrphan": "berth.v1.DeleteOrphanRequest",
+  "/berth.v1.ClusterService/DeleteScaleGroup": "berth.v1.DeleteScaleGroupRequest",
   "/berth.v1.ClusterService/DeleteVm": "berth.v1.DeleteVmRequest",
   "/berth.v1.ClusterService/DeleteVolume": "berth.v1.DeleteVolumeRequest",
   "/berth.v1.ClusterService/DetachVolume": "berth.v1.DetachVolumeRequest",
@@ -894,6 +993,7 @@ export const wireMethods: Readonly<Record<string, string>> = {
   "/berth.v1.ClusterService/GetHost": "berth.v1.GetHostRequest",
   "/berth.v1.ClusterService/GetImage": "berth.v1.GetImageRequest",
   "/berth.v1.ClusterService/GetMigration": "berth.v1.GetMigrationRequest",
+  "/berth.v1.ClusterService/GetScaleGroup": "berth.v1.GetScaleGroupRequest",
   "/berth.v1.ClusterService/GetVm": "berth.v1.GetVmRequest",
   "/berth.v1.ClusterService/GetVolume": "berth.v1.GetVolumeRequest",
   "/berth.v1.ClusterService/LabelHost": "berth.v1.LabelHostRequest",
@@ -901,6 +1001,7 @@ export const wireMethods: Readonly<Record<string, string>> = {
   "/berth.v1.ClusterService/ListHosts": "berth.v1.ListHostsRequest",
   "/berth.v1.ClusterService/ListImages": "berth.v1.ListImagesRequest",
   "/berth.v1.ClusterService/ListMigrations": "berth.v1.ListMigrationsRequest",
+  "/berth.v1.ClusterService/ListScaleGroups": "berth.v1.ListScaleGroupsRequest",
   "/berth.v1.ClusterService/ListVms": "berth.v1.ListVmsRequest",
   "/berth.v1.ClusterService/ListVolumes": "berth.v1.ListVolumesRequest",
   "/berth.v1.ClusterService/MigrateVm": "berth.v1.MigrateVmRequest",
@@ -911,5 +1012,6 @@ export const wireMethods: Readonly<Record<string, string>> = {
   "/berth.v1.ClusterService/StopVm": "berth.v1.StopVmRequest",
   "/berth.v1.ClusterService/UncordonHost": "berth.v1.UncordonHostRequest",
   "/berth.v1.ClusterService/UpdateClusterConfig": "berth.v1.UpdateClusterConfigRequest",
+  "/berth.v1.ClusterService/UpdateScaleGroup": "berth.v1.UpdateScaleGroupRequest",
   "/berth.v1.ClusterService/WatchEvents": "berth.v1.WatchEventsRequest",
 };

@@ -41,6 +41,7 @@ import {
   RebalanceMove,
   RebalancePlan,
 } from "./migration.js";
+import { ScaleGroup, ScaleGroupInfo, ScalePolicy } from "./scalegroup.js";
 import { Image, Volume } from "./storage.js";
 import { Vm, VmSpec } from "./vm.js";
 
@@ -608,6 +609,65 @@ export interface ApplyRebalanceResponse {
   /** One per move started, in plan order. */
   migrations: Migration[];
   skipped: SkippedMove[];
+}
+
+export interface CreateScaleGroupRequest {
+  /**
+   * name, template, min_size, max_size, policy and protected_members; the rest is the
+   * controller's.
+   */
+  group?: ScaleGroup | undefined;
+}
+
+export interface CreateScaleGroupResponse {
+  group?: ScaleGroup | undefined;
+}
+
+export interface ListScaleGroupsRequest {
+}
+
+export interface ListScaleGroupsResponse {
+  /** By name. */
+  groups: ScaleGroupInfo[];
+}
+
+export interface GetScaleGroupRequest {
+  name: string;
+}
+
+export interface GetScaleGroupResponse {
+  group?: ScaleGroupInfo | undefined;
+}
+
+export interface UpdateScaleGroupRequest {
+  name: string;
+  /** Unset: unchanged. */
+  minSize?: number | undefined;
+  maxSize?:
+    | number
+    | undefined;
+  /** Each field set (not 0, not unspecified) replaces the group's. */
+  policy?:
+    | ScalePolicy
+    | undefined;
+  /** Members to protect from scale-in, and to stop protecting. */
+  protect: string[];
+  unprotect: string[];
+}
+
+export interface UpdateScaleGroupResponse {
+  group?: ScaleGroup | undefined;
+}
+
+export interface DeleteScaleGroupRequest {
+  name: string;
+  /** Delete the members' VMs too (and their disks). Without it a group with members is refused. */
+  deleteVms: boolean;
+}
+
+export interface DeleteScaleGroupResponse {
+  /** As written: marked deleting, or as it was when removed. */
+  group?: ScaleGroup | undefined;
 }
 
 function createBaseCreateImageRequest(): CreateImageRequest {
@@ -8182,6 +8242,789 @@ export const ApplyRebalanceResponse: MessageFns<ApplyRebalanceResponse> = {
   },
 };
 
+function createBaseCreateScaleGroupRequest(): CreateScaleGroupRequest {
+  return { group: undefined };
+}
+
+export const CreateScaleGroupRequest: MessageFns<CreateScaleGroupRequest> = {
+  encode(message: CreateScaleGroupRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.group !== undefined) {
+      ScaleGroup.encode(message.group, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateScaleGroupRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateScaleGroupRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.group = ScaleGroup.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateScaleGroupRequest {
+    return { group: isSet(object.group) ? ScaleGroup.fromJSON(object.group) : undefined };
+  },
+
+  toJSON(message: CreateScaleGroupRequest): unknown {
+    const obj: any = {};
+    if (message.group !== undefined) {
+      obj.group = ScaleGroup.toJSON(message.group);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateScaleGroupRequest>): CreateScaleGroupRequest {
+    return CreateScaleGroupRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateScaleGroupRequest>): CreateScaleGroupRequest {
+    const message = createBaseCreateScaleGroupRequest();
+    message.group = (object.group !== undefined && object.group !== null)
+      ? ScaleGroup.fromPartial(object.group)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateScaleGroupResponse(): CreateScaleGroupResponse {
+  return { group: undefined };
+}
+
+export const CreateScaleGroupResponse: MessageFns<CreateScaleGroupResponse> = {
+  encode(message: CreateScaleGroupResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.group !== undefined) {
+      ScaleGroup.encode(message.group, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateScaleGroupResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateScaleGroupResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.group = ScaleGroup.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateScaleGroupResponse {
+    return { group: isSet(object.group) ? ScaleGroup.fromJSON(object.group) : undefined };
+  },
+
+  toJSON(message: CreateScaleGroupResponse): unknown {
+    const obj: any = {};
+    if (message.group !== undefined) {
+      obj.group = ScaleGroup.toJSON(message.group);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateScaleGroupResponse>): CreateScaleGroupResponse {
+    return CreateScaleGroupResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateScaleGroupResponse>): CreateScaleGroupResponse {
+    const message = createBaseCreateScaleGroupResponse();
+    message.group = (object.group !== undefined && object.group !== null)
+      ? ScaleGroup.fromPartial(object.group)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListScaleGroupsRequest(): ListScaleGroupsRequest {
+  return {};
+}
+
+export const ListScaleGroupsRequest: MessageFns<ListScaleGroupsRequest> = {
+  encode(_: ListScaleGroupsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListScaleGroupsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListScaleGroupsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListScaleGroupsRequest {
+    return {};
+  },
+
+  toJSON(_: ListScaleGroupsRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListScaleGroupsRequest>): ListScaleGroupsRequest {
+    return ListScaleGroupsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListScaleGroupsRequest>): ListScaleGroupsRequest {
+    const message = createBaseListScaleGroupsRequest();
+    return message;
+  },
+};
+
+function createBaseListScaleGroupsResponse(): ListScaleGroupsResponse {
+  return { groups: [] };
+}
+
+export const ListScaleGroupsResponse: MessageFns<ListScaleGroupsResponse> = {
+  encode(message: ListScaleGroupsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.groups) {
+      ScaleGroupInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListScaleGroupsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListScaleGroupsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.groups.push(ScaleGroupInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListScaleGroupsResponse {
+    return {
+      groups: globalThis.Array.isArray(object?.groups) ? object.groups.map((e: any) => ScaleGroupInfo.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListScaleGroupsResponse): unknown {
+    const obj: any = {};
+    if (message.groups?.length) {
+      obj.groups = message.groups.map((e) => ScaleGroupInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListScaleGroupsResponse>): ListScaleGroupsResponse {
+    return ListScaleGroupsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListScaleGroupsResponse>): ListScaleGroupsResponse {
+    const message = createBaseListScaleGroupsResponse();
+    message.groups = object.groups?.map((e) => ScaleGroupInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetScaleGroupRequest(): GetScaleGroupRequest {
+  return { name: "" };
+}
+
+export const GetScaleGroupRequest: MessageFns<GetScaleGroupRequest> = {
+  encode(message: GetScaleGroupRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetScaleGroupRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetScaleGroupRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetScaleGroupRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: GetScaleGroupRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetScaleGroupRequest>): GetScaleGroupRequest {
+    return GetScaleGroupRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetScaleGroupRequest>): GetScaleGroupRequest {
+    const message = createBaseGetScaleGroupRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseGetScaleGroupResponse(): GetScaleGroupResponse {
+  return { group: undefined };
+}
+
+export const GetScaleGroupResponse: MessageFns<GetScaleGroupResponse> = {
+  encode(message: GetScaleGroupResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.group !== undefined) {
+      ScaleGroupInfo.encode(message.group, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetScaleGroupResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetScaleGroupResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.group = ScaleGroupInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetScaleGroupResponse {
+    return { group: isSet(object.group) ? ScaleGroupInfo.fromJSON(object.group) : undefined };
+  },
+
+  toJSON(message: GetScaleGroupResponse): unknown {
+    const obj: any = {};
+    if (message.group !== undefined) {
+      obj.group = ScaleGroupInfo.toJSON(message.group);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetScaleGroupResponse>): GetScaleGroupResponse {
+    return GetScaleGroupResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetScaleGroupResponse>): GetScaleGroupResponse {
+    const message = createBaseGetScaleGroupResponse();
+    message.group = (object.group !== undefined && object.group !== null)
+      ? ScaleGroupInfo.fromPartial(object.group)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUpdateScaleGroupRequest(): UpdateScaleGroupRequest {
+  return { name: "", minSize: undefined, maxSize: undefined, policy: undefined, protect: [], unprotect: [] };
+}
+
+export const UpdateScaleGroupRequest: MessageFns<UpdateScaleGroupRequest> = {
+  encode(message: UpdateScaleGroupRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.minSize !== undefined) {
+      writer.uint32(16).uint32(message.minSize);
+    }
+    if (message.maxSize !== undefined) {
+      writer.uint32(24).uint32(message.maxSize);
+    }
+    if (message.policy !== undefined) {
+      ScalePolicy.encode(message.policy, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.protect) {
+      writer.uint32(42).string(v!);
+    }
+    for (const v of message.unprotect) {
+      writer.uint32(50).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateScaleGroupRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateScaleGroupRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.minSize = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxSize = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.policy = ScalePolicy.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.protect.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.unprotect.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateScaleGroupRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      minSize: isSet(object.minSize)
+        ? globalThis.Number(object.minSize)
+        : isSet(object.min_size)
+        ? globalThis.Number(object.min_size)
+        : undefined,
+      maxSize: isSet(object.maxSize)
+        ? globalThis.Number(object.maxSize)
+        : isSet(object.max_size)
+        ? globalThis.Number(object.max_size)
+        : undefined,
+      policy: isSet(object.policy) ? ScalePolicy.fromJSON(object.policy) : undefined,
+      protect: globalThis.Array.isArray(object?.protect) ? object.protect.map((e: any) => globalThis.String(e)) : [],
+      unprotect: globalThis.Array.isArray(object?.unprotect)
+        ? object.unprotect.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: UpdateScaleGroupRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.minSize !== undefined) {
+      obj.minSize = Math.round(message.minSize);
+    }
+    if (message.maxSize !== undefined) {
+      obj.maxSize = Math.round(message.maxSize);
+    }
+    if (message.policy !== undefined) {
+      obj.policy = ScalePolicy.toJSON(message.policy);
+    }
+    if (message.protect?.length) {
+      obj.protect = message.protect;
+    }
+    if (message.unprotect?.length) {
+      obj.unprotect = message.unprotect;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpdateScaleGroupRequest>): UpdateScaleGroupRequest {
+    return UpdateScaleGroupRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpdateScaleGroupRequest>): UpdateScaleGroupRequest {
+    const message = createBaseUpdateScaleGroupRequest();
+    message.name = object.name ?? "";
+    message.minSize = object.minSize ?? undefined;
+    message.maxSize = object.maxSize ?? undefined;
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? ScalePolicy.fromPartial(object.policy)
+      : undefined;
+    message.protect = object.protect?.map((e) => e) || [];
+    message.unprotect = object.unprotect?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseUpdateScaleGroupResponse(): UpdateScaleGroupResponse {
+  return { group: undefined };
+}
+
+export const UpdateScaleGroupResponse: MessageFns<UpdateScaleGroupResponse> = {
+  encode(message: UpdateScaleGroupResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.group !== undefined) {
+      ScaleGroup.encode(message.group, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateScaleGroupResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateScaleGroupResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.group = ScaleGroup.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateScaleGroupResponse {
+    return { group: isSet(object.group) ? ScaleGroup.fromJSON(object.group) : undefined };
+  },
+
+  toJSON(message: UpdateScaleGroupResponse): unknown {
+    const obj: any = {};
+    if (message.group !== undefined) {
+      obj.group = ScaleGroup.toJSON(message.group);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpdateScaleGroupResponse>): UpdateScaleGroupResponse {
+    return UpdateScaleGroupResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpdateScaleGroupResponse>): UpdateScaleGroupResponse {
+    const message = createBaseUpdateScaleGroupResponse();
+    message.group = (object.group !== undefined && object.group !== null)
+      ? ScaleGroup.fromPartial(object.group)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteScaleGroupRequest(): DeleteScaleGroupRequest {
+  return { name: "", deleteVms: false };
+}
+
+export const DeleteScaleGroupRequest: MessageFns<DeleteScaleGroupRequest> = {
+  encode(message: DeleteScaleGroupRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.deleteVms !== false) {
+      writer.uint32(16).bool(message.deleteVms);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteScaleGroupRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteScaleGroupRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.deleteVms = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteScaleGroupRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      deleteVms: isSet(object.deleteVms)
+        ? globalThis.Boolean(object.deleteVms)
+        : isSet(object.delete_vms)
+        ? globalThis.Boolean(object.delete_vms)
+        : false,
+    };
+  },
+
+  toJSON(message: DeleteScaleGroupRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.deleteVms !== false) {
+      obj.deleteVms = message.deleteVms;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteScaleGroupRequest>): DeleteScaleGroupRequest {
+    return DeleteScaleGroupRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteScaleGroupRequest>): DeleteScaleGroupRequest {
+    const message = createBaseDeleteScaleGroupRequest();
+    message.name = object.name ?? "";
+    message.deleteVms = object.deleteVms ?? false;
+    return message;
+  },
+};
+
+function createBaseDeleteScaleGroupResponse(): DeleteScaleGroupResponse {
+  return { group: undefined };
+}
+
+export const DeleteScaleGroupResponse: MessageFns<DeleteScaleGroupResponse> = {
+  encode(message: DeleteScaleGroupResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.group !== undefined) {
+      ScaleGroup.encode(message.group, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteScaleGroupResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteScaleGroupResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.group = ScaleGroup.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteScaleGroupResponse {
+    return { group: isSet(object.group) ? ScaleGroup.fromJSON(object.group) : undefined };
+  },
+
+  toJSON(message: DeleteScaleGroupResponse): unknown {
+    const obj: any = {};
+    if (message.group !== undefined) {
+      obj.group = ScaleGroup.toJSON(message.group);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteScaleGroupResponse>): DeleteScaleGroupResponse {
+    return DeleteScaleGroupResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteScaleGroupResponse>): DeleteScaleGroupResponse {
+    const message = createBaseDeleteScaleGroupResponse();
+    message.group = (object.group !== undefined && object.group !== null)
+      ? ScaleGroup.fromPartial(object.group)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * The operator API, served by every controller; followers answer UNAVAILABLE naming the leader.
  *
@@ -8720,6 +9563,72 @@ export const ClusterServiceService = {
       Buffer.from(AttachConsoleResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AttachConsoleResponse => AttachConsoleResponse.decode(value),
   },
+  /**
+   * Scale groups (scalegroup.proto): VMs made from one template that the leader's autoscaler adds
+   * and removes on the members' measured CPU. Create starts the group at min_size.
+   */
+  createScaleGroup: {
+    path: "/berth.v1.ClusterService/CreateScaleGroup" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateScaleGroupRequest): Buffer =>
+      Buffer.from(CreateScaleGroupRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateScaleGroupRequest => CreateScaleGroupRequest.decode(value),
+    responseSerialize: (value: CreateScaleGroupResponse): Buffer =>
+      Buffer.from(CreateScaleGroupResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateScaleGroupResponse => CreateScaleGroupResponse.decode(value),
+  },
+  listScaleGroups: {
+    path: "/berth.v1.ClusterService/ListScaleGroups" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListScaleGroupsRequest): Buffer =>
+      Buffer.from(ListScaleGroupsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListScaleGroupsRequest => ListScaleGroupsRequest.decode(value),
+    responseSerialize: (value: ListScaleGroupsResponse): Buffer =>
+      Buffer.from(ListScaleGroupsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListScaleGroupsResponse => ListScaleGroupsResponse.decode(value),
+  },
+  getScaleGroup: {
+    path: "/berth.v1.ClusterService/GetScaleGroup" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetScaleGroupRequest): Buffer => Buffer.from(GetScaleGroupRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetScaleGroupRequest => GetScaleGroupRequest.decode(value),
+    responseSerialize: (value: GetScaleGroupResponse): Buffer =>
+      Buffer.from(GetScaleGroupResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetScaleGroupResponse => GetScaleGroupResponse.decode(value),
+  },
+  /**
+   * Changes the bounds, the policy or the protected members; a size outside the new bounds is
+   * brought inside at once (a SizeBounded decision).
+   */
+  updateScaleGroup: {
+    path: "/berth.v1.ClusterService/UpdateScaleGroup" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateScaleGroupRequest): Buffer =>
+      Buffer.from(UpdateScaleGroupRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateScaleGroupRequest => UpdateScaleGroupRequest.decode(value),
+    responseSerialize: (value: UpdateScaleGroupResponse): Buffer =>
+      Buffer.from(UpdateScaleGroupResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateScaleGroupResponse => UpdateScaleGroupResponse.decode(value),
+  },
+  /**
+   * FAILED_PRECONDITION while the group has members, unless delete_vms: then its VMs are deleted
+   * and the record goes with the last of them.
+   */
+  deleteScaleGroup: {
+    path: "/berth.v1.ClusterService/DeleteScaleGroup" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteScaleGroupRequest): Buffer =>
+      Buffer.from(DeleteScaleGroupRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteScaleGroupRequest => DeleteScaleGroupRequest.decode(value),
+    responseSerialize: (value: DeleteScaleGroupResponse): Buffer =>
+      Buffer.from(DeleteScaleGroupResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteScaleGroupResponse => DeleteScaleGroupResponse.decode(value),
+  },
 } as const;
 
 export interface ClusterServiceServer extends UntypedServiceImplementation {
@@ -8842,6 +9751,23 @@ export interface ClusterServiceServer extends UntypedServiceImplementation {
    * Leader only. Admin.
    */
   attachConsole: handleBidiStreamingCall<AttachConsoleRequest, AttachConsoleResponse>;
+  /**
+   * Scale groups (scalegroup.proto): VMs made from one template that the leader's autoscaler adds
+   * and removes on the members' measured CPU. Create starts the group at min_size.
+   */
+  createScaleGroup: handleUnaryCall<CreateScaleGroupRequest, CreateScaleGroupResponse>;
+  listScaleGroups: handleUnaryCall<ListScaleGroupsRequest, ListScaleGroupsResponse>;
+  getScaleGroup: handleUnaryCall<GetScaleGroupRequest, GetScaleGroupResponse>;
+  /**
+   * Changes the bounds, the policy or the protected members; a size outside the new bounds is
+   * brought inside at once (a SizeBounded decision).
+   */
+  updateScaleGroup: handleUnaryCall<UpdateScaleGroupRequest, UpdateScaleGroupResponse>;
+  /**
+   * FAILED_PRECONDITION while the group has members, unless delete_vms: then its VMs are deleted
+   * and the record goes with the last of them.
+   */
+  deleteScaleGroup: handleUnaryCall<DeleteScaleGroupRequest, DeleteScaleGroupResponse>;
 }
 
 export interface ClusterServiceClient extends Client {
@@ -9548,6 +10474,93 @@ export interface ClusterServiceClient extends Client {
     metadata: Metadata,
     options?: Partial<CallOptions>,
   ): ClientDuplexStream<AttachConsoleRequest, AttachConsoleResponse>;
+  /**
+   * Scale groups (scalegroup.proto): VMs made from one template that the leader's autoscaler adds
+   * and removes on the members' measured CPU. Create starts the group at min_size.
+   */
+  createScaleGroup(
+    request: CreateScaleGroupRequest,
+    callback: (error: ServiceError | null, response: CreateScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  createScaleGroup(
+    request: CreateScaleGroupRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  createScaleGroup(
+    request: CreateScaleGroupRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  listScaleGroups(
+    request: ListScaleGroupsRequest,
+    callback: (error: ServiceError | null, response: ListScaleGroupsResponse) => void,
+  ): ClientUnaryCall;
+  listScaleGroups(
+    request: ListScaleGroupsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListScaleGroupsResponse) => void,
+  ): ClientUnaryCall;
+  listScaleGroups(
+    request: ListScaleGroupsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListScaleGroupsResponse) => void,
+  ): ClientUnaryCall;
+  getScaleGroup(
+    request: GetScaleGroupRequest,
+    callback: (error: ServiceError | null, response: GetScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  getScaleGroup(
+    request: GetScaleGroupRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  getScaleGroup(
+    request: GetScaleGroupRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Changes the bounds, the policy or the protected members; a size outside the new bounds is
+   * brought inside at once (a SizeBounded decision).
+   */
+  updateScaleGroup(
+    request: UpdateScaleGroupRequest,
+    callback: (error: ServiceError | null, response: UpdateScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  updateScaleGroup(
+    request: UpdateScaleGroupRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  updateScaleGroup(
+    request: UpdateScaleGroupRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * FAILED_PRECONDITION while the group has members, unless delete_vms: then its VMs are deleted
+   * and the record goes with the last of them.
+   */
+  deleteScaleGroup(
+    request: DeleteScaleGroupRequest,
+    callback: (error: ServiceError | null, response: DeleteScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  deleteScaleGroup(
+    request: DeleteScaleGroupRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteScaleGroupResponse) => void,
+  ): ClientUnaryCall;
+  deleteScaleGroup(
+    request: DeleteScaleGroupRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteScaleGroupResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const ClusterServiceClient = makeGenericClientConstructor(
