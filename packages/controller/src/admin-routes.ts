@@ -27,7 +27,7 @@ export type Health = { status: "ok"; leader: boolean } | { status: "unavailable"
  */
 export async function checkHealth(deps: HealthDeps): Promise<Health> {
   const leader = deps.isLeader();
-  const unsynced = (["vms", "hosts", "groups", "config", "migrations", "images", "volumes"] as const).filter((k) => !deps.state[k].synced);
+  const unsynced = (["vms", "hosts", "groups", "config", "migrations", "images", "volumes", "scaleGroups"] as const).filter((k) => !deps.state[k].synced);
   if (unsynced.length > 0) return { status: "unavailable", leader, reason: `the cache has not listed ${unsynced.join(", ")} from the store yet` };
   let timer: NodeJS.Timeout | undefined;
   try {

@@ -22,6 +22,7 @@ import type { MigrationManager } from "./migration-manager.js";
 import type { Rebalancer } from "./rebalancer.js";
 import { recordFailure } from "./reconcile.js";
 import type { Reconciler } from "./reconciler.js";
+import type { ScaleGroupManager } from "./scale-group-manager.js";
 import type { VolumeManager } from "./volume-manager.js";
 import type { ConsoleRelay } from "./console-relay.js";
 
@@ -34,6 +35,8 @@ export interface LeadingDeps {
   rebalancer: Rebalancer;
   /** Data volumes: the one writer of their records, and each host's volume plan. */
   volumes: VolumeManager;
+  /** Scale groups: the one writer of their records, and the autoscaler. */
+  scaleGroups: ScaleGroupManager;
   /** The cluster this leader leads, and the epoch agents see. */
   identity: ClusterIdentity;
   /** The agents' watchdog timeout, sent in Welcome (0: none). */

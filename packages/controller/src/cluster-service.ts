@@ -34,6 +34,7 @@ import { hostView as hostViewOf, type LiveHost } from "./host-view.js";
 import { cordonHost, drainHost, leadingNow as leadingOf, migrateVm, requireHost, uncordonHost } from "./operator-actions.js";
 import type { Placer } from "./placement.js";
 import { createImage, deleteImage, getImage, listImages } from "./image-catalog.js";
+import { scaleGroupInfo } from "./scale-group-manager.js";
 import { listVolumes, volumeInfo } from "./volume-manager.js";
 import type { ConsoleRelay } from "./console-relay.js";
 
@@ -318,21 +319,31 @@ export function clusterService(deps: ClusterServiceDeps): ClusterServiceServer {
     }),
     // The operator's console stream, relayed over the host's agent stream (console-relay.ts).
     attachConsole: (call) => deps.consoles.attach(call, leader),
-    // Scale groups and their autoscaler (scale-groups.ts).
-    createScaleGroup: unary(async () => {
-      throw new BerthError(ErrorCode.Unavailable, "scale groups are not served yet");
+    // Scale groups and their autoscaler (scale-group-manager.ts).
+    createScaleGroup: unary(async (req) => {
+      await leader();
+      return { group: await leadingNow().scaleGroups.create(req.group) };
     }),
     listScaleGroups: unary(async () => {
-      throw new BerthError(ErrorCode.Unavailable, "scale groups are not served yet");
+      await leader();
+      const scaleGroups = leadingNow().scaleGroups;
+      const groups = deps.state.allScaleGroups().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      return { groups: groups.map((g) => scaleGroupInfo(deps.state, deps.sessions, g, Date.now(), scaleGroups.lastError(g.name))) };
     }),
-    getScaleGroup: unary(async () => {
-      throw new BerthError(ErrorCode.Unavailable, "scale groups are not served yet");
+    getScaleGroup: unary(async (req) => {
+      await leader();
+      validateName(req.name, "name");
+      const group = deps.state.scaleGroup(req.name);
+      if (!group) throw notFound(`scale group '${req.name}'`);
+      return { group: scaleGroupInfo(deps.state, deps.sessions, group, Date.now(), leadingNow().scaleGroups.lastError(group.name)) };
     }),
-    updateScaleGroup: unary(async () => {
-      throw new BerthError(ErrorCode.Unavailable, "scale groups are not served yet");
+    updateScaleGroup: unary(async (req) => {
+      await leader();
+      return { group: await leadingNow().scaleGroups.update(req) };
     }),
-    deleteScaleGroup: unary(async () => {
-      throw new BerthError(ErrorCode.Unavailable, "scale groups are not served yet");
+    deleteScaleGroup: unary(async (req) => {
+      await leader();
+      return { group: await leadingNow().scaleGroups.delete(req.name, req.deleteVms) };
     }),
   };
 }

@@ -1,7 +1,7 @@
-import { MigrationPhase, type ClusterConfig, type Group, type Host, type Image, type Migration, type Resources, type Vm, type Volume } from "@berth/api";
+import { MigrationPhase, type ClusterConfig, type Group, type Host, type Image, type Migration, type Resources, type ScaleGroup, type Vm, type Volume } from "@berth/api";
 import { addResources, subtractResources, ZERO } from "@berth/core";
 import { Informer, type ClusterStore, type KeyValue } from "@berth/store";
-import { decodeConfig, decodeGroup, decodeHost, decodeImage, decodeMigration, decodeVm, decodeVolume, Keys } from "./keys.js";
+import { decodeConfig, decodeGroup, decodeHost, decodeImage, decodeMigration, decodeScaleGroup, decodeVm, decodeVolume, Keys } from "./keys.js";
 
 /**
  * A migration in these phases holds the VM on its target as well as on its source: the target may
@@ -28,7 +28,8 @@ export type StateChange =
   | { kind: "host"; type: "put" | "delete"; host: Host; previous: Host | undefined; revision: number }
   | { kind: "migration"; type: "put" | "delete"; migration: Migration; previous: Migration | undefined; revision: number }
   | { kind: "image"; type: "put" | "delete"; image: Image; previous: Image | undefined; revision: number }
-  | { kind: "volume"; type: "put" | "delete"; volume: Volume; previous: Volume | undefined; revision: number };
+  | { kind: "volume"; type: "put" | "delete"; volume: Volume; previous: Volume | undefined; revision: number }
+  | { kind: "scalegroup"; type: "put" | "delete"; scaleGroup: ScaleGroup; previous: ScaleGroup | undefined; revision: number };
 
 /**
  * The controller's watch-fed view of hosts and VMs (like a Kubernetes informer cache), with the
@@ -48,6 +49,8 @@ export class ClusterState {
   readonly images: Informer<Image>;
   /** Data volumes, keyed by volume name. */
   readonly volumes: Informer<Volume>;
+  /** Scale groups, keyed by name. */
+  readonly scaleGroups: Informer<ScaleGroup>;
   private readonly volumeByKey = new Map<string, Volume>();
   private readonly volumeById = new Map<string, Volume>();
   /** host id → volume name → the volumes bound to the host (deleting ones included). */
@@ -77,6 +80,12 @@ export class ClusterState {
     this.migrations = new Informer(store, Keys.migrations, (kv: KeyValue) => decodeMigration(kv.value));
     this.images = new Informer(store, Keys.images, (kv: KeyValue) => decodeImage(kv.value));
     this.volumes = new Informer(store, Keys.volumes, (kv: KeyValue) => decodeVolume(kv.value));
+    this.scaleGroups = new Informer(store, Keys.scaleGroups, (kv: KeyValue) => decodeScaleGroup(kv.value));
+    this.scaleGroups.subscribe((e) => {
+      const previous = e.type === "put" ? e.previous : e.value;
+      const scaleGroup = e.value;
+      if (scaleGroup) this.emit({ kind: "scalegroup", type: e.type, scaleGroup, previous, revision: e.revision });
+    });
     this.images.subscribe((e) => {
       const previous = e.type === "put" ? e.previous : e.value;
       const image = e.value;
@@ -114,11 +123,11 @@ export class ClusterState {
 
   /** Lists and starts watching both kinds; resolves once the cache holds a consistent view. */
   async start(): Promise<void> {
-    await Promise.all([this.vms.start(), this.hosts.start(), this.groups.start(), this.config.start(), this.migrations.start(), this.images.start(), this.volumes.start()]);
+    await Promise.all([this.vms.start(), this.hosts.start(), this.groups.start(), this.config.start(), this.migrations.start(), this.images.start(), this.volumes.start(), this.scaleGroups.start()]);
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.vms.stop(), this.hosts.stop(), this.groups.stop(), this.config.stop(), this.migrations.stop(), this.images.stop(), this.volumes.stop()]);
+    await Promise.all([this.vms.stop(), this.hosts.stop(), this.groups.stop(), this.config.stop(), this.migrations.stop(), this.images.stop(), this.volumes.stop(), this.scaleGroups.stop()]);
   }
 
   subscribe(listener: (change: StateChange) => void): () => void {
@@ -204,6 +213,14 @@ export class ClusterState {
 
   imageKv(name: string): KeyValue | undefined {
     return this.images.getKv(Keys.image(name));
+  }
+
+  scaleGroup(name: string): ScaleGroup | undefined {
+    return this.scaleGroups.get(Keys.scaleGroup(name));
+  }
+
+  allScaleGroups(): ScaleGroup[] {
+    return this.scaleGroups.values();
   }
 
   allImages(): Image[] {

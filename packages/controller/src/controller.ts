@@ -24,6 +24,7 @@ import { Keys } from "./keys.js";
 import type { ResolvedControllerOptions } from "./options.js";
 import { Placer } from "./placement.js";
 import { Reconciler } from "./reconciler.js";
+import { ScaleGroupManager } from "./scale-group-manager.js";
 import { VolumeManager } from "./volume-manager.js";
 
 interface Leading extends LeadingDeps {
@@ -319,7 +320,8 @@ export class Controller {
       now: () => Date.now(),
     });
     const rebalancer = new Rebalancer({ state: this.state, sessions: this.sessions, placer: this.placer, migrations, log: this.log, now: () => Date.now() });
-    this.leading = { leadership, writer, reconciler, hosts, migrations, rebalancer, volumes, identity, fenceTimeoutMs: o.fenceTimeoutMs };
+    const scaleGroups = new ScaleGroupManager({ store: this.store, state: this.state, sessions: this.sessions, writer, placer: this.placer, log: this.log, now: () => Date.now() });
+    this.leading = { leadership, writer, reconciler, hosts, migrations, rebalancer, volumes, scaleGroups, identity, fenceTimeoutMs: o.fenceTimeoutMs };
     this.log.info({ epoch: identity.epoch, clusterId: identity.id, era: identity.cluster.era || undefined }, "elected leader");
     this.health.leading(true);
     // The leader alone writes the VM events to its log (followers keep the same events): one line
@@ -344,7 +346,7 @@ export class Controller {
         if (c.previous) reconciler.markDirty(c.previous.hostId);
         return;
       }
-      if (c.kind === "image") return;
+      if (c.kind === "image" || c.kind === "scalegroup") return;
       reconciler.markDirty(c.vm.hostId);
       if (c.previous && c.previous.hostId !== c.vm.hostId) reconciler.markDirty(c.previous.hostId);
     });
@@ -378,6 +380,7 @@ export class Controller {
     const leading = this.leading;
     this.leading = undefined;
     leading?.rebalancer.stop();
+    leading?.scaleGroups.stop();
     await leading?.migrations.stop();
     await leading?.hosts.stop();
     await leading?.reconciler.stop();

@@ -73,6 +73,10 @@ function recordChangeOf(change: StateChange): RecordChange | undefined {
       return change.type === "put"
         ? { kind: "migration", before: change.previous, after: change.migration, revision }
         : { kind: "migration", before: change.migration, after: undefined, revision };
+    case "scalegroup":
+      return change.type === "put"
+        ? { kind: "scalegroup", before: change.previous, after: change.scaleGroup, revision }
+        : { kind: "scalegroup", before: change.scaleGroup, after: undefined, revision };
     case "image":
     case "volume":
       return undefined;

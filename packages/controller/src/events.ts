@@ -9,6 +9,7 @@ import {
   type ClusterEvent,
   type Host,
   type Migration,
+  type ScaleGroup,
   type Vm,
 } from "@berth/api";
 import { formatResources, normalHostState } from "@berth/core";
@@ -21,7 +22,8 @@ import { NOT_RELOCATED_WITH_VOLUMES } from "./failover.js";
 export type RecordChange =
   | { kind: "vm"; before: Vm | undefined; after: Vm | undefined; revision: number }
   | { kind: "host"; before: Host | undefined; after: Host | undefined; revision: number }
-  | { kind: "migration"; before: Migration | undefined; after: Migration | undefined; revision: number };
+  | { kind: "migration"; before: Migration | undefined; after: Migration | undefined; revision: number }
+  | { kind: "scalegroup"; before: ScaleGroup | undefined; after: ScaleGroup | undefined; revision: number };
 
 /**
  * The cluster events one record change means, in the order they happened (pure: no clock, no
@@ -40,7 +42,29 @@ export function eventsOf(change: RecordChange, nowMs: number): ClusterEvent[] {
       return hostEvents(change.before, change.after).map((e) => stamp(e, "host", change.revision, nowMs));
     case "migration":
       return migrationEvents(change.before, change.after).map((e) => stamp(e, "migration", change.revision, nowMs));
+    case "scalegroup":
+      return scaleGroupEvents(change.before, change.after).map((e) => stamp(e, "scalegroup", change.revision, nowMs));
   }
+}
+
+/**
+ * A scale group's events: ScaleGroupCreated, each decision recorded since the record before (by
+ * its seq: a decision is told once, whatever else the rewrite changed) under its own reason
+ * (ScaledOut, ScaledIn, SizeBounded) with its message, and ScaleGroupDeleted when the record goes.
+ */
+function scaleGroupEvents(before: ScaleGroup | undefined, after: ScaleGroup | undefined): Draft[] {
+  if (!after) return before ? [{ reason: "ScaleGroupDeleted", objectName: before.name, hostId: "", message: `scale group deleted (${before.members.length} members left)` }] : [];
+  const out: Draft[] = [];
+  if (!before) {
+    out.push({ reason: "ScaleGroupCreated", objectName: after.name, hostId: "", message: `scale group created: ${after.minSize}..${after.maxSize} VMs at ${Math.round((after.policy?.targetCpu ?? 0) * 100)}% CPU` });
+  }
+  const seen = before?.decisionCount ?? 0;
+  for (const d of after.decisions) {
+    if (d.seq <= seen) continue;
+    out.push({ reason: d.reason, objectName: after.name, hostId: "", message: `${d.fromSize} → ${d.toSize}: ${d.message}` });
+  }
+  if (before && !before.deleting && after.deleting) out.push({ reason: "ScaleGroupDeleting", objectName: after.name, hostId: "", message: `deleting the group and its ${after.members.length} VMs` });
+  return out;
 }
 
 type Draft = Pick<ClusterEvent, "reason" | "objectName" | "hostId" | "message"> & { warning?: boolean };

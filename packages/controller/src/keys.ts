@@ -1,4 +1,4 @@
-import { ClusterConfig, Group, Host, Image, Migration, Vm, Volume } from "@berth/api";
+import { ClusterConfig, Group, Host, Image, Migration, ScaleGroup, Vm, Volume } from "@berth/api";
 
 /** Where Berth keeps its state in the store. One prefix per kind; values are protobuf bytes. */
 export const Keys = {
@@ -23,6 +23,9 @@ export const Keys = {
   /** Data volumes, keyed by volume name. */
   volumes: "/berth/v1/volumes/",
   volume: (name: string): string => `/berth/v1/volumes/${name}`,
+  /** Scale groups, keyed by group name (their members are VM records named <group>-<index>). */
+  scaleGroups: "/berth/v1/scalegroups/",
+  scaleGroup: (name: string): string => `/berth/v1/scalegroups/${name}`,
 } as const;
 
 export const encodeVm = (vm: Vm): Uint8Array => Vm.encode(vm).finish();
@@ -39,3 +42,5 @@ export const encodeImage = (image: Image): Uint8Array => Image.encode(image).fin
 export const decodeImage = (bytes: Uint8Array): Image => Image.decode(bytes);
 export const encodeVolume = (volume: Volume): Uint8Array => Volume.encode(volume).finish();
 export const decodeVolume = (bytes: Uint8Array): Volume => Volume.decode(bytes);
+export const encodeScaleGroup = (group: ScaleGroup): Uint8Array => ScaleGroup.encode(group).finish();
+export const decodeScaleGroup = (bytes: Uint8Array): ScaleGroup => ScaleGroup.decode(bytes);

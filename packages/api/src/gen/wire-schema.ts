@@ -788,6 +788,7 @@ export const wireMessages: Readonly<Record<string, Readonly<Record<number, WireF
     4: { name: "cpu_utilization", type: "double" },
     5: { name: "creating", type: "uint32" },
     6: { name: "removing", type: "uint32" },
+    7: { name: "last_error", type: "string" },
   },
   "berth.v1.ScaleMember": {
     1: { name: "name", type: "string" },

@@ -225,6 +225,8 @@ export interface ScaleGroupInfo {
    */
   creating: number;
   removing: number;
+  /** Why the last create of a member failed (no host fits, the name is taken...), while it is retried. */
+  lastError: string;
 }
 
 function createBaseScalePolicy(): ScalePolicy {
@@ -1398,7 +1400,7 @@ export const ScaleGroup: MessageFns<ScaleGroup> = {
 };
 
 function createBaseScaleGroupInfo(): ScaleGroupInfo {
-  return { group: undefined, running: 0, warm: 0, cpuUtilization: 0, creating: 0, removing: 0 };
+  return { group: undefined, running: 0, warm: 0, cpuUtilization: 0, creating: 0, removing: 0, lastError: "" };
 }
 
 export const ScaleGroupInfo: MessageFns<ScaleGroupInfo> = {
@@ -1420,6 +1422,9 @@ export const ScaleGroupInfo: MessageFns<ScaleGroupInfo> = {
     }
     if (message.removing !== 0) {
       writer.uint32(48).uint32(message.removing);
+    }
+    if (message.lastError !== "") {
+      writer.uint32(58).string(message.lastError);
     }
     return writer;
   },
@@ -1485,6 +1490,14 @@ export const ScaleGroupInfo: MessageFns<ScaleGroupInfo> = {
             message.removing = reader.uint32();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.lastError = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1509,6 +1522,11 @@ export const ScaleGroupInfo: MessageFns<ScaleGroupInfo> = {
         : 0,
       creating: isSet(object.creating) ? globalThis.Number(object.creating) : 0,
       removing: isSet(object.removing) ? globalThis.Number(object.removing) : 0,
+      lastError: isSet(object.lastError)
+        ? globalThis.String(object.lastError)
+        : isSet(object.last_error)
+        ? globalThis.String(object.last_error)
+        : "",
     };
   },
 
@@ -1532,6 +1550,9 @@ export const ScaleGroupInfo: MessageFns<ScaleGroupInfo> = {
     if (message.removing !== 0) {
       obj.removing = Math.round(message.removing);
     }
+    if (message.lastError !== "") {
+      obj.lastError = message.lastError;
+    }
     return obj;
   },
 
@@ -1548,6 +1569,7 @@ export const ScaleGroupInfo: MessageFns<ScaleGroupInfo> = {
     message.cpuUtilization = object.cpuUtilization ?? 0;
     message.creating = object.creating ?? 0;
     message.removing = object.removing ?? 0;
+    message.lastError = object.lastError ?? "";
     return message;
   },
 };
