@@ -92,6 +92,16 @@ import {
   type ListImagesResponse,
   type ListVolumesRequest,
   type ListVolumesResponse,
+  type CreateScaleGroupRequest,
+  type CreateScaleGroupResponse,
+  type DeleteScaleGroupRequest,
+  type DeleteScaleGroupResponse,
+  type GetScaleGroupRequest,
+  type GetScaleGroupResponse,
+  type ListScaleGroupsRequest,
+  type ListScaleGroupsResponse,
+  type UpdateScaleGroupRequest,
+  type UpdateScaleGroupResponse,
 } from "@berth/api";
 import { BerthError, channelCredentialsOf, ErrorCode, ERROR_CODE_METADATA_KEY, deadlineIn, fromGrpcError, grpcClientOptions, ReloadingTlsIdentity, type TlsFiles } from "@berth/core";
 
@@ -466,6 +476,29 @@ export class ControllerClient {
   /** Detaches a volume from its VM; the volume and its data stay. */
   detachVolume(request: DetachVolumeRequest, overrides?: CallOverrides): Promise<DetachVolumeResponse> {
     return this.#invoke<DetachVolumeResponse>((c, m, o, cb) => c.detachVolume(request, m, o, cb), overrides);
+  }
+
+  /** Records a scale group; the leader's autoscaler starts it at `min_size`. */
+  createScaleGroup(request: CreateScaleGroupRequest, overrides?: CallOverrides): Promise<CreateScaleGroupResponse> {
+    return this.#invoke<CreateScaleGroupResponse>((c, m, o, cb) => c.createScaleGroup(request, m, o, cb), overrides);
+  }
+
+  listScaleGroups(request: ListScaleGroupsRequest, overrides?: CallOverrides): Promise<ListScaleGroupsResponse> {
+    return this.#invoke<ListScaleGroupsResponse>((c, m, o, cb) => c.listScaleGroups(request, m, o, cb), overrides, true);
+  }
+
+  getScaleGroup(request: GetScaleGroupRequest, overrides?: CallOverrides): Promise<GetScaleGroupResponse> {
+    return this.#invoke<GetScaleGroupResponse>((c, m, o, cb) => c.getScaleGroup(request, m, o, cb), overrides, true);
+  }
+
+  /** Changes only what the request sets: bounds, policy fields, protected members. */
+  updateScaleGroup(request: UpdateScaleGroupRequest, overrides?: CallOverrides): Promise<UpdateScaleGroupResponse> {
+    return this.#invoke<UpdateScaleGroupResponse>((c, m, o, cb) => c.updateScaleGroup(request, m, o, cb), overrides);
+  }
+
+  /** Refused (FAILED_PRECONDITION) while the group has members, unless `delete_vms`. */
+  deleteScaleGroup(request: DeleteScaleGroupRequest, overrides?: CallOverrides): Promise<DeleteScaleGroupResponse> {
+    return this.#invoke<DeleteScaleGroupResponse>((c, m, o, cb) => c.deleteScaleGroup(request, m, o, cb), overrides);
   }
 
   /**
