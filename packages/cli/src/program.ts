@@ -13,6 +13,7 @@ import { registerImageCommands } from "./commands/image.js";
 import { registerMigrationCommands } from "./commands/migration.js";
 import { registerPlanCommand } from "./commands/plan.js";
 import { registerRebalanceCommands } from "./commands/rebalance.js";
+import { registerScaleGroupCommands } from "./commands/scalegroup.js";
 import { registerVmCommands } from "./commands/vm.js";
 import { registerVolumeCommands } from "./commands/volume.js";
 import { CliContext, processIo, type Io } from "./context.js";
@@ -85,6 +86,7 @@ ${EXIT_CODES_HELP}`,
   registerGroupCommands(program, ctx);
   registerImageCommands(program, ctx);
   registerVolumeCommands(program, ctx);
+  registerScaleGroupCommands(program, ctx);
   registerHostCommands(program, ctx);
   registerMigrationCommands(program, ctx);
   registerRebalanceCommands(program, ctx);
