@@ -11,23 +11,24 @@ const EXIT_CODES_SEE = "Exit codes: see berth --help.";
 
 /** What `--for KIND/NAME` keeps. */
 export interface EventFilter {
-  kind?: "vm" | "host" | "migration";
+  kind?: "vm" | "host" | "migration" | "scalegroup";
   name?: string;
   warningsOnly: boolean;
 }
 
-/** Parses `--for vm/NAME|host/NAME|migration/NAME`; a usage error naming the flag otherwise. */
+/** Parses `--for vm/NAME|host/NAME|migration/NAME|scalegroup/NAME`; a usage error naming the flag otherwise. */
 export function parseEventFor(text: string | undefined): Pick<EventFilter, "kind" | "name"> {
   if (text === undefined) return {};
-  const m = /^(vm|host|migration)\/(.+)$/.exec(text.trim());
-  if (!m) throw usageError(`--for: expected vm/NAME, host/NAME or migration/NAME (got '${text}')`);
+  const m = /^(vm|host|migration|scalegroup)\/(.+)$/.exec(text.trim());
+  if (!m) throw usageError(`--for: expected vm/NAME, host/NAME or migration/NAME, or scalegroup/NAME for a scale group's decisions (got '${text}')`);
   return { kind: m[1] as EventFilter["kind"], name: m[2] as string };
 }
 
 /**
  * Whether `filter` keeps `e`. `vm/NAME` keeps the VM's events and its migrations' (a migration is
  * named by its VM); `host/NAME` keeps the host's own events and every event that happened on it
- * (a VM placed there, a migration leaving it).
+ * (a VM placed there, a migration leaving it); `migration/NAME` and `scalegroup/NAME` keep that
+ * object's own events.
  */
 export function keepsEvent(filter: EventFilter, e: ClusterEvent): boolean {
   if (filter.warningsOnly && e.severity !== EventSeverity.EVENT_SEVERITY_WARNING) return false;
@@ -39,7 +40,10 @@ export function keepsEvent(filter: EventFilter, e: ClusterEvent): boolean {
     case "host":
       return (e.objectKind === "host" && e.objectName === filter.name) || e.hostId === filter.name;
     case "migration":
-      return e.objectKind === "migration" && e.objectName === filter.name;
+    case "scalegroup":
+      // The object's own events: a scale group's are its decisions (ScaledOut, ScaledIn,
+      // SizeBounded) and its life (created, deleting, deleted).
+      return e.objectKind === filter.kind && e.objectName === filter.name;
   }
 }
 
@@ -117,9 +121,9 @@ const eventsOfStream = (events: readonly WatchEventsResponse[]): ClusterEvent[] 
 export function registerEventsCommand(program: Command, ctx: CliContext): void {
   program
     .command("events")
-    .description("Show what happened in the cluster, oldest first: VMs placed, started, failed; hosts gone silent; migrations")
+    .description("Show what happened in the cluster, oldest first: VMs placed, started, failed; hosts gone silent; migrations; scale decisions")
     .option("-f, --follow", "after the recent events, print each new one until Ctrl-C")
-    .option("--for <kind/name>", "only the events of vm/NAME (with its migrations'), host/NAME (with what happened on it) or migration/NAME")
+    .option("--for <kind/name>", "only the events of vm/NAME (with its migrations'), host/NAME (with what happened on it), migration/NAME or scalegroup/NAME (its scaling decisions)")
     .option("--warnings", "only the events of type Warning (failures, silent hosts, failed migrations)")
     .addHelpText(
       "after",
@@ -127,8 +131,10 @@ export function registerEventsCommand(program: Command, ctx: CliContext): void {
 Events are derived by the controller from the changes it sees, kept in its memory (the most
 recent 2,000), and not replayed after it restarts: a controller knows only what happened since
 it started. The table: AGE, TYPE (Normal, or Warning for what needs a look), REASON (a stable
-CamelCase word: VmPlaced, VmRunning, VmFailed, HostSuspect, HostFenced, MigrationSucceeded...),
-OBJECT (vm/NAME, host/ID, migration/VM) and MESSAGE; -o wide adds HOST, REVISION and TIME.
+CamelCase word: VmPlaced, VmRunning, VmFailed, HostSuspect, HostFenced, MigrationSucceeded,
+ScaledOut, ScaledIn, SizeBounded...), OBJECT (vm/NAME, host/ID, migration/VM, scalegroup/NAME)
+and MESSAGE (a scale decision's: from → to, then what was measured and which rule or limit gave
+the size); -o wide adds HOST, REVISION and TIME.
 -o json / -o yaml: the events as an array; with --follow, -o json prints one JSON object a line.
 
 Any controller answers, followers too (each keeps its own log). --follow keeps the stream open;
@@ -139,6 +145,7 @@ ${EXIT_CODES_SEE}
 Examples:
   berth events
   berth events --for vm/web-1
+  berth events --for scalegroup/web --follow
   berth events --warnings --follow
   berth events -f -o json | jq -r .reason`,
     )
