@@ -122,7 +122,7 @@ export function templateText(spec: VmSpec | undefined): string {
 const sizeText = (g: ScaleGroup | undefined): string => `${g?.members.length ?? 0}${g?.deleting ? " (deleting)" : ""}`;
 
 /** The live figures of a ScaleGroupInfo; absent for a group as written (create, set). */
-type Live = Pick<ScaleGroupInfo, "running" | "warm" | "cpuUtilization" | "creating" | "removing">;
+type Live = Pick<ScaleGroupInfo, "running" | "warm" | "cpuUtilization" | "creating" | "removing" | "lastError">;
 
 const liveOf = (info: ScaleGroupInfo): Live => info;
 
@@ -246,7 +246,8 @@ export function forecastText(f: LoadForecast | undefined): string {
 /**
  * The `scalegroup show` detail: the group's bounds and size, CPU against the target, the
  * template, the placement group, the policy (each unset field with its default), what it learnt,
- * then its members (with warm-up and protection) and its latest decisions with their inputs.
+ * why its last member create failed (while retried), then its members (with warm-up and
+ * protection) and its latest decisions with their inputs.
  * `live` absent (a group as written): no live figures.
  */
 export function scaleGroupDetail(group: ScaleGroup, live: Live | undefined, nowMs: number, wide = false): string {
@@ -275,6 +276,7 @@ export function scaleGroupDetail(group: ScaleGroup, live: Live | undefined, nowM
     ["Generation", String(group.generation)],
     ["Created", group.createdAtMs > 0 ? `${formatAge(group.createdAtMs, nowMs)} ago (${isoTime(group.createdAtMs)})` : "-"],
   ];
+  if (live?.lastError) fields.push(["Last error", `${live.lastError} (creating a member; retried)`]);
   if (group.deleting) fields.push(["Deleting", "yes: its VMs are being deleted; the record goes with the last of them"]);
   let text = renderFields(fields);
   text += `\nMembers (${group.members.length}):\n`;

@@ -108,10 +108,12 @@ describe("berth scalegroup create", () => {
   it("reads 60%, 60 and 0.6 as the same target; a --group in the template is the placement group", async () => {
     expect([parseTargetCpu("60%"), parseTargetCpu("60"), parseTargetCpu("0.6"), parseTargetCpu(" 100 % "), parseTargetCpu("1")]).toEqual([0.6, 0.6, 0.6, 1, 1]);
     const s = await stub({ createScaleGroup: creating });
-    const same = await berth(s, ["scalegroup", "create", "web", "--template", "--vcpus 1 --memory 512 --disk 5 --group web-spread", "--min", "1", "--max", "3", "--target-cpu", "0.6", "--placement-group", "web-spread"]);
+    const same = await berth(s, ["scalegroup", "create", "web", "--template", "--vcpus 1 --memory 512 --disk 5 --group web-spread", "--min", "0", "--max", "3", "--target-cpu", "0.6", "--placement-group", "web-spread"]);
     expect(same.code).toBe(ExitCode.Ok);
     const sent = s.requests("createScaleGroup")[0]?.group;
     expect(sent?.template?.group).toBe("web-spread");
+    // A group may rest at 0 members (the controller's bounds: 0 ≤ min ≤ max, max ≥ 1).
+    expect(sent?.minSize).toBe(0);
     expect(sent?.policy?.targetCpu).toBe(0.6);
     // Without --ssh-key / --user-data there is no seed.
     expect(sent?.template?.cloudInit).toBeUndefined();
@@ -138,7 +140,8 @@ describe("berth scalegroup create", () => {
     ["a duration without a unit", ["--warmup", "180"], /^error: --warmup: '180' needs a unit/],
     ["a window too long", ["--scale-down-window", "2h"], /^error: --scale-down-window: must be at most 1 hour/],
     ["an interval too short", ["--interval", "100ms"], /^error: --interval: at least 1s/],
-    ["a tolerance of 1", ["--tolerance", "1"], /^error: --tolerance: must be more than 0 and less than 1/],
+    ["a tolerance above 0.5", ["--tolerance", "60%"], /^error: --tolerance: must be more than 0 and at most 0.5 \(got 60%\)/],
+    ["an interval too long", ["--interval", "15m"], /^error: --interval: must be at most 10 minutes/],
     ["a zero step", ["--scale-up-max-vms", "0"], /^error: --scale-up-max-vms: must be from 1 to 1000/],
     ["an unknown scale-in order", ["--scale-in-order", "random"], /^error: option '--scale-in-order <order>' argument 'random' is invalid/],
   ])("refuses %s with exit 2 naming the flag, and sends nothing", async (_what, flags, message) => {
@@ -270,7 +273,7 @@ describe("berth scalegroup show", () => {
     ],
     forecast: { periodMs: 86_400_000, bucketMs: 300_000, cores: [1.5, 0, 3.2, 0], periods: [2, 0, 1, 0] },
   });
-  const shown = info(decided, { running: 4, warm: 3, cpuUtilization: 0.55, creating: 0, removing: 1 });
+  const shown = info(decided, { running: 4, warm: 3, cpuUtilization: 0.55, creating: 0, removing: 1, lastError: "RESOURCE_EXHAUSTED: no host fits web-5" });
 
   it("prints the group, its members with warm-up and protection, and each decision with its inputs", async () => {
     const s = await stub({ getScaleGroup: () => ({ group: shown }) });
@@ -287,6 +290,7 @@ describe("berth scalegroup show", () => {
     expect(r.out).toContain("Scale-up step:      max(100%, 4 VMs) per 15s (default)\n");
     expect(r.out).toContain("Forecast:           2 of 4 buckets of 5m learnt (a period of 24h, up to 2 periods each); peak 3.2 cores at +10m into the period\n");
     expect(r.out).toContain("Protected:          web-1\n");
+    expect(r.out).toContain("Last error:         RESOURCE_EXHAUSTED: no host fits web-5 (creating a member; retried)\n");
     // Members: the newest (30 s ago) still warming up for 2m30s; web-1 protected.
     expect(r.out).toMatch(/Members \(4\):\n {2}NAME\s+INDEX\s+ADDED\s+WARM-UP\s+PROTECTED\n {2}web-1\s+1\s+3m30s\s+done\s+yes\n/);
     expect(r.out).toMatch(/ {2}web-4\s+4\s+30s\s+2m30s left\s+-\n/);
@@ -366,7 +370,8 @@ describe("berth scalegroup set", () => {
   it.each([
     ["nothing to change", [], /^error: nothing to change: give --min, --max/],
     ["--min above --max", ["--min", "5", "--max", "2"], /^error: --min: 5 is more than --max 2/],
-    ["--min 0", ["--min", "0"], /^error: --min: must be from 1 to 1000 \(got 0\)/],
+    ["--max 0", ["--max", "0"], /^error: --max: must be from 1 to 1000 \(got 0\)/],
+    ["a negative --min", ["--min", "-1"], /^error: --min: '-1' is not a whole number/],
     ["a target of 150%", ["--target-cpu", "150%"], /^error: --target-cpu: at most 100%/],
     ["the same VM protected and not", ["--protect", "web-1", "--unprotect", "web-1"], /^error: --unprotect: web-1 is also given to --protect/],
     ["a bad VM name", ["--protect", "Web_1"], /^error: --protect: /],

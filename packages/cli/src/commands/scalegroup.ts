@@ -46,17 +46,20 @@ export function parseTargetCpu(text: string, flag = "--target-cpu"): number {
   return fraction;
 }
 
-/** `--tolerance`: a fraction (`0.1`) or a percentage with its sign (`10%`), more than 0 and less than 1. */
+/** The largest `--tolerance`: beyond ±50 % of the target the rule would hardly ever act. */
+export const MAX_TOLERANCE = 0.5;
+
+/** `--tolerance`: a fraction (`0.1`) or a percentage with its sign (`10%`), more than 0 and at most {@link MAX_TOLERANCE}. */
 export function parseTolerance(text: string, flag = "--tolerance"): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$/.exec(text);
   if (!m) throw usageError(`${flag}: '${text}' is not a fraction (e.g. 0.1 or 10%)`);
   const value = m[2] === "%" ? Number(m[1]) / 100 : Number(m[1]);
-  if (!(value > 0 && value < 1)) throw usageError(`${flag}: must be more than 0 and less than 1 (got ${text.trim()})`);
+  if (!(value > 0 && value <= MAX_TOLERANCE)) throw usageError(`${flag}: must be more than 0 and at most ${MAX_TOLERANCE} (got ${text.trim()})`);
   return value;
 }
 
-/** A duration flag of the policy: {@link parseDurationMs}, at least `minMs`. */
-function parsePolicyDuration(text: string, flag: string, minMs: number, maxMs: number): number {
+/** A duration flag of the policy: {@link parseDurationMs}, at least `minMs` (a duration is more than 0 anyway). */
+function parsePolicyDuration(text: string, flag: string, maxMs: number, minMs = 1): number {
   const ms = parseDurationMs(text, flag, maxMs);
   if (ms < minMs) throw usageError(`${flag}: at least ${minMs / 1000}s (got ${text.trim()})`);
   return ms;
@@ -240,12 +243,13 @@ export function policyFromFlags(flags: PolicyFlags): { policy: ScalePolicy; give
   };
   if (flags.targetCpu !== undefined) set("targetCpu", parseTargetCpu(flags.targetCpu));
   if (flags.tolerance !== undefined) set("tolerance", parseTolerance(flags.tolerance));
-  if (flags.warmup !== undefined) set("warmupMs", parsePolicyDuration(flags.warmup, "--warmup", 1000, HOUR_MS));
-  if (flags.scaleDownWindow !== undefined) set("scaleDownWindowMs", parsePolicyDuration(flags.scaleDownWindow, "--scale-down-window", 1000, HOUR_MS));
+  if (flags.warmup !== undefined) set("warmupMs", parsePolicyDuration(flags.warmup, "--warmup", HOUR_MS));
+  if (flags.scaleDownWindow !== undefined) set("scaleDownWindowMs", parsePolicyDuration(flags.scaleDownWindow, "--scale-down-window", HOUR_MS));
   if (flags.scaleUpMaxVms !== undefined) set("scaleUpMaxVms", parseInteger(flags.scaleUpMaxVms, "--scale-up-max-vms", 1, MAX_SCALE_GROUP_SIZE));
   if (flags.scaleUpMaxPercent !== undefined) set("scaleUpMaxPercent", parseInteger(flags.scaleUpMaxPercent, "--scale-up-max-percent", 1, 1000));
-  if (flags.scaleUpPeriod !== undefined) set("scaleUpPeriodMs", parsePolicyDuration(flags.scaleUpPeriod, "--scale-up-period", 1000, 30 * MINUTE_MS));
-  if (flags.interval !== undefined) set("intervalMs", parsePolicyDuration(flags.interval, "--interval", 1000, HOUR_MS));
+  if (flags.scaleUpPeriod !== undefined) set("scaleUpPeriodMs", parsePolicyDuration(flags.scaleUpPeriod, "--scale-up-period", HOUR_MS));
+  // The autoscaler reads every group's load each interval: not more often than each second.
+  if (flags.interval !== undefined) set("intervalMs", parsePolicyDuration(flags.interval, "--interval", 10 * MINUTE_MS, 1000));
   // Commander checks the choices; an unknown value cannot reach here.
   if (flags.scaleInOrder !== undefined) set("scaleInOrder", SCALE_IN_ORDER_OF_FLAG[flags.scaleInOrder] ?? SCALE_POLICY_DEFAULTS.scaleInOrder);
   if (flags.prediction !== undefined) set("prediction", flags.prediction ? ScalePrediction.SCALE_PREDICTION_ON : ScalePrediction.SCALE_PREDICTION_OFF);
@@ -256,13 +260,13 @@ export function policyFromFlags(flags: PolicyFlags): { policy: ScalePolicy; give
 function addPolicyOptions(cmd: Command): Command {
   const d = SCALE_POLICY_DEFAULTS;
   return cmd
-    .option("--tolerance <fraction>", `no change while CPU / target is within 1 ± this: 0.1 or 10% (default: ${d.tolerance})`)
-    .option("--warmup <duration>", `a new member's CPU is not counted for this long after it is added: 3m, 90s (default: ${d.warmupMs / MINUTE_MS}m)`)
-    .option("--scale-down-window <duration>", `a scale-in takes the highest size asked for within this window (default: ${d.scaleDownWindowMs / MINUTE_MS}m)`)
+    .option("--tolerance <fraction>", `no change while CPU / target is within 1 ± this: 0.1 or 10%, at most ${MAX_TOLERANCE} (default: ${d.tolerance})`)
+    .option("--warmup <duration>", `a new member's CPU is not counted for this long after it is added: 3m, 90s; at most 1h (default: ${d.warmupMs / MINUTE_MS}m)`)
+    .option("--scale-down-window <duration>", `a scale-in takes the highest size asked for within this window; at most 1h (default: ${d.scaleDownWindowMs / MINUTE_MS}m)`)
     .option("--scale-up-max-vms <n>", `a scale-out adds at most max(this, --scale-up-max-percent) per --scale-up-period (default: ${d.scaleUpMaxVms})`)
-    .option("--scale-up-max-percent <n>", `...or this percentage of the size (default: ${d.scaleUpMaxPercent})`)
-    .option("--scale-up-period <duration>", `the period of the scale-up limit (default: ${d.scaleUpPeriodMs / 1000}s)`)
-    .option("--interval <duration>", `how often the autoscaler decides (default: ${d.intervalMs / 1000}s)`)
+    .option("--scale-up-max-percent <n>", `...or this percentage of the size, 1-1000 (default: ${d.scaleUpMaxPercent})`)
+    .option("--scale-up-period <duration>", `the period of the scale-up limit; at most 1h (default: ${d.scaleUpPeriodMs / 1000}s)`)
+    .option("--interval <duration>", `how often the autoscaler decides: 1s to 10m (default: ${d.intervalMs / 1000}s)`)
     .addOption(new Option("--scale-in-order <order>", "which members a scale-in removes first (default: oldest-first)").choices(Object.keys(SCALE_IN_ORDER_OF_FLAG)))
     .option("--prediction", "also scale ahead of the daily load learnt from earlier days (the default)")
     .option("--no-prediction", "the reactive rule alone (Kubernetes HPA's)");
@@ -309,7 +313,7 @@ Examples:
       .description("Create a scale group: --min VMs from --template at once, then as many as the load asks, within --min and --max")
       .argument("<name>", `scale group name: 1-${MAX_SCALE_GROUP_NAME_LENGTH} lower-case letters, digits or '-', unique; members are NAME-<index>`)
       .requiredOption("--template <vm-flags>", 'the members\' spec, as the flags of berth vm create in one string: "--vcpus 2 --memory 2GiB --disk 10GiB ..."')
-      .requiredOption("--min <n>", `the fewest members (1-${MAX_SCALE_GROUP_SIZE}); the group starts with this many`)
+      .requiredOption("--min <n>", `the fewest members (0-${MAX_SCALE_GROUP_SIZE}); the group starts with this many`)
       .requiredOption("--max <n>", `the most members (--min to ${MAX_SCALE_GROUP_SIZE})`)
       .requiredOption("--target-cpu <percent>", "the average CPU of the warm members to hold: 60%, 60 or 0.6")
       .option("--placement-group <group>", "the placement group every member joins (berth group create; e.g. anti-affinity keeps them apart)"),
@@ -340,7 +344,7 @@ Examples:
     .action(async (name: string, flags: PolicyFlags & { template: string; min: string; max: string; placementGroup?: string }, cmd: Command) => {
       const g = ctx.globals(cmd);
       parseScaleGroupName(name);
-      const minSize = parseInteger(flags.min, "--min", 1, MAX_SCALE_GROUP_SIZE);
+      const minSize = parseInteger(flags.min, "--min", 0, MAX_SCALE_GROUP_SIZE);
       const maxSize = parseInteger(flags.max, "--max", 1, MAX_SCALE_GROUP_SIZE);
       if (minSize > maxSize) throw usageError(`--min: ${minSize} is more than --max ${maxSize}`);
       const { policy } = policyFromFlags(flags);
@@ -409,7 +413,7 @@ Examples:
       .command("set")
       .description("Change a scale group's bounds, target, policy or protected members; only the flags given change")
       .argument("<name>", "scale group name")
-      .option("--min <n>", `the fewest members (1-${MAX_SCALE_GROUP_SIZE})`)
+      .option("--min <n>", `the fewest members (0-${MAX_SCALE_GROUP_SIZE})`)
       .option("--max <n>", `the most members (1-${MAX_SCALE_GROUP_SIZE})`)
       .option("--target-cpu <percent>", "the average CPU of the warm members to hold: 60%, 60 or 0.6")
       .option("--protect <vm>", "a member a scale-in never removes; repeat for more", collect)
@@ -434,7 +438,7 @@ Examples:
     .action(async (name: string, flags: PolicyFlags & { min?: string; max?: string; protect?: string[]; unprotect?: string[] }, cmd: Command) => {
       const g = ctx.globals(cmd);
       parseName(name);
-      const minSize = flags.min === undefined ? undefined : parseInteger(flags.min, "--min", 1, MAX_SCALE_GROUP_SIZE);
+      const minSize = flags.min === undefined ? undefined : parseInteger(flags.min, "--min", 0, MAX_SCALE_GROUP_SIZE);
       const maxSize = flags.max === undefined ? undefined : parseInteger(flags.max, "--max", 1, MAX_SCALE_GROUP_SIZE);
       if (minSize !== undefined && maxSize !== undefined && minSize > maxSize) throw usageError(`--min: ${minSize} is more than --max ${maxSize}`);
       const { policy, given } = policyFromFlags(flags);
