@@ -18,8 +18,10 @@ import { BerthError, ErrorCode, notFound } from "@berth/core";
 import type { ServerWritableStream } from "@grpc/grpc-js";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseTargetCpu, splitShellWords } from "./commands/scalegroup.js";
+import { bashCompletion, commandTree } from "./completion.js";
+import { CliContext } from "./context.js";
 import { ExitCode } from "./exit-codes.js";
-import { run } from "./program.js";
+import { buildProgram, run } from "./program.js";
 import { recordingIo, stubPerTest, type StubCluster, type TerminalScript } from "./stub-server.testkit.js";
 
 // `berth scalegroup create|list|show|set|delete` and `berth events --for scalegroup/NAME`, against
@@ -464,5 +466,17 @@ describe("berth events --for scalegroup/NAME", () => {
       ["59s", "Normal", "ScaleGroupCreated", "scalegroup/web", "scale group created: 2..10 VMs at 60% CPU"],
       ["57s", "Normal", "ScaledOut", "scalegroup/web", "2 → 4: cpu 90% > target 60%"],
     ]);
+  });
+});
+
+describe("completion of scalegroup verbs", () => {
+  it("completes an existing group's name (scalegroup list -o name) and --protect's VM, not a new group's name", () => {
+    const program = buildProgram(new CliContext(recordingIo()));
+    const node = (path: string) => commandTree(program).find((n) => n.path === path);
+    for (const verb of ["show", "set", "delete"]) expect(node(`scalegroup ${verb}`)?.argument).toEqual({ names: "scalegroup" });
+    expect(node("scalegroup create")?.argument).toBeUndefined();
+    expect(node("scalegroup set")?.valued.get("--protect")).toEqual({ names: "vm" });
+    expect(node("scalegroup create")?.valued.get("--scale-in-order")).toEqual({ choices: ["oldest-first", "newest-first"] });
+    expect(bashCompletion(program)).toContain("_berth_names scalegroup");
   });
 });
