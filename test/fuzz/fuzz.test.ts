@@ -61,7 +61,9 @@ const MAX_REJECT_MESSAGE = 1024;
 const MAX_DETAILS = MAX_STATUS_MESSAGE_CHARS + MAX_DETAIL_REASON_BYTES + 256;
 
 /** Calls that write when they succeed. */
-const WRITES = new Set(["CreateVm", "CreateVms", "DeleteVm", "StartVm", "StopVm", "CreateGroup", "DeleteGroup", "UpdateClusterConfig", "RetryVm", "DeleteOrphan", "AdoptOrphan", "ConfirmHostDown", "MigrateVm", "AbortMigration", "CordonHost", "UncordonHost", "DrainHost", "ApplyRebalance", "CreateImage", "DeleteImage", "CreateVolume", "DeleteVolume", "AttachVolume", "DetachVolume"]);
+const WRITES = new Set(["CreateVm", "CreateVms", "DeleteVm", "StartVm", "StopVm", "CreateGroup", "DeleteGroup", "UpdateClusterConfig", "RetryVm", "DeleteOrphan", "AdoptOrphan", "ConfirmHostDown", "MigrateVm", "AbortMigration", "CordonHost", "UncordonHost", "DrainHost", "ApplyRebalance", "CreateImage", "DeleteImage", "CreateVolume", "DeleteVolume", "AttachVolume", "DetachVolume", "CreateScaleGroup", "UpdateScaleGroup", "DeleteScaleGroup"]);
+/** Calls whose `group` answer is a scale group (not a placement group). */
+const SCALE_GROUP_WRITES = new Set(["CreateScaleGroup", "UpdateScaleGroup", "DeleteScaleGroup"]);
 
 class Tally {
   messages = 0;
@@ -80,6 +82,8 @@ class Tally {
   groups = new Set<string>();
   images = new Set<string>();
   volumes = new Set<string>();
+  /** Scale groups made or changed: their records, and their members' VMs (<name>-<index>). */
+  scaleGroups = new Set<string>();
   hosts = new Set<string>();
   config = false;
   fail(c: FuzzCase, why: string, frame?: Frame): void {
@@ -154,7 +158,7 @@ async function runUnary(client: Client, t: Tally, c: UnaryCase): Promise<void> {
     ? (def.responseDeserialize(outcome.reply) as { vm?: { spec?: { name: string } }; vms?: { spec?: { name: string } }[]; group?: { name: string }; image?: { name: string }; volume?: { name: string } })
     : {};
   for (const vm of [reply.vm, ...(reply.vms ?? [])]) if (vm?.spec) t.vms.add(vm.spec.name);
-  if (reply.group) t.groups.add(reply.group.name);
+  if (reply.group) (SCALE_GROUP_WRITES.has(c.method) ? t.scaleGroups : t.groups).add(reply.group.name);
   if (reply.image) t.images.add(reply.image.name);
   if (reply.volume) t.volumes.add(reply.volume.name);
   if (c.method === "DeleteGroup") t.groups.add((def.requestDeserialize(c.bytes) as { name: string }).name);
@@ -353,7 +357,8 @@ describe("fuzzing the controller with malformed and hostile messages", () => {
     const owner = (key: string): boolean => {
       const [, kind, name] = /^\/berth\/v1\/([a-z]+)\/?(.*)$/.exec(key) ?? [];
       if (kind === "hosts") return t.hosts.has(name!);
-      if (kind === "vms" || kind === "migrations") return t.vms.has(name!);
+      if (kind === "vms" || kind === "migrations") return t.vms.has(name!) || [...t.scaleGroups].some((g) => new RegExp(`^${g}-[0-9]+$`).test(name!));
+      if (kind === "scalegroups") return t.scaleGroups.has(name!);
       if (kind === "groups") return t.groups.has(name!);
       if (kind === "images") return t.images.has(name!);
       if (kind === "volumes") return t.volumes.has(name!);
@@ -369,7 +374,7 @@ describe("fuzzing the controller with malformed and hostile messages", () => {
         `${largeCases} cases with frames over ${LARGE_FRAME / 1024} KiB last, in ${largeSeconds.toFixed(1)} s); ` +
         `statuses ${JSON.stringify(Object.fromEntries(t.codes))}; rejects ${JSON.stringify(Object.fromEntries(t.rejects))}; ` +
         `${t.acceptedWrites} accepted writing calls + ${t.welcomed} welcomed streams vs a revision delta of ${delta} (${changed.length} keys changed, ` +
-        `${t.vms.size} VMs, ${t.groups.size} groups, ${t.hosts.size} hosts, config ${t.config}); slowest answer ${t.maxLatencyMs} ms; seed ${SEED}`,
+        `${t.vms.size} VMs, ${t.groups.size} groups, ${t.scaleGroups.size} scale groups, ${t.hosts.size} hosts, config ${t.config}); slowest answer ${t.maxLatencyMs} ms; seed ${SEED}`,
     );
     expect(t.failures, `seed ${SEED}:\n${t.failures.join("\n")}`).toEqual([]);
     expect(stray.slice(0, 10), `keys written that no accepted message made (seed ${SEED})`).toEqual([]);
