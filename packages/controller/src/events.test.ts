@@ -13,6 +13,7 @@ import {
   HostState,
   Migration,
   MigrationPhase,
+  ScaleGroup,
   Vm,
   VmPhase,
   VmSpec,
@@ -27,6 +28,7 @@ import { Metadata, status } from "@grpc/grpc-js";
 import { helloFor, operatorApi, rawAgent, resultFor, startController, waitFor, type Cleanups } from "./controller.testkit.js";
 import { eventsOf } from "./events.js";
 import { NOT_RELOCATED_WITH_VOLUMES } from "./failover.js";
+import { applyDecision, initialMembers } from "./scale-groups.js";
 
 const NOW = 1_700_000_000_000;
 
@@ -321,5 +323,26 @@ describe("cluster events in process", () => {
     expect(recent.filter((e) => e.reason === "VmPlaced").map((e) => e.objectName)).toEqual(["web-2"]);
     expect(recent.filter((e) => e.reason === "HostJoined")).toEqual([]);
     expect(recent.filter((e) => e.objectName === "web-1" && e.reason === "VmRunning")).toEqual([]);
+  });
+});
+
+describe("scale group events", () => {
+  const group = (over: Partial<ScaleGroup> = {}): ScaleGroup =>
+    ScaleGroup.fromPartial({ name: "web", minSize: 2, maxSize: 4, policy: { targetCpu: 0.6 }, members: initialMembers("web", 2, NOW), nextIndex: 3, ...over });
+  const reasons = (before: ScaleGroup | undefined, after: ScaleGroup | undefined): string[] => eventsOf({ kind: "scalegroup", before, after, revision: 9 }, NOW).map((e) => `${e.reason}: ${e.message}`);
+  const decision = { decidedAtMs: 0, reason: "ScaledOut", fromSize: 2, toSize: 4, warmMembers: 2, warmingMembers: 0, cpuUtilization: 0.95, reactiveSize: 4, predictedSize: 0, predictedCores: 0, message: "cpu 95% of 2 warm VMs against 60%" };
+
+  it("tells a group's creation, each decision once with its message, and its deletion", () => {
+    const created = group();
+    expect(reasons(undefined, created)).toEqual(["ScaleGroupCreated: scale group created: 2..4 VMs at 60% CPU"]);
+    const out = applyDecision(created, decision, NOW);
+    expect(reasons(created, out)).toEqual(["ScaledOut: 2 → 4: cpu 95% of 2 warm VMs against 60%"]);
+    // A rewrite that decides nothing (a forecast learnt, protection changed) tells nothing again.
+    expect(reasons(out, { ...out, protectedMembers: ["web-1"] })).toEqual([]);
+    const deleting = { ...out, deleting: true };
+    expect(reasons(out, deleting)).toEqual(["ScaleGroupDeleting: deleting the group and its 4 VMs"]);
+    expect(reasons(deleting, undefined)).toEqual(["ScaleGroupDeleted: scale group deleted (4 members left)"]);
+    const e = eventsOf({ kind: "scalegroup", before: created, after: out, revision: 9 }, NOW)[0]!;
+    expect(e).toMatchObject({ objectKind: "scalegroup", objectName: "web", severity: EventSeverity.EVENT_SEVERITY_NORMAL, revision: 9 });
   });
 });

@@ -61,10 +61,12 @@ export interface ClusterEvent {
   severity: EventSeverity;
   /**
    * Stable and CamelCase, e.g. VmPlaced, VmRunning, VmStopped, VmFailed, VmDeleted, HostJoined,
-   * HostSuspect, HostDown, HostFenced, HostReady, HostCordoned, MigrationSucceeded.
+   * HostSuspect, HostDown, HostFenced, HostReady, HostCordoned, MigrationSucceeded; for scale groups
+   * ScaleGroupCreated, ScaledOut, ScaledIn, SizeBounded (a decision: its message has its inputs),
+   * ScaleGroupDeleting, ScaleGroupDeleted.
    */
   reason: string;
-  /** What the event is about: "vm", "host" or "migration", and its name. */
+  /** What the event is about: "vm", "host", "migration" or "scalegroup", and its name. */
   objectKind: string;
   objectName: string;
   /** The host involved, when one is. */
