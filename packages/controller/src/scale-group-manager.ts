@@ -269,14 +269,16 @@ export class ScaleGroupManager {
       return { name: m.name, addedAtMs: m.addedAtMs, vcpus: vm?.spec?.resources?.vcpus ?? group.template?.resources?.vcpus ?? 1, cpuCores: this.cpuOf(vm, group.name) };
     });
     const outcome = autoscaleStep({ now, size: group.members.length, minSize: group.minSize, maxSize: group.maxSize, members, policy, memory: mem.autoscale, forecast: group.forecast });
-    mem.autoscale = outcome.memory;
-    if (!outcome.decision && !outcome.forecastChanged) return false;
+    if (!outcome.decision && !outcome.forecastChanged) {
+      mem.autoscale = outcome.memory;
+      return false;
+    }
     let next: ScaleGroup = outcome.forecastChanged && outcome.forecast ? { ...group, forecast: outcome.forecast } : group;
     if (outcome.decision) {
       const size = group.members.length;
       const remove = outcome.size < size ? membersToRemove(group.members, group.protectedMembers, policy.scaleInOrder, size - outcome.size) : [];
+      // Every member that could go is protected: the size stays (a forecast learnt is still written).
       if (outcome.size < size && remove.length === 0) {
-        // Every member that could go is protected: nothing to decide.
         if (!outcome.forecastChanged) return false;
       } else {
         next = applyDecision(next, outcome.decision, now, remove);
@@ -287,10 +289,12 @@ export class ScaleGroupManager {
       ops: [{ type: "put", key: kv.key, value: encodeScaleGroup(next) }],
     });
     if (!result.succeeded) {
-      // The cache lagged the record (or an operator changed it): decide again from the new one.
+      // The cache lagged the record (or an operator changed it): decide again from the new one,
+      // with the memory as it was before this step (its size was not applied).
       mem.nextDecisionAt = now;
       return false;
     }
+    mem.autoscale = outcome.memory;
     const d = next.decisions[next.decisions.length - 1];
     if (next.decisionCount !== group.decisionCount && d) {
       this.deps.log.info({ scaleGroup: group.name, seq: d.seq, reason: d.reason, from: d.fromSize, to: d.toSize, cpu: d.cpuUtilization, added: d.added, removed: d.removed }, `scale group ${d.reason}: ${d.message}`);
