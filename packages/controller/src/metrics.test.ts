@@ -5,13 +5,14 @@
  * the store does not answer.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { DesiredState, Host, HostState, Migration, MigrationPhase, VmPhase, VmStatus, type Vm } from "@berth/api";
+import { DesiredState, Host, HostState, Migration, MigrationPhase, ScaleGroup, VmPhase, VmStatus, type Vm } from "@berth/api";
 import { MemoryStore, type ClusterStore } from "@berth/store";
 import { checkHealth } from "./admin-routes.js";
 import { ClusterState } from "./cluster-state.js";
-import { encodeHost, encodeMigration, encodeVm, Keys } from "./keys.js";
+import { encodeHost, encodeMigration, encodeScaleGroup, encodeVm, Keys } from "./keys.js";
 import { ControllerMetrics, storeOpOf } from "./metrics.js";
 import { Placer } from "./placement.js";
+import { initialMembers } from "./scale-groups.js";
 
 const size = { vcpus: 2, memoryMib: 2048, diskGib: 10 };
 const host = (id: string, over: Partial<Host> = {}): Host =>
@@ -56,7 +57,7 @@ describe("ControllerMetrics", () => {
     stops.push(() => metrics.close(), () => state.stop());
     const put = async (key: string, value: Uint8Array): Promise<void> => {
       const { revision } = await store.txn({ compare: [], ops: [{ type: "put", key, value }] });
-      await Promise.all([state.vms.waitForRevision(revision), state.hosts.waitForRevision(revision), state.migrations.waitForRevision(revision)]);
+      await Promise.all([state.vms.waitForRevision(revision), state.hosts.waitForRevision(revision), state.migrations.waitForRevision(revision), state.scaleGroups.waitForRevision(revision)]);
     };
     const del = async (key: string): Promise<void> => {
       const { revision } = await store.txn({ compare: [], ops: [{ type: "delete", key }] });
@@ -91,6 +92,15 @@ describe("ControllerMetrics", () => {
     expect(sample(text, "berth_vms", { phase: "FAILED" })).toBe(0);
     expect(sample(text, "berth_agent_streams")).toBe(3);
     expect(sample(text, "berth_leader")).toBe(1);
+
+    // A scale group's size and bounds, and its decisions.
+    await put(Keys.scaleGroup("web"), encodeScaleGroup(ScaleGroup.fromPartial({ name: "web", minSize: 2, maxSize: 6, members: initialMembers("web", 3, 0), decisionCount: 4 })));
+    text = await metrics.scrape();
+    expect(sample(text, "berth_scalegroup_members", { group: "web", what: "size" })).toBe(3);
+    expect(sample(text, "berth_scalegroup_members", { group: "web", what: "min" })).toBe(2);
+    expect(sample(text, "berth_scalegroup_members", { group: "web", what: "max" })).toBe(6);
+    expect(sample(text, "berth_scalegroup_decisions", { group: "web" })).toBe(4);
+    expect(storeOpOf([Keys.scaleGroup("web")])).toBe("scalegroup");
 
     await del(Keys.host("h-2"));
     text = await metrics.scrape();

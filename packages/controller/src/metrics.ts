@@ -110,7 +110,7 @@ export class ControllerMetrics implements Metrics {
   });
   readonly #storeWriteSeconds = new Histogram({
     name: "berth_store_write_duration_seconds",
-    help: "How long the leader's fenced store transactions took, by op: the kind of record the transaction writes first (vm, host, group, migration, config, cluster, other).",
+    help: "How long the leader's fenced store transactions took, by op: the kind of record the transaction writes first (vm, host, group, migration, config, cluster, scalegroup, other).",
     labelNames: ["op"] as const,
     buckets: exponentialBuckets(0.001, 2, 15),
     registers: [this.registry],
@@ -301,6 +301,30 @@ export class ControllerMetrics implements Metrics {
       },
     });
     new Gauge({
+      name: "berth_scalegroup_members",
+      help: "Members a scale group's record lists now (its decided size), and its bounds, by group and what (size, min, max).",
+      labelNames: ["group", "what"] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const g of src()?.state.allScaleGroups() ?? []) {
+          this.set({ group: g.name, what: "size" }, g.members.length);
+          this.set({ group: g.name, what: "min" }, g.minSize);
+          this.set({ group: g.name, what: "max" }, g.maxSize);
+        }
+      },
+    });
+    new Gauge({
+      name: "berth_scalegroup_decisions",
+      help: "Decisions a scale group's autoscaler (and set) made that changed its size, since the group was made (its decision count).",
+      labelNames: ["group"] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const g of src()?.state.allScaleGroups() ?? []) this.set({ group: g.name }, g.decisionCount);
+      },
+    });
+    new Gauge({
       name: "berth_agent_streams",
       help: "Agent streams (connected hosts' sessions) this controller holds now; 0 on a follower, which sends agents to the leader.",
       registers,
@@ -337,6 +361,6 @@ export function storeOpOf(keys: readonly string[]): string {
   const key = keys[0];
   if (key === undefined || !key.startsWith(Keys.root)) return "other";
   const kind = key.slice(Keys.root.length).split("/")[0] ?? "";
-  const known: Record<string, string> = { vms: "vm", hosts: "host", groups: "group", migrations: "migration", config: "config", cluster: "cluster", leader: "leader" };
+  const known: Record<string, string> = { vms: "vm", hosts: "host", groups: "group", migrations: "migration", config: "config", cluster: "cluster", leader: "leader", scalegroups: "scalegroup" };
   return known[kind] ?? "other";
 }
