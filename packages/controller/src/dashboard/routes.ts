@@ -1,6 +1,6 @@
 /**
  * The controller's web dashboard on its admin HTTP port: the page and its static files, a JSON
- * snapshot, a server-sent event stream of changes, the VM page's data, and the admin actions.
+ * snapshot, a server-sent event stream of changes, the VM and scale group pages' data, and the admin actions.
  * Everything is read from this controller's cache (ClusterState, the agent sessions, EventLog) —
  * nothing here reads etcd but the leader's address. The actions call the same code as the gRPC
  * handlers (operator-actions.ts); only an admin's verified client certificate may use them.
@@ -8,20 +8,25 @@
 import { readFileSync } from "node:fs";
 import type { ServerResponse } from "node:http";
 import { fileURLToPath } from "node:url";
-import { DrainDeadlineAction, type Host, type Resources } from "@berth/api";
+import { DrainDeadlineAction, type Host, type Resources, type ScaleGroup, type ScaleGroupInfo } from "@berth/api";
 import { BerthError, ErrorCode, httpStatusOf, invalidArgument, notFound, validateName, type AdminRequest, type AdminRoute } from "@berth/core";
 import type { ResolvedSchedulerOptions, HostSnapshot } from "@berth/scheduler";
 import type { LeadingDeps } from "../agent-service.js";
+import type { AgentSession } from "../agent-session.js";
 import type { ClusterState, StateChange } from "../cluster-state.js";
 import type { EventLog } from "../event-log.js";
 import { hostView, type LiveHost } from "../host-view.js";
 import { cordonHost, drainHost, migrateVm, uncordonHost } from "../operator-actions.js";
+import { scaleGroupInfo } from "../scale-group-manager.js";
+import { SCALE_GROUP_LABEL } from "../scale-groups.js";
 import {
   FEED_LENGTH,
   byKey,
   eventRow,
   hostRow,
   migrationRow,
+  scaleGroupDetail,
+  scaleGroupRow,
   snapshotOf,
   vmDetail,
   vmRow,
@@ -30,6 +35,7 @@ import {
   type HostInput,
   type HostRow,
   type LeaderStatus,
+  type ScaleGroupDetail,
 } from "./view.js";
 import type { ClusterEvent } from "@berth/api";
 
@@ -41,6 +47,12 @@ export interface DashboardDeps {
   placer: { snapshotOf(hostId: string): HostSnapshot | undefined; options(): ResolvedSchedulerOptions };
   /** What a host's live agent stream last said. */
   liveHost(hostId: string): LiveHost | undefined;
+  /**
+   * The agent sessions: their per-VM measured use gives a scale group's warm members and CPU now
+   * (scaleGroupInfo, as ListScaleGroups reads them). Absent: no member reads as warm, and the
+   * group's CPU as not measured.
+   */
+  sessions?: ReadonlyMap<string, AgentSession>;
   /** What this controller holds while it leads; undefined on a follower. */
   leading(): LeadingDeps | undefined;
   /** The leader's advertised address ("" when none is known). */
@@ -59,7 +71,7 @@ export interface StreamTiming {
   flushMs: number;
   /** A comment line this often keeps proxies and the browser from timing the stream out. @default 15000 */
   heartbeatMs: number;
-  /** How often the hosts' live figures (usage, hypervisor, drain) are compared with what was sent. @default 2000 */
+  /** How often the live figures (hosts' usage, hypervisor, drain; scale groups' warm members and CPU) are compared with what was sent. @default 2000 */
   refreshMs: number;
   /** A client with more than this many bytes unsent is cut off (its browser reconnects and takes a fresh snapshot). @default 8 MiB */
   maxBacklogBytes: number;
@@ -119,6 +131,13 @@ function hostInputOf(deps: DashboardDeps, host: Host): HostInput {
   };
 }
 
+const NO_SESSIONS: ReadonlyMap<string, AgentSession> = new Map();
+
+/** A scale group as ListScaleGroups answers it: its record and live figures (the last member-create error is the leader's alone). */
+function scaleGroupInfoOf(deps: DashboardDeps, group: ScaleGroup): ScaleGroupInfo {
+  return scaleGroupInfo(deps.state, deps.sessions ?? NO_SESSIONS, group, (deps.now ?? Date.now)(), deps.leading()?.scaleGroups.lastError(group.name) ?? "");
+}
+
 async function leaderStatusOf(deps: DashboardDeps): Promise<LeaderStatus> {
   const leading = deps.leading() !== undefined;
   return { controllerId: deps.controllerId, leading, leaderAddress: await deps.leaderAddress().catch(() => "") };
@@ -132,6 +151,7 @@ function snapshotNow(deps: DashboardDeps, leader: LeaderStatus): DashboardSnapsh
     hosts: deps.state.allHosts().map((h) => hostInputOf(deps, h)),
     vms: deps.state.allVms(),
     migrations: deps.state.allMigrations(),
+    scaleGroups: deps.state.allScaleGroups().map((g) => scaleGroupInfoOf(deps, g)),
     events: deps.events.recent(),
   });
 }
@@ -152,9 +172,12 @@ class StreamHub {
   private readonly dirtyHosts = new Set<string>();
   private readonly dirtyVms = new Set<string>();
   private readonly dirtyMigrations = new Set<string>();
+  private readonly dirtyScaleGroups = new Set<string>();
   private newEvents: ClusterEvent[] = [];
   /** What was last sent of each host row (JSON), so the live refresh sends only rows that changed. */
   private readonly sentHosts = new Map<string, string>();
+  /** The same for scale group rows (their warm members and CPU come from the sessions and the clock, not records). */
+  private readonly sentScaleGroups = new Map<string, string>();
   private lastLeading: boolean | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -183,6 +206,7 @@ class StreamHub {
     this.lastLeading = leader.leading;
     const snapshot = snapshotNow(this.deps, leader);
     for (const h of snapshot.hosts) this.sentHosts.set(h.id, JSON.stringify(h));
+    for (const g of snapshot.scaleGroups) this.sentScaleGroups.set(g.name, JSON.stringify(g));
     // retry: how long EventSource waits before reconnecting after the stream drops.
     this.write(client, `retry: 2000\nevent: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`);
     const done = (): void => {
@@ -213,8 +237,10 @@ class StreamHub {
     this.dirtyHosts.clear();
     this.dirtyVms.clear();
     this.dirtyMigrations.clear();
+    this.dirtyScaleGroups.clear();
     this.newEvents = [];
     this.sentHosts.clear();
+    this.sentScaleGroups.clear();
   }
 
   private onChange(c: StateChange): void {
@@ -223,6 +249,11 @@ class StreamHub {
       this.dirtyVms.add(c.vm.spec?.name ?? c.vm.id);
       this.dirtyHosts.add(c.vm.hostId);
       if (c.previous) this.dirtyHosts.add(c.previous.hostId);
+      // A member's phase is its group's running (and creating, removing) count.
+      const group = c.vm.spec?.labels[SCALE_GROUP_LABEL] ?? c.previous?.spec?.labels[SCALE_GROUP_LABEL];
+      if (group) this.dirtyScaleGroups.add(group);
+    } else if (c.kind === "scalegroup") {
+      this.dirtyScaleGroups.add(c.scaleGroup.name);
     } else if (c.kind === "volume") {
       // A bound volume counts in its host's disk.
       if (c.volume.hostId) this.dirtyHosts.add(c.volume.hostId);
@@ -254,13 +285,24 @@ class StreamHub {
     this.flushTimer.unref();
   }
 
-  /** The live figures (usage, hypervisor, drain counts) come from agent sessions, not records: compare every host row with what was sent. */
+  /**
+   * The live figures (usage, hypervisor, drain counts; a scale group's warm members and CPU) come
+   * from agent sessions and the clock, not records: compare every host and scale group row with
+   * what was sent.
+   */
   private refresh(): void {
     let changed = false;
     for (const host of this.deps.state.allHosts()) {
       const json = JSON.stringify(hostRow(hostInputOf(this.deps, host)));
       if (this.sentHosts.get(host.id) !== json) {
         this.dirtyHosts.add(host.id);
+        changed = true;
+      }
+    }
+    for (const group of this.deps.state.allScaleGroups()) {
+      const json = JSON.stringify(scaleGroupRow(scaleGroupInfoOf(this.deps, group)));
+      if (this.sentScaleGroups.get(group.name) !== json) {
+        this.dirtyScaleGroups.add(group.name);
         changed = true;
       }
     }
@@ -280,7 +322,7 @@ class StreamHub {
   private flush(): void {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
-    if (this.dirtyHosts.size + this.dirtyVms.size + this.dirtyMigrations.size + this.newEvents.length === 0) return;
+    if (this.dirtyHosts.size + this.dirtyVms.size + this.dirtyMigrations.size + this.dirtyScaleGroups.size + this.newEvents.length === 0) return;
     const { state } = this.deps;
     const changes = emptyChanges();
     for (const id of this.dirtyHosts) {
@@ -304,11 +346,23 @@ class StreamHub {
       if (m) changes.migrations.push(migrationRow(m));
       else changes.migrationsDeleted.push(name);
     }
+    for (const name of this.dirtyScaleGroups) {
+      const group = state.scaleGroup(name);
+      if (!group) {
+        // A label naming a group that never existed (or one already told gone) sends nothing.
+        if (this.sentScaleGroups.delete(name)) changes.scaleGroupsDeleted.push(name);
+        continue;
+      }
+      const row = scaleGroupRow(scaleGroupInfoOf(this.deps, group));
+      this.sentScaleGroups.set(name, JSON.stringify(row));
+      changes.scaleGroups.push(row);
+    }
     changes.events = this.newEvents.reverse().map(eventRow);
     byKey<HostRow>(changes.hosts);
     this.dirtyHosts.clear();
     this.dirtyVms.clear();
     this.dirtyMigrations.clear();
+    this.dirtyScaleGroups.clear();
     this.newEvents = [];
     this.broadcast(changes);
   }
@@ -333,7 +387,7 @@ class StreamHub {
 }
 
 function emptyChanges(): DashboardChanges {
-  return { hosts: [], hostsDeleted: [], vms: [], vmsDeleted: [], migrations: [], migrationsDeleted: [], events: [] };
+  return { hosts: [], hostsDeleted: [], vms: [], vmsDeleted: [], migrations: [], migrationsDeleted: [], scaleGroups: [], scaleGroupsDeleted: [], events: [] };
 }
 
 /** Who the request is, and whether it may act. */
@@ -415,10 +469,12 @@ function segments(req: AdminRequest, prefix: string): string[] {
  * The dashboard's routes, for the admin server (see the module comment):
  *
  * - `GET /` the page; `GET /assets/app.js|app.css` its script and style (CSP `default-src 'self'`).
- * - `GET /api/snapshot` {@link DashboardSnapshot}: hosts (allocatable, allocated by VM, measured, badges), VMs, migrations, recent events, leader.
+ * - `GET /api/snapshot` {@link DashboardSnapshot}: hosts (allocatable, allocated by VM, measured, badges), VMs, migrations, scale groups (size, bounds, CPU, last decision), recent events, leader.
  * - `GET /api/stream` server-sent events: `snapshot` (a DashboardSnapshot) first, then `changes`
  *   ({@link DashboardChanges}) at most every 250 ms, a comment every 15 s; ends when the server closes.
  * - `GET /api/vms/NAME` the VM page's data (with its placement record); 404 for none.
+ * - `GET /api/scalegroups/NAME` the scale group page's data ({@link ScaleGroupDetail}: members with
+ *   warm-up and protection, decisions with their inputs, the policy); 404 for none.
  * - `GET /api/whoami` {@link WhoAmI}: the role the request's certificate names and whether it may act.
  * - `POST /api/hosts/NAME/cordon|uncordon|drain`, `POST /api/vms/NAME/migrate` with a JSON body
  *   (`reason`; drain: `deadlineMs`, `onDeadline` LEAVE|STOP; migrate: `targetHost`, `requestId`):
@@ -470,6 +526,18 @@ export function dashboardRoutes(deps: DashboardDeps): AdminRoute[] {
         const vm = deps.state.vm(name);
         if (!vm) throw notFound(`vm '${name}'`);
         sendJson(res, 200, vmDetail(vm, deps.state.migration(name)));
+      },
+    },
+    {
+      method: "GET",
+      path: "/api/scalegroups/*",
+      handle: (req, res) => {
+        const [name = "", ...rest] = segments(req, "/api/scalegroups/");
+        if (rest.length > 0) throw notFound(`no such path: ${req.url.pathname}`);
+        validateName(name, "name");
+        const group = deps.state.scaleGroup(name);
+        if (!group) throw notFound(`scale group '${name}'`);
+        sendJson(res, 200, scaleGroupDetail(scaleGroupInfoOf(deps, group), (n) => deps.state.vm(n), (deps.now ?? Date.now)()));
       },
     },
     {

@@ -1,20 +1,23 @@
 /**
  * The dashboard's event stream on a bare admin server over a real cache (ClusterState on the
  * embedded store, records written straight into it): a burst of changes becomes one message,
- * deletions are streamed, heartbeats are comments, and closing the server ends the stream.
+ * deletions are streamed, heartbeats are comments, and closing the server ends the stream. Scale
+ * groups: a record's row, its member's VM changing it, its live CPU from the sessions by the
+ * refresh alone, its page's data, and its deletion.
  */
 import { request, type IncomingMessage } from "node:http";
 import { afterEach, expect, it } from "vitest";
-import { DesiredState, Host, HostState, Vm, VmPhase } from "@berth/api";
+import { DesiredState, Host, HostState, ScaleGroup, Vm, VmPhase } from "@berth/api";
 import { startAdminServer, type AdminServer } from "@berth/core";
 import { resolveSchedulerOptions } from "@berth/scheduler";
 import { MemoryStore } from "@berth/store";
 import { ClusterState } from "../cluster-state.js";
 import { EventLog } from "../event-log.js";
-import { encodeHost, encodeVm, Keys } from "../keys.js";
+import type { AgentSession } from "../agent-session.js";
+import { encodeHost, encodeScaleGroup, encodeVm, Keys } from "../keys.js";
 import { waitFor } from "../controller.testkit.js";
 import { dashboardRoutes } from "./routes.js";
-import type { DashboardChanges, DashboardSnapshot } from "./view.js";
+import type { DashboardChanges, DashboardSnapshot, ScaleGroupDetail } from "./view.js";
 
 const undo: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -24,7 +27,7 @@ afterEach(async () => {
 const vm = (name: string): Vm =>
   Vm.fromPartial({ id: `id-${name}`, hostId: "h1", desiredState: DesiredState.DESIRED_STATE_RUNNING, spec: { name, resources: { vcpus: 1, memoryMib: 256, diskGib: 1 } }, status: { phase: VmPhase.VM_PHASE_RUNNING } });
 
-async function setup(): Promise<{ store: MemoryStore; server: AdminServer }> {
+async function setup(over: { sessions?: ReadonlyMap<string, AgentSession>; refreshMs?: number } = {}): Promise<{ store: MemoryStore; server: AdminServer }> {
   const store = new MemoryStore();
   await store.txn({ compare: [], ops: [{ type: "put", key: Keys.host("h1"), value: encodeHost(Host.fromPartial({ id: "h1", state: HostState.HOST_STATE_READY, capacity: { vcpus: 64, memoryMib: 65536, diskGib: 100 } })) }] });
   const state = new ClusterState(store);
@@ -41,7 +44,8 @@ async function setup(): Promise<{ store: MemoryStore; server: AdminServer }> {
       leading: () => undefined,
       leaderAddress: async () => "10.0.0.1:7400",
       controllerId: "c9",
-      stream: { flushMs: 300, heartbeatMs: 100 },
+      ...(over.sessions ? { sessions: over.sessions } : {}),
+      stream: { flushMs: 300, heartbeatMs: 100, ...(over.refreshMs ? { refreshMs: over.refreshMs } : {}) },
     }),
   });
   undo.push(async () => {
@@ -111,6 +115,68 @@ it("sends a snapshot, then a burst of changes as one message, deletions, heartbe
   expect(after.hosts[0]!.cpu.segments.map((x) => x.vm)).not.toContain("vm-3");
 
   await waitFor("a heartbeat comment", () => s.comments.some((c) => c.startsWith(": keepalive")));
+  await server.close();
+  await s.ended;
+});
+
+it("streams a scale group's row: put, changed by its member's VM, its CPU by the refresh alone, gone; its page's data", async () => {
+  // What the agent on h1 last measured of each VM (the only part of a session the figures read).
+  const vmUsage = new Map<string, { cpuCores: number; memoryMib: number }>();
+  const sessions = new Map([["h1", { isLive: true, vmUsage } as unknown as AgentSession]]);
+  const { store, server } = await setup({ sessions, refreshMs: 100 });
+  const s = stream(server.url);
+  const snapshot = (await waitFor("the snapshot", () => s.messages[0])).data as DashboardSnapshot;
+  expect(snapshot.scaleGroups).toEqual([]);
+  const changes = (): DashboardChanges[] => s.messages.filter((m) => m.event === "changes").map((m) => m.data as DashboardChanges);
+  const rowsOf = (name: string) => changes().flatMap((c) => c.scaleGroups.filter((g) => g.name === name));
+
+  const group = ScaleGroup.fromPartial({
+    name: "web",
+    template: { resources: { vcpus: 2, memoryMib: 256, diskGib: 1 } },
+    minSize: 1,
+    maxSize: 3,
+    // A warm-up of 1 ms: the member counts as soon as it reports.
+    policy: { targetCpu: 0.5, warmupMs: 1 },
+    members: [{ name: "web-1", index: 1, addedAtMs: 1 }],
+    nextIndex: 2,
+    decisionCount: 1,
+    decisions: [{ seq: 1, decidedAtMs: 1, reason: "SizeBounded", fromSize: 0, toSize: 1, message: "the bounds are now 1..3" }],
+  });
+  await store.txn({ compare: [], ops: [{ type: "put", key: Keys.scaleGroup("web"), value: encodeScaleGroup(group) }] });
+  const first = await waitFor("the group's row", () => rowsOf("web")[0]);
+  expect(first).toMatchObject({ size: 1, boundsText: "1..3", targetText: "50%", running: 0, creating: 1, cpuText: "—" });
+  expect(first.lastDecision).toMatchObject({ reason: "SizeBounded", sizeText: "0 → 1", message: "the bounds are now 1..3" });
+
+  // Its member's VM appears, running: the group's row comes again with it, no record of the group written.
+  const member = vm("web-1");
+  member.spec = { ...member.spec!, resources: { vcpus: 2, memoryMib: 256, diskGib: 1 }, labels: { "berth.io/scale-group": "web" } };
+  await store.txn({ compare: [], ops: [{ type: "put", key: Keys.vm("web-1"), value: encodeVm(member) }] });
+  const withVm = await waitFor("the row with its running member", () => changes().find((c) => c.vms.some((v) => v.name === "web-1") && c.scaleGroups.some((g) => g.running === 1)));
+  expect(withVm.vms.find((v) => v.name === "web-1")!.scaleGroup).toBe("web");
+  expect(withVm.scaleGroups[0]).toMatchObject({ running: 1, creating: 0, warm: 0, cpuText: "—" });
+
+  // The agent measures 1.5 of its 2 vCPUs: only the refresh can see that (no record changed).
+  vmUsage.set(member.id, { cpuCores: 1.5, memoryMib: 100 });
+  const measured = await waitFor("the measured CPU", () => rowsOf("web").find((g) => g.warm === 1));
+  expect([measured.cpu, measured.cpuText]).toEqual([0.75, "75%"]);
+
+  const page = await fetch(`${server.url}/api/scalegroups/web`);
+  expect(page.status).toBe(200);
+  const detail = (await page.json()) as ScaleGroupDetail;
+  expect(detail.group).toMatchObject({ name: "web", warm: 1, cpuText: "75%" });
+  expect(detail.members).toMatchObject([{ name: "web-1", phase: "RUNNING", hostId: "h1", protected: false, warmedUp: true }]);
+  expect(detail.decisions.map((d) => d.reason)).toEqual(["SizeBounded"]);
+  expect(detail.policy).toMatchObject({ warmup: "0s", interval: "15s" });
+  expect((await fetch(`${server.url}/api/scalegroups/nope`)).status).toBe(404);
+  expect((await fetch(`${server.url}/api/scalegroups/Bad_Name`)).status).toBe(400);
+
+  await store.txn({ compare: [], ops: [{ type: "delete", key: Keys.scaleGroup("web") }] });
+  await waitFor("the group's deletion", () => changes().some((c) => c.scaleGroupsDeleted.includes("web")));
+  // Its member's VM outlives the record here; a change of it names a group that is gone and sends no row.
+  const seen = changes().length;
+  await store.txn({ compare: [], ops: [{ type: "put", key: Keys.vm("web-1"), value: encodeVm({ ...member, generation: 2 }) }] });
+  const later = await waitFor("the member's change", () => changes().slice(seen).find((c) => c.vms.some((v) => v.name === "web-1")));
+  expect([later.scaleGroups, later.scaleGroupsDeleted]).toEqual([[], []]);
   await server.close();
   await s.ended;
 });

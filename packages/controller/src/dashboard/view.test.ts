@@ -7,12 +7,34 @@ import {
   MigrationPhase,
   Host,
   Migration,
+  ScaleGroup,
+  ScalePrediction,
   Vm,
   VmPhase,
   type ClusterEvent,
   type DeepPartial,
+  type ScaleDecision,
+  type ScaleGroupInfo,
 } from "@berth/api";
-import { FEED_LENGTH, badgesOf, feedOf, hostRow, migrationProgress, migrationRow, naturalCompare, placementView, snapshotOf, vmDetail, vmMatches, vmRow } from "./view.js";
+import {
+  FEED_LENGTH,
+  badgesOf,
+  durationText,
+  feedOf,
+  hostRow,
+  migrationProgress,
+  migrationRow,
+  naturalCompare,
+  percentText,
+  placementView,
+  scaleDecisionRow,
+  scaleGroupDetail,
+  scaleGroupRow,
+  snapshotOf,
+  vmDetail,
+  vmMatches,
+  vmRow,
+} from "./view.js";
 
 const host = (id: string, over: DeepPartial<Host> = {}): Host =>
   Host.fromPartial({ id, state: HostState.HOST_STATE_READY, capacity: { vcpus: 8, memoryMib: 16384, diskGib: 100 }, ...over });
@@ -207,13 +229,180 @@ describe("snapshotOf", () => {
       hosts: ["host-10", "host-9", "host-1"].map((id) => ({ host: host(id), allocatable: { vcpus: 8, memoryMib: 1, diskGib: 1 }, vms: [], incoming: [] })),
       vms: [vm("vm-10", "host-1", 1, 1), vm("vm-2", "host-1", 1, 1)],
       migrations: [],
+      scaleGroups: ["web-10", "web-2"].map((name) => info({ name })),
       events,
     });
+    expect(s.scaleGroups.map((g) => g.name)).toEqual(["web-2", "web-10"]);
     expect(s.hosts.map((h) => h.id)).toEqual(["host-1", "host-9", "host-10"]);
     expect(s.vms.map((v) => v.name)).toEqual(["vm-2", "vm-10"]);
     expect(s.events).toHaveLength(FEED_LENGTH);
     expect(s.events[0]!.timeMs).toBe(FEED_LENGTH + 4);
     expect(s.events.slice(0, 2).map((e) => e.warning)).toEqual([(FEED_LENGTH + 4) % 2 === 1, (FEED_LENGTH + 3) % 2 === 1]);
     expect(feedOf(events.slice(0, 2)).map((e) => e.timeMs)).toEqual([1, 0]);
+  });
+});
+
+const decision = (over: Partial<ScaleDecision>): ScaleDecision => ({
+  seq: 1,
+  decidedAtMs: 1_000,
+  reason: "ScaledOut",
+  fromSize: 2,
+  toSize: 4,
+  warmMembers: 2,
+  warmingMembers: 0,
+  cpuUtilization: 0.95,
+  reactiveSize: 4,
+  predictedSize: 0,
+  predictedCores: 0,
+  message: "cpu 95% of 2 warm VMs against 50%: the reactive rule asks 4",
+  added: ["web-3", "web-4"],
+  removed: [],
+  ...over,
+});
+/** A ScaleGroupInfo as ListScaleGroups answers it: the record and its live figures. */
+const info = (group: DeepPartial<ScaleGroup>, live: Partial<Omit<ScaleGroupInfo, "group">> = {}): ScaleGroupInfo => ({
+  group: ScaleGroup.fromPartial({ minSize: 1, maxSize: 4, policy: { targetCpu: 0.5 }, ...group }),
+  running: 0,
+  warm: 0,
+  cpuUtilization: 0,
+  creating: 0,
+  removing: 0,
+  lastError: "",
+  ...live,
+});
+const members = (...names: string[]): { name: string; index: number; addedAtMs: number }[] => names.map((name, i) => ({ name, index: i + 1, addedAtMs: 0 }));
+
+describe("scale groups", () => {
+  it("a group's row: size from the members listed, bounds, target and CPU now in percent, running/warm, the newest decision", () => {
+    const row = scaleGroupRow(
+      info(
+        {
+          name: "web",
+          members: members("web-1", "web-2", "web-3", "web-4"),
+          template: { group: "spread" },
+          decisionCount: 7,
+          decisions: [decision({ seq: 6, reason: "ScaledIn", fromSize: 5, toSize: 2 }), decision({ seq: 7, decidedAtMs: 9_000 })],
+        },
+        { running: 3, warm: 2, cpuUtilization: 0.9544, creating: 1, lastError: "web-4: no host fits" },
+      ),
+    );
+    expect(row).toMatchObject({
+      name: "web",
+      size: 4,
+      minSize: 1,
+      maxSize: 4,
+      boundsText: "1..4",
+      targetCpu: 0.5,
+      targetText: "50%",
+      cpu: 0.9544,
+      cpuText: "95.4%",
+      running: 3,
+      warm: 2,
+      creating: 1,
+      removing: 0,
+      decisionCount: 7,
+      placementGroup: "spread",
+      deleting: false,
+      lastError: "web-4: no host fits",
+    });
+    expect(row.lastDecision).toEqual({
+      seq: 7,
+      decidedAtMs: 9_000,
+      reason: "ScaledOut",
+      fromSize: 2,
+      toSize: 4,
+      sizeText: "2 → 4",
+      warmMembers: 2,
+      warmingMembers: 0,
+      cpu: 0.95,
+      cpuText: "95%",
+      reactiveSize: 4,
+      predictedSize: 0,
+      predictedCores: 0,
+      predictedText: "—",
+      message: "cpu 95% of 2 warm VMs against 50%: the reactive rule asks 4",
+      added: ["web-3", "web-4"],
+      removed: [],
+    });
+  });
+
+  it("reads CPU as not measured (null, —) while no member is warm, and has no last decision before the first", () => {
+    // cpuUtilization 0 with no warm member is "nothing reported", not an idle group.
+    const row = scaleGroupRow(info({ name: "cold", members: members("cold-1") }, { running: 1, warm: 0, cpuUtilization: 0 }));
+    expect([row.cpu, row.cpuText, row.lastDecision, row.size]).toEqual([null, "—", null, 1]);
+    // Idle but measured is 0%.
+    expect(scaleGroupRow(info({ name: "idle" }, { warm: 1, cpuUtilization: 0 })).cpuText).toBe("0%");
+  });
+
+  it("a decision's inputs: a bound change measured nothing; a prediction shows its size and cores", () => {
+    const bounded = scaleDecisionRow(decision({ reason: "SizeBounded", fromSize: 1, toSize: 2, warmMembers: 0, warmingMembers: 1, cpuUtilization: 0, reactiveSize: 0, message: "the bounds are now 2..3", added: ["g-2"] }));
+    expect(bounded).toMatchObject({ reason: "SizeBounded", sizeText: "1 → 2", cpu: null, cpuText: "—", warmingMembers: 1, reactiveSize: 0, predictedText: "—", added: ["g-2"] });
+    const predicted = scaleDecisionRow(decision({ predictedSize: 5, predictedCores: 3.24, cpuUtilization: 0.725 }));
+    expect([predicted.predictedText, predicted.cpuText]).toEqual(["5 (3.2 cores)", "72.5%"]);
+  });
+
+  it("a group's page: members oldest first with warm-up left, protection and their VM's phase; decisions newest first; the policy with defaults", () => {
+    const now = 1_000_000;
+    const group = {
+      name: "web",
+      minSize: 2,
+      maxSize: 3,
+      policy: { targetCpu: 0.5, intervalMs: 1000, warmupMs: 60_000, prediction: ScalePrediction.SCALE_PREDICTION_OFF },
+      template: { resources: { vcpus: 1, memoryMib: 1024, diskGib: 5 } },
+      createdAtMs: 5,
+      members: [
+        { name: "web-1", index: 1, addedAtMs: now - 120_000 },
+        { name: "web-2", index: 2, addedAtMs: now - 30_000 },
+        { name: "web-3", index: 3, addedAtMs: now - 1_000 },
+      ],
+      protectedMembers: ["web-1"],
+      decisionCount: 2,
+      decisions: [decision({ seq: 1, reason: "SizeBounded", fromSize: 1, toSize: 2 }), decision({ seq: 2, fromSize: 2, toSize: 3 })],
+    };
+    const label = { "berth.io/scale-group": "web" };
+    const vms: Record<string, Vm> = {
+      "web-1": vm("web-1", "host-2", 1, 1024, { spec: { name: "web-1", labels: label } }),
+      "web-2": vm("web-2", "", 1, 1024, { spec: { name: "web-2", labels: label }, status: { phase: VmPhase.VM_PHASE_PENDING } }),
+      // A VM of that name that is no member (no label): the member is not created.
+      "web-3": vm("web-3", "host-1", 1, 1024),
+    };
+    const d = scaleGroupDetail(info(group, { running: 1 }), (n) => vms[n], now);
+    expect(d.members.map((m) => [m.name, m.phase, m.hostId, m.protected, m.warmedUp, m.warmupText])).toEqual([
+      ["web-1", "RUNNING", "host-2", true, true, "done"],
+      ["web-2", "PENDING", "", false, false, "30s left"],
+      ["web-3", "NOT CREATED", "", false, false, "59s left"],
+    ]);
+    expect(d.decisions.map((x) => [x.seq, x.reason, x.sizeText])).toEqual([
+      [2, "ScaledOut", "2 → 3"],
+      [1, "SizeBounded", "1 → 2"],
+    ]);
+    expect(d.policy).toEqual({
+      tolerance: "±10% of the target",
+      scaleDownWindow: "5m",
+      scaleUpStep: "max(100%, 4 VMs) per 15s",
+      warmup: "1m",
+      interval: "1s",
+      scaleInOrder: "oldest-first",
+      prediction: "off",
+    });
+    expect(d.templateText).toBe("1 vCPU, 1 GiB memory, 5 GiB disk");
+    expect(d.group).toMatchObject({ name: "web", size: 3, boundsText: "2..3", running: 1 });
+    // A policy the manager refuses (no target): no policy figures, and nobody warming up.
+    const refused = scaleGroupDetail(info({ ...group, policy: { targetCpu: 0 } }), () => undefined, now);
+    expect(refused.policy).toBeNull();
+    expect(refused.members.every((m) => m.warmedUp && m.phase === "NOT CREATED")).toBe(true);
+  });
+
+  it("a member VM's row names its group, and the filter finds it by the group's name", () => {
+    const row = vmRow(vm("web-3", "host-1", 1, 512, { spec: { name: "web-3", labels: { "berth.io/scale-group": "shop" } } }));
+    expect(row.scaleGroup).toBe("shop");
+    expect(vmMatches(row, "shop")).toBe(true);
+    expect(vmMatches(row, "berth.io/scale-group=shop")).toBe(true);
+    expect(vmRow(vm("solo", "host-1", 1, 512)).scaleGroup).toBe("");
+  });
+
+  it("prints percents as the CLI does and policy durations in whole units", () => {
+    expect([0.6, 0.725, 0.95449, 1].map(percentText)).toEqual(["60%", "72.5%", "95.4%", "100%"]);
+    expect([999, 15_000, 90_000, 300_000, 3_600_000, 3_900_000].map(durationText)).toEqual(["0s", "15s", "1m30s", "5m", "1h", "1h5m"]);
   });
 });

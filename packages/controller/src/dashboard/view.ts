@@ -18,9 +18,14 @@ import {
   type Migration,
   type PlacementRecord,
   type Resources,
+  type ScaleDecision,
+  type ScaleGroupInfo,
+  type ScalePolicy,
   type Vm,
 } from "@berth/api";
 import { formatBytes, formatGib, formatMib, formatResources, formatVcpus, normalHostState } from "@berth/core";
+import { resolveScalePolicy, type ResolvedScalePolicy } from "../autoscale.js";
+import { SCALE_GROUP_LABEL } from "../scale-groups.js";
 
 /** Digits a number is padded to in a {@link naturalKey} (names are at most 63 characters). */
 const KEY_DIGITS = 16;
@@ -131,8 +136,10 @@ export interface VmRow {
   diskText: string;
   labels: Record<string, string>;
   group: string;
+  /** The scale group the VM is a member of (its `berth.io/scale-group` label); "" for none. */
+  scaleGroup: string;
   message: string;
-  /** What the list's text filter matches: name, host, phase, group and every label (k=v), lower case. */
+  /** What the list's text filter matches: name, host, phase, group, scale group and every label (k=v), lower case. */
   search: string;
 }
 
@@ -186,6 +193,8 @@ export interface DashboardSnapshot {
   hosts: HostRow[];
   vms: VmRow[];
   migrations: MigrationRow[];
+  /** By natural key; empty when the cluster has none (the page then shows no scale group panel). */
+  scaleGroups: ScaleGroupRow[];
   /** Newest first, at most {@link FEED_LENGTH}. */
   events: EventRow[];
 }
@@ -283,7 +292,8 @@ export function vmRow(vm: Vm): VmRow {
   const phase = enumName(VmPhase, vm.status?.phase ?? VmPhase.VM_PHASE_UNSPECIFIED, "VM_PHASE_");
   const labels = { ...(vm.spec?.labels ?? {}) };
   const group = vm.spec?.group ?? "";
-  const search = [name, vm.hostId, phase, group, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)].join(" ").toLowerCase();
+  const scaleGroup = labels[SCALE_GROUP_LABEL] ?? "";
+  const search = [name, vm.hostId, phase, group, scaleGroup, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)].join(" ").toLowerCase();
   return {
     name,
     key: naturalKey(name),
@@ -299,6 +309,7 @@ export function vmRow(vm: Vm): VmRow {
     diskText: formatGib(r.diskGib),
     labels,
     group,
+    scaleGroup,
     message: vm.status?.message ?? "",
     search,
   };
@@ -452,6 +463,242 @@ export function vmDetail(vm: Vm, migration: Migration | undefined): VmDetail {
   };
 }
 
+/** A fraction as a percentage, as `berth scalegroup` prints it: `60%`, `72.5%` (one decimal at most, rounded). */
+export function percentText(fraction: number): string {
+  return `${Math.round(fraction * 1000) / 10}%`;
+}
+
+/** A policy's duration as people read it: `45s`, `3m`, `1m30s`, `1h`, `1h5m` (whole seconds, truncated). */
+export function durationText(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return s % 60 ? `${m}m${s % 60}s` : `${m}m`;
+  const h = Math.floor(m / 60);
+  return m % 60 ? `${h}h${m % 60}m` : `${h}h`;
+}
+
+/** One decision that changed a scale group's size, with what it was decided on (the group page's history). */
+export interface ScaleDecisionRow {
+  /** The decision's key in its group: 1, 2, ... */
+  seq: number;
+  decidedAtMs: number;
+  /** ScaledOut, ScaledIn or SizeBounded. */
+  reason: string;
+  fromSize: number;
+  toSize: number;
+  /** `2 → 4` */
+  sizeText: string;
+  /** Members whose CPU counted, and those warming up. */
+  warmMembers: number;
+  warmingMembers: number;
+  /** The warm members' average CPU it saw, in [0, 1]; null when none was warm (nothing measured: a bound change, say). */
+  cpu: number | null;
+  /** {@link percentText} of `cpu`; `—` when null. */
+  cpuText: string;
+  /** The reactive rule's size before the limits; 0 when the rule did not decide (SizeBounded). */
+  reactiveSize: number;
+  /** The learnt pattern's size (0: no prediction) and the CPU cores it foresaw. */
+  predictedSize: number;
+  predictedCores: number;
+  /** `5 (3.2 cores)`; `—` without a prediction. */
+  predictedText: string;
+  message: string;
+  /** The members it added and removed. */
+  added: string[];
+  removed: string[];
+}
+
+/** A scale group as one row of the topology page's Scale groups panel. */
+export interface ScaleGroupRow {
+  name: string;
+  key: string;
+  /** Members the record lists: what the group wants to exist. */
+  size: number;
+  minSize: number;
+  maxSize: number;
+  /** `1..3` */
+  boundsText: string;
+  /** The average CPU to hold, in (0, 1], and as {@link percentText}. */
+  targetCpu: number;
+  targetText: string;
+  /** The warm members' average CPU now; null when no warm member reports (nothing measured). */
+  cpu: number | null;
+  /** {@link percentText} of `cpu`; `—` when null. */
+  cpuText: string;
+  /** Members whose VM runs; members past their warm-up that report (their CPU counts). */
+  running: number;
+  warm: number;
+  /** Members listed whose VM does not exist yet; VMs of the group no longer listed (being deleted). */
+  creating: number;
+  removing: number;
+  /** The newest decision kept; null before the first. */
+  lastDecision: ScaleDecisionRow | null;
+  /** Decisions made in all (the record keeps the newest 50). */
+  decisionCount: number;
+  /** The placement group every member joins; "" for none. */
+  placementGroup: string;
+  /** Being deleted with its VMs. */
+  deleting: boolean;
+  /** Why the last create of a member failed, while it is retried ("" when none failed, or on a follower). */
+  lastError: string;
+}
+
+/** A member of a scale group on its page. */
+export interface ScaleMemberRow {
+  name: string;
+  key: string;
+  index: number;
+  /** When the decision that added it was made: the start of its warm-up. */
+  addedAtMs: number;
+  /** Past its warm-up at the view's time: its CPU counts. */
+  warmedUp: boolean;
+  /** `done`, or how long is left (`2m30s left`). */
+  warmupText: string;
+  /** A scale-in never removes it. */
+  protected: boolean;
+  /** Its VM's phase (RUNNING, PENDING...), `NOT CREATED` while the VM does not exist yet. */
+  phase: string;
+  /** Its VM's host; "" when it has none. */
+  hostId: string;
+}
+
+/** A scale group's page: its row, policy (defaults applied), template, members and decisions. */
+export interface ScaleGroupDetail {
+  group: ScaleGroupRow;
+  /** The policy as the autoscaler applies it, each figure as people read it; null when the record's policy is refused (the group does not scale). */
+  policy: {
+    tolerance: string;
+    scaleDownWindow: string;
+    scaleUpStep: string;
+    warmup: string;
+    interval: string;
+    scaleInOrder: string;
+    prediction: string;
+  } | null;
+  /** The members' size: `1 vCPU, 1 GiB memory, 5 GiB disk`. */
+  templateText: string;
+  createdAtMs: number;
+  /** Oldest first, as the record lists them (a scale-in takes them by the group's order). */
+  members: ScaleMemberRow[];
+  /** Newest first (the newest 50 the record keeps). */
+  decisions: ScaleDecisionRow[];
+}
+
+/** A decision's row. */
+export function scaleDecisionRow(d: ScaleDecision): ScaleDecisionRow {
+  const cpu = d.warmMembers > 0 ? d.cpuUtilization : null;
+  return {
+    seq: d.seq,
+    decidedAtMs: d.decidedAtMs,
+    reason: d.reason,
+    fromSize: d.fromSize,
+    toSize: d.toSize,
+    sizeText: `${d.fromSize} → ${d.toSize}`,
+    warmMembers: d.warmMembers,
+    warmingMembers: d.warmingMembers,
+    cpu,
+    cpuText: cpu === null ? "—" : percentText(cpu),
+    reactiveSize: d.reactiveSize,
+    predictedSize: d.predictedSize,
+    predictedCores: d.predictedCores,
+    predictedText: d.predictedSize > 0 ? `${d.predictedSize} (${Math.round(d.predictedCores * 10) / 10} cores)` : "—",
+    message: d.message,
+    added: [...d.added],
+    removed: [...d.removed],
+  };
+}
+
+/** A group's row of the panel, from what ListScaleGroups answers of it (its record and live figures). */
+export function scaleGroupRow(info: ScaleGroupInfo): ScaleGroupRow {
+  const g = info.group;
+  const name = g?.name ?? "";
+  const target = g?.policy?.targetCpu ?? 0;
+  const cpu = info.warm > 0 ? info.cpuUtilization : null;
+  const last = g?.decisions[g.decisions.length - 1];
+  return {
+    name,
+    key: naturalKey(name),
+    size: g?.members.length ?? 0,
+    minSize: g?.minSize ?? 0,
+    maxSize: g?.maxSize ?? 0,
+    boundsText: `${g?.minSize ?? 0}..${g?.maxSize ?? 0}`,
+    targetCpu: target,
+    targetText: target > 0 ? percentText(target) : "—",
+    cpu,
+    cpuText: cpu === null ? "—" : percentText(cpu),
+    running: info.running,
+    warm: info.warm,
+    creating: info.creating,
+    removing: info.removing,
+    lastDecision: last ? scaleDecisionRow(last) : null,
+    decisionCount: g?.decisionCount ?? 0,
+    placementGroup: g?.template?.group ?? "",
+    deleting: g?.deleting ?? false,
+    lastError: info.lastError,
+  };
+}
+
+/** The record's policy with its defaults, or undefined when it is refused (the manager then does not scale the group). */
+function resolvedPolicy(policy: ScalePolicy | undefined): ResolvedScalePolicy | undefined {
+  try {
+    return resolveScalePolicy(policy);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The policy's figures as people read them. */
+function policyView(p: ResolvedScalePolicy | undefined): ScaleGroupDetail["policy"] {
+  if (!p) return null;
+  return {
+    tolerance: `±${percentText(p.tolerance)} of the target`,
+    scaleDownWindow: durationText(p.scaleDownWindowMs),
+    scaleUpStep: `max(${p.scaleUpMaxPercent}%, ${p.scaleUpMaxVms} VM${p.scaleUpMaxVms === 1 ? "" : "s"}) per ${durationText(p.scaleUpPeriodMs)}`,
+    warmup: durationText(p.warmupMs),
+    interval: durationText(p.intervalMs),
+    scaleInOrder: p.scaleInOrder,
+    prediction: p.prediction ? "on" : "off",
+  };
+}
+
+/**
+ * A group's page at `nowMs`: `vmOf` finds a member's VM by name (the cache's VM of that name;
+ * one of another owner is not the member's, so the member reads as not created).
+ */
+export function scaleGroupDetail(info: ScaleGroupInfo, vmOf: (name: string) => Vm | undefined, nowMs: number): ScaleGroupDetail {
+  const g = info.group;
+  const name = g?.name ?? "";
+  const resolved = resolvedPolicy(g?.policy);
+  // A refused policy: the group does not scale, so no member counts as warming up.
+  const warmupMs = resolved?.warmupMs ?? 0;
+  const protectedSet = new Set(g?.protectedMembers ?? []);
+  const members = (g?.members ?? []).map((m): ScaleMemberRow => {
+    const vm = vmOf(m.name);
+    const own = vm !== undefined && vm.spec?.labels[SCALE_GROUP_LABEL] === name;
+    const left = m.addedAtMs + warmupMs - nowMs;
+    return {
+      name: m.name,
+      key: naturalKey(m.name),
+      index: m.index,
+      addedAtMs: m.addedAtMs,
+      warmedUp: left <= 0,
+      warmupText: left <= 0 ? "done" : `${durationText(left)} left`,
+      protected: protectedSet.has(m.name),
+      phase: own ? enumName(VmPhase, vm.status?.phase ?? VmPhase.VM_PHASE_UNSPECIFIED, "VM_PHASE_") : "NOT CREATED",
+      hostId: own ? vm.hostId : "",
+    };
+  });
+  return {
+    group: scaleGroupRow(info),
+    policy: policyView(resolved),
+    templateText: g?.template?.resources ? formatResources(g.template.resources) : "—",
+    createdAtMs: g?.createdAtMs ?? 0,
+    members,
+    decisions: (g?.decisions ?? []).map(scaleDecisionRow).reverse(),
+  };
+}
+
 /** Everything the page shows, sorted (hosts, VMs and migrations by natural key; events newest first). */
 export function snapshotOf(input: {
   nowMs: number;
@@ -459,6 +706,8 @@ export function snapshotOf(input: {
   hosts: readonly HostInput[];
   vms: readonly Vm[];
   migrations: readonly Migration[];
+  /** Each group with its live figures (scale-group-manager's scaleGroupInfo, as ListScaleGroups answers). */
+  scaleGroups: readonly ScaleGroupInfo[];
   events: readonly ClusterEvent[];
 }): DashboardSnapshot {
   return {
@@ -467,6 +716,7 @@ export function snapshotOf(input: {
     hosts: byKey(input.hosts.map(hostRow)),
     vms: byKey(input.vms.map(vmRow)),
     migrations: byKey(input.migrations.map(migrationRow)),
+    scaleGroups: byKey(input.scaleGroups.map(scaleGroupRow)),
     events: feedOf(input.events),
   };
 }
@@ -482,6 +732,9 @@ export interface DashboardChanges {
   vmsDeleted: string[];
   migrations: MigrationRow[];
   migrationsDeleted: string[];
+  /** Scale group rows to put (by name), and names of groups gone. */
+  scaleGroups: ScaleGroupRow[];
+  scaleGroupsDeleted: string[];
   events: EventRow[];
   /** Set when the leadership this controller reports changed. */
   leader?: LeaderStatus;
