@@ -4,6 +4,9 @@
  * driven by playwright-core. The page shows the hosts (a bar segment per VM) and the VMs; a VM
  * created with the CLI appears without a reload; its page explains its placement; dense mode
  * draws one tile per host; the actions are disabled (plain HTTP is read-only) saying how to act;
+ * a scale group made through the API gets a row in the Scale groups panel (none before), and a
+ * change of its bounds (a SizeBounded decision) reaches the row, the event feed and the group's
+ * page's history without a reload;
  * a controller restart shows "reconnecting" and the page comes back live on its own. No page
  * error and no console error (a CSP violation is one) along the way. Screenshots are saved to
  * test-artifacts/dashboard/.
@@ -15,7 +18,7 @@ import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { HostState } from "@berth/api";
+import { HostState, ScalePrediction } from "@berth/api";
 import { etcdAvailable, startEtcd, type RunningEtcd } from "../support/etcd.js";
 import { clusterClient, type ClusterClient } from "../support/grpc.js";
 import { tlsEnv } from "../support/pki.js";
@@ -177,6 +180,81 @@ describeRequiring("end to end: the web dashboard in Chromium (controller + 3 age
     await page.locator("#dense").uncheck();
     await page.locator(".host .bar").first().waitFor();
   });
+
+  it("shows a scale group in its panel, and a change of its bounds live in the row, the feed and the group's history", async () => {
+    await page.locator('a[data-nav="topology"]').click();
+    await page.locator('.host[data-id="host-1"]').waitFor();
+    // No group yet: no panel (the topology is as it was before scale groups).
+    expect(await page.locator("#scalegroups-panel").isHidden()).toBe(true);
+    await client.createScaleGroup({
+      group: {
+        name: "shop",
+        template: { resources: { vcpus: 1, memoryMib: 512, diskGib: 5 } },
+        minSize: 1,
+        maxSize: 3,
+        policy: { targetCpu: 0.5, intervalMs: 1000, prediction: ScalePrediction.SCALE_PREDICTION_OFF },
+      },
+    });
+    const row = page.locator('tr[data-scalegroup="shop"]');
+    await row.waitFor({ timeout: 10_000 });
+    const cells = async (): Promise<string[]> => (await row.locator("td").allTextContents()).map((t) => t.trim());
+    await waitFor("the group's row with its member running", async () => (await cells())[5] === "1 / 0");
+    // Name, size, bounds, target; CPU not measured yet (its one member is warming up for 3 min).
+    expect((await cells()).slice(0, 6)).toEqual(["shop", "1", "1..3", "50%", "—", "1 / 0"]);
+    expect((await cells())[6]).toBe("none yet");
+    // Its creation in the feed links to its page.
+    await page.locator(".event", { hasText: "ScaleGroupCreated" }).locator('a[href="#/scalegroup/shop"]').waitFor();
+
+    await row.locator("a").first().click();
+    await page.locator('#page-scalegroup tr[data-member="shop-1"]').waitFor({ timeout: 10_000 });
+    expect(page.url()).toMatch(/#\/scalegroup\/shop$/);
+    expect(await page.locator("#page-scalegroup").textContent()).toContain("None yet.");
+
+    await client.updateScaleGroup({ name: "shop", minSize: 2 });
+    // The decision reaches the open page's history, with its inputs, without a reload (the mark stays).
+    const decision = page.locator('#page-scalegroup tr[data-seq="1"]');
+    await decision.waitFor({ timeout: 10_000 });
+    expect((await decision.locator("td").allTextContents()).map((t) => t.trim())).toEqual([
+      "1",
+      expect.any(String),
+      "SizeBounded",
+      "1 → 2",
+      "—",
+      "0 / 0",
+      "—",
+      "—",
+      "the bounds are now 2..3added shop-2",
+    ]);
+    await page.locator('#page-scalegroup tr[data-member="shop-2"] .phase', { hasText: "RUNNING" }).waitFor({ timeout: 15_000 });
+    const text = (await page.locator("#page-scalegroup").textContent()) ?? "";
+    expect(text).toContain("2 (min 2, max 3); 2 running");
+    expect(text).not.toMatch(/null|undefined|NaN/);
+    expect(await page.evaluate(() => (globalThis as unknown as { berthMark?: number }).berthMark)).toBe(42);
+    // And to the feed, linking to the group.
+    const fed = page.locator(".event", { hasText: "SizeBounded" });
+    await fed.waitFor();
+    expect(await fed.locator(".event-message").textContent()).toBe("1 → 2: the bounds are now 2..3");
+    expect(await fed.locator('a[href="#/scalegroup/shop"]').count()).toBe(1);
+    await shot("scalegroup-page");
+
+    // Back on the topology the row has the new size and the decision.
+    await page.locator('a[data-nav="topology"]').click();
+    await waitFor("the row at size 2", async () => (await cells())[1] === "2");
+    expect((await cells()).slice(1, 3)).toEqual(["2", "2..3"]);
+    expect((await cells())[6]).toMatch(/^SizeBounded 1 → 2 · .+the bounds are now 2\.\.3$/);
+    await shot("scalegroups");
+    // A member in the VM list names its group, linking to its page.
+    await page.locator('a[data-nav="vms"]').click();
+    const tag = page.locator('tr[data-vm="shop-2"] a.sg-tag');
+    expect(await tag.textContent()).toBe("shop");
+    await tag.click();
+    // The member's own page says whose member it is, linking back.
+    await page.locator('#page-scalegroup tr[data-member="shop-2"] a').click();
+    await page.locator("#page-vm table.placement").waitFor({ timeout: 10_000 });
+    expect(await page.locator("#page-vm dl.spec").textContent()).toContain("Scale groupshop");
+    expect(await page.locator('#page-vm dl.spec a[href="#/scalegroup/shop"]').count()).toBe(1);
+    await page.locator('a[data-nav="topology"]').click();
+  }, 30_000);
 
   it("says reconnecting while the controller restarts, then is live again with a fresh snapshot", async () => {
     await controller.stop();

@@ -13,23 +13,24 @@ const model = {
   hosts: new Map(), // id → HostRow
   vms: new Map(), // name → VmRow
   migrations: new Map(), // vmName → MigrationRow
+  scaleGroups: new Map(), // name → ScaleGroupRow
   events: [], // newest first
 };
 const who = { canAct: false, hint: "checking who you are…", role: null, name: null };
 const ui = {
   dense: null, // null: automatic
   filter: "",
-  route: { page: "topology", vm: "" },
+  route: { page: "topology", vm: "", scaleGroup: "" },
   hostEls: new Map(),
   hostMode: "",
 };
-const dirty = { hosts: new Set(), hostSet: true, vms: true, migrations: true, events: true, vmPage: true, header: true };
+const dirty = { hosts: new Set(), hostSet: true, vms: true, migrations: true, scaleGroups: true, events: true, vmPage: true, scaleGroupPage: true, header: true };
 let frame = 0;
 
 // ── helpers ──────────────────────────────────────────────────────────────────────────────────
 const $ = (id) => document.getElementById(id);
 
-/** An element: h("div", {class: "x", title: "t", onclick: f}, child, "text", …). */
+/** An element: h("div", {class: "x", title: "t", onclick: f}, child, "text", …); children may be nested arrays (holes: null). */
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs ?? {})) {
@@ -39,14 +40,17 @@ function h(tag, attrs, ...children) {
     else if (k === "dataset") Object.assign(el.dataset, v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) if (c !== undefined && c !== null && c !== false) el.append(c instanceof Node ? c : String(c));
+  for (const c of children.flat(Infinity)) if (c !== undefined && c !== null && c !== false) el.append(c instanceof Node ? c : String(c));
   return el;
 }
 const pct = (f) => `${(Math.max(0, Math.min(1, f)) * 100).toFixed(2)}%`;
 // Sizes come formatted from the server (core's one size style); the page prints, never restates, them.
 const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "—");
+/** The time of day for today, the date too for an older moment. */
+const when = (ms) => (!ms ? "—" : new Date(ms).toDateString() === new Date().toDateString() ? time(ms) : new Date(ms).toLocaleString());
 const byKey = (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 const vmLink = (name) => h("a", { href: `#/vm/${encodeURIComponent(name)}` }, name);
+const scaleGroupLink = (name, attrs) => h("a", { href: `#/scalegroup/${encodeURIComponent(name)}`, ...attrs }, name);
 const labelText = (labels) => Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(", ");
 
 function toast(text, bad) {
@@ -75,8 +79,9 @@ function applySnapshot(s) {
   model.hosts = new Map(s.hosts.map((r) => [r.id, r]));
   model.vms = new Map(s.vms.map((r) => [r.name, r]));
   model.migrations = new Map(s.migrations.map((r) => [r.vmName, r]));
+  model.scaleGroups = new Map(s.scaleGroups.map((r) => [r.name, r]));
   model.events = s.events;
-  Object.assign(dirty, { hostSet: true, vms: true, migrations: true, events: true, vmPage: true, header: true });
+  Object.assign(dirty, { hostSet: true, vms: true, migrations: true, scaleGroups: true, events: true, vmPage: true, scaleGroupPage: true, header: true });
   schedule();
 }
 
@@ -91,12 +96,18 @@ function applyChanges(c) {
   for (const name of c.vmsDeleted) model.vms.delete(name);
   for (const r of c.migrations) model.migrations.set(r.vmName, r);
   for (const name of c.migrationsDeleted) model.migrations.delete(name);
+  for (const r of c.scaleGroups) model.scaleGroups.set(r.name, r);
+  for (const name of c.scaleGroupsDeleted) model.scaleGroups.delete(name);
   if (c.events.length) model.events = [...c.events, ...model.events].slice(0, 200);
   if (c.leader) model.leader = c.leader;
   const vmName = ui.route.vm;
   if (vmName && (c.vms.some((r) => r.name === vmName) || c.vmsDeleted.includes(vmName) || c.migrations.some((m) => m.vmName === vmName))) dirty.vmPage = true;
+  // A group's page: its row changed (a decision, its figures), or one of its members' VMs did.
+  const group = ui.route.scaleGroup;
+  if (group && (c.scaleGroups.some((r) => r.name === group) || c.scaleGroupsDeleted.includes(group) || c.vms.some((r) => r.scaleGroup === group) || c.vmsDeleted.some((n) => n.startsWith(`${group}-`)))) dirty.scaleGroupPage = true;
   dirty.vms ||= c.vms.length + c.vmsDeleted.length > 0;
   dirty.migrations ||= c.migrations.length + c.migrationsDeleted.length > 0;
+  dirty.scaleGroups ||= c.scaleGroups.length + c.scaleGroupsDeleted.length > 0;
   dirty.events ||= c.events.length > 0;
   dirty.header = true;
   schedule();
@@ -271,7 +282,7 @@ function renderVms() {
       h(
         "tr",
         { dataset: { vm: r.name } },
-        h("td", null, vmLink(r.name)),
+        h("td", null, vmLink(r.name), r.scaleGroup ? [" ", scaleGroupLink(r.scaleGroup, { class: "sg-tag", title: `a member of scale group ${r.scaleGroup}` })] : null),
         h("td", null, r.hostId),
         h("td", null, h("span", { class: `phase phase-${r.phase.toLowerCase()}`, title: r.message || null }, r.phase)),
         h("td", { class: "num" }, r.vcpus),
@@ -313,6 +324,55 @@ function renderMigrations() {
   if (!active.length) container.append(h("p", { class: "muted" }, "None."));
 }
 
+/** What an event is about: VMs and scale groups link to their pages. */
+function eventObject(e) {
+  if (e.objectKind === "vm") return vmLink(e.objectName);
+  if (e.objectKind === "scalegroup") return ["scale group ", scaleGroupLink(e.objectName)];
+  return `${e.objectKind} ${e.objectName}`;
+}
+
+// ── scale groups: the topology page's panel ─────────────────────────────────────────────────
+/** A decision in one line: `SizeBounded 1 → 2 · 10:42:07`, its message below. */
+function decisionEl(d) {
+  if (!d) return h("span", { class: "muted" }, "none yet");
+  return h(
+    "div",
+    { class: "decision" },
+    h("span", { class: "decision-reason" }, d.reason), ` ${d.sizeText} `, h("span", { class: "muted" }, `· ${when(d.decidedAtMs)}`),
+    h("div", { class: "muted small" }, d.message),
+  );
+}
+
+function renderScaleGroups() {
+  const rows = [...model.scaleGroups.values()].sort(byKey);
+  // No panel at all without a group: the page is as it was before scale groups.
+  $("scalegroups-panel").hidden = rows.length === 0;
+  $("scalegroup-count").textContent = rows.length ? `(${rows.length})` : "";
+  const fragment = document.createDocumentFragment();
+  for (const r of rows) {
+    fragment.append(
+      h(
+        "tr",
+        { dataset: { scalegroup: r.name } },
+        h(
+          "td",
+          null,
+          scaleGroupLink(r.name),
+          r.deleting ? [" ", h("span", { class: "badge badge-warn" }, "DELETING")] : null,
+          r.lastError ? [" ", h("span", { class: "badge badge-bad", title: r.lastError }, "CREATE FAILING")] : null,
+        ),
+        h("td", { class: "num sg-size" }, r.size),
+        h("td", { class: "num" }, r.boundsText),
+        h("td", { class: "num" }, r.targetText),
+        h("td", { class: "num sg-cpu", title: r.cpu === null ? "no warm member reports yet" : "the warm members' average" }, r.cpuText),
+        h("td", { class: "num" }, `${r.running} / ${r.warm}`),
+        h("td", { class: "sg-last" }, decisionEl(r.lastDecision)),
+      ),
+    );
+  }
+  $("scalegroup-rows").replaceChildren(fragment);
+}
+
 function renderEvents() {
   const fragment = document.createDocumentFragment();
   for (const e of model.events) {
@@ -322,7 +382,7 @@ function renderEvents() {
         { class: e.warning ? "event event-warning" : "event" },
         h("span", { class: "event-time" }, time(e.timeMs)),
         h("span", { class: "event-reason" }, e.reason),
-        h("span", { class: "event-object" }, e.objectKind === "vm" ? vmLink(e.objectName) : `${e.objectKind} ${e.objectName}`),
+        h("span", { class: "event-object" }, eventObject(e)),
         h("span", { class: "event-message" }, e.message),
       ),
     );
@@ -334,7 +394,8 @@ function renderEvents() {
 function renderHeader() {
   const hosts = [...model.hosts.values()];
   const ready = hosts.filter((r) => r.state === "READY").length;
-  $("summary").textContent = `${hosts.length} hosts (${ready} ready) · ${model.vms.size} VMs`;
+  const groups = model.scaleGroups.size;
+  $("summary").textContent = `${hosts.length} hosts (${ready} ready) · ${model.vms.size} VMs${groups ? ` · ${groups} scale group${groups === 1 ? "" : "s"}` : ""}`;
   const l = model.leader;
   $("leader").textContent = l ? (l.leading ? `${l.controllerId} (leader)` : `${l.controllerId} (follower${l.leaderAddress ? `; leader ${l.leaderAddress}` : ""})`) : "";
   $("who").textContent = who.role ? `${who.name} (${who.role})` : "read-only";
@@ -342,22 +403,26 @@ function renderHeader() {
 }
 
 // ── the VM page ──────────────────────────────────────────────────────────────────────────────
-let vmFetch = 0;
+const detailTickets = { vm: 0, scalegroup: 0 };
 
-async function loadVmPage() {
-  const name = ui.route.vm;
-  const page = $("page-vm");
-  const ticket = ++vmFetch;
+/**
+ * Fetches a detail page's data (`kind` vm or scalegroup) and draws it with `draw(name, detail)`,
+ * unless a newer fetch or another page came first. A missing one draws `{missing: why}`.
+ */
+async function loadDetailPage(kind, name, draw) {
+  const page = $(`page-${kind}`);
+  const ticket = ++detailTickets[kind];
   let detail;
   try {
-    const r = await fetch(`/api/vms/${encodeURIComponent(name)}`, { cache: "no-store" });
+    const r = await fetch(`/api/${kind === "vm" ? "vms" : "scalegroups"}/${encodeURIComponent(name)}`, { cache: "no-store" });
     detail = r.ok ? await r.json() : { missing: (await r.json().catch(() => ({}))).error ?? `HTTP ${r.status}` };
   } catch (e) {
     detail = { missing: e.message };
   }
-  if (ticket !== vmFetch || ui.route.vm !== name) return; // a newer request or another page
-  // Holes (null) in the list are sections the VM has not got; replaceChildren would print them.
-  page.replaceChildren(...vmPageEls(name, detail).flat().filter((el) => el !== null && el !== undefined));
+  const current = kind === "vm" ? ui.route.vm : ui.route.scaleGroup;
+  if (ticket !== detailTickets[kind] || current !== name) return; // a newer request or another page
+  // Holes (null) in the list are sections the page has not got; replaceChildren would print them.
+  page.replaceChildren(...draw(name, detail).flat(Infinity).filter((el) => el !== null && el !== undefined));
 }
 
 const kv = (k, v) => [h("dt", null, k), h("dd", null, v)];
@@ -397,6 +462,7 @@ function vmPageEls(name, d) {
       kv("Desired", v.desired),
       kv("Resources", v.resourcesText),
       kv("Group", v.group || "—"),
+      v.scaleGroup ? kv("Scale group", scaleGroupLink(v.scaleGroup)) : [],
       kv("Labels", labelText(v.labels) || "—"),
       Object.keys(d.requiredHostLabels).length ? kv("Requires host labels", labelText(d.requiredHostLabels)) : [],
       Object.keys(d.forbiddenHostLabels).length ? kv("Forbids host labels", labelText(d.forbiddenHostLabels)) : [],
@@ -418,16 +484,102 @@ function vmPageEls(name, d) {
   ];
 }
 
+// ── the scale group page ─────────────────────────────────────────────────────────────────────
+function scaleGroupPageEls(name, d) {
+  const back = h("p", null, h("a", { href: "#/" }, "← Topology"));
+  if (d.missing) return [back, h("h1", null, name), h("p", { class: "muted" }, d.missing)];
+  const g = d.group;
+  const p = d.policy;
+  const cpu = `${g.cpuText}${g.cpu === null ? " (no warm member reports yet)" : " now (average of the warm members)"}; target ${g.targetText}`;
+  const members = d.members.map((m) =>
+    h(
+      "tr",
+      { dataset: { member: m.name } },
+      h("td", null, m.phase === "NOT CREATED" ? m.name : vmLink(m.name), m.protected ? [" ", h("span", { class: "badge badge-info", title: "a scale-in never removes it" }, "PROTECTED")] : null),
+      h("td", { class: "num" }, m.index),
+      h("td", null, h("span", { class: `phase phase-${m.phase.toLowerCase().replace(/ /g, "-")}` }, m.phase)),
+      h("td", null, m.hostId || "—"),
+      h("td", null, when(m.addedAtMs)),
+      // An end time, not a countdown: the page is redrawn on changes, not every second.
+      h("td", null, m.warmedUp ? "done" : `until ${when(m.warmupEndsAtMs)}`),
+    ),
+  );
+  const decisions = d.decisions.map((x) =>
+    h(
+      "tr",
+      { dataset: { seq: x.seq } },
+      h("td", { class: "num" }, x.seq),
+      h("td", null, when(x.decidedAtMs)),
+      h("td", { class: "decision-reason" }, x.reason),
+      h("td", { class: "num" }, x.sizeText),
+      h("td", { class: "num" }, x.cpuText),
+      h("td", { class: "num", title: "warm / warming members" }, `${x.warmMembers} / ${x.warmingMembers}`),
+      h("td", { class: "num", title: "the reactive rule's size before the limits" }, x.reactiveSize || "—"),
+      h("td", { class: "num", title: "the learnt pattern's size (cores foreseen)" }, x.predictedText),
+      h(
+        "td",
+        { class: "decision-message" },
+        x.message,
+        x.added.length ? h("div", { class: "muted small" }, `added ${x.added.join(", ")}`) : null,
+        x.removed.length ? h("div", { class: "muted small" }, `removed ${x.removed.join(", ")}`) : null,
+      ),
+    ),
+  );
+  const shown = d.decisions.length;
+  return [
+    back,
+    h("h1", null, name, g.deleting ? [" ", h("span", { class: "badge badge-warn" }, "DELETING")] : null),
+    h(
+      "dl",
+      { class: "spec" },
+      kv("Size", `${g.size} (min ${g.minSize}, max ${g.maxSize}); ${g.running} running, ${g.warm} warm, ${g.creating} being created, ${g.removing} being removed`),
+      kv("CPU", cpu),
+      kv("Template", d.templateText),
+      kv("Placement group", g.placementGroup || "—"),
+      p
+        ? [
+            kv("Tolerance", p.tolerance),
+            kv("Scale-up step", p.scaleUpStep),
+            kv("Scale-down window", p.scaleDownWindow),
+            kv("Warm-up", p.warmup),
+            kv("Interval", p.interval),
+            kv("Scale-in order", p.scaleInOrder),
+            kv("Prediction", p.prediction),
+          ]
+        : kv("Policy", "refused by the controller: the group does not scale"),
+      g.lastError ? kv("Last error", `${g.lastError} (creating a member; retried)`) : [],
+      kv("Created", d.createdAtMs ? new Date(d.createdAtMs).toLocaleString() : "—"),
+    ),
+    h("h2", null, `Members (${d.members.length})`),
+    d.members.length
+      ? h("table", { class: "vm-table sg-members" }, h("thead", null, h("tr", null, ["Name", "Index", "Phase", "Host", "Added", "Warm-up"].map((t) => h("th", null, t)))), h("tbody", null, members))
+      : h("p", { class: "muted" }, "None."),
+    h("h2", null, `Decisions (${shown === g.decisionCount ? shown : `latest ${shown} of ${g.decisionCount}`}, newest first)`),
+    shown
+      ? h(
+          "table",
+          { class: "vm-table sg-decisions" },
+          h("thead", null, h("tr", null, ["#", "When", "Reason", "Size", "CPU", "Warm / warming", "Reactive", "Predicted", "Message"].map((t) => h("th", null, t)))),
+          h("tbody", null, decisions),
+        )
+      : h("p", { class: "muted" }, "None yet."),
+  ];
+}
+
 // ── routing and the render loop ──────────────────────────────────────────────────────────────
 function route() {
   const hash = location.hash.replace(/^#\/?/, "");
-  if (hash.startsWith("vm/")) ui.route = { page: "vm", vm: decodeURIComponent(hash.slice(3)) };
-  else if (hash === "vms") ui.route = { page: "vms", vm: "" };
-  else ui.route = { page: "topology", vm: "" };
-  for (const p of ["topology", "vms", "vm"]) $(`page-${p}`).hidden = ui.route.page !== p;
-  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === ui.route.page || (ui.route.page === "vm" && a.dataset.nav === "vms"));
+  if (hash.startsWith("vm/")) ui.route = { page: "vm", vm: decodeURIComponent(hash.slice(3)), scaleGroup: "" };
+  else if (hash.startsWith("scalegroup/")) ui.route = { page: "scalegroup", vm: "", scaleGroup: decodeURIComponent(hash.slice("scalegroup/".length)) };
+  else if (hash === "vms") ui.route = { page: "vms", vm: "", scaleGroup: "" };
+  else ui.route = { page: "topology", vm: "", scaleGroup: "" };
+  for (const p of ["topology", "vms", "vm", "scalegroup"]) $(`page-${p}`).hidden = ui.route.page !== p;
+  // A VM's page is under VMs, a scale group's under the topology (where its panel is).
+  const nav = { vm: "vms", scalegroup: "topology" }[ui.route.page] ?? ui.route.page;
+  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
   if (ui.route.page === "vm") $("page-vm").replaceChildren(h("p", { class: "muted" }, "Loading…"));
-  Object.assign(dirty, { vmPage: true, vms: true, hostSet: true });
+  if (ui.route.page === "scalegroup") $("page-scalegroup").replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  Object.assign(dirty, { vmPage: true, scaleGroupPage: true, vms: true, scaleGroups: true, hostSet: true });
   schedule();
 }
 
@@ -443,9 +595,17 @@ function render() {
     renderVms();
     dirty.vms = false;
   }
+  if (page === "topology" && dirty.scaleGroups) {
+    renderScaleGroups();
+    dirty.scaleGroups = false;
+  }
   if (page === "vm" && dirty.vmPage) {
     dirty.vmPage = false;
-    void loadVmPage();
+    void loadDetailPage("vm", ui.route.vm, vmPageEls);
+  }
+  if (page === "scalegroup" && dirty.scaleGroupPage) {
+    dirty.scaleGroupPage = false;
+    void loadDetailPage("scalegroup", ui.route.scaleGroup, scaleGroupPageEls);
   }
   if (dirty.migrations) renderMigrations();
   if (dirty.events) renderEvents();

@@ -367,10 +367,10 @@ describe("scale groups", () => {
       "web-3": vm("web-3", "host-1", 1, 1024),
     };
     const d = scaleGroupDetail(info(group, { running: 1 }), (n) => vms[n], now);
-    expect(d.members.map((m) => [m.name, m.phase, m.hostId, m.protected, m.warmedUp, m.warmupText])).toEqual([
-      ["web-1", "RUNNING", "host-2", true, true, "done"],
-      ["web-2", "PENDING", "", false, false, "30s left"],
-      ["web-3", "NOT CREATED", "", false, false, "59s left"],
+    expect(d.members.map((m) => [m.name, m.phase, m.hostId, m.protected, m.warmedUp, m.warmupEndsAtMs])).toEqual([
+      ["web-1", "RUNNING", "host-2", true, true, now - 60_000],
+      ["web-2", "PENDING", "", false, false, now + 30_000],
+      ["web-3", "NOT CREATED", "", false, false, now + 59_000],
     ]);
     expect(d.decisions.map((x) => [x.seq, x.reason, x.sizeText])).toEqual([
       [2, "ScaledOut", "2 → 3"],

@@ -551,10 +551,10 @@ export interface ScaleMemberRow {
   index: number;
   /** When the decision that added it was made: the start of its warm-up. */
   addedAtMs: number;
-  /** Past its warm-up at the view's time: its CPU counts. */
+  /** When its warm-up ends (its CPU counts from then): addedAtMs + the policy's warm-up. */
+  warmupEndsAtMs: number;
+  /** Past its warm-up at the view's time. */
   warmedUp: boolean;
-  /** `done`, or how long is left (`2m30s left`). */
-  warmupText: string;
   /** A scale-in never removes it. */
   protected: boolean;
   /** Its VM's phase (RUNNING, PENDING...), `NOT CREATED` while the VM does not exist yet. */
@@ -676,14 +676,14 @@ export function scaleGroupDetail(info: ScaleGroupInfo, vmOf: (name: string) => V
   const members = (g?.members ?? []).map((m): ScaleMemberRow => {
     const vm = vmOf(m.name);
     const own = vm !== undefined && vm.spec?.labels[SCALE_GROUP_LABEL] === name;
-    const left = m.addedAtMs + warmupMs - nowMs;
+    const warmupEndsAtMs = m.addedAtMs + warmupMs;
     return {
       name: m.name,
       key: naturalKey(m.name),
       index: m.index,
       addedAtMs: m.addedAtMs,
-      warmedUp: left <= 0,
-      warmupText: left <= 0 ? "done" : `${durationText(left)} left`,
+      warmupEndsAtMs,
+      warmedUp: nowMs >= warmupEndsAtMs,
       protected: protectedSet.has(m.name),
       phase: own ? enumName(VmPhase, vm.status?.phase ?? VmPhase.VM_PHASE_UNSPECIFIED, "VM_PHASE_") : "NOT CREATED",
       hostId: own ? vm.hostId : "",
