@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { GroupPolicy, HostState, ScaleGroup, VmPhase, type ScaleGroupInfo } from "@berth/api";
-import { fakeRunningVmIds, writeFakeFaults } from "@berth/hypervisor";
+import { fakeRunningVmIds, writeFakeFaults, type LoadPattern } from "@berth/hypervisor";
 import { describeWithEtcd, startEtcd, type RunningEtcd } from "../support/etcd.js";
 import { clusterClient, type ClusterClient } from "../support/grpc.js";
 import { tlsEnv } from "../support/pki.js";
@@ -21,6 +21,7 @@ import { AGENT_BIN, CLI_BIN, CONTROLLER_BIN, freePort, Proc, waitFor } from "../
 
 const HOSTS = ["host-1", "host-2", "host-3", "host-4"] as const;
 const WINDOW_MS = 8_000;
+const SPIKE_MS = 20_000;
 
 describeWithEtcd("end to end: a scale group follows measured load (controller + 4 fake agents)", () => {
   let etcd: RunningEtcd;
@@ -34,9 +35,11 @@ describeWithEtcd("end to end: a scale group follows measured load (controller + 
   let sampler: NodeJS.Timeout | undefined;
 
   const dumpLogs = (): void => console.error([controller, ...agents.values()].map((p) => p.tail(40)).join("\n"));
-  const setLoad = (fraction: number): void => {
-    for (const h of HOSTS) writeFakeFaults(join(dir, h), { load: { default: { cpu: { kind: "constant", fraction } } } });
+  /** Every guest's CPU from now on: the fake's load patterns, through each host's control file. */
+  const setLoad = (cpu: LoadPattern): void => {
+    for (const h of HOSTS) writeFakeFaults(join(dir, h), { load: { default: { cpu } } });
   };
+  let spikeEndsAt = 0;
   const info = async (): Promise<ScaleGroupInfo> => (await client.getScaleGroup({ name: "web" })).group!;
   const berth = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
     new Promise((resolve) => {
@@ -80,7 +83,7 @@ describeWithEtcd("end to end: a scale group follows measured load (controller + 
       dumpLogs();
       throw e;
     }
-    setLoad(0.2);
+    setLoad({ kind: "constant", fraction: 0.2 });
   }, 90_000);
 
   afterAll(async () => {
@@ -123,8 +126,11 @@ describeWithEtcd("end to end: a scale group follows measured load (controller + 
   }, 60_000);
 
   it("a spike doubles the group to its max, never beyond, its members on four hosts", async () => {
-    setLoad(0.95);
+    // The fake's spike pattern: 10 % CPU, 95 % for 20 s from now (the control file is read within a
+    // second; the hosts share this machine's clock).
     const spikeAt = Date.now();
+    spikeEndsAt = spikeAt + SPIKE_MS;
+    setLoad({ kind: "spike", base: 0.1, peak: 0.95, startMs: spikeAt, durationMs: SPIKE_MS });
     const doubled = await waitFor("four members running", async () => {
       const i = await info();
       return i.running === 4 ? i : undefined;
@@ -146,17 +152,18 @@ describeWithEtcd("end to end: a scale group follows measured load (controller + 
     // Still at 95 % on four, the rule asks for 8: the max holds it at 4.
     await new Promise((r) => setTimeout(r, 4_000));
     const held = await info();
+    expect(Date.now()).toBeLessThan(spikeEndsAt);
     expect(held.group?.members).toHaveLength(4);
     expect(held.cpuUtilization).toBeGreaterThan(0.8);
   }, 60_000);
 
-  it("scales back to its min once the load has been low for the scale-down window", async () => {
-    setLoad(0.1);
-    const dropAt = Date.now();
+  it("scales back to its min once the spike has been over for the scale-down window", async () => {
+    // The spike ends by itself.
+    const dropAt = spikeEndsAt;
     const back = await waitFor("two members again", async () => {
       const i = await info();
       return i.group?.members.length === 2 ? i : undefined;
-    }, 40_000, 200);
+    }, 60_000, 200);
     const scaledIn = back.group!.decisions.filter((d) => d.reason === "ScaledIn");
     expect(scaledIn.length).toBeGreaterThanOrEqual(1);
     // Stabilised: not before a whole window of lower recommendations (the control file is read

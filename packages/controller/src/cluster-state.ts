@@ -1,6 +1,7 @@
 import { MigrationPhase, type ClusterConfig, type Group, type Host, type Image, type Migration, type Resources, type ScaleGroup, type Vm, type Volume } from "@berth/api";
 import { addResources, subtractResources, ZERO } from "@berth/core";
 import { Informer, type ClusterStore, type KeyValue } from "@berth/store";
+import { SCALE_GROUP_LABEL } from "./scale-groups.js";
 import { decodeConfig, decodeGroup, decodeHost, decodeImage, decodeMigration, decodeScaleGroup, decodeVm, decodeVolume, Keys } from "./keys.js";
 
 /**
@@ -65,6 +66,8 @@ export class ClusterState {
   private readonly activeByVm = new Map<string, Migration>();
   /** host id → group name → members of the group placed there. */
   private readonly groupsByHost = new Map<string, Map<string, number>>();
+  /** scale group name → VM id → the VMs carrying its label (SCALE_GROUP_LABEL). */
+  private readonly vmsByScaleGroup = new Map<string, Map<string, Vm>>();
   private readonly byId = new Map<string, Vm>();
   private readonly byKey = new Map<string, Vm>();
   private readonly vmsByHost = new Map<string, Map<string, Vm>>();
@@ -219,6 +222,11 @@ export class ClusterState {
     return this.scaleGroups.get(Keys.scaleGroup(name));
   }
 
+  /** The VMs labelled as members of the scale group (being deleted ones included), from an index. */
+  vmsOfScaleGroup(name: string): Vm[] {
+    return [...(this.vmsByScaleGroup.get(name)?.values() ?? [])];
+  }
+
   allScaleGroups(): ScaleGroup[] {
     return this.scaleGroups.values();
   }
@@ -362,6 +370,12 @@ export class ClusterState {
       this.allocatedByHost.set(vm.hostId, addResources(this.placedOn(vm.hostId), vm.spec.resources));
     }
     this.countGroupMember(vm, +1);
+    const scaleGroup = vm.spec?.labels[SCALE_GROUP_LABEL];
+    if (scaleGroup) {
+      let members = this.vmsByScaleGroup.get(scaleGroup);
+      if (!members) this.vmsByScaleGroup.set(scaleGroup, (members = new Map()));
+      members.set(vm.id, vm);
+    }
   }
 
   private unindex(key: string): Vm | undefined {
@@ -376,6 +390,10 @@ export class ClusterState {
       this.allocatedByHost.set(vm.hostId, subtractResources(this.placedOn(vm.hostId), vm.spec.resources));
     }
     this.countGroupMember(vm, -1);
+    const scaleGroup = vm.spec?.labels[SCALE_GROUP_LABEL];
+    const members = scaleGroup ? this.vmsByScaleGroup.get(scaleGroup) : undefined;
+    members?.delete(vm.id);
+    if (members?.size === 0) this.vmsByScaleGroup.delete(scaleGroup!);
     return vm;
   }
 

@@ -184,7 +184,7 @@ export class Controller {
     const adminRoutes: AdminRoute[] = [
       ...healthRoutes({ store, state, isLeader: () => controller?.isLeader ?? false }),
       metricsRoute(metrics.registry),
-      ...dashboardRoutes({ state, events, placer, liveHost, leading: () => controller?.leading, leaderAddress, controllerId: options.controllerId, log }),
+      ...dashboardRoutes({ state, events, placer, liveHost, sessions, leading: () => controller?.leading, leaderAddress, controllerId: options.controllerId, log }),
     ];
     if (options.adminListen !== undefined) {
       try {

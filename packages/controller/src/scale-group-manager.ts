@@ -362,7 +362,7 @@ export class ScaleGroupManager {
 
   /** The VMs carrying the group's label. */
   private vmsOf(group: string): Vm[] {
-    return this.deps.state.allVms().filter((vm) => isMemberOf(vm, group));
+    return this.deps.state.vmsOfScaleGroup(group);
   }
 
   private async read(name: string): Promise<KeyValue> {
@@ -414,9 +414,6 @@ export function scaleGroupInfo(state: ClusterState, sessions: ReadonlyMap<string
     cores += usage.cpuCores;
     vcpus += vm.spec?.resources?.vcpus ?? 0;
   }
-  const plan = planMembers(
-    group,
-    state.allVms().filter((vm) => isMemberOf(vm, group.name)),
-  );
+  const plan = planMembers(group, state.vmsOfScaleGroup(group.name));
   return { group, running: running.length, warm, cpuUtilization: vcpus > 0 ? Math.min(1, cores / vcpus) : 0, creating: plan.create.length, removing: plan.remove.length + plan.removing.length, lastError };
 }
