@@ -9,6 +9,7 @@ import {
   type ScalePolicy,
   type VmSpec,
 } from "@berth/api";
+import { formatExactDuration, formatPercent } from "@berth/core";
 import { compareNames, formatAge, formatDuration, formatNumber, formatResourcesHuman, isoTime, renderFields, renderTable, sortByName } from "./format.js";
 import type { View } from "./output.js";
 
@@ -37,10 +38,8 @@ export const SCALE_IN_ORDER_OF_FLAG: Readonly<Record<string, ScaleInOrder>> = {
   "newest-first": ScaleInOrder.SCALE_IN_ORDER_NEWEST_FIRST,
 };
 
-/** A fraction as a percentage: `60%`, `72.5%` (one decimal at most, rounded). */
-export function formatPercent(fraction: number): string {
-  return `${Math.round(fraction * 1000) / 10}%`;
-}
+/** A fraction as a percentage (core's one rule): `60%`, `72.5%`. */
+export { formatPercent };
 
 /** A policy with every unset field replaced by its default: what the autoscaler applies. */
 export interface EffectivePolicy {
@@ -93,7 +92,7 @@ export const predictionName = (p: ScalePrediction): string => (p === ScalePredic
 
 /** A scale-up step: `max(100%, 4 VMs) per 15s`, HPA's wording of its default. */
 export function scaleUpStepText(p: EffectivePolicy): string {
-  return `max(${p.scaleUpMaxPercent}%, ${p.scaleUpMaxVms} VM${p.scaleUpMaxVms === 1 ? "" : "s"}) per ${formatDuration(p.scaleUpPeriodMs)}`;
+  return `max(${p.scaleUpMaxPercent}%, ${p.scaleUpMaxVms} VM${p.scaleUpMaxVms === 1 ? "" : "s"}) per ${formatExactDuration(p.scaleUpPeriodMs)}`;
 }
 
 /** The template's VM in one line: resources, then what else it sets (image, NICs, labels...). */
@@ -156,10 +155,10 @@ export function scaleGroupTable(rows: readonly { group: ScaleGroup | undefined; 
       live ? String(live.removing) : "-",
       g?.template?.group || "-",
       formatNumber(p.tolerance),
-      formatDuration(p.warmupMs),
-      formatDuration(p.scaleDownWindowMs),
+      formatExactDuration(p.warmupMs),
+      formatExactDuration(p.scaleDownWindowMs),
       scaleUpStepText(p).replace(/ /g, ""),
-      formatDuration(p.intervalMs),
+      formatExactDuration(p.intervalMs),
       scaleInOrderName(p.scaleInOrder),
       predictionName(p.prediction),
     ];
@@ -266,9 +265,9 @@ export function scaleGroupDetail(group: ScaleGroup, live: Live | undefined, nowM
     ["Placement group", group.template?.group ? `${group.template.group} (every member joins it)` : "-"],
     ["Tolerance", withDefault(p, "tolerance", `${formatNumber(p.tolerance)} (no change while CPU / target is within 1 ± ${formatNumber(p.tolerance)})`)],
     ["Scale-up step", scaleUpStepText(p) + (UP_STEP_FIELDS.every((k) => p.defaulted.has(k)) ? " (default)" : "")],
-    ["Scale-down window", withDefault(p, "scaleDownWindowMs", formatDuration(p.scaleDownWindowMs))],
-    ["Warm-up", withDefault(p, "warmupMs", formatDuration(p.warmupMs))],
-    ["Interval", withDefault(p, "intervalMs", formatDuration(p.intervalMs))],
+    ["Scale-down window", withDefault(p, "scaleDownWindowMs", formatExactDuration(p.scaleDownWindowMs))],
+    ["Warm-up", withDefault(p, "warmupMs", formatExactDuration(p.warmupMs))],
+    ["Interval", withDefault(p, "intervalMs", formatExactDuration(p.intervalMs))],
     ["Scale-in order", withDefault(p, "scaleInOrder", scaleInOrderName(p.scaleInOrder))],
     ["Prediction", withDefault(p, "prediction", predictionName(p.prediction))],
     ["Forecast", forecastText(group.forecast)],

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { addResources, fitsIn, formatGib, formatMib, formatResources, parseSizeGib, parseSizeMib, subtractResources, sumResources, ZERO } from "./resources.js";
+import { addResources, fitsIn, formatExactDuration, formatGib, formatMib, formatPercent, formatResources, parseSizeGib, parseSizeMib, subtractResources, sumResources, ZERO } from "./resources.js";
 
 const resources = fc.record({
   vcpus: fc.integer({ min: 0, max: 1 << 16 }),
@@ -74,5 +74,21 @@ describe("sizes", () => {
     expect(formatMib(2 * 1024 * 1024)).toBe("2 TiB");
     expect(formatGib(0)).toBe("0 B");
     expect(formatResources({ vcpus: 2, memoryMib: 4096, diskGib: 20 })).toBe("2 vCPU, 4 GiB memory, 20 GiB disk");
+  });
+});
+
+describe("formatPercent and formatExactDuration", () => {
+  it("print a fraction with at most one decimal, and a configured duration exactly", () => {
+    expect(formatPercent(0.6)).toBe("60%");
+    expect(formatPercent(0.725)).toBe("72.5%");
+    expect(formatPercent(0.12345)).toBe("12.3%");
+    expect(formatPercent(1)).toBe("100%");
+    expect(formatExactDuration(45_000)).toBe("45s");
+    expect(formatExactDuration(180_000)).toBe("3m");
+    expect(formatExactDuration(90_000)).toBe("1m30s");
+    expect(formatExactDuration(630_000)).toBe("10m30s");
+    expect(formatExactDuration(3_600_000)).toBe("1h");
+    expect(formatExactDuration(3_900_000)).toBe("1h5m");
+    expect(formatExactDuration(-5)).toBe("0s");
   });
 });

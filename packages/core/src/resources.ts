@@ -124,3 +124,24 @@ export function parseSizeGib(text: string, field: string): number {
   return Math.ceil(parseSizeMib(text, field, "GiB") / 1024);
 }
 
+
+/**
+ * The one way Berth prints a fraction to people as a percentage: at most one decimal, rounded:
+ * `60%`, `72.5%`. The CLI's scale group views and the dashboard go through here.
+ */
+export function formatPercent(fraction: number): string {
+  return `${Math.round(fraction * 1000) / 10}%`;
+}
+
+/**
+ * A configured duration, exactly (whole seconds, truncated), as a flag would take it back:
+ * `45s`, `3m`, `1m30s`, `1h`, `1h5m`. (An age, which may round, is the CLI's formatAge.)
+ */
+export function formatExactDuration(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return s % 60 ? `${m}m${s % 60}s` : `${m}m`;
+  const h = Math.floor(m / 60);
+  return m % 60 ? `${h}h${m % 60}m` : `${h}h`;
+}

@@ -23,7 +23,7 @@ import {
   type ScalePolicy,
   type Vm,
 } from "@berth/api";
-import { formatBytes, formatGib, formatMib, formatResources, formatVcpus, normalHostState } from "@berth/core";
+import { formatBytes, formatExactDuration, formatGib, formatMib, formatPercent, formatResources, formatVcpus, normalHostState } from "@berth/core";
 import { resolveScalePolicy, type ResolvedScalePolicy } from "../autoscale.js";
 import { SCALE_GROUP_LABEL } from "../scale-groups.js";
 
@@ -463,20 +463,11 @@ export function vmDetail(vm: Vm, migration: Migration | undefined): VmDetail {
   };
 }
 
-/** A fraction as a percentage, as `berth scalegroup` prints it: `60%`, `72.5%` (one decimal at most, rounded). */
-export function percentText(fraction: number): string {
-  return `${Math.round(fraction * 1000) / 10}%`;
-}
+/** A fraction as a percentage (core's one rule): `60%`, `72.5%`. */
+export const percentText = formatPercent;
 
-/** A policy's duration as people read it: `45s`, `3m`, `1m30s`, `1h`, `1h5m` (whole seconds, truncated). */
-export function durationText(ms: number): string {
-  const s = Math.max(0, Math.floor(ms / 1000));
-  if (s < 60) return `${s}s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return s % 60 ? `${m}m${s % 60}s` : `${m}m`;
-  const h = Math.floor(m / 60);
-  return m % 60 ? `${h}h${m % 60}m` : `${h}h`;
-}
+/** A policy's duration, exactly (core's one rule): `45s`, `3m`, `1m30s`, `1h`, `1h5m`. */
+export const durationText = formatExactDuration;
 
 /** One decision that changed a scale group's size, with what it was decided on (the group page's history). */
 export interface ScaleDecisionRow {
