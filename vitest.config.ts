@@ -8,7 +8,11 @@ const packages = fileURLToPath(new URL("./packages", import.meta.url));
 // built binaries (the test script builds first).
 export default defineConfig({
   resolve: {
-    alias: [{ find: /^@berth\/([a-z]+)$/, replacement: `${packages}/$1/src/index.ts` }],
+    // A package's subpath export (`@berth/controller/scaling`) is its src/<name>.ts.
+    alias: [
+      { find: /^@berth\/([a-z]+)$/, replacement: `${packages}/$1/src/index.ts` },
+      { find: /^@berth\/([a-z]+)\/([a-z-]+)$/, replacement: `${packages}/$1/src/$2.ts` },
+    ],
   },
   test: {
     include: ["packages/*/src/**/*.test.ts", "test/**/*.test.ts"],

@@ -6,10 +6,11 @@ import {
   type LoadForecast,
   type ScaleDecision,
   type ScaleMember,
-  type ScalePolicy,
+  ScalePolicy,
   type VmSpec,
 } from "@berth/api";
 import { formatExactDuration, formatPercent } from "@berth/core";
+import { resolveScalePolicy } from "@berth/controller/scaling";
 import { compareNames, formatAge, formatDuration, formatNumber, formatResourcesHuman, isoTime, renderFields, renderTable, sortByName } from "./format.js";
 import type { View } from "./output.js";
 
@@ -17,20 +18,26 @@ import type { View } from "./output.js";
 // `-o` views. Pure functions of their input (and `now`), as format.ts.
 
 /**
- * What a ScalePolicy field left 0 (or unspecified) means: the defaults scalegroup.proto names
- * (the reactive ones are Kubernetes HPA's). Shown beside unset fields; never sent.
+ * What a ScalePolicy field left 0 (or unspecified) means: the controller's own defaults
+ * (`resolveScalePolicy`, the one definition; the reactive ones are Kubernetes HPA's). Shown beside
+ * unset fields; never sent.
  */
-export const SCALE_POLICY_DEFAULTS = {
-  tolerance: 0.1,
-  scaleDownWindowMs: 300_000,
-  scaleUpMaxPercent: 100,
-  scaleUpMaxVms: 4,
-  scaleUpPeriodMs: 15_000,
-  warmupMs: 180_000,
-  intervalMs: 15_000,
-  scaleInOrder: ScaleInOrder.SCALE_IN_ORDER_OLDEST_FIRST,
-  prediction: ScalePrediction.SCALE_PREDICTION_ON,
-} as const;
+export const SCALE_POLICY_DEFAULTS = policyDefaults();
+
+function policyDefaults() {
+  const d = resolveScalePolicy(ScalePolicy.fromPartial({ targetCpu: 1 }));
+  return {
+    tolerance: d.tolerance,
+    scaleDownWindowMs: d.scaleDownWindowMs,
+    scaleUpMaxPercent: d.scaleUpMaxPercent,
+    scaleUpMaxVms: d.scaleUpMaxVms,
+    scaleUpPeriodMs: d.scaleUpPeriodMs,
+    warmupMs: d.warmupMs,
+    intervalMs: d.intervalMs,
+    scaleInOrder: d.scaleInOrder === "newest-first" ? ScaleInOrder.SCALE_IN_ORDER_NEWEST_FIRST : ScaleInOrder.SCALE_IN_ORDER_OLDEST_FIRST,
+    prediction: d.prediction ? ScalePrediction.SCALE_PREDICTION_ON : ScalePrediction.SCALE_PREDICTION_OFF,
+  } as const;
+}
 
 /** `--scale-in-order` values and what they send. */
 export const SCALE_IN_ORDER_OF_FLAG: Readonly<Record<string, ScaleInOrder>> = {

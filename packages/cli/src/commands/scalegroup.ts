@@ -1,5 +1,6 @@
 import { HostFailurePolicy, ScaleGroup, ScalePolicy, ScalePrediction, type VmSpec } from "@berth/api";
-import { BerthError, ErrorCode, Limits } from "@berth/core";
+import { MAX_SCALE_GROUP_NAME, MAX_SCALE_GROUP_SIZE } from "@berth/controller/scaling";
+import { BerthError, ErrorCode } from "@berth/core";
 import { Command, CommanderError, Option } from "commander";
 import { confirmOrRefuse } from "../confirm.js";
 import type { CliContext, Io } from "../context.js";
@@ -11,14 +12,11 @@ import { addSpecOptions, collect, ON_HOST_FAILURE_OF_FLAG, readSpecsFromFlags, s
 
 const EXIT_CODES_SEE = "Exit codes: see berth --help.";
 
-/** The longest scale group name: members are named `<group>-<index>`, and a VM name has at most 63 characters. */
-export const MAX_SCALE_GROUP_NAME_LENGTH = 52;
+/** The longest scale group name (the controller's rule): members are named `<group>-<index>`, and a VM name has at most 63 characters. */
+export const MAX_SCALE_GROUP_NAME_LENGTH = MAX_SCALE_GROUP_NAME;
 
-/**
- * The largest `--min` / `--max`: a placement group's member limit, since every member of a group
- * with `--placement-group` joins that one placement group.
- */
-export const MAX_SCALE_GROUP_SIZE = Limits.maxGroupMembers;
+/** The largest `--min` / `--max` (the controller's rule). */
+export { MAX_SCALE_GROUP_SIZE };
 
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
