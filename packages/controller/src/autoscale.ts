@@ -137,7 +137,7 @@ export interface AutoscaleMemory {
   readonly quickFloorsSinceMs: number | undefined;
   /** No quicker scale-in before this (Unix ms): a new leader waits out one scale-down window, as the reactive rule does. */
   readonly quickScaleInAfterMs: number;
-  /** With a prediction: how busy today is against the learnt pattern. */
+  /** With a prediction: how busy today is against the learnt pattern, and how noisy the load is. */
   readonly level: ForecastLevel | undefined;
 }
 
@@ -304,6 +304,8 @@ export interface PredictionTuning {
   quickScaleIn: boolean;
   quickScaleInIntervals: number;
   quickScaleInMarginOfTolerance: number;
+  quickScaleInMarginOfNoise: number;
+  noiseIntervals: number;
 }
 
 /**
@@ -328,29 +330,42 @@ export const PREDICTION: Readonly<PredictionTuning> = Object.freeze({
    */
   quickScaleInIntervals: 4,
   /**
-   * ...and sizes the smaller group to hold this share of the tolerance below the target (2.5 %
-   * at the default 0.1): without it the prediction's scale-out at the target and the scale-in at
-   * the target chase each other across one VM on every step's noise.
+   * ...and sizes the smaller group to hold a margin below the target: at least this share of the
+   * tolerance (2.5 % at the default 0.1; without it the prediction's scale-out at the target and
+   * the scale-in at the target chase each other across one VM on every step's noise)...
    */
   quickScaleInMarginOfTolerance: 0.25,
+  /**
+   * ...and at least this many times the load's noise (the mean relative deviation of a step's
+   * measured level from the smoothed one, itself averaged over `noiseIntervals`): on a noisy load
+   * a group sized just below the target is above it on every other step. At most 50 %.
+   */
+  quickScaleInMarginOfNoise: 2,
+  noiseIntervals: 16,
 });
 
-/** How busy today is against the learnt pattern: measured / learnt, smoothed over time. */
+/** How busy today is against the learnt pattern: measured / learnt, smoothed over time, and the load's noise. */
 export interface ForecastLevel {
   readonly atMs: number;
   readonly ratio: number;
+  /** The mean relative deviation of the measured ratio from the smoothed one: the load's step-to-step noise. */
+  readonly noise: number;
 }
 
-function nextLevel(prior: ForecastLevel | undefined, now: number, ratio: number, timeConstantMs: number): ForecastLevel {
+function nextLevel(prior: ForecastLevel | undefined, now: number, ratio: number, timeConstantMs: number, noiseTimeConstantMs: number): ForecastLevel {
   // A level older than a few time constants says nothing about now (a prediction that lapsed).
-  if (!prior || now <= prior.atMs || now - prior.atMs > 4 * timeConstantMs) return { atMs: now, ratio };
+  if (!prior || now <= prior.atMs || now - prior.atMs > 4 * timeConstantMs) return { atMs: now, ratio, noise: 0 };
   const a = 1 - Math.exp(-(now - prior.atMs) / timeConstantMs);
-  return { atMs: now, ratio: prior.ratio + a * (ratio - prior.ratio) };
+  const smoothed = prior.ratio + a * (ratio - prior.ratio);
+  const deviation = smoothed > 0 ? Math.abs(ratio - smoothed) / smoothed : 0;
+  const b = 1 - Math.exp(-(now - prior.atMs) / noiseTimeConstantMs);
+  return { atMs: now, ratio: smoothed, noise: prior.noise + b * (deviation - prior.noise) };
 }
 
 /** The utilisation a quicker scale-in sizes the smaller group for: a little below the target. */
-function quickTarget(policy: ResolvedScalePolicy, tuning: Readonly<PredictionTuning>): number {
-  return policy.targetCpu * (1 - tuning.quickScaleInMarginOfTolerance * policy.tolerance);
+function quickTarget(policy: ResolvedScalePolicy, tuning: Readonly<PredictionTuning>, noise: number): number {
+  const margin = Math.max(tuning.quickScaleInMarginOfTolerance * policy.tolerance, tuning.quickScaleInMarginOfNoise * noise);
+  return policy.targetCpu * (1 - Math.min(0.5, margin));
 }
 
 /**
@@ -373,11 +388,11 @@ function predictSize(input: AutoscaleInput, measured: number | undefined): { pre
   const hold = forecastOver(input.forecast, now, now + holdMs, 1);
   const vcpus = meanVcpus(members);
   if (!window || !hold || vcpus <= 0 || window.nowCores <= 0) return { prediction: undefined, level: undefined };
-  const level = nextLevel(input.memory.level, now, measured / window.nowCores, tuning.levelIntervals * policy.intervalMs);
+  const level = nextLevel(input.memory.level, now, measured / window.nowCores, tuning.levelIntervals * policy.intervalMs, tuning.noiseIntervals * policy.intervalMs);
   const factor = Math.min(tuning.levelMax, Math.max(tuning.levelMin, level.ratio));
   const cores = window.peakCores * factor;
   const size = ceilSize(cores / (vcpus * policy.targetCpu));
-  const holdSize = ceilSize((hold.peakCores * factor) / (vcpus * quickTarget(policy, tuning)));
+  const holdSize = ceilSize((hold.peakCores * factor) / (vcpus * quickTarget(policy, tuning, level.noise)));
   return {
     level,
     prediction: {
@@ -503,7 +518,7 @@ export function autoscaleStep(input: AutoscaleInput): AutoscaleOutcome {
   const tuning = input.tuning ?? PREDICTION;
   if (prediction && tuning.quickScaleIn) {
     const quickWindowMs = tuning.quickScaleInIntervals * policy.intervalMs;
-    const need = reactiveSize(input.members, size, { ...policy, targetCpu: quickTarget(policy, tuning) }, now, 0);
+    const need = reactiveSize(input.members, size, { ...policy, targetCpu: quickTarget(policy, tuning, level?.noise ?? 0) }, now, 0);
     const floor = Math.max(prediction.holdSize, need.desired);
     const quick = Math.max(floor, highestWithin(memory.quickFloors, now, quickWindowMs) ?? floor);
     quickFloors = remember(memory.quickFloors, now, floor, quickWindowMs);
