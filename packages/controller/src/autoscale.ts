@@ -35,6 +35,20 @@ export interface ResolvedScalePolicy {
 
 const HOUR_MS = 3_600_000;
 
+/**
+ * The bounds a policy's fields must keep (resolveScalePolicy's rules; the CLI checks its flags
+ * against the same numbers).
+ */
+export const SCALE_POLICY_LIMITS = Object.freeze({
+  maxTolerance: 0.5,
+  /** The scale-down window, the scale-up period and the warm-up. */
+  maxDurationMs: HOUR_MS,
+  minIntervalMs: 1000,
+  maxIntervalMs: 600_000,
+  maxScaleUpPercent: 1000,
+  maxScaleUpVms: 1000,
+});
+
 const DEFAULTS: Omit<ResolvedScalePolicy, "targetCpu"> = Object.freeze({
   tolerance: 0.1,
   scaleDownWindowMs: 300_000,
@@ -67,7 +81,9 @@ export function resolveScalePolicy(policy: Partial<ScalePolicy> | undefined, fie
   if (target === 0) throw invalidArgument(`${field}.target_cpu`, "is required: the average CPU utilisation to hold, in (0, 1] (0.6 for 60 %)");
   if (!(Number.isFinite(target) && target > 0 && target <= 1)) throw invalidArgument(`${field}.target_cpu`, `must be in (0, 1] (0.6 for 60 %; got ${target})`);
   const tolerance = p.tolerance ?? 0;
-  if (!(Number.isFinite(tolerance) && tolerance >= 0 && tolerance <= 0.5)) throw invalidArgument(`${field}.tolerance`, `must be in [0, 0.5] (got ${tolerance})`);
+  if (!(Number.isFinite(tolerance) && tolerance >= 0 && tolerance <= SCALE_POLICY_LIMITS.maxTolerance)) {
+    throw invalidArgument(`${field}.tolerance`, `must be in [0, ${SCALE_POLICY_LIMITS.maxTolerance}] (got ${tolerance})`);
+  }
   const whole = (name: string, value: number | undefined, fallback: number, min: number, max: number, unit: string): number => {
     const v = value ?? 0;
     if (v === 0) return fallback;
@@ -85,12 +101,12 @@ export function resolveScalePolicy(policy: Partial<ScalePolicy> | undefined, fie
   return {
     targetCpu: target,
     tolerance: tolerance === 0 ? DEFAULTS.tolerance : tolerance,
-    scaleDownWindowMs: whole("scale_down_window_ms", p.scaleDownWindowMs, DEFAULTS.scaleDownWindowMs, 1, HOUR_MS, "ms"),
-    scaleUpMaxPercent: whole("scale_up_max_percent", p.scaleUpMaxPercent, DEFAULTS.scaleUpMaxPercent, 1, 1000, "%"),
-    scaleUpMaxVms: whole("scale_up_max_vms", p.scaleUpMaxVms, DEFAULTS.scaleUpMaxVms, 1, 1000, "VMs"),
-    scaleUpPeriodMs: whole("scale_up_period_ms", p.scaleUpPeriodMs, DEFAULTS.scaleUpPeriodMs, 1, HOUR_MS, "ms"),
-    warmupMs: whole("warmup_ms", p.warmupMs, DEFAULTS.warmupMs, 1, HOUR_MS, "ms"),
-    intervalMs: whole("interval_ms", p.intervalMs, DEFAULTS.intervalMs, 1000, 600_000, "ms"),
+    scaleDownWindowMs: whole("scale_down_window_ms", p.scaleDownWindowMs, DEFAULTS.scaleDownWindowMs, 1, SCALE_POLICY_LIMITS.maxDurationMs, "ms"),
+    scaleUpMaxPercent: whole("scale_up_max_percent", p.scaleUpMaxPercent, DEFAULTS.scaleUpMaxPercent, 1, SCALE_POLICY_LIMITS.maxScaleUpPercent, "%"),
+    scaleUpMaxVms: whole("scale_up_max_vms", p.scaleUpMaxVms, DEFAULTS.scaleUpMaxVms, 1, SCALE_POLICY_LIMITS.maxScaleUpVms, "VMs"),
+    scaleUpPeriodMs: whole("scale_up_period_ms", p.scaleUpPeriodMs, DEFAULTS.scaleUpPeriodMs, 1, SCALE_POLICY_LIMITS.maxDurationMs, "ms"),
+    warmupMs: whole("warmup_ms", p.warmupMs, DEFAULTS.warmupMs, 1, SCALE_POLICY_LIMITS.maxDurationMs, "ms"),
+    intervalMs: whole("interval_ms", p.intervalMs, DEFAULTS.intervalMs, SCALE_POLICY_LIMITS.minIntervalMs, SCALE_POLICY_LIMITS.maxIntervalMs, "ms"),
     scaleInOrder: order === ScaleInOrder.SCALE_IN_ORDER_NEWEST_FIRST ? "newest-first" : "oldest-first",
     prediction: prediction !== ScalePrediction.SCALE_PREDICTION_OFF,
   };

@@ -1,6 +1,8 @@
 import { HostFailurePolicy, ScaleGroup, ScalePolicy, ScalePrediction, type VmSpec } from "@berth/api";
-import { MAX_SCALE_GROUP_NAME, MAX_SCALE_GROUP_SIZE } from "@berth/controller/scaling";
-import { BerthError, ErrorCode } from "@berth/core";
+import { MAX_SCALE_GROUP_NAME, MAX_SCALE_GROUP_SIZE, SCALE_POLICY_LIMITS } from "@berth/controller/scaling";
+
+const LIMITS = SCALE_POLICY_LIMITS;
+import { BerthError, ErrorCode, formatExactDuration } from "@berth/core";
 import { Command, CommanderError, Option } from "commander";
 import { confirmOrRefuse } from "../confirm.js";
 import type { CliContext, Io } from "../context.js";
@@ -18,8 +20,6 @@ export const MAX_SCALE_GROUP_NAME_LENGTH = MAX_SCALE_GROUP_NAME;
 /** The largest `--min` / `--max` (the controller's rule). */
 export { MAX_SCALE_GROUP_SIZE };
 
-const MINUTE_MS = 60_000;
-const HOUR_MS = 60 * MINUTE_MS;
 
 /** A scale group NAME: a DNS label of at most {@link MAX_SCALE_GROUP_NAME_LENGTH} characters. */
 export function parseScaleGroupName(text: string): string {
@@ -45,7 +45,7 @@ export function parseTargetCpu(text: string, flag = "--target-cpu"): number {
 }
 
 /** The largest `--tolerance`: beyond ±50 % of the target the rule would hardly ever act. */
-export const MAX_TOLERANCE = 0.5;
+export const MAX_TOLERANCE = SCALE_POLICY_LIMITS.maxTolerance;
 
 /** `--tolerance`: a fraction (`0.1`) or a percentage with its sign (`10%`), more than 0 and at most {@link MAX_TOLERANCE}. */
 export function parseTolerance(text: string, flag = "--tolerance"): number {
@@ -241,13 +241,13 @@ export function policyFromFlags(flags: PolicyFlags): { policy: ScalePolicy; give
   };
   if (flags.targetCpu !== undefined) set("targetCpu", parseTargetCpu(flags.targetCpu));
   if (flags.tolerance !== undefined) set("tolerance", parseTolerance(flags.tolerance));
-  if (flags.warmup !== undefined) set("warmupMs", parsePolicyDuration(flags.warmup, "--warmup", HOUR_MS));
-  if (flags.scaleDownWindow !== undefined) set("scaleDownWindowMs", parsePolicyDuration(flags.scaleDownWindow, "--scale-down-window", HOUR_MS));
-  if (flags.scaleUpMaxVms !== undefined) set("scaleUpMaxVms", parseInteger(flags.scaleUpMaxVms, "--scale-up-max-vms", 1, MAX_SCALE_GROUP_SIZE));
-  if (flags.scaleUpMaxPercent !== undefined) set("scaleUpMaxPercent", parseInteger(flags.scaleUpMaxPercent, "--scale-up-max-percent", 1, 1000));
-  if (flags.scaleUpPeriod !== undefined) set("scaleUpPeriodMs", parsePolicyDuration(flags.scaleUpPeriod, "--scale-up-period", HOUR_MS));
+  if (flags.warmup !== undefined) set("warmupMs", parsePolicyDuration(flags.warmup, "--warmup", LIMITS.maxDurationMs));
+  if (flags.scaleDownWindow !== undefined) set("scaleDownWindowMs", parsePolicyDuration(flags.scaleDownWindow, "--scale-down-window", LIMITS.maxDurationMs));
+  if (flags.scaleUpMaxVms !== undefined) set("scaleUpMaxVms", parseInteger(flags.scaleUpMaxVms, "--scale-up-max-vms", 1, LIMITS.maxScaleUpVms));
+  if (flags.scaleUpMaxPercent !== undefined) set("scaleUpMaxPercent", parseInteger(flags.scaleUpMaxPercent, "--scale-up-max-percent", 1, LIMITS.maxScaleUpPercent));
+  if (flags.scaleUpPeriod !== undefined) set("scaleUpPeriodMs", parsePolicyDuration(flags.scaleUpPeriod, "--scale-up-period", LIMITS.maxDurationMs));
   // The autoscaler reads every group's load each interval: not more often than each second.
-  if (flags.interval !== undefined) set("intervalMs", parsePolicyDuration(flags.interval, "--interval", 10 * MINUTE_MS, 1000));
+  if (flags.interval !== undefined) set("intervalMs", parsePolicyDuration(flags.interval, "--interval", LIMITS.maxIntervalMs, LIMITS.minIntervalMs));
   // Commander checks the choices; an unknown value cannot reach here.
   if (flags.scaleInOrder !== undefined) set("scaleInOrder", SCALE_IN_ORDER_OF_FLAG[flags.scaleInOrder] ?? SCALE_POLICY_DEFAULTS.scaleInOrder);
   if (flags.prediction !== undefined) set("prediction", flags.prediction ? ScalePrediction.SCALE_PREDICTION_ON : ScalePrediction.SCALE_PREDICTION_OFF);
@@ -257,14 +257,15 @@ export function policyFromFlags(flags: PolicyFlags): { policy: ScalePolicy; give
 /** Adds the policy flags (all but `--target-cpu`) shared by `create` and `set`. */
 function addPolicyOptions(cmd: Command): Command {
   const d = SCALE_POLICY_DEFAULTS;
+  const t = formatExactDuration;
   return cmd
     .option("--tolerance <fraction>", `no change while CPU / target is within 1 ± this: 0.1 or 10%, at most ${MAX_TOLERANCE} (default: ${d.tolerance})`)
-    .option("--warmup <duration>", `a new member's CPU is not counted for this long after it is added: 3m, 90s; at most 1h (default: ${d.warmupMs / MINUTE_MS}m)`)
-    .option("--scale-down-window <duration>", `a scale-in takes the highest size asked for within this window; at most 1h (default: ${d.scaleDownWindowMs / MINUTE_MS}m)`)
+    .option("--warmup <duration>", `a new member's CPU is not counted for this long after it is added: 3m, 90s; at most ${t(LIMITS.maxDurationMs)} (default: ${t(d.warmupMs)})`)
+    .option("--scale-down-window <duration>", `a scale-in takes the highest size asked for within this window; at most ${t(LIMITS.maxDurationMs)} (default: ${t(d.scaleDownWindowMs)})`)
     .option("--scale-up-max-vms <n>", `a scale-out adds at most max(this, --scale-up-max-percent) per --scale-up-period (default: ${d.scaleUpMaxVms})`)
-    .option("--scale-up-max-percent <n>", `...or this percentage of the size, 1-1000 (default: ${d.scaleUpMaxPercent})`)
-    .option("--scale-up-period <duration>", `the period of the scale-up limit; at most 1h (default: ${d.scaleUpPeriodMs / 1000}s)`)
-    .option("--interval <duration>", `how often the autoscaler decides: 1s to 10m (default: ${d.intervalMs / 1000}s)`)
+    .option("--scale-up-max-percent <n>", `...or this percentage of the size, 1-${LIMITS.maxScaleUpPercent} (default: ${d.scaleUpMaxPercent})`)
+    .option("--scale-up-period <duration>", `the period of the scale-up limit; at most ${t(LIMITS.maxDurationMs)} (default: ${t(d.scaleUpPeriodMs)})`)
+    .option("--interval <duration>", `how often the autoscaler decides: ${t(LIMITS.minIntervalMs)} to ${t(LIMITS.maxIntervalMs)} (default: ${t(d.intervalMs)})`)
     .addOption(new Option("--scale-in-order <order>", "which members a scale-in removes first (default: oldest-first)").choices(Object.keys(SCALE_IN_ORDER_OF_FLAG)))
     .option("--prediction", "also scale ahead of the daily load learnt from earlier days (the default)")
     .option("--no-prediction", "the reactive rule alone (Kubernetes HPA's)");
