@@ -1,5 +1,5 @@
 import { ScaleInOrder, ScalePrediction, type LoadForecast, type ScaleDecision, type ScaleMember, type ScalePolicy } from "@berth/api";
-import { invalidArgument } from "@berth/core";
+import { formatPercent, invalidArgument } from "@berth/core";
 import { forecastOver, observeDemand, type BucketFill } from "./load-forecast.js";
 
 /**
@@ -209,7 +209,8 @@ function ceilSize(x: number): number {
   return Math.ceil(x - 1e-9);
 }
 
-const pct = (x: number): string => `${Math.round(x * 100)}%`;
+/** Percentages in messages as everywhere else (core's one rule). */
+const pct = formatPercent;
 const num = (x: number): string => String(Number(x.toFixed(2)));
 
 /** HPA's replica calculation over the members (GetResourceReplicas). */
