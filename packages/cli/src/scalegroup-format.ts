@@ -10,7 +10,7 @@ import {
   type VmSpec,
 } from "@berth/api";
 import { formatExactDuration, formatPercent } from "@berth/core";
-import { resolveScalePolicy } from "@berth/controller/scaling";
+import { resolveScalePolicy, type ResolvedScalePolicy } from "@berth/controller/scaling";
 import { compareNames, formatAge, formatDuration, formatNumber, formatResourcesHuman, isoTime, renderFields, renderTable, sortByName } from "./format.js";
 import type { View } from "./output.js";
 
@@ -19,25 +19,17 @@ import type { View } from "./output.js";
 
 /**
  * What a ScalePolicy field left 0 (or unspecified) means: the controller's own defaults
- * (`resolveScalePolicy`, the one definition; the reactive ones are Kubernetes HPA's). Shown beside
- * unset fields; never sent.
+ * (`resolveScalePolicy`, the one definition; the reactive ones are Kubernetes HPA's), with the
+ * enums as `set` sends them. Shown beside unset fields; never sent.
  */
-export const SCALE_POLICY_DEFAULTS = policyDefaults();
-
-function policyDefaults() {
+export const SCALE_POLICY_DEFAULTS = (() => {
   const d = resolveScalePolicy(ScalePolicy.fromPartial({ targetCpu: 1 }));
   return {
-    tolerance: d.tolerance,
-    scaleDownWindowMs: d.scaleDownWindowMs,
-    scaleUpMaxPercent: d.scaleUpMaxPercent,
-    scaleUpMaxVms: d.scaleUpMaxVms,
-    scaleUpPeriodMs: d.scaleUpPeriodMs,
-    warmupMs: d.warmupMs,
-    intervalMs: d.intervalMs,
+    ...d,
     scaleInOrder: d.scaleInOrder === "newest-first" ? ScaleInOrder.SCALE_IN_ORDER_NEWEST_FIRST : ScaleInOrder.SCALE_IN_ORDER_OLDEST_FIRST,
     prediction: d.prediction ? ScalePrediction.SCALE_PREDICTION_ON : ScalePrediction.SCALE_PREDICTION_OFF,
   } as const;
-}
+})();
 
 /** `--scale-in-order` values and what they send. */
 export const SCALE_IN_ORDER_OF_FLAG: Readonly<Record<string, ScaleInOrder>> = {
@@ -48,54 +40,32 @@ export const SCALE_IN_ORDER_OF_FLAG: Readonly<Record<string, ScaleInOrder>> = {
 /** A fraction as a percentage (core's one rule): `60%`, `72.5%`. */
 export { formatPercent };
 
-/** A policy with every unset field replaced by its default: what the autoscaler applies. */
-export interface EffectivePolicy {
-  targetCpu: number;
-  tolerance: number;
-  scaleDownWindowMs: number;
-  scaleUpMaxPercent: number;
-  scaleUpMaxVms: number;
-  scaleUpPeriodMs: number;
-  warmupMs: number;
-  intervalMs: number;
-  scaleInOrder: ScaleInOrder;
-  prediction: ScalePrediction;
+/** A policy as the autoscaler applies it (the controller's resolver), and which fields took their default. */
+export type EffectivePolicy = ResolvedScalePolicy & {
   /** The fields that were unset (so took their default). */
-  defaulted: ReadonlySet<keyof typeof SCALE_POLICY_DEFAULTS>;
-}
+  defaulted: ReadonlySet<keyof ResolvedScalePolicy>;
+};
 
-/** {@link EffectivePolicy} of `policy` (absent: every default, target 0). */
+/**
+ * {@link EffectivePolicy} of `policy` (absent: every default, target 0): the controller's
+ * `resolveScalePolicy`, so nothing is restated; a policy it refuses shows as stored, defaults
+ * over its zeros.
+ */
 export function effectivePolicy(policy: ScalePolicy | undefined): EffectivePolicy {
-  const defaulted = new Set<keyof typeof SCALE_POLICY_DEFAULTS>();
-  const pick = <K extends keyof typeof SCALE_POLICY_DEFAULTS>(key: K, value: number | undefined): number => {
-    if (value === undefined || value === 0) {
-      defaulted.add(key);
-      return SCALE_POLICY_DEFAULTS[key];
-    }
-    return value;
-  };
-  return {
-    targetCpu: policy?.targetCpu ?? 0,
-    tolerance: pick("tolerance", policy?.tolerance),
-    scaleDownWindowMs: pick("scaleDownWindowMs", policy?.scaleDownWindowMs),
-    scaleUpMaxPercent: pick("scaleUpMaxPercent", policy?.scaleUpMaxPercent),
-    scaleUpMaxVms: pick("scaleUpMaxVms", policy?.scaleUpMaxVms),
-    scaleUpPeriodMs: pick("scaleUpPeriodMs", policy?.scaleUpPeriodMs),
-    warmupMs: pick("warmupMs", policy?.warmupMs),
-    intervalMs: pick("intervalMs", policy?.intervalMs),
-    scaleInOrder: pick("scaleInOrder", policy?.scaleInOrder) as ScaleInOrder,
-    prediction: pick("prediction", policy?.prediction) as ScalePrediction,
-    defaulted,
-  };
-}
-
-/** `oldest-first` / `newest-first`, as the flag spells it. */
-export function scaleInOrderName(order: ScaleInOrder): string {
-  return order === ScaleInOrder.SCALE_IN_ORDER_NEWEST_FIRST ? "newest-first" : "oldest-first";
+  const p = ScalePolicy.fromPartial(policy ?? {});
+  const defaulted = new Set<keyof ResolvedScalePolicy>();
+  for (const key of Object.keys(p) as (keyof ScalePolicy)[]) if (key !== "targetCpu" && !p[key]) defaulted.add(key);
+  let resolved: ResolvedScalePolicy;
+  try {
+    resolved = resolveScalePolicy({ ...p, targetCpu: p.targetCpu || 1 });
+  } catch {
+    resolved = resolveScalePolicy({ targetCpu: 1 } as ScalePolicy);
+  }
+  return { ...resolved, targetCpu: p.targetCpu, defaulted };
 }
 
 /** `on` / `off`. */
-export const predictionName = (p: ScalePrediction): string => (p === ScalePrediction.SCALE_PREDICTION_OFF ? "off" : "on");
+export const predictionName = (on: boolean): string => (on ? "on" : "off");
 
 /** A scale-up step: `max(100%, 4 VMs) per 15s`, HPA's wording of its default. */
 export function scaleUpStepText(p: EffectivePolicy): string {
@@ -166,7 +136,7 @@ export function scaleGroupTable(rows: readonly { group: ScaleGroup | undefined; 
       formatExactDuration(p.scaleDownWindowMs),
       scaleUpStepText(p).replace(/ /g, ""),
       formatExactDuration(p.intervalMs),
-      scaleInOrderName(p.scaleInOrder),
+      p.scaleInOrder,
       predictionName(p.prediction),
     ];
   });
@@ -179,7 +149,7 @@ export function scaleGroupTable(rows: readonly { group: ScaleGroup | undefined; 
 const UP_STEP_FIELDS = ["scaleUpMaxPercent", "scaleUpMaxVms", "scaleUpPeriodMs"] as const;
 
 /** A policy field's value, marked when it is the default (unset in the group). */
-function withDefault(p: EffectivePolicy, key: keyof typeof SCALE_POLICY_DEFAULTS, text: string): string {
+function withDefault(p: EffectivePolicy, key: keyof ResolvedScalePolicy, text: string): string {
   return p.defaulted.has(key) ? `${text} (default)` : text;
 }
 
@@ -275,7 +245,7 @@ export function scaleGroupDetail(group: ScaleGroup, live: Live | undefined, nowM
     ["Scale-down window", withDefault(p, "scaleDownWindowMs", formatExactDuration(p.scaleDownWindowMs))],
     ["Warm-up", withDefault(p, "warmupMs", formatExactDuration(p.warmupMs))],
     ["Interval", withDefault(p, "intervalMs", formatExactDuration(p.intervalMs))],
-    ["Scale-in order", withDefault(p, "scaleInOrder", scaleInOrderName(p.scaleInOrder))],
+    ["Scale-in order", withDefault(p, "scaleInOrder", p.scaleInOrder)],
     ["Prediction", withDefault(p, "prediction", predictionName(p.prediction))],
     ["Forecast", forecastText(group.forecast)],
     ["Protected", group.protectedMembers.length > 0 ? [...group.protectedMembers].sort(compareNames).join(", ") : "-"],
