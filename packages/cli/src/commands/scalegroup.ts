@@ -296,7 +296,8 @@ export function registerScaleGroupCommands(program: Command, ctx: CliContext): v
       "after",
       `
 Members are VMs named NAME-1, NAME-2, ... (an index is never reused), labelled
-berth.io/scale-group=NAME; the group starts at --min.
+berth.io/scale-group=NAME; the group starts at --min. A member's VM deleted by hand is made
+again (the group still lists it): to have fewer, lower --max.
 ${HOW_IT_SCALES}
 
 Examples:
