@@ -146,6 +146,14 @@ describe("authorizedClusterService", () => {
     (impl.watchEvents!.mock.calls[0]![0] as { write(m: unknown): boolean }).write({ vm: { type: 1, vm } });
     expect(JSON.stringify(written)).not.toContain("hunter2");
     expect(JSON.stringify(written)).toContain("withheld from viewers");
+
+    // A scale group's template carries its members' user-data: withheld the same way.
+    const asViewerToo = vi.fn();
+    service.getScaleGroup!(unaryCall(authOf({ CN: "vera", O: "berth:viewer" })), asViewerToo);
+    (impl.getScaleGroup!.mock.calls[0]![1] as (e: unknown, v: unknown) => void)(null, { group: { group: { name: "web", template: vm.spec }, running: 2 } });
+    const group = asViewerToo.mock.calls[0]![1] as { group: { group: { template: typeof vm.spec }; running: number } };
+    expect(group.group.group.template.cloudInit.userData).toBe("#berth: user-data withheld from viewers (32 bytes)\n");
+    expect(group.group.running).toBe(2);
   });
 
   it("a certificate naming no Berth role is UNAUTHENTICATED; a plaintext call passes", () => {
