@@ -6,9 +6,13 @@
  * did not act on — makes each missing member once, and makes nothing twice when it leads again.
  */
 import { status, type ServiceError } from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import {
+  DesiredState,
   ScaleGroup,
+  Vm,
+  VmPhase,
+  VmSpec,
   ScaleInOrder,
   ScalePrediction,
   type Command,
@@ -20,10 +24,14 @@ import {
   type UpdateScaleGroupResponse,
   UpdateScaleGroupRequest,
 } from "@berth/api";
-import { MemoryStore } from "@berth/store";
-import { helloFor, operatorApi, rawAgent, resultFor, startController, waitFor, type Cleanups } from "./controller.testkit.js";
-import { decodeScaleGroup, encodeScaleGroup, Keys } from "./keys.js";
-import { applyDecision } from "./scale-groups.js";
+import { campaign, MemoryStore } from "@berth/store";
+import { ClusterState } from "./cluster-state.js";
+import { FencedWriter } from "./fenced-writer.js";
+import { NO_METRICS } from "./metrics.js";
+import { ScaleGroupManager } from "./scale-group-manager.js";
+import { helloFor, operatorApi, rawAgent, resultFor, silentLog, startController, waitFor, type Cleanups } from "./controller.testkit.js";
+import { decodeScaleGroup, encodeScaleGroup, encodeVm, Keys } from "./keys.js";
+import { applyDecision, initialMembers, memberSpec } from "./scale-groups.js";
 
 const cleanups: Cleanups = [];
 afterEach(async () => {
@@ -155,5 +163,75 @@ describe("scale groups (in process)", () => {
     expect(g.nextIndex).toBe(6);
     const ids = [...domainsOf.values()].flatMap((d) => [...d.keys()]);
     expect(new Set(ids).size).toBe(5);
+  });
+});
+
+describe("a lagging cache", () => {
+  it("a decision made on a record the cache has not caught up with loses its compare: nothing a newer write did is undone", async () => {
+    const store = new MemoryStore();
+    const state = new ClusterState(store);
+    await state.start();
+    const leadership = await campaign(store, { key: Keys.leader, value: "test", ttlMs: 10_000 });
+    const writer = new FencedWriter(store, leadership, () => undefined, NO_METRICS);
+    cleanups.push(() => leadership.resign(), () => state.stop());
+    const now = 1_000_000_000;
+    // Two members, long past their warm-up, both at 95 % of their 2 vCPUs: the rule asks for 4.
+    const group = ScaleGroup.fromPartial({
+      ...input({ minSize: 2, maxSize: 4, template: VmSpec.fromPartial({ resources: { vcpus: 2, memoryMib: 256, diskGib: 1 } }) }),
+      members: initialMembers("web", 2, now - 3_600_000),
+      nextIndex: 3,
+      generation: 1,
+    });
+    const put = async (key: string, value: Uint8Array): Promise<void> => {
+      const { revision } = await store.txn({ compare: [], ops: [{ type: "put", key, value }] });
+      await Promise.all([state.vms.waitForRevision(revision), state.scaleGroups.waitForRevision(revision)]);
+    };
+    await put(Keys.scaleGroup("web"), encodeScaleGroup(group));
+    for (const name of ["web-1", "web-2"]) {
+      const vm = Vm.fromPartial({ id: `id-${name}`, spec: memberSpec(group, group.members.find((m) => m.name === name)!), hostId: "h1", desiredState: DesiredState.DESIRED_STATE_RUNNING, status: { phase: VmPhase.VM_PHASE_RUNNING } });
+      await put(Keys.vm(name), encodeVm(vm));
+    }
+    const sessions = new Map([["h1", { isLive: true, vmUsage: new Map([["id-web-1", { cpuCores: 1.9, memoryMib: 0 }], ["id-web-2", { cpuCores: 1.9, memoryMib: 0 }]]) }]]);
+    // The cache as it was before any decision, for as long as the test runs (its watch lags).
+    const staleKv = state.scaleGroups.getKv(Keys.scaleGroup("web"))!;
+    const lagging = new Proxy(state, {
+      get(target, prop, receiver) {
+        if (prop === "scaleGroups") return { getKv: () => staleKv, waitForRevision: () => Promise.resolve() };
+        if (prop === "allScaleGroups") return () => [decodeScaleGroup(staleKv.value)];
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const create = vi.fn(async () => []);
+    let t = now;
+    // Two managers (two looks, or a leader and its successor) on the same stale view.
+    const managers = [0, 1].map(
+      () => new ScaleGroupManager({ store, state: lagging, sessions: sessions as never, writer, placer: { create }, log: silentLog, now: () => t, tickMs: 3_600_000 }),
+    );
+    for (const m of managers) cleanups.push(() => m.stop());
+    // Each one's first look only starts its clock; the next, an interval later, decides.
+    for (const m of managers) await m.tick();
+    t += 1_000;
+    await managers[0]!.tick();
+    const first = decodeScaleGroup((await store.get(Keys.scaleGroup("web")))!.value);
+    expect(first.decisions.map((d) => [d.reason, d.fromSize, d.toSize])).toEqual([["ScaledOut", 2, 4]]);
+    expect(first.members.map((m) => m.name)).toEqual(["web-1", "web-2", "web-3", "web-4"]);
+    // Meanwhile an operator lowers the max to 3 (web-1 goes), as `set` writes it.
+    const bounded = applyDecision({ ...first, maxSize: 3 }, { ...first.decisions[0]!, reason: "SizeBounded", fromSize: 4, toSize: 3, message: "the bounds are now 2..3" }, t, ["web-1"]);
+    await store.txn({ compare: [], ops: [{ type: "put", key: Keys.scaleGroup("web"), value: encodeScaleGroup(bounded) }] });
+    // The second look, still on the view from before both: its decision (2 → 4 again) would undo
+    // the operator's change and bring web-1 back; it loses its compare instead, and so on every
+    // look while the cache lags.
+    await managers[1]!.tick();
+    t += 1_000;
+    for (const m of managers) await m.tick();
+    const stored = decodeScaleGroup((await store.get(Keys.scaleGroup("web")))!.value);
+    expect(stored.decisions.map((d) => [d.reason, d.fromSize, d.toSize])).toEqual([
+      ["ScaledOut", 2, 4],
+      ["SizeBounded", 4, 3],
+    ]);
+    expect(stored.maxSize).toBe(3);
+    expect(stored.members.map((m) => m.name)).toEqual(["web-2", "web-3", "web-4"]);
+    expect(stored.nextIndex).toBe(5);
   });
 });
