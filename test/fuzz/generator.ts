@@ -21,7 +21,22 @@
  * and, on agent streams, a first frame that is any of these. Each frame carries the verdict of
  * checkWire (the oracle for what the controller must answer) and whether it is over the cap.
  */
-import { AgentMessage, checkWire, ClusterServiceService, CreateGroupRequest, CreateVmRequest, CreateVmsRequest, UpdateClusterConfigRequest, wireMessages, wireMethods, type WireFault, type WireField } from "@berth/api";
+import {
+  AgentMessage,
+  checkWire,
+  ClusterServiceService,
+  CreateGroupRequest,
+  CreateScaleGroupRequest,
+  CreateVmRequest,
+  CreateVmsRequest,
+  DeleteScaleGroupRequest,
+  UpdateClusterConfigRequest,
+  UpdateScaleGroupRequest,
+  wireMessages,
+  wireMethods,
+  type WireFault,
+  type WireField,
+} from "@berth/api";
 import { Limits, mulberry32 } from "@berth/core";
 
 export type Family =
@@ -80,6 +95,8 @@ export const HOST_POOL = Array.from({ length: 24 }, (_, i) => `fz-h${i}`);
 /** VM names the plausible creates use: at most this many VMs exist. */
 export const VM_POOL = Array.from({ length: 160 }, (_, i) => `fz-vm-${i}`);
 const GROUP_POOL = Array.from({ length: 8 }, (_, i) => `fz-g${i}`);
+/** Scale group names the plausible calls use: few, and small (their members are VMs too). */
+const SCALE_GROUP_POOL = ["fz-sa", "fz-sb"];
 const LABEL_KEYS = ["zone", "rack", "tier", "app", "gpu", "ssd"];
 const PRESETS = ["spread", "pack", "balanced"];
 
@@ -477,6 +494,24 @@ export class FuzzGenerator {
         return Buffer.from(CreateVmRequest.encode(CreateVmRequest.fromPartial({ spec: spec(), requestId: this.chance(0.3) ? this.token(12) : "" })).finish());
       case "CreateVms":
         return Buffer.from(CreateVmsRequest.encode(CreateVmsRequest.fromPartial({ specs: Array.from({ length: this.int(1, 3) }, spec) })).finish());
+      case "CreateScaleGroup": {
+        const minSize = this.int(0, 2);
+        return Buffer.from(
+          CreateScaleGroupRequest.encode(
+            CreateScaleGroupRequest.fromPartial({
+              group: { name: this.pick(SCALE_GROUP_POOL), template: { ...spec(), name: "" }, minSize, maxSize: minSize + this.int(0, 2), policy: { targetCpu: this.pick([0.3, 0.6, 0.9]), intervalMs: this.pick([0, 1000]) } },
+            }),
+          ).finish(),
+        );
+      }
+      case "UpdateScaleGroup":
+        return Buffer.from(
+          UpdateScaleGroupRequest.encode(
+            UpdateScaleGroupRequest.fromPartial({ name: this.pick(SCALE_GROUP_POOL), ...(this.chance(0.5) ? { minSize: this.int(0, 2) } : {}), ...(this.chance(0.5) ? { maxSize: this.int(1, 4) } : {}), protect: this.chance(0.3) ? [`${this.pick(SCALE_GROUP_POOL)}-${this.int(1, 4)}`] : [] }),
+          ).finish(),
+        );
+      case "DeleteScaleGroup":
+        return Buffer.from(DeleteScaleGroupRequest.encode({ name: this.pick(SCALE_GROUP_POOL), deleteVms: this.chance(0.5) }).finish());
       case "CreateGroup":
         return Buffer.from(CreateGroupRequest.encode({ name: this.pick(GROUP_POOL), policy: this.int(0, 3) }).finish());
       case "UpdateClusterConfig":
