@@ -337,7 +337,9 @@ export class ScaleGroupManager {
         )
         .finally(() => this.creating.delete(member.name));
     }
-    if (group.deleting && vms.length === 0) {
+    // A create still in flight may yet make a member: the record stays until it has ended (and
+    // its VM, if made, is deleted on a later look).
+    if (group.deleting && vms.length === 0 && !group.members.some((m) => this.creating.has(m.name))) {
       const kv = this.deps.state.scaleGroups.getKv(Keys.scaleGroup(group.name));
       if (!kv) return;
       const result = await this.deps.writer.commit({ compare: [{ key: kv.key, target: "modRevision", equals: kv.modRevision }], ops: [{ type: "delete", key: kv.key }] });
