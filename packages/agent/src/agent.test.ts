@@ -354,10 +354,17 @@ describe("the host's watchdog (fencing)", () => {
     await startAgent([l.address], {}, { override: w.override });
     await until("a pet", () => w.pets.length);
     await sleep(2_000);
-    expect(w.pets[0]!.deadline - w.pets[0]!.at).toBeGreaterThanOrEqual(795);
-    const gaps = w.pets.slice(1).map((p, i) => p.at - w.pets[i]!.at);
-    // At most every min(1 s, 800/4 = 200 ms)...
-    expect(Math.min(...gaps)).toBeGreaterThanOrEqual(195);
+    // A deadline is the timeout counted from the hearing, which comes a little before the driver
+    // call (the scheduling between them is the machine's, not the agent's): never beyond the
+    // timeout from the call, and not a shorter timeout.
+    for (const p of w.pets) {
+      expect(p.deadline - p.at).toBeLessThanOrEqual(800);
+      expect(p.deadline - p.at).toBeGreaterThan(800 - 100);
+    }
+    // So the hearings are the deadlines less 800 ms: at most every min(1 s, 800/4 = 200 ms), exactly
+    // (the rate limit is on the hearing's clock)...
+    const gaps = w.pets.slice(1).map((p, i) => p.deadline - w.pets[i]!.deadline);
+    expect(Math.min(...gaps)).toBeGreaterThanOrEqual(200);
     // ...and the deadline stays ≥ 600 ms ahead while heard (messages every 100 ms, plus scheduling).
     expect(Math.max(...gaps)).toBeLessThan(800 / 4 + 150);
     expect(w.pets.length).toBeGreaterThanOrEqual(6);
