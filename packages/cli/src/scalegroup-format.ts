@@ -10,7 +10,7 @@ import {
   type VmSpec,
 } from "@berth/api";
 import { formatExactDuration, formatPercent } from "@berth/core";
-import { resolveScalePolicy, type ResolvedScalePolicy } from "@berth/controller/scaling";
+import { describeScaleUpStep, resolveScalePolicy, type ResolvedScalePolicy } from "@berth/controller/scaling";
 import { compareNames, formatAge, formatDuration, formatNumber, formatResourcesHuman, isoTime, renderFields, renderTable, sortByName } from "./format.js";
 import type { View } from "./output.js";
 
@@ -67,10 +67,8 @@ export function effectivePolicy(policy: ScalePolicy | undefined): EffectivePolic
 /** `on` / `off`. */
 export const predictionName = (on: boolean): string => (on ? "on" : "off");
 
-/** A scale-up step: `max(100%, 4 VMs) per 15s`, HPA's wording of its default. */
-export function scaleUpStepText(p: EffectivePolicy): string {
-  return `max(${p.scaleUpMaxPercent}%, ${p.scaleUpMaxVms} VM${p.scaleUpMaxVms === 1 ? "" : "s"}) per ${formatExactDuration(p.scaleUpPeriodMs)}`;
-}
+/** A scale-up step: `max(100%, 4 VMs) per 15s`, HPA's wording of its default (the controller's one wording). */
+export const scaleUpStepText: (p: EffectivePolicy) => string = describeScaleUpStep;
 
 /** The template's VM in one line: resources, then what else it sets (image, NICs, labels...). */
 export function templateText(spec: VmSpec | undefined): string {

@@ -1,5 +1,5 @@
 import { ScaleInOrder, ScalePrediction, type LoadForecast, type ScaleDecision, type ScaleMember, type ScalePolicy } from "@berth/api";
-import { formatPercent, invalidArgument } from "@berth/core";
+import { formatExactDuration, formatPercent, invalidArgument } from "@berth/core";
 import { forecastOver, observeDemand, type BucketFill } from "./load-forecast.js";
 
 /**
@@ -110,6 +110,23 @@ export function resolveScalePolicy(policy: Partial<ScalePolicy> | undefined, fie
     scaleInOrder: order === ScaleInOrder.SCALE_IN_ORDER_NEWEST_FIRST ? "newest-first" : "oldest-first",
     prediction: prediction !== ScalePrediction.SCALE_PREDICTION_OFF,
   };
+}
+
+/**
+ * {@link resolveScalePolicy}, or undefined for a policy it refuses: how a stored group reads where
+ * a refused policy means "not scaled" rather than an error (its views, the manager's info).
+ */
+export function resolveScalePolicyIfValid(policy: Partial<ScalePolicy> | undefined): ResolvedScalePolicy | undefined {
+  try {
+    return resolveScalePolicy(policy);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A policy's scale-up step in HPA's wording, `max(100%, 4 VMs) per 15s` at its default. */
+export function describeScaleUpStep(p: Pick<ResolvedScalePolicy, "scaleUpMaxPercent" | "scaleUpMaxVms" | "scaleUpPeriodMs">): string {
+  return `max(${p.scaleUpMaxPercent}%, ${p.scaleUpMaxVms} VM${p.scaleUpMaxVms === 1 ? "" : "s"}) per ${formatExactDuration(p.scaleUpPeriodMs)}`;
 }
 
 /** One member as the rule sees it. */

@@ -3,7 +3,7 @@ import { alreadyExists, BerthError, ErrorCode, invalidArgument, isBerthError, no
 import type { ClusterStore, KeyValue } from "@berth/store";
 import type { Logger } from "pino";
 import type { AgentSession } from "./agent-session.js";
-import { autoscaleStep, initialAutoscaleMemory, membersToRemove, resolveScalePolicy, type AutoscaleMemory, type MemberLoad, type ResolvedScalePolicy } from "./autoscale.js";
+import { autoscaleStep, initialAutoscaleMemory, membersToRemove, resolveScalePolicy, resolveScalePolicyIfValid, type AutoscaleMemory, type MemberLoad, type ResolvedScalePolicy } from "./autoscale.js";
 import type { ClusterState } from "./cluster-state.js";
 import type { FencedWriter } from "./fenced-writer.js";
 import { decodeScaleGroup, encodeScaleGroup, Keys } from "./keys.js";
@@ -397,12 +397,7 @@ const emptyPolicy = (): ScalePolicy => ({
 
 /** A group as operators see it (pure over the cache and the sessions): its record and what it is now. */
 export function scaleGroupInfo(state: ClusterState, sessions: ReadonlyMap<string, AgentSession>, group: ScaleGroup, now: number, lastError = ""): ScaleGroupInfo {
-  let policy: ResolvedScalePolicy | undefined;
-  try {
-    policy = resolveScalePolicy(group.policy);
-  } catch {
-    policy = undefined;
-  }
+  const policy = resolveScalePolicyIfValid(group.policy);
   const running = runningMembers(group, (n) => state.vm(n));
   let cores = 0;
   let vcpus = 0;

@@ -20,12 +20,11 @@ import {
   type Resources,
   type ScaleDecision,
   type ScaleGroupInfo,
-  type ScalePolicy,
   type Vm,
 } from "@berth/api";
 import { formatBytes, formatExactDuration, formatGib, formatMib, formatPercent, formatResources, formatVcpus, normalHostState } from "@berth/core";
-import { resolveScalePolicy, type ResolvedScalePolicy } from "../autoscale.js";
-import { SCALE_GROUP_LABEL } from "../scale-groups.js";
+import { describeScaleUpStep, resolveScalePolicyIfValid, type ResolvedScalePolicy } from "../autoscale.js";
+import { isMemberOf, SCALE_GROUP_LABEL } from "../scale-groups.js";
 
 /** Digits a number is padded to in a {@link naturalKey} (names are at most 63 characters). */
 const KEY_DIGITS = 16;
@@ -630,22 +629,13 @@ export function scaleGroupRow(info: ScaleGroupInfo): ScaleGroupRow {
   };
 }
 
-/** The record's policy with its defaults, or undefined when it is refused (the manager then does not scale the group). */
-function resolvedPolicy(policy: ScalePolicy | undefined): ResolvedScalePolicy | undefined {
-  try {
-    return resolveScalePolicy(policy);
-  } catch {
-    return undefined;
-  }
-}
-
 /** The policy's figures as people read them. */
 function policyView(p: ResolvedScalePolicy | undefined): ScaleGroupDetail["policy"] {
   if (!p) return null;
   return {
     tolerance: `±${percentText(p.tolerance)} of the target`,
     scaleDownWindow: durationText(p.scaleDownWindowMs),
-    scaleUpStep: `max(${p.scaleUpMaxPercent}%, ${p.scaleUpMaxVms} VM${p.scaleUpMaxVms === 1 ? "" : "s"}) per ${durationText(p.scaleUpPeriodMs)}`,
+    scaleUpStep: describeScaleUpStep(p),
     warmup: durationText(p.warmupMs),
     interval: durationText(p.intervalMs),
     scaleInOrder: p.scaleInOrder,
@@ -660,13 +650,14 @@ function policyView(p: ResolvedScalePolicy | undefined): ScaleGroupDetail["polic
 export function scaleGroupDetail(info: ScaleGroupInfo, vmOf: (name: string) => Vm | undefined, nowMs: number): ScaleGroupDetail {
   const g = info.group;
   const name = g?.name ?? "";
-  const resolved = resolvedPolicy(g?.policy);
-  // A refused policy: the group does not scale, so no member counts as warming up.
+  // A refused policy reads as none: the manager does not scale the group, so no member counts as
+  // warming up.
+  const resolved = resolveScalePolicyIfValid(g?.policy);
   const warmupMs = resolved?.warmupMs ?? 0;
   const protectedSet = new Set(g?.protectedMembers ?? []);
   const members = (g?.members ?? []).map((m): ScaleMemberRow => {
     const vm = vmOf(m.name);
-    const own = vm !== undefined && vm.spec?.labels[SCALE_GROUP_LABEL] === name;
+    const own = vm !== undefined && isMemberOf(vm, name);
     const warmupEndsAtMs = m.addedAtMs + warmupMs;
     return {
       name: m.name,
